@@ -1,0 +1,42 @@
+# Set-up and everyday commands. `make run` and `make test` work on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: run test lint typecheck pytest bench install deps-test clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/pushwire serve $(ARGS)
+
+# Debian tools the tests drive: mosquitto_pub/mosquitto_sub; mosquitto and redis for benches.
+deps-test:
+	@bash scripts/ensure-debian-packages.sh mosquitto-clients mosquitto
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+pytest: install deps-test
+	$(VENV)/bin/pytest -q $(ARGS)
+
+test: install deps-test lint typecheck pytest
+
+bench: install
+	@bash scripts/ensure-debian-packages.sh mosquitto mosquitto-clients
+	$(VENV)/bin/pushwire bench mqtt $(ARGS)
+
+clean:
+	rm -rf $(VENV) pushwire-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,99 @@
+"""The storage engine protocol: what must outlive a process goes through here.
+
+The hub keeps live state in memory and is the source of truth while running; an engine is
+a write-behind journal of that state plus a loader for start-up. Writes are non-blocking
+calls applied in call order; `sync()` resolves once every write issued before it is durable.
+Engines batch writes (group commit), so many `sync()` callers in one event-loop tick share
+one transaction. Pushwire acknowledges a QoS 1/2 publish only after `sync()` when the
+message went into a persistent session (write before you acknowledge).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from pushwire.core.message import Message
+from pushwire.mqtt.packets import SubscriptionOptions
+
+# queued: waiting to be sent; sent: PUBLISH sent, waiting for PUBACK/PUBREC;
+# released: PUBREL sent (QoS 2), waiting for PUBCOMP
+QueueState = Literal["queued", "sent", "released"]
+
+
+@dataclass(slots=True)
+class StoredSubscription:
+    filter: str
+    options: SubscriptionOptions
+    subscription_id: int | None = None
+
+
+@dataclass(slots=True)
+class StoredQueueEntry:
+    seq: int  # delivery order within the session, increasing
+    message: Message  # shared by every session it was queued for (same uid)
+    qos: int  # effective QoS of this delivery
+    retain: bool  # retain flag on this delivery
+    packet_id: int | None = None
+    state: QueueState = "queued"
+
+
+@dataclass(slots=True)
+class StoredSession:
+    client_id: str
+    protocol_level: int
+    # seconds the session lives after disconnect; None = until the client cleans it
+    expiry_interval: int | None
+    disconnected_at: float | None
+    subscriptions: list[StoredSubscription] = field(default_factory=list)
+    queue: list[StoredQueueEntry] = field(default_factory=list)  # sorted by seq
+    # QoS 2 packet ids received from this client (PUBREC sent, PUBREL not yet seen)
+    inbound_qos2: list[int] = field(default_factory=list)
+
+
+class Engine(Protocol):
+    name: str
+    # True when sync() actually waits for stable storage
+    durable: bool
+
+    async def open(self) -> None: ...
+    async def close(self) -> None:
+        """Commit everything pending, then release resources."""
+
+    async def load_sessions(self) -> list[StoredSession]: ...
+    async def load_retained(self) -> list[Message]: ...
+
+    def session_put(
+        self,
+        client_id: str,
+        protocol_level: int,
+        expiry_interval: int | None,
+        disconnected_at: float | None,
+    ) -> None:
+        """Create or update a session row (keeps its subscriptions and queue)."""
+
+    def session_delete(self, client_id: str) -> None:
+        """Delete the session with its subscriptions, queue and inbound QoS 2 ids."""
+
+    def subscription_put(self, client_id: str, sub: StoredSubscription) -> None: ...
+    def subscription_delete(self, client_id: str, flt: str) -> None: ...
+
+    def queue_put(self, client_id: str, entry: StoredQueueEntry) -> None:
+        """Append an entry; the message body is stored once per uid however many sessions
+        reference it, and dropped with its last reference."""
+
+    def queue_update(
+        self, client_id: str, seq: int, packet_id: int | None, state: QueueState
+    ) -> None: ...
+    def queue_delete(self, client_id: str, seq: int) -> None: ...
+
+    def inbound_qos2_put(self, client_id: str, packet_id: int) -> None: ...
+    def inbound_qos2_delete(self, client_id: str, packet_id: int) -> None: ...
+
+    def retained_put(self, message: Message) -> None:
+        """Set the retained message of message.topic (replacing any)."""
+
+    def retained_delete(self, topic: str) -> None: ...
+
+    async def sync(self) -> None:
+        """Return once every write issued before this call is durable."""

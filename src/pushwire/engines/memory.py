@@ -1,0 +1,69 @@
+"""The memory engine: nothing outlives the process (`--memory`, tests, benches)."""
+
+from __future__ import annotations
+
+from pushwire.core.message import Message
+from pushwire.engines.base import QueueState, StoredQueueEntry, StoredSession, StoredSubscription
+
+
+class MemoryEngine:
+    """Every write is a no-op: the hub's in-memory state is all there is."""
+
+    name = "memory"
+    durable = False
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def load_sessions(self) -> list[StoredSession]:
+        return []
+
+    async def load_retained(self) -> list[Message]:
+        return []
+
+    def session_put(
+        self,
+        client_id: str,
+        protocol_level: int,
+        expiry_interval: int | None,
+        disconnected_at: float | None,
+    ) -> None:
+        return None
+
+    def session_delete(self, client_id: str) -> None:
+        return None
+
+    def subscription_put(self, client_id: str, sub: StoredSubscription) -> None:
+        return None
+
+    def subscription_delete(self, client_id: str, flt: str) -> None:
+        return None
+
+    def queue_put(self, client_id: str, entry: StoredQueueEntry) -> None:
+        return None
+
+    def queue_update(
+        self, client_id: str, seq: int, packet_id: int | None, state: QueueState
+    ) -> None:
+        return None
+
+    def queue_delete(self, client_id: str, seq: int) -> None:
+        return None
+
+    def inbound_qos2_put(self, client_id: str, packet_id: int) -> None:
+        return None
+
+    def inbound_qos2_delete(self, client_id: str, packet_id: int) -> None:
+        return None
+
+    def retained_put(self, message: Message) -> None:
+        return None
+
+    def retained_delete(self, topic: str) -> None:
+        return None
+
+    async def sync(self) -> None:
+        return None
