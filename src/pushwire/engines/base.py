@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from pushwire.core.message import Message
-from pushwire.mqtt.packets import SubscriptionOptions
+from pushwire.core.subscription import SubscriptionOptions
 
 # queued: waiting to be sent; sent: PUBLISH sent, waiting for PUBACK/PUBREC;
 # released: PUBREL sent (QoS 2), waiting for PUBCOMP

@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from pushwire.core.subscription import SubscriptionOptions
+
+__all__ = ["SubscriptionOptions"]  # re-exported: packets speak of it, core owns it
+
 Properties = dict[str, Any]
 
 PROTOCOL_V311 = 4
@@ -113,15 +117,6 @@ class PubComp:
     packet_id: int
     reason_code: int = 0
     properties: Properties = field(default_factory=dict)
-
-
-@dataclass(slots=True, frozen=True)
-class SubscriptionOptions:
-    qos: int = 0
-    no_local: bool = False
-    retain_as_published: bool = False
-    # 0: send retained on subscribe; 1: only if the subscription is new; 2: never
-    retain_handling: int = 0
 
 
 @dataclass(slots=True)

@@ -1,0 +1,5 @@
+import sys
+
+from pushwire.cli import main
+
+sys.exit(main())

@@ -1,0 +1,103 @@
+"""The `pushwire` command: serve, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from pushwire import __version__
+from pushwire.config import Settings, load_settings
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting, generated from the Settings model so they never drift."""
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description} (env PUSHWIRE_{name.upper()}, default {field.default})"
+        annotation = field.annotation
+        if annotation is bool:
+            parser.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+            continue
+        parser.add_argument(
+            flag, dest=name, type=_converter(annotation), default=None, help=help_text
+        )
+
+
+def _converter(annotation: Any) -> Any:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation if annotation in (int, float, str, Path) else str
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pushwire", description="pushwire push server")
+    parser.add_argument("--version", action="version", version=f"pushwire {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument(
+        "--config", type=Path, default=None, help="TOML file with settings (env PUSHWIRE_CONFIG)"
+    )
+    _add_settings_flags(serve)
+    bench = sub.add_parser("bench", help="side-by-side benchmarks (see bench/README.md)")
+    bench.add_argument("suite", choices=["mqtt"])
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _serve(ns: argparse.Namespace) -> int:
+    overrides = {
+        name: getattr(ns, name) for name in Settings.model_fields if getattr(ns, name) is not None
+    }
+    config = ns.config
+    if config is None:
+        env = __import__("os").environ.get("PUSHWIRE_CONFIG")
+        config = Path(env) if env else None
+    try:
+        settings = load_settings(config, **overrides)
+    except (ValidationError, FileNotFoundError) as exc:
+        print(f"pushwire: bad settings: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from pushwire.server import serve
+
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    runner(serve(settings))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    if ns.command == "serve":
+        return _serve(ns)
+    if ns.command == "bench":
+        from pushwire.bench.mqtt import main as bench_main
+
+        return bench_main(ns.args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Server settings: command-line flags > environment (PUSHWIRE_*) > TOML file > defaults.
+
+Every limit is a named setting (as mosquitto does), never a magic number in the code.
+`pushwire serve --help` is generated from the fields below, so their descriptions are the
+documentation of each flag.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PUSHWIRE_", extra="forbid")
+
+    # which TOML file to read; set by --config / PUSHWIRE_CONFIG before construction
+    toml_file: ClassVar[Path | None] = None
+
+    bind: str = Field("127.0.0.1", description="address every listener binds to")
+    mqtt_port: int = Field(1883, ge=0, le=65535, description="MQTT over TCP port (0: any free)")
+    http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (0: any free port)")
+    data_dir: Path = Field(Path("pushwire-data"), description="where the SQLite store lives")
+    memory: bool = Field(False, description="keep everything in memory (nothing survives)")
+    durability: bool = Field(
+        True,
+        description="acknowledge QoS 1/2 messages for persistent sessions only once they are "
+        "on disk (SQLite synchronous=FULL)",
+    )
+    max_packet_size: int = Field(
+        1_048_576, ge=64, le=268_435_460, description="largest MQTT packet accepted, bytes"
+    )
+    max_inflight: int = Field(
+        20, ge=1, le=65535, description="unacknowledged QoS 1/2 messages per client"
+    )
+    max_queued_messages: int = Field(
+        1000, ge=0, description="QoS 1/2 messages queued per session beyond the inflight window"
+    )
+    max_connections: int = Field(100_000, ge=1, description="concurrent MQTT connections")
+    max_keepalive: int = Field(
+        65535, ge=0, le=65535, description="largest keepalive granted, seconds (MQTT 5)"
+    )
+    connect_timeout: float = Field(
+        10.0, gt=0, description="seconds a new connection has to send CONNECT"
+    )
+    sys_interval: float = Field(
+        10.0, ge=0, description="seconds between $SYS/broker updates (0: off)"
+    )
+    log_level: str = Field("info", description="debug, info, warning or error")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls.toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional TOML file, the environment and explicit overrides."""
+    if config_file is not None and not config_file.is_file():
+        raise FileNotFoundError(f"config file not found: {config_file}")
+    Settings.toml_file = config_file
+    try:
+        return Settings(**overrides)
+    finally:
+        Settings.toml_file = None

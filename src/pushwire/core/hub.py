@@ -1,0 +1,271 @@
+"""The hub: routes every published message to every matching subscription.
+
+It owns the sessions, the subscription trie and the retained messages, and journals what
+must survive to the engine. Transports call `connect`, `publish`, `subscribe`, ... and are
+called back through the `Link` attached to a session; the hub never knows which transport a
+client came through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pushwire.core.message import Message
+from pushwire.core.retain import RetainedStore
+from pushwire.core.session import Delivery, Link, Session, SessionLimits, Subscription
+from pushwire.core.stats import Stats
+from pushwire.core.topics import SubscriptionTrie
+from pushwire.engines.base import Engine, StoredSession
+
+log = logging.getLogger(__name__)
+
+Observer = Callable[[Message], None]
+
+
+class Hub:
+    def __init__(self, engine: Engine, limits: SessionLimits | None = None) -> None:
+        self.engine = engine
+        self.limits = limits or SessionLimits()
+        self.stats = Stats()
+        self.sessions: dict[str, Session] = {}
+        self.subscriptions: SubscriptionTrie[Session, Subscription] = SubscriptionTrie()
+        self.retained = RetainedStore()
+        # in-process listeners that see every routed message (message log, metrics, ...)
+        self._observers: list[Observer] = []
+        self._sync_task: asyncio.Future[None] | None = None
+
+    # -- start-up ----------------------------------------------------------------------
+
+    async def restore(self) -> None:
+        """Load persistent sessions and retained messages from the engine."""
+        for message in await self.engine.load_retained():
+            self.retained.set(message)
+        now = time.time()
+        restored = 0
+        for stored in await self.engine.load_sessions():
+            if self._expired(stored, now):
+                self.engine.session_delete(stored.client_id)
+                continue
+            self._restore_session(stored)
+            restored += 1
+        log.info("restored %d sessions and %d retained messages", restored, len(self.retained))
+
+    @staticmethod
+    def _expired(stored: StoredSession, now: float) -> bool:
+        if stored.expiry_interval is None or stored.disconnected_at is None:
+            return False
+        return stored.disconnected_at + stored.expiry_interval <= now
+
+    def _restore_session(self, stored: StoredSession) -> None:
+        session = Session(
+            stored.client_id,
+            stored.protocol_level,
+            stored.expiry_interval,
+            self.engine,
+            self.limits,
+            self.stats,
+        )
+        session.disconnected_at = stored.disconnected_at or time.time()
+        for s in stored.subscriptions:
+            sub = Subscription(s.filter, s.options, s.subscription_id)
+            session.subscriptions[s.filter] = sub
+            self.subscriptions.add(s.filter, session, sub)
+        for e in stored.queue:
+            session.restore_delivery(
+                Delivery(e.seq, e.message, e.qos, e.retain, [], e.packet_id, e.state)
+            )
+        session.inbound_qos2.update(stored.inbound_qos2)
+        self.sessions[session.client_id] = session
+        self._schedule_expiry(session)
+
+    # -- durability --------------------------------------------------------------------
+
+    def sync_future(self) -> asyncio.Future[None]:
+        """A future that resolves once everything journaled so far is durable.
+
+        Every caller in the same loop tick shares one engine sync (one commit)."""
+        if self._sync_task is None:
+            self._sync_task = asyncio.ensure_future(self._sync_once())
+        return self._sync_task
+
+    async def _sync_once(self) -> None:
+        # writes issued from here on belong to the next sync; engine.sync() queues its
+        # marker before its first await, so nothing journaled before this point is missed
+        self._sync_task = None
+        await self.engine.sync()
+
+    # -- sessions ----------------------------------------------------------------------
+
+    def connect(
+        self,
+        client_id: str,
+        clean_start: bool,
+        protocol_level: int,
+        expiry_interval: int | None,
+        link: Link,
+    ) -> tuple[Session, bool]:
+        """Find or create the session of `client_id` for a new connection; a connection still
+        attached to it is taken over. Returns (session, session_present)."""
+        existing = self.sessions.get(client_id)
+        if existing is not None and existing.link is not None:
+            old_link = existing.link
+            existing.detach()
+            old_link.close_taken_over()
+        if existing is not None and existing.expiry_handle is not None:
+            existing.expiry_handle.cancel()
+            existing.expiry_handle = None
+        session_present = False
+        if existing is not None and not clean_start:
+            session = existing
+            session_present = True
+            was_persistent = session.persistent
+            session.expiry_interval = expiry_interval
+            session.protocol_level = protocol_level
+            if was_persistent and not session.persistent:
+                # the session now ends with this connection: stop journaling it
+                self.engine.session_delete(client_id)
+        else:
+            if existing is not None:
+                self._discard(existing)
+            session = Session(
+                client_id, protocol_level, expiry_interval, self.engine, self.limits, self.stats
+            )
+            self.sessions[client_id] = session
+        session.journal_session()
+        # the caller attaches `link` once it has answered the connect (CONNACK first)
+        return session, session_present
+
+    def disconnect(self, session: Session, link: Link) -> None:
+        """The connection `link` of `session` ended (any reason)."""
+        if session.link is not link:
+            return  # already taken over by a newer connection
+        session.detach()
+        if not session.persistent:
+            self._discard(session)
+            return
+        session.journal_session()
+        self._schedule_expiry(session)
+
+    def _schedule_expiry(self, session: Session) -> None:
+        if session.expiry_interval is None or session.link is not None:
+            return
+        disconnected = session.disconnected_at or time.time()
+        delay = max(0.0, disconnected + session.expiry_interval - time.time())
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        session.expiry_handle = loop.call_later(delay, self._expire, session)
+
+    def _expire(self, session: Session) -> None:
+        session.expiry_handle = None
+        if session.link is None and self.sessions.get(session.client_id) is session:
+            log.info("session %r expired", session.client_id)
+            self._discard(session)
+
+    def _discard(self, session: Session) -> None:
+        for flt in list(session.subscriptions):
+            self.subscriptions.remove(flt, session)
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+        if session.persistent:
+            self.engine.session_delete(session.client_id)
+        if session.expiry_handle is not None:
+            session.expiry_handle.cancel()
+            session.expiry_handle = None
+
+    # -- subscriptions -----------------------------------------------------------------
+
+    def subscribe(self, session: Session, sub: Subscription) -> bool:
+        """Add or replace a subscription; True when it is new for the session."""
+        new = session.add_subscription(sub)
+        self.subscriptions.add(sub.filter, session, sub)
+        return new
+
+    def send_retained(self, session: Session, sub: Subscription, new: bool) -> None:
+        """Offer the retained messages matching a subscription, as its retain_handling asks
+        (called after the transport acknowledged the subscription)."""
+        handling = sub.options.retain_handling
+        if handling == 2 or (handling == 1 and not new):
+            return
+        ids = [sub.subscription_id] if sub.subscription_id else []
+        now = time.time()
+        for message in self.retained.matching(sub.filter):
+            if not message.expired(now):
+                session.offer(message, min(message.qos, sub.options.qos), True, ids, None)
+
+    def unsubscribe(self, session: Session, flt: str) -> bool:
+        if not session.remove_subscription(flt):
+            return False
+        self.subscriptions.remove(flt, session)
+        return True
+
+    def add_observer(self, observer: Observer) -> None:
+        self._observers.append(observer)
+
+    # -- routing -----------------------------------------------------------------------
+
+    def publish(self, message: Message, internal: bool = False) -> bool:
+        """Route a message; True when something was journaled (sync before acknowledging).
+        `internal` messages ($SYS) are not counted as received."""
+        if not internal:
+            self.stats.messages_received += 1
+        journaled = False
+        if message.retain:
+            journaled = self._update_retained(message)
+        matched = self.subscriptions.match(message.topic)
+        if matched:
+            journaled = self._deliver(message, matched) or journaled
+        for observer in self._observers:
+            observer(message)
+        return journaled
+
+    def _deliver(self, message: Message, matched: list[tuple[str, Session, Subscription]]) -> bool:
+        wire_cache: dict[Any, Any] = {}
+        journaled = False
+        if len(matched) == 1:
+            _, session, sub = matched[0]
+            if sub.options.no_local and message.origin == session.client_id:
+                return False
+            ids = [sub.subscription_id] if sub.subscription_id else []
+            retain = message.retain and sub.options.retain_as_published
+            return session.offer(message, min(message.qos, sub.options.qos), retain, ids, None)
+        # overlapping subscriptions of one session: one copy at the highest QoS granted,
+        # carrying every matching subscription identifier (MQTT-3.3.4-2 allows this)
+        best: dict[Session, tuple[int, bool, list[int]]] = {}
+        for _, session, sub in matched:
+            opts = sub.options
+            if opts.no_local and message.origin == session.client_id:
+                continue
+            qos = min(message.qos, opts.qos)
+            retain = message.retain and opts.retain_as_published
+            prev = best.get(session)
+            if prev is None:
+                ids = [sub.subscription_id] if sub.subscription_id else []
+                best[session] = (qos, retain, ids)
+            else:
+                ids = prev[2]
+                if sub.subscription_id:
+                    ids.append(sub.subscription_id)
+                best[session] = (max(qos, prev[0]), retain or prev[1], ids)
+        for session, (qos, retain, ids) in best.items():
+            if session.offer(message, qos, retain, ids, wire_cache):
+                journaled = True
+        return journaled
+
+    def _update_retained(self, message: Message) -> bool:
+        # $SYS is regenerated at every start; keep it out of the journal
+        journal = not message.topic.startswith("$SYS/")
+        if not message.payload:
+            if self.retained.clear(message.topic) and journal:
+                self.engine.retained_delete(message.topic)
+                return True
+            return False
+        self.retained.set(message)
+        if journal:
+            self.engine.retained_put(message)
+        return journal

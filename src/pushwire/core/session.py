@@ -1,0 +1,307 @@
+"""A client session: subscriptions, the inflight window, and the offline queue.
+
+Transport-agnostic: a live connection attaches as a `Link` and is told what to send; the
+session decides what is inflight, what waits, and what gets dropped. Persistent sessions
+journal every change to the engine so that they survive a restart; transient ones never
+touch the engine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pushwire.core.message import Message
+from pushwire.core.stats import Stats
+from pushwire.core.subscription import SubscriptionOptions
+from pushwire.engines.base import Engine, QueueState, StoredQueueEntry, StoredSubscription
+
+MAX_PACKET_ID = 65535
+
+
+@dataclass(slots=True)
+class Subscription:
+    filter: str
+    options: SubscriptionOptions
+    subscription_id: int | None = None
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One message on its way to one session."""
+
+    seq: int
+    message: Message
+    qos: int
+    retain: bool
+    subscription_ids: list[int] = field(default_factory=list)
+    packet_id: int | None = None
+    state: QueueState = "queued"
+
+
+class Link(Protocol):
+    """What a session needs from the connection currently attached to it."""
+
+    # MQTT 5 receive maximum of the client (max inflight it accepts); 65535 otherwise
+    receive_maximum: int
+
+    def writable(self) -> bool:
+        """False while the transport's send buffer is above its high-water mark."""
+
+    def send_message(
+        self, delivery: Delivery, dup: bool, wire_cache: dict[Any, Any] | None
+    ) -> None:
+        """Send a PUBLISH; `wire_cache` lets one route share encoded bytes across links."""
+
+    def send_release(self, packet_id: int) -> None:
+        """Send PUBREL (resuming a QoS 2 flow after reconnect)."""
+
+    def close_taken_over(self) -> None:
+        """Another connection took over this session: close this one."""
+
+
+@dataclass(slots=True)
+class SessionLimits:
+    max_inflight: int = 20
+    max_queued_messages: int = 1000
+
+
+class Session:
+    """State of one client id; identity-hashed so it can key the subscription trie."""
+
+    __slots__ = (
+        "_engine",
+        "_limits",
+        "_next_packet_id",
+        "_next_seq",
+        "_stats",
+        "client_id",
+        "disconnected_at",
+        "expiry_handle",
+        "expiry_interval",
+        "inbound_qos2",
+        "inflight",
+        "link",
+        "protocol_level",
+        "queue",
+        "subscriptions",
+    )
+
+    def __init__(
+        self,
+        client_id: str,
+        protocol_level: int,
+        expiry_interval: int | None,
+        engine: Engine,
+        limits: SessionLimits,
+        stats: Stats,
+    ) -> None:
+        self.client_id = client_id
+        self.protocol_level = protocol_level
+        # None: lives until cleaned (3.1.1 clean session 0); 0: ends with the connection
+        self.expiry_interval = expiry_interval
+        self.subscriptions: dict[str, Subscription] = {}
+        self.queue: deque[Delivery] = deque()
+        self.inflight: dict[int, Delivery] = {}
+        self.inbound_qos2: set[int] = set()
+        self.link: Link | None = None
+        self.disconnected_at: float | None = None
+        self.expiry_handle: Any = None
+        self._engine = engine
+        self._limits = limits
+        self._stats = stats
+        self._next_seq = 1
+        self._next_packet_id = 1
+
+    def __repr__(self) -> str:
+        return f"Session({self.client_id!r}, online={self.link is not None})"
+
+    @property
+    def persistent(self) -> bool:
+        return self.expiry_interval != 0
+
+    # -- journal ---------------------------------------------------------------------
+
+    def journal_session(self) -> None:
+        if self.persistent:
+            self._engine.session_put(
+                self.client_id, self.protocol_level, self.expiry_interval, self.disconnected_at
+            )
+
+    def add_subscription(self, sub: Subscription) -> bool:
+        """Insert or replace; True when the filter is new for this session."""
+        new = sub.filter not in self.subscriptions
+        self.subscriptions[sub.filter] = sub
+        if self.persistent:
+            self._engine.subscription_put(
+                self.client_id, StoredSubscription(sub.filter, sub.options, sub.subscription_id)
+            )
+        return new
+
+    def remove_subscription(self, flt: str) -> bool:
+        if self.subscriptions.pop(flt, None) is None:
+            return False
+        if self.persistent:
+            self._engine.subscription_delete(self.client_id, flt)
+        return True
+
+    def _journal_put(self, d: Delivery) -> None:
+        self._engine.queue_put(
+            self.client_id,
+            StoredQueueEntry(d.seq, d.message, d.qos, d.retain, d.packet_id, d.state),
+        )
+
+    # -- outgoing flow -----------------------------------------------------------------
+
+    def offer(
+        self,
+        message: Message,
+        qos: int,
+        retain: bool,
+        subscription_ids: list[int],
+        wire_cache: dict[Any, Any] | None,
+    ) -> bool:
+        """Take a message for this session; True when it was journaled (caller must sync
+        before acknowledging the publisher)."""
+        link = self.link
+        if qos == 0:
+            if link is not None and link.writable():
+                link.send_message(
+                    Delivery(0, message, 0, retain, subscription_ids), False, wire_cache
+                )
+            else:
+                # QoS 0 is never queued: it is "at most once" by contract
+                self._stats.publish_dropped += 1
+            return False
+        if len(self.queue) >= self._limits.max_queued_messages and (
+            link is None or not self._window_open(link)
+        ):
+            self._stats.queue_overflow += 1
+            return False
+        d = Delivery(self._next_seq, message, qos, retain, subscription_ids)
+        self._next_seq += 1
+        journaled = self.persistent
+        if link is not None and not self.queue and self._window_open(link) and link.writable():
+            d.packet_id = self._allocate_packet_id()
+            d.state = "sent"
+            self.inflight[d.packet_id] = d
+            if journaled:
+                self._journal_put(d)
+            link.send_message(d, False, wire_cache)
+        else:
+            self.queue.append(d)
+            if journaled:
+                self._journal_put(d)
+        return journaled
+
+    def _window_open(self, link: Link) -> bool:
+        return len(self.inflight) < min(self._limits.max_inflight, link.receive_maximum)
+
+    def _allocate_packet_id(self) -> int:
+        pid = self._next_packet_id
+        # packet ids are 1..65535 and must not collide with one still inflight
+        while pid in self.inflight:
+            pid = pid % MAX_PACKET_ID + 1
+        self._next_packet_id = pid % MAX_PACKET_ID + 1
+        return pid
+
+    def pump(self) -> None:
+        """Move queued messages into the inflight window while the link can take them."""
+        link = self.link
+        if link is None:
+            return
+        now = time.time()
+        while self.queue and self._window_open(link) and link.writable():
+            d = self.queue.popleft()
+            if d.message.expired(now):
+                self._stats.expired += 1
+                if self.persistent:
+                    self._engine.queue_delete(self.client_id, d.seq)
+                continue
+            d.packet_id = self._allocate_packet_id()
+            d.state = "sent"
+            self.inflight[d.packet_id] = d
+            if self.persistent:
+                self._engine.queue_update(self.client_id, d.seq, d.packet_id, "sent")
+            link.send_message(d, False, None)
+
+    def _finish(self, packet_id: int) -> bool:
+        d = self.inflight.pop(packet_id, None)
+        if d is None:
+            return False
+        if self.persistent:
+            self._engine.queue_delete(self.client_id, d.seq)
+        self.pump()
+        return True
+
+    def acknowledge(self, packet_id: int) -> bool:
+        """PUBACK for a QoS 1 delivery."""
+        d = self.inflight.get(packet_id)
+        if d is None or d.qos != 1:
+            return False
+        return self._finish(packet_id)
+
+    def received(self, packet_id: int) -> bool:
+        """PUBREC for a QoS 2 delivery: the message is now the client's; PUBREL follows."""
+        d = self.inflight.get(packet_id)
+        if d is None or d.qos != 2:
+            return False
+        if d.state != "released":
+            d.state = "released"
+            if self.persistent:
+                self._engine.queue_update(self.client_id, d.seq, packet_id, "released")
+        return True
+
+    def completed(self, packet_id: int) -> bool:
+        """PUBCOMP for a QoS 2 delivery."""
+        d = self.inflight.get(packet_id)
+        if d is None or d.state != "released":
+            return False
+        return self._finish(packet_id)
+
+    # -- inbound QoS 2 ---------------------------------------------------------------------
+
+    def inbound_qos2_seen(self, packet_id: int) -> bool:
+        return packet_id in self.inbound_qos2
+
+    def inbound_qos2_add(self, packet_id: int) -> None:
+        self.inbound_qos2.add(packet_id)
+        if self.persistent:
+            self._engine.inbound_qos2_put(self.client_id, packet_id)
+
+    def inbound_qos2_release(self, packet_id: int) -> bool:
+        if packet_id not in self.inbound_qos2:
+            return False
+        self.inbound_qos2.discard(packet_id)
+        if self.persistent:
+            self._engine.inbound_qos2_delete(self.client_id, packet_id)
+        return True
+
+    # -- connection lifecycle --------------------------------------------------------------
+
+    def attach(self, link: Link) -> None:
+        """A connection takes this session: resend what is unacknowledged, then the queue."""
+        self.link = link
+        self.disconnected_at = None
+        for packet_id, d in list(self.inflight.items()):
+            if d.state == "released":
+                link.send_release(packet_id)
+            else:
+                link.send_message(d, True, None)
+        self.pump()
+
+    def detach(self) -> None:
+        self.link = None
+        self.disconnected_at = time.time()
+
+    def restore_delivery(self, d: Delivery) -> None:
+        """Put back a journaled delivery at start-up."""
+        if d.packet_id is not None and d.state != "queued":
+            self.inflight[d.packet_id] = d
+        else:
+            d.state = "queued"
+            d.packet_id = None
+            self.queue.append(d)
+        self._next_seq = max(self._next_seq, d.seq + 1)

@@ -1,0 +1,25 @@
+"""Counters the broker exposes through $SYS and /metrics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Stats:
+    started_at: float = field(default_factory=time.time)
+    messages_received: int = 0
+    messages_sent: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    publish_dropped: int = 0  # QoS 0 to a congested subscriber, or a full offline queue
+    queue_overflow: int = 0  # QoS 1/2 refused because a session queue was full
+    expired: int = 0  # messages whose expiry passed before delivery
+    clients_connected: int = 0
+    clients_maximum: int = 0
+    connections_refused: int = 0
+    protocol_errors: int = 0
+
+    def uptime(self) -> int:
+        return int(time.time() - self.started_at)

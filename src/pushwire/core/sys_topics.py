@@ -1,0 +1,42 @@
+"""$SYS/broker/... status topics (the names mosquitto uses), published retained."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pushwire import __version__
+from pushwire.core.hub import Hub
+from pushwire.core.message import Message
+
+
+def sys_values(hub: Hub) -> dict[str, str]:
+    s = hub.stats
+    return {
+        "$SYS/broker/version": f"pushwire {__version__}",
+        "$SYS/broker/uptime": str(s.uptime()),
+        "$SYS/broker/clients/connected": str(s.clients_connected),
+        "$SYS/broker/clients/maximum": str(s.clients_maximum),
+        "$SYS/broker/clients/total": str(len(hub.sessions)),
+        "$SYS/broker/messages/received": str(s.messages_received),
+        "$SYS/broker/messages/sent": str(s.messages_sent),
+        "$SYS/broker/messages/dropped": str(s.publish_dropped + s.queue_overflow),
+        "$SYS/broker/bytes/received": str(s.bytes_received),
+        "$SYS/broker/bytes/sent": str(s.bytes_sent),
+        "$SYS/broker/subscriptions/count": str(len(hub.subscriptions)),
+        "$SYS/broker/retained messages/count": str(len(hub.retained)),
+    }
+
+
+def publish_sys(hub: Hub) -> None:
+    for topic, value in sys_values(hub).items():
+        previous = hub.retained.get(topic)
+        if previous is not None and previous.payload == value.encode():
+            continue  # unchanged: don't wake subscribers
+        hub.publish(Message(topic, value.encode(), 0, True), internal=True)
+
+
+async def run_sys_publisher(hub: Hub, interval: float) -> None:
+    """Publish the $SYS tree every `interval` seconds until cancelled."""
+    while True:
+        publish_sys(hub)
+        await asyncio.sleep(interval)

@@ -1,0 +1,739 @@
+"""The SQLite engine: the embedded default store, one database file, no server to run.
+
+Threading model. sqlite3 calls block (and fsync blocks for milliseconds), so none of them
+run on the event loop. One writer thread owns the only connection. Write methods just
+append an operation to a `queue.SimpleQueue` (thread-safe, lock-free for put, keeps call
+order) and return. The writer blocks for the first operation, drains whatever else is
+already queued (up to `batch_max`), applies it all in ONE transaction and commits: a group
+commit, so the fsync cost is paid once per batch rather than once per write. `sync()` puts
+a marker in the same queue; the writer resolves the marker's future after the commit of the
+batch it was drained in, which covers every write queued before it. Reads (`load_*`) go
+through the same queue, after the preceding writes have been committed, so they see them.
+
+Failures. A batch that fails is rolled back as a whole, logged, and reported as
+`SQLiteWriteError` to the `sync()` waiters of that batch; if the batch had none (the writer
+picked the writes up before the marker arrived), the error is kept and reported to the
+waiters of the next commit point instead. Either way every failure reaches the first
+`sync()` whose promise it broke, once; the writer thread keeps serving later batches.
+
+Storage. A message body is stored once per `Message.uid` in `messages` and referenced by
+`queue` rows; triggers on `queue` drop the body with its last reference, so every path that
+removes queue rows (queue_delete, session_delete, a queue_put replacing a seq) collects it.
+Retained messages are a separate table keyed by topic holding the whole message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from pushwire.core.message import Message, bump_uid_floor
+from pushwire.engines.base import QueueState, StoredQueueEntry, StoredSession, StoredSubscription
+from pushwire.engines.serialize import dump_properties, load_properties
+from pushwire.mqtt.packets import SubscriptionOptions
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION: Final = 1
+_STATES: Final = frozenset({"queued", "sent", "released"})
+
+_T = TypeVar("_T")
+_Params = tuple[Any, ...]
+# A write is (sql, params) for single statements, or (function, params) for the few
+# operations that need several statements applied together.
+_WriteFn = Callable[[sqlite3.Connection, Any], None]
+_Write = tuple[str | _WriteFn, Any]
+
+
+class SQLiteWriteError(RuntimeError):
+    """A batch of writes was rolled back: writes issued before the failing `sync()` are not
+    all durable. The underlying sqlite3 (or other) exception is the `__cause__`."""
+
+
+class _Sync:
+    """Commit marker: resolve `future` on `loop` once the writes queued before it commit."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+        self.loop = loop
+        self.future = future
+
+
+class _Call:
+    """Run `fn` on the writer thread (outside any transaction) after preceding commits."""
+
+    __slots__ = ("fn", "future")
+
+    def __init__(
+        self, fn: Callable[[sqlite3.Connection], Any], future: concurrent.futures.Future[Any]
+    ) -> None:
+        self.fn = fn
+        self.future = future
+
+
+class _Stop:
+    __slots__ = ("future",)
+
+    def __init__(self, future: concurrent.futures.Future[None]) -> None:
+        self.future = future
+
+
+_Item = _Write | _Sync | _Call | _Stop
+
+_SCHEMA: Final = f"""
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    client_id TEXT PRIMARY KEY,
+    protocol_level INTEGER NOT NULL,
+    expiry_interval INTEGER,
+    disconnected_at REAL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subscriptions (
+    client_id TEXT NOT NULL,
+    filter TEXT NOT NULL,
+    qos INTEGER NOT NULL,
+    no_local INTEGER NOT NULL,
+    retain_as_published INTEGER NOT NULL,
+    retain_handling INTEGER NOT NULL,
+    subscription_id INTEGER,
+    PRIMARY KEY (client_id, filter)
+) WITHOUT ROWID;
+-- rowid table: payloads can be large, which WITHOUT ROWID handles badly
+CREATE TABLE IF NOT EXISTS messages (
+    uid INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    properties TEXT,
+    expires_at REAL,
+    created_at REAL NOT NULL,
+    origin TEXT
+);
+CREATE TABLE IF NOT EXISTS queue (
+    client_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    packet_id INTEGER,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'released')),
+    PRIMARY KEY (client_id, seq)
+) WITHOUT ROWID;
+-- makes the "any reference left?" probe of the triggers below an index lookup
+CREATE INDEX IF NOT EXISTS queue_uid ON queue (uid);
+CREATE TRIGGER IF NOT EXISTS queue_gc_delete AFTER DELETE ON queue
+BEGIN
+    DELETE FROM messages WHERE uid = OLD.uid
+        AND NOT EXISTS (SELECT 1 FROM queue WHERE uid = OLD.uid);
+END;
+-- a queue_put on an existing (client_id, seq) is an upsert that may switch messages
+CREATE TRIGGER IF NOT EXISTS queue_gc_update AFTER UPDATE OF uid ON queue
+WHEN OLD.uid <> NEW.uid
+BEGIN
+    DELETE FROM messages WHERE uid = OLD.uid
+        AND NOT EXISTS (SELECT 1 FROM queue WHERE uid = OLD.uid);
+END;
+CREATE TABLE IF NOT EXISTS inbound_qos2 (
+    client_id TEXT NOT NULL,
+    packet_id INTEGER NOT NULL,
+    PRIMARY KEY (client_id, packet_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS retained (
+    topic TEXT PRIMARY KEY,
+    uid INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    properties TEXT,
+    expires_at REAL,
+    created_at REAL NOT NULL,
+    origin TEXT
+);
+INSERT INTO schema_version (version)
+    SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+PRAGMA user_version = {SCHEMA_VERSION};
+COMMIT;
+"""
+
+_SQL_SESSION_PUT: Final = """
+INSERT INTO sessions (client_id, protocol_level, expiry_interval, disconnected_at)
+VALUES (?, ?, ?, ?)
+ON CONFLICT (client_id) DO UPDATE SET
+    protocol_level = excluded.protocol_level,
+    expiry_interval = excluded.expiry_interval,
+    disconnected_at = excluded.disconnected_at
+"""
+_SQL_SUBSCRIPTION_PUT: Final = """
+INSERT INTO subscriptions (client_id, filter, qos, no_local, retain_as_published,
+                           retain_handling, subscription_id)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (client_id, filter) DO UPDATE SET
+    qos = excluded.qos,
+    no_local = excluded.no_local,
+    retain_as_published = excluded.retain_as_published,
+    retain_handling = excluded.retain_handling,
+    subscription_id = excluded.subscription_id
+"""
+_SQL_SUBSCRIPTION_DELETE: Final = "DELETE FROM subscriptions WHERE client_id = ? AND filter = ?"
+# OR IGNORE: the body is immutable per uid, the first queue_put of a uid stores it
+_SQL_MESSAGE_PUT: Final = """
+INSERT OR IGNORE INTO messages (uid, topic, payload, qos, retain, properties, expires_at,
+                                created_at, origin)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_SQL_QUEUE_PUT: Final = """
+INSERT INTO queue (client_id, seq, uid, qos, retain, packet_id, state)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (client_id, seq) DO UPDATE SET
+    uid = excluded.uid,
+    qos = excluded.qos,
+    retain = excluded.retain,
+    packet_id = excluded.packet_id,
+    state = excluded.state
+"""
+_SQL_QUEUE_UPDATE: Final = (
+    "UPDATE queue SET packet_id = ?, state = ? WHERE client_id = ? AND seq = ?"
+)
+_SQL_QUEUE_DELETE: Final = "DELETE FROM queue WHERE client_id = ? AND seq = ?"
+_SQL_QOS2_PUT: Final = "INSERT OR IGNORE INTO inbound_qos2 (client_id, packet_id) VALUES (?, ?)"
+_SQL_QOS2_DELETE: Final = "DELETE FROM inbound_qos2 WHERE client_id = ? AND packet_id = ?"
+_SQL_RETAINED_PUT: Final = """
+INSERT OR REPLACE INTO retained (topic, uid, payload, qos, retain, properties, expires_at,
+                                 created_at, origin)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_SQL_RETAINED_DELETE: Final = "DELETE FROM retained WHERE topic = ?"
+_SQL_SESSION_DELETE: Final = (
+    "DELETE FROM sessions WHERE client_id = ?",
+    "DELETE FROM subscriptions WHERE client_id = ?",
+    "DELETE FROM queue WHERE client_id = ?",  # the delete trigger collects the bodies
+    "DELETE FROM inbound_qos2 WHERE client_id = ?",
+)
+
+
+def _w_queue_put(conn: sqlite3.Connection, params: tuple[_Params, _Params]) -> None:
+    # body first: the upsert's trigger must see the new uid already referenced
+    conn.execute(_SQL_MESSAGE_PUT, params[0])
+    conn.execute(_SQL_QUEUE_PUT, params[1])
+
+
+def _w_session_delete(conn: sqlite3.Connection, params: _Params) -> None:
+    for sql in _SQL_SESSION_DELETE:
+        conn.execute(sql, params)
+
+
+def _props_text(props: dict[str, Any]) -> str | None:
+    # NULL for the common empty case: no JSON work on either side
+    return dump_properties(props) if props else None
+
+
+def _message_from_row(
+    topic: str,
+    payload: bytes,
+    qos: int,
+    retain: int,
+    properties: str | None,
+    expires_at: float | None,
+    created_at: float,
+    uid: int,
+    origin: str | None,
+) -> Message:
+    return Message(
+        topic=topic,
+        payload=bytes(payload),
+        qos=qos,
+        retain=bool(retain),
+        properties=load_properties(properties) if properties is not None else {},
+        expires_at=expires_at,
+        created_at=created_at,
+        uid=uid,
+        origin=origin,
+    )
+
+
+def _max_uid(conn: sqlite3.Connection) -> int:
+    row = conn.execute(
+        "SELECT max(coalesce((SELECT max(uid) FROM messages), 0),"
+        " coalesce((SELECT max(uid) FROM retained), 0))"
+    ).fetchone()
+    return int(row[0])
+
+
+def _read_sessions(conn: sqlite3.Connection) -> tuple[list[StoredSession], int]:
+    sessions: dict[str, StoredSession] = {}
+    for client_id, level, expiry, disconnected_at in conn.execute(
+        "SELECT client_id, protocol_level, expiry_interval, disconnected_at FROM sessions"
+        " ORDER BY client_id"
+    ):
+        sessions[client_id] = StoredSession(client_id, level, expiry, disconnected_at)
+
+    # Rows whose session row is missing can only come from a caller that wrote them
+    # without session_put; they are skipped but counted, never dropped silently.
+    orphans = 0
+    for client_id, flt, qos, no_local, rap, rh, sub_id in conn.execute(
+        "SELECT client_id, filter, qos, no_local, retain_as_published, retain_handling,"
+        " subscription_id FROM subscriptions ORDER BY client_id, filter"
+    ):
+        session = sessions.get(client_id)
+        if session is None:
+            orphans += 1
+            continue
+        options = SubscriptionOptions(
+            qos=qos, no_local=bool(no_local), retain_as_published=bool(rap), retain_handling=rh
+        )
+        session.subscriptions.append(StoredSubscription(flt, options, sub_id))
+
+    # One Message object per uid, shared by every entry that references it, as in memory.
+    messages: dict[int, Message] = {}
+    missing = 0
+    for row in conn.execute(
+        "SELECT q.client_id, q.seq, q.qos, q.retain, q.packet_id, q.state, q.uid,"
+        " m.topic, m.payload, m.qos, m.retain, m.properties, m.expires_at, m.created_at,"
+        " m.origin"
+        " FROM queue AS q LEFT JOIN messages AS m ON m.uid = q.uid"
+        " ORDER BY q.client_id, q.seq"
+    ):
+        client_id, seq, qos, retain, packet_id, state, uid = row[:7]
+        session = sessions.get(client_id)
+        if session is None:
+            orphans += 1
+            continue
+        message = messages.get(uid)
+        if message is None:
+            if row[7] is None:  # body missing: cannot happen through this engine's writes
+                missing += 1
+                continue
+            topic, payload, mqos, mretain, props, expires_at, created_at, origin = row[7:]
+            message = _message_from_row(
+                topic, payload, mqos, mretain, props, expires_at, created_at, uid, origin
+            )
+            messages[uid] = message
+        session.queue.append(StoredQueueEntry(seq, message, qos, bool(retain), packet_id, state))
+
+    for client_id, packet_id in conn.execute(
+        "SELECT client_id, packet_id FROM inbound_qos2 ORDER BY client_id, packet_id"
+    ):
+        session = sessions.get(client_id)
+        if session is None:
+            orphans += 1
+            continue
+        session.inbound_qos2.append(packet_id)
+
+    if orphans:
+        logger.warning("sqlite engine: skipped %d rows of sessions that do not exist", orphans)
+    if missing:
+        logger.error("sqlite engine: skipped %d queue rows whose message is missing", missing)
+    return list(sessions.values()), _max_uid(conn)
+
+
+def _read_retained(conn: sqlite3.Connection) -> tuple[list[Message], int]:
+    messages = [
+        _message_from_row(*row)
+        for row in conn.execute(
+            "SELECT topic, payload, qos, retain, properties, expires_at, created_at, uid,"
+            " origin FROM retained ORDER BY topic"
+        )
+    ]
+    return messages, _max_uid(conn)
+
+
+def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    """Runs on the event loop: resolve the sync() futures of one commit point."""
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            exc = SQLiteWriteError(f"sqlite engine: write batch rolled back: {error!r}")
+            exc.__cause__ = error
+            future.set_exception(exc)
+
+
+class SQLiteEngine:
+    """Engine on one SQLite file in WAL mode, written by a dedicated thread (group commit)."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path, durable: bool = True, batch_max: int = 1000) -> None:
+        if batch_max < 1:
+            raise ValueError("batch_max must be >= 1")
+        self.path = Path(path)
+        # durable: synchronous=FULL (fsync on every commit) and sync() waits for the commit.
+        # Not durable: synchronous=NORMAL, which in WAL mode still survives a process crash
+        # once committed (only power loss can roll back the newest commits), and sync()
+        # returns at once.
+        self.durable = durable
+        self.batch_max = batch_max
+        # Written by the writer thread only; read for monitoring and by tests.
+        self.commits = 0
+        self.failed_batches = 0
+
+        self._ops: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._state = "new"  # new -> open -> closed
+        # sync() coalescing: while no write was issued since the last marker, a new sync()
+        # can wait on that marker instead of queueing another one.
+        self._dirty = False
+        self._last_sync: asyncio.Future[None] | None = None
+        # A failed batch's error waiting for the next commit point with waiters (writer
+        # thread only).
+        self._unreported: BaseException | None = None
+        # uid -> serialized properties of the last queued message: fan-out queues the same
+        # message for many sessions in a row, and only its first queue_put stores a body.
+        self._props_cache: tuple[int, str | None] = (0, None)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._state != "new":
+            raise RuntimeError(f"SQLiteEngine.open() on an engine that is {self._state}")
+        ready: concurrent.futures.Future[int] = concurrent.futures.Future()
+        thread = threading.Thread(
+            target=self._run, args=(ready,), name="pushwire-sqlite-writer", daemon=True
+        )
+        thread.start()
+        try:
+            max_uid = await asyncio.wrap_future(ready)
+        except BaseException:
+            await asyncio.to_thread(thread.join)
+            self._state = "closed"
+            raise
+        self._thread = thread
+        self._state = "open"
+        # Right away, not only in load_*: no Message created from now on may reuse a uid
+        # that is already on disk, or its body would be taken for the stored one.
+        bump_uid_floor(max_uid)
+
+    async def close(self) -> None:
+        """Commit everything pending, stop the writer and close the database.
+
+        Raises SQLiteWriteError (after releasing everything) if the final commit failed."""
+        if self._state != "open":
+            self._state = "closed"
+            return
+        self._state = "closed"  # from here on, writes raise
+        loop = asyncio.get_running_loop()
+        final: asyncio.Future[None] = loop.create_future()
+        self._ops.put(_Sync(loop, final))
+        stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._ops.put(_Stop(stopped))
+        error: SQLiteWriteError | None = None
+        try:
+            await asyncio.shield(final)
+        except SQLiteWriteError as exc:
+            error = exc
+        await asyncio.wrap_future(stopped)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        if error is not None:
+            raise error
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def load_sessions(self) -> list[StoredSession]:
+        sessions, max_uid = await self._call(_read_sessions)
+        bump_uid_floor(max_uid)
+        return sessions
+
+    async def load_retained(self) -> list[Message]:
+        messages, max_uid = await self._call(_read_retained)
+        bump_uid_floor(max_uid)
+        return messages
+
+    # -- writes (non-blocking: queued for the writer thread) ------------------------------
+
+    def session_put(
+        self,
+        client_id: str,
+        protocol_level: int,
+        expiry_interval: int | None,
+        disconnected_at: float | None,
+    ) -> None:
+        self._write(_SQL_SESSION_PUT, (client_id, protocol_level, expiry_interval, disconnected_at))
+
+    def session_delete(self, client_id: str) -> None:
+        self._write(_w_session_delete, (client_id,))
+
+    def subscription_put(self, client_id: str, sub: StoredSubscription) -> None:
+        o = sub.options
+        self._write(
+            _SQL_SUBSCRIPTION_PUT,
+            (
+                client_id,
+                sub.filter,
+                o.qos,
+                int(o.no_local),
+                int(o.retain_as_published),
+                o.retain_handling,
+                sub.subscription_id,
+            ),
+        )
+
+    def subscription_delete(self, client_id: str, flt: str) -> None:
+        self._write(_SQL_SUBSCRIPTION_DELETE, (client_id, flt))
+
+    def queue_put(self, client_id: str, entry: StoredQueueEntry) -> None:
+        _check_state(entry.state)
+        m = entry.message
+        cached_uid, props = self._props_cache
+        if cached_uid != m.uid:
+            # serialized here, not on the writer: a bad property raises at the call site
+            props = _props_text(m.properties)
+            self._props_cache = (m.uid, props)
+        body = (
+            m.uid,
+            m.topic,
+            m.payload,
+            m.qos,
+            int(m.retain),
+            props,
+            m.expires_at,
+            m.created_at,
+            m.origin,
+        )
+        row = (
+            client_id,
+            entry.seq,
+            m.uid,
+            entry.qos,
+            int(entry.retain),
+            entry.packet_id,
+            entry.state,
+        )
+        self._write(_w_queue_put, (body, row))
+
+    def queue_update(
+        self, client_id: str, seq: int, packet_id: int | None, state: QueueState
+    ) -> None:
+        _check_state(state)
+        self._write(_SQL_QUEUE_UPDATE, (packet_id, state, client_id, seq))
+
+    def queue_delete(self, client_id: str, seq: int) -> None:
+        self._write(_SQL_QUEUE_DELETE, (client_id, seq))
+
+    def inbound_qos2_put(self, client_id: str, packet_id: int) -> None:
+        self._write(_SQL_QOS2_PUT, (client_id, packet_id))
+
+    def inbound_qos2_delete(self, client_id: str, packet_id: int) -> None:
+        self._write(_SQL_QOS2_DELETE, (client_id, packet_id))
+
+    def retained_put(self, message: Message) -> None:
+        m = message
+        self._write(
+            _SQL_RETAINED_PUT,
+            (
+                m.topic,
+                m.uid,
+                m.payload,
+                m.qos,
+                int(m.retain),
+                _props_text(m.properties),
+                m.expires_at,
+                m.created_at,
+                m.origin,
+            ),
+        )
+
+    def retained_delete(self, topic: str) -> None:
+        self._write(_SQL_RETAINED_DELETE, (topic,))
+
+    # -- commit points --------------------------------------------------------------------
+
+    async def sync(self) -> None:
+        """Return once every write issued before this call is committed (durable=True).
+
+        With durable=False this returns at once: the writes are committed shortly after
+        by the writer, and failures are only logged (use `flush()` to wait anyway)."""
+        self._check_open()
+        if self.durable:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Wait until every write issued before this call is committed, whatever `durable`
+        says. Raises SQLiteWriteError if a batch failed since the previous commit point."""
+        self._check_open()
+        last = self._last_sync
+        if not self._dirty and (last is None or last.done()):
+            # nothing written since the last commit point, which is already settled
+            # (a failure there was reported to its waiters, once)
+            return
+        loop = asyncio.get_running_loop()
+        if self._dirty or last is None or last.get_loop() is not loop:
+            last = loop.create_future()
+            self._ops.put(_Sync(loop, last))
+            self._last_sync = last
+            self._dirty = False
+        # shield: one waiter being cancelled must not cancel the shared future of the others
+        await asyncio.shield(last)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise RuntimeError(f"SQLiteEngine is {self._state}, not open")
+
+    def _write(self, op: str | _WriteFn, params: Any) -> None:
+        if self._state != "open":
+            raise RuntimeError(f"SQLiteEngine is {self._state}: cannot write")
+        self._dirty = True
+        self._ops.put((op, params))
+
+    def _call(self, fn: Callable[[sqlite3.Connection], _T]) -> asyncio.Future[_T]:
+        """Run `fn(conn)` on the writer thread after the writes queued before it commit.
+
+        Queued synchronously (not in a coroutine) so its place in the write order is the
+        moment of the call. Also the test seam to hold the writer still."""
+        self._check_open()
+        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+        self._ops.put(_Call(fn, future))
+        return asyncio.wrap_future(future)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: the sqlite3 module issues no implicit BEGIN/COMMIT; the
+        # writer brackets each batch itself.
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise RuntimeError(f"{self.path}: cannot use WAL mode (got {mode!r})")
+            conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+            # Only this thread writes; a wait can only come from an outside reader
+            # checkpointing or a second process, which should fail loudly, not hang.
+            conn.execute("PRAGMA busy_timeout=5000")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path}: schema version {version} is newer than this pushwire"
+                    f" understands ({SCHEMA_VERSION})"
+                )
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _run(self, ready: concurrent.futures.Future[int]) -> None:
+        """Writer thread body."""
+        try:
+            conn = self._connect()
+            max_uid = _max_uid(conn)
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        ready.set_result(max_uid)
+        stop: _Stop | None = None
+        try:
+            stop = self._serve(conn)
+        except BaseException:
+            # only a bug gets here (_commit catches batch errors); say so loudly, since
+            # sync() waiters will wait forever from now on
+            logger.critical("sqlite engine: writer thread died", exc_info=True)
+            raise
+        finally:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                logger.exception("sqlite engine: error closing %s", self.path)
+            if stop is not None:
+                stop.future.set_result(None)
+
+    def _serve(self, conn: sqlite3.Connection) -> _Stop:
+        ops = self._ops
+        while True:
+            item = ops.get()  # block for the first item of a batch
+            writes: list[_Write] = []
+            waiters: list[_Sync] = []
+            tail: _Call | _Stop | None = None
+            count = 0
+            while True:
+                if isinstance(item, tuple):
+                    writes.append(item)
+                elif isinstance(item, _Sync):
+                    waiters.append(item)
+                else:
+                    # reads and stop end the batch so they run after its commit
+                    tail = item
+                    break
+                count += 1
+                if count >= self.batch_max:
+                    break
+                try:
+                    item = ops.get_nowait()
+                except queue.Empty:
+                    break
+
+            error: BaseException | None = self._commit(conn, writes) if writes else None
+            if waiters:
+                if error is None and self._unreported is not None:
+                    error = self._unreported
+                self._unreported = None
+                self._resolve(waiters, error)
+            elif error is not None and self._unreported is None:
+                self._unreported = error
+
+            if isinstance(tail, _Call):
+                try:
+                    result = tail.fn(conn)
+                except BaseException as exc:
+                    tail.future.set_exception(exc)
+                else:
+                    tail.future.set_result(result)
+            elif isinstance(tail, _Stop):
+                return tail
+
+    def _commit(self, conn: sqlite3.Connection, writes: list[_Write]) -> Exception | None:
+        """Apply one batch in one transaction; return the error if it was rolled back."""
+        try:
+            # IMMEDIATE: take the write lock up front, so a lock problem shows here and not
+            # halfway through the batch
+            conn.execute("BEGIN IMMEDIATE")
+            for op, params in writes:
+                if isinstance(op, str):
+                    conn.execute(op, params)
+                else:
+                    op(conn, params)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            self.failed_batches += 1
+            logger.error(
+                "sqlite engine: batch of %d writes rolled back", len(writes), exc_info=True
+            )
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    logger.exception("sqlite engine: rollback failed")
+            return exc
+        self.commits += 1
+        return None
+
+    @staticmethod
+    def _resolve(waiters: list[_Sync], error: BaseException | None) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for waiter in waiters:
+            by_loop.setdefault(waiter.loop, []).append(waiter.future)
+        for loop, futures in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, futures, error)
+            except RuntimeError:
+                # the loop is closed: nobody can be waiting on these futures any more
+                logger.debug("sqlite engine: sync waiter's event loop is closed")
+
+
+def _check_state(state: str) -> None:
+    # Checked at the call site: a bad value must not roll back a batch of other writes.
+    if state not in _STATES:
+        raise ValueError(f"invalid queue state {state!r}")

@@ -1,0 +1,84 @@
+"""The MQTT side of the server: listeners, the set of live connections, delayed wills."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from pushwire.config import Settings
+from pushwire.core.hub import Hub
+from pushwire.core.message import Message
+from pushwire.core.session import Session
+from pushwire.mqtt.packets import ReasonCode
+from pushwire.mqtt.protocol import MQTTServerProtocol
+
+log = logging.getLogger(__name__)
+
+
+class MQTTBroker:
+    def __init__(self, hub: Hub, settings: Settings) -> None:
+        self.hub = hub
+        self.settings = settings
+        self.connections: set[MQTTServerProtocol] = set()
+        self.shutting_down = False
+        self._servers: list[asyncio.Server] = []
+        self._will_timers: dict[str, asyncio.TimerHandle] = {}
+
+    # -- connections -----------------------------------------------------------------
+
+    def register(self, conn: MQTTServerProtocol) -> bool:
+        """Track a new connection; False when it is over max_connections."""
+        self.connections.add(conn)
+        return len(self.connections) <= self.settings.max_connections
+
+    def unregister(self, conn: MQTTServerProtocol) -> None:
+        self.connections.discard(conn)
+
+    def schedule_will(self, session: Session, message: Message, delay: float) -> None:
+        """MQTT 5 will delay: publish later unless the session reconnects first."""
+        loop = asyncio.get_running_loop()
+        client_id = session.client_id
+
+        def fire() -> None:
+            self._will_timers.pop(client_id, None)
+            current = self.hub.sessions.get(client_id)
+            if current is not None and current.link is not None:
+                return
+            self.hub.publish(message)
+
+        old = self._will_timers.pop(client_id, None)
+        if old is not None:
+            old.cancel()
+        self._will_timers[client_id] = loop.call_later(delay, fire)
+
+    # -- listeners -------------------------------------------------------------------
+
+    async def listen(
+        self, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: MQTTServerProtocol(self), host, port, ssl=ssl_context, backlog=4096
+        )
+        self._servers.append(server)
+        sockname = server.sockets[0].getsockname()
+        return sockname[0], sockname[1]
+
+    async def close(self) -> None:
+        """Stop accepting, then close every client connection cleanly."""
+        self.shutting_down = True
+        for server in self._servers:
+            server.close()
+        for timer in self._will_timers.values():
+            timer.cancel()
+        self._will_timers.clear()
+        for conn in list(self.connections):
+            conn.close(ReasonCode.SERVER_SHUTTING_DOWN)
+        for server in self._servers:
+            await server.wait_closed()
+        # give transports a moment to deliver the close to their peers
+        for _ in range(50):
+            if not self.connections:
+                break
+            await asyncio.sleep(0.01)

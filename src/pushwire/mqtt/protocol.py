@@ -1,0 +1,505 @@
+"""One MQTT connection on asyncio: moves bytes between the socket and the state machine,
+and turns packets into hub calls. One method per packet type (`_on_connect`,
+`_on_publish`, ...), so the code for a packet is found by its name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from typing import TYPE_CHECKING, Any, cast
+
+from pushwire.core.message import Message
+from pushwire.core.session import Delivery, Session, Subscription
+from pushwire.core.topics import TopicError, split_shared, validate_filter, validate_topic_name
+from pushwire.mqtt.codec import (
+    DecodeError,
+    UnsupportedProtocolVersion,
+    encode_publish_template,
+    patch_publish,
+)
+from pushwire.mqtt.connection import MQTTConnection, ProtocolViolation, State
+from pushwire.mqtt.packets import (
+    PROTOCOL_V5,
+    Auth,
+    Connack,
+    ConnackCode311,
+    Connect,
+    Disconnect,
+    Packet,
+    PingReq,
+    PingResp,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    ReasonCode,
+    Suback,
+    Subscribe,
+    Unsuback,
+    Unsubscribe,
+    Will,
+)
+from pushwire.mqtt.properties import forwarded
+
+if TYPE_CHECKING:
+    from pushwire.mqtt.broker import MQTTBroker
+
+log = logging.getLogger(__name__)
+
+# MQTT 5 session expiry value that means "never expires"
+NEVER_EXPIRES = 0xFFFFFFFF
+# how many topic aliases a v5 client may define towards the server
+TOPIC_ALIAS_MAXIMUM = 64
+# receive maximum the server announces: QoS 1/2 publishes a client may have unacknowledged
+SERVER_RECEIVE_MAXIMUM = 65535
+
+
+class MQTTServerProtocol(asyncio.Protocol):
+    """A client connection; also the `Link` its session sends through."""
+
+    def __init__(self, broker: MQTTBroker) -> None:
+        self.broker = broker
+        self.hub = broker.hub
+        self.conn = MQTTConnection(broker.settings.max_packet_size, TOPIC_ALIAS_MAXIMUM)
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.client_id = ""
+        self.peer = "?"
+        self.receive_maximum = 65535
+        self.will: Will | None = None
+        self.keepalive = 0
+        self._last_rx = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._paused = False
+        self._closing = False
+        self._refused = False  # over max_connections: answer CONNECT with a refusal
+        # acks held back until the journal they depend on is durable, kept in order
+        self._acks: deque[tuple[asyncio.Future[None] | None, bytes]] = deque()
+        self._awaited: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
+        peer = self.transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self._refused = not self.broker.register(self)
+        loop = asyncio.get_running_loop()
+        # a client that never finishes CONNECT is dropped (slowloris guard)
+        self._timer = loop.call_later(self.broker.settings.connect_timeout, self._connect_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_rx = time.monotonic()
+        self.hub.stats.bytes_received += len(data)
+        try:
+            packets = self.conn.receive_data(data)
+        except UnsupportedProtocolVersion as exc:
+            code = (
+                ReasonCode.UNSUPPORTED_PROTOCOL_VERSION
+                if exc.protocol_level == PROTOCOL_V5
+                else ConnackCode311.UNACCEPTABLE_PROTOCOL_VERSION
+            )
+            self._write(self.conn.send(Connack(False, code)))
+            self._abort(f"unsupported protocol level {exc.protocol_level}")
+            return
+        except DecodeError as exc:
+            self._protocol_error(str(exc), exc.reason_code)
+            return
+        for packet in packets:
+            if self._closing:
+                return
+            try:
+                self._dispatch(packet)
+            except ProtocolViolation as exc:
+                self._protocol_error(str(exc), exc.reason_code)
+                return
+            except Exception:
+                # a bug must cost one connection, never the server
+                log.exception("error handling %s from %s", type(packet).__name__, self.peer)
+                self._protocol_error("internal error", ReasonCode.UNSPECIFIED_ERROR)
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.broker.unregister(self)
+        session = self.session
+        if session is None:
+            return
+        self.session = None
+        self.hub.stats.clients_connected -= 1
+        if self.will is not None and not self.broker.shutting_down:
+            will, self.will = self.will, None
+            self._publish_will(will, session)
+        self.hub.disconnect(session, self)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self.session is not None:
+            self.session.pump()
+
+    # -- output --------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is None or self._closing:
+            return
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        # one write per loop tick: a fan-out burst becomes one syscall per subscriber
+        self._flush_scheduled = False
+        if not self._out or self.transport is None:
+            return
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out.clear()
+        self.hub.stats.bytes_sent += len(data)
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _send(self, packet: Packet) -> None:
+        self._write(self.conn.send(packet))
+
+    def _abort(self, reason: str, level: int = logging.DEBUG) -> None:
+        """Close after what is already written (CONNACK, DISCONNECT) has been sent."""
+        if self._closing:
+            return
+        log.log(level, "closing %s (%s): %s", self.client_id or "-", self.peer, reason)
+        self._flush()
+        self._closing = True
+        self.conn.close()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _protocol_error(self, reason: str, code: int) -> None:
+        self.hub.stats.protocol_errors += 1
+        if self.conn.v5 and self.conn.state is not State.AWAIT_CONNECT and self.session:
+            self._send(Disconnect(code))
+        self._abort(f"protocol error: {reason}", logging.INFO)
+
+    def close(self, reason_code: int = ReasonCode.SERVER_SHUTTING_DOWN) -> None:
+        """Server-initiated close (shutdown, admin action)."""
+        if self.conn.v5 and self.session is not None:
+            self._send(Disconnect(reason_code))
+        self._abort("closed by server")
+
+    # -- Link (what the session sends through) --------------------------------------------
+
+    def writable(self) -> bool:
+        return not self._paused and not self._closing
+
+    def send_message(
+        self, delivery: Delivery, dup: bool, wire_cache: dict[Any, Any] | None
+    ) -> None:
+        msg = delivery.message
+        props: dict[str, Any] = msg.properties if self.conn.v5 else {}
+        per_delivery = self.conn.v5 and (delivery.subscription_ids or msg.expires_at is not None)
+        if per_delivery:
+            props = dict(props)
+            if delivery.subscription_ids:
+                props["subscription_identifier"] = list(delivery.subscription_ids)
+            remaining = msg.remaining_expiry()
+            if remaining is not None:
+                props["message_expiry_interval"] = remaining
+            wire_cache = None
+        key = (self.conn.protocol_level, delivery.qos, delivery.retain)
+        cached = wire_cache.get(key) if wire_cache is not None else None
+        if cached is None:
+            cached = encode_publish_template(
+                Publish(msg.topic, msg.payload, delivery.qos, delivery.retain, False, None, props),
+                self.conn.protocol_level,
+            )
+            if wire_cache is not None:
+                wire_cache[key] = cached
+        template, offset = cached
+        if delivery.qos and delivery.packet_id is not None:
+            self._write(patch_publish(template, offset, delivery.packet_id, dup))
+        else:
+            self._write(template)
+        self.hub.stats.messages_sent += 1
+
+    def send_release(self, packet_id: int) -> None:
+        self._send(PubRel(packet_id))
+
+    def close_taken_over(self) -> None:
+        if self.conn.v5:
+            self._send(Disconnect(ReasonCode.SESSION_TAKEN_OVER))
+        self._abort("session taken over by a new connection")
+
+    # -- keepalive -----------------------------------------------------------------------
+
+    def _connect_timeout(self) -> None:
+        self._timer = None
+        if self.session is None:
+            self._abort("no CONNECT in time")
+
+    def _arm_keepalive(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.keepalive > 0:
+            # one timer per connection that fires once per period; activity in between only
+            # updates a timestamp, so idle connections cost nothing per packet
+            self._timer = asyncio.get_running_loop().call_later(
+                self.keepalive * 1.5, self._check_keepalive
+            )
+
+    def _check_keepalive(self) -> None:
+        limit = self.keepalive * 1.5
+        idle = time.monotonic() - self._last_rx
+        if idle >= limit:
+            self._timer = None
+            if self.conn.v5:
+                self._send(Disconnect(ReasonCode.KEEP_ALIVE_TIMEOUT))
+            self._abort(f"keepalive timeout after {idle:.1f}s")
+            return
+        self._timer = asyncio.get_running_loop().call_later(limit - idle, self._check_keepalive)
+
+    # -- acks in order ---------------------------------------------------------------------
+
+    def _ack(self, packet: Packet, durable: bool) -> None:
+        """Send an ack now, or once the journal is durable; acks never overtake each other
+        (MQTT-4.6.0-2)."""
+        data = self.conn.send(packet)
+        wait = durable and self.hub.engine.durable
+        if not wait and not self._acks:
+            self._write(data)
+            return
+        fut = self.hub.sync_future() if wait else None
+        self._acks.append((fut, data))
+        if fut is not None and fut is not self._awaited:
+            # many acks in one tick share one future: one callback releases them all
+            self._awaited = fut
+            fut.add_done_callback(self._release_acks)
+
+    def _release_acks(self, _: asyncio.Future[None]) -> None:
+        while self._acks:
+            fut, data = self._acks[0]
+            if fut is not None:
+                if not fut.done():
+                    return
+                if fut.cancelled() or fut.exception() is not None:
+                    # not durable: withhold the ack; the client resends after reconnect
+                    log.error("journal write failed; closing %s", self.client_id)
+                    self._acks.clear()
+                    self._abort("storage failure")
+                    return
+            self._acks.popleft()
+            self._write(data)
+
+    # -- packets ---------------------------------------------------------------------------
+
+    def _dispatch(self, packet: Packet) -> None:
+        if isinstance(packet, Publish):
+            self._on_publish(packet)
+        elif isinstance(packet, PubAck):
+            if self.session is not None:
+                self.session.acknowledge(packet.packet_id)
+        elif isinstance(packet, PubRec):
+            self._on_pubrec(packet)
+        elif isinstance(packet, PubRel):
+            self._on_pubrel(packet)
+        elif isinstance(packet, PubComp):
+            if self.session is not None:
+                self.session.completed(packet.packet_id)
+        elif isinstance(packet, Subscribe):
+            self._on_subscribe(packet)
+        elif isinstance(packet, Unsubscribe):
+            self._on_unsubscribe(packet)
+        elif isinstance(packet, PingReq):
+            self._send(PingResp())
+        elif isinstance(packet, Connect):
+            self._on_connect(packet)
+        elif isinstance(packet, Disconnect):
+            self._on_disconnect(packet)
+        elif isinstance(packet, Auth):
+            self._send(Disconnect(ReasonCode.BAD_AUTHENTICATION_METHOD))
+            self._abort("enhanced authentication is not supported")
+        else:
+            raise ProtocolViolation(f"unexpected {type(packet).__name__}")
+
+    def _on_connect(self, p: Connect) -> None:
+        v5 = p.protocol_level == PROTOCOL_V5
+        if self._refused:
+            self.hub.stats.connections_refused += 1
+            code = ReasonCode.SERVER_BUSY if v5 else ConnackCode311.SERVER_UNAVAILABLE
+            self._send(Connack(False, code))
+            self._abort("max_connections reached")
+            return
+        client_id = p.client_id
+        assigned = False
+        if not client_id:
+            if not v5 and not p.clean_start:
+                # MQTT-3.1.3-8: a persistent session needs a client-chosen id
+                self._send(Connack(False, ConnackCode311.IDENTIFIER_REJECTED))
+                self._abort("empty client id with clean session 0")
+                return
+            client_id = f"pushwire-{uuid.uuid4().hex}"
+            assigned = True
+        if v5:
+            expiry = p.properties.get("session_expiry_interval", 0)
+            expiry_interval: int | None = None if expiry == NEVER_EXPIRES else expiry
+            self.receive_maximum = p.properties.get("receive_maximum", 65535)
+        else:
+            expiry_interval = 0 if p.clean_start else None
+        self.client_id = client_id
+        self.will = p.will
+        self.keepalive = p.keepalive
+        props: dict[str, Any] = {}
+        if v5:
+            max_keepalive = self.broker.settings.max_keepalive
+            if self.keepalive > max_keepalive:
+                self.keepalive = max_keepalive
+                props["server_keep_alive"] = max_keepalive
+            if assigned:
+                props["assigned_client_identifier"] = client_id
+            props["receive_maximum"] = SERVER_RECEIVE_MAXIMUM
+            props["topic_alias_maximum"] = TOPIC_ALIAS_MAXIMUM
+            props["maximum_packet_size"] = self.broker.settings.max_packet_size
+            props["shared_subscription_available"] = 0
+        session, present = self.hub.connect(
+            client_id, p.clean_start, p.protocol_level, expiry_interval, self
+        )
+        self.session = session
+        stats = self.hub.stats
+        stats.clients_connected += 1
+        stats.clients_maximum = max(stats.clients_maximum, stats.clients_connected)
+        self._send(Connack(present, 0, props))
+        self._arm_keepalive()
+        # resend what was unacknowledged, then the queue, after CONNACK (MQTT-4.4.0-1)
+        session.attach(self)
+
+    def _on_disconnect(self, p: Disconnect) -> None:
+        session = self.session
+        if self.conn.v5 and session is not None:
+            expiry = p.properties.get("session_expiry_interval")
+            if expiry is not None:
+                if session.expiry_interval == 0 and expiry != 0:
+                    raise ProtocolViolation("session expiry set on DISCONNECT after 0")
+                session.expiry_interval = None if expiry == NEVER_EXPIRES else expiry
+        if p.reason_code != ReasonCode.DISCONNECT_WITH_WILL:
+            self.will = None  # a normal DISCONNECT discards the will (MQTT-3.14.4-3)
+        self._abort("client disconnected")
+
+    def _publish_will(self, will: Will, session: Session) -> None:
+        props = forwarded(will.properties)
+        expiry = will.properties.get("message_expiry_interval")
+        msg = Message(
+            will.topic,
+            will.payload,
+            will.qos,
+            will.retain,
+            props,
+            expires_at=time.time() + expiry if expiry is not None else None,
+            origin=session.client_id,
+        )
+        delay = will.properties.get("will_delay_interval", 0)
+        if delay:
+            self.broker.schedule_will(session, msg, delay)
+        else:
+            self.hub.publish(msg)
+
+    def _on_publish(self, p: Publish) -> None:
+        session = self.session
+        assert session is not None
+        try:
+            validate_topic_name(p.topic)
+        except TopicError as exc:
+            raise ProtocolViolation(str(exc), ReasonCode.TOPIC_NAME_INVALID) from exc
+        qos = p.qos
+        if qos == 2 and p.packet_id is not None and session.inbound_qos2_seen(p.packet_id):
+            # a resend before PUBREL: the message was routed already (exactly once)
+            self._ack(PubRec(p.packet_id), False)
+            return
+        journaled = False
+        if not p.topic.startswith("$SYS"):
+            expiry = p.properties.get("message_expiry_interval") if p.properties else None
+            msg = Message(
+                p.topic,
+                p.payload,
+                qos,
+                p.retain,
+                forwarded(p.properties),
+                expires_at=time.time() + expiry if expiry is not None else None,
+                origin=session.client_id,
+            )
+            journaled = self.hub.publish(msg)
+        if qos == 0:
+            return
+        assert p.packet_id is not None
+        if qos == 1:
+            self._ack(PubAck(p.packet_id), journaled)
+        else:
+            session.inbound_qos2_add(p.packet_id)
+            self._ack(PubRec(p.packet_id), journaled or session.persistent)
+
+    def _on_pubrec(self, p: PubRec) -> None:
+        session = self.session
+        assert session is not None
+        if session.received(p.packet_id):
+            self._send(PubRel(p.packet_id))
+        elif self.conn.v5:
+            self._send(PubRel(p.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND))
+        else:
+            self._send(PubRel(p.packet_id))
+
+    def _on_pubrel(self, p: PubRel) -> None:
+        session = self.session
+        assert session is not None
+        found = session.inbound_qos2_release(p.packet_id)
+        code = 0 if found or not self.conn.v5 else ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
+        # the id must be forgotten durably before PUBCOMP, or a reused id would be taken
+        # for a duplicate after a crash
+        self._ack(PubComp(p.packet_id, code), found and session.persistent)
+
+    def _on_subscribe(self, p: Subscribe) -> None:
+        session = self.session
+        assert session is not None
+        v5 = self.conn.v5
+        sub_id = p.properties.get("subscription_identifier") if v5 else None
+        codes: list[int] = []
+        added: list[tuple[Subscription, bool]] = []
+        for flt, options in p.subscriptions:
+            try:
+                validate_filter(flt)
+                group, _ = split_shared(flt)
+            except TopicError as exc:
+                log.info("refused filter %r from %s: %s", flt, self.client_id, exc)
+                codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else 0x80)
+                continue
+            if group is not None:
+                codes.append(ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED if v5 else 0x80)
+                continue
+            sub = Subscription(flt, options, sub_id)
+            added.append((sub, self.hub.subscribe(session, sub)))
+            codes.append(min(options.qos, 2))
+        self._send(Suback(p.packet_id, codes))
+        # retained messages follow the SUBACK
+        for sub, new in added:
+            self.hub.send_retained(session, sub, new)
+
+    def _on_unsubscribe(self, p: Unsubscribe) -> None:
+        session = self.session
+        assert session is not None
+        codes = [
+            ReasonCode.SUCCESS
+            if self.hub.unsubscribe(session, flt)
+            else ReasonCode.NO_SUBSCRIPTION_EXISTED
+            for flt in p.filters
+        ]
+        self._send(Unsuback(p.packet_id, codes if self.conn.v5 else []))

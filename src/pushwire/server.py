@@ -1,0 +1,110 @@
+"""Composes engine + hub + listeners; starts them and stops them gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Generator
+
+import uvicorn
+
+from pushwire.config import Settings
+from pushwire.core.hub import Hub
+from pushwire.core.session import SessionLimits
+from pushwire.core.sys_topics import run_sys_publisher
+from pushwire.engines.base import Engine
+from pushwire.engines.memory import MemoryEngine
+from pushwire.http.app import create_app
+from pushwire.mqtt.broker import MQTTBroker
+
+log = logging.getLogger("pushwire")
+
+
+def make_engine(settings: Settings) -> Engine:
+    if settings.memory:
+        return MemoryEngine()
+    from pushwire.engines.sqlite import SQLiteEngine
+
+    return SQLiteEngine(settings.data_dir / "pushwire.db", durable=settings.durability)
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn inside our loop: the server, not uvicorn, owns the signal handlers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class PushwireServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings)
+        self.hub = Hub(
+            self.engine,
+            SessionLimits(settings.max_inflight, settings.max_queued_messages),
+        )
+        self.mqtt = MQTTBroker(self.hub, settings)
+        self.mqtt_address: tuple[str, int] | None = None
+        self.http_address: tuple[str, int] | None = None
+        self._http: _EmbeddedUvicorn | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.engine.open()
+        await self.hub.restore()
+        self.mqtt_address = await self.mqtt.listen(s.bind, s.mqtt_port)
+        log.info("mqtt listening on %s:%d", *self.mqtt_address)
+        await self._start_http()
+        if s.sys_interval > 0:
+            self._tasks.append(asyncio.create_task(run_sys_publisher(self.hub, s.sys_interval)))
+
+    async def _start_http(self) -> None:
+        s = self.settings
+        sock = socket.create_server((s.bind, s.http_port), reuse_port=False, backlog=4096)
+        sock.setblocking(False)
+        self.http_address = sock.getsockname()[:2]
+        config = uvicorn.Config(
+            create_app(self.hub), log_level="warning", access_log=False, lifespan="off"
+        )
+        self._http = _EmbeddedUvicorn(config)
+        self._tasks.append(asyncio.create_task(self._http.serve(sockets=[sock])))
+        while not self._http.started:
+            await asyncio.sleep(0.01)
+        log.info("http listening on %s:%d", *self.http_address)
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        log.info("stopping")
+        await self.mqtt.close()
+        for session in list(self.hub.sessions.values()):
+            if session.link is not None:  # connection_lost may not have run yet
+                self.hub.disconnect(session, session.link)
+        if self._http is not None:
+            self._http.should_exit = True
+        for task in self._tasks:
+            if task.get_coro().__name__ != "serve":  # type: ignore[union-attr]
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.engine.close()
+        log.info("stopped")
+
+
+async def serve(settings: Settings) -> None:
+    server = PushwireServer(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.request_stop)
+    await server.start()
+    await server.wait_stopped()
+    await server.stop()

@@ -1,0 +1,1 @@
+"""Integration tests: a real server process and real MQTT clients."""

@@ -1,0 +1,199 @@
+"""Hub and session rules, driven through a recording Link (no sockets)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pushwire.core.hub import Hub
+from pushwire.core.message import Message
+from pushwire.core.session import Delivery, SessionLimits, Subscription
+from pushwire.core.subscription import SubscriptionOptions
+from pushwire.engines.memory import MemoryEngine
+
+
+class RecordingLink:
+    def __init__(self, receive_maximum: int = 65535) -> None:
+        self.receive_maximum = receive_maximum
+        self.sent: list[tuple[str, bytes, int, bool, int | None, bool]] = []
+        self.released: list[int] = []
+        self.taken_over = False
+        self.open = True
+
+    def writable(self) -> bool:
+        return self.open
+
+    def send_message(self, d: Delivery, dup: bool, wire_cache: dict[Any, Any] | None) -> None:
+        self.sent.append((d.message.topic, d.message.payload, d.qos, d.retain, d.packet_id, dup))
+
+    def send_release(self, packet_id: int) -> None:
+        self.released.append(packet_id)
+
+    def close_taken_over(self) -> None:
+        self.taken_over = True
+
+
+def make_hub(max_inflight: int = 20, max_queued: int = 1000) -> Hub:
+    return Hub(MemoryEngine(), SessionLimits(max_inflight, max_queued))
+
+
+def sub(flt: str, qos: int = 0, **kw: Any) -> Subscription:
+    return Subscription(flt, SubscriptionOptions(qos=qos, **kw))
+
+
+def test_delivery_qos_is_min_of_publish_and_grant() -> None:
+    hub = make_hub()
+    link = RecordingLink()
+    s, present = hub.connect("c", True, 4, 0, link)
+    s.attach(link)
+    assert not present
+    hub.subscribe(s, sub("a/+", qos=1))
+    hub.publish(Message("a/b", b"x", qos=2))
+    hub.publish(Message("a/b", b"y", qos=0))
+    assert [(t, p, q) for t, p, q, *_ in link.sent] == [("a/b", b"x", 1), ("a/b", b"y", 0)]
+
+
+def test_overlapping_subscriptions_deliver_one_copy_at_max_qos() -> None:
+    hub = make_hub()
+    link = RecordingLink()
+    s, _ = hub.connect("c", True, 4, 0, link)
+    s.attach(link)
+    hub.subscribe(s, sub("a/#", qos=0))
+    hub.subscribe(s, sub("a/b", qos=1))
+    hub.publish(Message("a/b", b"x", qos=1))
+    assert len(link.sent) == 1 and link.sent[0][2] == 1
+
+
+def test_inflight_window_and_queue_then_pump_on_ack() -> None:
+    hub = make_hub(max_inflight=2)
+    link = RecordingLink()
+    s, _ = hub.connect("c", True, 4, 0, link)
+    s.attach(link)
+    hub.subscribe(s, sub("t", qos=1))
+    for i in range(5):
+        hub.publish(Message("t", str(i).encode(), qos=1))
+    assert [p for _, p, *_ in link.sent] == [b"0", b"1"]
+    assert len(s.queue) == 3
+    first_id = link.sent[0][4]
+    assert first_id is not None and s.acknowledge(first_id)
+    assert [p for _, p, *_ in link.sent] == [b"0", b"1", b"2"]
+    assert not s.acknowledge(first_id)  # twice is a no-op
+
+
+def test_persistent_session_queues_offline_and_redelivers_unacked_with_dup() -> None:
+    hub = make_hub()
+    link = RecordingLink()
+    s, _ = hub.connect("p", False, 4, None, link)
+    s.attach(link)
+    hub.subscribe(s, sub("t", qos=1))
+    hub.publish(Message("t", b"inflight", qos=1))
+    hub.disconnect(s, link)
+    hub.publish(Message("t", b"queued", qos=1))
+    hub.publish(Message("t", b"qos0", qos=0))  # QoS 0 is not queued for offline sessions
+    link2 = RecordingLink()
+    s2, present = hub.connect("p", False, 4, None, link2)
+    assert present and s2 is s
+    s2.attach(link2)
+    assert [(p, dup) for _, p, _, _, _, dup in link2.sent] == [
+        (b"inflight", True),
+        (b"queued", False),
+    ]
+
+
+def test_offline_queue_is_bounded() -> None:
+    hub = make_hub(max_queued=3)
+    link = RecordingLink()
+    s, _ = hub.connect("p", False, 4, None, link)
+    s.attach(link)
+    hub.subscribe(s, sub("t", qos=1))
+    hub.disconnect(s, link)
+    for i in range(10):
+        hub.publish(Message("t", str(i).encode(), qos=1))
+    assert len(s.queue) == 3
+    assert hub.stats.queue_overflow == 7
+
+
+def test_clean_session_discarded_on_disconnect() -> None:
+    hub = make_hub()
+    link = RecordingLink()
+    s, _ = hub.connect("c", True, 4, 0, link)
+    s.attach(link)
+    hub.subscribe(s, sub("t"))
+    hub.disconnect(s, link)
+    assert "c" not in hub.sessions
+    assert hub.subscriptions.match("t") == []
+
+
+def test_takeover_closes_old_link_and_keeps_session() -> None:
+    hub = make_hub()
+    old = RecordingLink()
+    s, _ = hub.connect("c", False, 4, None, old)
+    s.attach(old)
+    new = RecordingLink()
+    s2, present = hub.connect("c", False, 4, None, new)
+    assert old.taken_over and present and s2 is s
+    hub.disconnect(s, old)  # the old connection's late close must not detach the new one
+    s2.attach(new)
+    assert s.link is new
+
+
+def test_retained_set_replace_clear_and_on_subscribe() -> None:
+    hub = make_hub()
+    hub.publish(Message("r/1", b"a", retain=True))
+    hub.publish(Message("r/1", b"b", retain=True))
+    hub.publish(Message("r/2", b"c", retain=True))
+    hub.publish(Message("r/2", b"", retain=True))  # empty payload clears
+    link = RecordingLink()
+    s, _ = hub.connect("c", True, 4, 0, link)
+    s.attach(link)
+    new = hub.subscribe(s, sub("r/#", qos=1))
+    hub.send_retained(s, sub("r/#", qos=1), new)
+    assert [(t, p, r) for t, p, _, r, *_ in link.sent] == [("r/1", b"b", True)]
+    # a live subscriber gets retain=0 on normal routing
+    hub.publish(Message("r/1", b"z", retain=True))
+    assert link.sent[-1][3] is False
+
+
+@pytest.mark.parametrize(
+    "handling,new,expected", [(0, False, 1), (1, False, 0), (1, True, 1), (2, True, 0)]
+)
+def test_retain_handling(handling: int, new: bool, expected: int) -> None:
+    hub = make_hub()
+    hub.publish(Message("r", b"a", retain=True))
+    link = RecordingLink()
+    s, _ = hub.connect("c", True, 5, 0, link)
+    s.attach(link)
+    hub.send_retained(s, sub("r", retain_handling=handling), new)
+    assert len(link.sent) == expected
+
+
+def test_no_local_and_retain_as_published() -> None:
+    hub = make_hub()
+    link = RecordingLink()
+    s, _ = hub.connect("me", True, 5, 0, link)
+    s.attach(link)
+    hub.subscribe(s, sub("t", no_local=True))
+    hub.subscribe(s, sub("k", retain_as_published=True))
+    hub.publish(Message("t", b"own", origin="me"))
+    hub.publish(Message("k", b"kept", retain=True, origin="other"))
+    assert [(t, r) for t, _, _, r, *_ in link.sent] == [("k", True)]
+
+
+def test_qos2_outbound_states() -> None:
+    hub = make_hub()
+    link = RecordingLink()
+    s, _ = hub.connect("c", False, 4, None, link)
+    s.attach(link)
+    hub.subscribe(s, sub("t", qos=2))
+    hub.publish(Message("t", b"x", qos=2))
+    pid = link.sent[0][4]
+    assert pid is not None
+    assert not s.completed(pid)  # PUBCOMP before PUBREC is ignored
+    assert s.received(pid)
+    hub.disconnect(s, link)
+    link2 = RecordingLink()
+    hub.connect("c", False, 4, None, link2)
+    s.attach(link2)
+    assert link2.released == [pid] and link2.sent == []
+    assert s.completed(pid) and not s.inflight
