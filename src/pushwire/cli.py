@@ -84,7 +84,13 @@ def _serve(ns: argparse.Namespace) -> int:
         runner: Any = uvloop.run
     except ImportError:
         runner = asyncio.run
-    runner(serve(settings))
+    from pushwire.server import DataDirInUse
+
+    try:
+        runner(serve(settings))
+    except (DataDirInUse, OSError) as exc:
+        logging.getLogger("pushwire").error("cannot start: %s", exc)
+        return 1
     return 0
 
 

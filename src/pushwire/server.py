@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import contextlib
 import logging
 import signal
 import socket
 from collections.abc import Generator
+from typing import TextIO
 
 import uvicorn
 
@@ -19,6 +21,7 @@ from pushwire.engines.base import Engine
 from pushwire.engines.memory import MemoryEngine
 from pushwire.http.app import create_app
 from pushwire.mqtt.broker import MQTTBroker
+from pushwire.mqtt.websocket import mount_mqtt_websocket
 
 log = logging.getLogger("pushwire")
 
@@ -29,6 +32,10 @@ def make_engine(settings: Settings) -> Engine:
     from pushwire.engines.sqlite import SQLiteEngine
 
     return SQLiteEngine(settings.data_dir / "pushwire.db", durable=settings.durability)
+
+
+class DataDirInUse(RuntimeError):
+    pass
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -53,9 +60,12 @@ class PushwireServer:
         self._http: _EmbeddedUvicorn | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
+        self._lock_file: TextIO | None = None
 
     async def start(self) -> None:
         s = self.settings
+        if not s.memory:
+            self._lock_data_dir()
         await self.engine.open()
         await self.hub.restore()
         self.mqtt_address = await self.mqtt.listen(s.bind, s.mqtt_port)
@@ -64,14 +74,24 @@ class PushwireServer:
         if s.sys_interval > 0:
             self._tasks.append(asyncio.create_task(run_sys_publisher(self.hub, s.sys_interval)))
 
+    def _lock_data_dir(self) -> None:
+        """Two servers on one store would corrupt each other's view: refuse the second."""
+        data_dir = self.settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(data_dir / "pushwire.lock", "w")  # noqa: SIM115 (held until exit)
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataDirInUse(f"{data_dir} is in use by another pushwire process") from None
+
     async def _start_http(self) -> None:
         s = self.settings
         sock = socket.create_server((s.bind, s.http_port), reuse_port=False, backlog=4096)
         sock.setblocking(False)
         self.http_address = sock.getsockname()[:2]
-        config = uvicorn.Config(
-            create_app(self.hub), log_level="warning", access_log=False, lifespan="off"
-        )
+        app = create_app(self.hub)
+        mount_mqtt_websocket(app, self.mqtt)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         self._http = _EmbeddedUvicorn(config)
         self._tasks.append(asyncio.create_task(self._http.serve(sockets=[sock])))
         while not self._http.started:
@@ -97,6 +117,8 @@ class PushwireServer:
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.engine.close()
+        if self._lock_file is not None:
+            self._lock_file.close()
         log.info("stopped")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # Control packet types (MQTT 3.1.1 section 2.2.1).
@@ -362,6 +363,17 @@ class RawClient:
             raise AssertionError(f"expected packet type {ptype}, got {pkt!r}")
         return pkt
 
+    def recv_matching(self, predicate: Callable[[Packet], bool], timeout: float = 5.0) -> Packet:
+        """First packet matching ``predicate``; others stay queued, in order, for later reads."""
+        deadline = time.monotonic() + timeout
+        scanned = 0
+        while True:
+            for i in range(scanned, len(self._pending)):
+                if predicate(self._pending[i]):
+                    return self._pending.pop(i)
+            scanned = len(self._pending)
+            self._fill(deadline)
+
     def read_until_closed(self, timeout: float = 5.0) -> list[Packet]:
         """Read until the server closes the connection; return what arrived before that.
 
@@ -443,7 +455,9 @@ class RawClient:
             self.send(puback(pkt.packet_id))
         elif pkt.qos == 2:
             self.send(pubrec(pkt.packet_id))
-            rel = self.expect(PUBREL, timeout)
+            rel = self.recv_matching(
+                lambda p: p.type == PUBREL and p.packet_id == pkt.packet_id, timeout
+            )
             assert rel.raw == pubrel(pkt.packet_id), rel
             self.send(pubcomp(pkt.packet_id))
 

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from pushwire.core.message import Message, bump_uid_floor
+from pushwire.core.subscription import SubscriptionOptions
 from pushwire.engines.base import QueueState, StoredQueueEntry, StoredSession, StoredSubscription
 from pushwire.engines.serialize import dump_properties, load_properties
-from pushwire.mqtt.packets import SubscriptionOptions
 
 logger = logging.getLogger(__name__)
 

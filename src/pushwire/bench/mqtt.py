@@ -1,0 +1,535 @@
+"""`pushwire bench mqtt`: the same MQTT load against pushwire and mosquitto, one table.
+
+Every scenario runs on a freshly started server (so no scenario inherits another's queues
+or heap), first pushwire, then the peer. Throughput is counted only inside a window that
+starts after a warm-up; CPU of the server and of every load-generator process is sampled
+at the same window edges. See bench/README.md for what each scenario does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from types import FrameType
+
+from pushwire.bench.loadgen import (
+    BenchError,
+    ClientFleet,
+    ClientReport,
+    ClientSpec,
+    StubMode,
+    StubSpec,
+)
+from pushwire.bench.peers import (
+    HOST,
+    Server,
+    cpu_seconds,
+    mosquitto_server,
+    pushwire_available,
+    pushwire_server,
+    raise_nofile_limit,
+    rss_kb,
+    stub_server,
+)
+
+SCENARIOS = ("fanin", "fanout", "qos1", "latency", "memory")
+FD_HEADROOM = 200  # descriptors a process needs besides the benchmark's connections
+SETUP_TIMEOUT_S = 60.0
+GO_LEAD_S = 0.2  # time for "go" to reach every client process before the warm-up starts
+LOAD_TAIL_S = 0.3  # load continues this long past the window
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    duration: float = 5.0
+    warmup: float = 1.0
+    connections: int = 10_000
+    payload: int = 64
+    fanin_publishers: int = 8
+    fanout_subscribers: int = 100
+    qos1_publishers: int = 4
+    qos1_window: int = 100
+    latency_rate: float = 1000.0
+    # Client connections of one role are spread over this many processes.
+    publisher_processes: int = 2
+    subscriber_processes: int = 2
+    idle_warm_connections: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    key: str
+    label: str
+    higher_is_better: bool
+
+
+def metrics_for(settings: Settings) -> dict[str, list[Metric]]:
+    s = settings
+    return {
+        "fanin": [Metric("fanin", f"QoS 0 fan-in {s.fanin_publishers}->1, msg/s received", True)],
+        "fanout": [
+            Metric("fanout", f"QoS 0 fan-out 1->{s.fanout_subscribers}, deliveries/s", True)
+        ],
+        "qos1": [
+            Metric(
+                "qos1",
+                f"QoS 1 {s.qos1_publishers} pub (window {s.qos1_window})->1 sub, msg/s",
+                True,
+            )
+        ],
+        "latency": [
+            Metric("latency_p50", f"latency p50 at {s.latency_rate:.0f} msg/s, ms", False),
+            Metric("latency_p99", f"latency p99 at {s.latency_rate:.0f} msg/s, ms", False),
+        ],
+        "memory": [Metric("memory", f"RSS per idle connection (N={s.connections}), KB", False)],
+    }
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one scenario measured on one server."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    server_cpu: float | None = None  # fraction of one core inside the window
+    clients: list[ClientReport] = field(default_factory=list)
+    detail: str = ""
+    error: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios
+
+
+def _split(total: int, processes: int) -> list[tuple[int, int]]:
+    """(first index, count) for `total` connections over at most `processes` processes."""
+    processes = max(1, min(processes, total))
+    base, extra = divmod(total, processes)
+    parts, first = [], 0
+    for index in range(processes):
+        count = base + (1 if index < extra else 0)
+        parts.append((first, count))
+        first += count
+    return parts
+
+
+def _specs(template: ClientSpec, total: int, processes: int) -> list[ClientSpec]:
+    return [
+        replace(template, name=f"{template.name}{n}", first_index=first, connections=count)
+        for n, (first, count) in enumerate(_split(total, processes))
+    ]
+
+
+def _sleep_until(deadline: float) -> None:
+    time.sleep(max(0.0, deadline - time.monotonic()))
+
+
+def measure_window(
+    server: Server,
+    subscribers: list[ClientSpec],
+    publishers: list[ClientSpec],
+    settings: Settings,
+) -> Outcome:
+    """Subscribers connect first, then publishers; all start together; count in the window."""
+    with ClientFleet() as fleet:
+        fleet.start(subscribers, SETUP_TIMEOUT_S)
+        fleet.start(publishers, SETUP_TIMEOUT_S)
+        window_start = time.monotonic() + GO_LEAD_S + settings.warmup
+        window_end = window_start + settings.duration
+        stop_at = window_end + LOAD_TAIL_S
+        fleet.go(window_start, window_end, stop_at)
+        _sleep_until(window_start)
+        cpu_start, started = cpu_seconds(server.pid), time.monotonic()
+        _sleep_until(window_end)
+        cpu_end, ended = cpu_seconds(server.pid), time.monotonic()
+        reports = fleet.collect(timeout=LOAD_TAIL_S + SETUP_TIMEOUT_S)
+    return Outcome(server_cpu=(cpu_end - cpu_start) / (ended - started), clients=reports)
+
+
+def _rate(reports: list[ClientReport], role: str) -> float:
+    return sum(r.rate for r in reports if r.role == role)
+
+
+def run_fanin(server: Server, s: Settings) -> Outcome:
+    # Publisher topics have equal length, so the subscriber sees one run of identical headers.
+    sub = ClientSpec(
+        "sub", "count-sub", HOST, server.mqtt_port, topic="bench/fanin/+", payload_size=s.payload
+    )
+    pub = replace(sub, name="pub", role="blast-pub", topic="bench/fanin/{i:03d}")
+    outcome = measure_window(
+        server, [sub], _specs(pub, s.fanin_publishers, s.publisher_processes), s
+    )
+    received = _rate(outcome.clients, "count-sub")
+    outcome.metrics["fanin"] = received
+    outcome.detail = f"published {_rate(outcome.clients, 'blast-pub'):,.0f} msg/s"
+    return outcome
+
+
+def run_fanout(server: Server, s: Settings) -> Outcome:
+    sub = ClientSpec(
+        "sub", "count-sub", HOST, server.mqtt_port, topic="bench/fanout", payload_size=s.payload
+    )
+    pub = replace(sub, name="pub", role="blast-pub")
+    outcome = measure_window(
+        server, _specs(sub, s.fanout_subscribers, s.subscriber_processes), [pub], s
+    )
+    outcome.metrics["fanout"] = _rate(outcome.clients, "count-sub")
+    outcome.detail = f"published {_rate(outcome.clients, 'blast-pub'):,.0f} msg/s"
+    return outcome
+
+
+def run_qos1(server: Server, s: Settings) -> Outcome:
+    sub = ClientSpec(
+        "sub",
+        "count-sub",
+        HOST,
+        server.mqtt_port,
+        topic="bench/qos1",
+        qos=1,
+        payload_size=s.payload,
+    )
+    pub = replace(sub, name="pub", role="window-pub", window=s.qos1_window)
+    outcome = measure_window(
+        server, [sub], _specs(pub, s.qos1_publishers, s.publisher_processes), s
+    )
+    outcome.metrics["qos1"] = _rate(outcome.clients, "count-sub")
+    outcome.detail = f"PUBACKed to publishers {_rate(outcome.clients, 'window-pub'):,.0f} msg/s"
+    return outcome
+
+
+def percentile(sorted_values: list[int], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), round(fraction * len(sorted_values) + 0.5)))
+    return float(sorted_values[rank - 1])
+
+
+def run_latency(server: Server, s: Settings) -> Outcome:
+    sub = ClientSpec(
+        "sub",
+        "latency-sub",
+        HOST,
+        server.mqtt_port,
+        topic="bench/latency",
+        payload_size=max(8, s.payload),
+    )
+    pub = replace(sub, name="pub", role="rate-pub", rate=s.latency_rate)
+    outcome = measure_window(server, [sub], [pub], s)
+    samples = sorted(ns for r in outcome.clients for ns in r.latencies_ns)
+    outcome.metrics["latency_p50"] = percentile(samples, 0.50) / 1e6
+    outcome.metrics["latency_p99"] = percentile(samples, 0.99) / 1e6
+    expected = s.latency_rate * s.duration
+    maximum = samples[-1] / 1e6 if samples else float("nan")
+    outcome.detail = f"{len(samples)} of ~{expected:.0f} samples, max {maximum:.2f} ms"
+    for report in outcome.clients:
+        report.latencies_ns = []  # keep the JSON small
+    return outcome
+
+
+def _settled_rss_kb(pid: int, timeout: float = 5.0) -> int:
+    """RSS once two readings 0.25 s apart agree within 0.5% (or after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    previous = rss_kb(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        current = rss_kb(pid)
+        if abs(current - previous) <= previous * 0.005:
+            return current
+        previous = current
+    return previous
+
+
+def run_memory(server: Server, s: Settings) -> Outcome:
+    spec = ClientSpec(
+        "idle",
+        "idle",
+        HOST,
+        server.mqtt_port,
+        connections=s.connections,
+        warm_connections=s.idle_warm_connections,
+    )
+    # A few connections first, so the baseline includes whatever a server allocates
+    # once on its first connections (code paths, pools) rather than per connection.
+    with ClientFleet() as fleet:
+        fleet.start([spec], SETUP_TIMEOUT_S)
+        before = _settled_rss_kb(server.pid)
+        cpu_start = cpu_seconds(server.pid)
+        fleet.send_all(("go",))
+        (report,) = fleet.collect(timeout=max(SETUP_TIMEOUT_S, s.connections / 100))
+        cpu_used = cpu_seconds(server.pid) - cpu_start
+        after = _settled_rss_kb(server.pid)
+        fleet.send_all(("close",))
+    if report.count == 0:
+        raise BenchError("no idle connection could be opened")
+    outcome = Outcome(clients=[report])
+    outcome.server_cpu = cpu_used / report.window_s if report.window_s > 0 else None
+    outcome.metrics["memory"] = (after - before) / report.count
+    outcome.detail = (
+        f"{report.count} connected ({report.failures} failed) in {report.window_s:.1f} s, "
+        f"RSS {before / 1024:.1f} -> {after / 1024:.1f} MB"
+    )
+    return outcome
+
+
+RUNNERS: dict[str, Callable[[Server, Settings], Outcome]] = {
+    "fanin": run_fanin,
+    "fanout": run_fanout,
+    "qos1": run_qos1,
+    "latency": run_latency,
+    "memory": run_memory,
+}
+
+
+@contextlib.contextmanager
+def start_server(name: str, scenario: str, workdir: Path, s: Settings) -> Iterator[Server]:
+    if name == "pushwire":
+        with pushwire_server(workdir) as server:
+            yield server
+    elif name == "mosquitto":
+        with mosquitto_server(workdir) as server:
+            yield server
+    else:
+        mode: StubMode = "relay" if scenario == "latency" else "source"
+        with stub_server(StubSpec(mode, max(8, s.payload))) as server:
+            yield server
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def _format_value(value: float | None) -> str:
+    if value is None or value != value:  # None or NaN
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if abs(value) < 100 else f"{value:.1f}"
+
+
+def _client_cpu_text(outcome: Outcome) -> str:
+    parts = [f"{r.name} {r.cpu_util:.0%}" for r in outcome.clients]
+    total = sum(r.cpu_util for r in outcome.clients)
+    return f"{', '.join(parts)} (sum {total:.0%})"
+
+
+LOADGEN_LIMIT = 0.9  # a client process above this share of a core may be the bottleneck
+
+
+def loadgen_saturated(outcome: Outcome) -> bool:
+    return any(r.cpu_util > LOADGEN_LIMIT for r in outcome.clients)
+
+
+def render_table(
+    results: dict[str, dict[str, Outcome]], servers: list[str], settings: Settings
+) -> str:
+    ratio = servers[:2] == ["pushwire", "mosquitto"]
+    header = ["scenario", *servers]
+    if ratio:
+        header.append("pushwire/mosquitto")
+    header.append("better")
+    rows = [header]
+    all_metrics = metrics_for(settings)
+    for scenario, outcomes in results.items():
+        for metric in all_metrics[scenario]:
+            values = [outcomes[name].metrics.get(metric.key) for name in servers]
+            row = [metric.label, *(_format_value(v) for v in values)]
+            if ratio:
+                pw, mq = values[0], values[1]
+                row.append(f"{pw / mq:.2f}" if pw is not None and mq else "-")
+            row.append("higher" if metric.higher_is_better else "lower")
+            rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def render_cpu(results: dict[str, dict[str, Outcome]], servers: list[str]) -> str:
+    lines = ["CPU inside the window, % of one core (server | load-generator processes):"]
+    for scenario, outcomes in results.items():
+        for name in servers:
+            outcome = outcomes[name]
+            if outcome.error:
+                lines.append(f"  {scenario:8} {name:9} error: {outcome.error}")
+                continue
+            server_cpu = "-" if outcome.server_cpu is None else f"{outcome.server_cpu:.0%}"
+            flag = "  <- load generator near its limit" if loadgen_saturated(outcome) else ""
+            lines.append(
+                f"  {scenario:8} {name:9} server {server_cpu:>4} | {_client_cpu_text(outcome)}"
+                f"; {outcome.detail}{flag}"
+            )
+    return "\n".join(lines)
+
+
+def results_json(
+    results: dict[str, dict[str, Outcome]], servers: list[str], settings: Settings
+) -> dict[str, object]:
+    def outcome_json(outcome: Outcome) -> dict[str, object]:
+        return {
+            "metrics": outcome.metrics,
+            "server_cpu": outcome.server_cpu,
+            "detail": outcome.detail,
+            "error": outcome.error,
+            "clients": [
+                {
+                    "name": r.name,
+                    "role": r.role,
+                    "connections": r.connections,
+                    "rate": r.rate,
+                    "cpu": r.cpu_util,
+                }
+                for r in outcome.clients
+            ],
+        }
+
+    return {
+        "settings": asdict(settings),
+        "servers": servers,
+        "cpus": os.cpu_count(),
+        "results": {
+            scenario: {name: outcome_json(o) for name, o in outcomes.items()}
+            for scenario, outcomes in results.items()
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="pushwire bench mqtt",
+        description="MQTT benchmark: pushwire side by side with mosquitto on this machine.",
+    )
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds before the window")
+    parser.add_argument("--connections", type=int, default=10_000, help="idle connections")
+    parser.add_argument("--payload", type=int, default=64, help="payload bytes")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {SCENARIOS}")
+    parser.add_argument("--peer", choices=("mosquitto", "none"), default="mosquitto")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument(
+        "--without-pushwire",
+        action="store_true",
+        help="measure only the peer (to validate the harness when pushwire is unavailable)",
+    )
+    parser.add_argument(
+        "--loadgen-check",
+        action="store_true",
+        help="run the scenarios against a do-nothing stub broker: the load generator's ceiling",
+    )
+    args = parser.parse_args(argv)
+    if not 0.5 <= args.duration <= 300:  # keepalive is 600 s and no client pings
+        parser.error("--duration must be between 0.5 and 300 seconds")
+    if not 0 <= args.warmup <= 60:
+        parser.error("--warmup must be between 0 and 60 seconds")
+    if args.connections < 1 or args.payload < 0:
+        parser.error("--connections must be >= 1 and --payload >= 0")
+    unknown = set(filter(None, args.only.split(","))) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
+    return args
+
+
+def _choose_servers(args: argparse.Namespace) -> list[str]:
+    if args.loadgen_check:
+        return ["stub"]
+    servers = [] if args.without_pushwire else ["pushwire"]
+    if args.peer == "mosquitto":
+        servers.append("mosquitto")
+    return servers
+
+
+def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds through every finally that stops a process
+
+
+def run(args: argparse.Namespace) -> int:
+    servers = _choose_servers(args)
+    if not servers:
+        print("nothing to measure: --without-pushwire with --peer none", file=sys.stderr)
+        return 2
+    if "pushwire" in servers and not pushwire_available():
+        print(
+            "`python -m pushwire` is not available yet (no pushwire/__main__.py)", file=sys.stderr
+        )
+        return 2
+    fd_limit = raise_nofile_limit()
+    connections = min(args.connections, fd_limit - FD_HEADROOM)
+    if connections < args.connections:
+        print(f"open-file limit {fd_limit}: measuring {connections} idle connections")
+    settings = Settings(
+        duration=args.duration, warmup=args.warmup, connections=connections, payload=args.payload
+    )
+    selected = [name for name in SCENARIOS if name in args.only.split(",")] or list(SCENARIOS)
+    if args.loadgen_check and "memory" in selected:
+        selected.remove("memory")  # a stub's memory says nothing about the load generator
+    print(
+        f"MQTT benchmark on {os.cpu_count()} CPUs: {', '.join(servers)}; payload "
+        f"{settings.payload} B; {settings.duration:g} s window after {settings.warmup:g} s "
+        "warm-up; fresh server per run",
+        flush=True,
+    )
+    results: dict[str, dict[str, Outcome]] = {}
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="pushwire-bench-") as tmp:
+        for scenario in selected:
+            results[scenario] = {}
+            for name in servers:
+                workdir = Path(tmp) / f"{scenario}-{name}"
+                try:
+                    with start_server(name, scenario, workdir, settings) as server:
+                        try:
+                            outcome = RUNNERS[scenario](server, settings)
+                        except BenchError:
+                            print(server.log_tail(), file=sys.stderr)
+                            raise
+                except BenchError as exc:
+                    outcome = Outcome(error=str(exc))
+                    failed = True
+                results[scenario][name] = outcome
+                shown = ", ".join(f"{k} {_format_value(v)}" for k, v in outcome.metrics.items())
+                print(f"  {scenario:8} {name:9} {outcome.error or shown}", flush=True)
+    print()
+    print(render_table(results, servers, settings))
+    print()
+    print(render_cpu(results, servers))
+    if any(loadgen_saturated(o) for outcomes in results.values() for o in outcomes.values()):
+        print("\nwarning: a load-generator process used >90% of a core; that row may be")
+        print("limited by the client side, not the server")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results_json(results, servers, settings), indent=2))
+        print(f"\nresults written to {args.json}")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("interrupted; servers and load generators stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""The servers a benchmark runs against: pushwire, mosquitto, or the load generator's stub.
+
+Each listens on 127.0.0.1 only, on a free port, with its output going to a log file (a pipe
+nobody drains would stall a chatty server), and is stopped by the PID this module started,
+also when the benchmark fails or is interrupted. Servers run in their own session so a
+Ctrl-C in the terminal reaches the benchmark, which then stops them in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pushwire.bench.loadgen import MP_CONTEXT, BenchError, StubSpec, stub_process_main
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 5.0
+# pushwire's defaults, mirrored in mosquitto.conf so both queue and window the same way
+MAX_QUEUED_MESSAGES = 1000
+MAX_INFLIGHT_MESSAGES = 20
+
+PeerName = Literal["pushwire", "mosquitto", "stub"]
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    name: str
+    pid: int
+    mqtt_port: int
+    log_path: Path | None
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def raise_nofile_limit() -> int:
+    """Raise this process's open-file soft limit to the hard limit; returns the new limit.
+    Children (load-generator processes, servers) inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _raise_nofile_in_child() -> None:
+    # preexec_fn: runs in the forked child before exec; the orchestrator has no threads.
+    raise_nofile_limit()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc/PID/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # fields from 3 (state) on
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def _wait_until_accepting(port: int, process: subprocess.Popen[bytes], name: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"{name} exited with {process.returncode} during start-up")
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1.0):
+            return
+        time.sleep(0.05)
+    raise BenchError(f"{name} did not accept connections on {HOST}:{port} in time")
+
+
+def _stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(STOP_TIMEOUT_S)
+
+
+def _spawn(argv: list[str], workdir: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            argv,
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_raise_nofile_in_child,
+            start_new_session=True,
+        )
+
+
+_LISTEN_LINE = re.compile(r"(mqtt|http) listening on 127\.0\.0\.1:(\d+)")
+
+
+def pushwire_argv() -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pushwire",
+        "serve",
+        "--bind",
+        HOST,
+        "--mqtt-port",
+        "0",
+        "--http-port",
+        "0",
+        "--memory",
+        "--sys-interval",
+        "0",
+    ]
+
+
+def pushwire_available() -> bool:
+    """Whether `python -m pushwire` can run at all (its `serve` command may still fail)."""
+    return importlib.util.find_spec("pushwire.__main__") is not None
+
+
+@contextlib.contextmanager
+def pushwire_server(workdir: Path) -> Iterator[Server]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "pushwire.log"
+    process = _spawn(pushwire_argv(), workdir, log_path)
+    try:
+        ports: dict[str, int] = {}
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while "mqtt" not in ports or "http" not in ports:
+            if process.poll() is not None:
+                raise BenchError(f"pushwire exited with {process.returncode} during start-up")
+            if time.monotonic() > deadline:
+                raise BenchError("pushwire did not log its listening ports in time")
+            for kind, port in _LISTEN_LINE.findall(log_path.read_text(errors="replace")):
+                ports[kind] = int(port)
+            time.sleep(0.05)
+        _wait_until_accepting(ports["mqtt"], process, "pushwire")
+        yield Server("pushwire", process.pid, ports["mqtt"], log_path)
+    finally:
+        _stop_process(process)
+
+
+def mosquitto_conf(port: int) -> str:
+    return "\n".join(
+        [
+            f"listener {port} {HOST}",
+            "allow_anonymous true",
+            "max_connections -1",
+            f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+            f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
+            "persistence false",
+            "",
+        ]
+    )
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not os.access(found, os.X_OK):
+        raise BenchError("mosquitto not found; install the Debian package 'mosquitto'")
+    return found
+
+
+@contextlib.contextmanager
+def mosquitto_server(workdir: Path) -> Iterator[Server]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf_path = workdir / "mosquitto.conf"
+    conf_path.write_text(mosquitto_conf(port))
+    log_path = workdir / "mosquitto.log"
+    process = _spawn([mosquitto_binary(), "-c", str(conf_path)], workdir, log_path)
+    try:
+        _wait_until_accepting(port, process, "mosquitto")
+        yield Server("mosquitto", process.pid, port, log_path)
+    finally:
+        _stop_process(process)
+
+
+@contextlib.contextmanager
+def stub_server(spec: StubSpec) -> Iterator[Server]:
+    parent_end, child_end = MP_CONTEXT.Pipe()
+    process = MP_CONTEXT.Process(target=stub_process_main, args=(spec, child_end), daemon=True)
+    process.start()
+    child_end.close()
+    try:
+        if not parent_end.poll(START_TIMEOUT_S):
+            raise BenchError("stub broker did not start")
+        _, port = parent_end.recv()
+        assert process.pid is not None
+        yield Server("stub", process.pid, int(port), None)
+    finally:
+        with contextlib.suppress(OSError):
+            parent_end.send(("stop",))
+        parent_end.close()
+        process.join(STOP_TIMEOUT_S)
+        if process.is_alive():
+            process.terminate()
+            process.join(STOP_TIMEOUT_S)
+        if process.is_alive():
+            process.kill()
+            process.join(STOP_TIMEOUT_S)
