@@ -10,13 +10,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field
+import json
+
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+
+class LogRetentionRule(BaseModel):
+    """Retention of the topics matching `filter` (first matching rule wins)."""
+
+    model_config = {"extra": "forbid"}
+
+    filter: str = Field(description="MQTT topic filter (+ and # wildcards)")
+    max_messages: int | None = Field(None, ge=0, description="messages kept per topic")
+    max_age: float | None = Field(None, ge=0, description="seconds a message is kept (0: no limit)")
 
 
 class Settings(BaseSettings):
@@ -55,6 +67,65 @@ class Settings(BaseSettings):
         10.0, ge=0, description="seconds between $SYS/broker updates (0: off)"
     )
     log_level: str = Field("info", description="debug, info, warning or error")
+
+    # -- message log and HTTP transports (core/log.py, http/) --------------------------
+    log_max_messages: int = Field(
+        1000, ge=0, description="messages kept per topic in the message log (since= replay)"
+    )
+    log_max_age: float = Field(
+        43200.0, ge=0, description="seconds a message stays in the message log (0: no limit)"
+    )
+    log_retention: list[LogRetentionRule] = Field(
+        [],
+        description="per-pattern log retention, first match wins: a JSON list of "
+        '{"filter": "a/#", "max_messages": 10, "max_age": 60}',
+    )
+    log_sweep_interval: float = Field(
+        30.0, gt=0, description="seconds between age-eviction sweeps of the message log"
+    )
+    http_max_payload: int = Field(
+        1_048_576, ge=1, description="largest HTTP/WebSocket publish payload, bytes (413 above)"
+    )
+    http_max_batch: int = Field(
+        1000, ge=1, description="messages in one batch publish (POST /v1/publish [...])"
+    )
+    poll_limit: int = Field(100, ge=1, description="messages per poll reply when limit= is absent")
+    poll_max_limit: int = Field(1000, ge=1, description="largest limit= a poll accepts")
+    longpoll_timeout: float = Field(
+        30.0, gt=0, description="seconds a long-poll waits when timeout= is absent"
+    )
+    longpoll_max_timeout: float = Field(
+        300.0, gt=0, description="largest timeout= a long-poll accepts, seconds"
+    )
+    sse_heartbeat: float = Field(
+        15.0, gt=0, description="seconds between SSE comment heartbeats on an idle stream"
+    )
+    ws_heartbeat: float = Field(
+        20.0, gt=0, description="seconds between server pings on the JSON WebSocket"
+    )
+    ws_missed_heartbeats: int = Field(
+        3, ge=1, description="heartbeat periods without a frame from the client before the "
+        "server closes a JSON WebSocket (close code 4000)",
+    )
+    ws_max_subscriptions: int = Field(
+        100, ge=1, description="subscriptions on one JSON WebSocket connection"
+    )
+    stream_buffer: int = Field(
+        1000, ge=1, description="messages waiting for a slow SSE/WebSocket client before its "
+        "stream is closed (it resumes with its cursor)",
+    )
+    http_max_listeners: int = Field(
+        100_000, ge=1, description="concurrent long-poll waiters + SSE streams + WebSocket "
+        "subscriptions (503 above)",
+    )
+
+    @field_validator("log_retention", mode="before")
+    @classmethod
+    def _retention_json(cls, value: object) -> object:
+        # the command line and plain env vars hand over JSON text
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else []
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import contextlib
+import fcntl
 import logging
 import signal
 import socket

@@ -51,6 +51,30 @@ class StoredSession:
     inbound_qos2: list[int] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class StoredConsumer:
+    """Server-side cursor of a named at-least-once reader (see core/log.py)."""
+
+    name: str
+    filter: str
+    acked: int
+
+
+@dataclass(slots=True)
+class StoredLog:
+    """The message log as an engine hands it back at start-up (see core/log.py).
+
+    `epoch` None means the store has no log yet: the caller starts one with `log_reset`."""
+
+    epoch: str | None = None
+    entries: list[Message] = field(default_factory=list)  # log_id set, in id order
+    # topic -> (highest evicted id, its created_at), so gaps survive a restart
+    evicted: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # highest id ever issued (evicted ones included): ids never go backwards in an epoch
+    last_id: int = 0
+    consumers: list[StoredConsumer] = field(default_factory=list)
+
+
 class Engine(Protocol):
     name: str
     # True when sync() actually waits for stable storage
@@ -97,3 +121,22 @@ class Engine(Protocol):
 
     async def sync(self) -> None:
         """Return once every write issued before this call is durable."""
+
+    # -- message log (core/log.py) ---------------------------------------------------
+    # Appends and trims are write-behind like everything else; `sync()` covers them.
+
+    async def load_log(self) -> StoredLog:
+        """The stored log: epoch, entries, per-topic eviction marks and consumers."""
+
+    def log_reset(self, epoch: str) -> None:
+        """Drop every log entry, eviction mark and consumer; start `epoch`."""
+
+    def log_append(self, message: Message) -> None:
+        """Store a logged message (`message.log_id` is set)."""
+
+    def log_trim(self, topic: str, upto_id: int, upto_time: float) -> None:
+        """Delete `topic`'s entries with id <= upto_id and remember that they were evicted
+        (upto_time: created_at of the newest one evicted)."""
+
+    def log_consumer_put(self, name: str, flt: str, acked: int) -> None:
+        """Create or move a consumer cursor."""

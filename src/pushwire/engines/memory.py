@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from pushwire.core.message import Message
-from pushwire.engines.base import QueueState, StoredQueueEntry, StoredSession, StoredSubscription
+from pushwire.engines.base import (
+    QueueState,
+    StoredLog,
+    StoredQueueEntry,
+    StoredSession,
+    StoredSubscription,
+)
 
 
 class MemoryEngine:
@@ -66,4 +72,20 @@ class MemoryEngine:
         return None
 
     async def sync(self) -> None:
+        return None
+
+    # the message log lives in memory only: every start is a new epoch
+    async def load_log(self) -> StoredLog:
+        return StoredLog()
+
+    def log_reset(self, epoch: str) -> None:
+        return None
+
+    def log_append(self, message: Message) -> None:
+        return None
+
+    def log_trim(self, topic: str, upto_id: int, upto_time: float) -> None:
+        return None
+
+    def log_consumer_put(self, name: str, flt: str, acked: int) -> None:
         return None

@@ -36,7 +36,14 @@ from typing import Any, Final, TypeVar
 
 from pushwire.core.message import Message, bump_uid_floor
 from pushwire.core.subscription import SubscriptionOptions
-from pushwire.engines.base import QueueState, StoredQueueEntry, StoredSession, StoredSubscription
+from pushwire.engines.base import (
+    QueueState,
+    StoredConsumer,
+    StoredLog,
+    StoredQueueEntry,
+    StoredSession,
+    StoredSubscription,
+)
 from pushwire.engines.serialize import dump_properties, load_properties
 
 logger = logging.getLogger(__name__)
@@ -347,6 +354,94 @@ def _read_retained(conn: sqlite3.Connection) -> tuple[list[Message], int]:
     return messages, _max_uid(conn)
 
 
+# -- message log (core/log.py) -------------------------------------------------------------
+# Additive: its tables are created by `load_log` (the first thing the log does at start-up),
+# so the schema above and its version are untouched.
+
+_LOG_SCHEMA: Final = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log (
+    id INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    properties TEXT,
+    expires_at REAL,
+    created_at REAL NOT NULL,
+    origin TEXT
+);
+CREATE INDEX IF NOT EXISTS log_topic_id ON log (topic, id);
+CREATE TABLE IF NOT EXISTS log_topics (
+    topic TEXT PRIMARY KEY,
+    evicted_upto INTEGER NOT NULL,
+    evicted_time REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log_consumers (
+    name TEXT NOT NULL,
+    filter TEXT NOT NULL,
+    acked INTEGER NOT NULL,
+    PRIMARY KEY (name, filter)
+) WITHOUT ROWID;
+COMMIT;
+"""
+_SQL_LOG_APPEND: Final = """
+INSERT OR REPLACE INTO log (id, topic, uid, payload, qos, retain, properties, expires_at,
+                            created_at, origin)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_SQL_LOG_TRIM: Final = "DELETE FROM log WHERE topic = ? AND id <= ?"
+_SQL_LOG_EVICTED: Final = """
+INSERT INTO log_topics (topic, evicted_upto, evicted_time) VALUES (?, ?, ?)
+ON CONFLICT (topic) DO UPDATE SET
+    evicted_upto = max(evicted_upto, excluded.evicted_upto),
+    evicted_time = max(evicted_time, excluded.evicted_time)
+"""
+_SQL_LOG_CONSUMER_PUT: Final = """
+INSERT INTO log_consumers (name, filter, acked) VALUES (?, ?, ?)
+ON CONFLICT (name, filter) DO UPDATE SET acked = excluded.acked
+"""
+
+
+def _w_log_trim(conn: sqlite3.Connection, params: tuple[str, int, float]) -> None:
+    topic, upto, upto_time = params
+    conn.execute(_SQL_LOG_TRIM, (topic, upto))
+    conn.execute(_SQL_LOG_EVICTED, (topic, upto, upto_time))
+
+
+def _w_log_reset(conn: sqlite3.Connection, params: tuple[str]) -> None:
+    conn.execute("DELETE FROM log")
+    conn.execute("DELETE FROM log_topics")
+    conn.execute("DELETE FROM log_consumers")
+    conn.execute("INSERT OR REPLACE INTO log_meta (key, value) VALUES ('epoch', ?)", params)
+
+
+def _read_log(conn: sqlite3.Connection) -> StoredLog:
+    conn.executescript(_LOG_SCHEMA)
+    row = conn.execute("SELECT value FROM log_meta WHERE key = 'epoch'").fetchone()
+    if row is None:
+        return StoredLog()
+    stored = StoredLog(epoch=str(row[0]))
+    for topic, upto, upto_time in conn.execute(
+        "SELECT topic, evicted_upto, evicted_time FROM log_topics"
+    ):
+        stored.evicted[topic] = (int(upto), float(upto_time))
+        stored.last_id = max(stored.last_id, int(upto))
+    for row in conn.execute(
+        "SELECT id, topic, payload, qos, retain, properties, expires_at, created_at, uid,"
+        " origin FROM log ORDER BY id"
+    ):
+        message = _message_from_row(*row[1:])
+        message.log_id = int(row[0])
+        stored.entries.append(message)
+        stored.last_id = max(stored.last_id, message.log_id)
+    for name, flt, acked in conn.execute("SELECT name, filter, acked FROM log_consumers"):
+        stored.consumers.append(StoredConsumer(name, flt, int(acked)))
+    return stored
+
+
 def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
     """Runs on the event loop: resolve the sync() futures of one commit point."""
     for future in futures:
@@ -548,6 +643,39 @@ class SQLiteEngine:
 
     def retained_delete(self, topic: str) -> None:
         self._write(_SQL_RETAINED_DELETE, (topic,))
+
+    # -- message log ----------------------------------------------------------------------
+
+    async def load_log(self) -> StoredLog:
+        """Create the log tables if needed, then read the log back (see core/log.py)."""
+        return await self._call(_read_log)
+
+    def log_reset(self, epoch: str) -> None:
+        self._write(_w_log_reset, (epoch,))
+
+    def log_append(self, message: Message) -> None:
+        m = message
+        self._write(
+            _SQL_LOG_APPEND,
+            (
+                m.log_id,
+                m.topic,
+                m.uid,
+                m.payload,
+                m.qos,
+                int(m.retain),
+                _props_text(m.properties),
+                m.expires_at,
+                m.created_at,
+                m.origin,
+            ),
+        )
+
+    def log_trim(self, topic: str, upto_id: int, upto_time: float) -> None:
+        self._write(_w_log_trim, (topic, upto_id, upto_time))
+
+    def log_consumer_put(self, name: str, flt: str, acked: int) -> None:
+        self._write(_SQL_LOG_CONSUMER_PUT, (name, flt, acked))
 
     # -- commit points --------------------------------------------------------------------
 

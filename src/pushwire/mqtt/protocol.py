@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 NEVER_EXPIRES = 0xFFFFFFFF
 # how many topic aliases a v5 client may define towards the server
 TOPIC_ALIAS_MAXIMUM = 64
+# bytes buffered towards a client before it counts as congested (asyncio's default is 64 KiB)
+WRITE_BUFFER_HIGH = 256 * 1024
 # receive maximum the server announces: QoS 1/2 publishes a client may have unacknowledged
 SERVER_RECEIVE_MAXIMUM = 65535
 
@@ -91,6 +93,8 @@ class MQTTServerProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = self.transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        # a subscriber may fall behind by this much before QoS 0 is dropped for it
+        self.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         self._refused = not self.broker.register(self)
         loop = asyncio.get_running_loop()
         # a client that never finishes CONNECT is dropped (slowloris guard)
@@ -341,6 +345,14 @@ class MQTTServerProtocol(asyncio.Protocol):
             self._send(Connack(False, code))
             self._abort("max_connections reached")
             return
+        if p.will is not None:
+            try:
+                validate_topic_name(p.will.topic)
+            except TopicError as exc:
+                if v5:
+                    self._send(Connack(False, ReasonCode.TOPIC_NAME_INVALID))
+                self._abort(f"invalid will topic: {exc}", logging.INFO)
+                return
         client_id = p.client_id
         assigned = False
         if not client_id:
@@ -417,10 +429,8 @@ class MQTTServerProtocol(asyncio.Protocol):
     def _on_publish(self, p: Publish) -> None:
         session = self.session
         assert session is not None
-        try:
-            validate_topic_name(p.topic)
-        except TopicError as exc:
-            raise ProtocolViolation(str(exc), ReasonCode.TOPIC_NAME_INVALID) from exc
+        # the codec already refused wildcards, U+0000 and bad UTF-8 in the topic, and the
+        # connection resolved MQTT 5 aliases, so the name is valid here
         qos = p.qos
         if qos == 2 and p.packet_id is not None and session.inbound_qos2_seen(p.packet_id):
             # a resend before PUBREL: the message was routed already (exactly once)
@@ -496,7 +506,7 @@ class MQTTServerProtocol(asyncio.Protocol):
     def _on_unsubscribe(self, p: Unsubscribe) -> None:
         session = self.session
         assert session is not None
-        codes = [
+        codes: list[int] = [
             ReasonCode.SUCCESS
             if self.hub.unsubscribe(session, flt)
             else ReasonCode.NO_SUBSCRIPTION_EXISTED

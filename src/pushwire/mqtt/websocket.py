@@ -49,6 +49,9 @@ class WebSocketTransport:
             self._closing = True
             self._frames.put_nowait(None)
 
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        return None  # frames are counted instead (HIGH_WATER_FRAMES)
+
     def is_closing(self) -> bool:
         return self._closing
 

@@ -1,0 +1,586 @@
+"""The message log: what was published to each topic, with ids a client can resume from.
+
+Every message routed by the hub (MQTT or HTTP, except `$` topics) is appended here by a hub
+observer. Ids come from ONE increasing sequence for the whole store, so they increase
+within every topic and a cursor over a wildcard filter is a single number. The store has an
+`epoch`, a random token made with it: a client that says "I had id N of epoch E" either gets
+exactly what came after N, or is told it has a gap (the epoch changed because the log was
+lost, or messages after N were evicted by retention). A gap is never silent.
+
+Retention is per topic, by count and by age (defaults from settings, per-pattern rules:
+first match wins). Evicted ids are remembered per topic (`evicted_upto`) so a read can tell
+"nothing happened" from "you missed something". Messages past their expiry (`ttl`) are not
+returned by reads.
+
+Live readers register a `Listener` under a filter: on append the topic is matched once in a
+`SubscriptionTrie` and every matching listener's `notify(entry)` runs synchronously (it only
+sets a future or appends to a bounded buffer; nothing polls, nothing spins).
+
+Transport-agnostic: imports nothing from http/ or mqtt/. Persistence goes through the
+engine's `log_*` methods (write-behind, the same group commit as everything else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import heapq
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+from pushwire.core.message import Message, bump_uid_floor
+from pushwire.core.topics import SubscriptionTrie, matches
+from pushwire.engines.base import Engine
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def new_epoch() -> str:
+    """A fresh epoch token (12 hex digits)."""
+    return secrets.token_hex(6)
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much of one topic's log is kept. `max_age` in seconds; 0 means no age limit."""
+
+    max_messages: int = 1000
+    max_age: float = 12 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionRule:
+    """A per-pattern override: topics matching `filter` keep these limits (None: default)."""
+
+    filter: str
+    max_messages: int | None = None
+    max_age: float | None = None
+
+
+# -- cursors ----------------------------------------------------------------------------
+
+CursorKind = Literal["id", "all", "latest", "time"]
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a reader starts. `id`: after message `id` (of `epoch`, when known); `all`: from
+    the oldest message kept; `latest`: only what comes next; `time`: messages created at or
+    after `time` (Unix seconds)."""
+
+    kind: CursorKind
+    id: int = 0
+    epoch: str | None = None
+    time: float = 0.0
+
+    @staticmethod
+    def after(id_: int, epoch: str | None = None) -> Cursor:
+        return Cursor("id", id_, epoch)
+
+
+ALL = Cursor("all")
+LATEST = Cursor("latest")
+
+
+def format_cursor(epoch: str, id_: int) -> str:
+    """The opaque-looking cursor token handed to clients: `EPOCH:ID`."""
+    return f"{epoch}:{id_}"
+
+
+# -- entries and listeners --------------------------------------------------------------
+
+
+class LogEntry:
+    """One logged message. `wire` caches encodings (keyed by format) so a message is
+    encoded once however many readers of that format it reaches."""
+
+    __slots__ = ("id", "message", "wire")
+
+    def __init__(self, id_: int, message: Message) -> None:
+        self.id = id_
+        self.message = message
+        self.wire: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"LogEntry({self.id}, {self.message.topic!r})"
+
+
+class Listener(Protocol):
+    """A live reader registered under a filter (long-poll waiter, SSE/WS stream)."""
+
+    def notify(self, entry: LogEntry) -> None:
+        """Called synchronously on append for every matching message; must not block."""
+
+    def close(self) -> None:
+        """The log is shutting down: finish up."""
+
+
+@dataclass(slots=True)
+class ReadResult:
+    entries: list[LogEntry]
+    # the id to resume after (the last entry returned, or the log's last id)
+    next_id: int
+    # True when messages the reader asked for are gone (evicted, or another epoch)
+    gap: bool
+    # True when `limit` cut the reply: more messages follow `next_id`
+    more: bool
+    epoch: str
+
+    @property
+    def cursor(self) -> str:
+        return format_cursor(self.epoch, self.next_id)
+
+
+@dataclass(slots=True)
+class Consumer:
+    """Server-side cursor of a named at-least-once reader (WebSocket `ack` subscriptions).
+
+    `acked`: every id up to it was acknowledged. `delivered`: the highest id ever sent, so a
+    resend of anything at or below it is flagged as a possible duplicate."""
+
+    name: str
+    filter: str
+    acked: int
+    delivered: int
+
+
+# -- per-topic storage ------------------------------------------------------------------
+
+
+class _TopicLog:
+    __slots__ = ("entries", "evicted_time", "evicted_upto", "retention", "topic", "trimmed_upto")
+
+    def __init__(self, topic: str, retention: Retention) -> None:
+        self.topic = topic
+        self.retention = retention
+        self.entries: deque[LogEntry] = deque()
+        # highest id evicted from this topic (0: none) and its creation time
+        self.evicted_upto = 0
+        self.evicted_time = 0.0
+        # highest evicted id the engine has been told to delete
+        self.trimmed_upto = 0
+
+    def after(self, after_id: int) -> Iterator[LogEntry]:
+        entries = self.entries
+        if not entries or entries[-1].id <= after_id:
+            return iter(())
+        if entries[0].id > after_id:
+            return iter(entries)
+        i = bisect.bisect_right(entries, after_id, key=_entry_id)
+        return (entries[j] for j in range(i, len(entries)))
+
+    def first_at_or_after(self, t: float) -> int | None:
+        for entry in self.entries:
+            if entry.message.created_at >= t:
+                return entry.id
+        return None
+
+
+def _entry_id(entry: LogEntry) -> int:
+    return entry.id
+
+
+class _Node:
+    __slots__ = ("children", "topic_log")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.topic_log: _TopicLog | None = None
+
+
+class _TopicTree:
+    """Topics by level, so a wildcard filter finds its topics without scanning them all."""
+
+    def __init__(self) -> None:
+        self.root = _Node()
+        self.by_topic: dict[str, _TopicLog] = {}
+
+    def add(self, tlog: _TopicLog) -> None:
+        node = self.root
+        for level in tlog.topic.split("/"):
+            node = node.children.setdefault(level, _Node())
+        node.topic_log = tlog
+        self.by_topic[tlog.topic] = tlog
+
+    def find(self, flt: str) -> list[_TopicLog]:
+        if "+" not in flt and "#" not in flt:
+            t = self.by_topic.get(flt)
+            return [t] if t is not None else []
+        out: list[_TopicLog] = []
+        self._walk(self.root, flt.split("/"), 0, out)
+        return out
+
+    def _walk(self, node: _Node, levels: list[str], i: int, out: list[_TopicLog]) -> None:
+        if i == len(levels):
+            if node.topic_log is not None:
+                out.append(node.topic_log)
+            return
+        level = levels[i]
+        if level == "#":
+            # '#' matches the parent level itself and everything below it
+            if node.topic_log is not None and i > 0:
+                out.append(node.topic_log)
+            self._collect(node, out)
+            return
+        if level == "+":
+            for child in node.children.values():
+                self._walk(child, levels, i + 1, out)
+            return
+        child = node.children.get(level)
+        if child is not None:
+            self._walk(child, levels, i + 1, out)
+
+    def _collect(self, node: _Node, out: list[_TopicLog]) -> None:
+        for child in node.children.values():
+            if child.topic_log is not None:
+                out.append(child.topic_log)
+            self._collect(child, out)
+
+
+# -- the log ----------------------------------------------------------------------------
+
+
+class MessageLog:
+    """Per-topic message history with one id sequence, an epoch, retention and listeners."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        default: Retention | None = None,
+        rules: list[RetentionRule] | None = None,
+        clock: Any = time.time,
+    ) -> None:
+        self.engine = engine
+        self.default = default or Retention()
+        self.rules = list(rules or [])
+        self.clock = clock
+        self.epoch = new_epoch()
+        self.last_id = 0
+        self._topics = _TopicTree()
+        self._listeners: SubscriptionTrie[Listener, None] = SubscriptionTrie()
+        self._consumers: dict[tuple[str, str], Consumer] = {}
+        self.size = 0  # entries held, all topics
+        self.evicted_total = 0
+        self.appended_total = 0
+
+    # -- start-up and shutdown --------------------------------------------------------
+
+    async def restore(self) -> None:
+        """Load the stored log (or start a new epoch when there is none)."""
+        stored = await self.engine.load_log()
+        if stored.epoch is None:
+            self.engine.log_reset(self.epoch)
+            log.info("message log: new epoch %s", self.epoch)
+            return
+        self.epoch = stored.epoch
+        self.last_id = stored.last_id
+        max_uid = 0
+        for topic, (upto, upto_time) in stored.evicted.items():
+            tlog = self._topic(topic)
+            tlog.evicted_upto = tlog.trimmed_upto = upto
+            tlog.evicted_time = upto_time
+        for message in stored.entries:
+            assert message.log_id is not None
+            tlog = self._topic(message.topic)
+            tlog.entries.append(LogEntry(message.log_id, message))
+            self.size += 1
+            self.last_id = max(self.last_id, message.log_id)
+            max_uid = max(max_uid, message.uid)
+        for c in stored.consumers:
+            self._consumers[(c.name, c.filter)] = Consumer(
+                c.name, c.filter, c.acked, max(c.acked, self.last_id)
+            )
+        bump_uid_floor(max_uid)
+        self.sweep()
+        log.info(
+            "message log: epoch %s, %d messages in %d topics, last id %d",
+            self.epoch,
+            self.size,
+            len(self._topics.by_topic),
+            self.last_id,
+        )
+
+    def close_listeners(self) -> None:
+        """Tell every live reader the server is stopping (they answer or close)."""
+        for _flt, listener, _ in list(self._listeners.filters()):
+            listener.close()
+
+    # -- writing ----------------------------------------------------------------------
+
+    def retention_for(self, topic: str) -> Retention:
+        for rule in self.rules:
+            if matches(rule.filter, topic):
+                return Retention(
+                    rule.max_messages
+                    if rule.max_messages is not None
+                    else self.default.max_messages,
+                    rule.max_age if rule.max_age is not None else self.default.max_age,
+                )
+        return self.default
+
+    def _topic(self, topic: str) -> _TopicLog:
+        tlog = self._topics.by_topic.get(topic)
+        if tlog is None:
+            tlog = _TopicLog(topic, self.retention_for(topic))
+            self._topics.add(tlog)
+        return tlog
+
+    def append(self, message: Message) -> LogEntry | None:
+        """Log a routed message (the hub observer). Sets `message.log_id`; returns the entry,
+        or None for topics that are not logged (`$SYS/...` and every other `$` topic)."""
+        if message.topic.startswith("$"):
+            return None
+        self.last_id += 1
+        entry = LogEntry(self.last_id, message)
+        message.log_id = entry.id
+        tlog = self._topic(message.topic)
+        if tlog.retention.max_messages > 0:
+            tlog.entries.append(entry)
+            self.size += 1
+            self.engine.log_append(message)
+        else:
+            # a topic configured to keep nothing: live readers only, and it counts as evicted
+            tlog.evicted_upto = entry.id
+            tlog.evicted_time = message.created_at
+        self.appended_total += 1
+        self._evict(tlog, message.created_at)
+        for _flt, listener, _ in self._listeners.match(message.topic):
+            listener.notify(entry)
+        return entry
+
+    def observer(self, message: Message) -> None:
+        """`hub.add_observer(log.observer)`."""
+        self.append(message)
+
+    def _evict(self, tlog: _TopicLog, now: float) -> None:
+        entries = tlog.entries
+        ret = tlog.retention
+        evicted = 0
+        while len(entries) > ret.max_messages:
+            self._pop(tlog)
+            evicted += 1
+        if ret.max_age > 0:
+            horizon = now - ret.max_age
+            while entries and entries[0].message.created_at < horizon:
+                self._pop(tlog)
+                evicted += 1
+        if evicted and tlog.evicted_upto - tlog.trimmed_upto >= max(1, ret.max_messages // 10):
+            self._trim(tlog)
+
+    def _pop(self, tlog: _TopicLog) -> None:
+        old = tlog.entries.popleft()
+        tlog.evicted_upto = old.id
+        tlog.evicted_time = old.message.created_at
+        self.size -= 1
+        self.evicted_total += 1
+
+    def _trim(self, tlog: _TopicLog) -> None:
+        self.engine.log_trim(tlog.topic, tlog.evicted_upto, tlog.evicted_time)
+        tlog.trimmed_upto = tlog.evicted_upto
+
+    def sweep(self) -> None:
+        """Evict by age everywhere and hand pending trims to the engine (periodic)."""
+        now = self.clock()
+        for tlog in self._topics.by_topic.values():
+            self._evict(tlog, now)
+            if tlog.evicted_upto > tlog.trimmed_upto:
+                self._trim(tlog)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def resolve(self, flt: str, cursor: Cursor) -> tuple[int, bool]:
+        """Turn a cursor into (after_id, gap)."""
+        if cursor.kind == "all":
+            return 0, False
+        if cursor.kind == "latest":
+            return self.last_id, False
+        topics = self._topics.find(flt)
+        if cursor.kind == "time":
+            now = self.clock()
+            firsts = []
+            gap = False
+            for tlog in topics:
+                self._evict(tlog, now)
+                if tlog.evicted_upto and tlog.evicted_time >= cursor.time:
+                    gap = True
+                first = tlog.first_at_or_after(cursor.time)
+                if first is not None:
+                    firsts.append(first)
+            return (min(firsts) - 1 if firsts else self.last_id), gap
+        # an id: from another epoch, or beyond anything this log issued -> start over
+        if (cursor.epoch is not None and cursor.epoch != self.epoch) or cursor.id > self.last_id:
+            return 0, True
+        return cursor.id, False
+
+    def read(self, flt: str, after_id: int, limit: int) -> ReadResult:
+        """Messages of topics matching `flt` with id > after_id, oldest first, at most
+        `limit` (expired ones skipped). gap=True when any of them was evicted."""
+        now = self.clock()
+        gap = False
+        sources: list[Iterator[LogEntry]] = []
+        for tlog in self._topics.find(flt):
+            self._evict(tlog, now)
+            if tlog.evicted_upto > after_id:
+                gap = True
+            it = tlog.after(after_id)
+            sources.append(it)
+        out: list[LogEntry] = []
+        more = False
+        merged: Iterator[LogEntry]
+        if len(sources) == 1:
+            merged = sources[0]
+        else:
+            merged = heapq.merge(*sources, key=_entry_id)
+        last = after_id
+        for entry in merged:
+            if len(out) >= limit:
+                more = True
+                break
+            last = entry.id
+            if entry.message.expired(now):
+                continue
+            out.append(entry)
+        next_id = last if more else max(last, self.last_id)
+        return ReadResult(out, next_id, gap, more, self.epoch)
+
+    def query(self, flt: str, cursor: Cursor, limit: int) -> ReadResult:
+        """resolve + read: the whole answer to `?since=` for a poll."""
+        after, gap = self.resolve(flt, cursor)
+        result = self.read(flt, after, limit)
+        result.gap = result.gap or gap
+        return result
+
+    # -- listeners --------------------------------------------------------------------
+
+    def listen(self, flt: str, listener: Listener) -> None:
+        self._listeners.add(flt, listener, None)
+
+    def unlisten(self, flt: str, listener: Listener) -> None:
+        self._listeners.remove(flt, listener)
+
+    @property
+    def listener_count(self) -> int:
+        return len(self._listeners)
+
+    # -- consumers (server-side cursors for at-least-once readers) ---------------------
+
+    def consumer(self, name: str, flt: str) -> Consumer | None:
+        return self._consumers.get((name, flt))
+
+    def consumer_open(self, name: str, flt: str, start_after: int) -> Consumer:
+        """Get or create the consumer `name` on `flt` (new ones start after `start_after`)."""
+        c = self._consumers.get((name, flt))
+        if c is None:
+            c = Consumer(name, flt, start_after, start_after)
+            self._consumers[(name, flt)] = c
+            self.engine.log_consumer_put(name, flt, start_after)
+        return c
+
+    def consumer_ack(self, c: Consumer, upto: int) -> bool:
+        """Acknowledge everything up to `upto` (cumulative); False if it moves nothing."""
+        if upto <= c.acked:
+            return False
+        c.acked = upto
+        self.engine.log_consumer_put(c.name, c.filter, upto)
+        return True
+
+    def consumer_reset(self, c: Consumer, acked: int) -> None:
+        """Move a consumer to another position (a new epoch, or an explicit since=)."""
+        c.acked = acked
+        c.delivered = max(c.delivered, acked) if acked else 0
+        self.engine.log_consumer_put(c.name, c.filter, acked)
+
+    # -- introspection ----------------------------------------------------------------
+
+    @property
+    def topic_count(self) -> int:
+        return len(self._topics.by_topic)
+
+    def topic_size(self, topic: str) -> int:
+        tlog = self._topics.by_topic.get(topic)
+        return len(tlog.entries) if tlog is not None else 0
+
+
+# -- bounded buffers for streams --------------------------------------------------------
+
+
+class StreamBuffer(Generic[T]):
+    """A bounded FIFO between synchronous producers (log listeners) and one async sender.
+
+    Overflow policy: when `limit` items are waiting, the buffer closes itself with reason
+    "overflow" and drops what it holds; the sender then ends the stream and says so, and
+    the client resumes with its cursor. Nothing is skipped silently. Waiting costs one
+    future and, with a timeout, one timer-heap entry: nothing polls.
+    """
+
+    __slots__ = ("_items", "_waiter", "closed", "limit", "reason")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: deque[T] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.closed = False
+        self.reason = ""
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def push(self, item: T) -> bool:
+        if self.closed:
+            return False
+        if len(self._items) >= self.limit:
+            self.close("overflow")
+            return False
+        self._items.append(item)
+        self._wake()
+        return True
+
+    def close(self, reason: str = "closed") -> None:
+        if not self.closed:
+            self.closed = True
+            self.reason = reason
+            self._items.clear()
+            self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def get(self, timeout: float | None) -> list[T] | None:
+        """Everything waiting (at least one item); None on timeout; [] once closed."""
+        if not self._items and not self.closed:
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
+            self._waiter = waiter
+            handle = (
+                loop.call_later(timeout, _resolve_none, waiter) if timeout is not None else None
+            )
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if handle is not None:
+                    handle.cancel()
+            if not self._items and not self.closed:
+                return None
+        if self.closed:
+            return []
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+
+def _resolve_none(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
