@@ -257,11 +257,11 @@ class ServerProcess:
             self._log_file.close()
             self._log_file = None
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
-        """SIGTERM, wait, and assert a clean (0) exit. Returns the exit code."""
+    def stop(self, timeout: float = STOP_TIMEOUT, sig: int = signal.SIGTERM) -> int:
+        """SIGTERM (or ``sig``), wait, and assert a clean (0) exit. Returns the exit code."""
         assert self.proc is not None, "server not started"
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -270,12 +270,12 @@ class ServerProcess:
                 self._reap()
                 raise AssertionError(
                     f"{self.kind} (pid {self.proc.pid}) did not exit within {timeout}s of "
-                    f"SIGTERM; killed.\n--- output ---\n{self.output()}"
+                    f"{signal.Signals(sig).name}; killed.\n--- output ---\n{self.output()}"
                 ) from None
         self._reap()
         rc = self.proc.returncode
         assert rc == 0, (
-            f"{self.kind} (pid {self.proc.pid}) exited with {rc} after SIGTERM\n"
+            f"{self.kind} (pid {self.proc.pid}) exited with {rc} after {signal.Signals(sig).name}\n"
             f"--- output ---\n{self.output()}"
         )
         return rc

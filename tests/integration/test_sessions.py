@@ -151,6 +151,10 @@ def test_unacked_pubrel_resent_on_reconnect(
     c.ack(nxt)
 
 
+@pytest.mark.mosquitto_deviation(
+    "mosquitto 2.0.11 honours max_inflight_messages for the first batch, but one PUBACK "
+    "releases every queued message (8 unacknowledged with a window of 5)"
+)
 def test_inflight_window(
     server_factory: ServerFactory, raw_client: RawFactory, paho_client: PahoFactory
 ) -> None:
@@ -217,6 +221,10 @@ def test_session_and_retained_survive_graceful_restart(
 
 
 @pytest.mark.slow
+@pytest.mark.pushwire_only(
+    "mosquitto saves its database asynchronously (autosave), even with autosave_on_changes "
+    "the last PUBACKed messages are lost on SIGKILL; it does not promise this"
+)
 def test_acknowledged_messages_survive_kill_9(
     server_factory: ServerFactory, raw_client: RawFactory, broker: str
 ) -> None:
@@ -240,7 +248,7 @@ def test_acknowledged_messages_survive_kill_9(
     deadline = time.monotonic() + 20
     while len(seen) < n:
         try:
-            pkt = c.recv_publish(timeout=max(0.1, deadline - time.monotonic()))
+            pkt = c.recv_publish(timeout=min(5.0, max(0.1, deadline - time.monotonic())))
         except TimeoutError:
             break
         c.send(raw.puback(pkt.packet_id))

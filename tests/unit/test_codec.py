@@ -1136,6 +1136,12 @@ def test_encode_rejects_unencodable_values() -> None:
         encode(Publish("t" * 70000, b""), V4)
     with pytest.raises(ValueError):
         encode(Publish("t", b"", properties={"no_such_property": 1}), V5)
+    with pytest.raises(ValueError):
+        encode(Connect("c", keepalive=70000), V4)
+    with pytest.raises(ValueError):
+        encode(Publish("t", b"", properties={"message_expiry_interval": -1}), V5)
+    with pytest.raises(TypeError):
+        encode("not a packet", V4)  # type: ignore[arg-type]
 
 
 # --- publish templates --------------------------------------------------------------------
@@ -1181,3 +1187,18 @@ def test_patch_rejects_bad_packet_id() -> None:
     for bad in (0, 65536, -1):
         with pytest.raises(ValueError):
             patch_publish(template, offset, bad)
+
+
+def test_faulty_v5_connect_still_reports_its_level() -> None:
+    dec = Decoder()
+    with pytest.raises(DecodeError):
+        dec.feed(raw(0x10, connect_body(level=V5, flags=0x03)))  # reserved flag set
+    assert dec.protocol_level == V5
+    dec = Decoder()
+    with pytest.raises(DecodeError):
+        dec.feed(raw(0x10, connect_body(level=V4, flags=0x03)))
+    assert dec.protocol_level == V4
+    dec = Decoder()
+    with pytest.raises(UnsupportedProtocolVersion):
+        dec.feed(raw(0x10, connect_body(level=6)))
+    assert dec.protocol_level == V4

@@ -207,7 +207,7 @@ def publishes(draw: st.DrawFn, level: int, from_server: bool) -> Publish:
 
 def acks(level: int) -> st.SearchStrategy[Packet]:
     if level == V4:
-        return st.one_of(st.builds(cls, packet_ids) for cls in (PubAck, PubRec, PubRel, PubComp))
+        return st.one_of([st.builds(cls, packet_ids) for cls in (PubAck, PubRec, PubRel, PubComp)])
     return st.one_of(
         st.builds(PubAck, packet_ids, st.sampled_from(PUBACK_CODES), ACK_PROPS),
         st.builds(PubRec, packet_ids, st.sampled_from(PUBACK_CODES), ACK_PROPS),

@@ -400,6 +400,7 @@ class BenchClient(asyncio.Protocol):
             collect_ids=collect_ids, on_publish=on_publish, on_control=self._on_control
         )
         self.transport: asyncio.Transport | None = None
+        self._subscribing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -413,7 +414,9 @@ class BenchClient(asyncio.Protocol):
         """Hook for roles that answer what they received."""
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for future in (self.connack, self.suback):
+        # Only futures someone awaits get the error (an unawaited one would log a warning).
+        awaited = [self.connack, self.suback] if self._subscribing else [self.connack]
+        for future in awaited:
             if not future.done():
                 future.set_exception(ConnectionError(f"{self.client_id}: connection closed"))
 
@@ -425,6 +428,7 @@ class BenchClient(asyncio.Protocol):
 
     def subscribe(self, topic_filter: str, qos: int) -> None:
         assert self.transport is not None
+        self._subscribing = True
         self.transport.write(encode_subscribe(1, topic_filter, qos))
 
     def progress(self) -> int:
@@ -570,7 +574,9 @@ class RatePublisher(BenchClient):
                 stamp = TIMESTAMP.pack(time.monotonic_ns())
                 self.transport.write(self._prefix + stamp + self._pad)
                 self.sent += 1
-            await asyncio.sleep(max(0.0, started + self.sent / self._rate - time.monotonic()))
+            # Event-loop timers have 1 ms resolution: a shorter sleep would spin, not sleep.
+            next_due = started + self.sent / self._rate
+            await asyncio.sleep(max(0.001, next_due - time.monotonic()))
 
     def progress(self) -> int:
         return self.sent

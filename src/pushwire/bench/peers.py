@@ -37,10 +37,24 @@ PeerName = Literal["pushwire", "mosquitto", "stub"]
 
 @dataclass(frozen=True, slots=True)
 class Server:
+    """A running server: subscribers (and idle clients) connect to `mqtt_port`, publishers to
+    `publish_port`; `pids` are the processes whose CPU counts as the server's. Only the stub
+    uses two processes and ports (see `stub_server`)."""
+
     name: str
     pid: int
     mqtt_port: int
     log_path: Path | None
+    publish_port: int = 0
+    extra_pids: tuple[int, ...] = ()
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return (self.pid, *self.extra_pids)
+
+    @property
+    def publisher_port(self) -> int:
+        return self.publish_port or self.mqtt_port
 
     def log_tail(self, lines: int = 20) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -70,12 +84,23 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc/PID/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # fields from 3 (state) on
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(*pids: int) -> float:
+    """User + system CPU time of processes (all their threads), from /proc/PID/stat."""
+    ticks = 0
+    for pid in pids:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()  # fields from 3 (state) on
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle, from /proc/stat (includes kernel softirq work,
+    such as loopback TCP, that is not charged to any process)."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kb(pid: int) -> int:
@@ -206,6 +231,20 @@ def mosquitto_server(workdir: Path) -> Iterator[Server]:
 
 @contextlib.contextmanager
 def stub_server(spec: StubSpec) -> Iterator[Server]:
+    """The load generator's trivial peer. In `source` mode publishers and subscribers get one
+    stub process each, so a flood of publishes cannot starve the subscribers' streams: the
+    check then measures what each side of the load generator can do, at the same time."""
+    with contextlib.ExitStack() as stack:
+        pid, port = stack.enter_context(_stub_process(spec))
+        if spec.mode != "source":
+            yield Server("stub", pid, port, None)
+            return
+        publish_pid, publish_port = stack.enter_context(_stub_process(spec))
+        yield Server("stub", pid, port, None, publish_port, (publish_pid,))
+
+
+@contextlib.contextmanager
+def _stub_process(spec: StubSpec) -> Iterator[tuple[int, int]]:
     parent_end, child_end = MP_CONTEXT.Pipe()
     process = MP_CONTEXT.Process(target=stub_process_main, args=(spec, child_end), daemon=True)
     process.start()
@@ -215,7 +254,7 @@ def stub_server(spec: StubSpec) -> Iterator[Server]:
             raise BenchError("stub broker did not start")
         _, port = parent_end.recv()
         assert process.pid is not None
-        yield Server("stub", process.pid, int(port), None)
+        yield process.pid, int(port)
     finally:
         with contextlib.suppress(OSError):
             parent_end.send(("stop",))

@@ -572,7 +572,7 @@ def _read_property_value(buf: bytes, pos: int, end: int, kind: int, name: str) -
 def _read_properties(
     buf: bytes, pos: int, end: int, context: _PropertyContext
 ) -> tuple[Properties, int]:
-    length, pos = _read_vbi(buf, pos, end, f"{context.name} property length")
+    length, pos = _read_vbi(buf, pos, end, "property length")
     stop = pos + length
     if stop > end:
         raise DecodeError(f"{context.name} property length exceeds the packet")
@@ -681,6 +681,18 @@ def _decode_connect(
         will,
         properties,
     )
+
+
+def _connect_level(buf: bytes, start: int, end: int, default: int) -> int:
+    """The supported protocol level a CONNECT announces, or default if it has none."""
+    try:
+        protocol_name, pos = _read_str(buf, start, end, "protocol name")
+        protocol_level = _read_byte(buf, pos, end, "protocol level")
+    except DecodeError:
+        return default
+    if protocol_name == _PROTOCOL_NAME and protocol_level in _SUPPORTED_LEVELS:
+        return protocol_level
+    return default
 
 
 def _decode_connack(
@@ -953,6 +965,8 @@ class Decoder:
 
     protocol_level is 4 until a decoded CONNECT says otherwise (server side); a client-side
     user sets it after sending its CONNECT. server_side=True decodes what a client sends.
+    A CONNECT that fails to decode still sets protocol_level when its protocol name and level
+    were readable and supported, so the connection can pick the CONNACK format.
     """
 
     def __init__(
@@ -1037,7 +1051,13 @@ class Decoder:
             elif ptype == _PINGREQ and start == end:
                 append(PingReq())
             else:
-                packet = _DECODERS[ptype](buf, byte0, start, end, level, server_side)
+                try:
+                    packet = _DECODERS[ptype](buf, byte0, start, end, level, server_side)
+                except DecodeError:
+                    if ptype == _CONNECT and server_side:
+                        # Lets the connection answer a faulty v5 CONNECT with a v5 CONNACK.
+                        self.protocol_level = _connect_level(buf, start, end, level)
+                    raise
                 append(packet)
                 if server_side and isinstance(packet, Connect):
                     # Everything after CONNECT is framed at the level it announced.
@@ -1310,12 +1330,16 @@ def encode(packet: Packet, protocol_level: int) -> bytes:
 
     Level-5-only fields (properties, reason codes of acks) are dropped at level 4. CONNECT
     is laid out by its own protocol_level. Raises ValueError for values that cannot be put
-    on the wire (missing packet id for QoS>0, strings over 65535 bytes, unknown property).
+    on the wire (missing packet id for QoS>0, strings over 65535 bytes, integers out of
+    range, unknown property) and TypeError for anything that is not a packet.
     """
     encoder = _ENCODERS.get(type(packet))
     if encoder is None:
         raise TypeError(f"not an MQTT packet: {packet!r}")
-    return encoder(packet, protocol_level)
+    try:
+        return encoder(packet, protocol_level)
+    except struct.error as exc:  # an integer field out of range
+        raise ValueError(f"cannot encode {type(packet).__name__}: {exc}") from exc
 
 
 def encode_publish_template(packet: Publish, protocol_level: int) -> tuple[bytes, int]:
@@ -1325,7 +1349,10 @@ def encode_publish_template(packet: Publish, protocol_level: int) -> tuple[bytes
     QoS 0 the offset is -1. packet.packet_id is ignored. Callers copy, patch the id (and the
     DUP bit 0x08 of byte 0 when redelivering), see `patch_publish`.
     """
-    return _encode_publish(packet, protocol_level, 0)
+    try:
+        return _encode_publish(packet, protocol_level, 0)
+    except struct.error as exc:
+        raise ValueError(f"cannot encode PUBLISH: {exc}") from exc
 
 
 def patch_publish(template: bytes, offset: int, packet_id: int, dup: bool = False) -> bytes:

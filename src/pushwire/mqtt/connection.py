@@ -49,26 +49,43 @@ class MQTTConnection:
         return self.protocol_level == PROTOCOL_V5
 
     def receive_data(self, data: bytes) -> list[Packet]:
-        """Decode and check; raises DecodeError (or ProtocolViolation) on the first fault."""
+        """Decode and check; raises DecodeError (or ProtocolViolation) on the first fault.
+
+        The error's `packets` holds the checked packets that came before the fault, so the
+        caller can still act on them (a PUBLISH followed by garbage is still delivered)."""
         if self.state is State.CLOSED:
             return []
-        packets = self._decoder.feed(data)
-        for i, packet in enumerate(packets):
+        try:
+            packets = self._decoder.feed(data)
+        except DecodeError as exc:
             if self.state is State.AWAIT_CONNECT:
-                if not isinstance(packet, Connect):
+                # a CONNECT that was readable up to its level: answer at that level
+                self.protocol_level = self._decoder.protocol_level
+            exc.packets = self._check(exc.packets)
+            self.state = State.CLOSED
+            raise
+        return self._check(packets)
+
+    def _check(self, packets: list[Packet]) -> list[Packet]:
+        for i, packet in enumerate(packets):
+            try:
+                if self.state is State.AWAIT_CONNECT:
+                    if not isinstance(packet, Connect):
+                        raise ProtocolViolation("first packet must be CONNECT")
+                    self.protocol_level = packet.protocol_level
+                    self.state = State.CONNECTED
+                elif isinstance(packet, Connect):
+                    raise ProtocolViolation("second CONNECT on one connection")
+                elif isinstance(packet, Publish) and self.v5:
+                    self._resolve_alias(packet)
+                elif isinstance(packet, Disconnect):
+                    # nothing after DISCONNECT counts (MQTT-3.14.4-1/2)
                     self.state = State.CLOSED
-                    raise ProtocolViolation("first packet must be CONNECT")
-                self.protocol_level = packet.protocol_level
-                self.state = State.CONNECTED
-            elif isinstance(packet, Connect):
+                    return packets[: i + 1]
+            except ProtocolViolation as exc:
                 self.state = State.CLOSED
-                raise ProtocolViolation("second CONNECT on one connection")
-            elif isinstance(packet, Publish) and self.v5:
-                self._resolve_alias(packet)
-            elif isinstance(packet, Disconnect):
-                # nothing after DISCONNECT counts (MQTT-3.14.4-1/2)
-                self.state = State.CLOSED
-                return packets[: i + 1]
+                exc.packets = packets[:i]
+                raise
         return packets
 
     def _resolve_alias(self, packet: Publish) -> None:

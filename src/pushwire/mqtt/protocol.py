@@ -115,8 +115,15 @@ class MQTTServerProtocol(asyncio.Protocol):
             self._abort(f"unsupported protocol level {exc.protocol_level}")
             return
         except DecodeError as exc:
+            # act on what came complete before the fault, then close
+            self._handle(exc.packets)
+            if self.session is None and self.conn.v5 and not self._closing:
+                self._send(Connack(False, exc.reason_code))  # a malformed v5 CONNECT
             self._protocol_error(str(exc), exc.reason_code)
             return
+        self._handle(packets)
+
+    def _handle(self, packets: list[Packet]) -> None:
         for packet in packets:
             if self._closing:
                 return

@@ -1,0 +1,271 @@
+"""Poll and long-poll: ask with a cursor, get what came after it and the next cursor.
+
+Long-poll holds the request until a matching message exists or the timeout passes. A held
+request is a future registered under its filter in the log's listener trie, one timer-heap
+entry for its timeout, and a task parked on the connection's disconnect event: nothing
+polls, so 10,000 waiters cost memory, not CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from pushwire.core.log import ALL, LATEST, Cursor, LogEntry, ReadResult
+from pushwire.core.topics import TopicError, validate_filter
+from pushwire.http.cursor import CursorError, parse_cursor, parse_duration, parse_etag
+from pushwire.http.encode import entry_json
+from pushwire.http.errors import ApiError, bad_cursor, bad_request, bad_topic, error_responses
+from pushwire.http.state import HttpState, get_state
+
+router = APIRouter(tags=["subscribe"])
+
+
+class MessageOut(BaseModel):
+    """A message as JSON readers see it."""
+
+    id: int = Field(description="increases within every topic; resume after it with since=")
+    topic: str
+    time: float = Field(description="publish time, Unix seconds")
+    epoch: str
+    payload: str | None = Field(None, description="the payload when it is valid UTF-8")
+    payload_base64: str | None = Field(None, description="the payload otherwise")
+    content_type: str | None = None
+    qos: int | None = Field(None, description="publisher's QoS (absent: 0)")
+    retain: bool | None = Field(None, description="publisher's retain flag (absent: false)")
+    expires: float | None = Field(None, description="expiry time, Unix seconds")
+    priority: int | None = Field(None, description="1..5 when the publisher set one")
+
+
+class PollResult(BaseModel):
+    messages: list[MessageOut]
+    cursor: str = Field(description="`EPOCH:ID` to send as since= (or If-None-Match) next")
+    epoch: str
+    id: int = Field(description="the id part of `cursor`")
+    gap: bool = Field(
+        description="true when messages after your cursor are gone (evicted, or the log was "
+        "reset: another epoch); the reply then starts from the oldest message kept"
+    )
+    more: bool = Field(description="true when limit cut the reply: ask again right away")
+
+
+_HEADERS_DOC = {
+    "ETag": {"description": 'the next cursor, quoted ("EPOCH:ID")', "schema": {"type": "string"}},
+    "Pushwire-Cursor": {"description": "the next cursor", "schema": {"type": "string"}},
+    "Pushwire-Gap": {
+        "description": "true when messages after the cursor are gone",
+        "schema": {"type": "string", "enum": ["true", "false"]},
+    },
+}
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": PollResult, "headers": _HEADERS_DOC},
+    304: {
+        "description": "If-None-Match was the cursor and nothing came after it",
+        "headers": _HEADERS_DOC,
+    },
+    **error_responses(400, 503),
+}
+
+
+def check_filter(flt: str) -> None:
+    try:
+        validate_filter(flt)
+    except TopicError as exc:
+        raise bad_topic(f"{exc}: {flt!r}") from None
+    if flt.startswith("$share/"):
+        raise bad_topic("shared subscriptions are an MQTT feature; subscribe to the filter")
+
+
+def request_cursor(
+    since: str | None, if_none_match: str | None, default: Cursor
+) -> tuple[Cursor, bool]:
+    """(cursor, came_from_etag): since= wins over If-None-Match; else `default`."""
+    try:
+        if since is not None and since != "":
+            return parse_cursor(since), False
+        if if_none_match:
+            tag = parse_etag(if_none_match)
+            if tag is not None and tag != "*":
+                return parse_cursor(tag), True
+    except CursorError as exc:
+        raise bad_cursor(str(exc)) from None
+    return default, False
+
+
+def check_limit(state: HttpState, limit: int | None) -> int:
+    s = state.settings
+    if limit is None:
+        return min(s.poll_limit, s.poll_max_limit)
+    if limit < 1 or limit > s.poll_max_limit:
+        raise bad_request(f"limit must be 1..{s.poll_max_limit}")
+    return limit
+
+
+def poll_response(
+    state: HttpState, result: ReadResult, transport: str, from_etag: bool, requested: int | None
+) -> Response:
+    epoch = result.epoch
+    cursor = result.cursor
+    headers = {
+        "ETag": f'"{cursor}"',
+        "Pushwire-Cursor": cursor,
+        "Pushwire-Gap": "true" if result.gap else "false",
+        "Cache-Control": "no-store",
+    }
+    if result.gap:
+        state.stats.gaps += 1
+    if from_etag and not result.entries and not result.gap and requested == result.next_id:
+        return Response(status_code=304, headers=headers)
+    state.stats.messages_out[transport] += len(result.entries)
+    body = (
+        '{"messages":['
+        + ",".join(entry_json(e, epoch) for e in result.entries)
+        + f'],"cursor":"{cursor}","epoch":"{epoch}","id":{result.next_id},'
+        + f'"gap":{"true" if result.gap else "false"},"more":{"true" if result.more else "false"}}}'
+    )
+    return Response(body.encode(), media_type="application/json", headers=headers)
+
+
+Since = Annotated[
+    str | None,
+    Query(description="cursor: an id, EPOCH:ID, all, latest, a duration (10m), @UNIXTIME"),
+]
+Limit = Annotated[int | None, Query(description="most messages in the reply")]
+IfNoneMatch = Annotated[
+    str | None, Header(alias="If-None-Match", description="a previous ETag, as the cursor")
+]
+
+
+@router.get(
+    "/v1/poll/{filter:path}",
+    summary="Messages after a cursor, at once",
+    response_model=PollResult,
+    responses=_RESPONSES,
+)
+async def poll(
+    filter: str,
+    state: Annotated[HttpState, Depends(get_state)],
+    since: Since = None,
+    limit: Limit = None,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """The messages of topics matching the filter (MQTT syntax; `#` as `%23`) published
+    after the cursor, oldest first, and the next cursor. Without a cursor: everything the
+    log holds (since=all)."""
+    check_filter(filter)
+    n = check_limit(state, limit)
+    cursor, from_etag = request_cursor(since, if_none_match, ALL)
+    state.stats.connections_total["poll"] += 1
+    result = state.log.query(filter, cursor, n)
+    return poll_response(state, result, "poll", from_etag, cursor.id if from_etag else None)
+
+
+class _Waiter:
+    """A held long-poll: woken by a matching append, its timeout, a disconnect or shutdown."""
+
+    __slots__ = ("closing", "future")
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+        self.closing = False
+
+    def notify(self, entry: LogEntry) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+    def close(self) -> None:
+        self.closing = True
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _until_disconnect(receive: Callable[[], Awaitable[Any]]) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+@router.get(
+    "/v1/longpoll/{filter:path}",
+    summary="Messages after a cursor, waiting for the first one",
+    response_model=PollResult,
+    responses=_RESPONSES,
+)
+async def longpoll(
+    request: Request,
+    filter: str,
+    state: Annotated[HttpState, Depends(get_state)],
+    since: Since = None,
+    limit: Limit = None,
+    timeout: Annotated[
+        str | None, Query(description="seconds (or 30s, 2m) to wait; capped by the server")
+    ] = None,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """Like poll, but when nothing came after the cursor the request is held until a
+    matching message is published or `timeout` passes (then: an empty reply with the same
+    cursor, or 304 when the cursor came as If-None-Match). Without a cursor: only new
+    messages (since=latest). Re-ask with the returned cursor."""
+    check_filter(filter)
+    n = check_limit(state, limit)
+    s = state.settings
+    wait = s.longpoll_timeout
+    if timeout is not None:
+        try:
+            wait = parse_duration(timeout)
+        except ValueError as exc:
+            raise bad_request(f"timeout: {exc}") from None
+        if wait < 0:
+            raise bad_request("timeout must not be negative")
+        wait = min(wait, s.longpoll_max_timeout)
+    cursor, from_etag = request_cursor(since, if_none_match, LATEST)
+    log = state.log
+    stats = state.stats
+    stats.connections_total["longpoll"] += 1
+    after, gap = log.resolve(filter, cursor)
+    result = log.read(filter, after, n)
+    result.gap = result.gap or gap
+    if result.entries or result.gap or wait <= 0:
+        return poll_response(state, result, "longpoll", from_etag, after)
+    if state.busy():
+        stats.rejected_busy += 1
+        raise ApiError(
+            503, "too_many_listeners", "too many waiting clients", {"Retry-After": "1"}
+        )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    stats.connections["longpoll"] += 1
+    disconnect = asyncio.ensure_future(_until_disconnect(request.receive))
+    try:
+        while True:
+            future: asyncio.Future[None] = loop.create_future()
+            waiter = _Waiter(future)
+            log.listen(filter, waiter)
+            timer = loop.call_at(deadline, _wake, future)
+            disconnect.add_done_callback(lambda _t, f=future: _wake(f))
+            try:
+                await future
+            finally:
+                timer.cancel()
+                log.unlisten(filter, waiter)
+            if disconnect.done():
+                return Response(status_code=204)  # nobody is listening any more
+            result = log.read(filter, after, n)
+            if result.entries or result.gap or waiter.closing or loop.time() >= deadline:
+                return poll_response(state, result, "longpoll", from_etag, after)
+            # woken by a message that is no longer readable (expired): wait on
+    finally:
+        stats.connections["longpoll"] -= 1
+        disconnect.cancel()

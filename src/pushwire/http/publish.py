@@ -1,0 +1,395 @@
+"""Publishing over HTTP: raw body, JSON form, batch. Every message goes through
+`hub.publish`, so MQTT subscribers get it (with the QoS and retain asked for) and the log
+observer gives it its id; the reply comes only once it is durable (write before ack)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from pushwire.core.log import format_cursor
+from pushwire.core.message import Message
+from pushwire.core.topics import TopicError, validate_topic_name
+from pushwire.http.cursor import parse_duration
+from pushwire.http.encode import PRIORITY_PROPERTY
+from pushwire.http.errors import ApiError, bad_request, bad_topic, error_responses
+from pushwire.http.state import HttpState, get_state
+
+router = APIRouter(tags=["publish"])
+
+PRIORITY_NAMES = {"min": 1, "low": 2, "default": 3, "normal": 3, "high": 4, "max": 5, "urgent": 5}
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off", ""}
+
+
+class PublishResult(BaseModel):
+    id: int | None = Field(
+        description="the message's id in the log (null for `$` topics, which are not logged)"
+    )
+    topic: str
+    epoch: str = Field(description="the log's epoch (see since=)")
+    time: float = Field(description="when the message was published, Unix seconds")
+    cursor: str | None = Field(description="`EPOCH:ID`: resume right after this message")
+
+
+class PublishRequest(BaseModel):
+    """One message of the JSON form (`POST /v1/publish`, alone or in a batch array)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str = Field(description="topic name (no wildcards)")
+    payload: str | None = Field(None, description="payload as UTF-8 text")
+    payload_base64: str | None = Field(None, description="payload as base64 (binary)")
+    content_type: str | None = Field(None, description="kept as the MQTT 5 content type")
+    qos: int = Field(0, ge=0, le=2, description="QoS for MQTT subscribers")
+    retain: bool = Field(False, description="retain for MQTT subscribers")
+    ttl: float | str | None = Field(
+        None, description="expire after this long: seconds or a duration (10m)"
+    )
+    priority: int | str | None = Field(
+        None, description="1..5 or min, low, default, high, max (kept as a user property)"
+    )
+
+
+_REQUEST_SCHEMA = PublishRequest.model_json_schema()
+_BATCH_ADAPTER: TypeAdapter[list[PublishRequest]] = TypeAdapter(list[PublishRequest])
+
+
+@dataclass(slots=True)
+class PublishSpec:
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    ttl: float | None = None
+    priority: int | None = None
+    content_type: str | None = None
+
+
+# -- validation shared with the WebSocket protocol ---------------------------------------
+
+
+def check_topic(topic: str) -> None:
+    try:
+        validate_topic_name(topic)
+    except TopicError as exc:
+        raise bad_topic(f"{exc}: {topic!r}") from None
+    if topic.startswith("$SYS") or topic.startswith("$share"):
+        raise ApiError(403, "forbidden", f"cannot publish to the reserved topic {topic!r}")
+
+
+def parse_bool(value: str | bool | None, name: str) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    v = value.strip().lower()
+    if v in TRUE:
+        return True
+    if v in FALSE:
+        return False
+    raise bad_request(f"{name} must be true or false, not {value!r}")
+
+
+def parse_qos(value: str | int | None) -> int:
+    if value is None or value == "":
+        return 0
+    try:
+        qos = int(value)
+    except ValueError:
+        raise bad_request(f"qos must be 0, 1 or 2, not {value!r}") from None
+    if qos not in (0, 1, 2):
+        raise bad_request(f"qos must be 0, 1 or 2, not {value!r}")
+    return qos
+
+
+def parse_ttl(value: str | float | None) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        ttl = float(value) if isinstance(value, int | float) else parse_duration(value)
+    except ValueError as exc:
+        raise bad_request(f"ttl: {exc}") from None
+    if not ttl > 0 or ttl > 10 * 365 * 86400:
+        raise bad_request(f"ttl must be a positive duration, not {value!r}")
+    return ttl
+
+
+def parse_priority(value: str | int | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v in PRIORITY_NAMES:
+            return PRIORITY_NAMES[v]
+        if not v.isdigit():
+            raise bad_request(f"priority must be 1..5 or min/low/default/high/max: {value!r}")
+        value = int(v)
+    if isinstance(value, bool) or not 1 <= value <= 5:
+        raise bad_request(f"priority must be 1..5 or min/low/default/high/max: {value!r}")
+    return value
+
+
+def spec_from_request(req: PublishRequest, max_payload: int) -> PublishSpec:
+    if req.payload is not None and req.payload_base64 is not None:
+        raise bad_request("give payload or payload_base64, not both")
+    if req.payload_base64 is not None:
+        try:
+            payload = base64.b64decode(req.payload_base64, validate=True)
+        except (binascii.Error, ValueError):
+            raise bad_request("payload_base64 is not valid base64") from None
+    else:
+        payload = (req.payload or "").encode("utf-8")
+    if len(payload) > max_payload:
+        raise payload_too_large(len(payload), max_payload)
+    check_topic(req.topic)
+    return PublishSpec(
+        topic=req.topic,
+        payload=payload,
+        qos=req.qos,
+        retain=req.retain,
+        ttl=parse_ttl(req.ttl),
+        priority=parse_priority(req.priority),
+        content_type=req.content_type or None,
+    )
+
+
+def payload_too_large(size: int, limit: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"payload of {size} bytes is over {limit} bytes")
+
+
+# -- publishing ---------------------------------------------------------------------------
+
+
+def route(state: HttpState, spec: PublishSpec, origin: str) -> tuple[Message, bool]:
+    """Hand one message to the hub (MQTT sessions + log). Returns (message, must_sync)."""
+    props: dict[str, Any] = {}
+    if spec.content_type:
+        props["content_type"] = spec.content_type
+    if spec.priority is not None:
+        props["user_property"] = [(PRIORITY_PROPERTY, str(spec.priority))]
+    now = time.time()
+    message = Message(
+        topic=spec.topic,
+        payload=spec.payload,
+        qos=spec.qos,
+        retain=spec.retain,
+        properties=props,
+        expires_at=now + spec.ttl if spec.ttl is not None else None,
+        created_at=now,
+        origin=origin,
+    )
+    journaled = state.hub.publish(message)
+    return message, journaled or message.log_id is not None
+
+
+async def make_durable(state: HttpState, must_sync: bool) -> None:
+    """Write before acknowledging: wait for the engine when it promises durability."""
+    if must_sync and state.hub.engine.durable:
+        try:
+            await state.hub.sync_future()
+        except Exception as exc:
+            raise ApiError(
+                503, "not_durable", f"the message was routed but not stored durably: {exc}"
+            ) from exc
+
+
+def result(state: HttpState, message: Message) -> dict[str, Any]:
+    epoch = state.log.epoch
+    lid = message.log_id
+    return {
+        "id": lid,
+        "topic": message.topic,
+        "epoch": epoch,
+        "time": round(message.created_at, 3),
+        "cursor": format_cursor(epoch, lid) if lid is not None else None,
+    }
+
+
+async def publish_specs(state: HttpState, specs: list[PublishSpec], origin: str, transport: str) -> list[Message]:
+    messages: list[Message] = []
+    must_sync = False
+    for spec in specs:
+        message, sync = route(state, spec, origin)
+        messages.append(message)
+        must_sync = must_sync or sync
+    state.stats.messages_in[transport] += len(specs)
+    await make_durable(state, must_sync)
+    return messages
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over `limit` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise bad_request("bad Content-Length") from None
+        if size > limit:
+            raise payload_too_large(size, limit)
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise payload_too_large(total, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_body_limit(max_payload: int) -> int:
+    """Largest JSON-form body: one payload as base64 or escaped text, plus the envelope
+    (a batch shares it; each payload is also checked on its own)."""
+    return 4 * max_payload + 65536
+
+
+def _status(messages: list[Message]) -> int:
+    return 201 if all(m.log_id is not None for m in messages) else 200
+
+
+# -- routes -------------------------------------------------------------------------------
+
+_RAW_BODY = {
+    "requestBody": {
+        "description": "the payload, as is (any Content-Type; it is kept as the message's "
+        "content type)",
+        "required": False,
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "text/plain": {"schema": {"type": "string"}},
+            "*/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+_JSON_BODY = {
+    "requestBody": {
+        "description": "one message, or an array of them (a batch, all validated before any "
+        "is published)",
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        _REQUEST_SCHEMA,
+                        {"type": "array", "items": _REQUEST_SCHEMA},
+                    ]
+                }
+            }
+        },
+    }
+}
+
+_PUBLISH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": PublishResult, "description": "routed; not logged (`$` topic)"},
+    201: {"model": PublishResult, "description": "routed and appended to the log"},
+    **error_responses(400, 403, 413, 503),
+}
+
+
+@router.api_route(
+    "/v1/publish/{topic:path}",
+    methods=["POST", "PUT"],
+    summary="Publish the request body to a topic",
+    response_model=PublishResult,
+    status_code=201,
+    responses=_PUBLISH_RESPONSES,
+    openapi_extra=_RAW_BODY,
+)
+async def publish_raw(
+    request: Request,
+    topic: str,
+    state: Annotated[HttpState, Depends(get_state)],
+    retain: Annotated[str | None, Query(description="retain for MQTT (true/false)")] = None,
+    qos: Annotated[str | None, Query(description="QoS for MQTT subscribers: 0, 1, 2")] = None,
+    ttl: Annotated[str | None, Query(description="expiry: seconds or a duration (10m)")] = None,
+    priority: Annotated[str | None, Query(description="1..5 or min..max")] = None,
+    h_retain: Annotated[str | None, Header(alias="Pushwire-Retain")] = None,
+    h_qos: Annotated[str | None, Header(alias="Pushwire-QoS")] = None,
+    h_ttl: Annotated[str | None, Header(alias="Pushwire-TTL")] = None,
+    h_priority: Annotated[str | None, Header(alias="Pushwire-Priority")] = None,
+    content_type: Annotated[str | None, Header(alias="Content-Type")] = None,
+) -> JSONResponse:
+    """The body is the payload, byte for byte. Options come as query parameters or as
+    `Pushwire-*` headers (the query wins). `Content-Type` is kept as the message's content
+    type (MQTT 5 subscribers see it). Answers once the message is durable."""
+    check_topic(topic)
+    spec = PublishSpec(
+        topic=topic,
+        payload=b"",
+        qos=parse_qos(qos if qos is not None else h_qos),
+        retain=parse_bool(retain if retain is not None else h_retain, "retain"),
+        ttl=parse_ttl(ttl if ttl is not None else h_ttl),
+        priority=parse_priority(priority if priority is not None else h_priority),
+        content_type=content_type or None,
+    )
+    spec.payload = await read_body(request, state.settings.http_max_payload)
+    (message,) = await publish_specs(state, [spec], "http", "http")
+    return JSONResponse(result(state, message), status_code=_status([message]))
+
+
+@router.post(
+    "/v1/publish",
+    summary="Publish one message (JSON) or a batch (JSON array)",
+    response_model=PublishResult | list[PublishResult],
+    status_code=201,
+    responses=_PUBLISH_RESPONSES | error_responses(415),
+    openapi_extra=_JSON_BODY,
+)
+async def publish_json(
+    request: Request, state: Annotated[HttpState, Depends(get_state)]
+) -> JSONResponse:
+    """`{"topic", "payload" | "payload_base64", "content_type", "qos", "retain", "ttl",
+    "priority"}`, or an array of those (a batch: one reply per message, in order; nothing is
+    published when any of them is invalid)."""
+    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "POST /v1/publish takes application/json; to publish a raw body use "
+            "POST /v1/publish/{topic}",
+        )
+    s = state.settings
+    raw = await read_body(request, json_body_limit(s.http_max_payload))
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad_request(f"body is not valid JSON: {exc}") from None
+    batch = isinstance(data, list)
+    if batch and len(data) > s.http_max_batch:
+        raise ApiError(
+            413, "payload_too_large", f"batch of {len(data)} messages is over {s.http_max_batch}"
+        )
+    if batch and not data:
+        raise bad_request("empty batch")
+    try:
+        reqs = _BATCH_ADAPTER.validate_python(data if batch else [data])
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            loc = list(err.get("loc", ()))
+            if not batch:
+                loc = loc[1:]
+            parts.append(f"{'.'.join(str(p) for p in loc) or 'body'}: {err.get('msg')}")
+        raise bad_request("; ".join(parts)) from None
+    specs = []
+    for i, req in enumerate(reqs):
+        try:
+            specs.append(spec_from_request(req, s.http_max_payload))
+        except ApiError as exc:
+            if batch:
+                exc.message = f"message {i}: {exc.message}"
+            raise
+    messages = await publish_specs(state, specs, "http", "http")
+    results = [result(state, m) for m in messages]
+    return JSONResponse(results if batch else results[0], status_code=_status(messages))

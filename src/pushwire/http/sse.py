@@ -1,0 +1,155 @@
+"""Server-Sent Events: one stream per request, `id:` = cursor, resumable.
+
+Resumes from `Last-Event-ID` (what browsers send when they reconnect), else `since=`, else
+only new messages. Events:
+
+    id: EPOCH:ID                 a message (data: the message JSON; default event type)
+    event: gap                   messages after the requested cursor are gone; replay starts
+                                 from the oldest kept (data: {"cursor", "epoch", "requested"})
+    event: close                 the server ends the stream (data: {"reason", "cursor"}):
+                                 "overflow" (this client was too slow) or "shutdown";
+                                 reconnect with the cursor
+    : comment                    a heartbeat every `sse_heartbeat` seconds while idle
+
+The stream registers with the log before it reads the backlog, so nothing published in
+between is lost; live messages arrive through a bounded buffer (`stream_buffer`): a client
+that falls that far behind is told so (`event: close`, reason overflow) and disconnected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.responses import StreamingResponse
+
+from pushwire.core.log import LATEST, Cursor, LogEntry, StreamBuffer, format_cursor
+from pushwire.http.cursor import CursorError, parse_cursor
+from pushwire.http.encode import dumps, entry_sse
+from pushwire.http.errors import ApiError, bad_cursor, error_responses
+from pushwire.http.poll import check_filter
+from pushwire.http.state import HttpState, get_state
+
+router = APIRouter(tags=["subscribe"])
+
+BACKLOG_PAGE = 500
+
+
+class _SseListener:
+    __slots__ = ("buffer",)
+
+    def __init__(self, buffer: StreamBuffer[LogEntry]) -> None:
+        self.buffer = buffer
+
+    def notify(self, entry: LogEntry) -> None:
+        self.buffer.push(entry)
+
+    def close(self) -> None:
+        self.buffer.close("shutdown")
+
+
+def _event(name: str, data: dict[str, object], cursor: str | None = None) -> bytes:
+    head = f"id: {cursor}\n" if cursor is not None else ""
+    return f"{head}event: {name}\ndata: {dumps(data)}\n\n".encode()
+
+
+@router.get(
+    "/v1/sse/{filter:path}",
+    summary="Server-Sent Events stream of a filter",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "an event stream (see docs/http.md)",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **error_responses(400, 503),
+    },
+)
+async def sse(
+    filter: str,
+    state: Annotated[HttpState, Depends(get_state)],
+    since: Annotated[
+        str | None,
+        Query(description="cursor for the first connection (Last-Event-ID wins when sent)"),
+    ] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    """Every message of topics matching the filter, as events whose `id:` is the cursor.
+    Without Last-Event-ID or since=: only new messages."""
+    check_filter(filter)
+    try:
+        if last_event_id:
+            cursor = parse_cursor(last_event_id)
+        elif since:
+            cursor = parse_cursor(since)
+        else:
+            cursor = LATEST
+    except CursorError as exc:
+        raise bad_cursor(str(exc)) from None
+    if state.busy():
+        state.stats.rejected_busy += 1
+        raise ApiError(503, "too_many_listeners", "too many streams", {"Retry-After": "1"})
+    requested = last_event_id or since or "latest"
+    return StreamingResponse(
+        _stream(state, filter, cursor, requested),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _stream(
+    state: HttpState, flt: str, cursor: Cursor, requested: str
+) -> AsyncIterator[bytes]:
+    log = state.log
+    stats = state.stats
+    epoch = log.epoch
+    heartbeat = state.settings.sse_heartbeat
+    buffer: StreamBuffer[LogEntry] = StreamBuffer(state.settings.stream_buffer)
+    listener = _SseListener(buffer)
+    # registered here, when the response starts (its `finally` then surely runs), and
+    # before the backlog read, in the same step: nothing published in between is lost
+    log.listen(flt, listener)
+    after, gap = log.resolve(flt, cursor)
+    stats.connections["sse"] += 1
+    stats.connections_total["sse"] += 1
+    last = after
+    try:
+        yield f": pushwire {format_cursor(epoch, after)}\nretry: 2000\n\n".encode()
+        # backlog, page by page; the live buffer fills meanwhile and is de-duplicated by id
+        while True:
+            result = log.read(flt, last, BACKLOG_PAGE)
+            if gap or result.gap:
+                gap = False
+                stats.gaps += 1
+                yield _event(
+                    "gap",
+                    {"cursor": format_cursor(epoch, last), "epoch": epoch, "requested": requested},
+                    format_cursor(epoch, last),
+                )
+            if result.entries:
+                stats.messages_out["sse"] += len(result.entries)
+                yield b"".join(entry_sse(e, epoch) for e in result.entries)
+            last = result.next_id
+            if not result.more:
+                break
+        while True:
+            items = await buffer.get(heartbeat)
+            if items is None:
+                yield b": hb\n\n"
+                continue
+            if not items:  # closed
+                if buffer.reason == "overflow":
+                    stats.stream_overflows += 1
+                yield _event(
+                    "close", {"reason": buffer.reason, "cursor": format_cursor(epoch, last)}
+                )
+                return
+            fresh = [e for e in items if e.id > last and not e.message.expired()]
+            last = max(last, items[-1].id)
+            if fresh:
+                stats.messages_out["sse"] += len(fresh)
+                yield b"".join(entry_sse(e, epoch) for e in fresh)
+    finally:
+        log.unlisten(flt, listener)
+        stats.connections["sse"] -= 1
