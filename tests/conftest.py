@@ -11,11 +11,13 @@ instead of pushwire (see tests/helpers/server.py). Markers:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
 from helpers.clients import PahoClient
 from helpers.raw import RawClient, connected_client
 from helpers.server import ServerProcess, broker_kind, raise_nofile_limit
@@ -103,7 +105,9 @@ def paho_client() -> Iterator[Callable[..., PahoClient]]:
     connect=True)``: a paho client (MQTT 3.1.1), connected unless connect=False."""
     clients: list[PahoClient] = []
 
-    def factory(srv: ServerProcess, client_id: str = "", *, connect: bool = True, **kw: Any) -> PahoClient:
+    def factory(
+        srv: ServerProcess, client_id: str = "", *, connect: bool = True, **kw: Any
+    ) -> PahoClient:
         client = PahoClient(srv.host, srv.mqtt_port, client_id, **kw)
         clients.append(client)
         if connect:
@@ -112,10 +116,8 @@ def paho_client() -> Iterator[Callable[..., PahoClient]]:
 
     yield factory
     for client in clients:
-        try:
+        with contextlib.suppress(Exception):
             client.close()
-        except Exception:
-            pass
 
 
 @pytest.fixture

@@ -7,10 +7,9 @@ documentation of each flag.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, ClassVar
-
-import json
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
@@ -66,6 +65,15 @@ class Settings(BaseSettings):
     sys_interval: float = Field(
         10.0, ge=0, description="seconds between $SYS/broker updates (0: off)"
     )
+    max_subscriptions_per_client: int = Field(
+        10_000, ge=1, description="subscriptions one MQTT session may hold"
+    )
+    slow_consumer_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a client's send buffer may stay full before it is disconnected "
+        "(meanwhile QoS 0 to it is dropped and counted, QoS 1/2 waits in its bounded queue)",
+    )
     log_level: str = Field("info", description="debug, info, warning or error")
 
     # -- message log and HTTP transports (core/log.py, http/) --------------------------
@@ -104,18 +112,24 @@ class Settings(BaseSettings):
         20.0, gt=0, description="seconds between server pings on the JSON WebSocket"
     )
     ws_missed_heartbeats: int = Field(
-        3, ge=1, description="heartbeat periods without a frame from the client before the "
+        3,
+        ge=1,
+        description="heartbeat periods without a frame from the client before the "
         "server closes a JSON WebSocket (close code 4000)",
     )
     ws_max_subscriptions: int = Field(
         100, ge=1, description="subscriptions on one JSON WebSocket connection"
     )
     stream_buffer: int = Field(
-        1000, ge=1, description="messages waiting for a slow SSE/WebSocket client before its "
+        1000,
+        ge=1,
+        description="messages waiting for a slow SSE/WebSocket client before its "
         "stream is closed (it resumes with its cursor)",
     )
     http_max_listeners: int = Field(
-        100_000, ge=1, description="concurrent long-poll waiters + SSE streams + WebSocket "
+        100_000,
+        ge=1,
+        description="concurrent long-poll waiters + SSE streams + WebSocket "
         "subscriptions (503 above)",
     )
 

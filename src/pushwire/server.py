@@ -15,11 +15,12 @@ import uvicorn
 
 from pushwire.config import Settings
 from pushwire.core.hub import Hub
+from pushwire.core.log import run_log_sweeper
 from pushwire.core.session import SessionLimits
 from pushwire.core.sys_topics import run_sys_publisher
 from pushwire.engines.base import Engine
 from pushwire.engines.memory import MemoryEngine
-from pushwire.http.app import create_app
+from pushwire.http.app import create_app, make_log
 from pushwire.mqtt.broker import MQTTBroker
 from pushwire.mqtt.websocket import mount_mqtt_websocket
 
@@ -55,6 +56,7 @@ class PushwireServer:
             SessionLimits(settings.max_inflight, settings.max_queued_messages),
         )
         self.mqtt = MQTTBroker(self.hub, settings)
+        self.log = make_log(self.hub, settings)  # message log for the HTTP transports
         self.mqtt_address: tuple[str, int] | None = None
         self.http_address: tuple[str, int] | None = None
         self._http: _EmbeddedUvicorn | None = None
@@ -68,6 +70,8 @@ class PushwireServer:
             self._lock_data_dir()
         await self.engine.open()
         await self.hub.restore()
+        await self.log.restore()
+        self._tasks.append(asyncio.create_task(run_log_sweeper(self.log, s.log_sweep_interval)))
         self.mqtt_address = await self.mqtt.listen(s.bind, s.mqtt_port)
         log.info("mqtt listening on %s:%d", *self.mqtt_address)
         await self._start_http()
@@ -89,7 +93,7 @@ class PushwireServer:
         sock = socket.create_server((s.bind, s.http_port), reuse_port=False, backlog=4096)
         sock.setblocking(False)
         self.http_address = sock.getsockname()[:2]
-        app = create_app(self.hub)
+        app = create_app(self.hub, self.log, s)
         mount_mqtt_websocket(app, self.mqtt)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         self._http = _EmbeddedUvicorn(config)
@@ -110,12 +114,14 @@ class PushwireServer:
         for session in list(self.hub.sessions.values()):
             if session.link is not None:  # connection_lost may not have run yet
                 self.hub.disconnect(session, session.link)
+        self.log.close_listeners()  # long-polls answer, SSE/WebSocket streams close
         if self._http is not None:
             self._http.should_exit = True
         for task in self._tasks:
             if task.get_coro().__name__ != "serve":  # type: ignore[union-attr]
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.log.sweep()  # hand pending log trims to the engine before it closes
         await self.engine.close()
         if self._lock_file is not None:
             self._lock_file.close()

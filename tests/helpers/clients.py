@@ -67,9 +67,7 @@ class PahoClient:
             self._subacks[mid] = [int(getattr(c, "value", c)) for c in codes]
             self._cond.notify_all()
 
-    def _on_unsubscribe(
-        self, client: Any, userdata: Any, mid: int, codes: Any, props: Any
-    ) -> None:
+    def _on_unsubscribe(self, client: Any, userdata: Any, mid: int, codes: Any, props: Any) -> None:
         with self._cond:
             self._unsubacks.add(mid)
             self._cond.notify_all()
@@ -86,10 +84,14 @@ class PahoClient:
         assert self.session_present is not None
         return self.session_present
 
-    def subscribe(self, filters: str | list[tuple[str, int]], qos: int = 0, timeout: float = 5.0) -> list[int]:
+    def subscribe(
+        self, filters: str | list[tuple[str, int]], qos: int = 0, timeout: float = 5.0
+    ) -> list[int]:
         """Subscribe and wait for the SUBACK; return its return codes."""
-        rc, mid = self.client.subscribe(filters, qos) if isinstance(filters, str) else (
-            self.client.subscribe(filters)
+        rc, mid = (
+            self.client.subscribe(filters, qos)
+            if isinstance(filters, str)
+            else (self.client.subscribe(filters))
         )
         assert rc == mqtt.MQTT_ERR_SUCCESS, rc
         assert mid is not None

@@ -6,6 +6,7 @@ MQTT 3.1.1 specification, so the tests check the server's codec rather than shar
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import time
@@ -103,8 +104,8 @@ def connect(
     if password is not None:
         flags |= 0x40
         payload += struct.pack("!H", len(password)) + password
-    variable = encode_str(protocol_name) + bytes([protocol_level, flags]) + struct.pack(
-        "!H", keepalive
+    variable = (
+        encode_str(protocol_name) + bytes([protocol_level, flags]) + struct.pack("!H", keepalive)
     )
     return packet(0x10, variable + payload)
 
@@ -267,7 +268,9 @@ def split_packets(data: bytes) -> tuple[list[Packet], bytes]:
                 raise MalformedStream(f"remaining length longer than 4 bytes: {data[pos:i]!r}")
         if not complete_header or len(data) - i < length:
             break
-        packets.append(Packet(raw=data[pos : i + length], first_byte=data[pos], body=data[i : i + length]))
+        packets.append(
+            Packet(raw=data[pos : i + length], first_byte=data[pos], body=data[i : i + length])
+        )
         pos = i + length
     return packets, data[pos:]
 
@@ -313,10 +316,8 @@ class RawClient:
         self.close()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
     # -- sending -------------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -462,9 +463,7 @@ class RawClient:
             self.send(pubcomp(pkt.packet_id))
 
 
-def connected_client(
-    host: str, port: int, client_id: str = "", **kwargs: object
-) -> RawClient:
+def connected_client(host: str, port: int, client_id: str = "", **kwargs: object) -> RawClient:
     """A RawClient that has completed CONNECT with return code 0."""
     client = RawClient(host, port)
     try:

@@ -7,6 +7,7 @@ suite can be checked against a reference broker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
@@ -51,10 +52,8 @@ def raise_nofile_limit() -> None:
     target = hard if hard != resource.RLIM_INFINITY else 65536
     if soft == resource.RLIM_INFINITY or soft >= target:
         return
-    try:
+    with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError):
-        pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -204,7 +203,8 @@ class ServerProcess:
         self.starts += 1
         self.log_path = self.log_dir / f"{self.kind}-{self.data_dir.name}-{self.starts}.log"
         self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in _reap
-        env = dict(os.environ)
+        # the server reads PUSHWIRE_* settings from the environment: only the command line counts
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHWIRE_")}
         env["PYTHONUNBUFFERED"] = "1"
         if self.is_mosquitto:
             port = free_port(self.host)
@@ -260,7 +260,10 @@ class ServerProcess:
     def stop(self, timeout: float = STOP_TIMEOUT, sig: int = signal.SIGTERM) -> int:
         """SIGTERM (or ``sig``), wait, and assert a clean (0) exit. Returns the exit code."""
         assert self.proc is not None, "server not started"
-        if self.proc.poll() is None:
+        how = f"after {signal.Signals(sig).name}"
+        if self.proc.poll() is not None:
+            how = "on its own, before it was asked to stop"
+        else:
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
@@ -275,7 +278,7 @@ class ServerProcess:
         self._reap()
         rc = self.proc.returncode
         assert rc == 0, (
-            f"{self.kind} (pid {self.proc.pid}) exited with {rc} after {signal.Signals(sig).name}\n"
+            f"{self.kind} (pid {self.proc.pid}) exited with {rc} {how}\n"
             f"--- output ---\n{self.output()}"
         )
         return rc

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
 from helpers import raw
 from helpers.clients import PahoClient
 from helpers.raw import RawClient

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
 from helpers import raw
 from helpers.raw import RawClient
 from helpers.server import ServerProcess

@@ -10,12 +10,13 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from helpers import raw
 from helpers.clients import PahoClient
 from helpers.raw import RawClient
 from helpers.server import ServerProcess
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 PahoFactory = Callable[..., PahoClient]
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+
 from helpers.clients import PahoClient
 from helpers.server import ServerProcess
 
@@ -37,7 +38,16 @@ def test_mosquitto_pub_to_paho(server: ServerProcess, paho_client: PahoFactory, 
     assert sub.subscribe("cli/in", 2) == [2]
     assert MOSQUITTO_PUB is not None
     done = subprocess.run(
-        [MOSQUITTO_PUB, *_common(server, "cli-pub"), "-t", "cli/in", "-m", "from cli", "-q", str(qos)],
+        [
+            MOSQUITTO_PUB,
+            *_common(server, "cli-pub"),
+            "-t",
+            "cli/in",
+            "-m",
+            "from cli",
+            "-q",
+            str(qos),
+        ],
         capture_output=True,
         timeout=CLI_TIMEOUT,
         check=False,

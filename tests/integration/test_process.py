@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+
 from helpers.clients import PahoClient
 from helpers.raw import RawClient
 from helpers.server import ServerProcess

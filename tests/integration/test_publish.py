@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import aiomqtt
 import pytest
+
 from helpers import raw
 from helpers.clients import PahoClient
 from helpers.raw import RawClient

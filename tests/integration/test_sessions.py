@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+
 from helpers import raw
 from helpers.clients import PahoClient
 from helpers.raw import Packet, RawClient
@@ -233,9 +234,7 @@ def test_acknowledged_messages_survive_kill_9(
     server = server_factory(durability=True, max_queued_messages=1000)
     _offline_subscriber(server, raw_client, "k9-sub", "k9/t", 1)
     pub = raw_client(server, "k9-pub")
-    pub.send(
-        b"".join(raw.publish("k9/t", b"%03d" % i, qos=1, packet_id=i + 1) for i in range(n))
-    )
+    pub.send(b"".join(raw.publish("k9/t", b"%03d" % i, qos=1, packet_id=i + 1) for i in range(n)))
     acked = {pub.expect(raw.PUBACK).packet_id for _ in range(n)}
     assert acked == set(range(1, n + 1))
 

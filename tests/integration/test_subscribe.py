@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
 from helpers import raw
 from helpers.clients import PahoClient
 from helpers.raw import RawClient
@@ -39,9 +40,7 @@ def test_delivery_qos_is_min_of_published_and_granted(
         pkt = sub.recv_publish()
         seen[pkt.payload] = pkt.qos
         sub.ack(pkt)
-    expected = {
-        f"{g}-{p}".encode(): min(g, p) for g in (0, 1, 2) for p in (0, 1, 2)
-    }
+    expected = {f"{g}-{p}".encode(): min(g, p) for g in (0, 1, 2) for p in (0, 1, 2)}
     assert seen == expected
 
 

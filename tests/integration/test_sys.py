@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+
 from helpers.clients import PahoClient
 from helpers.server import ServerProcess
 
@@ -46,7 +47,9 @@ class SysWatcher:
             self.raw[msg.topic].append(msg.payload)
             self.values[msg.topic].append(_number(msg.payload))
 
-    def wait_for(self, topic: str, predicate: Callable[[float], bool], timeout: float = 5.0) -> float:
+    def wait_for(
+        self, topic: str, predicate: Callable[[float], bool], timeout: float = 5.0
+    ) -> float:
         deadline = time.monotonic() + timeout
         while True:
             for v in self.values[topic]:
@@ -54,7 +57,9 @@ class SysWatcher:
                     return v
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"{topic}: no value satisfying the condition: {self.values[topic]}")
+                raise AssertionError(
+                    f"{topic}: no value satisfying the condition: {self.values[topic]}"
+                )
             self.pump(min(remaining, 0.2))
 
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+
 from helpers import raw
 from helpers.clients import PahoClient
 from helpers.raw import RawClient
@@ -27,7 +28,9 @@ def _watcher(server: ServerProcess, paho_client: PahoFactory) -> PahoClient:
     return w
 
 
-def _will_client(server: ServerProcess, raw_client: RawFactory, name: str, **kw: object) -> RawClient:
+def _will_client(
+    server: ServerProcess, raw_client: RawFactory, name: str, **kw: object
+) -> RawClient:
     return raw_client(
         server,
         f"will-{name}",

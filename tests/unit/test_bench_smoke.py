@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from pushwire.bench.loadgen import (
@@ -13,9 +15,9 @@ from pushwire.bench.loadgen import (
     PacketWalker,
     ProtocolViolation,
     encode_connect,
+    encode_pubacks,
     encode_publish,
     encode_publish_batch,
-    encode_pubacks,
     encode_remaining_length,
     encode_subscribe,
     publish_payload,
@@ -49,12 +51,16 @@ def test_encoder_matches_hand_made_packets() -> None:
     assert encode_pubacks(b"\x00\x01\x01\x02") == b"\x40\x02\x00\x01\x40\x02\x01\x02"
 
 
-def _walk(stream: bytes, chunks: list[int], **options: object) -> tuple[PacketWalker, list[int]]:
+def _walk(
+    stream: bytes, chunks: list[int], collect_ids: bool = False
+) -> tuple[PacketWalker, list[int]]:
     """Feed `stream` split at the `chunks` offsets; returns the walker and control types."""
     seen: list[int] = []
-    walker = PacketWalker(on_control=lambda kind, _packet: seen.append(kind), **options)  # type: ignore[arg-type]
+    walker = PacketWalker(
+        collect_ids=collect_ids, on_control=lambda kind, _packet: seen.append(kind)
+    )
     edges = [0, *chunks, len(stream)]
-    for start, end in zip(edges, edges[1:], strict=False):
+    for start, end in itertools.pairwise(edges):
         walker.feed(stream[start:end])
     return walker, seen
 

@@ -197,3 +197,37 @@ def test_qos2_outbound_states() -> None:
     s.attach(link2)
     assert link2.released == [pid] and link2.sent == []
     assert s.completed(pid) and not s.inflight
+
+
+def test_shared_subscription_round_robin_prefers_online_members() -> None:
+    hub = make_hub()
+    links = [RecordingLink() for _ in range(3)]
+    sessions = []
+    for i, link in enumerate(links):
+        s, _ = hub.connect(f"w{i}", True, 5, 0, link)
+        s.attach(link)
+        hub.subscribe(s, sub("$share/g/jobs/+", qos=1))
+        sessions.append(s)
+    links[2].open = False  # congested: skipped while others can take work
+    for i in range(6):
+        hub.publish(Message("jobs/a", str(i).encode(), qos=1))
+    counts = [len(link.sent) for link in links]
+    assert counts == [3, 3, 0]
+    # a normal subscriber still gets every message
+    assert hub.unsubscribe(sessions[0], "$share/g/jobs/+")
+    assert not hub.unsubscribe(sessions[0], "$share/g/jobs/+")
+    hub.publish(Message("jobs/a", b"x", qos=1))
+    assert [len(link.sent) for link in links] == [3, 4, 0]
+
+
+def test_shared_subscription_gets_no_retained_and_group_removed_with_last_member() -> None:
+    hub = make_hub()
+    hub.publish(Message("jobs/a", b"r", retain=True))
+    link = RecordingLink()
+    s, _ = hub.connect("w", True, 5, 0, link)
+    s.attach(link)
+    shared = sub("$share/g/jobs/#")
+    hub.send_retained(s, shared, hub.subscribe(s, shared))
+    assert link.sent == []
+    hub.disconnect(s, link)
+    assert len(hub.subscriptions) == 0

@@ -337,6 +337,9 @@ def _client_cpu_text(outcome: Outcome) -> str:
 
 
 LOADGEN_LIMIT = 0.9  # a client process above this share of a core may be the bottleneck
+# Busy cores outside server and load generator above which a run is flagged as disturbed
+# (at a few 100k msg/s, loopback TCP's softirq work alone is ~10-20% of a core).
+BUSY_MACHINE = 0.5
 
 
 def loadgen_saturated(outcome: Outcome) -> bool:
@@ -540,6 +543,15 @@ def run(args: argparse.Namespace) -> int:
     if any(loadgen_saturated(o) for outcomes in results.values() for o in outcomes.values()):
         print("\nwarning: a load-generator process used >90% of a core; that row may be")
         print("limited by the client side, not the server")
+    busy = [
+        f"{scenario}/{name} {rest:.0%}"
+        for scenario, outcomes in results.items()
+        for name, outcome in outcomes.items()
+        if name != "stub" and (rest := other_cpu(outcome)) is not None and rest > BUSY_MACHINE
+    ]
+    if busy:
+        print(f"\nnote: the rest of the machine was busy during {', '.join(busy)} (% of a core);")
+        print("other processes compete for the 2 cores: rerun on a quiet machine to compare")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results_json(results, servers, settings), indent=2))

@@ -17,8 +17,9 @@ from typing import Any
 from pushwire.core.message import Message
 from pushwire.core.retain import RetainedStore
 from pushwire.core.session import Delivery, Link, Session, SessionLimits, Subscription
+from pushwire.core.shared import SharedGroup
 from pushwire.core.stats import Stats
-from pushwire.core.topics import SubscriptionTrie
+from pushwire.core.topics import SubscriptionTrie, split_shared
 from pushwire.engines.base import Engine, StoredSession
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,11 @@ class Hub:
         self.limits = limits or SessionLimits()
         self.stats = Stats()
         self.sessions: dict[str, Session] = {}
-        self.subscriptions: SubscriptionTrie[Session, Subscription] = SubscriptionTrie()
+        # keys are sessions, or shared groups that stand for several sessions
+        self.subscriptions: SubscriptionTrie[Session | SharedGroup, Subscription] = (
+            SubscriptionTrie()
+        )
+        self._groups: dict[tuple[str, str], SharedGroup] = {}
         self.retained = RetainedStore()
         # in-process listeners that see every routed message (message log, metrics, ...)
         self._observers: list[Observer] = []
@@ -73,7 +78,7 @@ class Hub:
         for s in stored.subscriptions:
             sub = Subscription(s.filter, s.options, s.subscription_id)
             session.subscriptions[s.filter] = sub
-            self.subscriptions.add(s.filter, session, sub)
+            self._index(session, sub)
         for e in stored.queue:
             session.restore_delivery(
                 Delivery(e.seq, e.message, e.qos, e.retain, [], e.packet_id, e.state)
@@ -169,7 +174,7 @@ class Hub:
 
     def _discard(self, session: Session) -> None:
         for flt in list(session.subscriptions):
-            self.subscriptions.remove(flt, session)
+            self._unindex(session, flt)
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
         if session.persistent:
@@ -183,15 +188,39 @@ class Hub:
     def subscribe(self, session: Session, sub: Subscription) -> bool:
         """Add or replace a subscription; True when it is new for the session."""
         new = session.add_subscription(sub)
-        self.subscriptions.add(sub.filter, session, sub)
+        self._index(session, sub)
         return new
+
+    def _index(self, session: Session, sub: Subscription) -> None:
+        group_name, flt = split_shared(sub.filter)
+        if group_name is None:
+            self.subscriptions.add(sub.filter, session, sub)
+            return
+        group = self._groups.get((group_name, flt))
+        if group is None:
+            group = self._groups[(group_name, flt)] = SharedGroup(group_name, flt)
+            self.subscriptions.add(flt, group, sub)
+        group.members[session] = sub
+
+    def _unindex(self, session: Session, full_filter: str) -> None:
+        group_name, flt = split_shared(full_filter)
+        if group_name is None:
+            self.subscriptions.remove(full_filter, session)
+            return
+        group = self._groups.get((group_name, flt))
+        if group is None:
+            return
+        group.members.pop(session, None)
+        if not group.members:
+            del self._groups[(group_name, flt)]
+            self.subscriptions.remove(flt, group)
 
     def send_retained(self, session: Session, sub: Subscription, new: bool) -> None:
         """Offer the retained messages matching a subscription, as its retain_handling asks
         (called after the transport acknowledged the subscription)."""
         handling = sub.options.retain_handling
-        if handling == 2 or (handling == 1 and not new):
-            return
+        if handling == 2 or (handling == 1 and not new) or sub.filter.startswith("$share/"):
+            return  # shared subscriptions get no retained messages (MQTT-3.8.4-... 4.8.2)
         ids = [sub.subscription_id] if sub.subscription_id else []
         now = time.time()
         for message in self.retained.matching(sub.filter):
@@ -201,7 +230,7 @@ class Hub:
     def unsubscribe(self, session: Session, flt: str) -> bool:
         if not session.remove_subscription(flt):
             return False
-        self.subscriptions.remove(flt, session)
+        self._unindex(session, flt)
         return True
 
     def add_observer(self, observer: Observer) -> None:
@@ -224,11 +253,16 @@ class Hub:
             observer(message)
         return journaled
 
-    def _deliver(self, message: Message, matched: list[tuple[str, Session, Subscription]]) -> bool:
+    def _deliver(
+        self,
+        message: Message,
+        matched: list[tuple[str, Session | SharedGroup, Subscription]],
+    ) -> bool:
         wire_cache: dict[Any, Any] = {}
         journaled = False
-        if len(matched) == 1:
+        if len(matched) == 1 and isinstance(matched[0][1], Session):
             _, session, sub = matched[0]
+            assert isinstance(session, Session)
             if sub.options.no_local and message.origin == session.client_id:
                 return False
             ids = [sub.subscription_id] if sub.subscription_id else []
@@ -237,7 +271,14 @@ class Hub:
         # overlapping subscriptions of one session: one copy at the highest QoS granted,
         # carrying every matching subscription identifier (MQTT-3.3.4-2 allows this)
         best: dict[Session, tuple[int, bool, list[int]]] = {}
-        for _, session, sub in matched:
+        for _, key, sub in matched:
+            if isinstance(key, SharedGroup):
+                picked = key.pick()
+                if picked is None:
+                    continue
+                session, sub = picked
+            else:
+                session = key
             opts = sub.options
             if opts.no_local and message.origin == session.client_id:
                 continue

@@ -29,7 +29,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
@@ -115,7 +115,7 @@ class LogEntry:
         return f"LogEntry({self.id}, {self.message.topic!r})"
 
 
-class Listener(Protocol):
+class Listener(Hashable, Protocol):
     """A live reader registered under a filter (long-poll waiter, SSE/WS stream)."""
 
     def notify(self, entry: LogEntry) -> None:
@@ -139,6 +139,15 @@ class ReadResult:
     @property
     def cursor(self) -> str:
         return format_cursor(self.epoch, self.next_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Where a reader starts (`MessageLog.resolve`)."""
+
+    after: int  # read messages with ids above this
+    gap: bool  # the cursor itself says messages are gone (another epoch, reset log)
+    floor: int = 0  # evictions up to this id are not a gap for this reader
 
 
 @dataclass(slots=True)
@@ -236,9 +245,9 @@ class _TopicTree:
             for child in node.children.values():
                 self._walk(child, levels, i + 1, out)
             return
-        child = node.children.get(level)
-        if child is not None:
-            self._walk(child, levels, i + 1, out)
+        nxt = node.children.get(level)
+        if nxt is not None:
+            self._walk(nxt, levels, i + 1, out)
 
     def _collect(self, node: _Node, out: list[_TopicLog]) -> None:
         for child in node.children.values():
@@ -398,12 +407,14 @@ class MessageLog:
 
     # -- reading ----------------------------------------------------------------------
 
-    def resolve(self, flt: str, cursor: Cursor) -> tuple[int, bool]:
-        """Turn a cursor into (after_id, gap)."""
+    def resolve(self, flt: str, cursor: Cursor) -> Start:
+        """Where a reader with `cursor` starts: after which id, whether it already has a
+        gap, and the gap floor for the reads that follow (see `read`)."""
         if cursor.kind == "all":
-            return 0, False
+            # whatever is kept, and what was evicted before this moment is no gap
+            return Start(0, False, self.last_id)
         if cursor.kind == "latest":
-            return self.last_id, False
+            return Start(self.last_id, False)
         topics = self._topics.find(flt)
         if cursor.kind == "time":
             now = self.clock()
@@ -416,31 +427,30 @@ class MessageLog:
                 first = tlog.first_at_or_after(cursor.time)
                 if first is not None:
                     firsts.append(first)
-            return (min(firsts) - 1 if firsts else self.last_id), gap
+            after = min(firsts) - 1 if firsts else self.last_id
+            # evictions up to here were older than the asked-for time, or were reported
+            return Start(after, gap, self.last_id)
         # an id: from another epoch, or beyond anything this log issued -> start over
         if (cursor.epoch is not None and cursor.epoch != self.epoch) or cursor.id > self.last_id:
-            return 0, True
-        return cursor.id, False
+            return Start(0, True, self.last_id)
+        return Start(cursor.id, False)
 
-    def read(self, flt: str, after_id: int, limit: int) -> ReadResult:
+    def read(self, flt: str, after_id: int, limit: int, floor: int = 0) -> ReadResult:
         """Messages of topics matching `flt` with id > after_id, oldest first, at most
-        `limit` (expired ones skipped). gap=True when any of them was evicted."""
+        `limit` (expired ones skipped). gap=True when any of them was evicted; evictions
+        of ids up to `floor` are not counted (the reader was told, or asked for `all`)."""
         now = self.clock()
         gap = False
+        horizon = max(after_id, floor)
         sources: list[Iterator[LogEntry]] = []
         for tlog in self._topics.find(flt):
             self._evict(tlog, now)
-            if tlog.evicted_upto > after_id:
+            if tlog.evicted_upto > horizon:
                 gap = True
-            it = tlog.after(after_id)
-            sources.append(it)
+            sources.append(tlog.after(after_id))
         out: list[LogEntry] = []
         more = False
-        merged: Iterator[LogEntry]
-        if len(sources) == 1:
-            merged = sources[0]
-        else:
-            merged = heapq.merge(*sources, key=_entry_id)
+        merged = sources[0] if len(sources) == 1 else heapq.merge(*sources, key=_entry_id)
         last = after_id
         for entry in merged:
             if len(out) >= limit:
@@ -455,9 +465,9 @@ class MessageLog:
 
     def query(self, flt: str, cursor: Cursor, limit: int) -> ReadResult:
         """resolve + read: the whole answer to `?since=` for a poll."""
-        after, gap = self.resolve(flt, cursor)
-        result = self.read(flt, after, limit)
-        result.gap = result.gap or gap
+        start = self.resolve(flt, cursor)
+        result = self.read(flt, start.after, limit, start.floor)
+        result.gap = result.gap or start.gap
         return result
 
     # -- listeners --------------------------------------------------------------------
@@ -511,6 +521,16 @@ class MessageLog:
         return len(tlog.entries) if tlog is not None else 0
 
 
+async def run_log_sweeper(mlog: MessageLog, interval: float) -> None:
+    """Sweep the log every `interval` seconds until cancelled (age eviction, trims)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            mlog.sweep()
+        except Exception:
+            log.exception("message log sweep failed")
+
+
 # -- bounded buffers for streams --------------------------------------------------------
 
 
@@ -556,6 +576,12 @@ class StreamBuffer(Generic[T]):
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
+
+    def take(self) -> list[T]:
+        """Everything waiting, without waiting ([] when empty or closed)."""
+        items = list(self._items)
+        self._items.clear()
+        return items
 
     async def get(self, timeout: float | None) -> list[T] | None:
         """Everything waiting (at least one item); None on timeout; [] once closed."""

@@ -20,6 +20,7 @@ class Stats:
     clients_maximum: int = 0
     connections_refused: int = 0
     protocol_errors: int = 0
+    slow_consumers_disconnected: int = 0
 
     def uptime(self) -> int:
         return int(time.time() - self.started_at)

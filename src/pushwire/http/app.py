@@ -1,4 +1,12 @@
-"""The HTTP surface (FastAPI). For now: health; the HTTP transports build on this app."""
+"""The HTTP surface (FastAPI): health, metrics, and the HTTP transports on the message log.
+
+    POST|PUT /v1/publish/{topic}   POST /v1/publish (JSON, batch)
+    GET /v1/poll/{filter}          GET /v1/longpoll/{filter}
+    GET /v1/sse/{filter}           GET /v1/ws (JSON WebSocket)
+    GET /v1/health                 GET /metrics              /docs, /openapi.json
+
+See docs/http.md and docs/websocket.md.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +15,41 @@ from typing import Any
 from fastapi import FastAPI
 
 from pushwire import __version__
+from pushwire.config import Settings
 from pushwire.core.hub import Hub
+from pushwire.core.log import MessageLog, Retention, RetentionRule
+from pushwire.http import metrics, poll, publish, sse, ws
+from pushwire.http.errors import install_error_handlers
+from pushwire.http.state import HttpState
 
 
-def create_app(hub: Hub) -> FastAPI:
-    app = FastAPI(title="pushwire", version=__version__)
+def make_log(hub: Hub, settings: Settings) -> MessageLog:
+    """The message log configured from settings and fed by the hub (call `restore()`)."""
+    log = MessageLog(
+        hub.engine,
+        Retention(settings.log_max_messages, settings.log_max_age),
+        [RetentionRule(r.filter, r.max_messages, r.max_age) for r in settings.log_retention],
+    )
+    hub.add_observer(log.observer)
+    return log
+
+
+def create_app(
+    hub: Hub, log: MessageLog | None = None, settings: Settings | None = None
+) -> FastAPI:
+    settings = settings or Settings.model_validate({})
+    if log is None:
+        log = make_log(hub, settings)
+    app = FastAPI(
+        title="pushwire",
+        version=__version__,
+        description="One push server for every way a client listens. Topics and filters use "
+        "MQTT syntax; percent-encode `#` (%23) in paths. Errors are "
+        '`{"error": {"code", "message"}}`.',
+        redirect_slashes=False,
+    )
+    app.state.pushwire = HttpState(hub, log, settings)
+    install_error_handlers(app)
 
     @app.get("/v1/health", tags=["admin"])
     async def health() -> dict[str, Any]:
@@ -23,6 +61,12 @@ def create_app(hub: Hub) -> FastAPI:
             "uptime": hub.stats.uptime(),
             "clients_connected": hub.stats.clients_connected,
             "sessions": len(hub.sessions),
+            "log": {"epoch": log.epoch, "last_id": log.last_id, "messages": log.size},
         }
 
+    app.include_router(publish.router)
+    app.include_router(poll.router)
+    app.include_router(sse.router)
+    app.include_router(ws.router)
+    app.include_router(metrics.router)
     return app

@@ -9,6 +9,7 @@ polls, so 10,000 waiters cost memory, not CPU.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -190,6 +191,10 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+def _wake_on_done(future: asyncio.Future[None], _task: asyncio.Future[None]) -> None:
+    _wake(future)
+
+
 async def _until_disconnect(receive: Callable[[], Awaitable[Any]]) -> None:
     while True:
         message = await receive()
@@ -234,16 +239,15 @@ async def longpoll(
     log = state.log
     stats = state.stats
     stats.connections_total["longpoll"] += 1
-    after, gap = log.resolve(filter, cursor)
-    result = log.read(filter, after, n)
-    result.gap = result.gap or gap
+    start = log.resolve(filter, cursor)
+    after = start.after
+    result = log.read(filter, after, n, start.floor)
+    result.gap = result.gap or start.gap
     if result.entries or result.gap or wait <= 0:
         return poll_response(state, result, "longpoll", from_etag, after)
     if state.busy():
         stats.rejected_busy += 1
-        raise ApiError(
-            503, "too_many_listeners", "too many waiting clients", {"Retry-After": "1"}
-        )
+        raise ApiError(503, "too_many_listeners", "too many waiting clients", {"Retry-After": "1"})
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     stats.connections["longpoll"] += 1
@@ -254,7 +258,7 @@ async def longpoll(
             waiter = _Waiter(future)
             log.listen(filter, waiter)
             timer = loop.call_at(deadline, _wake, future)
-            disconnect.add_done_callback(lambda _t, f=future: _wake(f))
+            disconnect.add_done_callback(functools.partial(_wake_on_done, future))
             try:
                 await future
             finally:
@@ -262,7 +266,7 @@ async def longpoll(
                 log.unlisten(filter, waiter)
             if disconnect.done():
                 return Response(status_code=204)  # nobody is listening any more
-            result = log.read(filter, after, n)
+            result = log.read(filter, after, n, start.floor)
             if result.entries or result.gap or waiter.closing or loop.time() >= deadline:
                 return poll_response(state, result, "longpoll", from_etag, after)
             # woken by a message that is no longer readable (expired): wait on

@@ -214,7 +214,9 @@ def result(state: HttpState, message: Message) -> dict[str, Any]:
     }
 
 
-async def publish_specs(state: HttpState, specs: list[PublishSpec], origin: str, transport: str) -> list[Message]:
+async def publish_specs(
+    state: HttpState, specs: list[PublishSpec], origin: str, transport: str
+) -> list[Message]:
     messages: list[Message] = []
     must_sync = False
     for spec in specs:
@@ -296,15 +298,17 @@ _PUBLISH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.api_route(
-    "/v1/publish/{topic:path}",
-    methods=["POST", "PUT"],
-    summary="Publish the request body to a topic",
-    response_model=PublishResult,
-    status_code=201,
-    responses=_PUBLISH_RESPONSES,
-    openapi_extra=_RAW_BODY,
-)
+_RAW_ROUTE: dict[str, Any] = {
+    "summary": "Publish the request body to a topic",
+    "response_model": PublishResult,
+    "status_code": 201,
+    "responses": _PUBLISH_RESPONSES,
+    "openapi_extra": _RAW_BODY,
+}
+
+
+@router.post("/v1/publish/{topic:path}", operation_id="publish_post", **_RAW_ROUTE)
+@router.put("/v1/publish/{topic:path}", operation_id="publish_put", **_RAW_ROUTE)
 async def publish_raw(
     request: Request,
     topic: str,

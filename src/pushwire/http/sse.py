@@ -110,17 +110,19 @@ async def _stream(
     # registered here, when the response starts (its `finally` then surely runs), and
     # before the backlog read, in the same step: nothing published in between is lost
     log.listen(flt, listener)
-    after, gap = log.resolve(flt, cursor)
+    start = log.resolve(flt, cursor)
+    after, gap, floor = start.after, start.gap, start.floor
     stats.connections["sse"] += 1
     stats.connections_total["sse"] += 1
     last = after
     try:
-        yield f": pushwire {format_cursor(epoch, after)}\nretry: 2000\n\n".encode()
+        yield f": pushwire {format_cursor(epoch, after)}\n\n".encode()
         # backlog, page by page; the live buffer fills meanwhile and is de-duplicated by id
         while True:
-            result = log.read(flt, last, BACKLOG_PAGE)
+            result = log.read(flt, last, BACKLOG_PAGE, floor)
             if gap or result.gap:
                 gap = False
+                floor = log.last_id  # reported: those evictions are no news any more
                 stats.gaps += 1
                 yield _event(
                     "gap",

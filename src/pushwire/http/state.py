@@ -23,9 +23,7 @@ class HttpStats:
     messages_out: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TRANSPORTS, 0))
     # live connections per transport (long-poll: requests currently held)
     connections: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TRANSPORTS, 0))
-    connections_total: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(TRANSPORTS, 0)
-    )
+    connections_total: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TRANSPORTS, 0))
     stream_overflows: int = 0
     heartbeat_timeouts: int = 0
     gaps: int = 0

@@ -82,6 +82,7 @@ class MQTTServerProtocol(asyncio.Protocol):
         self._paused = False
         self._closing = False
         self._refused = False  # over max_connections: answer CONNECT with a refusal
+        self._slow_timer: asyncio.TimerHandle | None = None
         # acks held back until the journal they depend on is durable, kept in order
         self._acks: deque[tuple[asyncio.Future[None] | None, bytes]] = deque()
         self._awaited: asyncio.Future[None] | None = None
@@ -143,6 +144,9 @@ class MQTTServerProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._slow_timer is not None:
+            self._slow_timer.cancel()
+            self._slow_timer = None
         self.broker.unregister(self)
         session = self.session
         if session is None:
@@ -155,12 +159,32 @@ class MQTTServerProtocol(asyncio.Protocol):
         self.hub.disconnect(session, self)
 
     def pause_writing(self) -> None:
+        # the client is not reading: stop reading from it too (its acks and our answers
+        # would otherwise pile up), drop QoS 0 for it, and give it a bounded time to recover
         self._paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self._slow_timer = asyncio.get_running_loop().call_later(
+            self.broker.settings.slow_consumer_timeout, self._slow_consumer
+        )
 
     def resume_writing(self) -> None:
         self._paused = False
+        if self._slow_timer is not None:
+            self._slow_timer.cancel()
+            self._slow_timer = None
+        if self.transport is not None and not self._closing:
+            self.transport.resume_reading()
         if self.session is not None:
             self.session.pump()
+
+    def _slow_consumer(self) -> None:
+        self._slow_timer = None
+        self.hub.stats.slow_consumers_disconnected += 1
+        self._abort("slow consumer: send buffer full too long", logging.WARNING)
+        if self.transport is not None:
+            # close() would wait for the full buffer to drain; this peer is not reading
+            self.transport.abort()
 
     # -- output --------------------------------------------------------------------------
 
@@ -390,7 +414,6 @@ class MQTTServerProtocol(asyncio.Protocol):
             props["receive_maximum"] = SERVER_RECEIVE_MAXIMUM
             props["topic_alias_maximum"] = TOPIC_ALIAS_MAXIMUM
             props["maximum_packet_size"] = self.broker.settings.max_packet_size
-            props["shared_subscription_available"] = 0
         session, present = self.hub.connect(
             client_id, p.clean_start, p.protocol_level, expiry_interval, self
         )
@@ -499,8 +522,13 @@ class MQTTServerProtocol(asyncio.Protocol):
                 log.info("refused filter %r from %s: %s", flt, self.client_id, exc)
                 codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else 0x80)
                 continue
-            if group is not None:
-                codes.append(ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED if v5 else 0x80)
+            if group is not None and v5 and options.no_local:
+                raise ProtocolViolation("no local on a shared subscription (MQTT-3.8.3-4)")
+            if (
+                flt not in session.subscriptions
+                and len(session.subscriptions) >= self.broker.settings.max_subscriptions_per_client
+            ):
+                codes.append(ReasonCode.QUOTA_EXCEEDED if v5 else 0x80)
                 continue
             sub = Subscription(flt, options, sub_id)
             added.append((sub, self.hub.subscribe(session, sub)))

@@ -35,6 +35,8 @@ class WebSocketTransport:
         self._frames: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._closing = False
         self._paused = False
+        self.reading = asyncio.Event()
+        self.reading.set()
 
     def write(self, data: bytes) -> None:
         if self._closing:
@@ -51,6 +53,16 @@ class WebSocketTransport:
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         return None  # frames are counted instead (HIGH_WATER_FRAMES)
+
+    def pause_reading(self) -> None:
+        self.reading.clear()
+
+    def resume_reading(self) -> None:
+        self.reading.set()
+
+    def abort(self) -> None:
+        self.close()
+        self.reading.set()  # let the reader loop see the close
 
     def is_closing(self) -> bool:
         return self._closing
@@ -89,6 +101,9 @@ def mount_mqtt_websocket(app: FastAPI, broker: MQTTBroker, path: str = "/mqtt") 
         writer = asyncio.create_task(transport.run_writer())
         try:
             while not transport.is_closing():
+                await transport.reading.wait()
+                if transport.is_closing():
+                    break
                 event = await ws.receive()
                 if event["type"] == "websocket.disconnect":
                     break

@@ -1,0 +1,136 @@
+"""GET /metrics: Prometheus text format (what dashboards and `make bench` read)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import PlainTextResponse
+
+from pushwire.http.state import TRANSPORTS, HttpState, get_state
+
+router = APIRouter(tags=["admin"])
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def metric(
+        self, name: str, kind: str, help_text: str, samples: Sequence[tuple[str, float]]
+    ) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            v = int(value) if float(value).is_integer() else value
+            self.lines.append(f"{name}{labels} {v}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _t(transport: str) -> str:
+    return f'{{transport="{transport}"}}'
+
+
+def render(state: HttpState) -> str:
+    hub = state.hub
+    s = hub.stats
+    h = state.stats
+    log = state.log
+    w = _Writer()
+    http_in = sum(h.messages_in.values())
+    w.metric(
+        "pushwire_connections",
+        "gauge",
+        "open connections per transport (longpoll: requests being held)",
+        [(_t("mqtt"), s.clients_connected)] + [(_t(t), h.connections[t]) for t in TRANSPORTS],
+    )
+    w.metric(
+        "pushwire_connections_total",
+        "counter",
+        "connections (requests for poll/longpoll) accepted per transport",
+        [(_t(t), h.connections_total[t]) for t in TRANSPORTS],
+    )
+    w.metric(
+        "pushwire_messages_in_total",
+        "counter",
+        "messages published, per transport they came in through",
+        [(_t("mqtt"), max(0, s.messages_received - http_in))]
+        + [(_t(t), h.messages_in[t]) for t in ("http", "ws")],
+    )
+    w.metric(
+        "pushwire_messages_out_total",
+        "counter",
+        "messages handed to subscribers, per transport",
+        [(_t("mqtt"), s.messages_sent)]
+        + [(_t(t), h.messages_out[t]) for t in ("poll", "longpoll", "sse", "ws")],
+    )
+    w.metric("pushwire_log_messages", "gauge", "messages held in the message log", [("", log.size)])
+    w.metric("pushwire_log_topics", "gauge", "topics in the message log", [("", log.topic_count)])
+    w.metric(
+        "pushwire_log_last_id", "gauge", "last id issued by the message log", [("", log.last_id)]
+    )
+    w.metric(
+        "pushwire_log_appended_total",
+        "counter",
+        "messages appended to the log",
+        [("", log.appended_total)],
+    )
+    w.metric(
+        "pushwire_log_evicted_total",
+        "counter",
+        "messages evicted from the log by retention",
+        [("", log.evicted_total)],
+    )
+    w.metric(
+        "pushwire_log_listeners",
+        "gauge",
+        "long-poll waiters + SSE streams + WebSocket subscriptions registered on the log",
+        [("", log.listener_count)],
+    )
+    w.metric(
+        "pushwire_longpoll_waiters",
+        "gauge",
+        "long-poll requests being held",
+        [("", h.connections["longpoll"])],
+    )
+    w.metric("pushwire_gaps_total", "counter", "replies that reported a gap", [("", h.gaps)])
+    w.metric(
+        "pushwire_stream_overflows_total",
+        "counter",
+        "SSE/WebSocket streams closed because the client was too slow",
+        [("", h.stream_overflows)],
+    )
+    w.metric(
+        "pushwire_ws_heartbeat_timeouts_total",
+        "counter",
+        "JSON WebSockets closed for missed heartbeats",
+        [("", h.heartbeat_timeouts)],
+    )
+    w.metric(
+        "pushwire_rejected_busy_total",
+        "counter",
+        "waiters/streams refused at http_max_listeners",
+        [("", h.rejected_busy)],
+    )
+    w.metric(
+        "pushwire_mqtt_dropped_total",
+        "counter",
+        "MQTT QoS 0 messages dropped and QoS 1/2 refused by full queues",
+        [("", s.publish_dropped + s.queue_overflow)],
+    )
+    w.metric("pushwire_uptime_seconds", "gauge", "seconds since start", [("", s.uptime())])
+    return w.text()
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+async def metrics(state: Annotated[HttpState, Depends(get_state)]) -> PlainTextResponse:
+    """Connections and messages in/out per transport, log sizes, waiters."""
+    return PlainTextResponse(render(state), media_type="text/plain; version=0.0.4")
