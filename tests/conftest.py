@@ -12,7 +12,7 @@ instead of pushwire (see tests/helpers/server.py). Markers:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"mosquitto deviation: {reason}"))
 
 
+_SERVERS = pytest.StashKey[list[ServerProcess]]()
+LOG_TAIL_LINES = 150
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the tail of every server log to a failing test's report."""
+    report = yield
+    if report.failed:
+        for srv in item.stash.get(_SERVERS, []):
+            lines = srv.output().splitlines()[-LOG_TAIL_LINES:]
+            report.sections.append(
+                (f"server log {srv.log_path} (last {len(lines)} lines)", "\n".join(lines))
+            )
+    return report
+
+
 @pytest.fixture(scope="session")
 def broker() -> str:
     """'pushwire' or 'mosquitto': which broker the integration suite runs against."""
@@ -68,13 +87,14 @@ ServerFactory = Callable[..., ServerProcess]
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
+def server_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ServerFactory]:
     """``server_factory(**options)`` starts a broker; every one started is stopped at teardown.
 
     Options: memory, sys_interval, max_queued_messages, max_inflight, max_packet_size,
     max_connections, durability (see ServerProcess).
     """
     started: list[ServerProcess] = []
+    request.node.stash[_SERVERS] = started
 
     def factory(**options: Any) -> ServerProcess:
         srv = ServerProcess(tmp_path / f"data{len(started)}", tmp_path / "logs", **options)

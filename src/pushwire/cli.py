@@ -85,10 +85,11 @@ def _serve(ns: argparse.Namespace) -> int:
     except ImportError:
         runner = asyncio.run
     from pushwire.server import DataDirInUse
+    from pushwire.tls import TLSConfigError
 
     try:
         runner(serve(settings))
-    except (DataDirInUse, OSError) as exc:
+    except (DataDirInUse, TLSConfigError, OSError) as exc:
         logging.getLogger("pushwire").error("cannot start: %s", exc)
         return 1
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
@@ -75,6 +75,21 @@ class Settings(BaseSettings):
         "(meanwhile QoS 0 to it is dropped and counted, QoS 1/2 waits in its bounded queue)",
     )
     log_level: str = Field("info", description="debug, info, warning or error")
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate (chain) for TLS; enables MQTT over TLS"
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    tls_ca: Path | None = Field(
+        None, description="PEM CA bundle that client certificates must chain to"
+    )
+    tls_client_auth: Literal["none", "optional", "required"] = Field(
+        "none",
+        description="ask for client certificates; a valid one authenticates its CN as username",
+    )
+    mqtt_tls_port: int = Field(
+        8883, ge=0, le=65535, description="MQTT over TLS port, used when tls_cert is set"
+    )
+    http_tls: bool = Field(False, description="serve HTTPS (and WSS) on http_port with tls_cert")
 
     # -- message log and HTTP transports (core/log.py, http/) --------------------------
     log_max_messages: int = Field(

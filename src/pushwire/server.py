@@ -23,6 +23,7 @@ from pushwire.engines.memory import MemoryEngine
 from pushwire.http.app import create_app, make_log
 from pushwire.mqtt.broker import MQTTBroker
 from pushwire.mqtt.websocket import mount_mqtt_websocket
+from pushwire.tls import server_context, uvicorn_ssl_options
 
 log = logging.getLogger("pushwire")
 
@@ -59,6 +60,7 @@ class PushwireServer:
         self.log = make_log(self.hub, settings)  # message log for the HTTP transports
         self.mqtt_address: tuple[str, int] | None = None
         self.http_address: tuple[str, int] | None = None
+        self.mqtt_tls_address: tuple[str, int] | None = None
         self._http: _EmbeddedUvicorn | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
@@ -74,6 +76,10 @@ class PushwireServer:
         self._tasks.append(asyncio.create_task(run_log_sweeper(self.log, s.log_sweep_interval)))
         self.mqtt_address = await self.mqtt.listen(s.bind, s.mqtt_port)
         log.info("mqtt listening on %s:%d", *self.mqtt_address)
+        tls = server_context(s)
+        if tls is not None:
+            self.mqtt_tls_address = await self.mqtt.listen(s.bind, s.mqtt_tls_port, tls)
+            log.info("mqtts listening on %s:%d", *self.mqtt_tls_address)
         await self._start_http()
         if s.sys_interval > 0:
             self._tasks.append(asyncio.create_task(run_sys_publisher(self.hub, s.sys_interval)))
@@ -95,12 +101,19 @@ class PushwireServer:
         self.http_address = sock.getsockname()[:2]
         app = create_app(self.hub, self.log, s)
         mount_mqtt_websocket(app, self.mqtt)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            **uvicorn_ssl_options(s),
+        )
         self._http = _EmbeddedUvicorn(config)
         self._tasks.append(asyncio.create_task(self._http.serve(sockets=[sock])))
         while not self._http.started:
             await asyncio.sleep(0.01)
-        log.info("http listening on %s:%d", *self.http_address)
+        tls = " (tls)" if uvicorn_ssl_options(s) else ""
+        log.info("http listening on %s:%d%s", *self.http_address, tls)
 
     def request_stop(self) -> None:
         self._stopped.set()

@@ -32,10 +32,12 @@ _OPTION_NAMES = {
     "max_packet_size",
     "max_connections",
     "durability",
+    "extra_args",
 }
 
 _MQTT_LINE = re.compile(r"mqtt listening on ([0-9.]+):(\d+)")
 _HTTP_LINE = re.compile(r"http listening on ([0-9.]+):(\d+)")
+_MQTTS_LINE = re.compile(r"mqtts listening on ([0-9.]+):(\d+)")
 _MOSQUITTO_READY = re.compile(r"mosquitto version \S+ running")
 
 
@@ -84,6 +86,7 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.mqtt_port: int = 0
         self.http_port: int | None = None
+        self.mqtts_port: int | None = None
         self.starts = 0
         self.log_path: Path | None = None
         self._log_file: Any = None
@@ -142,6 +145,8 @@ class ServerProcess:
                 cmd += [flag, str(o[key])]
         if o.get("durability") is not None:
             cmd.append("--durability" if o["durability"] else "--no-durability")
+        # any other flag, as written on the command line (e.g. TLS files, auth settings)
+        cmd += [str(arg) for arg in o.get("extra_args", ())]
         return cmd
 
     def _mosquitto_config(self, port: int) -> str:
@@ -233,9 +238,12 @@ class ServerProcess:
             else:
                 mqtt_m = _MQTT_LINE.search(text)
                 http_m = _HTTP_LINE.search(text)
-                if mqtt_m and http_m:
+                tls_expected = "--tls-cert" in cmd
+                mqtts_m = _MQTTS_LINE.search(text)
+                if mqtt_m and http_m and (mqtts_m or not tls_expected):
                     self.mqtt_port = int(mqtt_m.group(2))
                     self.http_port = int(http_m.group(2))
+                    self.mqtts_port = int(mqtts_m.group(2)) if mqtts_m else None
                     return
             if self.proc.poll() is not None:
                 rc = self.proc.returncode

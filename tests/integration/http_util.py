@@ -12,8 +12,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from helpers.server import ServerProcess
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from helpers.server import ServerProcess
 
 
 class HttpServerProcess(ServerProcess):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from helpers.clients import PahoClient
-from helpers.server import ServerProcess
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
+
+from helpers.clients import PahoClient
+from helpers.server import ServerProcess
 
 from .http_util import StartServer, base, curl, http_server
 
@@ -90,65 +92,68 @@ def test_json_form_and_batch(srv: ServerProcess) -> None:
     assert [m["id"] for m in httpx.get(f"{url}/v1/poll/j/%23").json()["messages"]] == [1, 2, 3]
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "kwargs", "status", "code"),
-    [
-        ("POST", "/v1/publish/a/%23", {"content": b"x"}, 400, "bad_topic"),
-        ("POST", "/v1/publish/a/+", {"content": b"x"}, 400, "bad_topic"),
-        ("POST", "/v1/publish/", {"content": b"x"}, 400, "bad_topic"),
-        ("POST", "/v1/publish/%24SYS/x", {"content": b"x"}, 403, "forbidden"),
-        ("POST", "/v1/publish/a?qos=3", {"content": b"x"}, 400, "bad_request"),
-        ("POST", "/v1/publish/a?retain=maybe", {"content": b"x"}, 400, "bad_request"),
-        ("POST", "/v1/publish/a?ttl=soon", {"content": b"x"}, 400, "bad_request"),
-        ("POST", "/v1/publish/a?priority=9", {"content": b"x"}, 400, "bad_request"),
-        ("POST", "/v1/publish/a", {"content": b"x" * 1001}, 413, "payload_too_large"),
-        (
-            "POST",
-            "/v1/publish",
-            {"content": b"x", "headers": {"content-type": "text/plain"}},
-            415,
-            "unsupported_media_type",
-        ),
-        (
-            "POST",
-            "/v1/publish",
-            {"content": b"{not json", "headers": {"content-type": "application/json"}},
-            400,
-            "bad_request",
-        ),
-        ("POST", "/v1/publish", {"json": {"topic": "a", "nope": 1}}, 400, "bad_request"),
-        (
-            "POST",
-            "/v1/publish",
-            {"json": {"topic": "a", "payload_base64": "%%"}},
-            400,
-            "bad_request",
-        ),
-        (
-            "POST",
-            "/v1/publish",
-            {"json": {"topic": "a", "payload": "x" * 1001}},
-            413,
-            "payload_too_large",
-        ),
-        ("GET", "/v1/poll/a?since=yesterday", {}, 400, "bad_cursor"),
-        ("GET", "/v1/poll/a?limit=0", {}, 400, "bad_request"),
-        ("GET", "/v1/poll/a?limit=x", {}, 400, "bad_request"),
-        ("GET", "/v1/poll/a/%23/b", {}, 400, "bad_topic"),
-        ("GET", "/v1/poll/%24share/g/a", {}, 400, "bad_topic"),
-        ("GET", "/v1/longpoll/a?timeout=later", {}, 400, "bad_request"),
-        ("GET", "/v1/sse/a?since=zzz", {}, 400, "bad_cursor"),
-        ("GET", "/v1/nothing", {}, 404, "not_found"),
-        ("DELETE", "/v1/publish/a", {}, 405, "method_not_allowed"),
-    ],
-)
-def test_errors_are_json_4xx(
-    srv: ServerProcess, method: str, path: str, kwargs: dict[str, object], status: int, code: str
-) -> None:
-    r = httpx.request(method, base(srv) + path, **kwargs)  # type: ignore[arg-type]
-    assert r.status_code == status, r.text
-    assert r.json()["error"]["code"] == code
-    assert isinstance(r.json()["error"]["message"], str)
+ERROR_CASES: list[tuple[str, str, dict[str, Any], int, str]] = [
+    ("POST", "/v1/publish/a/%23", {"content": b"x"}, 400, "bad_topic"),
+    ("POST", "/v1/publish/a/+", {"content": b"x"}, 400, "bad_topic"),
+    ("POST", "/v1/publish/", {"content": b"x"}, 400, "bad_topic"),
+    ("POST", "/v1/publish/%24SYS/x", {"content": b"x"}, 403, "forbidden"),
+    ("POST", "/v1/publish/a?qos=3", {"content": b"x"}, 400, "bad_request"),
+    ("POST", "/v1/publish/a?retain=maybe", {"content": b"x"}, 400, "bad_request"),
+    ("POST", "/v1/publish/a?ttl=soon", {"content": b"x"}, 400, "bad_request"),
+    ("POST", "/v1/publish/a?priority=9", {"content": b"x"}, 400, "bad_request"),
+    ("POST", "/v1/publish/a", {"content": b"x" * 1001}, 413, "payload_too_large"),
+    (
+        "POST",
+        "/v1/publish",
+        {"content": b"x", "headers": {"content-type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+    ),
+    (
+        "POST",
+        "/v1/publish",
+        {"content": b"{not json", "headers": {"content-type": "application/json"}},
+        400,
+        "bad_request",
+    ),
+    ("POST", "/v1/publish", {"json": {"topic": "a", "nope": 1}}, 400, "bad_request"),
+    (
+        "POST",
+        "/v1/publish",
+        {"json": {"topic": "a", "payload_base64": "%%"}},
+        400,
+        "bad_request",
+    ),
+    (
+        "POST",
+        "/v1/publish",
+        {"json": {"topic": "a", "payload": "x" * 1001}},
+        413,
+        "payload_too_large",
+    ),
+    ("GET", "/v1/poll/a?since=yesterday", {}, 400, "bad_cursor"),
+    ("GET", "/v1/poll/a?limit=0", {}, 400, "bad_request"),
+    ("GET", "/v1/poll/a?limit=x", {}, 400, "bad_request"),
+    ("GET", "/v1/poll/a/%23/b", {}, 400, "bad_topic"),
+    ("GET", "/v1/poll/%24share/g/a", {}, 400, "bad_topic"),
+    ("GET", "/v1/longpoll/a?timeout=later", {}, 400, "bad_request"),
+    ("GET", "/v1/sse/a?since=zzz", {}, 400, "bad_cursor"),
+    ("GET", "/v1/nothing", {}, 404, "not_found"),
+    ("DELETE", "/v1/publish/a", {}, 405, "method_not_allowed"),
+]
+
+
+def test_errors_are_json_4xx(srv: ServerProcess) -> None:
+    """Every bad input gets its 4xx and `{"error": {"code", "message"}}`, never a 500."""
+    wrong = []
+    with httpx.Client(base_url=base(srv)) as client:
+        for method, path, kwargs, status, code in ERROR_CASES:
+            r = client.request(method, path, **kwargs)
+            ok = r.status_code == status and r.headers["content-type"] == "application/json"
+            body = r.json() if ok else {}
+            if not ok or body["error"]["code"] != code or not body["error"]["message"]:
+                wrong.append(f"{method} {path}: {r.status_code} {r.text[:200]}")
+    assert not wrong, "\n".join(wrong)
 
 
 def test_chunked_body_over_limit_is_413(srv: ServerProcess) -> None:

@@ -1,0 +1,662 @@
+"""Persistence of users, access tokens and ACL rules.
+
+Two implementations behind the `AuthStore` protocol:
+
+- `MemoryAuthStore`: for `--memory` servers and tests;
+- `SQLiteAuthStore`: tables prefixed `auth_` in `<data_dir>/pushwire.db`, next to the main
+  engine's tables but on its OWN connection (auth writes are rare and small; the main engine
+  keeps its writer thread and connection). WAL mode lets both, and a `pushwire user/token/
+  acl` command run by an operator, use the file at the same time.
+
+The methods are synchronous and may block (a `SQLiteAuthStore` call does disk I/O): the auth
+service runs them in a worker thread when `blocking` is True, the CLI calls them directly.
+
+Change detection. Every change bumps a generation counter (`auth_meta.generation`) in the
+same transaction, so a running server polls `generation()` (one indexed read) once a second
+and reloads a `snapshot()` when it moved: that is how `pushwire token revoke` reaches it.
+`PRAGMA data_version` would not do: the main engine commits to the same file all the time.
+`touch_token` (last use of a token) is bookkeeping and does not bump the generation.
+
+Secrets: users carry an argon2id hash (core/passwords.py); tokens carry the SHA-256 of the
+whole token string (tokens are 256-bit random, so a fast hash is the right tool).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final, Protocol, TypeVar, cast
+
+from pushwire.core.acl import Access, AclRule, Permission, SubjectKind
+
+DB_FILENAME: Final = "pushwire.db"
+AUTH_SCHEMA_VERSION: Final = 1
+
+_T = TypeVar("_T")
+
+
+class AuthStoreError(Exception):
+    """Base of the errors the store reports to its callers."""
+
+
+class NotFound(AuthStoreError, LookupError):
+    """No such user, token or rule."""
+
+
+class Conflict(AuthStoreError):
+    """The user, token or rule exists already."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUser:
+    username: str
+    password_hash: str
+    roles: tuple[str, ...] = ()
+    created: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredToken:
+    id: str
+    username: str
+    secret_hash: str  # sha256 hex of the whole token string
+    created: float
+    expires: float | None = None  # unix time; None: never
+    scope: tuple[str, ...] = ()  # empty: the user's full rights
+    name: str | None = None  # a label for humans
+    last_used: float | None = None
+    revoked: float | None = None  # unix time of revocation; None: not revoked
+
+    def expired(self, now: float) -> bool:
+        return self.expires is not None and self.expires <= now
+
+    def active(self, now: float) -> bool:
+        return self.revoked is None and not self.expired(now)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSnapshot:
+    """Everything the auth service keeps in memory, as of one generation."""
+
+    generation: int
+    users: dict[str, StoredUser] = field(default_factory=dict)
+    tokens: dict[str, StoredToken] = field(default_factory=dict)
+    rules: tuple[AclRule, ...] = ()
+
+
+class AuthStore(Protocol):
+    # True when calls may block (disk I/O): async callers run them in a thread
+    blocking: bool
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def generation(self) -> int: ...
+
+    def snapshot(self) -> AuthSnapshot: ...
+
+    # users
+    def get_user(self, username: str) -> StoredUser | None: ...
+
+    def list_users(self) -> list[StoredUser]: ...
+
+    def add_user(self, user: StoredUser) -> None: ...
+
+    def update_user(
+        self,
+        username: str,
+        *,
+        password_hash: str | None = None,
+        roles: tuple[str, ...] | None = None,
+    ) -> StoredUser: ...
+
+    def remove_user(self, username: str) -> list[str]:
+        """Remove a user and its tokens; returns the ids of the tokens removed."""
+        ...
+
+    # tokens
+    def get_token(self, token_id: str) -> StoredToken | None: ...
+
+    def list_tokens(self, username: str | None = None) -> list[StoredToken]: ...
+
+    def add_token(self, token: StoredToken) -> None: ...
+
+    def revoke_token(self, token_id: str, when: float) -> StoredToken:
+        """Mark revoked (idempotent: an already revoked token is returned unchanged)."""
+        ...
+
+    def touch_token(self, token_id: str, when: float) -> None: ...
+
+    # ACL rules
+    def list_rules(self) -> list[AclRule]: ...
+
+    def add_rule(self, rule: AclRule) -> AclRule:
+        """Store a rule; returns it with its id. Conflict when an equal rule exists."""
+        ...
+
+    def remove_rule(self, rule_id: int) -> AclRule: ...
+
+
+# -- memory --------------------------------------------------------------------------------
+
+
+class MemoryAuthStore:
+    blocking = False
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._users: dict[str, StoredUser] = {}
+        self._tokens: dict[str, StoredToken] = {}
+        self._rules: dict[int, AclRule] = {}
+        self._next_rule_id = 1
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def generation(self) -> int:
+        return self._generation
+
+    def snapshot(self) -> AuthSnapshot:
+        with self._lock:
+            return AuthSnapshot(
+                self._generation, dict(self._users), dict(self._tokens), self._sorted_rules()
+            )
+
+    def _sorted_rules(self) -> tuple[AclRule, ...]:
+        return tuple(self._rules[k] for k in sorted(self._rules))
+
+    def _changed(self) -> None:
+        self._generation += 1
+
+    def get_user(self, username: str) -> StoredUser | None:
+        return self._users.get(username)
+
+    def list_users(self) -> list[StoredUser]:
+        with self._lock:
+            return sorted(self._users.values(), key=lambda u: u.username)
+
+    def add_user(self, user: StoredUser) -> None:
+        with self._lock:
+            if user.username in self._users:
+                raise Conflict(f"user {user.username!r} exists")
+            self._users[user.username] = user
+            self._changed()
+
+    def update_user(
+        self,
+        username: str,
+        *,
+        password_hash: str | None = None,
+        roles: tuple[str, ...] | None = None,
+    ) -> StoredUser:
+        with self._lock:
+            user = self._users.get(username)
+            if user is None:
+                raise NotFound(f"no user {username!r}")
+            if password_hash is not None:
+                user = replace(user, password_hash=password_hash)
+            if roles is not None:
+                user = replace(user, roles=tuple(roles))
+            self._users[username] = user
+            self._changed()
+            return user
+
+    def remove_user(self, username: str) -> list[str]:
+        with self._lock:
+            if username not in self._users:
+                raise NotFound(f"no user {username!r}")
+            del self._users[username]
+            removed = [t.id for t in self._tokens.values() if t.username == username]
+            for token_id in removed:
+                del self._tokens[token_id]
+            self._changed()
+            return removed
+
+    def get_token(self, token_id: str) -> StoredToken | None:
+        return self._tokens.get(token_id)
+
+    def list_tokens(self, username: str | None = None) -> list[StoredToken]:
+        with self._lock:
+            tokens = [t for t in self._tokens.values() if username in (None, t.username)]
+        return sorted(tokens, key=lambda t: (t.created, t.id))
+
+    def add_token(self, token: StoredToken) -> None:
+        with self._lock:
+            if token.username not in self._users:
+                raise NotFound(f"no user {token.username!r}")
+            if token.id in self._tokens:
+                raise Conflict(f"token {token.id!r} exists")
+            self._tokens[token.id] = token
+            self._changed()
+
+    def revoke_token(self, token_id: str, when: float) -> StoredToken:
+        with self._lock:
+            token = self._tokens.get(token_id)
+            if token is None:
+                raise NotFound(f"no token {token_id!r}")
+            if token.revoked is not None:
+                return token
+            token = replace(token, revoked=when)
+            self._tokens[token_id] = token
+            self._changed()
+            return token
+
+    def touch_token(self, token_id: str, when: float) -> None:
+        with self._lock:
+            token = self._tokens.get(token_id)
+            if token is not None:
+                self._tokens[token_id] = replace(token, last_used=when)
+
+    def list_rules(self) -> list[AclRule]:
+        with self._lock:
+            return list(self._sorted_rules())
+
+    def add_rule(self, rule: AclRule) -> AclRule:
+        with self._lock:
+            if any(r.key == rule.key for r in self._rules.values()):
+                raise Conflict(f"an equal rule exists: {rule}")
+            stored = rule.with_id(self._next_rule_id)
+            self._next_rule_id += 1
+            self._rules[cast(int, stored.id)] = stored
+            self._changed()
+            return stored
+
+    def remove_rule(self, rule_id: int) -> AclRule:
+        with self._lock:
+            rule = self._rules.pop(rule_id, None)
+            if rule is None:
+                raise NotFound(f"no acl rule {rule_id}")
+            self._changed()
+            return rule
+
+
+# -- SQLite --------------------------------------------------------------------------------
+
+_SCHEMA: Final = f"""
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS auth_meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO auth_meta (key, value) VALUES ('schema', {AUTH_SCHEMA_VERSION});
+INSERT OR IGNORE INTO auth_meta (key, value) VALUES ('generation', 0);
+CREATE TABLE IF NOT EXISTS auth_users (
+    username TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    roles TEXT NOT NULL,          -- JSON list of role names
+    created REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS auth_tokens (
+    id TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,    -- sha256 hex of the whole token
+    name TEXT,
+    created REAL NOT NULL,
+    expires REAL,
+    scope TEXT NOT NULL,          -- JSON list of scope entries
+    last_used REAL,
+    revoked REAL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS auth_tokens_username ON auth_tokens (username);
+-- AUTOINCREMENT: the id of a removed rule is never handed out again, so `acl remove ID`
+-- from a stale listing cannot remove some other rule
+CREATE TABLE IF NOT EXISTS auth_acl (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    subject_kind TEXT NOT NULL CHECK (subject_kind IN ('user', 'role', 'anonymous', 'all')),
+    subject TEXT,
+    access TEXT NOT NULL CHECK (access IN ('allow', 'deny')),
+    permission TEXT NOT NULL CHECK (permission IN ('read', 'write', 'readwrite')),
+    filter TEXT NOT NULL,
+    created REAL NOT NULL
+);
+COMMIT;
+"""
+
+_USER_COLUMNS: Final = "username, password_hash, roles, created"
+_TOKEN_COLUMNS: Final = (
+    "id, username, secret_hash, name, created, expires, scope, last_used, revoked"
+)
+_RULE_COLUMNS: Final = "id, subject_kind, subject, access, permission, filter"
+_BUMP: Final = "UPDATE auth_meta SET value = value + 1 WHERE key = 'generation'"
+
+
+def _user(row: tuple[Any, ...]) -> StoredUser:
+    return StoredUser(row[0], row[1], tuple(json.loads(row[2])), row[3])
+
+
+def _token(row: tuple[Any, ...]) -> StoredToken:
+    return StoredToken(
+        id=row[0],
+        username=row[1],
+        secret_hash=row[2],
+        name=row[3],
+        created=row[4],
+        expires=row[5],
+        scope=tuple(json.loads(row[6])),
+        last_used=row[7],
+        revoked=row[8],
+    )
+
+
+def _rule(row: tuple[Any, ...]) -> AclRule:
+    return AclRule(
+        subject_kind=cast(SubjectKind, row[1]),
+        subject=row[2],
+        access=cast(Access, row[3]),
+        permission=cast(Permission, row[4]),
+        filter=row[5],
+        id=row[0],
+    )
+
+
+class SQLiteAuthStore:
+    """Auth tables in the server's database file, on a connection of their own."""
+
+    blocking = True
+
+    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        # one connection, used from whichever thread calls; the lock serialises them
+        self._lock = threading.RLock()
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path) -> SQLiteAuthStore:
+        return cls(Path(data_dir) / DB_FILENAME)
+
+    def open(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            try:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise RuntimeError(f"{self.path}: cannot use WAL mode (got {mode!r})")
+                conn.execute("PRAGMA synchronous=FULL")  # rare writes: make them durable
+                conn.executescript(_SCHEMA)
+                version = conn.execute(
+                    "SELECT value FROM auth_meta WHERE key = 'schema'"
+                ).fetchone()[0]
+                if version > AUTH_SCHEMA_VERSION:
+                    raise RuntimeError(
+                        f"{self.path}: auth schema version {version} is newer than this "
+                        f"pushwire understands ({AUTH_SCHEMA_VERSION})"
+                    )
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                conn.close()
+                raise
+            self._conn = conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("auth store is not open")
+        return self._conn
+
+    def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN")  # one consistent view for multi-statement reads
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+
+    def _write(self, fn: Callable[[sqlite3.Connection], _T], *, bump: bool = True) -> _T:
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                if bump:
+                    conn.execute(_BUMP)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+    def generation(self) -> int:
+        with self._lock:
+            row = (
+                self._connection()
+                .execute("SELECT value FROM auth_meta WHERE key = 'generation'")
+                .fetchone()
+            )
+            return int(row[0])
+
+    def snapshot(self) -> AuthSnapshot:
+        def read(conn: sqlite3.Connection) -> AuthSnapshot:
+            gen = conn.execute("SELECT value FROM auth_meta WHERE key = 'generation'").fetchone()
+            users = {
+                u.username: u
+                for u in map(_user, conn.execute(f"SELECT {_USER_COLUMNS} FROM auth_users"))
+            }
+            tokens = {
+                t.id: t
+                for t in map(_token, conn.execute(f"SELECT {_TOKEN_COLUMNS} FROM auth_tokens"))
+            }
+            rules = tuple(
+                map(_rule, conn.execute(f"SELECT {_RULE_COLUMNS} FROM auth_acl ORDER BY id"))
+            )
+            return AuthSnapshot(int(gen[0]), users, tokens, rules)
+
+        return self._read(read)
+
+    # -- users ---------------------------------------------------------------------------
+
+    def get_user(self, username: str) -> StoredUser | None:
+        with self._lock:
+            row = (
+                self._connection()
+                .execute(f"SELECT {_USER_COLUMNS} FROM auth_users WHERE username = ?", (username,))
+                .fetchone()
+            )
+        return None if row is None else _user(row)
+
+    def list_users(self) -> list[StoredUser]:
+        with self._lock:
+            rows = (
+                self._connection()
+                .execute(f"SELECT {_USER_COLUMNS} FROM auth_users ORDER BY username")
+                .fetchall()
+            )
+        return [_user(r) for r in rows]
+
+    def add_user(self, user: StoredUser) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    f"INSERT INTO auth_users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?)",
+                    (user.username, user.password_hash, json.dumps(list(user.roles)), user.created),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"user {user.username!r} exists") from None
+
+        self._write(write)
+
+    def update_user(
+        self,
+        username: str,
+        *,
+        password_hash: str | None = None,
+        roles: tuple[str, ...] | None = None,
+    ) -> StoredUser:
+        def write(conn: sqlite3.Connection) -> StoredUser:
+            row = conn.execute(
+                f"SELECT {_USER_COLUMNS} FROM auth_users WHERE username = ?", (username,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no user {username!r}")
+            user = _user(row)
+            if password_hash is not None:
+                user = replace(user, password_hash=password_hash)
+            if roles is not None:
+                user = replace(user, roles=tuple(roles))
+            conn.execute(
+                "UPDATE auth_users SET password_hash = ?, roles = ? WHERE username = ?",
+                (user.password_hash, json.dumps(list(user.roles)), username),
+            )
+            return user
+
+        return self._write(write)
+
+    def remove_user(self, username: str) -> list[str]:
+        def write(conn: sqlite3.Connection) -> list[str]:
+            if conn.execute("DELETE FROM auth_users WHERE username = ?", (username,)).rowcount == 0:
+                raise NotFound(f"no user {username!r}")
+            ids = [
+                r[0]
+                for r in conn.execute("SELECT id FROM auth_tokens WHERE username = ?", (username,))
+            ]
+            conn.execute("DELETE FROM auth_tokens WHERE username = ?", (username,))
+            return ids
+
+        return self._write(write)
+
+    # -- tokens --------------------------------------------------------------------------
+
+    def get_token(self, token_id: str) -> StoredToken | None:
+        with self._lock:
+            row = (
+                self._connection()
+                .execute(f"SELECT {_TOKEN_COLUMNS} FROM auth_tokens WHERE id = ?", (token_id,))
+                .fetchone()
+            )
+        return None if row is None else _token(row)
+
+    def list_tokens(self, username: str | None = None) -> list[StoredToken]:
+        sql = f"SELECT {_TOKEN_COLUMNS} FROM auth_tokens"
+        params: tuple[str, ...] = ()
+        if username is not None:
+            sql += " WHERE username = ?"
+            params = (username,)
+        with self._lock:
+            rows = self._connection().execute(sql + " ORDER BY created, id", params).fetchall()
+        return [_token(r) for r in rows]
+
+    def add_token(self, token: StoredToken) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            user = conn.execute(
+                "SELECT 1 FROM auth_users WHERE username = ?", (token.username,)
+            ).fetchone()
+            if user is None:
+                raise NotFound(f"no user {token.username!r}")
+            try:
+                conn.execute(
+                    f"INSERT INTO auth_tokens ({_TOKEN_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        token.id,
+                        token.username,
+                        token.secret_hash,
+                        token.name,
+                        token.created,
+                        token.expires,
+                        json.dumps(list(token.scope)),
+                        token.last_used,
+                        token.revoked,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"token {token.id!r} exists") from None
+
+        self._write(write)
+
+    def revoke_token(self, token_id: str, when: float) -> StoredToken:
+        def write(conn: sqlite3.Connection) -> StoredToken:
+            row = conn.execute(
+                f"SELECT {_TOKEN_COLUMNS} FROM auth_tokens WHERE id = ?", (token_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no token {token_id!r}")
+            token = _token(row)
+            if token.revoked is not None:
+                return token
+            conn.execute("UPDATE auth_tokens SET revoked = ? WHERE id = ?", (when, token_id))
+            return replace(token, revoked=when)
+
+        return self._write(write)
+
+    def touch_token(self, token_id: str, when: float) -> None:
+        self._write(
+            lambda conn: conn.execute(
+                "UPDATE auth_tokens SET last_used = ? WHERE id = ?", (when, token_id)
+            ),
+            bump=False,
+        )
+
+    # -- ACL rules -----------------------------------------------------------------------
+
+    def list_rules(self) -> list[AclRule]:
+        with self._lock:
+            rows = (
+                self._connection()
+                .execute(f"SELECT {_RULE_COLUMNS} FROM auth_acl ORDER BY id")
+                .fetchall()
+            )
+        return [_rule(r) for r in rows]
+
+    def add_rule(self, rule: AclRule) -> AclRule:
+        def write(conn: sqlite3.Connection) -> AclRule:
+            dup = conn.execute(
+                "SELECT id FROM auth_acl WHERE subject_kind = ? AND subject IS ? AND access = ?"
+                " AND permission = ? AND filter = ?",
+                rule.key,
+            ).fetchone()
+            if dup is not None:
+                raise Conflict(f"an equal rule exists (id {dup[0]}): {rule}")
+            cur = conn.execute(
+                "INSERT INTO auth_acl (subject_kind, subject, access, permission, filter, created)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (*rule.key, time.time()),
+            )
+            return rule.with_id(cur.lastrowid)
+
+        return self._write(write)
+
+    def remove_rule(self, rule_id: int) -> AclRule:
+        def write(conn: sqlite3.Connection) -> AclRule:
+            row = conn.execute(
+                f"SELECT {_RULE_COLUMNS} FROM auth_acl WHERE id = ?", (rule_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no acl rule {rule_id}")
+            conn.execute("DELETE FROM auth_acl WHERE id = ?", (rule_id,))
+            return _rule(row)
+
+        return self._write(write)
+
+
+def make_auth_store(*, memory: bool, data_dir: Path | None = None) -> AuthStore:
+    """The store matching the server's settings (`--memory` or `--data-dir`)."""
+    if memory:
+        return MemoryAuthStore()
+    if data_dir is None:
+        raise ValueError("a SQLite auth store needs a data directory")
+    return SQLiteAuthStore.in_data_dir(data_dir)
