@@ -74,6 +74,20 @@ class Settings(BaseSettings):
         description="seconds a client's send buffer may stay full before it is disconnected "
         "(meanwhile QoS 0 to it is dropped and counted, QoS 1/2 waits in its bounded queue)",
     )
+    connection_rate_per_ip: float = Field(
+        100.0,
+        ge=0,
+        description="new MQTT connections per second from one IP (burst: twice that; 0: no limit)",
+    )
+    max_connections_per_ip: int = Field(
+        0, ge=0, description="concurrent MQTT connections from one IP (0: no limit)"
+    )
+    publish_rate_per_client: float = Field(
+        0.0,
+        ge=0,
+        description="PUBLISH packets per second one MQTT client may send before it is throttled "
+        "(reading from it pauses; burst: twice that; 0: no limit)",
+    )
     log_level: str = Field("info", description="debug, info, warning or error")
     tls_cert: Path | None = Field(
         None, description="PEM certificate (chain) for TLS; enables MQTT over TLS"

@@ -20,11 +20,13 @@ pytestmark = pytest.mark.pushwire_only("HTTP transports are pushwire's")
 N = 1000
 
 
-async def _open(host: str, port: int, path: str) -> asyncio.StreamReader:
+async def _open(
+    host: str, port: int, path: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
     await writer.drain()
-    return reader
+    return reader, writer  # keep the writer: dropping it closes the connection
 
 
 async def _got(reader: asyncio.StreamReader, marker: bytes) -> bool:
@@ -44,10 +46,10 @@ async def test_one_publish_reaches_a_thousand_waiters_and_a_thousand_streams(
     srv = http_server(sse_heartbeat=600)
     url = base(srv)
     assert srv.http_port is not None
-    readers: list[asyncio.StreamReader] = []
+    conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     for path in ("/v1/longpoll/big/t?timeout=60", "/v1/sse/big/%23"):
         for _ in range(N // 250):
-            readers += await asyncio.gather(
+            conns += await asyncio.gather(
                 *(_open(srv.host, srv.http_port, path) for _ in range(250))
             )
     async with httpx.AsyncClient(timeout=30) as client:
@@ -58,11 +60,13 @@ async def test_one_publish_reaches_a_thousand_waiters_and_a_thousand_streams(
                 break
             await asyncio.sleep(0.02)
         else:
-            raise AssertionError("not every client got registered")
+            raise AssertionError(f"not every client got registered: {m and m.group(0)}")
         assert f"pushwire_longpoll_waiters {N}" in text
         assert f'pushwire_connections{{transport="sse"}} {N}' in text
-        waits = [asyncio.ensure_future(_got(r, b'"payload":"to all"')) for r in readers]
+        waits = [asyncio.ensure_future(_got(r, b'"payload":"to all"')) for r, _ in conns]
         r = await client.post(f"{url}/v1/publish/big/t", content=b"to all")
         assert r.status_code == 201
         done = await asyncio.wait_for(asyncio.gather(*waits), 30)
+    for _, writer in conns:
+        writer.close()
     assert sum(done) == 2 * N

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from pushwire.core.acl import Acl, AclError, AclRule, covers, substitute
@@ -247,7 +249,7 @@ def test_rule_from_config() -> None:
         {"anonymous": True, "access": "deny", "permission": "read", "filter": "#"}
     )
     assert rule.subject_kind == "anonymous" and rule.subject is None
-    bad = [
+    bad: list[dict[str, Any]] = [
         {"access": "allow", "permission": "read", "filter": "a"},
         {"user": "a", "role": "b", "access": "allow", "permission": "read", "filter": "a"},
         {"anonymous": False, "access": "allow", "permission": "read", "filter": "a"},

@@ -58,7 +58,7 @@ async def test_async_paths() -> None:
         FAST.verify_async(hashed, "nope"),
         FAST.verify_dummy_async("pw"),
     )
-    assert results == [True, False, False]
+    assert list(results) == [True, False, False]
 
 
 @pytest.mark.parametrize("password", ["pw", b"pw"])

@@ -530,8 +530,8 @@ def run(args: argparse.Namespace) -> int:
                         except BenchError:
                             print(server.log_tail(), file=sys.stderr)
                             raise
-                except BenchError as exc:
-                    outcome = Outcome(error=str(exc))
+                except (BenchError, OSError) as exc:  # OSError: a client process died
+                    outcome = Outcome(error=f"{type(exc).__name__}: {exc}")
                     failed = True
                 results[scenario][name] = outcome
                 shown = ", ".join(f"{k} {_format_value(v)}" for k, v in outcome.metrics.items())

@@ -846,6 +846,20 @@ class AuthService:
         self.stats.logins_ok += 1
         return AuthResult(Identity(username, frozenset(user.roles)), "ok", "ok")
 
+    def authenticate_certificate(self, common_name: str, peer_ip: str) -> AuthResult:
+        """A client certificate the TLS layer verified: its CN is the username (as
+        mosquitto's `use_identity_as_username`). A CN naming a stored user gets that user's
+        roles; any other well-formed CN is a user without roles (rules for it still apply)."""
+        try:
+            validate_username(common_name)
+        except ValueError:
+            log.warning("client certificate from %s refused: unusable common name", peer_ip)
+            return AuthResult(None, "not_authorized", "the certificate's name is not usable")
+        user = self._snapshot.users.get(common_name)
+        roles = frozenset(user.roles) if user is not None else frozenset()
+        self.stats.logins_ok += 1
+        return AuthResult(Identity(common_name, roles), "ok", "ok")
+
     async def authenticate_token(self, token: str, peer_ip: str) -> AuthResult:
         """`Authorization: Bearer <token>` and `?auth=<token>`."""
         limited = self._take_attempt(peer_ip, None)
@@ -955,6 +969,9 @@ class AuthService:
         if len(self._touched) > 100_000:
             self._touched.clear()
         self._touched[token_id] = now
+        if not self.store.blocking:
+            self.store.touch_token(token_id, now)
+            return
 
         async def write() -> None:
             try:

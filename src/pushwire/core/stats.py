@@ -21,6 +21,7 @@ class Stats:
     connections_refused: int = 0
     protocol_errors: int = 0
     slow_consumers_disconnected: int = 0
+    publish_throttled: int = 0  # times a client was paused for its publish rate
 
     def uptime(self) -> int:
         return int(time.time() - self.started_at)

@@ -9,6 +9,7 @@ import ssl
 from pushwire.config import Settings
 from pushwire.core.hub import Hub
 from pushwire.core.message import Message
+from pushwire.core.ratelimit import ConcurrencyLimiter, KeyedLimiter
 from pushwire.core.session import Session
 from pushwire.mqtt.packets import ReasonCode
 from pushwire.mqtt.protocol import MQTTServerProtocol
@@ -24,8 +25,25 @@ class MQTTBroker:
         self.shutting_down = False
         self._servers: list[asyncio.Server] = []
         self._will_timers: dict[str, asyncio.TimerHandle] = {}
+        rate = settings.connection_rate_per_ip
+        self.connection_rate: KeyedLimiter[str] | None = (
+            KeyedLimiter(rate, max(1.0, 2 * rate)) if rate > 0 else None
+        )
+        self.per_ip: ConcurrencyLimiter[str] | None = (
+            ConcurrencyLimiter(settings.max_connections_per_ip)
+            if settings.max_connections_per_ip > 0
+            else None
+        )
 
     # -- connections -----------------------------------------------------------------
+
+    def admit(self, ip: str) -> str | None:
+        """Per-IP limits for a new connection: None to admit, else why not."""
+        if self.connection_rate is not None and not self.connection_rate.try_acquire(ip):
+            return "connection rate limit"
+        if self.per_ip is not None and not self.per_ip.try_acquire(ip):
+            return "too many connections from this address"
+        return None
 
     def register(self, conn: MQTTServerProtocol) -> bool:
         """Track a new connection; False when it is over max_connections."""
@@ -34,6 +52,8 @@ class MQTTBroker:
 
     def unregister(self, conn: MQTTServerProtocol) -> None:
         self.connections.discard(conn)
+        if self.per_ip is not None and conn.admitted_ip is not None:
+            self.per_ip.release(conn.admitted_ip)
 
     def schedule_will(self, session: Session, message: Message, delay: float) -> None:
         """MQTT 5 will delay: publish later unless the session reconnects first."""

@@ -12,7 +12,9 @@ import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
+from pushwire.core.logthrottle import ThrottledLog
 from pushwire.core.message import Message
+from pushwire.core.ratelimit import TokenBucket
 from pushwire.core.session import Delivery, Session, Subscription
 from pushwire.core.topics import TopicError, split_shared, validate_filter, validate_topic_name
 from pushwire.mqtt.codec import (
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from pushwire.mqtt.broker import MQTTBroker
 
 log = logging.getLogger(__name__)
+refusals = ThrottledLog(log)
 
 # MQTT 5 session expiry value that means "never expires"
 NEVER_EXPIRES = 0xFFFFFFFF
@@ -83,6 +86,11 @@ class MQTTServerProtocol(asyncio.Protocol):
         self._closing = False
         self._refused = False  # over max_connections: answer CONNECT with a refusal
         self._slow_timer: asyncio.TimerHandle | None = None
+        self.admitted_ip: str | None = None  # counted against max_connections_per_ip
+        self._publish_bucket: TokenBucket | None = None
+        self._throttled = False
+        self._backlog: list[Packet] = []  # packets held while throttled
+        self._registered = False
         # acks held back until the journal they depend on is durable, kept in order
         self._acks: deque[tuple[asyncio.Future[None] | None, bytes]] = deque()
         self._awaited: asyncio.Future[None] | None = None
@@ -94,14 +102,29 @@ class MQTTServerProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = self.transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        ip = str(peer[0]) if isinstance(peer, tuple) else self.peer
+        refusal = self.broker.admit(ip)
+        if refusal is not None:
+            # refused before a byte is read: a flood costs one accept and one close
+            self.hub.stats.connections_refused += 1
+            self._closing = True
+            refusals.log(logging.WARNING, ip, "refused connection from %s: %s", ip, refusal)
+            self.transport.abort()
+            return
+        self.admitted_ip = ip if self.broker.per_ip is not None else None
+        rate = self.broker.settings.publish_rate_per_client
+        self._publish_bucket = TokenBucket(rate, max(1.0, 2 * rate)) if rate > 0 else None
         # a subscriber may fall behind by this much before QoS 0 is dropped for it
         self.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         self._refused = not self.broker.register(self)
+        self._registered = True
         loop = asyncio.get_running_loop()
         # a client that never finishes CONNECT is dropped (slowloris guard)
         self._timer = loop.call_later(self.broker.settings.connect_timeout, self._connect_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
         self._last_rx = time.monotonic()
         self.hub.stats.bytes_received += len(data)
         try:
@@ -125,8 +148,14 @@ class MQTTServerProtocol(asyncio.Protocol):
         self._handle(packets)
 
     def _handle(self, packets: list[Packet]) -> None:
-        for packet in packets:
+        bucket = self._publish_bucket
+        for i, packet in enumerate(packets):
             if self._closing:
+                return
+            if bucket is not None and isinstance(packet, Publish) and not bucket.try_acquire():
+                # over its publish rate: keep the rest for later and stop reading
+                self._backlog = packets[i:]
+                self._throttle(bucket.retry_after())
                 return
             try:
                 self._dispatch(packet)
@@ -140,6 +169,8 @@ class MQTTServerProtocol(asyncio.Protocol):
                 return
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self._registered:
+            return  # refused in connection_made: nothing to undo
         self._closing = True
         if self._timer is not None:
             self._timer.cancel()
@@ -173,7 +204,7 @@ class MQTTServerProtocol(asyncio.Protocol):
         if self._slow_timer is not None:
             self._slow_timer.cancel()
             self._slow_timer = None
-        if self.transport is not None and not self._closing:
+        if self.transport is not None and not self._closing and not self._throttled:
             self.transport.resume_reading()
         if self.session is not None:
             self.session.pump()
@@ -487,6 +518,24 @@ class MQTTServerProtocol(asyncio.Protocol):
         else:
             session.inbound_qos2_add(p.packet_id)
             self._ack(PubRec(p.packet_id), journaled or session.persistent)
+
+    def _throttle(self, delay: float) -> None:
+        """Over its publish rate: stop reading from this client for a while. TCP pushes
+        back on it; nothing it sent is dropped, and other clients are not slowed."""
+        self._throttled = True
+        self.hub.stats.publish_throttled += 1
+        if self.transport is not None:
+            self.transport.pause_reading()
+        asyncio.get_running_loop().call_later(max(delay, 0.001), self._unthrottle)
+
+    def _unthrottle(self) -> None:
+        self._throttled = False
+        if self._closing:
+            return
+        backlog, self._backlog = self._backlog, []
+        self._handle(backlog)  # may throttle again
+        if self.transport is not None and not self._throttled and not self._paused:
+            self.transport.resume_reading()
 
     def _on_pubrec(self, p: PubRec) -> None:
         session = self.session
