@@ -42,9 +42,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kind = broker_kind()
     integration_dir = Path(__file__).parent / "integration"
     for item in items:
-        if integration_dir in Path(str(item.fspath)).parents and not item.get_closest_marker(
-            "timeout"
-        ):
+        if integration_dir in item.path.parents and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(INTEGRATION_TIMEOUT))
         if kind != "mosquitto":
             continue
@@ -69,7 +67,12 @@ def pytest_runtest_makereport(
     """Attach the tail of every server log to a failing test's report."""
     report = yield
     if report.failed:
-        for srv in item.stash.get(_SERVERS, []):
+        started: list[ServerProcess] = item.stash.get(_SERVERS, [])
+        servers = [*started]
+        funcargs = getattr(item, "funcargs", {})
+        if isinstance(funcargs.get("shared_server"), ServerProcess):
+            servers.append(funcargs["shared_server"])
+        for srv in servers:
             lines = srv.output().splitlines()[-LOG_TAIL_LINES:]
             report.sections.append(
                 (f"server log {srv.log_path} (last {len(lines)} lines)", "\n".join(lines))
@@ -91,7 +94,7 @@ def server_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[S
     """``server_factory(**options)`` starts a broker; every one started is stopped at teardown.
 
     Options: memory, sys_interval, max_queued_messages, max_inflight, max_packet_size,
-    max_connections, durability (see ServerProcess).
+    max_connections, durability, admin=(user, password), extra_args (see ServerProcess).
     """
     started: list[ServerProcess] = []
     request.node.stash[_SERVERS] = started
@@ -119,10 +122,22 @@ def server(server_factory: ServerFactory) -> ServerProcess:
     return server_factory()
 
 
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One default server for a whole module, for tests that check it survives a sequence."""
+    base = tmp_path_factory.mktemp("shared")
+    srv = ServerProcess(base / "data", base / "logs")
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.cleanup()
+
+
 @pytest.fixture
 def paho_client() -> Iterator[Callable[..., PahoClient]]:
     """``paho_client(server, client_id="", clean_session=True, keepalive=60, will=None,
-    connect=True)``: a paho client (MQTT 3.1.1), connected unless connect=False."""
+    auth=None, connect=True)``: a paho client (MQTT 3.1.1), connected unless connect=False."""
     clients: list[PahoClient] = []
 
     def factory(

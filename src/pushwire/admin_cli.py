@@ -144,7 +144,7 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         parents=[common],
         help="add a rule",
         description="Allow or deny read, write or readwrite on a topic filter (+, #, and "
-        "%%u / %%c for the username / client id). Deny wins over allow; once any rule "
+        "%u / %c for the username / client id). Deny wins over allow; once any rule "
         "exists, what no rule allows is denied. Quote filters with # in the shell.",
     )
     who = p.add_mutually_exclusive_group(required=True)

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pushwire import __version__
+from pushwire.admin_cli import ADMIN_COMMANDS, add_admin_commands, run_admin_command
 from pushwire.config import Settings, load_settings
 
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", type=Path, default=None, help="TOML file with settings (env PUSHWIRE_CONFIG)"
     )
     _add_settings_flags(serve)
+    add_admin_commands(sub)
     bench = sub.add_parser("bench", help="side-by-side benchmarks (see bench/README.md)")
     bench.add_argument("suite", choices=["mqtt"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
@@ -99,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     if ns.command == "serve":
         return _serve(ns)
+    if ns.command in ADMIN_COMMANDS:
+        return run_admin_command(ns)
     if ns.command == "bench":
         from pushwire.bench.mqtt import main as bench_main
 

@@ -88,6 +88,22 @@ class Settings(BaseSettings):
         description="PUBLISH packets per second one MQTT client may send before it is throttled "
         "(reading from it pauses; burst: twice that; 0: no limit)",
     )
+    anonymous: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="anonymous clients: auto (from loopback only, and only while no user "
+        "exists), on, or off",
+    )
+    acl: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="topic ACL rules added to the store at start ([[acl]] tables in TOML: "
+        "user/role/anonymous/all, access allow|deny, permission read|write|readwrite, filter)",
+    )
+    login_failures_burst: int = Field(
+        10, ge=1, description="failed logins one IP may make before it is rate limited"
+    )
+    login_failures_window: float = Field(
+        60.0, gt=0, description="seconds over which the failed-login allowance refills"
+    )
     log_level: str = Field("info", description="debug, info, warning or error")
     tls_cert: Path | None = Field(
         None, description="PEM certificate (chain) for TLS; enables MQTT over TLS"
@@ -150,7 +166,7 @@ class Settings(BaseSettings):
         100, ge=1, description="subscriptions on one JSON WebSocket connection"
     )
     stream_buffer: int = Field(
-        1000,
+        10_000,
         ge=1,
         description="messages waiting for a slow SSE/WebSocket client before its "
         "stream is closed (it resumes with its cursor)",

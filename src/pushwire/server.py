@@ -14,10 +14,12 @@ from typing import TextIO
 import uvicorn
 
 from pushwire.config import Settings
+from pushwire.core.auth import AuthService, AuthSettings
 from pushwire.core.hub import Hub
 from pushwire.core.log import run_log_sweeper
 from pushwire.core.session import SessionLimits
 from pushwire.core.sys_topics import run_sys_publisher
+from pushwire.engines.auth_store import make_auth_store
 from pushwire.engines.base import Engine
 from pushwire.engines.memory import MemoryEngine
 from pushwire.http.app import create_app, make_log
@@ -56,7 +58,16 @@ class PushwireServer:
             self.engine,
             SessionLimits(settings.max_inflight, settings.max_queued_messages),
         )
-        self.mqtt = MQTTBroker(self.hub, settings)
+        self.auth = AuthService(
+            make_auth_store(memory=settings.memory, data_dir=settings.data_dir),
+            AuthSettings(
+                anonymous=settings.anonymous,
+                login_failures_burst=settings.login_failures_burst,
+                login_failures_window=settings.login_failures_window,
+            ),
+            seed_rules=settings.acl,
+        )
+        self.mqtt = MQTTBroker(self.hub, settings, self.auth)
         self.log = make_log(self.hub, settings)  # message log for the HTTP transports
         self.mqtt_address: tuple[str, int] | None = None
         self.http_address: tuple[str, int] | None = None
@@ -71,6 +82,7 @@ class PushwireServer:
         if not s.memory:
             self._lock_data_dir()
         await self.engine.open()
+        await self.auth.start()
         await self.hub.restore()
         await self.log.restore()
         self._tasks.append(asyncio.create_task(run_log_sweeper(self.log, s.log_sweep_interval)))
@@ -106,6 +118,8 @@ class PushwireServer:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            # streams are closed by us first; don't let a stuck request hold the stop
+            timeout_graceful_shutdown=5,
             **uvicorn_ssl_options(s),
         )
         self._http = _EmbeddedUvicorn(config)
@@ -135,6 +149,7 @@ class PushwireServer:
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.log.sweep()  # hand pending log trims to the engine before it closes
+        await self.auth.stop()
         await self.engine.close()
         if self._lock_file is not None:
             self._lock_file.close()

@@ -11,6 +11,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+PahoMessage = mqtt.MQTTMessage
+
 
 class PahoClient:
     def __init__(
@@ -22,6 +24,7 @@ class PahoClient:
         clean_session: bool = True,
         keepalive: int = 60,
         will: tuple[str, bytes, int, bool] | None = None,
+        auth: tuple[str, str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -33,6 +36,8 @@ class PahoClient:
             reconnect_on_failure=False,
         )
         self.keepalive = keepalive
+        if auth is not None:
+            self.client.username_pw_set(*auth)
         if will is not None:
             topic, payload, qos, retain = will
             self.client.will_set(topic, payload, qos, retain)
@@ -138,7 +143,8 @@ class PahoClient:
             if remaining <= 0:
                 raise AssertionError(
                     f"expected message not received within {timeout}s; got "
-                    f"{[(m.topic, m.payload) for m in got]}"
+                    f"(topic, payload, qos, retain): "
+                    f"{[(m.topic, m.payload, m.qos, m.retain) for m in got]}"
                 )
             try:
                 msg = self.messages.get(timeout=remaining)

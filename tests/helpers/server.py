@@ -7,6 +7,7 @@ suite can be checked against a reference broker.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -32,6 +33,7 @@ _OPTION_NAMES = {
     "max_packet_size",
     "max_connections",
     "durability",
+    "admin",
     "extra_args",
 }
 
@@ -64,8 +66,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+# Credentials for tests that read $SYS: pushwire lets only the admin role read it (the
+# fixture creates this user when started with admin=SYS_ADMIN); mosquitto ignores them.
+SYS_ADMIN = ("sys-admin", "sys-admin-secret")
+
+
 class ServerStartError(RuntimeError):
     pass
+
+
+_LIVE: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """Last resort if the test process exits without fixture teardown: kill by PID."""
+    for pid, proc in list(_LIVE.items()):
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 class ServerProcess:
@@ -190,9 +209,34 @@ class ServerProcess:
         return "\n".join(lines) + "\n"
 
     # -- lifecycle -------------------------------------------------------------------------------
+    def _provision_admin(self) -> None:
+        """pushwire only: create the user of option ``admin=(name, password)`` with role admin
+        (the role that may read $SYS) in the data dir, once, before the first start."""
+        admin = self.options.get("admin")
+        if admin is None or self.is_mosquitto or self.starts:
+            return
+        name, password = admin
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHWIRE_")}
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "pushwire", "user", "add", name, "--role", "admin"),
+                *("--password-stdin", "--data-dir", str(self.data_dir)),
+            ],
+            input=f"{password}\n".encode(),
+            capture_output=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise ServerStartError(
+                f"pushwire user add failed ({done.returncode}): {done.stdout!r} {done.stderr!r}"
+            )
+
     def start(self) -> ServerProcess:
         if self.alive():
             raise RuntimeError("server already running")
+        self._provision_admin()
         attempts = 3 if self.is_mosquitto else 1
         for attempt in range(attempts):
             try:
@@ -227,6 +271,7 @@ class ServerProcess:
             env=env,
             start_new_session=True,  # our signals only; Ctrl-C in pytest does not hit it twice
         )
+        _LIVE[self.proc.pid] = self.proc
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
             text = self.output()
@@ -261,6 +306,8 @@ class ServerProcess:
             time.sleep(0.02)
 
     def _reap(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            _LIVE.pop(self.proc.pid, None)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

@@ -1,12 +1,13 @@
 """Malformed input closes only the offending connection (MQTT 3.1.1 sections 1.5.3, 2.2, 4.8).
 
-Each case runs while a healthy subscriber is connected; afterwards that subscriber still
-receives a message and the server process is still alive.
+All cases run against one server while one healthy subscriber stays connected throughout;
+after each case that subscriber still receives a message, a bystander connection is still
+open, and the server process is still alive.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -51,6 +52,16 @@ DEVIATIONS = {
 }
 
 
+@pytest.fixture(scope="module")
+def healthy(shared_server: ServerProcess) -> Iterator[PahoClient]:
+    """A subscriber connected to the shared server during every case of this module."""
+    c = PahoClient(shared_server.host, shared_server.mqtt_port, "healthy")
+    c.connect()
+    assert c.subscribe("iso/t", 1) == [1]
+    yield c
+    c.close()
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -61,20 +72,38 @@ DEVIATIONS = {
     ],
 )
 def test_bad_input_closes_only_that_connection(
-    server: ServerProcess, raw_client: RawFactory, paho_client: PahoFactory, case: str
+    shared_server: ServerProcess,
+    healthy: PahoClient,
+    raw_client: RawFactory,
+    paho_client: PahoFactory,
+    case: str,
 ) -> None:
-    healthy = paho_client(server, "healthy")
-    assert healthy.subscribe("iso/t", 1) == [1]
-    bystander = raw_client(server, "bystander")
+    server = shared_server
+    bystander = raw_client(server, f"bystander-{case}")
 
     send_connect, data = CASES[case]
-    bad = raw_client(server, "bad") if send_connect else raw_client(server)
+    bad = raw_client(server, f"bad-{case}") if send_connect else raw_client(server)
     bad.try_send(data)
     got = bad.read_until_closed(timeout=3)
     assert all(p.type not in (raw.CONNACK, raw.PUBACK, raw.SUBACK, raw.UNSUBACK) for p in got), got
 
-    assert server.alive()
-    assert bystander.is_open()
-    paho_client(server, "after").publish("iso/t", b"still alive", qos=1)
-    msg = healthy.get()
-    assert (msg.topic, msg.payload) == ("iso/t", b"still alive")
+    assert server.alive(), "server process died"
+    assert bystander.is_open(), "a bystander connection was closed too"
+    assert not healthy.disconnected.is_set(), "the healthy subscriber was disconnected"
+    marker = f"after {case}".encode()
+    paho_client(server, f"pub-{case}").publish("iso/t", marker, qos=1)
+    healthy.get_until(lambda m: m.payload == marker)
+
+
+def test_server_survived_all_bad_input(
+    shared_server: ServerProcess, healthy: PahoClient, paho_client: PahoFactory
+) -> None:
+    """Runs after every case above, on the same server and healthy subscriber."""
+    assert shared_server.alive()
+    assert not healthy.disconnected.is_set()
+    paho_client(shared_server, "final-pub").publish("iso/t", b"final", qos=1)
+    healthy.get_until(lambda m: m.payload == b"final")
+    fresh = paho_client(shared_server, "fresh")
+    assert fresh.subscribe("fresh/t", 2) == [2]
+    paho_client(shared_server, "fresh-pub").publish("fresh/t", b"hello", qos=2)
+    assert fresh.get().payload == b"hello"

@@ -7,6 +7,7 @@ server process is alive.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Callable
 
@@ -114,7 +115,8 @@ def _answers_or_closes(server: ServerProcess, data: bytes) -> None:
         if framed is None:
             # an enormous declared length: stop sending; the server must close on EOF
             c.try_send(data)
-            c.sock.shutdown(socket.SHUT_WR)
+            with contextlib.suppress(OSError):  # the server may have closed already
+                c.sock.shutdown(socket.SHUT_WR)
             c.read_until_closed(timeout=ANSWER_TIMEOUT)
             return
         c.try_send(framed + raw.PINGREQ_BYTES)

@@ -147,7 +147,7 @@ async def test_slow_stream_is_closed_with_a_reason_not_skipped(http_server: Star
     srv = http_server(stream_buffer=5)
     url = base(srv)
     reader, writer = await asyncio.open_connection(srv.host, srv.http_port)
-    writer.write(b"GET /v1/sse/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    writer.write(b"GET /v1/sse/slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     await writer.drain()
     async with httpx.AsyncClient(timeout=10) as client:
         await _wait_streams(client, url, 1)

@@ -226,3 +226,23 @@ async def test_mqtt_over_websocket_receives_mqtt_and_http_publishes(
         ]
     finally:
         sub.close()
+
+
+async def test_a_client_too_far_behind_is_closed_4001_and_resumes_without_loss(
+    http_server: StartServer,
+) -> None:
+    srv = http_server(stream_buffer=5)
+    url = base(srv)
+    async with connect(ws_url(srv)) as ws:
+        r = await request(ws, {"type": "subscribe", "sub": "s", "filter": "o"})
+        start = r["cursor"]
+        batch = [{"topic": "o", "payload": str(i)} for i in range(40)]
+        async with httpx.AsyncClient() as client:  # one batch: 40 messages in one loop turn
+            assert (await client.post(f"{url}/v1/publish", json=batch)).status_code == 201
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                await recv(ws)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 4001
+    async with connect(ws_url(srv)) as ws:
+        await request(ws, {"type": "subscribe", "sub": "s", "filter": "o", "since": start})
+        assert [m["payload"] for m in await messages(ws, 40)] == [str(i) for i in range(40)]

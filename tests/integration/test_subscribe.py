@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 
 from helpers import raw
-from helpers.clients import PahoClient
+from helpers.clients import PahoClient, PahoMessage
 from helpers.raw import RawClient
-from helpers.server import ServerProcess
+from helpers.server import SYS_ADMIN, ServerProcess
 
 RawFactory = Callable[..., RawClient]
 PahoFactory = Callable[..., PahoClient]
@@ -153,21 +153,22 @@ def test_wildcard_matching(server: ServerProcess, paho_client: PahoFactory) -> N
 def test_sys_topics_not_matched_by_leading_wildcards(
     server_factory: ServerFactory, paho_client: PahoFactory
 ) -> None:
-    """[MQTT-4.7.2-1]: '#' and '+/...' filters must not match topics beginning with '$'."""
-    server = server_factory(sys_interval=1)
-    hash_all = paho_client(server, "sys-hash")
+    """[MQTT-4.7.2-1]: '#' and '+/...' filters must not match topics beginning with '$'.
+    Every client is the admin (allowed to read $SYS), so only topic matching keeps $SYS out."""
+    server = server_factory(sys_interval=1, admin=SYS_ADMIN)
+    hash_all = paho_client(server, "sys-hash", auth=SYS_ADMIN)
     assert hash_all.subscribe("#", 0) == [0]
-    plus = paho_client(server, "sys-plus")
+    plus = paho_client(server, "sys-plus", auth=SYS_ADMIN)
     assert plus.subscribe([("+/broker/#", 0), ("+/#", 0)]) == [0, 0]
-    plus_only = paho_client(server, "sys-plus-only")
+    plus_only = paho_client(server, "sys-plus-only", auth=SYS_ADMIN)
     assert plus_only.subscribe([("+/broker/uptime", 0), ("normal/t", 0)]) == [0, 0]
-    control = paho_client(server, "sys-control")
+    control = paho_client(server, "sys-control", auth=SYS_ADMIN)
     assert control.subscribe("$SYS/#", 0) == [0]
     # A live (non-retained) $SYS publication proves $SYS topics were published while the
     # wildcard subscribers above were already subscribed.
     live = control.get_until(lambda m: m.topic.startswith("$SYS/") and not m.retain, timeout=5)
     assert live
-    paho_client(server, "sys-pub").publish("normal/t", b"n", qos=0)
+    paho_client(server, "sys-pub", auth=SYS_ADMIN).publish("normal/t", b"n", qos=0)
     for c in (hash_all, plus, plus_only):
         got = c.get_until(lambda m: m.topic == "normal/t")
         leaked = [m.topic for m in got if m.topic.startswith("$")]
@@ -192,7 +193,11 @@ def test_overlapping_subscriptions_respect_max_qos(
     for n, (topic, pub_qos, expected) in enumerate(cases):
         payload = f"case-{n}".encode()
         pub.publish(topic, payload, qos=pub_qos)
-        got = sub.get_until(lambda m, p=payload, e=expected: m.payload == p and m.qos == e)
+
+        def wanted(m: PahoMessage, p: bytes = payload, e: int = expected) -> bool:
+            return m.payload == p and m.qos == e
+
+        got = sub.get_until(wanted)
         copies = [m for m in got if m.payload == payload]
         assert copies, topic
         assert max(m.qos for m in copies) == expected, (topic, [m.qos for m in copies])

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from helpers.clients import PahoClient
-from helpers.server import ServerProcess
+from helpers.server import SYS_ADMIN, ServerProcess
 
 PahoFactory = Callable[..., PahoClient]
 ServerFactory = Callable[..., ServerProcess]
@@ -44,8 +44,9 @@ class SysWatcher:
         except queue.Empty:
             return
         if msg.topic in self.values:
-            self.raw[msg.topic].append(msg.payload)
-            self.values[msg.topic].append(_number(msg.payload))
+            payload = bytes(msg.payload)
+            self.raw[msg.topic].append(payload)
+            self.values[msg.topic].append(_number(payload))
 
     def wait_for(
         self, topic: str, predicate: Callable[[float], bool], timeout: float = 5.0
@@ -65,11 +66,11 @@ class SysWatcher:
 
 @pytest.fixture
 def sys_server(server_factory: ServerFactory) -> ServerProcess:
-    return server_factory(sys_interval=1)
+    return server_factory(sys_interval=1, admin=SYS_ADMIN)
 
 
 def _watch(server: ServerProcess, paho_client: PahoFactory) -> SysWatcher:
-    c = paho_client(server, "sys-watch")
+    c = paho_client(server, "sys-watch", auth=SYS_ADMIN)
     assert c.subscribe([(t, 0) for t in SYS_TOPICS] + [("sysload/t", 0)]) == [0] * 5
     return SysWatcher(c)
 
@@ -89,7 +90,7 @@ def _watch(server: ServerProcess, paho_client: PahoFactory) -> SysWatcher:
 def test_sys_payload_is_a_plain_number(
     sys_server: ServerProcess, paho_client: PahoFactory, topic: str
 ) -> None:
-    c = paho_client(sys_server, "sys-format")
+    c = paho_client(sys_server, "sys-format", auth=SYS_ADMIN)
     assert c.subscribe(topic, 0) == [0]
     msg = c.get_until(lambda m: m.topic == topic, timeout=5)[-1]
     float(msg.payload.decode("ascii"))  # raises if it is not a plain number
@@ -107,11 +108,11 @@ def test_sys_values_change_sensibly(sys_server: ServerProcess, paho_client: Paho
 
     # three more clients -> connected count goes up by (at least, eventually) three
     for i in range(3):
-        paho_client(sys_server, f"sys-extra-{i}")
+        paho_client(sys_server, f"sys-extra-{i}", auth=SYS_ADMIN)
     w.wait_for(CONNECTED, lambda v: v >= first[CONNECTED] + 3)
 
     # ten publishes in, each delivered to the watcher -> both counters grow by >= 10
-    pub = paho_client(sys_server, "sys-pub")
+    pub = paho_client(sys_server, "sys-pub", auth=SYS_ADMIN)
     for i in range(10):
         pub.publish("sysload/t", b"%d" % i, qos=1)
     w.wait_for(RECEIVED, lambda v: v >= first[RECEIVED] + 10)

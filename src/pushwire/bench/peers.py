@@ -132,11 +132,14 @@ def _stop_process(process: subprocess.Popen[bytes]) -> None:
         process.wait(STOP_TIMEOUT_S)
 
 
-def _spawn(argv: list[str], workdir: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: list[str], workdir: Path, log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log:
         return subprocess.Popen(
             argv,
             cwd=workdir,
+            env={**os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -166,6 +169,17 @@ def pushwire_argv() -> list[str]:
     ]
 
 
+# Every benchmark client comes from 127.0.0.1, so pushwire's per-IP abuse limits (new
+# connections per second, connections per IP) and per-client publish throttling would
+# measure the limits, not the server; mosquitto has none of them. Environment variables
+# rather than flags, so a pushwire without one of these settings still starts.
+PUSHWIRE_BENCH_ENV = {
+    "PUSHWIRE_CONNECTION_RATE_PER_IP": "0",
+    "PUSHWIRE_MAX_CONNECTIONS_PER_IP": "0",
+    "PUSHWIRE_PUBLISH_RATE_PER_CLIENT": "0",
+}
+
+
 def pushwire_available() -> bool:
     """Whether `python -m pushwire` can run at all (its `serve` command may still fail)."""
     return importlib.util.find_spec("pushwire.__main__") is not None
@@ -175,7 +189,7 @@ def pushwire_available() -> bool:
 def pushwire_server(workdir: Path) -> Iterator[Server]:
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "pushwire.log"
-    process = _spawn(pushwire_argv(), workdir, log_path)
+    process = _spawn(pushwire_argv(), workdir, log_path, PUSHWIRE_BENCH_ENV)
     try:
         ports: dict[str, int] = {}
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -16,7 +16,14 @@ from typing import Any
 
 from pushwire.core.message import Message
 from pushwire.core.retain import RetainedStore
-from pushwire.core.session import Delivery, Link, Session, SessionLimits, Subscription
+from pushwire.core.session import (
+    Delivery,
+    Link,
+    ReceiveFilter,
+    Session,
+    SessionLimits,
+    Subscription,
+)
 from pushwire.core.shared import SharedGroup
 from pushwire.core.stats import Stats
 from pushwire.core.topics import SubscriptionTrie, split_shared
@@ -112,6 +119,8 @@ class Hub:
         protocol_level: int,
         expiry_interval: int | None,
         link: Link,
+        owner: str | None = None,
+        permissions: ReceiveFilter | None = None,
     ) -> tuple[Session, bool]:
         """Find or create the session of `client_id` for a new connection; a connection still
         attached to it is taken over. Returns (session, session_present)."""
@@ -124,6 +133,10 @@ class Hub:
             existing.expiry_handle.cancel()
             existing.expiry_handle = None
         session_present = False
+        if existing is not None and existing.owner != owner and existing.owner is not None:
+            # another identity's session: never hand its queue to this one
+            log.info("client id %r reused by another user: starting a new session", client_id)
+            clean_start = True
         if existing is not None and not clean_start:
             session = existing
             session_present = True
@@ -140,6 +153,14 @@ class Hub:
                 client_id, protocol_level, expiry_interval, self.engine, self.limits, self.stats
             )
             self.sessions[client_id] = session
+        session.owner = owner
+        session.permissions = permissions
+        if session_present and permissions is not None:
+            # rights may have shrunk since the subscriptions were made
+            for flt in list(session.subscriptions):
+                if not permissions.can_subscribe(flt):
+                    log.info("dropping subscription %r of %r: no longer allowed", flt, client_id)
+                    self.unsubscribe(session, flt)
         session.journal_session()
         # the caller attaches `link` once it has answered the connect (CONNACK first)
         return session, session_present

@@ -41,6 +41,13 @@ class Delivery:
     state: QueueState = "queued"
 
 
+class ReceiveFilter(Protocol):
+    """Read rights of the identity that owns a session (core.auth.Permissions)."""
+
+    def can_receive(self, topic: str) -> bool: ...
+    def can_subscribe(self, flt: str) -> bool: ...
+
+
 class Link(Protocol):
     """What a session needs from the connection currently attached to it."""
 
@@ -84,6 +91,8 @@ class Session:
         "inbound_qos2",
         "inflight",
         "link",
+        "owner",
+        "permissions",
         "protocol_level",
         "queue",
         "subscriptions",
@@ -109,6 +118,9 @@ class Session:
         self.link: Link | None = None
         self.disconnected_at: float | None = None
         self.expiry_handle: Any = None
+        # who connected last (username) and what they may read; None: no check
+        self.owner: str | None = None
+        self.permissions: ReceiveFilter | None = None
         self._engine = engine
         self._limits = limits
         self._stats = stats
@@ -165,6 +177,10 @@ class Session:
     ) -> bool:
         """Take a message for this session; True when it was journaled (caller must sync
         before acknowledging the publisher)."""
+        permissions = self.permissions
+        if permissions is not None and not permissions.can_receive(message.topic):
+            self._stats.delivery_denied += 1
+            return False
         link = self.link
         if qos == 0:
             if link is not None and link.writable():

@@ -21,6 +21,8 @@ class Stats:
     connections_refused: int = 0
     protocol_errors: int = 0
     slow_consumers_disconnected: int = 0
+    publish_denied: int = 0  # publishes the publisher's ACL refused
+    delivery_denied: int = 0  # deliveries the subscriber's ACL refused
     publish_throttled: int = 0  # times a client was paused for its publish rate
 
     def uptime(self) -> int:

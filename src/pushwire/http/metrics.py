@@ -8,7 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
-from pushwire.http.state import TRANSPORTS, HttpState, get_state
+from pushwire.http.state import HttpState, get_state
+
+READERS = ("poll", "longpoll", "sse", "ws")
+STREAMING = ("longpoll", "sse", "ws")
 
 router = APIRouter(tags=["admin"])
 
@@ -45,13 +48,13 @@ def render(state: HttpState) -> str:
         "pushwire_connections",
         "gauge",
         "open connections per transport (longpoll: requests being held)",
-        [(_t("mqtt"), s.clients_connected)] + [(_t(t), h.connections[t]) for t in TRANSPORTS],
+        [(_t("mqtt"), s.clients_connected)] + [(_t(t), h.connections[t]) for t in STREAMING],
     )
     w.metric(
         "pushwire_connections_total",
         "counter",
         "connections (requests for poll/longpoll) accepted per transport",
-        [(_t(t), h.connections_total[t]) for t in TRANSPORTS],
+        [(_t(t), h.connections_total[t]) for t in READERS],
     )
     w.metric(
         "pushwire_messages_in_total",
@@ -64,8 +67,7 @@ def render(state: HttpState) -> str:
         "pushwire_messages_out_total",
         "counter",
         "messages handed to subscribers, per transport",
-        [(_t("mqtt"), s.messages_sent)]
-        + [(_t(t), h.messages_out[t]) for t in ("poll", "longpoll", "sse", "ws")],
+        [(_t("mqtt"), s.messages_sent)] + [(_t(t), h.messages_out[t]) for t in READERS],
     )
     w.metric("pushwire_log_messages", "gauge", "messages held in the message log", [("", log.size)])
     w.metric("pushwire_log_topics", "gauge", "topics in the message log", [("", log.topic_count)])

@@ -7,6 +7,7 @@ import logging
 import ssl
 
 from pushwire.config import Settings
+from pushwire.core.auth import AuthService
 from pushwire.core.hub import Hub
 from pushwire.core.message import Message
 from pushwire.core.ratelimit import ConcurrencyLimiter, KeyedLimiter
@@ -18,9 +19,15 @@ log = logging.getLogger(__name__)
 
 
 class MQTTBroker:
-    def __init__(self, hub: Hub, settings: Settings) -> None:
+    def __init__(self, hub: Hub, settings: Settings, auth: AuthService) -> None:
         self.hub = hub
         self.settings = settings
+        self.auth = auth
+        # live connections by token id and by username, to close them on revocation
+        self._by_token: dict[str, set[MQTTServerProtocol]] = {}
+        self._by_user: dict[str, set[MQTTServerProtocol]] = {}
+        auth.on_revoked(self._token_revoked)
+        auth.on_user_removed(self._user_removed)
         self.connections: set[MQTTServerProtocol] = set()
         self.shutting_down = False
         self._servers: list[asyncio.Server] = []
@@ -54,6 +61,38 @@ class MQTTBroker:
         self.connections.discard(conn)
         if self.per_ip is not None and conn.admitted_ip is not None:
             self.per_ip.release(conn.admitted_ip)
+
+    def track_identity(self, conn: MQTTServerProtocol) -> None:
+        identity = conn.identity
+        if identity is None:
+            return
+        if identity.token_id is not None:
+            self._by_token.setdefault(identity.token_id, set()).add(conn)
+        if identity.username is not None:
+            self._by_user.setdefault(identity.username, set()).add(conn)
+
+    def untrack_identity(self, conn: MQTTServerProtocol) -> None:
+        identity = conn.identity
+        if identity is None:
+            return
+        for index, key in ((self._by_token, identity.token_id), (self._by_user, identity.username)):
+            if key is None:
+                continue
+            conns = index.get(key)
+            if conns is not None:
+                conns.discard(conn)
+                if not conns:
+                    del index[key]
+
+    def _token_revoked(self, token_id: str) -> None:
+        for conn in list(self._by_token.get(token_id, ())):
+            log.info("closing %s: its token was revoked or expired", conn.client_id)
+            conn.close(ReasonCode.NOT_AUTHORIZED)
+
+    def _user_removed(self, username: str) -> None:
+        for conn in list(self._by_user.get(username, ())):
+            log.info("closing %s: user %s was removed", conn.client_id, username)
+            conn.close(ReasonCode.NOT_AUTHORIZED)
 
     def schedule_will(self, session: Session, message: Message, delay: float) -> None:
         """MQTT 5 will delay: publish later unless the session reconnects first."""

@@ -12,6 +12,7 @@ import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
+from pushwire.core.auth import AuthResult, Identity, Permissions
 from pushwire.core.logthrottle import ThrottledLog
 from pushwire.core.message import Message
 from pushwire.core.ratelimit import TokenBucket
@@ -47,6 +48,7 @@ from pushwire.mqtt.packets import (
     Will,
 )
 from pushwire.mqtt.properties import forwarded
+from pushwire.tls import certificate_username
 
 if TYPE_CHECKING:
     from pushwire.mqtt.broker import MQTTBroker
@@ -58,6 +60,17 @@ refusals = ThrottledLog(log)
 NEVER_EXPIRES = 0xFFFFFFFF
 # how many topic aliases a v5 client may define towards the server
 TOPIC_ALIAS_MAXIMUM = 64
+# CONNACK codes for a refused login, by AuthResult.reason
+_REFUSAL_V5: dict[str, int] = {
+    "bad_credentials": ReasonCode.BAD_USER_NAME_OR_PASSWORD,
+    "not_authorized": ReasonCode.NOT_AUTHORIZED,
+    "rate_limited": ReasonCode.CONNECTION_RATE_EXCEEDED,
+}
+_REFUSAL_V311: dict[str, int] = {
+    "bad_credentials": ConnackCode311.BAD_USERNAME_OR_PASSWORD,
+    "not_authorized": ConnackCode311.NOT_AUTHORIZED,
+    "rate_limited": ConnackCode311.NOT_AUTHORIZED,
+}
 # bytes buffered towards a client before it counts as congested (asyncio's default is 64 KiB)
 WRITE_BUFFER_HIGH = 256 * 1024
 # receive maximum the server announces: QoS 1/2 publishes a client may have unacknowledged
@@ -75,6 +88,7 @@ class MQTTServerProtocol(asyncio.Protocol):
         self.session: Session | None = None
         self.client_id = ""
         self.peer = "?"
+        self.ip = "?"
         self.receive_maximum = 65535
         self.will: Will | None = None
         self.keepalive = 0
@@ -89,7 +103,10 @@ class MQTTServerProtocol(asyncio.Protocol):
         self.admitted_ip: str | None = None  # counted against max_connections_per_ip
         self._publish_bucket: TokenBucket | None = None
         self._throttled = False
-        self._backlog: list[Packet] = []  # packets held while throttled
+        self._backlog: list[Packet] = []  # packets held while throttled or authenticating
+        self._auth_pending = False
+        self.identity: Identity | None = None
+        self.permissions: Permissions | None = None
         self._registered = False
         # acks held back until the journal they depend on is durable, kept in order
         self._acks: deque[tuple[asyncio.Future[None] | None, bytes]] = deque()
@@ -103,6 +120,7 @@ class MQTTServerProtocol(asyncio.Protocol):
         peer = self.transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         ip = str(peer[0]) if isinstance(peer, tuple) else self.peer
+        self.ip = ip
         refusal = self.broker.admit(ip)
         if refusal is not None:
             # refused before a byte is read: a flood costs one accept and one close
@@ -148,13 +166,23 @@ class MQTTServerProtocol(asyncio.Protocol):
         self._handle(packets)
 
     def _handle(self, packets: list[Packet]) -> None:
+        if self._backlog or self._held():
+            self._backlog.extend(packets)  # keep order behind what is already waiting
+            return
+        self._run(packets)
+
+    def _held(self) -> bool:
+        """Packets wait while the client is throttled or its CONNECT is being checked."""
+        return self._throttled or self._auth_pending
+
+    def _run(self, packets: list[Packet]) -> None:
         bucket = self._publish_bucket
         for i, packet in enumerate(packets):
             if self._closing:
                 return
             if bucket is not None and isinstance(packet, Publish) and not bucket.try_acquire():
                 # over its publish rate: keep the rest for later and stop reading
-                self._backlog = packets[i:]
+                self._backlog.extend(packets[i:])
                 self._throttle(bucket.retry_after())
                 return
             try:
@@ -167,6 +195,22 @@ class MQTTServerProtocol(asyncio.Protocol):
                 log.exception("error handling %s from %s", type(packet).__name__, self.peer)
                 self._protocol_error("internal error", ReasonCode.UNSPECIFIED_ERROR)
                 return
+            if self._auth_pending:
+                self._backlog.extend(packets[i + 1 :])
+                return
+
+    def _hold_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def _release_held(self) -> None:
+        """Run what waited (throttle over, or CONNECT answered), then read again."""
+        if self._closing or self._held():
+            return
+        backlog, self._backlog = self._backlog, []
+        self._run(backlog)  # may hold again
+        if self.transport is not None and not self._held() and not self._paused:
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._registered:
@@ -179,6 +223,7 @@ class MQTTServerProtocol(asyncio.Protocol):
             self._slow_timer.cancel()
             self._slow_timer = None
         self.broker.unregister(self)
+        self.broker.untrack_identity(self)
         session = self.session
         if session is None:
             return
@@ -204,7 +249,7 @@ class MQTTServerProtocol(asyncio.Protocol):
         if self._slow_timer is not None:
             self._slow_timer.cancel()
             self._slow_timer = None
-        if self.transport is not None and not self._closing and not self._throttled:
+        if self.transport is not None and not self._closing and not self._held():
             self.transport.resume_reading()
         if self.session is not None:
             self.session.pump()
@@ -425,6 +470,64 @@ class MQTTServerProtocol(asyncio.Protocol):
                 return
             client_id = f"pushwire-{uuid.uuid4().hex}"
             assigned = True
+        self._authenticate(p, client_id, assigned)
+
+    def _authenticate(self, p: Connect, client_id: str, assigned: bool) -> None:
+        auth = self.broker.auth
+        ip = self.ip
+        if p.username is None and p.password is None:
+            cert_user = self._certificate_username()
+            result = (
+                auth.authenticate_certificate(cert_user, ip)
+                if cert_user is not None
+                else auth.admit_anonymous(ip)
+            )
+            self._connect_authenticated(p, client_id, assigned, result)
+            return
+        # password checks are slow by design (argon2id, on a thread): hold the packets
+        # that follow CONNECT until the answer is in
+        self._auth_pending = True
+        self._hold_reading()
+        task = asyncio.ensure_future(
+            auth.authenticate_password(p.username, p.password, ip, client_id)
+        )
+
+        def done(t: asyncio.Future[AuthResult]) -> None:
+            self._auth_pending = False
+            if self._closing:
+                return
+            if t.cancelled() or t.exception() is not None:
+                log.error("authentication failed with an error for %s", self.peer)
+                result = AuthResult(None, "not_authorized", "authentication error")
+            else:
+                result = t.result()
+            self._connect_authenticated(p, client_id, assigned, result)
+            self._flush()
+            self._release_held()
+
+        task.add_done_callback(done)
+
+    def _certificate_username(self) -> str | None:
+        if self.broker.settings.tls_client_auth == "none" or self.transport is None:
+            return None
+        return certificate_username(self.transport.get_extra_info("peercert"))
+
+    def _connect_authenticated(
+        self, p: Connect, client_id: str, assigned: bool, result: AuthResult
+    ) -> None:
+        v5 = p.protocol_level == PROTOCOL_V5
+        if not result.ok or result.identity is None:
+            code = _REFUSAL_V5[result.reason] if v5 else _REFUSAL_V311[result.reason]
+            self._send(Connack(False, code))
+            self._abort(f"connect refused: {result.message}", logging.INFO)
+            return
+        self.identity = result.identity
+        self.permissions = self.broker.auth.permissions(result.identity, client_id)
+        if p.will is not None and not self.permissions.can_publish(p.will.topic):
+            if v5:
+                self._send(Connack(False, ReasonCode.NOT_AUTHORIZED))
+            self._abort("will topic not authorized", logging.INFO)
+            return
         if v5:
             expiry = p.properties.get("session_expiry_interval", 0)
             expiry_interval: int | None = None if expiry == NEVER_EXPIRES else expiry
@@ -446,9 +549,16 @@ class MQTTServerProtocol(asyncio.Protocol):
             props["topic_alias_maximum"] = TOPIC_ALIAS_MAXIMUM
             props["maximum_packet_size"] = self.broker.settings.max_packet_size
         session, present = self.hub.connect(
-            client_id, p.clean_start, p.protocol_level, expiry_interval, self
+            client_id,
+            p.clean_start,
+            p.protocol_level,
+            expiry_interval,
+            self,
+            owner=self.identity.username,
+            permissions=self.permissions,
         )
         self.session = session
+        self.broker.track_identity(self)
         stats = self.hub.stats
         stats.clients_connected += 1
         stats.clients_maximum = max(stats.clients_maximum, stats.clients_connected)
@@ -470,6 +580,8 @@ class MQTTServerProtocol(asyncio.Protocol):
         self._abort("client disconnected")
 
     def _publish_will(self, will: Will, session: Session) -> None:
+        if self.permissions is not None and not self.permissions.can_publish(will.topic):
+            return  # rights may have changed since CONNECT
         props = forwarded(will.properties)
         expiry = will.properties.get("message_expiry_interval")
         msg = Message(
@@ -498,7 +610,11 @@ class MQTTServerProtocol(asyncio.Protocol):
             self._ack(PubRec(p.packet_id), False)
             return
         journaled = False
-        if not p.topic.startswith("$SYS"):
+        allowed = self.permissions is not None and self.permissions.can_publish(p.topic)
+        if not allowed:
+            self.hub.stats.publish_denied += 1
+            log.debug("publish to %r denied for %s", p.topic, self.client_id)
+        elif not p.topic.startswith("$SYS"):
             expiry = p.properties.get("message_expiry_interval") if p.properties else None
             msg = Message(
                 p.topic,
@@ -513,8 +629,11 @@ class MQTTServerProtocol(asyncio.Protocol):
         if qos == 0:
             return
         assert p.packet_id is not None
+        denied = 0 if allowed or not self.conn.v5 else ReasonCode.NOT_AUTHORIZED
         if qos == 1:
-            self._ack(PubAck(p.packet_id), journaled)
+            self._ack(PubAck(p.packet_id, denied), journaled)
+        elif denied:
+            self._ack(PubRec(p.packet_id, denied), False)  # a failed PUBREC ends the flow
         else:
             session.inbound_qos2_add(p.packet_id)
             self._ack(PubRec(p.packet_id), journaled or session.persistent)
@@ -524,18 +643,12 @@ class MQTTServerProtocol(asyncio.Protocol):
         back on it; nothing it sent is dropped, and other clients are not slowed."""
         self._throttled = True
         self.hub.stats.publish_throttled += 1
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self._hold_reading()
         asyncio.get_running_loop().call_later(max(delay, 0.001), self._unthrottle)
 
     def _unthrottle(self) -> None:
         self._throttled = False
-        if self._closing:
-            return
-        backlog, self._backlog = self._backlog, []
-        self._handle(backlog)  # may throttle again
-        if self.transport is not None and not self._throttled and not self._paused:
-            self.transport.resume_reading()
+        self._release_held()
 
     def _on_pubrec(self, p: PubRec) -> None:
         session = self.session
@@ -573,6 +686,10 @@ class MQTTServerProtocol(asyncio.Protocol):
                 continue
             if group is not None and v5 and options.no_local:
                 raise ProtocolViolation("no local on a shared subscription (MQTT-3.8.3-4)")
+            if self.permissions is None or not self.permissions.can_subscribe(flt):
+                log.info("subscription %r denied for %s", flt, self.client_id)
+                codes.append(ReasonCode.NOT_AUTHORIZED if v5 else 0x80)
+                continue
             if (
                 flt not in session.subscriptions
                 and len(session.subscriptions) >= self.broker.settings.max_subscriptions_per_client

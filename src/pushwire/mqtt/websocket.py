@@ -50,6 +50,7 @@ class WebSocketTransport:
         if not self._closing:
             self._closing = True
             self._frames.put_nowait(None)
+        self.reading.set()  # a reader waiting on a paused read must see the close
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         return None  # frames are counted instead (HIGH_WATER_FRAMES)
