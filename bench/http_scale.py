@@ -13,14 +13,16 @@ What it does, per phase (long-poll, then SSE; both at once with --together):
   4. publishes ONE message over HTTP and measures how long until every client got it.
 
 Prints a small report (or JSON with --json). The file-descriptor limit is raised to the
-hard limit for this process and the server it starts; with N=10,000 both phases at once
-need about 20,000 descriptors in the server, hence sequential phases by default.
+hard limit (or 65,536 where the process may raise the hard limit, e.g. as root) for this
+process and the server it starts; with N=10,000, both kinds at once (--together) need about
+20,000 descriptors in each process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -38,7 +40,13 @@ TOPIC = "bench/t"
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def raise_nofile() -> int:
+def raise_nofile(wanted: int = 65536) -> int:
+    """Lift the fd limit (the server started here inherits it): to `wanted` when allowed
+    (root may raise the hard limit), else to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else 1 << 20
     if soft != resource.RLIM_INFINITY and soft < target:
@@ -208,15 +216,13 @@ async def run_phase(
     server: Server, kinds: list[str], n: int, idle: float, batch: int
 ) -> list[PhaseResult]:
     host, port = server.host_port
-    paths = {"longpoll": f"/v1/longpoll/{TOPIC}?timeout=3000", "sse": f"/v1/sse/{TOPIC}"}
-    markers = {"longpoll": b'"payload":"go"', "sse": b'"payload":"go"'}
     rss_before = server.rss_mb()
     listeners_before = await asyncio.to_thread(server.metric, "pushwire_log_listeners")
     all_conns: dict[str, list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
     connect_time: dict[str, float] = {}
     for kind in kinds:
         t0 = time.monotonic()
-        all_conns[kind] = await _connect_all(host, port, paths[kind], n, batch)
+        all_conns[kind] = await _connect_all(host, port, PATHS[kind], n, batch)
         connect_time[kind] = time.monotonic() - t0
     await _until_metric(server, "pushwire_log_listeners", listeners_before + n * len(kinds), 120)
     await asyncio.sleep(1.0)  # let connection set-up work finish
@@ -227,7 +233,7 @@ async def run_phase(
     idle_cpu = server.cpu_seconds() - cpu0
     rss = server.rss_mb()
     waits = {
-        kind: [asyncio.ensure_future(_wait_for(r, markers[kind])) for r, _ in conns]
+        kind: [asyncio.ensure_future(_wait_for(r, MARKER)) for r, _ in conns]
         for kind, conns in all_conns.items()
     }
     t_pub = time.monotonic()
@@ -268,6 +274,86 @@ async def _until_metric_below(server: Server, name: str, below: float, timeout: 
         await asyncio.sleep(0.2)
 
 
+PATHS = {"longpoll": f"/v1/longpoll/{TOPIC}?timeout=3000", "sse": f"/v1/sse/{TOPIC}"}
+MARKER = b'"payload":"go"'
+
+
+async def worker(url: str, kind: str, n: int, batch: int) -> None:
+    """Child process of --together: hold N clients of one kind, report on stdout."""
+    server = Server(url, None, None)
+    host, port = server.host_port
+    t0 = time.monotonic()
+    conns = await _connect_all(host, port, PATHS[kind], n, batch)
+    print(f"connected {time.monotonic() - t0:.3f}", flush=True)
+    oks = await asyncio.gather(*(_wait_for(r, MARKER) for r, _ in conns))
+    print(f"received {sum(1 for ok in oks if ok)} {time.time():.6f}", flush=True)
+    for _, w in conns:
+        w.close()
+
+
+def run_together(
+    server: Server, kinds: list[str], n: int, idle: float, batch: int
+) -> list[PhaseResult]:
+    """Each kind's clients in their own process (one process may not hold 2N sockets)."""
+    rss_before = server.rss_mb()
+    children = {
+        kind: subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                kind,
+                "--url",
+                server.url,
+                "-n",
+                str(n),
+                "--batch",
+                str(batch),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for kind in kinds
+    }
+    connect: dict[str, float] = {}
+    for kind, child in children.items():
+        assert child.stdout is not None
+        line = child.stdout.readline().split()
+        if not line or line[0] != "connected":
+            raise RuntimeError(f"{kind} worker failed")
+        connect[kind] = float(line[1])
+    asyncio.run(_until_metric(server, "pushwire_log_listeners", n * len(kinds), 300))
+    time.sleep(1.0)
+    cpu0 = server.cpu_seconds()
+    t0 = time.monotonic()
+    time.sleep(idle)
+    idle_s = time.monotonic() - t0
+    idle_cpu = server.cpu_seconds() - cpu0
+    rss = server.rss_mb()
+    t_pub = time.time()
+    server.publish(b"go")
+    results = []
+    for kind, child in children.items():
+        assert child.stdout is not None
+        parts = child.stdout.readline().split()
+        child.wait(60)
+        results.append(
+            PhaseResult(
+                kind=kind,
+                clients=n,
+                connect_seconds=round(connect[kind], 2),
+                idle_seconds=round(idle_s, 2),
+                idle_cpu_seconds=round(idle_cpu, 3),
+                idle_cpu_percent=round(100 * idle_cpu / idle_s, 2),
+                rss_mb=round(rss, 1),
+                rss_mb_before=round(rss_before, 1),
+                fanout_seconds=round(float(parts[2]) - t_pub, 3),
+                received=int(parts[1]),
+            )
+        )
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -280,14 +366,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="use a running server (CPU/RSS need --pid)")
     parser.add_argument("--pid", type=int, help="pid of the server given with --url")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--worker", choices=["longpoll", "sse"], help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
     limit = raise_nofile()
+    if ns.worker:
+        asyncio.run(worker(ns.url, ns.worker, ns.clients, ns.batch))
+        return 0
     kinds = [ns.only] if ns.only else ["longpoll", "sse"]
     server = Server(ns.url, ns.pid, None) if ns.url else Server.start([])
     try:
         results: list[PhaseResult] = []
         if ns.together:
-            results += asyncio.run(run_phase(server, kinds, ns.clients, ns.idle, ns.batch))
+            results += run_together(server, kinds, ns.clients, ns.idle, ns.batch)
         else:
             for kind in kinds:
                 results += asyncio.run(run_phase(server, [kind], ns.clients, ns.idle, ns.batch))

@@ -186,6 +186,11 @@ def test_openapi_describes_the_endpoints(srv: ServerProcess) -> None:
     assert "oneOf" in js["requestBody"]["content"]["application/json"]["schema"]
     assert "415" in js["responses"]
     assert "ErrorResponse" in spec["components"]["schemas"]
+    # bad input is a 400 with the error model, never FastAPI's 422
+    assert all("422" not in op["responses"] for ops in paths.values() for op in ops.values())
+    assert raw["post"]["responses"]["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorResponse"
+    }
     assert "PollResult" in spec["components"]["schemas"]
     assert "text/event-stream" in paths["/v1/sse/{filter}"]["get"]["responses"]["200"]["content"]
     assert httpx.get(base(srv) + "/docs").status_code == 200

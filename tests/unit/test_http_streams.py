@@ -54,7 +54,11 @@ async def test_sse_overflow_ends_the_stream_with_a_close_event() -> None:
     await gen.__anext__()  # hello
     for i in range(5):
         state.hub.publish(Message("t", b"%d" % i))
-    frames = [f async for f in gen]
+
+    async def collect() -> list[bytes]:
+        return [f async for f in gen]
+
+    frames = await asyncio.wait_for(collect(), 2)
     # the backlog read still delivers what the log holds, then the overflow is reported
     assert payloads(b"".join(frames)) == ["0", "1", "2", "3", "4"]
     assert frames[-1].startswith(b"event: close\n") and b'"overflow"' in frames[-1]

@@ -45,7 +45,8 @@ def create_app(
         version=__version__,
         description="One push server for every way a client listens. Topics and filters use "
         "MQTT syntax; percent-encode `#` (%23) in paths. Errors are "
-        '`{"error": {"code", "message"}}`.',
+        '`{"error": {"code", "message"}}`. WebSockets (not described by OpenAPI): the JSON '
+        "protocol at `/v1/ws` (docs/websocket.md) and MQTT over WebSocket at `/mqtt`.",
         redirect_slashes=False,
     )
     app.state.pushwire = HttpState(hub, log, settings)
@@ -69,4 +70,25 @@ def create_app(
     app.include_router(sse.router)
     app.include_router(ws.router)
     app.include_router(metrics.router)
+    _truthful_openapi(app)
     return app
+
+
+def _truthful_openapi(app: FastAPI) -> None:
+    """FastAPI documents a 422 on every route with parameters; pushwire answers bad input
+    with 400 and the error model (http/errors.py), so drop the 422s from the description."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for ops in schema.get("paths", {}).values():
+                for op in ops.values():
+                    op.get("responses", {}).pop("422", None)
+            schemas = schema.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

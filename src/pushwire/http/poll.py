@@ -70,7 +70,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "If-None-Match was the cursor and nothing came after it",
         "headers": _HEADERS_DOC,
     },
-    **error_responses(400, 503),
+    **error_responses(400),
 }
 
 
@@ -206,7 +206,7 @@ async def _until_disconnect(receive: Callable[[], Awaitable[Any]]) -> None:
     "/v1/longpoll/{filter:path}",
     summary="Messages after a cursor, waiting for the first one",
     response_model=PollResult,
-    responses=_RESPONSES,
+    responses=_RESPONSES | error_responses(503),
 )
 async def longpoll(
     request: Request,

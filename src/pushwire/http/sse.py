@@ -109,7 +109,7 @@ async def _stream(
     listener = _SseListener(buffer)
     # registered here, when the response starts (its `finally` then surely runs), and
     # before the backlog read, in the same step: nothing published in between is lost
-    pass
+    log.listen(flt, listener)
     start = log.resolve(flt, cursor)
     after, gap, floor = start.after, start.gap, start.floor
     stats.connections["sse"] += 1

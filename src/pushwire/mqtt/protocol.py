@@ -60,6 +60,8 @@ refusals = ThrottledLog(log)
 NEVER_EXPIRES = 0xFFFFFFFF
 # how many topic aliases a v5 client may define towards the server
 TOPIC_ALIAS_MAXIMUM = 64
+# a read this large means more is waiting: yield to the rest of the loop before the next
+READ_TURN_BYTES = 64 * 1024
 # CONNACK codes for a refused login, by AuthResult.reason
 _REFUSAL_V5: dict[str, int] = {
     "bad_credentials": ReasonCode.BAD_USER_NAME_OR_PASSWORD,
@@ -103,6 +105,8 @@ class MQTTServerProtocol(asyncio.Protocol):
         self.admitted_ip: str | None = None  # counted against max_connections_per_ip
         self._publish_bucket: TokenBucket | None = None
         self._throttled = False
+        self._reading = True
+        self._yielding = False
         self._backlog: list[Packet] = []  # packets held while throttled or authenticating
         self._auth_pending = False
         self.identity: Identity | None = None
@@ -143,6 +147,13 @@ class MQTTServerProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        if len(data) >= READ_TURN_BYTES and not self._yielding:
+            # uvloop keeps reading a busy socket many times per loop iteration; one full
+            # buffer per turn lets the writes this data causes reach subscribers before the
+            # next read, instead of piling up (fan-in/fan-out under load)
+            self._yielding = True
+            self._sync_reading()
+            asyncio.get_running_loop().call_soon(self._end_turn)
         self._last_rx = time.monotonic()
         self.hub.stats.bytes_received += len(data)
         try:
@@ -199,9 +210,24 @@ class MQTTServerProtocol(asyncio.Protocol):
                 self._backlog.extend(packets[i + 1 :])
                 return
 
+    def _sync_reading(self) -> None:
+        """Read from the client unless something says wait: its CONNECT is being checked,
+        it is over its publish rate, it is not reading what we send (symmetric
+        backpressure), or it already had its turn in this loop iteration."""
+        want = not (self._closing or self._held() or self._paused or self._yielding)
+        if want != self._reading and self.transport is not None:
+            self._reading = want
+            if want:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
     def _hold_reading(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self._sync_reading()
+
+    def _end_turn(self) -> None:
+        self._yielding = False
+        self._sync_reading()
 
     def _release_held(self) -> None:
         """Run what waited (throttle over, or CONNECT answered), then read again."""
@@ -209,8 +235,7 @@ class MQTTServerProtocol(asyncio.Protocol):
             return
         backlog, self._backlog = self._backlog, []
         self._run(backlog)  # may hold again
-        if self.transport is not None and not self._held() and not self._paused:
-            self.transport.resume_reading()
+        self._sync_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._registered:
@@ -238,8 +263,7 @@ class MQTTServerProtocol(asyncio.Protocol):
         # the client is not reading: stop reading from it too (its acks and our answers
         # would otherwise pile up), drop QoS 0 for it, and give it a bounded time to recover
         self._paused = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self._sync_reading()
         self._slow_timer = asyncio.get_running_loop().call_later(
             self.broker.settings.slow_consumer_timeout, self._slow_consumer
         )
@@ -249,8 +273,7 @@ class MQTTServerProtocol(asyncio.Protocol):
         if self._slow_timer is not None:
             self._slow_timer.cancel()
             self._slow_timer = None
-        if self.transport is not None and not self._closing and not self._held():
-            self.transport.resume_reading()
+        self._sync_reading()
         if self.session is not None:
             self.session.pump()
 
