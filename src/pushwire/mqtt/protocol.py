@@ -60,8 +60,13 @@ refusals = ThrottledLog(log)
 NEVER_EXPIRES = 0xFFFFFFFF
 # how many topic aliases a v5 client may define towards the server
 TOPIC_ALIAS_MAXIMUM = 64
-# a read this large means more is waiting: yield to the rest of the loop before the next
-READ_TURN_BYTES = 64 * 1024
+# the most one read takes from a socket; a read that fills it means more is waiting, so the
+# connection yields to the rest of the loop before reading again
+READ_CHUNK_BYTES = 64 * 1024
+READ_TURN_BYTES = READ_CHUNK_BYTES
+# one read buffer for every connection of the process: the loop reads into it, and
+# buffer_updated copies the bytes out at once, so idle connections hold no buffer
+_READ_VIEW = memoryview(bytearray(READ_CHUNK_BYTES))
 # CONNACK codes for a refused login, by AuthResult.reason
 _REFUSAL_V5: dict[str, int] = {
     "bad_credentials": ReasonCode.BAD_USER_NAME_OR_PASSWORD,
@@ -79,7 +84,7 @@ WRITE_BUFFER_HIGH = 256 * 1024
 SERVER_RECEIVE_MAXIMUM = 65535
 
 
-class MQTTServerProtocol(asyncio.Protocol):
+class MQTTServerProtocol(asyncio.BufferedProtocol):
     """A client connection; also the `Link` its session sends through."""
 
     def __init__(self, broker: MQTTBroker) -> None:
@@ -143,6 +148,14 @@ class MQTTServerProtocol(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         # a client that never finishes CONNECT is dropped (slowloris guard)
         self._timer = loop.call_later(self.broker.settings.connect_timeout, self._connect_timeout)
+
+    # asyncio.BufferedProtocol: the loop reads into our buffer, so we choose how much one
+    # read may take (uvloop would otherwise hand over up to 256 KiB per read)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ_VIEW  # shared: each read is copied out before the next one starts
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(_READ_VIEW[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
