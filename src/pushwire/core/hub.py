@@ -31,7 +31,8 @@ from pushwire.engines.base import Engine, StoredSession
 
 log = logging.getLogger(__name__)
 
-Observer = Callable[[Message], None]
+# sees every routed message; returns True when it journaled something to the engine
+Observer = Callable[[Message], bool]
 
 
 class Hub:
@@ -271,7 +272,8 @@ class Hub:
         if matched:
             journaled = self._deliver(message, matched) or journaled
         for observer in self._observers:
-            observer(message)
+            if observer(message):
+                journaled = True
         return journaled
 
     def _deliver(

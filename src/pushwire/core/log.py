@@ -367,9 +367,11 @@ class MessageLog:
             listener.notify(entry)
         return entry
 
-    def observer(self, message: Message) -> None:
-        """`hub.add_observer(log.observer)`."""
-        self.append(message)
+    def observer(self, message: Message) -> bool:
+        """`hub.add_observer(log.observer)`; True when the message went to the engine, so
+        whoever acknowledges it must wait for the engine's sync first."""
+        entry = self.append(message)
+        return entry is not None and self._topic(message.topic).retention.max_messages > 0
 
     def _evict(self, tlog: _TopicLog, now: float) -> None:
         entries = tlog.entries
