@@ -231,3 +231,37 @@ def test_shared_subscription_gets_no_retained_and_group_removed_with_last_member
     assert link.sent == []
     hub.disconnect(s, link)
     assert len(hub.subscriptions) == 0
+
+
+def test_backpressure_from_a_subscriber_that_keeps_up() -> None:
+    hub = make_hub(max_inflight=2, max_queued=4)
+    link = RecordingLink()
+    s, _ = hub.connect("fast", True, 4, 0, link)
+    s.attach(link)
+    hub.subscribe(s, sub("t", qos=1))
+    hub.publish(Message("t", b"0", qos=1))
+    first = link.sent[0][4]
+    assert first is not None and s.acknowledge(first)  # it acknowledges: it keeps up
+    for i in range(1, 8):
+        hub.publish(Message("t", str(i).encode(), qos=1))
+    # window (2) + queue (4) full: instead of dropping, publishers are asked to wait
+    assert hub.pressure.active and hub.stats.queue_overflow == 0
+    released: list[bool] = []
+    hub.pressure.wait(lambda: released.append(True))
+    # the subscriber catches up: once its queue is half empty the publishers go on
+    while s.inflight and not released:
+        s.acknowledge(next(iter(s.inflight)))
+    assert released == [True] and not hub.pressure.active
+
+
+def test_no_backpressure_from_a_subscriber_that_stopped_acknowledging() -> None:
+    hub = make_hub(max_inflight=2, max_queued=4)
+    link = RecordingLink()
+    s, _ = hub.connect("stuck", True, 4, 0, link)
+    s.attach(link)
+    hub.subscribe(s, sub("t", qos=1))
+    for i in range(10):
+        hub.publish(Message("t", str(i).encode(), qos=1))
+    # never acknowledged anything: its overflow is dropped, publishers are not held
+    assert not hub.pressure.active
+    assert hub.stats.queue_overflow == 4 and len(s.queue) == 4

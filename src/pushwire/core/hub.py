@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pushwire.core.message import Message
+from pushwire.core.pressure import Backpressure
 from pushwire.core.retain import RetainedStore
 from pushwire.core.session import (
     Delivery,
@@ -40,6 +41,7 @@ class Hub:
         self.engine = engine
         self.limits = limits or SessionLimits()
         self.stats = Stats()
+        self.pressure = Backpressure()
         self.sessions: dict[str, Session] = {}
         # keys are sessions, or shared groups that stand for several sessions
         self.subscriptions: SubscriptionTrie[Session | SharedGroup, Subscription] = (
@@ -81,6 +83,7 @@ class Hub:
             self.engine,
             self.limits,
             self.stats,
+            self.pressure,
         )
         session.disconnected_at = stored.disconnected_at or time.time()
         for s in stored.subscriptions:
@@ -151,7 +154,13 @@ class Hub:
             if existing is not None:
                 self._discard(existing)
             session = Session(
-                client_id, protocol_level, expiry_interval, self.engine, self.limits, self.stats
+                client_id,
+                protocol_level,
+                expiry_interval,
+                self.engine,
+                self.limits,
+                self.stats,
+                self.pressure,
             )
             self.sessions[client_id] = session
         session.owner = owner

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pushwire.core.message import Message
+from pushwire.core.pressure import PROGRESS_WINDOW, Backpressure
 from pushwire.core.stats import Stats
 from pushwire.core.subscription import SubscriptionOptions
 from pushwire.engines.base import Engine, QueueState, StoredQueueEntry, StoredSubscription
@@ -83,6 +84,7 @@ class Session:
         "_limits",
         "_next_packet_id",
         "_next_seq",
+        "_pressure",
         "_stats",
         "client_id",
         "disconnected_at",
@@ -90,6 +92,7 @@ class Session:
         "expiry_interval",
         "inbound_qos2",
         "inflight",
+        "last_progress",
         "link",
         "owner",
         "permissions",
@@ -106,6 +109,7 @@ class Session:
         engine: Engine,
         limits: SessionLimits,
         stats: Stats,
+        pressure: Backpressure | None = None,
     ) -> None:
         self.client_id = client_id
         self.protocol_level = protocol_level
@@ -121,6 +125,8 @@ class Session:
         # who connected last (username) and what they may read; None: no check
         self.owner: str | None = None
         self.permissions: ReceiveFilter | None = None
+        self.last_progress = 0.0  # monotonic time of the last acknowledgement
+        self._pressure = pressure
         self._engine = engine
         self._limits = limits
         self._stats = stats
@@ -191,11 +197,15 @@ class Session:
                 # QoS 0 is never queued: it is "at most once" by contract
                 self._stats.publish_dropped += 1
             return False
-        if len(self.queue) >= self._limits.max_queued_messages and (
-            link is None or not self._window_open(link)
-        ):
-            self._stats.queue_overflow += 1
-            return False
+        limit = self._limits.max_queued_messages
+        if len(self.queue) >= limit and (link is None or not self._window_open(link)):
+            if not self._keeping_up(link) or len(self.queue) >= 2 * limit:
+                self._stats.queue_overflow += 1
+                return False
+            # a subscriber that keeps up: hold the publishers back instead of dropping;
+            # what they already sent may overfill the queue by up to one more `limit`
+            assert self._pressure is not None
+            self._pressure.mark(self)
         d = Delivery(self._next_seq, message, qos, retain, subscription_ids)
         self._next_seq += 1
         journaled = self.persistent
@@ -211,6 +221,14 @@ class Session:
             if journaled:
                 self._journal_put(d)
         return journaled
+
+    def _keeping_up(self, link: Link | None) -> bool:
+        return (
+            self._pressure is not None
+            and link is not None
+            and link.writable()
+            and time.monotonic() - self.last_progress < PROGRESS_WINDOW
+        )
 
     def _window_open(self, link: Link) -> bool:
         return len(self.inflight) < min(self._limits.max_inflight, link.receive_maximum)
@@ -242,6 +260,8 @@ class Session:
             if self.persistent:
                 self._engine.queue_update(self.client_id, d.seq, d.packet_id, "sent")
             link.send_message(d, False, None)
+        if self._pressure is not None and len(self.queue) <= self._limits.max_queued_messages // 2:
+            self._pressure.relieve(self)
 
     def _finish(self, packet_id: int) -> bool:
         d = self.inflight.pop(packet_id, None)
@@ -249,6 +269,7 @@ class Session:
             return False
         if self.persistent:
             self._engine.queue_delete(self.client_id, d.seq)
+        self.last_progress = time.monotonic()
         self.pump()
         return True
 
@@ -264,6 +285,7 @@ class Session:
         d = self.inflight.get(packet_id)
         if d is None or d.qos != 2:
             return False
+        self.last_progress = time.monotonic()
         if d.state != "released":
             d.state = "released"
             if self.persistent:
@@ -310,6 +332,8 @@ class Session:
 
     def detach(self) -> None:
         self.link = None
+        if self._pressure is not None:
+            self._pressure.relieve(self)
         self.disconnected_at = time.time()
 
     def restore_delivery(self, d: Delivery) -> None:

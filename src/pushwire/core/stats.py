@@ -23,6 +23,7 @@ class Stats:
     slow_consumers_disconnected: int = 0
     publish_denied: int = 0  # publishes the publisher's ACL refused
     delivery_denied: int = 0  # deliveries the subscriber's ACL refused
+    publishers_held: int = 0  # times a publisher waited for a subscriber to catch up
     publish_throttled: int = 0  # times a client was paused for its publish rate
 
     def uptime(self) -> int:

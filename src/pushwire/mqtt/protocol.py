@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 from pushwire.core.auth import AuthResult, Identity, Permissions
 from pushwire.core.logthrottle import ThrottledLog
 from pushwire.core.message import Message
+from pushwire.core.pressure import MAX_WAIT as PRESSURE_MAX_WAIT
 from pushwire.core.ratelimit import TokenBucket
 from pushwire.core.session import Delivery, Session, Subscription
 from pushwire.core.topics import TopicError, split_shared, validate_filter, validate_topic_name
@@ -114,6 +115,8 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         self._yielding = False
         self._backlog: list[Packet] = []  # packets held while throttled or authenticating
         self._auth_pending = False
+        self._pressured = False
+        self._pressure_timer: asyncio.TimerHandle | None = None
         self.identity: Identity | None = None
         self.permissions: Permissions | None = None
         self._registered = False
@@ -196,8 +199,29 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         self._run(packets)
 
     def _held(self) -> bool:
-        """Packets wait while the client is throttled or its CONNECT is being checked."""
-        return self._throttled or self._auth_pending
+        """Packets wait while the client is throttled, its CONNECT is being checked, or a
+        subscriber it publishes to needs to catch up."""
+        return self._throttled or self._auth_pending or self._pressured
+
+    def _hold_for_pressure(self) -> None:
+        self._pressured = True
+        self.hub.stats.publishers_held += 1
+        self._sync_reading()
+        self.hub.pressure.wait(self._pressure_gone)
+        # never longer than MAX_WAIT: a subscriber may stop keeping up while we wait
+        self._pressure_timer = asyncio.get_running_loop().call_later(
+            PRESSURE_MAX_WAIT, self._pressure_gone
+        )
+
+    def _pressure_gone(self) -> None:
+        if not self._pressured:
+            return
+        self._pressured = False
+        if self._pressure_timer is not None:
+            self._pressure_timer.cancel()
+            self._pressure_timer = None
+        # run on the next turn: the release may come from inside another connection's ack
+        asyncio.get_running_loop().call_soon(self._release_held)
 
     def _run(self, packets: list[Packet]) -> None:
         bucket = self._publish_bucket
@@ -221,6 +245,11 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
                 return
             if self._auth_pending:
                 self._backlog.extend(packets[i + 1 :])
+                return
+            if self.hub.pressure.active and isinstance(packet, Publish) and packet.qos:
+                # a subscriber that keeps up is behind: wait for it instead of making it drop
+                self._backlog.extend(packets[i + 1 :])
+                self._hold_for_pressure()
                 return
 
     def _sync_reading(self) -> None:
