@@ -77,16 +77,17 @@ class Settings(BaseSettings):
     connection_rate_per_ip: float = Field(
         100.0,
         ge=0,
-        description="new MQTT connections per second from one IP (burst: twice that; 0: no limit)",
+        description="new connections per second from one IP, MQTT and HTTP together "
+        "(burst: twice that; 0: no limit)",
     )
     max_connections_per_ip: int = Field(
-        0, ge=0, description="concurrent MQTT connections from one IP (0: no limit)"
+        0, ge=0, description="concurrent MQTT and HTTP connections from one IP (0: no limit)"
     )
     publish_rate_per_client: float = Field(
         0.0,
         ge=0,
-        description="PUBLISH packets per second one MQTT client may send before it is throttled "
-        "(reading from it pauses; burst: twice that; 0: no limit)",
+        description="messages per second one client may publish: MQTT clients are throttled "
+        "(reading pauses), HTTP/WebSocket callers get 429 (burst: twice that; 0: no limit)",
     )
     anonymous: Literal["auto", "on", "off"] = Field(
         "auto",
@@ -138,6 +139,20 @@ class Settings(BaseSettings):
     )
     http_max_payload: int = Field(
         1_048_576, ge=1, description="largest HTTP/WebSocket publish payload, bytes (413 above)"
+    )
+    http_header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds an HTTP client has to send a complete request head (slowloris "
+        "guard: 408 and close), and a JSON WebSocket opened without credentials to send "
+        "its auth frame",
+    )
+    ws_max_message: int | None = Field(
+        None,
+        ge=125,
+        description="largest WebSocket message accepted, bytes, on /v1/ws and /mqtt (close "
+        "1009 above); default: room for the largest publish, 4 x http_max_payload + 64 KiB, "
+        "or max_packet_size, whichever is larger",
     )
     http_max_batch: int = Field(
         1000, ge=1, description="messages in one batch publish (POST /v1/publish [...])"

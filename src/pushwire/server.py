@@ -14,6 +14,7 @@ from typing import TextIO
 import uvicorn
 
 from pushwire.config import Settings
+from pushwire.core.admission import Admission
 from pushwire.core.auth import AuthService, AuthSettings
 from pushwire.core.hub import Hub
 from pushwire.core.log import run_log_sweeper
@@ -23,6 +24,8 @@ from pushwire.engines.auth_store import make_auth_store
 from pushwire.engines.base import Engine
 from pushwire.engines.memory import MemoryEngine
 from pushwire.http.app import create_app, make_log
+from pushwire.http.guard import head_timeout_protocol
+from pushwire.http.publish import json_body_limit
 from pushwire.mqtt.broker import MQTTBroker
 from pushwire.mqtt.websocket import mount_mqtt_websocket
 from pushwire.tls import server_context, uvicorn_ssl_options
@@ -67,7 +70,9 @@ class PushwireServer:
             ),
             seed_rules=settings.acl,
         )
-        self.mqtt = MQTTBroker(self.hub, settings, self.auth)
+        # per-IP connection limits, shared by the MQTT and HTTP listeners
+        self.admission = Admission(settings.connection_rate_per_ip, settings.max_connections_per_ip)
+        self.mqtt = MQTTBroker(self.hub, settings, self.auth, self.admission)
         self.log = make_log(self.hub, settings)  # message log for the HTTP transports
         self.mqtt_address: tuple[str, int] | None = None
         self.http_address: tuple[str, int] | None = None
@@ -111,7 +116,7 @@ class PushwireServer:
         sock = socket.create_server((s.bind, s.http_port), reuse_port=False, backlog=4096)
         sock.setblocking(False)
         self.http_address = sock.getsockname()[:2]
-        app = create_app(self.hub, self.log, s)
+        app = create_app(self.hub, self.log, s, auth=self.auth)
         mount_mqtt_websocket(app, self.mqtt)
         config = uvicorn.Config(
             app,
@@ -120,6 +125,9 @@ class PushwireServer:
             lifespan="off",
             # streams are closed by us first; don't let a stuck request hold the stop
             timeout_graceful_shutdown=5,
+            http=head_timeout_protocol(s.http_header_timeout, self.admission),  # slowloris guard
+            ws_max_size=s.ws_max_message
+            or max(json_body_limit(s.http_max_payload), s.max_packet_size + 8),
             **uvicorn_ssl_options(s),
         )
         self._http = _EmbeddedUvicorn(config)

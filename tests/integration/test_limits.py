@@ -120,3 +120,53 @@ def test_stalled_subscriber_does_not_grow_memory_and_is_disconnected(
     stalled.close()
     assert closed
     assert srv.alive()
+
+
+def test_http_connection_flood_is_refused_while_an_open_stream_carries_on(
+    server_factory: ServerFactory, paho_client: Callable[..., PahoClient]
+) -> None:
+    import httpx
+
+    srv = server_factory(memory=True, extra_args=["--connection-rate-per-ip", "5"])
+    base = f"http://{srv.host}:{srv.http_port}"
+    pub = paho_client(srv, "steady-pub")  # connected before the flood
+    with (
+        httpx.Client(timeout=10) as steady,
+        steady.stream("GET", f"{base}/v1/sse/steady/%23?since=latest") as stream,
+    ):
+        lines = stream.iter_lines()
+        refused = 0
+        for _ in range(40):
+            with socket.create_connection((srv.host, srv.http_port), timeout=5) as s:
+                s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if s.recv(200).startswith(b"HTTP/1.1 429"):
+                    refused += 1
+        assert refused >= 20  # burst 10 plus a little refill; the rest is refused
+        # connections opened before the flood carry on: the stream gets what MQTT publishes
+        pub.publish("steady/a", b"still streaming", qos=1)
+        assert any(line.startswith("data:") and "still streaming" in line for line in lines)
+
+
+def test_http_publish_flood_gets_429_while_other_clients_deliver(
+    server_factory: ServerFactory, paho_client: Callable[..., PahoClient]
+) -> None:
+    import httpx
+
+    srv = server_factory(memory=True, extra_args=["--publish-rate-per-client", "10"])
+    base = f"http://{srv.host}:{srv.http_port}"
+    sub = paho_client(srv, "watcher")
+    sub.subscribe("calm/#", qos=1)
+    statuses: list[int] = []
+    retry_after: set[str] = set()
+    with httpx.Client(timeout=10) as flooder:
+        for i in range(60):
+            r = flooder.post(f"{base}/v1/publish/flood/x", content=b"%d" % i)
+            statuses.append(r.status_code)
+            if r.status_code == 429:
+                assert r.json()["error"]["code"] == "rate_limited"
+                retry_after.add(r.headers["retry-after"])
+    assert statuses.count(201) >= 10 and statuses.count(429) >= 20
+    assert retry_after and all(int(v) >= 1 for v in retry_after)
+    calm = paho_client(srv, "calm")
+    calm.publish("calm/a", b"unaffected", qos=1)
+    assert sub.get(timeout=5).payload == b"unaffected"

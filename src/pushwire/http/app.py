@@ -3,9 +3,11 @@
     POST|PUT /v1/publish/{topic}   POST /v1/publish (JSON, batch)
     GET /v1/poll/{filter}          GET /v1/longpoll/{filter}
     GET /v1/sse/{filter}           GET /v1/ws (JSON WebSocket)
+    /v1/admin/users, /tokens, /acl (admin API)
     GET /v1/health                 GET /metrics              /docs, /openapi.json
 
-See docs/http.md and docs/websocket.md.
+Every route but health and the API description authenticates its caller (http/auth.py) and
+checks the topic ACL. See docs/http.md, docs/websocket.md and docs/security.md.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from fastapi import FastAPI
 
 from pushwire import __version__
 from pushwire.config import Settings
+from pushwire.core.auth import AuthService
 from pushwire.core.hub import Hub
 from pushwire.core.log import MessageLog, Retention, RetentionRule
-from pushwire.http import metrics, poll, publish, sse, ws
+from pushwire.http import admin, metrics, poll, publish, sse, ws
 from pushwire.http.errors import install_error_handlers
-from pushwire.http.state import HttpState
+from pushwire.http.state import HttpState, open_auth
 
 
 def make_log(hub: Hub, settings: Settings) -> MessageLog:
@@ -35,8 +38,14 @@ def make_log(hub: Hub, settings: Settings) -> MessageLog:
 
 
 def create_app(
-    hub: Hub, log: MessageLog | None = None, settings: Settings | None = None
+    hub: Hub,
+    log: MessageLog | None = None,
+    settings: Settings | None = None,
+    *,
+    auth: AuthService | None = None,
 ) -> FastAPI:
+    """The HTTP app. `auth`: the server's AuthService (started by the server); without
+    one, everybody is admitted to everything (tests, embedding)."""
     settings = settings or Settings.model_validate({})
     if log is None:
         log = make_log(hub, settings)
@@ -45,11 +54,16 @@ def create_app(
         version=__version__,
         description="One push server for every way a client listens. Topics and filters use "
         "MQTT syntax; percent-encode `#` (%23) in paths. Errors are "
-        '`{"error": {"code", "message"}}`. WebSockets (not described by OpenAPI): the JSON '
-        "protocol at `/v1/ws` (docs/websocket.md) and MQTT over WebSocket at `/mqtt`.",
+        '`{"error": {"code", "message"}}`. Credentials: `Authorization: Bearer <token>`, '
+        "HTTP Basic (user and password), or `?auth=<token>` on poll, long-poll, SSE and "
+        "WebSocket URLs; without any, the server's anonymous policy decides (an operation "
+        "listing the empty security requirement `{}` may be open to anonymous clients). "
+        "Topic ACLs apply to every publish and read (403 with the reason). WebSockets (not "
+        "described by OpenAPI): the JSON protocol at `/v1/ws` (docs/websocket.md) and MQTT "
+        "over WebSocket at `/mqtt`.",
         redirect_slashes=False,
     )
-    app.state.pushwire = HttpState(hub, log, settings)
+    app.state.pushwire = HttpState(hub, log, settings, auth if auth is not None else open_auth())
     install_error_handlers(app)
 
     @app.get("/v1/health", tags=["admin"])
@@ -70,21 +84,27 @@ def create_app(
     app.include_router(sse.router)
     app.include_router(ws.router)
     app.include_router(metrics.router)
+    app.include_router(admin.router)
     _truthful_openapi(app)
     return app
 
 
 def _truthful_openapi(app: FastAPI) -> None:
     """FastAPI documents a 422 on every route with parameters; pushwire answers bad input
-    with 400 and the error model (http/errors.py), so drop the 422s from the description."""
+    with 400 and the error model (http/errors.py), so drop the 422s from the description.
+    Routes outside the admin API may admit anonymous clients (the anonymous policy is a
+    setting): their security requirements get the empty alternative `{}`."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
-            for ops in schema.get("paths", {}).values():
+            for path, ops in schema.get("paths", {}).items():
                 for op in ops.values():
                     op.get("responses", {}).pop("422", None)
+                    security = op.get("security")
+                    if security and not path.startswith("/v1/admin/"):
+                        security.append({})
             schemas = schema.get("components", {}).get("schemas", {})
             for name in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(name, None)

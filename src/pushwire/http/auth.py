@@ -77,13 +77,18 @@ BASIC_SCHEME: Final = _Scheme(
     ),
     "basic",
 )
+_QUERY_DESCRIPTION: Final = (
+    "an access token in the URL, for browsers (EventSource, WebSocket) that cannot set "
+    "headers; poll, long-poll, SSE and WebSocket only. URLs end up in logs: prefer "
+    "short-lived, narrowly scoped tokens"
+)
 QUERY_SCHEME: Final = _Scheme(
-    APIKey(
-        **{"in": APIKeyIn.query},
-        name=QUERY_PARAM,
-        description="an access token in the URL, for browsers (EventSource, WebSocket) that "
-        "cannot set headers; poll, long-poll and SSE only. URLs end up in logs: prefer "
-        "short-lived, narrowly scoped tokens",
+    APIKey.model_validate(
+        {
+            "in": APIKeyIn.query,
+            "name": QUERY_PARAM,
+            "description": _QUERY_DESCRIPTION,
+        }
     ),
     "auth_query",
 )

@@ -53,7 +53,13 @@ def bad_request(message: str) -> ApiError:
 
 _DESCRIPTIONS = {
     400: "bad input: bad_topic, bad_cursor or bad_request",
-    403: "forbidden: the topic is reserved (e.g. $SYS)",
+    401: "unauthorized: no credentials (and anonymous access is not admitted), or bad ones; "
+    'with WWW-Authenticate: Bearer realm="pushwire", Basic realm="pushwire"',
+    403: "forbidden: the topic ACL denies it (the message gives the reason), the topic is "
+    "reserved ($SYS), or the caller lacks the admin role",
+    404: "not_found",
+    409: "conflict: it exists already",
+    429: "rate_limited: too many failed logins from this address; see Retry-After",
     413: "payload_too_large: body over http_max_payload (or batch over http_max_batch)",
     415: "unsupported_media_type: this form of the endpoint needs another Content-Type",
     503: "unavailable: over a configured limit, or the store could not make it durable",
@@ -90,6 +96,15 @@ _HTTP_CODES = {
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
+    state = getattr(request.app.state, "pushwire", None)
+    if state is not None:
+        stats = state.stats
+        if exc.status == 401:
+            stats.unauthorized += 1
+        elif exc.status == 403:
+            stats.forbidden += 1
+        elif exc.code == "rate_limited":
+            stats.rate_limited += 1
     return error_json(exc.status, exc.code, exc.message, exc.headers)
 
 

@@ -8,6 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
+from pushwire.http.auth import CallerDep
+from pushwire.http.errors import error_responses
+from pushwire.http.guard import head_timeouts_total
 from pushwire.http.state import HttpState, get_state
 
 READERS = ("poll", "longpoll", "sse", "ws")
@@ -118,6 +121,30 @@ def render(state: HttpState) -> str:
         [("", h.rejected_busy)],
     )
     w.metric(
+        "pushwire_http_refused_total",
+        "counter",
+        "HTTP requests and JSON WebSockets refused: unauthorized (401, 4401), forbidden "
+        "(403, incl. ACL), rate_limited (429, 4429: failed logins)",
+        [
+            ('{reason="unauthorized"}', h.unauthorized),
+            ('{reason="forbidden"}', h.forbidden),
+            ('{reason="rate_limited"}', h.rate_limited),
+        ],
+    )
+    w.metric(
+        "pushwire_http_revoked_total",
+        "counter",
+        "long-polls, SSE streams and WebSockets ended because their token was revoked or "
+        "expired, or their user removed",
+        [("", state.live.revoked_total)],
+    )
+    w.metric(
+        "pushwire_http_head_timeouts_total",
+        "counter",
+        "HTTP connections closed for not sending a request head within http_header_timeout",
+        [("", head_timeouts_total())],
+    )
+    w.metric(
         "pushwire_mqtt_dropped_total",
         "counter",
         "MQTT QoS 0 messages dropped and QoS 1/2 refused by full queues",
@@ -131,8 +158,14 @@ def render(state: HttpState) -> str:
     "/metrics",
     summary="Prometheus metrics",
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **error_responses(401, 429),
+    },
 )
-async def metrics(state: Annotated[HttpState, Depends(get_state)]) -> PlainTextResponse:
-    """Connections and messages in/out per transport, log sizes, waiters."""
+async def metrics(
+    state: Annotated[HttpState, Depends(get_state)], _caller: CallerDep
+) -> PlainTextResponse:
+    """Connections and messages in/out per transport, log sizes, waiters. Any identity the
+    server admits may read it (no topic ACL applies)."""
     return PlainTextResponse(render(state), media_type="text/plain; version=0.0.4")

@@ -9,7 +9,6 @@ polls, so 10,000 waiters cost memory, not CPU.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -17,8 +16,9 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from pushwire.core.log import ALL, LATEST, Cursor, LogEntry, ReadResult
+from pushwire.core.log import ALL, LATEST, Cursor, LogEntry, MessageLog, ReadResult
 from pushwire.core.topics import TopicError, validate_filter
+from pushwire.http.auth import Caller, ReaderDep, unauthorized
 from pushwire.http.cursor import CursorError, parse_cursor, parse_duration, parse_etag
 from pushwire.http.encode import entry_json
 from pushwire.http.errors import ApiError, bad_cursor, bad_request, bad_topic, error_responses
@@ -70,7 +70,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "If-None-Match was the cursor and nothing came after it",
         "headers": _HEADERS_DOC,
     },
-    **error_responses(400),
+    **error_responses(400, 401, 403, 429),
 }
 
 
@@ -97,6 +97,24 @@ def request_cursor(
     except CursorError as exc:
         raise bad_cursor(str(exc)) from None
     return default, False
+
+
+def read_visible(
+    log: MessageLog, flt: str, after: int, limit: int, floor: int, caller: Caller | None
+) -> ReadResult:
+    """`log.read`, keeping only the messages the caller may receive (a wildcard filter can
+    match topics the ACL denies, e.g. allow `#` and deny `secret/#`). The cursor still moves
+    past the skipped ones; a page of nothing but skipped messages is followed by the next."""
+    while True:
+        result = log.read(flt, after, limit, floor)
+        if caller is None:
+            return result
+        visible = [e for e in result.entries if caller.can_receive(e.message.topic)]
+        if len(visible) != len(result.entries):
+            result.entries = visible
+        if visible or not result.more or result.gap:
+            return result
+        after = result.next_id
 
 
 def check_limit(state: HttpState, limit: int | None) -> int:
@@ -152,18 +170,24 @@ IfNoneMatch = Annotated[
 async def poll(
     filter: str,
     state: Annotated[HttpState, Depends(get_state)],
+    caller: ReaderDep,
     since: Since = None,
     limit: Limit = None,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     """The messages of topics matching the filter (MQTT syntax; `#` as `%23`) published
     after the cursor, oldest first, and the next cursor. Without a cursor: everything the
-    log holds (since=all)."""
+    log holds (since=all). 403 when the topic ACL does not let the caller read the filter;
+    messages of topics it may not receive are left out."""
     check_filter(filter)
+    caller.check_subscribe(filter)
     n = check_limit(state, limit)
     cursor, from_etag = request_cursor(since, if_none_match, ALL)
     state.stats.connections_total["poll"] += 1
-    result = state.log.query(filter, cursor, n)
+    log = state.log
+    start = log.resolve(filter, cursor)
+    result = read_visible(log, filter, start.after, n, start.floor, caller)
+    result.gap = result.gap or start.gap
     return poll_response(state, result, "poll", from_etag, cursor.id if from_etag else None)
 
 
@@ -186,13 +210,29 @@ class _Waiter:
             self.future.set_result(None)
 
 
+class _Held:
+    """A held long-poll as the revocation index and the disconnect watcher see it: wakes
+    whichever future the request is waiting on."""
+
+    __slots__ = ("future", "revoked")
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[None] | None = None
+        self.revoked: str | None = None
+
+    def revoke(self, reason: str) -> None:
+        self.revoked = reason
+        if self.future is not None:
+            _wake(self.future)
+
+    def wake_on_done(self, _task: asyncio.Future[None]) -> None:
+        if self.future is not None:
+            _wake(self.future)
+
+
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _wake_on_done(future: asyncio.Future[None], _task: asyncio.Future[None]) -> None:
-    _wake(future)
 
 
 async def _until_disconnect(receive: Callable[[], Awaitable[Any]]) -> None:
@@ -212,6 +252,7 @@ async def longpoll(
     request: Request,
     filter: str,
     state: Annotated[HttpState, Depends(get_state)],
+    caller: ReaderDep,
     since: Since = None,
     limit: Limit = None,
     timeout: Annotated[
@@ -222,8 +263,11 @@ async def longpoll(
     """Like poll, but when nothing came after the cursor the request is held until a
     matching message is published or `timeout` passes (then: an empty reply with the same
     cursor, or 304 when the cursor came as If-None-Match). Without a cursor: only new
-    messages (since=latest). Re-ask with the returned cursor."""
+    messages (since=latest). Re-ask with the returned cursor. 403 when the topic ACL does
+    not let the caller read the filter; a held request whose token is revoked (or user
+    removed) is answered 401."""
     check_filter(filter)
+    caller.check_subscribe(filter)
     n = check_limit(state, limit)
     s = state.settings
     wait = s.longpoll_timeout
@@ -240,25 +284,30 @@ async def longpoll(
     stats = state.stats
     stats.connections_total["longpoll"] += 1
     start = log.resolve(filter, cursor)
-    after = start.after
-    result = log.read(filter, after, n, start.floor)
+    requested = after = start.after
+    result = read_visible(log, filter, after, n, start.floor, caller)
     result.gap = result.gap or start.gap
     if result.entries or result.gap or wait <= 0:
-        return poll_response(state, result, "longpoll", from_etag, after)
+        return poll_response(state, result, "longpoll", from_etag, requested)
+    after = result.next_id  # past anything the caller may not receive
     if state.busy():
         stats.rejected_busy += 1
         raise ApiError(503, "too_many_listeners", "too many waiting clients", {"Retry-After": "1"})
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
+    held = _Held()
+    if not state.live.track(caller.identity, held):
+        raise unauthorized("the credentials were revoked")
     stats.connections["longpoll"] += 1
     disconnect = asyncio.ensure_future(_until_disconnect(request.receive))
+    disconnect.add_done_callback(held.wake_on_done)
     try:
         while True:
             future: asyncio.Future[None] = loop.create_future()
+            held.future = future
             waiter = _Waiter(future)
             log.listen(filter, waiter)
             timer = loop.call_at(deadline, _wake, future)
-            disconnect.add_done_callback(functools.partial(_wake_on_done, future))
             try:
                 await future
             finally:
@@ -266,10 +315,14 @@ async def longpoll(
                 log.unlisten(filter, waiter)
             if disconnect.done():
                 return Response(status_code=204)  # nobody is listening any more
-            result = log.read(filter, after, n, start.floor)
+            if held.revoked is not None:
+                raise unauthorized(held.revoked)
+            result = read_visible(log, filter, after, n, start.floor, caller)
             if result.entries or result.gap or waiter.closing or loop.time() >= deadline:
-                return poll_response(state, result, "longpoll", from_etag, after)
-            # woken by a message that is no longer readable (expired): wait on
+                return poll_response(state, result, "longpoll", from_etag, requested)
+            # woken by messages that are not for this caller (expired, or denied): wait on
+            after = result.next_id
     finally:
+        state.live.untrack(caller.identity, held)
         stats.connections["longpoll"] -= 1
         disconnect.cancel()

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pushwire.core.log import format_cursor
 from pushwire.core.message import Message
 from pushwire.core.topics import TopicError, validate_topic_name
+from pushwire.http.auth import Caller, CallerDep
 from pushwire.http.cursor import parse_duration
 from pushwire.http.encode import PRIORITY_PROPERTY
 from pushwire.http.errors import ApiError, bad_request, bad_topic, error_responses
@@ -162,6 +163,26 @@ def spec_from_request(req: PublishRequest, max_payload: int) -> PublishSpec:
     )
 
 
+def charge_publish(state: HttpState, caller: Caller | None, count: int) -> None:
+    """The caller's publish rate (`publish_rate_per_client`): 429 with Retry-After when it is
+    used up. A batch costs one token per message (at most a full bucket)."""
+    limiter = state.publish_rate
+    if limiter is None or caller is None:
+        return
+    identity = caller.identity
+    key = identity.token_id or identity.username or f"ip:{caller.ip}"
+    cost = min(float(count), limiter.burst)
+    if not limiter.try_acquire(key, cost):
+        state.stats.rate_limited += 1
+        wait = max(1, int(limiter.retry_after(key, cost) + 0.999))
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"publish rate limit: {limiter.rate:g} messages per second",
+            {"Retry-After": str(wait)},
+        )
+
+
 def payload_too_large(size: int, limit: int) -> ApiError:
     return ApiError(413, "payload_too_large", f"payload of {size} bytes is over {limit} bytes")
 
@@ -294,7 +315,7 @@ _JSON_BODY = {
 _PUBLISH_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": PublishResult, "description": "routed; not logged (`$` topic)"},
     201: {"model": PublishResult, "description": "routed and appended to the log"},
-    **error_responses(400, 403, 413, 503),
+    **error_responses(400, 401, 403, 413, 429, 503),
 }
 
 
@@ -313,6 +334,7 @@ async def publish_raw(
     request: Request,
     topic: str,
     state: Annotated[HttpState, Depends(get_state)],
+    caller: CallerDep,
     retain: Annotated[str | None, Query(description="retain for MQTT (true/false)")] = None,
     qos: Annotated[str | None, Query(description="QoS for MQTT subscribers: 0, 1, 2")] = None,
     ttl: Annotated[str | None, Query(description="expiry: seconds or a duration (10m)")] = None,
@@ -325,8 +347,10 @@ async def publish_raw(
 ) -> JSONResponse:
     """The body is the payload, byte for byte. Options come as query parameters or as
     `Pushwire-*` headers (the query wins). `Content-Type` is kept as the message's content
-    type (MQTT 5 subscribers see it). Answers once the message is durable."""
+    type (MQTT 5 subscribers see it). Answers once the message is durable. 403 when the
+    topic ACL does not let the caller write to the topic."""
     check_topic(topic)
+    caller.check_publish(topic)  # before the body is read
     spec = PublishSpec(
         topic=topic,
         payload=b"",
@@ -336,6 +360,7 @@ async def publish_raw(
         priority=parse_priority(priority if priority is not None else h_priority),
         content_type=content_type or None,
     )
+    charge_publish(state, caller, 1)
     spec.payload = await read_body(request, state.settings.http_max_payload)
     (message,) = await publish_specs(state, [spec], "http", "http")
     return JSONResponse(result(state, message), status_code=_status([message]))
@@ -350,11 +375,12 @@ async def publish_raw(
     openapi_extra=_JSON_BODY,
 )
 async def publish_json(
-    request: Request, state: Annotated[HttpState, Depends(get_state)]
+    request: Request, state: Annotated[HttpState, Depends(get_state)], caller: CallerDep
 ) -> JSONResponse:
     """`{"topic", "payload" | "payload_base64", "content_type", "qos", "retain", "ttl",
     "priority"}`, or an array of those (a batch: one reply per message, in order; nothing is
-    published when any of them is invalid)."""
+    published when any of them is invalid, or when the topic ACL denies any of them: 403
+    naming the first such message and its topic)."""
     ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise ApiError(
@@ -389,11 +415,14 @@ async def publish_json(
     specs = []
     for i, req in enumerate(reqs):
         try:
-            specs.append(spec_from_request(req, s.http_max_payload))
+            spec = spec_from_request(req, s.http_max_payload)
+            caller.check_publish(spec.topic)
         except ApiError as exc:
             if batch:
                 exc.message = f"message {i}: {exc.message}"
             raise
+        specs.append(spec)
+    charge_publish(state, caller, len(specs))
     messages = await publish_specs(state, specs, "http", "http")
     results = [result(state, m) for m in messages]
     return JSONResponse(results if batch else results[0], status_code=_status(messages))

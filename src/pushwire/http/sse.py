@@ -7,13 +7,18 @@ only new messages. Events:
     event: gap                   messages after the requested cursor are gone; replay starts
                                  from the oldest kept (data: {"cursor", "epoch", "requested"})
     event: close                 the server ends the stream (data: {"reason", "cursor"}):
-                                 "overflow" (this client was too slow) or "shutdown";
-                                 reconnect with the cursor
+                                 "overflow" (this client was too slow) or "shutdown":
+                                 reconnect with the cursor; "revoked" (the token was
+                                 revoked or expired, or the user removed): do not reconnect
+                                 with the same credentials
     : comment                    a heartbeat every `sse_heartbeat` seconds while idle
 
 The stream registers with the log before it reads the backlog, so nothing published in
 between is lost; live messages arrive through a bounded buffer (`stream_buffer`): a client
 that falls that far behind is told so (`event: close`, reason overflow) and disconnected.
+
+The filter must be readable by the caller (else 403), and every message is checked with
+`can_receive` before it is sent (a wildcard stream never carries denied topics).
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
 from pushwire.core.log import LATEST, Cursor, LogEntry, StreamBuffer, format_cursor
+from pushwire.http.auth import Caller, ReaderDep
 from pushwire.http.cursor import CursorError, parse_cursor
 from pushwire.http.encode import dumps, entry_sse
 from pushwire.http.errors import ApiError, bad_cursor, error_responses
-from pushwire.http.poll import check_filter
+from pushwire.http.poll import check_filter, read_visible
 from pushwire.http.state import HttpState, get_state
 
 router = APIRouter(tags=["subscribe"])
@@ -48,6 +54,9 @@ class _SseListener:
     def close(self) -> None:
         self.buffer.close("shutdown")
 
+    def revoke(self, reason: str) -> None:
+        self.buffer.close("revoked")
+
 
 def _event(name: str, data: dict[str, object], cursor: str | None = None) -> bytes:
     head = f"id: {cursor}\n" if cursor is not None else ""
@@ -63,12 +72,13 @@ def _event(name: str, data: dict[str, object], cursor: str | None = None) -> byt
             "description": "an event stream (see docs/http.md)",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
-        **error_responses(400, 503),
+        **error_responses(400, 401, 403, 429, 503),
     },
 )
 async def sse(
     filter: str,
     state: Annotated[HttpState, Depends(get_state)],
+    caller: ReaderDep,
     since: Annotated[
         str | None,
         Query(description="cursor for the first connection (Last-Event-ID wins when sent)"),
@@ -76,8 +86,10 @@ async def sse(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     """Every message of topics matching the filter, as events whose `id:` is the cursor.
-    Without Last-Event-ID or since=: only new messages."""
+    Without Last-Event-ID or since=: only new messages. 403 when the topic ACL does not
+    let the caller read the filter; messages of topics it may not receive are left out."""
     check_filter(filter)
+    caller.check_subscribe(filter)
     try:
         if last_event_id:
             cursor = parse_cursor(last_event_id)
@@ -92,15 +104,16 @@ async def sse(
         raise ApiError(503, "too_many_listeners", "too many streams", {"Retry-After": "1"})
     requested = last_event_id or since or "latest"
     return StreamingResponse(
-        _stream(state, filter, cursor, requested),
+        _stream(state, filter, cursor, requested, caller),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
 async def _stream(
-    state: HttpState, flt: str, cursor: Cursor, requested: str
+    state: HttpState, flt: str, cursor: Cursor, requested: str, caller: Caller | None = None
 ) -> AsyncIterator[bytes]:
+    """The event stream; `caller` None: no ACL filtering and no revocation (tests)."""
     log = state.log
     stats = state.stats
     epoch = log.epoch
@@ -115,11 +128,14 @@ async def _stream(
     stats.connections["sse"] += 1
     stats.connections_total["sse"] += 1
     last = after
+    identity = caller.identity if caller is not None else None
+    if identity is not None and not state.live.track(identity, listener):
+        listener.revoke("revoked")  # revoked since the request was authenticated
     try:
         yield f": pushwire {format_cursor(epoch, after)}\n\n".encode()
         # backlog, page by page; the live buffer fills meanwhile and is de-duplicated by id
-        while True:
-            result = log.read(flt, last, BACKLOG_PAGE, floor)
+        while buffer.reason != "revoked":
+            result = read_visible(log, flt, last, BACKLOG_PAGE, floor, caller)
             if gap or result.gap:
                 gap = False
                 floor = log.last_id  # reported: those evictions are no news any more
@@ -147,11 +163,19 @@ async def _stream(
                     "close", {"reason": buffer.reason, "cursor": format_cursor(epoch, last)}
                 )
                 return
-            fresh = [e for e in items if e.id > last and not e.message.expired()]
+            fresh = [
+                e
+                for e in items
+                if e.id > last
+                and not e.message.expired()
+                and (caller is None or caller.can_receive(e.message.topic))
+            ]
             last = max(last, items[-1].id)
             if fresh:
                 stats.messages_out["sse"] += len(fresh)
                 yield b"".join(entry_sse(e, epoch) for e in fresh)
     finally:
         log.unlisten(flt, listener)
+        if identity is not None:
+            state.live.untrack(identity, listener)
         stats.connections["sse"] -= 1

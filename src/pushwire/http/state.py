@@ -1,4 +1,5 @@
-"""What every HTTP route needs: the hub, the message log, the settings, the counters."""
+"""What every HTTP route needs: the hub, the message log, the settings, the auth service,
+the live readers (for revocation) and the counters."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from dataclasses import dataclass, field
 from starlette.requests import HTTPConnection
 
 from pushwire.config import Settings
+from pushwire.core.auth import AuthService, AuthSettings
 from pushwire.core.hub import Hub
 from pushwire.core.log import MessageLog
+from pushwire.core.ratelimit import KeyedLimiter
+from pushwire.engines.auth_store import MemoryAuthStore
+from pushwire.http.auth import LiveConnections
 
 TRANSPORTS = ("http", "poll", "longpoll", "sse", "ws")
 
@@ -28,6 +33,16 @@ class HttpStats:
     heartbeat_timeouts: int = 0
     gaps: int = 0
     rejected_busy: int = 0
+    # refused requests/connections: 401 (no or bad credentials), 403 (ACL), 429 (rate)
+    unauthorized: int = 0
+    forbidden: int = 0
+    rate_limited: int = 0
+
+
+def open_auth() -> AuthService:
+    """An auth service that admits everybody to everything (anonymous on, no users, no
+    rules, never started): for an app made without the server's service (tests, embedding)."""
+    return AuthService(MemoryAuthStore(), AuthSettings(anonymous="on"))
 
 
 @dataclass(slots=True)
@@ -35,7 +50,16 @@ class HttpState:
     hub: Hub
     log: MessageLog
     settings: Settings
+    auth: AuthService = field(default_factory=open_auth)
     stats: HttpStats = field(default_factory=HttpStats)
+    live: LiveConnections = field(init=False)
+    # messages per second one caller (token, user, or anonymous IP) may publish
+    publish_rate: KeyedLimiter[str] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.live = LiveConnections(self.auth)
+        rate = self.settings.publish_rate_per_client
+        self.publish_rate = KeyedLimiter(rate, max(1.0, 2 * rate)) if rate > 0 else None
 
     def busy(self) -> bool:
         """True when a new waiter/stream/subscription would exceed http_max_listeners."""

@@ -9,9 +9,21 @@ leave in order and a client that stops reading is detected (`stream_buffer` fram
 closed with 4001, it resumes with its cursors). A new subscription replays its backlog from
 the log page by page before it takes live messages (de-duplicated by id).
 
+Authentication happens before `accept()`: `Authorization` (Bearer or Basic) or `?auth=` in
+the handshake; bad credentials are refused with an HTTP 401 (429 when rate limited) and the
+JSON error body, so the client never gets a WebSocket. A handshake without credentials is
+accepted as anonymous when the anonymous policy admits it; otherwise it is accepted only to
+receive an `auth` frame (`{"type": "auth", "token": ...}` or `"username"` + `"password"`),
+which must be the first frame and arrive within `http_header_timeout` seconds (browsers
+cannot set headers, and a token in a frame stays out of URLs and logs). Every subscription
+is checked against the topic ACL (`forbidden` error frame), every message before it is sent
+(`can_receive`), and every publish.
+
 Close codes: 1000 normal; 1001 server shutting down (reconnect later); 1011 server error;
 4000 heartbeat timeout and 4001 too slow (both: reconnect now, resume with your cursors);
-4400 protocol error (do not retry the same thing).
+4400 protocol error (do not retry the same thing); 4401 not authenticated (no or bad `auth`
+frame); 4403 the credentials were revoked (token revoked or expired, user removed); 4429
+too many failed logins from this address (retry later).
 """
 
 from __future__ import annotations
@@ -20,18 +32,35 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, WebSocket
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
+from pushwire.core.auth import AuthResult
 from pushwire.core.log import LATEST, Consumer, Cursor, LogEntry, StreamBuffer, format_cursor
+from pushwire.http.auth import (
+    Caller,
+    Credentials,
+    authenticate,
+    client_ip,
+    make_caller,
+    read_credentials,
+    refusal,
+    unauthorized,
+)
 from pushwire.http.cursor import CursorError, parse_cursor
 from pushwire.http.encode import dumps, entry_ws
-from pushwire.http.errors import ApiError
-from pushwire.http.poll import check_filter
-from pushwire.http.publish import PublishRequest, publish_specs, result, spec_from_request
+from pushwire.http.errors import ApiError, error_json
+from pushwire.http.poll import check_filter, read_visible
+from pushwire.http.publish import (
+    PublishRequest,
+    charge_publish,
+    publish_specs,
+    result,
+    spec_from_request,
+)
 from pushwire.http.state import HttpState, get_state
 
 log = logging.getLogger(__name__)
@@ -44,10 +73,17 @@ CLOSE_INTERNAL = 1011
 CLOSE_HEARTBEAT = 4000
 CLOSE_TOO_SLOW = 4001
 CLOSE_PROTOCOL = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_REVOKED = 4403
+CLOSE_RATE_LIMITED = 4429
 BACKLOG_PAGE = 200
 MAX_SUB_NAME = 128
 
 _Item = tuple["_Sub | None", "LogEntry | str"]
+
+# the `auth` frame: "no" (the handshake had credentials: it is an error), "optional" (the
+# connection is anonymous and may log in), "required" (nothing else is accepted first)
+AuthFrame = Literal["no", "optional", "required"]
 
 
 class _Sub:
@@ -99,10 +135,21 @@ class _Close(Exception):
 
 
 class WsConnection:
-    def __init__(self, ws: WebSocket, state: HttpState) -> None:
+    def __init__(
+        self,
+        ws: WebSocket,
+        state: HttpState,
+        caller: Caller | None = None,
+        *,
+        auth_frame: AuthFrame = "no",
+    ) -> None:
+        """`caller` None with `auth_frame` "no": no ACL at all (in-process tests)."""
         self.ws = ws
         self.state = state
         self.log = state.log
+        self.caller = caller
+        self.auth_frame: AuthFrame = auth_frame
+        self.tracked: Caller | None = None  # registered for revocation under this identity
         s = state.settings
         self.heartbeat = s.ws_heartbeat
         self.missed = s.ws_missed_heartbeats
@@ -114,7 +161,21 @@ class WsConnection:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def revoke(self, reason: str) -> None:
+        """The credentials stopped being valid: the sender closes with 4403."""
+        self.buffer.close("revoked")
+
+    def _track(self, caller: Caller) -> bool:
+        if not self.state.live.track(caller.identity, self):
+            return False
+        self.tracked = caller
+        return True
+
     async def run(self) -> None:
+        if self.caller is not None and not self._track(self.caller):
+            with contextlib.suppress(Exception):
+                await self.ws.close(CLOSE_REVOKED, "credentials revoked")
+            return
         receiver = asyncio.ensure_future(self._receive_loop())
         sender = asyncio.ensure_future(self._send_loop())
         try:
@@ -128,8 +189,10 @@ class WsConnection:
                     log.error("websocket connection failed", exc_info=exc)
                     close = _Close(CLOSE_INTERNAL, "internal error")
             if close is not None:
+                # a close reason is at most 123 bytes of UTF-8 (RFC 6455 5.5)
+                reason = close.reason.encode()[:123].decode("utf-8", "ignore")
                 with contextlib.suppress(Exception):
-                    await self.ws.close(close.code, close.reason)
+                    await self.ws.close(close.code, reason)
         finally:
             for task in (receiver, sender):
                 task.cancel()
@@ -137,6 +200,8 @@ class WsConnection:
             for sub in self.subs.values():
                 self._drop(sub)
             self.subs.clear()
+            if self.tracked is not None:
+                self.state.live.untrack(self.tracked.identity, self)
 
     def _drop(self, sub: _Sub) -> None:
         sub.active = False
@@ -152,8 +217,17 @@ class WsConnection:
 
     async def _receive_loop(self) -> None:
         ws = self.ws
+        first = True
         while True:
-            message = await ws.receive()
+            if first and self.auth_frame == "required":
+                timeout = self.state.settings.http_header_timeout
+                try:
+                    message = await asyncio.wait_for(ws.receive(), timeout)
+                except TimeoutError:
+                    self.state.stats.unauthorized += 1
+                    raise _Close(CLOSE_UNAUTHORIZED, "authentication timeout") from None
+            else:
+                message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
             self.last_seen = self.loop.time()
@@ -166,14 +240,52 @@ class WsConnection:
                 raise _Close(CLOSE_PROTOCOL, "frame is not JSON") from None
             if not isinstance(data, dict) or not isinstance(data.get("type"), str):
                 raise _Close(CLOSE_PROTOCOL, 'frame is not an object with a "type"')
+            if first:
+                first = False
+                if data["type"] == "auth" and self.auth_frame != "no":
+                    await self._authenticate(data)
+                    continue
+                if self.auth_frame == "required":
+                    self.state.stats.unauthorized += 1
+                    raise _Close(
+                        CLOSE_UNAUTHORIZED,
+                        "authentication required: send an auth frame first, or credentials "
+                        "in the handshake",
+                    )
             ref = data.get("ref")
             try:
                 await self._handle(data["type"], data)
             except ApiError as exc:
+                if exc.status == 403:
+                    self.state.stats.forbidden += 1
                 frame: dict[str, Any] = {"type": "error", "code": exc.code, "message": exc.message}
                 if ref is not None:
                     frame["ref"] = ref
                 self._send(frame)
+
+    async def _authenticate(self, data: dict[str, Any]) -> None:
+        """The first frame `{"type": "auth", "token"}` or `{"type": "auth", "username",
+        "password"}`: on success the connection acts as that identity (`authenticated`
+        reply); on failure it is closed (4401, or 4429 when rate limited)."""
+        token, username, password = data.get("token"), data.get("username"), data.get("password")
+        if isinstance(token, str) and username is None and password is None:
+            creds = Credentials("bearer", secret=token)
+        elif isinstance(password, str) and token is None and isinstance(username, str | None):
+            creds = Credentials("basic", username=username or None, secret=password)
+        else:
+            raise _Close(
+                CLOSE_PROTOCOL, 'an auth frame has a "token", or a "username" and a "password"'
+            )
+        state = self.state
+        result = await authenticate(state.auth, creds, client_ip(self.ws))
+        if not result.ok or result.identity is None:
+            raise _auth_close(state, result)
+        caller = make_caller(state.auth, result.identity, client_ip(self.ws))
+        if not self._track(caller):
+            state.stats.unauthorized += 1
+            raise _Close(CLOSE_UNAUTHORIZED, "the credentials were revoked")
+        self.caller = caller
+        self._send(_with_ref({"type": "authenticated", "user": result.identity.username}, data))
 
     async def _handle(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "subscribe":
@@ -188,6 +300,12 @@ class WsConnection:
             self._send(_with_ref({"type": "pong"}, data))
         elif kind == "pong":
             pass  # last_seen is already updated
+        elif kind == "auth":
+            raise ApiError(
+                400,
+                "bad_request",
+                "auth must be the first frame of a connection opened without credentials",
+            )
         else:
             raise ApiError(400, "unknown_type", f"unknown frame type {kind!r}")
 
@@ -203,6 +321,8 @@ class WsConnection:
         if not isinstance(flt, str):
             raise ApiError(400, "bad_topic", '"filter" must be a string')
         check_filter(flt)
+        if self.caller is not None:
+            self.caller.check_subscribe(flt)
         if name in self.subs:
             raise ApiError(400, "duplicate_sub", f"subscription {name!r} exists")
         if len(self.subs) >= self.state.settings.ws_max_subscriptions:
@@ -312,6 +432,9 @@ class WsConnection:
             )
             raise ApiError(400, "bad_request", msg) from None
         spec = spec_from_request(req, self.state.settings.http_max_payload)
+        if self.caller is not None:
+            self.caller.check_publish(spec.topic)
+        charge_publish(self.state, self.caller, 1)
         (message,) = await publish_specs(self.state, [spec], "ws", "ws")
         self._send(_with_ref({"type": "published", **result(self.state, message)}, data))
 
@@ -332,6 +455,8 @@ class WsConnection:
                 if buffer.reason == "overflow":
                     stats.stream_overflows += 1
                     raise _Close(CLOSE_TOO_SLOW, "too slow: resume with your cursors")
+                if buffer.reason == "revoked":
+                    raise _Close(CLOSE_REVOKED, "credentials revoked")
                 raise _Close(CLOSE_GOING_AWAY, "server shutting down")
             now = loop.time()
             if now >= next_ping:
@@ -351,13 +476,17 @@ class WsConnection:
                     if not sub.active or sub.catching_up or item.id <= sub.last:
                         continue
                     sub.last = item.id
-                    if item.message.expired():
+                    if item.message.expired() or not self._visible(item):
                         continue
                     frames.append(self._frame(sub, item, epoch))
                 for frame in frames:
                     await self.ws.send_text(frame)
             if self.catchup:
                 await self._catch_up(epoch)
+
+    def _visible(self, entry: LogEntry) -> bool:
+        caller = self.caller
+        return caller is None or caller.can_receive(entry.message.topic)
 
     def _frame(self, sub: _Sub, entry: LogEntry, epoch: str) -> str:
         self.state.stats.messages_out["ws"] += 1
@@ -375,7 +504,9 @@ class WsConnection:
             if not sub.active:
                 self.catchup.remove(sub)
                 continue
-            result = self.log.read(sub.filter, sub.last, BACKLOG_PAGE, sub.floor)
+            result = read_visible(
+                self.log, sub.filter, sub.last, BACKLOG_PAGE, sub.floor, self.caller
+            )
             if result.gap or sub.gap:
                 sub.gap = False
                 sub.floor = self.log.last_id
@@ -406,17 +537,60 @@ def _with_ref(frame: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
     return frame
 
 
+def _auth_close(state: HttpState, result: AuthResult) -> _Close:
+    if result.reason == "rate_limited":
+        state.stats.rate_limited += 1
+        return _Close(CLOSE_RATE_LIMITED, result.message)
+    state.stats.unauthorized += 1
+    return _Close(CLOSE_UNAUTHORIZED, result.message)
+
+
+async def _deny(websocket: WebSocket, state: HttpState, exc: ApiError) -> None:
+    """Refuse the handshake with an HTTP error response (uvicorn supports the ASGI
+    websocket.http.response extension; without it Starlette answers a plain 403)."""
+    if exc.status == 401:
+        state.stats.unauthorized += 1
+    elif exc.status == 429:
+        state.stats.rate_limited += 1
+    await websocket.send_denial_response(error_json(exc.status, exc.code, exc.message, exc.headers))
+
+
 @router.websocket("/v1/ws")
 async def websocket_endpoint(
     websocket: WebSocket, state: Annotated[HttpState, Depends(get_state)]
 ) -> None:
     """JSON WebSocket protocol (docs/websocket.md)."""
+    auth = state.auth
+    ip = client_ip(websocket)
+    caller: Caller | None = None
+    auth_frame: AuthFrame = "no"
+    try:
+        creds = read_credentials(
+            websocket.headers.getlist("authorization"), websocket.query_params, allow_query=True
+        )
+        if creds.kind == "none":
+            anonymous = auth.admit_anonymous(ip)
+            if anonymous.ok and anonymous.identity is not None:
+                caller = make_caller(auth, anonymous.identity, ip)
+                auth_frame = "optional"
+            else:
+                auth_frame = "required"
+        else:
+            result = await authenticate(auth, creds, ip)
+            if not result.ok or result.identity is None:
+                raise refusal(result)
+            caller = make_caller(auth, result.identity, ip)
+            if not state.live.alive(result.identity):
+                raise unauthorized("the credentials were revoked")
+    except ApiError as exc:
+        await _deny(websocket, state, exc)
+        return
     offered = websocket.scope.get("subprotocols") or []
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     stats = state.stats
     stats.connections["ws"] += 1
     stats.connections_total["ws"] += 1
     try:
-        await WsConnection(websocket, state).run()
+        await WsConnection(websocket, state, caller, auth_frame=auth_frame).run()
     finally:
         stats.connections["ws"] -= 1

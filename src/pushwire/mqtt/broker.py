@@ -7,10 +7,10 @@ import logging
 import ssl
 
 from pushwire.config import Settings
+from pushwire.core.admission import Admission
 from pushwire.core.auth import AuthService
 from pushwire.core.hub import Hub
 from pushwire.core.message import Message
-from pushwire.core.ratelimit import ConcurrencyLimiter, KeyedLimiter
 from pushwire.core.session import Session
 from pushwire.mqtt.packets import ReasonCode
 from pushwire.mqtt.protocol import MQTTServerProtocol
@@ -19,7 +19,13 @@ log = logging.getLogger(__name__)
 
 
 class MQTTBroker:
-    def __init__(self, hub: Hub, settings: Settings, auth: AuthService) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        settings: Settings,
+        auth: AuthService,
+        admission: Admission | None = None,
+    ) -> None:
         self.hub = hub
         self.settings = settings
         self.auth = auth
@@ -32,25 +38,15 @@ class MQTTBroker:
         self.shutting_down = False
         self._servers: list[asyncio.Server] = []
         self._will_timers: dict[str, asyncio.TimerHandle] = {}
-        rate = settings.connection_rate_per_ip
-        self.connection_rate: KeyedLimiter[str] | None = (
-            KeyedLimiter(rate, max(1.0, 2 * rate)) if rate > 0 else None
-        )
-        self.per_ip: ConcurrencyLimiter[str] | None = (
-            ConcurrencyLimiter(settings.max_connections_per_ip)
-            if settings.max_connections_per_ip > 0
-            else None
+        self.admission = admission or Admission(
+            settings.connection_rate_per_ip, settings.max_connections_per_ip
         )
 
     # -- connections -----------------------------------------------------------------
 
     def admit(self, ip: str) -> str | None:
         """Per-IP limits for a new connection: None to admit, else why not."""
-        if self.connection_rate is not None and not self.connection_rate.try_acquire(ip):
-            return "connection rate limit"
-        if self.per_ip is not None and not self.per_ip.try_acquire(ip):
-            return "too many connections from this address"
-        return None
+        return self.admission.admit(ip)
 
     def register(self, conn: MQTTServerProtocol) -> bool:
         """Track a new connection; False when it is over max_connections."""
@@ -59,8 +55,8 @@ class MQTTBroker:
 
     def unregister(self, conn: MQTTServerProtocol) -> None:
         self.connections.discard(conn)
-        if self.per_ip is not None and conn.admitted_ip is not None:
-            self.per_ip.release(conn.admitted_ip)
+        if conn.admitted_ip is not None:
+            self.admission.release(conn.admitted_ip)
 
     def track_identity(self, conn: MQTTServerProtocol) -> None:
         identity = conn.identity

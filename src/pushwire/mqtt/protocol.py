@@ -141,7 +141,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             refusals.log(logging.WARNING, ip, "refused connection from %s: %s", ip, refusal)
             self.transport.abort()
             return
-        self.admitted_ip = ip if self.broker.per_ip is not None else None
+        self.admitted_ip = ip
         rate = self.broker.settings.publish_rate_per_client
         self._publish_bucket = TokenBucket(rate, max(1.0, 2 * rate)) if rate > 0 else None
         # a subscriber may fall behind by this much before QoS 0 is dropped for it
