@@ -34,9 +34,12 @@ pytest: install deps-test
 
 test: install deps-test lint typecheck pytest
 
+# Both suites run even when one fails; ARGS/MQTT_ARGS go to the MQTT bench, HTTP_ARGS to HTTP.
 bench: install
-	@bash scripts/ensure-debian-packages.sh mosquitto mosquitto-clients
-	$(VENV)/bin/pushwire bench mqtt $(ARGS)
+	@bash scripts/ensure-debian-packages.sh mosquitto mosquitto-clients nginx libnginx-mod-nchan
+	$(VENV)/bin/pushwire bench mqtt $(ARGS) $(MQTT_ARGS); mqtt=$$?; \
+	$(VENV)/bin/pushwire bench http $(HTTP_ARGS); http=$$?; \
+	test $$mqtt -eq 0 && test $$http -eq 0
 
 clean:
 	rm -rf $(VENV) pushwire-data .pytest_cache .mypy_cache .ruff_cache

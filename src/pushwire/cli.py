@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(serve)
     add_admin_commands(sub)
     bench = sub.add_parser("bench", help="side-by-side benchmarks (see bench/README.md)")
-    bench.add_argument("suite", choices=["mqtt"])
+    bench.add_argument("suite", choices=["mqtt", "http"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
@@ -104,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command in ADMIN_COMMANDS:
         return run_admin_command(ns)
     if ns.command == "bench":
-        from pushwire.bench.mqtt import main as bench_main
+        if ns.suite == "http":
+            from pushwire.bench.http import main as bench_main
+        else:
+            from pushwire.bench.mqtt import main as bench_main
 
         return bench_main(ns.args)
     return 2

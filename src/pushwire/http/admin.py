@@ -164,7 +164,7 @@ class RuleCreate(BaseModel):
 # -- helpers --------------------------------------------------------------------------------
 
 
-def _auth(state: Annotated[HttpState, Depends(get_state)]) -> AuthService:
+async def _auth(state: Annotated[HttpState, Depends(get_state)]) -> AuthService:
     return state.auth
 
 

@@ -62,7 +62,8 @@ class _Scheme(SecurityBase):
         self.model = model
         self.scheme_name = scheme_name
 
-    def __call__(self) -> None:
+    async def __call__(self) -> None:
+        # async on purpose: FastAPI runs plain `def` dependencies in a thread pool
         return None
 
 

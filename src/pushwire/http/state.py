@@ -66,7 +66,8 @@ class HttpState:
         return self.log.listener_count >= self.settings.http_max_listeners
 
 
-def get_state(conn: HTTPConnection) -> HttpState:
-    """FastAPI dependency (works for HTTP requests and WebSockets)."""
+async def get_state(conn: HTTPConnection) -> HttpState:
+    """FastAPI dependency (works for HTTP requests and WebSockets); async so that FastAPI
+    does not hand it to its thread pool on every request."""
     state: HttpState = conn.app.state.pushwire
     return state
