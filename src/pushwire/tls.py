@@ -63,3 +63,22 @@ def certificate_username(peercert: dict[str, Any] | None) -> str | None:
             if key == "commonName":
                 return str(value)
     return None
+
+
+# verified client-certificate names of live HTTPS/WSS connections, by peer address: uvicorn
+# does not put the certificate into the ASGI scope, so its protocol (http/guard.py) records
+# it here and the HTTP auth layer and MQTT over WebSocket look it up
+_CERTIFICATE_NAMES: dict[tuple[str, int], str] = {}
+
+
+def remember_certificate_name(peer: tuple[str, int], name: str) -> None:
+    _CERTIFICATE_NAMES[peer] = name
+
+
+def forget_certificate_name(peer: tuple[str, int]) -> None:
+    _CERTIFICATE_NAMES.pop(peer, None)
+
+
+def certificate_name(host: str, port: int) -> str | None:
+    """The client certificate's CN of the live connection from (host, port), if any."""
+    return _CERTIFICATE_NAMES.get((host, port))

@@ -153,3 +153,80 @@ def test_client_certificate_required(
     assert connected.wait(5)
     client.loop_stop()
     client.disconnect()
+
+
+def test_client_certificate_name_is_the_identity_on_tls_and_wss(
+    server_factory: Callable[..., ServerProcess], certs: CertFiles
+) -> None:
+    import subprocess
+    import sys
+    import time
+
+    srv = server_factory(
+        extra_args=[
+            "--tls-cert",
+            certs.server_cert,
+            "--tls-key",
+            certs.server_key,
+            "--mqtt-tls-port",
+            "0",
+            "--http-tls",
+            "--tls-ca",
+            str(certs.ca),
+            "--tls-client-auth",
+            "optional",
+        ],
+    )
+    for args in (
+        ["user", "add", "someone-else", "--password-stdin"],
+        ["acl", "add", "--all", "--allow", "readwrite", "users/%u/#"],
+    ):
+        subprocess.run(
+            [sys.executable, "-m", "pushwire", *args, "--data-dir", str(srv.data_dir)],
+            input="pw\n",
+            text=True,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    time.sleep(1.5)  # the running server picks up the CLI's changes
+    assert srv.mqtts_port
+    # no certificate, no credentials: a user exists, so anonymous is refused
+    anon, _, _ = tls_paho(srv.mqtts_port, certs)
+    refused = threading.Event()
+    anon.on_connect = lambda _c, _u, _f, rc, _p: refused.set() if rc != 0 else None
+    anon.reconnect()
+    assert refused.wait(5)
+    anon.loop_stop()
+    # the certificate's CN is the user: alice may use users/alice/# and nothing else
+    alice, got, event = tls_paho(srv.mqtts_port, certs, certs.client("alice"), cid="alice-tls")
+    granted: list[list[int]] = []
+    subacked = threading.Event()
+
+    def on_subscribe(_c: object, _u: object, _m: int, codes: list[object], _p: object) -> None:
+        granted.append([int(getattr(c, "value", c)) for c in codes])  # type: ignore[call-overload]
+        subacked.set()
+
+    alice.on_subscribe = on_subscribe
+    alice.subscribe("users/alice/#", qos=1)
+    assert subacked.wait(5)
+    subacked.clear()
+    alice.subscribe("users/bob/#", qos=1)
+    assert subacked.wait(5)
+    assert granted == [[1], [0x80]]
+    alice.publish("users/alice/x", b"mine", qos=1).wait_for_publish(5)
+    assert event.wait(5) and got[0].payload == b"mine"
+    alice.loop_stop()
+    alice.disconnect()
+    # MQTT over WSS: the same certificate identity
+    ws = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="alice-wss", transport="websockets")
+    ws.ws_set_options(path="/mqtt")
+    cert, key = certs.client("alice")
+    ws.tls_set(ca_certs=str(certs.ca), certfile=str(cert), keyfile=str(key))
+    ok = threading.Event()
+    ws.on_connect = lambda _c, _u, _f, rc, _p: ok.set() if rc == 0 else None
+    ws.connect("127.0.0.1", srv.http_port or 0)
+    ws.loop_start()
+    assert ok.wait(5)
+    ws.loop_stop()
+    ws.disconnect()

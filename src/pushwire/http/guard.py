@@ -25,6 +25,11 @@ import json
 from typing import Any, ClassVar, cast
 
 from pushwire.core.admission import Admission
+from pushwire.tls import (
+    certificate_username,
+    forget_certificate_name,
+    remember_certificate_name,
+)
 
 _BODY = json.dumps(
     {"error": {"code": "request_timeout", "message": "the request head took too long"}}
@@ -54,6 +59,7 @@ class _HeadTimeout(asyncio.Protocol):
     _head_cycle: object = None
     _head_bytes = False
     _admitted_ip: str | None = None
+    _cert_peer: tuple[str, int] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -68,6 +74,12 @@ class _HeadTimeout(asyncio.Protocol):
                 tr.close()
                 return
             self._admitted_ip = ip
+        name = certificate_username(transport.get_extra_info("peercert"))
+        if name is not None:
+            peer = transport.get_extra_info("peername")
+            if isinstance(peer, tuple):
+                self._cert_peer = (str(peer[0]), int(peer[1]))
+                remember_certificate_name(self._cert_peer, name)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -87,6 +99,9 @@ class _HeadTimeout(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._cert_peer is not None:
+            forget_certificate_name(self._cert_peer)
+            self._cert_peer = None
         if self._admitted_ip is not None and self.admission is not None:
             self.admission.release(self._admitted_ip)
             self._admitted_ip = None

@@ -17,6 +17,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from pushwire.mqtt.broker import MQTTBroker
 from pushwire.mqtt.protocol import MQTTServerProtocol
+from pushwire.tls import certificate_name
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,13 @@ class WebSocketTransport:
         return self._closing
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "peername" and self._ws.client is not None:
-            return (self._ws.client.host, self._ws.client.port)
+        client = self._ws.client
+        if name == "peername" and client is not None:
+            return (client.host, client.port)
+        if name == "peercert" and client is not None:
+            # the TLS layer is uvicorn's: its verified client name is kept by the HTTP guard
+            cn = certificate_name(client.host, client.port)
+            return {"subject": ((("commonName", cn),),)} if cn is not None else default
         return default
 
     async def run_writer(self) -> None:
