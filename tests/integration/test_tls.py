@@ -230,3 +230,50 @@ def test_client_certificate_name_is_the_identity_on_tls_and_wss(
     assert ok.wait(5)
     ws.loop_stop()
     ws.disconnect()
+
+
+def test_client_certificate_name_is_the_identity_on_https(
+    server_factory: Callable[..., ServerProcess], certs: CertFiles
+) -> None:
+    import subprocess
+    import sys
+    import time
+
+    srv = server_factory(
+        extra_args=[
+            "--tls-cert",
+            certs.server_cert,
+            "--tls-key",
+            certs.server_key,
+            "--mqtt-tls-port",
+            "0",
+            "--http-tls",
+            "--tls-ca",
+            str(certs.ca),
+            "--tls-client-auth",
+            "optional",
+        ],
+    )
+    for args in (
+        ["user", "add", "someone-else", "--password-stdin"],
+        ["acl", "add", "--all", "--allow", "readwrite", "users/%u/#"],
+    ):
+        subprocess.run(
+            [sys.executable, "-m", "pushwire", *args, "--data-dir", str(srv.data_dir)],
+            input="pw\n",
+            text=True,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    time.sleep(1.5)
+    base = f"https://127.0.0.1:{srv.http_port}"
+    plain = ssl.create_default_context(cafile=str(certs.ca))
+    anon = httpx.post(f"{base}/v1/publish/users/alice/x", content=b"x", verify=plain)
+    assert anon.status_code == 401  # a user exists: anonymous is off
+    with_cert = ssl.create_default_context(cafile=str(certs.ca))
+    cert, key = certs.client("alice")
+    with_cert.load_cert_chain(str(cert), str(key))
+    with httpx.Client(verify=with_cert) as alice:
+        assert alice.post(f"{base}/v1/publish/users/alice/x", content=b"x").status_code == 201
+        assert alice.post(f"{base}/v1/publish/users/bob/x", content=b"x").status_code == 403

@@ -42,6 +42,7 @@ from starlette.requests import HTTPConnection
 
 from pushwire.core.auth import AuthResult, AuthService, Identity, Permissions
 from pushwire.http.errors import ApiError
+from pushwire.tls import certificate_name
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,16 @@ async def resolve_caller(conn: HTTPConnection, *, allow_query: bool) -> Caller:
     creds = read_credentials(
         conn.headers.getlist("authorization"), conn.query_params, allow_query=allow_query
     )
-    result = await authenticate(auth, creds, ip)
+    cert_name = (
+        certificate_name(conn.client.host, conn.client.port)
+        if creds.kind == "none" and conn.client is not None
+        else None
+    )
+    if cert_name is not None:
+        # a client certificate the TLS layer verified, and no other credentials: its CN
+        result = auth.authenticate_certificate(cert_name, ip)
+    else:
+        result = await authenticate(auth, creds, ip)
     if not result.ok or result.identity is None:
         raise refusal(result)
     return make_caller(auth, result.identity, ip)

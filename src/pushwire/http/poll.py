@@ -18,13 +18,14 @@ from pydantic import BaseModel, Field
 
 from pushwire.core.log import ALL, LATEST, Cursor, LogEntry, MessageLog, ReadResult
 from pushwire.core.topics import TopicError, validate_filter
-from pushwire.http.auth import Caller, ReaderDep, unauthorized
+from pushwire.http.auth import Caller, ReaderDep, resolve_caller, unauthorized
 from pushwire.http.cursor import CursorError, parse_cursor, parse_duration, parse_etag
 from pushwire.http.encode import entry_json
 from pushwire.http.errors import ApiError, bad_cursor, bad_request, bad_topic, error_responses
+from pushwire.http.fastpath import FastRoute, fast, http_state, query_int
 from pushwire.http.state import HttpState, get_state
 
-router = APIRouter(tags=["subscribe"])
+router = APIRouter(tags=["subscribe"], route_class=FastRoute)
 
 
 class MessageOut(BaseModel):
@@ -161,12 +162,27 @@ IfNoneMatch = Annotated[
 ]
 
 
+async def poll_fast(request: Request) -> Response:
+    """`poll` without FastAPI's per-request parameter validation (http/fastpath.py)."""
+    caller = await resolve_caller(request, allow_query=True)
+    limit = query_int(request, "limit")
+    return _poll(
+        http_state(request),
+        caller,
+        request.path_params["filter"],
+        request.query_params.get("since"),
+        limit,
+        request.headers.get("if-none-match"),
+    )
+
+
 @router.get(
     "/v1/poll/{filter:path}",
     summary="Messages after a cursor, at once",
     response_model=PollResult,
     responses=_RESPONSES,
 )
+@fast(poll_fast)
 async def poll(
     filter: str,
     state: Annotated[HttpState, Depends(get_state)],
@@ -179,6 +195,17 @@ async def poll(
     after the cursor, oldest first, and the next cursor. Without a cursor: everything the
     log holds (since=all). 403 when the topic ACL does not let the caller read the filter;
     messages of topics it may not receive are left out."""
+    return _poll(state, caller, filter, since, limit, if_none_match)
+
+
+def _poll(
+    state: HttpState,
+    caller: Caller,
+    filter: str,
+    since: str | None,
+    limit: int | None,
+    if_none_match: str | None,
+) -> Response:
     check_filter(filter)
     caller.check_subscribe(filter)
     n = check_limit(state, limit)
@@ -242,12 +269,30 @@ async def _until_disconnect(receive: Callable[[], Awaitable[Any]]) -> None:
             return
 
 
+async def longpoll_fast(request: Request) -> Response:
+    """`longpoll` without FastAPI's per-request parameter validation (http/fastpath.py)."""
+    caller = await resolve_caller(request, allow_query=True)
+    limit = query_int(request, "limit")
+    q = request.query_params
+    return await _longpoll(
+        request,
+        http_state(request),
+        caller,
+        request.path_params["filter"],
+        q.get("since"),
+        limit,
+        q.get("timeout"),
+        request.headers.get("if-none-match"),
+    )
+
+
 @router.get(
     "/v1/longpoll/{filter:path}",
     summary="Messages after a cursor, waiting for the first one",
     response_model=PollResult,
     responses=_RESPONSES | error_responses(503),
 )
+@fast(longpoll_fast)
 async def longpoll(
     request: Request,
     filter: str,
@@ -266,6 +311,19 @@ async def longpoll(
     messages (since=latest). Re-ask with the returned cursor. 403 when the topic ACL does
     not let the caller read the filter; a held request whose token is revoked (or user
     removed) is answered 401."""
+    return await _longpoll(request, state, caller, filter, since, limit, timeout, if_none_match)
+
+
+async def _longpoll(
+    request: Request,
+    state: HttpState,
+    caller: Caller,
+    filter: str,
+    since: str | None,
+    limit: int | None,
+    timeout: str | None,
+    if_none_match: str | None,
+) -> Response:
     check_filter(filter)
     caller.check_subscribe(filter)
     n = check_limit(state, limit)

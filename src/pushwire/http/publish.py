@@ -14,17 +14,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from starlette.requests import ClientDisconnect
 
 from pushwire.core.log import format_cursor
 from pushwire.core.message import Message
 from pushwire.core.topics import TopicError, validate_topic_name
-from pushwire.http.auth import Caller, CallerDep
+from pushwire.http.auth import Caller, CallerDep, resolve_caller
 from pushwire.http.cursor import parse_duration
 from pushwire.http.encode import PRIORITY_PROPERTY
 from pushwire.http.errors import ApiError, bad_request, bad_topic, error_responses
+from pushwire.http.fastpath import FastRoute, fast, http_state
 from pushwire.http.state import HttpState, get_state
 
-router = APIRouter(tags=["publish"])
+router = APIRouter(tags=["publish"], route_class=FastRoute)
 
 PRIORITY_NAMES = {"min": 1, "low": 2, "default": 3, "normal": 3, "high": 4, "max": 5, "urgent": 5}
 TRUE = {"1", "true", "yes", "on"}
@@ -261,11 +263,15 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise payload_too_large(size, limit)
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise payload_too_large(total, limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise payload_too_large(total, limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # the client went away mid-body: nothing was published, nobody to answer
+        raise ApiError(400, "client_disconnected", "the request body was cut off") from None
     return b"".join(chunks)
 
 
@@ -328,8 +334,60 @@ _RAW_ROUTE: dict[str, Any] = {
 }
 
 
+async def _publish_raw(
+    request: Request,
+    state: HttpState,
+    caller: Caller,
+    topic: str,
+    retain: str | None,
+    qos: str | None,
+    ttl: str | None,
+    priority: str | None,
+    content_type: str | None,
+) -> JSONResponse:
+    check_topic(topic)
+    caller.check_publish(topic)  # before the body is read
+    spec = PublishSpec(
+        topic=topic,
+        payload=b"",
+        qos=parse_qos(qos),
+        retain=parse_bool(retain, "retain"),
+        ttl=parse_ttl(ttl),
+        priority=parse_priority(priority),
+        content_type=content_type or None,
+    )
+    charge_publish(state, caller, 1)
+    spec.payload = await read_body(request, state.settings.http_max_payload)
+    (message,) = await publish_specs(state, [spec], "http", "http")
+    return JSONResponse(result(state, message), status_code=_status([message]))
+
+
+async def publish_raw_fast(request: Request) -> JSONResponse:
+    """`publish_raw` without FastAPI's per-request parameter validation: the same options,
+    read from the query string and headers (the query wins), and the same caller."""
+    caller = await resolve_caller(request, allow_query=False)
+    q = request.query_params
+    h = request.headers
+    retain = q.get("retain")
+    qos = q.get("qos")
+    ttl = q.get("ttl")
+    priority = q.get("priority")
+    return await _publish_raw(
+        request,
+        http_state(request),
+        caller,
+        request.path_params["topic"],
+        retain if retain is not None else h.get("pushwire-retain"),
+        qos if qos is not None else h.get("pushwire-qos"),
+        ttl if ttl is not None else h.get("pushwire-ttl"),
+        priority if priority is not None else h.get("pushwire-priority"),
+        h.get("content-type"),
+    )
+
+
 @router.post("/v1/publish/{topic:path}", operation_id="publish_post", **_RAW_ROUTE)
 @router.put("/v1/publish/{topic:path}", operation_id="publish_put", **_RAW_ROUTE)
+@fast(publish_raw_fast)
 async def publish_raw(
     request: Request,
     topic: str,
@@ -349,21 +407,18 @@ async def publish_raw(
     `Pushwire-*` headers (the query wins). `Content-Type` is kept as the message's content
     type (MQTT 5 subscribers see it). Answers once the message is durable. 403 when the
     topic ACL does not let the caller write to the topic."""
-    check_topic(topic)
-    caller.check_publish(topic)  # before the body is read
-    spec = PublishSpec(
-        topic=topic,
-        payload=b"",
-        qos=parse_qos(qos if qos is not None else h_qos),
-        retain=parse_bool(retain if retain is not None else h_retain, "retain"),
-        ttl=parse_ttl(ttl if ttl is not None else h_ttl),
-        priority=parse_priority(priority if priority is not None else h_priority),
-        content_type=content_type or None,
+    # served by publish_raw_fast (http/fastpath.py); this signature is what OpenAPI shows
+    return await _publish_raw(
+        request,
+        state,
+        caller,
+        topic,
+        retain if retain is not None else h_retain,
+        qos if qos is not None else h_qos,
+        ttl if ttl is not None else h_ttl,
+        priority if priority is not None else h_priority,
+        content_type,
     )
-    charge_publish(state, caller, 1)
-    spec.payload = await read_body(request, state.settings.http_max_payload)
-    (message,) = await publish_specs(state, [spec], "http", "http")
-    return JSONResponse(result(state, message), status_code=_status([message]))
 
 
 @router.post(

@@ -23,21 +23,24 @@ The filter must be readable by the caller (else 403), and every message is check
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from pushwire.core.log import LATEST, Cursor, LogEntry, StreamBuffer, format_cursor
-from pushwire.http.auth import Caller, ReaderDep
+from pushwire.http.auth import Caller, ReaderDep, resolve_caller
 from pushwire.http.cursor import CursorError, parse_cursor
 from pushwire.http.encode import dumps, entry_sse
 from pushwire.http.errors import ApiError, bad_cursor, error_responses
-from pushwire.http.poll import check_filter, read_visible
+from pushwire.http.fastpath import FastRoute, fast, http_state
+from pushwire.http.poll import _until_disconnect, check_filter, read_visible
 from pushwire.http.state import HttpState, get_state
 
-router = APIRouter(tags=["subscribe"])
+router = APIRouter(tags=["subscribe"], route_class=FastRoute)
 
 BACKLOG_PAGE = 500
 
@@ -57,10 +60,64 @@ class _SseListener:
     def revoke(self, reason: str) -> None:
         self.buffer.close("revoked")
 
+    def disconnected(self, _task: asyncio.Future[None]) -> None:
+        self.buffer.close(_GONE)
+
+
+_GONE = "disconnected"  # the client went away: end the stream without a close event
+
+
+class _SseResponse(StreamingResponse):
+    """A StreamingResponse without the per-stream task group: the stream itself watches
+    for the client's disconnect (one task parked on `receive`), see `_stream`."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = self.body_iterator
+        assert isinstance(body, _SseBody)
+        body.receive = receive
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            async for chunk in body.gen:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await body.gen.aclose()
+
+
+class _SseBody:
+    """The event stream of one response, and the `receive` it watches for a disconnect."""
+
+    __slots__ = ("gen", "receive")
+
+    def __init__(self) -> None:
+        self.gen: AsyncGenerator[bytes, None]
+        self.receive: Receive | None = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.gen
+
 
 def _event(name: str, data: dict[str, object], cursor: str | None = None) -> bytes:
     head = f"id: {cursor}\n" if cursor is not None else ""
     return f"{head}event: {name}\ndata: {dumps(data)}\n\n".encode()
+
+
+async def sse_fast(request: Request) -> StreamingResponse:
+    """`sse` without FastAPI's per-request parameter validation (http/fastpath.py)."""
+    caller = await resolve_caller(request, allow_query=True)
+    return _sse(
+        http_state(request),
+        caller,
+        request.path_params["filter"],
+        request.query_params.get("since"),
+        request.headers.get("last-event-id"),
+    )
 
 
 @router.get(
@@ -75,6 +132,7 @@ def _event(name: str, data: dict[str, object], cursor: str | None = None) -> byt
         **error_responses(400, 401, 403, 429, 503),
     },
 )
+@fast(sse_fast)
 async def sse(
     filter: str,
     state: Annotated[HttpState, Depends(get_state)],
@@ -88,6 +146,16 @@ async def sse(
     """Every message of topics matching the filter, as events whose `id:` is the cursor.
     Without Last-Event-ID or since=: only new messages. 403 when the topic ACL does not
     let the caller read the filter; messages of topics it may not receive are left out."""
+    return _sse(state, caller, filter, since, last_event_id)
+
+
+def _sse(
+    state: HttpState,
+    caller: Caller,
+    filter: str,
+    since: str | None,
+    last_event_id: str | None,
+) -> StreamingResponse:
     check_filter(filter)
     caller.check_subscribe(filter)
     try:
@@ -103,17 +171,25 @@ async def sse(
         state.stats.rejected_busy += 1
         raise ApiError(503, "too_many_listeners", "too many streams", {"Retry-After": "1"})
     requested = last_event_id or since or "latest"
-    return StreamingResponse(
-        _stream(state, filter, cursor, requested, caller),
+    body = _SseBody()
+    body.gen = _stream(state, filter, cursor, requested, caller, body)
+    return _SseResponse(
+        body,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
 async def _stream(
-    state: HttpState, flt: str, cursor: Cursor, requested: str, caller: Caller | None = None
-) -> AsyncIterator[bytes]:
-    """The event stream; `caller` None: no ACL filtering and no revocation (tests)."""
+    state: HttpState,
+    flt: str,
+    cursor: Cursor,
+    requested: str,
+    caller: Caller | None = None,
+    body: _SseBody | None = None,
+) -> AsyncGenerator[bytes, None]:
+    """The event stream; `caller` None: no ACL filtering and no revocation (tests);
+    `body.receive`: the connection, watched for a disconnect (which ends the stream)."""
     log = state.log
     stats = state.stats
     epoch = log.epoch
@@ -131,6 +207,10 @@ async def _stream(
     identity = caller.identity if caller is not None else None
     if identity is not None and not state.live.track(identity, listener):
         listener.revoke("revoked")  # revoked since the request was authenticated
+    watcher: asyncio.Future[None] | None = None
+    if body is not None and body.receive is not None:
+        watcher = asyncio.ensure_future(_until_disconnect(body.receive))
+        watcher.add_done_callback(listener.disconnected)
     try:
         yield f": pushwire {format_cursor(epoch, after)}\n\n".encode()
         # backlog, page by page; the live buffer fills meanwhile and is de-duplicated by id
@@ -157,6 +237,8 @@ async def _stream(
                 yield b": hb\n\n"
                 continue
             if not items:  # closed
+                if buffer.reason == _GONE:
+                    return
                 if buffer.reason == "overflow":
                     stats.stream_overflows += 1
                 yield _event(
@@ -175,6 +257,9 @@ async def _stream(
                 stats.messages_out["sse"] += len(fresh)
                 yield b"".join(entry_sse(e, epoch) for e in fresh)
     finally:
+        if watcher is not None:
+            watcher.remove_done_callback(listener.disconnected)
+            watcher.cancel()
         log.unlisten(flt, listener)
         if identity is not None:
             state.live.untrack(identity, listener)
