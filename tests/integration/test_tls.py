@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import socket
 import ssl
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -155,13 +158,11 @@ def test_client_certificate_required(
     client.disconnect()
 
 
-def test_client_certificate_name_is_the_identity_on_tls_and_wss(
+def cert_identity_server(
     server_factory: Callable[..., ServerProcess], certs: CertFiles
-) -> None:
-    import subprocess
-    import sys
-    import time
-
+) -> ServerProcess:
+    """TLS everywhere, client certificates optional, one user (so anonymous is off) and a
+    rule giving every user its own `users/%u/#` tree, set through the CLI."""
     srv = server_factory(
         extra_args=[
             "--tls-cert",
@@ -190,6 +191,13 @@ def test_client_certificate_name_is_the_identity_on_tls_and_wss(
             timeout=60,
         )
     time.sleep(1.5)  # the running server picks up the CLI's changes
+    return srv
+
+
+def test_client_certificate_name_is_the_identity_on_tls_and_wss(
+    server_factory: Callable[..., ServerProcess], certs: CertFiles
+) -> None:
+    srv = cert_identity_server(server_factory, certs)
     assert srv.mqtts_port
     # no certificate, no credentials: a user exists, so anonymous is refused
     anon, _, _ = tls_paho(srv.mqtts_port, certs)
@@ -235,38 +243,7 @@ def test_client_certificate_name_is_the_identity_on_tls_and_wss(
 def test_client_certificate_name_is_the_identity_on_https(
     server_factory: Callable[..., ServerProcess], certs: CertFiles
 ) -> None:
-    import subprocess
-    import sys
-    import time
-
-    srv = server_factory(
-        extra_args=[
-            "--tls-cert",
-            certs.server_cert,
-            "--tls-key",
-            certs.server_key,
-            "--mqtt-tls-port",
-            "0",
-            "--http-tls",
-            "--tls-ca",
-            str(certs.ca),
-            "--tls-client-auth",
-            "optional",
-        ],
-    )
-    for args in (
-        ["user", "add", "someone-else", "--password-stdin"],
-        ["acl", "add", "--all", "--allow", "readwrite", "users/%u/#"],
-    ):
-        subprocess.run(
-            [sys.executable, "-m", "pushwire", *args, "--data-dir", str(srv.data_dir)],
-            input="pw\n",
-            text=True,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-    time.sleep(1.5)
+    srv = cert_identity_server(server_factory, certs)
     base = f"https://127.0.0.1:{srv.http_port}"
     plain = ssl.create_default_context(cafile=str(certs.ca))
     anon = httpx.post(f"{base}/v1/publish/users/alice/x", content=b"x", verify=plain)
