@@ -25,11 +25,9 @@ import asyncio
 import contextlib
 import functools
 import http.client
-import json
 import math
 import os
 import re
-import signal
 import socket
 import struct
 import sys
@@ -40,11 +38,11 @@ from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from types import FrameType
 from typing import Any, Literal, NamedTuple, cast
 
+from pushwire.bench.common import other_cpu, own_cpu_seconds, print_busy_note, run_cli, write_json
 from pushwire.bench.loadgen import MP_CONTEXT, STEP_TIMEOUT_S, BenchError, recv_message, run_loop
-from pushwire.bench.mqtt import BUSY_MACHINE, LOADGEN_LIMIT, _format_value, _split, percentile
+from pushwire.bench.mqtt import LOADGEN_LIMIT, _format_value, _split, percentile
 from pushwire.bench.nchan import HttpServer, nchan_server
 from pushwire.bench.peers import (
     _LISTEN_LINE,
@@ -387,11 +385,6 @@ class ClientReport:
     @property
     def cpu_util(self) -> float:
         return self.cpu_s / self.window_s if self.window_s > 0 else 0.0
-
-
-def _cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
 
 
 def _report(conn: Connection, message: tuple[Any, ...]) -> None:
@@ -812,10 +805,10 @@ async def _sample_window(
 ) -> None:
     """Count and CPU at both window edges."""
     await _sleep_until(window[0])
-    start_count, start_cpu, started = progress(), _cpu_seconds(), time.monotonic()
+    start_count, start_cpu, started = progress(), own_cpu_seconds(), time.monotonic()
     await _sleep_until(window[1])
     report.count = progress() - start_count
-    report.cpu_s = _cpu_seconds() - start_cpu
+    report.cpu_s = own_cpu_seconds() - start_cpu
     report.window_s = time.monotonic() - started
 
 
@@ -1446,14 +1439,6 @@ def render_table(results: dict[str, dict[str, Outcome]], servers: list[str], s: 
     return "\n".join(lines)
 
 
-def other_cpu(outcome: Outcome) -> float | None:
-    """Busy cores not charged to the server or the load generator (other processes, and
-    kernel softirq work such as loopback TCP)."""
-    if outcome.machine_cpu is None or outcome.server_cpu is None:
-        return None
-    return outcome.machine_cpu - outcome.server_cpu - sum(r.cpu_util for r in outcome.clients)
-
-
 def loadgen_saturated(outcome: Outcome) -> bool:
     return any(r.cpu_util > LOADGEN_LIMIT for r in outcome.clients)
 
@@ -1607,10 +1592,6 @@ def _delivery_runner(
     return lambda server: run_delivery(server, s, kind, n, publish)
 
 
-def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # unwinds through every finally that stops a process
-
-
 def run(args: argparse.Namespace) -> int:
     servers = _choose_servers(args)
     if not servers:
@@ -1691,32 +1672,14 @@ def run(args: argparse.Namespace) -> int:
     if full:
         print(f"\nnote: all {cores} cores were busy during {', '.join(full)} (busy cores): the")
         print("server, the load generator, loopback TCP and any other process shared them")
-    busy = [
-        f"{scenario}/{name} {rest:.0%}"
-        for scenario, outcomes in results.items()
-        for name, outcome in outcomes.items()
-        if name != "stub" and (rest := other_cpu(outcome)) is not None and rest > BUSY_MACHINE
-    ]
-    if busy:
-        print(f"\nnote: the rest of the machine was busy during {', '.join(busy)} (% of a core);")
-        print("other processes compete for the same cores: rerun on a quiet machine to compare")
+    print_busy_note(results, "the same cores")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results_json(results, servers, settings), indent=2))
-        print(f"\nresults written to {args.json}")
+        write_json(args.json, results_json(results, servers, settings))
     return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("interrupted; servers and load generators stopped", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return run_cli(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Literal, cast
 
+from pushwire.bench.common import own_cpu_seconds
+
 # Packet types, MQTT 3.1.1 section 2.2.1.
 CONNECT = 1
 CONNACK = 2
@@ -651,11 +653,6 @@ class ClientReport:
         return self.cpu_s / self.window_s if self.window_s > 0 else 0.0
 
 
-def _cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
 def _client_factory(spec: ClientSpec, index: int) -> Callable[[], BenchClient]:
     client_id = f"pwbench-{spec.role}-{os.getpid()}-{index}"
     topic = spec.topic.format(i=index)
@@ -738,10 +735,10 @@ async def _drive(
         client.start()
     await _sleep_until(window_start)
     start_count = sum(c.progress() for c in clients)
-    start_cpu, started = _cpu_seconds(), time.monotonic()
+    start_cpu, started = own_cpu_seconds(), time.monotonic()
     await _sleep_until(window_end)
     end_count = sum(c.progress() for c in clients)
-    end_cpu, ended = _cpu_seconds(), time.monotonic()
+    end_cpu, ended = own_cpu_seconds(), time.monotonic()
     # Keep the load on past the window so its last moments are as loaded as the rest.
     await _sleep_until(stop_at)
     for client in clients:
@@ -784,12 +781,12 @@ async def _idle_main(spec: ClientSpec, conn: Connection) -> None:
         conn.send(("ready", len(clients)))
         await recv_message(conn, STEP_TIMEOUT_S)  # go: open the measured connections
         warm = len(clients)
-        started, start_cpu = time.monotonic(), _cpu_seconds()
+        started, start_cpu = time.monotonic(), own_cpu_seconds()
         failures += await _open_idle(spec, spec.connections, warm, clients)
         report = ClientReport(spec.name, spec.role, len(clients) - warm, failures=failures)
         report.count = len(clients) - warm
         report.window_s = time.monotonic() - started
-        report.cpu_s = _cpu_seconds() - start_cpu
+        report.cpu_s = own_cpu_seconds() - start_cpu
         conn.send(("done", report))
         await recv_message(conn, STEP_TIMEOUT_S)  # close: the server's RSS has been read
     finally:

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import signal
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from types import FrameType
 
+from pushwire.bench.common import other_cpu, print_busy_note, run_cli, write_json
 from pushwire.bench.loadgen import (
     BenchError,
     ClientFleet,
@@ -343,20 +341,11 @@ def _client_cpu_text(outcome: Outcome) -> str:
 LOADGEN_LIMIT = 0.9  # a client process above this share of a core may be the bottleneck
 # Busy cores outside server and load generator above which a run is flagged as disturbed
 # (at a few 100k msg/s, loopback TCP's softirq work alone is ~10-20% of a core).
-BUSY_MACHINE = 0.5
 
 
 def loadgen_saturated(outcome: Outcome) -> bool:
     # Opening idle connections is meant to run flat out; only load roles can limit a result.
     return any(r.cpu_util > LOADGEN_LIMIT for r in outcome.clients if r.role != "idle")
-
-
-def other_cpu(outcome: Outcome) -> float | None:
-    """Busy cores not charged to the server or the load generator: other processes on the
-    machine, and kernel work (softirq) no process is charged for."""
-    if outcome.machine_cpu is None or outcome.server_cpu is None:
-        return None
-    return outcome.machine_cpu - outcome.server_cpu - sum(r.cpu_util for r in outcome.clients)
 
 
 def render_table(
@@ -490,10 +479,6 @@ def _choose_servers(args: argparse.Namespace) -> list[str]:
     return servers
 
 
-def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # unwinds through every finally that stops a process
-
-
 def run(args: argparse.Namespace) -> int:
     servers = _choose_servers(args)
     if not servers:
@@ -547,32 +532,14 @@ def run(args: argparse.Namespace) -> int:
     if any(loadgen_saturated(o) for outcomes in results.values() for o in outcomes.values()):
         print("\nwarning: a load-generator process used >90% of a core; that row may be")
         print("limited by the client side, not the server")
-    busy = [
-        f"{scenario}/{name} {rest:.0%}"
-        for scenario, outcomes in results.items()
-        for name, outcome in outcomes.items()
-        if name != "stub" and (rest := other_cpu(outcome)) is not None and rest > BUSY_MACHINE
-    ]
-    if busy:
-        print(f"\nnote: the rest of the machine was busy during {', '.join(busy)} (% of a core);")
-        print("other processes compete for the 2 cores: rerun on a quiet machine to compare")
+    print_busy_note(results, "the 2 cores")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results_json(results, servers, settings), indent=2))
-        print(f"\nresults written to {args.json}")
+        write_json(args.json, results_json(results, servers, settings))
     return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("interrupted; servers and load generators stopped", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return run_cli(run, parse_args(argv))
 
 
 if __name__ == "__main__":
