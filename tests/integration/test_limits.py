@@ -170,3 +170,27 @@ def test_http_publish_flood_gets_429_while_other_clients_deliver(
     calm = paho_client(srv, "calm")
     calm.publish("calm/a", b"unaffected", qos=1)
     assert sub.get(timeout=5).payload == b"unaffected"
+
+
+def test_connections_per_ip_are_counted_across_doors_and_released(
+    server_factory: ServerFactory,
+) -> None:
+    srv = server_factory(memory=True, extra_args=["--max-connections-per-ip", "2"])
+    assert srv.http_port
+    mqtt_conn = raw.connected_client(srv.host, srv.mqtt_port, "door-1")
+    http_conn = socket.create_connection((srv.host, srv.http_port), timeout=5)
+    http_conn.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive
+    assert http_conn.recv(100).startswith(b"HTTP/1.1 200")
+    # a third connection from the same address, through either door, is refused
+    with raw.RawClient(srv.host, srv.mqtt_port, timeout=2) as third:
+        third.try_send(raw.connect("door-3"))
+        assert third.read_until_closed(timeout=3) == []  # closed, and no CONNACK
+    with socket.create_connection((srv.host, srv.http_port), timeout=5) as third_http:
+        third_http.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert third_http.recv(100).startswith(b"HTTP/1.1 429")
+    # closing one gives its place back
+    http_conn.close()
+    time.sleep(0.3)
+    again = raw.connected_client(srv.host, srv.mqtt_port, "door-2")
+    again.close()
+    mqtt_conn.close()
