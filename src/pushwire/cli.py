@@ -16,13 +16,16 @@ from pydantic import ValidationError
 from pushwire import __version__
 from pushwire.admin_cli import ADMIN_COMMANDS, add_admin_commands, run_admin_command
 from pushwire.config import Settings, load_settings
+from pushwire.settings_doc import default_text
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per setting, generated from the Settings model so they never drift."""
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        help_text = f"{field.description} (env PUSHWIRE_{name.upper()}, default {field.default})"
+        help_text = (
+            f"{field.description} (env PUSHWIRE_{name.upper()}, default {default_text(field)})"
+        )
         annotation = field.annotation
         if annotation is bool:
             parser.add_argument(

@@ -1,0 +1,30 @@
+"""The README's settings table is the one generated from the Settings model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pushwire.cli import build_parser
+from pushwire.config import Settings
+from pushwire.settings_doc import END, START, replace_block, settings_table
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_settings_table_is_generated_from_the_model() -> None:
+    text = README.read_text()
+    assert replace_block(text, settings_table()) == text, (
+        "README settings table drifted: run `python -m pushwire.settings_doc --write README.md`"
+    )
+
+
+def test_every_setting_has_a_row_and_a_description() -> None:
+    block = README.read_text().split(START)[1].split(END)[0]
+    for name, field in Settings.model_fields.items():
+        assert f"`PUSHWIRE_{name.upper()}`" in block
+        assert field.description, f"setting {name} has no description"
+
+
+def test_help_never_prints_pydantic_undefined() -> None:
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    assert "PydanticUndefined" not in serve.format_help()
