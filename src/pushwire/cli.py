@@ -63,6 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def settings_errors(exc: ValidationError) -> list[str]:
+    """One line per problem, named as the user wrote it (flag and env var), without
+    pydantic's internals and documentation links."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = [str(part) for part in err["loc"]]
+        name = loc[0] if loc else "?"
+        where = f"--{name.replace('_', '-')} (PUSHWIRE_{name.upper()})"
+        if len(loc) > 1:
+            where += " at " + ".".join(loc[1:])
+        value = err.get("input")
+        shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+        lines.append(f"{where}: {err['msg']}{shown}")
+    return lines
+
+
 def _serve(ns: argparse.Namespace) -> int:
     overrides = {
         name: getattr(ns, name) for name in Settings.model_fields if getattr(ns, name) is not None
@@ -73,8 +89,12 @@ def _serve(ns: argparse.Namespace) -> int:
         config = Path(env) if env else None
     try:
         settings = load_settings(config, **overrides)
-    except (ValidationError, FileNotFoundError) as exc:
-        print(f"pushwire: bad settings: {exc}", file=sys.stderr)
+    except ValidationError as exc:
+        for line in settings_errors(exc):
+            print(f"pushwire: bad setting {line}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"pushwire: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pushwire.cli import build_parser
 from pushwire.config import Settings
 from pushwire.settings_doc import END, START, replace_block, settings_table
@@ -28,3 +30,16 @@ def test_every_setting_has_a_row_and_a_description() -> None:
 def test_help_never_prints_pydantic_undefined() -> None:
     serve = build_parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
     assert "PydanticUndefined" not in serve.format_help()
+
+
+def test_config_errors_are_one_clear_line_each(capsys: pytest.CaptureFixture[str]) -> None:
+    from pushwire.cli import main
+
+    assert main(["serve", "--memory", "--max-inflight", "0", "--anonymous", "maybe"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        "pushwire: bad setting --max-inflight (PUSHWIRE_MAX_INFLIGHT): "
+        "Input should be greater than or equal to 1 (got 0)",
+        "pushwire: bad setting --anonymous (PUSHWIRE_ANONYMOUS): "
+        "Input should be 'auto', 'on' or 'off' (got 'maybe')",
+    ]
