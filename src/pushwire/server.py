@@ -27,6 +27,7 @@ from pushwire.http.app import create_app, make_log
 from pushwire.http.guard import head_timeout_protocol
 from pushwire.http.publish import json_body_limit
 from pushwire.mqtt.broker import MQTTBroker
+from pushwire.mqtt.clients import mqtt_clients
 from pushwire.mqtt.websocket import mount_mqtt_websocket
 from pushwire.tls import server_context, uvicorn_ssl_options
 
@@ -118,6 +119,8 @@ class PushwireServer:
         self.http_address = sock.getsockname()[:2]
         app = create_app(self.hub, self.log, s, auth=self.auth)
         mount_mqtt_websocket(app, self.mqtt)
+        # MQTT clients in the admin API's client list (GET /v1/admin/clients)
+        app.state.pushwire.clients.add_source(lambda: mqtt_clients(self.mqtt))
         config = uvicorn.Config(
             app,
             log_level="warning",

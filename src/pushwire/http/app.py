@@ -4,6 +4,8 @@
     GET /v1/poll/{filter}          GET /v1/longpoll/{filter}
     GET /v1/sse/{filter}           GET /v1/ws (JSON WebSocket)
     /v1/admin/users, /tokens, /acl (admin API)
+    GET /v1/retained/{filter}      GET /v1/stats             GET /v1/me
+    /v1/admin/clients, /sessions (live view)                  /console (web console)
     GET /v1/health                 GET /metrics              /docs, /openapi.json
 
 Every route but health and the API description authenticates its caller (http/auth.py) and
@@ -21,7 +23,19 @@ from pushwire.config import Settings
 from pushwire.core.auth import AuthService
 from pushwire.core.hub import Hub
 from pushwire.core.log import MessageLog, Retention, RetentionRule
-from pushwire.http import admin, metrics, poll, publish, sse, ws
+from pushwire.http import (
+    admin,
+    admin_live,
+    console,
+    me,
+    metrics,
+    poll,
+    publish,
+    retained,
+    sse,
+    stats,
+    ws,
+)
 from pushwire.http.errors import install_error_handlers
 from pushwire.http.state import HttpState, open_auth
 
@@ -85,6 +99,11 @@ def create_app(
     app.include_router(ws.router)
     app.include_router(metrics.router)
     app.include_router(admin.router)
+    app.include_router(admin_live.router)
+    app.include_router(retained.router)
+    app.include_router(stats.router)
+    app.include_router(me.router)
+    app.include_router(console.router)
     _truthful_openapi(app)
     return app
 

@@ -23,6 +23,7 @@ from pushwire.http.cursor import CursorError, parse_cursor, parse_duration, pars
 from pushwire.http.encode import entry_json
 from pushwire.http.errors import ApiError, bad_cursor, bad_request, bad_topic, error_responses
 from pushwire.http.fastpath import FastRoute, fast, http_state, query_int
+from pushwire.http.live_clients import register_reader
 from pushwire.http.state import HttpState, get_state
 
 router = APIRouter(tags=["subscribe"], route_class=FastRoute)
@@ -357,6 +358,7 @@ async def _longpoll(
     if not state.live.track(caller.identity, held):
         raise unauthorized("the credentials were revoked")
     stats.connections["longpoll"] += 1
+    client_key = register_reader(state, "longpoll", lambda: caller, lambda: (filter,), caller.ip)
     disconnect = asyncio.ensure_future(_until_disconnect(request.receive))
     disconnect.add_done_callback(held.wake_on_done)
     try:
@@ -382,5 +384,6 @@ async def _longpoll(
             after = result.next_id
     finally:
         state.live.untrack(caller.identity, held)
+        state.clients.unregister(client_key)
         stats.connections["longpoll"] -= 1
         disconnect.cancel()

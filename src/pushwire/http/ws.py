@@ -53,6 +53,7 @@ from pushwire.http.auth import (
 from pushwire.http.cursor import CursorError, parse_cursor
 from pushwire.http.encode import dumps, entry_ws
 from pushwire.http.errors import ApiError, error_json
+from pushwire.http.live_clients import register_reader
 from pushwire.http.poll import check_filter, read_visible
 from pushwire.http.publish import (
     PublishRequest,
@@ -160,6 +161,10 @@ class WsConnection:
         self.last_seen = self.loop.time()
 
     # -- lifecycle ------------------------------------------------------------------------
+
+    def client_info_filters(self) -> tuple[str, ...]:
+        """The filters subscribed now (for the admin API's client list)."""
+        return tuple(sub.filter for sub in self.subs.values())
 
     def revoke(self, reason: str) -> None:
         """The credentials stopped being valid: the sender closes with 4403."""
@@ -590,7 +595,12 @@ async def websocket_endpoint(
     stats = state.stats
     stats.connections["ws"] += 1
     stats.connections_total["ws"] += 1
+    conn = WsConnection(websocket, state, caller, auth_frame=auth_frame)
+    client_key = register_reader(
+        state, "ws", lambda: conn.caller, conn.client_info_filters, client_ip(websocket)
+    )
     try:
-        await WsConnection(websocket, state, caller, auth_frame=auth_frame).run()
+        await conn.run()
     finally:
+        state.clients.unregister(client_key)
         stats.connections["ws"] -= 1

@@ -96,6 +96,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         self.session: Session | None = None
         self.client_id = ""
         self.peer = "?"
+        self.connected_at = time.time()  # wall clock, for the admin API's client list
         self.ip = "?"
         self.receive_maximum = 65535
         self.will: Will | None = None
