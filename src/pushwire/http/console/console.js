@@ -315,10 +315,10 @@ class Tail {
 function renderLive(main) {
   const filter = el("input", { id: "tail-filter", value: sessionStorage.getItem("pushwire.filter") || "#", spellcheck: "false" });
   const since = el("select", { id: "tail-since" },
-    el("option", { value: "latest", text: "new messages" }),
-    el("option", { value: "10m", text: "last 10 minutes" }),
+    el("option", { value: "latest", text: "now on" }),
+    el("option", { value: "10m", text: "last 10 min" }),
     el("option", { value: "1h", text: "last hour" }),
-    el("option", { value: "all", text: "everything kept" }));
+    el("option", { value: "all", text: "all kept" }));
   const startButton = el("button", { id: "tail-start", class: "primary", type: "submit", text: "Tail" });
   const stopButton = el("button", { id: "tail-stop", type: "button", text: "Stop", disabled: true });
   const clearButton = el("button", { type: "button", text: "Clear" });
@@ -347,12 +347,12 @@ function renderLive(main) {
     },
     message(m, id) {
       const text = m.payload !== undefined ? m.payload : `base64: ${m.payload_base64}`;
-      const flags = [m.retain ? "retained" : "", m.qos ? `qos ${m.qos}` : ""].filter(Boolean).join(" · ");
+      const flags = [`#${m.id}`, m.qos ? `qos ${m.qos}` : "", m.retain ? "retained" : ""].filter(Boolean).join(" · ");
       this.add(el("div", { class: "msg", "data-id": String(m.id) },
         el("span", { class: "time", text: fmtClock(m.time) }),
         el("span", { class: "topic", title: m.topic, text: m.topic }),
         el("span", { class: "payload", text }),
-        el("span", { class: "cursor", title: id || "", text: flags || `#${m.id}` })));
+        el("span", { class: "cursor", title: id || "", text: flags })));
     },
     event(kind, text) {
       this.add(el("div", { class: `event ${kind}` }, el("span", { text: fmtClock(Date.now() / 1000) }), el("span", { text })));
@@ -523,14 +523,14 @@ function renderUsers(main) {
         const input = el("input", { value: u.roles.join(", "), "aria-label": `roles of ${u.name}` });
         const save = el("button", { class: "small", type: "button", text: "Save" });
         save.addEventListener("click", () => act(() => api("PUT", `/v1/admin/users/${encodeURIComponent(u.name)}/roles`, { roles: splitList(input.value) }), `roles of ${u.name} saved`));
-        return el("div", { class: "inline" }, el("label", { style: "margin:0" }, input), save);
+        return el("div", { class: "cell-form" }, input, save);
       } },
       { title: "Created", render: (u) => fmtTime(u.created) },
       { title: "Password", render: (u) => {
         const input = el("input", { type: "password", placeholder: "new password", autocomplete: "new-password", "aria-label": `new password of ${u.name}` });
         const save = el("button", { class: "small", type: "button", text: "Set" });
         save.addEventListener("click", () => act(() => api("PUT", `/v1/admin/users/${encodeURIComponent(u.name)}/password`, { password: input.value }), `password of ${u.name} set`));
-        return el("div", { class: "inline" }, el("label", { style: "margin:0" }, input), save);
+        return el("div", { class: "cell-form" }, input, save);
       } },
       { title: "", render: (u) => el("div", { class: "row-actions" }, confirmButton("Remove", () => act(() => api("DELETE", `/v1/admin/users/${encodeURIComponent(u.name)}`), `user ${u.name} removed`))) },
     ], users.map((u) => ({ ...u, __key: u.name })), "No users: the server admits anonymous clients by its policy.", "users-table"));
