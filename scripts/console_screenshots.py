@@ -44,8 +44,10 @@ def server(workdir: Path) -> Iterator[tuple[int, int]]:
     data = workdir / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHWIRE_")}
     subprocess.run(
-        [sys.executable, "-m", "pushwire", "user", "add", ADMIN[0], "--role", "admin"]
-        + ["--password-stdin", "--data-dir", str(data)],
+        [
+            *(sys.executable, "-m", "pushwire", "user", "add", ADMIN[0], "--role", "admin"),
+            *("--password-stdin", "--data-dir", str(data)),
+        ],
         input=f"{ADMIN[1]}\n".encode(),
         check=True,
         capture_output=True,
@@ -54,9 +56,11 @@ def server(workdir: Path) -> Iterator[tuple[int, int]]:
     log = workdir / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pushwire", "serve", "--bind", "127.0.0.1"]
-            + ["--mqtt-port", "0", "--http-port", "0", "--data-dir", str(data)]
-            + ["--sys-interval", "0", "--connection-rate-per-ip", "0"],
+            [
+                *(sys.executable, "-m", "pushwire", "serve", "--bind", "127.0.0.1"),
+                *("--mqtt-port", "0", "--http-port", "0", "--data-dir", str(data)),
+                *("--sys-interval", "0", "--connection-rate-per-ip", "0"),
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -138,7 +142,7 @@ def populate(api: httpx.Client, mqtt_port: int) -> list[mqtt.Client]:
     phone.disconnect()
     phone.loop_stop()
     for i in range(7):
-        api.post(f"/v1/publish/users/alice/inbox?qos=1", content=f"note {i}")
+        api.post("/v1/publish/users/alice/inbox?qos=1", content=f"note {i}")
     return clients
 
 
@@ -158,11 +162,13 @@ def readers(port: int, stop: threading.Event) -> list[threading.Thread]:
     """An SSE stream and a JSON WebSocket, as the hall display's browser would hold them."""
 
     def sse() -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=None) as http:
-            with http.stream("GET", "/v1/sse/home/%23", auth=("alice", "alice-pw")) as r:
-                for _ in r.iter_bytes():
-                    if stop.is_set():
-                        return
+        with (
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=None) as http,
+            http.stream("GET", "/v1/sse/home/%23", auth=("alice", "alice-pw")) as r,
+        ):
+            for _ in r.iter_bytes():
+                if stop.is_set():
+                    return
 
     def ws() -> None:
         from websockets.sync.client import connect
@@ -200,7 +206,7 @@ def shoot(out: Path, http_port: int) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     url = f"http://127.0.0.1:{http_port}/console"
-    with browser.launch((1360, 820)) as web:
+    with browser.launch((1360, 940)) as web:
         wait = WebDriverWait(web, 20)
         web.get(url)
         wait.until(lambda d: d.find_element(By.ID, "login-form").is_displayed())
@@ -211,19 +217,20 @@ def shoot(out: Path, http_port: int) -> None:
         wait.until(lambda d: d.find_element(By.ID, "app").is_displayed())
         for page in PAGES:
             web.execute_script(f"location.hash = '#{page}'")
-            wait.until(lambda d, p=page: d.find_element(By.ID, "main").get_attribute("data-page") == p)
+            wait.until(
+                lambda d, p=page: d.find_element(By.ID, "main").get_attribute("data-page") == p
+            )
             if page == "live":
                 field = web.find_element(By.ID, "tail-filter")
                 field.clear()
                 field.send_keys("home/#")
                 web.find_element(By.ID, "tail-start").click()
-                wait.until(
-                    lambda d: len(d.find_elements(By.CSS_SELECTOR, "#tail-log .msg")) >= 14
-                )
+                wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#tail-log .msg")) >= 14)
             elif page == "metrics":
                 WebDriverWait(web, 60).until(
-                    lambda d: int(d.find_element(By.ID, "main").get_attribute("data-samples") or 0)
-                    >= 25
+                    lambda d: (
+                        int(d.find_element(By.ID, "main").get_attribute("data-samples") or 0) >= 25
+                    )
                 )
             else:
                 wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#main table tbody tr"))
