@@ -192,6 +192,12 @@ class Settings(BaseSettings):
         description="concurrent long-poll waiters + SSE streams + WebSocket "
         "subscriptions (503 above)",
     )
+    admin_list_limit: int = Field(
+        1000,
+        ge=1,
+        description="most rows GET /v1/admin/clients and /v1/admin/sessions return (the "
+        "oldest clients, the deepest queues first; the Pushwire-Total header counts them all)",
+    )
 
     @field_validator("log_retention", mode="before")
     @classmethod

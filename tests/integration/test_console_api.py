@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ import websockets
 from httpx_sse import aconnect_sse
 
 from helpers.clients import PahoClient
+from integration.http_util import HttpServerProcess, base
 
 from .test_http_auth import PASSWORDS, Secured, basic, bearer, error, secured
 
@@ -56,6 +58,15 @@ def test_retained_under_a_filter_with_poll_acl(secured: Secured) -> None:
     r = _get(secured, f"/v1/retained/users/alice/{tag}?auth={secured.alice_token}", {})
     assert [m["payload"] for m in r.json()["messages"]] == ["a"]
 
+    # pages: limit, then after= the last topic of the previous page
+    r = _get(secured, f"/v1/retained/users/%23?limit=1&after=users/alice/{tag}", basic("root"))
+    page = r.json()
+    assert [m["topic"] for m in page["messages"]] == [f"users/bob/{tag}"]
+    assert page["next"] == f"users/bob/{tag}"
+    r = _get(secured, "/v1/retained/users/%23?limit=1", basic("root"))
+    assert r.json()["more"] is True and len(r.json()["messages"]) == 1
+    error(_get(secured, "/v1/retained/users/%23?limit=0", basic("root")), 400, "bad_request")
+
     # an empty retained message clears it
     r = httpx.post(
         f"{secured.url}/v1/publish/users/alice/{tag}?retain=true",
@@ -71,6 +82,7 @@ def _clients(secured: Secured) -> list[dict[str, Any]]:
     r = _get(secured, "/v1/admin/clients", basic("root"))
     assert r.status_code == 200, r.text
     clients: list[dict[str, Any]] = r.json()
+    assert int(r.headers["Pushwire-Total"]) == len(clients)
     return clients
 
 
@@ -225,3 +237,31 @@ def test_openapi_describes_the_console_endpoints(secured: Secured) -> None:
         assert "get" in paths[path], path
     assert "403" in paths["/v1/retained/{filter}"]["get"]["responses"]
     assert not any(p.startswith("/console") for p in paths)
+
+
+def test_admin_lists_are_cut_at_the_limit(tmp_path: Path) -> None:
+    admin = ("root", "root-secret-1")
+    srv = HttpServerProcess(
+        tmp_path / "data",
+        tmp_path / "logs",
+        ["--admin-list-limit", "1"],
+        kind="pushwire",
+        admin=admin,
+        sys_interval=0,
+    )
+    srv.start()
+    clients = []
+    try:
+        for name in ("first", "second"):
+            client = PahoClient(srv.host, srv.mqtt_port, name, clean_session=False, auth=admin)
+            client.connect()
+            clients.append(client)
+        r = httpx.get(f"{base(srv)}/v1/admin/clients", auth=admin)
+        assert r.headers["Pushwire-Total"] == "2"
+        assert [c["id"] for c in r.json()] == ["first"]  # the oldest
+        r = httpx.get(f"{base(srv)}/v1/admin/sessions", auth=admin)
+        assert r.headers["Pushwire-Total"] == "2" and len(r.json()) == 1
+    finally:
+        for client in clients:
+            client.close()
+        srv.cleanup()

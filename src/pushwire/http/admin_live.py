@@ -6,9 +6,10 @@ Admins only, like the rest of `/v1/admin/` (401 without credentials, 403 for oth
 
 from __future__ import annotations
 
-from typing import Annotated
+import heapq
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 
 from pushwire.core.clients import ClientInfo
@@ -19,7 +20,13 @@ from pushwire.http.state import HttpState, get_state
 
 router = APIRouter(prefix="/v1/admin", tags=["admin API"])
 
-_ERRORS = error_responses(401, 403, 429)
+_TOTAL = {
+    "Pushwire-Total": {"description": "how many there are in all", "schema": {"type": "integer"}}
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    200: {"headers": _TOTAL},
+    **error_responses(401, 403, 429),
+}
 
 
 class ClientOut(BaseModel):
@@ -77,12 +84,15 @@ class SessionOut(BaseModel):
     responses=_ERRORS,
 )
 async def list_clients(
-    _admin: AdminDep, state: Annotated[HttpState, Depends(get_state)]
+    _admin: AdminDep, state: Annotated[HttpState, Depends(get_state)], response: Response
 ) -> list[ClientOut]:
     """MQTT connections (TCP, TLS, WebSocket) that completed CONNECT, SSE streams, held
-    long-polls and JSON WebSockets, oldest first. Plain polls are requests, not
-    connections: they are not listed."""
-    return [ClientOut.of(c) for c in state.clients.list()]
+    long-polls and JSON WebSockets, oldest first, at most --admin-list-limit of them
+    (`Pushwire-Total`: how many there are). Plain polls are requests, not connections:
+    they are not listed."""
+    clients = state.clients.list()
+    response.headers["Pushwire-Total"] = str(len(clients))
+    return [ClientOut.of(c) for c in clients[: state.settings.admin_list_limit]]
 
 
 @router.get(
@@ -92,11 +102,16 @@ async def list_clients(
     responses=_ERRORS,
 )
 async def list_sessions(
-    _admin: AdminDep, state: Annotated[HttpState, Depends(get_state)]
+    _admin: AdminDep, state: Annotated[HttpState, Depends(get_state)], response: Response
 ) -> list[SessionOut]:
-    """Every session the hub holds, connected or kept for a client that will come back,
-    the deepest queue first."""
-    sessions = sorted(
-        state.hub.sessions.values(), key=lambda s: (-(len(s.queue) + len(s.inflight)), s.client_id)
+    """The sessions the hub holds, connected or kept for a client that will come back, the
+    deepest queue first, at most --admin-list-limit of them (`Pushwire-Total`: how many
+    there are)."""
+    sessions = state.hub.sessions.values()
+    response.headers["Pushwire-Total"] = str(len(sessions))
+    deepest = heapq.nsmallest(
+        state.settings.admin_list_limit,
+        sessions,
+        key=lambda s: (-(len(s.queue) + len(s.inflight)), s.client_id),
     )
-    return [SessionOut.of(s) for s in sessions]
+    return [SessionOut.of(s) for s in deepest]

@@ -12,14 +12,14 @@ import base64
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from pushwire.core.message import Message
 from pushwire.http.auth import ReaderDep
 from pushwire.http.encode import message_priority
 from pushwire.http.errors import error_responses
-from pushwire.http.poll import check_filter
+from pushwire.http.poll import check_filter, check_limit
 from pushwire.http.state import HttpState, get_state
 
 router = APIRouter(tags=["subscribe"])
@@ -39,6 +39,8 @@ class RetainedOut(BaseModel):
 
 class RetainedResult(BaseModel):
     messages: list[RetainedOut]
+    more: bool = Field(description="true when limit cut the reply: ask again with after=next")
+    next: str | None = Field(description="the last topic in this reply (null: none)")
 
 
 def retained_dict(m: Message) -> dict[str, Any]:
@@ -70,17 +72,32 @@ def retained_dict(m: Message) -> dict[str, Any]:
     responses=error_responses(400, 401, 403, 429),
 )
 async def retained(
-    filter: str, state: Annotated[HttpState, Depends(get_state)], caller: ReaderDep
+    filter: str,
+    state: Annotated[HttpState, Depends(get_state)],
+    caller: ReaderDep,
+    limit: Annotated[
+        int | None, Query(description="most messages in the reply (default --poll-limit)")
+    ] = None,
+    after: Annotated[
+        str | None, Query(description="only topics after this one (the previous reply's next)")
+    ] = None,
 ) -> dict[str, Any]:
     """The last retained message of every topic matching the filter (MQTT syntax; `#` as
-    `%23`), in topic order. 403 when the topic ACL does not let the caller read the
-    filter; messages of topics it may not receive are left out."""
+    `%23`), in topic order, at most `limit` (up to --poll-max-limit) per reply. 403 when
+    the topic ACL does not let the caller read the filter; messages of topics it may not
+    receive are left out."""
     check_filter(filter)
     caller.check_subscribe(filter)
+    n = check_limit(state, limit)
     now = time.time()
-    messages = [
-        retained_dict(m)
+    visible = [
+        m
         for m in state.hub.retained.matching(filter)
-        if not m.expired(now) and caller.can_receive(m.topic)
+        if (after is None or m.topic > after) and not m.expired(now) and caller.can_receive(m.topic)
     ]
-    return {"messages": messages}
+    page = visible[:n]
+    return {
+        "messages": [retained_dict(m) for m in page],
+        "more": len(visible) > n,
+        "next": page[-1].topic if page else None,
+    }

@@ -122,6 +122,19 @@ function topicPath(topic) {
   return topic.split("/").map((level) => encodeURIComponent(level).replace(/%2B/g, "+")).join("/");
 }
 
+// GET a list and the Pushwire-Total header (how many there are when the list was cut).
+async function apiList(path) {
+  const response = await fetch(path, { headers: { Authorization: authHeader() || "" }, cache: "no-store" });
+  const data = await response.json().catch(() => null);
+  if (!response.ok) {
+    if (response.status === 401) logout("Your credentials are no longer accepted: log in again.");
+    const err = data && data.error ? data.error : { code: String(response.status), message: response.statusText };
+    throw new ApiError(response.status, err.code, err.message);
+  }
+  const total = Number(response.headers.get("Pushwire-Total") || data.length);
+  return [data, total];
+}
+
 async function api(method, path, body, options) {
   const headers = { Authorization: (options && options.auth) || authHeader() || "" };
   if (!headers.Authorization) delete headers.Authorization;
@@ -430,8 +443,8 @@ function renderRetained(main) {
     el("label", {}, "Filter", filter), el("button", { class: "primary", type: "submit", text: "Show" }));
   const load = async () => {
     try {
-      const reply = await api("GET", `/v1/retained/${topicPath(filter.value.trim())}`);
-      out.replaceChildren(table([
+      const reply = await api("GET", `/v1/retained/${topicPath(filter.value.trim())}?limit=500`);
+      out.replaceChildren(reply.more ? el("p", { class: "muted", text: `The first ${reply.messages.length} topics: narrow the filter to see others.` }) : "", table([
         { title: "Topic", render: (m) => el("span", { class: "mono", text: m.topic }) },
         { title: "Payload", render: (m) => el("span", { class: "mono", text: m.payload !== undefined ? m.payload : `base64: ${m.payload_base64}` }) },
         { title: "QoS", num: true, render: (m) => m.qos || 0 },
@@ -459,8 +472,9 @@ function renderClients(main) {
   main.append(pageHead("Connected clients", count), el("div", { class: "card" }, out));
   return autoRefresh(async () => {
     try {
-      const clients = await api("GET", "/v1/admin/clients");
-      count.textContent = `${clients.length} connected · refreshed every ${REFRESH_MS / 1000}s`;
+      const [clients, total] = await apiList("/v1/admin/clients");
+      const shown = total > clients.length ? ` (the oldest ${clients.length} shown)` : "";
+      count.textContent = `${total} connected${shown} · refreshed every ${REFRESH_MS / 1000}s`;
       out.replaceChildren(table([
         { title: "Client id", render: (c) => el("span", { class: "mono", text: c.id }) },
         { title: "Transport", render: (c) => transportBadge(c.transport) },
@@ -482,9 +496,10 @@ function renderSessions(main) {
   main.append(pageHead("MQTT sessions", count), el("div", { class: "card" }, out));
   return autoRefresh(async () => {
     try {
-      const sessions = await api("GET", "/v1/admin/sessions");
+      const [sessions, total] = await apiList("/v1/admin/sessions");
       const queued = sessions.reduce((n, s) => n + s.queued + s.inflight, 0);
-      count.textContent = `${sessions.length} sessions · ${queued} messages waiting`;
+      const shown = total > sessions.length ? ` (the ${sessions.length} deepest shown)` : "";
+      count.textContent = `${total} sessions${shown} · ${queued} messages waiting`;
       out.replaceChildren(table([
         { title: "Client id", render: (s) => el("span", { class: "mono", text: s.client_id }) },
         { title: "Owner", render: (s) => s.owner || el("span", { class: "muted", text: "anonymous" }) },
