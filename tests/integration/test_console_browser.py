@@ -286,3 +286,29 @@ def test_console_files_are_served_with_a_strict_policy(api: httpx.Client) -> Non
     missing = api.get("/console/../pyproject.toml")
     assert missing.status_code == 404
     assert api.get("/console/nothing.js").json()["error"]["code"] == "not_found"
+
+
+def test_anonymous_when_the_server_admits_it(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A fresh server with no users admits anonymous clients from localhost: the console
+    offers to go on without a login, and the live tail works."""
+    tmp = tmp_path_factory.mktemp("console-open")
+    srv = HttpServerProcess(tmp / "data", tmp / "logs", [], kind="pushwire", memory=True)
+    srv.start()
+    try:
+        with browser.launch() as web:
+            web.get(base(srv) + "/console")
+            find(web, "#login-anonymous").click()
+            wait(web, lambda d: d.find_element(By.ID, "who-badge").text == "no login", "")
+            go(web, "live")
+            fill(web, "#tail-filter", "open/#")
+            find(web, "#tail-start").click()
+            wait(
+                web,
+                lambda d: d.find_element(By.ID, "main").get_attribute("data-tail") == "live",
+                "",
+            )
+            httpx.post(f"{base(srv)}/v1/publish/open/door", content=b"opened").raise_for_status()
+            wait(web, lambda d: "opened" in tail_payloads(d), "the message in the tail")
+            assert web.execute_script("return sessionStorage.getItem('pushwire.auth')") == ""
+    finally:
+        srv.cleanup()
