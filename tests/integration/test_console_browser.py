@@ -288,11 +288,14 @@ def test_console_files_are_served_with_a_strict_policy(api: httpx.Client) -> Non
     assert api.get("/console/nothing.js").json()["error"]["code"] == "not_found"
 
 
-def test_anonymous_when_the_server_admits_it(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_anonymous_tail_and_gap(tmp_path_factory: pytest.TempPathFactory) -> None:
     """A fresh server with no users admits anonymous clients from localhost: the console
-    offers to go on without a login, and the live tail works."""
+    offers to go on without a login, and the live tail works; a tail that starts behind
+    messages the log no longer holds shows the gap the server reports."""
     tmp = tmp_path_factory.mktemp("console-open")
-    srv = HttpServerProcess(tmp / "data", tmp / "logs", [], kind="pushwire", memory=True)
+    srv = HttpServerProcess(
+        tmp / "data", tmp / "logs", ["--log-max-messages", "2"], kind="pushwire", memory=True
+    )
     srv.start()
     try:
         with browser.launch() as web:
@@ -310,5 +313,16 @@ def test_anonymous_when_the_server_admits_it(tmp_path_factory: pytest.TempPathFa
             httpx.post(f"{base(srv)}/v1/publish/open/door", content=b"opened").raise_for_status()
             wait(web, lambda d: "opened" in tail_payloads(d), "the message in the tail")
             assert web.execute_script("return sessionStorage.getItem('pushwire.auth')") == ""
+
+            for i in range(5):  # the log keeps the last 2 of a topic: 1..3 are evicted
+                httpx.post(f"{base(srv)}/v1/publish/gap/x", content=f"m{i + 1}").raise_for_status()
+            web.find_element(By.ID, "tail-stop").click()
+            fill(web, "#tail-filter", "gap/#")
+            Select(find(web, "#tail-since")).select_by_value("10m")
+            find(web, "#tail-start").click()
+            wait(web, lambda d: "m5" in tail_payloads(d), "the replay")
+            events = [e.text for e in web.find_elements(By.CSS_SELECTOR, "#tail-log .event")]
+            assert any("gap: messages after 10m are gone" in e for e in events), events
+            assert [p for p in tail_payloads(web) if p.startswith("m")] == ["m5", "m4"]
     finally:
         srv.cleanup()
