@@ -36,7 +36,11 @@ _HEADERS = {
 def _load() -> dict[str, tuple[bytes, str]]:
     """Every console file by name, read once: only these names are ever served."""
     files: dict[str, tuple[bytes, str]] = {}
-    for entry in resources.files("pushwire.http").joinpath("console").iterdir():
+    try:
+        entries = list(resources.files("pushwire.http").joinpath("console").iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return files  # installed without its package data: /console answers 404
+    for entry in entries:
         suffix = "." + entry.name.rpartition(".")[2]
         if entry.is_file() and suffix in _TYPES:
             files[entry.name] = (entry.read_bytes(), _TYPES[suffix])
