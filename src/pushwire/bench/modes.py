@@ -95,7 +95,7 @@ MAX_POLL_INTERVAL_S = 4.5
 CONNECT_TIMEOUT_S = 30.0
 # after the window: time for in-window messages still on their way (plus a poll interval)
 DRAIN_S = 0.3
-TOPIC_PREFIX = "bench/modes/t"
+TOPIC_PREFIX = "bench/modes/t"  # plain ASCII levels: usable in URL paths as they are
 WS_KEY = base64.b64encode(b"pushwire-bench-k").decode()
 
 
@@ -181,10 +181,6 @@ def _request(path: str, extra: str = "") -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{extra}\r\n".encode()
 
 
-def _topic_path(topic: str) -> str:
-    return topic  # bench topics are plain ASCII levels: nothing to encode
-
-
 class PollClient(Client):
     """Plain polling: one keep-alive connection, a request every `interval` seconds."""
 
@@ -202,7 +198,7 @@ class PollClient(Client):
         self.timer = loop.call_at(self.next_at, self.ask)
 
     def ask(self) -> None:
-        self.send(_request(f"/v1/poll/{_topic_path(self.topic)}?since={self.cursor}"), True)
+        self.send(_request(f"/v1/poll/{self.topic}?since={self.cursor}"), True)
 
     def received(self, data: bytes, now_ns: int) -> None:
         self.buf += data
@@ -248,7 +244,7 @@ class LongPollClient(PollClient):
         self.ask()
 
     def ask(self) -> None:
-        path = f"/v1/longpoll/{_topic_path(self.topic)}?timeout=60&since={self.cursor}"
+        path = f"/v1/longpoll/{self.topic}?timeout=60&since={self.cursor}"
         self.send(_request(path), True)
 
     def schedule(self) -> None:
@@ -257,7 +253,7 @@ class LongPollClient(PollClient):
 
 class SseClient(Client):
     def start(self) -> None:
-        self.send(_request(f"/v1/sse/{_topic_path(self.topic)}", "Accept: text/event-stream\r\n"))
+        self.send(_request(f"/v1/sse/{self.topic}", "Accept: text/event-stream\r\n"))
 
     def received(self, data: bytes, now_ns: int) -> None:
         self.buf += data
