@@ -55,3 +55,10 @@ def test_modes_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert by_mode["mqtt1"]["requests_per_s"] > 0  # PUBACKs
     for name in ("modes-latency.png", "modes-bytes.png", "modes-cpu.png"):
         assert (out / name).read_bytes().startswith(b"\x89PNG")
+
+
+def test_cli_offers_the_modes_suite() -> None:
+    from pushwire.cli import build_parser
+
+    ns = build_parser().parse_args(["bench", "modes", "--clients", "3"])
+    assert ns.suite == "modes" and ns.args == ["--clients", "3"]
