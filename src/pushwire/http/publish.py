@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -18,6 +17,7 @@ from starlette.requests import ClientDisconnect
 
 from pushwire.core.log import format_cursor
 from pushwire.core.message import Message
+from pushwire.core.text import JsonError, TextError, check_text, parse_json
 from pushwire.core.topics import TopicError, validate_topic_name
 from pushwire.http.auth import Caller, CallerDep, resolve_caller
 from pushwire.http.cursor import parse_duration
@@ -82,7 +82,10 @@ class PublishSpec:
 
 def check_topic(topic: str) -> None:
     try:
+        check_text(topic, "topic")
         validate_topic_name(topic)
+    except TextError as exc:
+        raise bad_topic(str(exc)) from None
     except TopicError as exc:
         raise bad_topic(f"{exc}: {topic!r}") from None
     if topic.startswith("$SYS") or topic.startswith("$share"):
@@ -141,7 +144,22 @@ def parse_priority(value: str | int | None) -> int | None:
     return value
 
 
+def optional_text(value: str | None, what: str) -> str | None:
+    """A client's text (header, option) checked like every other text (core/text.py)."""
+    if value is None:
+        return None
+    try:
+        return check_text(value, what)
+    except TextError as exc:
+        raise bad_request(str(exc)) from None
+
+
 def spec_from_request(req: PublishRequest, max_payload: int) -> PublishSpec:
+    # every text is checked before anything is routed: a lone surrogate would be routed,
+    # logged, and then fail in the store and in every reader that reaches it
+    check_topic(req.topic)
+    optional_text(req.payload, "payload")
+    optional_text(req.content_type, "content_type")
     if req.payload is not None and req.payload_base64 is not None:
         raise bad_request("give payload or payload_base64, not both")
     if req.payload_base64 is not None:
@@ -153,7 +171,6 @@ def spec_from_request(req: PublishRequest, max_payload: int) -> PublishSpec:
         payload = (req.payload or "").encode("utf-8")
     if len(payload) > max_payload:
         raise payload_too_large(len(payload), max_payload)
-    check_topic(req.topic)
     return PublishSpec(
         topic=req.topic,
         payload=payload,
@@ -354,7 +371,7 @@ async def _publish_raw(
         retain=parse_bool(retain, "retain"),
         ttl=parse_ttl(ttl),
         priority=parse_priority(priority),
-        content_type=content_type or None,
+        content_type=optional_text(content_type, "Content-Type") or None,
     )
     charge_publish(state, caller, 1)
     spec.payload = await read_body(request, state.settings.http_max_payload)
@@ -447,9 +464,9 @@ async def publish_json(
     s = state.settings
     raw = await read_body(request, json_body_limit(s.http_max_payload))
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise bad_request(f"body is not valid JSON: {exc}") from None
+        data = parse_json(raw, s.json_max_depth)
+    except JsonError as exc:
+        raise bad_request(str(exc)) from None
     batch = isinstance(data, list)
     if batch and len(data) > s.http_max_batch:
         raise ApiError(

@@ -40,6 +40,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from pushwire.core.auth import AuthResult
 from pushwire.core.log import LATEST, Consumer, Cursor, LogEntry, StreamBuffer, format_cursor
+from pushwire.core.text import JsonError, TextError, check_json_value
 from pushwire.http.auth import (
     Caller,
     Credentials,
@@ -236,6 +237,14 @@ class WsConnection:
                 raise _Close(CLOSE_PROTOCOL, "binary frames are not part of the protocol")
             try:
                 data = json.loads(text)
+                check_json_value(data, self.state.settings.json_max_depth, "frame")
+            except (RecursionError, JsonError, TextError) as exc:
+                # valid JSON (or too deep to tell), but nesting or text pushwire refuses:
+                # an error frame without the ref (it may be the bad text), the connection
+                # stays
+                reason = "frame nests too deep" if isinstance(exc, RecursionError) else str(exc)
+                self._send({"type": "error", "code": "bad_request", "message": reason})
+                continue
             except ValueError:
                 raise _Close(CLOSE_PROTOCOL, "frame is not JSON") from None
             if not isinstance(data, dict) or not isinstance(data.get("type"), str):
