@@ -179,6 +179,16 @@ def test_deeply_nested_json_is_a_400_not_a_500(http_server: StartServer) -> None
     assert "Traceback" not in srv.output() and "ERROR" not in srv.output()
 
 
+async def test_out_of_range_websocket_cursor_is_bad_cursor(http_server: StartServer) -> None:
+    srv = http_server()
+    async with connect(ws_url(srv)) as ws:
+        for since in (2**63, 10**30, "99999999999999999999d", "@99999999999999999999"):
+            r = await request(ws, {"type": "subscribe", "sub": "s", "filter": "a", "since": since})
+            assert (r["type"], r["code"]) == ("error", "bad_cursor"), (since, r)
+        r = await request(ws, {"type": "subscribe", "sub": "s", "filter": "a", "since": 2**63 - 1})
+        assert r["type"] == "subscribed"
+
+
 async def test_deeply_nested_websocket_frame_gets_an_error_frame(
     http_server: StartServer,
 ) -> None:

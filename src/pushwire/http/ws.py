@@ -51,7 +51,7 @@ from pushwire.http.auth import (
     refusal,
     unauthorized,
 )
-from pushwire.http.cursor import CursorError, parse_cursor
+from pushwire.http.cursor import MAX_ID, CursorError, parse_cursor
 from pushwire.http.encode import dumps, entry_ws
 from pushwire.http.errors import ApiError, error_json
 from pushwire.http.poll import check_filter, read_visible
@@ -349,6 +349,8 @@ class WsConnection:
         cursor: Cursor
         try:
             if isinstance(since, int) and not isinstance(since, bool):
+                if since > MAX_ID:
+                    raise CursorError(f"cursor id out of range: {since}")
                 cursor = Cursor.after(since) if since >= 0 else LATEST
             elif isinstance(since, str):
                 cursor = parse_cursor(since)
