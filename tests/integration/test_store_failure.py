@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+
+from helpers import raw
+from helpers.raw import RawClient
 
 from .http_util import HttpServerProcess, StartServer, base, http_server
 
@@ -28,6 +32,7 @@ POISON_TRIGGER = (
 GOOD = 160
 BAD = 24
 IN_FLIGHT = 8
+PUBACK = 4
 
 
 def inject(srv: HttpServerProcess) -> None:
@@ -115,3 +120,33 @@ async def test_a_write_the_store_refuses_fails_alone(http_server: StartServer) -
     # a cursor past the last hole is not told of it again
     after = f"{across['epoch']}:{max(refused)}"
     assert poll(srv, "private/alice/%23", after)["gap"] is False
+
+
+def test_mqtt_a_refused_publish_closes_only_its_own_client(
+    http_server: StartServer, raw_client: Callable[..., RawClient]
+) -> None:
+    srv = http_server(memory=False)
+    inject(srv)
+    bob = raw_client(srv, "bob")
+    alices = [raw_client(srv, f"alice{i}") for i in range(6)]
+    per_round = 20
+    pid = 0
+    # bob's QoS 1 publishes and alice's refused ones interleaved, so they share commits
+    for n, alice in enumerate(alices):
+        burst = b"".join(
+            raw.publish(f"bob/{n}", b"b", qos=1, packet_id=pid + i + 1) for i in range(per_round)
+        )
+        pid += per_round
+        alice.send(raw.publish("private/alice/x", b"a", qos=1, packet_id=1))
+        bob.send(burst)
+    acked = set()
+    while len(acked) < pid:
+        acked.add(bob.expect(PUBACK).packet_id)
+    assert acked == set(range(1, pid + 1))
+    assert bob.is_open()
+    for alice in alices:
+        # no PUBACK for a message the store refused; the client resends after reconnect
+        assert all(p.type != PUBACK for p in alice.read_until_closed())
+    srv.kill()
+    srv.start()
+    assert len(poll(srv, "bob/%23", "all")["messages"]) == pid
