@@ -109,6 +109,8 @@ async def test_a_write_the_store_refuses_fails_alone(http_server: StartServer) -
     assert {m["id"] for m in polled["messages"]} == acked
     across = poll(srv, "private/alice/%23", before)
     assert across["gap"] is True and across["messages"] == []
+    metrics = httpx.get(f"{base(srv)}/metrics").text
+    assert f"pushwire_log_holes_total {BAD}" in metrics
 
     srv.kill()  # kill -9: only what was committed survives
     srv.start()
