@@ -10,17 +10,19 @@ after the restart."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from helpers import raw
 from helpers.raw import RawClient
 
-from .http_util import HttpServerProcess, StartServer, base, http_server
+from .http_util import HttpServerProcess, StartServer, base, http_server, ws_url
 
 __all__ = ["http_server"]
 pytestmark = pytest.mark.pushwire_only("pushwire's store")
@@ -111,6 +113,16 @@ async def test_a_write_the_store_refuses_fails_alone(http_server: StartServer) -
     assert across["gap"] is True and across["messages"] == []
     metrics = httpx.get(f"{base(srv)}/metrics").text
     assert f"pushwire_log_holes_total {BAD}" in metrics
+    # the WebSocket says the same in its published frame
+    async with connect(ws_url(srv)) as ws:
+        await ws.send(json.dumps({"type": "publish", "topic": "private/alice/ws", "ref": 1}))
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert (frame["type"], frame["stored"], frame["ref"]) == ("published", False, 1)
+        refused.add(frame["id"])
+        await ws.send(json.dumps({"type": "publish", "topic": "bob/ws", "ref": 2}))
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert (frame["type"], frame["stored"], frame["ref"]) == ("published", True, 2)
+        acked.add(frame["id"])
 
     srv.kill()  # kill -9: only what was committed survives
     srv.start()
