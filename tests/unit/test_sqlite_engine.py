@@ -403,8 +403,10 @@ async def test_one_failing_write_fails_alone_and_the_batch_commits(
     reports: list[WriteFailure] = []
     engine.add_failure_listener(reports.append)
     execute(db_path, FAIL_QOS2)  # a real sqlite error, raised from inside the batch
+    mark = engine.failure_mark()
     hold = Hold(engine)
     engine.session_put("s", 5, None, None)
+    engine.session_put("other", 5, None, None)
     engine.inbound_qos2_put("s", 1)
     retained = msg("r")
     engine.retained_put(retained)
@@ -415,17 +417,20 @@ async def test_one_failing_write_fails_alone_and_the_batch_commits(
     assert engine.failed_batches == 1 and engine.failed_writes == 1
     assert [(r.op, r.client_id, r.message) for r in reports] == [("inbound_qos2_put", "s", None)]
     assert not engine.write_failed(retained)
+    assert engine.session_failed_since("s", mark)
+    assert not engine.session_failed_since("other", mark)
+    assert not engine.session_failed_since("s", engine.failure_mark())
     # only the failing write was dropped; the rest of the batch is on disk
-    (session,) = await engine.load_sessions()
-    assert session.client_id == "s" and session.inbound_qos2 == []
+    sessions = {s.client_id: s for s in await engine.load_sessions()}
+    assert sorted(sessions) == ["other", "s"] and sessions["s"].inbound_qos2 == []
     assert [m.topic for m in await engine.load_retained()] == ["r"]
 
     # the writer thread lives on
     execute(db_path, "DROP TRIGGER boom")
     engine.inbound_qos2_put("s", 1)
     await engine.sync()
-    (session,) = await engine.load_sessions()
-    assert session.inbound_qos2 == [1]
+    sessions = {s.client_id: s for s in await engine.load_sessions()}
+    assert sessions["s"].inbound_qos2 == [1]
 
 
 def logged(topic: str, log_id: int, payload: bytes = b"p") -> Message:

@@ -153,6 +153,12 @@ class Engine(Protocol):
     def write_failed(self, message: Message) -> bool:
         """True when a write of `message` could not be stored (ask after `sync()`)."""
 
+    def failure_mark(self) -> int:
+        """A mark to pass to `session_failed_since` later: take it before the sync."""
+
+    def session_failed_since(self, client_id: str, mark: int) -> bool:
+        """True when a write of session `client_id` could not be stored since `mark`."""
+
     def add_failure_listener(self, listener: FailureListener) -> None:
         """Call `listener` on the event loop for every write that could not be stored."""
 

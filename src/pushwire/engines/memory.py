@@ -78,6 +78,12 @@ class MemoryEngine:
     def write_failed(self, message: Message) -> bool:
         return False  # nothing is written, so nothing fails
 
+    def failure_mark(self) -> int:
+        return 0
+
+    def session_failed_since(self, client_id: str, mark: int) -> bool:
+        return False
+
     def add_failure_listener(self, listener: FailureListener) -> None:
         return None
 

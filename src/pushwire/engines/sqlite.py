@@ -533,6 +533,9 @@ class SQLiteEngine:
         # event-loop side of failure reports (see the module docstring)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failed_uids: dict[int, None] = {}  # insertion-ordered: oldest dropped first
+        # client id -> `_failure_reports` when a write of its session last failed
+        self._failed_clients: dict[str, int] = {}
+        self._failure_reports = 0
         self._failure_listeners: list[FailureListener] = []
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -788,16 +791,29 @@ class SQLiteEngine:
         before the `sync()` waiters of the batch, so a waiter asks right after its sync."""
         return message.uid in self._failed_uids
 
+    def failure_mark(self) -> int:
+        return self._failure_reports
+
+    def session_failed_since(self, client_id: str, mark: int) -> bool:
+        return self._failed_clients.get(client_id, 0) > mark
+
     def add_failure_listener(self, listener: FailureListener) -> None:
         self._failure_listeners.append(listener)
 
     def _record_failures(self, failures: list[WriteFailure]) -> None:
+        self._failure_reports += 1
         failed = self._failed_uids
+        clients = self._failed_clients
         for failure in failures:
             if failure.message is not None:
                 failed[failure.message.uid] = None
                 while len(failed) > _FAILED_MEMORY:
                     del failed[next(iter(failed))]
+            if failure.client_id is not None:
+                clients.pop(failure.client_id, None)  # re-insert: newest last
+                clients[failure.client_id] = self._failure_reports
+                while len(clients) > _FAILED_MEMORY:
+                    del clients[next(iter(clients))]
             for listener in self._failure_listeners:
                 try:
                     listener(failure)

@@ -122,8 +122,9 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         self.permissions: Permissions | None = None
         self._registered = False
         # acks held back until the journal they depend on is durable, kept in order
-        # (sync future or None, encoded ack, the message whose storage it confirms)
-        self._acks: deque[tuple[asyncio.Future[None] | None, bytes, Message | None]] = deque()
+        # (sync future or None, encoded ack, the message whose storage it confirms, the
+        # engine's failure mark when the ack was queued)
+        self._acks: deque[tuple[asyncio.Future[None] | None, bytes, Message | None, int]] = deque()
         self._awaited: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------
@@ -460,15 +461,23 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             self._write(data)
             return
         fut = self.hub.sync_future() if wait else None
-        self._acks.append((fut, data, message))
+        self._acks.append((fut, data, message, self.hub.engine.failure_mark()))
         if fut is not None and fut is not self._awaited:
             # many acks in one tick share one future: one callback releases them all
             self._awaited = fut
             fut.add_done_callback(self._release_acks)
 
+    def _store_refused(self, message: Message | None, mark: int) -> bool:
+        """Did the store refuse a write this ack vouches for: the message's, or one of this
+        client's session (its QoS 2 packet ids, its queue) since the ack was queued?"""
+        engine = self.hub.engine
+        if message is not None and engine.write_failed(message):
+            return True
+        return bool(self.client_id) and engine.session_failed_since(self.client_id, mark)
+
     def _release_acks(self, _: asyncio.Future[None]) -> None:
         while self._acks:
-            fut, data, message = self._acks[0]
+            fut, data, message, mark = self._acks[0]
             if fut is not None:
                 if not fut.done():
                     return
@@ -476,11 +485,8 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
                 if isinstance(error, WriteError):
                     # a write of no message or session failed: not this ack's concern
                     log.warning("journal: %s", error)
-                elif (
-                    fut.cancelled()
-                    or error is not None
-                    or (message is not None and self.hub.engine.write_failed(message))
-                ):
+                    error = None
+                if fut.cancelled() or error is not None or self._store_refused(message, mark):
                     # not durable: withhold the ack; the client resends after reconnect.
                     # Only this client's: another client's failed write is not its own.
                     log.error("journal write failed; closing %s", self.client_id)
