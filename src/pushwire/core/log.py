@@ -477,6 +477,8 @@ class MessageLog:
                 if first is not None:
                     firsts.append(first)
             after = min(firsts) - 1 if firsts else self.last_id
+            # ids increase with time: a hole past `after` is a message of the asked-for time
+            gap = gap or any(t.hole_within(after, self.last_id) for t in topics)
             # evictions up to here were older than the asked-for time, or were reported
             return Start(after, gap, self.last_id)
         # an id: from another epoch, or beyond anything this log issued -> start over
