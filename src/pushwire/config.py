@@ -157,6 +157,13 @@ class Settings(BaseSettings):
     http_max_batch: int = Field(
         1000, ge=1, description="messages in one batch publish (POST /v1/publish [...])"
     )
+    json_max_depth: int = Field(
+        32,
+        ge=2,
+        le=512,
+        description="deepest nesting of arrays and objects in a JSON request body or "
+        "WebSocket frame (400 / bad_request error frame above)",
+    )
     poll_limit: int = Field(100, ge=1, description="messages per poll reply when limit= is absent")
     poll_max_limit: int = Field(1000, ge=1, description="largest limit= a poll accepts")
     longpoll_timeout: float = Field(

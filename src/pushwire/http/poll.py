@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from pushwire.core.log import ALL, LATEST, Cursor, LogEntry, MessageLog, ReadResult
+from pushwire.core.text import TextError, check_text
 from pushwire.core.topics import TopicError, validate_filter
 from pushwire.http.auth import Caller, ReaderDep, resolve_caller, unauthorized
 from pushwire.http.cursor import CursorError, parse_cursor, parse_duration, parse_etag
@@ -77,7 +78,10 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def check_filter(flt: str) -> None:
     try:
+        check_text(flt, "filter")
         validate_filter(flt)
+    except TextError as exc:
+        raise bad_topic(str(exc)) from None
     except TopicError as exc:
         raise bad_topic(f"{exc}: {flt!r}") from None
     if flt.startswith("$share/"):
