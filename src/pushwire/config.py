@@ -66,7 +66,18 @@ class Settings(BaseSettings):
         10.0, ge=0, description="seconds between $SYS/broker updates (0: off)"
     )
     max_subscriptions_per_client: int = Field(
-        10_000, ge=1, description="subscriptions one MQTT session may hold"
+        1000,
+        ge=1,
+        description="subscriptions one MQTT session may hold (overlapping filters cost each "
+        "publish to a matching topic one trie step apiece)",
+    )
+    max_topic_levels: int = Field(
+        128,
+        ge=1,
+        le=32768,
+        description="levels ('/'-separated parts) a topic name or filter may have, on every "
+        "transport: MQTT 5 gets 0x90/0x8F, MQTT 3.1.1 is closed (SUBACK 0x80 for a filter), "
+        "HTTP gets 400 bad_topic",
     )
     slow_consumer_timeout: float = Field(
         30.0,

@@ -75,9 +75,9 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def check_filter(flt: str) -> None:
+def check_filter(flt: str, max_levels: int) -> None:
     try:
-        validate_filter(flt)
+        validate_filter(flt, max_levels)
     except TopicError as exc:
         raise bad_topic(f"{exc}: {flt!r}") from None
     if flt.startswith("$share/"):
@@ -206,7 +206,7 @@ def _poll(
     limit: int | None,
     if_none_match: str | None,
 ) -> Response:
-    check_filter(filter)
+    check_filter(filter, state.settings.max_topic_levels)
     caller.check_subscribe(filter)
     n = check_limit(state, limit)
     cursor, from_etag = request_cursor(since, if_none_match, ALL)
@@ -324,7 +324,7 @@ async def _longpoll(
     timeout: str | None,
     if_none_match: str | None,
 ) -> Response:
-    check_filter(filter)
+    check_filter(filter, state.settings.max_topic_levels)
     caller.check_subscribe(filter)
     n = check_limit(state, limit)
     s = state.settings

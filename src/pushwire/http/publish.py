@@ -80,9 +80,9 @@ class PublishSpec:
 # -- validation shared with the WebSocket protocol ---------------------------------------
 
 
-def check_topic(topic: str) -> None:
+def check_topic(topic: str, max_levels: int) -> None:
     try:
-        validate_topic_name(topic)
+        validate_topic_name(topic, max_levels)
     except TopicError as exc:
         raise bad_topic(f"{exc}: {topic!r}") from None
     if topic.startswith("$SYS") or topic.startswith("$share"):
@@ -141,7 +141,7 @@ def parse_priority(value: str | int | None) -> int | None:
     return value
 
 
-def spec_from_request(req: PublishRequest, max_payload: int) -> PublishSpec:
+def spec_from_request(req: PublishRequest, max_payload: int, max_levels: int) -> PublishSpec:
     if req.payload is not None and req.payload_base64 is not None:
         raise bad_request("give payload or payload_base64, not both")
     if req.payload_base64 is not None:
@@ -153,7 +153,7 @@ def spec_from_request(req: PublishRequest, max_payload: int) -> PublishSpec:
         payload = (req.payload or "").encode("utf-8")
     if len(payload) > max_payload:
         raise payload_too_large(len(payload), max_payload)
-    check_topic(req.topic)
+    check_topic(req.topic, max_levels)
     return PublishSpec(
         topic=req.topic,
         payload=payload,
@@ -345,7 +345,7 @@ async def _publish_raw(
     priority: str | None,
     content_type: str | None,
 ) -> JSONResponse:
-    check_topic(topic)
+    check_topic(topic, state.settings.max_topic_levels)
     caller.check_publish(topic)  # before the body is read
     spec = PublishSpec(
         topic=topic,
@@ -470,7 +470,7 @@ async def publish_json(
     specs = []
     for i, req in enumerate(reqs):
         try:
-            spec = spec_from_request(req, s.http_max_payload)
+            spec = spec_from_request(req, s.http_max_payload, s.max_topic_levels)
             caller.check_publish(spec.topic)
         except ApiError as exc:
             if batch:

@@ -21,7 +21,6 @@ from pushwire.mqtt.packets import (
     ReasonCode,
 )
 
-
 # control packet type of CONNECT (the high nibble of the first byte)
 _CONNECT_TYPE = 1
 
@@ -48,7 +47,6 @@ class MQTTConnection:
         self.topic_alias_maximum = topic_alias_maximum
         self._aliases: dict[int, str] = {}
         self._first_byte_seen = False
-
 
     @property
     def v5(self) -> bool:
