@@ -111,7 +111,16 @@ class Settings(BaseSettings):
         "user/role/anonymous/all, access allow|deny, permission read|write|readwrite, filter)",
     )
     login_failures_burst: int = Field(
-        10, ge=1, description="failed logins one IP may make before it is rate limited"
+        10,
+        ge=1,
+        description="failed logins one IP may make for one username before that username is "
+        "rate limited from that IP (others behind the same proxy are not)",
+    )
+    login_failures_address_burst: int = Field(
+        100,
+        ge=1,
+        description="failed logins one IP may make over all usernames (password spraying, "
+        "argon2 work) before every login from it is rate limited",
     )
     login_failures_window: float = Field(
         60.0, gt=0, description="seconds over which the failed-login allowance refills"

@@ -66,6 +66,7 @@ class PushwireServer:
             AuthSettings(
                 anonymous=settings.anonymous,
                 login_failures_burst=settings.login_failures_burst,
+                login_failures_address_burst=settings.login_failures_address_burst,
                 login_failures_window=settings.login_failures_window,
             ),
             seed_rules=settings.acl,
