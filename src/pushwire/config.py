@@ -71,6 +71,13 @@ class Settings(BaseSettings):
         description="subscriptions one MQTT session may hold (overlapping filters cost each "
         "publish to a matching topic one trie step apiece)",
     )
+    retained_slice: int = Field(
+        256,
+        ge=1,
+        description="retained-store nodes one new subscription's retained delivery visits per "
+        "event-loop turn: a subscriber with a huge retained backlog gets it in slices and "
+        "other clients are served between them",
+    )
     max_topic_levels: int = Field(
         128,
         ge=1,

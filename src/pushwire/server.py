@@ -60,6 +60,7 @@ class PushwireServer:
         self.hub = Hub(
             self.engine,
             SessionLimits(settings.max_inflight, settings.max_queued_messages),
+            retained_slice=settings.retained_slice,
         )
         self.auth = AuthService(
             make_auth_store(memory=settings.memory, data_dir=settings.data_dir),

@@ -17,6 +17,7 @@ from typing import Any
 from pushwire.core.message import Message
 from pushwire.core.pressure import Backpressure
 from pushwire.core.retain import RetainedStore
+from pushwire.core.retained_stream import RetainedStream
 from pushwire.core.routes import Route, RouteCache, build_route
 from pushwire.core.session import (
     Delivery,
@@ -38,7 +39,9 @@ Observer = Callable[[Message], bool]
 
 
 class Hub:
-    def __init__(self, engine: Engine, limits: SessionLimits | None = None) -> None:
+    def __init__(
+        self, engine: Engine, limits: SessionLimits | None = None, retained_slice: int = 256
+    ) -> None:
         self.engine = engine
         self.limits = limits or SessionLimits()
         self.stats = Stats()
@@ -52,6 +55,9 @@ class Hub:
         # per-topic delivery plans; any change of the subscriptions clears them
         self._routes = RouteCache()
         self.retained = RetainedStore()
+        # retained-tree nodes one subscriber's retained delivery visits per loop turn
+        self.retained_slice = retained_slice
+        self._retained_streams: dict[Session, RetainedStream] = {}
         # in-process listeners that see every routed message (message log, metrics, ...)
         self._observers: list[Observer] = []
         self._sync_task: asyncio.Future[None] | None = None
@@ -134,6 +140,7 @@ class Hub:
         existing = self.sessions.get(client_id)
         if existing is not None and existing.link is not None:
             old_link = existing.link
+            self._stop_retained(existing)
             existing.detach()
             old_link.close_taken_over()
         if existing is not None and existing.expiry_handle is not None:
@@ -182,6 +189,7 @@ class Hub:
         """The connection `link` of `session` ended (any reason)."""
         if session.link is not link:
             return  # already taken over by a newer connection
+        self._stop_retained(session)
         session.detach()
         if not session.persistent:
             self._discard(session)
@@ -207,6 +215,7 @@ class Hub:
             self._discard(session)
 
     def _discard(self, session: Session) -> None:
+        self._stop_retained(session)
         for flt in list(session.subscriptions):
             self._unindex(session, flt)
         if self.sessions.get(session.client_id) is session:
@@ -257,11 +266,26 @@ class Hub:
         handling = sub.options.retain_handling
         if handling == 2 or (handling == 1 and not new) or sub.filter.startswith("$share/"):
             return  # shared subscriptions get no retained messages (MQTT-3.8.4-... 4.8.2)
-        ids = [sub.subscription_id] if sub.subscription_id else []
-        now = time.time()
-        for message in self.retained.matching(sub.filter):
-            if not message.expired(now):
-                session.offer(message, min(message.qos, sub.options.qos), True, ids, None)
+        link = session.link
+        if link is None:
+            return  # the subscriber is gone already
+        stream = self._retained_streams.get(session)
+        if stream is None or stream.link is not link:
+            if stream is not None:
+                stream.close()
+            stream = RetainedStream(session, link, self.retained_slice, self._stream_done)
+            self._retained_streams[session] = stream
+        # in slices, as fast as the subscriber reads; the first slice runs now
+        stream.add(sub, self.retained.walk(sub.filter), self.retained.stamp)
+
+    def _stream_done(self, stream: RetainedStream) -> None:
+        if self._retained_streams.get(stream.session) is stream:
+            del self._retained_streams[stream.session]
+
+    def _stop_retained(self, session: Session) -> None:
+        stream = self._retained_streams.pop(session, None)
+        if stream is not None:
+            stream.close()
 
     def unsubscribe(self, session: Session, flt: str) -> bool:
         if not session.remove_subscription(flt):
