@@ -17,9 +17,11 @@ from pushwire.core.topics import matches
 from pushwire.engines.memory import MemoryEngine
 
 levels = st.sampled_from(["a", "b", "", "$x"])
-topic_st = st.lists(levels, min_size=1, max_size=4).map("/".join)
-filter_st = st.lists(st.sampled_from(["a", "b", "", "+", "$x"]), min_size=1, max_size=4).flatmap(
-    lambda ls: st.sampled_from(["/".join(ls), "/".join([*ls, "#"])])
+topic_st = st.lists(levels, min_size=1, max_size=4).map("/".join).filter(bool)
+filter_st = (
+    st.lists(st.sampled_from(["a", "b", "", "+", "$x"]), min_size=1, max_size=4)
+    .flatmap(lambda ls: st.sampled_from(["/".join(ls), "/".join([*ls, "#"])]))
+    .filter(bool)
 )
 
 
@@ -136,3 +138,26 @@ async def test_disconnect_stops_the_stream() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
     assert len(link.sent) == first
+
+
+async def test_qos1_backlog_waits_for_acks_instead_of_overflowing_the_queue() -> None:
+    hub = Hub(MemoryEngine(), SessionLimits(max_inflight=5, max_queued_messages=10))
+    for i in range(200):
+        hub.publish(Message(f"q/{i}", b"x", qos=1, retain=True))
+    link = SlowLink()
+    s, _ = hub.connect("c", True, 4, 0, link)
+    s.attach(link)
+    sub = Subscription("q/#", SubscriptionOptions(qos=1))
+    hub.send_retained(s, sub, hub.subscribe(s, sub))
+    acked = 0
+    for _ in range(10_000):
+        if acked == 200:
+            break
+        pending = [d.packet_id for d in link.sent[acked:] if d.packet_id is not None]
+        for pid in pending:
+            assert s.acknowledge(pid)
+        acked += len(pending)
+        assert len(s.queue) <= 1  # the backlog stays in the store
+        await asyncio.sleep(0)
+    assert acked == 200 and hub.stats.queue_overflow == 0
+    assert sorted(d.message.topic for d in link.sent) == sorted(f"q/{i}" for i in range(200))

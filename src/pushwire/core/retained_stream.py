@@ -5,7 +5,7 @@ event loop: its SUBACK waited for the whole scan (seconds with ten such filters)
 every other client. A `RetainedStream` (one per session) walks the retained tree a bounded
 slice at a time (`retained_slice` nodes per loop turn), so other clients are served between
 slices; it goes only as fast as the subscriber reads (it waits while the connection's send
-buffer is full or the session's queue holds a slice already, and resumes when
+buffer is full or the session's queue holds anything, and resumes when
 `Session.pump` says there is room), so a huge backlog never piles up in memory, and QoS 0
 retained messages are not dropped for a subscriber that simply reads slower than we write.
 
@@ -74,8 +74,10 @@ class RetainedStream:
 
     def _room(self) -> bool:
         """Can the subscriber take more now? Its send buffer is below the high-water mark
-        and its queue does not hold a slice already (acks or a drained buffer free it)."""
-        return self.link.writable() and len(self.session.queue) < self.slice_size
+        and nothing waits in its queue (QoS 1/2 beyond the inflight window): the backlog
+        stays in the retained store, not in the session, and never overflows the queue or
+        holds publishers back (core/pressure.py)."""
+        return self.link.writable() and not self.session.queue
 
     def _resume(self) -> None:
         # called from Session.pump, maybe inside another packet's handling: next turn
