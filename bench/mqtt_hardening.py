@@ -187,6 +187,8 @@ class RetainedResult:
     control_round_trips: int
     retained_read: int
     retained_per_s: float
+    idle_rtt_max_ms: float
+    idle_rtt_p99_ms: float
     notes: list[str] = field(default_factory=list)
 
 
@@ -234,20 +236,35 @@ print(json.dumps(rtts), flush=True)
 """
 
 
-async def retained(port: int, count: int, match_all: int, duration: float) -> RetainedResult:
-    await _seed(port, count)
-    sub = await Client.connect(port, "bench-backlog")
+async def _start_pinger(port: int, seconds: float, client_id: str) -> asyncio.subprocess.Process:
     pinger = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         _PINGER,
         str(port),
-        str(duration + 0.5),
-        encode_connect("bench-control").hex(),
+        str(seconds),
+        encode_connect(client_id).hex(),
         stdout=asyncio.subprocess.PIPE,
+        limit=1 << 24,  # one line holds every round trip
     )
     assert pinger.stdout is not None
     await pinger.stdout.readline()  # ready
+    return pinger
+
+
+async def _pinger_rtts(pinger: asyncio.subprocess.Process) -> list[float]:
+    assert pinger.stdout is not None
+    rtts: list[float] = json.loads(await asyncio.wait_for(pinger.stdout.readline(), 60))
+    await pinger.wait()
+    return rtts
+
+
+async def retained(port: int, count: int, match_all: int, duration: float) -> RetainedResult:
+    await _seed(port, count)
+    # the same control round trips with nothing else going on: the machine's own noise
+    idle = await _pinger_rtts(await _start_pinger(port, 1.0, "bench-idle"))
+    sub = await Client.connect(port, "bench-backlog")
+    pinger = await _start_pinger(port, duration + 0.5, "bench-control")
     filters = (MATCH_ALL * (match_all // len(MATCH_ALL) + 1))[:match_all]
     t0 = time.monotonic()
     sub.writer.write(subscribe_packet(1, filters))
@@ -267,8 +284,7 @@ async def retained(port: int, count: int, match_all: int, duration: float) -> Re
         if first >> 4 == 3:
             got += 1
     elapsed = time.monotonic() - start
-    rtts: list[float] = json.loads(await asyncio.wait_for(pinger.stdout.readline(), 30))
-    await pinger.wait()
+    rtts = await _pinger_rtts(pinger)
     sub.close()
     notes = [] if got == want else [f"read {got} of {want} in the {duration}s allowed"]
     return RetainedResult(
@@ -280,6 +296,8 @@ async def retained(port: int, count: int, match_all: int, duration: float) -> Re
         len(rtts),
         got,
         got / elapsed if elapsed > 0 else 0.0,
+        max(idle) * 1000 if idle else float("nan"),
+        _ms(idle, 99),
         notes,
     )
 
@@ -327,7 +345,8 @@ def main() -> None:
             f"retained {r['retained']} topics x {r['match_all_filters']} match-all filters: "
             f"SUBACK {r['suback_ms']:.1f} ms; control RTT max {r['control_rtt_max_ms']:.1f} ms, "
             f"p99 {r['control_rtt_p99_ms']:.1f} ms over {r['control_round_trips']} round trips; "
-            f"read {r['retained_read']} retained at {r['retained_per_s']:.0f}/s"
+            f"read {r['retained_read']} retained at {r['retained_per_s']:.0f}/s; "
+            f"idle RTT max {r['idle_rtt_max_ms']:.1f} ms, p99 {r['idle_rtt_p99_ms']:.1f} ms"
         )
         for note in r["notes"]:
             print(f"  note: {note}")

@@ -72,7 +72,7 @@ class Settings(BaseSettings):
         "publish to a matching topic one trie step apiece)",
     )
     retained_slice: int = Field(
-        128,
+        32,
         ge=1,
         description="retained-store nodes one new subscription's retained delivery visits per "
         "event-loop turn: a subscriber with a huge retained backlog gets it in slices and "

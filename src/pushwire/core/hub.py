@@ -40,7 +40,7 @@ Observer = Callable[[Message], bool]
 
 class Hub:
     def __init__(
-        self, engine: Engine, limits: SessionLimits | None = None, retained_slice: int = 128
+        self, engine: Engine, limits: SessionLimits | None = None, retained_slice: int = 32
     ) -> None:
         self.engine = engine
         self.limits = limits or SessionLimits()
