@@ -370,3 +370,16 @@ def test_latest_then_append_is_read_back(flt: str) -> None:
     start = mlog.resolve(flt, LATEST)
     pub(mlog, clock, "t")
     assert not start.gap and ids(mlog, flt, start.after) == [2]
+
+
+def test_deep_topics_are_found_without_recursion() -> None:
+    """The log's topic index is walked with loops: a topic 5000 levels deep (possible when
+    max_topic_levels is raised) is found by `#` and `+` filters instead of raising
+    RecursionError."""
+    mlog, clock = make_log()
+    deep = "/".join(["d"] * 5000)
+    first = pub(mlog, clock, deep)
+    second = pub(mlog, clock, "d")
+    assert sorted(ids(mlog, "d/#")) == [first, second]
+    assert ids(mlog, "+/" + deep[2:]) == [first]
+    assert ids(mlog, deep[:-1] + "+") == [first]
