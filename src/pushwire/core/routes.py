@@ -49,8 +49,9 @@ class Route:
         return _ENTRY_BYTES * entries
 
 
-# what one entry of a route (a target, a group, an id) costs, roughly, in bytes
-_ENTRY_BYTES = 100
+# what one entry of a route (a target and its grants, a group, an id) costs in memory,
+# roughly, in bytes (objects, list slots, the cache's own bookkeeping)
+_ENTRY_BYTES = 300
 
 
 class _Fold:
