@@ -61,12 +61,14 @@ class PushwireServer:
         self.hub = Hub(
             self.engine,
             SessionLimits(settings.max_inflight, settings.max_queued_messages),
+            retained_slice=settings.retained_slice,
         )
         self.auth = AuthService(
             make_auth_store(memory=settings.memory, data_dir=settings.data_dir),
             AuthSettings(
                 anonymous=settings.anonymous,
                 login_failures_burst=settings.login_failures_burst,
+                login_failures_address_burst=settings.login_failures_address_burst,
                 login_failures_window=settings.login_failures_window,
             ),
             seed_rules=settings.acl,

@@ -412,3 +412,16 @@ async def test_an_entry_the_store_refuses_becomes_a_hole(tmp_path: Path) -> None
     entry = again.append(Message("t", b"four"))
     assert entry is not None and entry.id == 5
     await engine.close()
+
+
+def test_deep_topics_are_found_without_recursion() -> None:
+    """The log's topic index is walked with loops: a topic 5000 levels deep (possible when
+    max_topic_levels is raised) is found by `#` and `+` filters instead of raising
+    RecursionError."""
+    mlog, clock = make_log()
+    deep = "/".join(["d"] * 5000)
+    first = pub(mlog, clock, deep)
+    second = pub(mlog, clock, "d")
+    assert sorted(ids(mlog, "d/#")) == [first, second]
+    assert ids(mlog, "+/" + deep[2:]) == [first]
+    assert ids(mlog, deep[:-1] + "+") == [first]

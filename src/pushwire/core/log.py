@@ -249,30 +249,36 @@ class _TopicTree:
         return out
 
     def _walk(self, node: _Node, levels: list[str], i: int, out: list[_TopicLog]) -> None:
-        if i == len(levels):
-            if node.topic_log is not None:
-                out.append(node.topic_log)
-            return
-        level = levels[i]
-        if level == "#":
-            # '#' matches the parent level itself and everything below it
-            if node.topic_log is not None and i > 0:
-                out.append(node.topic_log)
-            self._collect(node, out)
-            return
-        if level == "+":
-            for child in node.children.values():
-                self._walk(child, levels, i + 1, out)
-            return
-        nxt = node.children.get(level)
-        if nxt is not None:
-            self._walk(nxt, levels, i + 1, out)
+        # a loop over an explicit stack, not recursion: topic depth costs time, not a
+        # RecursionError (whatever max_topic_levels allows)
+        stack: list[tuple[_Node, int]] = [(node, i)]
+        n = len(levels)
+        while stack:
+            node, i = stack.pop()
+            if i == n:
+                if node.topic_log is not None:
+                    out.append(node.topic_log)
+                continue
+            level = levels[i]
+            if level == "#":
+                # '#' matches the parent level itself and everything below it
+                if node.topic_log is not None and i > 0:
+                    out.append(node.topic_log)
+                self._collect(node, out)
+            elif level == "+":
+                stack.extend((child, i + 1) for child in reversed(node.children.values()))
+            else:
+                nxt = node.children.get(level)
+                if nxt is not None:
+                    stack.append((nxt, i + 1))
 
     def _collect(self, node: _Node, out: list[_TopicLog]) -> None:
-        for child in node.children.values():
+        stack = list(reversed(node.children.values()))
+        while stack:
+            child = stack.pop()
             if child.topic_log is not None:
                 out.append(child.topic_log)
-            self._collect(child, out)
+            stack.extend(reversed(child.children.values()))
 
 
 # -- the log ----------------------------------------------------------------------------

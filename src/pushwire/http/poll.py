@@ -76,10 +76,10 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def check_filter(flt: str) -> None:
+def check_filter(flt: str, max_levels: int) -> None:
     try:
         check_text(flt, "filter")
-        validate_filter(flt)
+        validate_filter(flt, max_levels)
     except TextError as exc:
         raise bad_topic(str(exc)) from None
     except TopicError as exc:
@@ -210,7 +210,7 @@ def _poll(
     limit: int | None,
     if_none_match: str | None,
 ) -> Response:
-    check_filter(filter)
+    check_filter(filter, state.settings.max_topic_levels)
     caller.check_subscribe(filter)
     n = check_limit(state, limit)
     cursor, from_etag = request_cursor(since, if_none_match, ALL)
@@ -328,7 +328,7 @@ async def _longpoll(
     timeout: str | None,
     if_none_match: str | None,
 ) -> Response:
-    check_filter(filter)
+    check_filter(filter, state.settings.max_topic_levels)
     caller.check_subscribe(filter)
     n = check_limit(state, limit)
     s = state.settings

@@ -88,10 +88,10 @@ class PublishSpec:
 # -- validation shared with the WebSocket protocol ---------------------------------------
 
 
-def check_topic(topic: str) -> None:
+def check_topic(topic: str, max_levels: int) -> None:
     try:
         check_text(topic, "topic")
-        validate_topic_name(topic)
+        validate_topic_name(topic, max_levels)
     except TextError as exc:
         raise bad_topic(str(exc)) from None
     except TopicError as exc:
@@ -162,10 +162,10 @@ def optional_text(value: str | None, what: str) -> str | None:
         raise bad_request(str(exc)) from None
 
 
-def spec_from_request(req: PublishRequest, max_payload: int) -> PublishSpec:
+def spec_from_request(req: PublishRequest, max_payload: int, max_levels: int) -> PublishSpec:
     # every text is checked before anything is routed: a lone surrogate would be routed,
     # logged, and then fail in the store and in every reader that reaches it
-    check_topic(req.topic)
+    check_topic(req.topic, max_levels)
     optional_text(req.payload, "payload")
     optional_text(req.content_type, "content_type")
     if req.payload is not None and req.payload_base64 is not None:
@@ -388,7 +388,7 @@ async def _publish_raw(
     priority: str | None,
     content_type: str | None,
 ) -> JSONResponse:
-    check_topic(topic)
+    check_topic(topic, state.settings.max_topic_levels)
     caller.check_publish(topic)  # before the body is read
     spec = PublishSpec(
         topic=topic,
@@ -514,7 +514,7 @@ async def publish_json(
     specs = []
     for i, req in enumerate(reqs):
         try:
-            spec = spec_from_request(req, s.http_max_payload)
+            spec = spec_from_request(req, s.http_max_payload, s.max_topic_levels)
             caller.check_publish(spec.topic)
         except ApiError as exc:
             if batch:

@@ -329,7 +329,7 @@ class WsConnection:
         flt = data.get("filter")
         if not isinstance(flt, str):
             raise ApiError(400, "bad_topic", '"filter" must be a string')
-        check_filter(flt)
+        check_filter(flt, self.state.settings.max_topic_levels)
         if self.caller is not None:
             self.caller.check_subscribe(flt)
         if name in self.subs:
@@ -442,7 +442,9 @@ class WsConnection:
                 for e in exc.errors()
             )
             raise ApiError(400, "bad_request", msg) from None
-        spec = spec_from_request(req, self.state.settings.http_max_payload)
+        spec = spec_from_request(
+            req, self.state.settings.http_max_payload, self.state.settings.max_topic_levels
+        )
         if self.caller is not None:
             self.caller.check_publish(spec.topic)
         charge_publish(self.state, self.caller, 1)

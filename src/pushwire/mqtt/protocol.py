@@ -299,10 +299,15 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             return
         self.session = None
         self.hub.stats.clients_connected -= 1
-        if self.will is not None and not self.broker.shutting_down:
-            will, self.will = self.will, None
-            self._publish_will(will, session)
-        self.hub.disconnect(session, self)
+        try:
+            if self.will is not None and not self.broker.shutting_down:
+                will, self.will = self.will, None
+                self._publish_will(will, session)
+        except Exception:
+            # whatever the will hit, the session must still leave the hub
+            log.exception("publishing the will of %s failed", self.client_id)
+        finally:
+            self.hub.disconnect(session, self)
 
     def pause_writing(self) -> None:
         # the client is not reading: stop reading from it too (its acks and our answers
@@ -537,7 +542,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             return
         if p.will is not None:
             try:
-                validate_topic_name(p.will.topic)
+                validate_topic_name(p.will.topic, self.broker.settings.max_topic_levels)
             except TopicError as exc:
                 if v5:
                     self._send(Connack(False, ReasonCode.TOPIC_NAME_INVALID))
@@ -686,7 +691,11 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         session = self.session
         assert session is not None
         # the codec already refused wildcards, U+0000 and bad UTF-8 in the topic, and the
-        # connection resolved MQTT 5 aliases, so the name is valid here
+        # connection resolved MQTT 5 aliases, so the name is valid here but for its depth
+        max_levels = self.broker.settings.max_topic_levels
+        if p.topic.count("/") >= max_levels:
+            self._refuse_deep_topic(p, max_levels)
+            return
         qos = p.qos
         if qos == 2 and p.packet_id is not None and session.inbound_qos2_seen(p.packet_id):
             # a resend before PUBREL: the message was routed already (exactly once)
@@ -722,6 +731,22 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         else:
             session.inbound_qos2_add(p.packet_id)
             self._ack(PubRec(p.packet_id), journaled or session.persistent, published)
+
+    def _refuse_deep_topic(self, p: Publish, max_levels: int) -> None:
+        """More levels than max_topic_levels: MQTT 5 answers 0x90 Topic Name invalid (in the
+        PUBACK/PUBREC, so the connection lives on; a QoS 0 publish has no ack, so it gets
+        DISCONNECT 0x90), MQTT 3.1.1 has no way to say it and closes."""
+        self.hub.stats.publish_denied += 1
+        reason = f"topic has more than {max_levels} levels"
+        if not self.conn.v5:
+            self._abort(reason, logging.INFO)
+        elif p.qos == 1 and p.packet_id is not None:
+            self._ack(PubAck(p.packet_id, ReasonCode.TOPIC_NAME_INVALID), False)
+        elif p.qos == 2 and p.packet_id is not None:
+            self._ack(PubRec(p.packet_id, ReasonCode.TOPIC_NAME_INVALID), False)
+        else:
+            self._send(Disconnect(ReasonCode.TOPIC_NAME_INVALID))
+            self._abort(reason, logging.INFO)
 
     def _throttle(self, delay: float) -> None:
         """Over its publish rate: stop reading from this client for a while. TCP pushes
@@ -763,10 +788,11 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         added: list[tuple[Subscription, bool]] = []
         for flt, options in p.subscriptions:
             try:
-                validate_filter(flt)
+                validate_filter(flt, self.broker.settings.max_topic_levels)
                 group, _ = split_shared(flt)
             except TopicError as exc:
-                log.info("refused filter %r from %s: %s", flt, self.client_id, exc)
+                # the filter may be 64 KB: its head is enough to recognise it in the log
+                log.info("refused filter %r from %s: %s", flt[:100], self.client_id, exc)
                 codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else 0x80)
                 continue
             if group is not None and v5 and options.no_local:
