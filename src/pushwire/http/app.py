@@ -38,6 +38,7 @@ from pushwire.http import (
 )
 from pushwire.http.errors import install_error_handlers
 from pushwire.http.state import HttpState, open_auth
+from pushwire.http.strict_url import StrictUrlMiddleware
 
 
 def make_log(hub: Hub, settings: Settings) -> MessageLog:
@@ -79,6 +80,8 @@ def create_app(
     )
     app.state.pushwire = HttpState(hub, log, settings, auth if auth is not None else open_auth())
     install_error_handlers(app)
+    # URLs whose percent-encoding is not UTF-8 never reach a route (no silent U+FFFD)
+    app.add_middleware(StrictUrlMiddleware)
 
     @app.get("/v1/health", tags=["admin"])
     async def health() -> dict[str, Any]:

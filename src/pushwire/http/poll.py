@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from pushwire.core.log import ALL, LATEST, Cursor, LogEntry, MessageLog, ReadResult
+from pushwire.core.text import TextError, check_text
 from pushwire.core.topics import TopicError, validate_filter
 from pushwire.http.auth import Caller, ReaderDep, resolve_caller, unauthorized
 from pushwire.http.cursor import CursorError, parse_cursor, parse_duration, parse_etag
@@ -76,9 +77,12 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def check_filter(flt: str) -> None:
+def check_filter(flt: str, max_levels: int) -> None:
     try:
-        validate_filter(flt)
+        check_text(flt, "filter")
+        validate_filter(flt, max_levels)
+    except TextError as exc:
+        raise bad_topic(str(exc)) from None
     except TopicError as exc:
         raise bad_topic(f"{exc}: {flt!r}") from None
     if flt.startswith("$share/"):
@@ -207,7 +211,7 @@ def _poll(
     limit: int | None,
     if_none_match: str | None,
 ) -> Response:
-    check_filter(filter)
+    check_filter(filter, state.settings.max_topic_levels)
     caller.check_subscribe(filter)
     n = check_limit(state, limit)
     cursor, from_etag = request_cursor(since, if_none_match, ALL)
@@ -325,7 +329,7 @@ async def _longpoll(
     timeout: str | None,
     if_none_match: str | None,
 ) -> Response:
-    check_filter(filter)
+    check_filter(filter, state.settings.max_topic_levels)
     caller.check_subscribe(filter)
     n = check_limit(state, limit)
     s = state.settings

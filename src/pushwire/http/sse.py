@@ -157,7 +157,7 @@ def _sse(
     since: str | None,
     last_event_id: str | None,
 ) -> StreamingResponse:
-    check_filter(filter)
+    check_filter(filter, state.settings.max_topic_levels)
     caller.check_subscribe(filter)
     try:
         if last_event_id:
