@@ -74,8 +74,23 @@ def find(web: WebDriver, css: str) -> WebElement:
     return wait(web, lambda d: d.find_element(By.CSS_SELECTOR, css), css)
 
 
+def usable(web: WebDriver, css: str) -> WebElement:
+    """The element once it is shown and enabled (some appear only after a request)."""
+
+    def ready(d: WebDriver) -> WebElement | bool:
+        found = d.find_elements(By.CSS_SELECTOR, css)
+        return found[0] if found and found[0].is_displayed() and found[0].is_enabled() else False
+
+    element: WebElement = wait(web, ready, f"{css} shown and enabled")
+    return element
+
+
+def click(web: WebDriver, css: str) -> None:
+    usable(web, css).click()
+
+
 def fill(web: WebDriver, css: str, text: str) -> None:
-    field = find(web, css)
+    field = usable(web, css)
     field.clear()
     field.send_keys(text)
 
@@ -92,7 +107,7 @@ def login_password(web: WebDriver, server: HttpServerProcess, user: str, passwor
     open_console(web, server)
     fill(web, "#login-user", user)
     fill(web, "#login-password", password)
-    find(web, "#login-submit").click()
+    click(web, "#login-submit")
     wait(web, lambda d: d.find_element(By.ID, "app").is_displayed(), "the console after login")
 
 
@@ -118,7 +133,7 @@ def test_bad_password_is_refused_and_nothing_is_stored(
     open_console(web, server)
     fill(web, "#login-user", ADMIN[0])
     fill(web, "#login-password", "wrong")
-    find(web, "#login-submit").click()
+    click(web, "#login-submit")
     error = wait(web, lambda d: d.find_element(By.ID, "login-error").text, "a login error")
     assert "password" in error or "credentials" in error
     assert web.execute_script("return sessionStorage.getItem('pushwire.auth')") is None
@@ -135,13 +150,13 @@ def test_tail_shows_form_and_mqtt_publishes_with_cursor(
     go(web, "live")
     prefix = f"tail-{uuid.uuid4().hex[:6]}"
     fill(web, "#tail-filter", f"{prefix}/#")
-    find(web, "#tail-start").click()
+    click(web, "#tail-start")
     wait(web, lambda d: d.find_element(By.ID, "main").get_attribute("data-tail") == "live", "live")
     wait(web, lambda d: "cursor " in d.find_element(By.ID, "tail-cursor").text, "a cursor")
 
     fill(web, "#pub-topic", f"{prefix}/form")
     fill(web, "#pub-payload", "sent from the form")
-    find(web, "#pub-send").click()
+    click(web, "#pub-send")
     wait(web, lambda d: "published: id" in d.find_element(By.ID, "pub-result").text, "publish")
     wait(web, lambda d: "sent from the form" in tail_payloads(d), "the form's message in the tail")
 
@@ -158,7 +173,7 @@ def test_tail_reports_a_refused_filter(web: WebDriver, server: HttpServerProcess
     login_password(web, server, *ADMIN)
     go(web, "live")
     fill(web, "#tail-filter", "a/#/b")
-    find(web, "#tail-start").click()
+    click(web, "#tail-start")
     wait(
         web,
         lambda d: "refused" in d.find_element(By.ID, "tail-log").text,
@@ -174,7 +189,7 @@ def test_retained_messages_under_a_filter(
     login_password(web, server, *ADMIN)
     go(web, "retained")
     fill(web, "#retained-filter", "shelf/+")
-    find(web, "#retained-form button").click()
+    click(web, "#retained-form button")
     wait(web, lambda d: "shelf/lamp" in table_text(d, "retained-table"), "the retained message")
     text = table_text(web, "retained-table")
     assert "on" in text and "shelf/fan" not in text
@@ -194,7 +209,7 @@ def test_create_token_log_in_with_it_and_revoke_it(
     Select(find(web, "#token-user")).select_by_value(user)
     fill(web, "#token-name", "console-test")
     fill(web, "#token-expires", "1h")
-    find(web, "#token-form button").click()
+    click(web, "#token-form button")
     secret = wait(web, lambda d: d.find_element(By.CSS_SELECTOR, "#token-secret code").text, "")
     assert secret.startswith("pw_")
     token_id = secret.split("_")[1]
@@ -213,8 +228,8 @@ def test_create_token_log_in_with_it_and_revoke_it(
 
     go(web, "tokens")
     revoke = f'#tokens-table tr[data-key="{token_id}"] button.danger'
-    find(web, revoke).click()  # first click arms it
-    find(web, revoke + ".confirm").click()
+    click(web, revoke)  # first click arms it
+    click(web, revoke + ".confirm")
     wait(web, lambda d: "revoked" in d.find_element(By.ID, "tokens-msg").text, "the revocation")
     assert device.disconnected.wait(WAIT_S)
 
@@ -236,9 +251,9 @@ def test_token_login_is_not_admin(
     api.post("/v1/admin/users", json={"name": user, "password": "reader-secret"}).raise_for_status()
     token = api.post("/v1/admin/tokens", json={"user": user}).json()["token"]
     open_console(web, server)
-    find(web, "#login-tab-token").click()
+    click(web, "#login-tab-token")
     fill(web, "#login-token", token)
-    find(web, "#login-submit").click()
+    click(web, "#login-submit")
     wait(web, lambda d: d.find_element(By.ID, "who-user").text == user, "logged in as the user")
     assert web.find_element(By.ID, "who-badge").text == "token"
     assert not web.find_element(By.CSS_SELECTOR, 'a[data-page="clients"]').is_displayed()
@@ -300,11 +315,11 @@ def test_anonymous_tail_and_gap(tmp_path_factory: pytest.TempPathFactory) -> Non
     try:
         with browser.launch() as web:
             web.get(base(srv) + "/console")
-            find(web, "#login-anonymous").click()
+            click(web, "#login-anonymous")
             wait(web, lambda d: d.find_element(By.ID, "who-badge").text == "no login", "")
             go(web, "live")
             fill(web, "#tail-filter", "open/#")
-            find(web, "#tail-start").click()
+            click(web, "#tail-start")
             wait(
                 web,
                 lambda d: d.find_element(By.ID, "main").get_attribute("data-tail") == "live",
@@ -316,10 +331,10 @@ def test_anonymous_tail_and_gap(tmp_path_factory: pytest.TempPathFactory) -> Non
 
             for i in range(5):  # the log keeps the last 2 of a topic: 1..3 are evicted
                 httpx.post(f"{base(srv)}/v1/publish/gap/x", content=f"m{i + 1}").raise_for_status()
-            web.find_element(By.ID, "tail-stop").click()
+            click(web, "#tail-stop")
             fill(web, "#tail-filter", "gap/#")
             Select(find(web, "#tail-since")).select_by_value("10m")
-            find(web, "#tail-start").click()
+            click(web, "#tail-start")
             wait(web, lambda d: "m5" in tail_payloads(d), "the replay")
             events = [e.text for e in web.find_elements(By.CSS_SELECTOR, "#tail-log .event")]
             assert any("gap: messages after 10m are gone" in e for e in events), events

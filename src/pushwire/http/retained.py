@@ -86,7 +86,7 @@ async def retained(
     `%23`), in topic order, at most `limit` (up to --poll-max-limit) per reply. 403 when
     the topic ACL does not let the caller read the filter; messages of topics it may not
     receive are left out."""
-    check_filter(filter)
+    check_filter(filter, state.settings.max_topic_levels)
     caller.check_subscribe(filter)
     n = check_limit(state, limit)
     now = time.time()
