@@ -59,7 +59,9 @@ class PushwireServer:
         self.engine = make_engine(settings)
         self.hub = Hub(
             self.engine,
-            SessionLimits(settings.max_inflight, settings.max_queued_messages),
+            SessionLimits(
+                settings.max_inflight, settings.max_queued_messages, settings.max_queued_bytes
+            ),
         )
         self.auth = AuthService(
             make_auth_store(memory=settings.memory, data_dir=settings.data_dir),

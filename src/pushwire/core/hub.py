@@ -210,6 +210,7 @@ class Hub:
             del self.sessions[session.client_id]
         if session.persistent:
             self.engine.session_delete(session.client_id)
+        session.release_all()
         if session.expiry_handle is not None:
             session.expiry_handle.cancel()
             session.expiry_handle = None

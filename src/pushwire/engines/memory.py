@@ -17,6 +17,7 @@ class MemoryEngine:
 
     name = "memory"
     durable = False
+    keeps_log = False  # the log's memory is all there is: evicting from it is a gap
 
     async def open(self) -> None:
         return None
@@ -89,3 +90,6 @@ class MemoryEngine:
 
     def log_consumer_put(self, name: str, flt: str, acked: int) -> None:
         return None
+
+    async def log_read(self, ranges: list[tuple[str, int, int]]) -> list[Message]:
+        return []

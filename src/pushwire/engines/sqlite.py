@@ -34,12 +34,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from pushwire.core.message import Message, bump_uid_floor
+from pushwire.core.message import MESSAGE_OVERHEAD, Message, bump_uid_floor
 from pushwire.core.subscription import SubscriptionOptions
 from pushwire.engines.base import (
     QueueState,
     StoredConsumer,
     StoredLog,
+    StoredLogEntry,
     StoredQueueEntry,
     StoredSession,
     StoredSubscription,
@@ -429,17 +430,35 @@ def _read_log(conn: sqlite3.Connection) -> StoredLog:
     ):
         stored.evicted[topic] = (int(upto), float(upto_time))
         stored.last_id = max(stored.last_id, int(upto))
-    for row in conn.execute(
-        "SELECT id, topic, payload, qos, retain, properties, expires_at, created_at, uid,"
-        " origin FROM log ORDER BY id"
+    # metadata only: payloads stay on disk until a reader asks (`log_read`), so a large
+    # stored log costs memory per entry, not per byte
+    for id_, topic, created_at, payload_len, props_len, uid in conn.execute(
+        "SELECT id, topic, created_at, length(payload), coalesce(length(properties), 0), uid"
+        " FROM log ORDER BY id"
     ):
-        message = _message_from_row(*row[1:])
-        message.log_id = int(row[0])
-        stored.entries.append(message)
-        stored.last_id = max(stored.last_id, message.log_id)
+        size = int(payload_len) + len(topic) + int(props_len) + MESSAGE_OVERHEAD
+        stored.entries.append(StoredLogEntry(int(id_), topic, float(created_at), size))
+        stored.last_id = max(stored.last_id, int(id_))
+        stored.max_uid = max(stored.max_uid, int(uid))
     for name, flt, acked in conn.execute("SELECT name, filter, acked FROM log_consumers"):
         stored.consumers.append(StoredConsumer(name, flt, int(acked)))
     return stored
+
+
+_SQL_LOG_RANGE: Final = """
+SELECT id, topic, payload, qos, retain, properties, expires_at, created_at, uid, origin
+FROM log WHERE topic = ? AND id >= ? AND id <= ? ORDER BY id
+"""
+
+
+def _read_log_ranges(conn: sqlite3.Connection, ranges: list[tuple[str, int, int]]) -> list[Message]:
+    out: list[Message] = []
+    for topic, first, last in ranges:
+        for row in conn.execute(_SQL_LOG_RANGE, (topic, first, last)):
+            message = _message_from_row(*row[1:])
+            message.log_id = int(row[0])
+            out.append(message)
+    return out
 
 
 def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
@@ -459,6 +478,7 @@ class SQLiteEngine:
     """Engine on one SQLite file in WAL mode, written by a dedicated thread (group commit)."""
 
     name = "sqlite"
+    keeps_log = True
 
     def __init__(self, path: Path, durable: bool = True, batch_max: int = 1000) -> None:
         if batch_max < 1:
@@ -676,6 +696,11 @@ class SQLiteEngine:
 
     def log_consumer_put(self, name: str, flt: str, acked: int) -> None:
         self._write(_SQL_LOG_CONSUMER_PUT, (name, flt, acked))
+
+    async def log_read(self, ranges: list[tuple[str, int, int]]) -> list[Message]:
+        """Read log entries back by (topic, first_id, last_id) ranges (index log_topic_id),
+        after the writes queued before the call have been committed."""
+        return await self._call(lambda conn: _read_log_ranges(conn, ranges))
 
     # -- commit points --------------------------------------------------------------------
 

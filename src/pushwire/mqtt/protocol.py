@@ -103,6 +103,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         self._last_rx = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
         self._out: list[bytes] = []
+        self._out_bytes = 0  # bytes in _out, not yet handed to the transport
         self._flush_scheduled = False
         self._paused = False
         self._closing = False
@@ -333,6 +334,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         if self.transport is None or self._closing:
             return
         self._out.append(data)
+        self._out_bytes += len(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -344,9 +346,14 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             return
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
         self._out.clear()
+        was_full = self._out_bytes >= WRITE_BUFFER_HIGH
+        self._out_bytes = 0
         self.hub.stats.bytes_sent += len(data)
         if not self.transport.is_closing():
             self.transport.write(data)
+        if was_full and not self._paused and self.session is not None:
+            # writable() said no during the tick; the transport took it all: move on
+            self.session.pump()
 
     def _send(self, packet: Packet) -> None:
         self._write(self.conn.send(packet))
@@ -377,7 +384,9 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
     # -- Link (what the session sends through) --------------------------------------------
 
     def writable(self) -> bool:
-        return not self._paused and not self._closing
+        # _out counts too: one tick of fan-out (or retained messages on subscribe) could
+        # otherwise pile up any number of bytes before the transport sees them
+        return not self._paused and not self._closing and self._out_bytes < WRITE_BUFFER_HIGH
 
     def send_message(
         self, delivery: Delivery, dup: bool, wire_cache: dict[Any, Any] | None
