@@ -78,7 +78,13 @@ def create_app(
             "uptime": hub.stats.uptime(),
             "clients_connected": hub.stats.clients_connected,
             "sessions": len(hub.sessions),
-            "log": {"epoch": log.epoch, "last_id": log.last_id, "messages": log.size},
+            "log": {
+                "epoch": log.epoch,
+                "last_id": log.last_id,
+                "messages": log.size,
+                "memory_bytes": log.memory_bytes,
+                "disk_only": log.cold_count,
+            },
         }
 
     app.include_router(publish.router)
