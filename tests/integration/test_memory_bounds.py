@@ -6,6 +6,7 @@ reader gets a gap, and a QoS 1 subscriber that never reads holds at most max_que
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable
@@ -141,7 +142,7 @@ def test_memory_engine_evicts_over_budget_and_the_reader_gets_a_gap(
     # what is left is the newest (globally oldest shed first)
     last = health["last_id"]
     assert [msg["id"] for msg in got] == list(range(last - len(got) + 1, last + 1))
-    assert str(got[-1]["payload"]).startswith("%03d-2:" % (TOPICS - 1))
+    assert str(got[-1]["payload"]).startswith(f"{TOPICS - 1:03d}-2:")
     assert metrics(srv)["pushwire_gaps_total"] >= 1
 
 
@@ -169,7 +170,7 @@ def test_qos1_subscriber_that_never_reads_is_bounded_in_bytes(
     finally:
         sub.close()
     # gone away, session kept: still no more than the bound
-    wait_metric(srv, "pushwire_connections{transport=\"mqtt\"}", lambda v: v == 1)
+    wait_metric(srv, 'pushwire_connections{transport="mqtt"}', lambda v: v == 1)
     assert 0 < metrics(srv)["pushwire_mqtt_queued_bytes"] <= bound
     # back, reading: exactly what was kept, in order; kept + refused = published
     back = RawClient(srv.host, srv.mqtt_port)
@@ -215,3 +216,38 @@ def test_session_discarded_after_slow_consumer_releases_its_bytes(
         wait_metric(srv, "pushwire_mqtt_queued_bytes", lambda v: v == 0)
     finally:
         clean.close()
+
+
+async def test_sse_stream_buffer_is_bounded_in_bytes_not_only_in_messages(
+    http_server: StartServer,
+) -> None:
+    """Few large messages (far below stream_buffer, the count) overflow the byte bound of
+    a stream that does not read: it is closed with reason overflow, and resumes whole."""
+    srv = http_server(stream_buffer_bytes=300_000)
+    url = base(srv)
+    reader, writer = await asyncio.open_connection(srv.host, srv.http_port)
+    writer.write(b"GET /v1/sse/wide HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _ in range(500):
+            if (
+                'pushwire_connections{transport="sse"} 1'
+                in (await client.get(f"{url}/metrics")).text
+            ):
+                break
+            await asyncio.sleep(0.01)
+        # one batch: every message reaches the stream's buffer within one loop turn
+        batch = [{"topic": "wide", "payload": f"{i:02d}" + "w" * (64 * KB)} for i in range(10)]
+        assert (await client.post(f"{url}/v1/publish", json=batch)).status_code == 201
+        data = b""
+        async with asyncio.timeout(10):
+            while chunk := await reader.read(65536):
+                data += chunk
+        writer.close()
+        assert b"event: close" in data and b'"reason":"overflow"' in data
+        text = (await client.get(f"{url}/metrics")).text
+        assert "pushwire_stream_overflows_total 1" in text
+        # resumed with a cursor: every message, nothing skipped
+        r = await client.get(f"{url}/v1/poll/wide", params={"since": "all", "limit": 100})
+        body = r.json()
+        assert [m["payload"][:2] for m in body["messages"]] == [f"{i:02d}" for i in range(10)]
