@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from pushwire.core.hub import Hub
-from pushwire.core.log import LogEntry, MemoryBudget, MessageLog, Retention, StreamBuffer
+from pushwire.core.log import (
+    Cursor,
+    LogEntry,
+    MemoryBudget,
+    MessageLog,
+    Retention,
+    StreamBuffer,
+)
 from pushwire.core.message import MESSAGE_OVERHEAD, Message, approx_size
 from pushwire.core.session import SessionLimits, Subscription
 from pushwire.core.subscription import SubscriptionOptions
@@ -193,3 +200,28 @@ def test_session_queue_is_bounded_in_bytes_and_overflow_is_counted() -> None:
 def test_log_entry_size_is_what_the_budget_counts() -> None:
     m = msg("t", 123)
     assert LogEntry(1, m).size == approx_size(m)
+
+
+async def test_many_cold_entries_evicted_by_count_keep_ids_and_times_in_step(
+    tmp_path: Path,
+) -> None:
+    """The cold run drops its head lazily and compacts: ids, times and sizes stay aligned."""
+    engine = SQLiteEngine(tmp_path / "p.db", durable=False)
+    await engine.open()
+    try:
+        per = size_of("t", 100)
+        mlog = MessageLog(engine, Retention(100, 0), budget=MemoryBudget(per, 0))
+        await mlog.restore()
+        for i in range(300):
+            mlog.append(Message("t", b"%03d" % i + b"." * 97, created_at=1000.0 + i))
+        assert mlog.topic_size("t") == 100 and mlog.topic_cold("t") == 99
+        assert mlog.topic_memory_bytes("t") == per
+        mlog.sweep()
+        r = await mlog.fetch("t", 0, 1000)
+        assert r.gap and [e.id for e in r.entries] == list(range(201, 301))
+        assert [e.message.payload[:3] for e in r.entries] == [b"%03d" % i for i in range(200, 300)]
+        # the time cursor finds the right cold entry after the compaction
+        start = mlog.resolve("t", Cursor("time", time=1000.0 + 250))
+        assert start.after == 250
+    finally:
+        await engine.close()
