@@ -203,7 +203,9 @@ def main() -> None:
                 while metrics(http)["pushwire_mqtt_queued_bytes"] and time.monotonic() < deadline:
                     time.sleep(0.1)  # the discarded session's bytes are given back
                 report[f"rss_mb_after_slow_round{round_}"] = rss_mb(proc.pid)
-            report["queued_mb_at_end"] = metrics(http)["pushwire_mqtt_queued_bytes"] / MB
+            m = metrics(http)
+            report["queued_mb_at_end"] = m["pushwire_mqtt_queued_bytes"] / MB
+            report["store_backlogged_episodes"] = m["pushwire_store_backlogged_total"]
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -46,6 +46,13 @@ class Settings(BaseSettings):
         description="acknowledge QoS 1/2 messages for persistent sessions only once they are "
         "on disk (SQLite synchronous=FULL)",
     )
+    store_max_pending_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="payload bytes waiting to be written to the SQLite store before "
+        "publishers are held (MQTT stops reading them, HTTP/WebSocket publishes wait; at "
+        "most 0.5 s per episode) until half is written (0: no limit)",
+    )
     max_packet_size: int = Field(
         1_048_576, ge=64, le=268_435_460, description="largest MQTT packet accepted, bytes"
     )

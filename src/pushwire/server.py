@@ -38,7 +38,11 @@ def make_engine(settings: Settings) -> Engine:
         return MemoryEngine()
     from pushwire.engines.sqlite import SQLiteEngine
 
-    return SQLiteEngine(settings.data_dir / "pushwire.db", durable=settings.durability)
+    return SQLiteEngine(
+        settings.data_dir / "pushwire.db",
+        durable=settings.durability,
+        max_pending_bytes=settings.store_max_pending_bytes,
+    )
 
 
 class DataDirInUse(RuntimeError):

@@ -3,6 +3,8 @@ queues (max_queued_bytes) and the SSE/WebSocket stream buffers (bytes)."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 from pushwire.core.hub import Hub
@@ -225,3 +227,30 @@ async def test_many_cold_entries_evicted_by_count_keep_ids_and_times_in_step(
         assert start.after == 250
     finally:
         await engine.close()
+
+
+async def test_store_write_backlog_holds_publishers_until_half_drained(tmp_path: Path) -> None:
+    """Payloads waiting for the SQLite writer are bounded: over max_pending_bytes the hub
+    holds publishers (Backpressure) and lets them go once the writer caught up."""
+    engine = SQLiteEngine(tmp_path / "p.db", durable=False, max_pending_bytes=100 * KB)
+    await engine.open()
+    hub = Hub(engine)
+    mlog = MessageLog(engine, Retention(1000, 0), stats=hub.stats)
+    await mlog.restore()
+    hub.add_observer(mlog.observer)
+    gate = threading.Event()
+    # hold the writer still (the engine's test seam), so the backlog can only grow
+    held = engine._call(lambda conn: gate.wait(10))
+    try:
+        for _ in range(3):
+            hub.publish(Message("b/t", b"p" * 40 * KB))
+        assert engine.pending_bytes == 120 * KB and engine.backlogged
+        assert hub.store_held and hub.pressure.active and hub.stats.store_backlogged == 1
+        released = asyncio.get_running_loop().create_future()
+        hub.pressure.wait(lambda: released.set_result(None))
+    finally:
+        gate.set()
+    await held
+    await asyncio.wait_for(released, 10)  # the writer caught up: publishers may go on
+    assert engine.pending_bytes == 0 and not hub.store_held and not hub.pressure.active
+    await engine.close()

@@ -30,6 +30,7 @@ class Stats:
     log_spilled: int = 0  # log entries moved from memory to disk only (memory budget)
     log_memory_evicted: int = 0  # log entries evicted for the memory budget (memory engine)
     log_disk_reads: int = 0  # log entries read back from disk for a reader
+    store_backlogged: int = 0  # times publishers were held for the store's write backlog
 
     def uptime(self) -> int:
         return int(time.time() - self.started_at)

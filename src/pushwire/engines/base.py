@@ -10,6 +10,7 @@ message went into a persistent session (write before you acknowledge).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -136,6 +137,18 @@ class Engine(Protocol):
 
     async def sync(self) -> None:
         """Return once every write issued before this call is durable."""
+
+    @property
+    def pending_bytes(self) -> int:
+        """Payload bytes queued for writing and not written yet (write-behind backlog)."""
+
+    @property
+    def backlogged(self) -> bool:
+        """True while more payload bytes wait to be written than the engine's bound: the
+        hub then holds publishers (a publisher faster than the disk must not grow memory)."""
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call `callback` on the running event loop once the backlog is half drained."""
 
     # -- message log (core/log.py) ---------------------------------------------------
     # Appends and trims are write-behind like everything else; `sync()` covers them.

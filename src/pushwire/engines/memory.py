@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pushwire.core.message import Message
 from pushwire.engines.base import (
     QueueState,
@@ -74,6 +76,17 @@ class MemoryEngine:
 
     async def sync(self) -> None:
         return None
+
+    @property
+    def pending_bytes(self) -> int:
+        return 0
+
+    @property
+    def backlogged(self) -> bool:
+        return False  # nothing is ever written
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        callback()
 
     # the message log lives in memory only: every start is a new epoch
     async def load_log(self) -> StoredLog:

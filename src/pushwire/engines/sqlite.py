@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -57,7 +58,8 @@ _Params = tuple[Any, ...]
 # A write is (sql, params) for single statements, or (function, params) for the few
 # operations that need several statements applied together.
 _WriteFn = Callable[[sqlite3.Connection, Any], None]
-_Write = tuple[str | _WriteFn, Any]
+# (operation, params, bytes of payload it holds: the write-behind backlog counts them)
+_Write = tuple[str | _WriteFn, Any, int]
 
 
 class SQLiteWriteError(RuntimeError):
@@ -480,9 +482,24 @@ class SQLiteEngine:
     name = "sqlite"
     keeps_log = True
 
-    def __init__(self, path: Path, durable: bool = True, batch_max: int = 1000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        durable: bool = True,
+        batch_max: int = 1000,
+        max_pending_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         if batch_max < 1:
             raise ValueError("batch_max must be >= 1")
+        # Payload bytes of writes queued for the writer and not applied yet: a publisher
+        # faster than the disk grows this backlog, so above `max_pending_bytes` the engine
+        # says `backlogged` and the hub holds publishers until it is half drained (0: never).
+        # Each counter has one writer thread: the loop queues, the writer applies.
+        self.max_pending_bytes = max_pending_bytes
+        self._queued_bytes = 0
+        self._applied_bytes = 0
+        self._drained: list[Callable[[], None]] = []
+        self._drain_loop: asyncio.AbstractEventLoop | None = None
         self.path = Path(path)
         # durable: synchronous=FULL (fsync on every commit) and sync() waits for the commit.
         # Not durable: synchronous=NORMAL, which in WAL mode still survives a process crash
@@ -627,7 +644,7 @@ class SQLiteEngine:
             entry.packet_id,
             entry.state,
         )
-        self._write(_w_queue_put, (body, row))
+        self._write(_w_queue_put, (body, row), len(m.payload))
 
     def queue_update(
         self, client_id: str, seq: int, packet_id: int | None, state: QueueState
@@ -659,6 +676,7 @@ class SQLiteEngine:
                 m.created_at,
                 m.origin,
             ),
+            len(m.payload),
         )
 
     def retained_delete(self, topic: str) -> None:
@@ -689,6 +707,7 @@ class SQLiteEngine:
                 m.created_at,
                 m.origin,
             ),
+            len(m.payload),
         )
 
     def log_trim(self, topic: str, upto_id: int, upto_time: float) -> None:
@@ -737,11 +756,48 @@ class SQLiteEngine:
         if self._state != "open":
             raise RuntimeError(f"SQLiteEngine is {self._state}, not open")
 
-    def _write(self, op: str | _WriteFn, params: Any) -> None:
+    def _write(self, op: str | _WriteFn, params: Any, size: int = 0) -> None:
         if self._state != "open":
             raise RuntimeError(f"SQLiteEngine is {self._state}: cannot write")
         self._dirty = True
-        self._ops.put((op, params))
+        self._queued_bytes += size
+        self._ops.put((op, params, size))
+
+    # -- write-behind backlog -------------------------------------------------------------
+
+    @property
+    def pending_bytes(self) -> int:
+        """Payload bytes queued for the writer and not applied yet."""
+        return self._queued_bytes - self._applied_bytes
+
+    @property
+    def backlogged(self) -> bool:
+        return 0 < self.max_pending_bytes < self.pending_bytes
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call `callback` on this event loop once the backlog is at most half the bound."""
+        self._drain_loop = asyncio.get_running_loop()
+        self._drained.append(callback)
+        if self._half_drained():
+            self._drain_loop.call_soon(self._fire_drained)
+
+    def _half_drained(self) -> bool:
+        return self.pending_bytes <= self.max_pending_bytes // 2
+
+    def _fire_drained(self) -> None:
+        if not self._half_drained():
+            return  # grew again meanwhile: the writer calls back after a later batch
+        callbacks, self._drained = self._drained, []
+        for callback in callbacks:
+            callback()
+
+    def _applied(self, size: int) -> None:
+        """Writer thread, after a batch: account for it and wake the drain waiters."""
+        self._applied_bytes += size
+        loop = self._drain_loop
+        if self._drained and loop is not None and self._half_drained():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(self._fire_drained)
 
     def _call(self, fn: Callable[[sqlite3.Connection], _T]) -> asyncio.Future[_T]:
         """Run `fn(conn)` on the writer thread after the writes queued before it commit.
@@ -829,6 +885,8 @@ class SQLiteEngine:
                     break
 
             error: BaseException | None = self._commit(conn, writes) if writes else None
+            if writes:
+                self._applied(sum(w[2] for w in writes))
             if waiters:
                 if error is None and self._unreported is not None:
                     error = self._unreported
@@ -853,7 +911,7 @@ class SQLiteEngine:
             # IMMEDIATE: take the write lock up front, so a lock problem shows here and not
             # halfway through the batch
             conn.execute("BEGIN IMMEDIATE")
-            for op, params in writes:
+            for op, params, _size in writes:
                 if isinstance(op, str):
                     conn.execute(op, params)
                 else:

@@ -204,6 +204,18 @@ def render(state: HttpState) -> str:
         "bytes of MQTT QoS 1/2 messages queued or inflight, all sessions",
         [("", s.queued_bytes)],
     )
+    w.metric(
+        "pushwire_store_pending_bytes",
+        "gauge",
+        "payload bytes waiting to be written to the store (SQLite write-behind backlog)",
+        [("", hub.engine.pending_bytes)],
+    )
+    w.metric(
+        "pushwire_store_backlogged_total",
+        "counter",
+        "times publishers were held because the store's write backlog was full",
+        [("", s.store_backlogged)],
+    )
     w.metric("pushwire_uptime_seconds", "gauge", "seconds since start", [("", s.uptime())])
     return w.text()
 

@@ -247,8 +247,13 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             if self._auth_pending:
                 self._backlog.extend(packets[i + 1 :])
                 return
-            if self.hub.pressure.active and isinstance(packet, Publish) and packet.qos:
-                # a subscriber that keeps up is behind: wait for it instead of making it drop
+            if (
+                self.hub.pressure.active
+                and isinstance(packet, Publish)
+                and (packet.qos or self.hub.store_held)
+            ):
+                # a subscriber that keeps up is behind, or the store's write backlog is
+                # full: wait for it instead of making it drop (or growing memory)
                 self._backlog.extend(packets[i + 1 :])
                 self._hold_for_pressure()
                 return
