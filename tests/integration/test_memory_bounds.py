@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from collections.abc import Callable
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from helpers.clients import PahoClient
-from helpers.raw import PUBLISH, RawClient, puback
+from helpers.raw import PUBLISH, RawClient, puback, subscribe
 from helpers.server import ServerProcess
 
 from .http_util import StartServer, base, http_server
@@ -251,3 +252,25 @@ async def test_sse_stream_buffer_is_bounded_in_bytes_not_only_in_messages(
         r = await client.get(f"{url}/v1/poll/wide", params={"since": "all", "limit": 100})
         body = r.json()
         assert [m["payload"][:2] for m in body["messages"]] == [f"{i:02d}" for i in range(10)]
+
+
+def test_retained_burst_to_a_subscriber_that_never_reads_is_not_buffered_whole(
+    http_server: StartServer, paho_client: PahoFactory
+) -> None:
+    """Subscribing to 20 MB of retained QoS 0 messages without reading: the server hands
+    the burst to the socket as it goes and drops (and counts) QoS 0 once the send buffer
+    is full, instead of buffering all of it for this one client."""
+    srv = http_server(memory=True)
+    pub = paho_client(srv, "ret-pub")
+    for i in range(100):
+        pub.publish(f"ret/{i}", b"%02d" % i + b"r" * (200 * KB), qos=1, retain=True)
+    before = metrics(srv)["pushwire_mqtt_dropped_total"]
+    sub = RawClient(srv.host, srv.mqtt_port)
+    try:
+        sub.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KB)
+        assert sub.mqtt_connect("ret-sub").return_code == 0
+        sub.send(subscribe(1, [("ret/#", 0)]))  # then never read
+        dropped = wait_metric(srv, "pushwire_mqtt_dropped_total", lambda v: v > before)
+        assert dropped - before < 100  # some went out: the socket took what it could
+    finally:
+        sub.close()

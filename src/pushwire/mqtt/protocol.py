@@ -340,7 +340,12 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             return
         self._out.append(data)
         self._out_bytes += len(data)
-        if not self._flush_scheduled:
+        if self._out_bytes >= WRITE_BUFFER_HIGH:
+            # a burst (fan-out, retained messages on subscribe) goes to the transport now,
+            # so its high-water mark (pause_writing -> writable() False) bounds it; else one
+            # tick could pile up any number of bytes here
+            self._flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
@@ -351,14 +356,10 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             return
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
         self._out.clear()
-        was_full = self._out_bytes >= WRITE_BUFFER_HIGH
         self._out_bytes = 0
         self.hub.stats.bytes_sent += len(data)
         if not self.transport.is_closing():
             self.transport.write(data)
-        if was_full and not self._paused and self.session is not None:
-            # writable() said no during the tick; the transport took it all: move on
-            self.session.pump()
 
     def _send(self, packet: Packet) -> None:
         self._write(self.conn.send(packet))
@@ -389,9 +390,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
     # -- Link (what the session sends through) --------------------------------------------
 
     def writable(self) -> bool:
-        # _out counts too: one tick of fan-out (or retained messages on subscribe) could
-        # otherwise pile up any number of bytes before the transport sees them
-        return not self._paused and not self._closing and self._out_bytes < WRITE_BUFFER_HIGH
+        return not self._paused and not self._closing
 
     def send_message(
         self, delivery: Delivery, dup: bool, wire_cache: dict[Any, Any] | None
