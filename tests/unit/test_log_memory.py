@@ -19,6 +19,7 @@ from pushwire.core.log import (
 from pushwire.core.message import MESSAGE_OVERHEAD, Message, approx_size
 from pushwire.core.session import SessionLimits, Subscription
 from pushwire.core.subscription import SubscriptionOptions
+from pushwire.core.sys_topics import sys_values
 from pushwire.engines.memory import MemoryEngine
 from pushwire.engines.sqlite import SQLiteEngine
 
@@ -194,6 +195,9 @@ def test_session_queue_is_bounded_in_bytes_and_overflow_is_counted() -> None:
     assert hub.stats.queue_overflow == 15 and hub.stats.queue_bytes_overflow == 15
     # the count bound is untouched by this: small messages still fit by count
     assert hub.stats.queue_overflow - hub.stats.queue_bytes_overflow == 0
+    sys_tree = sys_values(hub)  # and $SYS says so
+    assert sys_tree["$SYS/broker/messages/dropped/byte bound"] == "15"
+    assert sys_tree["$SYS/broker/store/queued/bytes"] == str(5 * per)
     # a session that goes away gives its bytes back
     hub.connect("slow", True, 4, 0, type("L", (), {"receive_maximum": 65535})())  # type: ignore[arg-type]
     assert hub.stats.queued_bytes == 0

@@ -230,6 +230,9 @@ class _ColdRun:
         return bisect.bisect_right(self.ids, after_id, self.head)
 
 
+# the cold run of every topic that has none (never appended to)
+_NO_COLD = _ColdRun()
+
 # an item of a read plan: (id, the entry when in memory else None, its topic log, size)
 _Planned = tuple[int, "LogEntry | None", "_TopicLog", int]
 
@@ -252,7 +255,7 @@ class _TopicLog:
         self.retention = retention
         # in memory, newest last; `cold` holds the older ones that are on disk only
         self.entries: deque[LogEntry] = deque()
-        self.cold = _ColdRun()
+        self.cold = _NO_COLD  # a run of its own once something goes cold (see `go_cold`)
         self.hot_bytes = 0
         self.in_heap = False  # has an item in MessageLog._oldest
         # highest id evicted from this topic (0: none) and its creation time
@@ -263,6 +266,18 @@ class _TopicLog:
 
     def __len__(self) -> int:
         return len(self.entries) + len(self.cold)
+
+    def go_cold(self, id_: int, created_at: float, size: int) -> None:
+        """Keep an entry on disk only (oldest first)."""
+        if self.cold is _NO_COLD:
+            self.cold = _ColdRun()
+        self.cold.append(id_, created_at, size)
+
+    def pop_cold(self) -> tuple[int, float]:
+        out = self.cold.popleft()
+        if not len(self.cold):
+            self.cold = _NO_COLD  # most topics never go cold: no arrays for them
+        return out
 
     def after(self, after_id: int) -> Iterator[_Planned]:
         """Entries with id > after_id, oldest first, cold ones with entry None."""
@@ -414,7 +429,7 @@ class MessageLog:
             tlog.evicted_time = upto_time
         for e in stored.entries:
             tlog = self._topic(e.topic)
-            tlog.cold.append(e.id, e.created_at, e.size)
+            tlog.go_cold(e.id, e.created_at, e.size)
             self.size += 1
             self.cold_count += 1
             self.last_id = max(self.last_id, e.id)
@@ -520,7 +535,7 @@ class MessageLog:
     def _pop(self, tlog: _TopicLog) -> None:
         """Evict the oldest entry of a topic (cold ones first: they are the oldest)."""
         if len(tlog.cold):
-            tlog.evicted_upto, tlog.evicted_time = tlog.cold.popleft()
+            tlog.evicted_upto, tlog.evicted_time = tlog.pop_cold()
             self.cold_count -= 1
         else:
             old = tlog.entries.popleft()
@@ -571,7 +586,7 @@ class MessageLog:
         old = tlog.entries.popleft()
         tlog.hot_bytes -= old.size
         self.memory_bytes -= old.size
-        tlog.cold.append(old.id, old.message.created_at, old.size)
+        tlog.go_cold(old.id, old.message.created_at, old.size)
         self.cold_count += 1
         self.stats.log_spilled += 1
 
