@@ -7,6 +7,7 @@ reader gets a gap, and a QoS 1 subscriber that never reads holds at most max_que
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import time
@@ -14,12 +15,14 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 from helpers.clients import PahoClient
 from helpers.raw import PUBLISH, RawClient, puback, subscribe
 from helpers.server import ServerProcess
 
-from .http_util import StartServer, base, http_server
+from .http_util import StartServer, base, http_server, ws_url
 
 __all__ = ["http_server"]
 pytestmark = pytest.mark.pushwire_only("byte bounds and /metrics are pushwire's")
@@ -274,3 +277,36 @@ def test_retained_burst_to_a_subscriber_that_never_reads_is_not_buffered_whole(
         assert dropped - before < 100  # some went out: the socket took what it could
     finally:
         sub.close()
+
+
+async def test_json_websocket_too_far_behind_in_bytes_is_closed_4001_and_resumes(
+    http_server: StartServer,
+) -> None:
+    """The JSON WebSocket's send buffer is bounded in bytes too: ten large messages (far
+    below stream_buffer, the count) close it with 4001, and its cursor gets them all."""
+    srv = http_server(stream_buffer_bytes=300_000)
+    url = base(srv)
+    async with ws_connect(ws_url(srv), max_size=None) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "sub": "s", "filter": "wsb"}))
+        subscribed = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert subscribed["type"] == "subscribed"
+        batch = [{"topic": "wsb", "payload": f"{i:02d}" + "b" * (64 * KB)} for i in range(10)]
+        async with httpx.AsyncClient(timeout=10) as client:  # one loop turn for all ten
+            assert (await client.post(f"{url}/v1/publish", json=batch)).status_code == 201
+        with pytest.raises(ConnectionClosed) as info:
+            async with asyncio.timeout(10):
+                while True:
+                    await ws.recv()
+        assert info.value.rcvd is not None and info.value.rcvd.code == 4001
+    async with ws_connect(ws_url(srv), max_size=None) as ws:
+        since = subscribed["cursor"]
+        await ws.send(
+            json.dumps({"type": "subscribe", "sub": "s", "filter": "wsb", "since": since})
+        )
+        got: list[str] = []
+        async with asyncio.timeout(10):
+            while len(got) < 10:
+                frame = json.loads(await ws.recv())
+                if frame["type"] == "message":
+                    got.append(frame["payload"][:2])
+        assert got == [f"{i:02d}" for i in range(10)]
