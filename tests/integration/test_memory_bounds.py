@@ -17,9 +17,11 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from helpers.clients import PahoClient
 from helpers.raw import PUBLISH, RawClient, puback, subscribe
+from helpers.raw import connect as raw_connect
 from helpers.server import ServerProcess
 
 from .http_util import StartServer, base, http_server, ws_url
@@ -310,3 +312,26 @@ async def test_json_websocket_too_far_behind_in_bytes_is_closed_4001_and_resumes
                 if frame["type"] == "message":
                     got.append(frame["payload"][:2])
         assert got == [f"{i:02d}" for i in range(10)]
+
+
+async def test_mqtt_over_websocket_subscriber_that_never_reads_is_bounded_in_bytes(
+    http_server: StartServer, paho_client: PahoFactory
+) -> None:
+    """MQTT over WebSocket (/mqtt): the frames waiting for the socket are bounded in bytes,
+    not only in number, so a burst to a client that does not read is dropped and counted
+    (QoS 0) instead of being buffered whole."""
+    srv = http_server(memory=True)
+    pub = paho_client(srv, "wret-pub")
+    for i in range(100):
+        pub.publish(f"wret/{i}", b"%02d" % i + b"r" * (200 * KB), qos=1, retain=True)
+    before = metrics(srv)["pushwire_mqtt_dropped_total"]
+    async with ws_connect(
+        ws_url(srv, "/mqtt"), subprotocols=[Subprotocol("mqtt")], max_size=None, max_queue=1
+    ) as ws:
+        await ws.send(raw_connect("wret-sub"))
+        assert (await asyncio.wait_for(ws.recv(), 5))[:1] == b"\x20"  # CONNACK
+        await ws.send(subscribe(1, [("wret/#", 0)]))  # then never read again
+        deadline = time.monotonic() + 10
+        while metrics(srv)["pushwire_mqtt_dropped_total"] <= before:
+            assert time.monotonic() < deadline, "nothing was dropped: the burst was buffered"
+            await asyncio.sleep(0.05)
