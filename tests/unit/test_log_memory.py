@@ -258,3 +258,38 @@ async def test_store_write_backlog_holds_publishers_until_half_drained(tmp_path:
     await asyncio.wait_for(released, 10)  # the writer caught up: publishers may go on
     assert engine.pending_bytes == 0 and not hub.store_held and not hub.pressure.active
     await engine.close()
+
+
+async def test_a_refused_entry_that_went_to_disk_only_becomes_a_hole(tmp_path: Path) -> None:
+    """The memory budget moves an entry to disk only before the store refuses it (a real
+    SQLite trigger): it leaves the cold run too (counts stay true), and reads across its id
+    report a gap while the entries around it are read back from disk."""
+    engine = SQLiteEngine(tmp_path / "p.db")  # durable: sync() waits for the commit
+    await engine.open()
+    try:
+        per = size_of("t", 1 * KB)
+        mlog = MessageLog(engine, Retention(1000, 0), budget=MemoryBudget(per, 0))
+        await mlog.restore()
+        await engine.sync()
+        refuse = (
+            "CREATE TRIGGER refuse BEFORE INSERT ON log WHEN substr(NEW.payload, 1, 1) = "
+            "CAST('B' AS BLOB) BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        await engine._call(lambda conn: conn.execute(refuse))
+        for fill in (b"A", b"B", b"C", b"D"):
+            mlog.append(msg("t", 1 * KB, fill))
+        # only the newest fits in memory: the refused one is on disk only (so it seemed)
+        assert mlog.cold_count == 3
+        await engine.sync()  # the failure reaches the log before sync returns
+
+        assert mlog.holes_total == 1
+        assert engine.pending_bytes == 0  # the refused write's bytes left the backlog too
+        assert mlog.size == 3 and mlog.cold_count == 2 and mlog.topic_size("t") == 3
+        r = await mlog.fetch("t", 1, 10)
+        assert r.gap and [e.message.payload[:1] for e in r.entries] == [b"C", b"D"]
+        past = await mlog.fetch("t", 2, 10)
+        assert not past.gap and [e.id for e in past.entries] == [3, 4]
+        before = await mlog.fetch("t", 0, 1)
+        assert not before.gap and [e.message.payload[:1] for e in before.entries] == [b"A"]
+    finally:
+        await engine.close()
