@@ -69,6 +69,13 @@ class Settings(BaseSettings):
         "(payload + topic + properties + ~256 per message; one message always fits; beyond: "
         "refused and counted like max_queued_messages; 0: no byte limit)",
     )
+    backpressure_progress_window: float = Field(
+        1.0,
+        gt=0,
+        description="seconds since a QoS 1/2 subscriber's last acknowledgement during which "
+        "it counts as keeping up: when its queue is full, publishers are held back instead "
+        "of its messages being dropped",
+    )
     max_connections: int = Field(100_000, ge=1, description="concurrent MQTT connections")
     max_keepalive: int = Field(
         65535, ge=0, le=65535, description="largest keepalive granted, seconds (MQTT 5)"

@@ -66,7 +66,10 @@ class PushwireServer:
         self.hub = Hub(
             self.engine,
             SessionLimits(
-                settings.max_inflight, settings.max_queued_messages, settings.max_queued_bytes
+                settings.max_inflight,
+                settings.max_queued_messages,
+                settings.max_queued_bytes,
+                settings.backpressure_progress_window,
             ),
             retained_slice=settings.retained_slice,
         )

@@ -78,6 +78,8 @@ class SessionLimits:
     max_queued_messages: int = 1000
     # bytes of QoS 1/2 messages queued plus inflight (approx_size); 0: no byte limit
     max_queued_bytes: int = 16 * 1024 * 1024
+    # a subscriber that acknowledged within this many seconds is "keeping up" (pressure.py)
+    progress_window: float = PROGRESS_WINDOW
 
 
 class Session:
@@ -265,7 +267,7 @@ class Session:
             self._pressure is not None
             and link is not None
             and link.writable()
-            and time.monotonic() - self.last_progress < PROGRESS_WINDOW
+            and time.monotonic() - self.last_progress < self._limits.progress_window
         )
 
     def _window_open(self, link: Link) -> bool:
