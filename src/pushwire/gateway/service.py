@@ -51,4 +51,5 @@ class Gateway:
         app.include_router(push_api.router)
         app.include_router(apps_api.router)
         http: HttpState = app.state.pushwire
+        http.ws_events = self.delivery
         http.extra_metrics.append(lambda: render_metrics(self.delivery, self.registry))
