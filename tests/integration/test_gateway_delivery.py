@@ -99,7 +99,7 @@ def test_stored_pushes_survive_a_restart_and_a_kill_9(
     server_factory: Callable[..., ServerProcess], paho_client: Paho
 ) -> None:
     srv = server_factory()
-    app_id, key, device, token = _offline_device(srv, paho_client)
+    _app_id, key, device, token = _offline_device(srv, paho_client)
     a = push(srv, key, token, {"alert": "a"}).headers["Pushwire-Id"]
     stale = push(srv, key, token, {"alert": "stale"}, collapse_id="c").headers["Pushwire-Id"]
     b = push(srv, key, token, {"alert": "b"}, collapse_id="c").headers["Pushwire-Id"]
@@ -128,7 +128,7 @@ def test_quota_drops_the_oldest_lowest_priority_push_visibly(
     server_factory: Callable[..., ServerProcess], paho_client: Paho
 ) -> None:
     srv = server_factory(extra_args=["--push-queue-quota", "3"])
-    app_id, key, device, token = _offline_device(srv, paho_client)
+    _app_id, key, device, token = _offline_device(srv, paho_client)
     high1 = push(srv, key, token, {"alert": "h1"}).headers["Pushwire-Id"]
     low1 = push(srv, key, token, {"alert": "l1"}, priority="5").headers["Pushwire-Id"]
     low2 = push(srv, key, token, {"alert": "l2"}, priority="5").headers["Pushwire-Id"]

@@ -513,7 +513,13 @@ class PushGateway:
     def _as_notice(self, p: Push, body: bytes, now: float) -> bytes:
         """The push does not fit the device's declared packet size: store the message as
         content and send a notice for it."""
-        content = self.make_content(p, body, "application/json", now)
+        try:
+            payload = json.loads(body)["payload"]
+        except (ValueError, KeyError, TypeError):
+            payload = None
+        data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        content = self.make_content(p, data, "application/json", now)
+        # the content write is queued on the store thread before any fetch can be
         self.registry.call_soon_store(self.store.put_content, content)
         self.stats.notices += 1
         notice = self.wire(p, None, content)

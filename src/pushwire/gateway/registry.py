@@ -38,7 +38,7 @@ class RegistryView:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pushwire-gw")
         self._watch: asyncio.Task[None] | None = None
         self._changed: list[Callable[[], None]] = []
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Future[object]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -63,17 +63,24 @@ class RegistryView:
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
 
     def call_soon_store(self, fn: Callable[..., object], *args: Any) -> None:
-        """A store write nobody waits for (bookkeeping); failures are logged."""
-
-        async def run() -> None:
+        """A store write nobody waits for (bookkeeping, notice content). Queued on the store
+        thread NOW, so any store call made after this one sees it."""
+        name = getattr(fn, "__name__", "store write")
+        if not self.store.blocking:
             try:
-                await self.call(fn, *args)
+                fn(*args)
             except Exception:
-                log.exception("gateway: store write %s failed", getattr(fn, "__name__", fn))
+                log.exception("gateway: %s failed", name)
+            return
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
+        self._background.add(fut)
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        def done(f: asyncio.Future[object]) -> None:
+            self._background.discard(f)
+            if not f.cancelled() and f.exception() is not None:
+                log.error("gateway: %s failed: %s", name, f.exception())
+
+        fut.add_done_callback(done)
 
     def on_change(self, callback: Callable[[], None]) -> None:
         self._changed.append(callback)
