@@ -38,6 +38,7 @@ class RegistryView:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pushwire-gw")
         self._watch: asyncio.Task[None] | None = None
         self._changed: list[Callable[[], None]] = []
+        self._removed: list[Callable[[str], None]] = []  # device removed (end its connections)
         self._background: set[asyncio.Future[object]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -84,6 +85,9 @@ class RegistryView:
 
     def on_change(self, callback: Callable[[], None]) -> None:
         self._changed.append(callback)
+
+    def on_device_removed(self, callback: Callable[[str], None]) -> None:
+        self._removed.append(callback)
 
     async def _watch_loop(self) -> None:
         while True:
@@ -139,7 +143,11 @@ class RegistryView:
                 log.exception("gateway: registry change callback failed")
 
     def _install(self, reg: Registry) -> None:
+        gone = [d for d in self.reg.devices if d not in reg.devices]
         self.reg = reg
+        for device_id in gone:
+            for cb in list(self._removed):
+                cb(device_id)
         self.apps_by_key = {a.key_hash: a for a in reg.apps.values()}
         self.live_tokens = {
             (t.device_id, t.app_id): t for t in reg.tokens.values() if t.deleted is None

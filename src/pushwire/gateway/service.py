@@ -34,6 +34,7 @@ class Gateway:
         hub.session_events = self.delivery
         auth.devices = self.registry
         self.registry.on_change(self.delivery.registry_changed)
+        self.registry.on_device_removed(auth.device_removed)
 
     async def start(self) -> None:
         await self.registry.start()
