@@ -40,6 +40,7 @@ class RegistryView:
         self._changed: list[Callable[[], None]] = []
         self._removed: list[Callable[[str], None]] = []  # device removed (end its connections)
         self._background: set[asyncio.Future[object]] = set()
+        self.token_lock = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------
 
