@@ -233,8 +233,9 @@ class PushGateway:
         msg = delivery.message
         if not msg.topic.startswith("devices/"):
             return
-        p = self.by_uid.pop(msg.uid, None) or self._push_of(msg)
-        if p is None or p.state != "sent":
+        p = self.by_uid.get(msg.uid) or self._push_of(msg)
+        # only the device's own acknowledgement counts (an admin reading devices/# acks too)
+        if p is None or p.state != "sent" or p.device_id != session.client_id:
             return
         link = session.link
         peer = getattr(link, "peer", None)
