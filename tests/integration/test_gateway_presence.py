@@ -4,11 +4,16 @@ ends its connection and its tokens."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import time
 from collections.abc import Callable
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from helpers.clients import PahoClient
 from helpers.gateway import (
@@ -83,3 +88,31 @@ def test_removing_a_device_closes_its_connection_and_ends_its_tokens(
     wait_for(lambda: push(server, key, token, {"alert": "x"}).status_code == 410, what="410")
     listed = cli(server, "device", "list", "--json")
     assert device[0] not in listed.stdout
+
+
+def test_a_silent_websocket_device_goes_offline(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    srv = server_factory(extra_args=["--ws-heartbeat", "0.5"])
+    device = register_device(srv)
+    basic = base64.b64encode(":".join(device).encode()).decode()
+
+    async def run() -> int | None:
+        async with connect(
+            f"ws://{srv.host}:{srv.http_port}/v1/ws",
+            additional_headers={"Authorization": f"Basic {basic}"},
+        ) as ws:
+            flt = f"devices/{device[0]}/#"
+            await ws.send(json.dumps({"type": "subscribe", "sub": "p", "filter": flt}))
+            await asyncio.to_thread(
+                wait_for, lambda: _status(srv, device)["online"] is True, 5, "online"
+            )
+            try:  # read, never answer a ping: the server gives up after 1.5 heartbeats
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            except ConnectionClosed as exc:
+                return exc.rcvd.code if exc.rcvd is not None else None
+
+    assert asyncio.run(run()) == 4000
+    wait_for(lambda: _status(srv, device)["online"] is False, what="offline")
+    assert isinstance(_status(srv, device)["last_seen"], float)
