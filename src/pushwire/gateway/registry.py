@@ -107,9 +107,10 @@ class RegistryView:
         """After one of our own writes: apply `change` to the view when nothing else changed
         the store meanwhile (no reload of every device per registration), else reload."""
         if generation == self.reg.generation + 1:
+            # our own change: the caller handles its consequences (no full rescan per
+            # registration); the change callbacks are for what other processes did
             change()
             self.reg.generation = generation
-            self._notify()
         elif generation > self.reg.generation:
             self._install(await self.call(self.store.registry))
 
