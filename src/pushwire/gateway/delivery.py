@@ -96,7 +96,7 @@ class PushGateway:
         self.store = store
         self.clock = clock
         self.stats = GatewayStats()
-        self.journal = Journal(store.apply, registry.call)
+        self.journal = Journal(store.apply, registry.call, settings.durability)
         self.webhooks = WebhookSender(
             settings.webhook_timeout, settings.webhook_max_attempts, settings.webhook_backoff
         )
@@ -400,31 +400,42 @@ class PushGateway:
 
     async def accept(self, p: Push, content: Content | None = None) -> None:
         """Take a new push: collapse, quota, store durably, then deliver or hold."""
+        if content is not None:
+            await self.registry.call(self.store.put_content, content)
+        self.admit(p)
+        await self.journal.durable()
+        self.dispatch(p)
+
+    def admit(self, p: Push) -> None:
+        """Collapse, expiry and quota for a new push, journaled (not yet durable: the caller
+        awaits `journal.durable()` once for one push or a whole batch, then `dispatch`)."""
         now = p.created
         self.stats.accepted += 1
         self.pushes[p.id] = p
-        if content is not None:
-            await self.registry.call(self.store.put_content, content)
         waiting = self.queued.setdefault(p.device_id, {})
         if p.collapse_id is not None:
             for other in list(waiting.values()):
                 if other.app_id == p.app_id and other.collapse_id == p.collapse_id:
                     self.finish(other, "collapsed", f"replaced by push {p.id}")
-        online = self.online(p.device_id, p.app_id)
         if p.expires_at is not None and p.expires_at <= now:
             self.finish(p, "expired", "expired on arrival")
-        elif p.expiration == 0 and p.expires_at is None and not online:
+        elif p.expiration == 0 and p.expires_at is None and not self.online(p.device_id, p.app_id):
             self.finish(p, "expired", "expiration 0 and the device is offline")
         else:
             waiting[p.id] = p
             if p.expires_at is not None:
                 heapq.heappush(self._expiry, (p.expires_at, p.id))
-            self._enforce_quota(p.device_id, p.app_id)
+            if not self.online(p.device_id, p.app_id):
+                # the quota is for storage while offline: an online device takes them now
+                # (or within the batch window; the per-app rate bounds that)
+                self._enforce_quota(p.device_id, p.app_id)
             self.journal.put(p)
-        await self.journal.durable()
+
+    def dispatch(self, p: Push) -> None:
+        """After the push is durable: send it now, hold it for a batch, or let it wait."""
         if p.state != "queued":
             return
-        if online:
+        if self.online(p.device_id, p.app_id):
             if p.priority >= 10 or self.settings.push_batch_window <= 0 or p.expiration == 0:
                 self.flush(p.device_id)
             else:

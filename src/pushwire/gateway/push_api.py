@@ -144,6 +144,15 @@ async def submit(
     gw: GatewayState, app: App, token: Any, body: dict[str, Any], opts: PushOptions
 ) -> Push:
     """Validate the target, build the device message, hand it to delivery (durable)."""
+    p, content = await prepare(gw, app, token, body, opts)
+    await gw.delivery.accept(p, content)
+    return p
+
+
+async def prepare(
+    gw: GatewayState, app: App, token: Any, body: dict[str, Any], opts: PushOptions
+) -> tuple[Push, Content | None]:
+    """The push (and its content, for a notice) for one request or batch item."""
     stored = _token_for(gw, app, token)
     d = gw.delivery
     now = time.time()
@@ -173,8 +182,7 @@ async def submit(
             content = d.make_content(p, data, "application/json", now)
             p.body = d.wire(p, alert, content)
             d.stats.notices += 1
-    await d.accept(p, content)
-    return p
+    return p, content
 
 
 def _header(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -292,6 +300,8 @@ async def push_batch(request: Request) -> Response:
         gw.delivery.stats.reject(exc.reason)
         return exc.response()
     results: list[dict[str, Any]] = []
+    admitted: list[Push] = []
+    d = gw.delivery
     for item in items:
         token = item.get("token") if isinstance(item, dict) else None
         try:
@@ -309,11 +319,19 @@ async def push_batch(request: Request) -> Response:
                 raise PushError(400, "PayloadEmpty")
             encoded = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
             body = parse_body(gw, encoded)
-            p = await submit(gw, app, token, body, opts)
+            p, content = await prepare(gw, app, token, body, opts)
+            if content is not None:
+                await gw.registry.call(gw.store.put_content, content)
+            d.admit(p)
+            admitted.append(p)
             results.append({"token": token, "status": 200, "id": p.id})
         except PushError as exc:
-            gw.delivery.stats.reject(exc.reason)
+            d.stats.reject(exc.reason)
             results.append(exc.item(token))
+    # one commit for the whole batch, then delivery in order
+    await d.journal.durable()
+    for p in admitted:
+        d.dispatch(p)
     return JSONResponse({"results": results})
 
 
