@@ -120,3 +120,18 @@ def test_a_silent_websocket_device_goes_offline(
     assert asyncio.run(run()) == 4000
     wait_for(lambda: _status(srv, device)["online"] is False, what="offline")
     assert isinstance(_status(srv, device)["last_seen"], float)
+
+
+def test_guessing_a_device_secret_is_rate_limited(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    srv = server_factory(extra_args=["--login-failures-burst", "3"])
+    device = register_device(srv)
+    url = f"{base_url(srv)}/v1/content/pwc_{'a' * 22}"
+    wrong = (device[0], "pwd_" + "x" * 32)
+    assert [httpx.get(url, auth=wrong).status_code for _ in range(3)] == [401, 401, 401]
+    r = httpx.get(url, auth=wrong)
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    text = httpx.get(f"{base_url(srv)}/metrics").text
+    assert 'pushwire_devices{state="registered"} 1' in text
+    assert 'pushwire_devices{state="online"} 0' in text

@@ -26,8 +26,8 @@ router = APIRouter(tags=["devices"])
 NOT_FOUND = "not_found"
 
 
-def _own_device(gw: GatewayState, request: Request, device_id: str) -> Device:
-    device = gw.device_from_basic(request)
+async def _own_device(gw: GatewayState, request: Request, device_id: str) -> Device:
+    device = await gw.device_from_basic(request)
     if device is None:
         raise unauthorized("a device credential (HTTP Basic device_id:device_secret) is needed")
     if device.device_id != device_id:
@@ -58,12 +58,12 @@ async def register_device(request: Request) -> Response:
 @router.get("/v1/devices/{device_id}", summary="a device's presence and apps")
 async def device_status(request: Request, device_id: str) -> dict[str, Any]:
     gw = gateway_state(request)
-    if gw.device_from_basic(request) is None:
+    if await gw.device_from_basic(request) is None:
         caller = await resolve_caller(request, allow_query=False)
         if not caller.identity.is_admin:
             raise ApiError(403, "forbidden", "a device's own credential or an admin is needed")
     else:
-        _own_device(gw, request, device_id)
+        await _own_device(gw, request, device_id)
     device = gw.registry.device(device_id)
     if device is None:
         raise ApiError(404, NOT_FOUND, f"no device {device_id!r}")
@@ -79,7 +79,7 @@ async def device_status(request: Request, device_id: str) -> dict[str, Any]:
 @router.post("/v1/devices/{device_id}/tokens", summary="the device token for one app")
 async def create_token(request: Request, device_id: str) -> dict[str, Any]:
     gw = gateway_state(request)
-    _own_device(gw, request, device_id)
+    await _own_device(gw, request, device_id)
     try:
         body = await request.json()
     except ValueError:
@@ -105,7 +105,7 @@ async def create_token(request: Request, device_id: str) -> dict[str, Any]:
 )
 async def delete_token(request: Request, device_id: str, token: str) -> Response:
     gw = gateway_state(request)
-    _own_device(gw, request, device_id)
+    await _own_device(gw, request, device_id)
     reg = gw.registry
     stored = reg.token(token)
     if stored is None or stored.device_id != device_id:
@@ -123,7 +123,7 @@ async def delete_token(request: Request, device_id: str, token: str) -> Response
 @router.get("/v1/content/{content_id}", summary="fetch notify-then-fetch content")
 async def content_get(request: Request, content_id: str) -> Response:
     gw = gateway_state(request)
-    device = gw.device_from_basic(request)
+    device = await gw.device_from_basic(request)
     if device is None:
         raise unauthorized("a device credential (HTTP Basic device_id:device_secret) is needed")
     content = None

@@ -71,8 +71,11 @@ def render_metrics(d: PushGateway, reg: RegistryView) -> str:
         _family(
             "pushwire_devices",
             "gauge",
-            "registered devices",
-            [("", len(reg.reg.devices))],
+            "registered devices, and those online now",
+            [
+                ('{state="registered"}', len(reg.reg.devices)),
+                ('{state="online"}', sum(1 for dev in reg.reg.devices if d.online(dev))),
+            ],
         ),
     ]
     return "".join(out)

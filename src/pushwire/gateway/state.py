@@ -18,6 +18,7 @@ from pushwire.gateway.model import Device
 from pushwire.gateway.provider_auth import ProviderAuthenticator
 from pushwire.gateway.registry import RegistryView
 from pushwire.gateway.store import GatewayStore
+from pushwire.http.auth import client_ip, refusal
 from pushwire.http.errors import ApiError
 
 
@@ -36,8 +37,10 @@ class GatewayState:
         if rate > 0:
             self.limiter = KeyedLimiter(rate, max(1.0, 2 * rate), clock=time.monotonic)
 
-    def device_from_basic(self, conn: HTTPConnection) -> Device | None:
-        """The device whose HTTP Basic credential the request carries, else None."""
+    async def device_from_basic(self, conn: HTTPConnection) -> Device | None:
+        """The device whose HTTP Basic credential the request carries; None when it carries
+        no device credential. A wrong one goes through the auth service like any login
+        (counted, logged, and rate limited per address: 429 with Retry-After)."""
         header = conn.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "basic" or not value:
@@ -47,9 +50,13 @@ class GatewayState:
         except (binascii.Error, UnicodeDecodeError, ValueError):
             return None
         device_id, sep, secret = decoded.partition(":")
-        if not sep:
+        if not sep or not self.registry.owns(device_id):
             return None
-        if self.registry.verify(device_id, secret.encode()) is None:
+        result = await self.auth.authenticate_password(device_id, secret, client_ip(conn))
+        if result.reason == "rate_limited":
+            raise refusal(result)
+        identity = result.identity
+        if not result.ok or identity is None or identity.username != device_id:
             return None
         return self.registry.device(device_id)
 
