@@ -171,3 +171,28 @@ def test_a_push_sent_but_not_acknowledged_is_delivered_again_after_a_kill_9(
         wait_state(srv, key, push_id, "delivered")
     finally:
         again.close()
+
+
+def test_a_push_unacknowledged_on_a_clean_session_waits_again(server: ServerProcess) -> None:
+    app_id, key = create_app(server)
+    device = register_device(server)
+    token = device_token(server, device, app_id)
+    login = {"username": device[0], "password": device[1].encode()}
+    flt = [(f"devices/{device[0]}/#", 1)]
+    raw = connected_client(server.host, server.mqtt_port, device[0], clean_session=True, **login)
+    try:
+        assert raw.subscribe(1, flt).granted == [1]
+        push_id = push(server, key, token, {"alert": "lost?"}).json()["id"]
+        assert json.loads(raw.expect(PUBLISH).payload)["id"] == push_id  # never acknowledged
+    finally:
+        raw.close()  # the clean session ends with the connection, and what it held with it
+    assert wait_state(server, key, push_id, "queued")
+    again = connected_client(server.host, server.mqtt_port, device[0], clean_session=True, **login)
+    try:
+        assert again.subscribe(1, flt).granted == [1]
+        redelivered = again.recv_matching(lambda pkt: pkt.type == PUBLISH)
+        assert json.loads(redelivered.payload)["id"] == push_id
+        again.send(puback(redelivered.packet_id))
+        wait_state(server, key, push_id, "delivered")
+    finally:
+        again.close()

@@ -320,26 +320,26 @@ class PushGateway:
                 p = self.by_uid.get(d.message.uid) or self._push_of(d.message)
                 if p is not None:
                     held.add(p.id)
+                    p.uid = d.message.uid  # restored messages get new uids
                     self.by_uid[d.message.uid] = p
         for p in sorted(sent.values(), key=lambda p: p.seq):
             if p.id not in held:
                 del sent[p.id]
-                p.state = "queued"
-                self.queued.setdefault(p.device_id, {})[p.id] = p
+                self._wait_again(p)
 
-    def _requeue_sent(self, device_id: str, *, only_ws: bool = False) -> None:
-        sent = self.sent.pop(device_id, None)
-        if not sent:
-            return
-        for p in sent.values():
-            if only_ws and p.connection != "ws":
-                self.sent.setdefault(device_id, {})[p.id] = p
-                continue
-            p.state = "queued"
-            if p.uid is not None:
-                self.by_uid.pop(p.uid, None)
-            self.queued.setdefault(device_id, {})[p.id] = p
-            self.journal.put(p)
+    def _requeue_sent(self, device_id: str) -> None:
+        """The connection's session ended with it: what it held waits in the gateway again."""
+        for p in list(self.sent.pop(device_id, {}).values()):
+            self._wait_again(p)
+
+    def _wait_again(self, p: Push) -> None:
+        p.state = "queued"
+        if p.uid is not None:
+            self.by_uid.pop(p.uid, None)
+            p.uid = None
+        self._log_ids.pop(p.id, None)
+        self.queued.setdefault(p.device_id, {})[p.id] = p
+        self.journal.put(p)
 
     # -- submitting ----------------------------------------------------------------------
 
