@@ -19,9 +19,11 @@ from helpers.gateway import (
     create_app,
     device_token,
     push,
+    push_state,
     register_device,
     wait_state,
 )
+from helpers.raw import PUBLISH, connected_client, puback
 from helpers.server import ServerProcess
 
 pytestmark = pytest.mark.pushwire_only("push gateway")
@@ -151,3 +153,30 @@ def test_websocket_device_receives_and_acks_pushes(server: ServerProcess) -> Non
             assert record["connection"] == f"ws {device[0]}"
 
     asyncio.run(run())
+
+
+def test_an_admin_reading_device_topics_does_not_acknowledge_for_the_device(
+    server_factory: Callable[..., ServerProcess], paho_client: Paho
+) -> None:
+    root = ("root", "root-password")
+    srv = server_factory(admin=root)
+    app_id, key = create_app(srv)
+    device = register_device(srv)
+    token = device_token(srv, device, app_id)
+    admin = paho_client(srv, "ops-console", auth=root)
+    assert admin.subscribe("devices/#", qos=1) == [1]  # the admin role may read them
+    login = {"username": device[0], "password": device[1].encode()}
+    raw = connected_client(srv.host, srv.mqtt_port, device[0], clean_session=False, **login)
+    try:
+        assert raw.subscribe(1, [(f"devices/{device[0]}/#", 1)]).granted == [1]
+        push_id = push(srv, key, token, {"alert": "hi"}).json()["id"]
+        assert json.loads(admin.get().payload)["id"] == push_id  # paho acknowledged it
+        delivered = raw.expect(PUBLISH)
+        # a round trip on the admin's connection: its PUBACK above has been handled
+        admin.publish("ops/marker", b"x", qos=1)
+        assert push_state(srv, key, push_id)["state"] == "queued"
+        raw.send(puback(delivered.packet_id))
+        record = wait_state(srv, key, push_id, "delivered")
+        assert record["connection"].startswith(f"mqtt {device[0]}")
+    finally:
+        raw.close()
