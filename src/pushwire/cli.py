@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from pushwire import __version__
 from pushwire.admin_cli import ADMIN_COMMANDS, add_admin_commands, run_admin_command
 from pushwire.config import Settings, load_settings
+from pushwire.gateway.cli import GATEWAY_COMMANDS, add_gateway_commands, run_gateway_command
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_settings_flags(serve)
     add_admin_commands(sub)
+    add_gateway_commands(sub)
     bench = sub.add_parser("bench", help="side-by-side benchmarks (see bench/README.md)")
     bench.add_argument("suite", choices=["mqtt", "http"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
@@ -103,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(ns)
     if ns.command in ADMIN_COMMANDS:
         return run_admin_command(ns)
+    if ns.command in GATEWAY_COMMANDS:
+        return run_gateway_command(ns)
     if ns.command == "bench":
         if ns.suite == "http":
             from pushwire.bench.http import main as bench_main

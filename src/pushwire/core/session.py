@@ -70,6 +70,19 @@ class Link(Protocol):
         """Another connection took over this session: close this one."""
 
 
+class SessionEvents(Protocol):
+    """Who wants to know when a session goes on/off line, subscribes, or has a QoS 1/2
+    delivery acknowledged (the push gateway: presence and delivery receipts)."""
+
+    def attached(self, session: Session) -> None: ...
+
+    def detached(self, session: Session) -> None: ...
+
+    def subscribed(self, session: Session) -> None: ...
+
+    def acknowledged(self, session: Session, delivery: Delivery) -> None: ...
+
+
 @dataclass(slots=True)
 class SessionLimits:
     max_inflight: int = 20
@@ -88,6 +101,7 @@ class Session:
         "_stats",
         "client_id",
         "disconnected_at",
+        "events",
         "expiry_handle",
         "expiry_interval",
         "inbound_qos2",
@@ -126,6 +140,7 @@ class Session:
         self.owner: str | None = None
         self.permissions: ReceiveFilter | None = None
         self.last_progress = 0.0  # monotonic time of the last acknowledgement
+        self.events: SessionEvents | None = None  # set by the hub
         self._pressure = pressure
         self._engine = engine
         self._limits = limits
@@ -270,6 +285,8 @@ class Session:
         if self.persistent:
             self._engine.queue_delete(self.client_id, d.seq)
         self.last_progress = time.monotonic()
+        if self.events is not None:
+            self.events.acknowledged(self, d)
         self.pump()
         return True
 
@@ -329,12 +346,16 @@ class Session:
             else:
                 link.send_message(d, True, None)
         self.pump()
+        if self.events is not None:
+            self.events.attached(self)
 
     def detach(self) -> None:
         self.link = None
         if self._pressure is not None:
             self._pressure.relieve(self)
         self.disconnected_at = time.time()
+        if self.events is not None:
+            self.events.detached(self)
 
     def restore_delivery(self, d: Delivery) -> None:
         """Put back a journaled delivery at start-up."""

@@ -151,7 +151,8 @@ def render(state: HttpState) -> str:
         [("", s.publish_dropped + s.queue_overflow)],
     )
     w.metric("pushwire_uptime_seconds", "gauge", "seconds since start", [("", s.uptime())])
-    return w.text()
+    # other parts of the server (the push gateway) add their own families
+    return w.text() + "".join(extra() for extra in state.extra_metrics)
 
 
 @router.get(

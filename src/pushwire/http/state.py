@@ -3,6 +3,7 @@ the live readers (for revocation) and the counters."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
@@ -55,6 +56,8 @@ class HttpState:
     live: LiveConnections = field(init=False)
     # messages per second one caller (token, user, or anonymous IP) may publish
     publish_rate: KeyedLimiter[str] | None = field(init=False)
+    # more Prometheus text for GET /metrics (the push gateway adds its families)
+    extra_metrics: list[Callable[[], str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.live = LiveConnections(self.auth)

@@ -1,0 +1,575 @@
+"""Push state and delivery: the pending store, batching, presence, acknowledgements.
+
+Design (docs/gateway.md, "Delivery"). The gateway keeps its OWN durable pending store per
+(device, app) (`gw_pushes`, journaled by `Journal`) and hands a push to the hub only while
+the device's connection is up and subscribed: then it is one ordinary QoS 1 message on
+`devices/{device}/{app}`, so the MQTT session, the message log and every transport see it
+like any other message. The MQTT session queue alone could not do collapse, expiry,
+quota-by-priority and per-push receipts, and a push that waits in the gateway can still be
+collapsed, expired, dropped or turned into a wake-up.
+
+A push is `queued` until it is handed to the connection (`sent`, shown as queued), then
+`delivered` when the device acknowledges it (MQTT PUBACK through the session's events, or
+a WebSocket ack), or it ends `expired`, `collapsed`, `dropped` (quota) or `unregistered`.
+Once handed out, a push is the connection's: the persistent MQTT session redelivers it
+after a reconnect. On every (re)attach the gateway compares its `sent` pushes with what
+the session still holds and sends again what the session lost (a clean session, a crash).
+
+Priority 5 and 1 pushes to an online device are held for up to `push_batch_window` seconds
+and go out together with the next priority 10 push or at the end of the window; each such
+flush is one wake-up of the device (`pushwire_device_wakeups_total`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pushwire.config import Settings
+from pushwire.core.hub import Hub
+from pushwire.core.message import Message
+from pushwire.core.session import Delivery, Session
+from pushwire.core.topics import matches
+from pushwire.gateway import ids
+from pushwire.gateway.journal import Journal
+from pushwire.gateway.model import Content, DeviceToken, Push, PushState
+from pushwire.gateway.registry import RegistryView
+from pushwire.gateway.store import GatewayStore
+from pushwire.gateway.webhooks import WebhookSender
+
+log = logging.getLogger("pushwire.gateway")
+
+GATEWAY_ORIGIN = "$pushwire-gateway"
+# PUBLISH framing on top of topic + payload: fixed header, topic length, packet id, props
+_PUBLISH_OVERHEAD = 16
+
+
+def device_topic(device_id: str, app_id: str) -> str:
+    return f"devices/{device_id}/{app_id}"
+
+
+@dataclass(slots=True)
+class GatewayStats:
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    final: dict[str, int] = field(default_factory=dict)
+    wakeups: int = 0
+    sent: int = 0
+    notices: int = 0
+    wakes: int = 0
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class PushOptions:
+    priority: int = 10
+    push_type: str = "alert"
+    expiration: int | None = None  # None: no header (push_max_ttl applies); 0: now or never
+    collapse_id: str | None = None
+    push_id: str | None = None
+
+
+class PushGateway:
+    """Pushes in memory (authoritative while running), journaled to the store."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        settings: Settings,
+        registry: RegistryView,
+        store: GatewayStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.hub = hub
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self.clock = clock
+        self.stats = GatewayStats()
+        self.journal = Journal(store.apply, registry.call)
+        self.webhooks = WebhookSender(
+            settings.webhook_timeout, settings.webhook_max_attempts, settings.webhook_backoff
+        )
+        self.pushes: dict[str, Push] = {}
+        self.queued: dict[str, dict[str, Push]] = {}  # device -> push id -> push (waiting)
+        self.sent: dict[str, dict[str, Push]] = {}  # device -> push id -> push (handed out)
+        self.by_uid: dict[int, Push] = {}  # hub message uid -> push, while sent
+        self.ws_online: dict[str, int] = {}  # device -> live WebSocket subscriptions
+        self.last_seen: dict[str, float] = {}
+        self.last_wake: dict[str, float] = {}
+        self._hold: dict[str, asyncio.TimerHandle] = {}
+        self._expiry: list[tuple[float, str]] = []  # (expires_at, push id) of waiting pushes
+        self._forget: list[tuple[float, str]] = []  # (forget at, push id) of final pushes
+        self._log_ids: dict[str, int] = {}  # push id -> message log id, while sent
+        self._seq = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        now = self.clock()
+        for p in await self.registry.call(self.store.load_pushes):
+            self._seq = max(self._seq, p.seq)
+            self.pushes[p.id] = p
+            if p.final:
+                heapq.heappush(self._forget, (p.updated + self.settings.push_record_ttl, p.id))
+            elif p.state == "sent":
+                self.sent.setdefault(p.device_id, {})[p.id] = p
+            else:
+                self.queued.setdefault(p.device_id, {})[p.id] = p
+                if p.expires_at is not None:
+                    heapq.heappush(self._expiry, (p.expires_at, p.id))
+                self._schedule_wake(p, max(0.0, p.created - now))
+        log.info("gateway: %d pushes restored", len(self.pushes))
+        self._tasks.append(asyncio.create_task(self._sweeper(), name="pushwire-gateway-sweep"))
+
+    async def stop(self) -> None:
+        for handle in self._hold.values():
+            handle.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.webhooks.close()
+        await self.journal.flush()
+
+    async def _sweeper(self) -> None:
+        tick = 0
+        while True:
+            await asyncio.sleep(0.25)
+            try:
+                self.sweep()
+                tick += 1
+                if tick % 240 == 0:
+                    await self.registry.call(self.store.delete_content_before, self.clock())
+            except Exception:
+                log.exception("gateway: sweep failed")
+
+    def sweep(self) -> None:
+        """Expire waiting pushes whose time passed; forget old final records."""
+        now = self.clock()
+        while self._expiry and self._expiry[0][0] <= now:
+            _, push_id = heapq.heappop(self._expiry)
+            p = self.pushes.get(push_id)
+            if (
+                p is not None
+                and p.state == "queued"
+                and p.expires_at is not None
+                and p.expires_at <= now
+            ):
+                self.finish(p, "expired", "expired before delivery")
+        while self._forget and self._forget[0][0] <= now:
+            _, push_id = heapq.heappop(self._forget)
+            p = self.pushes.get(push_id)
+            if p is not None and p.final:
+                del self.pushes[push_id]
+                self.journal.delete(push_id)
+
+    # -- presence ------------------------------------------------------------------------
+
+    def is_device(self, client_id: str) -> bool:
+        return self.registry.device(client_id) is not None
+
+    def mqtt_online(self, device_id: str, app_id: str) -> Session | None:
+        session = self.hub.sessions.get(device_id)
+        if session is None or session.link is None:
+            return None
+        topic = device_topic(device_id, app_id)
+        if any(matches(f, topic) for f in session.subscriptions):
+            return session
+        return None
+
+    def online(self, device_id: str, app_id: str | None = None) -> bool:
+        if self.ws_online.get(device_id):
+            return True
+        if app_id is None:
+            session = self.hub.sessions.get(device_id)
+            return session is not None and session.link is not None
+        return self.mqtt_online(device_id, app_id) is not None
+
+    def device_seen(self, device_id: str) -> float | None:
+        if self.online(device_id):
+            return self.clock()
+        seen = self.last_seen.get(device_id)
+        if seen is not None:
+            return seen
+        device = self.registry.device(device_id)
+        return device.last_seen if device is not None else None
+
+    # core.session.SessionEvents
+
+    def attached(self, session: Session) -> None:
+        if not self.is_device(session.client_id):
+            return
+        self._seen(session.client_id)
+        self._reconcile(session)
+        self._soon_flush(session.client_id)
+
+    def detached(self, session: Session) -> None:
+        device_id = session.client_id
+        if not self.is_device(device_id):
+            return
+        self._seen(device_id)
+        if not session.persistent:
+            # the session (and what it held) ends with the connection: wait again
+            self._requeue_sent(device_id)
+
+    def subscribed(self, session: Session) -> None:
+        if self.is_device(session.client_id):
+            self._soon_flush(session.client_id)
+
+    def acknowledged(self, session: Session, delivery: Delivery) -> None:
+        msg = delivery.message
+        if not msg.topic.startswith("devices/"):
+            return
+        p = self.by_uid.pop(msg.uid, None) or self._push_of(msg)
+        if p is None or p.state != "sent":
+            return
+        link = session.link
+        peer = getattr(link, "peer", None)
+        self.delivered(p, f"mqtt {session.client_id}" + (f" {peer}" if peer else ""))
+
+    def ws_attached(self, device_id: str) -> None:
+        self.ws_online[device_id] = self.ws_online.get(device_id, 0) + 1
+        self._seen(device_id)
+        self._soon_flush(device_id)
+
+    def ws_detached(self, device_id: str) -> None:
+        left = self.ws_online.get(device_id, 0) - 1
+        if left > 0:
+            self.ws_online[device_id] = left
+        else:
+            self.ws_online.pop(device_id, None)
+            # the log keeps what was sent; a reader that comes back replays from its cursor,
+            # but the gateway cannot know that one will: wait again, redeliver on return
+            self._seen(device_id)
+            if not self.online(device_id):
+                self._requeue_sent(device_id, only_ws=True)
+
+    def ws_acked(self, device_id: str, upto_log_id: int, connection: str) -> None:
+        """A WebSocket consumer acknowledged the log up to `upto_log_id`."""
+        for p in list(self.sent.get(device_id, {}).values()):
+            log_id = self._log_ids.get(p.id)
+            if log_id is not None and log_id <= upto_log_id:
+                self.delivered(p, connection)
+
+    def _seen(self, device_id: str) -> None:
+        now = self.clock()
+        self.last_seen[device_id] = now
+        self.registry.call_soon_store(self.store.touch_device, device_id, now)
+
+    def _push_of(self, msg: Message) -> Push | None:
+        try:
+            data = json.loads(msg.payload)
+            return self.pushes.get(data["id"]) if isinstance(data, dict) else None
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def _reconcile(self, session: Session) -> None:
+        """Send again the handed-out pushes the session no longer holds (lost with a clean
+        session or a crash before the session journal reached the disk)."""
+        sent = self.sent.get(session.client_id)
+        if not sent:
+            return
+        held: set[str] = set()
+        for d in [*session.inflight.values(), *session.queue]:
+            if d.message.topic.startswith("devices/"):
+                p = self.by_uid.get(d.message.uid) or self._push_of(d.message)
+                if p is not None:
+                    held.add(p.id)
+                    self.by_uid[d.message.uid] = p
+        for p in sorted(sent.values(), key=lambda p: p.seq):
+            if p.id not in held:
+                del sent[p.id]
+                p.state = "queued"
+                self.queued.setdefault(p.device_id, {})[p.id] = p
+
+    def _requeue_sent(self, device_id: str, *, only_ws: bool = False) -> None:
+        sent = self.sent.pop(device_id, None)
+        if not sent:
+            return
+        for p in sent.values():
+            if only_ws and p.connection != "ws":
+                self.sent.setdefault(device_id, {})[p.id] = p
+                continue
+            p.state = "queued"
+            if p.uid is not None:
+                self.by_uid.pop(p.uid, None)
+            self.queued.setdefault(device_id, {})[p.id] = p
+            self.journal.put(p)
+
+    # -- submitting ----------------------------------------------------------------------
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def make_push(self, token: DeviceToken, opts: PushOptions, body: bytes, now: float) -> Push:
+        expires_at: float | None
+        if opts.expiration is None:  # no header: kept for at most push_max_ttl
+            expiration = int(now + self.settings.push_max_ttl)
+            expires_at = float(expiration)
+        elif opts.expiration == 0:
+            expiration, expires_at = 0, None
+        else:
+            expiration, expires_at = opts.expiration, float(opts.expiration)
+        return Push(
+            id=opts.push_id or ids.new_push_id(),
+            app_id=token.app_id,
+            device_id=token.device_id,
+            token=token.token,
+            priority=opts.priority,
+            push_type=opts.push_type,
+            expiration=expiration,
+            collapse_id=opts.collapse_id,
+            created=now,
+            updated=now,
+            seq=self.next_seq(),
+            body=body,
+            expires_at=expires_at,
+        )
+
+    def wire(self, p: Push, payload: Any, content: Content | None = None) -> bytes:
+        """The device message (docs/gateway.md): one JSON object per push."""
+        msg: dict[str, Any] = {
+            "id": p.id,
+            "app": p.app_id,
+            "priority": p.priority,
+            "push_type": p.push_type,
+            "expiration": p.expiration,
+            "collapse_id": p.collapse_id,
+            "sent_at": p.created,
+            "payload": payload,
+        }
+        if content is not None:
+            msg["content"] = {
+                "id": content.content_id,
+                "size": len(content.data),
+                "content_type": content.content_type,
+            }
+        return json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def make_content(self, p: Push, data: bytes, content_type: str, now: float) -> Content:
+        content = Content(
+            ids.new_content_id(),
+            p.device_id,
+            p.app_id,
+            content_type,
+            data,
+            now,
+            now + self.settings.push_content_ttl,
+        )
+        return content
+
+    async def accept(self, p: Push, content: Content | None = None) -> None:
+        """Take a new push: collapse, quota, store durably, then deliver or hold."""
+        now = p.created
+        self.stats.accepted += 1
+        self.pushes[p.id] = p
+        if content is not None:
+            await self.registry.call(self.store.put_content, content)
+        waiting = self.queued.setdefault(p.device_id, {})
+        if p.collapse_id is not None:
+            for other in list(waiting.values()):
+                if other.app_id == p.app_id and other.collapse_id == p.collapse_id:
+                    self.finish(other, "collapsed", f"replaced by push {p.id}")
+        online = self.online(p.device_id, p.app_id)
+        if p.expires_at is not None and p.expires_at <= now:
+            self.finish(p, "expired", "expired on arrival")
+        elif p.expiration == 0 and p.expires_at is None and not online:
+            self.finish(p, "expired", "expiration 0 and the device is offline")
+        else:
+            waiting[p.id] = p
+            if p.expires_at is not None:
+                heapq.heappush(self._expiry, (p.expires_at, p.id))
+            self._enforce_quota(p.device_id, p.app_id)
+            self.journal.put(p)
+        await self.journal.durable()
+        if p.state != "queued":
+            return
+        if online:
+            if p.priority >= 10 or self.settings.push_batch_window <= 0 or p.expiration == 0:
+                self.flush(p.device_id)
+            else:
+                self._hold_batch(p.device_id)
+        elif p.priority >= 10:
+            self._schedule_wake(p, 0.0)
+
+    def _enforce_quota(self, device_id: str, app_id: str) -> None:
+        waiting = [q for q in self.queued.get(device_id, {}).values() if q.app_id == app_id]
+        excess = len(waiting) - self.settings.push_queue_quota
+        if excess <= 0:
+            return
+        # the oldest of the lowest priority goes first
+        for victim in sorted(waiting, key=lambda q: (q.priority, q.seq))[:excess]:
+            self.finish(victim, "dropped", "dropped: the device's queue for the app was full")
+
+    # -- delivering ----------------------------------------------------------------------
+
+    def _soon_flush(self, device_id: str) -> None:
+        # after the transport's own reply (CONNACK, SUBACK) has been written
+        asyncio.get_running_loop().call_soon(self.flush, device_id)
+
+    def _hold_batch(self, device_id: str) -> None:
+        if device_id in self._hold:
+            return
+        loop = asyncio.get_running_loop()
+        self._hold[device_id] = loop.call_later(
+            self.settings.push_batch_window, self.flush, device_id
+        )
+
+    def flush(self, device_id: str) -> None:
+        """Hand every waiting push of the device whose app it listens to to its connection,
+        in arrival order: one wake-up."""
+        handle = self._hold.pop(device_id, None)
+        if handle is not None:
+            handle.cancel()
+        waiting = self.queued.get(device_id)
+        if not waiting:
+            return
+        now = self.clock()
+        sent_any = False
+        for p in sorted(waiting.values(), key=lambda p: p.seq):
+            if p.expires_at is not None and p.expires_at <= now:
+                self.finish(p, "expired", "expired before delivery")
+                continue
+            if not self.online(device_id, p.app_id):
+                continue
+            self._send(p, now)
+            sent_any = True
+        if not waiting:
+            self.queued.pop(device_id, None)
+        if sent_any:
+            self.stats.wakeups += 1
+
+    def _send(self, p: Push, now: float) -> None:
+        assert p.body is not None
+        body = p.body
+        limit = self._device_limit(p.device_id)
+        topic = device_topic(p.device_id, p.app_id)
+        if limit is not None and len(body) + len(topic) + _PUBLISH_OVERHEAD > limit:
+            body = self._as_notice(p, body, now)
+        message = Message(
+            topic,
+            body,
+            qos=1,
+            expires_at=p.expires_at if p.expiration else None,
+            origin=GATEWAY_ORIGIN,
+        )
+        self.queued[p.device_id].pop(p.id, None)
+        p.state = "sent"
+        p.updated = now
+        p.uid = message.uid
+        p.connection = "ws" if self.ws_online.get(p.device_id) else None
+        self.by_uid[message.uid] = p
+        self.sent.setdefault(p.device_id, {})[p.id] = p
+        self.journal.put(p)
+        self.stats.sent += 1
+        self.hub.publish(message, internal=True)
+        if message.log_id is not None:
+            self._log_ids[p.id] = message.log_id
+
+    def _device_limit(self, device_id: str) -> int | None:
+        session = self.hub.sessions.get(device_id)
+        link = session.link if session is not None else None
+        declared = getattr(link, "client_max_packet_size", None)
+        return declared if isinstance(declared, int) and declared > 0 else None
+
+    def _as_notice(self, p: Push, body: bytes, now: float) -> bytes:
+        """The push does not fit the device's declared packet size: store the message as
+        content and send a notice for it."""
+        content = self.make_content(p, body, "application/json", now)
+        self.registry.call_soon_store(self.store.put_content, content)
+        self.stats.notices += 1
+        notice = self.wire(p, None, content)
+        p.body = notice
+        return notice
+
+    def delivered(self, p: Push, connection: str) -> None:
+        p.delivered_at = self.clock()
+        p.connection = connection
+        self.finish(p, "delivered", None)
+
+    def finish(self, p: Push, state: PushState, reason: str | None) -> None:
+        if p.final:
+            return
+        now = self.clock()
+        self.queued.get(p.device_id, {}).pop(p.id, None)
+        self.sent.get(p.device_id, {}).pop(p.id, None)
+        if p.uid is not None:
+            self.by_uid.pop(p.uid, None)
+        self._log_ids.pop(p.id, None)
+        if state != "delivered":
+            p.connection = None
+        p.state = state
+        p.reason = reason
+        p.updated = now
+        p.body = None
+        self.stats.final[state] = self.stats.final.get(state, 0) + 1
+        self.journal.put(p)
+        heapq.heappush(self._forget, (now + self.settings.push_record_ttl, p.id))
+        app = self.registry.app(p.app_id)
+        if app is not None and app.receipt_url:
+            self.webhooks.send("receipt", app.receipt_url, p.record())
+
+    def registry_changed(self) -> None:
+        """Tokens deleted elsewhere (`pushwire device remove`): their pushes end."""
+        for waiting in list(self.queued.values()):
+            for p in list(waiting.values()):
+                t = self.registry.token(p.token)
+                if t is None or t.deleted is not None:
+                    self.finish(p, "unregistered", "the device token was deleted")
+
+    def unregister_token(self, token: str) -> None:
+        """A deleted token: what still waits for it will never be delivered."""
+        for waiting in list(self.queued.values()):
+            for p in list(waiting.values()):
+                if p.token == token:
+                    self.finish(p, "unregistered", "the device token was deleted")
+
+    # -- wake ----------------------------------------------------------------------------
+
+    def _schedule_wake(self, p: Push, delay_extra: float) -> None:
+        app = self.registry.app(p.app_id)
+        if app is None or app.wake is None or p.priority < 10:
+            return
+        waited = self.clock() - p.created
+        delay = max(0.0, app.wake.after_seconds - waited) + delay_extra
+        asyncio.get_running_loop().call_later(delay, self._wake, p.id)
+
+    def _wake(self, push_id: str) -> None:
+        p = self.pushes.get(push_id)
+        if p is None or p.state != "queued" or self.online(p.device_id):
+            return
+        app = self.registry.app(p.app_id)
+        if app is None or app.wake is None:
+            return
+        now = self.clock()
+        last = self.last_wake.get(p.device_id)
+        if last is not None and now - last < self.settings.wake_min_interval:
+            return
+        self.last_wake[p.device_id] = now
+        self.stats.wakes += 1
+        device_id = p.device_id
+        notice = {
+            "type": "wake",
+            "device_id": device_id,
+            "app": p.app_id,
+            "push_id": p.id,
+            "waiting_since": p.created,
+            "timestamp": int(now),
+        }
+        self.webhooks.send(
+            "wake",
+            app.wake.url,
+            notice,
+            secret=app.wake.secret,
+            still_wanted=lambda: not self.online(device_id),
+        )
