@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from helpers.server import ServerProcess
@@ -52,15 +53,19 @@ class GatewayServer(ServerProcess):
         ]
 
     def create_app(self, name: str) -> App:
-        return create_app(self.data_dir, name)
+        app = create_app(self.data_dir, name)
+        wait_app_loaded(self.base_url, app)
+        return app
 
 
 def create_app(data_dir: Path, name: str) -> App:
     """`pushwire app create NAME --json` on the server's data dir (the CLI the docs show)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHWIRE_")}
     done = subprocess.run(
-        [sys.executable, "-m", "pushwire", "app", "create", name, "--json"]
-        + ["--data-dir", str(data_dir)],
+        [
+            *(sys.executable, "-m", "pushwire", "app", "create", name, "--json"),
+            *("--data-dir", str(data_dir)),
+        ],
         capture_output=True,
         timeout=60,
         env=env,
@@ -69,6 +74,14 @@ def create_app(data_dir: Path, name: str) -> App:
     assert done.returncode == 0, f"app create failed: {done.stdout!r} {done.stderr!r}"
     data = json.loads(done.stdout)
     return App(data["app_id"], data["api_key"])
+
+
+def wait_app_loaded(base_url: str, app: App) -> None:
+    """A running server reads the store change within about a second: wait until the key is
+    accepted (an unknown push id gives 404 NotFound only to an authenticated app)."""
+    probe = f"{base_url}/v1/push/00000000-0000-4000-8000-000000000000"
+    auth = {"authorization": f"Bearer {app.api_key}"}
+    wait_for_sync(lambda: httpx.get(probe, headers=auth).status_code == 404, what="app loaded")
 
 
 StartGateway = Callable[..., GatewayServer]

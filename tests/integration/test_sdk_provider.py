@@ -124,8 +124,10 @@ def _add_key(srv: GatewayServer, app: App, tmp_path: Path) -> ec.EllipticCurvePr
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHWIRE_")}
     done = subprocess.run(
-        [sys.executable, "-m", "pushwire", "app", "key", "add", app.app_id]
-        + ["--public-key", str(pub), "--key-id", "k1", "--data-dir", str(srv.data_dir)],
+        [
+            *(sys.executable, "-m", "pushwire", "app", "key", "add", app.app_id),
+            *("--public-key", str(pub), "--key-id", "k1", "--data-dir", str(srv.data_dir)),
+        ],
         capture_output=True,
         timeout=60,
         env=env,
@@ -152,7 +154,8 @@ def test_jwt_auth_token_reused_then_refreshed(gateway: StartGateway, tmp_path: P
     app = srv.create_app("chat")
     key = _add_key(srv, app, tmp_path)
     _, _, token = device_token(srv, app)
-    clock = Clock(time.time())
+    # start 35 minutes back, so the refreshed token (30 min later) is not from the future
+    clock = Clock(time.time() - 35 * 60)
     factory = ProviderTokenFactory(app.app_id, "k1", key, refresh_after=1800, clock=clock)
     with PushProvider(srv.base_url, token_factory=factory) as provider:
         ids = [provider.push(token, {"alert": f"{n}"}) for n in range(20)]
@@ -173,15 +176,19 @@ def test_expired_jwt_is_refused_and_remade_once(gateway: StartGateway, tmp_path:
     key = _add_key(srv, app, tmp_path)
     _, _, token = device_token(srv, app)
     stale = ProviderTokenFactory(app.app_id, "k1", key, clock=lambda: time.time() - 7200)
-    with PushProvider(srv.base_url, token_factory=stale) as provider:
-        with pytest.raises(ExpiredProviderToken):
-            provider.push(token, {"alert": "x"})
+    with (
+        PushProvider(srv.base_url, token_factory=stale) as provider,
+        pytest.raises(ExpiredProviderToken),
+    ):
+        provider.push(token, {"alert": "x"})
     assert stale.tokens_made == 2  # the SDK re-made the token once, then gave up
     other_key = ec.generate_private_key(ec.SECP256R1())
     forged = ProviderTokenFactory(app.app_id, "k1", other_key)
-    with PushProvider(srv.base_url, token_factory=forged) as provider:
-        with pytest.raises(InvalidProviderToken):
-            provider.push(token, {"alert": "x"})
+    with (
+        PushProvider(srv.base_url, token_factory=forged) as provider,
+        pytest.raises(InvalidProviderToken),
+    ):
+        provider.push(token, {"alert": "x"})
 
 
 async def test_status_follows_delivery_and_webhooks_are_stored(

@@ -72,6 +72,14 @@ class BadPayload(BadRequest):
     """The body is not a JSON object."""
 
 
+class BadMessageId(BadRequest):
+    """``Pushwire-Id`` is not a UUID."""
+
+
+class DuplicateMessageId(BadRequest):
+    """``Pushwire-Id`` was already used for another push."""
+
+
 class Forbidden(PushError):
     """A 403 reply: the provider credential does not allow this."""
 
@@ -104,6 +112,10 @@ class PayloadTooLarge(PushError):
     """413: the body exceeds the gateway's limit (4096 bytes by default)."""
 
 
+class TooManyPushes(PayloadTooLarge):
+    """413: a batch holds more pushes than the gateway allows (1000 by default)."""
+
+
 class TooManyRequests(PushError):
     """429: slow down; ``retry_after`` is the server's ``Retry-After`` in seconds (or None)."""
 
@@ -134,12 +146,16 @@ REASONS: dict[str, type[PushError]] = {
         BadCollapseId,
         BadPushType,
         BadPayload,
+        BadMessageId,
+        DuplicateMessageId,
         MissingProviderToken,
         InvalidProviderToken,
         ExpiredProviderToken,
         DeviceTokenNotForApp,
+        NotFound,
         Unregistered,
         PayloadTooLarge,
+        TooManyPushes,
         TooManyRequests,
     )
 }
