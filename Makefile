@@ -23,8 +23,8 @@ deps-test:
 	@bash scripts/ensure-debian-packages.sh mosquitto-clients mosquitto
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff format --check src tests bench examples
 
 typecheck: install
 	$(VENV)/bin/mypy
