@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_admin_commands(sub)
     add_gateway_commands(sub)
     bench = sub.add_parser("bench", help="side-by-side benchmarks (see bench/README.md)")
-    bench.add_argument("suite", choices=["mqtt", "http"])
+    bench.add_argument("suite", choices=["mqtt", "http", "gateway"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command == "bench":
         if ns.suite == "http":
             from pushwire.bench.http import main as bench_main
+        elif ns.suite == "gateway":
+            from pushwire.bench.gateway import main as bench_main
         else:
             from pushwire.bench.mqtt import main as bench_main
 
