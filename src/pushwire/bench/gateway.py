@@ -407,7 +407,8 @@ async def _wake_run(server: GatewayServer, s: Settings, window: float) -> WakeMi
                     BatchPush(t, stamp(), priority=10 if rng.random() < s.wake_p10_share else 5)
                     for t in tokens
                 ]
-                mix.pushes += sum(r.ok for r in await provider.push_batch(items))
+                accepted = sum(r.ok for r in await provider.push_batch(items))
+                mix.pushes += accepted  # not `+= await ...`: that reads the count before
 
             t0 = time.monotonic()
             await paced(1.0 / s.wake_interval, s.wake_duration, tick)
