@@ -240,7 +240,7 @@ class Settings(BaseSettings):
         86_400.0, gt=0, description="seconds stored notify-then-fetch content stays readable"
     )
     push_notice_threshold: int = Field(
-        4096,
+        8192,
         ge=256,
         description="a push whose device message would exceed this many bytes, or the MQTT "
         "Maximum Packet Size the device declared, is sent as a notice plus stored content",

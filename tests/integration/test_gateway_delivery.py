@@ -85,3 +85,58 @@ def test_offline_device_gets_stored_pushes_in_order_minus_expired_and_collapsed(
     assert got == [first, new, last]
     for push_id in (first, new, last):
         wait_state(server, key, push_id, "delivered")
+
+
+def _offline_device(srv: ServerProcess, paho_client: Paho) -> tuple[str, str, tuple[str, str], str]:
+    app_id, key = create_app(srv)
+    device = register_device(srv)
+    token = device_token(srv, device, app_id)
+    _device_client(paho_client, srv, device).disconnect()
+    return app_id, key, device, token
+
+
+def test_stored_pushes_survive_a_restart_and_a_kill_9(
+    server_factory: Callable[..., ServerProcess], paho_client: Paho
+) -> None:
+    srv = server_factory()
+    _app_id, key, device, token = _offline_device(srv, paho_client)
+    a = push(srv, key, token, {"alert": "a"}).headers["Pushwire-Id"]
+    stale = push(srv, key, token, {"alert": "stale"}, collapse_id="c").headers["Pushwire-Id"]
+    b = push(srv, key, token, {"alert": "b"}, collapse_id="c").headers["Pushwire-Id"]
+    srv.restart()
+    assert wait_state(srv, key, stale, "collapsed")
+    back = paho_client(srv, device[0], clean_session=False, auth=device)
+    got = [decode(m)["id"] for m in back.get_until(lambda m: decode(m)["id"] == b)]
+    assert got == [a, b]
+    wait_state(srv, key, b, "delivered")
+    back.disconnect()
+
+    # what a 200 acknowledged survives SIGKILL: the pending store commits before replying
+    c = push(srv, key, token, {"alert": "c"}).headers["Pushwire-Id"]
+    d = push(srv, key, token, {"alert": "d"}, priority="5").headers["Pushwire-Id"]
+    srv.kill()
+    srv.start()
+    assert wait_state(srv, key, c, "queued")
+    again = paho_client(srv, device[0], clean_session=False, auth=device)
+    got = [decode(m)["id"] for m in again.get_until(lambda m: decode(m)["id"] == d)]
+    assert got == [c, d]
+    wait_state(srv, key, d, "delivered")
+    assert wait_state(srv, key, a, "delivered")["delivered_at"] > 0
+
+
+def test_quota_drops_the_oldest_lowest_priority_push_visibly(
+    server_factory: Callable[..., ServerProcess], paho_client: Paho
+) -> None:
+    srv = server_factory(extra_args=["--push-queue-quota", "3"])
+    _app_id, key, device, token = _offline_device(srv, paho_client)
+    high1 = push(srv, key, token, {"alert": "h1"}).headers["Pushwire-Id"]
+    low1 = push(srv, key, token, {"alert": "l1"}, priority="5").headers["Pushwire-Id"]
+    low2 = push(srv, key, token, {"alert": "l2"}, priority="5").headers["Pushwire-Id"]
+    high2 = push(srv, key, token, {"alert": "h2"}).headers["Pushwire-Id"]
+    record = wait_state(srv, key, low1, "dropped")
+    assert "full" in record["reason"]
+    metrics = httpx.get(f"{base_url(srv)}/metrics").text
+    assert 'pushwire_pushes_final_total{state="dropped"} 1' in metrics
+    back = paho_client(srv, device[0], clean_session=False, auth=device)
+    got = [decode(m)["id"] for m in back.get_until(lambda m: decode(m)["id"] == high2)]
+    assert got == [high1, low2, high2]

@@ -773,6 +773,10 @@ class AuthService:
         with its user): close the connections authenticated with it."""
         self._revoked_callbacks.append(callback)
 
+    def device_removed(self, device_id: str) -> None:
+        """A push device was removed: its connections end as a removed user's do."""
+        self._fire(self._user_removed_callbacks, device_id, "device_removed")
+
     def on_user_removed(self, callback: UserRemovedCallback) -> None:
         """`callback(username)` when a user is removed: close its connections."""
         self._user_removed_callbacks.append(callback)

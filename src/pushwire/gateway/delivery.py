@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pushwire.config import Settings
+from pushwire.core.acl import DEVICE_ROLE
+from pushwire.core.auth import Identity
 from pushwire.core.hub import Hub
 from pushwire.core.message import Message
 from pushwire.core.session import Delivery, Session
@@ -103,6 +105,7 @@ class PushGateway:
         self.sent: dict[str, dict[str, Push]] = {}  # device -> push id -> push (handed out)
         self.by_uid: dict[int, Push] = {}  # hub message uid -> push, while sent
         self.ws_online: dict[str, int] = {}  # device -> live WebSocket subscriptions
+        self.ws_conns: dict[str, set[tuple[int, str]]] = {}  # device -> (connection, filter)
         self.last_seen: dict[str, float] = {}
         self.last_wake: dict[str, float] = {}
         self._hold: dict[str, asyncio.TimerHandle] = {}
@@ -115,19 +118,20 @@ class PushGateway:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        now = self.clock()
         for p in await self.registry.call(self.store.load_pushes):
             self._seq = max(self._seq, p.seq)
             self.pushes[p.id] = p
             if p.final:
                 heapq.heappush(self._forget, (p.updated + self.settings.push_record_ttl, p.id))
-            elif p.state == "sent":
+            elif p.state == "sent" and p.connection != "ws":
                 self.sent.setdefault(p.device_id, {})[p.id] = p
             else:
+                # waiting, or sent over a WebSocket (the log position is not kept): wait again
+                p.state = "queued"
                 self.queued.setdefault(p.device_id, {})[p.id] = p
                 if p.expires_at is not None:
                     heapq.heappush(self._expiry, (p.expires_at, p.id))
-                self._schedule_wake(p, max(0.0, p.created - now))
+                self._schedule_wake(p)
         log.info("gateway: %d pushes restored", len(self.pushes))
         self._tasks.append(asyncio.create_task(self._sweeper(), name="pushwire-gateway-sweep"))
 
@@ -229,36 +233,61 @@ class PushGateway:
         msg = delivery.message
         if not msg.topic.startswith("devices/"):
             return
-        p = self.by_uid.pop(msg.uid, None) or self._push_of(msg)
-        if p is None or p.state != "sent":
+        p = self.by_uid.get(msg.uid) or self._push_of(msg)
+        # only the device's own acknowledgement counts (an admin reading devices/# acks too)
+        if p is None or p.state != "sent" or p.device_id != session.client_id:
             return
         link = session.link
         peer = getattr(link, "peer", None)
         self.delivered(p, f"mqtt {session.client_id}" + (f" {peer}" if peer else ""))
 
-    def ws_attached(self, device_id: str) -> None:
-        self.ws_online[device_id] = self.ws_online.get(device_id, 0) + 1
+    # http.state.WsEvents: a device listening on the JSON WebSocket
+
+    def _ws_device(self, identity: Identity, flt: str) -> str | None:
+        device_id = identity.username
+        if device_id is None or DEVICE_ROLE not in identity.roles:
+            return None
+        own = f"devices/{device_id}/"
+        return device_id if flt.startswith(own) or flt == own[:-1] else None
+
+    def ws_subscribed(self, identity: Identity, flt: str, conn: int) -> None:
+        device_id = self._ws_device(identity, flt)
+        if device_id is None:
+            return
+        self.ws_conns.setdefault(device_id, set()).add((conn, flt))
+        self.ws_online[device_id] = len(self.ws_conns[device_id])
         self._seen(device_id)
         self._soon_flush(device_id)
 
-    def ws_detached(self, device_id: str) -> None:
-        left = self.ws_online.get(device_id, 0) - 1
-        if left > 0:
-            self.ws_online[device_id] = left
+    def ws_unsubscribed(self, identity: Identity, flt: str, conn: int) -> None:
+        device_id = self._ws_device(identity, flt)
+        if device_id is None:
+            return
+        conns = self.ws_conns.get(device_id)
+        if conns is None:
+            return
+        conns.discard((conn, flt))
+        if conns:
+            self.ws_online[device_id] = len(conns)
         else:
+            # what was sent stays "sent": the log replays it to a consumer that comes back
+            del self.ws_conns[device_id]
             self.ws_online.pop(device_id, None)
-            # the log keeps what was sent; a reader that comes back replays from its cursor,
-            # but the gateway cannot know that one will: wait again, redeliver on return
             self._seen(device_id)
-            if not self.online(device_id):
-                self._requeue_sent(device_id, only_ws=True)
 
-    def ws_acked(self, device_id: str, upto_log_id: int, connection: str) -> None:
-        """A WebSocket consumer acknowledged the log up to `upto_log_id`."""
+    def ws_acked(self, identity: Identity, flt: str, upto: int) -> None:
+        """A device's WebSocket consumer acknowledged the log up to id `upto`."""
+        device_id = self._ws_device(identity, flt)
+        if device_id is None:
+            return
         for p in list(self.sent.get(device_id, {}).values()):
             log_id = self._log_ids.get(p.id)
-            if log_id is not None and log_id <= upto_log_id:
-                self.delivered(p, connection)
+            if (
+                log_id is not None
+                and log_id <= upto
+                and matches(flt, device_topic(device_id, p.app_id))
+            ):
+                self.delivered(p, f"ws {device_id}")
 
     def _seen(self, device_id: str) -> None:
         now = self.clock()
@@ -400,7 +429,7 @@ class PushGateway:
             else:
                 self._hold_batch(p.device_id)
         elif p.priority >= 10:
-            self._schedule_wake(p, 0.0)
+            self._schedule_wake(p)
 
     def _enforce_quota(self, device_id: str, app_id: str) -> None:
         waiting = [q for q in self.queued.get(device_id, {}).values() if q.app_id == app_id]
@@ -485,7 +514,13 @@ class PushGateway:
     def _as_notice(self, p: Push, body: bytes, now: float) -> bytes:
         """The push does not fit the device's declared packet size: store the message as
         content and send a notice for it."""
-        content = self.make_content(p, body, "application/json", now)
+        try:
+            payload = json.loads(body)["payload"]
+        except (ValueError, KeyError, TypeError):
+            payload = None
+        data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        content = self.make_content(p, data, "application/json", now)
+        # the content write is queued on the store thread before any fetch can be
         self.registry.call_soon_store(self.store.put_content, content)
         self.stats.notices += 1
         notice = self.wire(p, None, content)
@@ -536,12 +571,12 @@ class PushGateway:
 
     # -- wake ----------------------------------------------------------------------------
 
-    def _schedule_wake(self, p: Push, delay_extra: float) -> None:
+    def _schedule_wake(self, p: Push) -> None:
         app = self.registry.app(p.app_id)
         if app is None or app.wake is None or p.priority < 10:
             return
         waited = self.clock() - p.created
-        delay = max(0.0, app.wake.after_seconds - waited) + delay_extra
+        delay = max(0.0, app.wake.after_seconds - waited)
         asyncio.get_running_loop().call_later(delay, self._wake, p.id)
 
     def _wake(self, push_id: str) -> None:

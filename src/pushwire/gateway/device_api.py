@@ -90,11 +90,13 @@ async def create_token(request: Request, device_id: str) -> dict[str, Any]:
     if gw.registry.app(app_id) is None:
         raise ApiError(404, NOT_FOUND, f"no app {app_id!r}")
     reg = gw.registry
-    existing = reg.live_tokens.get((device_id, app_id))
-    if existing is None:
-        token, gen = await reg.call(reg.admin.create_token, device_id, app_id)
-        await reg.wrote(gen, lambda: reg.put_token(token))
-        existing = reg.live_tokens.get((device_id, app_id), token)
+    # one at a time: two concurrent requests for one (device, app) get one token
+    async with reg.token_lock:
+        existing = reg.live_tokens.get((device_id, app_id))
+        if existing is None:
+            token, gen = await reg.call(reg.admin.create_token, device_id, app_id)
+            await reg.wrote(gen, lambda: reg.put_token(token))
+            existing = reg.live_tokens.get((device_id, app_id), token)
     return {"token": existing.token, "app": app_id}
 
 

@@ -23,6 +23,7 @@ from pushwire.gateway.registry import RegistryView
 JWT_MAX_AGE: Final = 3600.0
 CLOCK_SKEW: Final = 300.0
 MAX_CREDENTIAL: Final = 8192
+VERIFIED_CACHE_SIZE: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class ProviderAuthenticator:
     def __init__(self, registry: RegistryView, clock: Callable[[], float] = time.time) -> None:
         self.registry = registry
         self.clock = clock
+        self._verified: dict[str, tuple[str, str, float]] = {}  # JWT -> (app, kid, iat)
 
     def authenticate(self, authorization: str | None) -> ProviderAuth:
         if authorization is None or not authorization.strip():
@@ -62,13 +64,18 @@ class ProviderAuthenticator:
         return self._jwt(credential)
 
     def _jwt(self, token: str) -> ProviderAuth:
+        # a provider reuses one JWT for many pushes (APNs asks for up to an hour): remember
+        # verified ones, but re-check the key, the app and the age on every use, so a
+        # revocation still applies within the registry's refresh
+        cached = self._verified.get(token)
+        if cached is not None:
+            return self._still_valid(*cached)
         try:
             header = jwt.get_unverified_header(token)
             claims = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError:
             return _fail("InvalidProviderToken")
-        kid = header.get("kid")
-        iss = claims.get("iss")
+        kid, iss = header.get("kid"), claims.get("iss")
         if header.get("alg") != "ES256" or not isinstance(kid, str) or not isinstance(iss, str):
             return _fail("InvalidProviderToken")
         app = self.registry.app(iss)
@@ -85,12 +92,23 @@ class ProviderAuthenticator:
             )
         except jwt.PyJWTError:
             return _fail("InvalidProviderToken")
-        iat = verified.get("iat")
-        if not isinstance(iat, int | float) or isinstance(iat, bool):
+        issued = verified.get("iat")
+        if not isinstance(issued, int | float) or isinstance(issued, bool):
             return _fail("InvalidProviderToken")
-        now = self.clock()
-        if iat > now + CLOCK_SKEW:
+        if issued > self.clock() + CLOCK_SKEW:
             return _fail("InvalidProviderToken")
-        if now - iat > JWT_MAX_AGE:
+        result = self._still_valid(iss, kid, float(issued))
+        if result.app is not None:
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                self._verified.pop(next(iter(self._verified)))  # oldest first
+            self._verified[token] = (iss, kid, float(issued))
+        return result
+
+    def _still_valid(self, app_id: str, kid: str, iat: float) -> ProviderAuth:
+        app = self.registry.app(app_id)
+        key = self.registry.key(app_id, kid)
+        if app is None or key is None or key.revoked is not None:
+            return _fail("InvalidProviderToken")
+        if self.clock() - iat > JWT_MAX_AGE:
             return _fail("ExpiredProviderToken")
         return ProviderAuth(app, kid=kid)

@@ -38,7 +38,9 @@ class RegistryView:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pushwire-gw")
         self._watch: asyncio.Task[None] | None = None
         self._changed: list[Callable[[], None]] = []
-        self._background: set[asyncio.Task[None]] = set()
+        self._removed: list[Callable[[str], None]] = []  # device removed (end its connections)
+        self._background: set[asyncio.Future[object]] = set()
+        self.token_lock = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -63,20 +65,30 @@ class RegistryView:
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
 
     def call_soon_store(self, fn: Callable[..., object], *args: Any) -> None:
-        """A store write nobody waits for (bookkeeping); failures are logged."""
-
-        async def run() -> None:
+        """A store write nobody waits for (bookkeeping, notice content). Queued on the store
+        thread NOW, so any store call made after this one sees it."""
+        name = getattr(fn, "__name__", "store write")
+        if not self.store.blocking:
             try:
-                await self.call(fn, *args)
+                fn(*args)
             except Exception:
-                log.exception("gateway: store write %s failed", getattr(fn, "__name__", fn))
+                log.exception("gateway: %s failed", name)
+            return
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
+        self._background.add(fut)
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        def done(f: asyncio.Future[object]) -> None:
+            self._background.discard(f)
+            if not f.cancelled() and f.exception() is not None:
+                log.error("gateway: %s failed: %s", name, f.exception())
+
+        fut.add_done_callback(done)
 
     def on_change(self, callback: Callable[[], None]) -> None:
         self._changed.append(callback)
+
+    def on_device_removed(self, callback: Callable[[str], None]) -> None:
+        self._removed.append(callback)
 
     async def _watch_loop(self) -> None:
         while True:
@@ -132,7 +144,11 @@ class RegistryView:
                 log.exception("gateway: registry change callback failed")
 
     def _install(self, reg: Registry) -> None:
+        gone = [d for d in self.reg.devices if d not in reg.devices]
         self.reg = reg
+        for device_id in gone:
+            for cb in list(self._removed):
+                cb(device_id)
         self.apps_by_key = {a.key_hash: a for a in reg.apps.values()}
         self.live_tokens = {
             (t.device_id, t.app_id): t for t in reg.tokens.values() if t.deleted is None

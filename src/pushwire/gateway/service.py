@@ -34,6 +34,7 @@ class Gateway:
         hub.session_events = self.delivery
         auth.devices = self.registry
         self.registry.on_change(self.delivery.registry_changed)
+        self.registry.on_device_removed(auth.device_removed)
 
     async def start(self) -> None:
         await self.registry.start()
@@ -51,4 +52,5 @@ class Gateway:
         app.include_router(push_api.router)
         app.include_router(apps_api.router)
         http: HttpState = app.state.pushwire
+        http.ws_events = self.delivery
         http.extra_metrics.append(lambda: render_metrics(self.delivery, self.registry))
