@@ -10,9 +10,14 @@ import signal
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from pushwire.client import AsyncPushProvider, Backoff, DeviceAgent, Push
 
 from .sdk_util import StartGateway, gateway, wait_for
+
+# the agent's two transports: MQTT (default) and the JSON WebSocket with an ack consumer
+transports = pytest.mark.parametrize("transport", ["mqtt", "ws"])
 
 __all__ = ["gateway"]  # the fixture, used by name
 
@@ -40,11 +45,14 @@ def make_agent(srv, creds: Path, **kw) -> DeviceAgent:  # type: ignore[no-untype
     return DeviceAgent(srv.base_url, creds, mqtt_port=srv.mqtt_port, fsync=False, **kw)
 
 
-async def test_two_apps_dispatched_to_their_handlers(gateway: StartGateway, tmp_path: Path) -> None:
+@transports
+async def test_two_apps_dispatched_to_their_handlers(
+    gateway: StartGateway, tmp_path: Path, transport: str
+) -> None:
     srv = gateway()
     chat, news = srv.create_app("chat"), srv.create_app("news")
     rec = Recorder()
-    agent = make_agent(srv, tmp_path / "device.json")
+    agent = make_agent(srv, tmp_path / "device.json", transport=transport)
     agent.add_app(chat.app_id, rec.handler(chat.app_id))
     agent.add_app(news.app_id, rec.handler(news.app_id))
     async with agent:
@@ -104,24 +112,25 @@ async def test_notify_then_fetch_content_reaches_the_handler(
     assert agent.stats.content_fetched == 2
 
 
+@transports
 async def test_survives_kill_9_without_losing_or_repeating_a_push(
-    gateway: StartGateway, tmp_path: Path
+    gateway: StartGateway, tmp_path: Path, transport: str
 ) -> None:
     srv = gateway()
     app = srv.create_app("chat")
     handled: Counter[str] = Counter()
     order: list[str] = []
-    kill_on: set[str] = set()
+    crash = {"alert": "the last before the crash"}
 
     async def handle(push: Push) -> None:
         handled[push.id] += 1
         order.append(push.id)
-        if push.id in kill_on:
+        if push.payload == crash:
             # the handler returned after the server died: its PUBACK cannot arrive, so the
             # server redelivers this push after the restart and the agent must skip it
             srv.kill()
 
-    agent = make_agent(srv, tmp_path / "device.json")
+    agent = make_agent(srv, tmp_path / "device.json", transport=transport)
     agent.add_app(app.app_id, handle)
     async with agent:
         await agent.wait_connected(10)
@@ -129,8 +138,7 @@ async def test_survives_kill_9_without_losing_or_repeating_a_push(
         async with AsyncPushProvider(srv.base_url, api_key=app.api_key) as provider:
             before = [await provider.push(token, {"alert": f"b{n}"}) for n in range(5)]
             await wait_for(lambda: len(order) == 5, what="first five")
-            last = await provider.push(token, {"alert": "the last before the crash"})
-            kill_on.add(last)
+            last = await provider.push(token, crash)
             await wait_for(lambda: not srv.alive(), what="server killed by the handler")
         srv.pin_ports()
         srv.start()
@@ -147,7 +155,10 @@ async def test_survives_kill_9_without_losing_or_repeating_a_push(
     assert agent.stats.duplicates >= 1  # the push whose PUBACK died with the server
 
 
-async def test_unhandled_push_is_redelivered(gateway: StartGateway, tmp_path: Path) -> None:
+@transports
+async def test_unhandled_push_is_redelivered(
+    gateway: StartGateway, tmp_path: Path, transport: str
+) -> None:
     srv = gateway()
     app = srv.create_app("chat")
     attempts: Counter[str] = Counter()
@@ -159,7 +170,7 @@ async def test_unhandled_push_is_redelivered(gateway: StartGateway, tmp_path: Pa
             raise RuntimeError("handler failed the first time")
         done.append(push.id)
 
-    agent = make_agent(srv, tmp_path / "device.json")
+    agent = make_agent(srv, tmp_path / "device.json", transport=transport)
     agent.add_app(app.app_id, flaky)
     async with agent, AsyncPushProvider(srv.base_url, api_key=app.api_key) as provider:
         await agent.wait_connected(10)
@@ -171,11 +182,20 @@ async def test_unhandled_push_is_redelivered(gateway: StartGateway, tmp_path: Pa
     assert attempts[push_id] == 2
 
 
-async def test_heartbeat_gives_up_on_a_frozen_server(gateway: StartGateway, tmp_path: Path) -> None:
+@transports
+async def test_heartbeat_gives_up_on_a_frozen_server(
+    gateway: StartGateway, tmp_path: Path, transport: str
+) -> None:
     srv = gateway()
     app = srv.create_app("chat")
     rec = Recorder()
-    agent = make_agent(srv, tmp_path / "device.json", heartbeat_interval=0.3, heartbeat_misses=2)
+    agent = make_agent(
+        srv,
+        tmp_path / "device.json",
+        heartbeat_interval=0.3,
+        heartbeat_misses=2,
+        transport=transport,
+    )
     agent.add_app(app.app_id, rec.handler(app.app_id))
     async with agent:
         await agent.wait_connected(10)

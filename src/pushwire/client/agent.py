@@ -15,6 +15,8 @@ every push to the handler of its app. It:
   ``heartbeat_misses`` unanswered pings, and after any lost connection, with exponential
   backoff and jitter.
 
+``transport="ws"`` uses the JSON WebSocket (``/v1/ws``, an ack subscription) instead of MQTT.
+
 Example::
 
     import asyncio
@@ -40,18 +42,24 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import functools
+import json
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import aiomqtt
 import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
 
 from pushwire.client import _paho_link as link
 from pushwire.client.backoff import Backoff
@@ -64,8 +72,22 @@ from pushwire.client.notices import BadNotice, Push, parse_notice
 log = logging.getLogger("pushwire.client.agent")
 
 Handler = Callable[[Push], Awaitable[None]]
+Transport = Literal["mqtt", "ws"]
+WS_SUB = "push"
+WS_CONSUMER = "device"
 
 CONTENT_FETCH_ATTEMPTS = 3
+
+
+def _ws_url_of(base_url: str) -> str:
+    parts = urlsplit(base_url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/v1/ws"
+
+
+class HandlerFailed(Exception):
+    """A push was not handled; on the WebSocket (cumulative acks) the session restarts so
+    the server redelivers from the last acknowledged push."""
 
 
 class HeartbeatLost(Exception):
@@ -115,6 +137,8 @@ class DeviceAgent:
         fsync: bool = True,
         connect_timeout: float = 10.0,
         http_timeout: float = 10.0,
+        transport: Transport = "mqtt",
+        ws_url: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.credentials_path = Path(credentials_path)
@@ -124,6 +148,10 @@ class DeviceAgent:
         self.heartbeat = Heartbeat(heartbeat_interval, heartbeat_misses)
         self.backoff = backoff or Backoff()
         self.connect_timeout = connect_timeout
+        if transport not in ("mqtt", "ws"):
+            raise ValueError("transport is 'mqtt' or 'ws'")
+        self.transport = transport
+        self.ws_url = ws_url or _ws_url_of(self.base_url)
         self.stats = AgentStats()
         self.connected = asyncio.Event()
         self._handlers: dict[str, Handler] = {}
@@ -250,7 +278,13 @@ class DeviceAgent:
                 await self._session()
             except asyncio.CancelledError:
                 raise
-            except (aiomqtt.MqttError, OSError, HeartbeatLost) as exc:
+            except (
+                aiomqtt.MqttError,
+                websockets.WebSocketException,
+                OSError,
+                HeartbeatLost,
+                HandlerFailed,
+            ) as exc:
                 log.info("device %s: connection ended: %s", self.device_id, exc)
             except Exception:
                 log.exception("device %s: connection failed", self.device_id)
@@ -280,6 +314,9 @@ class DeviceAgent:
         return client
 
     async def _session(self) -> None:
+        if self.transport == "ws":
+            await self._session_ws()
+            return
         client = self._client()
         async with client:
             link.take_over_keepalive(client)
@@ -323,25 +360,28 @@ class DeviceAgent:
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            await self._deliver(client, message)
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            # an unhandled push stays unacknowledged; MQTT acks are per message, so the
+            # session goes on and the server redelivers it on the next connection
+            ack = functools.partial(link.ack, client, message.mid, message.qos)
+            await self._deliver(str(message.topic), payload, ack)
         raise aiomqtt.MqttError("message stream ended")
 
-    async def _deliver(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-        payload = message.payload if isinstance(message.payload, bytes) else b""
+    async def _deliver(self, topic: str, payload: bytes, ack: Callable[[], object]) -> bool:
+        """Hand one message to its handler; ``ack`` once it is done with. False when the
+        handler (or the content fetch) failed and the message was left unacknowledged."""
         try:
-            push = parse_notice(str(message.topic), payload, self.device_id)
+            push = parse_notice(topic, payload, self.device_id)
         except BadNotice as exc:
             # it will never parse: acknowledge so it does not block the session forever
             self.stats.bad_notices += 1
-            log.warning(
-                "device %s: dropped a bad notice on %s: %s", self.device_id, message.topic, exc
-            )
-            link.ack(client, message.mid, message.qos)
-            return
+            log.warning("device %s: dropped a bad notice on %s: %s", self.device_id, topic, exc)
+            ack()
+            return True
         if push.id in self._seen:
             self.stats.duplicates += 1
-            link.ack(client, message.mid, message.qos)
-            return
+            ack()
+            return True
         handler = self._handlers.get(push.app)
         if handler is None:
             # a token of an app this agent no longer serves: acknowledged and logged
@@ -349,20 +389,120 @@ class DeviceAgent:
             log.warning(
                 "device %s: push %s for app %s with no handler", self.device_id, push.id, push.app
             )
-            link.ack(client, message.mid, message.qos)
-            return
+            ack()
+            return True
         try:
             if push.content_ref is not None:
                 await self._fetch_content(push)
             await handler(push)
         except Exception:
-            # not acknowledged: the server redelivers it on the next connection
             self.stats.handler_errors += 1
             log.exception("device %s: push %s not handled", self.device_id, push.id)
-            return
-        self._seen.add(push.id)  # durable before the PUBACK: a redelivery is recognised
+            return False
+        self._seen.add(push.id)  # durable before the ack: a redelivery is recognised
         self.stats.delivered += 1
-        link.ack(client, message.mid, message.qos)
+        ack()
+        return True
+
+    # -- the JSON WebSocket transport -------------------------------------------------------------
+    async def _session_ws(self) -> None:
+        creds = self._require_credentials()
+        token = base64.b64encode(f"{creds.device_id}:{creds.device_secret}".encode()).decode()
+        async with ws_connect(
+            self.ws_url,
+            additional_headers={"Authorization": f"Basic {token}"},
+            ping_interval=None,  # the agent's heartbeat: JSON pings, with a miss threshold
+            open_timeout=self.connect_timeout,
+            max_size=2**20,
+        ) as ws:
+            clock = _WsClock()
+            await self._ws_send(ws, clock, {
+                "type": "subscribe", "sub": WS_SUB, "filter": f"devices/{creds.device_id}/#",
+                "ack": True, "consumer": WS_CONSUMER,
+            })  # fmt: skip
+            first = await asyncio.wait_for(self._ws_frame(ws, clock), self.connect_timeout)
+            if first.get("type") != "subscribed":
+                raise HandlerFailed(f"subscription refused: {first}")
+            self.heartbeat.reset()
+            self.backoff.reset()
+            self.stats.connects += 1
+            self.connected.set()
+            log.info("device %s: connected (WebSocket)", self.device_id)
+            watchdog = asyncio.create_task(self._watch_ws(ws, clock))
+            receiver = asyncio.create_task(self._receive_ws(ws, clock))
+            try:
+                done, _ = await asyncio.wait(
+                    {watchdog, receiver}, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    task.result()
+            finally:
+                for task in (watchdog, receiver):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+
+    async def _ws_send(self, ws: ClientConnection, clock: _WsClock, frame: dict[str, Any]) -> None:
+        await ws.send(json.dumps(frame))
+        clock.sent = time.monotonic()
+
+    async def _ws_frame(self, ws: ClientConnection, clock: _WsClock) -> dict[str, Any]:
+        raw = await ws.recv()
+        clock.heard = time.monotonic()
+        try:
+            frame = json.loads(raw)
+        except (TypeError, ValueError):
+            frame = None
+        if not isinstance(frame, dict):
+            raise websockets.WebSocketException("the server sent a frame that is not JSON")
+        return frame
+
+    async def _receive_ws(self, ws: ClientConnection, clock: _WsClock) -> None:
+        while True:
+            frame = await self._ws_frame(ws, clock)
+            kind = frame.get("type")
+            if kind == "ping":
+                await self._ws_send(ws, clock, {"type": "pong"})
+            elif kind == "message" and frame.get("sub") == WS_SUB:
+                await self._deliver_ws(ws, clock, frame)
+            elif kind == "gap":
+                log.warning("device %s: the server lost pushes before %s", self.device_id, frame)
+            elif kind == "error":
+                raise HandlerFailed(f"server error: {frame}")
+
+    async def _deliver_ws(
+        self, ws: ClientConnection, clock: _WsClock, frame: dict[str, Any]
+    ) -> None:
+        msg_id, topic = frame.get("id"), frame.get("topic")
+        if not isinstance(msg_id, int) or not isinstance(topic, str):
+            raise websockets.WebSocketException("a message frame without id or topic")
+        if isinstance(frame.get("payload_base64"), str):
+            payload = base64.b64decode(frame["payload_base64"], validate=False)
+        else:
+            payload = str(frame.get("payload", "")).encode()
+        acks: list[int] = []
+        if not await self._deliver(topic, payload, lambda: acks.append(msg_id)):
+            # acks are cumulative: acknowledging a later push would drop this one, so end
+            # the session; the server redelivers from the last acknowledged push
+            raise HandlerFailed(f"push in message {msg_id} not handled")
+        if acks:
+            await self._ws_send(ws, clock, {"type": "ack", "sub": WS_SUB, "id": msg_id})
+
+    async def _watch_ws(self, ws: ClientConnection, clock: _WsClock) -> None:
+        step = min(1.0, self.heartbeat.interval / 4)
+        while True:
+            await asyncio.sleep(step)
+            action = self.heartbeat.tick(time.monotonic(), clock.heard, clock.sent)
+            if action == "ping":
+                self.stats.pings += 1
+                await self._ws_send(ws, clock, {"type": "ping"})
+            elif action == "dead":
+                self.stats.heartbeat_deaths += 1
+                ws.transport.abort()  # no closing handshake with a server that is gone
+                raise HeartbeatLost(
+                    f"no answer to {self.heartbeat.misses} pings "
+                    f"({self.heartbeat.interval:g}s apart)"
+                )
 
     async def _fetch_content(self, push: Push) -> None:
         assert push.content_ref is not None
@@ -390,3 +530,10 @@ class DeviceAgent:
                     f"content {push.content_ref.id}: HTTP {response.status_code}"
                 )
             await asyncio.sleep(retry.next_delay())
+
+
+class _WsClock:
+    """monotonic() of the last frame received from and sent to the server."""
+
+    def __init__(self) -> None:
+        self.heard = self.sent = time.monotonic()
