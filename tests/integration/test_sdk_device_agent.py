@@ -11,9 +11,10 @@ import signal
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 
-from pushwire.client import AsyncPushProvider, Backoff, DeviceAgent, Push
+from pushwire.client import AsyncPushProvider, Backoff, DeviceAgent, Forbidden, NotFound, Push
 
 from .sdk_util import StartGateway, gateway, wait_for
 
@@ -215,3 +216,59 @@ async def test_heartbeat_gives_up_on_a_frozen_server(
             push_id = await provider.push(agent.tokens[app.app_id], {"alert": "after thaw"})
         await wait_for(lambda: rec.ids() == [push_id], what="push after reconnect")
     assert agent.stats.pings >= 2
+
+
+async def test_registration_secret_and_unknown_app(gateway: StartGateway, tmp_path: Path) -> None:
+    srv = gateway("--device-registration-secret", "let-me-in")
+    app = srv.create_app("chat")
+    rec = Recorder()
+    refused = make_agent(srv, tmp_path / "refused.json")
+    refused.add_app(app.app_id, rec.handler(app.app_id))
+    with pytest.raises(Forbidden) as exc:
+        await refused.start()
+    assert exc.value.status == 403
+    assert not (tmp_path / "refused.json").exists()
+    await refused.aclose()
+
+    agent = make_agent(srv, tmp_path / "device.json", registration_secret="let-me-in")
+    agent.add_app(app.app_id, rec.handler(app.app_id))
+    async with agent:
+        await agent.wait_connected(10)
+        with pytest.raises(NotFound):
+            await agent.register_app("app_" + "x" * 16, rec.handler("app_" + "x" * 16))
+        assert set(agent.tokens) == {app.app_id}
+
+
+async def test_expired_content_is_handed_over_without_it(
+    gateway: StartGateway, tmp_path: Path
+) -> None:
+    srv = gateway("--push-content-ttl", "1")
+    app = srv.create_app("docs")
+    rec = Recorder()
+    agent = make_agent(srv, tmp_path / "device.json")
+    agent.add_app(app.app_id, rec.handler(app.app_id))
+    creds = await agent.ensure_registered()
+    token = await agent.register_app(app.app_id, rec.handler(app.app_id))
+    async with AsyncPushProvider(srv.base_url, api_key=app.api_key) as provider:
+        content_id = await provider.post_content(token, b"gone soon", "text/plain")
+        push_id = await provider.push(token, {"content_id": content_id, "alert": "late"})
+    url = f"{srv.base_url}/v1/content/{content_id}"
+    auth = (creds.device_id, creds.device_secret)
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(url, auth=auth)).status_code == 200
+        expired: list[int] = []
+
+        async def poll() -> None:
+            expired.append((await http.get(url, auth=auth)).status_code)
+
+        await poll()
+        while expired[-1] != 404:  # the event: the server says the content is gone
+            await asyncio.sleep(0.1)
+            await poll()
+            assert len(expired) < 200, expired
+    async with agent:
+        await wait_for(lambda: rec.ids() == [push_id], what="the notice")
+    push = rec.pushes[0]
+    assert push.content_ref is not None and push.content_ref.id == content_id
+    assert push.content is None and push.payload == {"alert": "late"}
+    assert agent.stats.content_fetched == 0

@@ -28,6 +28,7 @@ from pushwire.client import (
     Push,
     PushError,
     PushProvider,
+    TooManyRequests,
     Unregistered,
     WakeWebhook,
 )
@@ -228,3 +229,20 @@ async def test_status_follows_delivery_and_webhooks_are_stored(
                 break
             await asyncio.sleep(0.02)
         assert states[-1] == "delivered", states
+
+
+def test_too_many_requests_carries_retry_after(gateway: StartGateway) -> None:
+    srv = gateway("--push-rate-per-app", "1")  # burst of 2, then 1 per second
+    app = srv.create_app("chat")
+    _, _, token = device_token(srv, app)
+    accepted = 0
+    with (
+        PushProvider(srv.base_url, api_key=app.api_key) as provider,
+        pytest.raises(TooManyRequests) as exc,
+    ):
+        for _ in range(20):
+            provider.push(token, {"alert": "x"})
+            accepted += 1
+    assert accepted >= 1
+    assert exc.value.status == 429 and exc.value.reason == "TooManyRequests"
+    assert exc.value.retry_after is not None and exc.value.retry_after >= 1
