@@ -239,13 +239,13 @@ async def test_registration_secret_and_unknown_app(gateway: StartGateway, tmp_pa
         assert set(agent.tokens) == {app.app_id}
 
 
-async def test_expired_content_is_handed_over_without_it(
+async def test_expired_or_oversized_content_is_handed_over_without_it(
     gateway: StartGateway, tmp_path: Path
 ) -> None:
     srv = gateway("--push-content-ttl", "1")
     app = srv.create_app("docs")
     rec = Recorder()
-    agent = make_agent(srv, tmp_path / "device.json")
+    agent = make_agent(srv, tmp_path / "device.json", max_content=64)
     agent.add_app(app.app_id, rec.handler(app.app_id))
     creds = await agent.ensure_registered()
     token = await agent.register_app(app.app_id, rec.handler(app.app_id))
@@ -266,9 +266,15 @@ async def test_expired_content_is_handed_over_without_it(
             await asyncio.sleep(0.1)
             await poll()
             assert len(expired) < 200, expired
-    async with agent:
+    async with agent, AsyncPushProvider(srv.base_url, api_key=app.api_key) as provider:
         await wait_for(lambda: rec.ids() == [push_id], what="the notice")
-    push = rec.pushes[0]
-    assert push.content_ref is not None and push.content_ref.id == content_id
-    assert push.content is None and push.payload == {"alert": "late"}
-    assert agent.stats.content_fetched == 0
+        # content over the agent's max_content is never buffered: handed over without it
+        big = await provider.push(token, {"data": "x" * 1000}, fetch=True)
+        small = await provider.push(token, {"data": "y"}, fetch=True)
+        await wait_for(lambda: rec.ids() == [push_id, big, small], what="two more notices")
+    expired_push, big_push, small_push = rec.pushes
+    assert expired_push.content_ref is not None and expired_push.content_ref.id == content_id
+    assert expired_push.content is None and expired_push.payload == {"alert": "late"}
+    assert big_push.content_ref is not None and big_push.content is None
+    assert small_push.json_content()["data"] == "y"
+    assert agent.stats.content_fetched == 1

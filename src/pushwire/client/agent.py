@@ -90,6 +90,10 @@ class HandlerFailed(Exception):
     the server redelivers from the last acknowledged push."""
 
 
+class ServerRefused(Exception):
+    """The server refused the WebSocket subscription or answered with an error frame."""
+
+
 class HeartbeatLost(Exception):
     """The server answered none of ``heartbeat_misses`` pings in a row."""
 
@@ -137,6 +141,7 @@ class DeviceAgent:
         fsync: bool = True,
         connect_timeout: float = 10.0,
         http_timeout: float = 10.0,
+        max_content: int = 16 * 1024 * 1024,
         transport: Transport = "mqtt",
         ws_url: str | None = None,
     ) -> None:
@@ -148,6 +153,7 @@ class DeviceAgent:
         self.heartbeat = Heartbeat(heartbeat_interval, heartbeat_misses)
         self.backoff = backoff or Backoff()
         self.connect_timeout = connect_timeout
+        self.max_content = max_content
         if transport not in ("mqtt", "ws"):
             raise ValueError("transport is 'mqtt' or 'ws'")
         self.transport = transport
@@ -194,7 +200,8 @@ class DeviceAgent:
         self.add_app(app_id, handler)
         return await self._ensure_token(app_id)
 
-    async def _reply(self, response: httpx.Response) -> Any:
+    @staticmethod
+    def _reply(response: httpx.Response) -> Any:
         if response.status_code >= 300:
             try:
                 body = response.json()
@@ -212,7 +219,7 @@ class DeviceAgent:
             headers = {}
             if self.registration_secret is not None:
                 headers["pushwire-registration-secret"] = self.registration_secret
-            body = await self._reply(await self._http.post("/v1/devices", headers=headers))
+            body = self._reply(await self._http.post("/v1/devices", headers=headers))
             if not isinstance(body, dict) or not isinstance(body.get("device_id"), str):
                 raise PushError("BadResponse", 201, message=f"bad registration reply {body!r}")
             creds = DeviceCredentials(str(body["device_id"]), str(body["device_secret"]))
@@ -226,9 +233,7 @@ class DeviceAgent:
         if app_id in creds.tokens:
             return creds.tokens[app_id]
         path = f"/v1/devices/{quote(creds.device_id, safe='')}/tokens"
-        body = await self._reply(
-            await self._http.post(path, json={"app": app_id}, auth=self._auth())
-        )
+        body = self._reply(await self._http.post(path, json={"app": app_id}, auth=self._auth()))
         if not isinstance(body, dict) or not isinstance(body.get("token"), str):
             raise PushError("BadResponse", 200, message=f"bad token reply {body!r}")
         creds.tokens[app_id] = str(body["token"])
@@ -238,8 +243,11 @@ class DeviceAgent:
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
         """Register (or load), get every app's token, and start the connection in the
-        background. Returns once the first connection is up or the attempt failed (the
-        agent keeps retrying either way)."""
+        background; returns at once (await :meth:`wait_connected` for the first connection;
+        the agent keeps retrying with backoff). HTTP errors while registering are raised as
+        :class:`~pushwire.client.errors.PushError` subclasses."""
+        if self._task is not None and not self._task.done():
+            return
         await self.ensure_registered()
         for app_id in list(self._handlers):
             await self._ensure_token(app_id)
@@ -250,7 +258,8 @@ class DeviceAgent:
         await asyncio.wait_for(self.connected.wait(), timeout)
 
     async def stop(self) -> None:
-        """Close the connection (the server keeps the session and queues pushes meanwhile)."""
+        """Close the connection (the server keeps the session and queues pushes meanwhile).
+        A handler still running is cancelled; its push was not acknowledged and comes again."""
         self._stopping.set()
         if self._task is not None:
             self._task.cancel()
@@ -284,6 +293,7 @@ class DeviceAgent:
                 OSError,
                 HeartbeatLost,
                 HandlerFailed,
+                ServerRefused,
             ) as exc:
                 log.info("device %s: connection ended: %s", self.device_id, exc)
             except Exception:
@@ -422,7 +432,7 @@ class DeviceAgent:
             })  # fmt: skip
             first = await asyncio.wait_for(self._ws_frame(ws, clock), self.connect_timeout)
             if first.get("type") != "subscribed":
-                raise HandlerFailed(f"subscription refused: {first}")
+                raise ServerRefused(f"subscription refused: {first}")
             self.heartbeat.reset()
             self.backoff.reset()
             self.stats.connects += 1
@@ -468,7 +478,7 @@ class DeviceAgent:
             elif kind == "gap":
                 log.warning("device %s: the server lost pushes before %s", self.device_id, frame)
             elif kind == "error":
-                raise HandlerFailed(f"server error: {frame}")
+                raise ServerRefused(f"server error: {frame}")
 
     async def _deliver_ws(
         self, ws: ClientConnection, clock: _WsClock, frame: dict[str, Any]
@@ -510,26 +520,44 @@ class DeviceAgent:
         retry = Backoff(base=0.2, cap=2.0)
         for attempt in range(CONTENT_FETCH_ATTEMPTS):
             try:
-                response = await self._http.get(path, auth=self._auth())
+                status, ctype, body = await self._get_content(path)
             except httpx.HTTPError as exc:
                 if attempt == CONTENT_FETCH_ATTEMPTS - 1:
                     raise ContentUnavailable(f"content {push.content_ref.id}: {exc}") from exc
                 await asyncio.sleep(retry.next_delay())
                 continue
-            if response.status_code == 200:
-                push.content = response.content
-                push.content_type = response.headers.get("content-type")
+            if status == 200 and body is not None:
+                push.content, push.content_type = body, ctype
                 self.stats.content_fetched += 1
                 return
-            if response.status_code == 404:
-                # expired or gone for good: the handler gets the notice without content
-                log.warning("device %s: content %s is gone", self.device_id, push.content_ref.id)
-                return
-            if attempt == CONTENT_FETCH_ATTEMPTS - 1 or response.status_code < 500:
-                raise ContentUnavailable(
-                    f"content {push.content_ref.id}: HTTP {response.status_code}"
+            if status in (200, 404):
+                # expired, gone, or larger than max_content: it will never come, so the
+                # handler gets the notice without content rather than a redelivery loop
+                log.warning(
+                    "device %s: content %s not available (HTTP %d)",
+                    self.device_id,
+                    push.content_ref.id,
+                    status,
                 )
+                return
+            if attempt == CONTENT_FETCH_ATTEMPTS - 1 or status < 500:
+                raise ContentUnavailable(f"content {push.content_ref.id}: HTTP {status}")
             await asyncio.sleep(retry.next_delay())
+
+    async def _get_content(self, path: str) -> tuple[int, str | None, bytes | None]:
+        """(status, content type, bytes); bytes is None when the body exceeds max_content
+        (read as a stream: a hostile size is never buffered)."""
+        async with self._http.stream("GET", path, auth=self._auth()) as response:
+            if response.status_code != 200:
+                return response.status_code, None, None
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self.max_content:
+                    return 200, None, None
+                chunks.append(chunk)
+            return 200, response.headers.get("content-type"), b"".join(chunks)
 
 
 class _WsClock:
