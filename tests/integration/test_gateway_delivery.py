@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import httpx
@@ -17,6 +18,7 @@ from helpers.gateway import (
     register_device,
     wait_state,
 )
+from helpers.raw import PUBLISH, connected_client, puback
 from helpers.server import ServerProcess
 
 pytestmark = pytest.mark.pushwire_only("push gateway")
@@ -140,3 +142,32 @@ def test_quota_drops_the_oldest_lowest_priority_push_visibly(
     back = paho_client(srv, device[0], clean_session=False, auth=device)
     got = [decode(m)["id"] for m in back.get_until(lambda m: decode(m)["id"] == high2)]
     assert got == [high1, low2, high2]
+
+
+def test_a_push_sent_but_not_acknowledged_is_delivered_again_after_a_kill_9(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    srv = server_factory()
+    app_id, key = create_app(srv)
+    device = register_device(srv)
+    token = device_token(srv, device, app_id)
+    login = {"username": device[0], "password": device[1].encode()}
+    raw = connected_client(srv.host, srv.mqtt_port, device[0], clean_session=False, **login)
+    try:
+        assert raw.subscribe(1, [(f"devices/{device[0]}/#", 1)]).granted == [1]
+        push_id = push(srv, key, token, {"alert": "ack me"}).json()["id"]
+        first = raw.expect(PUBLISH)
+        assert json.loads(first.payload)["id"] == push_id  # received, never acknowledged
+    finally:
+        raw.close()
+    srv.kill()
+    srv.start()
+    assert wait_state(srv, key, push_id, "queued")
+    again = connected_client(srv.host, srv.mqtt_port, device[0], clean_session=False, **login)
+    try:
+        redelivered = again.expect(PUBLISH)
+        assert json.loads(redelivered.payload)["id"] == push_id
+        again.send(puback(redelivered.packet_id))
+        wait_state(srv, key, push_id, "delivered")
+    finally:
+        again.close()

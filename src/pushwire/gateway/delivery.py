@@ -143,6 +143,7 @@ class PushGateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.webhooks.close()
         await self.journal.flush()
+        self.journal.close()
 
     async def _sweeper(self) -> None:
         tick = 0

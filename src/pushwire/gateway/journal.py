@@ -30,6 +30,7 @@ class Journal:
         self._waiters: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
+        self._closed = False
 
     def put(self, push: Push) -> None:
         # a copy: the loop keeps changing the live object while the thread writes
@@ -48,7 +49,19 @@ class Journal:
         self._kick()
         await fut
 
+    def close(self) -> None:
+        """No more writes (the store is closing); what comes later is dropped."""
+        self._closed = True
+
     def _kick(self) -> None:
+        if self._closed:
+            self._puts.clear()
+            self._deletes.clear()
+            for w in self._waiters:
+                if not w.done():
+                    w.set_exception(RuntimeError("the gateway is shutting down"))
+            self._waiters = []
+            return
         if self._task is None:
             self._task = asyncio.create_task(self._loop(), name="pushwire-gateway-journal")
 

@@ -177,7 +177,59 @@ async def submit(
     return p
 
 
-@router.post("/v1/push/{device_token}", summary="send one push to a device token")
+def _header(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+_PUSH_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        _header("Pushwire-Expiration", "unix seconds; 0: now or never", {"type": "integer"}),
+        _header(
+            "Pushwire-Priority",
+            "10 immediate, 5 may be batched, 1 lowest",
+            {"type": "integer", "enum": [10, 5, 1]},
+        ),
+        _header("Pushwire-Collapse-Id", "at most 64 bytes", {"type": "string"}),
+        _header(
+            "Pushwire-Push-Type",
+            "alert or background",
+            {"type": "string", "enum": ["alert", "background"]},
+        ),
+        _header("Pushwire-Id", "a UUID, echoed back", {"type": "string", "format": "uuid"}),
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object", "maxProperties": 64}}},
+        "description": "the push: alert, data, badge, sound, content_available, fetch, "
+        "content_id (at most push_max_payload bytes)",
+    },
+    "responses": {
+        "400": {
+            "description": "BadDeviceToken, PayloadEmpty, BadPayload, BadExpirationDate, "
+            "BadPriority, BadCollapseId, BadPushType, BadMessageId"
+        },
+        "403": {
+            "description": "MissingProviderToken, InvalidProviderToken, "
+            "ExpiredProviderToken, DeviceTokenNotForApp"
+        },
+        "410": {"description": "Unregistered (timestamp: when the token stopped)"},
+        "413": {"description": "PayloadTooLarge"},
+        "429": {"description": "TooManyRequests, with Retry-After"},
+    },
+}
+
+
+@router.post(
+    "/v1/push/{device_token}",
+    summary="send one push to a device token",
+    openapi_extra=_PUSH_OPENAPI,
+)
 async def push_one(request: Request, device_token: str) -> Response:
     gw = gateway_state(request)
     h = request.headers

@@ -41,6 +41,7 @@ class RegistryView:
         self._removed: list[Callable[[str], None]] = []  # device removed (end its connections)
         self._background: set[asyncio.Future[object]] = set()
         self.token_lock = asyncio.Lock()
+        self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -50,6 +51,7 @@ class RegistryView:
         self._watch = asyncio.create_task(self._watch_loop(), name="pushwire-gateway-watch")
 
     async def stop(self) -> None:
+        self._closed = True
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._watch is not None:
             self._watch.cancel()
@@ -68,6 +70,8 @@ class RegistryView:
         """A store write nobody waits for (bookkeeping, notice content). Queued on the store
         thread NOW, so any store call made after this one sees it."""
         name = getattr(fn, "__name__", "store write")
+        if self._closed:
+            return  # shutting down: bookkeeping after the store closed is dropped
         if not self.store.blocking:
             try:
                 fn(*args)
@@ -107,9 +111,10 @@ class RegistryView:
         """After one of our own writes: apply `change` to the view when nothing else changed
         the store meanwhile (no reload of every device per registration), else reload."""
         if generation == self.reg.generation + 1:
+            # our own change: the caller handles its consequences (no full rescan per
+            # registration); the change callbacks are for what other processes did
             change()
             self.reg.generation = generation
-            self._notify()
         elif generation > self.reg.generation:
             self._install(await self.call(self.store.registry))
 
