@@ -50,6 +50,7 @@ def test_unknown_reason_falls_back_to_status_class() -> None:
     assert type(err) is e.Forbidden and err.reason == "SomethingNew"
     assert type(e.error_from_reply(418, {"reason": "Teapot"})) is e.PushError
     assert type(e.error_from_reply(503, None)) is e.ServerError
+    assert type(e.error_from_reply(401, {"error": {"code": "unauthorized"}})) is e.Unauthorized
 
 
 def test_project_error_body_and_hostile_bodies() -> None:

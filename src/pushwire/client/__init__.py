@@ -30,6 +30,7 @@ from pushwire.client.errors import (
     ServerError,
     TooManyPushes,
     TooManyRequests,
+    Unauthorized,
     Unregistered,
     error_from_reply,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "ServerError",
     "TooManyPushes",
     "TooManyRequests",
+    "Unauthorized",
     "Unregistered",
     "WakeWebhook",
     "error_from_reply",

@@ -80,6 +80,10 @@ class DuplicateMessageId(BadRequest):
     """``Pushwire-Id`` was already used for another push."""
 
 
+class Unauthorized(PushError):
+    """401: a device credential (HTTP Basic) is missing or wrong."""
+
+
 class Forbidden(PushError):
     """A 403 reply: the provider credential does not allow this."""
 
@@ -162,6 +166,7 @@ REASONS: dict[str, type[PushError]] = {
 
 _BY_STATUS: dict[int, type[PushError]] = {
     400: BadRequest,
+    401: Unauthorized,
     403: Forbidden,
     404: NotFound,
     410: Unregistered,
