@@ -158,15 +158,24 @@ def test_jwt_auth_token_reused_then_refreshed(gateway: StartGateway, tmp_path: P
     # start 35 minutes back, so the refreshed token (30 min later) is not from the future
     clock = Clock(time.time() - 35 * 60)
     factory = ProviderTokenFactory(app.app_id, "k1", key, refresh_after=1800, clock=clock)
-    with PushProvider(srv.base_url, token_factory=factory) as provider:
+    sent: list[str] = []  # the Authorization header of every request that left the client
+
+    def record(request: httpx.Request) -> None:
+        sent.append(request.headers["authorization"])
+
+    http = httpx.Client(base_url=srv.base_url, event_hooks={"request": [record]})
+    with PushProvider(srv.base_url, token_factory=factory, http=http) as provider:
         ids = [provider.push(token, {"alert": f"{n}"}) for n in range(20)]
         results = provider.push_batch([BatchPush(token, {"alert": "b"})] * 5)
         assert provider.status(ids[0]).id == ids[0]
         assert len(set(ids)) == 20 and all(r.ok for r in results)
-        assert factory.tokens_made == 1  # 22 requests, one JWT
+        # 22 requests accepted by the server, one JWT signed and one sent
+        assert factory.tokens_made == 1 and len(sent) == 22 and len(set(sent)) == 1
         clock.now += 1800  # 30 minutes later: a fresh token, still accepted
         provider.push(token, {"alert": "later"})
-        assert factory.tokens_made == 2
+        provider.push(token, {"alert": "later too"})
+        assert factory.tokens_made == 2 and len(set(sent)) == 2
+        assert sent[-1] == sent[-2] != sent[0]
 
 
 def test_expired_jwt_is_refused_and_remade_once(gateway: StartGateway, tmp_path: Path) -> None:
