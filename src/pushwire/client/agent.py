@@ -30,8 +30,8 @@ Example::
 
     async def main() -> None:
         agent = DeviceAgent("http://127.0.0.1:8080", "device.json", mqtt_port=1883)
-        agent.add_app("app_chat...", on_chat)
-        agent.add_app("app_news...", on_news)
+        agent.add_app(CHAT_APP_ID, on_chat)      # "app_..." ids from `pushwire app create`
+        agent.add_app(NEWS_APP_ID, on_news)
         async with agent:                       # registers or loads, connects
             print(agent.tokens)                 # {app_id: device token} for your providers
             await asyncio.Event().wait()        # run until cancelled
