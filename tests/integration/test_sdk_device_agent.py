@@ -10,13 +10,22 @@ import os
 import signal
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from pushwire.client import AsyncPushProvider, Backoff, DeviceAgent, Forbidden, NotFound, Push
+from pushwire.client import (
+    AsyncPushProvider,
+    Backoff,
+    DeviceAgent,
+    Forbidden,
+    Handler,
+    NotFound,
+    Push,
+)
 
-from .sdk_util import StartGateway, gateway, wait_for
+from .sdk_util import GatewayServer, StartGateway, gateway, wait_for
 
 # the agent's two transports: MQTT (default) and the JSON WebSocket with an ack consumer
 transports = pytest.mark.parametrize("transport", ["mqtt", "ws"])
@@ -30,7 +39,7 @@ class Recorder:
     def __init__(self) -> None:
         self.pushes: list[Push] = []
 
-    def handler(self, app_id: str):  # type: ignore[no-untyped-def]
+    def handler(self, app_id: str) -> Handler:
         async def handle(push: Push) -> None:
             assert push.app == app_id
             self.pushes.append(push)
@@ -41,7 +50,7 @@ class Recorder:
         return [p.id for p in self.pushes if app_id is None or p.app == app_id]
 
 
-def make_agent(srv, creds: Path, **kw) -> DeviceAgent:  # type: ignore[no-untyped-def]
+def make_agent(srv: GatewayServer, creds: Path, **kw: Any) -> DeviceAgent:
     kw.setdefault("backoff", Backoff(base=0.1, cap=0.5))
     kw.setdefault("heartbeat_interval", 5.0)
     return DeviceAgent(srv.base_url, creds, mqtt_port=srv.mqtt_port, fsync=False, **kw)
