@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import httpx
 import pytest
 
+from helpers.clients import PahoClient
 from helpers.gateway import base_url, bearer, create_app, device_token, register_device
 from helpers.server import ServerProcess
 
@@ -62,3 +64,23 @@ def test_rate_limit_per_app_answers_429(server_factory: Callable[..., ServerProc
             assert r.json()["reason"] == "TooManyRequests"
             assert int(r.headers["Retry-After"]) >= 1
     assert statuses == [200, 429]
+
+
+def test_a_batch_larger_than_the_quota_reaches_an_online_device_whole(
+    server_factory: Callable[..., ServerProcess], paho_client: Callable[..., PahoClient]
+) -> None:
+    # the quota bounds what is stored for an offline device, not what an online one takes
+    srv = server_factory(extra_args=["--push-queue-quota", "3"])
+    app_id, key = create_app(srv)
+    device = register_device(srv)
+    token = device_token(srv, device, app_id)
+    client = paho_client(srv, device[0], clean_session=False, auth=device)
+    assert client.subscribe(f"devices/{device[0]}/#", qos=1) == [1]
+    items = [{"token": token, "payload": {"data": {"n": i}}} for i in range(10)]
+    r = httpx.post(f"{base_url(srv)}/v1/push", json={"pushes": items}, headers=bearer(key))
+    ids = [x["id"] for x in r.json()["results"]]
+    got = [
+        json.loads(m.payload)["id"]
+        for m in client.get_until(lambda m: json.loads(m.payload)["id"] == ids[-1])
+    ]
+    assert got == ids

@@ -150,7 +150,7 @@ def test_a_push_too_big_for_the_device_packet_size_arrives_as_a_notice(
     msg = dev.messages.get(timeout=5)
     assert len(msg.payload) < 512
     notice = json.loads(msg.payload)
-    assert notice["id"] == big and notice["payload"] is None
+    assert notice["id"] == big and notice["payload"] == {"alert": "big"}  # the alert stays
     got = httpx.get(f"{base_url(server)}/v1/content/{notice['content']['id']}", auth=device)
     assert got.json() == big_body
     wait_state(server, key, big, "delivered")

@@ -82,6 +82,10 @@ def test_removing_a_device_closes_its_connection_and_ends_its_tokens(
     device = register_device(server)
     token = device_token(server, device, app_id)
     client = paho_client(server, device[0], clean_session=False, auth=device)
+    shown = json.loads(cli(server, "device", "show", device[0], "--json").stdout)
+    assert shown["device_id"] == device[0]
+    assert [t["app"] for t in shown["tokens"]] == [app_id]
+    assert "secret" not in json.dumps(shown)
     done = cli(server, "device", "remove", device[0])
     assert done.returncode == 0, done.stderr
     assert client.disconnected.wait(5)

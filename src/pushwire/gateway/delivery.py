@@ -15,9 +15,8 @@ Once handed out, a push is the connection's: the persistent MQTT session redeliv
 after a reconnect. On every (re)attach the gateway compares its `sent` pushes with what
 the session still holds and sends again what the session lost (a clean session, a crash).
 
-Priority 5 and 1 pushes to an online device are held for up to `push_batch_window` seconds
-and go out together with the next priority 10 push or at the end of the window; each such
-flush is one wake-up of the device (`pushwire_device_wakeups_total`).
+Batching (batching.py), the wake webhook (wake.py) and notices (content.py) are their own
+modules; this one keeps the state of every push and moves it.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from pushwire.config import Settings
 from pushwire.core.acl import DEVICE_ROLE
@@ -38,11 +36,13 @@ from pushwire.core.hub import Hub
 from pushwire.core.message import Message
 from pushwire.core.session import Delivery, Session
 from pushwire.core.topics import matches
-from pushwire.gateway import ids
+from pushwire.gateway import content, ids
+from pushwire.gateway.batching import BatchHolder
 from pushwire.gateway.journal import Journal
 from pushwire.gateway.model import Content, DeviceToken, Push, PushState
 from pushwire.gateway.registry import RegistryView
 from pushwire.gateway.store import GatewayStore
+from pushwire.gateway.wake import WakeScheduler
 from pushwire.gateway.webhooks import WebhookSender
 
 log = logging.getLogger("pushwire.gateway")
@@ -64,7 +64,6 @@ class GatewayStats:
     wakeups: int = 0
     sent: int = 0
     notices: int = 0
-    wakes: int = 0
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -96,7 +95,7 @@ class PushGateway:
         self.store = store
         self.clock = clock
         self.stats = GatewayStats()
-        self.journal = Journal(store.apply, registry.call)
+        self.journal = Journal(store.apply, registry.call, settings.durability)
         self.webhooks = WebhookSender(
             settings.webhook_timeout, settings.webhook_max_attempts, settings.webhook_backoff
         )
@@ -107,8 +106,15 @@ class PushGateway:
         self.ws_online: dict[str, int] = {}  # device -> live WebSocket subscriptions
         self.ws_conns: dict[str, set[tuple[int, str]]] = {}  # device -> (connection, filter)
         self.last_seen: dict[str, float] = {}
-        self.last_wake: dict[str, float] = {}
-        self._hold: dict[str, asyncio.TimerHandle] = {}
+        self.batches = BatchHolder(settings.push_batch_window, self.flush)
+        self.wake = WakeScheduler(
+            registry,
+            self.webhooks,
+            settings.wake_min_interval,
+            find=self.pushes.get,
+            online=self.online,
+            clock=clock,
+        )
         self._expiry: list[tuple[float, str]] = []  # (expires_at, push id) of waiting pushes
         self._forget: list[tuple[float, str]] = []  # (forget at, push id) of final pushes
         self._log_ids: dict[str, int] = {}  # push id -> message log id, while sent
@@ -131,13 +137,13 @@ class PushGateway:
                 self.queued.setdefault(p.device_id, {})[p.id] = p
                 if p.expires_at is not None:
                     heapq.heappush(self._expiry, (p.expires_at, p.id))
-                self._schedule_wake(p)
+                self.wake.schedule(p)
         log.info("gateway: %d pushes restored", len(self.pushes))
         self._tasks.append(asyncio.create_task(self._sweeper(), name="pushwire-gateway-sweep"))
 
     async def stop(self) -> None:
-        for handle in self._hold.values():
-            handle.cancel()
+        self.batches.close()
+        self.wake.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -366,71 +372,50 @@ class PushGateway:
             expires_at=expires_at,
         )
 
-    def wire(self, p: Push, payload: Any, content: Content | None = None) -> bytes:
-        """The device message (docs/gateway.md): one JSON object per push."""
-        msg: dict[str, Any] = {
-            "id": p.id,
-            "app": p.app_id,
-            "priority": p.priority,
-            "push_type": p.push_type,
-            "expiration": p.expiration,
-            "collapse_id": p.collapse_id,
-            "sent_at": p.created,
-            "payload": payload,
-        }
-        if content is not None:
-            msg["content"] = {
-                "id": content.content_id,
-                "size": len(content.data),
-                "content_type": content.content_type,
-            }
-        return json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
-
-    def make_content(self, p: Push, data: bytes, content_type: str, now: float) -> Content:
-        content = Content(
-            ids.new_content_id(),
-            p.device_id,
-            p.app_id,
-            content_type,
-            data,
-            now,
-            now + self.settings.push_content_ttl,
-        )
-        return content
-
-    async def accept(self, p: Push, content: Content | None = None) -> None:
+    async def accept(self, p: Push, stored: Content | None = None) -> None:
         """Take a new push: collapse, quota, store durably, then deliver or hold."""
+        if stored is not None:
+            await self.registry.call(self.store.put_content, stored)
+        self.admit(p)
+        await self.journal.durable()
+        self.dispatch(p)
+
+    def admit(self, p: Push) -> None:
+        """Collapse, expiry and quota for a new push, journaled (not yet durable: the caller
+        awaits `journal.durable()` once for one push or a whole batch, then `dispatch`)."""
         now = p.created
         self.stats.accepted += 1
         self.pushes[p.id] = p
-        if content is not None:
-            await self.registry.call(self.store.put_content, content)
         waiting = self.queued.setdefault(p.device_id, {})
         if p.collapse_id is not None:
             for other in list(waiting.values()):
                 if other.app_id == p.app_id and other.collapse_id == p.collapse_id:
                     self.finish(other, "collapsed", f"replaced by push {p.id}")
-        online = self.online(p.device_id, p.app_id)
         if p.expires_at is not None and p.expires_at <= now:
             self.finish(p, "expired", "expired on arrival")
-        elif p.expiration == 0 and p.expires_at is None and not online:
+        elif p.expiration == 0 and p.expires_at is None and not self.online(p.device_id, p.app_id):
             self.finish(p, "expired", "expiration 0 and the device is offline")
         else:
             waiting[p.id] = p
             if p.expires_at is not None:
                 heapq.heappush(self._expiry, (p.expires_at, p.id))
-            self._enforce_quota(p.device_id, p.app_id)
+            if not self.online(p.device_id, p.app_id):
+                # the quota is for storage while offline: an online device takes them now
+                # (or within the batch window; the per-app rate bounds that)
+                self._enforce_quota(p.device_id, p.app_id)
             self.journal.put(p)
-        await self.journal.durable()
+
+    def dispatch(self, p: Push) -> None:
+        """After the push is durable: send it now, hold it for a batch, or let it wait."""
         if p.state != "queued":
             return
-        if online:
-            if p.priority >= 10 or self.settings.push_batch_window <= 0 or p.expiration == 0:
-                self.flush(p.device_id)
+        if self.online(p.device_id, p.app_id):
+            if self.batches.holds(p.priority, p.expiration):
+                self.batches.hold(p.device_id)
             else:
-                self._hold_batch(p.device_id)
+                self.flush(p.device_id)
         elif p.priority >= 10:
-            self._schedule_wake(p)
+            self.wake.schedule(p)
 
     def _enforce_quota(self, device_id: str, app_id: str) -> None:
         waiting = [q for q in self.queued.get(device_id, {}).values() if q.app_id == app_id]
@@ -447,20 +432,10 @@ class PushGateway:
         # after the transport's own reply (CONNACK, SUBACK) has been written
         asyncio.get_running_loop().call_soon(self.flush, device_id)
 
-    def _hold_batch(self, device_id: str) -> None:
-        if device_id in self._hold:
-            return
-        loop = asyncio.get_running_loop()
-        self._hold[device_id] = loop.call_later(
-            self.settings.push_batch_window, self.flush, device_id
-        )
-
     def flush(self, device_id: str) -> None:
         """Hand every waiting push of the device whose app it listens to to its connection,
         in arrival order: one wake-up."""
-        handle = self._hold.pop(device_id, None)
-        if handle is not None:
-            handle.cancel()
+        self.batches.released(device_id)
         waiting = self.queued.get(device_id)
         if not waiting:
             return
@@ -513,18 +488,12 @@ class PushGateway:
         return declared if isinstance(declared, int) and declared > 0 else None
 
     def _as_notice(self, p: Push, body: bytes, now: float) -> bytes:
-        """The push does not fit the device's declared packet size: store the message as
+        """The push does not fit the device's declared packet size: store its payload as
         content and send a notice for it."""
-        try:
-            payload = json.loads(body)["payload"]
-        except (ValueError, KeyError, TypeError):
-            payload = None
-        data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        content = self.make_content(p, data, "application/json", now)
-        # the content write is queued on the store thread before any fetch can be
-        self.registry.call_soon_store(self.store.put_content, content)
+        notice, stored = content.as_notice(p, body, now, self.settings.push_content_ttl)
+        # queued on the store thread before any fetch of it can be
+        self.registry.call_soon_store(self.store.put_content, stored)
         self.stats.notices += 1
-        notice = self.wire(p, None, content)
         p.body = notice
         return notice
 
@@ -569,43 +538,3 @@ class PushGateway:
             for p in list(waiting.values()):
                 if p.token == token:
                     self.finish(p, "unregistered", "the device token was deleted")
-
-    # -- wake ----------------------------------------------------------------------------
-
-    def _schedule_wake(self, p: Push) -> None:
-        app = self.registry.app(p.app_id)
-        if app is None or app.wake is None or p.priority < 10:
-            return
-        waited = self.clock() - p.created
-        delay = max(0.0, app.wake.after_seconds - waited)
-        asyncio.get_running_loop().call_later(delay, self._wake, p.id)
-
-    def _wake(self, push_id: str) -> None:
-        p = self.pushes.get(push_id)
-        if p is None or p.state != "queued" or self.online(p.device_id):
-            return
-        app = self.registry.app(p.app_id)
-        if app is None or app.wake is None:
-            return
-        now = self.clock()
-        last = self.last_wake.get(p.device_id)
-        if last is not None and now - last < self.settings.wake_min_interval:
-            return
-        self.last_wake[p.device_id] = now
-        self.stats.wakes += 1
-        device_id = p.device_id
-        notice = {
-            "type": "wake",
-            "device_id": device_id,
-            "app": p.app_id,
-            "push_id": p.id,
-            "waiting_since": p.created,
-            "timestamp": int(now),
-        }
-        self.webhooks.send(
-            "wake",
-            app.wake.url,
-            notice,
-            secret=app.wake.secret,
-            still_wanted=lambda: not self.online(device_id),
-        )

@@ -18,12 +18,14 @@ from pushwire.gateway.model import Push
 log = logging.getLogger("pushwire.gateway")
 
 Runner = Callable[..., Awaitable[Any]]
-Apply = Callable[[Iterable[Push], Iterable[str]], None]
+Apply = Callable[[Iterable[Push], Iterable[str], bool], None]
 
 
 class Journal:
-    def __init__(self, apply: Apply, run: Runner) -> None:
+    def __init__(self, apply: Apply, run: Runner, durable: bool = True) -> None:
         self._apply = apply
+        # fsync the rounds somebody waits for (a 200 to a provider); the others need not
+        self._durable = durable
         self._run = run
         self._puts: dict[str, Push] = {}
         self._deletes: set[str] = set()
@@ -75,7 +77,8 @@ class Journal:
                 )
                 self._puts, self._deletes, self._waiters = {}, set(), []
                 try:
-                    await self._run(self._apply, puts, deletes)
+                    sync = self._durable and bool(waiters)
+                    await self._run(self._apply, puts, deletes, sync)
                     self.commits += 1
                 except Exception as exc:
                     log.exception("gateway: writing push state failed")

@@ -51,7 +51,10 @@ def render_metrics(d: PushGateway, reg: RegistryView) -> str:
             [("", s.notices)],
         ),
         _family(
-            "pushwire_wake_webhooks_total", "counter", "offline wake-ups fired", [("", s.wakes)]
+            "pushwire_wake_webhooks_total",
+            "counter",
+            "offline wake-ups fired",
+            [("", d.wake.fired)],
         ),
         _family(
             "pushwire_webhook_attempts_failed_total",

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from pushwire.gateway import ids
+from pushwire.gateway.content import body_content, device_message, new_content, notice_payload
 from pushwire.gateway.delivery import PushOptions
 from pushwire.gateway.model import PRIORITIES, PUSH_TYPES, App, Content, Push
 from pushwire.gateway.state import GatewayState, gateway_state
@@ -144,14 +145,24 @@ async def submit(
     gw: GatewayState, app: App, token: Any, body: dict[str, Any], opts: PushOptions
 ) -> Push:
     """Validate the target, build the device message, hand it to delivery (durable)."""
+    p, stored = await prepare(gw, app, token, body, opts)
+    await gw.delivery.accept(p, stored)
+    return p
+
+
+async def prepare(
+    gw: GatewayState, app: App, token: Any, body: dict[str, Any], opts: PushOptions
+) -> tuple[Push, Content | None]:
+    """The push (and its content, for a notice) for one request or batch item."""
     stored = _token_for(gw, app, token)
     d = gw.delivery
     now = time.time()
     if opts.push_id is not None and opts.push_id in d.pushes:
         raise PushError(400, "DuplicateMessageId")
     p = d.make_push(stored, opts, b"", now)
-    content: Content | None = None
-    alert = {"alert": body["alert"]} if "alert" in body else None
+    ttl = gw.settings.push_content_ttl
+    stored_content: Content | None = None
+    alert = notice_payload(body)
     content_id = body.get("content_id")
     if content_id is not None:
         if not isinstance(content_id, str) or not ids.CONTENT_ID_RE.fullmatch(content_id):
@@ -159,22 +170,19 @@ async def submit(
         found = await gw.registry.call(gw.store.get_content, content_id)
         if found is None or found.device_id != p.device_id or found.app_id != p.app_id:
             raise PushError(400, "BadPayload")
-        p.body = d.wire(p, alert, found)
+        p.body = device_message(p, alert, found)
         d.stats.notices += 1
     elif body.get("fetch") is True:
-        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-        content = d.make_content(p, data, "application/json", now)
-        p.body = d.wire(p, alert, content)
+        stored_content = new_content(p, body_content(body), "application/json", now, ttl)
+        p.body = device_message(p, alert, stored_content)
         d.stats.notices += 1
     else:
-        p.body = d.wire(p, body)
+        p.body = device_message(p, body)
         if len(p.body) > gw.settings.push_notice_threshold:
-            data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-            content = d.make_content(p, data, "application/json", now)
-            p.body = d.wire(p, alert, content)
+            stored_content = new_content(p, body_content(body), "application/json", now, ttl)
+            p.body = device_message(p, alert, stored_content)
             d.stats.notices += 1
-    await d.accept(p, content)
-    return p
+    return p, stored_content
 
 
 def _header(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -292,6 +300,8 @@ async def push_batch(request: Request) -> Response:
         gw.delivery.stats.reject(exc.reason)
         return exc.response()
     results: list[dict[str, Any]] = []
+    admitted: list[Push] = []
+    d = gw.delivery
     for item in items:
         token = item.get("token") if isinstance(item, dict) else None
         try:
@@ -309,11 +319,19 @@ async def push_batch(request: Request) -> Response:
                 raise PushError(400, "PayloadEmpty")
             encoded = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
             body = parse_body(gw, encoded)
-            p = await submit(gw, app, token, body, opts)
+            p, stored = await prepare(gw, app, token, body, opts)
+            if stored is not None:
+                await gw.registry.call(gw.store.put_content, stored)
+            d.admit(p)
+            admitted.append(p)
             results.append({"token": token, "status": 200, "id": p.id})
         except PushError as exc:
-            gw.delivery.stats.reject(exc.reason)
+            d.stats.reject(exc.reason)
             results.append(exc.item(token))
+    # one commit for the whole batch, then delivery in order
+    await d.journal.durable()
+    for p in admitted:
+        d.dispatch(p)
     return JSONResponse({"results": results})
 
 

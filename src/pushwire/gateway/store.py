@@ -76,7 +76,11 @@ class GatewayStore(Protocol):
     def add_token(self, token: DeviceToken) -> int: ...
     def delete_token(self, token: str, when: float) -> int: ...
 
-    def apply(self, puts: Iterable[Push], deletes: Iterable[str]) -> None: ...
+    def apply(self, puts: Iterable[Push], deletes: Iterable[str], durable: bool = True) -> None:
+        """Journal push changes in one transaction; `durable`: on disk before returning
+        (an fsync), else only safe from a process crash (bookkeeping)."""
+        ...
+
     def load_pushes(self) -> list[Push]: ...
 
     def put_content(self, content: Content) -> None: ...
@@ -197,7 +201,7 @@ class MemoryGatewayStore:
                 self._reg.tokens[token] = replace(t, deleted=when)
             return self._bump()
 
-    def apply(self, puts: Iterable[Push], deletes: Iterable[str]) -> None:
+    def apply(self, puts: Iterable[Push], deletes: Iterable[str], durable: bool = True) -> None:
         pass  # the server's memory is the only copy
 
     def load_pushes(self) -> list[Push]:
@@ -332,6 +336,7 @@ class SQLiteGatewayStore:
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
+        self._durable_mode = True  # synchronous=FULL (set in open)
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> SQLiteGatewayStore:
@@ -567,7 +572,7 @@ class SQLiteGatewayStore:
 
     # -- pushes --------------------------------------------------------------------------
 
-    def apply(self, puts: Iterable[Push], deletes: Iterable[str]) -> None:
+    def apply(self, puts: Iterable[Push], deletes: Iterable[str], durable: bool = True) -> None:
         rows = [
             (
                 p.id, p.seq, p.app_id, p.device_id, p.token, p.state, p.priority, p.push_type,
@@ -588,7 +593,16 @@ class SQLiteGatewayStore:
             if dead:
                 conn.executemany("DELETE FROM gw_pushes WHERE id = ?", dead)
 
-        self._write(w, bump=False)
+        with self._lock:
+            # WAL: NORMAL commits survive a process crash (kill -9) but not a power loss;
+            # state changes nobody waits for (sent, delivered) need no fsync of their own
+            self._sync_mode(durable)
+            self._write(w, bump=False)
+
+    def _sync_mode(self, durable: bool) -> None:
+        if durable != self._durable_mode:
+            self._c().execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._durable_mode = durable
 
     def load_pushes(self) -> list[Push]:
         with self._lock:
