@@ -168,7 +168,13 @@ def test_a_push_sent_but_not_acknowledged_is_delivered_again_after_a_kill_9(
         redelivered = again.expect(PUBLISH)
         assert json.loads(redelivered.payload)["id"] == push_id
         again.send(puback(redelivered.packet_id))
-        wait_state(srv, key, push_id, "delivered")
+        assert wait_state(srv, key, push_id, "delivered")
+        # the session's restored copy was the delivery: the gateway does not hand the
+        # push over a second time (the next message is the marker, not a duplicate)
+        marker_id = push(srv, key, token, {"alert": "marker"}).json()["id"]
+        following = again.expect(PUBLISH)
+        assert json.loads(following.payload)["id"] == marker_id
+        again.send(puback(following.packet_id))
     finally:
         again.close()
 

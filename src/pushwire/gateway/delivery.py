@@ -241,8 +241,9 @@ class PushGateway:
         if not msg.topic.startswith("devices/"):
             return
         p = self.by_uid.get(msg.uid) or self._push_of(msg)
-        # only the device's own acknowledgement counts (an admin reading devices/# acks too)
-        if p is None or p.state != "sent" or p.device_id != session.client_id:
+        # only the device's own acknowledgement counts (an admin reading devices/# acks too);
+        # a copy the session held over a restart may be acknowledged while the push waits
+        if p is None or p.final or p.device_id != session.client_id:
             return
         link = session.link
         peer = getattr(link, "peer", None)
@@ -309,23 +310,35 @@ class PushGateway:
             return None
 
     def _reconcile(self, session: Session) -> None:
-        """Send again the handed-out pushes the session no longer holds (lost with a clean
-        session or a crash before the session journal reached the disk)."""
-        sent = self.sent.get(session.client_id)
-        if not sent:
-            return
-        held: set[str] = set()
+        """Line the gateway's view up with what the device's session holds: a push the
+        session still holds (restored from the store after a restart) counts as sent, not
+        waiting, so it is not handed over twice; a push marked sent that the session no
+        longer holds (lost with a clean session, or a crash before the session journal
+        reached the disk) waits again."""
+        device_id = session.client_id
+        held: dict[str, Push] = {}
         for d in [*session.inflight.values(), *session.queue]:
             if d.message.topic.startswith("devices/"):
                 p = self.by_uid.get(d.message.uid) or self._push_of(d.message)
-                if p is not None:
-                    held.add(p.id)
+                if p is not None and not p.final:
+                    held[p.id] = p
                     p.uid = d.message.uid  # restored messages get new uids
                     self.by_uid[d.message.uid] = p
+        waiting = self.queued.get(device_id, {})
+        sent = self.sent.setdefault(device_id, {})
+        for p in held.values():
+            if waiting.pop(p.id, None) is not None:
+                p.state = "sent"
+                sent[p.id] = p
+                self.journal.put(p)
+        if not waiting:
+            self.queued.pop(device_id, None)
         for p in sorted(sent.values(), key=lambda p: p.seq):
             if p.id not in held:
                 del sent[p.id]
                 self._wait_again(p)
+        if not sent:
+            self.sent.pop(device_id, None)
 
     def _requeue_sent(self, device_id: str) -> None:
         """The connection's session ended with it: what it held waits in the gateway again."""
