@@ -18,9 +18,10 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/pushwire serve $(ARGS)
 
-# Debian tools the tests drive: mosquitto_pub/mosquitto_sub; mosquitto and redis for benches.
+# Debian tools the tests drive: mosquitto_pub/mosquitto_sub; mosquitto; chromium and its
+# WebDriver for the browser tests (CORS, Origin checks).
 deps-test:
-	@bash scripts/ensure-debian-packages.sh mosquitto-clients mosquitto
+	@bash scripts/ensure-debian-packages.sh mosquitto-clients mosquitto chromium chromium-driver
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench

@@ -147,6 +147,18 @@ class Settings(BaseSettings):
         "guard: 408 and close), and a JSON WebSocket opened without credentials to send "
         "its auth frame",
     )
+    http_max_request_line: int = Field(
+        8192,
+        ge=64,
+        description="longest HTTP request line (method, URL with query, version), bytes: "
+        "414 and close above",
+    )
+    http_max_head: int = Field(
+        16384,
+        ge=256,
+        description="largest HTTP request head (request line and all headers), bytes, "
+        "WebSocket upgrades included: 431 and close above",
+    )
     ws_max_message: int | None = Field(
         None,
         ge=125,
