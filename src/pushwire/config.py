@@ -198,6 +198,18 @@ class Settings(BaseSettings):
         description="messages waiting for a slow SSE/WebSocket client before its "
         "stream is closed (it resumes with its cursor)",
     )
+    max_consumers_per_identity: int = Field(
+        100,
+        ge=1,
+        description="named consumers (WebSocket ack subscriptions) one identity may hold: a "
+        "user, or an anonymous client's address (too_many_consumers above)",
+    )
+    consumer_idle_timeout: float = Field(
+        7 * 24 * 3600.0,
+        ge=0,
+        description="seconds a consumer no subscription uses is kept after its last use "
+        "(0: kept until deleted through the admin API)",
+    )
     http_max_listeners: int = Field(
         100_000,
         ge=1,

@@ -33,6 +33,7 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from pushwire.core.consumers import Consumers
 from pushwire.core.message import Message, bump_uid_floor
 from pushwire.core.topics import SubscriptionTrie, matches
 from pushwire.engines.base import Engine
@@ -150,19 +151,6 @@ class Start:
     floor: int = 0  # evictions up to this id are not a gap for this reader
 
 
-@dataclass(slots=True)
-class Consumer:
-    """Server-side cursor of a named at-least-once reader (WebSocket `ack` subscriptions).
-
-    `acked`: every id up to it was acknowledged. `delivered`: the highest id ever sent, so a
-    resend of anything at or below it is flagged as a possible duplicate."""
-
-    name: str
-    filter: str
-    acked: int
-    delivered: int
-
-
 # -- per-topic storage ------------------------------------------------------------------
 
 
@@ -268,6 +256,9 @@ class MessageLog:
         default: Retention | None = None,
         rules: list[RetentionRule] | None = None,
         clock: Any = time.time,
+        *,
+        max_consumers_per_owner: int = 100,
+        consumer_idle_timeout: float = 7 * 24 * 3600.0,
     ) -> None:
         self.engine = engine
         self.default = default or Retention()
@@ -277,7 +268,13 @@ class MessageLog:
         self.last_id = 0
         self._topics = _TopicTree()
         self._listeners: SubscriptionTrie[Listener, None] = SubscriptionTrie()
-        self._consumers: dict[tuple[str, str], Consumer] = {}
+        # named cursors of at-least-once readers, per identity (core/consumers.py)
+        self.consumers = Consumers(
+            engine,
+            max_per_owner=max_consumers_per_owner,
+            idle_timeout=consumer_idle_timeout,
+            clock=clock,
+        )
         self.size = 0  # entries held, all topics
         self.evicted_total = 0
         self.appended_total = 0
@@ -305,10 +302,7 @@ class MessageLog:
             self.size += 1
             self.last_id = max(self.last_id, message.log_id)
             max_uid = max(max_uid, message.uid)
-        for c in stored.consumers:
-            self._consumers[(c.name, c.filter)] = Consumer(
-                c.name, c.filter, c.acked, max(c.acked, self.last_id)
-            )
+        self.consumers.restore(stored.consumers, self.last_id)
         bump_uid_floor(max_uid)
         self.sweep()
         log.info(
@@ -400,12 +394,14 @@ class MessageLog:
         tlog.trimmed_upto = tlog.evicted_upto
 
     def sweep(self) -> None:
-        """Evict by age everywhere and hand pending trims to the engine (periodic)."""
+        """Evict by age everywhere, hand pending trims to the engine and forget idle
+        consumers (periodic)."""
         now = self.clock()
         for tlog in self._topics.by_topic.values():
             self._evict(tlog, now)
             if tlog.evicted_upto > tlog.trimmed_upto:
                 self._trim(tlog)
+        self.consumers.expire()
 
     # -- reading ----------------------------------------------------------------------
 
@@ -483,34 +479,6 @@ class MessageLog:
     @property
     def listener_count(self) -> int:
         return len(self._listeners)
-
-    # -- consumers (server-side cursors for at-least-once readers) ---------------------
-
-    def consumer(self, name: str, flt: str) -> Consumer | None:
-        return self._consumers.get((name, flt))
-
-    def consumer_open(self, name: str, flt: str, start_after: int) -> Consumer:
-        """Get or create the consumer `name` on `flt` (new ones start after `start_after`)."""
-        c = self._consumers.get((name, flt))
-        if c is None:
-            c = Consumer(name, flt, start_after, start_after)
-            self._consumers[(name, flt)] = c
-            self.engine.log_consumer_put(name, flt, start_after)
-        return c
-
-    def consumer_ack(self, c: Consumer, upto: int) -> bool:
-        """Acknowledge everything up to `upto` (cumulative); False if it moves nothing."""
-        if upto <= c.acked:
-            return False
-        c.acked = upto
-        self.engine.log_consumer_put(c.name, c.filter, upto)
-        return True
-
-    def consumer_reset(self, c: Consumer, acked: int) -> None:
-        """Move a consumer to another position (a new epoch, or an explicit since=)."""
-        c.acked = acked
-        c.delivered = max(c.delivered, acked) if acked else 0
-        self.engine.log_consumer_put(c.name, c.filter, acked)
 
     # -- introspection ----------------------------------------------------------------
 

@@ -32,6 +32,8 @@ def make_log(hub: Hub, settings: Settings) -> MessageLog:
         hub.engine,
         Retention(settings.log_max_messages, settings.log_max_age),
         [RetentionRule(r.filter, r.max_messages, r.max_age) for r in settings.log_retention],
+        max_consumers_per_owner=settings.max_consumers_per_identity,
+        consumer_idle_timeout=settings.consumer_idle_timeout,
     )
     hub.add_observer(log.observer)
     return log
