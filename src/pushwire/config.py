@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -121,6 +122,12 @@ class Settings(BaseSettings):
         8883, ge=0, le=65535, description="MQTT over TLS port, used when tls_cert is set"
     )
     http_tls: bool = Field(False, description="serve HTTPS (and WSS) on http_port with tls_cert")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="web origins trusted to use the server from a browser, comma-separated "
+        "(e.g. https://app.example.com; * for any): they get CORS headers, and may open "
+        "WebSockets and POST/PUT/DELETE, which other origins (but the server's own) may not",
+    )
 
     # -- message log and HTTP transports (core/log.py, http/) --------------------------
     log_max_messages: int = Field(
@@ -216,6 +223,17 @@ class Settings(BaseSettings):
         description="concurrent long-poll waiters + SSE streams + WebSocket "
         "subscriptions (503 above)",
     )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins_list(cls, value: object) -> object:
+        # the command line and env vars hand over text: a JSON list, or comma-separated
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [o.strip() for o in text.split(",") if o.strip()]
+        return value
 
     @field_validator("log_retention", mode="before")
     @classmethod

@@ -22,6 +22,7 @@ from pushwire.core.auth import AuthService
 from pushwire.core.hub import Hub
 from pushwire.core.log import MessageLog, Retention, RetentionRule
 from pushwire.http import admin, metrics, poll, publish, sse, ws
+from pushwire.http.browser import install_browser_policy
 from pushwire.http.errors import install_error_handlers
 from pushwire.http.state import HttpState, open_auth
 
@@ -65,8 +66,10 @@ def create_app(
         "over WebSocket at `/mqtt`.",
         redirect_slashes=False,
     )
-    app.state.pushwire = HttpState(hub, log, settings, auth if auth is not None else open_auth())
+    state = HttpState(hub, log, settings, auth if auth is not None else open_auth())
+    app.state.pushwire = state
     install_error_handlers(app)
+    install_browser_policy(app, settings.cors_origins, state.stats)
 
     @app.get("/v1/health", tags=["admin"])
     async def health() -> dict[str, Any]:
