@@ -80,3 +80,19 @@ def test_cors_for_listed_origins_only(http_server: StartServer) -> None:
     r = httpx.get(f"{url}/v1/poll/c/t", headers={"Origin": EVIL})
     assert "access-control-allow-origin" not in r.headers
     forbidden_origin(httpx.post(f"{url}/v1/publish/c/t", content=b"x", headers={"Origin": EVIL}))
+
+
+def test_method_not_allowed_names_every_method_of_the_path(http_server: StartServer) -> None:
+    """Without CORS a preflight is just an OPTIONS request: 405, naming what the path
+    serves (it used to say `Allow: PUT` for the POST and PUT publish routes)."""
+    srv = http_server()
+    url = base(srv)
+    r = httpx.options(
+        f"{url}/v1/publish/t",
+        headers={"Origin": EVIL, "Access-Control-Request-Method": "POST"},
+    )
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "POST, PUT"
+    assert "access-control-allow-origin" not in r.headers
+    r = httpx.delete(f"{url}/v1/poll/t")
+    assert r.status_code == 405 and r.headers["allow"] == "GET"
