@@ -45,6 +45,26 @@ def read_reply(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def read_response(sock: socket.socket) -> bytes:
+    """One response (head and content-length body) from a kept-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def exchange(address: tuple[str, int], request: bytes) -> bytes:
     """Send `request` (as far as the server reads it) and return the whole reply."""
     with socket.create_connection(address, timeout=10) as sock:
@@ -94,6 +114,11 @@ def test_request_line_and_head_over_their_limits(http_server: StartServer) -> No
         + body
     )
     assert exchange(addr, publish).startswith(b"HTTP/1.1 201 ")
+    # each request on a kept-alive connection has a budget of its own; bodies do not count
+    with socket.create_connection(addr, timeout=10) as sock:
+        for _ in range(3):
+            sock.sendall(publish.replace(b"Connection: close", b"Connection: keep-alive"))
+            assert read_response(sock).startswith(b"HTTP/1.1 201 ")
     metrics = httpx.get(base(srv) + "/metrics").text
     assert 'pushwire_http_heads_refused_total{reason="too_long"} 4' in metrics
 
