@@ -1,8 +1,8 @@
 """Browsers, for real: a headless Chromium (Debian's chromium and chromium-driver, driven by
 selenium) loads a page from one loopback port and uses pushwire on another. From an origin
-listed in --cors-origins, EventSource, fetch (publish, poll headers, a preflighted JSON
-publish) and WebSockets (/v1/ws, /mqtt) work; from any other origin they fail, and the
-server refused the requests (nothing was published)."""
+listed in --cors-origins, EventSource, fetch (publish, poll headers, long-poll, a
+preflighted JSON publish) and WebSockets (/v1/ws, /mqtt) work; from any other origin they
+fail, and the server refused the requests (nothing was published)."""
 
 from __future__ import annotations
 
@@ -62,6 +62,12 @@ POLL_HEADERS = """
 const [base, done] = arguments;
 fetch(base + "/v1/poll/b/%23?since=all")
   .then(r => done({ok: true, gap: r.headers.get("Pushwire-Gap"), etag: r.headers.get("ETag")}))
+  .catch(e => done({ok: false, error: String(e)}));
+"""
+LONG_POLL = """
+const [base, done] = arguments;
+fetch(base + "/v1/longpoll/b/%23?since=all&timeout=5")
+  .then(r => r.json().then(j => done({ok: true, payloads: j.messages.map(m => m.payload)})))
   .catch(e => done({ok: false, error: String(e)}));
 """
 EVENT_SOURCE = """
@@ -173,6 +179,8 @@ def test_a_trusted_origin_uses_every_transport(
     assert run(browser, PUBLISH_JSON, base, "json-from-the-page") == {"ok": True, "status": 201}
     headers = run(browser, POLL_HEADERS, base)
     assert headers["ok"] and headers["gap"] == "false" and headers["etag"], headers
+    held = run(browser, LONG_POLL, base)
+    assert held["ok"] and "from-the-page" in held["payloads"], held
     event = run(browser, EVENT_SOURCE, base)
     assert event["ok"] and event["data"]["payload"] == "from-the-page", event
     assert event["id"].endswith(f":{published['id']}")
@@ -190,6 +198,7 @@ def test_another_origin_is_refused(
     assert run(browser, PUBLISH, base, "cross-site")["ok"] is False
     assert run(browser, PUBLISH_JSON, base, "cross-site-json")["ok"] is False
     assert run(browser, POLL_HEADERS, base)["ok"] is False
+    assert run(browser, LONG_POLL, base)["ok"] is False
     assert run(browser, EVENT_SOURCE, base) == {"ok": False}
     assert run(browser, WEBSOCKET, ws + "/v1/ws", None) == {"ok": False}
     assert run(browser, WEBSOCKET, ws + "/mqtt", "mqtt") == {"ok": False}
