@@ -72,7 +72,7 @@ RESPONSE_400 = _closing_response("400 Bad Request", "bad_request", "malformed HT
 HeadState = Literal["idle", "head", "body"]
 
 
-class _HeadTimeout(asyncio.Protocol):
+class _HeadGuard(asyncio.Protocol):
     """Mixin placed before uvicorn's HTTP protocol class (see `head_timeout_protocol`)."""
 
     head_timeout: ClassVar[float] = 10.0
@@ -132,7 +132,7 @@ class _HeadTimeout(asyncio.Protocol):
         if self._state != "body":
             refusal = self._oversize(data)
             if refusal is not None:
-                _HeadTimeout.refused_total["too_long"] += 1
+                _HeadGuard.refused_total["too_long"] += 1
                 self._refuse(refusal)
                 return
         super().data_received(data)
@@ -191,7 +191,7 @@ class _HeadTimeout(asyncio.Protocol):
 
     def send_400_response(self, msg: str) -> None:
         """The parser rejected the bytes (uvicorn would answer in plain text)."""
-        _HeadTimeout.refused_total["malformed"] += 1
+        _HeadGuard.refused_total["malformed"] += 1
         self._refuse(RESPONSE_400)
 
     def _refuse(self, response: bytes) -> None:
@@ -253,7 +253,7 @@ class _HeadTimeout(asyncio.Protocol):
             return
         if getattr(self, "cycle", None) is not self._head_cycle:
             return  # the head completed meanwhile
-        _HeadTimeout.timeouts_total += 1
+        _HeadGuard.timeouts_total += 1
         if self._head_bytes:
             transport.write(RESPONSE_408)
         transport.close()
@@ -261,13 +261,13 @@ class _HeadTimeout(asyncio.Protocol):
 
 def head_timeouts_total() -> int:
     """Connections the guard closed, since the process started."""
-    return _HeadTimeout.timeouts_total
+    return _HeadGuard.timeouts_total
 
 
 def heads_refused_total() -> dict[str, int]:
     """Request heads refused since the process started: too_long (414, 431), malformed
     (400)."""
-    return dict(_HeadTimeout.refused_total)
+    return dict(_HeadGuard.refused_total)
 
 
 def head_timeout_protocol(
@@ -286,8 +286,8 @@ def head_timeout_protocol(
     return cast(
         type[asyncio.Protocol],
         type(
-            f"HeadTimeout{HttpToolsProtocol.__name__}",
-            (_HeadTimeout, HttpToolsProtocol),
+            f"HeadGuard{HttpToolsProtocol.__name__}",
+            (_HeadGuard, HttpToolsProtocol),
             {
                 "head_timeout": timeout,
                 "admission": admission,
