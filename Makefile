@@ -19,7 +19,7 @@ run: install
 	$(VENV)/bin/pushwire serve $(ARGS)
 
 # Debian tools the tests drive: mosquitto_pub/mosquitto_sub; mosquitto and redis for benches;
-# chromium and its WebDriver for the web console's browser tests.
+# chromium and its WebDriver for the browser tests (web console, CORS, Origin checks).
 deps-test:
 	@bash scripts/ensure-debian-packages.sh mosquitto-clients mosquitto chromium chromium-driver
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -169,6 +170,12 @@ class Settings(BaseSettings):
         8883, ge=0, le=65535, description="MQTT over TLS port, used when tls_cert is set"
     )
     http_tls: bool = Field(False, description="serve HTTPS (and WSS) on http_port with tls_cert")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="web origins trusted to use the server from a browser, comma-separated "
+        "(e.g. https://app.example.com; * for any): they get CORS headers, and may open "
+        "WebSockets and POST/PUT/DELETE, which other origins (but the server's own) may not",
+    )
 
     # -- message log and HTTP transports (core/log.py, http/) --------------------------
     log_max_messages: int = Field(
@@ -208,6 +215,18 @@ class Settings(BaseSettings):
         description="seconds an HTTP client has to send a complete request head (slowloris "
         "guard: 408 and close), and a JSON WebSocket opened without credentials to send "
         "its auth frame",
+    )
+    http_max_request_line: int = Field(
+        8192,
+        ge=64,
+        description="longest HTTP request line (method, URL with query, version), bytes: "
+        "414 and close above",
+    )
+    http_max_head: int = Field(
+        16384,
+        ge=256,
+        description="largest HTTP request head (request line and all headers), bytes, "
+        "WebSocket upgrades included: 431 and close above",
     )
     ws_max_message: int | None = Field(
         None,
@@ -266,6 +285,18 @@ class Settings(BaseSettings):
         ge=0,
         description="bytes waiting for a slow SSE/WebSocket client before its stream is "
         "closed, as stream_buffer (0: no byte limit)",
+    )
+    max_consumers_per_identity: int = Field(
+        100,
+        ge=1,
+        description="named consumers (WebSocket ack subscriptions) one identity may hold: a "
+        "user, or an anonymous client's address (too_many_consumers above)",
+    )
+    consumer_idle_timeout: float = Field(
+        7 * 24 * 3600.0,
+        ge=0,
+        description="seconds a consumer no subscription uses is kept after its last use "
+        "(0: kept until deleted through the admin API)",
     )
     http_max_listeners: int = Field(
         100_000,
@@ -346,6 +377,17 @@ class Settings(BaseSettings):
         gt=0,
         description="seconds before the first webhook retry; doubles each time, with jitter",
     )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins_list(cls, value: object) -> object:
+        # the command line and env vars hand over text: a JSON list, or comma-separated
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [o.strip() for o in text.split(",") if o.strip()]
+        return value
 
     @field_validator("log_retention", mode="before")
     @classmethod

@@ -145,7 +145,13 @@ class PushwireServer:
             lifespan="off",
             # streams are closed by us first; don't let a stuck request hold the stop
             timeout_graceful_shutdown=5,
-            http=head_timeout_protocol(s.http_header_timeout, self.admission),  # slowloris guard
+            # slowloris guard, head size limits, JSON errors for malformed requests
+            http=head_timeout_protocol(
+                s.http_header_timeout,
+                self.admission,
+                max_request_line=s.http_max_request_line,
+                max_head=s.http_max_head,
+            ),
             ws=WebSocketProtocol,  # refusals without an ERROR log (http/ws_protocol.py)
             ws_max_size=s.ws_max_message
             or max(json_body_limit(s.http_max_payload), s.max_packet_size + 8),

@@ -1,4 +1,5 @@
-"""A real headless Chromium for the console tests, driven by selenium and chromedriver.
+"""A real headless Chromium for the browser tests (the web console, CORS and Origin checks),
+driven by selenium and chromedriver: every browser test launches it through `launch()`.
 
 Debian's `chromium` and `chromium-driver` (installed by `make deps-test`). The machine has no
 internet: selenium is given both binaries, so Selenium Manager never tries to download one,

@@ -257,8 +257,8 @@ async def test_sqlite_store_keeps_log_epoch_gaps_and_consumers(tmp_path: Path) -
     for i in range(5):
         mlog.append(Message("t", b"%d" % i, properties={"content_type": "text/plain"}))
     mlog.append(Message("u", b"u"))
-    c = mlog.consumer_open("c1", "t", 0)
-    mlog.consumer_ack(c, 4)
+    c = mlog.consumers.open("user:a", "c1", "t", 0)
+    mlog.consumers.ack(c, 4)
     mlog.sweep()  # hand the pending trims over
     await engine.close()
 
@@ -273,7 +273,7 @@ async def test_sqlite_store_keeps_log_epoch_gaps_and_consumers(tmp_path: Path) -
     assert [e.message.payload for e in r.entries] == [b"2", b"3", b"4"]
     assert r.entries[0].message.properties == {"content_type": "text/plain"}
     assert again.read("t", 2, 10).gap is False
-    consumer = again.consumer("c1", "t")
+    consumer = again.consumers.get("user:a", "c1", "t")
     assert consumer is not None and consumer.acked == 4
     # ids go on from where they were
     entry = again.append(Message("t", b"new"))

@@ -506,7 +506,7 @@ async def test_write_failed_is_known_before_sync_returns_under_concurrency(
 
 
 FAIL_CONSUMERS = (
-    "CREATE TRIGGER boom BEFORE INSERT ON log_consumers "
+    "CREATE TRIGGER boom BEFORE INSERT ON log_consumers_by_owner "
     "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
 )
 
@@ -518,7 +518,7 @@ async def test_a_failed_write_of_no_message_raises_in_the_next_sync_once(
     await engine.load_log()
     execute(db_path, FAIL_CONSUMERS)
     hold = Hold(engine)
-    engine.log_consumer_put("c", "#", 1)
+    engine.log_consumer_put("user:a", "c", "#", 1, 0.0)
     await hold.release()
     await engine._call(lambda conn: None)  # the failing batch has been applied, no waiter
     assert engine.failed_batches == 1
@@ -535,7 +535,7 @@ async def test_close_reports_failed_final_commit(make_engine: MakeEngine, db_pat
     engine = await make_engine()
     await engine.load_log()
     execute(db_path, FAIL_CONSUMERS)
-    engine.log_consumer_put("c", "#", 1)
+    engine.log_consumer_put("user:a", "c", "#", 1, 0.0)
     with pytest.raises(SQLiteWriteError):
         await engine.close()
     assert engine._thread is None

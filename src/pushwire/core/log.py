@@ -42,6 +42,7 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from pushwire.core.consumers import Consumers
 from pushwire.core.message import Message, approx_size, bump_uid_floor
 from pushwire.core.stats import Stats
 from pushwire.core.topics import SubscriptionTrie, matches
@@ -174,19 +175,6 @@ class Start:
     after: int  # read messages with ids above this
     gap: bool  # the cursor itself says messages are gone (another epoch, reset log)
     floor: int = 0  # evictions up to this id are not a gap for this reader
-
-
-@dataclass(slots=True)
-class Consumer:
-    """Server-side cursor of a named at-least-once reader (WebSocket `ack` subscriptions).
-
-    `acked`: every id up to it was acknowledged. `delivered`: the highest id ever sent, so a
-    resend of anything at or below it is flagged as a possible duplicate."""
-
-    name: str
-    filter: str
-    acked: int
-    delivered: int
 
 
 # -- per-topic storage ------------------------------------------------------------------
@@ -422,6 +410,9 @@ class MessageLog:
         clock: Any = time.time,
         budget: MemoryBudget | None = None,
         stats: Stats | None = None,
+        *,
+        max_consumers_per_owner: int = 100,
+        consumer_idle_timeout: float = 7 * 24 * 3600.0,
     ) -> None:
         self.engine = engine
         self.default = default or Retention()
@@ -436,7 +427,13 @@ class MessageLog:
         self.last_id = 0
         self._topics = _TopicTree()
         self._listeners: SubscriptionTrie[Listener, None] = SubscriptionTrie()
-        self._consumers: dict[tuple[str, str], Consumer] = {}
+        # named cursors of at-least-once readers, per identity (core/consumers.py)
+        self.consumers = Consumers(
+            engine,
+            max_per_owner=max_consumers_per_owner,
+            idle_timeout=consumer_idle_timeout,
+            clock=clock,
+        )
         # (oldest in-memory id, topic log) per topic with entries in memory, lazily updated:
         # a key is never above its topic's real oldest id (see `_fit_total`)
         self._oldest: list[tuple[int, _TopicLog]] = []
@@ -473,10 +470,7 @@ class MessageLog:
         for topic, holes in stored.holes.items():
             tlog = self._topic(topic)
             tlog.holes = sorted(h for h in holes if h > tlog.evicted_upto)
-        for c in stored.consumers:
-            self._consumers[(c.name, c.filter)] = Consumer(
-                c.name, c.filter, c.acked, max(c.acked, self.last_id)
-            )
+        self.consumers.restore(stored.consumers, self.last_id)
         bump_uid_floor(stored.max_uid)
         self.sweep()
         log.info(
@@ -665,12 +659,14 @@ class MessageLog:
             del tlog.holes[: bisect.bisect_right(tlog.holes, tlog.evicted_upto)]
 
     def sweep(self) -> None:
-        """Evict by age everywhere and hand pending trims to the engine (periodic)."""
+        """Evict by age everywhere, hand pending trims to the engine and forget idle
+        consumers (periodic)."""
         now = self.clock()
         for tlog in self._topics.by_topic.values():
             self._evict(tlog, now)
             if tlog.evicted_upto > tlog.trimmed_upto:
                 self._trim(tlog)
+        self.consumers.expire()
 
     # -- reading ----------------------------------------------------------------------
 
@@ -802,34 +798,6 @@ class MessageLog:
     @property
     def listener_count(self) -> int:
         return len(self._listeners)
-
-    # -- consumers (server-side cursors for at-least-once readers) ---------------------
-
-    def consumer(self, name: str, flt: str) -> Consumer | None:
-        return self._consumers.get((name, flt))
-
-    def consumer_open(self, name: str, flt: str, start_after: int) -> Consumer:
-        """Get or create the consumer `name` on `flt` (new ones start after `start_after`)."""
-        c = self._consumers.get((name, flt))
-        if c is None:
-            c = Consumer(name, flt, start_after, start_after)
-            self._consumers[(name, flt)] = c
-            self.engine.log_consumer_put(name, flt, start_after)
-        return c
-
-    def consumer_ack(self, c: Consumer, upto: int) -> bool:
-        """Acknowledge everything up to `upto` (cumulative); False if it moves nothing."""
-        if upto <= c.acked:
-            return False
-        c.acked = upto
-        self.engine.log_consumer_put(c.name, c.filter, upto)
-        return True
-
-    def consumer_reset(self, c: Consumer, acked: int) -> None:
-        """Move a consumer to another position (a new epoch, or an explicit since=)."""
-        c.acked = acked
-        c.delivered = max(c.delivered, acked) if acked else 0
-        self.engine.log_consumer_put(c.name, c.filter, acked)
 
     # -- introspection ----------------------------------------------------------------
 

@@ -60,11 +60,13 @@ class StoredSession:
 
 @dataclass(slots=True)
 class StoredConsumer:
-    """Server-side cursor of a named at-least-once reader (see core/log.py)."""
+    """Server-side cursor of a named at-least-once reader (see core/consumers.py)."""
 
+    owner: str  # the identity it belongs to; "" for rows from before consumers had owners
     name: str
     filter: str
     acked: int
+    last_used: float  # Unix seconds: idle consumers expire
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,8 +207,13 @@ class Engine(Protocol):
         """Delete `topic`'s entries with id <= upto_id and remember that they were evicted
         (upto_time: created_at of the newest one evicted)."""
 
-    def log_consumer_put(self, name: str, flt: str, acked: int) -> None:
+    def log_consumer_put(
+        self, owner: str, name: str, flt: str, acked: int, last_used: float
+    ) -> None:
         """Create or move a consumer cursor."""
+
+    def log_consumer_delete(self, owner: str, name: str, flt: str) -> None:
+        """Forget a consumer cursor."""
 
     async def log_read(self, ranges: list[tuple[str, int, int]]) -> list[Message]:
         """The stored log entries of each (topic, first_id, last_id) range, ids inclusive

@@ -114,7 +114,12 @@ class MemoryEngine:
     def log_trim(self, topic: str, upto_id: int, upto_time: float) -> None:
         return None
 
-    def log_consumer_put(self, name: str, flt: str, acked: int) -> None:
+    def log_consumer_put(
+        self, owner: str, name: str, flt: str, acked: int, last_used: float
+    ) -> None:
+        return None
+
+    def log_consumer_delete(self, owner: str, name: str, flt: str) -> None:
         return None
 
     async def log_read(self, ranges: list[tuple[str, int, int]]) -> list[Message]:

@@ -43,6 +43,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -402,11 +403,13 @@ CREATE TABLE IF NOT EXISTS log_topics (
     evicted_upto INTEGER NOT NULL,
     evicted_time REAL NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS log_consumers (
+CREATE TABLE IF NOT EXISTS log_consumers_by_owner (
+    owner TEXT NOT NULL,
     name TEXT NOT NULL,
     filter TEXT NOT NULL,
     acked INTEGER NOT NULL,
-    PRIMARY KEY (name, filter)
+    last_used REAL NOT NULL,
+    PRIMARY KEY (owner, name, filter)
 ) WITHOUT ROWID;
 -- ids issued but not stored; topic as UTF-8 bytes (surrogatepass), so that even a topic
 -- that could not be stored as TEXT gets its hole recorded
@@ -432,9 +435,37 @@ ON CONFLICT (topic) DO UPDATE SET
     evicted_time = max(evicted_time, excluded.evicted_time)
 """
 _SQL_LOG_CONSUMER_PUT: Final = """
-INSERT INTO log_consumers (name, filter, acked) VALUES (?, ?, ?)
-ON CONFLICT (name, filter) DO UPDATE SET acked = excluded.acked
+INSERT INTO log_consumers_by_owner (owner, name, filter, acked, last_used) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (owner, name, filter) DO UPDATE SET
+    acked = excluded.acked, last_used = excluded.last_used
 """
+_SQL_LOG_CONSUMER_DELETE: Final = (
+    "DELETE FROM log_consumers_by_owner WHERE owner = ? AND name = ? AND filter = ?"
+)
+
+
+def _migrate_consumers(conn: sqlite3.Connection) -> None:
+    """Stores from before consumers had owners have `log_consumers (name, filter, acked)`:
+    its rows move to the owner "" (the first identity to use such a consumer takes it over,
+    see core/consumers.py), their idle clock starting now."""
+    old = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log_consumers'"
+    ).fetchone()
+    if old is None:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        moved = conn.execute(
+            "INSERT OR IGNORE INTO log_consumers_by_owner (owner, name, filter, acked, last_used)"
+            " SELECT '', name, filter, acked, ? FROM log_consumers",
+            (time.time(),),
+        ).rowcount
+        conn.execute("DROP TABLE log_consumers")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    logger.info("sqlite engine: %d consumers migrated to per-identity consumers", moved)
 
 
 def _w_log_trim(conn: sqlite3.Connection, params: tuple[str, int, float]) -> None:
@@ -455,13 +486,14 @@ def _topic_key(topic: str) -> bytes:
 def _w_log_reset(conn: sqlite3.Connection, params: tuple[str]) -> None:
     conn.execute("DELETE FROM log")
     conn.execute("DELETE FROM log_topics")
-    conn.execute("DELETE FROM log_consumers")
+    conn.execute("DELETE FROM log_consumers_by_owner")
     conn.execute("DELETE FROM log_holes")
     conn.execute("INSERT OR REPLACE INTO log_meta (key, value) VALUES ('epoch', ?)", params)
 
 
 def _read_log(conn: sqlite3.Connection) -> StoredLog:
     conn.executescript(_LOG_SCHEMA)
+    _migrate_consumers(conn)
     row = conn.execute("SELECT value FROM log_meta WHERE key = 'epoch'").fetchone()
     if row is None:
         return StoredLog()
@@ -481,8 +513,10 @@ def _read_log(conn: sqlite3.Connection) -> StoredLog:
         stored.entries.append(StoredLogEntry(int(id_), topic, float(created_at), size))
         stored.last_id = max(stored.last_id, int(id_))
         stored.max_uid = max(stored.max_uid, int(uid))
-    for name, flt, acked in conn.execute("SELECT name, filter, acked FROM log_consumers"):
-        stored.consumers.append(StoredConsumer(name, flt, int(acked)))
+    for owner, name, flt, acked, last_used in conn.execute(
+        "SELECT owner, name, filter, acked, last_used FROM log_consumers_by_owner"
+    ):
+        stored.consumers.append(StoredConsumer(owner, name, flt, int(acked), float(last_used)))
     for topic, hole in conn.execute("SELECT topic, id FROM log_holes ORDER BY id"):
         key = bytes(topic).decode("utf-8", "surrogatepass")
         stored.holes.setdefault(key, []).append(int(hole))
@@ -784,8 +818,13 @@ class SQLiteEngine:
     def log_trim(self, topic: str, upto_id: int, upto_time: float) -> None:
         self._write(_w_log_trim, (topic, upto_id, upto_time))
 
-    def log_consumer_put(self, name: str, flt: str, acked: int) -> None:
-        self._write(_SQL_LOG_CONSUMER_PUT, (name, flt, acked))
+    def log_consumer_put(
+        self, owner: str, name: str, flt: str, acked: int, last_used: float
+    ) -> None:
+        self._write(_SQL_LOG_CONSUMER_PUT, (owner, name, flt, acked, last_used))
+
+    def log_consumer_delete(self, owner: str, name: str, flt: str) -> None:
+        self._write(_SQL_LOG_CONSUMER_DELETE, (owner, name, flt))
 
     async def log_read(self, ranges: list[tuple[str, int, int]]) -> list[Message]:
         """Read log entries back by (topic, first_id, last_id) ranges (index log_topic_id),

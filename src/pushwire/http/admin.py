@@ -1,4 +1,5 @@
-"""The admin API, `/v1/admin/...`: users, access tokens and topic ACL rules over HTTP.
+"""The admin API, `/v1/admin/...`: users, access tokens, topic ACL rules and named
+consumers over HTTP.
 
 The same operations as `pushwire user/token/acl` (docs/security.md), through the running
 server's `AuthService`: a change applies at once (no one-second wait for the store watch),
@@ -28,6 +29,8 @@ from pushwire.core.auth import (
     UserInfo,
     parse_duration,
 )
+from pushwire.core.consumers import Consumer, Consumers
+from pushwire.core.log import format_cursor
 from pushwire.core.text import JsonError, parse_json
 from pushwire.http.auth import AdminDep
 from pushwire.http.errors import ApiError, bad_request, error_responses
@@ -178,6 +181,40 @@ class RuleCreate(BaseModel):
     access: Literal["allow", "deny"]
     permission: Literal["read", "write", "readwrite"]
     filter: str = Field(description="topic filter: + and #, %u (username), %c (client id)")
+
+
+class ConsumerOut(BaseModel):
+    """A named consumer (the server-side cursor of WebSocket `ack` subscriptions)."""
+
+    owner: str = Field(
+        description='whose it is: "user:NAME", "anonymous:IP", or "" (from a store '
+        "written before consumers had owners: the first identity to use it takes it over)"
+    )
+    name: str
+    filter: str
+    acked: int = Field(description="every message id up to this one was acknowledged")
+    cursor: str = Field(description="EPOCH:ID of `acked`")
+    attached: int = Field(description="live subscriptions using it now")
+    last_used: float = Field(description="Unix seconds of the last subscribe, ack or detach")
+    expires: float | None = Field(
+        description="Unix seconds when it is forgotten if nobody uses it; null: while "
+        "attached, or when consumer_idle_timeout is 0"
+    )
+
+    @classmethod
+    def of(cls, c: Consumer, consumers: Consumers, epoch: str) -> ConsumerOut:
+        timeout = consumers.idle_timeout
+        expires = c.last_used + timeout if timeout > 0 and c.attached == 0 else None
+        return cls(
+            owner=c.owner,
+            name=c.name,
+            filter=c.filter,
+            acked=c.acked,
+            cursor=format_cursor(epoch, c.acked),
+            attached=c.attached,
+            last_used=c.last_used,
+            expires=expires,
+        )
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -381,3 +418,49 @@ async def remove_rule(rule_id: int, admin: AdminDep, auth: AuthDep) -> RuleOut:
         raise _store_error(exc) from None
     log.info("admin %r removed acl rule %s: %s", admin.identity.username, rule.id, rule)
     return RuleOut.of(rule)
+
+
+# -- named consumers ------------------------------------------------------------------------
+
+
+@router.get(
+    "/consumers",
+    summary="List named consumers",
+    response_model=list[ConsumerOut],
+    responses=_ERRORS,
+)
+async def list_consumers(
+    _admin: AdminDep,
+    state: Annotated[HttpState, Depends(get_state)],
+    owner: Annotated[
+        str | None, Query(description='only this owner\'s ("user:NAME", "anonymous:IP")')
+    ] = None,
+) -> list[ConsumerOut]:
+    consumers = state.log.consumers
+    epoch = state.log.epoch
+    return [ConsumerOut.of(c, consumers, epoch) for c in consumers.owned_by(owner)]
+
+
+@router.delete(
+    "/consumers",
+    summary="Delete named consumers",
+    response_model=list[ConsumerOut],
+    responses=_ERRORS_404,
+)
+async def delete_consumers(
+    admin: AdminDep,
+    state: Annotated[HttpState, Depends(get_state)],
+    owner: Annotated[str, Query(description='whose ("user:NAME", "anonymous:IP", or "")')],
+    name: Annotated[str | None, Query(description="only the consumers of this name")] = None,
+    filter: Annotated[str | None, Query(description="only the consumers on this filter")] = None,
+) -> list[ConsumerOut]:
+    """Forget the owner's consumers (all, or those of `name` and/or `filter`); 404 when
+    none matched. A subscription using one keeps its messages flowing, but its acks are
+    no longer recorded; the next subscribe with that name starts a new consumer."""
+    consumers = state.log.consumers
+    epoch = state.log.epoch
+    gone = consumers.delete(owner, name, filter)
+    if not gone:
+        raise ApiError(404, "not_found", f"no consumer of {owner!r} matches")
+    log.info("admin %r deleted %d consumers of %r", admin.identity.username, len(gone), owner)
+    return [ConsumerOut.of(c, consumers, epoch) for c in gone]

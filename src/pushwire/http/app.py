@@ -36,6 +36,7 @@ from pushwire.http import (
     stats,
     ws,
 )
+from pushwire.http.browser import install_browser_policy
 from pushwire.http.errors import install_error_handlers
 from pushwire.http.state import HttpState, open_auth
 from pushwire.http.strict_url import StrictUrlMiddleware
@@ -49,6 +50,8 @@ def make_log(hub: Hub, settings: Settings) -> MessageLog:
         [RetentionRule(r.filter, r.max_messages, r.max_age) for r in settings.log_retention],
         budget=MemoryBudget(settings.log_topic_memory_bytes, settings.log_memory_bytes),
         stats=hub.stats,
+        max_consumers_per_owner=settings.max_consumers_per_identity,
+        consumer_idle_timeout=settings.consumer_idle_timeout,
     )
     hub.add_observer(log.observer)
     return log
@@ -80,10 +83,14 @@ def create_app(
         "over WebSocket at `/mqtt`.",
         redirect_slashes=False,
     )
-    app.state.pushwire = HttpState(hub, log, settings, auth if auth is not None else open_auth())
+    state = HttpState(hub, log, settings, auth if auth is not None else open_auth())
+    app.state.pushwire = state
     install_error_handlers(app)
     # URLs whose percent-encoding is not UTF-8 never reach a route (no silent U+FFFD)
     app.add_middleware(StrictUrlMiddleware)
+    # added last, so outermost: Origin checks first, and CORS headers on every answer
+    # (the strict-URL 400s included) for trusted origins
+    install_browser_policy(app, settings.cors_origins, state.stats)
 
     @app.get("/v1/health", tags=["admin"])
     async def health() -> dict[str, Any]:

@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse
 
 from pushwire.http.auth import CallerDep
 from pushwire.http.errors import error_responses
-from pushwire.http.guard import head_timeouts_total
+from pushwire.http.guard import head_timeouts_total, heads_refused_total
 from pushwire.http.state import HttpState, get_state
 
 READERS = ("poll", "longpoll", "sse", "ws")
@@ -188,6 +188,14 @@ def render(state: HttpState) -> str:
         "counter",
         "HTTP connections closed for not sending a request head within http_header_timeout",
         [("", head_timeouts_total())],
+    )
+    refused = heads_refused_total()
+    w.metric(
+        "pushwire_http_heads_refused_total",
+        "counter",
+        "HTTP request heads refused: too_long (414 over http_max_request_line, 431 over "
+        "http_max_head), malformed (400)",
+        [(f'{{reason="{reason}"}}', n) for reason, n in refused.items()],
     )
     w.metric(
         "pushwire_mqtt_dropped_total",

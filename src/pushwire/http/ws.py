@@ -40,7 +40,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from pushwire.core.acl import DEVICE_ROLE
 from pushwire.core.auth import AuthResult
-from pushwire.core.log import LATEST, Consumer, Cursor, LogEntry, StreamBuffer, format_cursor
+from pushwire.core.consumers import LEGACY_OWNER, Consumer, ConsumerLimit
+from pushwire.core.log import LATEST, Cursor, LogEntry, StreamBuffer, format_cursor
 from pushwire.core.text import JsonError, TextError, check_json_value
 from pushwire.http.auth import (
     Caller,
@@ -220,6 +221,9 @@ class WsConnection:
         if sub.listener is not None:
             self.log.unlisten(sub.filter, sub.listener)
             sub.listener = None
+        if sub.consumer is not None:
+            self.log.consumers.detach(sub.consumer)
+            sub.consumer = None
 
     def _send(self, frame: dict[str, Any]) -> None:
         text = dumps(frame)
@@ -373,11 +377,20 @@ class WsConnection:
         except CursorError as exc:
             raise ApiError(400, "bad_cursor", str(exc)) from None
         log = self.log
+        consumers = log.consumers
+        owner = consumer_owner(self.caller)
         consumer: Consumer | None = None
         if ack:
             assert isinstance(consumer_name, str)
-            consumer = log.consumer(consumer_name, flt)
-            if consumer is not None and since is None:
+            if len(consumer_name) > MAX_SUB_NAME:
+                raise ApiError(400, "bad_request", f'"consumer" is 1..{MAX_SUB_NAME} characters')
+            consumer = consumers.get(owner, consumer_name, flt)
+            if consumer is None:
+                try:
+                    consumers.check_room(owner)
+                except ConsumerLimit as exc:
+                    raise ApiError(429, "too_many_consumers", str(exc)) from None
+            elif since is None:
                 cursor = Cursor.after(consumer.acked, log.epoch)
         sub = _Sub(name, flt)
         listener = _SubListener(self.buffer, sub)
@@ -389,9 +402,10 @@ class WsConnection:
         if ack:
             assert isinstance(consumer_name, str)
             if consumer is None:
-                consumer = log.consumer_open(consumer_name, flt, after)
+                consumer = consumers.open(owner, consumer_name, flt, after)
             elif since is not None or gap:
-                log.consumer_reset(consumer, after)
+                consumers.reset(consumer, after)
+            consumers.attach(consumer)
             sub.consumer = consumer
         sub.last = after
         self.subs[name] = sub
@@ -444,7 +458,7 @@ class WsConnection:
             raise ApiError(400, "bad_request", '"id" must be a message id')
         if upto > sub.last:
             raise ApiError(400, "bad_request", f"id {upto} was not delivered yet")
-        self.log.consumer_ack(sub.consumer, upto)
+        self.log.consumers.ack(sub.consumer, upto)
         if self.state.ws_events is not None and self.caller is not None:
             self.state.ws_events.ws_acked(self.caller.identity, sub.filter, upto)
 
@@ -565,6 +579,17 @@ class WsConnection:
                 self.catchup.remove(sub)
             for frame in frames:
                 await self.ws.send_text(frame)
+
+
+def consumer_owner(caller: Caller | None) -> str:
+    """Whose consumers a connection uses: a user's (password, token or certificate: a
+    worker keeps its position when it changes credentials), or, for anonymous callers, their
+    address's (anonymous clients have nothing else to tell them apart, and the address is
+    what the server already keys them by, e.g. for publish rates)."""
+    if caller is None:
+        return LEGACY_OWNER  # no authentication at all (an embedded app)
+    name = caller.identity.username
+    return f"user:{name}" if name is not None else f"anonymous:{caller.ip}"
 
 
 def _with_ref(frame: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
