@@ -67,6 +67,7 @@ class PushwireServer:
                 anonymous=settings.anonymous,
                 login_failures_burst=settings.login_failures_burst,
                 login_failures_window=settings.login_failures_window,
+                sys_readable=settings.sys_readable,
             ),
             seed_rules=settings.acl,
         )

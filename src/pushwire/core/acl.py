@@ -11,9 +11,10 @@ client id). Evaluation for one identity:
    matches the topic; for a subscription filter the rule's filter COVERS it (every topic the
    subscription can match is matched by the rule); `$share/group/f` is checked on `f`;
 3. a matching `deny` wins over any `allow`; a matching `allow` grants;
-4. when no rule matches, the defaults: `$SYS` topics are readable by the `admin` role and
-   writable by nobody; any other topic is readable and writable when the store holds no
-   rules at all (open until configured), refused once it holds any (default deny).
+4. when no rule matches, the defaults: `$SYS` topics are readable by the `admin` role (by
+   every authenticated identity with `sys_readable`) and writable by nobody; any other
+   topic is readable and writable when the store holds no rules at all (open until
+   configured), refused once it holds any (default deny).
 
 A subscription may be granted by a wide rule while a narrower deny rule exists (allow read
 `#`, deny read `secret/#`, subscribe `#`): the subscription is accepted and the transports
@@ -330,8 +331,17 @@ class CompiledAcl:
 class Acl:
     """The current rule set, indexed by subject; `version` changes with every new set."""
 
-    def __init__(self, rules: Iterable[AclRule] = (), *, admin_role: str = ADMIN_ROLE) -> None:
+    def __init__(
+        self,
+        rules: Iterable[AclRule] = (),
+        *,
+        admin_role: str = ADMIN_ROLE,
+        sys_readable: bool = False,
+    ) -> None:
         self.admin_role = admin_role
+        # `sys_readable`: every authenticated identity (one with a username) may read $SYS,
+        # as the admin role may; deny rules still apply
+        self.sys_readable = sys_readable
         self.version = 0
         self._rules: tuple[AclRule, ...] = ()
         self._all: list[tuple[int, AclRule]] = []
@@ -385,7 +395,7 @@ class Acl:
             self.applicable(username, roles),
             username=username,
             client_id=client_id,
-            is_admin_role=self.admin_role in roles,
+            is_admin_role=self.admin_role in roles or (self.sys_readable and username is not None),
             open_=not self._rules,
             version=self.version,
         )

@@ -564,6 +564,8 @@ class AuthSettings:
     # failed logins per IP: `burst` attempts, refilled over `window` seconds
     login_failures_burst: int = 10
     login_failures_window: float = 60.0
+    # every authenticated identity (not only the admin role) may read $SYS
+    sys_readable: bool = False
     # seconds between polls of the store for changes (CLI edits, token expiry)
     watch_interval: float = 1.0
     # seconds a verified username/password pair is remembered (HTTP Basic on every request
@@ -616,7 +618,7 @@ class AuthService:
         self.clock = clock
         self.monotonic = monotonic
         self.admin = AuthAdmin(store, self.passwords, clock)
-        self.acl = Acl()
+        self.acl = Acl(sys_readable=s.sys_readable)
         self.stats = AuthStats()
         self._snapshot = AuthSnapshot(generation=-1)
         self._failures: KeyedLimiter[str] = KeyedLimiter(

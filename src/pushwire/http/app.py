@@ -4,7 +4,7 @@
     GET /v1/poll/{filter}          GET /v1/longpoll/{filter}
     GET /v1/sse/{filter}           GET /v1/ws (JSON WebSocket)
     /v1/admin/users, /tokens, /acl (admin API)
-    GET /v1/health                 GET /metrics              /docs, /openapi.json
+    GET /v1/health                 GET /metrics              /docs, /openapi.json, /
 
 Every route but health and the API description authenticates its caller (http/auth.py) and
 checks the topic ACL. See docs/http.md, docs/websocket.md and docs/security.md.
@@ -22,6 +22,7 @@ from pushwire.core.auth import AuthService
 from pushwire.core.hub import Hub
 from pushwire.core.log import MessageLog, Retention, RetentionRule
 from pushwire.http import admin, metrics, poll, publish, sse, ws
+from pushwire.http.docs_ui import install_docs
 from pushwire.http.errors import install_error_handlers
 from pushwire.http.state import HttpState, open_auth
 
@@ -62,6 +63,8 @@ def create_app(
         "described by OpenAPI): the JSON protocol at `/v1/ws` (docs/websocket.md) and MQTT "
         "over WebSocket at `/mqtt`.",
         redirect_slashes=False,
+        docs_url=None,  # served from packaged assets by docs_ui (no CDN)
+        redoc_url=None,
     )
     app.state.pushwire = HttpState(hub, log, settings, auth if auth is not None else open_auth())
     install_error_handlers(app)
@@ -85,6 +88,7 @@ def create_app(
     app.include_router(ws.router)
     app.include_router(metrics.router)
     app.include_router(admin.router)
+    install_docs(app)
     _truthful_openapi(app)
     return app
 

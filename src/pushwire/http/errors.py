@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pushwire.http.allow import allowed_methods
+
 log = logging.getLogger(__name__)
 
 
@@ -120,7 +122,14 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
-    return error_json(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    message = str(exc.detail)
+    if exc.status_code == 405:
+        allowed = allowed_methods(request) or headers.get("Allow", "").split(", ")
+        headers["Allow"] = ", ".join(allowed)
+        use = " or ".join(allowed)
+        message = f"{request.method} is not allowed on {request.url.path}; use {use}"
+    return error_json(exc.status_code, code, message, headers)
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
