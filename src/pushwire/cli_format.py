@@ -28,7 +28,7 @@ PLACEHOLDERS = {
     "%": "a literal %",
 }
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", "e": "\x1b", "0": "\0"}
-_TOKEN = re.compile(r"%(.)|\\(.)", re.DOTALL)
+_TOKEN = re.compile(r"%(.?)|\\(.?)", re.DOTALL)  # "" at the end: a lone % or \\
 
 
 @dataclass(slots=True)

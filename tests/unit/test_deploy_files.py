@@ -135,3 +135,15 @@ def test_wheel_ships_the_docs_assets(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png", "LICENSE"):
         assert f"pushwire/http/static/swagger-ui/{asset}" in names, asset
+    # `pip install .` / `pipx install .` put the `pushwire` command on PATH
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert re.search(r"^pushwire = pushwire\.cli:main$", scripts, re.M), scripts
+    # and `pushwire pub` / `sub` need only runtime dependencies
+    metadata = zipfile.ZipFile(wheel).read(entry_points.replace("entry_points.txt", "METADATA"))
+    runtime = [
+        line
+        for line in metadata.decode().splitlines()
+        if line.startswith("Requires-Dist:") and "extra ==" not in line
+    ]
+    assert any("paho-mqtt" in r for r in runtime) and any("httpx" in r for r in runtime)
