@@ -283,6 +283,22 @@ def test_bad_credentials_exit_3(http_server: StartServer, subs: Callable[..., Su
     )
     code, out, err = good.finish()
     assert (code, out) == (0, b"ok\n"), err
+    # a topic the ACL refuses is exit 3 too: alice may use k/# only, once this rule applies
+    acl_add = [str(PUSHWIRE), "acl", "add", "--user", "alice", "--allow", "readwrite", "k/#"]
+    rule = subprocess.run(
+        [*acl_add, "--data-dir", str(srv.data_dir)],
+        capture_output=True,
+        timeout=RUN_TIMEOUT,
+        env=_env(),
+    )
+    assert rule.returncode == 0, rule.stderr
+    alice = ["-u", "alice", "-P", "right"]
+    _until(lambda: pub("-L", u["http"], *alice, "-t", "other/x", "-m", "x").returncode == 3)
+    for kind in ("mqtt", "http", "json-ws"):
+        denied = Sub("-L", u[kind], *alice, "-t", "other/#", "-W", "10")
+        code, _, err = denied.finish()
+        assert code == 3, (kind, err)
+    assert pub("-L", u["mqtt"], *alice, "-t", "k/z", "-m", "still allowed").returncode == 0
 
 
 def test_tls_schemes(http_server: StartServer, subs: Callable[..., Sub], tmp_path: Path) -> None:
