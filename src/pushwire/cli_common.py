@@ -70,14 +70,17 @@ class Endpoint:
         if self.scheme in ("mqtt", "mqtts"):
             return "mqtt"
         if self.scheme in ("ws", "wss"):
-            return "json-ws" if self.path.rstrip("/") == JSON_WS_PATH else "mqtt-ws"
+            return "json-ws" if self.path.endswith(JSON_WS_PATH) else "mqtt-ws"
         return "http"
 
     @property
     def http_base(self) -> str:
+        """Base URL of the HTTP API; an http(s) URL's path is kept as a prefix (a reverse
+        proxy serving pushwire under /push/)."""
         scheme = {"ws": "http", "wss": "https"}.get(self.scheme, self.scheme)
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}"
+        prefix = self.path.rstrip("/") if self.kind == "http" else ""
+        return f"{scheme}://{host}:{self.port}{prefix}"
 
     @property
     def ws_url(self) -> str:
@@ -123,8 +126,11 @@ def parse_endpoint(ns: argparse.Namespace) -> Endpoint:
     host = ns.host or parts.hostname or "127.0.0.1"
     port = ns.port or url_port or DEFAULT_PORTS[scheme]
     path = parts.path or ""
-    if scheme in ("ws", "wss") and path in ("", "/"):
-        path = MQTT_WS_PATH
+    if scheme in ("ws", "wss"):
+        if path in ("", "/"):
+            path = MQTT_WS_PATH
+        elif path.rstrip("/").endswith(JSON_WS_PATH):
+            path = path.rstrip("/")
     username = ns.username if ns.username is not None else _url_part(parts.username)
     password = ns.password if ns.password is not None else _url_part(parts.password)
     token = ns.token or os.environ.get(TOKEN_ENV) or None

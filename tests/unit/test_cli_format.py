@@ -1,11 +1,14 @@
-"""`pushwire sub` output: -F placeholders and escapes, -v, --json, and the message model."""
+"""`pushwire pub`/`sub` without a server: -F placeholders and escapes, -v, --json, the
+message model, and how the URL and credentials pick the transport."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
 
+from pushwire.cli_common import CliError, Endpoint, Exit, parse_endpoint
 from pushwire.cli_format import FormatError, Received, check_format, render, render_format
 
 
@@ -76,3 +79,44 @@ def test_from_json_round_trip_with_binary_payload() -> None:
     msg = Received.from_json(data)
     assert msg.payload == b"\xff\x00" and msg.extra == {"priority": 4}
     assert msg.as_json()["payload_base64"] == "/wA="
+
+
+def _endpoint(url: str, *extra: str) -> Endpoint:
+    from pushwire.cli_sub import add_sub_command
+
+    parser = argparse.ArgumentParser()
+    add_sub_command(parser.add_subparsers())
+    return parse_endpoint(parser.parse_args(["sub", "-L", url, "-t", "x", *extra]))
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "where"),
+    [
+        ("mqtt://h", "mqtt", ("h", 1883)),
+        ("mqtts://h", "mqtt", ("h", 8883)),
+        ("ws://h:8080", "mqtt-ws", ("h", 8080, "ws://h:8080/mqtt")),
+        ("wss://h/v1/ws/", "json-ws", ("h", 443, "wss://h:443/v1/ws")),
+        ("http://h:8080", "http", ("h", 8080, "http://h:8080")),
+        ("https://h/push/", "http", ("h", 443, "https://h:443/push")),
+    ],
+)
+def test_url_picks_the_transport(url: str, kind: str, where: tuple[object, ...]) -> None:
+    ep = _endpoint(url)
+    assert ep.kind == kind and (ep.host, ep.port) == where[:2]
+    if len(where) > 2:
+        assert (ep.ws_url if ep.scheme.startswith("ws") else ep.http_base) == where[2]
+
+
+def test_credentials_from_url_flags_and_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PUSHWIRE_TOKEN", raising=False)
+    ep = _endpoint("mqtt://al%40ice:pw@h")
+    assert (ep.username, ep.password, ep.token) == ("al@ice", "pw", None)
+    monkeypatch.setenv("PUSHWIRE_TOKEN", "pw_env")
+    assert _endpoint("http://h").token == "pw_env"
+    assert _endpoint("http://h", "-u", "bob").token is None  # -u wins over the env token
+    assert _endpoint("http://h", "-h", "other", "-p", "1").basic_or_bearer() == {
+        "Authorization": "Bearer pw_env"
+    }
+    with pytest.raises(CliError) as exc:
+        _endpoint("http://h", "-u", "bob", "--token", "pw_x")
+    assert exc.value.code == Exit.USAGE
