@@ -28,9 +28,10 @@ install: $(TEST_STAMP)
 run: install-run
 	$(VENV)/bin/pushwire serve $(ARGS)
 
-# Debian tools the tests drive: mosquitto_pub/mosquitto_sub; mosquitto and redis for benches.
+# Debian tools the tests drive: mosquitto_pub/mosquitto_sub; mosquitto and redis for benches;
+# chromium and its WebDriver for the web console's browser tests.
 deps-test:
-	@bash scripts/ensure-debian-packages.sh mosquitto-clients mosquitto
+	@bash scripts/ensure-debian-packages.sh mosquitto-clients mosquitto chromium chromium-driver
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench

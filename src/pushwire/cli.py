@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sub_command(sub)
     add_admin_commands(sub)
     bench = sub.add_parser("bench", help="side-by-side benchmarks (see bench/README.md)")
-    bench.add_argument("suite", choices=["mqtt", "http"])
+    bench.add_argument("suite", choices=["mqtt", "http", "modes"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command == "bench":
         if ns.suite == "http":
             from pushwire.bench.http import main as bench_main
+        elif ns.suite == "modes":
+            from pushwire.bench.modes import main as bench_main
         else:
             from pushwire.bench.mqtt import main as bench_main
 

@@ -72,7 +72,25 @@ class Settings(BaseSettings):
         10.0, ge=0, description="seconds between $SYS/broker updates (0: off)"
     )
     max_subscriptions_per_client: int = Field(
-        10_000, ge=1, description="subscriptions one MQTT session may hold"
+        1000,
+        ge=1,
+        description="subscriptions one MQTT session may hold (overlapping filters cost each "
+        "publish to a matching topic one trie step apiece)",
+    )
+    retained_slice: int = Field(
+        32,
+        ge=1,
+        description="retained-store nodes one new subscription's retained delivery visits per "
+        "event-loop turn: a subscriber with a huge retained backlog gets it in slices and "
+        "other clients are served between them",
+    )
+    max_topic_levels: int = Field(
+        128,
+        ge=1,
+        le=32768,
+        description="levels ('/'-separated parts) a topic name or filter may have, on every "
+        "transport: MQTT 5 gets 0x90/0x8F, MQTT 3.1.1 is closed (SUBACK 0x80 for a filter), "
+        "HTTP gets 400 bad_topic",
     )
     slow_consumer_timeout: float = Field(
         30.0,
@@ -111,7 +129,16 @@ class Settings(BaseSettings):
         "anonymous clients never)",
     )
     login_failures_burst: int = Field(
-        10, ge=1, description="failed logins one IP may make before it is rate limited"
+        10,
+        ge=1,
+        description="failed logins one IP may make for one username before that username is "
+        "rate limited from that IP (others behind the same proxy are not)",
+    )
+    login_failures_address_burst: int = Field(
+        100,
+        ge=1,
+        description="failed logins one IP may make over all usernames (password spraying, "
+        "argon2 work) before every login from it is rate limited",
     )
     login_failures_window: float = Field(
         60.0, gt=0, description="seconds over which the failed-login allowance refills"
@@ -168,6 +195,13 @@ class Settings(BaseSettings):
     http_max_batch: int = Field(
         1000, ge=1, description="messages in one batch publish (POST /v1/publish [...])"
     )
+    json_max_depth: int = Field(
+        32,
+        ge=2,
+        le=512,
+        description="deepest nesting of arrays and objects in a JSON request body or "
+        "WebSocket frame (400 / bad_request error frame above)",
+    )
     poll_limit: int = Field(100, ge=1, description="messages per poll reply when limit= is absent")
     poll_max_limit: int = Field(1000, ge=1, description="largest limit= a poll accepts")
     longpoll_timeout: float = Field(
@@ -202,6 +236,12 @@ class Settings(BaseSettings):
         ge=1,
         description="concurrent long-poll waiters + SSE streams + WebSocket "
         "subscriptions (503 above)",
+    )
+    admin_list_limit: int = Field(
+        1000,
+        ge=1,
+        description="most rows GET /v1/admin/clients and /v1/admin/sessions return (the "
+        "oldest clients, the deepest queues first; the Pushwire-Total header counts them all)",
     )
 
     @field_validator("log_retention", mode="before")

@@ -26,7 +26,9 @@ from pushwire.engines.memory import MemoryEngine
 from pushwire.http.app import create_app, make_log
 from pushwire.http.guard import head_timeout_protocol
 from pushwire.http.publish import json_body_limit
+from pushwire.http.ws_protocol import WebSocketProtocol
 from pushwire.mqtt.broker import MQTTBroker
+from pushwire.mqtt.clients import mqtt_clients
 from pushwire.mqtt.websocket import mount_mqtt_websocket
 from pushwire.tls import server_context, uvicorn_ssl_options
 
@@ -60,12 +62,14 @@ class PushwireServer:
         self.hub = Hub(
             self.engine,
             SessionLimits(settings.max_inflight, settings.max_queued_messages),
+            retained_slice=settings.retained_slice,
         )
         self.auth = AuthService(
             make_auth_store(memory=settings.memory, data_dir=settings.data_dir),
             AuthSettings(
                 anonymous=settings.anonymous,
                 login_failures_burst=settings.login_failures_burst,
+                login_failures_address_burst=settings.login_failures_address_burst,
                 login_failures_window=settings.login_failures_window,
                 sys_readable=settings.sys_readable,
             ),
@@ -119,6 +123,8 @@ class PushwireServer:
         self.http_address = sock.getsockname()[:2]
         app = create_app(self.hub, self.log, s, auth=self.auth)
         mount_mqtt_websocket(app, self.mqtt)
+        # MQTT clients in the admin API's client list (GET /v1/admin/clients)
+        app.state.pushwire.clients.add_source(lambda: mqtt_clients(self.mqtt))
         config = uvicorn.Config(
             app,
             log_level="warning",
@@ -127,6 +133,7 @@ class PushwireServer:
             # streams are closed by us first; don't let a stuck request hold the stop
             timeout_graceful_shutdown=5,
             http=head_timeout_protocol(s.http_header_timeout, self.admission),  # slowloris guard
+            ws=WebSocketProtocol,  # refusals without an ERROR log (http/ws_protocol.py)
             ws_max_size=s.ws_max_message
             or max(json_body_limit(s.http_max_payload), s.max_packet_size + 8),
             **uvicorn_ssl_options(s),

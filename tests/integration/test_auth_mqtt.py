@@ -191,3 +191,34 @@ def test_sys_is_for_admins(secured: tuple[ServerProcess, Path]) -> None:
     assert root.subscribe("$SYS/#") == [1]
     alice.close()
     root.close()
+
+
+def test_failed_logins_lock_only_that_username(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    """All clients come from 127.0.0.1, as behind a reverse proxy: once bob's failures use
+    up his budget he is refused (0x9F, even with his password), and alice still gets in."""
+    srv = server_factory(sys_interval=0, extra_args=["--login-failures-burst", "3"])
+    d = srv.data_dir
+    cli(d, "user", "add", "alice", "--password-stdin", stdin="alice-secret\n")
+    cli(d, "user", "add", "bob", "--password-stdin", stdin="bob-secret\n")
+    deadline = time.monotonic() + 10
+    while True:  # the running server picks up CLI changes within a second
+        probe = Client(srv, "alice", "alice-secret", v5=True)
+        probe.close()
+        if probe.rc == 0 or time.monotonic() > deadline:
+            break
+    assert probe.rc == 0
+    for _ in range(3):
+        wrong = Client(srv, "bob", "guess", v5=True)
+        assert wrong.rc == 0x86
+        wrong.close()
+    locked = Client(srv, "bob", "bob-secret", v5=True)
+    assert locked.rc == 0x9F  # connection rate exceeded
+    locked.close()
+    alice = Client(srv, "alice", "alice-secret", v5=True)
+    assert alice.rc == 0
+    alice.close()
+    alice311 = Client(srv, "alice", "alice-secret")
+    assert alice311.rc == 0
+    alice311.close()

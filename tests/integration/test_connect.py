@@ -154,3 +154,35 @@ def test_session_takeover_closes_first_connection(
     assert second.subscribe(7, [("takeover/t", 0)]).raw == b"\x90\x03\x00\x07\x00"
     second.send(raw.publish("takeover/t", b"mine"))
     assert second.recv_publish().payload == b"mine"
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        pytest.param(raw.publish("x/y", b"early"), id="publish"),
+        # only the fixed header and part of the body: nothing more ever comes
+        pytest.param(b"\x30\x64\x00\x03x/y", id="publish-partial"),
+        pytest.param(b"\x82", id="subscribe-first-byte"),
+        pytest.param(b"\xc0", id="pingreq-first-byte"),
+    ],
+)
+@pytest.mark.pushwire_only("closes on the first byte that is not CONNECT")
+def test_non_connect_first_packet_closes_at_once(
+    server: ServerProcess, raw_client: RawFactory, first: bytes
+) -> None:
+    """[MQTT-3.1.0-1]: a first packet other than CONNECT closes the connection at once, not
+    when the connect timeout ends or the rest of the packet comes. The close must be there
+    before a marker: another client's full CONNECT + PINGREQ round trip, sent afterwards."""
+    bad = raw_client(server)
+    bad.send(first)
+    marker = raw_client(server, "marker")
+    assert marker.is_open()
+    # the server handled `bad`'s bytes long before the marker's; its FIN is already here
+    bad.sock.setblocking(False)
+    try:
+        data = bad.sock.recv(64)
+    except BlockingIOError:
+        pytest.fail("the connection is still open after another client's round trip")
+    except ConnectionResetError:
+        data = b""
+    assert data == b""

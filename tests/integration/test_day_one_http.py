@@ -122,6 +122,13 @@ def test_root_is_a_json_index_with_links(srv: ServerProcess) -> None:
     assert httpx.get(health["url"]).json()["status"] == "ok"
 
 
+def test_root_sends_browsers_to_the_console(srv: ServerProcess) -> None:
+    r = httpx.get(base(srv) + "/", headers={"Accept": "text/html,application/xhtml+xml,*/*"})
+    assert r.status_code == 307 and r.headers["location"] == "/console"
+    page = httpx.get(base(srv) + "/", headers={"Accept": "text/html"}, follow_redirects=True)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+
+
 # -- $SYS for every authenticated user -----------------------------------------------------
 
 

@@ -489,27 +489,48 @@ async def test_revoked_token_is_refused_and_its_live_readers_end(secured: Secure
 # -- failed-login rate limit ------------------------------------------------------------------
 
 
-async def test_failed_logins_are_rate_limited(tmp_path: Path) -> None:
-    # Every client here is 127.0.0.1, so "another address still gets in" cannot be shown;
-    # what is shown: once the address is over its budget, even a correct login is refused.
-    srv = _start(tmp_path, "--login-failures-burst", "3", users={"bob": []})
+async def test_failed_logins_lock_only_that_username(tmp_path: Path) -> None:
+    # Every client here is 127.0.0.1, as behind a reverse proxy: bob's failures lock bob
+    # (even with his correct password) but not alice, and not tokens.
+    srv = _start(tmp_path, "--login-failures-burst", "3", users={"bob": [], "alice": []})
     try:
         url = f"http://{srv.host}:{srv.http_port}"
         poll = f"{url}/v1/poll/users/bob/%23"
         for _ in range(3):
             error(httpx.get(poll, headers=basic("bob", "wrong")), 401, "unauthorized")
-        for headers in (basic("bob"), bearer("pw_000000000000_" + "A" * 43)):
-            r = httpx.get(poll, headers=headers)
-            error(r, 429, "rate_limited")
-            assert int(r.headers["Retry-After"]) >= 1
+        r = httpx.get(poll, headers=basic("bob"))
+        error(r, 429, "rate_limited")
+        assert int(r.headers["Retry-After"]) >= 1
         with pytest.raises(InvalidStatus) as info:
             async with connect(
                 f"ws://{srv.host}:{srv.http_port}/v1/ws", additional_headers=basic("bob")
             ):
                 pass
         assert info.value.response.status_code == 429
-        assert "too many failed logins from 127.0.0.1" in srv.output()
+        assert httpx.get(f"{url}/v1/poll/users/alice/%23", headers=basic("alice")).is_success
+        r = httpx.get(poll, headers=bearer("pw_000000000000_" + "A" * 43))
+        error(r, 401, "unauthorized")
+        assert "too many failed logins from 127.0.0.1 for user 'bob'" in srv.output()
         no_secrets(srv.output())
+    finally:
+        srv.cleanup()
+
+
+async def test_one_address_over_its_overall_budget_is_rate_limited(tmp_path: Path) -> None:
+    srv = _start(
+        tmp_path,
+        "--login-failures-burst",
+        "3",
+        "--login-failures-address-burst",
+        "4",
+        users={"alice": []},
+    )
+    try:
+        poll = f"http://{srv.host}:{srv.http_port}/v1/poll/users/alice/%23"
+        for name in ("u1", "u2", "u3", "u4"):  # spraying: one guess per username
+            error(httpx.get(poll, headers=basic(name, "x")), 401, "unauthorized")
+        error(httpx.get(poll, headers=basic("alice")), 429, "rate_limited")
+        assert "too many failed logins from 127.0.0.1 (any user)" in srv.output()
     finally:
         srv.cleanup()
 

@@ -194,3 +194,19 @@ def test_connections_per_ip_are_counted_across_doors_and_released(
     again = raw.connected_client(srv.host, srv.mqtt_port, "door-2")
     again.close()
     mqtt_conn.close()
+
+
+def test_default_subscription_cap_is_1000_per_session(server_factory: ServerFactory) -> None:
+    """Overlapping filters of one session cost every matching publish; the default cap
+    (max_subscriptions_per_client) is 1000, not 10,000."""
+    srv = server_factory(memory=True)
+    c = raw.connected_client(srv.host, srv.mqtt_port, "many-filters")
+    try:
+        filters: list[tuple[str | bytes, int]] = [(f"cap/{i}/+", 0) for i in range(1001)]
+        suback = c.subscribe(1, filters)
+        assert suback.granted[:1000] == [0] * 1000
+        assert suback.granted[1000] == 0x80
+        # replacing one it holds is still allowed at the cap
+        assert c.subscribe(2, [("cap/0/+", 1)]).granted == [1]
+    finally:
+        c.close()

@@ -243,11 +243,14 @@ async def test_changes_made_by_another_process_reach_the_watch_loop(tmp_path: Pa
 # -- failed logins -----------------------------------------------------------------------------
 
 
-async def test_failed_logins_are_rate_limited_per_ip(caplog: pytest.LogCaptureFixture) -> None:
+async def test_failed_logins_are_rate_limited_per_ip_and_user(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO, logger="pushwire.auth")
     service, passwords, clock = make_service(login_failures_burst=3, login_failures_window=30)
     await service.start()
     await service.add_user("alice", "Tr0ub4dor")
+    await service.add_user("bob", "b0b-secret")
     for _ in range(3):
         r = await service.authenticate_password("alice", b"n0tThat", "203.0.113.9")
         assert r.reason == "bad_credentials"
@@ -256,16 +259,36 @@ async def test_failed_logins_are_rate_limited_per_ip(caplog: pytest.LogCaptureFi
     assert limited.reason == "rate_limited" and limited.identity is None
     assert limited.retry_after is not None and limited.retry_after > 0
     assert passwords.verifications == n  # refused without hashing anything
-    assert (await service.authenticate_token("pw_x", "203.0.113.9")).reason == "rate_limited"
-    # other addresses are not affected
+    # another user behind the same address (a reverse proxy) is not locked out ...
+    assert (await service.authenticate_password("bob", b"b0b-secret", "203.0.113.9")).ok
+    assert (await service.authenticate_token("pw_x", "203.0.113.9")).reason == "bad_credentials"
+    # ... nor is alice from other addresses
     assert (await service.authenticate_password("alice", b"Tr0ub4dor", "203.0.113.10")).ok
     # the bucket refills: one attempt per window / burst seconds
     clock.now += 10
     assert (await service.authenticate_password("alice", b"Tr0ub4dor", "203.0.113.9")).ok
-    assert service.stats.logins_rate_limited == 2
+    assert service.stats.logins_rate_limited == 1
     await service.stop()
     assert "203.0.113.9" in caplog.text and "alice" in caplog.text
     assert "Tr0ub4dor" not in caplog.text and "n0tThat" not in caplog.text
+
+
+async def test_one_address_spraying_many_usernames_is_rate_limited() -> None:
+    service, passwords, _ = make_service(
+        login_failures_burst=3, login_failures_address_burst=5, login_failures_window=30
+    )
+    await service.start()
+    await service.add_user("alice", "Tr0ub4dor")
+    for i in range(5):
+        r = await service.authenticate_password(f"user{i}", b"guess", "203.0.113.9")
+        assert r.reason == "bad_credentials"
+    n = passwords.verifications
+    for name, secret in (("user9", b"guess"), ("alice", b"Tr0ub4dor")):
+        r = await service.authenticate_password(name, secret, "203.0.113.9")
+        assert r.reason == "rate_limited"
+    assert passwords.verifications == n  # no argon2 work once the address is over budget
+    assert (await service.authenticate_password("alice", b"Tr0ub4dor", "198.51.100.7")).ok
+    await service.stop()
 
 
 async def test_successful_logins_do_not_use_up_the_budget() -> None:

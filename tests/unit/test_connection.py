@@ -29,6 +29,21 @@ def test_first_packet_must_be_connect() -> None:
     assert conn.state is State.CLOSED
 
 
+def test_first_byte_that_is_not_connect_closes_before_the_packet_is_complete() -> None:
+    conn = MQTTConnection(max_packet_size=1024)
+    with pytest.raises(ProtocolViolation):
+        conn.receive_data(b"\x30")  # a PUBLISH header, the rest never comes
+    assert conn.state is State.CLOSED
+
+
+def test_connect_split_after_its_first_byte_is_accepted() -> None:
+    conn = MQTTConnection(max_packet_size=1024)
+    data = encode(Connect("c"), 4)
+    assert conn.receive_data(data[:1]) == []
+    assert len(conn.receive_data(data[1:])) == 1
+    assert conn.state is State.CONNECTED
+
+
 def test_second_connect_is_a_protocol_violation() -> None:
     conn = connected()
     with pytest.raises(ProtocolViolation) as err:

@@ -265,3 +265,97 @@ def test_no_backpressure_from_a_subscriber_that_stopped_acknowledging() -> None:
     # never acknowledged anything: its overflow is dropped, publishers are not held
     assert not hub.pressure.active
     assert hub.stats.queue_overflow == 4 and len(s.queue) == 4
+
+
+class CountingSubscription(Subscription):
+    """A Subscription that counts how often routing reads its options."""
+
+    reads = 0
+
+    def __init__(self, flt: str, options: SubscriptionOptions, sid: int | None = None) -> None:
+        self._options = options
+        self.filter = flt
+        self.subscription_id = sid
+
+    @property  # type: ignore[override]
+    def options(self) -> SubscriptionOptions:
+        CountingSubscription.reads += 1
+        return self._options
+
+
+def overlapping_filters(levels: list[str], n: int) -> list[str]:
+    """`n` distinct filters that all match the topic made of `levels` (each level literal
+    or `+`, some ending in `#`)."""
+    out: list[str] = []
+    for mask in range(1 << len(levels)):
+        parts = ["+" if mask >> i & 1 else level for i, level in enumerate(levels)]
+        out.append("/".join(parts))
+        out.append("/".join([*parts[:-1], "#"]))
+        if len(out) >= n:
+            break
+    return sorted(set(out))[:n]
+
+
+def test_overlapping_filters_of_one_session_cost_once_per_topic_not_per_publish() -> None:
+    """One client holding many overlapping filters made every publish to a matching topic
+    walk all of them (200x slower for everyone). The folded route is built once per topic:
+    publishing 50 messages reads the subscriptions' options about once per filter, not 50
+    times per filter."""
+    hub = make_hub()
+    heavy_link, light_link = RecordingLink(), RecordingLink()
+    heavy, _ = hub.connect("heavy", True, 5, 0, heavy_link)
+    heavy.attach(heavy_link)
+    light, _ = hub.connect("light", True, 5, 0, light_link)
+    light.attach(light_link)
+    levels = [f"l{i}" for i in range(12)]
+    topic = "/".join(levels)
+    filters = overlapping_filters(levels, 1000)
+    assert len(filters) == 1000
+    for i, flt in enumerate(filters):
+        qos = 1 if i == 500 else 0
+        hub.subscribe(heavy, CountingSubscription(flt, SubscriptionOptions(qos=qos), sid=7))
+    hub.subscribe(light, sub(topic))
+    CountingSubscription.reads = 0
+    for i in range(50):
+        hub.publish(Message(topic, b"%d" % i, qos=1))
+        for link in (heavy_link, light_link):
+            s = link.sent[-1][4]
+            if s is not None:
+                assert heavy.acknowledge(s) or light.acknowledge(s)
+    assert CountingSubscription.reads <= 2 * len(filters)
+    # one copy each, at the highest QoS any of the filters granted
+    assert [(p, q) for _, p, q, *_ in heavy_link.sent] == [(b"%d" % i, 1) for i in range(50)]
+    assert len(light_link.sent) == 50
+
+
+def test_subscription_ids_listed_once_each_in_one_copy() -> None:
+    hub = make_hub()
+    link = RecordingLink()
+    s, _ = hub.connect("c", True, 5, 0, link)
+    s.attach(link)
+    ids_seen: list[list[int]] = []
+    original = link.send_message
+
+    def record(d: Delivery, dup: bool, wire_cache: dict[Any, Any] | None) -> None:
+        ids_seen.append(list(d.subscription_ids))
+        original(d, dup, wire_cache)
+
+    link.send_message = record  # type: ignore[method-assign]
+    # one SUBSCRIBE (id 3) with two overlapping filters, another (id 9) with a third
+    hub.subscribe(s, Subscription("a/+", SubscriptionOptions(), 3))
+    hub.subscribe(s, Subscription("a/#", SubscriptionOptions(), 3))
+    hub.subscribe(s, Subscription("+/b", SubscriptionOptions(), 9))
+    hub.subscribe(s, Subscription("#", SubscriptionOptions(no_local=True)))
+    hub.publish(Message("a/b", b"x"))
+    assert len(link.sent) == 1 and sorted(ids_seen[0]) == [3, 9]
+    # its own message: the no_local subscription does not count, the others still do
+    hub.publish(Message("a/b", b"own", origin="c"))
+    assert len(link.sent) == 2
+    hub.publish(Message("z", b"own", origin="c"))  # only `#` (no_local) matches
+    assert len(link.sent) == 2
+    hub.unsubscribe(s, "a/+")  # a change rebuilds the route
+    hub.publish(Message("a/b", b"y"))
+    assert sorted(ids_seen[-1]) == [3, 9] and len(link.sent) == 3
+    hub.unsubscribe(s, "+/b")
+    hub.publish(Message("a/b", b"w"))
+    assert ids_seen[-1] == [3]

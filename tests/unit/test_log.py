@@ -370,3 +370,58 @@ def test_latest_then_append_is_read_back(flt: str) -> None:
     start = mlog.resolve(flt, LATEST)
     pub(mlog, clock, "t")
     assert not start.gap and ids(mlog, flt, start.after) == [2]
+
+
+async def test_an_entry_the_store_refuses_becomes_a_hole(tmp_path: Path) -> None:
+    """A real SQLite failure (a trigger refusing one payload): the entry leaves the log, a
+    read across its id reports a gap, by id and by time, and so does the log after a
+    restart; a read past it does not."""
+    db = tmp_path / "p.db"
+    engine = SQLiteEngine(db)
+    await engine.open()
+    mlog = MessageLog(engine)
+    await mlog.restore()
+    await engine.sync()
+    refuse = (
+        "CREATE TRIGGER refuse BEFORE INSERT ON log WHEN NEW.payload = CAST('bad' AS BLOB) "
+        "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    await engine._call(lambda conn: conn.execute(refuse))
+    for payload in (b"one", b"bad", b"three"):
+        mlog.append(Message("t", payload))
+    mlog.append(Message("other", b"x"))
+    await engine.sync()  # the failure is reported to the log before sync returns
+
+    r = mlog.read("t", 1, 10)
+    assert r.gap and [e.message.payload for e in r.entries] == [b"three"]
+    assert mlog.read("t", 2, 10).gap is False
+    assert mlog.read("other", 1, 10).gap is False  # a hole is only a gap for its topic
+    assert mlog.query("t", Cursor("time", time=0.0), 10).gap is True
+    assert mlog.query("t", ALL, 10).gap is False  # since=all: whatever is kept
+    assert mlog.size == 3 and mlog.holes_total == 1
+    await engine.close()
+
+    engine = SQLiteEngine(db)
+    await engine.open()
+    again = MessageLog(engine)
+    await again.restore()
+    assert again.last_id == 4
+    r = again.read("t", 1, 10)
+    assert r.gap and [e.message.payload for e in r.entries] == [b"three"]
+    assert again.read("t", 2, 10).gap is False
+    entry = again.append(Message("t", b"four"))
+    assert entry is not None and entry.id == 5
+    await engine.close()
+
+
+def test_deep_topics_are_found_without_recursion() -> None:
+    """The log's topic index is walked with loops: a topic 5000 levels deep (possible when
+    max_topic_levels is raised) is found by `#` and `+` filters instead of raising
+    RecursionError."""
+    mlog, clock = make_log()
+    deep = "/".join(["d"] * 5000)
+    first = pub(mlog, clock, deep)
+    second = pub(mlog, clock, "d")
+    assert sorted(ids(mlog, "d/#")) == [first, second]
+    assert ids(mlog, "+/" + deep[2:]) == [first]
+    assert ids(mlog, deep[:-1] + "+") == [first]

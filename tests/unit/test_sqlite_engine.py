@@ -19,7 +19,12 @@ from hypothesis import strategies as st
 
 from pushwire.core.message import Message, next_uid
 from pushwire.core.subscription import SubscriptionOptions
-from pushwire.engines.base import StoredQueueEntry, StoredSession, StoredSubscription
+from pushwire.engines.base import (
+    StoredQueueEntry,
+    StoredSession,
+    StoredSubscription,
+    WriteFailure,
+)
 from pushwire.engines.serialize import dump_properties, load_properties
 from pushwire.engines.sqlite import SCHEMA_VERSION, SQLiteEngine, SQLiteWriteError
 
@@ -391,47 +396,135 @@ async def test_many_syncs_share_one_commit(make_engine: MakeEngine) -> None:
 # -- failures -------------------------------------------------------------------------------
 
 
-async def test_failed_batch_raises_in_sync_and_is_rolled_back(
+async def test_one_failing_write_fails_alone_and_the_batch_commits(
     make_engine: MakeEngine, db_path: Path
 ) -> None:
     engine = await make_engine()
+    reports: list[WriteFailure] = []
+    engine.add_failure_listener(reports.append)
     execute(db_path, FAIL_QOS2)  # a real sqlite error, raised from inside the batch
+    mark = engine.failure_mark()
     hold = Hold(engine)
     engine.session_put("s", 5, None, None)
+    engine.session_put("other", 5, None, None)
     engine.inbound_qos2_put("s", 1)
-    engine.retained_put(msg("r"))
+    retained = msg("r")
+    engine.retained_put(retained)
     waiter = asyncio.create_task(engine.sync())
     await asyncio.sleep(0)
     await hold.release()
-    with pytest.raises(SQLiteWriteError, match="injected failure") as info:
-        await waiter
-    assert isinstance(info.value.__cause__, sqlite3.Error)
-    assert engine.failed_batches == 1
-    # the whole batch is rolled back, not only the failing statement
-    assert await engine.load_sessions() == []
-    assert await engine.load_retained() == []
+    await waiter  # the failed write belongs to session "s": reported, not raised
+    assert engine.failed_batches == 1 and engine.failed_writes == 1
+    assert [(r.op, r.client_id, r.message) for r in reports] == [("inbound_qos2_put", "s", None)]
+    assert not engine.write_failed(retained)
+    assert engine.session_failed_since("s", mark)
+    assert not engine.session_failed_since("other", mark)
+    assert not engine.session_failed_since("s", engine.failure_mark())
+    # only the failing write was dropped; the rest of the batch is on disk
+    sessions = {s.client_id: s for s in await engine.load_sessions()}
+    assert sorted(sessions) == ["other", "s"] and sessions["s"].inbound_qos2 == []
+    assert [m.topic for m in await engine.load_retained()] == ["r"]
 
     # the writer thread lives on
     execute(db_path, "DROP TRIGGER boom")
-    engine.session_put("s", 5, None, None)
     engine.inbound_qos2_put("s", 1)
     await engine.sync()
-    (session,) = await engine.load_sessions()
-    assert session.inbound_qos2 == [1]
+    sessions = {s.client_id: s for s in await engine.load_sessions()}
+    assert sessions["s"].inbound_qos2 == [1]
 
 
-async def test_failure_without_waiter_reaches_next_sync_once(
+def logged(topic: str, log_id: int, payload: bytes = b"p") -> Message:
+    m = msg(topic, payload)
+    m.log_id = log_id
+    return m
+
+
+async def test_a_message_sqlite_rejects_fails_alone_and_leaves_a_hole(
     make_engine: MakeEngine, db_path: Path
 ) -> None:
     engine = await make_engine()
-    execute(db_path, FAIL_QOS2)
+    await engine.load_log()
+    engine.log_reset("E")
+    await engine.sync()
+    reports: list[WriteFailure] = []
+    engine.add_failure_listener(reports.append)
     hold = Hold(engine)
-    engine.inbound_qos2_put("s", 1)
+    good = [logged("chat/a", 1), logged("chat/b", 3)]
+    # a value SQLite cannot bind (a lone surrogate has no UTF-8 form), in the middle
+    bad = logged("chat/\ud800", 2)
+    engine.log_append(good[0])
+    engine.log_append(bad)
+    engine.log_append(good[1])
+    engine.queue_put("s", StoredQueueEntry(1, bad, 0, False))  # the same message, elsewhere
+    waiter = asyncio.create_task(engine.sync())
+    await asyncio.sleep(0)
+    await hold.release()
+    await waiter
+    assert engine.write_failed(bad)
+    assert not any(engine.write_failed(m) for m in good)
+    assert sorted((r.op, r.message is bad) for r in reports) == [
+        ("log_append", True),
+        ("queue_put", True),
+    ]
+    stored = await engine.load_log()
+    assert [m.log_id for m in stored.entries] == [1, 3]
+    assert stored.holes == {"chat/\ud800": [2]}
+    assert stored.last_id == 3
+    # a trim past the hole forgets it (the eviction mark covers it)
+    engine.log_trim("chat/\ud800", 2, 0.0)
+    await engine.sync()
+    assert (await engine.load_log()).holes == {}
+
+
+async def test_write_failed_is_known_before_sync_returns_under_concurrency(
+    make_engine: MakeEngine, db_path: Path
+) -> None:
+    """Many publishers, a few poison ones, sharing commits: every sync returns, and each
+    publisher learns exactly whether its own message was stored."""
+    engine = await make_engine()
+    await engine.load_log()
+    engine.log_reset("E")
+    execute(
+        db_path,
+        "CREATE TRIGGER boom BEFORE INSERT ON log WHEN NEW.topic LIKE 'poison/%' "
+        "BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+    )
+
+    async def publish(i: int) -> tuple[Message, bool]:
+        m = logged("poison/x" if i % 7 == 0 else f"ok/{i}", i + 1)
+        engine.log_append(m)
+        await asyncio.sleep(0)
+        await engine.sync()
+        return m, engine.write_failed(m)
+
+    results = await asyncio.gather(*(publish(i) for i in range(200)))
+    for m, failed in results:
+        assert failed == m.topic.startswith("poison/"), m.topic
+    stored = await engine.load_log()
+    assert {m.log_id for m in stored.entries} == {m.log_id for m, failed in results if not failed}
+    assert sorted(stored.holes["poison/x"]) == sorted(m.log_id for m, f in results if f)
+
+
+FAIL_CONSUMERS = (
+    "CREATE TRIGGER boom BEFORE INSERT ON log_consumers "
+    "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+)
+
+
+async def test_a_failed_write_of_no_message_raises_in_the_next_sync_once(
+    make_engine: MakeEngine, db_path: Path
+) -> None:
+    engine = await make_engine()
+    await engine.load_log()
+    execute(db_path, FAIL_CONSUMERS)
+    hold = Hold(engine)
+    engine.log_consumer_put("c", "#", 1)
     await hold.release()
     await engine._call(lambda conn: None)  # the failing batch has been applied, no waiter
     assert engine.failed_batches == 1
-    with pytest.raises(SQLiteWriteError, match="injected failure"):
+    with pytest.raises(SQLiteWriteError, match="injected failure") as info:
         await engine.sync()
+    assert isinstance(info.value.__cause__, sqlite3.Error)
     await engine.sync()  # reported once; nothing failed since
     engine.session_put("s", 5, None, None)
     await engine.sync()
@@ -440,8 +533,9 @@ async def test_failure_without_waiter_reaches_next_sync_once(
 
 async def test_close_reports_failed_final_commit(make_engine: MakeEngine, db_path: Path) -> None:
     engine = await make_engine()
-    execute(db_path, FAIL_QOS2)
-    engine.inbound_qos2_put("s", 1)
+    await engine.load_log()
+    execute(db_path, FAIL_CONSUMERS)
+    engine.log_consumer_put("c", "#", 1)
     with pytest.raises(SQLiteWriteError):
         await engine.close()
     assert engine._thread is None

@@ -97,3 +97,36 @@ def test_trie_agrees_with_matches(filters: list[str], topic: str) -> None:
         trie.add(flt, i, flt)
     expected = sorted((f, i, f) for i, f in enumerate(filters) if matches(f, topic))
     assert sorted(trie.match(topic)) == expected
+
+
+def test_trie_walks_deep_topics_without_recursion() -> None:
+    """A 5000-level filter and topic: match, filters() and remove work (they recursed once,
+    and a deep enough topic raised RecursionError for every publisher)."""
+    deep = "/".join(["a"] * 5000)
+    trie: SubscriptionTrie[str, int] = SubscriptionTrie()
+    trie.add(deep, "k", 1)
+    trie.add(deep[:-1] + "+", "k2", 2)
+    trie.add(deep[:-1] + "#", "k3", 3)
+    assert sorted(trie.match(deep)) == sorted(
+        [(deep, "k", 1), (deep[:-1] + "+", "k2", 2), (deep[:-1] + "#", "k3", 3)]
+    )
+    assert sorted(trie.match_values(deep)) == [("k", 1), ("k2", 2), ("k3", 3)]
+    assert sorted(f for f, _, _ in trie.filters()) == sorted(
+        [deep, deep[:-1] + "+", deep[:-1] + "#"]
+    )
+    assert trie.remove(deep, "k") and trie.remove(deep[:-1] + "+", "k2")
+    assert trie.remove(deep[:-1] + "#", "k3") and len(trie) == 0
+
+
+def test_level_limit_on_names_and_filters() -> None:
+    ok = "/".join(["a"] * 128)
+    validate_topic_name(ok)
+    validate_filter(ok)
+    validate_filter("$share/g/" + ok)  # the share prefix does not count
+    with pytest.raises(TopicError, match="129 levels"):
+        validate_topic_name(ok + "/a")
+    with pytest.raises(TopicError, match="129 levels"):
+        validate_filter(ok + "/#")
+    with pytest.raises(TopicError):
+        validate_topic_name("a/b/c", max_levels=2)
+    validate_filter("a/b", max_levels=2)

@@ -15,10 +15,15 @@
 
 Users, tokens and rules live in an `AuthStore` (engines/auth_store.py); the service keeps a
 snapshot in memory, so authenticating never touches the disk. Password verification
-(argon2id, tens of ms) runs on a small thread pool, and failed logins are rate limited per
-IP (`KeyedLimiter`): an attempt takes a token from the IP's bucket before any hashing and a
-successful login gives it back, so neither guessing nor an argon2 flood gets far. Failures
-are logged with the username and IP only; no password or token is ever logged.
+(argon2id, tens of ms) runs on a small thread pool, and failed logins are rate limited
+(`KeyedLimiter`) per (address, username) and, more loosely, per address: an attempt takes a
+token from both buckets before any hashing and a successful login gives them back, so
+neither guessing nor an argon2 flood gets far. Why two: behind a reverse proxy every user
+shares one address, and a budget per address alone let one user's typos (or one attacker)
+lock everybody out; per (address, username), the typos lock only that username from that
+address. The looser per-address budget (ten times as many failures by default) still caps
+password spraying over many usernames and the argon2 work one address can cause.
+Failures are logged with the username and IP only; no password or token is ever logged.
 
 Tokens look like `pw_<id>_<secret>`: `id` is 12 hex digits (visible in logs and listings,
 used for lookups), `secret` is 32 random bytes in urlsafe base64. The store keeps the
@@ -228,6 +233,15 @@ def looks_like_token(value: str | bytes) -> bool:
     if isinstance(value, bytes):
         return value.startswith(_TOKEN_PREFIX_BYTES)
     return value.startswith(TOKEN_PREFIX)
+
+
+def _token_subject(secret: str | bytes | None) -> str:
+    """The failure-budget subject of a login without username: the token's id (a NUL first,
+    so it never equals a username), or one shared subject for what is not a token."""
+    if isinstance(secret, bytes):
+        secret = secret.decode("ascii", "replace")
+    token_id = parse_token(secret) if secret else None
+    return f"\0token:{token_id or ''}"
 
 
 def _log_name(username: str | None) -> str:
@@ -561,9 +575,11 @@ class AuthAdmin:
 class AuthSettings:
     # "auto": loopback clients only, and only while no user exists; "on"; "off"
     anonymous: AnonymousMode = "auto"
-    # failed logins per IP: `burst` attempts, refilled over `window` seconds
+    # failed logins per (IP, username): `burst` attempts, refilled over `window` seconds
     login_failures_burst: int = 10
     login_failures_window: float = 60.0
+    # failed logins per IP over all usernames (spraying), refilled over the same window
+    login_failures_address_burst: int = 100
     # every authenticated identity (not only the admin role) may read $SYS
     sys_readable: bool = False
     # seconds between polls of the store for changes (CLI edits, token expiry)
@@ -610,7 +626,11 @@ class AuthService:
         s = self.settings
         if s.anonymous not in ("auto", "on", "off"):
             raise ValueError("anonymous must be 'auto', 'on' or 'off'")
-        if s.login_failures_burst < 1 or s.login_failures_window <= 0:
+        if (
+            s.login_failures_burst < 1
+            or s.login_failures_address_burst < 1
+            or s.login_failures_window <= 0
+        ):
             raise ValueError("login failure limits must be positive")
         # config errors surface at construction, before anything starts
         self._seed = [r if isinstance(r, AclRule) else AclRule.from_config(r) for r in seed_rules]
@@ -621,12 +641,18 @@ class AuthService:
         self.acl = Acl(sys_readable=s.sys_readable)
         self.stats = AuthStats()
         self._snapshot = AuthSnapshot(generation=-1)
-        self._failures: KeyedLimiter[str] = KeyedLimiter(
+        # keyed by (IP, subject): the username, or a token id for bearer tokens
+        self._failures: KeyedLimiter[tuple[str, str]] = KeyedLimiter(
             s.login_failures_burst / s.login_failures_window,
             s.login_failures_burst,
             clock=monotonic,
         )
-        self._rate_limit_logged: dict[str, float] = {}
+        self._address_failures: KeyedLimiter[str] = KeyedLimiter(
+            s.login_failures_address_burst / s.login_failures_window,
+            s.login_failures_address_burst,
+            clock=monotonic,
+        )
+        self._rate_limit_logged: dict[tuple[str, str], float] = {}
         self._store_pool = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="pushwire-auth-store"
         )
@@ -685,6 +711,7 @@ class AuthService:
             self._ticks += 1
             if self._ticks % 60 == 0:
                 self._failures.sweep()
+                self._address_failures.sweep()
                 self._rate_limit_logged.clear()
 
     async def refresh(self) -> None:
@@ -815,7 +842,8 @@ class AuthService:
         username = username or None
         if username is None and password is None:
             return self.admit_anonymous(peer_ip)
-        limited = self._take_attempt(peer_ip, username)
+        attempt = (peer_ip, username if username is not None else _token_subject(password))
+        limited = self._take_attempt(attempt, username)
         if limited is not None:
             return limited
         if not password:
@@ -824,7 +852,7 @@ class AuthService:
             text = password.decode("ascii", "replace") if isinstance(password, bytes) else password
             token_id = parse_token(text)
             if token_id is not None and token_id in self._snapshot.tokens:
-                return self._verify_token(text, peer_ip, expected_user=username)
+                return self._verify_token(text, attempt, expected_user=username)
         if username is None:
             return self._failed(peer_ip, None, "a password without a username must be a token")
         user = self._snapshot.users.get(username)
@@ -844,7 +872,7 @@ class AuthService:
             self._cred_cache_put(cache_key)
             if self.passwords.needs_rehash(user.password_hash):
                 self._spawn(self._rehash(user, secret))
-        self._failures.refund(peer_ip)
+        self._refund(attempt)
         self.stats.logins_ok += 1
         return AuthResult(Identity(username, frozenset(user.roles)), "ok", "ok")
 
@@ -864,12 +892,16 @@ class AuthService:
 
     async def authenticate_token(self, token: str, peer_ip: str) -> AuthResult:
         """`Authorization: Bearer <token>` and `?auth=<token>`."""
-        limited = self._take_attempt(peer_ip, None)
+        attempt = (peer_ip, _token_subject(token))
+        limited = self._take_attempt(attempt, None)
         if limited is not None:
             return limited
-        return self._verify_token(token, peer_ip, expected_user=None)
+        return self._verify_token(token, attempt, expected_user=None)
 
-    def _verify_token(self, token: str, peer_ip: str, expected_user: str | None) -> AuthResult:
+    def _verify_token(
+        self, token: str, attempt: tuple[str, str], expected_user: str | None
+    ) -> AuthResult:
+        peer_ip = attempt[0]
         token_id = parse_token(token)
         if token_id is None:
             return self._failed(peer_ip, expected_user, "malformed token", token=True)
@@ -890,34 +922,44 @@ class AuthService:
             return self._failed(
                 peer_ip, expected_user, f"token {token_id} belongs to another user", token=True
             )
-        self._failures.refund(peer_ip)
+        self._refund(attempt)
         self.stats.logins_ok += 1
         self._touch(token_id, now)
         identity = Identity(stored.username, frozenset(user.roles), token_id, stored.scope)
         return AuthResult(identity, "ok", "ok")
 
-    def _take_attempt(self, peer_ip: str, username: str | None) -> AuthResult | None:
-        """Take one attempt from the IP's budget; a result when there is none left."""
-        if self._failures.try_acquire(peer_ip):
-            return None
+    def _take_attempt(self, attempt: tuple[str, str], username: str | None) -> AuthResult | None:
+        """Take one attempt from the budget of (IP, username) and from the IP's overall
+        budget; a result when either is used up (then nothing is taken from the other)."""
+        peer_ip = attempt[0]
+        if self._failures.try_acquire(attempt):
+            if self._address_failures.try_acquire(peer_ip):
+                return None
+            self._failures.refund(attempt)
+            retry_after = self._address_failures.retry_after(peer_ip)
+            what = f"from {peer_ip} (any user)"
+        else:
+            retry_after = self._failures.retry_after(attempt)
+            what = f"from {peer_ip} for user {_log_name(username)}"
         self.stats.logins_rate_limited += 1
         now = self.monotonic()
-        last = self._rate_limit_logged.get(peer_ip)
+        last = self._rate_limit_logged.get(attempt)
         if last is None or now - last >= self.settings.login_failures_window:
             if len(self._rate_limit_logged) > 10_000:
                 self._rate_limit_logged.clear()
-            self._rate_limit_logged[peer_ip] = now
-            log.warning(
-                "too many failed logins from %s (last user %s): refusing logins for a while",
-                peer_ip,
-                _log_name(username),
-            )
+            self._rate_limit_logged[attempt] = now
+            log.warning("too many failed logins %s: refusing them for a while", what)
         return AuthResult(
             None,
             "rate_limited",
             "too many failed logins, try again later",
-            retry_after=self._failures.retry_after(peer_ip),
+            retry_after=retry_after,
         )
+
+    def _refund(self, attempt: tuple[str, str]) -> None:
+        """A successful login costs no budget."""
+        self._failures.refund(attempt)
+        self._address_failures.refund(attempt[0])
 
     def _failed(
         self, peer_ip: str, username: str | None, why: str, *, token: bool = False

@@ -17,6 +17,8 @@ from typing import Any
 from pushwire.core.message import Message
 from pushwire.core.pressure import Backpressure
 from pushwire.core.retain import RetainedStore
+from pushwire.core.retained_stream import RetainedStream
+from pushwire.core.routes import Route, RouteCache, build_route
 from pushwire.core.session import (
     Delivery,
     Link,
@@ -37,7 +39,9 @@ Observer = Callable[[Message], bool]
 
 
 class Hub:
-    def __init__(self, engine: Engine, limits: SessionLimits | None = None) -> None:
+    def __init__(
+        self, engine: Engine, limits: SessionLimits | None = None, retained_slice: int = 32
+    ) -> None:
         self.engine = engine
         self.limits = limits or SessionLimits()
         self.stats = Stats()
@@ -48,7 +52,12 @@ class Hub:
             SubscriptionTrie()
         )
         self._groups: dict[tuple[str, str], SharedGroup] = {}
+        # per-topic delivery plans; any change of the subscriptions clears them
+        self._routes = RouteCache()
         self.retained = RetainedStore()
+        # retained-tree nodes one subscriber's retained delivery visits per loop turn
+        self.retained_slice = retained_slice
+        self._retained_streams: dict[Session, RetainedStream] = {}
         # in-process listeners that see every routed message (message log, metrics, ...)
         self._observers: list[Observer] = []
         self._sync_task: asyncio.Future[None] | None = None
@@ -131,6 +140,7 @@ class Hub:
         existing = self.sessions.get(client_id)
         if existing is not None and existing.link is not None:
             old_link = existing.link
+            self._stop_retained(existing)
             existing.detach()
             old_link.close_taken_over()
         if existing is not None and existing.expiry_handle is not None:
@@ -179,6 +189,7 @@ class Hub:
         """The connection `link` of `session` ended (any reason)."""
         if session.link is not link:
             return  # already taken over by a newer connection
+        self._stop_retained(session)
         session.detach()
         if not session.persistent:
             self._discard(session)
@@ -204,6 +215,7 @@ class Hub:
             self._discard(session)
 
     def _discard(self, session: Session) -> None:
+        self._stop_retained(session)
         for flt in list(session.subscriptions):
             self._unindex(session, flt)
         if self.sessions.get(session.client_id) is session:
@@ -223,6 +235,7 @@ class Hub:
         return new
 
     def _index(self, session: Session, sub: Subscription) -> None:
+        self._routes.clear()
         group_name, flt = split_shared(sub.filter)
         if group_name is None:
             self.subscriptions.add(sub.filter, session, sub)
@@ -234,6 +247,7 @@ class Hub:
         group.members[session] = sub
 
     def _unindex(self, session: Session, full_filter: str) -> None:
+        self._routes.clear()
         group_name, flt = split_shared(full_filter)
         if group_name is None:
             self.subscriptions.remove(full_filter, session)
@@ -252,11 +266,26 @@ class Hub:
         handling = sub.options.retain_handling
         if handling == 2 or (handling == 1 and not new) or sub.filter.startswith("$share/"):
             return  # shared subscriptions get no retained messages (MQTT-3.8.4-... 4.8.2)
-        ids = [sub.subscription_id] if sub.subscription_id else []
-        now = time.time()
-        for message in self.retained.matching(sub.filter):
-            if not message.expired(now):
-                session.offer(message, min(message.qos, sub.options.qos), True, ids, None)
+        link = session.link
+        if link is None:
+            return  # the subscriber is gone already
+        stream = self._retained_streams.get(session)
+        if stream is None or stream.link is not link:
+            if stream is not None:
+                stream.close()
+            stream = RetainedStream(session, link, self.retained_slice, self._stream_done)
+            self._retained_streams[session] = stream
+        # in slices, as fast as the subscriber reads; the first slice runs now
+        stream.add(sub, self.retained.walk(sub.filter), self.retained.stamp)
+
+    def _stream_done(self, stream: RetainedStream) -> None:
+        if self._retained_streams.get(stream.session) is stream:
+            del self._retained_streams[stream.session]
+
+    def _stop_retained(self, session: Session) -> None:
+        stream = self._retained_streams.pop(session, None)
+        if stream is not None:
+            stream.close()
 
     def unsubscribe(self, session: Session, flt: str) -> bool:
         if not session.remove_subscription(flt):
@@ -277,53 +306,62 @@ class Hub:
         journaled = False
         if message.retain:
             journaled = self._update_retained(message)
-        matched = self.subscriptions.match(message.topic)
-        if matched:
-            journaled = self._deliver(message, matched) or journaled
+        route = self._routes.get(message.topic)
+        if route is None:
+            route = build_route(self.subscriptions.match_values(message.topic))
+            self._routes.put(message.topic, route)
+        if route.targets or route.groups:
+            journaled = self._deliver(message, route) or journaled
         for observer in self._observers:
             if observer(message):
                 journaled = True
         return journaled
 
-    def _deliver(
-        self,
-        message: Message,
-        matched: list[tuple[str, Session | SharedGroup, Subscription]],
-    ) -> bool:
+    def _deliver(self, message: Message, route: Route) -> bool:
+        """One copy per session, at the highest QoS its matching subscriptions grant, with
+        every matching subscription identifier (MQTT-3.3.4-2/3)."""
         wire_cache: dict[Any, Any] = {}
         journaled = False
-        if len(matched) == 1 and isinstance(matched[0][1], Session):
-            _, session, sub = matched[0]
-            assert isinstance(session, Session)
-            if sub.options.no_local and message.origin == session.client_id:
-                return False
-            ids = [sub.subscription_id] if sub.subscription_id else []
-            retain = message.retain and sub.options.retain_as_published
-            return session.offer(message, min(message.qos, sub.options.qos), retain, ids, None)
-        # overlapping subscriptions of one session: one copy at the highest QoS granted,
-        # carrying every matching subscription identifier (MQTT-3.3.4-2 allows this)
+        origin = message.origin
+        mqos = message.qos
+        mretain = message.retain
+        if not route.groups:
+            for t in route.targets:
+                session = t.session
+                grant = t.own if origin is not None and origin == session.client_id else t.every
+                if grant is None:
+                    continue  # only no_local subscriptions match its own message
+                qos = grant.qos if grant.qos < mqos else mqos
+                retain = mretain and grant.retain_as_published
+                if session.offer(message, qos, retain, grant.ids, wire_cache):
+                    journaled = True
+            return journaled
+        # shared groups pick a member per message; fold the picks into the plain targets
         best: dict[Session, tuple[int, bool, list[int]]] = {}
-        for _, key, sub in matched:
-            if isinstance(key, SharedGroup):
-                picked = key.pick()
-                if picked is None:
-                    continue
-                session, sub = picked
-            else:
-                session = key
-            opts = sub.options
-            if opts.no_local and message.origin == session.client_id:
+        for t in route.targets:
+            grant = t.own if origin is not None and origin == t.session.client_id else t.every
+            if grant is not None:
+                best[t.session] = (
+                    min(mqos, grant.qos),
+                    mretain and grant.retain_as_published,
+                    grant.ids,
+                )
+        for group, _ in route.groups:
+            picked = group.pick()
+            if picked is None:
                 continue
-            qos = min(message.qos, opts.qos)
-            retain = message.retain and opts.retain_as_published
+            session, sub = picked
+            opts = sub.options
+            if opts.no_local and origin == session.client_id:
+                continue
+            qos = min(mqos, opts.qos)
+            retain = mretain and opts.retain_as_published
+            sid = sub.subscription_id
             prev = best.get(session)
             if prev is None:
-                ids = [sub.subscription_id] if sub.subscription_id else []
-                best[session] = (qos, retain, ids)
+                best[session] = (qos, retain, [sid] if sid else [])
             else:
-                ids = prev[2]
-                if sub.subscription_id:
-                    ids.append(sub.subscription_id)
+                ids = prev[2] if not sid or sid in prev[2] else [*prev[2], sid]
                 best[session] = (max(qos, prev[0]), retain or prev[1], ids)
         for session, (qos, retain, ids) in best.items():
             if session.offer(message, qos, retain, ids, wire_cache):

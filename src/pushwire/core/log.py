@@ -10,7 +10,8 @@ lost, or messages after N were evicted by retention). A gap is never silent.
 Retention is per topic, by count and by age (defaults from settings, per-pattern rules:
 first match wins). Evicted ids are remembered per topic (`evicted_upto`) so a read can tell
 "nothing happened" from "you missed something". Messages past their expiry (`ttl`) are not
-returned by reads.
+returned by reads. An entry the engine could not store becomes a hole (`holes`, kept by the
+engine too): it leaves the log, and a read whose cursor crosses it reports a gap.
 
 Live readers register a `Listener` under a filter: on append the topic is matched once in a
 `SubscriptionTrie` and every matching listener's `notify(entry)` runs synchronously (it only
@@ -35,7 +36,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pushwire.core.message import Message, bump_uid_floor
 from pushwire.core.topics import SubscriptionTrie, matches
-from pushwire.engines.base import Engine
+from pushwire.engines.base import Engine, WriteFailure
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,15 @@ class Consumer:
 
 
 class _TopicLog:
-    __slots__ = ("entries", "evicted_time", "evicted_upto", "retention", "topic", "trimmed_upto")
+    __slots__ = (
+        "entries",
+        "evicted_time",
+        "evicted_upto",
+        "holes",
+        "retention",
+        "topic",
+        "trimmed_upto",
+    )
 
     def __init__(self, topic: str, retention: Retention) -> None:
         self.topic = topic
@@ -178,6 +187,16 @@ class _TopicLog:
         self.evicted_time = 0.0
         # highest evicted id the engine has been told to delete
         self.trimmed_upto = 0
+        # ids issued to this topic that the engine could not store (sorted; rare)
+        self.holes: list[int] = []
+
+    def hole_within(self, low: int, high: int) -> bool:
+        """A hole with low < id <= high."""
+        holes = self.holes
+        if not holes:
+            return False
+        i = bisect.bisect_right(holes, low)
+        return i < len(holes) and holes[i] <= high
 
     def after(self, after_id: int) -> Iterator[LogEntry]:
         entries = self.entries
@@ -230,30 +249,36 @@ class _TopicTree:
         return out
 
     def _walk(self, node: _Node, levels: list[str], i: int, out: list[_TopicLog]) -> None:
-        if i == len(levels):
-            if node.topic_log is not None:
-                out.append(node.topic_log)
-            return
-        level = levels[i]
-        if level == "#":
-            # '#' matches the parent level itself and everything below it
-            if node.topic_log is not None and i > 0:
-                out.append(node.topic_log)
-            self._collect(node, out)
-            return
-        if level == "+":
-            for child in node.children.values():
-                self._walk(child, levels, i + 1, out)
-            return
-        nxt = node.children.get(level)
-        if nxt is not None:
-            self._walk(nxt, levels, i + 1, out)
+        # a loop over an explicit stack, not recursion: topic depth costs time, not a
+        # RecursionError (whatever max_topic_levels allows)
+        stack: list[tuple[_Node, int]] = [(node, i)]
+        n = len(levels)
+        while stack:
+            node, i = stack.pop()
+            if i == n:
+                if node.topic_log is not None:
+                    out.append(node.topic_log)
+                continue
+            level = levels[i]
+            if level == "#":
+                # '#' matches the parent level itself and everything below it
+                if node.topic_log is not None and i > 0:
+                    out.append(node.topic_log)
+                self._collect(node, out)
+            elif level == "+":
+                stack.extend((child, i + 1) for child in reversed(node.children.values()))
+            else:
+                nxt = node.children.get(level)
+                if nxt is not None:
+                    stack.append((nxt, i + 1))
 
     def _collect(self, node: _Node, out: list[_TopicLog]) -> None:
-        for child in node.children.values():
+        stack = list(reversed(node.children.values()))
+        while stack:
+            child = stack.pop()
             if child.topic_log is not None:
                 out.append(child.topic_log)
-            self._collect(child, out)
+            stack.extend(reversed(child.children.values()))
 
 
 # -- the log ----------------------------------------------------------------------------
@@ -281,6 +306,8 @@ class MessageLog:
         self.size = 0  # entries held, all topics
         self.evicted_total = 0
         self.appended_total = 0
+        self.holes_total = 0
+        engine.add_failure_listener(self._write_failed)
 
     # -- start-up and shutdown --------------------------------------------------------
 
@@ -305,6 +332,9 @@ class MessageLog:
             self.size += 1
             self.last_id = max(self.last_id, message.log_id)
             max_uid = max(max_uid, message.uid)
+        for topic, holes in stored.holes.items():
+            tlog = self._topic(topic)
+            tlog.holes = sorted(h for h in holes if h > tlog.evicted_upto)
         for c in stored.consumers:
             self._consumers[(c.name, c.filter)] = Consumer(
                 c.name, c.filter, c.acked, max(c.acked, self.last_id)
@@ -373,6 +403,26 @@ class MessageLog:
         entry = self.append(message)
         return entry is not None and self._topic(message.topic).retention.max_messages > 0
 
+    def _write_failed(self, failure: WriteFailure) -> None:
+        """The engine could not store a log entry: it leaves the log and becomes a hole,
+        so the log holds what a restart would find, and a reader crossing it has a gap
+        (live readers may have had it already)."""
+        message = failure.message
+        if failure.op != "log_append" or message is None or message.log_id is None:
+            return
+        tlog = self._topics.by_topic.get(message.topic)
+        if tlog is None:
+            return
+        lid = message.log_id
+        entries = tlog.entries
+        i = bisect.bisect_left(entries, lid, key=_entry_id)
+        if i < len(entries) and entries[i].id == lid:
+            del entries[i]
+            self.size -= 1
+        if lid > tlog.evicted_upto:
+            bisect.insort(tlog.holes, lid)
+            self.holes_total += 1
+
     def _evict(self, tlog: _TopicLog, now: float) -> None:
         entries = tlog.entries
         ret = tlog.retention
@@ -398,6 +448,9 @@ class MessageLog:
     def _trim(self, tlog: _TopicLog) -> None:
         self.engine.log_trim(tlog.topic, tlog.evicted_upto, tlog.evicted_time)
         tlog.trimmed_upto = tlog.evicted_upto
+        if tlog.holes and tlog.holes[0] <= tlog.evicted_upto:
+            # older than what was evicted: the eviction mark reports them now
+            del tlog.holes[: bisect.bisect_right(tlog.holes, tlog.evicted_upto)]
 
     def sweep(self) -> None:
         """Evict by age everywhere and hand pending trims to the engine (periodic)."""
@@ -430,6 +483,8 @@ class MessageLog:
                 if first is not None:
                     firsts.append(first)
             after = min(firsts) - 1 if firsts else self.last_id
+            # ids increase with time: a hole past `after` is a message of the asked-for time
+            gap = gap or any(t.hole_within(after, self.last_id) for t in topics)
             # evictions up to here were older than the asked-for time, or were reported
             return Start(after, gap, self.last_id)
         # an id: from another epoch, or beyond anything this log issued -> start over
@@ -445,10 +500,13 @@ class MessageLog:
         gap = False
         horizon = max(after_id, floor)
         sources: list[Iterator[LogEntry]] = []
+        holed: list[_TopicLog] = []
         for tlog in self._topics.find(flt):
             self._evict(tlog, now)
             if tlog.evicted_upto > horizon:
                 gap = True
+            if tlog.holes:
+                holed.append(tlog)
             sources.append(tlog.after(after_id))
         out: list[LogEntry] = []
         more = False
@@ -463,6 +521,8 @@ class MessageLog:
                 continue
             out.append(entry)
         next_id = last if more else max(last, self.last_id)
+        # an id that was issued but not stored, between the cursor and where this read ends
+        gap = gap or any(t.hole_within(horizon, next_id) for t in holed)
         return ReadResult(out, next_id, gap, more, self.epoch)
 
     def query(self, flt: str, cursor: Cursor, limit: int) -> ReadResult:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -88,6 +89,7 @@ class Session:
         "_stats",
         "client_id",
         "disconnected_at",
+        "drain_waiter",
         "expiry_handle",
         "expiry_interval",
         "inbound_qos2",
@@ -126,6 +128,8 @@ class Session:
         self.owner: str | None = None
         self.permissions: ReceiveFilter | None = None
         self.last_progress = 0.0  # monotonic time of the last acknowledgement
+        # called once at the next pump (room freed): a retained stream waiting for room
+        self.drain_waiter: Callable[[], None] | None = None
         self._pressure = pressure
         self._engine = engine
         self._limits = limits
@@ -262,6 +266,10 @@ class Session:
             link.send_message(d, False, None)
         if self._pressure is not None and len(self.queue) <= self._limits.max_queued_messages // 2:
             self._pressure.relieve(self)
+        waiter = self.drain_waiter
+        if waiter is not None:
+            self.drain_waiter = None
+            waiter()
 
     def _finish(self, packet_id: int) -> bool:
         d = self.inflight.pop(packet_id, None)

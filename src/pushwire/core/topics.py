@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 MAX_TOPIC_BYTES = 65535
+# levels a topic name or filter may have (the `max_topic_levels` setting): one level costs
+# one trie node per subscription and one step per match, so depth is a resource to bound
+DEFAULT_MAX_TOPIC_LEVELS = 128
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -24,15 +27,16 @@ class TopicError(ValueError):
     """A topic name or filter that breaks the rules."""
 
 
-def validate_topic_name(name: str) -> None:
+def validate_topic_name(name: str, max_levels: int = DEFAULT_MAX_TOPIC_LEVELS) -> None:
     if not name:
         raise TopicError("topic name is empty")
     if "+" in name or "#" in name:
         raise TopicError("topic name contains a wildcard")
     _check_common(name)
+    check_levels(name, max_levels)
 
 
-def validate_filter(flt: str) -> None:
+def validate_filter(flt: str, max_levels: int = DEFAULT_MAX_TOPIC_LEVELS) -> None:
     if not flt:
         raise TopicError("topic filter is empty")
     _check_common(flt)
@@ -42,6 +46,20 @@ def validate_filter(flt: str) -> None:
             raise TopicError("'#' must be a whole level and the last one")
         if "+" in level and level != "+":
             raise TopicError("'+' must occupy a whole level")
+    # `$share/{group}/` is routing, not part of the filter the trie stores
+    shared = 2 if flt.startswith("$share/") else 0
+    if len(levels) - shared > max_levels:
+        raise TopicError(_too_deep(len(levels) - shared, max_levels))
+
+
+def check_levels(topic: str, max_levels: int = DEFAULT_MAX_TOPIC_LEVELS) -> None:
+    """Refuse a topic name or filter with more than `max_levels` levels."""
+    if topic.count("/") >= max_levels:
+        raise TopicError(_too_deep(topic.count("/") + 1, max_levels))
+
+
+def _too_deep(levels: int, max_levels: int) -> str:
+    return f"topic has {levels} levels, more than the maximum of {max_levels}"
 
 
 def _check_common(s: str) -> None:
@@ -79,11 +97,17 @@ def matches(flt: str, topic: str) -> bool:
 
 @dataclass(slots=True)
 class _Node(Generic[K, V]):
+    # the filter that ends at this node ("" for the root): matches report it without
+    # rebuilding it level by level
+    path: str = ""
     children: dict[str, _Node[K, V]] = field(default_factory=dict)
     # subscribers whose filter ends exactly at this node
     here: dict[K, V] = field(default_factory=dict)
     # subscribers whose filter is this node's path followed by '#'
     hash_subs: dict[K, V] = field(default_factory=dict)
+
+    def hash_filter(self, root: bool) -> str:
+        return "#" if root else f"{self.path}/#"
 
 
 class SubscriptionTrie(Generic[K, V]):
@@ -92,6 +116,9 @@ class SubscriptionTrie(Generic[K, V]):
     A key (e.g. a session) may hold several filters; each (filter, key) pair stores a value
     (the subscription options). Lookups for a topic are cached until the next change: most
     traffic repeats the same topics, and subscribe/unsubscribe is rare by comparison.
+
+    Every walk is a loop over an explicit stack, never recursion: a topic thousands of
+    levels deep costs time in proportion, not a RecursionError.
     """
 
     def __init__(self, cache_size: int = 65536) -> None:
@@ -108,12 +135,12 @@ class SubscriptionTrie(Generic[K, V]):
         node = self._root
         levels = flt.split("/")
         for level in levels[:-1]:
-            node = node.children.setdefault(level, _Node())
+            node = self._child(node, level)
         last = levels[-1]
         if last == "#":
             target = node.hash_subs
         else:
-            node = node.children.setdefault(last, _Node())
+            node = self._child(node, last)
             target = node.here
         new = key not in target
         target[key] = value
@@ -121,6 +148,13 @@ class SubscriptionTrie(Generic[K, V]):
             self._count += 1
         self._cache.clear()
         return new
+
+    def _child(self, node: _Node[K, V], level: str) -> _Node[K, V]:
+        child = node.children.get(level)
+        if child is None:
+            path = level if node is self._root else f"{node.path}/{level}"
+            child = node.children[level] = _Node(path)
+        return child
 
     def remove(self, flt: str, key: K) -> bool:
         """Remove the (filter, key) pair; True when it existed. Prunes empty branches."""
@@ -159,60 +193,73 @@ class SubscriptionTrie(Generic[K, V]):
         return True
 
     def match(self, topic: str) -> list[tuple[str, K, V]]:
+        """Every (filter, key, value) whose filter matches `topic`; cached."""
         cached = self._cache.get(topic)
         if cached is not None:
             return cached
+        root = self._root
         out: list[tuple[str, K, V]] = []
-        levels = topic.split("/")
-        dollar = topic.startswith("$")
-        self._walk(self._root, levels, 0, [], out, dollar)
+        for node, hashed in self._nodes(topic):
+            if hashed:
+                flt = node.hash_filter(node is root)
+                out.extend((flt, key, value) for key, value in node.hash_subs.items())
+            else:
+                out.extend((node.path, key, value) for key, value in node.here.items())
         if len(self._cache) >= self._cache_size:
             self._cache.clear()
         self._cache[topic] = out
         return out
 
-    def _walk(
-        self,
-        node: _Node[K, V],
-        levels: list[str],
-        i: int,
-        path: list[str],
-        out: list[tuple[str, K, V]],
-        dollar: bool,
-    ) -> None:
-        # '#' at this node matches the parent level and everything below it
-        if node.hash_subs and not (dollar and i == 0):
-            flt = "/".join([*path, "#"])
-            for key, value in node.hash_subs.items():
-                out.append((flt, key, value))
-        if i == len(levels):
-            if node.here:
-                flt = "/".join(path)
-                for key, value in node.here.items():
-                    out.append((flt, key, value))
-            return
-        level = levels[i]
-        child = node.children.get(level)
-        if child is not None:
-            path.append(level)
-            self._walk(child, levels, i + 1, path, out, dollar)
-            path.pop()
-        if not (dollar and i == 0):
-            plus = node.children.get("+")
-            if plus is not None:
-                path.append("+")
-                self._walk(plus, levels, i + 1, path, out, dollar)
-                path.pop()
+    def match_values(self, topic: str) -> list[tuple[K, V]]:
+        """Every (key, value) whose filter matches `topic`, uncached and without building
+        filter strings (the hub caches its own per-topic routes)."""
+        out: list[tuple[K, V]] = []
+        for node, hashed in self._nodes(topic):
+            out.extend((node.hash_subs if hashed else node.here).items())
+        return out
+
+    def _nodes(self, topic: str) -> list[tuple[_Node[K, V], bool]]:
+        """The nodes holding matching subscribers: (node, True) for its `#` subscribers,
+        (node, False) for those whose filter ends there."""
+        levels = topic.split("/")
+        n = len(levels)
+        # a filter starting with a wildcard does not match a `$` topic (MQTT-4.7.2-1)
+        dollar = topic.startswith("$")
+        found: list[tuple[_Node[K, V], bool]] = []
+        stack: list[tuple[_Node[K, V], int]] = [(self._root, 0)]
+        while stack:
+            node, i = stack.pop()
+            wild_ok = i > 0 or not dollar
+            # '#' at this node matches the parent level and everything below it
+            if node.hash_subs and wild_ok:
+                found.append((node, True))
+            if i == n:
+                if node.here:
+                    found.append((node, False))
+                continue
+            children = node.children
+            if not children:
+                continue
+            child = children.get(levels[i])
+            if child is not None:
+                stack.append((child, i + 1))
+            if wild_ok:
+                plus = children.get("+")
+                if plus is not None:
+                    stack.append((plus, i + 1))
+        return found
 
     def filters(self) -> Iterator[tuple[str, K, V]]:
         """Every stored (filter, key, value), for snapshots and admin views."""
-        yield from self._iter(self._root, [])
-
-    def _iter(self, node: _Node[K, V], path: list[str]) -> Iterator[tuple[str, K, V]]:
-        for key, value in node.hash_subs.items():
-            yield "/".join([*path, "#"]), key, value
-        if path:
-            for key, value in node.here.items():
-                yield "/".join(path), key, value
-        for level, child in node.children.items():
-            yield from self._iter(child, [*path, level])
+        root = self._root
+        stack: list[_Node[K, V]] = [root]
+        while stack:
+            node = stack.pop()
+            if node.hash_subs:
+                flt = node.hash_filter(node is root)
+                for key, value in list(node.hash_subs.items()):
+                    yield flt, key, value
+            if node is not root:
+                for key, value in list(node.here.items()):
+                    yield node.path, key, value
+            stack.extend(node.children.values())

@@ -10,11 +10,18 @@ message went into a persistent session (write before you acknowledge).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from pushwire.core.message import Message
 from pushwire.core.subscription import SubscriptionOptions
+
+
+class WriteError(RuntimeError):
+    """`sync()` could not make a write durable that belongs to no message or session (a
+    log trim, a consumer cursor, ...). Writes of messages report through `write_failed`."""
+
 
 # queued: waiting to be sent; sent: PUBLISH sent, waiting for PUBACK/PUBREC;
 # released: PUBREL sent (QoS 2), waiting for PUBCOMP
@@ -73,6 +80,24 @@ class StoredLog:
     # highest id ever issued (evicted ones included): ids never go backwards in an epoch
     last_id: int = 0
     consumers: list[StoredConsumer] = field(default_factory=list)
+    # topic -> ids that were issued but could not be stored: a reader crossing one has a gap
+    holes: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class WriteFailure:
+    """One write the engine could not store (the other writes of its batch were stored).
+
+    `op` names the engine method (`log_append`, `queue_put`, ...); `message` is the message
+    it carried, `client_id` the session it belonged to (None when it has none)."""
+
+    op: str
+    message: Message | None
+    client_id: str | None
+    error: str
+
+
+FailureListener = Callable[[WriteFailure], None]
 
 
 class Engine(Protocol):
@@ -120,7 +145,22 @@ class Engine(Protocol):
     def retained_delete(self, topic: str) -> None: ...
 
     async def sync(self) -> None:
-        """Return once every write issued before this call is durable."""
+        """Return once every write issued before this call is durable, or refused.
+
+        One write that cannot be stored fails alone: the others commit. Whether a given
+        message's writes were stored is `write_failed(message)`, known when sync returns."""
+
+    def write_failed(self, message: Message) -> bool:
+        """True when a write of `message` could not be stored (ask after `sync()`)."""
+
+    def failure_mark(self) -> int:
+        """A mark to pass to `session_failed_since` later: take it before the sync."""
+
+    def session_failed_since(self, client_id: str, mark: int) -> bool:
+        """True when a write of session `client_id` could not be stored since `mark`."""
+
+    def add_failure_listener(self, listener: FailureListener) -> None:
+        """Call `listener` on the event loop for every write that could not be stored."""
 
     # -- message log (core/log.py) ---------------------------------------------------
     # Appends and trims are write-behind like everything else; `sync()` covers them.

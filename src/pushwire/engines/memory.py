@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pushwire.core.message import Message
 from pushwire.engines.base import (
+    FailureListener,
     QueueState,
     StoredLog,
     StoredQueueEntry,
@@ -72,6 +73,18 @@ class MemoryEngine:
         return None
 
     async def sync(self) -> None:
+        return None
+
+    def write_failed(self, message: Message) -> bool:
+        return False  # nothing is written, so nothing fails
+
+    def failure_mark(self) -> int:
+        return 0
+
+    def session_failed_since(self, client_id: str, mark: int) -> bool:
+        return False
+
+    def add_failure_listener(self, listener: FailureListener) -> None:
         return None
 
     # the message log lives in memory only: every start is a new epoch

@@ -10,11 +10,23 @@ a marker in the same queue; the writer resolves the marker's future after the co
 batch it was drained in, which covers every write queued before it. Reads (`load_*`) go
 through the same queue, after the preceding writes have been committed, so they see them.
 
-Failures. A batch that fails is rolled back as a whole, logged, and reported as
-`SQLiteWriteError` to the `sync()` waiters of that batch; if the batch had none (the writer
-picked the writes up before the marker arrived), the error is kept and reported to the
-waiters of the next commit point instead. Either way every failure reaches the first
-`sync()` whose promise it broke, once; the writer thread keeps serving later batches.
+Failures. A write that cannot be stored fails alone. When a batch fails, it is rolled back
+and applied again one write at a time, each inside its own SAVEPOINT: a write that fails is
+rolled back to its savepoint and skipped, the others commit (see `_commit_one_by_one`).
+Why retry rather than validate every write before queueing it: validation can only catch
+what we thought of (a lone surrogate, an integer over 64 bits), while SQLite itself decides
+what it rejects (constraints, triggers, a value it cannot bind); the retry covers all of it
+and costs nothing until something fails. A log entry that cannot be stored leaves a hole
+row (`log_holes`) in the same transaction, so a reader whose cursor crosses it is told of a
+gap even after a restart.
+
+Each failed write is reported as a `WriteFailure` naming its message and session, on the
+event loop, before the `sync()` waiters of its batch are resolved: `write_failed(message)`
+then tells each waiter whether ITS message was stored, so one client's bad write never
+fails another client's publish. Only a failed write that belongs to no message or session
+(log trims, consumer cursors, ...) raises `SQLiteWriteError` from `sync()`: in the waiters
+of its batch, or, if the batch had none, in those of the next commit point, once. The writer
+thread keeps serving later batches.
 
 Storage. A message body is stored once per `Message.uid` in `messages` and referenced by
 `queue` rows; triggers on `queue` drop the body with its last reference, so every path that
@@ -37,12 +49,15 @@ from typing import Any, Final, TypeVar
 from pushwire.core.message import Message, bump_uid_floor
 from pushwire.core.subscription import SubscriptionOptions
 from pushwire.engines.base import (
+    FailureListener,
     QueueState,
     StoredConsumer,
     StoredLog,
     StoredQueueEntry,
     StoredSession,
     StoredSubscription,
+    WriteError,
+    WriteFailure,
 )
 from pushwire.engines.serialize import dump_properties, load_properties
 
@@ -56,12 +71,16 @@ _Params = tuple[Any, ...]
 # A write is (sql, params) for single statements, or (function, params) for the few
 # operations that need several statements applied together.
 _WriteFn = Callable[[sqlite3.Connection, Any], None]
-_Write = tuple[str | _WriteFn, Any]
+# whose write it is, for failure reports: (engine method, message, client id)
+_Subject = tuple[str, Message | None, str | None]
+_Write = tuple[str | _WriteFn, Any, _Subject | None]
+# how many failed messages `write_failed` remembers (a waiter asks right after its sync)
+_FAILED_MEMORY: Final = 65536
 
 
-class SQLiteWriteError(RuntimeError):
-    """A batch of writes was rolled back: writes issued before the failing `sync()` are not
-    all durable. The underlying sqlite3 (or other) exception is the `__cause__`."""
+class SQLiteWriteError(WriteError):
+    """A write that belongs to no message or session could not be stored (see the module
+    docstring). The underlying sqlite3 (or other) exception is the `__cause__`."""
 
 
 class _Sync:
@@ -385,6 +404,13 @@ CREATE TABLE IF NOT EXISTS log_consumers (
     acked INTEGER NOT NULL,
     PRIMARY KEY (name, filter)
 ) WITHOUT ROWID;
+-- ids issued but not stored; topic as UTF-8 bytes (surrogatepass), so that even a topic
+-- that could not be stored as TEXT gets its hole recorded
+CREATE TABLE IF NOT EXISTS log_holes (
+    topic BLOB NOT NULL,
+    id INTEGER NOT NULL,
+    PRIMARY KEY (topic, id)
+) WITHOUT ROWID;
 COMMIT;
 """
 _SQL_LOG_APPEND: Final = """
@@ -393,6 +419,8 @@ INSERT OR REPLACE INTO log (id, topic, uid, payload, qos, retain, properties, ex
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _SQL_LOG_TRIM: Final = "DELETE FROM log WHERE topic = ? AND id <= ?"
+_SQL_LOG_HOLE: Final = "INSERT OR IGNORE INTO log_holes (topic, id) VALUES (?, ?)"
+_SQL_LOG_HOLES_TRIM: Final = "DELETE FROM log_holes WHERE topic = ? AND id <= ?"
 _SQL_LOG_EVICTED: Final = """
 INSERT INTO log_topics (topic, evicted_upto, evicted_time) VALUES (?, ?, ?)
 ON CONFLICT (topic) DO UPDATE SET
@@ -407,14 +435,24 @@ ON CONFLICT (name, filter) DO UPDATE SET acked = excluded.acked
 
 def _w_log_trim(conn: sqlite3.Connection, params: tuple[str, int, float]) -> None:
     topic, upto, upto_time = params
+    conn.execute(_SQL_LOG_HOLES_TRIM, (_topic_key(topic), upto))
+    try:
+        topic.encode("utf-8")
+    except UnicodeEncodeError:
+        return  # a topic SQLite cannot hold as text has no other rows (only holes)
     conn.execute(_SQL_LOG_TRIM, (topic, upto))
     conn.execute(_SQL_LOG_EVICTED, (topic, upto, upto_time))
+
+
+def _topic_key(topic: str) -> bytes:
+    return topic.encode("utf-8", "surrogatepass")
 
 
 def _w_log_reset(conn: sqlite3.Connection, params: tuple[str]) -> None:
     conn.execute("DELETE FROM log")
     conn.execute("DELETE FROM log_topics")
     conn.execute("DELETE FROM log_consumers")
+    conn.execute("DELETE FROM log_holes")
     conn.execute("INSERT OR REPLACE INTO log_meta (key, value) VALUES ('epoch', ?)", params)
 
 
@@ -439,6 +477,10 @@ def _read_log(conn: sqlite3.Connection) -> StoredLog:
         stored.last_id = max(stored.last_id, message.log_id)
     for name, flt, acked in conn.execute("SELECT name, filter, acked FROM log_consumers"):
         stored.consumers.append(StoredConsumer(name, flt, int(acked)))
+    for topic, hole in conn.execute("SELECT topic, id FROM log_holes ORDER BY id"):
+        key = bytes(topic).decode("utf-8", "surrogatepass")
+        stored.holes.setdefault(key, []).append(int(hole))
+        stored.last_id = max(stored.last_id, int(hole))
     return stored
 
 
@@ -472,7 +514,8 @@ class SQLiteEngine:
         self.batch_max = batch_max
         # Written by the writer thread only; read for monitoring and by tests.
         self.commits = 0
-        self.failed_batches = 0
+        self.failed_batches = 0  # batches that had to be retried one write at a time
+        self.failed_writes = 0  # writes that could not be stored
 
         self._ops: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -487,6 +530,13 @@ class SQLiteEngine:
         # uid -> serialized properties of the last queued message: fan-out queues the same
         # message for many sessions in a row, and only its first queue_put stores a body.
         self._props_cache: tuple[int, str | None] = (0, None)
+        # event-loop side of failure reports (see the module docstring)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failed_uids: dict[int, None] = {}  # insertion-ordered: oldest dropped first
+        # client id -> `_failure_reports` when a write of its session last failed
+        self._failed_clients: dict[str, int] = {}
+        self._failure_reports = 0
+        self._failure_listeners: list[FailureListener] = []
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -494,6 +544,7 @@ class SQLiteEngine:
         if self._state != "new":
             raise RuntimeError(f"SQLiteEngine.open() on an engine that is {self._state}")
         ready: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._loop = asyncio.get_running_loop()
         thread = threading.Thread(
             target=self._run, args=(ready,), name="pushwire-sqlite-writer", daemon=True
         )
@@ -556,10 +607,14 @@ class SQLiteEngine:
         expiry_interval: int | None,
         disconnected_at: float | None,
     ) -> None:
-        self._write(_SQL_SESSION_PUT, (client_id, protocol_level, expiry_interval, disconnected_at))
+        self._write(
+            _SQL_SESSION_PUT,
+            (client_id, protocol_level, expiry_interval, disconnected_at),
+            ("session_put", None, client_id),
+        )
 
     def session_delete(self, client_id: str) -> None:
-        self._write(_w_session_delete, (client_id,))
+        self._write(_w_session_delete, (client_id,), ("session_delete", None, client_id))
 
     def subscription_put(self, client_id: str, sub: StoredSubscription) -> None:
         o = sub.options
@@ -574,10 +629,13 @@ class SQLiteEngine:
                 o.retain_handling,
                 sub.subscription_id,
             ),
+            ("subscription_put", None, client_id),
         )
 
     def subscription_delete(self, client_id: str, flt: str) -> None:
-        self._write(_SQL_SUBSCRIPTION_DELETE, (client_id, flt))
+        self._write(
+            _SQL_SUBSCRIPTION_DELETE, (client_id, flt), ("subscription_delete", None, client_id)
+        )
 
     def queue_put(self, client_id: str, entry: StoredQueueEntry) -> None:
         _check_state(entry.state)
@@ -607,22 +665,28 @@ class SQLiteEngine:
             entry.packet_id,
             entry.state,
         )
-        self._write(_w_queue_put, (body, row))
+        self._write(_w_queue_put, (body, row), ("queue_put", m, client_id))
 
     def queue_update(
         self, client_id: str, seq: int, packet_id: int | None, state: QueueState
     ) -> None:
         _check_state(state)
-        self._write(_SQL_QUEUE_UPDATE, (packet_id, state, client_id, seq))
+        self._write(
+            _SQL_QUEUE_UPDATE,
+            (packet_id, state, client_id, seq),
+            ("queue_update", None, client_id),
+        )
 
     def queue_delete(self, client_id: str, seq: int) -> None:
-        self._write(_SQL_QUEUE_DELETE, (client_id, seq))
+        self._write(_SQL_QUEUE_DELETE, (client_id, seq), ("queue_delete", None, client_id))
 
     def inbound_qos2_put(self, client_id: str, packet_id: int) -> None:
-        self._write(_SQL_QOS2_PUT, (client_id, packet_id))
+        self._write(_SQL_QOS2_PUT, (client_id, packet_id), ("inbound_qos2_put", None, client_id))
 
     def inbound_qos2_delete(self, client_id: str, packet_id: int) -> None:
-        self._write(_SQL_QOS2_DELETE, (client_id, packet_id))
+        self._write(
+            _SQL_QOS2_DELETE, (client_id, packet_id), ("inbound_qos2_delete", None, client_id)
+        )
 
     def retained_put(self, message: Message) -> None:
         m = message
@@ -639,6 +703,7 @@ class SQLiteEngine:
                 m.created_at,
                 m.origin,
             ),
+            ("retained_put", m, None),
         )
 
     def retained_delete(self, topic: str) -> None:
@@ -669,6 +734,7 @@ class SQLiteEngine:
                 m.created_at,
                 m.origin,
             ),
+            ("log_append", m, None),
         )
 
     def log_trim(self, topic: str, upto_id: int, upto_time: float) -> None:
@@ -712,11 +778,47 @@ class SQLiteEngine:
         if self._state != "open":
             raise RuntimeError(f"SQLiteEngine is {self._state}, not open")
 
-    def _write(self, op: str | _WriteFn, params: Any) -> None:
+    def _write(self, op: str | _WriteFn, params: Any, subject: _Subject | None = None) -> None:
         if self._state != "open":
             raise RuntimeError(f"SQLiteEngine is {self._state}: cannot write")
         self._dirty = True
-        self._ops.put((op, params))
+        self._ops.put((op, params, subject))
+
+    # -- failure reports (event loop side) ------------------------------------------------
+
+    def write_failed(self, message: Message) -> bool:
+        """True when a write of `message` could not be stored. Reports reach the loop
+        before the `sync()` waiters of the batch, so a waiter asks right after its sync."""
+        return message.uid in self._failed_uids
+
+    def failure_mark(self) -> int:
+        return self._failure_reports
+
+    def session_failed_since(self, client_id: str, mark: int) -> bool:
+        return self._failed_clients.get(client_id, 0) > mark
+
+    def add_failure_listener(self, listener: FailureListener) -> None:
+        self._failure_listeners.append(listener)
+
+    def _record_failures(self, failures: list[WriteFailure]) -> None:
+        self._failure_reports += 1
+        failed = self._failed_uids
+        clients = self._failed_clients
+        for failure in failures:
+            if failure.message is not None:
+                failed[failure.message.uid] = None
+                while len(failed) > _FAILED_MEMORY:
+                    del failed[next(iter(failed))]
+            if failure.client_id is not None:
+                clients.pop(failure.client_id, None)  # re-insert: newest last
+                clients[failure.client_id] = self._failure_reports
+                while len(clients) > _FAILED_MEMORY:
+                    del clients[next(iter(clients))]
+            for listener in self._failure_listeners:
+                try:
+                    listener(failure)
+                except Exception:
+                    logger.exception("sqlite engine: write failure listener failed")
 
     def _call(self, fn: Callable[[sqlite3.Connection], _T]) -> asyncio.Future[_T]:
         """Run `fn(conn)` on the writer thread after the writes queued before it commit.
@@ -803,7 +905,14 @@ class SQLiteEngine:
                 except queue.Empty:
                     break
 
-            error: BaseException | None = self._commit(conn, writes) if writes else None
+            failures = self._commit(conn, writes) if writes else []
+            # failures of writes that belong to no message or session: sync() raises them
+            error: BaseException | None = next(
+                (exc for write, exc in failures if write[2] is None), None
+            )
+            if failures:
+                # before the waiters are resolved: a waiter asks write_failed() at once
+                self._report(failures)
             if waiters:
                 if error is None and self._unreported is not None:
                     error = self._unreported
@@ -822,13 +931,16 @@ class SQLiteEngine:
             elif isinstance(tail, _Stop):
                 return tail
 
-    def _commit(self, conn: sqlite3.Connection, writes: list[_Write]) -> Exception | None:
-        """Apply one batch in one transaction; return the error if it was rolled back."""
+    def _commit(
+        self, conn: sqlite3.Connection, writes: list[_Write]
+    ) -> list[tuple[_Write, BaseException]]:
+        """Apply one batch in one transaction; return the writes that could not be stored
+        (with why), [] when all were."""
         try:
             # IMMEDIATE: take the write lock up front, so a lock problem shows here and not
             # halfway through the batch
             conn.execute("BEGIN IMMEDIATE")
-            for op, params in writes:
+            for op, params, _ in writes:
                 if isinstance(op, str):
                     conn.execute(op, params)
                 else:
@@ -836,17 +948,86 @@ class SQLiteEngine:
             conn.execute("COMMIT")
         except Exception as exc:
             self.failed_batches += 1
+            logger.warning(
+                "sqlite engine: batch of %d writes failed (%s); retrying one write at a time",
+                len(writes),
+                type(exc).__name__,
+            )
+            self._rollback(conn)
+            return self._commit_one_by_one(conn, writes)
+        self.commits += 1
+        return []
+
+    def _commit_one_by_one(
+        self, conn: sqlite3.Connection, writes: list[_Write]
+    ) -> list[tuple[_Write, BaseException]]:
+        """The batch again, each write inside its own savepoint: a write that fails is
+        rolled back alone and the rest commit. When the transaction itself fails (BEGIN,
+        COMMIT, or an error after which SQLite rolled everything back, such as a full
+        disk), nothing of the batch is stored and every write is reported."""
+        failures: list[tuple[_Write, BaseException]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for write in writes:
+                op, params, subject = write
+                conn.execute("SAVEPOINT one_write")
+                try:
+                    if isinstance(op, str):
+                        conn.execute(op, params)
+                    else:
+                        op(conn, params)
+                except Exception as err:
+                    conn.execute("ROLLBACK TO one_write")
+                    failures.append((write, err))
+                    if subject is not None and subject[0] == "log_append":
+                        # the id was issued (readers may have seen it): remember the hole
+                        conn.execute(_SQL_LOG_HOLE, (_topic_key(params[1]), params[0]))
+                conn.execute("RELEASE one_write")
+            conn.execute("COMMIT")
+        except Exception as exc:
+            self._rollback(conn)
+            self.failed_writes += len(writes)
             logger.error(
                 "sqlite engine: batch of %d writes rolled back", len(writes), exc_info=True
             )
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    logger.exception("sqlite engine: rollback failed")
-            return exc
+            return [(write, exc) for write in writes]
         self.commits += 1
-        return None
+        if failures:
+            self.failed_writes += len(failures)
+            for write, problem in failures:
+                # the operation and the error class only: the values are clients' data
+                logger.error(
+                    "sqlite engine: %s could not be stored (%s); %d other writes of its batch were",
+                    write[2][0] if write[2] is not None else "a write",
+                    type(problem).__name__,
+                    len(writes) - len(failures),
+                )
+        return failures
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                logger.exception("sqlite engine: rollback failed")
+
+    def _report(self, failures: list[tuple[_Write, BaseException]]) -> None:
+        """Hand the failed writes to the event loop (`_record_failures`)."""
+        loop = self._loop
+        if loop is None:
+            return
+        reports = [
+            WriteFailure(subject[0], subject[1], subject[2], type(exc).__name__)
+            for (_, _, subject), exc in failures
+            if subject is not None
+        ]
+        if not reports:
+            return
+        try:
+            loop.call_soon_threadsafe(self._record_failures, reports)
+        except RuntimeError:
+            logger.debug("sqlite engine: event loop closed; failure reports dropped")
 
     @staticmethod
     def _resolve(waiters: list[_Sync], error: BaseException | None) -> None:

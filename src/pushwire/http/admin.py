@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,13 +28,32 @@ from pushwire.core.auth import (
     UserInfo,
     parse_duration,
 )
+from pushwire.core.text import JsonError, parse_json
 from pushwire.http.auth import AdminDep
 from pushwire.http.errors import ApiError, bad_request, error_responses
 from pushwire.http.state import HttpState, get_state
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/admin", tags=["admin API"])
+
+async def checked_json_body(
+    request: Request, state: Annotated[HttpState, Depends(get_state)]
+) -> None:
+    """Every admin request body passes the checks of every other door (core/text.py):
+    nesting at most `json_max_depth`, and no text that cannot be encoded as UTF-8."""
+    if request.method in ("GET", "HEAD", "DELETE"):
+        return
+    raw = await request.body()  # cached: FastAPI parses the same bytes
+    if raw:
+        try:
+            parse_json(raw, state.settings.json_max_depth)
+        except JsonError as exc:
+            raise bad_request(str(exc)) from None
+
+
+router = APIRouter(
+    prefix="/v1/admin", tags=["admin API"], dependencies=[Depends(checked_json_body)]
+)
 
 _ERRORS = error_responses(400, 401, 403, 429)
 _ERRORS_404 = error_responses(400, 401, 403, 404, 429)

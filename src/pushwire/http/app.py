@@ -4,7 +4,10 @@
     GET /v1/poll/{filter}          GET /v1/longpoll/{filter}
     GET /v1/sse/{filter}           GET /v1/ws (JSON WebSocket)
     /v1/admin/users, /tokens, /acl (admin API)
-    GET /v1/health                 GET /metrics              /docs, /openapi.json, /
+    GET /v1/retained/{filter}      GET /v1/stats             GET /v1/me
+    /v1/admin/clients, /sessions (live view)                  /console (web console)
+    GET /v1/health                 GET /metrics              /docs, /openapi.json
+    GET / (browsers: the console; others: a JSON index of the endpoints)
 
 Every route but health and the API description authenticates its caller (http/auth.py) and
 checks the topic ACL. See docs/http.md, docs/websocket.md and docs/security.md.
@@ -21,10 +24,23 @@ from pushwire.config import Settings
 from pushwire.core.auth import AuthService
 from pushwire.core.hub import Hub
 from pushwire.core.log import MessageLog, Retention, RetentionRule
-from pushwire.http import admin, metrics, poll, publish, sse, ws
+from pushwire.http import (
+    admin,
+    admin_live,
+    console,
+    me,
+    metrics,
+    poll,
+    publish,
+    retained,
+    sse,
+    stats,
+    ws,
+)
 from pushwire.http.docs_ui import install_docs
 from pushwire.http.errors import install_error_handlers
 from pushwire.http.state import HttpState, open_auth
+from pushwire.http.strict_url import StrictUrlMiddleware
 
 
 def make_log(hub: Hub, settings: Settings) -> MessageLog:
@@ -68,6 +84,8 @@ def create_app(
     )
     app.state.pushwire = HttpState(hub, log, settings, auth if auth is not None else open_auth())
     install_error_handlers(app)
+    # URLs whose percent-encoding is not UTF-8 never reach a route (no silent U+FFFD)
+    app.add_middleware(StrictUrlMiddleware)
 
     @app.get("/v1/health", tags=["admin"])
     async def health() -> dict[str, Any]:
@@ -88,6 +106,11 @@ def create_app(
     app.include_router(ws.router)
     app.include_router(metrics.router)
     app.include_router(admin.router)
+    app.include_router(admin_live.router)
+    app.include_router(retained.router)
+    app.include_router(stats.router)
+    app.include_router(me.router)
+    app.include_router(console.router)
     install_docs(app)
     _truthful_openapi(app)
     return app

@@ -29,6 +29,8 @@ _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DECIMAL = re.compile(r"[0-9]+\.[0-9]*")
 MAX_ID = 2**63 - 1
+# the last second of year 9999: later (or before 1970) is no time a message was made
+MAX_TIME = 253_402_300_799.0
 
 
 class CursorError(ValueError):
@@ -74,7 +76,14 @@ def parse_cursor(text: str, now: float | None = None) -> Cursor:
         return Cursor.after(value, m.group(1))
     current = time.time() if now is None else now
     if _DURATION.fullmatch(t):
-        return Cursor("time", time=current - parse_duration(t))
+        try:
+            since = current - parse_duration(t)
+        except ValueError as exc:
+            raise CursorError(str(exc)) from None
+        if since < 0:
+            # it would silently mean "everything": say the number is out of range
+            raise CursorError(f"duration out of range in cursor {text!r}: before 1970")
+        return Cursor("time", time=since)
     if t.startswith("@"):
         return Cursor("time", time=_unix(t[1:], text))
     if _DECIMAL.fullmatch(t):
@@ -96,8 +105,8 @@ def _unix(t: str, original: str) -> float:
         value = float(t)
     except ValueError:
         raise CursorError(f"bad Unix time in cursor {original!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise CursorError(f"bad Unix time in cursor {original!r}")
+    if not math.isfinite(value) or value < 0 or value > MAX_TIME:
+        raise CursorError(f"Unix time out of range in cursor {original!r}")
     return value
 
 

@@ -5,7 +5,9 @@ it is a white page. The Swagger UI assets (swagger-ui-dist, Apache-2.0, its LICE
 kept beside them) ship inside the package under `http/static/swagger-ui/` and are served from
 `/static/swagger-ui/`, so the page references no external host.
 
-`GET /` answers with a small JSON index of the endpoints (links a person can follow).
+`GET /` sends browsers (`Accept: text/html`) to the web console at `/console` when the app
+has one, and answers everybody else with a small JSON index of the endpoints (links a person
+can follow).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from starlette.routing import Match
 from starlette.staticfiles import StaticFiles
 
 from pushwire import __version__
@@ -23,6 +26,7 @@ from pushwire import __version__
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_PREFIX = "/static"
 SWAGGER_PREFIX = f"{STATIC_PREFIX}/swagger-ui"
+CONSOLE = "/console"
 
 # what `/` lists: path -> what it is (paths with {..} are templates, not links)
 ENDPOINTS: dict[str, str] = {
@@ -37,6 +41,7 @@ ENDPOINTS: dict[str, str] = {
     "/v1/sse/{filter}": "GET: Server-Sent Events stream",
     "/v1/ws": "WebSocket, JSON protocol",
     "/mqtt": "MQTT over WebSocket (subprotocol mqtt)",
+    "/console": "web console (a browser page)",
     "/v1/admin/users": "admin API: users (also /v1/admin/tokens, /v1/admin/acl)",
 }
 
@@ -58,8 +63,10 @@ def install_docs(app: FastAPI) -> None:
             swagger_ui_parameters={"validatorUrl": None},
         )
 
-    @app.get("/", include_in_schema=False)
-    async def index(request: Request) -> JSONResponse:
+    @app.get("/", include_in_schema=False, response_model=None)
+    async def index(request: Request) -> JSONResponse | RedirectResponse:
+        if "text/html" in request.headers.get("accept", "") and _serves(request, CONSOLE):
+            return RedirectResponse(CONSOLE, status_code=307)
         base = str(request.base_url).rstrip("/")
         links: list[dict[str, Any]] = []
         for path, what in ENDPOINTS.items():
@@ -79,3 +86,9 @@ def install_docs(app: FastAPI) -> None:
                 "endpoints": links,
             }
         )
+
+
+def _serves(request: Request, path: str) -> bool:
+    """Does some route of the app answer GET `path`?"""
+    scope = {**request.scope, "path": path, "method": "GET"}
+    return any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes)

@@ -90,6 +90,12 @@ def render(state: HttpState) -> str:
         [("", log.evicted_total)],
     )
     w.metric(
+        "pushwire_log_holes_total",
+        "counter",
+        "log entries the store refused to keep (each is a gap for readers crossing it)",
+        [("", log.holes_total)],
+    )
+    w.metric(
         "pushwire_log_listeners",
         "gauge",
         "long-poll waiters + SSE streams + WebSocket subscriptions registered on the log",

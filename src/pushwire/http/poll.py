@@ -17,12 +17,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from pushwire.core.log import ALL, LATEST, Cursor, LogEntry, MessageLog, ReadResult
+from pushwire.core.text import TextError, check_text
 from pushwire.core.topics import TopicError, validate_filter
 from pushwire.http.auth import Caller, ReaderDep, resolve_caller, unauthorized
 from pushwire.http.cursor import CursorError, parse_cursor, parse_duration, parse_etag
 from pushwire.http.encode import entry_json
 from pushwire.http.errors import ApiError, bad_cursor, bad_request, bad_topic, error_responses
 from pushwire.http.fastpath import FastRoute, fast, http_state, query_int
+from pushwire.http.live_clients import register_reader
 from pushwire.http.state import HttpState, get_state
 
 router = APIRouter(tags=["subscribe"], route_class=FastRoute)
@@ -75,9 +77,12 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def check_filter(flt: str) -> None:
+def check_filter(flt: str, max_levels: int) -> None:
     try:
-        validate_filter(flt)
+        check_text(flt, "filter")
+        validate_filter(flt, max_levels)
+    except TextError as exc:
+        raise bad_topic(str(exc)) from None
     except TopicError as exc:
         raise bad_topic(f"{exc}: {flt!r}") from None
     if flt.startswith("$share/"):
@@ -206,7 +211,7 @@ def _poll(
     limit: int | None,
     if_none_match: str | None,
 ) -> Response:
-    check_filter(filter)
+    check_filter(filter, state.settings.max_topic_levels)
     caller.check_subscribe(filter)
     n = check_limit(state, limit)
     cursor, from_etag = request_cursor(since, if_none_match, ALL)
@@ -324,7 +329,7 @@ async def _longpoll(
     timeout: str | None,
     if_none_match: str | None,
 ) -> Response:
-    check_filter(filter)
+    check_filter(filter, state.settings.max_topic_levels)
     caller.check_subscribe(filter)
     n = check_limit(state, limit)
     s = state.settings
@@ -357,6 +362,7 @@ async def _longpoll(
     if not state.live.track(caller.identity, held):
         raise unauthorized("the credentials were revoked")
     stats.connections["longpoll"] += 1
+    client_key = register_reader(state, "longpoll", lambda: caller, lambda: (filter,), caller.ip)
     disconnect = asyncio.ensure_future(_until_disconnect(request.receive))
     disconnect.add_done_callback(held.wake_on_done)
     try:
@@ -382,5 +388,6 @@ async def _longpoll(
             after = result.next_id
     finally:
         state.live.untrack(caller.identity, held)
+        state.clients.unregister(client_key)
         stats.connections["longpoll"] -= 1
         disconnect.cancel()

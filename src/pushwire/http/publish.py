@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -18,7 +18,9 @@ from starlette.requests import ClientDisconnect
 
 from pushwire.core.log import format_cursor
 from pushwire.core.message import Message
+from pushwire.core.text import JsonError, TextError, check_text, parse_json
 from pushwire.core.topics import TopicError, validate_topic_name
+from pushwire.engines.base import WriteError
 from pushwire.http.auth import Caller, CallerDep, resolve_caller
 from pushwire.http.cursor import parse_duration
 from pushwire.http.encode import PRIORITY_PROPERTY
@@ -26,6 +28,7 @@ from pushwire.http.errors import ApiError, bad_request, bad_topic, error_respons
 from pushwire.http.fastpath import FastRoute, fast, http_state
 from pushwire.http.state import HttpState, get_state
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["publish"], route_class=FastRoute)
 
 PRIORITY_NAMES = {"min": 1, "low": 2, "default": 3, "normal": 3, "high": 4, "max": 5, "urgent": 5}
@@ -41,6 +44,11 @@ class PublishResult(BaseModel):
     epoch: str = Field(description="the log's epoch (see since=)")
     time: float = Field(description="when the message was published, Unix seconds")
     cursor: str | None = Field(description="`EPOCH:ID`: resume right after this message")
+    stored: bool = Field(
+        description="false when the store refused to keep this message (status 202): it "
+        "reached live subscribers and has an id, but a restart loses it, and a reader whose "
+        "cursor crosses its id is told of a gap"
+    )
 
 
 class PublishRequest(BaseModel):
@@ -80,9 +88,12 @@ class PublishSpec:
 # -- validation shared with the WebSocket protocol ---------------------------------------
 
 
-def check_topic(topic: str) -> None:
+def check_topic(topic: str, max_levels: int) -> None:
     try:
-        validate_topic_name(topic)
+        check_text(topic, "topic")
+        validate_topic_name(topic, max_levels)
+    except TextError as exc:
+        raise bad_topic(str(exc)) from None
     except TopicError as exc:
         raise bad_topic(f"{exc}: {topic!r}") from None
     if topic.startswith("$SYS") or topic.startswith("$share"):
@@ -141,7 +152,22 @@ def parse_priority(value: str | int | None) -> int | None:
     return value
 
 
-def spec_from_request(req: PublishRequest, max_payload: int) -> PublishSpec:
+def optional_text(value: str | None, what: str) -> str | None:
+    """A client's text (header, option) checked like every other text (core/text.py)."""
+    if value is None:
+        return None
+    try:
+        return check_text(value, what)
+    except TextError as exc:
+        raise bad_request(str(exc)) from None
+
+
+def spec_from_request(req: PublishRequest, max_payload: int, max_levels: int) -> PublishSpec:
+    # every text is checked before anything is routed: a lone surrogate would be routed,
+    # logged, and then fail in the store and in every reader that reaches it
+    check_topic(req.topic, max_levels)
+    optional_text(req.payload, "payload")
+    optional_text(req.content_type, "content_type")
     if req.payload is not None and req.payload_base64 is not None:
         raise bad_request("give payload or payload_base64, not both")
     if req.payload_base64 is not None:
@@ -153,7 +179,6 @@ def spec_from_request(req: PublishRequest, max_payload: int) -> PublishSpec:
         payload = (req.payload or "").encode("utf-8")
     if len(payload) > max_payload:
         raise payload_too_large(len(payload), max_payload)
-    check_topic(req.topic)
     return PublishSpec(
         topic=req.topic,
         payload=payload,
@@ -230,14 +255,22 @@ def route(state: HttpState, spec: PublishSpec, origin: str) -> tuple[Message, bo
 
 
 async def make_durable(state: HttpState, must_sync: bool) -> None:
-    """Write before acknowledging: wait for the engine when it promises durability."""
+    """Write before acknowledging: wait for the engine when it promises durability.
+
+    Whether each message was stored is asked afterwards (`result`): a write the store
+    refused fails alone, and is not an error for the others of its commit."""
     if must_sync and state.hub.engine.durable:
         try:
             await state.hub.sync_future()
+        except WriteError as exc:
+            # a write of no message (a log trim, a consumer cursor) failed: not ours
+            log.warning("store: %s", exc)
         except Exception as exc:
+            # the engine could not tell (it is stopping): say so, without its details
+            log.error("store: sync failed", exc_info=exc)
             raise ApiError(
-                503, "not_durable", f"the message was routed but not stored durably: {exc}"
-            ) from exc
+                503, "not_durable", "the store could not confirm the write; try again"
+            ) from None
 
 
 def result(state: HttpState, message: Message) -> dict[str, Any]:
@@ -249,6 +282,7 @@ def result(state: HttpState, message: Message) -> dict[str, Any]:
         "epoch": epoch,
         "time": round(message.created_at, 3),
         "cursor": format_cursor(epoch, lid) if lid is not None else None,
+        "stored": not state.hub.engine.write_failed(message),
     }
 
 
@@ -296,8 +330,12 @@ def json_body_limit(max_payload: int) -> int:
     return 4 * max_payload + 65536
 
 
-def _status(messages: list[Message]) -> int:
-    return 201 if all(m.log_id is not None for m in messages) else 200
+def _status(results: list[dict[str, Any]]) -> int:
+    """201 when every message is in the log; 202 when the store refused one (`stored`
+    false: routed, not kept); 200 for `$` topics, which are not logged."""
+    if not all(r["stored"] for r in results):
+        return 202
+    return 201 if all(r["id"] is not None for r in results) else 200
 
 
 # -- routes -------------------------------------------------------------------------------
@@ -336,6 +374,11 @@ _JSON_BODY = {
 _PUBLISH_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": PublishResult, "description": "routed; not logged (`$` topic)"},
     201: {"model": PublishResult, "description": "routed and appended to the log"},
+    202: {
+        "model": PublishResult,
+        "description": "routed to live subscribers, but the store refused to keep it "
+        "(`stored`: false); not an error, and not worth a retry",
+    },
     **error_responses(400, 401, 403, 413, 429, 503),
 }
 
@@ -360,7 +403,7 @@ async def _publish_raw(
     priority: str | None,
     content_type: str | None,
 ) -> JSONResponse:
-    check_topic(topic)
+    check_topic(topic, state.settings.max_topic_levels)
     caller.check_publish(topic)  # before the body is read
     spec = PublishSpec(
         topic=topic,
@@ -369,12 +412,13 @@ async def _publish_raw(
         retain=parse_bool(retain, "retain"),
         ttl=parse_ttl(ttl),
         priority=parse_priority(priority),
-        content_type=given_content_type(content_type),
+        content_type=given_content_type(optional_text(content_type, "Content-Type")),
     )
     charge_publish(state, caller, 1)
     spec.payload = await read_body(request, state.settings.http_max_payload)
     (message,) = await publish_specs(state, [spec], "http", "http")
-    return JSONResponse(result(state, message), status_code=_status([message]))
+    body = result(state, message)
+    return JSONResponse(body, status_code=_status([body]))
 
 
 async def publish_raw_fast(request: Request) -> JSONResponse:
@@ -463,9 +507,9 @@ async def publish_json(
     s = state.settings
     raw = await read_body(request, json_body_limit(s.http_max_payload))
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise bad_request(f"body is not valid JSON: {exc}") from None
+        data = parse_json(raw, s.json_max_depth)
+    except JsonError as exc:
+        raise bad_request(str(exc)) from None
     batch = isinstance(data, list)
     if batch and len(data) > s.http_max_batch:
         raise ApiError(
@@ -486,7 +530,7 @@ async def publish_json(
     specs = []
     for i, req in enumerate(reqs):
         try:
-            spec = spec_from_request(req, s.http_max_payload)
+            spec = spec_from_request(req, s.http_max_payload, s.max_topic_levels)
             caller.check_publish(spec.topic)
         except ApiError as exc:
             if batch:
@@ -496,4 +540,4 @@ async def publish_json(
     charge_publish(state, caller, len(specs))
     messages = await publish_specs(state, specs, "http", "http")
     results = [result(state, m) for m in messages]
-    return JSONResponse(results if batch else results[0], status_code=_status(messages))
+    return JSONResponse(results if batch else results[0], status_code=_status(results))

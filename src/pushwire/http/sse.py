@@ -37,6 +37,7 @@ from pushwire.http.cursor import CursorError, parse_cursor
 from pushwire.http.encode import dumps, entry_sse
 from pushwire.http.errors import ApiError, bad_cursor, error_responses
 from pushwire.http.fastpath import FastRoute, fast, http_state
+from pushwire.http.live_clients import register_reader
 from pushwire.http.poll import _until_disconnect, check_filter, read_visible
 from pushwire.http.state import HttpState, get_state
 
@@ -156,7 +157,7 @@ def _sse(
     since: str | None,
     last_event_id: str | None,
 ) -> StreamingResponse:
-    check_filter(filter)
+    check_filter(filter, state.settings.max_topic_levels)
     caller.check_subscribe(filter)
     try:
         if last_event_id:
@@ -207,6 +208,9 @@ async def _stream(
     identity = caller.identity if caller is not None else None
     if identity is not None and not state.live.track(identity, listener):
         listener.revoke("revoked")  # revoked since the request was authenticated
+    client_key = register_reader(
+        state, "sse", lambda: caller, lambda: (flt,), caller.ip if caller is not None else ""
+    )
     watcher: asyncio.Future[None] | None = None
     if body is not None and body.receive is not None:
         watcher = asyncio.ensure_future(_until_disconnect(body.receive))
@@ -263,4 +267,5 @@ async def _stream(
         log.unlisten(flt, listener)
         if identity is not None:
             state.live.untrack(identity, listener)
+        state.clients.unregister(client_key)
         stats.connections["sse"] -= 1

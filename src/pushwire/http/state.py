@@ -9,6 +9,7 @@ from starlette.requests import HTTPConnection
 
 from pushwire.config import Settings
 from pushwire.core.auth import AuthService, AuthSettings
+from pushwire.core.clients import ClientRegistry
 from pushwire.core.hub import Hub
 from pushwire.core.log import MessageLog
 from pushwire.core.ratelimit import KeyedLimiter
@@ -53,6 +54,8 @@ class HttpState:
     auth: AuthService = field(default_factory=open_auth)
     stats: HttpStats = field(default_factory=HttpStats)
     live: LiveConnections = field(init=False)
+    # connected clients of every transport, for GET /v1/admin/clients
+    clients: ClientRegistry = field(default_factory=ClientRegistry)
     # messages per second one caller (token, user, or anonymous IP) may publish
     publish_rate: KeyedLimiter[str] | None = field(init=False)
 

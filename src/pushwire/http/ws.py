@@ -40,6 +40,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from pushwire.core.auth import AuthResult
 from pushwire.core.log import LATEST, Consumer, Cursor, LogEntry, StreamBuffer, format_cursor
+from pushwire.core.text import JsonError, TextError, check_json_value
 from pushwire.http.auth import (
     Caller,
     Credentials,
@@ -50,9 +51,10 @@ from pushwire.http.auth import (
     refusal,
     unauthorized,
 )
-from pushwire.http.cursor import CursorError, parse_cursor
+from pushwire.http.cursor import MAX_ID, CursorError, parse_cursor
 from pushwire.http.encode import dumps, entry_ws
 from pushwire.http.errors import ApiError, error_json
+from pushwire.http.live_clients import register_reader
 from pushwire.http.poll import check_filter, read_visible
 from pushwire.http.publish import (
     PublishRequest,
@@ -161,6 +163,10 @@ class WsConnection:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def client_info_filters(self) -> tuple[str, ...]:
+        """The filters subscribed now (for the admin API's client list)."""
+        return tuple(sub.filter for sub in self.subs.values())
+
     def revoke(self, reason: str) -> None:
         """The credentials stopped being valid: the sender closes with 4403."""
         self.buffer.close("revoked")
@@ -236,6 +242,14 @@ class WsConnection:
                 raise _Close(CLOSE_PROTOCOL, "binary frames are not part of the protocol")
             try:
                 data = json.loads(text)
+                check_json_value(data, self.state.settings.json_max_depth, "frame")
+            except (RecursionError, JsonError, TextError) as exc:
+                # valid JSON (or too deep to tell), but nesting or text pushwire refuses:
+                # an error frame without the ref (it may be the bad text), the connection
+                # stays
+                reason = "frame nests too deep" if isinstance(exc, RecursionError) else str(exc)
+                self._send({"type": "error", "code": "bad_request", "message": reason})
+                continue
             except ValueError:
                 raise _Close(CLOSE_PROTOCOL, "frame is not JSON") from None
             if not isinstance(data, dict) or not isinstance(data.get("type"), str):
@@ -320,7 +334,7 @@ class WsConnection:
         flt = data.get("filter")
         if not isinstance(flt, str):
             raise ApiError(400, "bad_topic", '"filter" must be a string')
-        check_filter(flt)
+        check_filter(flt, self.state.settings.max_topic_levels)
         if self.caller is not None:
             self.caller.check_subscribe(flt)
         if name in self.subs:
@@ -340,6 +354,8 @@ class WsConnection:
         cursor: Cursor
         try:
             if isinstance(since, int) and not isinstance(since, bool):
+                if since > MAX_ID:
+                    raise CursorError(f"cursor id out of range: {since}")
                 cursor = Cursor.after(since) if since >= 0 else LATEST
             elif isinstance(since, str):
                 cursor = parse_cursor(since)
@@ -431,7 +447,9 @@ class WsConnection:
                 for e in exc.errors()
             )
             raise ApiError(400, "bad_request", msg) from None
-        spec = spec_from_request(req, self.state.settings.http_max_payload)
+        spec = spec_from_request(
+            req, self.state.settings.http_max_payload, self.state.settings.max_topic_levels
+        )
         if self.caller is not None:
             self.caller.check_publish(spec.topic)
         charge_publish(self.state, self.caller, 1)
@@ -590,7 +608,12 @@ async def websocket_endpoint(
     stats = state.stats
     stats.connections["ws"] += 1
     stats.connections_total["ws"] += 1
+    conn = WsConnection(websocket, state, caller, auth_frame=auth_frame)
+    client_key = register_reader(
+        state, "ws", lambda: conn.caller, conn.client_info_filters, client_ip(websocket)
+    )
     try:
-        await WsConnection(websocket, state, caller, auth_frame=auth_frame).run()
+        await conn.run()
     finally:
+        state.clients.unregister(client_key)
         stats.connections["ws"] -= 1

@@ -21,6 +21,9 @@ from pushwire.mqtt.packets import (
     ReasonCode,
 )
 
+# control packet type of CONNECT (the high nibble of the first byte)
+_CONNECT_TYPE = 1
+
 
 class State(enum.Enum):
     AWAIT_CONNECT = "await-connect"
@@ -43,6 +46,7 @@ class MQTTConnection:
         # MQTT 5: aliases the client may set, as announced in CONNACK
         self.topic_alias_maximum = topic_alias_maximum
         self._aliases: dict[int, str] = {}
+        self._first_byte_seen = False
 
     @property
     def v5(self) -> bool:
@@ -55,6 +59,13 @@ class MQTTConnection:
         caller can still act on them (a PUBLISH followed by garbage is still delivered)."""
         if self.state is State.CLOSED:
             return []
+        if not self._first_byte_seen and data:
+            self._first_byte_seen = True
+            if data[0] >> 4 != _CONNECT_TYPE:
+                # MQTT-3.1.0-1: judged on the first byte, so a partial packet (or one that
+                # claims a large body and never sends it) cannot hold the socket open
+                self.state = State.CLOSED
+                raise ProtocolViolation("first packet must be CONNECT")
         try:
             packets = self._decoder.feed(data)
         except DecodeError as exc:

@@ -19,6 +19,7 @@ from pushwire.core.pressure import MAX_WAIT as PRESSURE_MAX_WAIT
 from pushwire.core.ratelimit import TokenBucket
 from pushwire.core.session import Delivery, Session, Subscription
 from pushwire.core.topics import TopicError, split_shared, validate_filter, validate_topic_name
+from pushwire.engines.base import WriteError
 from pushwire.mqtt.codec import (
     DecodeError,
     UnsupportedProtocolVersion,
@@ -96,6 +97,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         self.session: Session | None = None
         self.client_id = ""
         self.peer = "?"
+        self.connected_at = time.time()  # wall clock, for the admin API's client list
         self.ip = "?"
         self.receive_maximum = 65535
         self.will: Will | None = None
@@ -121,7 +123,9 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         self.permissions: Permissions | None = None
         self._registered = False
         # acks held back until the journal they depend on is durable, kept in order
-        self._acks: deque[tuple[asyncio.Future[None] | None, bytes]] = deque()
+        # (sync future or None, encoded ack, the message whose storage it confirms, the
+        # engine's failure mark when the ack was queued)
+        self._acks: deque[tuple[asyncio.Future[None] | None, bytes, Message | None, int]] = deque()
         self._awaited: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------
@@ -296,10 +300,15 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             return
         self.session = None
         self.hub.stats.clients_connected -= 1
-        if self.will is not None and not self.broker.shutting_down:
-            will, self.will = self.will, None
-            self._publish_will(will, session)
-        self.hub.disconnect(session, self)
+        try:
+            if self.will is not None and not self.broker.shutting_down:
+                will, self.will = self.will, None
+                self._publish_will(will, session)
+        except Exception:
+            # whatever the will hit, the session must still leave the hub
+            log.exception("publishing the will of %s failed", self.client_id)
+        finally:
+            self.hub.disconnect(session, self)
 
     def pause_writing(self) -> None:
         # the client is not reading: stop reading from it too (its acks and our answers
@@ -448,29 +457,44 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
 
     # -- acks in order ---------------------------------------------------------------------
 
-    def _ack(self, packet: Packet, durable: bool) -> None:
+    def _ack(self, packet: Packet, durable: bool, message: Message | None = None) -> None:
         """Send an ack now, or once the journal is durable; acks never overtake each other
-        (MQTT-4.6.0-2)."""
+        (MQTT-4.6.0-2). `message`: the published message the ack confirms; when the store
+        refused it, the ack is withheld (see `_release_acks`)."""
         data = self.conn.send(packet)
         wait = durable and self.hub.engine.durable
         if not wait and not self._acks:
             self._write(data)
             return
         fut = self.hub.sync_future() if wait else None
-        self._acks.append((fut, data))
+        self._acks.append((fut, data, message, self.hub.engine.failure_mark()))
         if fut is not None and fut is not self._awaited:
             # many acks in one tick share one future: one callback releases them all
             self._awaited = fut
             fut.add_done_callback(self._release_acks)
 
+    def _store_refused(self, message: Message | None, mark: int) -> bool:
+        """Did the store refuse a write this ack vouches for: the message's, or one of this
+        client's session (its QoS 2 packet ids, its queue) since the ack was queued?"""
+        engine = self.hub.engine
+        if message is not None and engine.write_failed(message):
+            return True
+        return bool(self.client_id) and engine.session_failed_since(self.client_id, mark)
+
     def _release_acks(self, _: asyncio.Future[None]) -> None:
         while self._acks:
-            fut, data = self._acks[0]
+            fut, data, message, mark = self._acks[0]
             if fut is not None:
                 if not fut.done():
                     return
-                if fut.cancelled() or fut.exception() is not None:
-                    # not durable: withhold the ack; the client resends after reconnect
+                error = None if fut.cancelled() else fut.exception()
+                if isinstance(error, WriteError):
+                    # a write of no message or session failed: not this ack's concern
+                    log.warning("journal: %s", error)
+                    error = None
+                if fut.cancelled() or error is not None or self._store_refused(message, mark):
+                    # not durable: withhold the ack; the client resends after reconnect.
+                    # Only this client's: another client's failed write is not its own.
                     log.error("journal write failed; closing %s", self.client_id)
                     self._acks.clear()
                     self._abort("storage failure")
@@ -519,7 +543,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             return
         if p.will is not None:
             try:
-                validate_topic_name(p.will.topic)
+                validate_topic_name(p.will.topic, self.broker.settings.max_topic_levels)
             except TopicError as exc:
                 if v5:
                     self._send(Connack(False, ReasonCode.TOPIC_NAME_INVALID))
@@ -668,13 +692,18 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         session = self.session
         assert session is not None
         # the codec already refused wildcards, U+0000 and bad UTF-8 in the topic, and the
-        # connection resolved MQTT 5 aliases, so the name is valid here
+        # connection resolved MQTT 5 aliases, so the name is valid here but for its depth
+        max_levels = self.broker.settings.max_topic_levels
+        if p.topic.count("/") >= max_levels:
+            self._refuse_deep_topic(p, max_levels)
+            return
         qos = p.qos
         if qos == 2 and p.packet_id is not None and session.inbound_qos2_seen(p.packet_id):
             # a resend before PUBREL: the message was routed already (exactly once)
             self._ack(PubRec(p.packet_id), False)
             return
         journaled = False
+        published: Message | None = None
         allowed = self.permissions is not None and self.permissions.can_publish(p.topic)
         if not allowed:
             self.hub.stats.publish_denied += 1
@@ -691,17 +720,34 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
                 origin=session.client_id,
             )
             journaled = self.hub.publish(msg)
+            published = msg
         if qos == 0:
             return
         assert p.packet_id is not None
         denied = 0 if allowed or not self.conn.v5 else ReasonCode.NOT_AUTHORIZED
         if qos == 1:
-            self._ack(PubAck(p.packet_id, denied), journaled)
+            self._ack(PubAck(p.packet_id, denied), journaled, published)
         elif denied:
             self._ack(PubRec(p.packet_id, denied), False)  # a failed PUBREC ends the flow
         else:
             session.inbound_qos2_add(p.packet_id)
-            self._ack(PubRec(p.packet_id), journaled or session.persistent)
+            self._ack(PubRec(p.packet_id), journaled or session.persistent, published)
+
+    def _refuse_deep_topic(self, p: Publish, max_levels: int) -> None:
+        """More levels than max_topic_levels: MQTT 5 answers 0x90 Topic Name invalid (in the
+        PUBACK/PUBREC, so the connection lives on; a QoS 0 publish has no ack, so it gets
+        DISCONNECT 0x90), MQTT 3.1.1 has no way to say it and closes."""
+        self.hub.stats.publish_denied += 1
+        reason = f"topic has more than {max_levels} levels"
+        if not self.conn.v5:
+            self._abort(reason, logging.INFO)
+        elif p.qos == 1 and p.packet_id is not None:
+            self._ack(PubAck(p.packet_id, ReasonCode.TOPIC_NAME_INVALID), False)
+        elif p.qos == 2 and p.packet_id is not None:
+            self._ack(PubRec(p.packet_id, ReasonCode.TOPIC_NAME_INVALID), False)
+        else:
+            self._send(Disconnect(ReasonCode.TOPIC_NAME_INVALID))
+            self._abort(reason, logging.INFO)
 
     def _throttle(self, delay: float) -> None:
         """Over its publish rate: stop reading from this client for a while. TCP pushes
@@ -743,10 +789,11 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         added: list[tuple[Subscription, bool]] = []
         for flt, options in p.subscriptions:
             try:
-                validate_filter(flt)
+                validate_filter(flt, self.broker.settings.max_topic_levels)
                 group, _ = split_shared(flt)
             except TopicError as exc:
-                log.info("refused filter %r from %s: %s", flt, self.client_id, exc)
+                # the filter may be 64 KB: its head is enough to recognise it in the log
+                log.info("refused filter %r from %s: %s", flt[:100], self.client_id, exc)
                 codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else 0x80)
                 continue
             if group is not None and v5 and options.no_local:

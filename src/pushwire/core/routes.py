@@ -1,0 +1,142 @@
+"""Per-topic delivery plans: who gets a message published to a topic, and how.
+
+A session may hold many overlapping subscriptions (`a/#`, `a/+/c`, `+/+/c`, ...). MQTT lets
+the server send one copy per session, at the highest QoS granted, listing every matching
+subscription identifier (MQTT-3.3.4-2/3). Working that out per message walked every matching
+subscription: one client with 10,000 overlapping filters made each publish to a matching
+topic cost 10,000 steps. A `Route` folds the matches of one topic once, per session, and the
+hub caches it until the subscriptions change, so a publish costs one step per session.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pushwire.core.session import Session, Subscription
+from pushwire.core.shared import SharedGroup
+from pushwire.core.subscription import SubscriptionOptions
+
+
+@dataclass(slots=True, frozen=True)
+class Grant:
+    """What a session's matching subscriptions add up to."""
+
+    qos: int  # the highest QoS granted
+    retain_as_published: bool  # any of them keeps the retain flag
+    ids: list[int]  # every distinct subscription identifier, in match order (never mutated)
+
+
+@dataclass(slots=True, frozen=True)
+class Target:
+    session: Session
+    every: Grant  # over all its matching subscriptions
+    # over those without no_local: what it gets of its own messages (None: nothing)
+    own: Grant | None
+
+
+@dataclass(slots=True)
+class Route:
+    targets: list[Target]
+    # shared groups pick a member per message, so they cannot be folded ahead of time
+    groups: list[tuple[SharedGroup, Subscription]]
+
+    @property
+    def size(self) -> int:
+        """Roughly the bytes the route holds, for the cache budget."""
+        entries = 1 + len(self.groups) + sum(2 + len(t.every.ids) for t in self.targets)
+        return _ENTRY_BYTES * entries
+
+
+# what one entry of a route (a target and its grants, a group, an id) costs in memory,
+# roughly, in bytes (objects, list slots, the cache's own bookkeeping)
+_ENTRY_BYTES = 300
+
+
+class _Fold:
+    __slots__ = ("ids", "qos", "rap")
+
+    def __init__(self) -> None:
+        self.qos = -1
+        self.rap = False
+        self.ids: list[int] = []
+
+    def add(self, opts: SubscriptionOptions, subscription_id: int | None) -> None:
+        if opts.qos > self.qos:
+            self.qos = opts.qos
+        if opts.retain_as_published:
+            self.rap = True
+        if subscription_id:
+            self.ids.append(subscription_id)
+
+    def grant(self) -> Grant | None:
+        # one SUBSCRIBE gives all its filters the same identifier: list each one once
+        ids = list(dict.fromkeys(self.ids)) if len(self.ids) > 1 else self.ids
+        return None if self.qos < 0 else Grant(self.qos, self.rap, ids)
+
+
+def build_route(matched: Iterable[tuple[Session | SharedGroup, Subscription]]) -> Route:
+    every: dict[Session, _Fold] = {}
+    own: dict[Session, _Fold] = {}
+    groups: list[tuple[SharedGroup, Subscription]] = []
+    for key, sub in matched:
+        if isinstance(key, SharedGroup):
+            groups.append((key, sub))
+            continue
+        fold = every.get(key)
+        if fold is None:
+            fold = every[key] = _Fold()
+            own[key] = _Fold()
+        opts = sub.options
+        fold.add(opts, sub.subscription_id)
+        if not opts.no_local:
+            own[key].add(opts, sub.subscription_id)
+    targets = []
+    for session, fold in every.items():
+        grant = fold.grant()
+        assert grant is not None
+        targets.append(Target(session, grant, own[session].grant()))
+    return Route(targets, groups)
+
+
+class RouteCache:
+    """Routes by topic, bounded by the bytes they (and their topics, up to 64 KB each) hold
+    in total, the oldest evicted first.
+
+    A change of the subscriptions invalidates every route, but `clear` only moves to a new
+    generation (O(1)): freeing 100,000 cached routes at once would stall the loop for tens
+    of milliseconds at every SUBSCRIBE. A stale route is rebuilt when its topic is next
+    published to, or evicted as the oldest."""
+
+    def __init__(self, budget: int = 32 * 1024 * 1024) -> None:
+        # topic -> (generation, route, size)
+        self._routes: OrderedDict[str, tuple[int, Route, int]] = OrderedDict()
+        self._budget = budget
+        self._used = 0
+        self._generation = 0
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    def get(self, topic: str) -> Route | None:
+        entry = self._routes.get(topic)
+        if entry is None or entry[0] != self._generation:
+            return None
+        return entry[1]
+
+    def put(self, topic: str, route: Route) -> None:
+        old = self._routes.pop(topic, None)
+        if old is not None:
+            self._used -= old[2]
+        size = route.size + len(topic)
+        if size > self._budget:
+            return  # bigger than the whole cache: build it each time
+        while self._used + size > self._budget and self._routes:
+            _, (_, _, evicted) = self._routes.popitem(last=False)
+            self._used -= evicted
+        self._routes[topic] = (self._generation, route, size)
+        self._used += size
+
+    def clear(self) -> None:
+        self._generation += 1
