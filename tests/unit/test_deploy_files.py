@@ -122,16 +122,25 @@ def test_make_run_installs_runtime_dependencies_only(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_wheel_ships_the_docs_assets(tmp_path: Path) -> None:
-    # an isolated build, as `pip install .` and `pipx install .` do (setuptools from pyproject)
-    wheel_cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path)]
+    # an isolated build, as `pip install .` and `pipx install .` do (setuptools from pyproject),
+    # of a copy: building in the checkout would leave build/ and *.egg-info behind
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(
+        ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    out = tmp_path / "wheel"
+    wheel_cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out)]
     done = subprocess.run(
-        [*wheel_cmd, str(ROOT)],
+        [*wheel_cmd, str(source)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    (wheel,) = tmp_path.glob("pushwire-*.whl")
+    (wheel,) = out.glob("pushwire-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png", "LICENSE"):
         assert f"pushwire/http/static/swagger-ui/{asset}" in names, asset
