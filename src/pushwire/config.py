@@ -52,6 +52,13 @@ class Settings(BaseSettings):
         description="acknowledge QoS 1/2 messages for persistent sessions only once they are "
         "on disk (SQLite synchronous=FULL)",
     )
+    store_max_pending_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="payload bytes waiting to be written to the SQLite store before "
+        "publishers are held (MQTT stops reading them, HTTP/WebSocket publishes wait; at "
+        "most 0.5 s per episode) until half is written (0: no limit)",
+    )
     max_packet_size: int = Field(
         1_048_576, ge=64, le=268_435_460, description="largest MQTT packet accepted, bytes"
     )
@@ -60,6 +67,20 @@ class Settings(BaseSettings):
     )
     max_queued_messages: int = Field(
         1000, ge=0, description="QoS 1/2 messages queued per session beyond the inflight window"
+    )
+    max_queued_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=0,
+        description="bytes of QoS 1/2 messages one session may hold queued plus inflight "
+        "(payload + topic + properties + ~256 per message; one message always fits; beyond: "
+        "refused and counted like max_queued_messages; 0: no byte limit)",
+    )
+    backpressure_progress_window: float = Field(
+        1.0,
+        gt=0,
+        description="seconds since a QoS 1/2 subscriber's last acknowledgement during which "
+        "it counts as keeping up: when its queue is full, publishers are held back instead "
+        "of its messages being dropped",
     )
     max_connections: int = Field(100_000, ge=1, description="concurrent MQTT connections")
     max_keepalive: int = Field(
@@ -172,6 +193,20 @@ class Settings(BaseSettings):
         description="per-pattern log retention, first match wins: a JSON list of "
         '{"filter": "a/#", "max_messages": 10, "max_age": 60}',
     )
+    log_memory_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="bytes of message-log entries held in memory, all topics (payload + "
+        "topic + properties + ~256 per message); older entries stay on disk only (SQLite, "
+        "read back when a reader reaches them) or, with --memory, are evicted (readers "
+        "behind them get a gap); 0: no byte limit",
+    )
+    log_topic_memory_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=0,
+        description="bytes of message-log entries held in memory for one topic (as "
+        "log_memory_bytes; 0: no byte limit)",
+    )
     log_sweep_interval: float = Field(
         30.0, gt=0, description="seconds between age-eviction sweeps of the message log"
     )
@@ -204,6 +239,12 @@ class Settings(BaseSettings):
     )
     poll_limit: int = Field(100, ge=1, description="messages per poll reply when limit= is absent")
     poll_max_limit: int = Field(1000, ge=1, description="largest limit= a poll accepts")
+    read_max_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1,
+        description="bytes of messages in one poll/long-poll reply or one SSE/WebSocket "
+        "backlog page (at least one message; more=true says the rest follows)",
+    )
     longpoll_timeout: float = Field(
         30.0, gt=0, description="seconds a long-poll waits when timeout= is absent"
     )
@@ -230,6 +271,12 @@ class Settings(BaseSettings):
         ge=1,
         description="messages waiting for a slow SSE/WebSocket client before its "
         "stream is closed (it resumes with its cursor)",
+    )
+    stream_buffer_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=0,
+        description="bytes waiting for a slow SSE/WebSocket client before its stream is "
+        "closed, as stream_buffer (0: no byte limit)",
     )
     http_max_listeners: int = Field(
         100_000,

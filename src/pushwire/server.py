@@ -40,7 +40,11 @@ def make_engine(settings: Settings) -> Engine:
         return MemoryEngine()
     from pushwire.engines.sqlite import SQLiteEngine
 
-    return SQLiteEngine(settings.data_dir / "pushwire.db", durable=settings.durability)
+    return SQLiteEngine(
+        settings.data_dir / "pushwire.db",
+        durable=settings.durability,
+        max_pending_bytes=settings.store_max_pending_bytes,
+    )
 
 
 class DataDirInUse(RuntimeError):
@@ -61,7 +65,12 @@ class PushwireServer:
         self.engine = make_engine(settings)
         self.hub = Hub(
             self.engine,
-            SessionLimits(settings.max_inflight, settings.max_queued_messages),
+            SessionLimits(
+                settings.max_inflight,
+                settings.max_queued_messages,
+                settings.max_queued_bytes,
+                settings.backpressure_progress_window,
+            ),
             retained_slice=settings.retained_slice,
         )
         self.auth = AuthService(

@@ -18,6 +18,7 @@ import pytest
 from pushwire.cli import build_parser
 from pushwire.config import Settings, load_settings
 from pushwire.core.acl import AclRule
+from pushwire.example_config import render
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_TOML = ROOT / "examples" / "pushwire.toml"
@@ -36,6 +37,11 @@ def test_example_config_loads_and_names_every_setting() -> None:
         if not re.search(rf"^(# ?)?{name} =|^# (\[\[)?{name}(\]\]|:)", text, re.M)
     ]
     assert not missing, f"examples/pushwire.toml does not mention {missing}"
+    # descriptions and defaults as the model has them
+    assert render(text) == text, (
+        "examples/pushwire.toml drifted from the settings model: run "
+        "`python -m pushwire.example_config --write examples/pushwire.toml`"
+    )
 
 
 def test_example_config_tables_are_valid_when_uncommented(tmp_path: Path) -> None:

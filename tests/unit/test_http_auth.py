@@ -196,12 +196,12 @@ async def test_read_visible_skips_denied_topics_page_by_page(auth: AuthService) 
     caller = await bob_caller(auth)
     for topic in ("t/secret/1", "t/secret/2", "t/open/3", "t/secret/4"):
         state.hub.publish(Message(topic, topic.encode()))
-    result = read_visible(state.log, "t/#", 0, 1, 0, caller)
+    result = await read_visible(state.log, "t/#", 0, 1, 0, caller)
     # the first two pages were only denied messages: read past them
     assert [e.message.topic for e in result.entries] == ["t/open/3"] and result.more
-    result = read_visible(state.log, "t/#", result.next_id, 1, 0, caller)
+    result = await read_visible(state.log, "t/#", result.next_id, 1, 0, caller)
     assert result.entries == [] and not result.more and result.next_id == 4
-    everything = read_visible(state.log, "t/#", 0, 10, 0, None)
+    everything = await read_visible(state.log, "t/#", 0, 10, 0, None)
     assert len(everything.entries) == 4
 
 

@@ -467,7 +467,7 @@ async def test_a_message_sqlite_rejects_fails_alone_and_leaves_a_hole(
         ("queue_put", True),
     ]
     stored = await engine.load_log()
-    assert [m.log_id for m in stored.entries] == [1, 3]
+    assert [e.id for e in stored.entries] == [1, 3]
     assert stored.holes == {"chat/\ud800": [2]}
     assert stored.last_id == 3
     # a trim past the hole forgets it (the eviction mark covers it)
@@ -501,7 +501,7 @@ async def test_write_failed_is_known_before_sync_returns_under_concurrency(
     for m, failed in results:
         assert failed == m.topic.startswith("poison/"), m.topic
     stored = await engine.load_log()
-    assert {m.log_id for m in stored.entries} == {m.log_id for m, failed in results if not failed}
+    assert {e.id for e in stored.entries} == {m.log_id for m, failed in results if not failed}
     assert sorted(stored.holes["poison/x"]) == sorted(m.log_id for m, f in results if f)
 
 

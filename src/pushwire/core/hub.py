@@ -9,13 +9,14 @@ client came through.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from pushwire.core.message import Message
-from pushwire.core.pressure import Backpressure
+from pushwire.core.pressure import MAX_WAIT, Backpressure
 from pushwire.core.retain import RetainedStore
 from pushwire.core.retained_stream import RetainedStream
 from pushwire.core.routes import Route, RouteCache, build_route
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # sees every routed message; returns True when it journaled something to the engine
 Observer = Callable[[Message], bool]
+# what Backpressure holds publishers for while the engine's write backlog is over its bound
+STORE = "store"
 
 
 class Hub:
@@ -61,6 +64,8 @@ class Hub:
         # in-process listeners that see every routed message (message log, metrics, ...)
         self._observers: list[Observer] = []
         self._sync_task: asyncio.Future[None] | None = None
+        # True while publishers are held for the engine's write backlog (see _watch_store)
+        self.store_held = False
 
     # -- start-up ----------------------------------------------------------------------
 
@@ -222,6 +227,7 @@ class Hub:
             del self.sessions[session.client_id]
         if session.persistent:
             self.engine.session_delete(session.client_id)
+        session.release_all()
         if session.expiry_handle is not None:
             session.expiry_handle.cancel()
             session.expiry_handle = None
@@ -315,7 +321,41 @@ class Hub:
         for observer in self._observers:
             if observer(message):
                 journaled = True
+        self._watch_store()
         return journaled
+
+    # -- the store's write backlog -----------------------------------------------------
+
+    def _watch_store(self) -> None:
+        """Payloads wait in the engine's write queue until the disk takes them; when the
+        publishers outrun the disk that queue is the one buffer that grows, so publishers
+        are held (as for a subscriber that keeps up, core/pressure.py) until it is half
+        drained. QoS 0 publishers too: they fill it as much as the others."""
+        if self.store_held or not self.engine.backlogged:
+            return
+        self.store_held = True
+        self.stats.store_backlogged += 1
+        self.pressure.mark(STORE)
+        self.engine.when_drained(self._store_drained)
+
+    def _store_drained(self) -> None:
+        self.store_held = False
+        self.pressure.relieve(STORE)
+
+    async def wait_store(self) -> None:
+        """Hold an HTTP/WebSocket publisher while the store is backlogged (at most
+        MAX_WAIT: a stuck disk must not hang requests)."""
+        if not self.store_held:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def release() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        self.pressure.wait(release)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(future, MAX_WAIT)
 
     def _deliver(self, message: Message, route: Route) -> bool:
         """One copy per session, at the highest QoS its matching subscriptions grant, with

@@ -13,6 +13,13 @@ first match wins). Evicted ids are remembered per topic (`evicted_upto`) so a re
 returned by reads. An entry the engine could not store becomes a hole (`holes`, kept by the
 engine too): it leaves the log, and a read whose cursor crosses it reports a gap.
 
+Memory is bounded in bytes too (`MemoryBudget`: per topic and for the whole log, counted
+with `approx_size`). Over budget, the oldest entries leave memory: with an engine that
+keeps the log on disk (SQLite) they become "cold", a few bytes of id, time and size in
+compact arrays, and a read that reaches them loads them back (`fetch`/`load`); that is no
+gap. With the memory engine there is nowhere to keep them: they are evicted, and readers
+behind them get a gap. At start-up a stored log comes back all cold.
+
 Live readers register a `Listener` under a filter: on append the topic is matched once in a
 `SubscriptionTrie` and every matching listener's `notify(entry)` runs synchronously (it only
 sets a future or appends to a bounded buffer; nothing polls, nothing spins).
@@ -29,12 +36,14 @@ import heapq
 import logging
 import secrets
 import time
+from array import array
 from collections import deque
 from collections.abc import Hashable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from pushwire.core.message import Message, bump_uid_floor
+from pushwire.core.message import Message, approx_size, bump_uid_floor
+from pushwire.core.stats import Stats
 from pushwire.core.topics import SubscriptionTrie, matches
 from pushwire.engines.base import Engine, WriteFailure
 
@@ -66,6 +75,16 @@ class RetentionRule:
     filter: str
     max_messages: int | None = None
     max_age: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryBudget:
+    """Bytes of log entries held in memory (`approx_size`), per topic and for the whole
+    log; 0: no byte limit. What does not fit goes cold (engine keeps the log) or is
+    evicted (memory engine)."""
+
+    topic_bytes: int = 8 * 1024 * 1024
+    total_bytes: int = 64 * 1024 * 1024
 
 
 # -- cursors ----------------------------------------------------------------------------
@@ -103,13 +122,15 @@ def format_cursor(epoch: str, id_: int) -> str:
 
 class LogEntry:
     """One logged message. `wire` caches encodings (keyed by format) so a message is
-    encoded once however many readers of that format it reaches."""
+    encoded once however many readers of that format it reaches. `size`: its memory cost
+    (`approx_size`), what the byte budgets count."""
 
-    __slots__ = ("id", "message", "wire")
+    __slots__ = ("id", "message", "size", "wire")
 
-    def __init__(self, id_: int, message: Message) -> None:
+    def __init__(self, id_: int, message: Message, size: int | None = None) -> None:
         self.id = id_
         self.message = message
+        self.size = approx_size(message) if size is None else size
         self.wire: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
@@ -136,6 +157,10 @@ class ReadResult:
     # True when `limit` cut the reply: more messages follow `next_id`
     more: bool
     epoch: str
+    # entries only on disk, as (topic, first_id, last_id) ranges, and how many: `entries`
+    # is complete once `MessageLog.load` has read them back (empty: nothing to load)
+    cold: list[tuple[str, int, int]] = field(default_factory=list)
+    cold_count: int = 0
 
     @property
     def cursor(self) -> str:
@@ -167,12 +192,69 @@ class Consumer:
 # -- per-topic storage ------------------------------------------------------------------
 
 
+class _ColdRun:
+    """The oldest entries of a topic that live on disk only: id, creation time and size in
+    compact arrays (24 bytes each), oldest first. `head` skips popped ones; the arrays are
+    compacted when more than half of them is dead."""
+
+    __slots__ = ("head", "ids", "sizes", "times")
+
+    def __init__(self) -> None:
+        self.ids = array("q")
+        self.times = array("d")
+        self.sizes = array("q")
+        self.head = 0
+
+    def __len__(self) -> int:
+        return len(self.ids) - self.head
+
+    def append(self, id_: int, created_at: float, size: int) -> None:
+        self.ids.append(id_)
+        self.times.append(created_at)
+        self.sizes.append(size)
+
+    def popleft(self) -> tuple[int, float]:
+        i = self.head
+        out = (self.ids[i], self.times[i])
+        self.head = i + 1
+        if self.head == len(self.ids):
+            self.ids, self.times, self.sizes, self.head = array("q"), array("d"), array("q"), 0
+        elif self.head > 64 and self.head * 2 > len(self.ids):
+            del self.ids[: self.head], self.times[: self.head], self.sizes[: self.head]
+            self.head = 0
+        return out
+
+    def first_time(self) -> float:
+        return self.times[self.head]
+
+    def index_after(self, after_id: int) -> int:
+        return bisect.bisect_right(self.ids, after_id, self.head)
+
+    def remove(self, id_: int) -> bool:
+        """Delete the entry `id_` wherever it is in the run (rare: a refused write)."""
+        i = bisect.bisect_left(self.ids, id_, self.head)
+        if i == len(self.ids) or self.ids[i] != id_:
+            return False
+        del self.ids[i], self.times[i], self.sizes[i]
+        return True
+
+
+# the cold run of every topic that has none (never appended to)
+_NO_COLD = _ColdRun()
+
+# an item of a read plan: (id, the entry when in memory else None, its topic log, size)
+_Planned = tuple[int, "LogEntry | None", "_TopicLog", int]
+
+
 class _TopicLog:
     __slots__ = (
+        "cold",
         "entries",
         "evicted_time",
         "evicted_upto",
         "holes",
+        "hot_bytes",
+        "in_heap",
         "retention",
         "topic",
         "trimmed_upto",
@@ -181,7 +263,11 @@ class _TopicLog:
     def __init__(self, topic: str, retention: Retention) -> None:
         self.topic = topic
         self.retention = retention
+        # in memory, newest last; `cold` holds the older ones that are on disk only
         self.entries: deque[LogEntry] = deque()
+        self.cold = _NO_COLD  # a run of its own once something goes cold (see `go_cold`)
+        self.hot_bytes = 0
+        self.in_heap = False  # has an item in MessageLog._oldest
         # highest id evicted from this topic (0: none) and its creation time
         self.evicted_upto = 0
         self.evicted_time = 0.0
@@ -198,16 +284,52 @@ class _TopicLog:
         i = bisect.bisect_right(holes, low)
         return i < len(holes) and holes[i] <= high
 
-    def after(self, after_id: int) -> Iterator[LogEntry]:
+    def __len__(self) -> int:
+        return len(self.entries) + len(self.cold)
+
+    def go_cold(self, id_: int, created_at: float, size: int) -> None:
+        """Keep an entry on disk only (oldest first)."""
+        if self.cold is _NO_COLD:
+            self.cold = _ColdRun()
+        self.cold.append(id_, created_at, size)
+
+    def drop_cold(self, id_: int) -> bool:
+        """Forget one cold entry (the store refused it); True when it was there."""
+        cold = self.cold
+        if not cold.remove(id_):
+            return False
+        if not len(cold):
+            self.cold = _NO_COLD
+        return True
+
+    def pop_cold(self) -> tuple[int, float]:
+        out = self.cold.popleft()
+        if not len(self.cold):
+            self.cold = _NO_COLD  # most topics never go cold: no arrays for them
+        return out
+
+    def after(self, after_id: int) -> Iterator[_Planned]:
+        """Entries with id > after_id, oldest first, cold ones with entry None."""
+        cold = self.cold
+        if len(cold):
+            ids, sizes = cold.ids, cold.sizes
+            for i in range(cold.index_after(after_id), len(ids)):
+                yield ids[i], None, self, sizes[i]
         entries = self.entries
         if not entries or entries[-1].id <= after_id:
-            return iter(())
-        if entries[0].id > after_id:
-            return iter(entries)
-        i = bisect.bisect_right(entries, after_id, key=_entry_id)
-        return (entries[j] for j in range(i, len(entries)))
+            return
+        start = 0
+        if entries[0].id <= after_id:
+            start = bisect.bisect_right(entries, after_id, key=_entry_id)
+        for j in range(start, len(entries)):
+            e = entries[j]
+            yield e.id, e, self, e.size
 
     def first_at_or_after(self, t: float) -> int | None:
+        cold = self.cold
+        for i in range(cold.head, len(cold.ids)):
+            if cold.times[i] >= t:
+                return cold.ids[i]
         for entry in self.entries:
             if entry.message.created_at >= t:
                 return entry.id
@@ -216,6 +338,10 @@ class _TopicLog:
 
 def _entry_id(entry: LogEntry) -> int:
     return entry.id
+
+
+def _planned_id(item: _Planned) -> int:
+    return item[0]
 
 
 class _Node:
@@ -285,7 +411,8 @@ class _TopicTree:
 
 
 class MessageLog:
-    """Per-topic message history with one id sequence, an epoch, retention and listeners."""
+    """Per-topic message history with one id sequence, an epoch, retention, a memory
+    budget and listeners."""
 
     def __init__(
         self,
@@ -293,17 +420,29 @@ class MessageLog:
         default: Retention | None = None,
         rules: list[RetentionRule] | None = None,
         clock: Any = time.time,
+        budget: MemoryBudget | None = None,
+        stats: Stats | None = None,
     ) -> None:
         self.engine = engine
         self.default = default or Retention()
         self.rules = list(rules or [])
         self.clock = clock
+        self.budget = budget or MemoryBudget()
+        # counters shared with $SYS and /metrics (the hub's, when the server builds the log)
+        self.stats = stats or Stats()
+        # over budget, entries go cold (read back from the engine) instead of being evicted
+        self.spills = bool(getattr(engine, "keeps_log", False))
         self.epoch = new_epoch()
         self.last_id = 0
         self._topics = _TopicTree()
         self._listeners: SubscriptionTrie[Listener, None] = SubscriptionTrie()
         self._consumers: dict[tuple[str, str], Consumer] = {}
-        self.size = 0  # entries held, all topics
+        # (oldest in-memory id, topic log) per topic with entries in memory, lazily updated:
+        # a key is never above its topic's real oldest id (see `_fit_total`)
+        self._oldest: list[tuple[int, _TopicLog]] = []
+        self.size = 0  # entries held, all topics, in memory or cold
+        self.memory_bytes = 0  # `approx_size` of the entries in memory
+        self.cold_count = 0  # entries on disk only
         self.evicted_total = 0
         self.appended_total = 0
         self.holes_total = 0
@@ -312,7 +451,8 @@ class MessageLog:
     # -- start-up and shutdown --------------------------------------------------------
 
     async def restore(self) -> None:
-        """Load the stored log (or start a new epoch when there is none)."""
+        """Load the stored log (or start a new epoch when there is none). Entries come
+        back cold: their payloads are read from the engine when a reader needs them."""
         stored = await self.engine.load_log()
         if stored.epoch is None:
             self.engine.log_reset(self.epoch)
@@ -320,18 +460,16 @@ class MessageLog:
             return
         self.epoch = stored.epoch
         self.last_id = stored.last_id
-        max_uid = 0
         for topic, (upto, upto_time) in stored.evicted.items():
             tlog = self._topic(topic)
             tlog.evicted_upto = tlog.trimmed_upto = upto
             tlog.evicted_time = upto_time
-        for message in stored.entries:
-            assert message.log_id is not None
-            tlog = self._topic(message.topic)
-            tlog.entries.append(LogEntry(message.log_id, message))
+        for e in stored.entries:
+            tlog = self._topic(e.topic)
+            tlog.go_cold(e.id, e.created_at, e.size)
             self.size += 1
-            self.last_id = max(self.last_id, message.log_id)
-            max_uid = max(max_uid, message.uid)
+            self.cold_count += 1
+            self.last_id = max(self.last_id, e.id)
         for topic, holes in stored.holes.items():
             tlog = self._topic(topic)
             tlog.holes = sorted(h for h in holes if h > tlog.evicted_upto)
@@ -339,7 +477,7 @@ class MessageLog:
             self._consumers[(c.name, c.filter)] = Consumer(
                 c.name, c.filter, c.acked, max(c.acked, self.last_id)
             )
-        bump_uid_floor(max_uid)
+        bump_uid_floor(stored.max_uid)
         self.sweep()
         log.info(
             "message log: epoch %s, %d messages in %d topics, last id %d",
@@ -384,15 +522,22 @@ class MessageLog:
         message.log_id = entry.id
         tlog = self._topic(message.topic)
         if tlog.retention.max_messages > 0:
-            tlog.entries.append(entry)
-            self.size += 1
             self.engine.log_append(message)
+            tlog.entries.append(entry)
+            tlog.hot_bytes += entry.size
+            self.memory_bytes += entry.size
+            self.size += 1
+            if not tlog.in_heap:
+                tlog.in_heap = True
+                heapq.heappush(self._oldest, (entry.id, tlog))
         else:
             # a topic configured to keep nothing: live readers only, and it counts as evicted
             tlog.evicted_upto = entry.id
             tlog.evicted_time = message.created_at
         self.appended_total += 1
         self._evict(tlog, message.created_at)
+        self._fit_topic(tlog)
+        self._fit_total()
         for _flt, listener, _ in self._listeners.match(message.topic):
             listener.notify(entry)
         return entry
@@ -417,33 +562,100 @@ class MessageLog:
         entries = tlog.entries
         i = bisect.bisect_left(entries, lid, key=_entry_id)
         if i < len(entries) and entries[i].id == lid:
+            size = entries[i].size
             del entries[i]
+            tlog.hot_bytes -= size
+            self.memory_bytes -= size
+            self.size -= 1
+        elif tlog.drop_cold(lid):
+            # it went out of memory (budget) before the store refused it
+            self.cold_count -= 1
             self.size -= 1
         if lid > tlog.evicted_upto:
             bisect.insort(tlog.holes, lid)
             self.holes_total += 1
 
     def _evict(self, tlog: _TopicLog, now: float) -> None:
-        entries = tlog.entries
         ret = tlog.retention
         evicted = 0
-        while len(entries) > ret.max_messages:
+        while len(tlog) > ret.max_messages:
             self._pop(tlog)
             evicted += 1
         if ret.max_age > 0:
             horizon = now - ret.max_age
-            while entries and entries[0].message.created_at < horizon:
+            while len(tlog) and self._oldest_time(tlog) < horizon:
                 self._pop(tlog)
                 evicted += 1
-        if evicted and tlog.evicted_upto - tlog.trimmed_upto >= max(1, ret.max_messages // 10):
+        if evicted:
+            self._maybe_trim(tlog)
+
+    def _maybe_trim(self, tlog: _TopicLog) -> None:
+        if tlog.evicted_upto - tlog.trimmed_upto >= max(1, tlog.retention.max_messages // 10):
             self._trim(tlog)
 
+    @staticmethod
+    def _oldest_time(tlog: _TopicLog) -> float:
+        if len(tlog.cold):
+            return tlog.cold.first_time()
+        return tlog.entries[0].message.created_at
+
     def _pop(self, tlog: _TopicLog) -> None:
-        old = tlog.entries.popleft()
-        tlog.evicted_upto = old.id
-        tlog.evicted_time = old.message.created_at
+        """Evict the oldest entry of a topic (cold ones first: they are the oldest)."""
+        if len(tlog.cold):
+            tlog.evicted_upto, tlog.evicted_time = tlog.pop_cold()
+            self.cold_count -= 1
+        else:
+            old = tlog.entries.popleft()
+            tlog.hot_bytes -= old.size
+            self.memory_bytes -= old.size
+            tlog.evicted_upto = old.id
+            tlog.evicted_time = old.message.created_at
         self.size -= 1
         self.evicted_total += 1
+
+    # -- the memory budget ------------------------------------------------------------
+
+    def _fit_topic(self, tlog: _TopicLog) -> None:
+        limit = self.budget.topic_bytes
+        while limit and tlog.hot_bytes > limit and tlog.entries:
+            self._shed(tlog)
+
+    def _fit_total(self) -> None:
+        """Shed the oldest in-memory entries of the whole log until it fits."""
+        limit = self.budget.total_bytes
+        heap = self._oldest
+        while limit and self.memory_bytes > limit and heap:
+            key, tlog = heap[0]
+            if not tlog.entries:
+                heapq.heappop(heap)
+                tlog.in_heap = False
+                continue
+            oldest = tlog.entries[0].id
+            if key != oldest:
+                # stale key (the topic shed or evicted on its own since): re-key it
+                heapq.heapreplace(heap, (oldest, tlog))
+                continue
+            self._shed(tlog)
+            if tlog.entries:
+                heapq.heapreplace(heap, (tlog.entries[0].id, tlog))
+            else:
+                heapq.heappop(heap)
+                tlog.in_heap = False
+
+    def _shed(self, tlog: _TopicLog) -> None:
+        """The oldest in-memory entry of a topic leaves memory: to the cold run when the
+        engine keeps the log (no gap), else evicted (readers behind it get a gap)."""
+        if not self.spills:
+            self._pop(tlog)
+            self.stats.log_memory_evicted += 1
+            self._maybe_trim(tlog)
+            return
+        old = tlog.entries.popleft()
+        tlog.hot_bytes -= old.size
+        self.memory_bytes -= old.size
+        tlog.go_cold(old.id, old.message.created_at, old.size)
+        self.cold_count += 1
+        self.stats.log_spilled += 1
 
     def _trim(self, tlog: _TopicLog) -> None:
         self.engine.log_trim(tlog.topic, tlog.evicted_upto, tlog.evicted_time)
@@ -492,14 +704,20 @@ class MessageLog:
             return Start(0, True, self.last_id)
         return Start(cursor.id, False)
 
-    def read(self, flt: str, after_id: int, limit: int, floor: int = 0) -> ReadResult:
+    def read(
+        self, flt: str, after_id: int, limit: int, floor: int = 0, max_bytes: int = 0
+    ) -> ReadResult:
         """Messages of topics matching `flt` with id > after_id, oldest first, at most
-        `limit` (expired ones skipped). gap=True when any of them was evicted; evictions
-        of ids up to `floor` are not counted (the reader was told, or asked for `all`)."""
+        `limit` and (when max_bytes > 0) about max_bytes (at least one message), expired
+        ones skipped. gap=True when any of them was evicted; evictions of ids up to `floor`
+        are not counted (the reader was told, or asked for `all`).
+
+        Entries only on disk are listed in `cold`, not in `entries`: `await load(result)`
+        reads them (or use `fetch`). With the memory engine nothing is ever cold."""
         now = self.clock()
         gap = False
         horizon = max(after_id, floor)
-        sources: list[Iterator[LogEntry]] = []
+        sources: list[Iterator[_Planned]] = []
         holed: list[_TopicLog] = []
         for tlog in self._topics.find(flt):
             self._evict(tlog, now)
@@ -509,24 +727,65 @@ class MessageLog:
                 holed.append(tlog)
             sources.append(tlog.after(after_id))
         out: list[LogEntry] = []
+        cold: dict[str, list[int]] = {}
+        taken = 0
+        taken_bytes = 0
         more = False
-        merged = sources[0] if len(sources) == 1 else heapq.merge(*sources, key=_entry_id)
+        merged = sources[0] if len(sources) == 1 else heapq.merge(*sources, key=_planned_id)
         last = after_id
-        for entry in merged:
-            if len(out) >= limit:
+        for id_, entry, tlog, size in merged:
+            if taken >= limit or (max_bytes and taken and taken_bytes + size > max_bytes):
                 more = True
                 break
-            last = entry.id
-            if entry.message.expired(now):
+            last = id_
+            if entry is None:
+                span = cold.get(tlog.topic)
+                if span is None:
+                    cold[tlog.topic] = [id_, id_]
+                else:
+                    span[1] = id_
+            elif entry.message.expired(now):
                 continue
-            out.append(entry)
+            else:
+                out.append(entry)
+            taken += 1
+            taken_bytes += size
         next_id = last if more else max(last, self.last_id)
         # an id that was issued but not stored, between the cursor and where this read ends
         gap = gap or any(t.hole_within(horizon, next_id) for t in holed)
-        return ReadResult(out, next_id, gap, more, self.epoch)
+        result = ReadResult(out, next_id, gap, more, self.epoch)
+        if cold:
+            result.cold = [(topic, span[0], span[1]) for topic, span in cold.items()]
+            result.cold_count = taken - len(out)
+        return result
+
+    async def load(self, result: ReadResult) -> ReadResult:
+        """Read the cold entries of `result` back from the engine and merge them in. An
+        entry that is gone meanwhile (evicted and trimmed while we read) makes it a gap."""
+        if not result.cold:
+            return result
+        ranges, expected = result.cold, result.cold_count
+        result.cold, result.cold_count = [], 0
+        messages = await self.engine.log_read(ranges)
+        self.stats.log_disk_reads += len(messages)
+        if len(messages) < expected:
+            result.gap = True
+        now = self.clock()
+        loaded = [
+            LogEntry(m.log_id, m) for m in messages if m.log_id is not None and not m.expired(now)
+        ]
+        if loaded:
+            result.entries = sorted(result.entries + loaded, key=_entry_id)
+        return result
+
+    async def fetch(
+        self, flt: str, after_id: int, limit: int, floor: int = 0, max_bytes: int = 0
+    ) -> ReadResult:
+        """`read`, with the cold entries loaded: what every reader should call."""
+        return await self.load(self.read(flt, after_id, limit, floor, max_bytes))
 
     def query(self, flt: str, cursor: Cursor, limit: int) -> ReadResult:
-        """resolve + read: the whole answer to `?since=` for a poll."""
+        """resolve + read: the whole answer to `?since=` for a poll (memory part)."""
         start = self.resolve(flt, cursor)
         result = self.read(flt, start.after, limit, start.floor)
         result.gap = result.gap or start.gap
@@ -579,8 +838,17 @@ class MessageLog:
         return len(self._topics.by_topic)
 
     def topic_size(self, topic: str) -> int:
+        """Entries kept for `topic`, in memory or cold."""
         tlog = self._topics.by_topic.get(topic)
-        return len(tlog.entries) if tlog is not None else 0
+        return len(tlog) if tlog is not None else 0
+
+    def topic_memory_bytes(self, topic: str) -> int:
+        tlog = self._topics.by_topic.get(topic)
+        return tlog.hot_bytes if tlog is not None else 0
+
+    def topic_cold(self, topic: str) -> int:
+        tlog = self._topics.by_topic.get(topic)
+        return len(tlog.cold) if tlog is not None else 0
 
 
 async def run_log_sweeper(mlog: MessageLog, interval: float) -> None:
@@ -599,17 +867,21 @@ async def run_log_sweeper(mlog: MessageLog, interval: float) -> None:
 class StreamBuffer(Generic[T]):
     """A bounded FIFO between synchronous producers (log listeners) and one async sender.
 
-    Overflow policy: when `limit` items are waiting, the buffer closes itself with reason
-    "overflow" and drops what it holds; the sender then ends the stream and says so, and
-    the client resumes with its cursor. Nothing is skipped silently. Waiting costs one
-    future and, with a timeout, one timer-heap entry: nothing polls.
+    Bounded in items (`limit`) and in bytes (`max_bytes`, 0: no byte limit; what each
+    `push` says its item costs). Overflow policy: when either bound would be passed, the
+    buffer closes itself with reason "overflow" and drops what it holds; the sender then
+    ends the stream and says so, and the client resumes with its cursor. Nothing is
+    skipped silently. Waiting costs one future and, with a timeout, one timer-heap entry:
+    nothing polls.
     """
 
-    __slots__ = ("_items", "_waiter", "closed", "limit", "reason")
+    __slots__ = ("_bytes", "_items", "_waiter", "closed", "limit", "max_bytes", "reason")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_bytes: int = 0) -> None:
         self.limit = limit
+        self.max_bytes = max_bytes
         self._items: deque[T] = deque()
+        self._bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self.closed = False
         self.reason = ""
@@ -617,13 +889,22 @@ class StreamBuffer(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def push(self, item: T) -> bool:
+    @property
+    def bytes(self) -> int:
+        """What the waiting items cost, as their producers said."""
+        return self._bytes
+
+    def push(self, item: T, size: int = 0) -> bool:
         if self.closed:
             return False
-        if len(self._items) >= self.limit:
+        items = self._items
+        if len(items) >= self.limit or (
+            self.max_bytes and items and self._bytes + size > self.max_bytes
+        ):
             self.close("overflow")
             return False
-        self._items.append(item)
+        items.append(item)
+        self._bytes += size
         self._wake()
         return True
 
@@ -632,6 +913,7 @@ class StreamBuffer(Generic[T]):
             self.closed = True
             self.reason = reason
             self._items.clear()
+            self._bytes = 0
             self._wake()
 
     def _wake(self) -> None:
@@ -643,6 +925,7 @@ class StreamBuffer(Generic[T]):
         """Everything waiting, without waiting ([] when empty or closed)."""
         items = list(self._items)
         self._items.clear()
+        self._bytes = 0
         return items
 
     async def get(self, timeout: float | None) -> list[T] | None:
@@ -664,9 +947,7 @@ class StreamBuffer(Generic[T]):
                 return None
         if self.closed:
             return []
-        items = list(self._items)
-        self._items.clear()
-        return items
+        return self.take()
 
 
 def _resolve_none(future: asyncio.Future[None]) -> None:

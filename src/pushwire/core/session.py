@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pushwire.core.message import Message
+from pushwire.core.message import Message, approx_size
 from pushwire.core.pressure import PROGRESS_WINDOW, Backpressure
 from pushwire.core.stats import Stats
 from pushwire.core.subscription import SubscriptionOptions
@@ -41,6 +41,7 @@ class Delivery:
     subscription_ids: list[int] = field(default_factory=list)
     packet_id: int | None = None
     state: QueueState = "queued"
+    size: int = 0  # approx_size of the message, what the session's byte bound counts
 
 
 class ReceiveFilter(Protocol):
@@ -75,6 +76,10 @@ class Link(Protocol):
 class SessionLimits:
     max_inflight: int = 20
     max_queued_messages: int = 1000
+    # bytes of QoS 1/2 messages queued plus inflight (approx_size); 0: no byte limit
+    max_queued_bytes: int = 16 * 1024 * 1024
+    # a subscriber that acknowledged within this many seconds is "keeping up" (pressure.py)
+    progress_window: float = PROGRESS_WINDOW
 
 
 class Session:
@@ -100,6 +105,7 @@ class Session:
         "permissions",
         "protocol_level",
         "queue",
+        "queued_bytes",
         "subscriptions",
     )
 
@@ -120,6 +126,8 @@ class Session:
         self.subscriptions: dict[str, Subscription] = {}
         self.queue: deque[Delivery] = deque()
         self.inflight: dict[int, Delivery] = {}
+        # approx_size of every delivery in `queue` and `inflight`
+        self.queued_bytes = 0
         self.inbound_qos2: set[int] = set()
         self.link: Link | None = None
         self.disconnected_at: float | None = None
@@ -201,17 +209,32 @@ class Session:
                 # QoS 0 is never queued: it is "at most once" by contract
                 self._stats.publish_dropped += 1
             return False
-        limit = self._limits.max_queued_messages
-        if len(self.queue) >= limit and (link is None or not self._window_open(link)):
-            if not self._keeping_up(link) or len(self.queue) >= 2 * limit:
+        limits = self._limits
+        limit = limits.max_queued_messages
+        byte_limit = limits.max_queued_bytes
+        size = approx_size(message)
+        count_full = len(self.queue) >= limit and (link is None or not self._window_open(link))
+        # bytes count queue and inflight together; an empty session takes one message of
+        # any size, else a message larger than the bound could never be delivered
+        held = self.queued_bytes
+        bytes_full = byte_limit > 0 and held > 0 and held + size > byte_limit
+        if count_full or bytes_full:
+            if (
+                not self._keeping_up(link)
+                or len(self.queue) >= 2 * limit
+                or (bytes_full and held + size > 2 * byte_limit)
+            ):
                 self._stats.queue_overflow += 1
+                if bytes_full:
+                    self._stats.queue_bytes_overflow += 1
                 return False
             # a subscriber that keeps up: hold the publishers back instead of dropping;
-            # what they already sent may overfill the queue by up to one more `limit`
+            # what they already sent may overfill the queue by up to one more bound
             assert self._pressure is not None
             self._pressure.mark(self)
-        d = Delivery(self._next_seq, message, qos, retain, subscription_ids)
+        d = Delivery(self._next_seq, message, qos, retain, subscription_ids, size=size)
         self._next_seq += 1
+        self._hold(d)
         journaled = self.persistent
         if link is not None and not self.queue and self._window_open(link) and link.writable():
             d.packet_id = self._allocate_packet_id()
@@ -226,12 +249,25 @@ class Session:
                 self._journal_put(d)
         return journaled
 
+    def _hold(self, d: Delivery) -> None:
+        self.queued_bytes += d.size
+        self._stats.queued_bytes += d.size
+
+    def _release(self, d: Delivery) -> None:
+        self.queued_bytes -= d.size
+        self._stats.queued_bytes -= d.size
+
+    def release_all(self) -> None:
+        """The session is discarded: take its bytes off the server-wide gauge."""
+        self._stats.queued_bytes -= self.queued_bytes
+        self.queued_bytes = 0
+
     def _keeping_up(self, link: Link | None) -> bool:
         return (
             self._pressure is not None
             and link is not None
             and link.writable()
-            and time.monotonic() - self.last_progress < PROGRESS_WINDOW
+            and time.monotonic() - self.last_progress < self._limits.progress_window
         )
 
     def _window_open(self, link: Link) -> bool:
@@ -255,6 +291,7 @@ class Session:
             d = self.queue.popleft()
             if d.message.expired(now):
                 self._stats.expired += 1
+                self._release(d)
                 if self.persistent:
                     self._engine.queue_delete(self.client_id, d.seq)
                 continue
@@ -264,7 +301,12 @@ class Session:
             if self.persistent:
                 self._engine.queue_update(self.client_id, d.seq, d.packet_id, "sent")
             link.send_message(d, False, None)
-        if self._pressure is not None and len(self.queue) <= self._limits.max_queued_messages // 2:
+        limits = self._limits
+        if (
+            self._pressure is not None
+            and len(self.queue) <= limits.max_queued_messages // 2
+            and (not limits.max_queued_bytes or self.queued_bytes <= limits.max_queued_bytes // 2)
+        ):
             self._pressure.relieve(self)
         waiter = self.drain_waiter
         if waiter is not None:
@@ -275,6 +317,7 @@ class Session:
         d = self.inflight.pop(packet_id, None)
         if d is None:
             return False
+        self._release(d)
         if self.persistent:
             self._engine.queue_delete(self.client_id, d.seq)
         self.last_progress = time.monotonic()
@@ -346,6 +389,8 @@ class Session:
 
     def restore_delivery(self, d: Delivery) -> None:
         """Put back a journaled delivery at start-up."""
+        d.size = approx_size(d.message)
+        self._hold(d)
         if d.packet_id is not None and d.state != "queued":
             self.inflight[d.packet_id] = d
         else:

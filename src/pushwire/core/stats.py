@@ -25,6 +25,12 @@ class Stats:
     delivery_denied: int = 0  # deliveries the subscriber's ACL refused
     publishers_held: int = 0  # times a publisher waited for a subscriber to catch up
     publish_throttled: int = 0  # times a client was paused for its publish rate
+    queue_bytes_overflow: int = 0  # of queue_overflow: refused for the session's byte bound
+    queued_bytes: int = 0  # gauge: bytes of QoS 1/2 messages queued or inflight, all sessions
+    log_spilled: int = 0  # log entries moved from memory to disk only (memory budget)
+    log_memory_evicted: int = 0  # log entries evicted for the memory budget (memory engine)
+    log_disk_reads: int = 0  # log entries read back from disk for a reader
+    store_backlogged: int = 0  # times publishers were held for the store's write backlog
 
     def uptime(self) -> int:
         return int(time.time() - self.started_at)

@@ -24,6 +24,11 @@ def sys_values(hub: Hub) -> dict[str, str]:
         "$SYS/broker/bytes/sent": str(s.bytes_sent),
         "$SYS/broker/subscriptions/count": str(len(hub.subscriptions)),
         "$SYS/broker/retained messages/count": str(len(hub.retained)),
+        # byte bounds: session queues (queued + inflight) and the message log's memory
+        "$SYS/broker/store/queued/bytes": str(s.queued_bytes),
+        "$SYS/broker/messages/dropped/byte bound": str(s.queue_bytes_overflow),
+        "$SYS/broker/log/spilled": str(s.log_spilled),
+        "$SYS/broker/log/evicted for memory": str(s.log_memory_evicted),
     }
 
 

@@ -67,6 +67,17 @@ class StoredConsumer:
     acked: int
 
 
+@dataclass(frozen=True, slots=True)
+class StoredLogEntry:
+    """A stored log entry as loaded at start-up: no payload (it stays on disk until a reader
+    asks for it, `Engine.log_read`). `size` as `core.message.approx_size` counts it."""
+
+    id: int
+    topic: str
+    created_at: float
+    size: int
+
+
 @dataclass(slots=True)
 class StoredLog:
     """The message log as an engine hands it back at start-up (see core/log.py).
@@ -74,7 +85,7 @@ class StoredLog:
     `epoch` None means the store has no log yet: the caller starts one with `log_reset`."""
 
     epoch: str | None = None
-    entries: list[Message] = field(default_factory=list)  # log_id set, in id order
+    entries: list[StoredLogEntry] = field(default_factory=list)  # in id order
     # topic -> (highest evicted id, its created_at), so gaps survive a restart
     evicted: dict[str, tuple[int, float]] = field(default_factory=dict)
     # highest id ever issued (evicted ones included): ids never go backwards in an epoch
@@ -82,6 +93,7 @@ class StoredLog:
     consumers: list[StoredConsumer] = field(default_factory=list)
     # topic -> ids that were issued but could not be stored: a reader crossing one has a gap
     holes: dict[str, list[int]] = field(default_factory=dict)
+    max_uid: int = 0  # highest message uid among the entries
 
 
 @dataclass(slots=True, frozen=True)
@@ -104,6 +116,9 @@ class Engine(Protocol):
     name: str
     # True when sync() actually waits for stable storage
     durable: bool
+    # True when logged messages can be read back (`log_read`): the log may then keep only
+    # the newest entries in memory without losing the older ones
+    keeps_log: bool
 
     async def open(self) -> None: ...
     async def close(self) -> None:
@@ -162,6 +177,18 @@ class Engine(Protocol):
     def add_failure_listener(self, listener: FailureListener) -> None:
         """Call `listener` on the event loop for every write that could not be stored."""
 
+    @property
+    def pending_bytes(self) -> int:
+        """Payload bytes queued for writing and not written yet (write-behind backlog)."""
+
+    @property
+    def backlogged(self) -> bool:
+        """True while more payload bytes wait to be written than the engine's bound: the
+        hub then holds publishers (a publisher faster than the disk must not grow memory)."""
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call `callback` on the running event loop once the backlog is half drained."""
+
     # -- message log (core/log.py) ---------------------------------------------------
     # Appends and trims are write-behind like everything else; `sync()` covers them.
 
@@ -180,3 +207,8 @@ class Engine(Protocol):
 
     def log_consumer_put(self, name: str, flt: str, acked: int) -> None:
         """Create or move a consumer cursor."""
+
+    async def log_read(self, ranges: list[tuple[str, int, int]]) -> list[Message]:
+        """The stored log entries of each (topic, first_id, last_id) range, ids inclusive
+        (`log_id` set), after every write issued before the call. Entries trimmed meanwhile
+        are missing from the answer; engines with keeps_log False answer []."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pushwire.core.message import Message
 from pushwire.engines.base import (
     FailureListener,
@@ -18,6 +20,7 @@ class MemoryEngine:
 
     name = "memory"
     durable = False
+    keeps_log = False  # the log's memory is all there is: evicting from it is a gap
 
     async def open(self) -> None:
         return None
@@ -87,6 +90,17 @@ class MemoryEngine:
     def add_failure_listener(self, listener: FailureListener) -> None:
         return None
 
+    @property
+    def pending_bytes(self) -> int:
+        return 0
+
+    @property
+    def backlogged(self) -> bool:
+        return False  # nothing is ever written
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        callback()
+
     # the message log lives in memory only: every start is a new epoch
     async def load_log(self) -> StoredLog:
         return StoredLog()
@@ -102,3 +116,6 @@ class MemoryEngine:
 
     def log_consumer_put(self, name: str, flt: str, acked: int) -> None:
         return None
+
+    async def log_read(self, ranges: list[tuple[str, int, int]]) -> list[Message]:
+        return []

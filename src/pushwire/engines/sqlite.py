@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -46,13 +47,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from pushwire.core.message import Message, bump_uid_floor
+from pushwire.core.message import MESSAGE_OVERHEAD, Message, bump_uid_floor
 from pushwire.core.subscription import SubscriptionOptions
 from pushwire.engines.base import (
     FailureListener,
     QueueState,
     StoredConsumer,
     StoredLog,
+    StoredLogEntry,
     StoredQueueEntry,
     StoredSession,
     StoredSubscription,
@@ -73,7 +75,9 @@ _Params = tuple[Any, ...]
 _WriteFn = Callable[[sqlite3.Connection, Any], None]
 # whose write it is, for failure reports: (engine method, message, client id)
 _Subject = tuple[str, Message | None, str | None]
-_Write = tuple[str | _WriteFn, Any, _Subject | None]
+# (operation, params, bytes of payload it holds: the write-behind backlog counts them,
+# whose write it is)
+_Write = tuple[str | _WriteFn, Any, int, _Subject | None]
 # how many failed messages `write_failed` remembers (a waiter asks right after its sync)
 _FAILED_MEMORY: Final = 65536
 
@@ -467,14 +471,16 @@ def _read_log(conn: sqlite3.Connection) -> StoredLog:
     ):
         stored.evicted[topic] = (int(upto), float(upto_time))
         stored.last_id = max(stored.last_id, int(upto))
-    for row in conn.execute(
-        "SELECT id, topic, payload, qos, retain, properties, expires_at, created_at, uid,"
-        " origin FROM log ORDER BY id"
+    # metadata only: payloads stay on disk until a reader asks (`log_read`), so a large
+    # stored log costs memory per entry, not per byte
+    for id_, topic, created_at, payload_len, props_len, uid in conn.execute(
+        "SELECT id, topic, created_at, length(payload), coalesce(length(properties), 0), uid"
+        " FROM log ORDER BY id"
     ):
-        message = _message_from_row(*row[1:])
-        message.log_id = int(row[0])
-        stored.entries.append(message)
-        stored.last_id = max(stored.last_id, message.log_id)
+        size = int(payload_len) + len(topic) + int(props_len) + MESSAGE_OVERHEAD
+        stored.entries.append(StoredLogEntry(int(id_), topic, float(created_at), size))
+        stored.last_id = max(stored.last_id, int(id_))
+        stored.max_uid = max(stored.max_uid, int(uid))
     for name, flt, acked in conn.execute("SELECT name, filter, acked FROM log_consumers"):
         stored.consumers.append(StoredConsumer(name, flt, int(acked)))
     for topic, hole in conn.execute("SELECT topic, id FROM log_holes ORDER BY id"):
@@ -482,6 +488,26 @@ def _read_log(conn: sqlite3.Connection) -> StoredLog:
         stored.holes.setdefault(key, []).append(int(hole))
         stored.last_id = max(stored.last_id, int(hole))
     return stored
+
+
+_SQL_LOG_RANGE: Final = """
+SELECT id, topic, payload, qos, retain, properties, expires_at, created_at, uid, origin
+FROM log WHERE topic = ? AND id >= ? AND id <= ? ORDER BY id
+"""
+
+
+def _read_log_ranges(conn: sqlite3.Connection, ranges: list[tuple[str, int, int]]) -> list[Message]:
+    out: list[Message] = []
+    for topic, first, last in ranges:
+        try:
+            topic.encode("utf-8")
+        except UnicodeEncodeError:
+            continue  # SQLite cannot hold it as text: its entries were refused (holes)
+        for row in conn.execute(_SQL_LOG_RANGE, (topic, first, last)):
+            message = _message_from_row(*row[1:])
+            message.log_id = int(row[0])
+            out.append(message)
+    return out
 
 
 def _settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
@@ -501,10 +527,26 @@ class SQLiteEngine:
     """Engine on one SQLite file in WAL mode, written by a dedicated thread (group commit)."""
 
     name = "sqlite"
+    keeps_log = True
 
-    def __init__(self, path: Path, durable: bool = True, batch_max: int = 1000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        durable: bool = True,
+        batch_max: int = 1000,
+        max_pending_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
         if batch_max < 1:
             raise ValueError("batch_max must be >= 1")
+        # Payload bytes of writes queued for the writer and not applied yet: a publisher
+        # faster than the disk grows this backlog, so above `max_pending_bytes` the engine
+        # says `backlogged` and the hub holds publishers until it is half drained (0: never).
+        # Each counter has one writer thread: the loop queues, the writer applies.
+        self.max_pending_bytes = max_pending_bytes
+        self._queued_bytes = 0
+        self._applied_bytes = 0
+        self._drained: list[Callable[[], None]] = []
+        self._drain_loop: asyncio.AbstractEventLoop | None = None
         self.path = Path(path)
         # durable: synchronous=FULL (fsync on every commit) and sync() waits for the commit.
         # Not durable: synchronous=NORMAL, which in WAL mode still survives a process crash
@@ -665,7 +707,7 @@ class SQLiteEngine:
             entry.packet_id,
             entry.state,
         )
-        self._write(_w_queue_put, (body, row), ("queue_put", m, client_id))
+        self._write(_w_queue_put, (body, row), ("queue_put", m, client_id), len(m.payload))
 
     def queue_update(
         self, client_id: str, seq: int, packet_id: int | None, state: QueueState
@@ -704,6 +746,7 @@ class SQLiteEngine:
                 m.origin,
             ),
             ("retained_put", m, None),
+            len(m.payload),
         )
 
     def retained_delete(self, topic: str) -> None:
@@ -735,6 +778,7 @@ class SQLiteEngine:
                 m.origin,
             ),
             ("log_append", m, None),
+            len(m.payload),
         )
 
     def log_trim(self, topic: str, upto_id: int, upto_time: float) -> None:
@@ -742,6 +786,11 @@ class SQLiteEngine:
 
     def log_consumer_put(self, name: str, flt: str, acked: int) -> None:
         self._write(_SQL_LOG_CONSUMER_PUT, (name, flt, acked))
+
+    async def log_read(self, ranges: list[tuple[str, int, int]]) -> list[Message]:
+        """Read log entries back by (topic, first_id, last_id) ranges (index log_topic_id),
+        after the writes queued before the call have been committed."""
+        return await self._call(lambda conn: _read_log_ranges(conn, ranges))
 
     # -- commit points --------------------------------------------------------------------
 
@@ -778,11 +827,14 @@ class SQLiteEngine:
         if self._state != "open":
             raise RuntimeError(f"SQLiteEngine is {self._state}, not open")
 
-    def _write(self, op: str | _WriteFn, params: Any, subject: _Subject | None = None) -> None:
+    def _write(
+        self, op: str | _WriteFn, params: Any, subject: _Subject | None = None, size: int = 0
+    ) -> None:
         if self._state != "open":
             raise RuntimeError(f"SQLiteEngine is {self._state}: cannot write")
         self._dirty = True
-        self._ops.put((op, params, subject))
+        self._queued_bytes += size
+        self._ops.put((op, params, size, subject))
 
     # -- failure reports (event loop side) ------------------------------------------------
 
@@ -819,6 +871,42 @@ class SQLiteEngine:
                     listener(failure)
                 except Exception:
                     logger.exception("sqlite engine: write failure listener failed")
+
+    # -- write-behind backlog -------------------------------------------------------------
+
+    @property
+    def pending_bytes(self) -> int:
+        """Payload bytes queued for the writer and not applied yet."""
+        return self._queued_bytes - self._applied_bytes
+
+    @property
+    def backlogged(self) -> bool:
+        return 0 < self.max_pending_bytes < self.pending_bytes
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        """Call `callback` on this event loop once the backlog is at most half the bound."""
+        self._drain_loop = asyncio.get_running_loop()
+        self._drained.append(callback)
+        if self._half_drained():
+            self._drain_loop.call_soon(self._fire_drained)
+
+    def _half_drained(self) -> bool:
+        return self.pending_bytes <= self.max_pending_bytes // 2
+
+    def _fire_drained(self) -> None:
+        if not self._half_drained():
+            return  # grew again meanwhile: the writer calls back after a later batch
+        callbacks, self._drained = self._drained, []
+        for callback in callbacks:
+            callback()
+
+    def _applied(self, size: int) -> None:
+        """Writer thread, after a batch: account for it and wake the drain waiters."""
+        self._applied_bytes += size
+        loop = self._drain_loop
+        if self._drained and loop is not None and self._half_drained():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(self._fire_drained)
 
     def _call(self, fn: Callable[[sqlite3.Connection], _T]) -> asyncio.Future[_T]:
         """Run `fn(conn)` on the writer thread after the writes queued before it commit.
@@ -906,9 +994,12 @@ class SQLiteEngine:
                     break
 
             failures = self._commit(conn, writes) if writes else []
+            if writes:
+                # every write of the batch left the queue, stored or refused
+                self._applied(sum(w[2] for w in writes))
             # failures of writes that belong to no message or session: sync() raises them
             error: BaseException | None = next(
-                (exc for write, exc in failures if write[2] is None), None
+                (exc for write, exc in failures if write[3] is None), None
             )
             if failures:
                 # before the waiters are resolved: a waiter asks write_failed() at once
@@ -940,7 +1031,7 @@ class SQLiteEngine:
             # IMMEDIATE: take the write lock up front, so a lock problem shows here and not
             # halfway through the batch
             conn.execute("BEGIN IMMEDIATE")
-            for op, params, _ in writes:
+            for op, params, _size, _subject in writes:
                 if isinstance(op, str):
                     conn.execute(op, params)
                 else:
@@ -969,7 +1060,7 @@ class SQLiteEngine:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for write in writes:
-                op, params, subject = write
+                op, params, _size, subject = write
                 conn.execute("SAVEPOINT one_write")
                 try:
                     if isinstance(op, str):
@@ -998,7 +1089,7 @@ class SQLiteEngine:
                 # the operation and the error class only: the values are clients' data
                 logger.error(
                     "sqlite engine: %s could not be stored (%s); %d other writes of its batch were",
-                    write[2][0] if write[2] is not None else "a write",
+                    write[3][0] if write[3] is not None else "a write",
                     type(problem).__name__,
                     len(writes) - len(failures),
                 )
@@ -1019,7 +1110,7 @@ class SQLiteEngine:
             return
         reports = [
             WriteFailure(subject[0], subject[1], subject[2], type(exc).__name__)
-            for (_, _, subject), exc in failures
+            for (_, _, _, subject), exc in failures
             if subject is not None
         ]
         if not reports:

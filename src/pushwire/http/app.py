@@ -23,7 +23,7 @@ from pushwire import __version__
 from pushwire.config import Settings
 from pushwire.core.auth import AuthService
 from pushwire.core.hub import Hub
-from pushwire.core.log import MessageLog, Retention, RetentionRule
+from pushwire.core.log import MemoryBudget, MessageLog, Retention, RetentionRule
 from pushwire.http import (
     admin,
     admin_live,
@@ -49,6 +49,8 @@ def make_log(hub: Hub, settings: Settings) -> MessageLog:
         hub.engine,
         Retention(settings.log_max_messages, settings.log_max_age),
         [RetentionRule(r.filter, r.max_messages, r.max_age) for r in settings.log_retention],
+        budget=MemoryBudget(settings.log_topic_memory_bytes, settings.log_memory_bytes),
+        stats=hub.stats,
     )
     hub.add_observer(log.observer)
     return log
@@ -97,7 +99,13 @@ def create_app(
             "uptime": hub.stats.uptime(),
             "clients_connected": hub.stats.clients_connected,
             "sessions": len(hub.sessions),
-            "log": {"epoch": log.epoch, "last_id": log.last_id, "messages": log.size},
+            "log": {
+                "epoch": log.epoch,
+                "last_id": log.last_id,
+                "messages": log.size,
+                "memory_bytes": log.memory_bytes,
+                "disk_only": log.cold_count,
+            },
         }
 
     app.include_router(publish.router)

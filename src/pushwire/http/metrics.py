@@ -96,6 +96,45 @@ def render(state: HttpState) -> str:
         [("", log.holes_total)],
     )
     w.metric(
+        "pushwire_log_memory_bytes",
+        "gauge",
+        "bytes of log entries held in memory (payload + topic + properties + overhead)",
+        [("", log.memory_bytes)],
+    )
+    w.metric(
+        "pushwire_log_memory_limit_bytes",
+        "gauge",
+        "the log's memory budget: all topics (scope=total) and per topic (scope=topic)",
+        [
+            ('{scope="total"}', log.budget.total_bytes),
+            ('{scope="topic"}', log.budget.topic_bytes),
+        ],
+    )
+    w.metric(
+        "pushwire_log_disk_only_messages",
+        "gauge",
+        "log entries kept on disk only (out of memory for the budget; read back on demand)",
+        [("", log.cold_count)],
+    )
+    w.metric(
+        "pushwire_log_spilled_total",
+        "counter",
+        "log entries moved from memory to disk only for the memory budget",
+        [("", s.log_spilled)],
+    )
+    w.metric(
+        "pushwire_log_memory_evicted_total",
+        "counter",
+        "log entries evicted for the memory budget (memory engine: readers get a gap)",
+        [("", s.log_memory_evicted)],
+    )
+    w.metric(
+        "pushwire_log_disk_reads_total",
+        "counter",
+        "log entries read back from disk for readers",
+        [("", s.log_disk_reads)],
+    )
+    w.metric(
         "pushwire_log_listeners",
         "gauge",
         "long-poll waiters + SSE streams + WebSocket subscriptions registered on the log",
@@ -155,6 +194,33 @@ def render(state: HttpState) -> str:
         "counter",
         "MQTT QoS 0 messages dropped and QoS 1/2 refused by full queues",
         [("", s.publish_dropped + s.queue_overflow)],
+    )
+    w.metric(
+        "pushwire_mqtt_queue_overflow_total",
+        "counter",
+        "MQTT QoS 1/2 messages refused by full session queues, by the bound that was hit",
+        [
+            ('{bound="messages"}', s.queue_overflow - s.queue_bytes_overflow),
+            ('{bound="bytes"}', s.queue_bytes_overflow),
+        ],
+    )
+    w.metric(
+        "pushwire_mqtt_queued_bytes",
+        "gauge",
+        "bytes of MQTT QoS 1/2 messages queued or inflight, all sessions",
+        [("", s.queued_bytes)],
+    )
+    w.metric(
+        "pushwire_store_pending_bytes",
+        "gauge",
+        "payload bytes waiting to be written to the store (SQLite write-behind backlog)",
+        [("", hub.engine.pending_bytes)],
+    )
+    w.metric(
+        "pushwire_store_backlogged_total",
+        "counter",
+        "times publishers were held because the store's write backlog was full",
+        [("", s.store_backlogged)],
     )
     w.metric("pushwire_uptime_seconds", "gauge", "seconds since start", [("", s.uptime())])
     return w.text()

@@ -105,14 +105,21 @@ def request_cursor(
     return default, False
 
 
-def read_visible(
-    log: MessageLog, flt: str, after: int, limit: int, floor: int, caller: Caller | None
+async def read_visible(
+    log: MessageLog,
+    flt: str,
+    after: int,
+    limit: int,
+    floor: int,
+    caller: Caller | None,
+    max_bytes: int = 0,
 ) -> ReadResult:
-    """`log.read`, keeping only the messages the caller may receive (a wildcard filter can
-    match topics the ACL denies, e.g. allow `#` and deny `secret/#`). The cursor still moves
-    past the skipped ones; a page of nothing but skipped messages is followed by the next."""
+    """`log.fetch` (entries only on disk read back), keeping only the messages the caller
+    may receive (a wildcard filter can match topics the ACL denies, e.g. allow `#` and deny
+    `secret/#`). The cursor still moves past the skipped ones; a page of nothing but
+    skipped messages is followed by the next. `max_bytes`: about how much one page holds."""
     while True:
-        result = log.read(flt, after, limit, floor)
+        result = await log.fetch(flt, after, limit, floor, max_bytes)
         if caller is None:
             return result
         visible = [e for e in result.entries if caller.can_receive(e.message.topic)]
@@ -171,7 +178,7 @@ async def poll_fast(request: Request) -> Response:
     """`poll` without FastAPI's per-request parameter validation (http/fastpath.py)."""
     caller = await resolve_caller(request, allow_query=True)
     limit = query_int(request, "limit")
-    return _poll(
+    return await _poll(
         http_state(request),
         caller,
         request.path_params["filter"],
@@ -200,10 +207,10 @@ async def poll(
     after the cursor, oldest first, and the next cursor. Without a cursor: everything the
     log holds (since=all). 403 when the topic ACL does not let the caller read the filter;
     messages of topics it may not receive are left out."""
-    return _poll(state, caller, filter, since, limit, if_none_match)
+    return await _poll(state, caller, filter, since, limit, if_none_match)
 
 
-def _poll(
+async def _poll(
     state: HttpState,
     caller: Caller,
     filter: str,
@@ -218,7 +225,9 @@ def _poll(
     state.stats.connections_total["poll"] += 1
     log = state.log
     start = log.resolve(filter, cursor)
-    result = read_visible(log, filter, start.after, n, start.floor, caller)
+    result = await read_visible(
+        log, filter, start.after, n, start.floor, caller, state.settings.read_max_bytes
+    )
     result.gap = result.gap or start.gap
     return poll_response(state, result, "poll", from_etag, cursor.id if from_etag else None)
 
@@ -348,7 +357,7 @@ async def _longpoll(
     stats.connections_total["longpoll"] += 1
     start = log.resolve(filter, cursor)
     requested = after = start.after
-    result = read_visible(log, filter, after, n, start.floor, caller)
+    result = await read_visible(log, filter, after, n, start.floor, caller, s.read_max_bytes)
     result.gap = result.gap or start.gap
     if result.entries or result.gap or wait <= 0:
         return poll_response(state, result, "longpoll", from_etag, requested)
@@ -381,7 +390,9 @@ async def _longpoll(
                 return Response(status_code=204)  # nobody is listening any more
             if held.revoked is not None:
                 raise unauthorized(held.revoked)
-            result = read_visible(log, filter, after, n, start.floor, caller)
+            result = await read_visible(
+                log, filter, after, n, start.floor, caller, s.read_max_bytes
+            )
             if result.entries or result.gap or waiter.closing or loop.time() >= deadline:
                 return poll_response(state, result, "longpoll", from_etag, requested)
             # woken by messages that are not for this caller (expired, or denied): wait on

@@ -297,6 +297,7 @@ async def publish_specs(
         must_sync = must_sync or sync
     state.stats.messages_in[transport] += len(specs)
     await make_durable(state, must_sync)
+    await state.hub.wait_store()  # the store's write backlog is bounded: wait for the disk
     return messages
 
 

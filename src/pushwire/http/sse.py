@@ -53,7 +53,7 @@ class _SseListener:
         self.buffer = buffer
 
     def notify(self, entry: LogEntry) -> None:
-        self.buffer.push(entry)
+        self.buffer.push(entry, entry.size)
 
     def close(self) -> None:
         self.buffer.close("shutdown")
@@ -195,7 +195,10 @@ async def _stream(
     stats = state.stats
     epoch = log.epoch
     heartbeat = state.settings.sse_heartbeat
-    buffer: StreamBuffer[LogEntry] = StreamBuffer(state.settings.stream_buffer)
+    settings = state.settings
+    buffer: StreamBuffer[LogEntry] = StreamBuffer(
+        settings.stream_buffer, settings.stream_buffer_bytes
+    )
     listener = _SseListener(buffer)
     # registered here, when the response starts (its `finally` then surely runs), and
     # before the backlog read, in the same step: nothing published in between is lost
@@ -219,7 +222,9 @@ async def _stream(
         yield f": pushwire {format_cursor(epoch, after)}\n\n".encode()
         # backlog, page by page; the live buffer fills meanwhile and is de-duplicated by id
         while buffer.reason != "revoked":
-            result = read_visible(log, flt, last, BACKLOG_PAGE, floor, caller)
+            result = await read_visible(
+                log, flt, last, BACKLOG_PAGE, floor, caller, settings.read_max_bytes
+            )
             if gap or result.gap:
                 gap = False
                 floor = log.last_id  # reported: those evictions are no news any more

@@ -123,7 +123,7 @@ class _SubListener:
         self.sub = sub
 
     def notify(self, entry: LogEntry) -> None:
-        self.buffer.push((self.sub, entry))
+        self.buffer.push((self.sub, entry), entry.size)
 
     def close(self) -> None:
         self.buffer.close("shutdown")
@@ -155,7 +155,7 @@ class WsConnection:
         s = state.settings
         self.heartbeat = s.ws_heartbeat
         self.missed = s.ws_missed_heartbeats
-        self.buffer: StreamBuffer[_Item] = StreamBuffer(s.stream_buffer)
+        self.buffer: StreamBuffer[_Item] = StreamBuffer(s.stream_buffer, s.stream_buffer_bytes)
         self.subs: dict[str, _Sub] = {}
         self.catchup: list[_Sub] = []
         self.loop = asyncio.get_running_loop()
@@ -216,7 +216,8 @@ class WsConnection:
             sub.listener = None
 
     def _send(self, frame: dict[str, Any]) -> None:
-        if not self.buffer.push((None, dumps(frame))):
+        text = dumps(frame)
+        if not self.buffer.push((None, text), len(text)):
             pass  # closed or overflowing: the sender reports it
 
     # -- receiving ------------------------------------------------------------------------
@@ -522,8 +523,14 @@ class WsConnection:
             if not sub.active:
                 self.catchup.remove(sub)
                 continue
-            result = read_visible(
-                self.log, sub.filter, sub.last, BACKLOG_PAGE, sub.floor, self.caller
+            result = await read_visible(
+                self.log,
+                sub.filter,
+                sub.last,
+                BACKLOG_PAGE,
+                sub.floor,
+                self.caller,
+                self.state.settings.read_max_bytes,
             )
             if result.gap or sub.gap:
                 sub.gap = False

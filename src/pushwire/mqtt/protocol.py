@@ -105,6 +105,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         self._last_rx = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
         self._out: list[bytes] = []
+        self._out_bytes = 0  # bytes in _out, not yet handed to the transport
         self._flush_scheduled = False
         self._paused = False
         self._closing = False
@@ -250,8 +251,13 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             if self._auth_pending:
                 self._backlog.extend(packets[i + 1 :])
                 return
-            if self.hub.pressure.active and isinstance(packet, Publish) and packet.qos:
-                # a subscriber that keeps up is behind: wait for it instead of making it drop
+            if (
+                self.hub.pressure.active
+                and isinstance(packet, Publish)
+                and (packet.qos or self.hub.store_held)
+            ):
+                # a subscriber that keeps up is behind, or the store's write backlog is
+                # full: wait for it instead of making it drop (or growing memory)
                 self._backlog.extend(packets[i + 1 :])
                 self._hold_for_pressure()
                 return
@@ -342,7 +348,13 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         if self.transport is None or self._closing:
             return
         self._out.append(data)
-        if not self._flush_scheduled:
+        self._out_bytes += len(data)
+        if self._out_bytes >= WRITE_BUFFER_HIGH:
+            # a burst (fan-out, retained messages on subscribe) goes to the transport now,
+            # so its high-water mark (pause_writing -> writable() False) bounds it; else one
+            # tick could pile up any number of bytes here
+            self._flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
@@ -353,6 +365,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             return
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
         self._out.clear()
+        self._out_bytes = 0
         self.hub.stats.bytes_sent += len(data)
         if not self.transport.is_closing():
             self.transport.write(data)

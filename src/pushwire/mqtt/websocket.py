@@ -16,15 +16,17 @@ from fastapi import FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from pushwire.mqtt.broker import MQTTBroker
-from pushwire.mqtt.protocol import MQTTServerProtocol
+from pushwire.mqtt.protocol import WRITE_BUFFER_HIGH, MQTTServerProtocol
 from pushwire.tls import certificate_name
 
 log = logging.getLogger(__name__)
 
-# frames queued for the socket before the connection counts as congested (QoS 0 dropped,
-# QoS 1/2 wait in the session queue), and the level at which sending resumes
+# frames (or bytes) queued for the socket before the connection counts as congested (QoS 0
+# dropped, QoS 1/2 wait in the session queue), and the levels at which sending resumes
 HIGH_WATER_FRAMES = 256
 LOW_WATER_FRAMES = 64
+HIGH_WATER_BYTES = WRITE_BUFFER_HIGH
+LOW_WATER_BYTES = WRITE_BUFFER_HIGH // 4
 
 
 class WebSocketTransport:
@@ -34,6 +36,7 @@ class WebSocketTransport:
         self._ws = ws
         self._protocol = protocol
         self._frames: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._bytes = 0  # bytes in _frames
         self._closing = False
         self._paused = False
         self.reading = asyncio.Event()
@@ -43,7 +46,10 @@ class WebSocketTransport:
         if self._closing:
             return
         self._frames.put_nowait(data)
-        if not self._paused and self._frames.qsize() > HIGH_WATER_FRAMES:
+        self._bytes += len(data)
+        if not self._paused and (
+            self._frames.qsize() > HIGH_WATER_FRAMES or self._bytes > HIGH_WATER_BYTES
+        ):
             self._paused = True
             self._protocol.pause_writing()
 
@@ -54,7 +60,7 @@ class WebSocketTransport:
         self.reading.set()  # a reader waiting on a paused read must see the close
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        return None  # frames are counted instead (HIGH_WATER_FRAMES)
+        return None  # fixed: HIGH_WATER_FRAMES / HIGH_WATER_BYTES
 
     def pause_reading(self) -> None:
         self.reading.clear()
@@ -87,7 +93,12 @@ class WebSocketTransport:
                 if data is None:
                     break
                 await self._ws.send_bytes(data)
-                if self._paused and self._frames.qsize() < LOW_WATER_FRAMES:
+                self._bytes -= len(data)
+                if (
+                    self._paused
+                    and self._frames.qsize() < LOW_WATER_FRAMES
+                    and self._bytes < LOW_WATER_BYTES
+                ):
                     self._paused = False
                     self._protocol.resume_writing()
         except (WebSocketDisconnect, RuntimeError, OSError):
