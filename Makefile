@@ -34,8 +34,8 @@ deps-test:
 	@bash scripts/ensure-debian-packages.sh mosquitto-clients mosquitto chromium chromium-driver
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff format --check src tests bench examples
 
 typecheck: install
 	$(VENV)/bin/mypy

@@ -18,6 +18,7 @@ from pushwire.admin_cli import ADMIN_COMMANDS, add_admin_commands, run_admin_com
 from pushwire.cli_pub import add_pub_command, run_pub
 from pushwire.cli_sub import add_sub_command, run_sub
 from pushwire.config import Settings, load_settings
+from pushwire.gateway.cli import GATEWAY_COMMANDS, add_gateway_commands, run_gateway_command
 from pushwire.settings_doc import default_text
 
 
@@ -61,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_pub_command(sub)
     add_sub_command(sub)
     add_admin_commands(sub)
+    add_gateway_commands(sub)
     bench = sub.add_parser("bench", help="side-by-side benchmarks (see bench/README.md)")
-    bench.add_argument("suite", choices=["mqtt", "http", "modes"])
+    bench.add_argument("suite", choices=["mqtt", "http", "modes", "gateway"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
@@ -134,11 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         return run_sub(ns)
     if ns.command in ADMIN_COMMANDS:
         return run_admin_command(ns)
+    if ns.command in GATEWAY_COMMANDS:
+        return run_gateway_command(ns)
     if ns.command == "bench":
         if ns.suite == "http":
             from pushwire.bench.http import main as bench_main
         elif ns.suite == "modes":
             from pushwire.bench.modes import main as bench_main
+        elif ns.suite == "gateway":
+            from pushwire.bench.gateway import main as bench_main
         else:
             from pushwire.bench.mqtt import main as bench_main
 

@@ -291,6 +291,73 @@ class Settings(BaseSettings):
         "oldest clients, the deepest queues first; the Pushwire-Total header counts them all)",
     )
 
+    # -- push gateway (gateway/, docs/gateway.md) -------------------------------------
+    device_registration_secret: str | None = Field(
+        None,
+        description="secret a device must send (header Pushwire-Registration-Secret) to "
+        "register with POST /v1/devices; unset: registration is open from loopback only",
+    )
+    push_max_payload: int = Field(
+        4096, ge=1, description="largest push body, bytes (413 PayloadTooLarge above)"
+    )
+    push_max_batch: int = Field(
+        1000, ge=1, description="pushes in one batch request (POST /v1/push)"
+    )
+    push_queue_quota: int = Field(
+        100,
+        ge=1,
+        description="pushes kept per (device, app) while the device is offline; above it the "
+        "oldest of the lowest priority is dropped (state dropped)",
+    )
+    push_max_ttl: float = Field(
+        2_592_000.0,
+        gt=0,
+        description="seconds a push without Pushwire-Expiration is kept for an offline device",
+    )
+    push_batch_window: float = Field(
+        60.0,
+        ge=0,
+        description="seconds priority 5 and 1 pushes to an online device may be held to go "
+        "out together (with the next priority 10 push or at the end of the window)",
+    )
+    push_rate_per_app: float = Field(
+        10_000.0,
+        ge=0,
+        description="pushes per second one app may send (burst: twice that; above: 429 "
+        "TooManyRequests with Retry-After; 0: no limit)",
+    )
+    push_record_ttl: float = Field(
+        86_400.0,
+        gt=0,
+        description="seconds the record of a finished push stays readable (GET /v1/push/{id})",
+    )
+    push_content_max: int = Field(
+        1_048_576, ge=1, description="largest notify-then-fetch content, bytes (413 above)"
+    )
+    push_content_ttl: float = Field(
+        86_400.0, gt=0, description="seconds stored notify-then-fetch content stays readable"
+    )
+    push_notice_threshold: int = Field(
+        8192,
+        ge=256,
+        description="a push whose device message would exceed this many bytes, or the MQTT "
+        "Maximum Packet Size the device declared, is sent as a notice plus stored content",
+    )
+    wake_min_interval: float = Field(
+        300.0, ge=0, description="seconds between two wake webhooks for one device"
+    )
+    webhook_timeout: float = Field(
+        10.0, gt=0, description="seconds a receipt or wake webhook request may take"
+    )
+    webhook_max_attempts: int = Field(
+        6, ge=1, description="attempts per receipt or wake webhook (exponential backoff)"
+    )
+    webhook_backoff: float = Field(
+        1.0,
+        gt=0,
+        description="seconds before the first webhook retry; doubles each time, with jitter",
+    )
+
     @field_validator("log_retention", mode="before")
     @classmethod
     def _retention_json(cls, value: object) -> object:

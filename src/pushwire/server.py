@@ -23,6 +23,7 @@ from pushwire.core.sys_topics import run_sys_publisher
 from pushwire.engines.auth_store import make_auth_store
 from pushwire.engines.base import Engine
 from pushwire.engines.memory import MemoryEngine
+from pushwire.gateway.service import Gateway
 from pushwire.http.app import create_app, make_log
 from pushwire.http.guard import head_timeout_protocol
 from pushwire.http.publish import json_body_limit
@@ -87,6 +88,8 @@ class PushwireServer:
         # per-IP connection limits, shared by the MQTT and HTTP listeners
         self.admission = Admission(settings.connection_rate_per_ip, settings.max_connections_per_ip)
         self.mqtt = MQTTBroker(self.hub, settings, self.auth, self.admission)
+        # the push gateway: device pushes are hub messages on devices/{device}/{app}
+        self.gateway = Gateway(self.hub, self.auth, settings)
         self.log = make_log(self.hub, settings)  # message log for the HTTP transports
         self.mqtt_address: tuple[str, int] | None = None
         self.http_address: tuple[str, int] | None = None
@@ -102,6 +105,7 @@ class PushwireServer:
             self._lock_data_dir()
         await self.engine.open()
         await self.auth.start()
+        await self.gateway.start()
         await self.hub.restore()
         await self.log.restore()
         self._tasks.append(asyncio.create_task(run_log_sweeper(self.log, s.log_sweep_interval)))
@@ -134,6 +138,7 @@ class PushwireServer:
         mount_mqtt_websocket(app, self.mqtt)
         # MQTT clients in the admin API's client list (GET /v1/admin/clients)
         app.state.pushwire.clients.add_source(lambda: mqtt_clients(self.mqtt))
+        self.gateway.mount(app)
         config = uvicorn.Config(
             app,
             log_level="warning",
@@ -174,6 +179,7 @@ class PushwireServer:
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.log.sweep()  # hand pending log trims to the engine before it closes
+        await self.gateway.stop()
         await self.auth.stop()
         await self.engine.close()
         if self._lock_file is not None:

@@ -16,6 +16,13 @@ client id). Evaluation for one identity:
    topic is readable and writable when the store holds no rules at all (open until
    configured), refused once it holds any (default deny).
 
+Device topics (`devices/...`, the push gateway's, docs/gateway.md) are reserved like `$SYS`:
+an identity with the `device` role (a registered device, username = its device id) reads
+and writes `devices/<its id>/#` and nothing else, whatever the rules say; for everybody
+else a rule grants a device topic only when its filter names `devices` as its first level
+(an `allow read #` does not), and without such a rule device topics are readable by the
+`admin` role and writable by nobody (the gateway publishes pushes itself).
+
 A subscription may be granted by a wide rule while a narrower deny rule exists (allow read
 `#`, deny read `secret/#`, subscribe `#`): the subscription is accepted and the transports
 check `receive` for each topic at delivery time. `CompiledAcl` (the rules of one identity,
@@ -32,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast, get_args
 
@@ -48,6 +55,8 @@ ACCESSES: Final[tuple[str, ...]] = get_args(Access)
 PERMISSIONS: Final[tuple[str, ...]] = get_args(Permission)
 
 ADMIN_ROLE: Final = "admin"
+DEVICE_ROLE: Final = "device"
+DEVICES_LEVEL: Final = "devices"
 SYS_LEVEL: Final = "$SYS"
 _UNSAFE_SUBSTITUTION: Final = frozenset("+#/\x00")
 _PLACEHOLDER: Final = re.compile("%[uc]")
@@ -60,6 +69,18 @@ class AclError(ValueError):
 def is_sys(topic_or_filter: str) -> bool:
     """True for `$SYS` and everything below it."""
     return topic_or_filter == SYS_LEVEL or topic_or_filter.startswith("$SYS/")
+
+
+def is_device_topic(topic_or_filter: str) -> bool:
+    """True for the push gateway's reserved `devices` tree."""
+    return topic_or_filter == DEVICES_LEVEL or topic_or_filter.startswith("devices/")
+
+
+def device_filter(device_id: str) -> str | None:
+    """The one filter a device may use, `devices/<id>/#`; None for an unsafe id."""
+    if not _safe_value(device_id) or device_id.startswith("$"):
+        return None
+    return f"{DEVICES_LEVEL}/{device_id}/#"
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +255,15 @@ _DENY_SYS_READ: Final = Decision(False, "$SYS topics are readable by the admin r
 _DENY_SYS_WRITE: Final = Decision(False, "$SYS topics are not writable")
 _DENY_BAD_TOPIC: Final = Decision(False, "invalid topic name")
 _DENY_BAD_FILTER: Final = Decision(False, "invalid topic filter")
+_ALLOW_OWN_DEVICE: Final = Decision(True, "allowed: a device's own devices/<id>/# topics")
+_DENY_OTHER_THAN_OWN: Final = Decision(
+    False, "a device may use only its own devices/<device id>/# topics"
+)
+_ALLOW_DEVICES_ADMIN: Final = Decision(True, "allowed: the admin role may read device topics")
+_DENY_DEVICES_READ: Final = Decision(
+    False, "device topics are readable by their device and the admin role only"
+)
+_DENY_DEVICES_WRITE: Final = Decision(False, "device topics are written by the push gateway only")
 
 # (filter with %u/%c substituted, rule id)
 _Compiled = tuple[str, int | None]
@@ -243,6 +273,7 @@ class CompiledAcl:
     """The rules that apply to one identity, substituted, split by access and permission."""
 
     __slots__ = (
+        "confined",
         "is_admin_role",
         "open",
         "read_allow",
@@ -261,7 +292,13 @@ class CompiledAcl:
         is_admin_role: bool,
         open_: bool,
         version: int = 0,
+        device: bool = False,
     ) -> None:
+        # a device: only its own devices/<id>/# (an empty filter list: nothing at all)
+        self.confined: list[str] | None = None
+        if device:
+            own = device_filter(username) if username else None
+            self.confined = [own] if own else []
         self.read_allow: list[_Compiled] = []
         self.read_deny: list[_Compiled] = []
         self.write_allow: list[_Compiled] = []
@@ -283,25 +320,33 @@ class CompiledAcl:
         """May this identity publish to topic name `topic`?"""
         if not topic or "+" in topic or "#" in topic:
             return _DENY_BAD_TOPIC
+        if self.confined is not None:
+            return self._confined(topic, matches)
+        device_topic = is_device_topic(topic)
         for flt, rule_id in self.write_deny:
             if matches(flt, topic):
                 return Decision(False, f"denied by acl rule {rule_id}", rule_id)
         for flt, rule_id in self.write_allow:
-            if matches(flt, topic):
+            if matches(flt, topic) and (not device_topic or is_device_topic(flt)):
                 return Decision(True, f"allowed by acl rule {rule_id}", rule_id)
         if is_sys(topic):
             return _DENY_SYS_WRITE
+        if device_topic:
+            return _DENY_DEVICES_WRITE
         if self.open:
             return _ALLOW_OPEN
         return Decision(False, f"no acl rule allows writing to {topic!r}")
 
     def receive(self, topic: str) -> Decision:
         """May this identity be sent a message published to `topic`?"""
+        if self.confined is not None:
+            return self._confined(topic, matches)
+        device_topic = is_device_topic(topic)
         for flt, rule_id in self.read_deny:
             if matches(flt, topic):
                 return Decision(False, f"denied by acl rule {rule_id}", rule_id)
         for flt, rule_id in self.read_allow:
-            if matches(flt, topic):
+            if matches(flt, topic) and (not device_topic or is_device_topic(flt)):
                 return Decision(True, f"allowed by acl rule {rule_id}", rule_id)
         return self._read_default(topic)
 
@@ -312,17 +357,28 @@ class CompiledAcl:
             validate_filter(flt)
         except TopicError:
             return _DENY_BAD_FILTER
+        if self.confined is not None:
+            return self._confined(flt, covers)
+        device_filter_ = is_device_topic(flt)
         for rule_flt, rule_id in self.read_deny:
             if covers(rule_flt, flt):
                 return Decision(False, f"denied by acl rule {rule_id}", rule_id)
         for rule_flt, rule_id in self.read_allow:
-            if covers(rule_flt, flt):
+            if covers(rule_flt, flt) and (not device_filter_ or is_device_topic(rule_flt)):
                 return Decision(True, f"allowed by acl rule {rule_id}", rule_id)
         return self._read_default(flt)
+
+    def _confined(self, topic_or_filter: str, test: Callable[[str, str], bool]) -> Decision:
+        assert self.confined is not None
+        if any(test(own, topic_or_filter) for own in self.confined):
+            return _ALLOW_OWN_DEVICE
+        return _DENY_OTHER_THAN_OWN
 
     def _read_default(self, topic_or_filter: str) -> Decision:
         if is_sys(topic_or_filter):
             return _ALLOW_SYS_ADMIN if self.is_admin_role else _DENY_SYS_READ
+        if is_device_topic(topic_or_filter):
+            return _ALLOW_DEVICES_ADMIN if self.is_admin_role else _DENY_DEVICES_READ
         if self.open:
             return _ALLOW_OPEN
         return Decision(False, f"no acl rule allows reading {topic_or_filter!r}")
@@ -398,6 +454,7 @@ class Acl:
             is_admin_role=self.admin_role in roles or (self.sys_readable and username is not None),
             open_=not self._rules,
             version=self.version,
+            device=DEVICE_ROLE in roles,
         )
 
     # one-off checks (tests, admin tools); the hot paths keep a CompiledAcl per connection

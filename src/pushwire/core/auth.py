@@ -50,7 +50,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 from pushwire.core.acl import (
     ADMIN_ROLE,
@@ -610,6 +610,19 @@ RevokedCallback = Callable[[str], None]
 UserRemovedCallback = Callable[[str], None]
 
 
+class DeviceAuthenticator(Protocol):
+    """Registered push devices (gateway/): checks a device id and secret, fast (the secrets
+    are 256-bit random, so a SHA-256 comparison is the right tool, not argon2)."""
+
+    def owns(self, username: str) -> bool:
+        """True when `username` is a device id this authenticator answers for."""
+        ...
+
+    def verify(self, device_id: str, secret: bytes) -> Identity | None:
+        """The device's identity (role `device`), None for a wrong or unknown credential."""
+        ...
+
+
 class AuthService:
     def __init__(
         self,
@@ -671,6 +684,8 @@ class AuthService:
         self._watch_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._ticks = 0
+        # the push gateway's devices log in with their id and secret (set by the server)
+        self.devices: DeviceAuthenticator | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -787,6 +802,10 @@ class AuthService:
         with its user): close the connections authenticated with it."""
         self._revoked_callbacks.append(callback)
 
+    def device_removed(self, device_id: str) -> None:
+        """A push device was removed: its connections end as a removed user's do."""
+        self._fire(self._user_removed_callbacks, device_id, "device_removed")
+
     def on_user_removed(self, callback: UserRemovedCallback) -> None:
         """`callback(username)` when a user is removed: close its connections."""
         self._user_removed_callbacks.append(callback)
@@ -848,6 +867,8 @@ class AuthService:
             return limited
         if not password:
             return self._failed(peer_ip, username, "no password given")
+        if username is not None and self.devices is not None and self.devices.owns(username):
+            return self._verify_device(username, password, attempt, client_id)
         if looks_like_token(password):
             text = password.decode("ascii", "replace") if isinstance(password, bytes) else password
             token_id = parse_token(text)
@@ -875,6 +896,27 @@ class AuthService:
         self._refund(attempt)
         self.stats.logins_ok += 1
         return AuthResult(Identity(username, frozenset(user.roles)), "ok", "ok")
+
+    def _verify_device(
+        self,
+        device_id: str,
+        password: bytes | str,
+        attempt: tuple[str, str],
+        client_id: str | None,
+    ) -> AuthResult:
+        peer_ip = attempt[0]
+        assert self.devices is not None
+        secret = password.encode() if isinstance(password, str) else password
+        identity = self.devices.verify(device_id, secret)
+        if identity is None:
+            return self._failed(peer_ip, device_id, "wrong device credential")
+        if client_id is not None and client_id != device_id:
+            # a device's MQTT session is keyed by its id: one persistent session per device
+            self.stats.logins_failed += 1
+            return AuthResult(None, "not_authorized", "a device's client id is its device id")
+        self._refund(attempt)
+        self.stats.logins_ok += 1
+        return AuthResult(identity, "ok", "ok")
 
     def authenticate_certificate(self, common_name: str, peer_ip: str) -> AuthResult:
         """A client certificate the TLS layer verified: its CN is the username (as

@@ -25,6 +25,7 @@ from pushwire.core.session import (
     Link,
     ReceiveFilter,
     Session,
+    SessionEvents,
     SessionLimits,
     Subscription,
 )
@@ -63,6 +64,8 @@ class Hub:
         self._retained_streams: dict[Session, RetainedStream] = {}
         # in-process listeners that see every routed message (message log, metrics, ...)
         self._observers: list[Observer] = []
+        # told about sessions going on/off line, subscribing, and acknowledged deliveries
+        self.session_events: SessionEvents | None = None
         self._sync_task: asyncio.Future[None] | None = None
         # True while publishers are held for the engine's write backlog (see _watch_store)
         self.store_held = False
@@ -100,6 +103,7 @@ class Hub:
             self.pressure,
         )
         session.disconnected_at = stored.disconnected_at or time.time()
+        session.events = self.session_events
         for s in stored.subscriptions:
             sub = Subscription(s.filter, s.options, s.subscription_id)
             session.subscriptions[s.filter] = sub
@@ -178,6 +182,7 @@ class Hub:
                 self.pressure,
             )
             self.sessions[client_id] = session
+        session.events = self.session_events
         session.owner = owner
         session.permissions = permissions
         if session_present and permissions is not None:
@@ -238,6 +243,8 @@ class Hub:
         """Add or replace a subscription; True when it is new for the session."""
         new = session.add_subscription(sub)
         self._index(session, sub)
+        if self.session_events is not None:
+            self.session_events.subscribed(session)
         return new
 
     def _index(self, session: Session, sub: Subscription) -> None:

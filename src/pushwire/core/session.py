@@ -72,6 +72,19 @@ class Link(Protocol):
         """Another connection took over this session: close this one."""
 
 
+class SessionEvents(Protocol):
+    """Who wants to know when a session goes on/off line, subscribes, or has a QoS 1/2
+    delivery acknowledged (the push gateway: presence and delivery receipts)."""
+
+    def attached(self, session: Session) -> None: ...
+
+    def detached(self, session: Session) -> None: ...
+
+    def subscribed(self, session: Session) -> None: ...
+
+    def acknowledged(self, session: Session, delivery: Delivery) -> None: ...
+
+
 @dataclass(slots=True)
 class SessionLimits:
     max_inflight: int = 20
@@ -95,6 +108,7 @@ class Session:
         "client_id",
         "disconnected_at",
         "drain_waiter",
+        "events",
         "expiry_handle",
         "expiry_interval",
         "inbound_qos2",
@@ -138,6 +152,7 @@ class Session:
         self.last_progress = 0.0  # monotonic time of the last acknowledgement
         # called once at the next pump (room freed): a retained stream waiting for room
         self.drain_waiter: Callable[[], None] | None = None
+        self.events: SessionEvents | None = None  # set by the hub
         self._pressure = pressure
         self._engine = engine
         self._limits = limits
@@ -321,6 +336,8 @@ class Session:
         if self.persistent:
             self._engine.queue_delete(self.client_id, d.seq)
         self.last_progress = time.monotonic()
+        if self.events is not None:
+            self.events.acknowledged(self, d)
         self.pump()
         return True
 
@@ -380,12 +397,16 @@ class Session:
             else:
                 link.send_message(d, True, None)
         self.pump()
+        if self.events is not None:
+            self.events.attached(self)
 
     def detach(self) -> None:
         self.link = None
         if self._pressure is not None:
             self._pressure.relieve(self)
         self.disconnected_at = time.time()
+        if self.events is not None:
+            self.events.detached(self)
 
     def restore_delivery(self, d: Delivery) -> None:
         """Put back a journaled delivery at start-up."""

@@ -323,7 +323,10 @@ class LiveConnections:
             token = snap.tokens.get(identity.token_id)
             if token is None or not token.active(self.auth.clock()):
                 return False
-        return identity.username in snap.users
+        if identity.username in snap.users:
+            return True
+        devices = self.auth.devices  # a registered push device is no user, but alive
+        return devices is not None and devices.owns(identity.username)
 
     def track(self, identity: Identity, conn: Revocable) -> bool:
         """Register `conn`; False (and not registered) when the identity is already dead."""

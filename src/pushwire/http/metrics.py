@@ -223,7 +223,8 @@ def render(state: HttpState) -> str:
         [("", s.store_backlogged)],
     )
     w.metric("pushwire_uptime_seconds", "gauge", "seconds since start", [("", s.uptime())])
-    return w.text()
+    # other parts of the server (the push gateway) add their own families
+    return w.text() + "".join(extra() for extra in state.extra_metrics)
 
 
 @router.get(

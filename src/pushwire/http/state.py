@@ -3,12 +3,14 @@ the live readers (for revocation) and the counters."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from starlette.requests import HTTPConnection
 
 from pushwire.config import Settings
-from pushwire.core.auth import AuthService, AuthSettings
+from pushwire.core.auth import AuthService, AuthSettings, Identity
 from pushwire.core.clients import ClientRegistry
 from pushwire.core.hub import Hub
 from pushwire.core.log import MessageLog
@@ -17,6 +19,16 @@ from pushwire.engines.auth_store import MemoryAuthStore
 from pushwire.http.auth import LiveConnections
 
 TRANSPORTS = ("http", "poll", "longpoll", "sse", "ws")
+
+
+class WsEvents(Protocol):
+    """Subscriptions and acks on the JSON WebSocket; `conn` tells connections apart."""
+
+    def ws_subscribed(self, identity: Identity, flt: str, conn: int) -> None: ...
+
+    def ws_unsubscribed(self, identity: Identity, flt: str, conn: int) -> None: ...
+
+    def ws_acked(self, identity: Identity, flt: str, upto: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -58,6 +70,10 @@ class HttpState:
     clients: ClientRegistry = field(default_factory=ClientRegistry)
     # messages per second one caller (token, user, or anonymous IP) may publish
     publish_rate: KeyedLimiter[str] | None = field(init=False)
+    # more Prometheus text for GET /metrics (the push gateway adds its families)
+    extra_metrics: list[Callable[[], str]] = field(default_factory=list)
+    # told about JSON WebSocket subscriptions and acks (the push gateway: device presence)
+    ws_events: WsEvents | None = None
 
     def __post_init__(self) -> None:
         self.live = LiveConnections(self.auth)

@@ -38,6 +38,7 @@ from fastapi import APIRouter, Depends, WebSocket
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
+from pushwire.core.acl import DEVICE_ROLE
 from pushwire.core.auth import AuthResult
 from pushwire.core.log import LATEST, Consumer, Cursor, LogEntry, StreamBuffer, format_cursor
 from pushwire.core.text import JsonError, TextError, check_json_value
@@ -154,7 +155,7 @@ class WsConnection:
         self.tracked: Caller | None = None  # registered for revocation under this identity
         s = state.settings
         self.heartbeat = s.ws_heartbeat
-        self.missed = s.ws_missed_heartbeats
+        self.missed: float = s.ws_missed_heartbeats
         self.buffer: StreamBuffer[_Item] = StreamBuffer(s.stream_buffer, s.stream_buffer_bytes)
         self.subs: dict[str, _Sub] = {}
         self.catchup: list[_Sub] = []
@@ -175,6 +176,9 @@ class WsConnection:
         if not self.state.live.track(caller.identity, self):
             return False
         self.tracked = caller
+        if DEVICE_ROLE in caller.identity.roles:
+            # a push device is offline within 1.5 heartbeats of silence (docs/gateway.md)
+            self.missed = min(self.missed, 1.5)
         return True
 
     async def run(self) -> None:
@@ -210,6 +214,8 @@ class WsConnection:
                 self.state.live.untrack(self.tracked.identity, self)
 
     def _drop(self, sub: _Sub) -> None:
+        if sub.active and self.state.ws_events is not None and self.caller is not None:
+            self.state.ws_events.ws_unsubscribed(self.caller.identity, sub.filter, id(self))
         sub.active = False
         if sub.listener is not None:
             self.log.unlisten(sub.filter, sub.listener)
@@ -405,6 +411,8 @@ class WsConnection:
         )
         sub.gap = gap
         sub.floor = start.floor
+        if self.state.ws_events is not None and self.caller is not None:
+            self.state.ws_events.ws_subscribed(self.caller.identity, flt, id(self))
 
     def _unsubscribe(self, data: dict[str, Any]) -> None:
         name = self._sub_name(data)
@@ -437,6 +445,8 @@ class WsConnection:
         if upto > sub.last:
             raise ApiError(400, "bad_request", f"id {upto} was not delivered yet")
         self.log.consumer_ack(sub.consumer, upto)
+        if self.state.ws_events is not None and self.caller is not None:
+            self.state.ws_events.ws_acked(self.caller.identity, sub.filter, upto)
 
     async def _publish(self, data: dict[str, Any]) -> None:
         fields = {k: v for k, v in data.items() if k not in ("type", "ref")}
@@ -469,7 +479,9 @@ class WsConnection:
             if self.catchup:
                 items: list[_Item] | None = buffer.take()
             else:
-                items = await buffer.get(max(0.0, next_ping - loop.time()))
+                # wake for the next ping, or when the silence limit would be reached
+                deadline = min(next_ping, self.last_seen + self.heartbeat * self.missed)
+                items = await buffer.get(max(0.0, deadline - loop.time()))
             if buffer.closed:
                 if buffer.reason == "overflow":
                     stats.stream_overflows += 1
@@ -478,10 +490,10 @@ class WsConnection:
                     raise _Close(CLOSE_REVOKED, "credentials revoked")
                 raise _Close(CLOSE_GOING_AWAY, "server shutting down")
             now = loop.time()
+            if now - self.last_seen >= self.heartbeat * self.missed:
+                stats.heartbeat_timeouts += 1
+                raise _Close(CLOSE_HEARTBEAT, "heartbeat timeout")
             if now >= next_ping:
-                if now - self.last_seen > self.heartbeat * self.missed:
-                    stats.heartbeat_timeouts += 1
-                    raise _Close(CLOSE_HEARTBEAT, "heartbeat timeout")
                 await self.ws.send_text('{"type":"ping"}')
                 next_ping = now + self.heartbeat
             if items:

@@ -100,6 +100,9 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         self.connected_at = time.time()  # wall clock, for the admin API's client list
         self.ip = "?"
         self.receive_maximum = 65535
+        # MQTT 5 Maximum Packet Size the client declared (the push gateway sends a small
+        # notice instead of a push that would not fit); None: no limit declared
+        self.client_max_packet_size: int | None = None
         self.will: Will | None = None
         self.keepalive = 0
         self._last_rx = time.monotonic()
@@ -634,6 +637,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             expiry = p.properties.get("session_expiry_interval", 0)
             expiry_interval: int | None = None if expiry == NEVER_EXPIRES else expiry
             self.receive_maximum = p.properties.get("receive_maximum", 65535)
+            self.client_max_packet_size = p.properties.get("maximum_packet_size")
         else:
             expiry_interval = 0 if p.clean_start else None
         self.client_id = client_id

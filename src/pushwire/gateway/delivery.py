@@ -1,0 +1,540 @@
+"""Push state and delivery: the pending store, batching, presence, acknowledgements.
+
+Design (docs/gateway.md, "Delivery"). The gateway keeps its OWN durable pending store per
+(device, app) (`gw_pushes`, journaled by `Journal`) and hands a push to the hub only while
+the device's connection is up and subscribed: then it is one ordinary QoS 1 message on
+`devices/{device}/{app}`, so the MQTT session, the message log and every transport see it
+like any other message. The MQTT session queue alone could not do collapse, expiry,
+quota-by-priority and per-push receipts, and a push that waits in the gateway can still be
+collapsed, expired, dropped or turned into a wake-up.
+
+A push is `queued` until it is handed to the connection (`sent`, shown as queued), then
+`delivered` when the device acknowledges it (MQTT PUBACK through the session's events, or
+a WebSocket ack), or it ends `expired`, `collapsed`, `dropped` (quota) or `unregistered`.
+Once handed out, a push is the connection's: the persistent MQTT session redelivers it
+after a reconnect. On every (re)attach the gateway compares its `sent` pushes with what
+the session still holds and sends again what the session lost (a clean session, a crash).
+
+Batching (batching.py), the wake webhook (wake.py) and notices (content.py) are their own
+modules; this one keeps the state of every push and moves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pushwire.config import Settings
+from pushwire.core.acl import DEVICE_ROLE
+from pushwire.core.auth import Identity
+from pushwire.core.hub import Hub
+from pushwire.core.message import Message
+from pushwire.core.session import Delivery, Session
+from pushwire.core.topics import matches
+from pushwire.gateway import content, ids
+from pushwire.gateway.batching import BatchHolder
+from pushwire.gateway.journal import Journal
+from pushwire.gateway.model import Content, DeviceToken, Push, PushState
+from pushwire.gateway.registry import RegistryView
+from pushwire.gateway.store import GatewayStore
+from pushwire.gateway.wake import WakeScheduler
+from pushwire.gateway.webhooks import WebhookSender
+
+log = logging.getLogger("pushwire.gateway")
+
+GATEWAY_ORIGIN = "$pushwire-gateway"
+# PUBLISH framing on top of topic + payload: fixed header, topic length, packet id, props
+_PUBLISH_OVERHEAD = 16
+
+
+def device_topic(device_id: str, app_id: str) -> str:
+    return f"devices/{device_id}/{app_id}"
+
+
+@dataclass(slots=True)
+class GatewayStats:
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    final: dict[str, int] = field(default_factory=dict)
+    wakeups: int = 0
+    sent: int = 0
+    notices: int = 0
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class PushOptions:
+    priority: int = 10
+    push_type: str = "alert"
+    expiration: int | None = None  # None: no header (push_max_ttl applies); 0: now or never
+    collapse_id: str | None = None
+    push_id: str | None = None
+
+
+class PushGateway:
+    """Pushes in memory (authoritative while running), journaled to the store."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        settings: Settings,
+        registry: RegistryView,
+        store: GatewayStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.hub = hub
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self.clock = clock
+        self.stats = GatewayStats()
+        self.journal = Journal(store.apply, registry.call, settings.durability)
+        self.webhooks = WebhookSender(
+            settings.webhook_timeout, settings.webhook_max_attempts, settings.webhook_backoff
+        )
+        self.pushes: dict[str, Push] = {}
+        self.queued: dict[str, dict[str, Push]] = {}  # device -> push id -> push (waiting)
+        self.sent: dict[str, dict[str, Push]] = {}  # device -> push id -> push (handed out)
+        self.by_uid: dict[int, Push] = {}  # hub message uid -> push, while sent
+        self.ws_online: dict[str, int] = {}  # device -> live WebSocket subscriptions
+        self.ws_conns: dict[str, set[tuple[int, str]]] = {}  # device -> (connection, filter)
+        self.last_seen: dict[str, float] = {}
+        self.batches = BatchHolder(settings.push_batch_window, self.flush)
+        self.wake = WakeScheduler(
+            registry,
+            self.webhooks,
+            settings.wake_min_interval,
+            find=self.pushes.get,
+            online=self.online,
+            clock=clock,
+        )
+        self._expiry: list[tuple[float, str]] = []  # (expires_at, push id) of waiting pushes
+        self._forget: list[tuple[float, str]] = []  # (forget at, push id) of final pushes
+        self._log_ids: dict[str, int] = {}  # push id -> message log id, while sent
+        self._seq = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for p in await self.registry.call(self.store.load_pushes):
+            self._seq = max(self._seq, p.seq)
+            self.pushes[p.id] = p
+            if p.final:
+                heapq.heappush(self._forget, (p.updated + self.settings.push_record_ttl, p.id))
+            elif p.state == "sent" and p.connection != "ws":
+                self.sent.setdefault(p.device_id, {})[p.id] = p
+            else:
+                # waiting, or sent over a WebSocket (the log position is not kept): wait again
+                p.state = "queued"
+                self.queued.setdefault(p.device_id, {})[p.id] = p
+                if p.expires_at is not None:
+                    heapq.heappush(self._expiry, (p.expires_at, p.id))
+                self.wake.schedule(p)
+        log.info("gateway: %d pushes restored", len(self.pushes))
+        self._tasks.append(asyncio.create_task(self._sweeper(), name="pushwire-gateway-sweep"))
+
+    async def stop(self) -> None:
+        self.batches.close()
+        self.wake.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.webhooks.close()
+        await self.journal.flush()
+        self.journal.close()
+
+    async def _sweeper(self) -> None:
+        tick = 0
+        while True:
+            await asyncio.sleep(0.25)
+            try:
+                self.sweep()
+                tick += 1
+                if tick % 240 == 0:
+                    await self.registry.call(self.store.delete_content_before, self.clock())
+            except Exception:
+                log.exception("gateway: sweep failed")
+
+    def sweep(self) -> None:
+        """Expire waiting pushes whose time passed; forget old final records."""
+        now = self.clock()
+        while self._expiry and self._expiry[0][0] <= now:
+            _, push_id = heapq.heappop(self._expiry)
+            p = self.pushes.get(push_id)
+            if (
+                p is not None
+                and p.state == "queued"
+                and p.expires_at is not None
+                and p.expires_at <= now
+            ):
+                self.finish(p, "expired", "expired before delivery")
+        while self._forget and self._forget[0][0] <= now:
+            _, push_id = heapq.heappop(self._forget)
+            p = self.pushes.get(push_id)
+            if p is not None and p.final:
+                del self.pushes[push_id]
+                self.journal.delete(push_id)
+
+    # -- presence ------------------------------------------------------------------------
+
+    def is_device(self, client_id: str) -> bool:
+        return self.registry.device(client_id) is not None
+
+    def mqtt_online(self, device_id: str, app_id: str) -> Session | None:
+        session = self.hub.sessions.get(device_id)
+        if session is None or session.link is None:
+            return None
+        topic = device_topic(device_id, app_id)
+        if any(matches(f, topic) for f in session.subscriptions):
+            return session
+        return None
+
+    def online(self, device_id: str, app_id: str | None = None) -> bool:
+        if self.ws_online.get(device_id):
+            return True
+        if app_id is None:
+            session = self.hub.sessions.get(device_id)
+            return session is not None and session.link is not None
+        return self.mqtt_online(device_id, app_id) is not None
+
+    def device_seen(self, device_id: str) -> float | None:
+        if self.online(device_id):
+            return self.clock()
+        seen = self.last_seen.get(device_id)
+        if seen is not None:
+            return seen
+        device = self.registry.device(device_id)
+        return device.last_seen if device is not None else None
+
+    # core.session.SessionEvents
+
+    def attached(self, session: Session) -> None:
+        if not self.is_device(session.client_id):
+            return
+        self._seen(session.client_id)
+        self._reconcile(session)
+        self._soon_flush(session.client_id)
+
+    def detached(self, session: Session) -> None:
+        device_id = session.client_id
+        if not self.is_device(device_id):
+            return
+        self._seen(device_id)
+        if not session.persistent:
+            # the session (and what it held) ends with the connection: wait again
+            self._requeue_sent(device_id)
+
+    def subscribed(self, session: Session) -> None:
+        if self.is_device(session.client_id):
+            self._soon_flush(session.client_id)
+
+    def acknowledged(self, session: Session, delivery: Delivery) -> None:
+        msg = delivery.message
+        if not msg.topic.startswith("devices/"):
+            return
+        p = self.by_uid.get(msg.uid) or self._push_of(msg)
+        # only the device's own acknowledgement counts (an admin reading devices/# acks too)
+        if p is None or p.state != "sent" or p.device_id != session.client_id:
+            return
+        link = session.link
+        peer = getattr(link, "peer", None)
+        self.delivered(p, f"mqtt {session.client_id}" + (f" {peer}" if peer else ""))
+
+    # http.state.WsEvents: a device listening on the JSON WebSocket
+
+    def _ws_device(self, identity: Identity, flt: str) -> str | None:
+        device_id = identity.username
+        if device_id is None or DEVICE_ROLE not in identity.roles:
+            return None
+        own = f"devices/{device_id}/"
+        return device_id if flt.startswith(own) or flt == own[:-1] else None
+
+    def ws_subscribed(self, identity: Identity, flt: str, conn: int) -> None:
+        device_id = self._ws_device(identity, flt)
+        if device_id is None:
+            return
+        self.ws_conns.setdefault(device_id, set()).add((conn, flt))
+        self.ws_online[device_id] = len(self.ws_conns[device_id])
+        self._seen(device_id)
+        self._soon_flush(device_id)
+
+    def ws_unsubscribed(self, identity: Identity, flt: str, conn: int) -> None:
+        device_id = self._ws_device(identity, flt)
+        if device_id is None:
+            return
+        conns = self.ws_conns.get(device_id)
+        if conns is None:
+            return
+        conns.discard((conn, flt))
+        if conns:
+            self.ws_online[device_id] = len(conns)
+        else:
+            # what was sent stays "sent": the log replays it to a consumer that comes back
+            del self.ws_conns[device_id]
+            self.ws_online.pop(device_id, None)
+            self._seen(device_id)
+
+    def ws_acked(self, identity: Identity, flt: str, upto: int) -> None:
+        """A device's WebSocket consumer acknowledged the log up to id `upto`."""
+        device_id = self._ws_device(identity, flt)
+        if device_id is None:
+            return
+        for p in list(self.sent.get(device_id, {}).values()):
+            log_id = self._log_ids.get(p.id)
+            if (
+                log_id is not None
+                and log_id <= upto
+                and matches(flt, device_topic(device_id, p.app_id))
+            ):
+                self.delivered(p, f"ws {device_id}")
+
+    def _seen(self, device_id: str) -> None:
+        now = self.clock()
+        self.last_seen[device_id] = now
+        self.registry.call_soon_store(self.store.touch_device, device_id, now)
+
+    def _push_of(self, msg: Message) -> Push | None:
+        try:
+            data = json.loads(msg.payload)
+            return self.pushes.get(data["id"]) if isinstance(data, dict) else None
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def _reconcile(self, session: Session) -> None:
+        """Send again the handed-out pushes the session no longer holds (lost with a clean
+        session or a crash before the session journal reached the disk)."""
+        sent = self.sent.get(session.client_id)
+        if not sent:
+            return
+        held: set[str] = set()
+        for d in [*session.inflight.values(), *session.queue]:
+            if d.message.topic.startswith("devices/"):
+                p = self.by_uid.get(d.message.uid) or self._push_of(d.message)
+                if p is not None:
+                    held.add(p.id)
+                    p.uid = d.message.uid  # restored messages get new uids
+                    self.by_uid[d.message.uid] = p
+        for p in sorted(sent.values(), key=lambda p: p.seq):
+            if p.id not in held:
+                del sent[p.id]
+                self._wait_again(p)
+
+    def _requeue_sent(self, device_id: str) -> None:
+        """The connection's session ended with it: what it held waits in the gateway again."""
+        for p in list(self.sent.pop(device_id, {}).values()):
+            self._wait_again(p)
+
+    def _wait_again(self, p: Push) -> None:
+        p.state = "queued"
+        if p.uid is not None:
+            self.by_uid.pop(p.uid, None)
+            p.uid = None
+        self._log_ids.pop(p.id, None)
+        self.queued.setdefault(p.device_id, {})[p.id] = p
+        self.journal.put(p)
+
+    # -- submitting ----------------------------------------------------------------------
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def make_push(self, token: DeviceToken, opts: PushOptions, body: bytes, now: float) -> Push:
+        expires_at: float | None
+        if opts.expiration is None:  # no header: kept for at most push_max_ttl
+            expiration = int(now + self.settings.push_max_ttl)
+            expires_at = float(expiration)
+        elif opts.expiration == 0:
+            expiration, expires_at = 0, None
+        else:
+            expiration, expires_at = opts.expiration, float(opts.expiration)
+        return Push(
+            id=opts.push_id or ids.new_push_id(),
+            app_id=token.app_id,
+            device_id=token.device_id,
+            token=token.token,
+            priority=opts.priority,
+            push_type=opts.push_type,
+            expiration=expiration,
+            collapse_id=opts.collapse_id,
+            created=now,
+            updated=now,
+            seq=self.next_seq(),
+            body=body,
+            expires_at=expires_at,
+        )
+
+    async def accept(self, p: Push, stored: Content | None = None) -> None:
+        """Take a new push: collapse, quota, store durably, then deliver or hold."""
+        if stored is not None:
+            await self.registry.call(self.store.put_content, stored)
+        self.admit(p)
+        await self.journal.durable()
+        self.dispatch(p)
+
+    def admit(self, p: Push) -> None:
+        """Collapse, expiry and quota for a new push, journaled (not yet durable: the caller
+        awaits `journal.durable()` once for one push or a whole batch, then `dispatch`)."""
+        now = p.created
+        self.stats.accepted += 1
+        self.pushes[p.id] = p
+        waiting = self.queued.setdefault(p.device_id, {})
+        if p.collapse_id is not None:
+            for other in list(waiting.values()):
+                if other.app_id == p.app_id and other.collapse_id == p.collapse_id:
+                    self.finish(other, "collapsed", f"replaced by push {p.id}")
+        if p.expires_at is not None and p.expires_at <= now:
+            self.finish(p, "expired", "expired on arrival")
+        elif p.expiration == 0 and p.expires_at is None and not self.online(p.device_id, p.app_id):
+            self.finish(p, "expired", "expiration 0 and the device is offline")
+        else:
+            waiting[p.id] = p
+            if p.expires_at is not None:
+                heapq.heappush(self._expiry, (p.expires_at, p.id))
+            if not self.online(p.device_id, p.app_id):
+                # the quota is for storage while offline: an online device takes them now
+                # (or within the batch window; the per-app rate bounds that)
+                self._enforce_quota(p.device_id, p.app_id)
+            self.journal.put(p)
+
+    def dispatch(self, p: Push) -> None:
+        """After the push is durable: send it now, hold it for a batch, or let it wait."""
+        if p.state != "queued":
+            return
+        if self.online(p.device_id, p.app_id):
+            if self.batches.holds(p.priority, p.expiration):
+                self.batches.hold(p.device_id)
+            else:
+                self.flush(p.device_id)
+        elif p.priority >= 10:
+            self.wake.schedule(p)
+
+    def _enforce_quota(self, device_id: str, app_id: str) -> None:
+        waiting = [q for q in self.queued.get(device_id, {}).values() if q.app_id == app_id]
+        excess = len(waiting) - self.settings.push_queue_quota
+        if excess <= 0:
+            return
+        # the oldest of the lowest priority goes first
+        for victim in sorted(waiting, key=lambda q: (q.priority, q.seq))[:excess]:
+            self.finish(victim, "dropped", "dropped: the device's queue for the app was full")
+
+    # -- delivering ----------------------------------------------------------------------
+
+    def _soon_flush(self, device_id: str) -> None:
+        # after the transport's own reply (CONNACK, SUBACK) has been written
+        asyncio.get_running_loop().call_soon(self.flush, device_id)
+
+    def flush(self, device_id: str) -> None:
+        """Hand every waiting push of the device whose app it listens to to its connection,
+        in arrival order: one wake-up."""
+        self.batches.released(device_id)
+        waiting = self.queued.get(device_id)
+        if not waiting:
+            return
+        now = self.clock()
+        sent_any = False
+        for p in sorted(waiting.values(), key=lambda p: p.seq):
+            if p.expires_at is not None and p.expires_at <= now:
+                self.finish(p, "expired", "expired before delivery")
+                continue
+            if not self.online(device_id, p.app_id):
+                continue
+            self._send(p, now)
+            sent_any = True
+        if not waiting:
+            self.queued.pop(device_id, None)
+        if sent_any:
+            self.stats.wakeups += 1
+
+    def _send(self, p: Push, now: float) -> None:
+        assert p.body is not None
+        body = p.body
+        limit = self._device_limit(p.device_id)
+        topic = device_topic(p.device_id, p.app_id)
+        if limit is not None and len(body) + len(topic) + _PUBLISH_OVERHEAD > limit:
+            body = self._as_notice(p, body, now)
+        message = Message(
+            topic,
+            body,
+            qos=1,
+            expires_at=p.expires_at if p.expiration else None,
+            origin=GATEWAY_ORIGIN,
+        )
+        self.queued[p.device_id].pop(p.id, None)
+        p.state = "sent"
+        p.updated = now
+        p.uid = message.uid
+        p.connection = "ws" if self.ws_online.get(p.device_id) else None
+        self.by_uid[message.uid] = p
+        self.sent.setdefault(p.device_id, {})[p.id] = p
+        self.journal.put(p)
+        self.stats.sent += 1
+        self.hub.publish(message, internal=True)
+        if message.log_id is not None:
+            self._log_ids[p.id] = message.log_id
+
+    def _device_limit(self, device_id: str) -> int | None:
+        session = self.hub.sessions.get(device_id)
+        link = session.link if session is not None else None
+        declared = getattr(link, "client_max_packet_size", None)
+        return declared if isinstance(declared, int) and declared > 0 else None
+
+    def _as_notice(self, p: Push, body: bytes, now: float) -> bytes:
+        """The push does not fit the device's declared packet size: store its payload as
+        content and send a notice for it."""
+        notice, stored = content.as_notice(p, body, now, self.settings.push_content_ttl)
+        # queued on the store thread before any fetch of it can be
+        self.registry.call_soon_store(self.store.put_content, stored)
+        self.stats.notices += 1
+        p.body = notice
+        return notice
+
+    def delivered(self, p: Push, connection: str) -> None:
+        p.delivered_at = self.clock()
+        p.connection = connection
+        self.finish(p, "delivered", None)
+
+    def finish(self, p: Push, state: PushState, reason: str | None) -> None:
+        if p.final:
+            return
+        now = self.clock()
+        self.queued.get(p.device_id, {}).pop(p.id, None)
+        self.sent.get(p.device_id, {}).pop(p.id, None)
+        if p.uid is not None:
+            self.by_uid.pop(p.uid, None)
+        self._log_ids.pop(p.id, None)
+        if state != "delivered":
+            p.connection = None
+        p.state = state
+        p.reason = reason
+        p.updated = now
+        p.body = None
+        self.stats.final[state] = self.stats.final.get(state, 0) + 1
+        self.journal.put(p)
+        heapq.heappush(self._forget, (now + self.settings.push_record_ttl, p.id))
+        app = self.registry.app(p.app_id)
+        if app is not None and app.receipt_url:
+            self.webhooks.send("receipt", app.receipt_url, p.record())
+
+    def registry_changed(self) -> None:
+        """Tokens deleted elsewhere (`pushwire device remove`): their pushes end."""
+        for waiting in list(self.queued.values()):
+            for p in list(waiting.values()):
+                t = self.registry.token(p.token)
+                if t is None or t.deleted is not None:
+                    self.finish(p, "unregistered", "the device token was deleted")
+
+    def unregister_token(self, token: str) -> None:
+        """A deleted token: what still waits for it will never be delivered."""
+        for waiting in list(self.queued.values()):
+            for p in list(waiting.values()):
+                if p.token == token:
+                    self.finish(p, "unregistered", "the device token was deleted")

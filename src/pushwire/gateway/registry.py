@@ -1,0 +1,194 @@
+"""The server's in-memory view of the gateway registry, kept fresh from the store.
+
+Lookups on the push path (API key -> app, token -> device, device secret check) never touch
+the disk. Changes made by this server apply to the view at once; changes made by another
+process (`pushwire app key revoke`, `pushwire device remove`) are noticed by a watch loop
+that polls the store's generation every `watch_interval` seconds and reloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import hmac
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pushwire.core.acl import DEVICE_ROLE
+from pushwire.core.auth import Identity
+from pushwire.gateway import ids
+from pushwire.gateway.admin import GatewayAdmin
+from pushwire.gateway.model import App, AppKey, Device, DeviceToken, Registry
+from pushwire.gateway.store import GatewayStore
+
+log = logging.getLogger("pushwire.gateway")
+_T = TypeVar("_T")
+
+
+class RegistryView:
+    def __init__(self, store: GatewayStore, watch_interval: float = 1.0) -> None:
+        self.store = store
+        self.admin = GatewayAdmin(store)
+        self.watch_interval = watch_interval
+        self.reg = Registry()
+        self.apps_by_key: dict[str, App] = {}
+        self.live_tokens: dict[tuple[str, str], DeviceToken] = {}  # (device, app) -> token
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pushwire-gw")
+        self._watch: asyncio.Task[None] | None = None
+        self._changed: list[Callable[[], None]] = []
+        self._removed: list[Callable[[str], None]] = []  # device removed (end its connections)
+        self._background: set[asyncio.Future[object]] = set()
+        self.token_lock = asyncio.Lock()
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.call(self.store.open)
+        await self.refresh(force=True)
+        self._watch = asyncio.create_task(self._watch_loop(), name="pushwire-gateway-watch")
+
+    async def stop(self) -> None:
+        self._closed = True
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        await self.call(self.store.close)
+        self._pool.shutdown(wait=False)
+
+    async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run a store operation on the gateway's store thread (in order, one at a time)."""
+        if not self.store.blocking:
+            return fn(*args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+
+    def call_soon_store(self, fn: Callable[..., object], *args: Any) -> None:
+        """A store write nobody waits for (bookkeeping, notice content). Queued on the store
+        thread NOW, so any store call made after this one sees it."""
+        name = getattr(fn, "__name__", "store write")
+        if self._closed:
+            return  # shutting down: bookkeeping after the store closed is dropped
+        if not self.store.blocking:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("gateway: %s failed", name)
+            return
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
+        self._background.add(fut)
+
+        def done(f: asyncio.Future[object]) -> None:
+            self._background.discard(f)
+            if not f.cancelled() and f.exception() is not None:
+                log.error("gateway: %s failed: %s", name, f.exception())
+
+        fut.add_done_callback(done)
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        self._changed.append(callback)
+
+    def on_device_removed(self, callback: Callable[[str], None]) -> None:
+        self._removed.append(callback)
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.watch_interval)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("gateway: reloading apps and devices failed")
+
+    async def refresh(self, *, force: bool = False) -> None:
+        gen = await self.call(self.store.generation)
+        if force or gen != self.reg.generation:
+            self._install(await self.call(self.store.registry))
+
+    async def wrote(self, generation: int, change: Callable[[], None]) -> None:
+        """After one of our own writes: apply `change` to the view when nothing else changed
+        the store meanwhile (no reload of every device per registration), else reload."""
+        if generation == self.reg.generation + 1:
+            # our own change: the caller handles its consequences (no full rescan per
+            # registration); the change callbacks are for what other processes did
+            change()
+            self.reg.generation = generation
+        elif generation > self.reg.generation:
+            self._install(await self.call(self.store.registry))
+
+    def put_app(self, app: App) -> None:
+        old = self.reg.apps.get(app.app_id)
+        if old is not None:
+            self.apps_by_key.pop(old.key_hash, None)
+        self.reg.apps[app.app_id] = app
+        self.apps_by_key[app.key_hash] = app
+
+    def put_key(self, key: AppKey) -> None:
+        self.reg.keys[(key.app_id, key.kid)] = key
+
+    def put_device(self, device: Device) -> None:
+        self.reg.devices[device.device_id] = device
+
+    def put_token(self, token: DeviceToken) -> None:
+        self.reg.tokens[token.token] = token
+        pair = (token.device_id, token.app_id)
+        if token.deleted is None:
+            self.live_tokens[pair] = token
+        elif self.live_tokens.get(pair) == token or (
+            pair in self.live_tokens and self.live_tokens[pair].token == token.token
+        ):
+            del self.live_tokens[pair]
+
+    def _notify(self) -> None:
+        for cb in list(self._changed):
+            try:
+                cb()
+            except Exception:
+                log.exception("gateway: registry change callback failed")
+
+    def _install(self, reg: Registry) -> None:
+        gone = [d for d in self.reg.devices if d not in reg.devices]
+        self.reg = reg
+        for device_id in gone:
+            for cb in list(self._removed):
+                cb(device_id)
+        self.apps_by_key = {a.key_hash: a for a in reg.apps.values()}
+        self.live_tokens = {
+            (t.device_id, t.app_id): t for t in reg.tokens.values() if t.deleted is None
+        }
+        self._notify()
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def app_by_api_key(self, key: str) -> App | None:
+        return self.apps_by_key.get(ids.hash_secret(key))
+
+    def app(self, app_id: str) -> App | None:
+        return self.reg.apps.get(app_id)
+
+    def key(self, app_id: str, kid: str) -> AppKey | None:
+        return self.reg.keys.get((app_id, kid))
+
+    def device(self, device_id: str) -> Device | None:
+        return self.reg.devices.get(device_id)
+
+    def token(self, token: str) -> DeviceToken | None:
+        return self.reg.tokens.get(token)
+
+    def device_apps(self, device_id: str) -> list[str]:
+        return sorted(a for (d, a) in self.live_tokens if d == device_id)
+
+    # -- device credentials (core.auth.DeviceAuthenticator) -----------------------------
+
+    def owns(self, username: str) -> bool:
+        return username in self.reg.devices
+
+    def verify(self, device_id: str, secret: bytes) -> Identity | None:
+        device = self.reg.devices.get(device_id)
+        if device is None:
+            return None
+        if not hmac.compare_digest(ids.hash_secret(secret), device.secret_hash):
+            return None
+        return Identity(device_id, frozenset({DEVICE_ROLE}))

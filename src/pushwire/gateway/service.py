@@ -1,0 +1,56 @@
+"""The push gateway, composed: store, registry view, provider auth, delivery, routes.
+
+The server builds one `Gateway` next to the hub and the auth service; the gateway plugs
+into them rather than beside them: devices log in through the AuthService (its device
+hook), pushes are hub messages on `devices/{device}/{app}`, presence and PUBACKs come from
+the hub's session events, and the routes live on the same FastAPI app.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from pushwire.config import Settings
+from pushwire.core.auth import AuthService
+from pushwire.core.hub import Hub
+from pushwire.gateway import apps_api, device_api, push_api
+from pushwire.gateway.delivery import PushGateway
+from pushwire.gateway.metrics import render_metrics
+from pushwire.gateway.provider_auth import ProviderAuthenticator
+from pushwire.gateway.registry import RegistryView
+from pushwire.gateway.state import GatewayState
+from pushwire.gateway.store import make_gateway_store
+from pushwire.http.state import HttpState
+
+
+class Gateway:
+    def __init__(self, hub: Hub, auth: AuthService, settings: Settings) -> None:
+        self.settings = settings
+        self.auth = auth
+        self.store = make_gateway_store(memory=settings.memory, data_dir=settings.data_dir)
+        self.registry = RegistryView(self.store)
+        self.delivery = PushGateway(hub, settings, self.registry, self.store)
+        self.providers = ProviderAuthenticator(self.registry)
+        hub.session_events = self.delivery
+        auth.devices = self.registry
+        self.registry.on_change(self.delivery.registry_changed)
+        self.registry.on_device_removed(auth.device_removed)
+
+    async def start(self) -> None:
+        await self.registry.start()
+        await self.delivery.start()
+
+    async def stop(self) -> None:
+        await self.delivery.stop()
+        await self.registry.stop()
+
+    def mount(self, app: FastAPI) -> None:
+        app.state.gateway = GatewayState(
+            self.settings, self.auth, self.registry, self.store, self.delivery, self.providers
+        )
+        app.include_router(device_api.router)
+        app.include_router(push_api.router)
+        app.include_router(apps_api.router)
+        http: HttpState = app.state.pushwire
+        http.ws_events = self.delivery
+        http.extra_metrics.append(lambda: render_metrics(self.delivery, self.registry))
