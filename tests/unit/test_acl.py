@@ -303,3 +303,6 @@ def test_sys_readable_opens_sys_to_every_authenticated_identity() -> None:
     assert not acl.can_subscribe(None, [], None, "$SYS/#")  # anonymous: never
     assert not acl.can_publish("bob", [], None, "$SYS/x")  # nobody writes $SYS
     assert not Acl().can_subscribe("bob", [], None, "$SYS/#")  # the default: admin only
+    # it opens $SYS only: the gateway's device topics stay the admin role's
+    assert not acl.can_subscribe("bob", [], None, "devices/#")
+    assert not acl.can_receive("bob", [], None, "devices/d1/app")
