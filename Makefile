@@ -2,20 +2,30 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-STAMP := $(VENV)/.installed
+# two stamps: `make run` installs the server's runtime dependencies only; the test
+# toolchain (pytest, ruff, mypy, ...) comes with `make install` / `make test`
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 ARGS ?=
 
-.PHONY: run test lint typecheck pytest bench install deps-test clean
+.PHONY: run test lint typecheck pytest bench install install-run deps-test clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	touch $(RUN_STAMP)
+
+$(TEST_STAMP): $(RUN_STAMP)
 	$(PIP) install -q -e '.[test]'
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
-install: $(STAMP)
+install-run: $(RUN_STAMP)
 
-run: install
+install: $(TEST_STAMP)
+
+# serves from the checkout; `. .venv/bin/activate` puts `pushwire` on PATH in your shell
+run: install-run
 	$(VENV)/bin/pushwire serve $(ARGS)
 
 # Debian tools the tests drive: mosquitto_pub/mosquitto_sub; mosquitto and redis for benches;

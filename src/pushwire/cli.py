@@ -1,4 +1,4 @@
-"""The `pushwire` command: serve, bench."""
+"""The `pushwire` command: serve, pub, sub, admin commands, bench."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from pydantic import ValidationError
 
 from pushwire import __version__
 from pushwire.admin_cli import ADMIN_COMMANDS, add_admin_commands, run_admin_command
+from pushwire.cli_pub import add_pub_command, run_pub
+from pushwire.cli_sub import add_sub_command, run_sub
 from pushwire.config import Settings, load_settings
 from pushwire.gateway.cli import GATEWAY_COMMANDS, add_gateway_commands, run_gateway_command
 from pushwire.settings_doc import default_text
@@ -57,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", type=Path, default=None, help="TOML file with settings (env PUSHWIRE_CONFIG)"
     )
     _add_settings_flags(serve)
+    add_pub_command(sub)
+    add_sub_command(sub)
     add_admin_commands(sub)
     add_gateway_commands(sub)
     bench = sub.add_parser("bench", help="side-by-side benchmarks (see bench/README.md)")
@@ -126,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     if ns.command == "serve":
         return _serve(ns)
+    if ns.command == "pub":
+        return run_pub(ns)
+    if ns.command == "sub":
+        return run_sub(ns)
     if ns.command in ADMIN_COMMANDS:
         return run_admin_command(ns)
     if ns.command in GATEWAY_COMMANDS:

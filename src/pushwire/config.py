@@ -39,7 +39,13 @@ class Settings(BaseSettings):
 
     bind: str = Field("127.0.0.1", description="address every listener binds to")
     mqtt_port: int = Field(1883, ge=0, le=65535, description="MQTT over TCP port (0: any free)")
-    http_port: int = Field(8080, ge=0, le=65535, description="HTTP port (0: any free port)")
+    http_port: int = Field(
+        8080,
+        ge=0,
+        le=65535,
+        description="HTTP port: publish, poll, long-poll, SSE, the JSON WebSocket (/v1/ws), "
+        "MQTT over WebSocket (/mqtt), admin API, /metrics, /docs (0: any free port)",
+    )
     data_dir: Path = Field(Path("pushwire-data"), description="where the SQLite store lives")
     memory: bool = Field(False, description="keep everything in memory (nothing survives)")
     durability: bool = Field(
@@ -138,6 +144,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="topic ACL rules added to the store at start ([[acl]] tables in TOML: "
         "user/role/anonymous/all, access allow|deny, permission read|write|readwrite, filter)",
+    )
+    sys_readable: bool = Field(
+        False,
+        description="let every authenticated user read $SYS/# (default: the admin role only; "
+        "anonymous clients never)",
     )
     login_failures_burst: int = Field(
         10,

@@ -81,6 +81,7 @@ class PushwireServer:
                 login_failures_burst=settings.login_failures_burst,
                 login_failures_address_burst=settings.login_failures_address_burst,
                 login_failures_window=settings.login_failures_window,
+                sys_readable=settings.sys_readable,
             ),
             seed_rules=settings.acl,
         )

@@ -294,3 +294,15 @@ def test_version_changes_only_with_new_rules() -> None:
 )
 def test_covers_examples(wide: str, narrow: str, expected: bool) -> None:
     assert covers(wide, narrow) is expected
+
+
+def test_sys_readable_opens_sys_to_every_authenticated_identity() -> None:
+    acl = Acl(sys_readable=True)
+    assert acl.can_subscribe("bob", [], None, "$SYS/#")
+    assert acl.can_receive("bob", [], None, "$SYS/broker/uptime")
+    assert not acl.can_subscribe(None, [], None, "$SYS/#")  # anonymous: never
+    assert not acl.can_publish("bob", [], None, "$SYS/x")  # nobody writes $SYS
+    assert not Acl().can_subscribe("bob", [], None, "$SYS/#")  # the default: admin only
+    # it opens $SYS only: the gateway's device topics stay the admin role's
+    assert not acl.can_subscribe("bob", [], None, "devices/#")
+    assert not acl.can_receive("bob", [], None, "devices/d1/app")

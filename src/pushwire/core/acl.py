@@ -11,9 +11,10 @@ client id). Evaluation for one identity:
    matches the topic; for a subscription filter the rule's filter COVERS it (every topic the
    subscription can match is matched by the rule); `$share/group/f` is checked on `f`;
 3. a matching `deny` wins over any `allow`; a matching `allow` grants;
-4. when no rule matches, the defaults: `$SYS` topics are readable by the `admin` role and
-   writable by nobody; any other topic is readable and writable when the store holds no
-   rules at all (open until configured), refused once it holds any (default deny).
+4. when no rule matches, the defaults: `$SYS` topics are readable by the `admin` role (by
+   every authenticated identity with `sys_readable`) and writable by nobody; any other
+   topic is readable and writable when the store holds no rules at all (open until
+   configured), refused once it holds any (default deny).
 
 Device topics (`devices/...`, the push gateway's, docs/gateway.md) are reserved like `$SYS`:
 an identity with the `device` role (a registered device, username = its device id) reads
@@ -251,6 +252,7 @@ class Decision:
 _ALLOW_OPEN: Final = Decision(True, "allowed: no acl rules are configured")
 _ALLOW_SYS_ADMIN: Final = Decision(True, "allowed: the admin role may read $SYS")
 _DENY_SYS_READ: Final = Decision(False, "$SYS topics are readable by the admin role only")
+_ALLOW_SYS_READABLE: Final = Decision(True, "allowed: sys_readable lets every user read $SYS")
 _DENY_SYS_WRITE: Final = Decision(False, "$SYS topics are not writable")
 _DENY_BAD_TOPIC: Final = Decision(False, "invalid topic name")
 _DENY_BAD_FILTER: Final = Decision(False, "invalid topic filter")
@@ -277,6 +279,7 @@ class CompiledAcl:
         "open",
         "read_allow",
         "read_deny",
+        "sys_readable",
         "version",
         "write_allow",
         "write_deny",
@@ -292,6 +295,7 @@ class CompiledAcl:
         open_: bool,
         version: int = 0,
         device: bool = False,
+        sys_readable: bool = False,
     ) -> None:
         # a device: only its own devices/<id>/# (an empty filter list: nothing at all)
         self.confined: list[str] | None = None
@@ -303,6 +307,7 @@ class CompiledAcl:
         self.write_allow: list[_Compiled] = []
         self.write_deny: list[_Compiled] = []
         self.is_admin_role = is_admin_role
+        self.sys_readable = sys_readable  # $SYS (and only $SYS) readable as by the admin role
         self.open = open_  # no rules in the store: allow by default
         self.version = version
         for rule in rules:
@@ -375,7 +380,9 @@ class CompiledAcl:
 
     def _read_default(self, topic_or_filter: str) -> Decision:
         if is_sys(topic_or_filter):
-            return _ALLOW_SYS_ADMIN if self.is_admin_role else _DENY_SYS_READ
+            if self.is_admin_role:
+                return _ALLOW_SYS_ADMIN
+            return _ALLOW_SYS_READABLE if self.sys_readable else _DENY_SYS_READ
         if is_device_topic(topic_or_filter):
             return _ALLOW_DEVICES_ADMIN if self.is_admin_role else _DENY_DEVICES_READ
         if self.open:
@@ -386,8 +393,17 @@ class CompiledAcl:
 class Acl:
     """The current rule set, indexed by subject; `version` changes with every new set."""
 
-    def __init__(self, rules: Iterable[AclRule] = (), *, admin_role: str = ADMIN_ROLE) -> None:
+    def __init__(
+        self,
+        rules: Iterable[AclRule] = (),
+        *,
+        admin_role: str = ADMIN_ROLE,
+        sys_readable: bool = False,
+    ) -> None:
         self.admin_role = admin_role
+        # `sys_readable`: every authenticated identity (one with a username) may read $SYS,
+        # as the admin role may; deny rules still apply
+        self.sys_readable = sys_readable
         self.version = 0
         self._rules: tuple[AclRule, ...] = ()
         self._all: list[tuple[int, AclRule]] = []
@@ -445,6 +461,7 @@ class Acl:
             open_=not self._rules,
             version=self.version,
             device=DEVICE_ROLE in roles,
+            sys_readable=self.sys_readable and username is not None,
         )
 
     # one-off checks (tests, admin tools); the hot paths keep a CompiledAcl per connection

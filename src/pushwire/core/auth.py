@@ -580,6 +580,8 @@ class AuthSettings:
     login_failures_window: float = 60.0
     # failed logins per IP over all usernames (spraying), refilled over the same window
     login_failures_address_burst: int = 100
+    # every authenticated identity (not only the admin role) may read $SYS
+    sys_readable: bool = False
     # seconds between polls of the store for changes (CLI edits, token expiry)
     watch_interval: float = 1.0
     # seconds a verified username/password pair is remembered (HTTP Basic on every request
@@ -649,7 +651,7 @@ class AuthService:
         self.clock = clock
         self.monotonic = monotonic
         self.admin = AuthAdmin(store, self.passwords, clock)
-        self.acl = Acl()
+        self.acl = Acl(sys_readable=s.sys_readable)
         self.stats = AuthStats()
         self._snapshot = AuthSnapshot(generation=-1)
         # keyed by (IP, subject): the username, or a token id for bearer tokens

@@ -7,6 +7,7 @@
     GET /v1/retained/{filter}      GET /v1/stats             GET /v1/me
     /v1/admin/clients, /sessions (live view)                  /console (web console)
     GET /v1/health                 GET /metrics              /docs, /openapi.json
+    GET / (browsers: the console; others: a JSON index of the endpoints)
 
 Every route but health and the API description authenticates its caller (http/auth.py) and
 checks the topic ACL. See docs/http.md, docs/websocket.md and docs/security.md.
@@ -37,6 +38,7 @@ from pushwire.http import (
     ws,
 )
 from pushwire.http.browser import install_browser_policy
+from pushwire.http.docs_ui import install_docs
 from pushwire.http.errors import install_error_handlers
 from pushwire.http.state import HttpState, open_auth
 from pushwire.http.strict_url import StrictUrlMiddleware
@@ -82,6 +84,8 @@ def create_app(
         "described by OpenAPI): the JSON protocol at `/v1/ws` (docs/websocket.md) and MQTT "
         "over WebSocket at `/mqtt`.",
         redirect_slashes=False,
+        docs_url=None,  # served from packaged assets by docs_ui (no CDN)
+        redoc_url=None,
     )
     state = HttpState(hub, log, settings, auth if auth is not None else open_auth())
     app.state.pushwire = state
@@ -122,6 +126,7 @@ def create_app(
     app.include_router(stats.router)
     app.include_router(me.router)
     app.include_router(console.router)
+    install_docs(app)
     _truthful_openapi(app)
     return app
 

@@ -13,7 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+
+from pushwire.http.allow import allowed_methods
 
 log = logging.getLogger(__name__)
 
@@ -122,25 +123,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
     headers = dict(exc.headers or {})
+    message = str(exc.detail)
     if exc.status_code == 405:
-        # Starlette names the methods of the first route on the path only (`Allow: PUT` for
-        # a path served by a POST route and a PUT route): name them all
-        headers["Allow"] = ", ".join(allowed_methods(request))
-    return error_json(exc.status_code, code, str(exc.detail), headers)
-
-
-_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-
-
-def allowed_methods(request: Request) -> list[str]:
-    """Every method some route of the app serves on this request's path."""
-    routes = request.app.router.routes
-    allowed = []
-    for method in _METHODS:
-        probe = {**request.scope, "method": method}
-        if any(route.matches(probe)[0] is Match.FULL for route in routes):
-            allowed.append(method)
-    return allowed
+        allowed = allowed_methods(request) or headers.get("Allow", "").split(", ")
+        headers["Allow"] = ", ".join(allowed)
+        use = " or ".join(allowed)
+        message = f"{request.method} is not allowed on {request.url.path}; use {use}"
+    return error_json(exc.status_code, code, message, headers)
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -210,6 +210,21 @@ def charge_publish(state: HttpState, caller: Caller | None, count: int) -> None:
         )
 
 
+# `curl -d` sends this header on its own; nobody publishes a form on purpose, and MQTT 5
+# subscribers would see it as the message's content type
+_CURL_DEFAULT_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+def given_content_type(header: str | None) -> str | None:
+    """The raw publish's content type as the user meant it: none when absent or when it is
+    the form type `curl -d` adds by itself (a bare `curl -d goal` publishes plain text)."""
+    if not header:
+        return None
+    if header.split(";")[0].strip().lower() == _CURL_DEFAULT_CONTENT_TYPE:
+        return None
+    return header
+
+
 def payload_too_large(size: int, limit: int) -> ApiError:
     return ApiError(413, "payload_too_large", f"payload of {size} bytes is over {limit} bytes")
 
@@ -398,7 +413,7 @@ async def _publish_raw(
         retain=parse_bool(retain, "retain"),
         ttl=parse_ttl(ttl),
         priority=parse_priority(priority),
-        content_type=optional_text(content_type, "Content-Type") or None,
+        content_type=given_content_type(optional_text(content_type, "Content-Type")),
     )
     charge_publish(state, caller, 1)
     spec.payload = await read_body(request, state.settings.http_max_payload)
@@ -450,8 +465,9 @@ async def publish_raw(
 ) -> JSONResponse:
     """The body is the payload, byte for byte. Options come as query parameters or as
     `Pushwire-*` headers (the query wins). `Content-Type` is kept as the message's content
-    type (MQTT 5 subscribers see it). Answers once the message is durable. 403 when the
-    topic ACL does not let the caller write to the topic."""
+    type (MQTT 5 subscribers see it), except `application/x-www-form-urlencoded`, which
+    `curl -d` sends by itself and is taken as no content type. Answers once the message is
+    durable. 403 when the topic ACL does not let the caller write to the topic."""
     # served by publish_raw_fast (http/fastpath.py); this signature is what OpenAPI shows
     return await _publish_raw(
         request,
