@@ -135,3 +135,18 @@ def test_guessing_a_device_secret_is_rate_limited(
     text = httpx.get(f"{base_url(srv)}/metrics").text
     assert 'pushwire_devices{state="registered"} 1' in text
     assert 'pushwire_devices{state="online"} 0' in text
+
+
+def test_last_seen_is_stored_and_survives_a_restart(server: ServerProcess) -> None:
+    """last_seen is written to the store in batches (not one commit per connect); a
+    graceful stop saves what is pending, so the value outlives the process."""
+    device = register_device(server)
+    login = {"username": device[0], "password": device[1].encode()}
+    client = connected_client(server.host, server.mqtt_port, device[0], **login)
+    wait_for(lambda: _status(server, device)["online"] is True, what="online")
+    client.close()
+    wait_for(lambda: _status(server, device)["online"] is False, what="offline")
+    seen = _status(server, device)["last_seen"]
+    assert isinstance(seen, float)
+    server.restart()
+    assert _status(server, device)["last_seen"] == seen

@@ -106,6 +106,10 @@ class PushGateway:
         self.ws_online: dict[str, int] = {}  # device -> live WebSocket subscriptions
         self.ws_conns: dict[str, set[tuple[int, str]]] = {}  # device -> (connection, filter)
         self.last_seen: dict[str, float] = {}
+        # last_seen values not yet in the store: written together by the sweeper, because
+        # one transaction per connect (an fsync each) made a reconnect storm of 10,000
+        # devices queue every push behind 10,000 commits
+        self._seen_unsaved: dict[str, float] = {}
         self.batches = BatchHolder(settings.push_batch_window, self.flush)
         self.wake = WakeScheduler(
             registry,
@@ -147,6 +151,7 @@ class PushGateway:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._save_seen()
         await self.webhooks.close()
         await self.journal.flush()
         self.journal.close()
@@ -157,6 +162,7 @@ class PushGateway:
             await asyncio.sleep(0.25)
             try:
                 self.sweep()
+                self._save_seen()
                 tick += 1
                 if tick % 240 == 0:
                     await self.registry.call(self.store.delete_content_before, self.clock())
@@ -300,7 +306,13 @@ class PushGateway:
     def _seen(self, device_id: str) -> None:
         now = self.clock()
         self.last_seen[device_id] = now
-        self.registry.call_soon_store(self.store.touch_device, device_id, now)
+        self._seen_unsaved[device_id] = now
+
+    def _save_seen(self) -> None:
+        """Write the last_seen values gathered since the last call in one transaction."""
+        if self._seen_unsaved:
+            seen, self._seen_unsaved = list(self._seen_unsaved.items()), {}
+            self.registry.call_soon_store(self.store.touch_devices, seen)
 
     def _push_of(self, msg: Message) -> Push | None:
         try:

@@ -72,7 +72,10 @@ class GatewayStore(Protocol):
 
     def add_device(self, device: Device) -> int: ...
     def remove_device(self, device_id: str, when: float) -> int: ...
-    def touch_device(self, device_id: str, when: float) -> None: ...
+    def touch_devices(self, seen: list[tuple[str, float]]) -> None:
+        """Record (device id, last seen) pairs, all in one write."""
+        ...
+
     def add_token(self, token: DeviceToken) -> int: ...
     def delete_token(self, token: str, when: float) -> int: ...
 
@@ -179,11 +182,12 @@ class MemoryGatewayStore:
                     self._reg.tokens[t.token] = replace(t, deleted=when)
             return self._bump()
 
-    def touch_device(self, device_id: str, when: float) -> None:
+    def touch_devices(self, seen: list[tuple[str, float]]) -> None:
         with self._lock:
-            d = self._reg.devices.get(device_id)
-            if d is not None:
-                self._reg.devices[device_id] = replace(d, last_seen=when)
+            for device_id, when in seen:
+                d = self._reg.devices.get(device_id)
+                if d is not None:
+                    self._reg.devices[device_id] = replace(d, last_seen=when)
 
     def add_token(self, token: DeviceToken) -> int:
         with self._lock:
@@ -539,10 +543,11 @@ class SQLiteGatewayStore:
 
         return self._write_gen(w)
 
-    def touch_device(self, device_id: str, when: float) -> None:
+    def touch_devices(self, seen: list[tuple[str, float]]) -> None:
         self._write(
-            lambda conn: conn.execute(
-                "UPDATE gw_devices SET last_seen = ? WHERE device_id = ?", (when, device_id)
+            lambda conn: conn.executemany(
+                "UPDATE gw_devices SET last_seen = ? WHERE device_id = ?",
+                [(when, device_id) for device_id, when in seen],
             ),
             bump=False,
         )
