@@ -169,3 +169,5 @@ def test_admin_lists_push_records_and_device_tokens(
     assert tokens[one[0]] == {mail["app_id"]: mail_one, chat["app_id"]: chat_one}
     assert tokens[two[0]] == {mail["app_id"]: mail_two}
     assert "secret" not in json.dumps(devices)
+    paths = httpx.get(f"{base_url(srv)}/openapi.json").json()["paths"]
+    assert "/v1/admin/pushes" in paths and "/v1/admin/pushes/{push_id}" in paths

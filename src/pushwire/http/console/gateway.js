@@ -13,7 +13,7 @@
   const muted = (text) => el("span", { class: "muted", text });
   const mono = (text) => el("span", { class: "mono", text });
   // a long identifier cut for the table; the whole value stays in the tooltip
-  const short = (text, keep = 14) => el("span", { class: "mono", title: text, text: text.length > keep + 1 ? `${text.slice(0, keep)}…` : text });
+  const short = (text, keep = 14) => el("span", { class: "mono nowrap", title: text, text: text.length > keep + 1 ? `${text.slice(0, keep)}…` : text });
   const seen = (unix) => (unix ? `${fmtAge(unix)} ago` : "never");
 
   // Runs an admin call, reports it in `msg`, then reloads the page's data.
@@ -86,7 +86,8 @@
     const out = el("div", { id: "devices-out" });
     const msg = el("div", { id: "devices-msg" });
     const load = async () => {
-      const { devices } = await api("GET", "/v1/admin/devices");
+      const [{ devices }, { apps }] = await Promise.all([api("GET", "/v1/admin/devices"), api("GET", "/v1/admin/apps")]);
+      const names = Object.fromEntries(apps.map((a) => [a.app_id, a.name]));
       devices.sort((a, b) => (b.online - a.online) || ((b.last_seen || 0) - (a.last_seen || 0)) || (b.created - a.created));
       const online = devices.filter((d) => d.online).length;
       main.dataset.devices = String(devices.length);
@@ -97,7 +98,7 @@
           { title: "Status", render: (d) => el("span", { class: `badge ${d.online ? "on" : "off"}`, "data-status": d.online ? "online" : "offline", text: d.online ? "online" : "offline" }) },
           { title: "Last seen", render: (d) => (d.online ? "now" : el("span", { title: fmtTime(d.last_seen) }, seen(d.last_seen))) },
           { title: "Registered", render: (d) => fmtTime(d.created) },
-          { title: "Tokens (app: token)", render: (d) => d.tokens.length ? el("div", { class: "stack" }, d.tokens.map((t) => el("div", {}, mono(t.app), ": ", short(t.token)))) : muted("none") },
+          { title: "Tokens (app: token)", render: (d) => d.tokens.length ? el("div", { class: "stack" }, d.tokens.map((t) => el("div", {}, el("span", { title: t.app, text: names[t.app] || t.app }), ": ", short(t.token)))) : muted("none") },
           { title: "", render: (d) => el("div", { class: "row-actions" }, confirmButton("Remove", () => act(() => api("DELETE", `/v1/admin/devices/${enc(d.device_id)}`), `device ${d.device_id} removed: its connections are closed`))) },
         ], devices.map((d) => ({ ...d, __key: d.device_id })), "No devices yet: a device registers with POST /v1/devices.", "devices-table"));
     };
@@ -169,7 +170,7 @@
         { title: "App", render: (p) => names[p.app] || mono(p.app) },
         { title: "Device", render: (p) => mono(p.device_id) },
         { title: "Priority", num: true, render: (p) => p.priority },
-        { title: "Sent", render: (p) => fmtTime(p.created) },
+        { title: "Sent", render: (p) => el("span", { class: "nowrap", text: fmtTime(p.created) }) },
         { title: "Delivered / reason", render: outcome },
       ], list.pushes.map((p) => ({ ...p, __key: p.id })), "No push records: pushes show here while they wait and for push_record_ttl after their end.", "pushes-table"));
     };
