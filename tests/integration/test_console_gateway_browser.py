@@ -131,3 +131,20 @@ def test_app_device_and_push_from_creation_to_delivery(
 
     go(web, "devices")
     wait(web, lambda d: device_status(d, device[0]) == "offline", "the device offline again")
+
+
+def test_gateway_pages_are_for_admins_only(web: WebDriver, server: HttpServerProcess) -> None:
+    user = ("reader", "reader-secret-1")
+    r = httpx.post(
+        f"{base(server)}/v1/admin/users",
+        json={"name": user[0], "password": user[1]},
+        auth=ADMIN,
+    )
+    assert r.status_code in (201, 409), r.text
+    login_password(web, server, *user)
+    links = web.find_elements(By.CSS_SELECTOR, "#nav-extra a, #nav-extra .nav-group")
+    assert links and not any(link.is_displayed() for link in links)
+    go(web, "retained")  # the console works for this user; from here, #apps must fall back
+    web.execute_script("location.hash = '#apps'")
+    wait(web, lambda d: d.find_element(By.ID, "main").get_attribute("data-page") == "live", "")
+    assert not web.find_elements(By.ID, "apps-table")
