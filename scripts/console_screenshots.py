@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -33,8 +34,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from helpers import browser  # noqa: E402
 
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
+
 ADMIN = ("root", "root-password")
-PAGES = ("live", "retained", "clients", "sessions", "metrics", "users", "tokens", "acl")
+PAGES = (
+    *("live", "retained", "clients", "sessions", "metrics", "users", "tokens", "acl"),
+    *("apps", "devices", "pushes"),
+)
 _LISTEN = re.compile(r"(mqtt|http) listening on 127\.0\.0\.1:(\d+)")
 
 
@@ -146,6 +153,53 @@ def populate(api: httpx.Client, mqtt_port: int) -> list[mqtt.Client]:
     return clients
 
 
+def populate_gateway(api: httpx.Client, mqtt_port: int) -> tuple[list[mqtt.Client], str]:
+    """Apps, devices (two online over MQTT, one gone, one never seen) and pushes to them;
+    returns the device clients and the id of a delivered push (looked up on its page)."""
+    apps = {
+        name: api.post("/v1/admin/apps", json={"name": name}).json() for name in ("mail", "chat")
+    }
+    api.put(
+        f"/v1/admin/apps/{apps['mail']['app_id']}/webhooks",
+        json={
+            "receipt_url": "https://mail.example/push-receipts",
+            "wake": {"url": "https://mail.example/wake", "secret": "s3cret", "after_seconds": 30},
+        },
+    )
+    devices = []
+    for _ in range(4):
+        reply = api.post("/v1/devices", auth=None).json()
+        device = (reply["device_id"], reply["device_secret"])
+        tokens = {
+            name: api.post(
+                f"/v1/devices/{device[0]}/tokens", json={"app": app["app_id"]}, auth=device
+            ).json()["token"]
+            for name, app in apps.items()
+        }
+        devices.append((device, tokens))
+    online: list[mqtt.Client] = []
+    for device, _tokens in devices[:3]:
+        client = mqtt_client(mqtt_port, device[0], device, clean=False)
+        client.subscribe(f"devices/{device[0]}/#", 1)
+        online.append(client)
+    time.sleep(0.3)  # let the SUBACKs land
+    gone = online.pop()  # the third device was seen, then went away
+    gone.disconnect()
+    gone.loop_stop()
+    delivered = ""
+    for n, (app, (_device, tokens)) in enumerate(
+        [(a, d) for d in devices for a in ("mail", "chat")] * 2
+    ):
+        reply = api.post(
+            f"/v1/push/{tokens[app]}",
+            json={"alert": f"{app} message {n}"},
+            headers={"Authorization": f"Bearer {apps[app]['api_key']}"},
+            auth=None,
+        )
+        delivered = delivered or reply.json()["id"]
+    return online, delivered
+
+
 def traffic(port: int, clients: list[mqtt.Client], stop: threading.Event) -> None:
     """A few messages a second, over MQTT and HTTP, so the charts have something to draw."""
     n = 0
@@ -201,7 +255,13 @@ def _basic() -> str:
     return "Basic " + base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
 
 
-def shoot(out: Path, http_port: int) -> None:
+def text_of(web: WebDriver, element_id: str) -> str:
+    """An element's text by id, read in the page (tables are replaced as they refresh)."""
+    script = "const e = document.getElementById(arguments[0]); return e ? e.textContent : ''"
+    return str(web.execute_script(script, element_id))
+
+
+def shoot(out: Path, http_port: int, push_id: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -232,6 +292,16 @@ def shoot(out: Path, http_port: int) -> None:
                         int(d.find_element(By.ID, "main").get_attribute("data-samples") or 0) >= 25
                     )
                 )
+            elif page == "apps":
+                web.find_element(By.ID, "app-name").send_keys("news")
+                web.find_element(By.CSS_SELECTOR, "#app-form button").click()
+                wait.until(lambda d: "news" in text_of(d, "apps-table"))
+                wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#app-key code"))
+            elif page == "pushes":
+                web.find_element(By.ID, "push-id").send_keys(push_id)
+                web.find_element(By.CSS_SELECTOR, "#push-lookup button").click()
+                wait.until(lambda d: "delivered" in text_of(d, "push-record"))
+                wait.until(lambda d: text_of(d, "pushes-table").count("dev_") >= 8)
             else:
                 wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#main table tbody tr"))
             web.save_screenshot(str(out / f"{page}.png"))
@@ -251,15 +321,16 @@ def main() -> int:
         mqtt_port, http_port = ports
         with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", auth=ADMIN) as api:
             clients = populate(api, mqtt_port)
+            devices, push_id = populate_gateway(api, mqtt_port)
         readers(http_port, stop)
         pump = threading.Thread(target=traffic, args=(http_port, clients, stop), daemon=True)
         pump.start()
         try:
-            shoot(args.out, http_port)
+            shoot(args.out, http_port, push_id)
         finally:
             stop.set()
             pump.join(5)
-            for client in clients:
+            for client in clients + devices:
                 client.disconnect()
                 client.loop_stop()
     return 0

@@ -318,7 +318,7 @@ class Settings(BaseSettings):
     admin_list_limit: int = Field(
         1000,
         ge=1,
-        description="most rows GET /v1/admin/clients and /v1/admin/sessions return (the "
+        description="most rows GET /v1/admin/clients, /sessions and /pushes return (the "
         "oldest clients, the deepest queues first; the Pushwire-Total header counts them all)",
     )
 

@@ -219,12 +219,12 @@ def test_create_token_log_in_with_it_and_revoke_it(
 
     # a client on that token, and a marker client that stays: it proves the page refreshed
     device = mqtt(f"dev-{token_id}", auth=(user, secret))
-    device.subscribe("rooms/x", qos=1)
+    device.subscribe("gadgets/x", qos=1)  # devices/# is the gateway's reserved tree
     mqtt(f"marker-{token_id}")
     go(web, "clients")
     wait(web, lambda d: f"dev-{token_id}" in table_text(d, "clients-table"), "the token's client")
     row = web.find_element(By.CSS_SELECTOR, f'#clients-table tr[data-key="mqtt:dev-{token_id}"]')
-    assert user in row.text and token_id in row.text and "rooms/x" in row.text
+    assert user in row.text and token_id in row.text and "gadgets/x" in row.text
 
     go(web, "tokens")
     revoke = f'#tokens-table tr[data-key="{token_id}"] button.danger'

@@ -131,3 +131,43 @@ async def test_memory_server_delivers_pushes(tmp_path: Path) -> None:
             assert record["state"] in ("queued", "delivered")
     finally:
         await srv.stop()
+
+
+def test_admin_lists_push_records_and_device_tokens(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    srv = server_factory(admin=ROOT)
+    apps = f"{base_url(srv)}/v1/admin/apps"
+    mail = httpx.post(apps, json={"name": "mail"}, auth=ROOT).json()
+    chat = httpx.post(apps, json={"name": "chat"}, auth=ROOT).json()
+    one, two = register_device(srv), register_device(srv)
+    mail_one = device_token(srv, one, mail["app_id"])
+    chat_one = device_token(srv, one, chat["app_id"])
+    mail_two = device_token(srv, two, mail["app_id"])
+    ids = []
+    for key, token in ((mail["api_key"], mail_one), (chat["api_key"], chat_one)):
+        ids.append(push(srv, key, token, {"alert": "x"}).json()["id"])
+    ids.append(push(srv, mail["api_key"], mail_two, {"alert": "y"}).json()["id"])
+
+    url = f"{base_url(srv)}/v1/admin/pushes"
+    assert httpx.get(url).status_code == 401
+    r = httpx.get(url, auth=ROOT)
+    assert r.status_code == 200 and r.headers["Pushwire-Total"] == "3"
+    assert [p["id"] for p in r.json()["pushes"]] == ids[::-1]  # newest first
+    r = httpx.get(url, params={"app": mail["app_id"]}, auth=ROOT)
+    assert {p["id"] for p in r.json()["pushes"]} == {ids[0], ids[2]}
+    r = httpx.get(url, params={"app": mail["app_id"], "device": one[0]}, auth=ROOT)
+    assert [(p["id"], p["state"]) for p in r.json()["pushes"]] == [(ids[0], "queued")]
+    r = httpx.get(url, params={"limit": 1}, auth=ROOT)
+    assert len(r.json()["pushes"]) == 1 and r.headers["Pushwire-Total"] == "3"
+    assert httpx.get(url, params={"limit": 0}, auth=ROOT).status_code == 400
+    assert httpx.get(f"{url}/{ids[1]}", auth=ROOT).json()["app"] == chat["app_id"]
+    assert httpx.get(f"{url}/nope", auth=ROOT).json()["error"]["code"] == "not_found"
+
+    devices = httpx.get(f"{base_url(srv)}/v1/admin/devices", auth=ROOT).json()["devices"]
+    tokens = {d["device_id"]: {t["app"]: t["token"] for t in d["tokens"]} for d in devices}
+    assert tokens[one[0]] == {mail["app_id"]: mail_one, chat["app_id"]: chat_one}
+    assert tokens[two[0]] == {mail["app_id"]: mail_two}
+    assert "secret" not in json.dumps(devices)
+    paths = httpx.get(f"{base_url(srv)}/openapi.json").json()["paths"]
+    assert "/v1/admin/pushes" in paths and "/v1/admin/pushes/{push_id}" in paths

@@ -27,6 +27,7 @@ def test_ws_frame_is_masked_text() -> None:
 def test_plan_labels() -> None:
     assert Plan("poll", 0.5).label == "poll 0.5s"
     assert Plan("mqtt1").label == "MQTT QoS 1"
+    assert Plan("gateway").label == "device gateway"
 
 
 def test_modes_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -40,7 +41,8 @@ def test_modes_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     )
     assert code == 0
     table = capsys.readouterr().out
-    for label in ("poll 0.1s", "long-poll", "SSE", "WebSocket", "MQTT QoS 0", "MQTT QoS 1"):
+    labels = ("poll 0.1s", "long-poll", "SSE", "WebSocket", "MQTT QoS 0", "MQTT QoS 1")
+    for label in (*labels, "device gateway"):
         assert f"| {label}" in table
     results = json.loads((out / "modes.json").read_text())["results"]
     assert [r["mode"] for r in results] == list(MODES)
@@ -53,6 +55,12 @@ def test_modes_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert by_mode["poll"]["requests_per_s"] > 0 and by_mode["poll"]["tx_bytes_per_msg"] > 0
     assert by_mode["sse"]["tx_bytes_per_msg"] == 0 and by_mode["mqtt0"]["requests_per_s"] == 0
     assert by_mode["mqtt1"]["requests_per_s"] > 0  # PUBACKs
+    # the gateway: pushes over POST /v1/push (one shared batch per topic here: 2 devices
+    # each), devices acknowledge what reaches them; empty replies do not apply
+    gateway = by_mode["gateway"]
+    assert 0 < gateway["delivered"] <= gateway["expected"] and gateway["requests_per_s"] > 0
+    assert gateway["empty_responses"] is None and "| device gateway" in table
+    assert gateway["rss_kb_per_client"] >= 0 and gateway["cpu_s_per_1000"] > 0
     for name in ("modes-latency.png", "modes-bytes.png", "modes-cpu.png"):
         assert (out / name).read_bytes().startswith(b"\x89PNG")
 

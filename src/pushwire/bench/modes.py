@@ -8,7 +8,9 @@ delivered by, in turn:
 * long-polling (`GET /v1/longpoll`, re-asked at once with the cursor);
 * Server-Sent Events (`GET /v1/sse`);
 * the JSON WebSocket (`/v1/ws`);
-* MQTT with QoS 0 and with QoS 1 (the client acknowledges every message).
+* MQTT with QoS 0 and with QoS 1 (the client acknowledges every message);
+* the device gateway: N devices over MQTT, the stream sent as pushes with an app's API key
+  (`POST /v1/push`; bench/modes_gateway.py).
 
 Each mode gets a freshly started pushwire (memory store) and one load-generator process: this
 one, on uvloop, with raw sockets (hand-written HTTP/1.1, WebSocket and MQTT 3.1.1 clients), so
@@ -26,7 +28,7 @@ every byte each client sends and receives is counted at its socket. Per mode:
 * empty responses: polls (and long-polls that timed out) that carried no message.
 
 The publisher's own cost (one MQTT connection, QoS 1 for the MQTT QoS 1 run and QoS 0
-otherwise) is in the server CPU figures. The device gateway is not measured yet (docs/modes.md).
+otherwise; the provider's push requests in the gateway mode) is in the server CPU figures.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ from pushwire.bench.peers import (
     rss_kb,
 )
 
-MODES = ("poll", "longpoll", "sse", "ws", "mqtt0", "mqtt1")
+MODES = ("poll", "longpoll", "sse", "ws", "mqtt0", "mqtt1", "gateway")
 MODE_LABEL = {
     "poll": "poll",
     "longpoll": "long-poll",
@@ -89,6 +91,7 @@ MODE_LABEL = {
     "ws": "WebSocket",
     "mqtt0": "MQTT QoS 0",
     "mqtt1": "MQTT QoS 1",
+    "gateway": "device gateway",
 }
 # uvicorn closes a keep-alive connection idle for 5 s: a poll interval must stay below it
 MAX_POLL_INTERVAL_S = 4.5
@@ -516,7 +519,7 @@ class Result:
     tx_bytes_per_msg: float  # client -> server
     cpu_s_per_1000: float
     rss_kb_per_client: float
-    empty_responses: int
+    empty_responses: int | None  # None: does not apply (the device gateway)
     errors: list[str]
 
 
@@ -701,7 +704,7 @@ def render_table(results: list[Result]) -> str:
             _num(r.tx_bytes_per_msg, 0),
             _num(r.cpu_s_per_1000, 3),
             _num(r.rss_kb_per_client),
-            str(r.empty_responses),
+            "n/a" if r.empty_responses is None else str(r.empty_responses),
         )
         for r in results
     ]
@@ -734,7 +737,7 @@ def write_plots(results: list[Result], out: Path, payload: int) -> list[Path]:
         xs = [r.interval or 0.0 for r in polls]
         ax.plot(xs, [r.p50_ms for r in polls], "o-", color="#2563eb", label="poll p50")
         ax.plot(xs, [r.p99_ms for r in polls], "o--", color="#2563eb", alpha=0.6, label="poll p99")
-    colors = ["#16a34a", "#f59e0b", "#db2777", "#7c3aed", "#0891b2"]
+    colors = ["#16a34a", "#f59e0b", "#db2777", "#7c3aed", "#0891b2", "#dc2626"]
     for r, color in zip(pushed, colors, strict=False):
         if math.isfinite(r.p50_ms):
             ax.axhline(r.p50_ms, color=color, linewidth=1.2, label=f"{r.label} p50")
@@ -873,14 +876,18 @@ def run(args: argparse.Namespace) -> int:
     bar = _progress(plans, args.quiet)
     workdir = Path(tempfile.mkdtemp(prefix="pushwire-modes-"))  # server logs, removed after
     try:
-        if o.one_server:
+        broker_plans = [p for p in plans if p.mode != "gateway"]
+        if o.one_server and broker_plans:
             with pushwire_process(workdir) as server:
-                for plan in plans:
+                for plan in broker_plans:
                     results.append(_one(plan, server, o, bar))
         else:
-            for plan in plans:
+            for plan in broker_plans:
                 with pushwire_process(workdir) as server:
                     results.append(_one(plan, server, o, bar))
+        for plan in plans:
+            if plan.mode == "gateway":  # its own server always: a data directory and an app
+                results.append(_one_gateway(plan, workdir / "gateway", o, bar))
     finally:
         if bar is not None:
             bar.close()
@@ -917,6 +924,22 @@ def _one(plan: Plan, server: PushwireProcess, o: Options, bar: Any) -> Result:
 
     async def main() -> None:
         holder.append(await run_plan(plan, server, o))
+
+    run_loop(main())
+    if bar is not None:
+        bar.update(1)
+    return holder[0]
+
+
+def _one_gateway(plan: Plan, workdir: Path, o: Options, bar: Any) -> Result:
+    from pushwire.bench.modes_gateway import run_gateway_plan  # it builds on this module
+
+    if bar is not None:
+        bar.set_description(plan.label)
+    holder: list[Result] = []
+
+    async def main() -> None:
+        holder.append(await run_gateway_plan(plan, workdir, o))
 
     run_loop(main())
     if bar is not None:

@@ -183,6 +183,12 @@ async def list_devices(request: Request, _: AdminDep) -> dict[str, Any]:
                 "online": d.online(dev.device_id),
                 "last_seen": d.device_seen(dev.device_id),
                 "apps": gw.registry.device_apps(dev.device_id),
+                # tokens are not credentials (pushing needs the app's too); no secret is shown
+                "tokens": [
+                    {"token": t.token, "app": t.app_id, "created": t.created}
+                    for (d, _a), t in sorted(gw.registry.live_tokens.items())
+                    if d == dev.device_id
+                ],
             }
             for dev in gw.registry.reg.devices.values()
         ]

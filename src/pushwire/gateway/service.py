@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from pushwire.config import Settings
 from pushwire.core.auth import AuthService
 from pushwire.core.hub import Hub
-from pushwire.gateway import apps_api, device_api, push_api
+from pushwire.gateway import apps_api, device_api, push_api, pushes_admin_api
 from pushwire.gateway.delivery import PushGateway
 from pushwire.gateway.metrics import render_metrics
 from pushwire.gateway.provider_auth import ProviderAuthenticator
@@ -51,6 +51,7 @@ class Gateway:
         app.include_router(device_api.router)
         app.include_router(push_api.router)
         app.include_router(apps_api.router)
+        app.include_router(pushes_admin_api.router)
         http: HttpState = app.state.pushwire
         http.ws_events = self.delivery
         http.extra_metrics.append(lambda: render_metrics(self.delivery, self.registry))

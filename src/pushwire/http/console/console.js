@@ -178,7 +178,9 @@ function registerPage(name, spec) {
     $("#nav-extra").append(el("a", { href: `#${name}`, "data-page": name, class: spec.admin ? "admin-only" : null, text: spec.title }));
   }
 }
-window.pushwireConsole = { registerPage, api, el, table, chips, confirmButton, fmtTime, fmtAge };
+window.pushwireConsole = {
+  registerPage, api, apiList, el, table, chips, confirmButton, notice, pageHead, autoRefresh, fmtTime, fmtAge,
+};
 
 function show(name) {
   if (!pages.has(name) || (pages.get(name).admin && !(me && me.admin))) name = "live";
@@ -872,4 +874,6 @@ async function boot() {
   } catch { /* credentials needed */ }
 }
 
-boot();
+// after every script of the page ran: gateway.js registers its pages before the first show()
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", boot);
+else boot();
