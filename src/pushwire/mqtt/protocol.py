@@ -129,7 +129,11 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         # acks held back until the journal they depend on is durable, kept in order
         # (sync future or None, encoded ack, the message whose storage it confirms, the
         # engine's failure mark when the ack was queued)
-        self._acks: deque[tuple[asyncio.Future[None] | None, bytes, Message | None, int]] = deque()
+        # (durability future, ack bytes, message vouched for, failure mark, PUBLISH receipt
+        # on the monotonic clock or -1.0 when the ack is not a PUBACK/PUBREC to time)
+        self._acks: deque[tuple[asyncio.Future[None] | None, bytes, Message | None, int, float]] = (
+            deque()
+        )
         self._awaited: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------
@@ -432,7 +436,9 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             self._write(patch_publish(template, offset, delivery.packet_id, dup))
         else:
             self._write(template)
-        self.hub.stats.messages_sent += 1
+        stats = self.hub.stats
+        stats.messages_sent += 1
+        stats.delivery_latency.observe(time.time() - msg.created_at)
 
     def send_release(self, packet_id: int) -> None:
         self._send(PubRel(packet_id))
@@ -473,17 +479,26 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
 
     # -- acks in order ---------------------------------------------------------------------
 
-    def _ack(self, packet: Packet, durable: bool, message: Message | None = None) -> None:
+    def _ack(
+        self,
+        packet: Packet,
+        durable: bool,
+        message: Message | None = None,
+        received: float = -1.0,
+    ) -> None:
         """Send an ack now, or once the journal is durable; acks never overtake each other
         (MQTT-4.6.0-2). `message`: the published message the ack confirms; when the store
-        refused it, the ack is withheld (see `_release_acks`)."""
+        refused it, the ack is withheld (see `_release_acks`). `received`: when the PUBLISH
+        this acks arrived (time.monotonic()), for the publish-to-ack histogram."""
         data = self.conn.send(packet)
         wait = durable and self.hub.engine.durable
         if not wait and not self._acks:
             self._write(data)
+            if received >= 0:
+                self.hub.stats.publish_ack_latency.observe(time.monotonic() - received)
             return
         fut = self.hub.sync_future() if wait else None
-        self._acks.append((fut, data, message, self.hub.engine.failure_mark()))
+        self._acks.append((fut, data, message, self.hub.engine.failure_mark(), received))
         if fut is not None and fut is not self._awaited:
             # many acks in one tick share one future: one callback releases them all
             self._awaited = fut
@@ -499,7 +514,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
 
     def _release_acks(self, _: asyncio.Future[None]) -> None:
         while self._acks:
-            fut, data, message, mark = self._acks[0]
+            fut, data, message, mark, received = self._acks[0]
             if fut is not None:
                 if not fut.done():
                     return
@@ -517,6 +532,8 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
                     return
             self._acks.popleft()
             self._write(data)
+            if received >= 0:
+                self.hub.stats.publish_ack_latency.observe(time.monotonic() - received)
 
     # -- packets ---------------------------------------------------------------------------
 
@@ -706,6 +723,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             self.hub.publish(msg)
 
     def _on_publish(self, p: Publish) -> None:
+        received = time.monotonic() if p.qos else -1.0
         session = self.session
         assert session is not None
         # the codec already refused wildcards, U+0000 and bad UTF-8 in the topic, and the
@@ -717,7 +735,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         qos = p.qos
         if qos == 2 and p.packet_id is not None and session.inbound_qos2_seen(p.packet_id):
             # a resend before PUBREL: the message was routed already (exactly once)
-            self._ack(PubRec(p.packet_id), False)
+            self._ack(PubRec(p.packet_id), False, None, received)
             return
         journaled = False
         published: Message | None = None
@@ -743,12 +761,13 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         assert p.packet_id is not None
         denied = 0 if allowed or not self.conn.v5 else ReasonCode.NOT_AUTHORIZED
         if qos == 1:
-            self._ack(PubAck(p.packet_id, denied), journaled, published)
+            self._ack(PubAck(p.packet_id, denied), journaled, published, received)
         elif denied:
-            self._ack(PubRec(p.packet_id, denied), False)  # a failed PUBREC ends the flow
+            # a failed PUBREC ends the flow
+            self._ack(PubRec(p.packet_id, denied), False, None, received)
         else:
             session.inbound_qos2_add(p.packet_id)
-            self._ack(PubRec(p.packet_id), journaled or session.persistent, published)
+            self._ack(PubRec(p.packet_id), journaled or session.persistent, published, received)
 
     def _refuse_deep_topic(self, p: Publish, max_levels: int) -> None:
         """More levels than max_topic_levels: MQTT 5 answers 0x90 Topic Name invalid (in the
