@@ -50,6 +50,15 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
 
+    def observe_n(self, value: float, n: int) -> None:
+        """`n` observations of the same value (one fan-out's deliveries)."""
+        self.counts[bisect_left(self.bounds, value)] += n
+        self.sum += value * n
+
+    def observe_zero(self) -> None:
+        """observe(0) without the search (bounds are non-negative, so 0 is bucket 0)."""
+        self.counts[0] += 1
+
     def cumulative(self) -> list[tuple[str, float]]:
         """(le, cumulative count) pairs ending with +Inf, as HistogramMetricFamily takes."""
         counts = list(self.counts)  # one snapshot: buckets and +Inf agree

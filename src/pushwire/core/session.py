@@ -63,7 +63,9 @@ class Link(Protocol):
     def send_message(
         self, delivery: Delivery, dup: bool, wire_cache: dict[Any, Any] | None
     ) -> None:
-        """Send a PUBLISH; `wire_cache` lets one route share encoded bytes across links."""
+        """Send a PUBLISH; `wire_cache` lets one route share encoded bytes across links.
+        Without one, the link also observes the delivery latency; with one, the caller (the
+        hub's fan-out) observes it once for all the links it sent to."""
 
     def send_release(self, packet_id: int) -> None:
         """Send PUBREL (resuming a QoS 2 flow after reconnect)."""
@@ -257,7 +259,7 @@ class Session:
             self.inflight[d.packet_id] = d
             if journaled:
                 self._journal_put(d)
-            self._stats.queue_depth.observe(0)
+            self._stats.queue_depth.observe_zero()
             link.send_message(d, False, wire_cache)
         else:
             self.queue.append(d)

@@ -412,6 +412,8 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         self, delivery: Delivery, dup: bool, wire_cache: dict[Any, Any] | None
     ) -> None:
         msg = delivery.message
+        # the hub's fan-out passes a cache and observes the latency of all its sends at once
+        observe = wire_cache is None
         props: dict[str, Any] = msg.properties if self.conn.v5 else {}
         per_delivery = self.conn.v5 and (delivery.subscription_ids or msg.expires_at is not None)
         if per_delivery:
@@ -438,7 +440,8 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             self._write(template)
         stats = self.hub.stats
         stats.messages_sent += 1
-        stats.delivery_latency.observe(time.time() - msg.created_at)
+        if observe:
+            stats.delivery_latency.observe(time.time() - msg.created_at)
 
     def send_release(self, packet_id: int) -> None:
         self._send(PubRel(packet_id))
