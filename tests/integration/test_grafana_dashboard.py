@@ -44,6 +44,7 @@ def test_every_metric_the_dashboard_queries_exists(http_server: StartServer) -> 
         "pushwire_mqtt_publish_ack_latency_seconds_bucket",
         "pushwire_store_commit_duration_seconds_bucket",
         "pushwire_mqtt_queue_depth_messages_bucket",
+        "pushwire_mqtt_queue_depth_messages_gsum",
         "pushwire_mqtt_dropped_total",
     ):
         assert expected in used, expected

@@ -29,8 +29,8 @@ HISTOGRAMS = (
     "pushwire_delivery_latency_seconds",
     "pushwire_mqtt_publish_ack_latency_seconds",
     "pushwire_store_commit_duration_seconds",
-    "pushwire_mqtt_queue_depth_messages",
 )
+DEPTH = "pushwire_mqtt_queue_depth_messages"  # a gauge histogram: sampled at scrape
 READERS = ("mqtt", "sse", "ws", "poll", "longpoll")
 
 
@@ -45,8 +45,17 @@ def test_text_format_and_openmetrics_both_parse(http_server: StartServer) -> Non
     assert om.headers["content-type"].startswith("application/openmetrics-text")
     assert om.text.endswith("# EOF\n")
     om_families = {f.name: f for f in openmetrics_families(om.text)}
-    # the same families in both formats, counters typed as counters
-    assert set(om_families) == set(families)
+    # the same families in both formats (the text format has no gauge histogram type: it
+    # writes one as a histogram plus _gcount and _gsum gauges), counters typed as counters
+    assert set(om_families) == set(families) - {DEPTH + "_gcount", DEPTH + "_gsum"}
+    assert om_families[DEPTH].type == "gaugehistogram"
+    assert families[DEPTH].type == "histogram"
+    assert {s.name for s in om_families[DEPTH].samples} == {
+        DEPTH + "_bucket",
+        DEPTH + "_gcount",
+        DEPTH + "_gsum",
+    }
+    assert families[DEPTH + "_gcount"].type == "gauge"
     assert families["pushwire_messages_in"].type == "counter"
     assert families["pushwire_open_connections"].type == "gauge"
     for name in HISTOGRAMS:
@@ -87,6 +96,7 @@ def _counts(srv: ServerProcess) -> dict[str, float]:
     out = {t: sample(s, "pushwire_delivery_latency_seconds_count", transport=t) for t in READERS}
     for name in HISTOGRAMS[1:]:
         out[name] = sample(s, name + "_count")
+    out[DEPTH] = sample(s, DEPTH + "_gcount")  # sessions sampled
     return out
 
 
@@ -132,3 +142,33 @@ async def test_histograms_grow_with_traffic_on_every_transport(
         inf = sample(s, "pushwire_delivery_latency_seconds_bucket", transport=t, le="+Inf")
         assert inf == sample(s, "pushwire_delivery_latency_seconds_count", transport=t)
         assert sample(s, "pushwire_delivery_latency_seconds_sum", transport=t) >= 0
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_queue_depth_shows_a_session_with_messages_waiting(
+    http_server: StartServer, paho_client: PahoFactory
+) -> None:
+    srv = http_server()
+    offline = paho_client(srv, "depth-sub", clean_session=False)
+    offline.subscribe("d/#", 1)
+    pub = paho_client(srv)
+    offline.disconnect()
+    _until(
+        lambda: sample(scrape(srv), "pushwire_open_connections", transport="mqtt") == 1,
+        "the subscriber's connection never closed",
+    )
+    for i in range(3):
+        pub.publish("d/x", b"%d" % i, qos=1)  # acked: queued for the offline session
+    s = scrape(srv)
+    assert sample(s, DEPTH + "_gsum") == 3
+    assert sample(s, DEPTH + "_gcount") == 2  # two sessions
+    # one session in the bucket (2, 5], the publisher's in the first (le 0)
+    assert sample(s, DEPTH + "_bucket", le="0.0") == 1
+    assert sample(s, DEPTH + "_bucket", le="2.0") == 1
+    assert sample(s, DEPTH + "_bucket", le="5.0") == 2

@@ -55,10 +55,6 @@ class Histogram:
         self.counts[bisect_left(self.bounds, value)] += n
         self.sum += value * n
 
-    def observe_zero(self) -> None:
-        """observe(0) without the search (bounds are non-negative, so 0 is bucket 0)."""
-        self.counts[0] += 1
-
     def cumulative(self) -> list[tuple[str, float]]:
         """(le, cumulative count) pairs ending with +Inf, as HistogramMetricFamily takes."""
         counts = list(self.counts)  # one snapshot: buckets and +Inf agree

@@ -259,11 +259,9 @@ class Session:
             self.inflight[d.packet_id] = d
             if journaled:
                 self._journal_put(d)
-            self._stats.queue_depth.observe_zero()
             link.send_message(d, False, wire_cache)
         else:
             self.queue.append(d)
-            self._stats.queue_depth.observe(len(self.queue))
             if journaled:
                 self._journal_put(d)
         return journaled

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from pushwire.core.histogram import DEPTH_BUCKETS, Histogram
+from pushwire.core.histogram import Histogram
 
 
 @dataclass(slots=True)
@@ -37,8 +37,6 @@ class Stats:
     delivery_latency: Histogram = field(default_factory=Histogram)
     # receipt of a QoS 1/2 PUBLISH to the write of its PUBACK/PUBREC
     publish_ack_latency: Histogram = field(default_factory=Histogram)
-    # the session queue a QoS 1/2 message joins (0: written at once)
-    queue_depth: Histogram = field(default_factory=lambda: Histogram(DEPTH_BUCKETS))
 
     def uptime(self) -> int:
         return int(time.time() - self.started_at)

@@ -17,13 +17,14 @@ from fastapi.responses import Response
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
+    GaugeHistogramMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
 
-from pushwire.core.histogram import Histogram
+from pushwire.core.histogram import DEPTH_BUCKETS, Histogram
 from pushwire.http.auth import CallerDep
 from pushwire.http.errors import error_responses
 from pushwire.http.guard import head_timeouts_total, heads_refused_total
@@ -136,12 +137,17 @@ def _latency(state: HttpState) -> Iterator[Metric]:
         "included); empty for the memory engine",
         [((), state.hub.engine.commit_seconds)],
     )
-    yield histogram(
+    # sampled now, over every session (O(sessions) per scrape, nothing on the hot path)
+    depth = Histogram(DEPTH_BUCKETS)
+    for session in state.hub.sessions.values():
+        depth.observe(len(session.queue))
+    family = GaugeHistogramMetricFamily(
         "pushwire_mqtt_queue_depth_messages",
-        "length of the MQTT session queue a QoS 1/2 message joins, observed at enqueue "
-        "(0: written at once)",
-        [((), s.queue_depth)],
+        "MQTT sessions by the length of their queue (messages waiting, inflight not "
+        "included), sampled at scrape",
     )
+    family.add_metric([], depth.cumulative(), depth.sum)
+    yield family
 
 
 def _log(state: HttpState) -> Iterator[Metric]:

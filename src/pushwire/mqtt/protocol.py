@@ -516,6 +516,9 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         return bool(self.client_id) and engine.session_failed_since(self.client_id, mark)
 
     def _release_acks(self, _: asyncio.Future[None]) -> None:
+        # one clock read for every ack this commit releases
+        now = time.monotonic()
+        latency = self.hub.stats.publish_ack_latency
         while self._acks:
             fut, data, message, mark, received = self._acks[0]
             if fut is not None:
@@ -536,7 +539,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             self._acks.popleft()
             self._write(data)
             if received >= 0:
-                self.hub.stats.publish_ack_latency.observe(time.monotonic() - received)
+                latency.observe(now - received)
 
     # -- packets ---------------------------------------------------------------------------
 
