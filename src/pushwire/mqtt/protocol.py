@@ -128,9 +128,8 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         self._registered = False
         # acks held back until the journal they depend on is durable, kept in order
         # (sync future or None, encoded ack, the message whose storage it confirms, the
-        # engine's failure mark when the ack was queued)
-        # (durability future, ack bytes, message vouched for, failure mark, PUBLISH receipt
-        # on the monotonic clock or -1.0 when the ack is not a PUBACK/PUBREC to time)
+        # engine's failure mark when the ack was queued, the PUBLISH's receipt on the
+        # monotonic clock or -1.0 when the ack is not a PUBACK/PUBREC to time)
         self._acks: deque[tuple[asyncio.Future[None] | None, bytes, Message | None, int, float]] = (
             deque()
         )
