@@ -29,7 +29,7 @@ Paho = Callable[..., PahoClient]
 
 def _wakeups(srv: ServerProcess) -> int:
     text = httpx.get(f"{base_url(srv)}/metrics").text
-    m = re.search(r"^pushwire_device_wakeups_total (\d+)$", text, re.M)
+    m = re.search(r"^pushwire_device_wakeups_total (\d+)\.0$", text, re.M)
     assert m is not None, text
     return int(m.group(1))
 

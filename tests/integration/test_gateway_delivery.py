@@ -138,7 +138,7 @@ def test_quota_drops_the_oldest_lowest_priority_push_visibly(
     record = wait_state(srv, key, low1, "dropped")
     assert "full" in record["reason"]
     metrics = httpx.get(f"{base_url(srv)}/metrics").text
-    assert 'pushwire_pushes_final_total{state="dropped"} 1' in metrics
+    assert 'pushwire_pushes_final_total{state="dropped"} 1.0' in metrics
     back = paho_client(srv, device[0], clean_session=False, auth=device)
     got = [decode(m)["id"] for m in back.get_until(lambda m: decode(m)["id"] == high2)]
     assert got == [high1, low2, high2]

@@ -133,8 +133,8 @@ def test_guessing_a_device_secret_is_rate_limited(
     r = httpx.get(url, auth=wrong)
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
     text = httpx.get(f"{base_url(srv)}/metrics").text
-    assert 'pushwire_devices{state="registered"} 1' in text
-    assert 'pushwire_devices{state="online"} 0' in text
+    assert 'pushwire_devices{state="registered"} 1.0' in text
+    assert 'pushwire_devices{state="online"} 0.0' in text
 
 
 def test_last_seen_is_stored_and_survives_a_restart(server: ServerProcess) -> None:

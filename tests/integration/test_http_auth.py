@@ -348,7 +348,7 @@ async def test_a_wildcard_longpoll_is_not_answered_with_denied_topics(secured: S
 async def _until_waiters(client: httpx.AsyncClient, n: int) -> None:
     for _ in range(100):
         text = (await client.get("/metrics", headers=basic("root"))).text
-        if f"pushwire_longpoll_waiters {n}\n" in text:
+        if f"pushwire_longpoll_waiters {n}.0\n" in text:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"never {n} long-poll waiter(s)")
@@ -582,7 +582,7 @@ def test_slow_request_heads_are_cut_off(limited: ServerProcess) -> None:
         assert b"HTTP/1.1 408 " in _read_all(conn)
     # prompt clients are unaffected, and the guard counts what it did
     text = httpx.get(f"http://{address[0]}:{address[1]}/metrics").text
-    assert "pushwire_http_head_timeouts_total 3" in text
+    assert "pushwire_http_head_timeouts_total 3.0" in text
 
 
 async def test_websocket_messages_over_the_limit_close_1009(limited: ServerProcess) -> None:

@@ -120,7 +120,7 @@ def test_request_line_and_head_over_their_limits(http_server: StartServer) -> No
             sock.sendall(publish.replace(b"Connection: close", b"Connection: keep-alive"))
             assert read_response(sock).startswith(b"HTTP/1.1 201 ")
     metrics = httpx.get(base(srv) + "/metrics").text
-    assert 'pushwire_http_heads_refused_total{reason="too_long"} 4' in metrics
+    assert 'pushwire_http_heads_refused_total{reason="too_long"} 4.0' in metrics
 
 
 def test_head_limits_are_settings(http_server: StartServer) -> None:
@@ -242,7 +242,7 @@ def test_malformed_requests_get_400_json(http_server: StartServer, request_bytes
     srv = http_server()
     json_error(exchange(address(srv), request_bytes), 400, "bad_request")
     metrics = httpx.get(base(srv) + "/metrics").text
-    assert 'pushwire_http_heads_refused_total{reason="malformed"} 1' in metrics
+    assert 'pushwire_http_heads_refused_total{reason="malformed"} 1.0' in metrics
 
 
 def test_refusals_touch_only_their_own_connection(http_server: StartServer) -> None:

@@ -37,7 +37,7 @@ async def test_stop_with_open_waiters_and_streams(http_server: StartServer) -> N
             await ws.send(json.dumps({"type": "subscribe", "sub": "s", "filter": "x"}))
             assert json.loads(await ws.recv())["type"] == "subscribed"
             for _ in range(500):
-                if "pushwire_log_listeners 3" in (await client.get(f"{url}/metrics")).text:
+                if "pushwire_log_listeners 3.0" in (await client.get(f"{url}/metrics")).text:
                     break
                 await asyncio.sleep(0.01)
             else:

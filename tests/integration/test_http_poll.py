@@ -125,7 +125,7 @@ async def test_longpoll_is_held_until_an_mqtt_publish(
 async def _until_waiting(client: httpx.AsyncClient, url: str, n: int) -> None:
     for _ in range(500):
         text = (await client.get(f"{url}/metrics")).text
-        if f"pushwire_longpoll_waiters {n}" in text:
+        if f"pushwire_longpoll_waiters {n}.0" in text:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"never saw {n} long-poll waiters")
@@ -156,7 +156,7 @@ def test_client_gone_frees_its_waiter(http_server: StartServer) -> None:
     with pytest.raises(httpx.ReadTimeout):
         httpx.get(f"{url}/v1/longpoll/gone?timeout=30", timeout=0.3)
     for _ in range(300):
-        if "pushwire_longpoll_waiters 0" in httpx.get(f"{url}/metrics").text:
+        if "pushwire_longpoll_waiters 0.0" in httpx.get(f"{url}/metrics").text:
             return
         time.sleep(0.01)
     raise AssertionError("waiter of a disconnected client is still held")

@@ -261,6 +261,6 @@ def test_health_and_metrics(srv: ServerProcess) -> None:
     health = httpx.get(url + "/v1/health").json()
     assert health["status"] == "ok" and health["log"]["last_id"] == 1
     text = httpx.get(url + "/metrics").text
-    assert 'pushwire_messages_in_total{transport="http"} 1' in text
-    assert "pushwire_log_messages 1" in text
-    assert 'pushwire_connections{transport="sse"} 0' in text
+    assert 'pushwire_messages_in_total{transport="http"} 1.0' in text
+    assert "pushwire_log_messages 1.0" in text
+    assert 'pushwire_open_connections{transport="sse"} 0.0' in text

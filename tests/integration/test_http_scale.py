@@ -55,14 +55,14 @@ async def test_one_publish_reaches_a_thousand_waiters_and_a_thousand_streams(
     async with httpx.AsyncClient(timeout=30) as client:
         for _ in range(1000):
             text = (await client.get(f"{url}/metrics")).text
-            m = re.search(r"^pushwire_log_listeners (\d+)$", text, re.M)
+            m = re.search(r"^pushwire_log_listeners (\d+)\.0$", text, re.M)
             if m and int(m.group(1)) == 2 * N:
                 break
             await asyncio.sleep(0.02)
         else:
             raise AssertionError(f"not every client got registered: {m and m.group(0)}")
-        assert f"pushwire_longpoll_waiters {N}" in text
-        assert f'pushwire_connections{{transport="sse"}} {N}' in text
+        assert f"pushwire_longpoll_waiters {N}.0" in text
+        assert f'pushwire_open_connections{{transport="sse"}} {N}.0' in text
         waits = [asyncio.ensure_future(_got(r, b'"payload":"to all"')) for r, _ in conns]
         r = await client.post(f"{url}/v1/publish/big/t", content=b"to all")
         assert r.status_code == 201

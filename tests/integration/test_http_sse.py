@@ -36,7 +36,7 @@ async def _events(
 async def _wait_streams(client: httpx.AsyncClient, url: str, n: int) -> None:
     for _ in range(500):
         if (
-            f'pushwire_connections{{transport="sse"}} {n}'
+            f'pushwire_open_connections{{transport="sse"}} {n}.0'
             in (await client.get(url + "/metrics")).text
         ):
             return
@@ -160,7 +160,7 @@ async def test_slow_stream_is_closed_with_a_reason_not_skipped(http_server: Star
                 data += chunk
         writer.close()
         assert b"event: close" in data and b'"reason":"overflow"' in data
-        assert "pushwire_stream_overflows_total 1" in (await client.get(url + "/metrics")).text
+        assert "pushwire_stream_overflows_total 1.0" in (await client.get(url + "/metrics")).text
         # the client resumes with its cursor and gets everything, nothing skipped
         got = await _events(client, f"{url}/v1/sse/slow?since=all", 50)
         assert [json.loads(e.data)["payload"] for e in got] == [str(i) for i in range(50)]

@@ -176,7 +176,7 @@ def test_qos1_subscriber_that_never_reads_is_bounded_in_bytes(
     finally:
         sub.close()
     # gone away, session kept: still no more than the bound
-    wait_metric(srv, 'pushwire_connections{transport="mqtt"}', lambda v: v == 1)
+    wait_metric(srv, 'pushwire_open_connections{transport="mqtt"}', lambda v: v == 1)
     assert 0 < metrics(srv)["pushwire_mqtt_queued_bytes"] <= bound
     # back, reading: exactly what was kept, in order; kept + refused = published
     back = RawClient(srv.host, srv.mqtt_port)
@@ -237,7 +237,7 @@ async def test_sse_stream_buffer_is_bounded_in_bytes_not_only_in_messages(
     async with httpx.AsyncClient(timeout=10) as client:
         for _ in range(500):
             if (
-                'pushwire_connections{transport="sse"} 1'
+                'pushwire_open_connections{transport="sse"} 1.0'
                 in (await client.get(f"{url}/metrics")).text
             ):
                 break
@@ -252,7 +252,7 @@ async def test_sse_stream_buffer_is_bounded_in_bytes_not_only_in_messages(
         writer.close()
         assert b"event: close" in data and b'"reason":"overflow"' in data
         text = (await client.get(f"{url}/metrics")).text
-        assert "pushwire_stream_overflows_total 1" in text
+        assert "pushwire_stream_overflows_total 1.0" in text
         # resumed with a cursor: every message, nothing skipped
         r = await client.get(f"{url}/v1/poll/wide", params={"since": "all", "limit": 100})
         body = r.json()

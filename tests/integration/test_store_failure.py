@@ -112,7 +112,7 @@ async def test_a_write_the_store_refuses_fails_alone(http_server: StartServer) -
     across = poll(srv, "private/alice/%23", before)
     assert across["gap"] is True and across["messages"] == []
     metrics = httpx.get(f"{base(srv)}/metrics").text
-    assert f"pushwire_log_holes_total {BAD}" in metrics
+    assert f"pushwire_log_holes_total {BAD}.0" in metrics
     # the WebSocket says the same in its published frame
     async with connect(ws_url(srv)) as ws:
         await ws.send(json.dumps({"type": "publish", "topic": "private/alice/ws", "ref": 1}))

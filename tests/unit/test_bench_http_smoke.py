@@ -192,10 +192,10 @@ def test_kernel_rx_ns() -> None:
 def test_server_counters() -> None:
     metrics = (
         "# TYPE pushwire_log_listeners gauge\npushwire_log_listeners 10020\n"
-        'pushwire_connections{transport="sse"} 5\n'
+        'pushwire_open_connections{transport="sse"} 5.0\n'
     )
     assert prometheus_value(metrics, "pushwire_log_listeners") == 10020
-    assert prometheus_value(metrics, "pushwire_connections") == 5
+    assert prometheus_value(metrics, "pushwire_open_connections") == 5
     assert prometheus_value(metrics, "pushwire_log") is None
     status = "total published messages: 2\nchannels: 1\nsubscribers: 10020\nnchan version: 1.3.6\n"
     assert nchan_status_subscribers(status) == 10020

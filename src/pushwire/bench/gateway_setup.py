@@ -26,7 +26,7 @@ from pushwire.bench.peers import HOST, PUSHWIRE_BENCH_ENV, rss_kb
 START_TIMEOUT_S = 30.0
 BENCH_USER = ("bench", "bench-secret")  # plain MQTT publisher and /metrics reader
 _LISTEN = re.compile(r"(mqtt|http) listening on 127\.0\.0\.1:(\d+)")
-_WAKEUPS = re.compile(r"^pushwire_device_wakeups_total (\d+)", re.MULTILINE)
+_WAKEUPS = re.compile(r"^pushwire_device_wakeups_total ([0-9.e+]+)$", re.MULTILINE)
 
 
 @dataclass
@@ -136,7 +136,7 @@ def wakeups(server: GatewayServer) -> int:
     match = _WAKEUPS.search(reply.text)
     if reply.status_code != 200 or match is None:
         raise BenchError(f"no pushwire_device_wakeups_total in /metrics ({reply.status_code})")
-    return int(match.group(1))
+    return int(float(match.group(1)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -368,6 +368,7 @@ class Hub:
         """One copy per session, at the highest QoS its matching subscriptions grant, with
         every matching subscription identifier (MQTT-3.3.4-2/3)."""
         wire_cache: dict[Any, Any] = {}
+        sent_before = self.stats.messages_sent
         journaled = False
         origin = message.origin
         mqos = message.qos
@@ -382,6 +383,7 @@ class Hub:
                 retain = mretain and grant.retain_as_published
                 if session.offer(message, qos, retain, grant.ids, wire_cache):
                     journaled = True
+            self._observe_fanout(message, sent_before)
             return journaled
         # shared groups pick a member per message; fold the picks into the plain targets
         best: dict[Session, tuple[int, bool, list[int]]] = {}
@@ -413,7 +415,16 @@ class Hub:
         for session, (qos, retain, ids) in best.items():
             if session.offer(message, qos, retain, ids, wire_cache):
                 journaled = True
+        self._observe_fanout(message, sent_before)
         return journaled
+
+    def _observe_fanout(self, message: Message, sent_before: int) -> None:
+        """Every copy a fan-out wrote left in the same loop turn: one observation of the
+        delivery latency for all of them (the links it passed its wire cache to leave that
+        to it), so a wide fan-out pays for the histogram once."""
+        sent = self.stats.messages_sent - sent_before
+        if sent:
+            self.stats.delivery_latency.observe_n(time.time() - message.created_at, sent)
 
     def _update_retained(self, message: Message) -> bool:
         # $SYS is regenerated at every start; keep it out of the journal

@@ -63,7 +63,9 @@ class Link(Protocol):
     def send_message(
         self, delivery: Delivery, dup: bool, wire_cache: dict[Any, Any] | None
     ) -> None:
-        """Send a PUBLISH; `wire_cache` lets one route share encoded bytes across links."""
+        """Send a PUBLISH; `wire_cache` lets one route share encoded bytes across links.
+        Without one, the link also observes the delivery latency; with one, the caller (the
+        hub's fan-out) observes it once for all the links it sent to."""
 
     def send_release(self, packet_id: int) -> None:
         """Send PUBREL (resuming a QoS 2 flow after reconnect)."""

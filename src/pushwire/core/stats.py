@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from pushwire.core.histogram import Histogram
+
 
 @dataclass(slots=True)
 class Stats:
@@ -31,6 +33,10 @@ class Stats:
     log_memory_evicted: int = 0  # log entries evicted for the memory budget (memory engine)
     log_disk_reads: int = 0  # log entries read back from disk for a reader
     store_backlogged: int = 0  # times publishers were held for the store's write backlog
+    # publish to bytes handed to an MQTT subscriber's transport
+    delivery_latency: Histogram = field(default_factory=Histogram)
+    # receipt of a QoS 1/2 PUBLISH to the write of its PUBACK/PUBREC
+    publish_ack_latency: Histogram = field(default_factory=Histogram)
 
     def uptime(self) -> int:
         return int(time.time() - self.started_at)

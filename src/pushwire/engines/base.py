@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from pushwire.core.histogram import Histogram
 from pushwire.core.message import Message
 from pushwire.core.subscription import SubscriptionOptions
 
@@ -121,6 +122,8 @@ class Engine(Protocol):
     # True when logged messages can be read back (`log_read`): the log may then keep only
     # the newest entries in memory without losing the older ones
     keeps_log: bool
+    # seconds per commit to stable storage, for /metrics (stays empty without one)
+    commit_seconds: Histogram
 
     async def open(self) -> None: ...
     async def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pushwire.core.histogram import Histogram
 from pushwire.core.message import Message
 from pushwire.engines.base import (
     FailureListener,
@@ -21,6 +22,9 @@ class MemoryEngine:
     name = "memory"
     durable = False
     keeps_log = False  # the log's memory is all there is: evicting from it is a gap
+
+    def __init__(self) -> None:
+        self.commit_seconds = Histogram()  # no commits: exported empty
 
     async def open(self) -> None:
         return None

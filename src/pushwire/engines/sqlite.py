@@ -48,6 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from pushwire.core.histogram import Histogram
 from pushwire.core.message import MESSAGE_OVERHEAD, Message, bump_uid_floor
 from pushwire.core.subscription import SubscriptionOptions
 from pushwire.engines.base import (
@@ -590,6 +591,8 @@ class SQLiteEngine:
         self.batch_max = batch_max
         # Written by the writer thread only; read for monitoring and by tests.
         self.commits = 0
+        # seconds per commit (BEGIN .. COMMIT of one batch, fsync included)
+        self.commit_seconds = Histogram()
         self.failed_batches = 0  # batches that had to be retried one write at a time
         self.failed_writes = 0  # writes that could not be stored
 
@@ -1066,6 +1069,7 @@ class SQLiteEngine:
     ) -> list[tuple[_Write, BaseException]]:
         """Apply one batch in one transaction; return the writes that could not be stored
         (with why), [] when all were."""
+        began = time.perf_counter()
         try:
             # IMMEDIATE: take the write lock up front, so a lock problem shows here and not
             # halfway through the batch
@@ -1085,6 +1089,7 @@ class SQLiteEngine:
             )
             self._rollback(conn)
             return self._commit_one_by_one(conn, writes)
+        self.commit_seconds.observe(time.perf_counter() - began)
         self.commits += 1
         return []
 

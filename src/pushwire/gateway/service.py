@@ -15,7 +15,7 @@ from pushwire.core.auth import AuthService
 from pushwire.core.hub import Hub
 from pushwire.gateway import apps_api, device_api, push_api, pushes_admin_api
 from pushwire.gateway.delivery import PushGateway
-from pushwire.gateway.metrics import render_metrics
+from pushwire.gateway.metrics import GatewayCollector
 from pushwire.gateway.provider_auth import ProviderAuthenticator
 from pushwire.gateway.registry import RegistryView
 from pushwire.gateway.state import GatewayState
@@ -54,4 +54,4 @@ class Gateway:
         app.include_router(pushes_admin_api.router)
         http: HttpState = app.state.pushwire
         http.ws_events = self.delivery
-        http.extra_metrics.append(lambda: render_metrics(self.delivery, self.registry))
+        http.registry.register(GatewayCollector(self.delivery, self.registry))

@@ -89,6 +89,7 @@ def create_app(
     )
     state = HttpState(hub, log, settings, auth if auth is not None else open_auth())
     app.state.pushwire = state
+    state.registry.register(metrics.ServerCollector(state))
     install_error_handlers(app)
     # URLs whose percent-encoding is not UTF-8 never reach a route (no silent U+FFFD)
     app.add_middleware(StrictUrlMiddleware)

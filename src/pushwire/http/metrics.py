@@ -1,13 +1,30 @@
-"""GET /metrics: Prometheus text format (what dashboards and `make bench` read)."""
+"""GET /metrics: Prometheus exposition through prometheus_client.
+
+The counters stay plain attributes of in-memory objects on the hot path (core Stats,
+HttpStats, the message log, the gateway's stats); `ServerCollector` reads them when
+/metrics is scraped and hands them to prometheus_client as metric families, which takes
+care of the text format, escaping and OpenMetrics (content negotiation on `Accept`).
+Each HttpState has its own CollectorRegistry (tests run several servers in one process).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
+from pushwire.core.histogram import DEPTH_BUCKETS, Histogram
 from pushwire.http.auth import CallerDep
 from pushwire.http.errors import error_responses
 from pushwire.http.guard import head_timeouts_total, heads_refused_total
@@ -18,235 +35,282 @@ STREAMING = ("longpoll", "sse", "ws")
 
 router = APIRouter(tags=["admin"])
 
-
-class _Writer:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def metric(
-        self, name: str, kind: str, help_text: str, samples: Sequence[tuple[str, float]]
-    ) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            v = int(value) if float(value).is_integer() else value
-            self.lines.append(f"{name}{labels} {v}")
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+Samples = Sequence[tuple[Sequence[str], float]]
 
 
-def _t(transport: str) -> str:
-    return f'{{transport="{transport}"}}'
+def counter(name: str, doc: str, samples: Samples, labels: Sequence[str] = ()) -> Metric:
+    """A counter family; `name` without `_total` (prometheus_client adds it)."""
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for values, value in samples:
+        family.add_metric(values, value)
+    return family
 
 
-def render(state: HttpState) -> str:
-    hub = state.hub
-    s = hub.stats
+def gauge(name: str, doc: str, samples: Samples, labels: Sequence[str] = ()) -> Metric:
+    family = GaugeMetricFamily(name, doc, labels=labels)
+    for values, value in samples:
+        family.add_metric(values, value)
+    return family
+
+
+def histogram(
+    name: str,
+    doc: str,
+    samples: Sequence[tuple[Sequence[str], Histogram]],
+    labels: Sequence[str] = (),
+) -> Metric:
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    for values, h in samples:
+        family.add_metric(values, h.cumulative(), h.sum)
+    return family
+
+
+def one(value: float) -> Samples:
+    return [((), value)]
+
+
+class ServerCollector(Collector):
+    """The broker's, the log's, the store's and the HTTP transports' metrics."""
+
+    def __init__(self, state: HttpState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterable[Metric]:
+        yield from _traffic(self.state)
+        yield from _latency(self.state)
+        yield from _log(self.state)
+        yield from _http(self.state)
+        yield from _mqtt_and_store(self.state)
+
+
+def _traffic(state: HttpState) -> Iterator[Metric]:
+    s = state.hub.stats
     h = state.stats
-    log = state.log
-    w = _Writer()
     http_in = sum(h.messages_in.values())
-    w.metric(
-        "pushwire_connections",
-        "gauge",
+    transport = ["transport"]
+    yield gauge(
+        "pushwire_open_connections",
         "open connections per transport (longpoll: requests being held)",
-        [(_t("mqtt"), s.clients_connected)] + [(_t(t), h.connections[t]) for t in STREAMING],
+        [(["mqtt"], s.clients_connected)] + [([t], h.connections[t]) for t in STREAMING],
+        transport,
     )
-    w.metric(
-        "pushwire_connections_total",
-        "counter",
+    yield counter(
+        "pushwire_connections",
         "connections (requests for poll/longpoll) accepted per transport",
-        [(_t(t), h.connections_total[t]) for t in READERS],
+        [([t], h.connections_total[t]) for t in READERS],
+        transport,
     )
-    w.metric(
-        "pushwire_messages_in_total",
-        "counter",
+    yield counter(
+        "pushwire_messages_in",
         "messages published, per transport they came in through",
-        [(_t("mqtt"), max(0, s.messages_received - http_in))]
-        + [(_t(t), h.messages_in[t]) for t in ("http", "ws")],
+        [(["mqtt"], max(0, s.messages_received - http_in))]
+        + [([t], h.messages_in[t]) for t in ("http", "ws")],
+        transport,
     )
-    w.metric(
-        "pushwire_messages_out_total",
-        "counter",
+    yield counter(
+        "pushwire_messages_out",
         "messages handed to subscribers, per transport",
-        [(_t("mqtt"), s.messages_sent)] + [(_t(t), h.messages_out[t]) for t in READERS],
+        [(["mqtt"], s.messages_sent)] + [([t], h.messages_out[t]) for t in READERS],
+        transport,
     )
-    w.metric("pushwire_log_messages", "gauge", "messages held in the message log", [("", log.size)])
-    w.metric("pushwire_log_topics", "gauge", "topics in the message log", [("", log.topic_count)])
-    w.metric(
-        "pushwire_log_last_id", "gauge", "last id issued by the message log", [("", log.last_id)]
+
+
+def _latency(state: HttpState) -> Iterator[Metric]:
+    s = state.hub.stats
+    h = state.stats
+    yield histogram(
+        "pushwire_delivery_latency_seconds",
+        "from a message's publish to its bytes handed to a subscriber's transport (messages "
+        "read from history or queued for an offline session count with their full age)",
+        [(["mqtt"], s.delivery_latency)] + [([t], h.delivery_latency[t]) for t in READERS],
+        ["transport"],
     )
-    w.metric(
-        "pushwire_log_appended_total",
-        "counter",
-        "messages appended to the log",
-        [("", log.appended_total)],
+    yield histogram(
+        "pushwire_mqtt_publish_ack_latency_seconds",
+        "from receipt of an MQTT QoS 1/2 PUBLISH to the write of its PUBACK/PUBREC (which "
+        "waits for the store when the message is journaled)",
+        [((), s.publish_ack_latency)],
     )
-    w.metric(
-        "pushwire_log_evicted_total",
-        "counter",
+    yield histogram(
+        "pushwire_store_commit_duration_seconds",
+        "one commit of the store's writer (a transaction of a batch of writes, fsync "
+        "included); empty for the memory engine",
+        [((), state.hub.engine.commit_seconds)],
+    )
+    # sampled now, over every session (O(sessions) per scrape, nothing on the hot path)
+    depth = Histogram(DEPTH_BUCKETS)
+    for session in state.hub.sessions.values():
+        depth.observe(len(session.queue))
+    family = GaugeHistogramMetricFamily(
+        "pushwire_mqtt_queue_depth_messages",
+        "MQTT sessions by the length of their queue (messages waiting, inflight not "
+        "included), sampled at scrape",
+    )
+    family.add_metric([], depth.cumulative(), depth.sum)
+    yield family
+
+
+def _log(state: HttpState) -> Iterator[Metric]:
+    s = state.hub.stats
+    log = state.log
+    yield gauge("pushwire_log_messages", "messages held in the message log", one(log.size))
+    yield gauge("pushwire_log_topics", "topics in the message log", one(log.topic_count))
+    yield gauge("pushwire_log_last_id", "last id issued by the message log", one(log.last_id))
+    yield counter("pushwire_log_appended", "messages appended to the log", one(log.appended_total))
+    yield counter(
+        "pushwire_log_evicted",
         "messages evicted from the log by retention",
-        [("", log.evicted_total)],
+        one(log.evicted_total),
     )
-    w.metric(
-        "pushwire_log_holes_total",
-        "counter",
+    yield counter(
+        "pushwire_log_holes",
         "log entries the store refused to keep (each is a gap for readers crossing it)",
-        [("", log.holes_total)],
+        one(log.holes_total),
     )
-    w.metric(
+    yield gauge(
         "pushwire_log_memory_bytes",
-        "gauge",
         "bytes of log entries held in memory (payload + topic + properties + overhead)",
-        [("", log.memory_bytes)],
+        one(log.memory_bytes),
     )
-    w.metric(
+    yield gauge(
         "pushwire_log_memory_limit_bytes",
-        "gauge",
         "the log's memory budget: all topics (scope=total) and per topic (scope=topic)",
-        [
-            ('{scope="total"}', log.budget.total_bytes),
-            ('{scope="topic"}', log.budget.topic_bytes),
-        ],
+        [(["total"], log.budget.total_bytes), (["topic"], log.budget.topic_bytes)],
+        ["scope"],
     )
-    w.metric(
+    yield gauge(
         "pushwire_log_disk_only_messages",
-        "gauge",
         "log entries kept on disk only (out of memory for the budget; read back on demand)",
-        [("", log.cold_count)],
+        one(log.cold_count),
     )
-    w.metric(
-        "pushwire_log_spilled_total",
-        "counter",
+    yield counter(
+        "pushwire_log_spilled",
         "log entries moved from memory to disk only for the memory budget",
-        [("", s.log_spilled)],
+        one(s.log_spilled),
     )
-    w.metric(
-        "pushwire_log_memory_evicted_total",
-        "counter",
+    yield counter(
+        "pushwire_log_memory_evicted",
         "log entries evicted for the memory budget (memory engine: readers get a gap)",
-        [("", s.log_memory_evicted)],
+        one(s.log_memory_evicted),
     )
-    w.metric(
-        "pushwire_log_disk_reads_total",
-        "counter",
+    yield counter(
+        "pushwire_log_disk_reads",
         "log entries read back from disk for readers",
-        [("", s.log_disk_reads)],
+        one(s.log_disk_reads),
     )
-    w.metric(
+    yield gauge(
         "pushwire_log_listeners",
-        "gauge",
         "long-poll waiters + SSE streams + WebSocket subscriptions registered on the log",
-        [("", log.listener_count)],
+        one(log.listener_count),
     )
-    w.metric(
-        "pushwire_longpoll_waiters",
-        "gauge",
-        "long-poll requests being held",
-        [("", h.connections["longpoll"])],
+
+
+def _http(state: HttpState) -> Iterator[Metric]:
+    h = state.stats
+    yield gauge(
+        "pushwire_longpoll_waiters", "long-poll requests being held", one(h.connections["longpoll"])
     )
-    w.metric("pushwire_gaps_total", "counter", "replies that reported a gap", [("", h.gaps)])
-    w.metric(
-        "pushwire_stream_overflows_total",
-        "counter",
+    yield counter("pushwire_gaps", "replies that reported a gap", one(h.gaps))
+    yield counter(
+        "pushwire_stream_overflows",
         "SSE/WebSocket streams closed because the client was too slow",
-        [("", h.stream_overflows)],
+        one(h.stream_overflows),
     )
-    w.metric(
-        "pushwire_ws_heartbeat_timeouts_total",
-        "counter",
+    yield counter(
+        "pushwire_ws_heartbeat_timeouts",
         "JSON WebSockets closed for missed heartbeats",
-        [("", h.heartbeat_timeouts)],
+        one(h.heartbeat_timeouts),
     )
-    w.metric(
-        "pushwire_rejected_busy_total",
-        "counter",
+    yield counter(
+        "pushwire_rejected_busy",
         "waiters/streams refused at http_max_listeners",
-        [("", h.rejected_busy)],
+        one(h.rejected_busy),
     )
-    w.metric(
-        "pushwire_http_refused_total",
-        "counter",
+    yield counter(
+        "pushwire_http_refused",
         "HTTP requests and JSON WebSockets refused: unauthorized (401, 4401), forbidden "
         "(403, incl. ACL), rate_limited (429, 4429: failed logins)",
         [
-            ('{reason="unauthorized"}', h.unauthorized),
-            ('{reason="forbidden"}', h.forbidden),
-            ('{reason="rate_limited"}', h.rate_limited),
+            (["unauthorized"], h.unauthorized),
+            (["forbidden"], h.forbidden),
+            (["rate_limited"], h.rate_limited),
         ],
+        ["reason"],
     )
-    w.metric(
-        "pushwire_http_revoked_total",
-        "counter",
+    yield counter(
+        "pushwire_http_revoked",
         "long-polls, SSE streams and WebSockets ended because their token was revoked or "
         "expired, or their user removed",
-        [("", state.live.revoked_total)],
+        one(state.live.revoked_total),
     )
-    w.metric(
-        "pushwire_http_head_timeouts_total",
-        "counter",
+    yield counter(
+        "pushwire_http_head_timeouts",
         "HTTP connections closed for not sending a request head within http_header_timeout",
-        [("", head_timeouts_total())],
+        one(head_timeouts_total()),
     )
-    refused = heads_refused_total()
-    w.metric(
-        "pushwire_http_heads_refused_total",
-        "counter",
+    yield counter(
+        "pushwire_http_heads_refused",
         "HTTP request heads refused: too_long (414 over http_max_request_line, 431 over "
         "http_max_head), malformed (400)",
-        [(f'{{reason="{reason}"}}', n) for reason, n in refused.items()],
+        [([reason], n) for reason, n in heads_refused_total().items()],
+        ["reason"],
     )
-    w.metric(
-        "pushwire_mqtt_dropped_total",
-        "counter",
+
+
+def _mqtt_and_store(state: HttpState) -> Iterator[Metric]:
+    hub = state.hub
+    s = hub.stats
+    yield counter(
+        "pushwire_mqtt_dropped",
         "MQTT QoS 0 messages dropped and QoS 1/2 refused by full queues",
-        [("", s.publish_dropped + s.queue_overflow)],
+        one(s.publish_dropped + s.queue_overflow),
     )
-    w.metric(
-        "pushwire_mqtt_queue_overflow_total",
-        "counter",
+    yield counter(
+        "pushwire_mqtt_queue_overflow",
         "MQTT QoS 1/2 messages refused by full session queues, by the bound that was hit",
         [
-            ('{bound="messages"}', s.queue_overflow - s.queue_bytes_overflow),
-            ('{bound="bytes"}', s.queue_bytes_overflow),
+            (["messages"], s.queue_overflow - s.queue_bytes_overflow),
+            (["bytes"], s.queue_bytes_overflow),
         ],
+        ["bound"],
     )
-    w.metric(
+    yield gauge(
         "pushwire_mqtt_queued_bytes",
-        "gauge",
         "bytes of MQTT QoS 1/2 messages queued or inflight, all sessions",
-        [("", s.queued_bytes)],
+        one(s.queued_bytes),
     )
-    w.metric(
+    yield gauge(
         "pushwire_store_pending_bytes",
-        "gauge",
         "payload bytes waiting to be written to the store (SQLite write-behind backlog)",
-        [("", hub.engine.pending_bytes)],
+        one(hub.engine.pending_bytes),
     )
-    w.metric(
-        "pushwire_store_backlogged_total",
-        "counter",
+    yield counter(
+        "pushwire_store_backlogged",
         "times publishers were held because the store's write backlog was full",
-        [("", s.store_backlogged)],
+        one(s.store_backlogged),
     )
-    w.metric("pushwire_uptime_seconds", "gauge", "seconds since start", [("", s.uptime())])
-    # other parts of the server (the push gateway) add their own families
-    return w.text() + "".join(extra() for extra in state.extra_metrics)
+    yield gauge("pushwire_uptime_seconds", "seconds since start", one(s.uptime()))
 
 
 @router.get(
     "/metrics",
     summary="Prometheus metrics",
-    response_class=PlainTextResponse,
+    response_class=Response,
     responses={
-        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        200: {
+            "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "application/openmetrics-text": {"schema": {"type": "string"}},
+            }
+        },
         **error_responses(401, 429),
     },
 )
 async def metrics(
-    state: Annotated[HttpState, Depends(get_state)], _caller: CallerDep
-) -> PlainTextResponse:
-    """Connections and messages in/out per transport, log sizes, waiters. Any identity the
-    server admits may read it (no topic ACL applies)."""
-    return PlainTextResponse(render(state), media_type="text/plain; version=0.0.4")
+    request: Request, state: Annotated[HttpState, Depends(get_state)], _caller: CallerDep
+) -> Response:
+    """Connections and messages in/out per transport, latency histograms, log sizes,
+    waiters. Prometheus text format, or OpenMetrics for `Accept: application/openmetrics-text`.
+    Any identity the server admits may read it (no topic ACL applies)."""
+    encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encoder(state.registry), media_type=content_type)

@@ -154,7 +154,7 @@ def poll_response(
         state.stats.gaps += 1
     if from_etag and not result.entries and not result.gap and requested == result.next_id:
         return Response(status_code=304, headers=headers)
-    state.stats.messages_out[transport] += len(result.entries)
+    state.stats.delivered(transport, result.entries)
     body = (
         '{"messages":['
         + ",".join(entry_json(e, epoch) for e in result.entries)

@@ -235,7 +235,7 @@ async def _stream(
                     format_cursor(epoch, last),
                 )
             if result.entries:
-                stats.messages_out["sse"] += len(result.entries)
+                stats.delivered("sse", result.entries)
                 yield b"".join(entry_sse(e, epoch) for e in result.entries)
             last = result.next_id
             if not result.more:
@@ -263,7 +263,7 @@ async def _stream(
             ]
             last = max(last, items[-1].id)
             if fresh:
-                stats.messages_out["sse"] += len(fresh)
+                stats.delivered("sse", fresh)
                 yield b"".join(entry_sse(e, epoch) for e in fresh)
     finally:
         if watcher is not None:

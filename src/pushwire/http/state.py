@@ -3,17 +3,20 @@ the live readers (for revocation) and the counters."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from prometheus_client import CollectorRegistry
 from starlette.requests import HTTPConnection
 
 from pushwire.config import Settings
 from pushwire.core.auth import AuthService, AuthSettings, Identity
 from pushwire.core.clients import ClientRegistry
+from pushwire.core.histogram import Histogram
 from pushwire.core.hub import Hub
-from pushwire.core.log import MessageLog
+from pushwire.core.log import LogEntry, MessageLog
 from pushwire.core.ratelimit import KeyedLimiter
 from pushwire.engines.auth_store import MemoryAuthStore
 from pushwire.http.auth import LiveConnections
@@ -50,6 +53,19 @@ class HttpStats:
     unauthorized: int = 0
     forbidden: int = 0
     rate_limited: int = 0
+    # publish-to-delivery latency per reading transport (see pushwire.core.histogram)
+    delivery_latency: dict[str, Histogram] = field(
+        default_factory=lambda: {t: Histogram() for t in TRANSPORTS}
+    )
+
+    def delivered(self, transport: str, entries: Sequence[LogEntry]) -> None:
+        """Count messages handed to readers of `transport`, and their publish-to-delivery
+        latency."""
+        self.messages_out[transport] += len(entries)
+        latency = self.delivery_latency[transport]
+        now = time.time()
+        for entry in entries:
+            latency.observe(now - entry.message.created_at)
 
 
 def open_auth() -> AuthService:
@@ -70,8 +86,9 @@ class HttpState:
     clients: ClientRegistry = field(default_factory=ClientRegistry)
     # messages per second one caller (token, user, or anonymous IP) may publish
     publish_rate: KeyedLimiter[str] | None = field(init=False)
-    # more Prometheus text for GET /metrics (the push gateway adds its families)
-    extra_metrics: list[Callable[[], str]] = field(default_factory=list)
+    # what GET /metrics exposes: this server's collectors only (not prometheus_client's
+    # global registry, so that several servers can run in one process)
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     # told about JSON WebSocket subscriptions and acks (the push gateway: device presence)
     ws_events: WsEvents | None = None
 

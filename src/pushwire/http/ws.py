@@ -534,7 +534,7 @@ class WsConnection:
         return caller is None or caller.can_receive(entry.message.topic)
 
     def _frame(self, sub: _Sub, entry: LogEntry, epoch: str) -> str:
-        self.state.stats.messages_out["ws"] += 1
+        self.state.stats.delivered("ws", (entry,))
         c = sub.consumer
         if c is None:
             return entry_ws(entry, epoch, sub.name_json, False)

@@ -128,8 +128,11 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         self._registered = False
         # acks held back until the journal they depend on is durable, kept in order
         # (sync future or None, encoded ack, the message whose storage it confirms, the
-        # engine's failure mark when the ack was queued)
-        self._acks: deque[tuple[asyncio.Future[None] | None, bytes, Message | None, int]] = deque()
+        # engine's failure mark when the ack was queued, the PUBLISH's receipt on the
+        # monotonic clock or -1.0 when the ack is not a PUBACK/PUBREC to time)
+        self._acks: deque[tuple[asyncio.Future[None] | None, bytes, Message | None, int, float]] = (
+            deque()
+        )
         self._awaited: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------
@@ -408,6 +411,8 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         self, delivery: Delivery, dup: bool, wire_cache: dict[Any, Any] | None
     ) -> None:
         msg = delivery.message
+        # the hub's fan-out passes a cache and observes the latency of all its sends at once
+        observe = wire_cache is None
         props: dict[str, Any] = msg.properties if self.conn.v5 else {}
         per_delivery = self.conn.v5 and (delivery.subscription_ids or msg.expires_at is not None)
         if per_delivery:
@@ -432,7 +437,10 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             self._write(patch_publish(template, offset, delivery.packet_id, dup))
         else:
             self._write(template)
-        self.hub.stats.messages_sent += 1
+        stats = self.hub.stats
+        stats.messages_sent += 1
+        if observe:
+            stats.delivery_latency.observe(time.time() - msg.created_at)
 
     def send_release(self, packet_id: int) -> None:
         self._send(PubRel(packet_id))
@@ -473,17 +481,26 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
 
     # -- acks in order ---------------------------------------------------------------------
 
-    def _ack(self, packet: Packet, durable: bool, message: Message | None = None) -> None:
+    def _ack(
+        self,
+        packet: Packet,
+        durable: bool,
+        message: Message | None = None,
+        received: float = -1.0,
+    ) -> None:
         """Send an ack now, or once the journal is durable; acks never overtake each other
         (MQTT-4.6.0-2). `message`: the published message the ack confirms; when the store
-        refused it, the ack is withheld (see `_release_acks`)."""
+        refused it, the ack is withheld (see `_release_acks`). `received`: when the PUBLISH
+        this acks arrived (time.monotonic()), for the publish-to-ack histogram."""
         data = self.conn.send(packet)
         wait = durable and self.hub.engine.durable
         if not wait and not self._acks:
             self._write(data)
+            if received >= 0:
+                self.hub.stats.publish_ack_latency.observe(time.monotonic() - received)
             return
         fut = self.hub.sync_future() if wait else None
-        self._acks.append((fut, data, message, self.hub.engine.failure_mark()))
+        self._acks.append((fut, data, message, self.hub.engine.failure_mark(), received))
         if fut is not None and fut is not self._awaited:
             # many acks in one tick share one future: one callback releases them all
             self._awaited = fut
@@ -498,8 +515,11 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         return bool(self.client_id) and engine.session_failed_since(self.client_id, mark)
 
     def _release_acks(self, _: asyncio.Future[None]) -> None:
+        # one clock read for every ack this commit releases
+        now = time.monotonic()
+        latency = self.hub.stats.publish_ack_latency
         while self._acks:
-            fut, data, message, mark = self._acks[0]
+            fut, data, message, mark, received = self._acks[0]
             if fut is not None:
                 if not fut.done():
                     return
@@ -517,6 +537,8 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
                     return
             self._acks.popleft()
             self._write(data)
+            if received >= 0:
+                latency.observe(now - received)
 
     # -- packets ---------------------------------------------------------------------------
 
@@ -706,6 +728,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             self.hub.publish(msg)
 
     def _on_publish(self, p: Publish) -> None:
+        received = time.monotonic() if p.qos else -1.0
         session = self.session
         assert session is not None
         # the codec already refused wildcards, U+0000 and bad UTF-8 in the topic, and the
@@ -717,7 +740,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         qos = p.qos
         if qos == 2 and p.packet_id is not None and session.inbound_qos2_seen(p.packet_id):
             # a resend before PUBREL: the message was routed already (exactly once)
-            self._ack(PubRec(p.packet_id), False)
+            self._ack(PubRec(p.packet_id), False, None, received)
             return
         journaled = False
         published: Message | None = None
@@ -743,12 +766,13 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         assert p.packet_id is not None
         denied = 0 if allowed or not self.conn.v5 else ReasonCode.NOT_AUTHORIZED
         if qos == 1:
-            self._ack(PubAck(p.packet_id, denied), journaled, published)
+            self._ack(PubAck(p.packet_id, denied), journaled, published, received)
         elif denied:
-            self._ack(PubRec(p.packet_id, denied), False)  # a failed PUBREC ends the flow
+            # a failed PUBREC ends the flow
+            self._ack(PubRec(p.packet_id, denied), False, None, received)
         else:
             session.inbound_qos2_add(p.packet_id)
-            self._ack(PubRec(p.packet_id), journaled or session.persistent, published)
+            self._ack(PubRec(p.packet_id), journaled or session.persistent, published, received)
 
     def _refuse_deep_topic(self, p: Publish, max_levels: int) -> None:
         """More levels than max_topic_levels: MQTT 5 answers 0x90 Topic Name invalid (in the

@@ -1,0 +1,23 @@
+"""The in-process fixed-bucket histogram behind /metrics' histograms."""
+
+from __future__ import annotations
+
+from pushwire.core.histogram import Histogram
+
+
+def test_le_semantics_cumulative_buckets_and_sum() -> None:
+    h = Histogram((0.1, 1.0))
+    for v in (0.05, 0.1, 0.5, 1.0, 7.0):
+        h.observe(v)
+    # a value on a bound belongs to that bound's bucket (Prometheus: le = less or equal)
+    assert h.cumulative() == [("0.1", 2), ("1.0", 4), ("+Inf", 5)]
+    assert h.count == 5
+    assert h.sum == 0.05 + 0.1 + 0.5 + 1.0 + 7.0
+
+
+def test_observe_n() -> None:
+    h = Histogram((0, 1, 10))
+    h.observe_n(5.0, 3)
+    h.observe(0)
+    assert h.cumulative() == [("0.0", 1), ("1.0", 1), ("10.0", 4), ("+Inf", 4)]
+    assert h.sum == 15.0
