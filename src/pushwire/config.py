@@ -99,6 +99,13 @@ class Settings(BaseSettings):
         description="subscriptions one MQTT session may hold (overlapping filters cost each "
         "publish to a matching topic one trie step apiece)",
     )
+    route_cache_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=0,
+        description="approximate bytes of per-topic delivery routes cached (topic -> the "
+        "sessions it reaches, overlapping subscriptions folded); least recently used routes "
+        "leave first (0: no cache, every publish matches the subscription tree)",
+    )
     retained_slice: int = Field(
         32,
         ge=1,

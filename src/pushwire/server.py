@@ -73,6 +73,7 @@ class PushwireServer:
                 settings.backpressure_progress_window,
             ),
             retained_slice=settings.retained_slice,
+            route_cache_bytes=settings.route_cache_bytes,
         )
         self.auth = AuthService(
             make_auth_store(memory=settings.memory, data_dir=settings.data_dir),

@@ -44,7 +44,11 @@ STORE = "store"
 
 class Hub:
     def __init__(
-        self, engine: Engine, limits: SessionLimits | None = None, retained_slice: int = 32
+        self,
+        engine: Engine,
+        limits: SessionLimits | None = None,
+        retained_slice: int = 32,
+        route_cache_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.engine = engine
         self.limits = limits or SessionLimits()
@@ -57,7 +61,7 @@ class Hub:
         )
         self._groups: dict[tuple[str, str], SharedGroup] = {}
         # per-topic delivery plans; any change of the subscriptions clears them
-        self._routes = RouteCache()
+        self._routes = RouteCache(route_cache_bytes)
         self.retained = RetainedStore()
         # retained-tree nodes one subscriber's retained delivery visits per loop turn
         self.retained_slice = retained_slice

@@ -123,6 +123,7 @@ class RouteCache:
         entry = self._routes.get(topic)
         if entry is None or entry[0] != self._generation:
             return None
+        self._routes.move_to_end(topic)  # least recently used leave first, not oldest
         return entry[1]
 
     def put(self, topic: str, route: Route) -> None:
