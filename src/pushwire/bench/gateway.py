@@ -42,11 +42,10 @@ from pushwire.bench.gateway_setup import (
     create_app,
     gateway_server,
     register_devices,
-    settled_rss_kb,
     wakeups,
 )
 from pushwire.bench.loadgen import BenchError
-from pushwire.bench.peers import HOST, cpu_seconds, raise_nofile_limit
+from pushwire.bench.peers import HOST, cpu_seconds, raise_nofile_limit, settled_rss_kb
 from pushwire.client import AsyncPushProvider, BatchPush, PushError
 
 DRAIN_TIMEOUT_S = 60.0

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from pushwire.bench.loadgen import BenchError
-from pushwire.bench.peers import HOST, PUSHWIRE_BENCH_ENV, rss_kb
+from pushwire.bench.peers import HOST, PUSHWIRE_BENCH_ENV
 
 START_TIMEOUT_S = 30.0
 BENCH_USER = ("bench", "bench-secret")  # plain MQTT publisher and /metrics reader
@@ -116,19 +116,6 @@ def create_app(server: GatewayServer, name: str) -> tuple[str, str]:
             raise BenchError("the server did not load the new app")
         time.sleep(0.1)
     return app_id, api_key
-
-
-def settled_rss_kb(pid: int, timeout: float = 5.0) -> int:
-    """RSS once two readings 0.25 s apart agree within 0.5% (or after `timeout`)."""
-    deadline = time.monotonic() + timeout
-    previous = rss_kb(pid)
-    while time.monotonic() < deadline:
-        time.sleep(0.25)
-        current = rss_kb(pid)
-        if abs(current - previous) <= previous * 0.005:
-            return current
-        previous = current
-    return previous
 
 
 def wakeups(server: GatewayServer) -> int:

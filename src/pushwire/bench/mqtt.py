@@ -36,7 +36,7 @@ from pushwire.bench.peers import (
     pushwire_available,
     pushwire_server,
     raise_nofile_limit,
-    rss_kb,
+    settled_rss_kb,
     stub_server,
 )
 
@@ -248,19 +248,6 @@ def run_latency(server: Server, s: Settings) -> Outcome:
     return outcome
 
 
-def _settled_rss_kb(pid: int, timeout: float = 5.0) -> int:
-    """RSS once two readings 0.25 s apart agree within 0.5% (or after `timeout`)."""
-    deadline = time.monotonic() + timeout
-    previous = rss_kb(pid)
-    while time.monotonic() < deadline:
-        time.sleep(0.25)
-        current = rss_kb(pid)
-        if abs(current - previous) <= previous * 0.005:
-            return current
-        previous = current
-    return previous
-
-
 def run_memory(server: Server, s: Settings) -> Outcome:
     spec = ClientSpec(
         "idle",
@@ -274,12 +261,12 @@ def run_memory(server: Server, s: Settings) -> Outcome:
     # once on its first connections (code paths, pools) rather than per connection.
     with ClientFleet() as fleet:
         fleet.start([spec], SETUP_TIMEOUT_S)
-        before = _settled_rss_kb(server.pid)
+        before = settled_rss_kb(server.pid)
         cpu_start = cpu_seconds(server.pid)
         fleet.send_all(("go",))
         (report,) = fleet.collect(timeout=max(SETUP_TIMEOUT_S, s.connections / 100))
         cpu_used = cpu_seconds(server.pid) - cpu_start
-        after = _settled_rss_kb(server.pid)
+        after = settled_rss_kb(server.pid)
         fleet.send_all(("close",))
     if report.failures:
         # A per-connection figure over fewer connections than asked for would be misleading.

@@ -110,6 +110,19 @@ def rss_kb(pid: int) -> int:
     raise BenchError(f"no VmRSS for pid {pid}")
 
 
+def settled_rss_kb(pid: int, timeout: float = 5.0) -> int:
+    """RSS once two readings 0.25 s apart agree within 0.5% (or after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    previous = rss_kb(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        current = rss_kb(pid)
+        if abs(current - previous) <= previous * 0.005:
+            return current
+        previous = current
+    return previous
+
+
 def _wait_until_accepting(port: int, process: subprocess.Popen[bytes], name: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
