@@ -81,5 +81,11 @@ def test_readme_puts_pushwire_on_path_before_using_it() -> None:
     first_use = next(i for i, line in enumerate(lines) if pushwire_argv(line) is not None)
     assert any(ON_PATH.match(line) for line in lines[:first_use]), lines[: first_use + 1]
     # and the checkout route activates the venv that `make run` creates
-    make_run = next(i for i, line in enumerate(lines) if line.startswith("make run"))
-    assert ON_PATH.match(lines[make_run + 1]), lines[make_run + 1]
+    assert any(line.startswith(". .venv/bin/activate") for line in lines[:first_use])
+
+
+def test_readme_starts_with_the_two_set_up_commands() -> None:
+    first_block = re.search(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert first_block is not None
+    commands = [line.split("#")[0].strip() for line in first_block.group(1).splitlines()]
+    assert commands == ["make run", "make test"]
