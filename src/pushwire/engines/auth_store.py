@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar, cast
 
 from pushwire.core.acl import Access, AclRule, Permission, SubjectKind
+from pushwire.engines.sqlite_file import open_wal, write_transaction
 
 DB_FILENAME: Final = "pushwire.db"
 AUTH_SCHEMA_VERSION: Final = 1
@@ -379,33 +380,14 @@ class SQLiteAuthStore:
         with self._lock:
             if self._conn is not None:
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
+            self._conn = open_wal(
                 self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
+                busy_timeout=self.busy_timeout,
+                schema=_SCHEMA,
+                meta_table="auth_meta",
+                version=AUTH_SCHEMA_VERSION,
+                what="auth",
             )
-            try:
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise RuntimeError(f"{self.path}: cannot use WAL mode (got {mode!r})")
-                conn.execute("PRAGMA synchronous=FULL")  # rare writes: make them durable
-                conn.executescript(_SCHEMA)
-                version = conn.execute(
-                    "SELECT value FROM auth_meta WHERE key = 'schema'"
-                ).fetchone()[0]
-                if version > AUTH_SCHEMA_VERSION:
-                    raise RuntimeError(
-                        f"{self.path}: auth schema version {version} is newer than this "
-                        f"pushwire understands ({AUTH_SCHEMA_VERSION})"
-                    )
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                conn.close()
-                raise
-            self._conn = conn
 
     def close(self) -> None:
         with self._lock:
@@ -429,17 +411,7 @@ class SQLiteAuthStore:
 
     def _write(self, fn: Callable[[sqlite3.Connection], _T], *, bump: bool = True) -> _T:
         with self._lock:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-                if bump:
-                    conn.execute(_BUMP)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+            return write_transaction(self._connection(), fn, _BUMP if bump else None)
 
     def generation(self) -> int:
         with self._lock:

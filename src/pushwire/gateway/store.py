@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar, cast
 
+from pushwire.engines.sqlite_file import open_wal, write_transaction
 from pushwire.gateway.model import (
     App,
     AppKey,
@@ -350,26 +351,15 @@ class SQLiteGatewayStore:
         with self._lock:
             if self._conn is not None:
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            # a 200 to a provider promises the push survives a crash: synchronous=FULL
+            self._conn = open_wal(
+                self.path,
+                busy_timeout=self.busy_timeout,
+                schema=_SCHEMA,
+                meta_table="gw_meta",
+                version=GATEWAY_SCHEMA_VERSION,
+                what="gateway",
             )
-            try:
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise RuntimeError(f"{self.path}: cannot use WAL mode (got {mode!r})")
-                # a 200 to a provider promises the push survives a crash: commit to disk
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.executescript(_SCHEMA)
-                version = conn.execute("SELECT value FROM gw_meta WHERE key = 'schema'").fetchone()
-                if version[0] > GATEWAY_SCHEMA_VERSION:
-                    raise RuntimeError(f"{self.path}: gateway schema {version[0]} is too new")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                conn.close()
-                raise
-            self._conn = conn
 
     def close(self) -> None:
         with self._lock:
@@ -384,17 +374,7 @@ class SQLiteGatewayStore:
 
     def _write(self, fn: Callable[[sqlite3.Connection], _T], *, bump: bool = True) -> _T:
         with self._lock:
-            conn = self._c()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-                if bump:
-                    conn.execute(_BUMP)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+            return write_transaction(self._c(), fn, _BUMP if bump else None)
 
     def _write_gen(self, fn: Callable[[sqlite3.Connection], object]) -> int:
         def run(conn: sqlite3.Connection) -> int:
