@@ -30,10 +30,12 @@ install: $(TEST_STAMP)
 run: install-run
 	$(VENV)/bin/pushwire serve $(ARGS)
 
-# Debian tools the tests drive: mosquitto_pub/mosquitto_sub; mosquitto and redis for benches;
-# chromium and its WebDriver for the browser tests (web console, CORS, Origin checks).
+# Debian tools the tests drive: mosquitto_pub/mosquitto_sub; mosquitto for benches;
+# redis-server for the engine=redis and --workers tests (private instances on free ports,
+# tests/helpers/redis.py); chromium and its WebDriver for the browser tests (web console,
+# CORS, Origin checks).
 deps-test:
-	@bash scripts/ensure-debian-packages.sh mosquitto-clients mosquitto chromium chromium-driver
+	@bash scripts/ensure-debian-packages.sh mosquitto-clients mosquitto redis-server chromium chromium-driver
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench examples
@@ -49,7 +51,7 @@ test: install deps-test lint typecheck pytest
 
 # Both suites run even when one fails; ARGS/MQTT_ARGS go to the MQTT bench, HTTP_ARGS to HTTP.
 bench: install
-	@bash scripts/ensure-debian-packages.sh mosquitto mosquitto-clients nginx libnginx-mod-nchan
+	@bash scripts/ensure-debian-packages.sh mosquitto mosquitto-clients nginx libnginx-mod-nchan redis-server
 	$(VENV)/bin/pushwire bench mqtt $(ARGS) $(MQTT_ARGS); mqtt=$$?; \
 	$(VENV)/bin/pushwire bench http $(HTTP_ARGS); http=$$?; \
 	test $$mqtt -eq 0 && test $$http -eq 0

@@ -20,6 +20,7 @@ import pytest
 
 from helpers.clients import PahoClient
 from helpers.raw import RawClient, connected_client
+from helpers.redis import redis_server  # noqa: F401 (fixture: a private redis-server)
 from helpers.server import ServerProcess, broker_kind, raise_nofile_limit
 
 INTEGRATION_TIMEOUT = 60

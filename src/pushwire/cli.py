@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 import types
@@ -19,6 +18,7 @@ from pushwire.cli_pub import add_pub_command, run_pub
 from pushwire.cli_sub import add_sub_command, run_sub
 from pushwire.config import Settings, load_settings
 from pushwire.gateway.cli import GATEWAY_COMMANDS, add_gateway_commands, run_gateway_command
+from pushwire.process import LOG_FORMAT, run_server
 from pushwire.settings_doc import default_text
 
 
@@ -75,7 +75,10 @@ def settings_errors(exc: ValidationError) -> list[str]:
     lines = []
     for err in exc.errors(include_url=False):
         loc = [str(part) for part in err["loc"]]
-        name = loc[0] if loc else "?"
+        if not loc:  # a rule across settings (e.g. --workers needs --engine redis)
+            lines.append(str(err["msg"]).removeprefix("Value error, "))
+            continue
+        name = loc[0]
         where = f"--{name.replace('_', '-')} (PUSHWIRE_{name.upper()})"
         if len(loc) > 1:
             where += " at " + ".".join(loc[1:])
@@ -102,28 +105,12 @@ def _serve(ns: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"pushwire: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    from pushwire.server import serve
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    if settings.workers > 1:
+        from pushwire.workers import run_supervisor
 
-    try:
-        import uvloop
-
-        runner: Any = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    from pushwire.server import DataDirInUse
-    from pushwire.tls import TLSConfigError
-
-    try:
-        runner(serve(settings))
-    except (DataDirInUse, TLSConfigError, OSError) as exc:
-        logging.getLogger("pushwire").error("cannot start: %s", exc)
-        return 1
-    return 0
+        return run_supervisor(settings)
+    return run_server(settings)
 
 
 def main(argv: list[str] | None = None) -> int:

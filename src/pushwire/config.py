@@ -8,10 +8,13 @@ documentation of each flag.
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import socket
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -31,6 +34,12 @@ class LogRetentionRule(BaseModel):
     max_age: float | None = Field(None, ge=0, description="seconds a message is kept (0: no limit)")
 
 
+def generated_node_id() -> str:
+    """A node id nobody else has: the host, this process, and a few random bytes (a pid
+    alone repeats across hosts and containers)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PUSHWIRE_", extra="forbid")
 
@@ -47,7 +56,64 @@ class Settings(BaseSettings):
         "MQTT over WebSocket (/mqtt), admin API, /metrics, /docs (0: any free port)",
     )
     data_dir: Path = Field(Path("pushwire-data"), description="where the SQLite store lives")
-    memory: bool = Field(False, description="keep everything in memory (nothing survives)")
+    memory: bool = Field(
+        False,
+        description="keep everything in memory (nothing survives); shorthand for --engine memory",
+    )
+    # -- engine and scale-out (docs/cluster.md) ----------------------------------------
+    engine: Literal["sqlite", "memory", "redis"] = Field(
+        "sqlite",
+        description="where state lives: sqlite (embedded, one process, in data_dir), memory "
+        "(nothing survives; same as --memory) or redis (shared by many processes and nodes, "
+        "at redis_url; needed for workers > 1)",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis server of engine=redis (redis://[user:password@]host:port/db, "
+        "rediss:// for TLS)",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="server processes sharing every listening port (SO_REUSEPORT), started "
+        "and restarted by a supervisor process; above 1 needs engine=redis",
+    )
+    node_id: str = Field(
+        "",
+        max_length=200,
+        description="this node's name in a cluster, distinct on every node (empty: "
+        "hostname-pid-random, generated at start); worker i of --workers gets <node_id>-w<i>",
+    )
+    workers_allow_unshared_engine: bool = Field(
+        False,
+        description="TEST ONLY: let workers > 1 run on engine memory, each worker with its "
+        "own private state (clients of different workers do not see each other); used to "
+        "test the supervisor before the Redis engine exists. Never in production",
+    )
+    workers_restart_backoff: float = Field(
+        0.5,
+        gt=0,
+        description="seconds the supervisor waits before restarting a worker that died; "
+        "doubles with each restart of that worker within workers_restart_window",
+    )
+    workers_max_restarts: int = Field(
+        5,
+        ge=0,
+        description="restarts of one worker within workers_restart_window after which the "
+        "supervisor gives up: it stops every worker and exits with status 1",
+    )
+    workers_restart_window: float = Field(
+        60.0,
+        gt=0,
+        description="seconds over which a worker's restarts are counted (workers_max_restarts)",
+    )
+    workers_stop_timeout: float = Field(
+        15.0,
+        gt=0,
+        description="seconds workers have to stop gracefully after SIGTERM/SIGINT before "
+        "the supervisor kills them (SIGKILL)",
+    )
     durability: bool = Field(
         True,
         description="acknowledge QoS 1/2 messages for persistent sessions only once they are "
@@ -414,6 +480,25 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return json.loads(value) if value.strip() else []
         return value
+
+    @model_validator(mode="after")
+    def _engine_choice(self) -> Settings:
+        # --memory is the shorthand for engine=memory; both spellings end up consistent,
+        # so code that asks `settings.memory` and code that asks `settings.engine` agree
+        if self.memory:
+            if "engine" in self.model_fields_set and self.engine != "memory":
+                raise ValueError(f"--memory contradicts --engine {self.engine}")
+            self.engine = "memory"
+        elif self.engine == "memory":
+            self.memory = True
+        if self.workers > 1 and self.engine != "redis" and not self.workers_allow_unshared_engine:
+            raise ValueError(
+                f"--workers {self.workers} needs --engine redis (engine {self.engine} keeps "
+                "its state in one process; see docs/cluster.md)"
+            )
+        if not self.node_id:
+            self.node_id = generated_node_id()
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import importlib
+import importlib.util
 import logging
 import signal
 import socket
@@ -36,9 +38,31 @@ from pushwire.tls import server_context, uvicorn_ssl_options
 log = logging.getLogger("pushwire")
 
 
+class EngineUnavailable(RuntimeError):
+    """The configured engine is not part of this build (say which, and what to use)."""
+
+
+REDIS_ENGINE_MODULE = "pushwire.engines.redis"
+
+
+def redis_engine_available() -> bool:
+    # find_spec, not a guarded import: a broken redis engine must fail loudly, not be
+    # reported as "not available"
+    return importlib.util.find_spec(REDIS_ENGINE_MODULE) is not None
+
+
 def make_engine(settings: Settings) -> Engine:
-    if settings.memory:
+    if settings.engine == "memory":
         return MemoryEngine()
+    if settings.engine == "redis":
+        if not redis_engine_available():
+            raise EngineUnavailable(
+                f"engine redis is not available: {REDIS_ENGINE_MODULE} is not part of this "
+                "build (use --engine sqlite or --engine memory)"
+            )
+        module = importlib.import_module(REDIS_ENGINE_MODULE)
+        engine: Engine = module.RedisEngine(settings)
+        return engine
     from pushwire.engines.sqlite import SQLiteEngine
 
     return SQLiteEngine(
@@ -102,7 +126,7 @@ class PushwireServer:
 
     async def start(self) -> None:
         s = self.settings
-        if not s.memory:
+        if s.engine == "sqlite":  # the only engine whose state is a file in data_dir
             self._lock_data_dir()
         await self.engine.open()
         await self.auth.start()
@@ -110,11 +134,16 @@ class PushwireServer:
         await self.hub.restore()
         await self.log.restore()
         self._tasks.append(asyncio.create_task(run_log_sweeper(self.log, s.log_sweep_interval)))
-        self.mqtt_address = await self.mqtt.listen(s.bind, s.mqtt_port)
+        log.info("node_id %s, engine %s", s.node_id, s.engine)
+        # --workers: every worker binds the same ports; the kernel spreads connections
+        reuse_port = s.workers > 1
+        self.mqtt_address = await self.mqtt.listen(s.bind, s.mqtt_port, reuse_port=reuse_port)
         log.info("mqtt listening on %s:%d", *self.mqtt_address)
         tls = server_context(s)
         if tls is not None:
-            self.mqtt_tls_address = await self.mqtt.listen(s.bind, s.mqtt_tls_port, tls)
+            self.mqtt_tls_address = await self.mqtt.listen(
+                s.bind, s.mqtt_tls_port, tls, reuse_port=reuse_port
+            )
             log.info("mqtts listening on %s:%d", *self.mqtt_tls_address)
         await self._start_http()
         if s.sys_interval > 0:
@@ -132,7 +161,7 @@ class PushwireServer:
 
     async def _start_http(self) -> None:
         s = self.settings
-        sock = socket.create_server((s.bind, s.http_port), reuse_port=False, backlog=4096)
+        sock = socket.create_server((s.bind, s.http_port), reuse_port=s.workers > 1, backlog=4096)
         sock.setblocking(False)
         self.http_address = sock.getsockname()[:2]
         app = create_app(self.hub, self.log, s, auth=self.auth)

@@ -104,6 +104,7 @@ def create_app(
             "status": "ok",
             "version": __version__,
             "engine": hub.engine.name,
+            "node_id": settings.node_id,  # which node/worker answered (--workers, clusters)
             "uptime": hub.stats.uptime(),
             "clients_connected": hub.stats.clients_connected,
             "sessions": len(hub.sessions),

@@ -110,11 +110,21 @@ class MQTTBroker:
     # -- listeners -------------------------------------------------------------------
 
     async def listen(
-        self, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+        self,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        reuse_port: bool = False,
     ) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: MQTTServerProtocol(self), host, port, ssl=ssl_context, backlog=4096
+            lambda: MQTTServerProtocol(self),
+            host,
+            port,
+            ssl=ssl_context,
+            backlog=4096,
+            reuse_port=reuse_port,  # --workers: one socket per worker on the same port
         )
         self._servers.append(server)
         sockname = server.sockets[0].getsockname()
