@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_admin_commands(sub)
     add_gateway_commands(sub)
     bench = sub.add_parser("bench", help="side-by-side benchmarks (see bench/README.md)")
-    bench.add_argument("suite", choices=["mqtt", "http", "modes", "gateway"])
+    bench.add_argument("suite", choices=["mqtt", "http", "modes", "gateway", "cluster"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             from pushwire.bench.modes import main as bench_main
         elif ns.suite == "gateway":
             from pushwire.bench.gateway import main as bench_main
+        elif ns.suite == "cluster":
+            from pushwire.bench.cluster import main as bench_main
         else:
             from pushwire.bench.mqtt import main as bench_main
 
