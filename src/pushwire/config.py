@@ -496,8 +496,6 @@ class Settings(BaseSettings):
                 f"--workers {self.workers} needs --engine redis (engine {self.engine} keeps "
                 "its state in one process; see docs/cluster.md)"
             )
-        if not self.node_id:
-            self.node_id = generated_node_id()
         return self
 
     @classmethod

@@ -15,7 +15,7 @@ from typing import TextIO
 
 import uvicorn
 
-from pushwire.config import Settings
+from pushwire.config import Settings, generated_node_id
 from pushwire.core.admission import Admission
 from pushwire.core.auth import AuthService, AuthSettings
 from pushwire.core.hub import Hub
@@ -86,6 +86,8 @@ class _EmbeddedUvicorn(uvicorn.Server):
 
 class PushwireServer:
     def __init__(self, settings: Settings) -> None:
+        if not settings.node_id:  # named at start, not in the settings (they compare equal)
+            settings = settings.model_copy(update={"node_id": generated_node_id()})
         self.settings = settings
         self.engine = make_engine(settings)
         self.hub = Hub(

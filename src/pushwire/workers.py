@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pushwire.config import Settings
+from pushwire.config import Settings, generated_node_id
 from pushwire.process import LOG_FORMAT, run_server
 
 log = logging.getLogger("pushwire.supervisor")
@@ -232,6 +232,8 @@ def run_supervisor(settings: Settings) -> int:
         # say it once, here, rather than N workers dying of it
         log.error("cannot start: %s", EngineUnavailable("engine redis is not available"))
         return SETUP_ERROR
+    if not settings.node_id:
+        settings = settings.model_copy(update={"node_id": generated_node_id()})
     return asyncio.run(Supervisor(settings).run())
 
 

@@ -41,10 +41,11 @@ def test_more_than_one_worker_needs_redis() -> None:
     assert Settings(engine="memory", workers=2, workers_allow_unshared_engine=True).workers == 2
 
 
-def test_node_id_is_generated_distinct_unless_given() -> None:
-    a, b = Settings().node_id, Settings().node_id
+def test_node_id_is_generated_at_start_distinct_unless_given() -> None:
+    assert Settings().node_id == ""  # settings stay comparable; the server names itself
+    a, b = (PushwireServer(Settings(memory=True)).settings.node_id for _ in range(2))
     assert a and b and a != b
-    assert Settings(node_id="node-a").node_id == "node-a"
+    assert PushwireServer(Settings(memory=True, node_id="node-a")).settings.node_id == "node-a"
 
 
 class _StandInRedisEngine(MemoryEngine):
