@@ -132,8 +132,10 @@ class Supervisor:
         try:
             tasks = [asyncio.create_task(self._keep_running(slot)) for slot in self.slots]
             await self.stopping.wait()
-            await self._stop_workers()
+            # the slots return at once on the stop (one in the middle of a spawn first
+            # finishes it), so every worker is known before they are told to stop
             await asyncio.gather(*tasks)
+            await self._stop_workers()
         finally:
             for sock in held:
                 sock.close()

@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -46,7 +47,10 @@ def wait_for(condition: Callable[[], T | None], timeout: float, what: str) -> T:
 class SupervisorProcess:
     host = "127.0.0.1"
 
-    def __init__(self, data_dir: Path, workers: int, *extra_args: str) -> None:
+    def __init__(
+        self, data_dir: Path, workers: int, *extra_args: str, ca_file: Path | None = None
+    ) -> None:
+        self.ca_file = ca_file  # set: HTTP is HTTPS, verified against this CA
         self.data_dir = data_dir
         self.workers = workers
         self.extra_args = [str(a) for a in extra_args]
@@ -134,11 +138,17 @@ class SupervisorProcess:
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.host}:{self.ports['http_port']}"
+        scheme = "https" if self.ca_file is not None else "http"
+        return f"{scheme}://{self.host}:{self.ports['http_port']}"
 
     def health_node_id(self) -> str:
         # a new connection each time: the kernel picks the worker per connection
-        with httpx.Client(timeout=5) as client:
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(self.ca_file))
+            if self.ca_file is not None
+            else True
+        )
+        with httpx.Client(timeout=5, verify=verify) as client:
             reply = client.get(self.http_url + "/v1/health")
             reply.raise_for_status()
             return str(reply.json()["node_id"])
@@ -194,9 +204,9 @@ def pid_alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def running_supervisor(
-    data_dir: Path, workers: int, *extra_args: str
+    data_dir: Path, workers: int, *extra_args: str, ca_file: Path | None = None
 ) -> Iterator[SupervisorProcess]:
-    sup = SupervisorProcess(data_dir, workers, *extra_args)
+    sup = SupervisorProcess(data_dir, workers, *extra_args, ca_file=ca_file)
     try:
         yield sup.start()
     finally:

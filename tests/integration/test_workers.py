@@ -14,6 +14,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
+from helpers.certs import make_certs
 from helpers.workers import pid_alive, running_supervisor, wait_for
 from pushwire.server import redis_engine_available
 
@@ -122,3 +123,20 @@ def test_supervisor_gives_up_when_workers_keep_dying(tmp_path: Path) -> None:
         assert sup.wait_exit() == 1
         assert "giving up" in sup.output()
         assert not pid_alive(pids[1][0])  # the healthy worker was stopped too
+
+
+def test_workers_share_the_tls_ports(tmp_path: Path) -> None:
+    certs = make_certs(tmp_path / "certs")
+    tls = (
+        *("--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)),
+        *("--mqtt-tls-port", "0", "--http-tls"),
+    )
+    with running_supervisor(tmp_path / "data", 2, *UNSHARED, *tls, ca_file=certs.ca) as sup:
+        node_ids = set(sup.node_ids().values())
+        assert sup.wait_node_ids(node_ids) == node_ids  # over HTTPS, on one port
+        port = sup.ports["mqtt_tls_port"]
+        out = sup.output()
+        for node_id in node_ids:
+            assert f"[{node_id}]: mqtts listening on 127.0.0.1:{port}" in out
+        sup.signal(signal.SIGTERM)
+        assert sup.wait_exit() == 0
