@@ -231,8 +231,15 @@ class WsConnection:
             sub.consumer = None
 
     def _send(self, frame: dict[str, Any]) -> None:
-        # replies are few and answer the client's own requests: never held back
-        self.sink.send(dumps(frame).encode())
+        sink = self.sink
+        if not sink.writable() and len(sink.chunks) >= 2 * sink.limit:
+            # a client that sends requests but does not read the replies
+            if not sink.reason:
+                self.state.stats.stream_overflows += 1
+            sink.close(OVERFLOW)
+            return
+        # replies answer the client's own requests: not held back behind messages
+        sink.send(dumps(frame).encode())
 
     # -- receiving ------------------------------------------------------------------------
 
