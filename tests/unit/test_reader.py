@@ -296,3 +296,19 @@ async def test_long_poll_timeout_answers_304_only_for_an_unchanged_etag() -> Non
     ((kind, body, cursor),) = moved.answers
     assert kind == "reply" and cursor == f"{log.epoch}:2"
     assert body is not None and json.loads(body)["messages"] == []
+
+
+async def test_a_backlog_that_fits_a_page_is_replayed_without_waiting() -> None:
+    log = make_log()
+    for _ in range(3):
+        pub(log, "t")
+    small, big = MemorySink(), MemorySink()
+    now = reader_on(log, "t", small)
+    now.open(ALL)
+    assert now.replay_now(10) and now.live  # no await: no task for a new stream
+    assert small.ids() == [1, 2, 3]
+    later = reader_on(log, "t", big)
+    later.open(ALL)
+    assert not later.replay_now(2) and big.sent == []  # more than a page: replay async
+    await later.replay(2)
+    assert big.ids() == [1, 2, 3] and later.live

@@ -227,12 +227,31 @@ class StreamReader:
         the backlog already had."""
         if self._phase != _REPLAYING:
             return False
-        log = self.log
         result = await read_visible(
-            log, self.filter, self.last, page, self.floor, self.caller, read_max_bytes
+            self.log, self.filter, self.last, page, self.floor, self.caller, read_max_bytes
         )
         if self._phase != _REPLAYING:
             return False  # closed while reading
+        return self._page(result)
+
+    def replay_now(self, page: int, read_max_bytes: int = 0) -> bool:
+        """The replay without waiting, when it can be done so (the backlog fits one page
+        and nothing of it is only on disk: always for `latest`): True when the reader is
+        live now. False: nothing was sent; `await replay()` (or `replay_page`) instead.
+        Spares a new stream the task an async replay needs."""
+        if self._phase != _REPLAYING:
+            return self._phase == _LIVE
+        result = self.log.read(self.filter, self.last, page, self.floor, read_max_bytes)
+        if result.cold or result.more:
+            return False
+        caller = self.caller
+        if caller is not None and result.entries:
+            result.entries = [e for e in result.entries if caller.can_receive(e.message.topic)]
+        self._page(result)
+        return self._phase == _LIVE
+
+    def _page(self, result: ReadResult) -> bool:
+        log = self.log
         epoch = log.epoch
         if self.gap or result.gap:
             self.gap = False
@@ -253,6 +272,8 @@ class StreamReader:
 
     async def replay(self, page: int, read_max_bytes: int = 0) -> None:
         """The whole backlog, waiting for the sink to drain between pages."""
+        if self.replay_now(page, read_max_bytes):
+            return
         while await self.replay_page(page, read_max_bytes):
             if not self.sink.writable():
                 await self._writable()

@@ -232,9 +232,10 @@ async def _stream(
     try:
         yield f": pushwire {format_cursor(log.epoch, after)}\n\n".encode()
         # the backlog, page by page (live messages wait in the reader meanwhile)
-        while await reader.replay_page(BACKLOG_PAGE, settings.read_max_bytes):
-            if sink.chunks:
-                yield b"".join(sink.take())
+        if not reader.replay_now(BACKLOG_PAGE, settings.read_max_bytes):
+            while await reader.replay_page(BACKLOG_PAGE, settings.read_max_bytes):
+                if sink.chunks:
+                    yield b"".join(sink.take())
         while True:
             if sink.chunks:
                 yield b"".join(sink.take())
