@@ -312,3 +312,15 @@ async def test_a_backlog_that_fits_a_page_is_replayed_without_waiting() -> None:
     assert not later.replay_now(2) and big.sent == []  # more than a page: replay async
     await later.replay(2)
     assert big.ids() == [1, 2, 3] and later.live
+
+
+async def test_a_long_poll_started_behind_the_log_answers_at_once() -> None:
+    """Its first read waited for the disk while a message came: the waiter still gets it."""
+    log = make_log()
+    pub(log, "t")
+    pub(log, "t", b"meanwhile")
+    answer = RecordingReply()
+    LongPollWaiter(log, "t", answer, HttpStats(), caller=None, after=1).start(1e12)
+    ((kind, body, cursor),) = answer.answers
+    assert kind == "reply" and body is not None and b"meanwhile" in body
+    assert cursor == f"{log.epoch}:2" and log.listener_count == 0

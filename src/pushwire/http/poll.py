@@ -33,7 +33,7 @@ from pushwire.http.errors import (
 )
 from pushwire.http.fastpath import FastRoute, fast, http_state, query_int
 from pushwire.http.live_clients import register_reader
-from pushwire.http.reader import LongPollWaiter, read_from, read_visible
+from pushwire.http.reader import LongPollWaiter, ReplySink, read_from, read_visible
 from pushwire.http.state import HttpState, get_state
 
 router = APIRouter(tags=["subscribe"], route_class=FastRoute)
@@ -326,23 +326,11 @@ async def _longpoll(
     if state.busy():
         stats.rejected_busy += 1
         raise ApiError(503, "too_many_listeners", "too many waiting clients", {"Retry-After": "1"})
-    loop = asyncio.get_running_loop()
-    answer: asyncio.Future[Response] = loop.create_future()
-    waiter = LongPollWaiter(
-        log,
-        filter,
-        _FutureReply(answer),
-        stats,
-        caller=caller,
-        after=after,
-        from_etag=from_etag,
-        requested=requested,
+    answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+    held = hold_longpoll(
+        state, caller, filter, _FutureReply(answer), after, wait, from_etag, requested
     )
-    if not state.live.track(caller.identity, waiter):
-        raise unauthorized("the credentials were revoked")
-    waiter.start(loop.time() + wait)
-    stats.connections["longpoll"] += 1
-    client_key = register_reader(state, "longpoll", lambda: caller, lambda: (filter,), caller.ip)
+    waiter = held.waiter
 
     def gone(_task: asyncio.Future[None]) -> None:
         waiter.cancel()
@@ -354,9 +342,59 @@ async def _longpoll(
     try:
         return await answer
     finally:
-        waiter.cancel()
         disconnect.remove_done_callback(gone)
         disconnect.cancel()
-        state.live.untrack(caller.identity, waiter)
-        state.clients.unregister(client_key)
-        stats.connections["longpoll"] -= 1
+        held.end()
+
+
+class HeldLongPoll:
+    """A held long-poll's waiter and its registrations (`hold_longpoll`); `end` (once,
+    after the answer or the client's disconnect) undoes them."""
+
+    __slots__ = ("client_key", "state", "waiter")
+
+    def __init__(self, state: HttpState, waiter: LongPollWaiter) -> None:
+        self.state = state
+        self.waiter = waiter
+        self.client_key = 0
+
+    def end(self) -> None:
+        waiter = self.waiter
+        waiter.cancel()
+        if waiter.caller is not None:
+            self.state.live.untrack(waiter.caller.identity, waiter)
+        self.state.clients.unregister(self.client_key)
+        self.state.stats.connections["longpoll"] -= 1
+
+
+def hold_longpoll(
+    state: HttpState,
+    caller: Caller,
+    flt: str,
+    sink: ReplySink,
+    after: int,
+    wait: float,
+    from_etag: bool,
+    requested: int | None,
+) -> HeldLongPoll:
+    """Hold a long-poll whose first read found nothing (on any transport): its waiter
+    answers through `sink` by callback (a message, the deadline `wait` seconds from now,
+    shutdown, or refusal on revocation). Raises 401 when the credentials were revoked
+    meanwhile. Call `end()` on the result once it has answered or the client left."""
+    waiter = LongPollWaiter(
+        state.log,
+        flt,
+        sink,
+        state.stats,
+        caller=caller,
+        after=after,
+        from_etag=from_etag,
+        requested=requested,
+    )
+    if not state.live.track(caller.identity, waiter):
+        raise unauthorized("the credentials were revoked")
+    waiter.start(asyncio.get_running_loop().time() + wait)
+    state.stats.connections["longpoll"] += 1
+    held = HeldLongPoll(state, waiter)
+    held.client_key = register_reader(state, "longpoll", lambda: caller, lambda: (flt,), caller.ip)
+    return held

@@ -53,6 +53,9 @@ OVERFLOW = "overflow"
 SHUTDOWN = "shutdown"
 REVOKED = "revoked"
 
+# the most entries a long-poll looks at when it starts behind the log (see `start`)
+_CATCH_UP = 1000
+
 _REPLAYING = 0
 _LIVE = 1
 _CLOSED = 2
@@ -427,8 +430,16 @@ class LongPollWaiter:
 
     def start(self, deadline: float) -> None:
         """Wait (call after a read that found nothing: `after` is that read's next id)."""
-        self.log.listen(self.filter, self)
+        log = self.log
+        log.listen(self.filter, self)
         self.timer = asyncio.get_running_loop().call_at(deadline, self.expire)
+        if log.last_id > self.after:
+            # published while that read waited for the disk: what is that new is still in
+            # memory, so one look now hands it over
+            for entry in log.read(self.filter, self.after, _CATCH_UP).entries:
+                self.notify(entry)
+                if self.done:
+                    break
 
     def notify(self, entry: LogEntry) -> None:
         if self.done or entry.id <= self.after:

@@ -32,6 +32,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from pushwire.core.auth import Identity
 from pushwire.core.log import LATEST, Cursor, LogEntry, format_cursor
 from pushwire.http.auth import Caller, ReaderDep, resolve_caller
 from pushwire.http.cursor import CursorError, parse_cursor
@@ -40,7 +41,7 @@ from pushwire.http.errors import ApiError, bad_cursor, error_responses
 from pushwire.http.fastpath import FastRoute, fast, http_state
 from pushwire.http.live_clients import register_reader
 from pushwire.http.poll import _until_disconnect, check_filter
-from pushwire.http.reader import QueueSink, StreamReader
+from pushwire.http.reader import QueueSink, Sink, StreamReader
 from pushwire.http.state import HttpState, get_state
 
 router = APIRouter(tags=["subscribe"], route_class=FastRoute)
@@ -182,6 +183,74 @@ def _sse(
     )
 
 
+class SseStream:
+    """An SSE stream's reader and its registrations, on any transport (this Starlette
+    path, or the owned protocol with its own Sink): `open_sse` starts it, `end` (once,
+    when the stream stops for whatever reason) undoes the registrations."""
+
+    __slots__ = ("client_key", "identity", "reader", "state")
+
+    def __init__(self, state: HttpState, reader: StreamReader, identity: Identity | None) -> None:
+        self.state = state
+        self.reader = reader
+        self.identity = identity
+        self.client_key = 0
+
+    def hello(self, after: int) -> bytes:
+        """The first bytes of the stream: a comment with the starting cursor."""
+        return f": pushwire {format_cursor(self.state.log.epoch, after)}\n\n".encode()
+
+    def close_event(self, reason: str) -> bytes:
+        """The last event when the reader ended the stream (Sink.close's reason)."""
+        return _event("close", {"reason": reason, "cursor": self.reader.cursor})
+
+    def end(self) -> None:
+        state = self.state
+        self.reader.cancel()
+        if self.identity is not None:
+            state.live.untrack(self.identity, self.reader)
+        state.clients.unregister(self.client_key)
+        state.stats.connections["sse"] -= 1
+
+
+def open_sse(
+    state: HttpState,
+    flt: str,
+    cursor: Cursor,
+    requested: str,
+    caller: Caller | None,
+    sink: Sink,
+) -> tuple[SseStream, int]:
+    """Start an SSE stream into `sink` (the request was checked: filter, ACL, busy):
+    the reader registered with the log and the cursor resolved in one step, tracked for
+    revocation, counted and listed. Returns the stream and the id its replay starts
+    after; then write `stream.hello(after)`, run the replay (`reader.replay_now`, else
+    `await reader.replay`), and call `stream.end()` when the stream stops."""
+    settings = state.settings
+    reader = StreamReader(
+        state.log,
+        flt,
+        sink,
+        SseFormat(requested),
+        state.stats,
+        caller=caller,
+        limit=settings.stream_buffer,
+        max_bytes=settings.stream_buffer_bytes,
+    )
+    after = reader.open(cursor)
+    stats = state.stats
+    stats.connections["sse"] += 1
+    stats.connections_total["sse"] += 1
+    identity = caller.identity if caller is not None else None
+    stream = SseStream(state, reader, identity)
+    if identity is not None and not state.live.track(identity, reader):
+        reader.revoke("revoked")  # revoked since the request was authenticated
+    stream.client_key = register_reader(
+        state, "sse", lambda: caller, lambda: (flt,), caller.ip if caller is not None else ""
+    )
+    return stream, after
+
+
 async def _stream(
     state: HttpState,
     flt: str,
@@ -190,36 +259,17 @@ async def _stream(
     caller: Caller | None = None,
     body: _SseBody | None = None,
 ) -> AsyncGenerator[bytes, None]:
-    """The event stream (the reader in http/reader.py does the work; this is the Starlette
-    side of it); `caller` None: no ACL filtering and no revocation (tests); `body.receive`:
-    the connection, watched for a disconnect (which ends the stream)."""
-    log = state.log
-    stats = state.stats
+    """The event stream on the Starlette path (the reader in http/reader.py does the
+    work); `caller` None: no ACL filtering and no revocation (tests); `body.receive`: the
+    connection, watched for a disconnect (which ends the stream)."""
     settings = state.settings
     heartbeat = settings.sse_heartbeat
     sink = QueueSink(settings.stream_buffer, settings.stream_buffer_bytes)
-    reader = StreamReader(
-        log,
-        flt,
-        sink,
-        SseFormat(requested),
-        stats,
-        caller=caller,
-        limit=settings.stream_buffer,
-        max_bytes=settings.stream_buffer_bytes,
-    )
-    sink.on_drain.append(reader)
     # registered here, when the response starts (its `finally` then surely runs), and
     # before the backlog read, in the same step: nothing published in between is lost
-    after = reader.open(cursor)
-    stats.connections["sse"] += 1
-    stats.connections_total["sse"] += 1
-    identity = caller.identity if caller is not None else None
-    if identity is not None and not state.live.track(identity, reader):
-        reader.revoke("revoked")  # revoked since the request was authenticated
-    client_key = register_reader(
-        state, "sse", lambda: caller, lambda: (flt,), caller.ip if caller is not None else ""
-    )
+    stream, after = open_sse(state, flt, cursor, requested, caller, sink)
+    reader = stream.reader
+    sink.on_drain.append(reader)
     watcher: asyncio.Future[None] | None = None
 
     def gone(_task: asyncio.Future[None]) -> None:
@@ -230,7 +280,7 @@ async def _stream(
         watcher = asyncio.ensure_future(_until_disconnect(body.receive))
         watcher.add_done_callback(gone)
     try:
-        yield f": pushwire {format_cursor(log.epoch, after)}\n\n".encode()
+        yield stream.hello(after)
         # the backlog, page by page (live messages wait in the reader meanwhile)
         if not reader.replay_now(BACKLOG_PAGE, settings.read_max_bytes):
             while await reader.replay_page(BACKLOG_PAGE, settings.read_max_bytes):
@@ -243,7 +293,7 @@ async def _stream(
             if sink.reason:
                 if sink.reason == _GONE:
                     return
-                yield _event("close", {"reason": sink.reason, "cursor": reader.cursor})
+                yield stream.close_event(sink.reason)
                 return
             if not await sink.wait(heartbeat):
                 yield b": hb\n\n"
@@ -251,8 +301,4 @@ async def _stream(
         if watcher is not None:
             watcher.remove_done_callback(gone)
             watcher.cancel()
-        reader.cancel()
-        if identity is not None:
-            state.live.untrack(identity, reader)
-        state.clients.unregister(client_key)
-        stats.connections["sse"] -= 1
+        stream.end()
