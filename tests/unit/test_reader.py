@@ -324,3 +324,19 @@ async def test_a_long_poll_started_behind_the_log_answers_at_once() -> None:
     ((kind, body, cursor),) = answer.answers
     assert kind == "reply" and body is not None and b"meanwhile" in body
     assert cursor == f"{log.epoch}:2" and log.listener_count == 0
+
+
+def test_websocket_frames_are_cached_per_subscription_name_up_to_a_bound() -> None:
+    from pushwire.http.encode import WS_NAMES_CACHED, entry_ws
+
+    log = make_log()
+    entry = pub(log, "t", b"hi")
+    first = entry_ws(entry, log.epoch, '"s"', False)
+    assert entry_ws(entry, log.epoch, '"s"', False) is first  # shared by every "s" reader
+    assert json.loads(first)["sub"] == "s" and json.loads(first)["payload"] == "hi"
+    again = entry_ws(entry, log.epoch, '"s"', True)
+    assert json.loads(again)["redelivered"] is True and again is not first
+    for i in range(WS_NAMES_CACHED + 5):  # a name per client must not grow the entry
+        entry_ws(entry, log.epoch, f'"c{i}"', False)
+    assert entry.wire is not None
+    assert sum(k.startswith(("ws:", "ws!")) for k in entry.wire) == WS_NAMES_CACHED
