@@ -25,6 +25,9 @@ from pushwire.bench.http import (
     publish_head,
     sse_request,
     stamp_payload,
+    ws_client_frame,
+    ws_request,
+    ws_subscribe_frame,
 )
 from pushwire.bench.nchan import nchan_conf
 
@@ -173,6 +176,21 @@ def test_requests() -> None:
     assert b"\r\nAccept: text/event-stream\r\n" in sse_request("nchan", "lat")
 
 
+def test_websocket_requests_and_frames() -> None:
+    pushwire = ws_request("pushwire", "lat")
+    assert pushwire.startswith(b"GET /v1/ws HTTP/1.1\r\n")
+    assert b"\r\nUpgrade: websocket\r\n" in pushwire
+    assert b"\r\nSec-WebSocket-Protocol: pushwire.v1\r\n" in pushwire
+    assert pushwire.endswith(b"\r\n\r\n")
+    assert ws_request("nchan", "lat").startswith(b"GET /ws/lat HTTP/1.1\r\n")
+    frame = ws_subscribe_frame("lat")
+    # FIN + text, masked, 7-bit length, the zero mask key, then the JSON as it is
+    text = b'{"type":"subscribe","sub":"b","filter":"bench/lat"}'
+    assert frame == bytes([0x81, 0x80 | len(text)]) + b"\0\0\0\0" + text
+    long = ws_client_frame(b"x" * 300)
+    assert long[:4] == bytes([0x81, 0xFE, 0x01, 0x2C]) and len(long) == 4 + 4 + 300
+
+
 def test_status_counter_across_reads() -> None:
     replies = (b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}") * 3
     replies += b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
@@ -215,11 +233,12 @@ def test_nchan_conf(tmp_path: Path) -> None:
         "listen 127.0.0.1:18999 backlog=4096;",
         "nchan_subscriber longpoll;",
         "nchan_subscriber eventsource;",
+        "nchan_subscriber websocket;",
         "nchan_message_buffer_length 1000;",
     ):
         assert line in conf, line
     assert "worker_processes 1;" in conf
-    assert conf.count("nchan_channel_id $1;") == 3
+    assert conf.count("nchan_channel_id $1;") == 4
     assert conf.count("{") == conf.count("}")
 
 

@@ -61,12 +61,23 @@ from pushwire.bench.peers import (
 )
 
 Dialect = Literal["pushwire", "nchan"]
-Role = Literal["blast-pub", "rate-pub", "longpoll-sub", "sse-sub"]
-Kind = Literal["longpoll", "sse"]
+Role = Literal["blast-pub", "rate-pub", "longpoll-sub", "sse-sub", "ws-sub"]
+Kind = Literal["longpoll", "sse", "ws"]
+KINDS: tuple[Kind, ...] = ("longpoll", "sse", "ws")
+ROLE_OF_KIND: dict[Kind, Role] = {"longpoll": "longpoll-sub", "sse": "sse-sub", "ws": "ws-sub"}
 
-SCENARIOS = ("publish", "longpoll", "sse", "memory")
-KIND_LABEL: dict[str, str] = {"longpoll": "long-poll", "sse": "SSE"}
-SUBSCRIBER_NOUN: dict[str, str] = {"longpoll": "long-poll waiter", "sse": "SSE stream"}
+SCENARIOS = ("publish", "longpoll", "sse", "ws", "memory")
+KIND_LABEL: dict[str, str] = {"longpoll": "long-poll", "sse": "SSE", "ws": "WebSocket"}
+SUBSCRIBER_NOUN: dict[str, str] = {
+    "longpoll": "long-poll waiter",
+    "sse": "SSE stream",
+    "ws": "WebSocket",
+}
+# pushwire's JSON WebSocket: one subscription per connection; nchan's websocket subscriber
+# needs nothing after the handshake
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # any 16 bytes in base64 will do (RFC 6455 4.1)
+WS_PING = b'{"type":"ping"}'
+
 
 # Payload stamp: MARKER, one flag byte (in the measured window or not), the send time as
 # 19 decimal digits of CLOCK_REALTIME ns; the rest of the payload is padding. ASCII, so it
@@ -285,6 +296,32 @@ def publish_head(dialect: Dialect, channel: str, body_size: int) -> bytes:
 def sse_request(dialect: Dialect, channel: str) -> bytes:
     path = f"/v1/sse/bench/{channel}" if dialect == "pushwire" else f"/sse/{channel}"
     return _get(path, "Accept: text/event-stream\r\n")
+
+
+def ws_request(dialect: Dialect, channel: str) -> bytes:
+    """The WebSocket handshake (pushwire: /v1/ws with its subprotocol; nchan: /ws/{channel})."""
+    path = "/v1/ws" if dialect == "pushwire" else f"/ws/{channel}"
+    protocol = "Sec-WebSocket-Protocol: pushwire.v1\r\n" if dialect == "pushwire" else ""
+    return _get(
+        path,
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n{protocol}",
+    )
+
+
+def ws_client_frame(text: bytes) -> bytes:
+    """A masked text frame (clients must mask, RFC 6455 5.3); the all-zero mask key leaves
+    the payload as it is, which every server accepts."""
+    n = len(text)
+    short = n < 126
+    head = struct.pack("!BB", 0x81, 0x80 | n) if short else struct.pack("!BBH", 0x81, 0xFE, n)
+    return head + b"\0\0\0\0" + text
+
+
+def ws_subscribe_frame(channel: str) -> bytes:
+    """pushwire's JSON subscribe request for the bench channel (nchan: none needed)."""
+    frame = '{"type":"subscribe","sub":"b","filter":"bench/' + channel + '"}'
+    return ws_client_frame(frame.encode())
 
 
 def longpoll_first_request(dialect: Dialect, channel: str) -> bytes:
@@ -543,6 +580,58 @@ class SseSubscriber(RawSubscriber):
             self.rec.add(rx_ns, read_ns, sent, outside)
 
 
+class WsSubscriber(SseSubscriber):
+    """A WebSocket subscriber: the handshake (101), pushwire's subscribe frame, then stamps
+    anywhere in the frames (a stamp never spans frames; each message is one frame). Answers
+    pushwire's heartbeat pings so a long run is not closed for silence."""
+
+    __slots__ = ("channel",)
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        loop: asyncio.AbstractEventLoop,
+        rec: Recorder,
+        dialect: Dialect,
+        channel: str,
+    ) -> None:
+        super().__init__(sock, loop, rec, dialect)
+        self.channel = channel
+
+    def on_readable(self) -> None:
+        got = self.read()
+        if got is None:
+            if self.closed and not self.ready.done():
+                self.ready.set_exception(HttpProtocolError("closed before the handshake"))
+            return
+        data, rx_ns, read_ns = got
+        if not self.ready.done():
+            self.buf += data
+            try:
+                head = parse_response_head(self.buf)
+            except HttpProtocolError as exc:
+                self.ready.set_exception(exc)
+                self.close()
+                return
+            if head is None:
+                return
+            if head.status != 101:
+                self.ready.set_exception(HttpProtocolError(f"WebSocket answered {head.status}"))
+                self.close()
+                return
+            if self.dialect == "pushwire":
+                self.send(ws_subscribe_frame(self.channel))
+            self.ready.set_result(None)
+            data, self.buf = self.buf[head.length :], b""
+        if self.dialect == "pushwire" and WS_PING in data:
+            self.send(ws_client_frame(b'{"type":"pong"}'))
+        buf = self.buf + data if self.buf else data
+        sent, outside, keep = find_stamps(buf)
+        self.buf = buf[keep:]
+        if sent or outside:
+            self.rec.add(rx_ns, read_ns, sent, outside)
+
+
 class LongPollSubscriber(RawSubscriber):
     """Reads each response (head, Content-Length body), records its stamps and re-asks at
     once with the cursor the response carried."""
@@ -644,6 +733,11 @@ class SubscriberGroup:
                 subscriber = sse
                 sse.start(sse_request(self.spec.dialect, channel))
                 await sse.ready
+            elif self.spec.role == "ws-sub":
+                ws = WsSubscriber(sock, self.loop, self.rec, self.spec.dialect, channel)
+                subscriber = ws
+                ws.start(ws_request(self.spec.dialect, channel))
+                await ws.ready
             else:
                 subscriber = LongPollSubscriber(
                     sock, self.loop, self.rec, self.spec.dialect, channel
@@ -854,7 +948,7 @@ async def _subscriber_main(spec: ClientSpec, conn: Connection) -> None:
 
 
 async def _client_main(spec: ClientSpec, conn: Connection) -> None:
-    if spec.role in ("longpoll-sub", "sse-sub"):
+    if spec.role in ("longpoll-sub", "sse-sub", "ws-sub"):
         await _subscriber_main(spec, conn)
     else:
         await _publisher_main(spec, conn)
@@ -1253,7 +1347,7 @@ def run_publish(server: HttpServer, s: Settings) -> Outcome:
 
 
 def _subscriber_specs(server: HttpServer, kind: Kind, n: int, s: Settings) -> list[ClientSpec]:
-    role: Role = "longpoll-sub" if kind == "longpoll" else "sse-sub"
+    role = ROLE_OF_KIND[kind]
     processes = subscriber_processes(n, s)
     warm = _split(s.warm, processes) if s.warm else [(0, 0)] * processes
     return [
@@ -1334,6 +1428,9 @@ def run_delivery(
     lags = sorted(ns for r in sub_reports for ns in r.lag_ns)
     sent = sum(r.sent_in_window for r in pub_reports)
     expected = sent * opened
+    if outcome.server_cpu is not None and expected:
+        # the server's CPU time in the window over the deliveries due in it
+        outcome.metrics["cpu_per_delivery_us"] = outcome.server_cpu * s.duration / expected * 1e6
     outcome.metrics["latency_p50"] = delivery_percentile(samples, expected, 0.50) / 1e6
     outcome.metrics["latency_p99"] = delivery_percentile(samples, expected, 0.99) / 1e6
     outcome.metrics["undelivered_after_ms"] = s.drain * 1000
@@ -1373,7 +1470,7 @@ def table_rows(scenarios: list[str], s: Settings) -> list[Row]:
     if "publish" in scenarios:
         label = f"publish, {s.publishers} in flight, {s.payload} B, req/s"
         rows.append(Row(label, "publish", "publish_rps", True))
-    for kind in ("longpoll", "sse"):
+    for kind in KINDS:
         for n in s.subscribers:
             scenario = f"{kind}-{n}"
             if scenario in scenarios:
@@ -1381,7 +1478,9 @@ def table_rows(scenarios: list[str], s: Settings) -> list[Row]:
                 rows.append(Row(f"{prefix}: latency p50, ms", scenario, "latency_p50", False))
                 rows.append(Row(f"{prefix}: latency p99, ms", scenario, "latency_p99", False))
                 rows.append(Row(f"{prefix}: delivered/expected", scenario, "delivered", True))
-    for kind in ("longpoll", "sse"):
+                label = f"{prefix}: server CPU per delivery, us"
+                rows.append(Row(label, scenario, "cpu_per_delivery_us", False))
+    for kind in KINDS:
         for n in s.subscribers:
             scenario = f"{kind}-{n}"
             for candidate in (scenario, f"memory-{scenario}"):
@@ -1576,8 +1675,7 @@ def plan(selected: list[str], s: Settings) -> list[tuple[str, Callable[[HttpServ
     runs: list[tuple[str, Callable[[HttpServer], Outcome]]] = []
     if "publish" in selected:
         runs.append(("publish", lambda server: run_publish(server, s)))
-    kinds: list[Kind] = ["longpoll", "sse"]
-    for kind in kinds:
+    for kind in KINDS:
         for n in s.subscribers:
             if kind in selected:
                 runs.append((f"{kind}-{n}", _delivery_runner(s, kind, n, True)))

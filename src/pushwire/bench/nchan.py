@@ -20,6 +20,7 @@ Locations (the channel id comes from the URL):
     POST /pub/{channel}          nchan_publisher
     GET  /lp/{channel}           nchan_subscriber longpoll
     GET  /sse/{channel}          nchan_subscriber eventsource  (needs Accept: text/event-stream)
+    GET  /ws/{channel}           nchan_subscriber websocket
     GET  /nchan_status           nchan_stub_status (the orchestrator counts subscribers here)
 
 Channel settings mirror pushwire's log defaults: 1000 messages kept per channel
@@ -168,6 +169,10 @@ def nchan_conf(port: int, workdir: Path, module: Path, nofile: int, worker_user:
         "        }\n"
         "        location ~ ^/sse/(\\w+)$ {\n"
         "            nchan_subscriber eventsource;\n"
+        "            nchan_channel_id $1;\n"
+        "        }\n"
+        "        location ~ ^/ws/(\\w+)$ {\n"
+        "            nchan_subscriber websocket;\n"
         "            nchan_channel_id $1;\n"
         "        }\n"
         "        location = /nchan_status {\n"

@@ -20,9 +20,13 @@ compact arrays, and a read that reaches them loads them back (`fetch`/`load`); t
 gap. With the memory engine there is nowhere to keep them: they are evicted, and readers
 behind them get a gap. At start-up a stored log comes back all cold.
 
-Live readers register a `Listener` under a filter: on append the topic is matched once in a
-`SubscriptionTrie` and every matching listener's `notify(entry)` runs synchronously (it only
-sets a future or appends to a bounded buffer; nothing polls, nothing spins).
+Live readers register a `Listener` under a filter. Listeners of the same filter share one
+`_ListenerGroup` in a `SubscriptionTrie`: on append the topic is matched once per distinct
+filter (10,000 long-polls on one filter are one trie entry, not 10,000), and every member's
+`notify(entry)` runs synchronously (it writes pre-encoded bytes to its connection or keeps
+the entry in a bounded buffer; nothing polls, nothing spins, no task wakes per reader).
+This trie is the HTTP readers' one matching plane: MQTT sessions are matched in the hub's,
+HTTP readers only here (see http/reader.py for why they are not in the hub's tree).
 
 Transport-agnostic: imports nothing from http/ or mqtt/. Persistence goes through the
 engine's `log_*` methods (write-behind, the same group commit as everything else).
@@ -146,6 +150,16 @@ class Listener(Hashable, Protocol):
 
     def close(self) -> None:
         """The log is shutting down: finish up."""
+
+
+class _ListenerGroup:
+    """The listeners of one filter: matched once per append, then each is told."""
+
+    __slots__ = ("members",)
+
+    def __init__(self) -> None:
+        # insertion-ordered: readers of a filter are told in the order they came
+        self.members: dict[Listener, None] = {}
 
 
 @dataclass(slots=True)
@@ -426,7 +440,10 @@ class MessageLog:
         self.epoch = new_epoch()
         self.last_id = 0
         self._topics = _TopicTree()
-        self._listeners: SubscriptionTrie[Listener, None] = SubscriptionTrie()
+        # one group per distinct filter (see `_ListenerGroup`), and how many listeners in all
+        self._listeners: SubscriptionTrie[_ListenerGroup, None] = SubscriptionTrie()
+        self._groups: dict[str, _ListenerGroup] = {}
+        self._listener_count = 0
         # named cursors of at-least-once readers, per identity (core/consumers.py)
         self.consumers = Consumers(
             engine,
@@ -483,8 +500,9 @@ class MessageLog:
 
     def close_listeners(self) -> None:
         """Tell every live reader the server is stopping (they answer or close)."""
-        for _flt, listener, _ in list(self._listeners.filters()):
-            listener.close()
+        for group in list(self._groups.values()):
+            for listener in list(group.members):
+                listener.close()
 
     # -- writing ----------------------------------------------------------------------
 
@@ -532,8 +550,15 @@ class MessageLog:
         self._evict(tlog, message.created_at)
         self._fit_topic(tlog)
         self._fit_total()
-        for _flt, listener, _ in self._listeners.match(message.topic):
-            listener.notify(entry)
+        if self._listener_count:
+            for _flt, group, _ in self._listeners.match(message.topic):
+                members = group.members
+                if len(members) == 1:
+                    next(iter(members)).notify(entry)
+                else:
+                    # a snapshot: a long-poll leaves its group as it is answered
+                    for listener in list(members):
+                        listener.notify(entry)
         return entry
 
     def observer(self, message: Message) -> bool:
@@ -790,14 +815,27 @@ class MessageLog:
     # -- listeners --------------------------------------------------------------------
 
     def listen(self, flt: str, listener: Listener) -> None:
-        self._listeners.add(flt, listener, None)
+        group = self._groups.get(flt)
+        if group is None:
+            group = self._groups[flt] = _ListenerGroup()
+            self._listeners.add(flt, group, None)
+        if listener not in group.members:
+            group.members[listener] = None
+            self._listener_count += 1
 
     def unlisten(self, flt: str, listener: Listener) -> None:
-        self._listeners.remove(flt, listener)
+        group = self._groups.get(flt)
+        if group is None or listener not in group.members:
+            return
+        del group.members[listener]
+        self._listener_count -= 1
+        if not group.members:
+            del self._groups[flt]
+            self._listeners.remove(flt, group)
 
     @property
     def listener_count(self) -> int:
-        return len(self._listeners)
+        return self._listener_count
 
     # -- introspection ----------------------------------------------------------------
 

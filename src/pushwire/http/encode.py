@@ -1,5 +1,13 @@
 """Wire forms of a logged message, encoded once per message and shared by every reader.
 
+Each form is cached on the entry (`LogEntry.wire`, keyed by format) the first time a reader
+of that format needs it; every other reader of the format writes the same bytes object:
+    "json"   the message JSON (text)           poll pages, and the pieces of the others
+    "sse"    one SSE event (bytes)             every SSE stream
+    "lp"     a whole one-message long-poll body (bytes): every waiter a publish wakes
+    "ws:" + subscription name JSON ("ws!" when redelivered): a WebSocket `message` frame
+             (bytes); a few names per entry (`WS_NAMES_CACHED`), past that per reader
+
 JSON (poll, long-poll, WebSocket, SSE data):
     {"id": 42, "topic": "a/b", "time": 1764190000.123, "epoch": "3f2a...",
      "payload": "text"            (UTF-8 payloads)  | "payload_base64": "AAE="  (others)
@@ -82,11 +90,51 @@ def entry_sse(entry: LogEntry, epoch: str) -> bytes:
     return frame
 
 
-def entry_ws(entry: LogEntry, epoch: str, sub_json: str, redelivered: bool) -> str:
-    """A WebSocket `message` frame: the shared JSON with the subscription name spliced in."""
+# subscription names whose WebSocket frames one entry keeps: clients of one application
+# mostly use the same few names; a name per client must not grow every entry without bound
+WS_NAMES_CACHED = 4
+
+
+def entry_ws(entry: LogEntry, epoch: str, sub_json: str, redelivered: bool) -> bytes:
+    """A WebSocket `message` frame: the shared JSON with the subscription name spliced in,
+    cached on the entry for the first few names (`WS_NAMES_CACHED`)."""
+    wire = entry.wire
+    if wire is None:
+        wire = entry.wire = {}
+    key = ("ws!" if redelivered else "ws:") + sub_json
+    frame: bytes | None = wire.get(key)
+    if frame is not None:
+        return frame
     body = entry_json(entry, epoch)
     tail = ',"redelivered":true}' if redelivered else "}"
-    return '{"type":"message","sub":' + sub_json + "," + body[1:-1] + tail
+    frame = ('{"type":"message","sub":' + sub_json + "," + body[1:-1] + tail).encode()
+    names = wire.get("ws#", 0)
+    if names < WS_NAMES_CACHED:
+        wire[key] = frame
+        wire["ws#"] = names + 1
+    return frame
+
+
+def poll_body(entries: list[LogEntry], epoch: str, next_id: int, gap: bool, more: bool) -> bytes:
+    """A poll / long-poll reply body."""
+    return (
+        '{"messages":['
+        + ",".join(entry_json(e, epoch) for e in entries)
+        + f'],"cursor":"{format_cursor(epoch, next_id)}","epoch":"{epoch}","id":{next_id},'
+        + f'"gap":{"true" if gap else "false"},"more":{"true" if more else "false"}}}'
+    ).encode()
+
+
+def entry_longpoll(entry: LogEntry, epoch: str) -> bytes:
+    """The long-poll reply carrying just this message (cursor: its id), cached on the entry:
+    a publish that wakes 10,000 waiters encodes it once."""
+    wire = entry.wire
+    if wire is None:
+        wire = entry.wire = {}
+    body: bytes | None = wire.get("lp")
+    if body is None:
+        body = wire["lp"] = poll_body([entry], epoch, entry.id, False, False)
+    return body
 
 
 def dumps(obj: Any) -> str:

@@ -1,9 +1,11 @@
 """Poll and long-poll: ask with a cursor, get what came after it and the next cursor.
 
 Long-poll holds the request until a matching message exists or the timeout passes. A held
-request is a future registered under its filter in the log's listener trie, one timer-heap
-entry for its timeout, and a task parked on the connection's disconnect event: nothing
-polls, so 10,000 waiters cost memory, not CPU.
+request is a `LongPollWaiter` (http/reader.py) in the log's listener group of its filter and
+one timer-heap entry for its timeout: a publish answers every waiter of the filter with the
+same pre-encoded one-message body, by callback, without re-reading the log. (On this
+Starlette path the request handler also awaits a future and a task watches for the
+client's disconnect; the owned protocol needs neither.)
 """
 
 from __future__ import annotations
@@ -16,15 +18,22 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from pushwire.core.log import ALL, LATEST, Cursor, LogEntry, MessageLog, ReadResult
+from pushwire.core.log import ALL, LATEST, Cursor, ReadResult
 from pushwire.core.text import TextError, check_text
 from pushwire.core.topics import TopicError, validate_filter
 from pushwire.http.auth import Caller, ReaderDep, resolve_caller, unauthorized
 from pushwire.http.cursor import CursorError, parse_cursor, parse_duration, parse_etag
-from pushwire.http.encode import entry_json
-from pushwire.http.errors import ApiError, bad_cursor, bad_request, bad_topic, error_responses
+from pushwire.http.encode import poll_body
+from pushwire.http.errors import (
+    ApiError,
+    bad_cursor,
+    bad_request,
+    bad_topic,
+    error_responses,
+)
 from pushwire.http.fastpath import FastRoute, fast, http_state, query_int
 from pushwire.http.live_clients import register_reader
+from pushwire.http.reader import LongPollWaiter, ReplySink, read_from, read_visible
 from pushwire.http.state import HttpState, get_state
 
 router = APIRouter(tags=["subscribe"], route_class=FastRoute)
@@ -105,31 +114,6 @@ def request_cursor(
     return default, False
 
 
-async def read_visible(
-    log: MessageLog,
-    flt: str,
-    after: int,
-    limit: int,
-    floor: int,
-    caller: Caller | None,
-    max_bytes: int = 0,
-) -> ReadResult:
-    """`log.fetch` (entries only on disk read back), keeping only the messages the caller
-    may receive (a wildcard filter can match topics the ACL denies, e.g. allow `#` and deny
-    `secret/#`). The cursor still moves past the skipped ones; a page of nothing but
-    skipped messages is followed by the next. `max_bytes`: about how much one page holds."""
-    while True:
-        result = await log.fetch(flt, after, limit, floor, max_bytes)
-        if caller is None:
-            return result
-        visible = [e for e in result.entries if caller.can_receive(e.message.topic)]
-        if len(visible) != len(result.entries):
-            result.entries = visible
-        if visible or not result.more or result.gap:
-            return result
-        after = result.next_id
-
-
 def check_limit(state: HttpState, limit: int | None) -> int:
     s = state.settings
     if limit is None:
@@ -143,25 +127,23 @@ def poll_response(
     state: HttpState, result: ReadResult, transport: str, from_etag: bool, requested: int | None
 ) -> Response:
     epoch = result.epoch
-    cursor = result.cursor
-    headers = {
-        "ETag": f'"{cursor}"',
-        "Pushwire-Cursor": cursor,
-        "Pushwire-Gap": "true" if result.gap else "false",
-        "Cache-Control": "no-store",
-    }
+    headers = _poll_headers(result.cursor, result.gap)
     if result.gap:
         state.stats.gaps += 1
     if from_etag and not result.entries and not result.gap and requested == result.next_id:
         return Response(status_code=304, headers=headers)
     state.stats.delivered(transport, result.entries)
-    body = (
-        '{"messages":['
-        + ",".join(entry_json(e, epoch) for e in result.entries)
-        + f'],"cursor":"{cursor}","epoch":"{epoch}","id":{result.next_id},'
-        + f'"gap":{"true" if result.gap else "false"},"more":{"true" if result.more else "false"}}}'
-    )
-    return Response(body.encode(), media_type="application/json", headers=headers)
+    body = poll_body(result.entries, epoch, result.next_id, result.gap, result.more)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def _poll_headers(cursor: str, gap: bool) -> dict[str, str]:
+    return {
+        "ETag": f'"{cursor}"',
+        "Pushwire-Cursor": cursor,
+        "Pushwire-Gap": "true" if gap else "false",
+        "Cache-Control": "no-store",
+    }
 
 
 Since = Annotated[
@@ -223,57 +205,34 @@ async def _poll(
     n = check_limit(state, limit)
     cursor, from_etag = request_cursor(since, if_none_match, ALL)
     state.stats.connections_total["poll"] += 1
-    log = state.log
-    start = log.resolve(filter, cursor)
-    result = await read_visible(
-        log, filter, start.after, n, start.floor, caller, state.settings.read_max_bytes
-    )
-    result.gap = result.gap or start.gap
+    result = await read_from(state.log, filter, cursor, n, caller, state.settings.read_max_bytes)
     return poll_response(state, result, "poll", from_etag, cursor.id if from_etag else None)
 
 
-class _Waiter:
-    """A held long-poll: woken by a matching append, its timeout, a disconnect or shutdown."""
+class _FutureReply:
+    """The Starlette side of a held long-poll (a `ReplySink`): the answer the reader gives
+    becomes the response the request handler awaits."""
 
-    __slots__ = ("closing", "future")
+    __slots__ = ("future",)
 
-    def __init__(self, future: asyncio.Future[None]) -> None:
+    def __init__(self, future: asyncio.Future[Response]) -> None:
         self.future = future
-        self.closing = False
 
-    def notify(self, entry: LogEntry) -> None:
+    def reply(self, body: bytes, cursor: str) -> None:
+        self._set(
+            Response(body, media_type="application/json", headers=_poll_headers(cursor, False))
+        )
+
+    def not_modified(self, cursor: str) -> None:
+        self._set(Response(status_code=304, headers=_poll_headers(cursor, False)))
+
+    def refuse(self, reason: str) -> None:
         if not self.future.done():
-            self.future.set_result(None)
+            self.future.set_exception(unauthorized(reason))
 
-    def close(self) -> None:
-        self.closing = True
+    def _set(self, response: Response) -> None:
         if not self.future.done():
-            self.future.set_result(None)
-
-
-class _Held:
-    """A held long-poll as the revocation index and the disconnect watcher see it: wakes
-    whichever future the request is waiting on."""
-
-    __slots__ = ("future", "revoked")
-
-    def __init__(self) -> None:
-        self.future: asyncio.Future[None] | None = None
-        self.revoked: str | None = None
-
-    def revoke(self, reason: str) -> None:
-        self.revoked = reason
-        if self.future is not None:
-            _wake(self.future)
-
-    def wake_on_done(self, _task: asyncio.Future[None]) -> None:
-        if self.future is not None:
-            _wake(self.future)
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+            self.future.set_result(response)
 
 
 async def _until_disconnect(receive: Callable[[], Awaitable[Any]]) -> None:
@@ -361,44 +320,81 @@ async def _longpoll(
     result.gap = result.gap or start.gap
     if result.entries or result.gap or wait <= 0:
         return poll_response(state, result, "longpoll", from_etag, requested)
-    after = result.next_id  # past anything the caller may not receive
+    # past anything the caller may not receive; the read above ended without yielding to
+    # the loop (nothing cold to load), so nothing was published between it and `start`
+    after = result.next_id
     if state.busy():
         stats.rejected_busy += 1
         raise ApiError(503, "too_many_listeners", "too many waiting clients", {"Retry-After": "1"})
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    held = _Held()
-    if not state.live.track(caller.identity, held):
-        raise unauthorized("the credentials were revoked")
-    stats.connections["longpoll"] += 1
-    client_key = register_reader(state, "longpoll", lambda: caller, lambda: (filter,), caller.ip)
+    answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+    held = hold_longpoll(
+        state, caller, filter, _FutureReply(answer), after, wait, from_etag, requested
+    )
+    waiter = held.waiter
+
+    def gone(_task: asyncio.Future[None]) -> None:
+        waiter.cancel()
+        if not answer.done():
+            answer.set_result(Response(status_code=204))  # nobody is listening any more
+
     disconnect = asyncio.ensure_future(_until_disconnect(request.receive))
-    disconnect.add_done_callback(held.wake_on_done)
+    disconnect.add_done_callback(gone)
     try:
-        while True:
-            future: asyncio.Future[None] = loop.create_future()
-            held.future = future
-            waiter = _Waiter(future)
-            log.listen(filter, waiter)
-            timer = loop.call_at(deadline, _wake, future)
-            try:
-                await future
-            finally:
-                timer.cancel()
-                log.unlisten(filter, waiter)
-            if disconnect.done():
-                return Response(status_code=204)  # nobody is listening any more
-            if held.revoked is not None:
-                raise unauthorized(held.revoked)
-            result = await read_visible(
-                log, filter, after, n, start.floor, caller, s.read_max_bytes
-            )
-            if result.entries or result.gap or waiter.closing or loop.time() >= deadline:
-                return poll_response(state, result, "longpoll", from_etag, requested)
-            # woken by messages that are not for this caller (expired, or denied): wait on
-            after = result.next_id
+        return await answer
     finally:
-        state.live.untrack(caller.identity, held)
-        state.clients.unregister(client_key)
-        stats.connections["longpoll"] -= 1
+        disconnect.remove_done_callback(gone)
         disconnect.cancel()
+        held.end()
+
+
+class HeldLongPoll:
+    """A held long-poll's waiter and its registrations (`hold_longpoll`); `end` (once,
+    after the answer or the client's disconnect) undoes them."""
+
+    __slots__ = ("client_key", "state", "waiter")
+
+    def __init__(self, state: HttpState, waiter: LongPollWaiter) -> None:
+        self.state = state
+        self.waiter = waiter
+        self.client_key = 0
+
+    def end(self) -> None:
+        waiter = self.waiter
+        waiter.cancel()
+        if waiter.caller is not None:
+            self.state.live.untrack(waiter.caller.identity, waiter)
+        self.state.clients.unregister(self.client_key)
+        self.state.stats.connections["longpoll"] -= 1
+
+
+def hold_longpoll(
+    state: HttpState,
+    caller: Caller,
+    flt: str,
+    sink: ReplySink,
+    after: int,
+    wait: float,
+    from_etag: bool,
+    requested: int | None,
+) -> HeldLongPoll:
+    """Hold a long-poll whose first read found nothing (on any transport): its waiter
+    answers through `sink` by callback (a message, the deadline `wait` seconds from now,
+    shutdown, or refusal on revocation). Raises 401 when the credentials were revoked
+    meanwhile. Call `end()` on the result once it has answered or the client left."""
+    waiter = LongPollWaiter(
+        state.log,
+        flt,
+        sink,
+        state.stats,
+        caller=caller,
+        after=after,
+        from_etag=from_etag,
+        requested=requested,
+    )
+    if not state.live.track(caller.identity, waiter):
+        raise unauthorized("the credentials were revoked")
+    waiter.start(asyncio.get_running_loop().time() + wait)
+    state.stats.connections["longpoll"] += 1
+    held = HeldLongPoll(state, waiter)
+    held.client_key = register_reader(state, "longpoll", lambda: caller, lambda: (flt,), caller.ip)
+    return held

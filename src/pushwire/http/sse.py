@@ -13,9 +13,10 @@ only new messages. Events:
                                  with the same credentials
     : comment                    a heartbeat every `sse_heartbeat` seconds while idle
 
-The stream registers with the log before it reads the backlog, so nothing published in
-between is lost; live messages arrive through a bounded buffer (`stream_buffer`): a client
-that falls that far behind is told so (`event: close`, reason overflow) and disconnected.
+The stream is read by the one reader (http/reader.py): it registers with the log before
+it reads the backlog, so nothing published in between is lost; a client that falls more
+than `stream_buffer` messages behind is told so (`event: close`, reason overflow) and
+disconnected.
 
 The filter must be readable by the caller (else 403), and every message is checked with
 `can_receive` before it is sent (a wildcard stream never carries denied topics).
@@ -31,14 +32,16 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from pushwire.core.log import LATEST, Cursor, LogEntry, StreamBuffer, format_cursor
+from pushwire.core.auth import Identity
+from pushwire.core.log import LATEST, Cursor, LogEntry, format_cursor
 from pushwire.http.auth import Caller, ReaderDep, resolve_caller
 from pushwire.http.cursor import CursorError, parse_cursor
 from pushwire.http.encode import dumps, entry_sse
 from pushwire.http.errors import ApiError, bad_cursor, error_responses
 from pushwire.http.fastpath import FastRoute, fast, http_state
 from pushwire.http.live_clients import register_reader
-from pushwire.http.poll import _until_disconnect, check_filter, read_visible
+from pushwire.http.poll import _until_disconnect, check_filter
+from pushwire.http.reader import QueueSink, Sink, StreamReader
 from pushwire.http.state import HttpState, get_state
 
 router = APIRouter(tags=["subscribe"], route_class=FastRoute)
@@ -46,26 +49,25 @@ router = APIRouter(tags=["subscribe"], route_class=FastRoute)
 BACKLOG_PAGE = 500
 
 
-class _SseListener:
-    __slots__ = ("buffer",)
-
-    def __init__(self, buffer: StreamBuffer[LogEntry]) -> None:
-        self.buffer = buffer
-
-    def notify(self, entry: LogEntry) -> None:
-        self.buffer.push(entry, entry.size)
-
-    def close(self) -> None:
-        self.buffer.close("shutdown")
-
-    def revoke(self, reason: str) -> None:
-        self.buffer.close("revoked")
-
-    def disconnected(self, _task: asyncio.Future[None]) -> None:
-        self.buffer.close(_GONE)
-
-
 _GONE = "disconnected"  # the client went away: end the stream without a close event
+
+
+class SseFormat:
+    """SSE frames: a message is its entry's cached event (encoded once for every stream)."""
+
+    __slots__ = ("requested",)
+    transport = "sse"
+
+    def __init__(self, requested: str) -> None:
+        self.requested = requested
+
+    def message(self, entry: LogEntry, epoch: str) -> bytes:
+        return entry_sse(entry, epoch)
+
+    def gap(self, cursor: str, epoch: str) -> bytes:
+        return _event(
+            "gap", {"cursor": cursor, "epoch": epoch, "requested": self.requested}, cursor
+        )
 
 
 class _SseResponse(StreamingResponse):
@@ -181,6 +183,74 @@ def _sse(
     )
 
 
+class SseStream:
+    """An SSE stream's reader and its registrations, on any transport (this Starlette
+    path, or the owned protocol with its own Sink): `open_sse` starts it, `end` (once,
+    when the stream stops for whatever reason) undoes the registrations."""
+
+    __slots__ = ("client_key", "identity", "reader", "state")
+
+    def __init__(self, state: HttpState, reader: StreamReader, identity: Identity | None) -> None:
+        self.state = state
+        self.reader = reader
+        self.identity = identity
+        self.client_key = 0
+
+    def hello(self, after: int) -> bytes:
+        """The first bytes of the stream: a comment with the starting cursor."""
+        return f": pushwire {format_cursor(self.state.log.epoch, after)}\n\n".encode()
+
+    def close_event(self, reason: str) -> bytes:
+        """The last event when the reader ended the stream (Sink.close's reason)."""
+        return _event("close", {"reason": reason, "cursor": self.reader.cursor})
+
+    def end(self) -> None:
+        state = self.state
+        self.reader.cancel()
+        if self.identity is not None:
+            state.live.untrack(self.identity, self.reader)
+        state.clients.unregister(self.client_key)
+        state.stats.connections["sse"] -= 1
+
+
+def open_sse(
+    state: HttpState,
+    flt: str,
+    cursor: Cursor,
+    requested: str,
+    caller: Caller | None,
+    sink: Sink,
+) -> tuple[SseStream, int]:
+    """Start an SSE stream into `sink` (the request was checked: filter, ACL, busy):
+    the reader registered with the log and the cursor resolved in one step, tracked for
+    revocation, counted and listed. Returns the stream and the id its replay starts
+    after; then write `stream.hello(after)`, run the replay (`reader.replay_now`, else
+    `await reader.replay`), and call `stream.end()` when the stream stops."""
+    settings = state.settings
+    reader = StreamReader(
+        state.log,
+        flt,
+        sink,
+        SseFormat(requested),
+        state.stats,
+        caller=caller,
+        limit=settings.stream_buffer,
+        max_bytes=settings.stream_buffer_bytes,
+    )
+    after = reader.open(cursor)
+    stats = state.stats
+    stats.connections["sse"] += 1
+    stats.connections_total["sse"] += 1
+    identity = caller.identity if caller is not None else None
+    stream = SseStream(state, reader, identity)
+    if identity is not None and not state.live.track(identity, reader):
+        reader.revoke("revoked")  # revoked since the request was authenticated
+    stream.client_key = register_reader(
+        state, "sse", lambda: caller, lambda: (flt,), caller.ip if caller is not None else ""
+    )
+    return stream, after
+
+
 async def _stream(
     state: HttpState,
     flt: str,
@@ -189,88 +259,46 @@ async def _stream(
     caller: Caller | None = None,
     body: _SseBody | None = None,
 ) -> AsyncGenerator[bytes, None]:
-    """The event stream; `caller` None: no ACL filtering and no revocation (tests);
-    `body.receive`: the connection, watched for a disconnect (which ends the stream)."""
-    log = state.log
-    stats = state.stats
-    epoch = log.epoch
-    heartbeat = state.settings.sse_heartbeat
+    """The event stream on the Starlette path (the reader in http/reader.py does the
+    work); `caller` None: no ACL filtering and no revocation (tests); `body.receive`: the
+    connection, watched for a disconnect (which ends the stream)."""
     settings = state.settings
-    buffer: StreamBuffer[LogEntry] = StreamBuffer(
-        settings.stream_buffer, settings.stream_buffer_bytes
-    )
-    listener = _SseListener(buffer)
+    heartbeat = settings.sse_heartbeat
+    sink = QueueSink(settings.stream_buffer, settings.stream_buffer_bytes)
     # registered here, when the response starts (its `finally` then surely runs), and
     # before the backlog read, in the same step: nothing published in between is lost
-    log.listen(flt, listener)
-    start = log.resolve(flt, cursor)
-    after, gap, floor = start.after, start.gap, start.floor
-    stats.connections["sse"] += 1
-    stats.connections_total["sse"] += 1
-    last = after
-    identity = caller.identity if caller is not None else None
-    if identity is not None and not state.live.track(identity, listener):
-        listener.revoke("revoked")  # revoked since the request was authenticated
-    client_key = register_reader(
-        state, "sse", lambda: caller, lambda: (flt,), caller.ip if caller is not None else ""
-    )
+    stream, after = open_sse(state, flt, cursor, requested, caller, sink)
+    reader = stream.reader
+    sink.on_drain.append(reader)
     watcher: asyncio.Future[None] | None = None
+
+    def gone(_task: asyncio.Future[None]) -> None:
+        reader.cancel()
+        sink.close(_GONE)
+
     if body is not None and body.receive is not None:
         watcher = asyncio.ensure_future(_until_disconnect(body.receive))
-        watcher.add_done_callback(listener.disconnected)
+        watcher.add_done_callback(gone)
     try:
-        yield f": pushwire {format_cursor(epoch, after)}\n\n".encode()
-        # backlog, page by page; the live buffer fills meanwhile and is de-duplicated by id
-        while buffer.reason != "revoked":
-            result = await read_visible(
-                log, flt, last, BACKLOG_PAGE, floor, caller, settings.read_max_bytes
-            )
-            if gap or result.gap:
-                gap = False
-                floor = log.last_id  # reported: those evictions are no news any more
-                stats.gaps += 1
-                yield _event(
-                    "gap",
-                    {"cursor": format_cursor(epoch, last), "epoch": epoch, "requested": requested},
-                    format_cursor(epoch, last),
-                )
-            if result.entries:
-                stats.delivered("sse", result.entries)
-                yield b"".join(entry_sse(e, epoch) for e in result.entries)
-            last = result.next_id
-            if not result.more:
-                break
+        yield stream.hello(after)
+        # the backlog, page by page (live messages wait in the reader meanwhile)
+        if not reader.replay_now(BACKLOG_PAGE, settings.read_max_bytes):
+            while await reader.replay_page(BACKLOG_PAGE, settings.read_max_bytes):
+                if sink.chunks:
+                    yield b"".join(sink.take())
         while True:
-            items = await buffer.get(heartbeat)
-            if items is None:
-                yield b": hb\n\n"
+            if sink.chunks:
+                yield b"".join(sink.take())
                 continue
-            if not items:  # closed
-                if buffer.reason == _GONE:
+            if sink.reason:
+                if sink.reason == _GONE:
                     return
-                if buffer.reason == "overflow":
-                    stats.stream_overflows += 1
-                yield _event(
-                    "close", {"reason": buffer.reason, "cursor": format_cursor(epoch, last)}
-                )
+                yield stream.close_event(sink.reason)
                 return
-            fresh = [
-                e
-                for e in items
-                if e.id > last
-                and not e.message.expired()
-                and (caller is None or caller.can_receive(e.message.topic))
-            ]
-            last = max(last, items[-1].id)
-            if fresh:
-                stats.delivered("sse", fresh)
-                yield b"".join(entry_sse(e, epoch) for e in fresh)
+            if not await sink.wait(heartbeat):
+                yield b": hb\n\n"
     finally:
         if watcher is not None:
-            watcher.remove_done_callback(listener.disconnected)
+            watcher.remove_done_callback(gone)
             watcher.cancel()
-        log.unlisten(flt, listener)
-        if identity is not None:
-            state.live.untrack(identity, listener)
-        state.clients.unregister(client_key)
-        stats.connections["sse"] -= 1
+        stream.end()

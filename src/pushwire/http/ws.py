@@ -4,10 +4,11 @@ The protocol is documented in docs/websocket.md. In short, every frame is a JSON
 with a "type"; requests may carry a "ref" that the reply echoes.
 
 One task reads frames and handles requests; one task sends. Everything the server sends
-(replies, live messages, pings) goes through one bounded buffer per connection, so frames
-leave in order and a client that stops reading is detected (`stream_buffer` frames waiting:
-closed with 4001, it resumes with its cursors). A new subscription replays its backlog from
-the log page by page before it takes live messages (de-duplicated by id).
+(replies, live messages, pings) goes through one sink per connection, so frames leave in
+order. Each subscription is a reader (http/reader.py): it replays its backlog from the log
+page by page before it takes live messages (de-duplicated by id), and a client that stops
+reading is detected (`stream_buffer` messages held back: closed with 4001, it resumes with
+its cursors).
 
 Authentication happens before `accept()`: `Authorization` (Bearer or Basic) or `?auth=` in
 the handshake; bad credentials are refused with an HTTP 401 (429 when rate limited) and the
@@ -41,7 +42,7 @@ from starlette.websockets import WebSocketDisconnect
 from pushwire.core.acl import DEVICE_ROLE
 from pushwire.core.auth import AuthResult
 from pushwire.core.consumers import LEGACY_OWNER, Consumer, ConsumerLimit
-from pushwire.core.log import LATEST, Cursor, LogEntry, StreamBuffer, format_cursor
+from pushwire.core.log import LATEST, Cursor, LogEntry, format_cursor
 from pushwire.core.text import JsonError, TextError, check_json_value
 from pushwire.http.auth import (
     Caller,
@@ -57,7 +58,7 @@ from pushwire.http.cursor import MAX_ID, CursorError, parse_cursor
 from pushwire.http.encode import dumps, entry_ws
 from pushwire.http.errors import ApiError, error_json
 from pushwire.http.live_clients import register_reader
-from pushwire.http.poll import check_filter, read_visible
+from pushwire.http.poll import check_filter
 from pushwire.http.publish import (
     PublishRequest,
     charge_publish,
@@ -65,6 +66,7 @@ from pushwire.http.publish import (
     result,
     spec_from_request,
 )
+from pushwire.http.reader import OVERFLOW, REVOKED, QueueSink, StreamReader
 from pushwire.http.state import HttpState, get_state
 
 log = logging.getLogger(__name__)
@@ -83,52 +85,53 @@ CLOSE_RATE_LIMITED = 4429
 BACKLOG_PAGE = 200
 MAX_SUB_NAME = 128
 
-_Item = tuple["_Sub | None", "LogEntry | str"]
-
 # the `auth` frame: "no" (the handshake had credentials: it is an error), "optional" (the
 # connection is anonymous and may log in), "required" (nothing else is accepted first)
 AuthFrame = Literal["no", "optional", "required"]
 
 
 class _Sub:
-    __slots__ = (
-        "active",
-        "catching_up",
-        "consumer",
-        "filter",
-        "floor",
-        "gap",
-        "last",
-        "listener",
-        "name",
-        "name_json",
-    )
+    """One subscription: its reader (http/reader.py) writes into the connection's sink."""
+
+    __slots__ = ("active", "consumer", "filter", "name", "name_json", "reader")
 
     def __init__(self, name: str, flt: str) -> None:
         self.name = name
         self.name_json = json.dumps(name, ensure_ascii=False)
         self.filter = flt
-        self.last = 0  # highest id handled (sent or skipped as expired)
-        self.catching_up = True
-        self.gap = False  # a gap to report before the backlog
-        self.floor = 0  # evictions up to this id are no (new) gap for this subscription
         self.active = True
         self.consumer: Consumer | None = None
-        self.listener: _SubListener | None = None
+        self.reader: StreamReader | None = None
+
+    @property
+    def last(self) -> int:
+        """Highest id handled (sent, or skipped as expired or denied)."""
+        return self.reader.last if self.reader is not None else 0
 
 
-class _SubListener:
-    __slots__ = ("buffer", "sub")
+class _WsFormat:
+    """WebSocket `message` frames of one subscription (its name spliced into the entry's
+    shared JSON, cached on the entry for the common names); consumers mark redeliveries."""
 
-    def __init__(self, buffer: StreamBuffer[_Item], sub: _Sub) -> None:
-        self.buffer = buffer
+    __slots__ = ("sub",)
+    transport = "ws"
+
+    def __init__(self, sub: _Sub) -> None:
         self.sub = sub
 
-    def notify(self, entry: LogEntry) -> None:
-        self.buffer.push((self.sub, entry), entry.size)
+    def message(self, entry: LogEntry, epoch: str) -> bytes:
+        sub = self.sub
+        c = sub.consumer
+        if c is None:
+            return entry_ws(entry, epoch, sub.name_json, False)
+        redelivered = entry.id <= c.delivered
+        if entry.id > c.delivered:
+            c.delivered = entry.id
+        return entry_ws(entry, epoch, sub.name_json, redelivered)
 
-    def close(self) -> None:
-        self.buffer.close("shutdown")
+    def gap(self, cursor: str, epoch: str) -> bytes:
+        frame = {"type": "gap", "sub": self.sub.name, "cursor": cursor, "epoch": epoch}
+        return dumps(frame).encode()
 
 
 class _Close(Exception):
@@ -157,9 +160,10 @@ class WsConnection:
         s = state.settings
         self.heartbeat = s.ws_heartbeat
         self.missed: float = s.ws_missed_heartbeats
-        self.buffer: StreamBuffer[_Item] = StreamBuffer(s.stream_buffer, s.stream_buffer_bytes)
+        # every frame leaves through this one sink, in order: replies, pings, messages
+        self.sink = QueueSink(s.stream_buffer, s.stream_buffer_bytes)
         self.subs: dict[str, _Sub] = {}
-        self.catchup: list[_Sub] = []
+        self.catchup: list[_Sub] = []  # subscriptions still replaying their backlog
         self.loop = asyncio.get_running_loop()
         self.last_seen = self.loop.time()
 
@@ -171,7 +175,7 @@ class WsConnection:
 
     def revoke(self, reason: str) -> None:
         """The credentials stopped being valid: the sender closes with 4403."""
-        self.buffer.close("revoked")
+        self.sink.close(REVOKED)
 
     def _track(self, caller: Caller) -> bool:
         if not self.state.live.track(caller.identity, self):
@@ -218,17 +222,24 @@ class WsConnection:
         if sub.active and self.state.ws_events is not None and self.caller is not None:
             self.state.ws_events.ws_unsubscribed(self.caller.identity, sub.filter, id(self))
         sub.active = False
-        if sub.listener is not None:
-            self.log.unlisten(sub.filter, sub.listener)
-            sub.listener = None
+        if sub.reader is not None:
+            self.sink.on_drain.remove(sub.reader)
+            sub.reader.cancel()
+            sub.reader = None
         if sub.consumer is not None:
             self.log.consumers.detach(sub.consumer)
             sub.consumer = None
 
     def _send(self, frame: dict[str, Any]) -> None:
-        text = dumps(frame)
-        if not self.buffer.push((None, text), len(text)):
-            pass  # closed or overflowing: the sender reports it
+        sink = self.sink
+        if not sink.writable() and len(sink.chunks) >= 2 * sink.limit:
+            # a client that sends requests but does not read the replies
+            if not sink.reason:
+                self.state.stats.stream_overflows += 1
+            sink.close(OVERFLOW)
+            return
+        # replies answer the client's own requests: not held back behind messages
+        sink.send(dumps(frame).encode())
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -393,12 +404,22 @@ class WsConnection:
             elif since is None:
                 cursor = Cursor.after(consumer.acked, log.epoch)
         sub = _Sub(name, flt)
-        listener = _SubListener(self.buffer, sub)
+        s = self.state.settings
+        reader = StreamReader(
+            log,
+            flt,
+            self.sink,
+            _WsFormat(sub),
+            self.state.stats,
+            caller=self.caller,
+            limit=s.stream_buffer,
+            max_bytes=s.stream_buffer_bytes,
+        )
+        sub.reader = reader
+        self.sink.on_drain.append(reader)
         # listen, then resolve: in one step, so nothing published in between is lost
-        log.listen(flt, listener)
-        sub.listener = listener
-        start = log.resolve(flt, cursor)
-        after, gap = start.after, start.gap
+        after = reader.open(cursor)
+        gap = reader.gap
         if ack:
             assert isinstance(consumer_name, str)
             if consumer is None:
@@ -407,7 +428,6 @@ class WsConnection:
                 consumers.reset(consumer, after)
             consumers.attach(consumer)
             sub.consumer = consumer
-        sub.last = after
         self.subs[name] = sub
         self.catchup.append(sub)
         epoch = log.epoch
@@ -423,8 +443,6 @@ class WsConnection:
                 data,
             )
         )
-        sub.gap = gap
-        sub.floor = start.floor
         if self.state.ws_events is not None and self.caller is not None:
             self.state.ws_events.ws_subscribed(self.caller.identity, flt, id(self))
 
@@ -485,22 +503,21 @@ class WsConnection:
 
     async def _send_loop(self) -> None:
         loop = self.loop
-        buffer = self.buffer
+        sink = self.sink
         stats = self.state.stats
-        epoch = self.log.epoch
         next_ping = loop.time() + self.heartbeat
         while True:
-            if self.catchup:
-                items: list[_Item] | None = buffer.take()
-            else:
+            if not self.catchup and not sink.chunks and not sink.reason:
                 # wake for the next ping, or when the silence limit would be reached
                 deadline = min(next_ping, self.last_seen + self.heartbeat * self.missed)
-                items = await buffer.get(max(0.0, deadline - loop.time()))
-            if buffer.closed:
-                if buffer.reason == "overflow":
-                    stats.stream_overflows += 1
+                await sink.wait(max(0.0, deadline - loop.time()))
+            frames = sink.take()
+            for frame in frames:
+                await self.ws.send_text(frame.decode())
+            if sink.reason:
+                if sink.reason == OVERFLOW:
                     raise _Close(CLOSE_TOO_SLOW, "too slow: resume with your cursors")
-                if buffer.reason == "revoked":
+                if sink.reason == REVOKED:
                     raise _Close(CLOSE_REVOKED, "credentials revoked")
                 raise _Close(CLOSE_GOING_AWAY, "server shutting down")
             now = loop.time()
@@ -510,75 +527,20 @@ class WsConnection:
             if now >= next_ping:
                 await self.ws.send_text('{"type":"ping"}')
                 next_ping = now + self.heartbeat
-            if items:
-                frames: list[str] = []
-                for sub, item in items:
-                    if sub is None:
-                        assert isinstance(item, str)
-                        frames.append(item)
-                        continue
-                    assert isinstance(item, LogEntry)
-                    if not sub.active or sub.catching_up or item.id <= sub.last:
-                        continue
-                    sub.last = item.id
-                    if item.message.expired() or not self._visible(item):
-                        continue
-                    frames.append(self._frame(sub, item, epoch))
-                for frame in frames:
-                    await self.ws.send_text(frame)
             if self.catchup:
-                await self._catch_up(epoch)
+                await self._catch_up()
 
-    def _visible(self, entry: LogEntry) -> bool:
-        caller = self.caller
-        return caller is None or caller.can_receive(entry.message.topic)
-
-    def _frame(self, sub: _Sub, entry: LogEntry, epoch: str) -> str:
-        self.state.stats.delivered("ws", (entry,))
-        c = sub.consumer
-        if c is None:
-            return entry_ws(entry, epoch, sub.name_json, False)
-        redelivered = entry.id <= c.delivered
-        if entry.id > c.delivered:
-            c.delivered = entry.id
-        return entry_ws(entry, epoch, sub.name_json, redelivered)
-
-    async def _catch_up(self, epoch: str) -> None:
+    async def _catch_up(self) -> None:
         """One backlog page for each subscription still replaying."""
+        page_bytes = self.state.settings.read_max_bytes
         for sub in list(self.catchup):
-            if not sub.active:
+            reader = sub.reader
+            if (
+                not sub.active
+                or reader is None
+                or not await reader.replay_page(BACKLOG_PAGE, page_bytes)
+            ):
                 self.catchup.remove(sub)
-                continue
-            result = await read_visible(
-                self.log,
-                sub.filter,
-                sub.last,
-                BACKLOG_PAGE,
-                sub.floor,
-                self.caller,
-                self.state.settings.read_max_bytes,
-            )
-            if result.gap or sub.gap:
-                sub.gap = False
-                sub.floor = self.log.last_id
-                self.state.stats.gaps += 1
-                await self.ws.send_text(
-                    dumps(
-                        {
-                            "type": "gap",
-                            "sub": sub.name,
-                            "cursor": format_cursor(epoch, sub.last),
-                            "epoch": epoch,
-                        }
-                    )
-                )
-            frames = [self._frame(sub, e, epoch) for e in result.entries]
-            sub.last = result.next_id
-            if not result.more:
-                sub.catching_up = False
-                self.catchup.remove(sub)
-            for frame in frames:
-                await self.ws.send_text(frame)
 
 
 def consumer_owner(caller: Caller | None) -> str:
