@@ -77,7 +77,7 @@ class RetainedStream:
         and nothing waits in its queue (QoS 1/2 beyond the inflight window): the backlog
         stays in the retained store, not in the session, and never overflows the queue or
         holds publishers back (core/pressure.py)."""
-        return self.link.writable() and not self.session.queue
+        return self.link.writable() and not self.session.waiting
 
     def _resume(self) -> None:
         # called from Session.pump, maybe inside another packet's handling: next turn
