@@ -51,9 +51,17 @@ class AckRecorder:
             self.reasons[mid] = int(rc.value) if hasattr(rc, "value") else int(rc)
             self._cond.notify_all()
 
-    def publish_all(self, topic: str, count: int, timeout: float = 60.0) -> list[int]:
-        """Publish payloads b"0".. b"count-1" at QoS 1; the PUBACK reason codes in order."""
-        mids = [self.client.publish(topic, str(i).encode(), 1).mid for i in range(count)]
+    def publish_all(
+        self, topic: str, count: int, timeout: float = 60.0, *, retained: bool = False
+    ) -> list[int]:
+        """Publish payloads b"0".. b"count-1" at QoS 1; the PUBACK reason codes in order.
+        `retained`: each to its own topic `topic/<i>`, retained."""
+        mids = [
+            self.client.publish(
+                f"{topic}/{i}" if retained else topic, str(i).encode(), 1, retain=retained
+            ).mid
+            for i in range(count)
+        ]
         with self._cond:
             done = self._cond.wait_for(lambda: all(m in self.reasons for m in mids), timeout)
         assert done, f"{len(self.reasons)} of {count} PUBACKs within {timeout}s"
@@ -180,3 +188,19 @@ def test_overflow_is_not_0x97_when_another_subscriber_took_it(
     assert _collect(live, 4) == [b"0", b"1", b"2", b"3"]
     samples = scrape(srv)
     assert sample(samples, "pushwire_mqtt_queue_overflow_client_total", client_id="qs-full2") == 2
+
+
+def test_new_qos1_subscriber_gets_all_3000_retained_messages(
+    server: ServerProcess, paho_client: PahoFactory
+) -> None:
+    """The retained set reaches a new QoS 1 subscriber as a paced stream, not capped by the
+    inflight window plus the queue limit (1,020 of 3,000 before)."""
+    pub = AckRecorder(server, "qs-ret-pub")
+    try:
+        assert pub.publish_all("qs/ret", 3000, retained=True) == [0] * 3000
+    finally:
+        pub.close()
+    sub = paho_client(server, "qs-ret-sub")
+    sub.subscribe("qs/ret/#", 1)
+    got = _collect(sub, 3000)
+    assert sorted(int(p) for p in got) == list(range(3000))
