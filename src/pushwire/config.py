@@ -71,7 +71,7 @@ class Settings(BaseSettings):
         ge=0,
         description="QoS 1/2 messages queued per session beyond the inflight window, for a "
         "queue held in memory: clean sessions, and every session with --memory (persistent "
-        "sessions on the SQLite store: max_persistent_queued_messages; docs/limits.md)",
+        "sessions on the SQLite store: max_persistent_queued_messages; docs/queues.md)",
     )
     max_queued_bytes: int = Field(
         16 * 1024 * 1024,
@@ -85,7 +85,7 @@ class Settings(BaseSettings):
         ge=0,
         description="QoS 1/2 messages a persistent session's queue may hold on the SQLite "
         "store (memory holds queue_memory_window of them): a phone offline for a weekend "
-        "at 10 messages a minute needs 36,000 (docs/limits.md)",
+        "at 10 messages a minute needs 36,000 (docs/queues.md)",
     )
     max_persistent_queued_bytes: int = Field(
         64 * 1024 * 1024,

@@ -1,4 +1,4 @@
-"""Queues that never drop silently (docs/limits.md): a persistent session's queue lives in
+"""Queues that never drop silently (docs/queues.md): a persistent session's queue lives in
 the store, far beyond what one session may hold in memory; when a queue does overflow it is
 counted per client (/metrics, $SYS), logged, and an MQTT 5 publisher hears 0x97."""
 

@@ -354,7 +354,7 @@ class Session:
         return JOURNALED | TAKEN if journaled else TAKEN
 
     def _overflow(self, message: Message, bytes_full: bool, waiting: int, held: int) -> None:
-        """A QoS 1/2 message refused for a full queue: never silent (docs/limits.md)."""
+        """A QoS 1/2 message refused for a full queue: never silent (docs/queues.md)."""
         self._stats.queue_overflow += 1
         if bytes_full:
             self._stats.queue_bytes_overflow += 1

@@ -141,11 +141,11 @@ def _latency(state: HttpState) -> Iterator[Metric]:
     # sampled now, over every session (O(sessions) per scrape, nothing on the hot path)
     depth = Histogram(DEPTH_BUCKETS)
     for session in state.hub.sessions.values():
-        depth.observe(len(session.queue))
+        depth.observe(session.waiting)
     family = GaugeHistogramMetricFamily(
         "pushwire_mqtt_queue_depth_messages",
-        "MQTT sessions by the length of their queue (messages waiting, inflight not "
-        "included), sampled at scrape",
+        "MQTT sessions by the length of their queue (messages waiting in memory and in the "
+        "store, inflight not included), sampled at scrape",
     )
     family.add_metric([], depth.cumulative(), depth.sum)
     yield family
@@ -278,7 +278,7 @@ def _mqtt_and_store(state: HttpState) -> Iterator[Metric]:
     yield counter(
         "pushwire_mqtt_queue_overflow_client",
         "MQTT QoS 1/2 messages refused by a full session queue, per client (the "
-        f"{OVERFLOW_CLIENTS} sessions with the most; docs/limits.md)",
+        f"{OVERFLOW_CLIENTS} sessions with the most; docs/queues.md)",
         [([cid], n) for cid, n in overflowed_sessions(hub, OVERFLOW_CLIENTS)],
         ["client_id"],
     )
