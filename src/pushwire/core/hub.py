@@ -88,7 +88,9 @@ class Hub:
             self.retained.set(message)
         now = time.time()
         restored = 0
-        window = self.limits.queue_memory_window if self.engine.keeps_queue else 0
+        window = (
+            self.limits.queue_memory_window if getattr(self.engine, "keeps_queue", False) else 0
+        )
         for stored in await self.engine.load_sessions(window):
             if self._expired(stored, now):
                 self.engine.session_delete(stored.client_id)
@@ -407,7 +409,9 @@ class Hub:
                 retain = mretain and grant.retain_as_published
                 done |= session.offer(message, qos, retain, grant.ids, wire_cache)
             self._observe_fanout(message, sent_before)
-            return self._settle(done)
+            if done & REFUSED and not done & TAKEN:
+                self.quota_exceeded = True
+            return bool(done & JOURNALED)
         # shared groups pick a member per message; fold the picks into the plain targets
         best: dict[Session, tuple[int, bool, list[int]]] = {}
         for t in route.targets:
@@ -438,10 +442,6 @@ class Hub:
         for session, (qos, retain, ids) in best.items():
             done |= session.offer(message, qos, retain, ids, wire_cache)
         self._observe_fanout(message, sent_before)
-        return self._settle(done)
-
-    def _settle(self, done: int) -> bool:
-        """The ORed offer results of one fan-out: True when something was journaled."""
         if done & REFUSED and not done & TAKEN:
             self.quota_exceeded = True
         return bool(done & JOURNALED)

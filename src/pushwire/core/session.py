@@ -120,6 +120,7 @@ class Session:
 
     __slots__ = (
         "_engine",
+        "_keeps_queue",
         "_limits",
         "_loading",
         "_next_packet_id",
@@ -181,6 +182,7 @@ class Session:
         self.events: SessionEvents | None = None  # set by the hub
         self._pressure = pressure
         self._engine = engine
+        self._keeps_queue = bool(getattr(engine, "keeps_queue", False))
         self._limits = limits
         self._stats = stats
         self._next_seq = 1
@@ -215,7 +217,7 @@ class Session:
         return len(self.queue) + self.stored_count
 
     def _store_backed(self) -> bool:
-        return self._engine.keeps_queue and self.journaled
+        return self._keeps_queue and self.journaled
 
     # -- journal ---------------------------------------------------------------------
 
@@ -296,7 +298,8 @@ class Session:
             self._stats.publish_dropped += 1
             return 0
         limits = self._limits
-        store_backed = self._store_backed()
+        journaled = self.expiry_interval != 0 or self.stored_count > 0
+        store_backed = journaled and self._keeps_queue
         if store_backed:
             limit = limits.max_persistent_queued_messages
             byte_limit = limits.max_persistent_queued_bytes
@@ -324,7 +327,6 @@ class Session:
             self._pressure.mark(self)
         d = Delivery(self._next_seq, message, qos, retain, subscription_ids, size=size)
         self._next_seq += 1
-        journaled = self.journaled
         if (
             link is not None
             and not self.queue
@@ -431,8 +433,9 @@ class Session:
             and len(self.queue) <= limits.queue_memory_window // 2
         ):
             self._load_stored()
-        if self._pressure is not None:
-            if self.stored_count or self._store_backed():
+        pressure = self._pressure
+        if pressure is not None and pressure.active:  # something is held: maybe us
+            if self._store_backed():
                 limit = limits.max_persistent_queued_messages
                 byte_limit = limits.max_persistent_queued_bytes
             else:
@@ -441,7 +444,7 @@ class Session:
             if self.waiting <= limit // 2 and (
                 not byte_limit or self.queued_bytes + self.stored_bytes <= byte_limit // 2
             ):
-                self._pressure.relieve(self)
+                pressure.relieve(self)
         waiter = self.drain_waiter
         if waiter is not None:
             self.drain_waiter = None
