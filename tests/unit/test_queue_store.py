@@ -5,6 +5,8 @@ Driven through the hub with a recording link (no sockets) on a real SQLite file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -201,3 +203,46 @@ async def test_takeover_making_a_session_persistent_journals_its_subscriptions(
     hub = await open_hub(path, limits())
     assert list(hub.sessions["dev"].subscriptions) == ["t"]
     await hub.engine.close()
+
+
+async def test_session_whose_expiry_drops_to_0_at_disconnect_leaves_the_store(
+    tmp_path: Path,
+) -> None:
+    """MQTT 5 DISCONNECT with session expiry 0 ends a persistent session with the
+    connection: its stored row goes too, or a restart would bring it back."""
+    path = tmp_path / "q.db"
+    hub = await open_hub(path, limits())
+    link = RecordingLink()
+    s, _ = hub.connect("gone", True, 5, 3600, link, owner="alice")
+    s.attach(link)
+    hub.subscribe(s, sub("t", qos=1))
+    s.expiry_interval = 0  # what the protocol does for DISCONNECT's session expiry 0
+    hub.disconnect(s, link)
+    assert "gone" not in hub.sessions
+    await hub.engine.close()
+
+    hub = await open_hub(path, limits())
+    assert "gone" not in hub.sessions
+    await hub.engine.close()
+
+
+async def test_store_from_before_owners_gets_the_column(tmp_path: Path) -> None:
+    """A store written before sessions recorded their owner opens; its sessions have no
+    owner (the next connection takes them, as before) and new rows record one."""
+    path = tmp_path / "old.db"
+    engine = SQLiteEngine(path, durable=False)
+    await engine.open()
+    engine.session_put("old", 4, None, None)
+    await engine.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("ALTER TABLE sessions DROP COLUMN owner")
+        conn.commit()
+
+    engine = SQLiteEngine(path, durable=False)
+    await engine.open()
+    (old,) = await engine.load_sessions()
+    assert old.client_id == "old" and old.owner is None
+    engine.session_put("new", 4, None, None, "bob")
+    owners = {s.client_id: s.owner for s in await engine.load_sessions()}
+    assert owners == {"old": None, "new": "bob"}
+    await engine.close()

@@ -189,6 +189,7 @@ class Hub:
             if was_journaled and not session.journaled:
                 # the session now ends with this connection: stop journaling it
                 self.engine.session_delete(client_id)
+                session.has_row = False
             elif not was_journaled and session.journaled:
                 # made persistent by this connection: what it holds so far was never
                 # written (its subscriptions above all), so a restart would lose it
@@ -255,7 +256,7 @@ class Hub:
             self._unindex(session, flt)
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
-        if session.journaled:
+        if session.journaled or session.has_row:
             self.engine.session_delete(session.client_id)
         session.release_all()
         if session.expiry_handle is not None:

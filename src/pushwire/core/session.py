@@ -135,6 +135,7 @@ class Session:
         "events",
         "expiry_handle",
         "expiry_interval",
+        "has_row",
         "inbound_qos2",
         "inflight",
         "last_progress",
@@ -196,6 +197,9 @@ class Session:
         self._loading = False
         self.overflowed = 0  # QoS 1/2 messages refused because this queue was full
         self.discarded = False  # the hub dropped the session (a pending load is ignored)
+        # a session row was written: the store must be told when the session ends, even if
+        # it is no longer persistent by then (expiry set to 0 at DISCONNECT)
+        self.has_row = False
 
     def __repr__(self) -> str:
         return f"Session({self.client_id!r}, online={self.link is not None})"
@@ -223,6 +227,7 @@ class Session:
 
     def journal_session(self) -> None:
         if self.journaled:
+            self.has_row = True
             self._engine.session_put(
                 self.client_id,
                 self.protocol_level,
