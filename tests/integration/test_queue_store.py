@@ -52,13 +52,23 @@ class AckRecorder:
             self._cond.notify_all()
 
     def publish_all(
-        self, topic: str, count: int, timeout: float = 60.0, *, retained: bool = False
+        self,
+        topic: str,
+        count: int,
+        timeout: float = 60.0,
+        *,
+        retained: bool = False,
+        pad: int = 0,
     ) -> list[int]:
-        """Publish payloads b"0".. b"count-1" at QoS 1; the PUBACK reason codes in order.
-        `retained`: each to its own topic `topic/<i>`, retained."""
+        """Publish payloads b"0".. b"count-1" (each followed by `pad` bytes of b"-") at
+        QoS 1; the PUBACK reason codes in order. `retained`: each to its own topic
+        `topic/<i>`, retained."""
         mids = [
             self.client.publish(
-                f"{topic}/{i}" if retained else topic, str(i).encode(), 1, retain=retained
+                f"{topic}/{i}" if retained else topic,
+                str(i).encode() + b"-" * pad,
+                1,
+                retain=retained,
             ).mid
             for i in range(count)
         ]
@@ -204,3 +214,24 @@ def test_new_qos1_subscriber_gets_all_3000_retained_messages(
     sub.subscribe("qs/ret/#", 1)
     got = _collect(sub, 3000)
     assert sorted(int(p) for p in got) == list(range(3000))
+
+
+def test_retained_set_is_not_capped_by_the_queue_bounds(
+    server_factory: ServerFactory, paho_client: PahoFactory
+) -> None:
+    """The retained stream waits for room in the inflight window instead of filling the
+    queue: with no queue at all (max_queued_messages 0) and a byte bound that holds about
+    ten of the messages, a new QoS 1 subscriber still gets all 200 retained messages."""
+    srv = server_factory(max_queued_messages=0, extra_args=["--max-queued-bytes", str(10 * 20_000)])
+    pub = AckRecorder(srv, "qs-big-pub")
+    try:
+        assert pub.publish_all("qs/big", 200, retained=True, pad=20_000) == [0] * 200
+    finally:
+        pub.close()
+    sub = paho_client(srv, "qs-big-sub")
+    sub.subscribe("qs/big/#", 1)
+    got = _collect(sub, 200)
+    assert sorted(int(p.rstrip(b"-")) for p in got) == list(range(200))
+    samples = scrape(srv)
+    assert sample(samples, "pushwire_mqtt_queue_overflow_total", bound="messages") == 0
+    assert sample(samples, "pushwire_mqtt_queue_overflow_total", bound="bytes") == 0

@@ -360,6 +360,29 @@ class Session:
                 self._journal_put(d)
         return JOURNALED | TAKEN if journaled else TAKEN
 
+    def stream_room(self, qos: int, message: Message) -> bool:
+        """Can a retained stream (core/retained_stream.py) hand over `message` now so that it
+        is sent at once, never queued or refused? QoS 0: the link is writable. QoS 1/2: also
+        nothing waits in the queue, the inflight window has room, and the message fits the
+        byte bound beside what is inflight (an empty session takes one of any size). When
+        not, the stream waits for the next `pump` (an acknowledgement, or the send buffer
+        drained): the retained set is paced by the subscriber and bounded by nothing else."""
+        link = self.link
+        if link is None or not link.writable():
+            return False
+        if qos == 0:
+            return True
+        if self.queue or self.stored_count or not self._window_open(link):
+            return False
+        held = self.queued_bytes
+        if held == 0:
+            return True
+        limits = self._limits
+        bound = (
+            limits.max_persistent_queued_bytes if self._store_backed() else limits.max_queued_bytes
+        )
+        return not bound or held + approx_size(message) <= bound
+
     def _overflow(self, message: Message, bytes_full: bool, waiting: int, held: int) -> None:
         """A QoS 1/2 message refused for a full queue: never silent (docs/queues.md)."""
         self._stats.queue_overflow += 1
