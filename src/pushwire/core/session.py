@@ -482,9 +482,12 @@ class Session:
         """Read the next stretch of the queue back from the store (it drained to half the
         memory window). One read at a time; messages offered meanwhile go on to the store,
         behind the ones being read, so the order holds."""
-        self._loading = True
         want = max(1, self._limits.queue_memory_window - len(self.queue))
-        future = self._engine.queue_load(self.client_id, self._stored_from, want)
+        try:
+            future = self._engine.queue_load(self.client_id, self._stored_from, want)
+        except RuntimeError:
+            return  # the store is closing (shutdown): the queue stays stored for next time
+        self._loading = True
         future.add_done_callback(self._stored_loaded)
 
     def _stored_loaded(self, future: asyncio.Future[list[StoredQueueEntry]]) -> None:
