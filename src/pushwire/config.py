@@ -133,14 +133,37 @@ class Settings(BaseSettings):
         20, ge=1, le=65535, description="unacknowledged QoS 1/2 messages per client"
     )
     max_queued_messages: int = Field(
-        1000, ge=0, description="QoS 1/2 messages queued per session beyond the inflight window"
+        1000,
+        ge=0,
+        description="QoS 1/2 messages queued per session beyond the inflight window, for a "
+        "queue held in memory: clean sessions, and every session with --memory (persistent "
+        "sessions on the SQLite store: max_persistent_queued_messages; docs/queues.md)",
     )
     max_queued_bytes: int = Field(
         16 * 1024 * 1024,
         ge=0,
-        description="bytes of QoS 1/2 messages one session may hold queued plus inflight "
-        "(payload + topic + properties + ~256 per message; one message always fits; beyond: "
-        "refused and counted like max_queued_messages; 0: no byte limit)",
+        description="bytes of QoS 1/2 messages one in-memory queue may hold queued plus "
+        "inflight (payload + topic + properties + ~256 per message; one message always fits; "
+        "beyond: refused and counted like max_queued_messages; 0: no byte limit)",
+    )
+    max_persistent_queued_messages: int = Field(
+        50_000,
+        ge=0,
+        description="QoS 1/2 messages a persistent session's queue may hold on the SQLite "
+        "store (memory holds queue_memory_window of them): a phone offline for a weekend "
+        "at 10 messages a minute needs 36,000 (docs/queues.md)",
+    )
+    max_persistent_queued_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="bytes of QoS 1/2 messages a persistent session's queue may hold on the "
+        "SQLite store, counted as for max_queued_bytes (0: no byte limit)",
+    )
+    queue_memory_window: int = Field(
+        500,
+        ge=1,
+        description="queued messages of a persistent session (SQLite store) kept in memory; "
+        "the rest waits on disk and is read back in batches as the queue drains",
     )
     backpressure_progress_window: float = Field(
         1.0,

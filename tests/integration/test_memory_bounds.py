@@ -156,7 +156,8 @@ def test_qos1_subscriber_that_never_reads_is_bounded_in_bytes(
     http_server: StartServer, paho_client: PahoFactory
 ) -> None:
     bound = 2_000_000
-    srv = http_server(memory=False, durability=False, max_queued_bytes=bound)
+    # a persistent session on the SQLite store: its queue's own byte bound
+    srv = http_server(memory=False, durability=False, max_persistent_queued_bytes=bound)
     # a persistent QoS 1 subscriber that stops reading right after SUBACK
     sub = RawClient(srv.host, srv.mqtt_port)
     try:

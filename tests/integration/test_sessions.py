@@ -74,9 +74,12 @@ def test_offline_qos1_qos2_delivered_on_reconnect(
 def test_offline_queue_is_bounded(
     server_factory: ServerFactory, raw_client: RawFactory, paho_client: PahoFactory
 ) -> None:
-    """With --max-queued-messages 10, 30 messages published offline yield at most 10 on
-    reconnect (which ones is the server's choice), still in publish order ([MQTT-4.6.0-6])."""
-    server = server_factory(max_queued_messages=10)
+    """With a queue bound of 10, 30 messages published offline yield at most 10 on
+    reconnect (which ones is the server's choice), still in publish order ([MQTT-4.6.0-6]).
+    pushwire's persistent queues live in the store, bounded by their own setting."""
+    server = server_factory(
+        max_queued_messages=10, extra_args=["--max-persistent-queued-messages", "10"]
+    )
     _offline_subscriber(server, raw_client, "qb-sub", "qb/t", 1)
     pub = paho_client(server, "qb-pub")
     for i in range(30):

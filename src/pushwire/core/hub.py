@@ -21,6 +21,9 @@ from pushwire.core.retain import RetainedStore
 from pushwire.core.retained_stream import RetainedStream
 from pushwire.core.routes import Route, RouteCache, build_route
 from pushwire.core.session import (
+    JOURNALED,
+    REFUSED,
+    TAKEN,
     Delivery,
     Link,
     ReceiveFilter,
@@ -73,6 +76,9 @@ class Hub:
         self._sync_task: asyncio.Future[None] | None = None
         # True while publishers are held for the engine's write backlog (see _watch_store)
         self.store_held = False
+        # set by every publish: the message matched sessions at QoS 1/2 and every one of
+        # them refused it for a full queue (MQTT 5 answers 0x97 Quota exceeded)
+        self.quota_exceeded = False
 
     # -- start-up ----------------------------------------------------------------------
 
@@ -82,7 +88,10 @@ class Hub:
             self.retained.set(message)
         now = time.time()
         restored = 0
-        for stored in await self.engine.load_sessions():
+        window = (
+            self.limits.queue_memory_window if getattr(self.engine, "keeps_queue", False) else 0
+        )
+        for stored in await self.engine.load_sessions(window):
             if self._expired(stored, now):
                 self.engine.session_delete(stored.client_id)
                 continue
@@ -107,6 +116,7 @@ class Hub:
             self.pressure,
         )
         session.disconnected_at = stored.disconnected_at or time.time()
+        session.owner = stored.owner
         session.events = self.session_events
         for s in stored.subscriptions:
             sub = Subscription(s.filter, s.options, s.subscription_id)
@@ -116,6 +126,12 @@ class Hub:
             session.restore_delivery(
                 Delivery(e.seq, e.message, e.qos, e.retain, [], e.packet_id, e.state)
             )
+        session.restore_stored(
+            stored.stored_count,
+            stored.stored_bytes,
+            stored.stored_first_seq,
+            stored.stored_last_seq,
+        )
         session.inbound_qos2.update(stored.inbound_qos2)
         self.sessions[session.client_id] = session
         self._schedule_expiry(session)
@@ -167,12 +183,18 @@ class Hub:
         if existing is not None and not clean_start:
             session = existing
             session_present = True
-            was_persistent = session.persistent
+            was_journaled = session.journaled
             session.expiry_interval = expiry_interval
             session.protocol_level = protocol_level
-            if was_persistent and not session.persistent:
+            if was_journaled and not session.journaled:
                 # the session now ends with this connection: stop journaling it
                 self.engine.session_delete(client_id)
+                session.has_row = False
+            elif not was_journaled and session.journaled:
+                # made persistent by this connection: what it holds so far was never
+                # written (its subscriptions above all), so a restart would lose it
+                session.owner = owner
+                session.journal_everything()
         else:
             if existing is not None:
                 self._discard(existing)
@@ -205,7 +227,7 @@ class Hub:
             return  # already taken over by a newer connection
         self._stop_retained(session)
         session.detach()
-        if not session.persistent:
+        if not session.journaled:
             self._discard(session)
             return
         session.journal_session()
@@ -234,7 +256,7 @@ class Hub:
             self._unindex(session, flt)
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
-        if session.persistent:
+        if session.journaled or session.has_row:
             self.engine.session_delete(session.client_id)
         session.release_all()
         if session.expiry_handle is not None:
@@ -321,6 +343,7 @@ class Hub:
         if not internal:
             self.stats.messages_received += 1
         journaled = False
+        self.quota_exceeded = False
         if message.retain:
             journaled = self._update_retained(message)
         route = self._routes.get(message.topic)
@@ -373,7 +396,7 @@ class Hub:
         every matching subscription identifier (MQTT-3.3.4-2/3)."""
         wire_cache: dict[Any, Any] = {}
         sent_before = self.stats.messages_sent
-        journaled = False
+        done = 0  # Session.offer's bits of every session, ORed
         origin = message.origin
         mqos = message.qos
         mretain = message.retain
@@ -385,10 +408,11 @@ class Hub:
                     continue  # only no_local subscriptions match its own message
                 qos = grant.qos if grant.qos < mqos else mqos
                 retain = mretain and grant.retain_as_published
-                if session.offer(message, qos, retain, grant.ids, wire_cache):
-                    journaled = True
+                done |= session.offer(message, qos, retain, grant.ids, wire_cache)
             self._observe_fanout(message, sent_before)
-            return journaled
+            if done & REFUSED and not done & TAKEN:
+                self.quota_exceeded = True
+            return bool(done & JOURNALED)
         # shared groups pick a member per message; fold the picks into the plain targets
         best: dict[Session, tuple[int, bool, list[int]]] = {}
         for t in route.targets:
@@ -417,10 +441,11 @@ class Hub:
                 ids = prev[2] if not sid or sid in prev[2] else [*prev[2], sid]
                 best[session] = (max(qos, prev[0]), retain or prev[1], ids)
         for session, (qos, retain, ids) in best.items():
-            if session.offer(message, qos, retain, ids, wire_cache):
-                journaled = True
+            done |= session.offer(message, qos, retain, ids, wire_cache)
         self._observe_fanout(message, sent_before)
-        return journaled
+        if done & REFUSED and not done & TAKEN:
+            self.quota_exceeded = True
+        return bool(done & JOURNALED)
 
     def _observe_fanout(self, message: Message, sent_before: int) -> None:
         """Every copy a fan-out wrote left in the same loop turn: one observation of the

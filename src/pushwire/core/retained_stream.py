@@ -4,10 +4,14 @@ A subscription to `#` over 100,000 retained topics used to be answered in one go
 event loop: its SUBACK waited for the whole scan (seconds with ten such filters), and so did
 every other client. A `RetainedStream` (one per session) walks the retained tree a bounded
 slice at a time (`retained_slice` nodes per loop turn), so other clients are served between
-slices; it goes only as fast as the subscriber reads (it waits while the connection's send
-buffer is full or the session's queue holds anything, and resumes when
-`Session.pump` says there is room), so a huge backlog never piles up in memory, and QoS 0
-retained messages are not dropped for a subscriber that simply reads slower than we write.
+slices. It goes only as fast as the subscriber reads: a message is handed over only when it
+can be sent at once (`Session.stream_room`: the send buffer has room and, for QoS 1/2, nothing
+is queued, the inflight window is open and the message fits the byte bound beside what is
+inflight); otherwise the stream keeps that message and resumes when `Session.pump` says there
+is room. So the retained set never goes through the session's queue: it is neither capped by
+the queue bounds (a QoS 1 subscriber used to get the inflight window plus what the queue
+could hold, the rest refused) nor piles up in memory, and QoS 0 retained messages are not
+dropped for a subscriber that simply reads slower than we write.
 
 Messages set after a stream started are skipped: the subscription was already in place, so
 the subscriber got them live, and sending them again would repeat them (or, worse, put an
@@ -35,6 +39,8 @@ class _Job:
     nodes: Iterator[RetainedNode | None]
     since: int  # the store's stamp when the subscription was acknowledged
     ids: list[int]
+    # a node reached while the subscriber had no room: handed over first when it has
+    pending: RetainedNode | None = None
 
 
 class RetainedStream:
@@ -72,13 +78,6 @@ class RetainedStream:
         if self.session.drain_waiter == self._resume:
             self.session.drain_waiter = None
 
-    def _room(self) -> bool:
-        """Can the subscriber take more now? Its send buffer is below the high-water mark
-        and nothing waits in its queue (QoS 1/2 beyond the inflight window): the backlog
-        stays in the retained store, not in the session, and never overflows the queue or
-        holds publishers back (core/pressure.py)."""
-        return self.link.writable() and not self.session.queue
-
     def _resume(self) -> None:
         # called from Session.pump, maybe inside another packet's handling: next turn
         self._waiting = False
@@ -91,9 +90,6 @@ class RetainedStream:
         if self._closed or session.link is not self.link:
             self._finish()
             return
-        if not self._room():
-            self._wait()
-            return
         budget = self.slice_size
         now = time.time()
         while self._jobs:
@@ -102,16 +98,27 @@ class RetainedStream:
                 self._jobs.popleft()  # unsubscribed or replaced meanwhile
                 continue
             qos = job.sub.options.qos
-            for node in job.nodes:
-                budget -= 1
+            while True:
+                node = job.pending
                 if node is not None:
+                    job.pending = None
+                else:
+                    try:
+                        node = next(job.nodes)
+                    except StopIteration:
+                        break
+                    budget -= 1
+                if node is not None:
+                    # read now, not when the node was reached: it may have changed while
+                    # the stream waited (a newer value went out live: skip it)
                     message = node.message
-                    if message is not None and node.stamp <= job.since:
-                        if not message.expired(now):
-                            session.offer(message, min(message.qos, qos), True, job.ids, None)
-                        if not self._room():
+                    if message is not None and node.stamp <= job.since and not message.expired(now):
+                        grant = min(message.qos, qos)
+                        if not session.stream_room(grant, message):
+                            job.pending = node  # offered again when there is room
                             self._wait()
                             return
+                        session.offer(message, grant, True, job.ids, None)
                 if budget <= 0:
                     self._handle = asyncio.get_running_loop().call_soon(self._step)
                     return

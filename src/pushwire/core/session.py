@@ -8,12 +8,15 @@ touch the engine.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pushwire.core.logthrottle import ThrottledLog
 from pushwire.core.message import Message, approx_size
 from pushwire.core.pressure import PROGRESS_WINDOW, Backpressure
 from pushwire.core.stats import Stats
@@ -21,6 +24,15 @@ from pushwire.core.subscription import SubscriptionOptions
 from pushwire.engines.base import Engine, QueueState, StoredQueueEntry, StoredSubscription
 
 MAX_PACKET_ID = 65535
+
+log = logging.getLogger(__name__)
+# a full queue refuses every message while it stays full: one line per client per 10 s
+_overflow_log = ThrottledLog(log, 10.0)
+
+# what `Session.offer` did with a message (bits, so a fan-out ORs them together)
+JOURNALED = 1  # written to the engine: sync before acknowledging the publisher
+TAKEN = 2  # sent, queued or inflight for this session
+REFUSED = 4  # the session's queue was full (counted and logged)
 
 
 @dataclass(slots=True)
@@ -90,11 +102,17 @@ class SessionEvents(Protocol):
 @dataclass(slots=True)
 class SessionLimits:
     max_inflight: int = 20
+    # a queue held in memory: clean sessions, and every session of the memory engine
     max_queued_messages: int = 1000
     # bytes of QoS 1/2 messages queued plus inflight (approx_size); 0: no byte limit
     max_queued_bytes: int = 16 * 1024 * 1024
     # a subscriber that acknowledged within this many seconds is "keeping up" (pressure.py)
     progress_window: float = PROGRESS_WINDOW
+    # a persistent session's queue on an engine that keeps queues (SQLite): bounds of the
+    # whole queue (memory and store), and how many queued messages stay in memory
+    max_persistent_queued_messages: int = 50_000
+    max_persistent_queued_bytes: int = 64 * 1024 * 1024
+    queue_memory_window: int = 500
 
 
 class Session:
@@ -102,26 +120,34 @@ class Session:
 
     __slots__ = (
         "_engine",
+        "_keeps_queue",
         "_limits",
+        "_loading",
         "_next_packet_id",
         "_next_seq",
         "_pressure",
         "_stats",
+        "_stored_from",
         "client_id",
+        "discarded",
         "disconnected_at",
         "drain_waiter",
         "events",
         "expiry_handle",
         "expiry_interval",
+        "has_row",
         "inbound_qos2",
         "inflight",
         "last_progress",
         "link",
+        "overflowed",
         "owner",
         "permissions",
         "protocol_level",
         "queue",
         "queued_bytes",
+        "stored_bytes",
+        "stored_count",
         "subscriptions",
     )
 
@@ -157,10 +183,23 @@ class Session:
         self.events: SessionEvents | None = None  # set by the hub
         self._pressure = pressure
         self._engine = engine
+        self._keeps_queue = bool(getattr(engine, "keeps_queue", False))
         self._limits = limits
         self._stats = stats
         self._next_seq = 1
         self._next_packet_id = 1
+        # the tail of the queue that waits in the store only (seq >= _stored_from): a
+        # persistent session keeps `queue_memory_window` queued messages in memory and reads
+        # the rest back as the queue drains (`_load_stored`)
+        self.stored_count = 0
+        self.stored_bytes = 0
+        self._stored_from = 0
+        self._loading = False
+        self.overflowed = 0  # QoS 1/2 messages refused because this queue was full
+        self.discarded = False  # the hub dropped the session (a pending load is ignored)
+        # a session row was written: the store must be told when the session ends, even if
+        # it is no longer persistent by then (expiry set to 0 at DISCONNECT)
+        self.has_row = False
 
     def __repr__(self) -> str:
         return f"Session({self.client_id!r}, online={self.link is not None})"
@@ -169,19 +208,54 @@ class Session:
     def persistent(self) -> bool:
         return self.expiry_interval != 0
 
+    @property
+    def journaled(self) -> bool:
+        """Its changes go to the engine: persistent, or still holding queued messages in
+        the store (a session made transient keeps them until they are delivered or it
+        ends)."""
+        return self.expiry_interval != 0 or self.stored_count > 0
+
+    @property
+    def waiting(self) -> int:
+        """Messages queued (not inflight), in memory and in the store."""
+        return len(self.queue) + self.stored_count
+
+    def _store_backed(self) -> bool:
+        return self._keeps_queue and self.journaled
+
     # -- journal ---------------------------------------------------------------------
 
     def journal_session(self) -> None:
-        if self.persistent:
+        if self.journaled:
+            self.has_row = True
             self._engine.session_put(
-                self.client_id, self.protocol_level, self.expiry_interval, self.disconnected_at
+                self.client_id,
+                self.protocol_level,
+                self.expiry_interval,
+                self.disconnected_at,
+                self.owner,
             )
+
+    def journal_everything(self) -> None:
+        """The session just became persistent: write what it holds so far (subscriptions,
+        inflight and queued messages, inbound QoS 2 ids), which nothing journaled while it
+        was transient."""
+        self.journal_session()
+        engine = self._engine
+        for sub in self.subscriptions.values():
+            engine.subscription_put(
+                self.client_id, StoredSubscription(sub.filter, sub.options, sub.subscription_id)
+            )
+        for d in sorted([*self.inflight.values(), *self.queue], key=lambda d: d.seq):
+            self._journal_put(d)
+        for packet_id in self.inbound_qos2:
+            engine.inbound_qos2_put(self.client_id, packet_id)
 
     def add_subscription(self, sub: Subscription) -> bool:
         """Insert or replace; True when the filter is new for this session."""
         new = sub.filter not in self.subscriptions
         self.subscriptions[sub.filter] = sub
-        if self.persistent:
+        if self.journaled:
             self._engine.subscription_put(
                 self.client_id, StoredSubscription(sub.filter, sub.options, sub.subscription_id)
             )
@@ -190,7 +264,7 @@ class Session:
     def remove_subscription(self, flt: str) -> bool:
         if self.subscriptions.pop(flt, None) is None:
             return False
-        if self.persistent:
+        if self.journaled:
             self._engine.subscription_delete(self.client_id, flt)
         return True
 
@@ -209,62 +283,123 @@ class Session:
         retain: bool,
         subscription_ids: list[int],
         wire_cache: dict[Any, Any] | None,
-    ) -> bool:
-        """Take a message for this session; True when it was journaled (caller must sync
-        before acknowledging the publisher)."""
+    ) -> int:
+        """Take a message for this session. Returns bits: JOURNALED (the caller must sync
+        before acknowledging the publisher), TAKEN (sent, queued or inflight), REFUSED (the
+        queue was full: counted and logged); 0 when the ACL refused it or a QoS 0 message
+        was dropped."""
         permissions = self.permissions
         if permissions is not None and not permissions.can_receive(message.topic):
             self._stats.delivery_denied += 1
-            return False
+            return 0
         link = self.link
         if qos == 0:
             if link is not None and link.writable():
                 link.send_message(
                     Delivery(0, message, 0, retain, subscription_ids), False, wire_cache
                 )
-            else:
-                # QoS 0 is never queued: it is "at most once" by contract
-                self._stats.publish_dropped += 1
-            return False
+                return TAKEN
+            # QoS 0 is never queued: it is "at most once" by contract
+            self._stats.publish_dropped += 1
+            return 0
         limits = self._limits
-        limit = limits.max_queued_messages
-        byte_limit = limits.max_queued_bytes
+        journaled = self.expiry_interval != 0 or self.stored_count > 0
+        store_backed = journaled and self._keeps_queue
+        if store_backed:
+            limit = limits.max_persistent_queued_messages
+            byte_limit = limits.max_persistent_queued_bytes
+        else:
+            limit = limits.max_queued_messages
+            byte_limit = limits.max_queued_bytes
         size = approx_size(message)
-        count_full = len(self.queue) >= limit and (link is None or not self._window_open(link))
+        waiting = len(self.queue) + self.stored_count
+        count_full = waiting >= limit and (link is None or not self._window_open(link))
         # bytes count queue and inflight together; an empty session takes one message of
         # any size, else a message larger than the bound could never be delivered
-        held = self.queued_bytes
+        held = self.queued_bytes + self.stored_bytes
         bytes_full = byte_limit > 0 and held > 0 and held + size > byte_limit
         if count_full or bytes_full:
             if (
                 not self._keeping_up(link)
-                or len(self.queue) >= 2 * limit
+                or waiting >= 2 * limit
                 or (bytes_full and held + size > 2 * byte_limit)
             ):
-                self._stats.queue_overflow += 1
-                if bytes_full:
-                    self._stats.queue_bytes_overflow += 1
-                return False
+                self._overflow(message, bytes_full, waiting, held)
+                return REFUSED
             # a subscriber that keeps up: hold the publishers back instead of dropping;
             # what they already sent may overfill the queue by up to one more bound
             assert self._pressure is not None
             self._pressure.mark(self)
         d = Delivery(self._next_seq, message, qos, retain, subscription_ids, size=size)
         self._next_seq += 1
-        self._hold(d)
-        journaled = self.persistent
-        if link is not None and not self.queue and self._window_open(link) and link.writable():
+        if (
+            link is not None
+            and not self.queue
+            and not self.stored_count
+            and self._window_open(link)
+            and link.writable()
+        ):
+            self._hold(d)
             d.packet_id = self._allocate_packet_id()
             d.state = "sent"
             self.inflight[d.packet_id] = d
             if journaled:
                 self._journal_put(d)
             link.send_message(d, False, wire_cache)
+        elif store_backed and (self.stored_count or len(self.queue) >= limits.queue_memory_window):
+            # beyond the memory window: in the store only, read back as the queue drains
+            if not self.stored_count:
+                self._stored_from = d.seq
+            self.stored_count += 1
+            self.stored_bytes += size
+            self._journal_put(d)
         else:
+            self._hold(d)
             self.queue.append(d)
             if journaled:
                 self._journal_put(d)
-        return journaled
+        return JOURNALED | TAKEN if journaled else TAKEN
+
+    def stream_room(self, qos: int, message: Message) -> bool:
+        """Can a retained stream (core/retained_stream.py) hand over `message` now so that it
+        is sent at once, never queued or refused? QoS 0: the link is writable. QoS 1/2: also
+        nothing waits in the queue, the inflight window has room, and the message fits the
+        byte bound beside what is inflight (an empty session takes one of any size). When
+        not, the stream waits for the next `pump` (an acknowledgement, or the send buffer
+        drained): the retained set is paced by the subscriber and bounded by nothing else."""
+        link = self.link
+        if link is None or not link.writable():
+            return False
+        if qos == 0:
+            return True
+        if self.queue or self.stored_count or not self._window_open(link):
+            return False
+        held = self.queued_bytes
+        if held == 0:
+            return True
+        limits = self._limits
+        bound = (
+            limits.max_persistent_queued_bytes if self._store_backed() else limits.max_queued_bytes
+        )
+        return not bound or held + approx_size(message) <= bound
+
+    def _overflow(self, message: Message, bytes_full: bool, waiting: int, held: int) -> None:
+        """A QoS 1/2 message refused for a full queue: never silent (docs/queues.md)."""
+        self._stats.queue_overflow += 1
+        if bytes_full:
+            self._stats.queue_bytes_overflow += 1
+        self.overflowed += 1
+        _overflow_log.log(
+            logging.WARNING,
+            self.client_id,
+            "queue of %r is full (%d messages, %d bytes waiting): refused a message on %r;"
+            " %d refused for this client so far",
+            self.client_id,
+            waiting,
+            held,
+            message.topic,
+            self.overflowed,
+        )
 
     def _hold(self, d: Delivery) -> None:
         self.queued_bytes += d.size
@@ -276,6 +411,7 @@ class Session:
 
     def release_all(self) -> None:
         """The session is discarded: take its bytes off the server-wide gauge."""
+        self.discarded = True
         self._stats.queued_bytes -= self.queued_bytes
         self.queued_bytes = 0
 
@@ -309,33 +445,92 @@ class Session:
             if d.message.expired(now):
                 self._stats.expired += 1
                 self._release(d)
-                if self.persistent:
+                if self.journaled:
                     self._engine.queue_delete(self.client_id, d.seq)
                 continue
             d.packet_id = self._allocate_packet_id()
             d.state = "sent"
             self.inflight[d.packet_id] = d
-            if self.persistent:
+            if self.journaled:
                 self._engine.queue_update(self.client_id, d.seq, d.packet_id, "sent")
             link.send_message(d, False, None)
         limits = self._limits
         if (
-            self._pressure is not None
-            and len(self.queue) <= limits.max_queued_messages // 2
-            and (not limits.max_queued_bytes or self.queued_bytes <= limits.max_queued_bytes // 2)
+            self.stored_count
+            and not self._loading
+            and len(self.queue) <= limits.queue_memory_window // 2
         ):
-            self._pressure.relieve(self)
+            self._load_stored()
+        pressure = self._pressure
+        if pressure is not None and pressure.active:  # something is held: maybe us
+            if self._store_backed():
+                limit = limits.max_persistent_queued_messages
+                byte_limit = limits.max_persistent_queued_bytes
+            else:
+                limit = limits.max_queued_messages
+                byte_limit = limits.max_queued_bytes
+            if self.waiting <= limit // 2 and (
+                not byte_limit or self.queued_bytes + self.stored_bytes <= byte_limit // 2
+            ):
+                pressure.relieve(self)
         waiter = self.drain_waiter
         if waiter is not None:
             self.drain_waiter = None
             waiter()
+
+    def _load_stored(self) -> None:
+        """Read the next stretch of the queue back from the store (it drained to half the
+        memory window). One read at a time; messages offered meanwhile go on to the store,
+        behind the ones being read, so the order holds."""
+        want = max(1, self._limits.queue_memory_window - len(self.queue))
+        try:
+            future = self._engine.queue_load(self.client_id, self._stored_from, want)
+        except RuntimeError:
+            return  # the store is closing (shutdown): the queue stays stored for next time
+        self._loading = True
+        future.add_done_callback(self._stored_loaded)
+
+    def _stored_loaded(self, future: asyncio.Future[list[StoredQueueEntry]]) -> None:
+        self._loading = False
+        if self.discarded:
+            return
+        if future.cancelled() or future.exception() is not None:
+            # the next pump (an ack, a reconnect) tries again
+            log.error(
+                "could not read the stored queue of %r: %r",
+                self.client_id,
+                None if future.cancelled() else future.exception(),
+            )
+            return
+        entries = future.result()
+        for e in entries:
+            if e.seq < self._stored_from:
+                continue  # already in memory (cannot happen: reads follow the writes)
+            d = Delivery(e.seq, e.message, e.qos, e.retain, [], None, "queued")
+            d.size = approx_size(e.message)
+            self._hold(d)
+            self.queue.append(d)
+            self.stored_count -= 1
+            self.stored_bytes -= d.size
+            self._stored_from = e.seq + 1
+        if not entries or self.stored_count <= 0:
+            if self.stored_count > 0:
+                # the store has fewer than counted (a write it refused, reported then)
+                log.warning(
+                    "stored queue of %r: %d messages counted but not in the store",
+                    self.client_id,
+                    self.stored_count,
+                )
+            self.stored_count = 0
+            self.stored_bytes = 0  # sizes of rows read at start-up were estimated
+        self.pump()
 
     def _finish(self, packet_id: int) -> bool:
         d = self.inflight.pop(packet_id, None)
         if d is None:
             return False
         self._release(d)
-        if self.persistent:
+        if self.journaled:
             self._engine.queue_delete(self.client_id, d.seq)
         self.last_progress = time.monotonic()
         if self.events is not None:
@@ -358,7 +553,7 @@ class Session:
         self.last_progress = time.monotonic()
         if d.state != "released":
             d.state = "released"
-            if self.persistent:
+            if self.journaled:
                 self._engine.queue_update(self.client_id, d.seq, packet_id, "released")
         return True
 
@@ -376,14 +571,14 @@ class Session:
 
     def inbound_qos2_add(self, packet_id: int) -> None:
         self.inbound_qos2.add(packet_id)
-        if self.persistent:
+        if self.journaled:
             self._engine.inbound_qos2_put(self.client_id, packet_id)
 
     def inbound_qos2_release(self, packet_id: int) -> bool:
         if packet_id not in self.inbound_qos2:
             return False
         self.inbound_qos2.discard(packet_id)
-        if self.persistent:
+        if self.journaled:
             self._engine.inbound_qos2_delete(self.client_id, packet_id)
         return True
 
@@ -421,3 +616,13 @@ class Session:
             d.packet_id = None
             self.queue.append(d)
         self._next_seq = max(self._next_seq, d.seq + 1)
+
+    def restore_stored(self, count: int, size: int, first_seq: int, last_seq: int) -> None:
+        """At start-up: `count` queued messages (about `size` bytes) wait in the store from
+        `first_seq` on, behind the ones restored into memory."""
+        if count <= 0:
+            return
+        self.stored_count = count
+        self.stored_bytes = size
+        self._stored_from = first_seq
+        self._next_seq = max(self._next_seq, last_seq + 1)

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import json
 
 from pushwire import __version__
 from pushwire.core.hub import Hub
 from pushwire.core.message import Message
+
+# per-client overflow counts published (and exported to /metrics): the worst ones only
+OVERFLOW_CLIENTS = 100
+
+
+def overflowed_sessions(hub: Hub, limit: int) -> list[tuple[str, int]]:
+    """(client id, messages its full queue refused) of the `limit` sessions that refused
+    the most, most first (O(sessions), at $SYS interval or scrape: off the hot path)."""
+    counts = ((s.client_id, s.overflowed) for s in hub.sessions.values() if s.overflowed)
+    return heapq.nlargest(limit, counts, key=lambda item: item[1])
 
 
 def sys_values(hub: Hub) -> dict[str, str]:
@@ -27,6 +39,11 @@ def sys_values(hub: Hub) -> dict[str, str]:
         # byte bounds: session queues (queued + inflight) and the message log's memory
         "$SYS/broker/store/queued/bytes": str(s.queued_bytes),
         "$SYS/broker/messages/dropped/byte bound": str(s.queue_bytes_overflow),
+        "$SYS/broker/messages/dropped/queue full": str(s.queue_overflow),
+        # {client id: messages refused by its full queue}, the worst OVERFLOW_CLIENTS
+        "$SYS/broker/queues/overflow": json.dumps(
+            dict(overflowed_sessions(hub, OVERFLOW_CLIENTS)), separators=(",", ":")
+        ),
         "$SYS/broker/log/spilled": str(s.log_spilled),
         "$SYS/broker/log/evicted for memory": str(s.log_memory_evicted),
     }

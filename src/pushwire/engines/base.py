@@ -10,6 +10,7 @@ message went into a persistent session (write before you acknowledge).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -57,6 +58,14 @@ class StoredSession:
     queue: list[StoredQueueEntry] = field(default_factory=list)  # sorted by seq
     # QoS 2 packet ids received from this client (PUBREC sent, PUBREL not yet seen)
     inbound_qos2: list[int] = field(default_factory=list)
+    # the identity (username) that owns the session; None: not recorded (no check)
+    owner: str | None = None
+    # queued entries left in the store beyond the loaded window (`load_sessions(window)`):
+    # how many, their approximate bytes (core.message.approx_size), and their seq range
+    stored_count: int = 0
+    stored_bytes: int = 0
+    stored_first_seq: int = 0
+    stored_last_seq: int = 0
 
 
 @dataclass(slots=True)
@@ -119,6 +128,9 @@ class Engine(Protocol):
     name: str
     # True when sync() actually waits for stable storage
     durable: bool
+    # True when queued entries can be read back (`queue_load`): a persistent session's queue
+    # may then keep only a window in memory and leave the rest in the store
+    keeps_queue: bool
     # True when logged messages can be read back (`log_read`): the log may then keep only
     # the newest entries in memory without losing the older ones
     keeps_log: bool
@@ -129,7 +141,11 @@ class Engine(Protocol):
     async def close(self) -> None:
         """Commit everything pending, then release resources."""
 
-    async def load_sessions(self) -> list[StoredSession]: ...
+    async def load_sessions(self, queue_window: int = 0) -> list[StoredSession]:
+        """Every stored session. With `queue_window` > 0, only the first `queue_window`
+        queued entries of each session (plus every inflight one) are loaded; the rest is
+        summed up in `stored_*` and read later with `queue_load`."""
+
     async def load_retained(self) -> list[Message]: ...
 
     def session_put(
@@ -138,6 +154,7 @@ class Engine(Protocol):
         protocol_level: int,
         expiry_interval: int | None,
         disconnected_at: float | None,
+        owner: str | None = None,
     ) -> None:
         """Create or update a session row (keeps its subscriptions and queue)."""
 
@@ -155,6 +172,12 @@ class Engine(Protocol):
         self, client_id: str, seq: int, packet_id: int | None, state: QueueState
     ) -> None: ...
     def queue_delete(self, client_id: str, seq: int) -> None: ...
+    def queue_load(
+        self, client_id: str, from_seq: int, limit: int
+    ) -> asyncio.Future[list[StoredQueueEntry]]:
+        """Up to `limit` entries of the session with seq >= from_seq, in seq order, read
+        after every write issued before the call (queued synchronously: the call's place in
+        the write order is the moment of the call). Engines with keeps_queue False: []."""
 
     def inbound_qos2_put(self, client_id: str, packet_id: int) -> None: ...
     def inbound_qos2_delete(self, client_id: str, packet_id: int) -> None: ...

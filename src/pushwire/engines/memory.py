@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from pushwire.core.histogram import Histogram
@@ -21,6 +22,7 @@ class MemoryEngine:
 
     name = "memory"
     durable = False
+    keeps_queue = False  # a session's queue lives in memory only
     keeps_log = False  # the log's memory is all there is: evicting from it is a gap
 
     def __init__(self) -> None:
@@ -32,7 +34,7 @@ class MemoryEngine:
     async def close(self) -> None:
         return None
 
-    async def load_sessions(self) -> list[StoredSession]:
+    async def load_sessions(self, queue_window: int = 0) -> list[StoredSession]:
         return []
 
     async def load_retained(self) -> list[Message]:
@@ -44,6 +46,7 @@ class MemoryEngine:
         protocol_level: int,
         expiry_interval: int | None,
         disconnected_at: float | None,
+        owner: str | None = None,
     ) -> None:
         return None
 
@@ -66,6 +69,13 @@ class MemoryEngine:
 
     def queue_delete(self, client_id: str, seq: int) -> None:
         return None
+
+    def queue_load(
+        self, client_id: str, from_seq: int, limit: int
+    ) -> asyncio.Future[list[StoredQueueEntry]]:
+        future: asyncio.Future[list[StoredQueueEntry]] = asyncio.get_running_loop().create_future()
+        future.set_result([])
+        return future
 
     def inbound_qos2_put(self, client_id: str, packet_id: int) -> None:
         return None

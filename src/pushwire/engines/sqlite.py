@@ -127,7 +127,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     client_id TEXT PRIMARY KEY,
     protocol_level INTEGER NOT NULL,
     expiry_interval INTEGER,
-    disconnected_at REAL
+    disconnected_at REAL,
+    owner TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscriptions (
     client_id TEXT NOT NULL,
@@ -198,12 +199,13 @@ COMMIT;
 """
 
 _SQL_SESSION_PUT: Final = """
-INSERT INTO sessions (client_id, protocol_level, expiry_interval, disconnected_at)
-VALUES (?, ?, ?, ?)
+INSERT INTO sessions (client_id, protocol_level, expiry_interval, disconnected_at, owner)
+VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (client_id) DO UPDATE SET
     protocol_level = excluded.protocol_level,
     expiry_interval = excluded.expiry_interval,
-    disconnected_at = excluded.disconnected_at
+    disconnected_at = excluded.disconnected_at,
+    owner = excluded.owner
 """
 _SQL_SUBSCRIPTION_PUT: Final = """
 INSERT INTO subscriptions (client_id, filter, qos, no_local, retain_as_published,
@@ -251,6 +253,15 @@ _SQL_SESSION_DELETE: Final = (
     "DELETE FROM queue WHERE client_id = ?",  # the delete trigger collects the bodies
     "DELETE FROM inbound_qos2 WHERE client_id = ?",
 )
+
+
+def _add_session_owner(conn: sqlite3.Connection) -> None:
+    """Stores from before sessions recorded their owner: add the column (NULL: no owner
+    recorded, the next connection takes the session as before). Additive, so the schema
+    version stays."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
+    if "owner" not in columns:
+        conn.execute("ALTER TABLE sessions ADD COLUMN owner TEXT")
 
 
 def _w_queue_put(conn: sqlite3.Connection, params: tuple[_Params, _Params]) -> None:
@@ -301,13 +312,78 @@ def _max_uid(conn: sqlite3.Connection) -> int:
     return int(row[0])
 
 
-def _read_sessions(conn: sqlite3.Connection) -> tuple[list[StoredSession], int]:
+_SQL_QUEUE_COLUMNS: Final = (
+    "q.client_id, q.seq, q.qos, q.retain, q.packet_id, q.state, q.uid,"
+    " m.topic, m.payload, m.qos, m.retain, m.properties, m.expires_at, m.created_at,"
+    " m.origin"
+)
+# every inflight entry and the first ? queued ones of each session (its memory window)
+_SQL_QUEUE_WINDOW: Final = f"""
+SELECT {_SQL_QUEUE_COLUMNS}
+FROM (SELECT *, row_number() OVER (PARTITION BY client_id ORDER BY seq) AS n FROM queue) AS q
+LEFT JOIN messages AS m ON m.uid = q.uid
+WHERE q.n <= ? OR q.state != 'queued' OR ? <= 0
+ORDER BY q.client_id, q.seq
+"""
+# the queued entries beyond the window, summed up (payloads are not read: length() only)
+_SQL_QUEUE_BEYOND: Final = f"""
+SELECT q.client_id, count(*), min(q.seq), max(q.seq),
+       sum(length(m.payload) + length(m.topic) + coalesce(length(m.properties), 0)
+           + {MESSAGE_OVERHEAD})
+FROM (SELECT *, row_number() OVER (PARTITION BY client_id ORDER BY seq) AS n FROM queue) AS q
+JOIN messages AS m ON m.uid = q.uid
+WHERE q.n > ? AND q.state = 'queued'
+GROUP BY q.client_id
+"""
+_SQL_QUEUE_LOAD: Final = f"""
+SELECT {_SQL_QUEUE_COLUMNS}
+FROM queue AS q LEFT JOIN messages AS m ON m.uid = q.uid
+WHERE q.client_id = ? AND q.seq >= ?
+ORDER BY q.seq LIMIT ?
+"""
+
+
+def _queue_entries(
+    rows: Any, messages: dict[int, Message]
+) -> tuple[list[tuple[str, StoredQueueEntry]], int]:
+    """Queue rows as entries (one Message per uid, shared as in memory); the count of rows
+    whose message body is missing."""
+    out: list[tuple[str, StoredQueueEntry]] = []
+    missing = 0
+    for row in rows:
+        client_id, seq, qos, retain, packet_id, state, uid = row[:7]
+        message = messages.get(uid)
+        if message is None:
+            if row[7] is None:  # body missing: cannot happen through this engine's writes
+                missing += 1
+                continue
+            topic, payload, mqos, mretain, props, expires_at, created_at, origin = row[7:]
+            message = _message_from_row(
+                topic, payload, mqos, mretain, props, expires_at, created_at, uid, origin
+            )
+            messages[uid] = message
+        entry = StoredQueueEntry(seq, message, qos, bool(retain), packet_id, state)
+        out.append((client_id, entry))
+    return out, missing
+
+
+def _read_queue(
+    conn: sqlite3.Connection, client_id: str, from_seq: int, limit: int
+) -> list[StoredQueueEntry]:
+    rows = conn.execute(_SQL_QUEUE_LOAD, (client_id, from_seq, limit))
+    entries, missing = _queue_entries(rows, {})
+    if missing:
+        logger.error("sqlite engine: skipped %d queue rows whose message is missing", missing)
+    return [entry for _, entry in entries]
+
+
+def _read_sessions(conn: sqlite3.Connection, window: int = 0) -> tuple[list[StoredSession], int]:
     sessions: dict[str, StoredSession] = {}
-    for client_id, level, expiry, disconnected_at in conn.execute(
-        "SELECT client_id, protocol_level, expiry_interval, disconnected_at FROM sessions"
-        " ORDER BY client_id"
+    for client_id, level, expiry, disconnected_at, owner in conn.execute(
+        "SELECT client_id, protocol_level, expiry_interval, disconnected_at, owner"
+        " FROM sessions ORDER BY client_id"
     ):
-        sessions[client_id] = StoredSession(client_id, level, expiry, disconnected_at)
+        sessions[client_id] = StoredSession(client_id, level, expiry, disconnected_at, owner=owner)
 
     # Rows whose session row is missing can only come from a caller that wrote them
     # without session_put; they are skipped but counted, never dropped silently.
@@ -326,31 +402,23 @@ def _read_sessions(conn: sqlite3.Connection) -> tuple[list[StoredSession], int]:
         session.subscriptions.append(StoredSubscription(flt, options, sub_id))
 
     # One Message object per uid, shared by every entry that references it, as in memory.
-    messages: dict[int, Message] = {}
-    missing = 0
-    for row in conn.execute(
-        "SELECT q.client_id, q.seq, q.qos, q.retain, q.packet_id, q.state, q.uid,"
-        " m.topic, m.payload, m.qos, m.retain, m.properties, m.expires_at, m.created_at,"
-        " m.origin"
-        " FROM queue AS q LEFT JOIN messages AS m ON m.uid = q.uid"
-        " ORDER BY q.client_id, q.seq"
-    ):
-        client_id, seq, qos, retain, packet_id, state, uid = row[:7]
+    entries, missing = _queue_entries(conn.execute(_SQL_QUEUE_WINDOW, (window, window)), {})
+    for client_id, entry in entries:
         session = sessions.get(client_id)
         if session is None:
             orphans += 1
             continue
-        message = messages.get(uid)
-        if message is None:
-            if row[7] is None:  # body missing: cannot happen through this engine's writes
-                missing += 1
+        session.queue.append(entry)
+    if window > 0:
+        for client_id, count, first, last, size in conn.execute(_SQL_QUEUE_BEYOND, (window,)):
+            session = sessions.get(client_id)
+            if session is None:
+                orphans += count
                 continue
-            topic, payload, mqos, mretain, props, expires_at, created_at, origin = row[7:]
-            message = _message_from_row(
-                topic, payload, mqos, mretain, props, expires_at, created_at, uid, origin
-            )
-            messages[uid] = message
-        session.queue.append(StoredQueueEntry(seq, message, qos, bool(retain), packet_id, state))
+            session.stored_count = int(count)
+            session.stored_bytes = int(size or 0)
+            session.stored_first_seq = int(first)
+            session.stored_last_seq = int(last)
 
     for client_id, packet_id in conn.execute(
         "SELECT client_id, packet_id FROM inbound_qos2 ORDER BY client_id, packet_id"
@@ -562,6 +630,7 @@ class SQLiteEngine:
     """Engine on one SQLite file in WAL mode, written by a dedicated thread (group commit)."""
 
     name = "sqlite"
+    keeps_queue = True
     keeps_log = True
 
     def __init__(
@@ -667,8 +736,8 @@ class SQLiteEngine:
 
     # -- reads ----------------------------------------------------------------------------
 
-    async def load_sessions(self) -> list[StoredSession]:
-        sessions, max_uid = await self._call(_read_sessions)
+    async def load_sessions(self, queue_window: int = 0) -> list[StoredSession]:
+        sessions, max_uid = await self._call(lambda conn: _read_sessions(conn, queue_window))
         bump_uid_floor(max_uid)
         return sessions
 
@@ -685,10 +754,11 @@ class SQLiteEngine:
         protocol_level: int,
         expiry_interval: int | None,
         disconnected_at: float | None,
+        owner: str | None = None,
     ) -> None:
         self._write(
             _SQL_SESSION_PUT,
-            (client_id, protocol_level, expiry_interval, disconnected_at),
+            (client_id, protocol_level, expiry_interval, disconnected_at, owner),
             ("session_put", None, client_id),
         )
 
@@ -758,6 +828,12 @@ class SQLiteEngine:
 
     def queue_delete(self, client_id: str, seq: int) -> None:
         self._write(_SQL_QUEUE_DELETE, (client_id, seq), ("queue_delete", None, client_id))
+
+    def queue_load(
+        self, client_id: str, from_seq: int, limit: int
+    ) -> asyncio.Future[list[StoredQueueEntry]]:
+        """Read a stretch of a session's queue back (after the writes queued before it)."""
+        return self._call(lambda conn: _read_queue(conn, client_id, from_seq, limit))
 
     def inbound_qos2_put(self, client_id: str, packet_id: int) -> None:
         self._write(_SQL_QOS2_PUT, (client_id, packet_id), ("inbound_qos2_put", None, client_id))
@@ -980,6 +1056,7 @@ class SQLiteEngine:
                     f" understands ({SCHEMA_VERSION})"
                 )
             conn.executescript(_SCHEMA)
+            _add_session_owner(conn)
         except BaseException:
             conn.close()
             raise

@@ -72,7 +72,7 @@ class SessionOut(BaseModel):
             expiry_interval=s.expiry_interval,
             disconnected_at=s.disconnected_at,
             subscriptions=list(s.subscriptions),
-            queued=len(s.queue),
+            queued=s.waiting,
             inflight=len(s.inflight),
         )
 
@@ -112,6 +112,6 @@ async def list_sessions(
     deepest = heapq.nsmallest(
         state.settings.admin_list_limit,
         sessions,
-        key=lambda s: (-(len(s.queue) + len(s.inflight)), s.client_id),
+        key=lambda s: (-(s.waiting + len(s.inflight)), s.client_id),
     )
     return [SessionOut.of(s) for s in deepest]

@@ -25,6 +25,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from pushwire.core.histogram import DEPTH_BUCKETS, Histogram
+from pushwire.core.sys_topics import OVERFLOW_CLIENTS, overflowed_sessions
 from pushwire.http.auth import CallerDep
 from pushwire.http.errors import error_responses
 from pushwire.http.guard import head_timeouts_total, heads_refused_total
@@ -140,11 +141,11 @@ def _latency(state: HttpState) -> Iterator[Metric]:
     # sampled now, over every session (O(sessions) per scrape, nothing on the hot path)
     depth = Histogram(DEPTH_BUCKETS)
     for session in state.hub.sessions.values():
-        depth.observe(len(session.queue))
+        depth.observe(session.waiting)
     family = GaugeHistogramMetricFamily(
         "pushwire_mqtt_queue_depth_messages",
-        "MQTT sessions by the length of their queue (messages waiting, inflight not "
-        "included), sampled at scrape",
+        "MQTT sessions by the length of their queue (messages waiting in memory and in the "
+        "store, inflight not included), sampled at scrape",
     )
     family.add_metric([], depth.cumulative(), depth.sum)
     yield family
@@ -273,6 +274,18 @@ def _mqtt_and_store(state: HttpState) -> Iterator[Metric]:
             (["bytes"], s.queue_bytes_overflow),
         ],
         ["bound"],
+    )
+    yield counter(
+        "pushwire_mqtt_queue_overflow_client",
+        "MQTT QoS 1/2 messages refused by a full session queue, per client (the "
+        f"{OVERFLOW_CLIENTS} sessions with the most; docs/queues.md)",
+        [([cid], n) for cid, n in overflowed_sessions(hub, OVERFLOW_CLIENTS)],
+        ["client_id"],
+    )
+    yield gauge(
+        "pushwire_mqtt_stored_queued_messages",
+        "queued messages of persistent sessions waiting in the store, beyond the memory window",
+        one(sum(x.stored_count for x in hub.sessions.values())),
     )
     yield gauge(
         "pushwire_mqtt_queued_bytes",

@@ -42,7 +42,7 @@ def snapshot(state: HttpState) -> StatsOut:
     h = state.stats
     http_in = sum(h.messages_in.values())
     # O(sessions): fine for a dashboard that asks every few seconds
-    queued = sum(len(x.queue) + len(x.inflight) for x in hub.sessions.values())
+    queued = sum(x.waiting + len(x.inflight) for x in hub.sessions.values())
     return StatsOut(
         time=time.time(),
         uptime=s.uptime(),

@@ -765,6 +765,8 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             return
         assert p.packet_id is not None
         denied = 0 if allowed or not self.conn.v5 else ReasonCode.NOT_AUTHORIZED
+        if published is not None and self.conn.v5 and self.hub.quota_exceeded:
+            denied = ReasonCode.QUOTA_EXCEEDED  # every matching queue was full (docs/queues.md)
         if qos == 1:
             self._ack(PubAck(p.packet_id, denied), journaled, published, received)
         elif denied:
