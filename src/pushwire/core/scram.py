@@ -89,13 +89,15 @@ def normalize_password(password: str | bytes) -> bytes:
     """The bytes PBKDF2 gets: SASLprep'd UTF-8, or the raw bytes when SASLprep refuses."""
     if isinstance(password, bytes):
         try:
-            password = password.decode("utf-8")
+            text = password.decode("utf-8")
         except UnicodeDecodeError:
             return password
+    else:
+        text = password
     try:
-        return saslprep(password).encode("utf-8")
+        return saslprep(text).encode("utf-8")
     except ValueError:
-        return password.encode("utf-8")
+        return text.encode("utf-8")
 
 
 # -- the math -----------------------------------------------------------------------------
