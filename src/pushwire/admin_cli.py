@@ -304,11 +304,18 @@ def _user_list(ns: argparse.Namespace, admin: AuthAdmin) -> int:
     if ns.json:
         _emit_json(
             ns,
-            [{"name": u.username, "roles": list(u.roles), "created": u.created} for u in users],
+            [
+                {"name": u.username, "roles": list(u.roles), "created": u.created, "scram": u.scram}
+                for u in users
+            ],
         )
         return EXIT_OK
-    rows = [[u.username, ",".join(u.roles) or "-", _when(u.created)] for u in users]
-    _table(ns.stdout, ["NAME", "ROLES", "CREATED"], rows)
+    # SCRAM "no": the password predates SCRAM credentials; `user passwd` makes them
+    rows = [
+        [u.username, ",".join(u.roles) or "-", _when(u.created), "yes" if u.scram else "no"]
+        for u in users
+    ]
+    _table(ns.stdout, ["NAME", "ROLES", "CREATED", "SCRAM"], rows)
     return EXIT_OK
 
 

@@ -174,10 +174,11 @@ class UserInfo:
     username: str
     roles: tuple[str, ...]
     created: float
+    scram: bool = False  # has SCRAM-SHA-256 credentials (MQTT 5 enhanced authentication)
 
     @classmethod
     def of(cls, user: StoredUser) -> UserInfo:
-        return cls(user.username, user.roles, user.created)
+        return cls(user.username, user.roles, user.created, user.scram is not None)
 
 
 @dataclass(frozen=True, slots=True)
