@@ -27,6 +27,7 @@ from typing import Any, Final, TextIO
 
 from pushwire.core.acl import AclError, AclRule, SubjectKind
 from pushwire.core.auth import AuthAdmin, TokenInfo, parse_duration
+from pushwire.core.scram import MAX_ITERATIONS, MIN_ITERATIONS
 from pushwire.engines.auth_store import (
     DB_FILENAME,
     AuthStore,
@@ -37,6 +38,7 @@ from pushwire.engines.auth_store import (
 
 ADMIN_COMMANDS: Final = ("user", "token", "acl")
 DATA_DIR_ENV: Final = "PUSHWIRE_DATA_DIR"
+SCRAM_ITERATIONS_ENV: Final = "PUSHWIRE_SCRAM_ITERATIONS"
 DEFAULT_DATA_DIR: Final = "pushwire-data"
 
 EXIT_OK: Final = 0
@@ -168,6 +170,20 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.set_defaults(admin_handler=_acl_remove)
 
 
+def _scram_iterations() -> int:
+    """The server's `scram_iterations` setting as its environment variable gives it, so the
+    CLI makes SCRAM verifiers like the server's admin API does."""
+    text = os.environ.get(SCRAM_ITERATIONS_ENV)
+    if not text:
+        return MIN_ITERATIONS
+    if not text.strip().isdigit() or not MIN_ITERATIONS <= int(text) <= MAX_ITERATIONS:
+        raise UsageError(
+            f"{SCRAM_ITERATIONS_ENV} must be a whole number from {MIN_ITERATIONS} to "
+            f"{MAX_ITERATIONS}"
+        )
+    return int(text)
+
+
 def run_admin_command(
     ns: argparse.Namespace, *, stdin: TextIO | None = None, stdout: TextIO | None = None
 ) -> int:
@@ -189,7 +205,7 @@ def run_admin_command(
         print(f"pushwire: cannot open {data_dir / DB_FILENAME}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     try:
-        return handler(ns, AuthAdmin(store))
+        return handler(ns, AuthAdmin(store, scram_iterations=_scram_iterations()))
     except UsageError as exc:
         print(f"pushwire: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -288,11 +304,18 @@ def _user_list(ns: argparse.Namespace, admin: AuthAdmin) -> int:
     if ns.json:
         _emit_json(
             ns,
-            [{"name": u.username, "roles": list(u.roles), "created": u.created} for u in users],
+            [
+                {"name": u.username, "roles": list(u.roles), "created": u.created, "scram": u.scram}
+                for u in users
+            ],
         )
         return EXIT_OK
-    rows = [[u.username, ",".join(u.roles) or "-", _when(u.created)] for u in users]
-    _table(ns.stdout, ["NAME", "ROLES", "CREATED"], rows)
+    # SCRAM "no": the password predates SCRAM credentials; `user passwd` makes them
+    rows = [
+        [u.username, ",".join(u.roles) or "-", _when(u.created), "yes" if u.scram else "no"]
+        for u in users
+    ]
+    _table(ns.stdout, ["NAME", "ROLES", "CREATED", "SCRAM"], rows)
     return EXIT_OK
 
 

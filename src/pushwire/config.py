@@ -261,6 +261,21 @@ class Settings(BaseSettings):
     login_failures_window: float = Field(
         60.0, gt=0, description="seconds over which the failed-login allowance refills"
     )
+    scram_iterations: int = Field(
+        4096,
+        ge=4096,
+        le=10_000_000,
+        description="PBKDF2 iterations of the SCRAM-SHA-256 verifier stored when a password is "
+        "set (MQTT 5 enhanced authentication). Each client login pays them (the server pays "
+        "a few HMACs); 4096 is RFC 7677's minimum. Applies to passwords set afterwards; "
+        "`pushwire user` reads PUSHWIRE_SCRAM_ITERATIONS",
+    )
+    auth_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds an MQTT 5 client has to answer the server's AUTH challenge "
+        "(SCRAM) at CONNECT or re-authentication before the connection is closed",
+    )
     log_level: str = Field("info", description="debug, info, warning or error")
     tls_cert: Path | None = Field(
         None, description="PEM certificate (chain) for TLS; enables MQTT over TLS"

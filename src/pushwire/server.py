@@ -112,6 +112,7 @@ class PushwireServer:
                 login_failures_address_burst=settings.login_failures_address_burst,
                 login_failures_window=settings.login_failures_window,
                 sys_readable=settings.sys_readable,
+                scram_iterations=settings.scram_iterations,
             ),
             seed_rules=settings.acl,
         )

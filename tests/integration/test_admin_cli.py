@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from pushwire.core.auth import AuthService, AuthSettings, Identity
-from pushwire.engines.auth_store import SQLiteAuthStore
+from pushwire.core.scram import ScramCredentials
+from pushwire.engines.auth_store import SQLiteAuthStore, StoredUser
 
 pytestmark = pytest.mark.pushwire_only("pushwire's own admin CLI")
 
@@ -183,3 +184,39 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert cli(tmp_path, "user").returncode == 2
     assert cli(tmp_path, "token", "create").returncode == 2  # --user is required
     assert cli(tmp_path, "acl", "add", "--all", "--allow", "--deny", "read", "x").returncode == 2
+
+
+def test_cli_passwords_come_with_scram_credentials(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {"PUSHWIRE_SCRAM_ITERATIONS": "5000"}
+    r = cli(data, "user", "add", "alice", "--password-stdin", stdin="pw1\n", env=env)
+    assert r.returncode == 0, r.stderr
+    # a user from before SCRAM (argon2 hash only), as an older pushwire left it
+    store = SQLiteAuthStore.in_data_dir(data)
+    store.open()
+    try:
+        store.add_user(StoredUser("legacy", "$argon2id$whatever", (), 1.0))
+    finally:
+        store.close()
+    r = cli(data, "user", "list", "--json")
+    assert {u["name"]: u["scram"] for u in json.loads(r.stdout)} == {
+        "alice": True,
+        "legacy": False,
+    }
+    assert "SCRAM" in cli(data, "user", "list").stdout
+    r = cli(data, "user", "passwd", "legacy", "--password-stdin", stdin="pw2\n")
+    assert r.returncode == 0, r.stderr
+    store.open()
+    try:
+        alice, legacy = store.get_user("alice"), store.get_user("legacy")
+    finally:
+        store.close()
+    assert alice is not None and alice.scram is not None and legacy is not None
+    assert ScramCredentials.parse(alice.scram).iterations == 5000
+    assert legacy.scram is not None
+    assert ScramCredentials.parse(legacy.scram) == ScramCredentials.make(
+        "pw2", 4096, ScramCredentials.parse(legacy.scram).salt
+    )
+    bad = cli(data, "user", "passwd", "alice", "--password-stdin", stdin="x\n",
+              env={"PUSHWIRE_SCRAM_ITERATIONS": "100"})  # fmt: skip
+    assert bad.returncode == 2 and "PUSHWIRE_SCRAM_ITERATIONS" in bad.stderr

@@ -20,6 +20,7 @@ from pushwire.core.auth import (
     parse_token,
 )
 from pushwire.core.passwords import Passwords
+from pushwire.core.scram import ScramClient, ScramServer, parse_client_first
 from pushwire.engines.auth_store import MemoryAuthStore, SQLiteAuthStore
 
 
@@ -507,3 +508,54 @@ async def test_client_certificate_names(svc: tuple[AuthService, CountingPassword
     assert r.ok and r.identity == Identity("device-7")
     for bad in ["", "a/b", "+", "$SYS"]:
         assert service.authenticate_certificate(bad, "10.0.0.1").reason == "not_authorized"
+
+
+# -- SCRAM verifiers (MQTT 5 enhanced authentication) -------------------------------------
+
+
+def _scram_ok(service: AuthService, username: str, password: str) -> bool:
+    """A whole SCRAM exchange against the service's stored verifier."""
+    client = ScramClient(username, password)
+    start = service.scram_start(username, "192.0.2.1")
+    assert start.credentials is not None, start
+    server = ScramServer(parse_client_first(client.first()), start.credentials)
+    ok, _ = server.final(client.final(server.server_first_message()))
+    return service.scram_finish(username, "192.0.2.1", start, ok).ok
+
+
+async def test_every_way_of_setting_a_password_stores_a_scram_verifier() -> None:
+    service, _, _ = make_service(scram_iterations=5000)
+    await service.start()
+    await service.add_user("api", "one")  # the HTTP admin API's path
+    service.admin.add_user("cli", "two")  # the `pushwire user add` path
+    await service.refresh()
+    assert _scram_ok(service, "api", "one") and _scram_ok(service, "cli", "two")
+    assert "$5000:" in (service.snapshot.users["api"].scram or "")
+    await service.set_password("api", "three")
+    service.admin.set_password("cli", "four")
+    await service.refresh()
+    assert not _scram_ok(service, "api", "one") and _scram_ok(service, "api", "three")
+    assert not _scram_ok(service, "cli", "two") and _scram_ok(service, "cli", "four")
+    # a hash given without its verifier (made elsewhere) leaves no stale verifier behind
+    service.admin.set_password("cli", None, password_hash=service.passwords.hash("five"))
+    await service.refresh()
+    assert service.snapshot.users["cli"].scram is None
+    assert service.scram_start("cli", "192.0.2.1").no_verifier
+    await service.stop()
+
+
+async def test_rehash_after_login_keeps_the_scram_verifier() -> None:
+    store = MemoryAuthStore()
+    weak, _, _ = make_service(store)
+    await weak.start()
+    await weak.add_user("alice", "pw")
+    await weak.stop()
+    verifier = store.get_user("alice").scram  # type: ignore[union-attr]
+    assert verifier is not None
+    strong = AuthService(store, passwords=CountingPasswords(time_cost=2))
+    await strong.start()
+    assert (await strong.authenticate_password("alice", "pw", "::1")).ok
+    await strong.stop()  # waits for the background rehash
+    user = store.get_user("alice")
+    assert user is not None and "t=2" in user.password_hash
+    assert user.scram == verifier  # same password: the verifier stays valid

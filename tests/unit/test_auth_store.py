@@ -186,3 +186,49 @@ def test_make_auth_store(tmp_path: Path) -> None:
     assert isinstance(s, SQLiteAuthStore) and s.path == tmp_path / "pushwire.db"
     with pytest.raises(ValueError):
         make_auth_store(memory=False)
+
+
+def test_scram_verifier_is_stored_and_replaced_with_the_password(store: AuthStore) -> None:
+    store.add_user(StoredUser("carol", "$argon2id$old", (), 1.0, "SCRAM-SHA-256$old"))
+    assert store.get_user("carol") == StoredUser(
+        "carol", "$argon2id$old", (), 1.0, "SCRAM-SHA-256$old"
+    )
+    assert store.update_user("carol", roles=("ops",)).scram == "SCRAM-SHA-256$old"
+    updated = store.update_user("carol", password_hash="$argon2id$new", scram="SCRAM-SHA-256$new")
+    assert updated.scram == "SCRAM-SHA-256$new"
+    # a new hash without a verifier removes the old one: the old password must not live on
+    assert store.update_user("carol", password_hash="$argon2id$newer").scram is None
+    assert store.snapshot().users["carol"].scram is None
+
+
+_SCHEMA_1_USERS = """
+CREATE TABLE auth_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO auth_meta VALUES ('schema', 1), ('generation', 3);
+CREATE TABLE auth_users (
+    username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, roles TEXT NOT NULL,
+    created REAL NOT NULL
+) WITHOUT ROWID;
+INSERT INTO auth_users VALUES ('old', '$argon2id$before', '["ops"]', 5.0);
+"""
+
+
+def test_schema_1_file_gains_the_scram_column(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "p.db")
+    conn.executescript(_SCHEMA_1_USERS)
+    conn.close()
+    store = SQLiteAuthStore(tmp_path / "p.db")
+    store.open()
+    try:
+        assert store.get_user("old") == StoredUser("old", "$argon2id$before", ("ops",), 5.0, None)
+        store.update_user("old", password_hash="$argon2id$after", scram="SCRAM-SHA-256$x")
+        assert store.get_user("old") == StoredUser(
+            "old", "$argon2id$after", ("ops",), 5.0, "SCRAM-SHA-256$x"
+        )
+    finally:
+        store.close()
+    again = SQLiteAuthStore(tmp_path / "p.db")  # a second open finds it migrated
+    again.open()
+    again.close()
+    check = sqlite3.connect(tmp_path / "p.db")
+    assert check.execute("SELECT value FROM auth_meta WHERE key = 'schema'").fetchone()[0] == 2
+    check.close()

@@ -29,6 +29,14 @@ Tokens look like `pw_<id>_<secret>`: `id` is 12 hex digits (visible in logs and 
 used for lookups), `secret` is 32 random bytes in urlsafe base64. The store keeps the
 SHA-256 of the whole token; verification is a constant-time comparison.
 
+SCRAM-SHA-256 (MQTT 5 enhanced authentication, core/scram.py, mqtt/handle_auth.py): every
+way a password is set (`AuthAdmin`, the service's admin methods) also stores the user's
+SCRAM verifier. `scram_start` / `scram_finish` bracket one exchange: the start takes an
+attempt from the same failure budgets as a password login and finds the verifier (a stable
+fake one for an unknown user, so the exchange fails only at the proof, like a wrong
+password); the finish gives the budget back on success. A SCRAM login costs the server a
+few HMACs (PBKDF2 runs on the client), so it never touches the hashing pool.
+
 `AuthAdmin` holds the synchronous admin operations shared by the CLI (`pushwire user/token/
 acl`) and the service's async admin methods (the HTTP admin API).
 """
@@ -64,6 +72,7 @@ from pushwire.core.acl import (
 )
 from pushwire.core.passwords import DEFAULT_PASSWORDS, Passwords
 from pushwire.core.ratelimit import KeyedLimiter
+from pushwire.core.scram import MIN_ITERATIONS, ScramCredentials, ScramError
 from pushwire.core.topics import TopicError, matches, split_shared, validate_filter
 from pushwire.engines.auth_store import (
     AuthSnapshot,
@@ -109,6 +118,7 @@ __all__ = [
     "NewToken",
     "NotFound",
     "Permissions",
+    "ScramStart",
     "TokenInfo",
     "UserInfo",
     "generate_token",
@@ -164,10 +174,11 @@ class UserInfo:
     username: str
     roles: tuple[str, ...]
     created: float
+    scram: bool = False  # has SCRAM-SHA-256 credentials (MQTT 5 enhanced authentication)
 
     @classmethod
     def of(cls, user: StoredUser) -> UserInfo:
-        return cls(user.username, user.roles, user.created)
+        return cls(user.username, user.roles, user.created, user.scram is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +213,17 @@ class TokenInfo:
         if self.expires is not None and self.expires <= (time.time() if now is None else now):
             return "expired"
         return "active"
+
+
+@dataclass(frozen=True, slots=True)
+class ScramStart:
+    """What `AuthService.scram_start` found: the credentials to run the exchange with, or
+    the refusal (`no_verifier`: the user has no SCRAM credentials, MQTT 0x8C)."""
+
+    credentials: ScramCredentials | None
+    refusal: AuthResult | None
+    verifier: str | None = None  # the stored verifier used (None: a mock or a refusal)
+    no_verifier: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,10 +477,16 @@ class AuthAdmin:
         store: AuthStore,
         passwords: Passwords = DEFAULT_PASSWORDS,
         clock: Callable[[], float] = time.time,
+        scram_iterations: int = MIN_ITERATIONS,
     ) -> None:
         self.store = store
         self.passwords = passwords
         self.clock = clock
+        self.scram_iterations = scram_iterations
+
+    def scram_verifier(self, password: str | bytes) -> str:
+        """The SCRAM-SHA-256 verifier stored beside the argon2 hash (PBKDF2: a few ms)."""
+        return ScramCredentials.make(password, self.scram_iterations).encode()
 
     # users
 
@@ -469,14 +497,18 @@ class AuthAdmin:
         roles: Iterable[str] = (),
         *,
         password_hash: str | None = None,
+        scram: str | None = None,
     ) -> UserInfo:
+        """`password_hash` (and `scram`): made by the caller already (off the event loop);
+        a hash given without a verifier leaves the user without SCRAM credentials."""
         validate_username(username)
         role_list = validate_roles(roles)
         if password_hash is None:
             if not password:
                 raise ValueError("a password cannot be empty")
             password_hash = self.passwords.hash(password)
-        user = StoredUser(username, password_hash, role_list, self.clock())
+            scram = self.scram_verifier(password)
+        user = StoredUser(username, password_hash, role_list, self.clock(), scram)
         self.store.add_user(user)
         return UserInfo.of(user)
 
@@ -486,6 +518,7 @@ class AuthAdmin:
         password: str | bytes | None,
         *,
         password_hash: str | None = None,
+        scram: str | None = None,
     ) -> None:
         if self.store.get_user(username) is None:
             raise NotFound(f"no user {username!r}")
@@ -493,7 +526,8 @@ class AuthAdmin:
             if not password:
                 raise ValueError("a password cannot be empty")
             password_hash = self.passwords.hash(password)
-        self.store.update_user(username, password_hash=password_hash)
+            scram = self.scram_verifier(password)
+        self.store.update_user(username, password_hash=password_hash, scram=scram)
 
     def set_roles(self, username: str, roles: Iterable[str]) -> UserInfo:
         return UserInfo.of(self.store.update_user(username, roles=validate_roles(roles)))
@@ -595,6 +629,8 @@ class AuthSettings:
     hash_workers: int | None = None
     # a token's last_used is written at most this often (seconds)
     token_touch_interval: float = 60.0
+    # PBKDF2 iterations of the SCRAM-SHA-256 verifiers made when passwords are set
+    scram_iterations: int = MIN_ITERATIONS
 
 
 @dataclass(slots=True)
@@ -650,7 +686,7 @@ class AuthService:
         self.passwords = passwords or DEFAULT_PASSWORDS
         self.clock = clock
         self.monotonic = monotonic
-        self.admin = AuthAdmin(store, self.passwords, clock)
+        self.admin = AuthAdmin(store, self.passwords, clock, s.scram_iterations)
         self.acl = Acl(sys_readable=s.sys_readable)
         self.stats = AuthStats()
         self._snapshot = AuthSnapshot(generation=-1)
@@ -897,6 +933,53 @@ class AuthService:
         self.stats.logins_ok += 1
         return AuthResult(Identity(username, frozenset(user.roles)), "ok", "ok")
 
+    def scram_start(self, username: str, peer_ip: str) -> ScramStart:
+        """Begin a SCRAM exchange for `username`: take an attempt from the failure budgets
+        and find the verifier. Refused when rate limited, or when the user exists but has no
+        SCRAM verifier (password set before pushwire stored them, or a push device)."""
+        attempt = (peer_ip, username)
+        limited = self._take_attempt(attempt, username)
+        if limited is not None:
+            return ScramStart(None, limited)
+        if self.devices is not None and self.devices.owns(username):
+            return self._no_verifier(peer_ip, username, "a push device logs in with its secret")
+        user = self._snapshot.users.get(username)
+        if user is None:
+            # run the exchange to the proof with fake credentials (RFC 5802 section 5.1)
+            mock = ScramCredentials.mock(username, self._cred_key, self.settings.scram_iterations)
+            return ScramStart(mock, None)
+        if user.scram is None:
+            return self._no_verifier(
+                peer_ip,
+                username,
+                "no SCRAM credentials for this user: its password was set before pushwire "
+                "stored them; set it again, or log in with username and password",
+            )
+        try:
+            creds = ScramCredentials.parse(user.scram)
+        except ScramError:
+            log.error("auth: the SCRAM verifier of %s is unreadable", _log_name(username))
+            return self._no_verifier(peer_ip, username, "the SCRAM credentials are unusable")
+        return ScramStart(creds, None, user.scram)
+
+    def _no_verifier(self, peer_ip: str, username: str, why: str) -> ScramStart:
+        # the attempt's token stays taken, so probing which users lack one is rate limited
+        self.stats.logins_failed += 1
+        log.info("SCRAM login refused from %s for user %s: %s", peer_ip, _log_name(username), why)
+        return ScramStart(None, AuthResult(None, "not_authorized", why), no_verifier=True)
+
+    def scram_finish(
+        self, username: str, peer_ip: str, start: ScramStart, proof_ok: bool
+    ) -> AuthResult:
+        """End an exchange begun with `scram_start`: the identity when the proof was right
+        and the verifier is still the one the exchange used (not changed meanwhile)."""
+        user = self._snapshot.users.get(username)
+        if not proof_ok or user is None or start.verifier is None or user.scram != start.verifier:
+            return self._failed(peer_ip, username, "wrong SCRAM proof")
+        self._refund((peer_ip, username))
+        self.stats.logins_ok += 1
+        return AuthResult(Identity(username, frozenset(user.roles)), "ok", "ok")
+
     def _verify_device(
         self,
         device_id: str,
@@ -1041,7 +1124,8 @@ class AuthService:
         def write() -> None:
             current = self.store.get_user(user.username)
             if current is not None and current.password_hash == user.password_hash:
-                self.store.update_user(user.username, password_hash=new_hash)
+                # same password, new argon2 parameters: its SCRAM verifier stays valid
+                self.store.update_user(user.username, password_hash=new_hash, scram=current.scram)
 
         try:
             await self._call(write)
@@ -1120,8 +1204,14 @@ class AuthService:
         if not password:
             raise ValueError("a password cannot be empty")
         password_hash = await self.passwords.hash_async(password, self._hash_pool)
+        scram = await self._scram_verifier_async(password)
         info = await self._call(
-            self.admin.add_user, username, None, role_list, password_hash=password_hash
+            self.admin.add_user,
+            username,
+            None,
+            role_list,
+            password_hash=password_hash,
+            scram=scram,
         )
         await self.refresh()
         return info
@@ -1130,8 +1220,15 @@ class AuthService:
         if not password:
             raise ValueError("a password cannot be empty")
         password_hash = await self.passwords.hash_async(password, self._hash_pool)
-        await self._call(self.admin.set_password, username, None, password_hash=password_hash)
+        scram = await self._scram_verifier_async(password)
+        await self._call(
+            self.admin.set_password, username, None, password_hash=password_hash, scram=scram
+        )
         await self.refresh()
+
+    async def _scram_verifier_async(self, password: str | bytes) -> str:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._hash_pool, self.admin.scram_verifier, password)
 
     async def set_roles(self, username: str, roles: Iterable[str]) -> UserInfo:
         info = await self._call(self.admin.set_roles, username, list(roles))

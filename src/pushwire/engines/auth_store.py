@@ -17,8 +17,14 @@ and reloads a `snapshot()` when it moved: that is how `pushwire token revoke` re
 `PRAGMA data_version` would not do: the main engine commits to the same file all the time.
 `touch_token` (last use of a token) is bookkeeping and does not bump the generation.
 
-Secrets: users carry an argon2id hash (core/passwords.py); tokens carry the SHA-256 of the
-whole token string (tokens are 256-bit random, so a fast hash is the right tool).
+Secrets: users carry an argon2id hash (core/passwords.py) and, when their password was set
+by a pushwire that knows SCRAM, a SCRAM-SHA-256 verifier (core/scram.py; None before: it
+cannot be derived from the hash); tokens carry the SHA-256 of the whole token string
+(tokens are 256-bit random, so a fast hash is the right tool).
+
+Schema 2 added `auth_users.scram`; `open` adds the column to a schema 1 file. The version
+goes up so that an older pushwire refuses the file: it would change a password without
+dropping the old SCRAM verifier, which would keep the old password working over SCRAM.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from pushwire.core.acl import Access, AclRule, Permission, SubjectKind
 from pushwire.engines.sqlite_file import open_wal, write_transaction
 
 DB_FILENAME: Final = "pushwire.db"
-AUTH_SCHEMA_VERSION: Final = 1
+AUTH_SCHEMA_VERSION: Final = 2
 
 _T = TypeVar("_T")
 
@@ -59,6 +65,9 @@ class StoredUser:
     password_hash: str
     roles: tuple[str, ...] = ()
     created: float = 0.0
+    # SCRAM-SHA-256 verifier (core/scram.py ScramCredentials.encode); None: the password
+    # was set before pushwire stored them, or SCRAM credentials are not kept
+    scram: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +124,11 @@ class AuthStore(Protocol):
         *,
         password_hash: str | None = None,
         roles: tuple[str, ...] | None = None,
-    ) -> StoredUser: ...
+        scram: str | None = None,
+    ) -> StoredUser:
+        """A new `password_hash` always replaces the SCRAM verifier too, with `scram` (None
+        removes it): a verifier of the old password must never outlive it."""
+        ...
 
     def remove_user(self, username: str) -> list[str]:
         """Remove a user and its tokens; returns the ids of the tokens removed."""
@@ -199,13 +212,14 @@ class MemoryAuthStore:
         *,
         password_hash: str | None = None,
         roles: tuple[str, ...] | None = None,
+        scram: str | None = None,
     ) -> StoredUser:
         with self._lock:
             user = self._users.get(username)
             if user is None:
                 raise NotFound(f"no user {username!r}")
             if password_hash is not None:
-                user = replace(user, password_hash=password_hash)
+                user = replace(user, password_hash=password_hash, scram=scram)
             if roles is not None:
                 user = replace(user, roles=tuple(roles))
             self._users[username] = user
@@ -295,7 +309,8 @@ CREATE TABLE IF NOT EXISTS auth_users (
     username TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
     roles TEXT NOT NULL,          -- JSON list of role names
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    scram TEXT                    -- SCRAM-SHA-256 verifier; NULL: none (schema 2)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS auth_tokens (
     id TEXT PRIMARY KEY,
@@ -323,7 +338,7 @@ CREATE TABLE IF NOT EXISTS auth_acl (
 COMMIT;
 """
 
-_USER_COLUMNS: Final = "username, password_hash, roles, created"
+_USER_COLUMNS: Final = "username, password_hash, roles, created, scram"
 _TOKEN_COLUMNS: Final = (
     "id, username, secret_hash, name, created, expires, scope, last_used, revoked"
 )
@@ -332,7 +347,7 @@ _BUMP: Final = "UPDATE auth_meta SET value = value + 1 WHERE key = 'generation'"
 
 
 def _user(row: tuple[Any, ...]) -> StoredUser:
-    return StoredUser(row[0], row[1], tuple(json.loads(row[2])), row[3])
+    return StoredUser(row[0], row[1], tuple(json.loads(row[2])), row[3], row[4])
 
 
 def _token(row: tuple[Any, ...]) -> StoredToken:
@@ -357,6 +372,19 @@ def _rule(row: tuple[Any, ...]) -> AclRule:
         permission=cast(Permission, row[4]),
         filter=row[5],
         id=row[0],
+    )
+
+
+def _migrate_to_scram(conn: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: the `scram` column (NULL for every existing user: their SCRAM
+    verifier is made when their password is next set). Re-checked inside the write
+    transaction, so two processes opening an old file at once migrate it once."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(auth_users)")}
+    if "scram" not in columns:
+        conn.execute("ALTER TABLE auth_users ADD COLUMN scram TEXT")
+    conn.execute(
+        "UPDATE auth_meta SET value = ? WHERE key = 'schema' AND value < ?",
+        (AUTH_SCHEMA_VERSION, AUTH_SCHEMA_VERSION),
     )
 
 
@@ -388,6 +416,7 @@ class SQLiteAuthStore:
                 version=AUTH_SCHEMA_VERSION,
                 what="auth",
             )
+            write_transaction(self._conn, _migrate_to_scram)
 
     def close(self) -> None:
         with self._lock:
@@ -464,8 +493,14 @@ class SQLiteAuthStore:
         def write(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    f"INSERT INTO auth_users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?)",
-                    (user.username, user.password_hash, json.dumps(list(user.roles)), user.created),
+                    f"INSERT INTO auth_users ({_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                    (
+                        user.username,
+                        user.password_hash,
+                        json.dumps(list(user.roles)),
+                        user.created,
+                        user.scram,
+                    ),
                 )
             except sqlite3.IntegrityError:
                 raise Conflict(f"user {user.username!r} exists") from None
@@ -478,6 +513,7 @@ class SQLiteAuthStore:
         *,
         password_hash: str | None = None,
         roles: tuple[str, ...] | None = None,
+        scram: str | None = None,
     ) -> StoredUser:
         def write(conn: sqlite3.Connection) -> StoredUser:
             row = conn.execute(
@@ -487,12 +523,12 @@ class SQLiteAuthStore:
                 raise NotFound(f"no user {username!r}")
             user = _user(row)
             if password_hash is not None:
-                user = replace(user, password_hash=password_hash)
+                user = replace(user, password_hash=password_hash, scram=scram)
             if roles is not None:
                 user = replace(user, roles=tuple(roles))
             conn.execute(
-                "UPDATE auth_users SET password_hash = ?, roles = ? WHERE username = ?",
-                (user.password_hash, json.dumps(list(user.roles)), username),
+                "UPDATE auth_users SET password_hash = ?, roles = ?, scram = ? WHERE username = ?",
+                (user.password_hash, json.dumps(list(user.roles)), user.scram, username),
             )
             return user
 

@@ -20,6 +20,7 @@ from pushwire.core.ratelimit import TokenBucket
 from pushwire.core.session import Delivery, Session, Subscription
 from pushwire.core.topics import TopicError, split_shared, validate_filter, validate_topic_name
 from pushwire.engines.base import WriteError
+from pushwire.mqtt.auth_link import AuthLink
 from pushwire.mqtt.codec import (
     DecodeError,
     UnsupportedProtocolVersion,
@@ -124,6 +125,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         self._pressured = False
         self._pressure_timer: asyncio.TimerHandle | None = None
         self.identity: Identity | None = None
+        self._auth_link: AuthLink | None = None  # MQTT 5 enhanced authentication (SCRAM)
         self.permissions: Permissions | None = None
         self._registered = False
         # acks held back until the journal they depend on is durable, kept in order
@@ -543,6 +545,8 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
     # -- packets ---------------------------------------------------------------------------
 
     def _dispatch(self, packet: Packet) -> None:
+        if self.session is None and not isinstance(packet, (Connect, Auth, Disconnect)):
+            raise ProtocolViolation("only AUTH or DISCONNECT before CONNACK")
         if isinstance(packet, Publish):
             self._on_publish(packet)
         elif isinstance(packet, PubAck):
@@ -566,8 +570,9 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         elif isinstance(packet, Disconnect):
             self._on_disconnect(packet)
         elif isinstance(packet, Auth):
-            self._send(Disconnect(ReasonCode.BAD_AUTHENTICATION_METHOD))
-            self._abort("enhanced authentication is not supported")
+            if self._auth_link is None:
+                raise ProtocolViolation("AUTH without an Authentication Method in CONNECT")
+            self._auth_link.auth(packet)
         else:
             raise ProtocolViolation(f"unexpected {type(packet).__name__}")
 
@@ -600,6 +605,10 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         self._authenticate(p, client_id, assigned)
 
     def _authenticate(self, p: Connect, client_id: str, assigned: bool) -> None:
+        if "authentication_method" in p.properties:
+            self._auth_link = AuthLink(self)
+            self._auth_link.connect(p, client_id, assigned)
+            return
         auth = self.broker.auth
         ip = self.ip
         if p.username is None and p.password is None:
@@ -676,6 +685,8 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             props["receive_maximum"] = SERVER_RECEIVE_MAXIMUM
             props["topic_alias_maximum"] = TOPIC_ALIAS_MAXIMUM
             props["maximum_packet_size"] = self.broker.settings.max_packet_size
+            if self._auth_link is not None:
+                props.update(self._auth_link.connack_properties())
         session, present = self.hub.connect(
             client_id,
             p.clean_start,
