@@ -71,6 +71,7 @@ class PushwireServer:
                 settings.max_queued_messages,
                 settings.max_queued_bytes,
                 settings.backpressure_progress_window,
+                pressure_queue_messages=settings.backpressure_queue_messages,
             ),
             retained_slice=settings.retained_slice,
             route_cache_bytes=settings.route_cache_bytes,

@@ -95,6 +95,10 @@ class SessionLimits:
     max_queued_bytes: int = 16 * 1024 * 1024
     # a subscriber that acknowledged within this many seconds is "keeping up" (pressure.py)
     progress_window: float = PROGRESS_WINDOW
+    # queued messages at which a subscriber that keeps up holds publishers back (and lets
+    # them go at half); far below max_queued_messages, since every queued message is delay
+    # for the ones behind it. 0: hold only when the queue is full
+    pressure_queue_messages: int = 0
 
 
 class Session:
@@ -249,6 +253,9 @@ class Session:
             # what they already sent may overfill the queue by up to one more bound
             assert self._pressure is not None
             self._pressure.mark(self)
+        elif 0 < limits.pressure_queue_messages <= len(self.queue) and self._keeping_up(link):
+            assert self._pressure is not None
+            self._pressure.mark(self)
         d = Delivery(self._next_seq, message, qos, retain, subscription_ids, size=size)
         self._next_seq += 1
         self._hold(d)
@@ -319,9 +326,12 @@ class Session:
                 self._engine.queue_update(self.client_id, d.seq, d.packet_id, "sent")
             link.send_message(d, False, None)
         limits = self._limits
+        low = limits.max_queued_messages // 2
+        if limits.pressure_queue_messages:
+            low = min(low, limits.pressure_queue_messages // 2)
         if (
             self._pressure is not None
-            and len(self.queue) <= limits.max_queued_messages // 2
+            and len(self.queue) <= low
             and (not limits.max_queued_bytes or self.queued_bytes <= limits.max_queued_bytes // 2)
         ):
             self._pressure.relieve(self)

@@ -1180,11 +1180,23 @@ def _encode_connect(packet: Connect, level: int) -> bytes:
 
 
 def _encode_connack(packet: Connack, level: int) -> bytes:
+    if level != PROTOCOL_V5:
+        # MQTT 3.1.1: four bytes that depend on two fields only; built once each (connect storms)
+        return _CONNACK_311[bool(packet.session_present), packet.reason_code & 0xFF]
     flags = _CONNACK_SESSION_PRESENT if packet.session_present else 0
     head = bytes((flags, packet.reason_code))
     if level == PROTOCOL_V5:
         return _frame(_CONNACK << _TYPE_SHIFT, head, _encode_properties(packet.properties))
     return _frame(_CONNACK << _TYPE_SHIFT, head)
+
+
+_CONNACK_311: dict[tuple[bool, int], bytes] = {
+    (present, code): bytes(
+        (_CONNACK << _TYPE_SHIFT, 2, _CONNACK_SESSION_PRESENT if present else 0, code)
+    )
+    for present in (False, True)
+    for code in range(256)
+}
 
 
 def _encode_publish(packet: Publish, level: int, packet_id: int | None) -> tuple[bytes, int]:
