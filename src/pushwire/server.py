@@ -14,7 +14,7 @@ from typing import TextIO
 import uvicorn
 
 from pushwire.config import Settings
-from pushwire.core.admission import Admission
+from pushwire.core.admission import admission_from_settings
 from pushwire.core.auth import AuthService, AuthSettings
 from pushwire.core.hub import Hub
 from pushwire.core.log import run_log_sweeper
@@ -88,7 +88,7 @@ class PushwireServer:
             seed_rules=settings.acl,
         )
         # per-IP connection limits, shared by the MQTT and HTTP listeners
-        self.admission = Admission(settings.connection_rate_per_ip, settings.max_connections_per_ip)
+        self.admission = admission_from_settings(settings)
         self.mqtt = MQTTBroker(self.hub, settings, self.auth, self.admission)
         # the push gateway: device pushes are hub messages on devices/{device}/{app}
         self.gateway = Gateway(self.hub, self.auth, settings)
