@@ -1230,10 +1230,14 @@ _Ack = PubAck | PubRec | PubRel | PubComp
 def _encode_ack(type_code: int, byte0: int) -> Callable[[_Ack, int], bytes]:
     name = PacketType(type_code).name
 
+    # the common ack (success, no properties) is 4 bytes: one pack, no framing work
+    short = struct.Struct(">BBH")
+
     def encode_ack(packet: _Ack, level: int) -> bytes:
-        id_bytes = _U16.pack(_check_packet_id(packet.packet_id, name))
+        packet_id = packet.packet_id
         if level != PROTOCOL_V5 or (packet.reason_code == 0 and not packet.properties):
-            return _frame(byte0, id_bytes)
+            return short.pack(byte0, 2, _check_packet_id(packet_id, name))
+        id_bytes = _U16.pack(_check_packet_id(packet_id, name))
         reason = bytes((packet.reason_code,))
         if not packet.properties:
             return _frame(byte0, id_bytes, reason)
