@@ -12,6 +12,7 @@ defaults themselves is checked on a hand-driven clock in tests/unit/test_admissi
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Callable
 
 import pytest
@@ -116,3 +117,20 @@ def test_10000_clients_behind_one_address_get_in_while_a_looping_client_id_is_re
         assert connected == CLIENTS, f"{connected} of {CLIENTS} got in ({refusals} refusals)"
 
     asyncio.run(scenario())
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler for the bench generator")
+def test_bench_connect_generator_counts_full_handshakes(server_factory: ServerFactory) -> None:
+    # `pushwire bench mqtt --only connect` on a short window: the C generator compiles, runs
+    # CONNECT/CONNACK/DISCONNECT cycles and reports them; none fails
+    from pushwire.bench import mqtt as bench
+    from pushwire.bench.peers import Server
+
+    srv = server_factory(
+        memory=True, extra_args=["--connect-rate-per-client-id", "0", "--sys-interval", "0"]
+    )
+    server = Server("pushwire", srv.pid, srv.mqtt_port, srv.log_path)
+    outcome = bench.run_connect(server, bench.Settings(duration=0.5, warmup=0.1))
+    (report,) = outcome.clients
+    assert report.count > 0 and report.failures == 0, outcome.detail
+    assert outcome.metrics["connect"] > 0
