@@ -10,7 +10,7 @@ ARGS ?=
 # most tests wait on sockets: a few workers on 2 cores finish the suite in about half the time
 PYTEST_WORKERS ?= 3
 
-.PHONY: run test lint typecheck pytest bench install install-run deps-test clean
+.PHONY: run test lint typecheck pytest bench install install-run deps-test deps-interop clean
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,9 +33,19 @@ run: install-run
 # Debian tools the tests drive: mosquitto_pub/mosquitto_sub; mosquitto for benches;
 # redis-server for the engine=redis and --workers tests (private instances on free ports,
 # tests/helpers/redis.py); chromium and its WebDriver for the browser tests (web console,
-# CORS, Origin checks).
+# CORS, Origin checks); node and npm for the MQTT.js interop tests.
 deps-test:
 	@bash scripts/ensure-debian-packages.sh mosquitto-clients mosquitto redis-server chromium chromium-driver
+	@# Debian's nodejs + npm, unless a node with npm is there already (NodeSource's nodejs
+	@# bundles npm and conflicts with Debian's npm package)
+	@command -v node >/dev/null && command -v npm >/dev/null || bash scripts/ensure-debian-packages.sh nodejs npm
+
+# MQTT.js (npm `mqtt`, pinned by package-lock.json) in tests/interop/mqttjs/node_modules, for
+# tests/integration/test_interop_mqttjs.py. Offline, the install fails and those tests skip.
+MQTTJS := tests/interop/mqttjs
+deps-interop: deps-test
+	@test -d $(MQTTJS)/node_modules/mqtt || npm ci --prefix $(MQTTJS) --no-audit --no-fund --loglevel=error \
+		|| echo "MQTT.js not installed (offline?): its interop tests will be skipped"
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench examples
@@ -44,7 +54,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-pytest: install deps-test
+pytest: install deps-test deps-interop
 	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) $(ARGS)
 
 test: install deps-test lint typecheck pytest

@@ -165,6 +165,13 @@ class Settings(BaseSettings):
         description="queued messages of a persistent session (SQLite store) kept in memory; "
         "the rest waits on disk and is read back in batches as the queue drains",
     )
+    backpressure_queue_messages: int = Field(
+        100,
+        ge=0,
+        description="queued QoS 1/2 messages at which a subscriber that keeps up holds its "
+        "publishers back until half of them are delivered (a queued message is delay for every "
+        "one behind it: 1000 queued at 50,000 msg/s is 20 ms); 0: only when the queue is full",
+    )
     backpressure_progress_window: float = Field(
         1.0,
         gt=0,
@@ -217,10 +224,31 @@ class Settings(BaseSettings):
         "(meanwhile QoS 0 to it is dropped and counted, QoS 1/2 waits in its bounded queue)",
     )
     connection_rate_per_ip: float = Field(
-        100.0,
+        200.0,
         ge=0,
-        description="new connections per second from one IP, MQTT and HTTP together "
-        "(burst: twice that; 0: no limit)",
+        description="new connections per second from one IP, MQTT and HTTP together, refilling "
+        "a bucket of connection_burst_per_ip (0: no limit)",
+    )
+    connection_burst_per_ip: float = Field(
+        2000.0,
+        ge=0,
+        description="connections one IP may open at once before connection_rate_per_ip "
+        "applies: many devices behind one carrier-grade NAT address reconnect together after a "
+        "network blip (burst + 60 x rate get in within a minute: 14,000 by default); 0: twice "
+        "the rate",
+    )
+    connect_rate_per_client_id: float = Field(
+        1.0,
+        ge=0,
+        description="MQTT CONNECTs per second one client id may make once its burst is used "
+        "(a device reconnecting in a loop): more are refused with CONNACK 0x9F Connection rate "
+        "exceeded (MQTT 3.1.1: 3 Server unavailable); counted after authentication; 0: no limit",
+    )
+    connect_burst_per_client_id: float = Field(
+        20.0,
+        ge=0,
+        description="CONNECTs one client id may make back to back before "
+        "connect_rate_per_client_id applies; 0: twice the rate",
     )
     max_connections_per_ip: int = Field(
         0, ge=0, description="concurrent MQTT and HTTP connections from one IP (0: no limit)"

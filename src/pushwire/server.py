@@ -16,7 +16,7 @@ from typing import TextIO
 import uvicorn
 
 from pushwire.config import Settings, generated_node_id
-from pushwire.core.admission import Admission
+from pushwire.core.admission import admission_from_settings
 from pushwire.core.auth import AuthService, AuthSettings
 from pushwire.core.hub import Hub
 from pushwire.core.log import run_log_sweeper
@@ -100,6 +100,7 @@ class PushwireServer:
                 settings.max_persistent_queued_messages,
                 settings.max_persistent_queued_bytes,
                 settings.queue_memory_window,
+                pressure_queue_messages=settings.backpressure_queue_messages,
             ),
             retained_slice=settings.retained_slice,
             route_cache_bytes=settings.route_cache_bytes,
@@ -117,7 +118,7 @@ class PushwireServer:
             seed_rules=settings.acl,
         )
         # per-IP connection limits, shared by the MQTT and HTTP listeners
-        self.admission = Admission(settings.connection_rate_per_ip, settings.max_connections_per_ip)
+        self.admission = admission_from_settings(settings)
         self.mqtt = MQTTBroker(self.hub, settings, self.auth, self.admission)
         # the push gateway: device pushes are hub messages on devices/{device}/{app}
         self.gateway = Gateway(self.hub, self.auth, settings)

@@ -29,7 +29,9 @@ def rss_kb(pid: int) -> int:
 def test_connection_flood_from_one_ip_is_cut_while_connected_clients_carry_on(
     server_factory: ServerFactory, paho_client: Callable[..., PahoClient]
 ) -> None:
-    srv = server_factory(memory=True, extra_args=["--connection-rate-per-ip", "5"])
+    srv = server_factory(
+        memory=True, extra_args=["--connection-rate-per-ip", "5", "--connection-burst-per-ip", "10"]
+    )
     sub = paho_client(srv, "steady-sub")
     sub.subscribe("steady/#", qos=1)
     pub = paho_client(srv, "steady-pub")
@@ -127,7 +129,9 @@ def test_http_connection_flood_is_refused_while_an_open_stream_carries_on(
 ) -> None:
     import httpx
 
-    srv = server_factory(memory=True, extra_args=["--connection-rate-per-ip", "5"])
+    srv = server_factory(
+        memory=True, extra_args=["--connection-rate-per-ip", "5", "--connection-burst-per-ip", "10"]
+    )
     base = f"http://{srv.host}:{srv.http_port}"
     pub = paho_client(srv, "steady-pub")  # connected before the flood
     with (

@@ -117,3 +117,25 @@ def test_payload_callback_sees_each_publish() -> None:
 def test_malformed_remaining_length_is_rejected() -> None:
     with pytest.raises(ProtocolViolation):
         PacketWalker().feed(b"\x30\xff\xff\xff\xff\x01")
+
+
+def test_send_times_stamped_into_a_qos1_run_are_read_back_at_every_split() -> None:
+    # qos1lat: publishers stamp a whole window of packets with one send time (strided
+    # slices), the subscriber gathers the stamps of a run the same way
+    from pushwire.bench.loadgen import TIMESTAMP, PublishRing, stamp_packets
+
+    ring = PublishRing.build("bench/qos1lat", bytes(64), qos=1)
+    size = ring.packet_size
+    first = stamp_packets(ring.data[: 5 * size], size, size - 64, 111)
+    second = stamp_packets(ring.data[5 * size : 12 * size], size, size - 64, 222)
+    stream = first + second
+    for split in (1, 7, size, 3 * size + 5, len(stream) - 1):
+        walker = PacketWalker(collect_ids=True, collect_stamps=True)
+        walker.feed(stream[:split])
+        walker.feed(stream[split:])
+        stamps = [
+            TIMESTAMP.unpack_from(walker.publish_stamps, 8 * i)[0]
+            for i in range(len(walker.publish_stamps) // 8)
+        ]
+        assert stamps == [111] * 5 + [222] * 7, split
+        assert walker.publish_ids == b"".join(i.to_bytes(2, "big") for i in range(1, 13))

@@ -359,3 +359,27 @@ def test_subscription_ids_listed_once_each_in_one_copy() -> None:
     hub.unsubscribe(s, "+/b")
     hub.publish(Message("a/b", b"w"))
     assert ids_seen[-1] == [3]
+
+
+def test_backpressure_starts_at_a_short_queue_not_a_full_one() -> None:
+    # issue 12: a queue of 1000 in front of a subscriber that keeps up is 20 ms of delay at
+    # 50,000 msg/s; publishers are held once pressure_queue_messages (here 4) are queued,
+    # long before the queue bound (1000), and let go at half of that
+    hub = Hub(MemoryEngine(), SessionLimits(2, 1000, pressure_queue_messages=4))
+    link = RecordingLink()
+    s, _ = hub.connect("fast", True, 4, 0, link)
+    s.attach(link)
+    hub.subscribe(s, sub("t", qos=1))
+    hub.publish(Message("t", b"0", qos=1))
+    first = link.sent[0][4]
+    assert first is not None and s.acknowledge(first)  # it acknowledges: it keeps up
+    for i in range(1, 7):
+        hub.publish(Message("t", str(i).encode(), qos=1))
+    assert len(s.queue) == 4 and not hub.pressure.active  # window 2 + 4 queued: not yet
+    hub.publish(Message("t", b"7", qos=1))
+    assert hub.pressure.active and hub.stats.queue_overflow == 0
+    released: list[bool] = []
+    hub.pressure.wait(lambda: released.append(True))
+    while s.inflight and not released:
+        s.acknowledge(next(iter(s.inflight)))
+    assert released == [True] and len(s.queue) <= 2

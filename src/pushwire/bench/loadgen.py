@@ -19,12 +19,15 @@ The encoder covers only the packets the benchmark needs and does not depend on
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import functools
 import math
 import multiprocessing
 import os
 import struct
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -205,12 +208,17 @@ class PacketWalker:
         self,
         *,
         collect_ids: bool = False,
+        collect_stamps: bool = False,
         on_publish: PublishCallback | None = None,
         on_control: ControlCallback | None = None,
     ) -> None:
         self.counts = [0] * 16
         self.publish_ids = bytearray()
+        # with collect_stamps: the first 8 payload bytes (a send time) of every QoS 1/2
+        # PUBLISH, 8 bytes each, gathered like the packet ids
+        self.publish_stamps = bytearray()
         self._collect_ids = collect_ids
+        self._collect_stamps = collect_stamps
         self._on_publish = on_publish
         self._on_control = on_control
         self._tail = b""
@@ -274,6 +282,14 @@ class PacketWalker:
             ids[0::2] = buf[id_at:run_stop:size]
             ids[1::2] = buf[id_at + 1 : run_stop : size]
             self.publish_ids += ids
+            if self._collect_stamps:
+                stamp_at = id_at + 2
+                if stamp_at + TIMESTAMP.size > offset + size:
+                    raise ProtocolViolation("PUBLISH too short for a send time")
+                stamps = bytearray(TIMESTAMP.size * run)
+                for k in range(TIMESTAMP.size):
+                    stamps[k :: TIMESTAMP.size] = buf[stamp_at + k : run_stop : size]
+                self.publish_stamps += stamps
         return run * size
 
     def _publish_one(self, packet: bytes, header_len: int) -> None:
@@ -281,6 +297,8 @@ class PacketWalker:
             topic_len = int.from_bytes(packet[header_len : header_len + 2], "big")
             id_at = header_len + 2 + topic_len
             self.publish_ids += packet[id_at : id_at + 2]
+            if self._collect_stamps:
+                self.publish_stamps += packet[id_at + 2 : id_at + 2 + TIMESTAMP.size]
         if self._on_publish is not None:
             self._on_publish(packet, header_len)
 
@@ -346,12 +364,20 @@ class WindowPump:
     later, far beyond any window.
     """
 
-    def __init__(self, transport: asyncio.Transport, ring: PublishRing, window: int) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        ring: PublishRing,
+        window: int,
+        stamp_offset: int | None = None,
+    ) -> None:
         self.sent = 0
         self.acked = 0
         self._transport = transport
         self._ring = ring
         self._window = window
+        # where in each packet the send time goes (monotonic_ns, 8 bytes); None: no stamps
+        self._stamp_offset = stamp_offset
         self._next = 0
         self._running = False
 
@@ -374,9 +400,23 @@ class WindowPump:
         size = self._ring.packet_size
         while room > 0:
             take = min(room, self._ring.count - self._next)
-            self._transport.write(self._ring.data[self._next * size : (self._next + take) * size])
+            chunk = self._ring.data[self._next * size : (self._next + take) * size]
+            if self._stamp_offset is not None:
+                chunk = stamp_packets(chunk, size, self._stamp_offset, time.monotonic_ns())
+            self._transport.write(chunk)
             self._next = (self._next + take) % self._ring.count
             room -= take
+
+
+def stamp_packets(chunk: bytes, packet_size: int, offset: int, stamp_ns: int) -> bytes:
+    """A copy of back-to-back equal-size packets with `stamp_ns` at `offset` in each one,
+    written one byte column at a time (strided slice assignment, i.e. in C)."""
+    count = len(chunk) // packet_size
+    out = bytearray(chunk)
+    stamp = TIMESTAMP.pack(stamp_ns)
+    for k in range(TIMESTAMP.size):
+        out[offset + k :: packet_size] = stamp[k : k + 1] * count
+    return bytes(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,16 +488,32 @@ class BenchClient(asyncio.Protocol):
 
 
 class AckingSubscriber(BenchClient):
-    """Counts PUBLISH packets and acknowledges every QoS 1 one, one write per chunk read."""
+    """Counts PUBLISH packets and acknowledges every QoS 1 one, one write per chunk read.
 
-    def __init__(self, client_id: str) -> None:
+    With `timed`, every payload starts with its send time (see `stamp_packets`): the
+    latencies of messages sent inside the window are kept, one receive time per read."""
+
+    def __init__(self, client_id: str, *, timed: bool = False) -> None:
         super().__init__(client_id, collect_ids=True)
+        self.walker._collect_stamps = timed
+        self.latencies_ns = array.array("q")
+        self.window_ns = (0, -1)  # empty until the orchestrator says go
 
     def after_feed(self) -> None:
         ids = self.walker.publish_ids
         if ids and self.transport is not None:
             self.transport.write(encode_pubacks(ids))
             ids.clear()
+        stamps = self.walker.publish_stamps
+        if stamps:
+            received_ns = time.monotonic_ns()
+            sent = array.array("Q")
+            sent.frombytes(stamps)
+            if sys.byteorder == "little":
+                sent.byteswap()  # the stamps are big-endian on the wire
+            first, last = self.window_ns
+            self.latencies_ns.extend(received_ns - t for t in sent if first <= t < last)
+            stamps.clear()
 
 
 class LatencySubscriber(BenchClient):
@@ -514,19 +570,27 @@ class BlastPublisher(BenchClient):
 
 
 class WindowPublisher(BenchClient):
-    """Publishes QoS 1 keeping `window` PUBACKs outstanding; `progress()` is PUBACKs received."""
+    """Publishes QoS 1 keeping `window` PUBACKs outstanding; `progress()` is PUBACKs received.
 
-    def __init__(self, client_id: str, ring: PublishRing, window: int) -> None:
+    With `stamp_offset`, each packet carries its send time at that offset."""
+
+    def __init__(
+        self, client_id: str, ring: PublishRing, window: int, stamp_offset: int | None = None
+    ) -> None:
         super().__init__(client_id)
         self._ring = ring
         self._window = window
+        self._stamp_offset = stamp_offset
         self._acks_seen = 0
         self.pump: WindowPump | None = None
 
     def start(self) -> None:
         assert self.transport is not None
-        self.pump = WindowPump(self.transport, self._ring, self._window)
+        self.pump = WindowPump(self.transport, self._ring, self._window, self._stamp_offset)
         self.pump.start()
+
+    def outstanding(self) -> int:
+        return 0 if self.pump is None else self.pump.sent - self.pump.acked
 
     def stop(self) -> None:
         if self.pump is not None:
@@ -609,7 +673,9 @@ async def subscribe(client: BenchClient, topic_filter: str, qos: int, timeout: f
 # ---------------------------------------------------------------------------------------------
 # Client processes and what they report.
 
-Role = Literal["blast-pub", "window-pub", "rate-pub", "count-sub", "latency-sub", "idle"]
+Role = Literal[
+    "blast-pub", "window-pub", "rate-pub", "count-sub", "latency-sub", "idle", "connect-cycle"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,6 +697,12 @@ class ClientSpec:
     # idle role only: connections opened before "go" (the RSS baseline) and open concurrency
     warm_connections: int = 0
     open_concurrency: int = 64
+    # window-pub / count-sub (QoS 1): payloads carry their send time, the subscriber keeps
+    # latencies; after the load stops, publishers wait for their last PUBACKs and the
+    # subscriber for the last messages, so `total` of both sides can be compared (lost)
+    timed: bool = False
+    # connect-cycle: distinct client ids this process cycles through
+    client_ids: int = 1000
 
 
 @dataclass(slots=True)
@@ -643,6 +715,7 @@ class ClientReport:
     cpu_s: float = 0.0  # user + system CPU of this process inside the window
     latencies_ns: list[int] = field(default_factory=list)
     failures: int = 0
+    total: int = 0  # timed QoS 1: acknowledged (publishers) or received (subscriber) in all
 
     @property
     def rate(self) -> float:
@@ -661,11 +734,12 @@ def _client_factory(spec: ClientSpec, index: int) -> Callable[[], BenchClient]:
         return lambda: BlastPublisher(client_id, topic, payload)
     if spec.role == "window-pub":
         ring = _ring_for(topic, payload, spec.qos)
-        return lambda: WindowPublisher(client_id, ring, spec.window)
+        stamp_at = ring.packet_size - len(payload) if spec.timed else None
+        return lambda: WindowPublisher(client_id, ring, spec.window, stamp_at)
     if spec.role == "rate-pub":
         return lambda: RatePublisher(client_id, topic, spec.payload_size, spec.rate)
     if spec.role == "count-sub" and spec.qos:
-        return lambda: AckingSubscriber(client_id)
+        return lambda: AckingSubscriber(client_id, timed=spec.timed)
     if spec.role == "latency-sub":
         return lambda: LatencySubscriber(client_id)
     return lambda: BenchClient(client_id)
@@ -697,6 +771,8 @@ async def recv_message(conn: Connection, timeout: float) -> tuple[Any, ...]:
             await asyncio.wait_for(readable, timeout)
         finally:
             loop.remove_reader(conn.fileno())
+            # uvloop leaves a watched fd non-blocking; a large report would then be cut off
+            os.set_blocking(conn.fileno(), True)
     return cast(tuple[Any, ...], conn.recv())
 
 
@@ -729,7 +805,7 @@ async def _drive(
     """Run the load, sample progress and CPU at the window's edges, stop at `stop_at`."""
     window_start, window_end = window
     for client in clients:
-        if isinstance(client, LatencySubscriber):
+        if isinstance(client, (LatencySubscriber, AckingSubscriber)):
             # time.monotonic() and monotonic_ns() read the same clock in every process
             client.window_ns = (int(window_start * 1e9), int(window_end * 1e9))
         client.start()
@@ -747,11 +823,39 @@ async def _drive(
     report.count = end_count - start_count
     report.window_s = ended - started
     report.cpu_s = end_cpu - start_cpu
+    if spec.timed:
+        await _drain(clients)
+        report.total = sum(c.progress() for c in clients)
     for client in clients:
         if isinstance(client, LatencySubscriber):
             report.count = len(client.latencies_ns)
             report.latencies_ns.extend(client.latencies_ns)
+        elif isinstance(client, AckingSubscriber):
+            report.latencies_ns.extend(client.latencies_ns)
     return report
+
+
+DRAIN_TIMEOUT_S = 10.0
+DRAIN_QUIET_S = 1.0  # a subscriber is drained when nothing arrived for this long
+
+
+async def _drain(clients: list[BenchClient]) -> None:
+    """After the load stopped: publishers wait for their outstanding PUBACKs, subscribers
+    until nothing more arrives (bounded), so what was acknowledged and what was delivered
+    can be compared."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    last = sum(c.progress() for c in clients)
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        publishers = [c for c in clients if isinstance(c, WindowPublisher)]
+        if publishers and all(p.outstanding() == 0 for p in publishers):
+            return
+        now = sum(c.progress() for c in clients)
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+        elif not publishers and time.monotonic() - quiet_since >= DRAIN_QUIET_S:
+            return
 
 
 async def _open_idle(spec: ClientSpec, count: int, first: int, into: list[BenchClient]) -> int:
@@ -794,9 +898,113 @@ async def _idle_main(spec: ClientSpec, conn: Connection) -> None:
             client.abort()
 
 
+class _ConnectClient(asyncio.Protocol):
+    """CONNECT on connect, DISCONNECT and close on CONNACK; `done` says how it went."""
+
+    def __init__(self, connect_packet: bytes, done: asyncio.Future[int]) -> None:
+        self._connect = connect_packet
+        self._done = done
+        self._buf = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self._connect)
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        if len(self._buf) >= 4 and not self._done.done():
+            assert self.transport is not None
+            code = self._buf[3] if self._buf[0] >> 4 == CONNACK else -1
+            if code == 0:
+                # the server closes after DISCONNECT, so the TIME_WAIT is on its side
+                self.transport.write(DISCONNECT_PACKET)
+            else:
+                self.transport.close()
+            self._done.set_result(code)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._done.done():
+            self._done.set_result(-1)
+
+
+class ConnectCycler:
+    """`concurrency` workers, each opening a connection, CONNECT, CONNACK, DISCONNECT, close,
+    again, until stopped; client ids cycle through `client_ids` names. The CONNECT packets are
+    encoded once. `progress()` is connections that got CONNACK 0."""
+
+    def __init__(self, spec: ClientSpec) -> None:
+        prefix = f"pwbench-conn-{os.getpid()}-"
+        self._packets = [encode_connect(f"{prefix}{i}") for i in range(spec.client_ids)]
+        self._spec = spec
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+        self.connected = 0
+        self.failures = 0
+        self._next = 0
+
+    def start(self) -> None:
+        self._running = True
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._worker()) for _ in range(self._spec.open_concurrency)]
+
+    def stop(self) -> None:
+        self._running = False
+
+    def progress(self) -> int:
+        return self.connected
+
+    async def wait_stopped(self) -> None:
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        host, port = self._spec.host, self._spec.port
+        while self._running:
+            packet = self._packets[self._next]
+            self._next = (self._next + 1) % len(self._packets)
+            done: asyncio.Future[int] = loop.create_future()
+            try:
+                await loop.create_connection(
+                    functools.partial(_ConnectClient, packet, done), host, port
+                )
+                code = await asyncio.wait_for(done, HANDSHAKE_TIMEOUT_S)
+            except (OSError, TimeoutError):
+                code = -1
+            if code == 0:
+                self.connected += 1
+            else:
+                self.failures += 1
+
+
+async def _connect_cycle_main(spec: ClientSpec, conn: Connection) -> None:
+    cycler = ConnectCycler(spec)
+    conn.send(("ready", 0))
+    _, window_start, window_end, stop_at = await recv_message(conn, STEP_TIMEOUT_S)
+    cycler.start()
+    await _sleep_until(window_start)
+    start_count, start_failures = cycler.connected, cycler.failures
+    start_cpu, started = own_cpu_seconds(), time.monotonic()
+    await _sleep_until(window_end)
+    end_count, end_failures = cycler.connected, cycler.failures
+    end_cpu, ended = own_cpu_seconds(), time.monotonic()
+    await _sleep_until(stop_at)
+    cycler.stop()
+    await cycler.wait_stopped()
+    report = ClientReport(spec.name, spec.role, spec.open_concurrency)
+    report.count = end_count - start_count
+    report.failures = end_failures - start_failures
+    report.window_s = ended - started
+    report.cpu_s = end_cpu - start_cpu
+    conn.send(("done", report))
+
+
 async def _client_main(spec: ClientSpec, conn: Connection) -> None:
     if spec.role == "idle":
         await _idle_main(spec, conn)
+        return
+    if spec.role == "connect-cycle":
+        await _connect_cycle_main(spec, conn)
         return
     clients = await _open_role_clients(spec)
     try:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +43,7 @@ from pushwire.bench.peers import (
     stub_server,
 )
 
-SCENARIOS = ("fanin", "fanout", "qos1", "latency", "memory")
+SCENARIOS = ("fanin", "fanout", "qos1", "latency", "memory", "connect", "qos1lat")
 FD_HEADROOM = 200  # descriptors a process needs besides the benchmark's connections
 SETUP_TIMEOUT_S = 60.0
 GO_LEAD_S = 0.2  # time for "go" to reach every client process before the warm-up starts
@@ -62,6 +65,13 @@ class Settings:
     publisher_processes: int = 2
     subscriber_processes: int = 2
     idle_warm_connections: int = 20
+    # connect: CONNECT/CONNACK/DISCONNECT cycles, this many in flight over this many
+    # processes, cycling through connect_clients client ids (clean sessions)
+    connect_in_flight: int = 50
+    connect_processes: int = 2
+    connect_clients: int = 2000
+    # qos1lat: issue 12's QoS 1 shape, publishers with this many PUBLISH unacknowledged
+    qos1lat_window: int = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +100,23 @@ def metrics_for(settings: Settings) -> dict[str, list[Metric]]:
             Metric("latency_p99", f"latency p99 at {s.latency_rate:.0f} msg/s, ms", False),
         ],
         "memory": [Metric("memory", f"RSS per idle connection (N={s.connections}), KB", False)],
+        "connect": [
+            Metric(
+                "connect",
+                f"connects/s ({s.connect_clients} clients, {s.connect_in_flight} in flight)",
+                True,
+            )
+        ],
+        "qos1lat": [
+            Metric(
+                "qos1lat",
+                f"QoS 1 {s.qos1_publishers} pub (window {s.qos1lat_window})->1 sub, msg/s",
+                True,
+            ),
+            Metric("qos1lat_p50", "  its end-to-end p50, ms", False),
+            Metric("qos1lat_p99", "  its end-to-end p99, ms", False),
+            Metric("qos1lat_lost", "  its lost (PUBACKed, never delivered)", False),
+        ],
     }
 
 
@@ -218,6 +245,123 @@ def run_qos1(server: Server, s: Settings) -> Outcome:
     return outcome
 
 
+def run_qos1lat(server: Server, s: Settings) -> Outcome:
+    sub = ClientSpec(
+        "sub",
+        "count-sub",
+        HOST,
+        server.mqtt_port,
+        topic="bench/qos1lat",
+        qos=1,
+        payload_size=max(8, s.payload),
+        timed=True,
+    )
+    pub = replace(
+        sub, name="pub", role="window-pub", port=server.publisher_port, window=s.qos1lat_window
+    )
+    outcome = measure_window(
+        server, [sub], _specs(pub, s.qos1_publishers, s.publisher_processes), s
+    )
+    samples = sorted(ns for r in outcome.clients for ns in r.latencies_ns)
+    acked = sum(r.total for r in outcome.clients if r.role == "window-pub")
+    delivered = sum(r.total for r in outcome.clients if r.role == "count-sub")
+    outcome.metrics["qos1lat"] = _rate(outcome.clients, "count-sub")
+    outcome.metrics["qos1lat_p50"] = percentile(samples, 0.50) / 1e6
+    outcome.metrics["qos1lat_p99"] = percentile(samples, 0.99) / 1e6
+    # what the server acknowledged to publishers and never delivered (duplicates would hide
+    # losses; none are expected on connections that never reconnect)
+    outcome.metrics["qos1lat_lost"] = float(max(0, acked - delivered))
+    outcome.detail = (
+        f"PUBACKed {_rate(outcome.clients, 'window-pub'):,.0f} msg/s; in all {acked:,} "
+        f"acknowledged, {delivered:,} delivered"
+    )
+    for report in outcome.clients:
+        report.latencies_ns = []
+    return outcome
+
+
+CONNECT_STORM_C = Path(__file__).parent / "c" / "connect_storm.c"
+
+
+def connect_storm_binary() -> Path | None:
+    """The C connect generator, compiled once per user into the temp dir; None without a C
+    compiler (the Python generator is then used, and said to be the likely limit)."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    source = CONNECT_STORM_C.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:12]
+    binary = Path(tempfile.gettempdir()) / f"pushwire-connect-storm-{os.getuid()}-{digest}"
+    if not binary.exists():
+        partial = binary.with_suffix(f".{os.getpid()}")
+        subprocess.run(
+            [compiler, "-O2", "-o", str(partial), str(CONNECT_STORM_C)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        partial.replace(binary)
+    return binary
+
+
+def run_connect(server: Server, s: Settings) -> Outcome:
+    binary = connect_storm_binary()
+    if binary is None:
+        return run_connect_python(server, s)
+    window_start = time.monotonic() + s.warmup
+    window_end = window_start + s.duration
+    stop_at = window_end + LOAD_TAIL_S
+    argv = [str(binary), str(server.mqtt_port), str(s.connect_in_flight)]
+    argv += [str(s.connect_clients), "pwbench-conn-"]
+    argv += [f"{t:.6f}" for t in (window_start, window_end, stop_at)]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as generator:
+        try:
+            _sleep_until(window_start)
+            cpu_start, busy_start = cpu_seconds(*server.pids), machine_busy_seconds()
+            started = time.monotonic()
+            _sleep_until(window_end)
+            cpu_end, busy_end = cpu_seconds(*server.pids), machine_busy_seconds()
+            ended = time.monotonic()
+            out, err = generator.communicate(timeout=SETUP_TIMEOUT_S)
+        finally:
+            if generator.poll() is None:
+                generator.kill()
+    if generator.returncode != 0:
+        raise BenchError(f"connect generator failed: {err.decode(errors='replace')}")
+    count, failures, window_s, cpu_s = out.split()
+    report = ClientReport("conn-c", "connect-cycle", s.connect_in_flight)
+    report.count, report.failures = int(count), int(failures)
+    report.window_s, report.cpu_s = float(window_s), float(cpu_s)
+    outcome = Outcome(
+        server_cpu=(cpu_end - cpu_start) / (ended - started),
+        machine_cpu=(busy_end - busy_start) / (ended - started),
+        clients=[report],
+    )
+    outcome.metrics["connect"] = report.rate
+    outcome.detail = f"{report.failures} failed in the window (C generator)"
+    return outcome
+
+
+def run_connect_python(server: Server, s: Settings) -> Outcome:
+    processes = max(1, min(s.connect_processes, s.connect_in_flight))
+    specs = [
+        ClientSpec(
+            f"conn{n}",
+            "connect-cycle",
+            HOST,
+            server.mqtt_port,
+            open_concurrency=count,
+            client_ids=max(1, s.connect_clients // processes),
+        )
+        for n, (_, count) in enumerate(_split(s.connect_in_flight, processes))
+    ]
+    outcome = measure_window(server, [], specs, s)
+    outcome.metrics["connect"] = _rate(outcome.clients, "connect-cycle")
+    failures = sum(r.failures for r in outcome.clients)
+    outcome.detail = f"{failures} failed in the window (Python generator: may be the limit)"
+    return outcome
+
+
 def percentile(sorted_values: list[int], fraction: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     if not sorted_values:
@@ -290,6 +434,8 @@ RUNNERS: dict[str, Callable[[Server, Settings], Outcome]] = {
     "qos1": run_qos1,
     "latency": run_latency,
     "memory": run_memory,
+    "connect": run_connect,
+    "qos1lat": run_qos1lat,
 }
 
 

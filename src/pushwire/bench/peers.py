@@ -190,6 +190,8 @@ PUSHWIRE_BENCH_ENV = {
     "PUSHWIRE_CONNECTION_RATE_PER_IP": "0",
     "PUSHWIRE_MAX_CONNECTIONS_PER_IP": "0",
     "PUSHWIRE_PUBLISH_RATE_PER_CLIENT": "0",
+    # the connect scenario cycles 2,000 client ids at thousands of CONNECTs per second
+    "PUSHWIRE_CONNECT_RATE_PER_CLIENT_ID": "0",
 }
 
 

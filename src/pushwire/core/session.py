@@ -113,6 +113,10 @@ class SessionLimits:
     max_persistent_queued_messages: int = 50_000
     max_persistent_queued_bytes: int = 64 * 1024 * 1024
     queue_memory_window: int = 500
+    # queued messages at which a subscriber that keeps up holds publishers back (and lets
+    # them go at half); far below max_queued_messages, since every queued message is delay
+    # for the ones behind it. 0: hold only when the queue is full
+    pressure_queue_messages: int = 0
 
 
 class Session:
@@ -330,6 +334,9 @@ class Session:
             # what they already sent may overfill the queue by up to one more bound
             assert self._pressure is not None
             self._pressure.mark(self)
+        elif 0 < limits.pressure_queue_messages <= self.waiting and self._keeping_up(link):
+            assert self._pressure is not None
+            self._pressure.mark(self)
         d = Delivery(self._next_seq, message, qos, retain, subscription_ids, size=size)
         self._next_seq += 1
         if (
@@ -469,7 +476,10 @@ class Session:
             else:
                 limit = limits.max_queued_messages
                 byte_limit = limits.max_queued_bytes
-            if self.waiting <= limit // 2 and (
+            low = limit // 2
+            if limits.pressure_queue_messages:
+                low = min(low, limits.pressure_queue_messages // 2)
+            if self.waiting <= low and (
                 not byte_limit or self.queued_bytes + self.stored_bytes <= byte_limit // 2
             ):
                 pressure.relieve(self)

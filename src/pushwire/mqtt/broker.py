@@ -7,7 +7,7 @@ import logging
 import ssl
 
 from pushwire.config import Settings
-from pushwire.core.admission import Admission
+from pushwire.core.admission import Admission, admission_from_settings
 from pushwire.core.auth import AuthService
 from pushwire.core.hub import Hub
 from pushwire.core.message import Message
@@ -38,9 +38,7 @@ class MQTTBroker:
         self.shutting_down = False
         self._servers: list[asyncio.Server] = []
         self._will_timers: dict[str, asyncio.TimerHandle] = {}
-        self.admission = admission or Admission(
-            settings.connection_rate_per_ip, settings.max_connections_per_ip
-        )
+        self.admission = admission or admission_from_settings(settings)
 
     # -- connections -----------------------------------------------------------------
 

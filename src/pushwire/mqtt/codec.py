@@ -1180,11 +1180,23 @@ def _encode_connect(packet: Connect, level: int) -> bytes:
 
 
 def _encode_connack(packet: Connack, level: int) -> bytes:
+    if level != PROTOCOL_V5:
+        # MQTT 3.1.1: four bytes that depend on two fields only; built once each (connect storms)
+        return _CONNACK_311[bool(packet.session_present), packet.reason_code & 0xFF]
     flags = _CONNACK_SESSION_PRESENT if packet.session_present else 0
     head = bytes((flags, packet.reason_code))
     if level == PROTOCOL_V5:
         return _frame(_CONNACK << _TYPE_SHIFT, head, _encode_properties(packet.properties))
     return _frame(_CONNACK << _TYPE_SHIFT, head)
+
+
+_CONNACK_311: dict[tuple[bool, int], bytes] = {
+    (present, code): bytes(
+        (_CONNACK << _TYPE_SHIFT, 2, _CONNACK_SESSION_PRESENT if present else 0, code)
+    )
+    for present in (False, True)
+    for code in range(256)
+}
 
 
 def _encode_publish(packet: Publish, level: int, packet_id: int | None) -> tuple[bytes, int]:
@@ -1218,10 +1230,14 @@ _Ack = PubAck | PubRec | PubRel | PubComp
 def _encode_ack(type_code: int, byte0: int) -> Callable[[_Ack, int], bytes]:
     name = PacketType(type_code).name
 
+    # the common ack (success, no properties) is 4 bytes: one pack, no framing work
+    short = struct.Struct(">BBH")
+
     def encode_ack(packet: _Ack, level: int) -> bytes:
-        id_bytes = _U16.pack(_check_packet_id(packet.packet_id, name))
+        packet_id = packet.packet_id
         if level != PROTOCOL_V5 or (packet.reason_code == 0 and not packet.properties):
-            return _frame(byte0, id_bytes)
+            return short.pack(byte0, 2, _check_packet_id(packet_id, name))
+        id_bytes = _U16.pack(_check_packet_id(packet_id, name))
         reason = bytes((packet.reason_code,))
         if not packet.properties:
             return _frame(byte0, id_bytes, reason)

@@ -657,6 +657,13 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             self._send(Connack(False, code))
             self._abort(f"connect refused: {result.message}", logging.INFO)
             return
+        if not self.broker.admission.admit_client_id(client_id):
+            # one client id reconnecting in a loop: slowed without touching its neighbours
+            self.hub.stats.connections_refused += 1
+            code = ReasonCode.CONNECTION_RATE_EXCEEDED if v5 else ConnackCode311.SERVER_UNAVAILABLE
+            self._send(Connack(False, code))
+            self._abort(f"connect rate of client id {client_id!r}", logging.INFO)
+            return
         self.identity = result.identity
         self.permissions = self.broker.auth.permissions(result.identity, client_id)
         if p.will is not None and not self.permissions.can_publish(p.will.topic):
