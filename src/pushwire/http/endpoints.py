@@ -1,0 +1,271 @@
+"""The hot endpoints, each declared once, as data.
+
+An `Endpoint` names its path, methods, options (query parameters, each with an optional
+header alternative; the query wins), security, request body and responses. From that one
+declaration come:
+
+- the request parsing: `Endpoint.options` reads the options of a `WireRequest`;
+- the OpenAPI fragment: `Endpoint.openapi`, merged into FastAPI's generated schema
+  (`merge_openapi`), so `/openapi.json` describes the endpoint without a second signature;
+- the routes: `hot_routes` for the owned protocol (http/protocol.py, served from bytes) and
+  `install_asgi_routes` for requests that reach the FastAPI app (browsers with `Origin`,
+  requests through a proxy): both call the same handler with a `WireRequest`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fastapi import FastAPI
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from pushwire.http.errors import ApiError, error_responses
+from pushwire.http.protocol import FastRoute
+from pushwire.http.state import HttpState
+from pushwire.http.wire import WireRequest, WireResponse, error_response
+from pushwire.tls import scope_certificate_name
+
+Security = Literal["headers", "reader"]
+EndpointHandler = Callable[
+    [HttpState, WireRequest, Mapping[str, str | None]], Awaitable[WireResponse]
+]
+
+# the security schemes of http/auth.py, as FastAPI names them; non-admin routes may admit
+# anonymous clients (the empty requirement is added by app._truthful_openapi)
+_SECURITY: dict[Security, list[dict[str, list[str]]]] = {
+    "headers": [{"bearer": []}, {"basic": []}],
+    "reader": [{"bearer": []}, {"basic": []}, {"query": []}],
+}
+
+
+@dataclass(frozen=True)
+class Option:
+    """A query parameter (`name`), optionally also given as a header (`header`)."""
+
+    name: str
+    description: str
+    header: str | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    path: str  # OpenAPI form: /v1/publish/{topic}
+    param: str  # the path parameter: the rest of the path after `prefix`
+    operations: tuple[tuple[str, str], ...]  # (method, operationId)
+    summary: str
+    description: str
+    tag: str
+    security: Security
+    options: tuple[Option, ...] = ()
+    headers: tuple[str, ...] = ()  # headers read as they are (documented, not options)
+    request_body: dict[str, Any] | None = None
+    responses: dict[int | str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def prefix(self) -> str:
+        return self.path[: self.path.index("{")]
+
+    # -- parsing --------------------------------------------------------------------------
+
+    def read_options(self, request: WireRequest) -> dict[str, str | None]:
+        """The endpoint's options from the query string and headers (the query wins), and
+        its documented headers by their lower-case names."""
+        query = request.query if request.query_string else None
+        values: dict[str, str | None] = {}
+        for option in self.options:
+            value = query.get(option.name) if query is not None else None
+            if value is None and option.header is not None:
+                value = request.header(option.header.lower().encode())
+            values[option.name] = value
+        for name in self.headers:
+            values[name.lower()] = request.header(name.lower().encode())
+        return values
+
+    # -- description ----------------------------------------------------------------------
+
+    def openapi(self) -> dict[str, Any]:
+        """The path item of the endpoint, as FastAPI would generate it."""
+        params: list[dict[str, Any]] = [
+            {
+                "in": "path",
+                "name": self.param,
+                "required": True,
+                "schema": {"title": self.param.title(), "type": "string"},
+            }
+        ]
+        for option in self.options:
+            params.append(_param("query", option.name, option.description))
+        for option in self.options:
+            if option.header is not None:
+                params.append(_param("header", option.header, None))
+        for name in self.headers:
+            params.append(_param("header", name, None))
+        responses = {str(status): _response(spec) for status, spec in self.responses.items()}
+        item: dict[str, Any] = {}
+        for method, operation_id in self.operations:
+            op: dict[str, Any] = {
+                "tags": [self.tag],
+                "summary": self.summary,
+                "description": self.description,
+                "operationId": operation_id,
+                "parameters": params,
+                "responses": responses,
+                "security": [dict(s) for s in _SECURITY[self.security]],
+            }
+            if self.request_body is not None:
+                op["requestBody"] = self.request_body
+            item[method.lower()] = op
+        return item
+
+
+def _param(where: str, name: str, description: str | None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    if description is not None:
+        schema["description"] = description
+    # FastAPI titles a parameter from its Python name (title-cased, `_` as ` `) or, for a
+    # header alias, from the alias with each part title-cased
+    schema["title"] = "-".join(part.title() for part in name.split("-"))
+    param: dict[str, Any] = {"in": where, "name": name, "required": False, "schema": schema}
+    if description is not None:
+        param["description"] = description
+    return param
+
+
+def _response(spec: dict[str, Any]) -> dict[str, Any]:
+    model = spec["model"]
+    return {
+        "description": spec["description"],
+        "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+        },
+    }
+
+
+# -- the endpoints and their handlers ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Served:
+    endpoint: Endpoint
+    handler: EndpointHandler
+    body_limit: Callable[[HttpState], int]
+
+
+def _served() -> list[Served]:
+    # imported here: the handlers' modules import this one's types
+    from pushwire.http import publish
+
+    return [Served(publish.PUBLISH_RAW, publish.publish_raw, publish.raw_body_limit)]
+
+
+def _bind(state: HttpState, served: Served) -> Callable[[WireRequest], Awaitable[WireResponse]]:
+    endpoint, handler = served.endpoint, served.handler
+
+    async def serve(request: WireRequest) -> WireResponse:
+        try:
+            return await handler(state, request, endpoint.read_options(request))
+        except ApiError as exc:
+            return api_error_response(state, exc)
+
+    return serve
+
+
+def api_error_response(state: HttpState, exc: ApiError) -> WireResponse:
+    """The error model for `exc`, counted as http/errors.py counts it."""
+    stats = state.stats
+    if exc.status == 401:
+        stats.unauthorized += 1
+    elif exc.status == 403:
+        stats.forbidden += 1
+    elif exc.code == "rate_limited":
+        stats.rate_limited += 1
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+def hot_routes(state: HttpState) -> list[FastRoute]:
+    """The routes the owned protocol serves from bytes."""
+    return [
+        FastRoute(
+            frozenset(m for m, _ in s.endpoint.operations),
+            s.endpoint.prefix,
+            _bind(state, s),  # type: ignore[arg-type]
+            s.body_limit(state),
+        )
+        for s in _served()
+    ]
+
+
+def install_asgi_routes(app: FastAPI, state: HttpState) -> None:
+    """The same endpoints in the FastAPI app (not in its schema: `merge_openapi` describes
+    them), for the requests the owned protocol passes on."""
+    for served in _served():
+        endpoint = served.endpoint
+        serve = _bind(state, served)
+        limit = served.body_limit(state)
+
+        async def asgi_endpoint(
+            request: Request,
+            serve: Callable[[WireRequest], Awaitable[WireResponse]] = serve,
+            endpoint: Endpoint = endpoint,
+            limit: int = limit,
+        ) -> Response:
+            wire = WireRequest(
+                request.method,
+                request.url.path,
+                request.scope.get("query_string", b""),
+                list(request.scope["headers"]),
+                (request.client.host, request.client.port) if request.client else None,
+                scope_certificate_name(request.scope),
+                request.path_params[endpoint.param],
+            )
+            try:
+                await _read_body(request, wire, limit)
+            except ApiError as exc:
+                response = api_error_response(state, exc)
+            else:
+                response = await serve(wire)
+            return Response(
+                response.body,
+                response.status,
+                dict(response.headers),
+                media_type=response.content_type,
+            )
+
+        app.router.add_route(
+            endpoint.path.replace("}", ":path}"),
+            asgi_endpoint,
+            methods=[m for m, _ in endpoint.operations],
+            include_in_schema=False,
+        )
+
+
+async def _read_body(request: Request, wire: WireRequest, limit: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        wire.oversize = int(declared)
+        return
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                wire.oversize = size
+                return
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the request body was cut off") from None
+    wire.body = b"".join(chunks)
+
+
+def merge_openapi(schema: dict[str, Any]) -> None:
+    """Add the hot endpoints' fragments to FastAPI's generated schema."""
+    paths = schema.setdefault("paths", {})
+    for served in _served():
+        paths[served.endpoint.path] = served.endpoint.openapi()
+
+
+__all__ = ["Endpoint", "Option", "error_responses", "hot_routes", "merge_openapi"]
