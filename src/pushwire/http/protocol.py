@@ -107,6 +107,9 @@ class HttpServer:
         self.websocket = websocket  # hands a connection over to the WebSocket protocol
         self.connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
+        # requests answered from bytes (hot endpoints) and through the ASGI app
+        self.served_owned = 0
+        self.served_asgi = 0
 
     def protocol(self) -> HttpProtocol:
         return HttpProtocol(self)
@@ -320,8 +323,10 @@ class HttpProtocol(asyncio.Protocol):
                 path[len(route.prefix) :],
             )
             cycle = _FastCycle(self, request, route, keep_alive)
+            self.server.served_owned += 1
         else:
             cycle = _AsgiCycle(self, self._scope(method, url, raw_path, query), keep_alive)
+            self.server.served_asgi += 1
         self.parsing = cycle
         self.pipeline.append(cycle)
         if len(self.pipeline) == 1:

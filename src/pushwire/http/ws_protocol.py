@@ -71,10 +71,15 @@ class WebSocketHandover:
         protocol.connection_made(transport)
         transport.set_protocol(protocol)
 
-    async def shutdown(self, timeout: float) -> None:
+    async def shutdown(self, timeout: float, grace: float = 1.0) -> None:
+        """WebSockets the server told to close (1001, with their cursors) get `grace`
+        seconds to do so; the rest are closed by uvicorn (1012)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.state.connections and loop.time() < deadline:
+            await asyncio.sleep(0.02)
         for conn in list(self.state.connections):
             conn.shutdown()
-        loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.state.connections and loop.time() < deadline:
             await asyncio.sleep(0.05)
