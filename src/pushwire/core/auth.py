@@ -253,6 +253,7 @@ def _log_name(username: str | None) -> str:
     return repr(username[:USERNAME_MAX])
 
 
+@functools.lru_cache(maxsize=1024)  # asked on every anonymous request: parse an address once
 def is_loopback(ip: str) -> bool:
     """127.0.0.0/8, ::1 and IPv4-mapped loopback (::ffff:127.0.0.1); False if unparseable."""
     text = ip.strip()

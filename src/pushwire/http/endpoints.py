@@ -14,6 +14,7 @@ declaration come:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -72,17 +73,31 @@ class Endpoint:
 
     def read_options(self, request: WireRequest) -> dict[str, str | None]:
         """The endpoint's options from the query string and headers (the query wins), and
-        its documented headers by their lower-case names."""
-        query = request.query if request.query_string else None
-        values: dict[str, str | None] = {}
-        for option in self.options:
-            value = query.get(option.name) if query is not None else None
-            if value is None and option.header is not None:
-                value = request.header(option.header.lower().encode())
-            values[option.name] = value
-        for name in self.headers:
-            values[name.lower()] = request.header(name.lower().encode())
+        its documented headers by their lower-case names (first value, as Starlette)."""
+        values = dict.fromkeys(self._keys)
+        by_header = self._by_header
+        for name, value in request.headers:
+            key = by_header.get(name)
+            if key is not None and values[key] is None:
+                values[key] = value.decode("latin-1")
+        if request.query_string:
+            query = request.query
+            for option in self.options:
+                given = query.get(option.name)
+                if given is not None:
+                    values[option.name] = given
         return values
+
+    @functools.cached_property
+    def _keys(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.options) + tuple(h.lower() for h in self.headers)
+
+    @functools.cached_property
+    def _by_header(self) -> dict[bytes, str]:
+        """Header name (lower case) -> the option or header key it fills."""
+        found = {o.header.lower().encode(): o.name for o in self.options if o.header}
+        found.update({h.lower().encode(): h.lower() for h in self.headers})
+        return found
 
     # -- description ----------------------------------------------------------------------
 

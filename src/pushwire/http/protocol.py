@@ -45,6 +45,7 @@ from pushwire.tls import certificate_username, tls_extension
 
 log = logging.getLogger(__name__)
 
+_HEAD, _IDLE = 1, 2  # what the connection's deadline is for
 KEEP_ALIVE_TIMEOUT = 5.0  # seconds an idle kept-alive connection stays open (as uvicorn)
 MAX_PIPELINE = 16  # queued requests on one connection before it stops reading
 BODY_HIGH_WATER = 256 * 1024  # buffered request body before the connection stops reading
@@ -161,7 +162,10 @@ class HttpProtocol(asyncio.Protocol):
         self.closing = False
         self.write_paused = False
         self.drain_waiters: list[asyncio.Future[None]] = []
-        self.timer: asyncio.TimerHandle | None = None  # head or keep-alive timer
+        self.timer: asyncio.TimerHandle | None = None  # head or keep-alive deadline
+        self.deadline_kind = 0  # _HEAD, _IDLE or 0 (none)
+        self.deadline = 0.0
+        self.linger: asyncio.TimerHandle | None = None
         self.head_timing = False
         self.head_bytes = False
         self.read_paused = False
@@ -194,6 +198,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        for timer in (self.timer, self.linger):
+            if timer is not None:
+                timer.cancel()
+        self.timer = self.linger = None
         self.server.connections.discard(self)
         self._release()
         for cycle in self.pipeline:
@@ -451,28 +459,51 @@ class HttpProtocol(asyncio.Protocol):
             transport.write(response)
         if transport.can_write_eof():
             transport.write_eof()
-        self.timer = self.loop.call_later(self.server.head_timeout, transport.close)
+        self.linger = self.loop.call_later(self.server.head_timeout, transport.close)
 
     # -- timers ---------------------------------------------------------------------------
 
+    # One timer per connection, re-armed lazily: a busy keep-alive connection moves a
+    # deadline per request instead of cancelling and scheduling timer handles.
+
     def _arm_head(self) -> None:
-        self._disarm()
         self.head_timing = True
         self.head_bytes = False
-        self.timer = self.loop.call_later(self.server.head_timeout, self._head_expired)
+        self._deadline(_HEAD, self.server.head_timeout)
 
     def _arm_keep_alive(self) -> None:
-        self._disarm()
-        self.timer = self.loop.call_later(KEEP_ALIVE_TIMEOUT, self._idle_expired)
+        self.head_timing = False
+        self._deadline(_IDLE, KEEP_ALIVE_TIMEOUT)
 
     def _disarm(self) -> None:
         self.head_timing = False
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline_kind = 0  # a pending timer finds nothing to do
+
+    def _deadline(self, kind: int, delay: float) -> None:
+        self.deadline_kind = kind
+        self.deadline = when = self.loop.time() + delay
+        timer = self.timer
+        if timer is not None:
+            if timer.when() <= when:
+                return  # it fires first and re-arms for the rest
+            timer.cancel()
+        self.timer = self.loop.call_at(when, self._expired)
+
+    def _expired(self) -> None:
+        self.timer = None
+        kind = self.deadline_kind
+        if kind == 0:
+            return
+        if self.loop.time() < self.deadline:
+            self.timer = self.loop.call_at(self.deadline, self._expired)
+            return
+        self.deadline_kind = 0
+        if kind == _HEAD:
+            self._head_expired()
+        else:
+            self._idle_expired()
 
     def _head_expired(self) -> None:
-        self.timer = None
         self.head_timing = False
         transport = self.transport
         if transport is None or transport.is_closing() or transport.get_protocol() is not self:
@@ -483,7 +514,6 @@ class HttpProtocol(asyncio.Protocol):
         transport.close()
 
     def _idle_expired(self) -> None:
-        self.timer = None
         if self.transport is not None and not self.pipeline:
             self.transport.close()
 

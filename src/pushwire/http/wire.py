@@ -12,6 +12,8 @@ from typing import Any
 
 from starlette.datastructures import QueryParams
 
+_EMPTY = QueryParams("")  # immutable: shared by every request without a query string
+
 
 @dataclass(slots=True)
 class WireRequest:
@@ -42,7 +44,9 @@ class WireRequest:
     @property
     def query(self) -> QueryParams:
         if self._query is None:
-            self._query = QueryParams(self.query_string.decode("latin-1"))
+            self._query = (
+                QueryParams(self.query_string.decode("latin-1")) if self.query_string else _EMPTY
+            )
         return self._query
 
     @property
@@ -58,9 +62,13 @@ class WireResponse:
     content_type: str = "application/json"
 
 
+# one encoder: json.dumps with options builds a new one per call
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def json_response(status: int, content: Any, headers: dict[str, str] | None = None) -> WireResponse:
     """JSON as Starlette's JSONResponse renders it (compact, UTF-8)."""
-    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    body = _JSON.encode(content)
     return WireResponse(status, body.encode(), list(headers.items()) if headers else [])
 
 
