@@ -3,7 +3,11 @@ OpenAPI fragment."""
 
 from __future__ import annotations
 
-from pushwire.http.endpoints import Endpoint, Option
+import pytest
+
+from pushwire.http.endpoints import Endpoint, Header, Option
+from pushwire.http.errors import ApiError
+from pushwire.http.stream_endpoints import integer
 from pushwire.http.wire import WireRequest
 
 DEMO = Endpoint(
@@ -15,7 +19,7 @@ DEMO = Endpoint(
     tag="demo",
     security="reader",
     options=(Option("n", "a number", "Demo-N"), Option("m", "another")),
-    headers=("Content-Type",),
+    headers=(Header("Content-Type"),),
 )
 
 
@@ -47,4 +51,15 @@ def test_the_openapi_fragment_lists_the_declared_parameters_once_per_method() ->
         ("header", "Demo-N"),
         ("header", "Content-Type"),
     ]
-    assert {"query": []} in op["security"]
+    assert {"auth_query": []} in op["security"]
+
+
+def test_integer_options_answer_like_fastapi_validation() -> None:
+    assert integer({"n": None}, "n") is None
+    assert integer({"n": "7"}, "n") == 7
+    assert integer({"n": "-3"}, "n") == -3
+    for bad in ("x", "1.5", "", "1e3"):
+        with pytest.raises(ApiError) as info:
+            integer({"n": bad}, "n")
+        assert info.value.status == 400 and info.value.code == "bad_request"
+        assert info.value.message.startswith("query.n: Input should be a valid integer")

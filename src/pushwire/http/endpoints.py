@@ -14,14 +14,17 @@ declaration come:
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from pushwire.http.errors import ApiError, error_responses
 from pushwire.http.protocol import FastRoute
@@ -30,6 +33,7 @@ from pushwire.http.wire import WireRequest, WireResponse, error_response
 from pushwire.tls import scope_certificate_name
 
 Security = Literal["headers", "reader"]
+AsgiHandler = Callable[[HttpState, Request, str, Mapping[str, str | None]], Awaitable[Response]]
 EndpointHandler = Callable[
     [HttpState, WireRequest, Mapping[str, str | None]], Awaitable[WireResponse]
 ]
@@ -38,7 +42,7 @@ EndpointHandler = Callable[
 # anonymous clients (the empty requirement is added by app._truthful_openapi)
 _SECURITY: dict[Security, list[dict[str, list[str]]]] = {
     "headers": [{"bearer": []}, {"basic": []}],
-    "reader": [{"bearer": []}, {"basic": []}, {"query": []}],
+    "reader": [{"bearer": []}, {"basic": []}, {"auth_query": []}],
 }
 
 
@@ -49,6 +53,15 @@ class Option:
     name: str
     description: str
     header: str | None = None
+    kind: Literal["string", "integer"] = "string"
+
+
+@dataclass(frozen=True)
+class Header:
+    """A header read as it is (its value under its lower-case name)."""
+
+    name: str
+    description: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,7 @@ class Endpoint:
     tag: str
     security: Security
     options: tuple[Option, ...] = ()
-    headers: tuple[str, ...] = ()  # headers read as they are (documented, not options)
+    headers: tuple[Header, ...] = ()  # headers read as they are (not options)
     request_body: dict[str, Any] | None = None
     responses: dict[int | str, dict[str, Any]] = field(default_factory=dict)
 
@@ -90,13 +103,13 @@ class Endpoint:
 
     @functools.cached_property
     def _keys(self) -> tuple[str, ...]:
-        return tuple(o.name for o in self.options) + tuple(h.lower() for h in self.headers)
+        return tuple(o.name for o in self.options) + tuple(h.name.lower() for h in self.headers)
 
     @functools.cached_property
     def _by_header(self) -> dict[bytes, str]:
         """Header name (lower case) -> the option or header key it fills."""
         found = {o.header.lower().encode(): o.name for o in self.options if o.header}
-        found.update({h.lower().encode(): h.lower() for h in self.headers})
+        found.update({h.name.lower().encode(): h.name.lower() for h in self.headers})
         return found
 
     # -- description ----------------------------------------------------------------------
@@ -112,12 +125,12 @@ class Endpoint:
             }
         ]
         for option in self.options:
-            params.append(_param("query", option.name, option.description))
+            params.append(_param("query", option.name, option.description, option.kind))
         for option in self.options:
             if option.header is not None:
                 params.append(_param("header", option.header, None))
-        for name in self.headers:
-            params.append(_param("header", name, None))
+        for header in self.headers:
+            params.append(_param("header", header.name, header.description))
         responses = {str(status): _response(spec) for status, spec in self.responses.items()}
         item: dict[str, Any] = {}
         for method, operation_id in self.operations:
@@ -136,8 +149,8 @@ class Endpoint:
         return item
 
 
-def _param(where: str, name: str, description: str | None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+def _param(where: str, name: str, description: str | None, kind: str = "string") -> dict[str, Any]:
+    schema: dict[str, Any] = {"anyOf": [{"type": kind}, {"type": "null"}]}
     if description is not None:
         schema["description"] = description
     # FastAPI titles a parameter from its Python name (title-cased, `_` as ` `) or, for a
@@ -150,13 +163,20 @@ def _param(where: str, name: str, description: str | None) -> dict[str, Any]:
 
 
 def _response(spec: dict[str, Any]) -> dict[str, Any]:
-    model = spec["model"]
-    return {
-        "description": spec["description"],
+    """A response as FastAPI renders a `responses=` entry: a `model` becomes a JSON body
+    referring to its schema; anything else is OpenAPI as it is."""
+    model = spec.get("model")
+    if model is None:
+        return copy.deepcopy(spec)
+    out: dict[str, Any] = {
+        "description": spec.get("description", "Successful Response"),
         "content": {
             "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
         },
     }
+    if "headers" in spec:
+        out["headers"] = copy.deepcopy(spec["headers"])
+    return out
 
 
 # -- the endpoints and their handlers ---------------------------------------------------------
@@ -164,20 +184,31 @@ def _response(spec: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Served:
+    """An endpoint and who answers it: `handler` from a `WireRequest` (served from bytes by
+    the owned protocol too), or `asgi` from a Starlette request (through the ASGI app
+    only: the streams, until they move onto the owned protocol)."""
+
     endpoint: Endpoint
-    handler: EndpointHandler
-    body_limit: Callable[[HttpState], int]
+    handler: EndpointHandler | None = None
+    body_limit: Callable[[HttpState], int] = lambda _state: 0
+    asgi: AsgiHandler | None = None
 
 
 def _served() -> list[Served]:
     # imported here: the handlers' modules import this one's types
-    from pushwire.http import publish
+    from pushwire.http import publish, stream_endpoints
 
-    return [Served(publish.PUBLISH_RAW, publish.publish_raw, publish.raw_body_limit)]
+    return [
+        Served(publish.PUBLISH_RAW, publish.publish_raw, publish.raw_body_limit),
+        Served(stream_endpoints.POLL, asgi=stream_endpoints.serve_poll),
+        Served(stream_endpoints.LONGPOLL, asgi=stream_endpoints.serve_longpoll),
+        Served(stream_endpoints.SSE, asgi=stream_endpoints.serve_sse),
+    ]
 
 
 def _bind(state: HttpState, served: Served) -> Callable[[WireRequest], Awaitable[WireResponse]]:
     endpoint, handler = served.endpoint, served.handler
+    assert handler is not None
 
     async def serve(request: WireRequest) -> WireResponse:
         try:
@@ -210,6 +241,7 @@ def hot_routes(state: HttpState) -> list[FastRoute]:
             s.body_limit(state),
         )
         for s in _served()
+        if s.handler is not None
     ]
 
 
@@ -217,6 +249,9 @@ def install_asgi_routes(app: FastAPI, state: HttpState) -> None:
     """The same endpoints in the FastAPI app (not in its schema: `merge_openapi` describes
     them), for the requests the owned protocol passes on."""
     for served in _served():
+        if served.asgi is not None:
+            _install_asgi_only(app, state, served.endpoint, served.asgi)
+            continue
         endpoint = served.endpoint
         serve = _bind(state, served)
         limit = served.body_limit(state)
@@ -249,12 +284,32 @@ def install_asgi_routes(app: FastAPI, state: HttpState) -> None:
                 media_type=response.content_type,
             )
 
-        app.router.add_route(
-            endpoint.path.replace("}", ":path}"),
-            asgi_endpoint,
-            methods=[m for m, _ in endpoint.operations],
-            include_in_schema=False,
+        _add_route(app, endpoint, asgi_endpoint)
+
+
+def _install_asgi_only(
+    app: FastAPI, state: HttpState, endpoint: Endpoint, handler: AsgiHandler
+) -> None:
+    async def asgi_endpoint(request: Request) -> Response:
+        wire = WireRequest(
+            request.method,
+            request.url.path,
+            request.scope.get("query_string", b""),
+            request.scope["headers"],
+            None,
         )
+        options = endpoint.read_options(wire)
+        return await handler(state, request, request.path_params[endpoint.param], options)
+
+    _add_route(app, endpoint, asgi_endpoint)
+
+
+def _add_route(app: FastAPI, endpoint: Endpoint, serve: Callable[..., Awaitable[Response]]) -> None:
+    """A plain Starlette route for the declared methods only (Starlette would add HEAD to
+    GET, where FastAPI's declared routes answered 405)."""
+    route = Route(endpoint.path.replace("}", ":path}"), serve, include_in_schema=False)
+    route.methods = {m for m, _ in endpoint.operations}
+    app.router.routes.append(route)
 
 
 async def _read_body(request: Request, wire: WireRequest, limit: int) -> None:
@@ -279,8 +334,28 @@ async def _read_body(request: Request, wire: WireRequest, limit: int) -> None:
 def merge_openapi(schema: dict[str, Any]) -> None:
     """Add the hot endpoints' fragments to FastAPI's generated schema."""
     paths = schema.setdefault("paths", {})
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    models = []
     for served in _served():
-        paths[served.endpoint.path] = served.endpoint.openapi()
+        endpoint = served.endpoint
+        paths[endpoint.path] = endpoint.openapi()
+        models += [spec["model"] for spec in endpoint.responses.values() if "model" in spec]
+    for name, sub in _response_schemas(models).items():
+        schemas.setdefault(name, sub)
+
+
+def _response_schemas(models: list[type[BaseModel]]) -> dict[str, Any]:
+    """The component schemas FastAPI renders for these response models (its serialization
+    rules: fields with defaults are required, no defaults shown)."""
+    probe = FastAPI()
+    for i, model in enumerate(models):
+        probe.add_api_route(f"/{i}", _nothing, response_model=model)
+    found: dict[str, Any] = probe.openapi().get("components", {}).get("schemas", {})
+    return found
+
+
+async def _nothing() -> None:
+    return None
 
 
 __all__ = ["Endpoint", "Option", "error_responses", "hot_routes", "merge_openapi"]

@@ -140,6 +140,37 @@ class HttpServer:
 class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection (see the module docstring)."""
 
+    # slots: an idle connection is this object and its transport, nothing else
+    __slots__ = (
+        "admitted_ip",
+        "cert_name",
+        "client",
+        "closing",
+        "counting",
+        "deadline",
+        "deadline_kind",
+        "drain_waiters",
+        "head_bytes",
+        "head_timing",
+        "headers",
+        "linger",
+        "local",
+        "loop",
+        "meter",
+        "parser",
+        "parsing",
+        "pipeline",
+        "read_paused",
+        "refused",
+        "scheme",
+        "server",
+        "timer",
+        "transport",
+        "upgrade",
+        "url",
+        "write_paused",
+    )
+
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         self.loop = asyncio.get_running_loop()

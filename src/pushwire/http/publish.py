@@ -25,7 +25,7 @@ from pushwire.engines.base import WriteError
 from pushwire.http.auth import Caller, CallerDep, caller_from
 from pushwire.http.cursor import parse_duration
 from pushwire.http.encode import PRIORITY_PROPERTY
-from pushwire.http.endpoints import Endpoint, Option
+from pushwire.http.endpoints import Endpoint, Header, Option
 from pushwire.http.errors import ApiError, bad_request, bad_topic, error_responses
 from pushwire.http.state import HttpState, get_state
 from pushwire.http.wire import WireRequest, WireResponse, json_response
@@ -404,7 +404,7 @@ PUBLISH_RAW = Endpoint(
         Option("ttl", "expiry: seconds or a duration (10m)", "Pushwire-TTL"),
         Option("priority", "1..5 or min..max", "Pushwire-Priority"),
     ),
-    headers=("Content-Type",),
+    headers=(Header("Content-Type"),),
     request_body=_RAW_BODY["requestBody"],
     responses=_PUBLISH_RESPONSES,
 )
