@@ -638,9 +638,7 @@ class _FastCycle(_Cycle):
             if self.active:
                 self._run()
             return
-        self.chunks.append(chunk)
-        if len(self.chunks) > 1 and self.size > BODY_HIGH_WATER:
-            pass  # bounded by the route's body limit
+        self.chunks.append(chunk)  # bounded by the route's body limit
 
     def message_complete(self) -> None:
         super().message_complete()
