@@ -653,16 +653,15 @@ class _FastCycle(_Cycle):
         if self.chunks:
             request.body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
             self.chunks = []
-        coro = self.route.handler(request)
         try:
-            yielded = coro.send(None)
-        except StopIteration as stop:
-            self._respond(stop.value)
-            return
+            started = run_eagerly(self.proto.loop, self.route.handler(request))
         except Exception as exc:
             self._respond(internal_error(exc, request))
             return
-        task = self.proto.loop.create_task(_resume(coro, yielded))
+        if not isinstance(started, asyncio.Task):
+            self._respond(started)
+            return
+        task = started
         self.proto.server.tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -704,9 +703,31 @@ def internal_error(exc: BaseException, request: WireRequest) -> WireResponse:
     return error_response(500, "internal", "internal server error")
 
 
+def run_eagerly(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, WireResponse]
+) -> WireResponse | asyncio.Task[WireResponse]:
+    """Run `coro` at once, in this callback: its result when it finishes without waiting
+    (no task: the common case for a publish to the memory store), else a task that goes on
+    from where it waits. Raises what `coro` raises before its first wait."""
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        result: WireResponse = stop.value
+        return result
+    if getattr(yielded, "_asyncio_future_blocking", None):
+        # what a task does at once with an awaited future: another request awaiting the
+        # same future (the store's shared sync) before our task runs would otherwise find
+        # the flag set and fail ("await wasn't used with future"); `_delegate` sets it
+        # again when it hands the future to the task
+        yielded._asyncio_future_blocking = False
+    return loop.create_task(_resume(coro, yielded))
+
+
 @types.coroutine
 def _delegate(coro: Coroutine[Any, Any, WireResponse], yielded: Any) -> Generator[Any, Any, Any]:
     """Go on driving `coro`, which already yielded `yielded` to us, under a task."""
+    if getattr(yielded, "_asyncio_future_blocking", None) is not None:
+        yielded._asyncio_future_blocking = True  # cleared by `_FastCycle._run`: see there
     while True:
         try:
             sent = yield yielded
