@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import importlib
 import importlib.util
 import logging
 import signal
 import socket
-from collections.abc import Generator
 from typing import TextIO
 
 import uvicorn
@@ -27,13 +25,14 @@ from pushwire.engines.base import Engine
 from pushwire.engines.memory import MemoryEngine
 from pushwire.gateway.service import Gateway
 from pushwire.http.app import create_app, make_log
-from pushwire.http.guard import head_timeout_protocol
+from pushwire.http.endpoints import hot_routes
+from pushwire.http.protocol import HttpServer
 from pushwire.http.publish import json_body_limit
-from pushwire.http.ws_protocol import WebSocketProtocol
+from pushwire.http.ws_protocol import WebSocketHandover, WebSocketProtocol
 from pushwire.mqtt.broker import MQTTBroker
 from pushwire.mqtt.clients import mqtt_clients
 from pushwire.mqtt.websocket import mount_mqtt_websocket
-from pushwire.tls import server_context, uvicorn_ssl_options
+from pushwire.tls import http_server_context, server_context
 
 log = logging.getLogger("pushwire")
 
@@ -74,14 +73,6 @@ def make_engine(settings: Settings) -> Engine:
 
 class DataDirInUse(RuntimeError):
     pass
-
-
-class _EmbeddedUvicorn(uvicorn.Server):
-    """uvicorn inside our loop: the server, not uvicorn, owns the signal handlers."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 class PushwireServer:
@@ -126,7 +117,9 @@ class PushwireServer:
         self.mqtt_address: tuple[str, int] | None = None
         self.http_address: tuple[str, int] | None = None
         self.mqtt_tls_address: tuple[str, int] | None = None
-        self._http: _EmbeddedUvicorn | None = None
+        self._http: HttpServer | None = None
+        self._http_listener: asyncio.Server | None = None
+        self._ws: WebSocketHandover | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         self._lock_file: TextIO | None = None
@@ -176,37 +169,45 @@ class PushwireServer:
         # MQTT clients in the admin API's client list (GET /v1/admin/clients)
         app.state.pushwire.clients.add_source(lambda: mqtt_clients(self.mqtt))
         self.gateway.mount(app)
+        # uvicorn's config: its proxy-header rules around the app, and the settings of the
+        # WebSocket protocol that takes upgraded connections over (http/ws_protocol.py)
         config = uvicorn.Config(
             app,
             log_level="warning",
             access_log=False,
             lifespan="off",
-            # streams are closed by us first; don't let a stuck request hold the stop
-            timeout_graceful_shutdown=5,
-            # slowloris guard, head size limits, JSON errors for malformed requests
-            http=head_timeout_protocol(
-                s.http_header_timeout,
-                self.admission,
-                max_request_line=s.http_max_request_line,
-                max_head=s.http_max_head,
-            ),
-            ws=WebSocketProtocol,  # refusals without an ERROR log (http/ws_protocol.py)
+            ws=WebSocketProtocol,
             ws_max_size=s.ws_max_message
             or max(json_body_limit(s.http_max_payload), s.max_packet_size + 8),
-            **uvicorn_ssl_options(s),
         )
-        self._http = _EmbeddedUvicorn(config)
-        self._tasks.append(asyncio.create_task(self._http.serve(sockets=[sock])))
-        while not self._http.started:
-            await asyncio.sleep(0.01)
-        tls = " (tls)" if uvicorn_ssl_options(s) else ""
-        log.info("http listening on %s:%d%s", *self.http_address, tls)
+        config.load()
+        self._ws = WebSocketHandover(config)
+        # the owned HTTP protocol (http/protocol.py): hot endpoints from bytes, the rest
+        # through the ASGI app; head guard, admission and TLS identity per connection
+        self._http = HttpServer(
+            config.loaded_app,
+            hot_routes(app.state.pushwire),
+            admission=self.admission,
+            head_timeout=s.http_header_timeout,
+            max_request_line=s.http_max_request_line,
+            max_head=s.http_max_head,
+            websocket=self._ws,
+        )
+        tls = http_server_context(s)
+        self._http_listener = await asyncio.get_running_loop().create_server(
+            self._http.protocol, sock=sock, ssl=tls, backlog=4096
+        )
+        log.info("http listening on %s:%d%s", *self.http_address, " (tls)" if tls else "")
 
     def request_stop(self) -> None:
         self._stopped.set()
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
+
+    async def _ws_shutdown(self) -> None:
+        if self._ws is not None:
+            await self._ws.shutdown(5.0)
 
     async def stop(self) -> None:
         log.info("stopping")
@@ -215,11 +216,13 @@ class PushwireServer:
             if session.link is not None:  # connection_lost may not have run yet
                 self.hub.disconnect(session, session.link)
         self.log.close_listeners()  # long-polls answer, SSE/WebSocket streams close
+        if self._http_listener is not None:
+            self._http_listener.close()
         if self._http is not None:
-            self._http.should_exit = True
+            # streams were closed above; don't let a stuck request hold the stop
+            await asyncio.gather(self._http.shutdown(5.0), self._ws_shutdown())
         for task in self._tasks:
-            if task.get_coro().__name__ != "serve":  # type: ignore[union-attr]
-                task.cancel()
+            task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.log.sweep()  # hand pending log trims to the engine before it closes
         await self.gateway.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from typing import Any
 
 from pushwire.config import Settings
@@ -39,19 +40,11 @@ def server_context(settings: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
-def uvicorn_ssl_options(settings: Settings) -> dict[str, Any]:
-    """The same TLS setup, in the form uvicorn.Config takes."""
-    if not settings.http_tls or settings.tls_cert is None:
-        return {}
-    options: dict[str, Any] = {
-        "ssl_certfile": str(settings.tls_cert),
-        "ssl_cert_reqs": _CERT_REQS[settings.tls_client_auth],
-    }
-    if settings.tls_key is not None:
-        options["ssl_keyfile"] = str(settings.tls_key)
-    if settings.tls_ca is not None:
-        options["ssl_ca_certs"] = str(settings.tls_ca)
-    return options
+def http_server_context(settings: Settings) -> ssl.SSLContext | None:
+    """The HTTP listener's context (`http_tls`), or None for plain HTTP."""
+    if not settings.http_tls:
+        return None
+    return server_context(settings)
 
 
 def certificate_username(peercert: dict[str, Any] | None) -> str | None:
@@ -65,20 +58,18 @@ def certificate_username(peercert: dict[str, Any] | None) -> str | None:
     return None
 
 
-# verified client-certificate names of live HTTPS/WSS connections, by peer address: uvicorn
-# does not put the certificate into the ASGI scope, so its protocol (http/guard.py) records
-# it here and the HTTP auth layer and MQTT over WebSocket look it up
-_CERTIFICATE_NAMES: dict[tuple[str, int], str] = {}
+def scope_certificate_name(scope: Mapping[str, Any]) -> str | None:
+    """The verified client certificate's CN of the connection an ASGI scope came on: the
+    owned HTTP protocol (http/protocol.py) puts it into the scope's `tls` extension, per
+    connection (no table keyed by peer address)."""
+    tls = scope.get("extensions", {}).get("tls")
+    if not tls:
+        return None
+    name = tls.get("client_cert_name")
+    return str(name) if name is not None else None
 
 
-def remember_certificate_name(peer: tuple[str, int], name: str) -> None:
-    _CERTIFICATE_NAMES[peer] = name
-
-
-def forget_certificate_name(peer: tuple[str, int]) -> None:
-    _CERTIFICATE_NAMES.pop(peer, None)
-
-
-def certificate_name(host: str, port: int) -> str | None:
-    """The client certificate's CN of the live connection from (host, port), if any."""
-    return _CERTIFICATE_NAMES.get((host, port))
+def tls_extension(cert_name: str | None) -> dict[str, Any]:
+    """The scope's `tls` extension for a TLS connection whose client certificate is named
+    `cert_name` (None: no verified client certificate)."""
+    return {"client_cert_name": cert_name, "client_cert_chain": [], "server_cert": None}

@@ -39,6 +39,7 @@ from pushwire.http import (
 )
 from pushwire.http.browser import install_browser_policy
 from pushwire.http.docs_ui import install_docs
+from pushwire.http.endpoints import install_asgi_routes, merge_openapi
 from pushwire.http.errors import install_error_handlers
 from pushwire.http.state import HttpState, open_auth
 from pushwire.http.strict_url import StrictUrlMiddleware
@@ -118,6 +119,7 @@ def create_app(
         }
 
     app.include_router(publish.router)
+    install_asgi_routes(app, state)  # the hot endpoints, for requests the protocol passes on
     app.include_router(poll.router)
     app.include_router(sse.router)
     app.include_router(ws.router)
@@ -143,6 +145,7 @@ def _truthful_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
+            merge_openapi(schema)  # the hot endpoints, declared once (http/endpoints.py)
             for path, ops in schema.get("paths", {}).items():
                 for op in ops.values():
                     op.get("responses", {}).pop("422", None)

@@ -42,7 +42,7 @@ from starlette.requests import HTTPConnection
 
 from pushwire.core.auth import AuthResult, AuthService, Identity, Permissions
 from pushwire.http.errors import ApiError
-from pushwire.tls import certificate_name
+from pushwire.tls import scope_certificate_name
 
 log = logging.getLogger(__name__)
 
@@ -224,16 +224,31 @@ def auth_service(conn: HTTPConnection) -> AuthService:
 
 async def resolve_caller(conn: HTTPConnection, *, allow_query: bool) -> Caller:
     """Authenticate a request (raises the 400/401/429 ApiError)."""
-    auth = auth_service(conn)
-    ip = client_ip(conn)
-    creds = read_credentials(
-        conn.headers.getlist("authorization"), conn.query_params, allow_query=allow_query
+    return await caller_from(
+        auth_service(conn),
+        conn.headers.getlist("authorization"),
+        conn.query_params,
+        client_ip(conn),
+        scope_certificate_name(conn.scope),
+        allow_query=allow_query,
     )
-    cert_name = (
-        certificate_name(conn.client.host, conn.client.port)
-        if creds.kind == "none" and conn.client is not None
-        else None
-    )
+
+
+async def caller_from(
+    auth: AuthService,
+    authorization: list[str],
+    query: QueryParams,
+    ip: str,
+    cert_name: str | None,
+    *,
+    allow_query: bool,
+) -> Caller:
+    """Authenticate from the parts of a request, whichever server parsed it (the ASGI app
+    or the owned protocol, http/protocol.py). `cert_name`: the connection's verified client
+    certificate CN, used when the request carries no other credentials."""
+    creds = read_credentials(authorization, query, allow_query=allow_query)
+    if creds.kind != "none":
+        cert_name = None
     if cert_name is not None:
         # a client certificate the TLS layer verified, and no other credentials: its CN
         result = auth.authenticate_certificate(cert_name, ip)

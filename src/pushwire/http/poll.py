@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from pushwire.core.log import ALL, LATEST, Cursor, ReadResult
 from pushwire.core.text import TextError, check_text
 from pushwire.core.topics import TopicError, validate_filter
-from pushwire.http.auth import Caller, ReaderDep, resolve_caller, unauthorized
+from pushwire.http.auth import Caller, unauthorized
 from pushwire.http.cursor import CursorError, parse_cursor, parse_duration, parse_etag
 from pushwire.http.encode import poll_body
 from pushwire.http.errors import (
@@ -31,12 +31,11 @@ from pushwire.http.errors import (
     bad_topic,
     error_responses,
 )
-from pushwire.http.fastpath import FastRoute, fast, http_state, query_int
 from pushwire.http.live_clients import register_reader
 from pushwire.http.reader import LongPollWaiter, ReplySink, read_from, read_visible
-from pushwire.http.state import HttpState, get_state
+from pushwire.http.state import HttpState
 
-router = APIRouter(tags=["subscribe"], route_class=FastRoute)
+router = APIRouter(tags=["subscribe"])  # routes: http/stream_endpoints.py
 
 
 class MessageOut(BaseModel):
@@ -146,52 +145,6 @@ def _poll_headers(cursor: str, gap: bool) -> dict[str, str]:
     }
 
 
-Since = Annotated[
-    str | None,
-    Query(description="cursor: an id, EPOCH:ID, all, latest, a duration (10m), @UNIXTIME"),
-]
-Limit = Annotated[int | None, Query(description="most messages in the reply")]
-IfNoneMatch = Annotated[
-    str | None, Header(alias="If-None-Match", description="a previous ETag, as the cursor")
-]
-
-
-async def poll_fast(request: Request) -> Response:
-    """`poll` without FastAPI's per-request parameter validation (http/fastpath.py)."""
-    caller = await resolve_caller(request, allow_query=True)
-    limit = query_int(request, "limit")
-    return await _poll(
-        http_state(request),
-        caller,
-        request.path_params["filter"],
-        request.query_params.get("since"),
-        limit,
-        request.headers.get("if-none-match"),
-    )
-
-
-@router.get(
-    "/v1/poll/{filter:path}",
-    summary="Messages after a cursor, at once",
-    response_model=PollResult,
-    responses=_RESPONSES,
-)
-@fast(poll_fast)
-async def poll(
-    filter: str,
-    state: Annotated[HttpState, Depends(get_state)],
-    caller: ReaderDep,
-    since: Since = None,
-    limit: Limit = None,
-    if_none_match: IfNoneMatch = None,
-) -> Response:
-    """The messages of topics matching the filter (MQTT syntax; `#` as `%23`) published
-    after the cursor, oldest first, and the next cursor. Without a cursor: everything the
-    log holds (since=all). 403 when the topic ACL does not let the caller read the filter;
-    messages of topics it may not receive are left out."""
-    return await _poll(state, caller, filter, since, limit, if_none_match)
-
-
 async def _poll(
     state: HttpState,
     caller: Caller,
@@ -240,51 +193,6 @@ async def _until_disconnect(receive: Callable[[], Awaitable[Any]]) -> None:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
-
-
-async def longpoll_fast(request: Request) -> Response:
-    """`longpoll` without FastAPI's per-request parameter validation (http/fastpath.py)."""
-    caller = await resolve_caller(request, allow_query=True)
-    limit = query_int(request, "limit")
-    q = request.query_params
-    return await _longpoll(
-        request,
-        http_state(request),
-        caller,
-        request.path_params["filter"],
-        q.get("since"),
-        limit,
-        q.get("timeout"),
-        request.headers.get("if-none-match"),
-    )
-
-
-@router.get(
-    "/v1/longpoll/{filter:path}",
-    summary="Messages after a cursor, waiting for the first one",
-    response_model=PollResult,
-    responses=_RESPONSES | error_responses(503),
-)
-@fast(longpoll_fast)
-async def longpoll(
-    request: Request,
-    filter: str,
-    state: Annotated[HttpState, Depends(get_state)],
-    caller: ReaderDep,
-    since: Since = None,
-    limit: Limit = None,
-    timeout: Annotated[
-        str | None, Query(description="seconds (or 30s, 2m) to wait; capped by the server")
-    ] = None,
-    if_none_match: IfNoneMatch = None,
-) -> Response:
-    """Like poll, but when nothing came after the cursor the request is held until a
-    matching message is published or `timeout` passes (then: an empty reply with the same
-    cursor, or 304 when the cursor came as If-None-Match). Without a cursor: only new
-    messages (since=latest). Re-ask with the returned cursor. 403 when the topic ACL does
-    not let the caller read the filter; a held request whose token is revoked (or user
-    removed) is answered 401."""
-    return await _longpoll(request, state, caller, filter, since, limit, timeout, if_none_match)
 
 
 async def _longpoll(

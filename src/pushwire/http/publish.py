@@ -8,10 +8,11 @@ import base64
 import binascii
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.requests import ClientDisconnect
@@ -21,15 +22,16 @@ from pushwire.core.message import Message
 from pushwire.core.text import JsonError, TextError, check_text, parse_json
 from pushwire.core.topics import TopicError, validate_topic_name
 from pushwire.engines.base import WriteError
-from pushwire.http.auth import Caller, CallerDep, resolve_caller
+from pushwire.http.auth import Caller, CallerDep, caller_from
 from pushwire.http.cursor import parse_duration
 from pushwire.http.encode import PRIORITY_PROPERTY
+from pushwire.http.endpoints import Endpoint, Header, Option
 from pushwire.http.errors import ApiError, bad_request, bad_topic, error_responses
-from pushwire.http.fastpath import FastRoute, fast, http_state
 from pushwire.http.state import HttpState, get_state
+from pushwire.http.wire import WireRequest, WireResponse, json_response
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["publish"], route_class=FastRoute)
+router = APIRouter(tags=["publish"])
 
 PRIORITY_NAMES = {"min": 1, "low": 2, "default": 3, "normal": 3, "high": 4, "max": 5, "urgent": 5}
 TRUE = {"1", "true", "yes", "on"}
@@ -384,102 +386,65 @@ _PUBLISH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-_RAW_ROUTE: dict[str, Any] = {
-    "summary": "Publish the request body to a topic",
-    "response_model": PublishResult,
-    "status_code": 201,
-    "responses": _PUBLISH_RESPONSES,
-    "openapi_extra": _RAW_BODY,
-}
+PUBLISH_RAW = Endpoint(
+    path="/v1/publish/{topic}",
+    param="topic",
+    operations=(("POST", "publish_post"), ("PUT", "publish_put")),
+    summary="Publish the request body to a topic",
+    description="The body is the payload, byte for byte. Options come as query parameters "
+    "or as\n`Pushwire-*` headers (the query wins). `Content-Type` is kept as the message's "
+    "content\ntype (MQTT 5 subscribers see it), except `application/x-www-form-urlencoded`, "
+    "which\n`curl -d` sends by itself and is taken as no content type. Answers once the "
+    "message is\ndurable. 403 when the topic ACL does not let the caller write to the topic.",
+    tag="publish",
+    security="headers",
+    options=(
+        Option("retain", "retain for MQTT (true/false)", "Pushwire-Retain"),
+        Option("qos", "QoS for MQTT subscribers: 0, 1, 2", "Pushwire-QoS"),
+        Option("ttl", "expiry: seconds or a duration (10m)", "Pushwire-TTL"),
+        Option("priority", "1..5 or min..max", "Pushwire-Priority"),
+    ),
+    headers=(Header("Content-Type"),),
+    request_body=_RAW_BODY["requestBody"],
+    responses=_PUBLISH_RESPONSES,
+)
 
 
-async def _publish_raw(
-    request: Request,
-    state: HttpState,
-    caller: Caller,
-    topic: str,
-    retain: str | None,
-    qos: str | None,
-    ttl: str | None,
-    priority: str | None,
-    content_type: str | None,
-) -> JSONResponse:
+def raw_body_limit(state: HttpState) -> int:
+    return state.settings.http_max_payload
+
+
+async def publish_raw(
+    state: HttpState, request: WireRequest, options: Mapping[str, str | None]
+) -> WireResponse:
+    """`POST|PUT /v1/publish/{topic}` (declared by `PUBLISH_RAW`), from either server."""
+    caller = await caller_from(
+        state.auth,
+        request.header_list(b"authorization"),
+        request.query,
+        request.ip,
+        request.cert_name,
+        allow_query=False,
+    )
+    topic = request.path_tail
     check_topic(topic, state.settings.max_topic_levels)
-    caller.check_publish(topic)  # before the body is read
+    caller.check_publish(topic)  # before the body is looked at
     spec = PublishSpec(
         topic=topic,
         payload=b"",
-        qos=parse_qos(qos),
-        retain=parse_bool(retain, "retain"),
-        ttl=parse_ttl(ttl),
-        priority=parse_priority(priority),
-        content_type=given_content_type(optional_text(content_type, "Content-Type")),
+        qos=parse_qos(options["qos"]),
+        retain=parse_bool(options["retain"], "retain"),
+        ttl=parse_ttl(options["ttl"]),
+        priority=parse_priority(options["priority"]),
+        content_type=given_content_type(optional_text(options["content-type"], "Content-Type")),
     )
     charge_publish(state, caller, 1)
-    spec.payload = await read_body(request, state.settings.http_max_payload)
+    if request.oversize:
+        raise payload_too_large(request.oversize, state.settings.http_max_payload)
+    spec.payload = request.body
     (message,) = await publish_specs(state, [spec], "http", "http")
     body = result(state, message)
-    return JSONResponse(body, status_code=_status([body]))
-
-
-async def publish_raw_fast(request: Request) -> JSONResponse:
-    """`publish_raw` without FastAPI's per-request parameter validation: the same options,
-    read from the query string and headers (the query wins), and the same caller."""
-    caller = await resolve_caller(request, allow_query=False)
-    q = request.query_params
-    h = request.headers
-    retain = q.get("retain")
-    qos = q.get("qos")
-    ttl = q.get("ttl")
-    priority = q.get("priority")
-    return await _publish_raw(
-        request,
-        http_state(request),
-        caller,
-        request.path_params["topic"],
-        retain if retain is not None else h.get("pushwire-retain"),
-        qos if qos is not None else h.get("pushwire-qos"),
-        ttl if ttl is not None else h.get("pushwire-ttl"),
-        priority if priority is not None else h.get("pushwire-priority"),
-        h.get("content-type"),
-    )
-
-
-@router.post("/v1/publish/{topic:path}", operation_id="publish_post", **_RAW_ROUTE)
-@router.put("/v1/publish/{topic:path}", operation_id="publish_put", **_RAW_ROUTE)
-@fast(publish_raw_fast)
-async def publish_raw(
-    request: Request,
-    topic: str,
-    state: Annotated[HttpState, Depends(get_state)],
-    caller: CallerDep,
-    retain: Annotated[str | None, Query(description="retain for MQTT (true/false)")] = None,
-    qos: Annotated[str | None, Query(description="QoS for MQTT subscribers: 0, 1, 2")] = None,
-    ttl: Annotated[str | None, Query(description="expiry: seconds or a duration (10m)")] = None,
-    priority: Annotated[str | None, Query(description="1..5 or min..max")] = None,
-    h_retain: Annotated[str | None, Header(alias="Pushwire-Retain")] = None,
-    h_qos: Annotated[str | None, Header(alias="Pushwire-QoS")] = None,
-    h_ttl: Annotated[str | None, Header(alias="Pushwire-TTL")] = None,
-    h_priority: Annotated[str | None, Header(alias="Pushwire-Priority")] = None,
-    content_type: Annotated[str | None, Header(alias="Content-Type")] = None,
-) -> JSONResponse:
-    """The body is the payload, byte for byte. Options come as query parameters or as
-    `Pushwire-*` headers (the query wins). `Content-Type` is kept as the message's content
-    type (MQTT 5 subscribers see it), except `application/x-www-form-urlencoded`, which
-    `curl -d` sends by itself and is taken as no content type. Answers once the message is
-    durable. 403 when the topic ACL does not let the caller write to the topic."""
-    # served by publish_raw_fast (http/fastpath.py); this signature is what OpenAPI shows
-    return await _publish_raw(
-        request,
-        state,
-        caller,
-        topic,
-        retain if retain is not None else h_retain,
-        qos if qos is not None else h_qos,
-        ttl if ttl is not None else h_ttl,
-        priority if priority is not None else h_priority,
-        content_type,
-    )
+    return json_response(_status([body]), body)
 
 
 @router.post(

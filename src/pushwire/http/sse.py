@@ -26,25 +26,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from pushwire.core.auth import Identity
 from pushwire.core.log import LATEST, Cursor, LogEntry, format_cursor
-from pushwire.http.auth import Caller, ReaderDep, resolve_caller
+from pushwire.http.auth import Caller
 from pushwire.http.cursor import CursorError, parse_cursor
 from pushwire.http.encode import dumps, entry_sse
-from pushwire.http.errors import ApiError, bad_cursor, error_responses
-from pushwire.http.fastpath import FastRoute, fast, http_state
+from pushwire.http.errors import ApiError, bad_cursor
 from pushwire.http.live_clients import register_reader
 from pushwire.http.poll import _until_disconnect, check_filter
 from pushwire.http.reader import QueueSink, Sink, StreamReader
-from pushwire.http.state import HttpState, get_state
+from pushwire.http.state import HttpState
 
-router = APIRouter(tags=["subscribe"], route_class=FastRoute)
+router = APIRouter(tags=["subscribe"])  # routes: http/stream_endpoints.py
 
 BACKLOG_PAGE = 500
 
@@ -109,47 +107,6 @@ class _SseBody:
 def _event(name: str, data: dict[str, object], cursor: str | None = None) -> bytes:
     head = f"id: {cursor}\n" if cursor is not None else ""
     return f"{head}event: {name}\ndata: {dumps(data)}\n\n".encode()
-
-
-async def sse_fast(request: Request) -> StreamingResponse:
-    """`sse` without FastAPI's per-request parameter validation (http/fastpath.py)."""
-    caller = await resolve_caller(request, allow_query=True)
-    return _sse(
-        http_state(request),
-        caller,
-        request.path_params["filter"],
-        request.query_params.get("since"),
-        request.headers.get("last-event-id"),
-    )
-
-
-@router.get(
-    "/v1/sse/{filter:path}",
-    summary="Server-Sent Events stream of a filter",
-    response_class=StreamingResponse,
-    responses={
-        200: {
-            "description": "an event stream (see docs/http.md)",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        },
-        **error_responses(400, 401, 403, 429, 503),
-    },
-)
-@fast(sse_fast)
-async def sse(
-    filter: str,
-    state: Annotated[HttpState, Depends(get_state)],
-    caller: ReaderDep,
-    since: Annotated[
-        str | None,
-        Query(description="cursor for the first connection (Last-Event-ID wins when sent)"),
-    ] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> StreamingResponse:
-    """Every message of topics matching the filter, as events whose `id:` is the cursor.
-    Without Last-Event-ID or since=: only new messages. 403 when the topic ACL does not
-    let the caller read the filter; messages of topics it may not receive are left out."""
-    return _sse(state, caller, filter, since, last_event_id)
 
 
 def _sse(

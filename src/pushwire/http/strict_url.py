@@ -19,7 +19,7 @@ from pushwire.http.errors import error_json
 _TOPIC_PATHS = ("/v1/publish/", "/v1/poll/", "/v1/longpoll/", "/v1/sse/")
 
 
-def _is_utf8(raw: bytes) -> bool:
+def is_utf8(raw: bytes) -> bool:
     if b"%" not in raw and raw.isascii():
         return True
     try:
@@ -32,12 +32,12 @@ def _is_utf8(raw: bytes) -> bool:
 def url_problem(scope: Scope) -> tuple[str, str] | None:
     """(code, message) when the request's path or query is not UTF-8; None when it is."""
     raw_path = scope.get("raw_path")
-    if isinstance(raw_path, bytes) and not _is_utf8(raw_path):
+    if isinstance(raw_path, bytes) and not is_utf8(raw_path):
         path = scope.get("path", "")
         code = "bad_topic" if path.startswith(_TOPIC_PATHS) else "bad_request"
         return code, "the path is not UTF-8 once percent-decoded"
     query = scope.get("query_string", b"")
-    if query and not _is_utf8(query.replace(b"+", b" ")):
+    if query and not is_utf8(query.replace(b"+", b" ")):
         return "bad_request", "the query string is not UTF-8 once percent-decoded"
     return None
 

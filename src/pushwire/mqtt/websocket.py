@@ -17,7 +17,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from pushwire.mqtt.broker import MQTTBroker
 from pushwire.mqtt.protocol import WRITE_BUFFER_HIGH, MQTTServerProtocol
-from pushwire.tls import certificate_name
+from pushwire.tls import scope_certificate_name
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,8 @@ class WebSocketTransport:
         if name == "peername" and client is not None:
             return (client.host, client.port)
         if name == "peercert" and client is not None:
-            # the TLS layer is uvicorn's: its verified client name is kept by the HTTP guard
-            cn = certificate_name(client.host, client.port)
+            # the TLS layer is the HTTP listener's: it puts the verified name into the scope
+            cn = scope_certificate_name(self._ws.scope)
             return {"subject": ((("commonName", cn),),)} if cn is not None else default
         return default
 

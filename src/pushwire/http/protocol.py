@@ -1,0 +1,909 @@
+"""The HTTP listener's own protocol: an `asyncio.Protocol` on httptools (the C parser).
+
+The hot endpoints (http/endpoints.py) are served straight from the parser's callbacks: no
+ASGI scope, no Starlette request, no per-request task when the handler does not wait.
+Everything else (the admin API, `/metrics`, `/openapi.json`, the docs, the console, the
+streams until they move here) goes to the FastAPI app on the same port through a minimal
+ASGI bridge (`_AsgiCycle`), and a WebSocket upgrade is handed, with its head, to uvicorn's
+sans-I/O WebSocket protocol (http/ws_protocol.py) on the same transport.
+
+Per connection: the request-head guard (http/guard.py: timeout, 414/431, 400 for malformed
+requests, with the JSON error model and a lingering close), the per-address admission
+(`core.admission`), the TLS client certificate's name (into the ASGI scope's `tls`
+extension; nothing is kept by address), keep-alive (5 s idle) and pipelining (responses in
+request order: requests queue up behind the one being answered).
+
+Requests carrying `Origin` (browsers: CORS and the Origin rules of http/browser.py) or
+`X-Forwarded-For` (a proxy in front: uvicorn's proxy-header rules) go to the ASGI app even
+on a hot path, so those rules stay in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import http
+import logging
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, cast
+from urllib.parse import unquote
+
+import httptools
+
+from pushwire.core.admission import Admission
+from pushwire.http.guard import (
+    RESPONSE_400,
+    RESPONSE_408,
+    RESPONSE_429,
+    HeadCounters,
+    HeadMeter,
+)
+from pushwire.http.strict_url import is_utf8
+from pushwire.http.wire import WireRequest, WireResponse, error_response
+from pushwire.tls import certificate_username, tls_extension
+
+log = logging.getLogger(__name__)
+
+_HEAD, _IDLE = 1, 2  # what the connection's deadline is for
+KEEP_ALIVE_TIMEOUT = 5.0  # seconds an idle kept-alive connection stays open (as uvicorn)
+MAX_PIPELINE = 16  # queued requests on one connection before it stops reading
+BODY_HIGH_WATER = 256 * 1024  # buffered request body before the connection stops reading
+
+Handler = Callable[[WireRequest], Coroutine[Any, Any, WireResponse]]
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+class FastRoute:
+    """A hot endpoint served from bytes: `prefix` + the rest of the path (`path_tail`)."""
+
+    __slots__ = ("body_limit", "handler", "methods", "prefix")
+
+    def __init__(
+        self, methods: frozenset[str], prefix: str, handler: Handler, body_limit: int
+    ) -> None:
+        self.methods = methods
+        self.prefix = prefix
+        self.handler = handler
+        self.body_limit = body_limit
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return f"HTTP/1.1 {status} {phrase}\r\n".encode()
+
+
+_STATUS_LINES = {s.value: _status_line(s.value) for s in http.HTTPStatus}
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else _status_line(status)
+
+
+class HttpServer:
+    """What every connection of one HTTP listener shares."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: list[FastRoute],
+        *,
+        admission: Admission | None,
+        head_timeout: float,
+        max_request_line: int,
+        max_head: int,
+        websocket: Callable[[asyncio.Transport, str | None, Callable[[], None]], None]
+        | None = None,
+    ) -> None:
+        self.app = app
+        self.routes = routes
+        self.admission = admission
+        self.head_timeout = head_timeout
+        self.max_request_line = max_request_line
+        self.max_head = max_head
+        self.websocket = websocket  # hands a connection over to the WebSocket protocol
+        self.connections: set[HttpProtocol] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        # requests answered from bytes (hot endpoints) and through the ASGI app
+        self.served_owned = 0
+        self.served_asgi = 0
+
+    def protocol(self) -> HttpProtocol:
+        return HttpProtocol(self)
+
+    def route(self, method: str, path: str) -> FastRoute | None:
+        for route in self.routes:
+            if path.startswith(route.prefix) and method in route.methods:
+                return route
+        return None
+
+    async def shutdown(self, timeout: float) -> None:
+        """Close idle connections now, the others once their response is complete; after
+        `timeout` seconds, close what is left."""
+        for conn in list(self.connections):
+            conn.shutdown()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.abort()
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One HTTP/1.1 connection (see the module docstring)."""
+
+    # slots: an idle connection is this object and its transport, nothing else
+    __slots__ = (
+        "admitted_ip",
+        "cert_name",
+        "client",
+        "closing",
+        "counting",
+        "deadline",
+        "deadline_kind",
+        "drain_waiters",
+        "head_bytes",
+        "head_timing",
+        "headers",
+        "linger",
+        "local",
+        "loop",
+        "meter",
+        "parser",
+        "parsing",
+        "pipeline",
+        "read_paused",
+        "refused",
+        "scheme",
+        "server",
+        "timer",
+        "transport",
+        "upgrade",
+        "url",
+        "write_paused",
+    )
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser: httptools.HttpRequestParser | None = None  # made on the first byte
+        self.meter: HeadMeter | None = None
+        self.client: tuple[str, int] | None = None
+        self.local: tuple[str, int] | None = None
+        self.scheme = "http"
+        self.cert_name: str | None = None
+        self.admitted_ip: str | None = None
+        # requests in order: the first is being answered, the others wait
+        self.pipeline: collections.deque[_Cycle] = collections.deque()
+        self.parsing: _Cycle | None = None  # the request whose head/body the parser is in
+        self.counting = True  # the next bytes are head bytes (the meter counts them)
+        self.url: list[bytes] = []
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.upgrade: bytes | None = None  # a WebSocket upgrade's head, waiting its turn
+        self.refused = False
+        self.closing = False
+        self.write_paused = False
+        self.drain_waiters: list[asyncio.Future[None]] = []
+        self.timer: asyncio.TimerHandle | None = None  # head or keep-alive deadline
+        self.deadline_kind = 0  # _HEAD, _IDLE or 0 (none)
+        self.deadline = 0.0
+        self.linger: asyncio.TimerHandle | None = None
+        self.head_timing = False
+        self.head_bytes = False
+        self.read_paused = False
+
+    # -- connection -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tr = cast(asyncio.Transport, transport)
+        self.transport = tr
+        peer = tr.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.client = (str(peer[0]), int(peer[1]))
+        admission = self.server.admission
+        if admission is not None:
+            ip = self.client[0] if self.client is not None else ""
+            if admission.admit(ip) is not None:
+                tr.write(RESPONSE_429)  # refused before a byte is read
+                tr.close()
+                self.refused = True
+                return
+            self.admitted_ip = ip
+        self.server.connections.add(self)
+        local = tr.get_extra_info("sockname")
+        if isinstance(local, tuple):
+            self.local = (str(local[0]), int(local[1]))
+        if tr.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+            self.cert_name = certificate_username(tr.get_extra_info("peercert"))
+        self._arm_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        for timer in (self.timer, self.linger):
+            if timer is not None:
+                timer.cancel()
+        self.timer = self.linger = None
+        self.server.connections.discard(self)
+        self._release()
+        for cycle in self.pipeline:
+            cycle.disconnected()
+        for waiter in self.drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.drain_waiters.clear()
+        self.parser = None
+
+    def _release(self) -> None:
+        if self.admitted_ip is not None and self.server.admission is not None:
+            self.server.admission.release(self.admitted_ip)
+            self.admitted_ip = None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for waiter in self.drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.drain_waiters.clear()
+
+    async def drain(self) -> None:
+        if self.write_paused and self.transport is not None and not self.transport.is_closing():
+            waiter = self.loop.create_future()
+            self.drain_waiters.append(waiter)
+            await waiter
+
+    def shutdown(self) -> None:
+        """The server stops: close when the response under way is complete."""
+        self.closing = True
+        if not self.pipeline and self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- bytes in -------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return  # answered and closing: the parser sees nothing more
+        if self.upgrade is not None:
+            self.upgrade += data  # for the WebSocket protocol, once it takes over
+            return
+        if self.parser is None:
+            self.parser = httptools.HttpRequestParser(self)
+            self.meter = HeadMeter(self.server.max_request_line, self.server.max_head)
+        if not self.pipeline and not self.head_timing:
+            self._arm_head()  # the first bytes of the next request on a kept-alive connection
+        if self.head_timing:
+            self.head_bytes = True
+        if self.counting:
+            assert self.meter is not None
+            refusal = self.meter.oversize(data)
+            if refusal is not None:
+                HeadCounters.refused_total["too_long"] += 1
+                self._refuse(refusal)
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            head: bytes | None = self.upgrade  # set by on_headers_complete for a WebSocket
+            if head is not None:
+                self.upgrade = head + data[upgrade.args[0] :]
+                self._upgrade_when_idle()
+        except httptools.HttpParserError:
+            HeadCounters.refused_total["malformed"] += 1
+            self._refuse(RESPONSE_400)
+
+    # httptools calls these as it parses
+
+    def on_message_begin(self) -> None:
+        self.counting = True
+        self.url = []
+        self.headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self.counting = False
+        self._disarm()
+        parser = self.parser
+        assert parser is not None and self.transport is not None
+        url = b"".join(self.url)
+        method = parser.get_method().decode("ascii")
+        headers = self.headers
+        if parser.should_upgrade() and _is_websocket(headers) and self.server.websocket:
+            head = [method.encode(), b" ", url, b" HTTP/1.1\r\n"]
+            for name, value in headers:
+                head += [name, b": ", value, b"\r\n"]
+            head.append(b"\r\n")
+            self.upgrade = b"".join(head)
+            self.parsing = None
+            return
+        parsed = httptools.parse_url(url)
+        raw_path: bytes = parsed.path
+        query: bytes = parsed.query or b""
+        keep_alive = parser.should_keep_alive() and not self.closing
+        route = None
+        if (
+            is_utf8(raw_path)
+            and is_utf8(query.replace(b"+", b" "))
+            and not _browser_or_proxy(headers)
+        ):
+            path = raw_path.decode("ascii", "surrogateescape")
+            if "%" in path:
+                path = unquote(path)
+            route = self.server.route(method, path)
+        cycle: _Cycle
+        if route is not None:
+            request = WireRequest(
+                method,
+                path,
+                query,
+                headers,
+                self.client,
+                self.cert_name,
+                path[len(route.prefix) :],
+            )
+            cycle = _FastCycle(self, request, route, keep_alive)
+            self.server.served_owned += 1
+        else:
+            cycle = _AsgiCycle(self, self._scope(method, url, raw_path, query), keep_alive)
+            self.server.served_asgi += 1
+        self.parsing = cycle
+        self.pipeline.append(cycle)
+        if len(self.pipeline) == 1:
+            cycle.start()
+        elif len(self.pipeline) > MAX_PIPELINE:
+            self.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        if self.parsing is not None:
+            self.parsing.body(body)
+
+    def on_message_complete(self) -> None:
+        self.counting = True
+        if self.meter is not None:
+            self.meter.reset()
+        cycle, self.parsing = self.parsing, None
+        if cycle is not None:
+            cycle.message_complete()
+
+    def _scope(self, method: str, url: bytes, raw_path: bytes, query: bytes) -> dict[str, Any]:
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        assert self.parser is not None
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": self.parser.get_http_version(),
+            "server": self.local,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": method,
+            "root_path": "",
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "headers": self.headers,
+        }
+        if self.scheme == "https":
+            scope["extensions"] = {"tls": tls_extension(self.cert_name)}
+        return scope
+
+    def pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    # -- responses ------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def cycle_done(self, cycle: _Cycle) -> None:
+        """`cycle`'s response is complete: answer the next request, or wait for one."""
+        if self.pipeline and self.pipeline[0] is cycle:
+            self.pipeline.popleft()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not cycle.keep_alive or self.closing:
+            transport.close()
+            return
+        if self.pipeline:
+            if len(self.pipeline) <= 1:
+                self.resume_reading()
+            self.pipeline[0].start()
+            return
+        if self.upgrade is not None and self.parsing is None:
+            self._upgrade_when_idle()
+            return
+        self.resume_reading()
+        self._arm_keep_alive()
+
+    def _upgrade_when_idle(self) -> None:
+        """Hand the connection to the WebSocket protocol once earlier answers are out."""
+        if self.pipeline or self.upgrade is None or self.transport is None:
+            return
+        head, self.upgrade = self.upgrade, None
+        self._disarm()
+        self.server.connections.discard(self)
+        self.parser = None
+        self.refused = True  # this protocol sees no more bytes
+        admitted, self.admitted_ip = self.admitted_ip, None
+        release = self._release_ip(admitted)
+        assert self.server.websocket is not None
+        self.server.websocket(self.transport, self.cert_name, release)
+        protocol = cast(asyncio.Protocol, self.transport.get_protocol())
+        protocol.data_received(head)
+
+    def _release_ip(self, ip: str | None) -> Callable[[], None]:
+        admission = self.server.admission
+
+        def release() -> None:
+            if ip is not None and admission is not None:
+                admission.release(ip)
+
+        return release
+
+    def _refuse(self, response: bytes) -> None:
+        """Answer `response` and close; the parser sees nothing more. If a response of an
+        earlier request on this connection is under way (pipelining), close without a word
+        rather than mix the two.
+
+        A lingering close: closing a socket with unread input makes the kernel send a reset,
+        which can destroy the answer before the client reads it (a client still sending its
+        huge head). So the write side is shut after the answer (FIN; TLS has no half-close,
+        the answer's content-length and `connection: close` say it is complete) and further
+        input is discarded, unparsed, until the client closes, for at most `head_timeout`
+        seconds."""
+        self.refused = True
+        self._disarm()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not self.pipeline or not self.pipeline[0].response_started:
+            transport.write(response)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.linger = self.loop.call_later(self.server.head_timeout, transport.close)
+
+    # -- timers ---------------------------------------------------------------------------
+
+    # One timer per connection, re-armed lazily: a busy keep-alive connection moves a
+    # deadline per request instead of cancelling and scheduling timer handles.
+
+    def _arm_head(self) -> None:
+        self.head_timing = True
+        self.head_bytes = False
+        self._deadline(_HEAD, self.server.head_timeout)
+
+    def _arm_keep_alive(self) -> None:
+        self.head_timing = False
+        self._deadline(_IDLE, KEEP_ALIVE_TIMEOUT)
+
+    def _disarm(self) -> None:
+        self.head_timing = False
+        self.deadline_kind = 0  # a pending timer finds nothing to do
+
+    def _deadline(self, kind: int, delay: float) -> None:
+        self.deadline_kind = kind
+        self.deadline = when = self.loop.time() + delay
+        timer = self.timer
+        if timer is not None:
+            if timer.when() <= when:
+                return  # it fires first and re-arms for the rest
+            timer.cancel()
+        self.timer = self.loop.call_at(when, self._expired)
+
+    def _expired(self) -> None:
+        self.timer = None
+        kind = self.deadline_kind
+        if kind == 0:
+            return
+        if self.loop.time() < self.deadline:
+            self.timer = self.loop.call_at(self.deadline, self._expired)
+            return
+        self.deadline_kind = 0
+        if kind == _HEAD:
+            self._head_expired()
+        else:
+            self._idle_expired()
+
+    def _head_expired(self) -> None:
+        self.head_timing = False
+        transport = self.transport
+        if transport is None or transport.is_closing() or transport.get_protocol() is not self:
+            return
+        HeadCounters.timeouts_total += 1
+        if self.head_bytes:
+            transport.write(RESPONSE_408)
+        transport.close()
+
+    def _idle_expired(self) -> None:
+        if self.transport is not None and not self.pipeline:
+            self.transport.close()
+
+
+def _is_websocket(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name == b"upgrade" and value.lower() == b"websocket" for name, value in headers)
+
+
+def _browser_or_proxy(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name in (b"origin", b"x-forwarded-for") for name, _ in headers)
+
+
+def _expects_continue(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name == b"expect" and value.lower() == b"100-continue" for name, value in headers)
+
+
+# -- request cycles -------------------------------------------------------------------------
+
+
+class _Cycle:
+    """One request and its response on a connection."""
+
+    __slots__ = ("active", "complete", "done", "keep_alive", "proto", "response_started")
+
+    def __init__(self, proto: HttpProtocol, keep_alive: bool) -> None:
+        self.proto = proto
+        self.keep_alive = keep_alive
+        self.complete = False  # the whole request (head and body) is parsed
+        self.active = False  # its turn to be answered
+        self.response_started = False
+        self.done = False
+
+    def start(self) -> None:
+        self.active = True
+
+    def body(self, chunk: bytes) -> None:
+        raise NotImplementedError
+
+    def message_complete(self) -> None:
+        self.complete = True
+
+    def disconnected(self) -> None:
+        """The connection is lost."""
+
+    def finish(self) -> None:
+        self.done = True
+        self.proto.cycle_done(self)
+
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _FastCycle(_Cycle):
+    """A hot endpoint: the handler runs once the body is in (or over its limit), without a
+    task unless it has to wait."""
+
+    __slots__ = ("chunks", "head", "request", "route", "running", "size")
+
+    def __init__(
+        self, proto: HttpProtocol, request: WireRequest, route: FastRoute, keep_alive: bool
+    ) -> None:
+        super().__init__(proto, keep_alive)
+        self.request = request
+        self.route = route
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.running = False
+        self.head = request.method == "HEAD"
+        declared = request.header(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > route.body_limit:
+            self._over(int(declared))
+
+    def _over(self, size: int) -> None:
+        self.request.oversize = size
+        self.chunks = []
+        self.keep_alive = False  # the rest of the body is not read: close after answering
+
+    def start(self) -> None:
+        super().start()
+        if self.complete or self.request.oversize:
+            self._run()
+        elif _expects_continue(self.request.headers):
+            self.proto.write(_CONTINUE)
+
+    def body(self, chunk: bytes) -> None:
+        if self.request.oversize or self.done:
+            return
+        self.size += len(chunk)
+        if self.size > self.route.body_limit:
+            self._over(self.size)
+            if self.active:
+                self._run()
+            return
+        self.chunks.append(chunk)  # bounded by the route's body limit
+
+    def message_complete(self) -> None:
+        super().message_complete()
+        if self.active:
+            self._run()
+
+    def _run(self) -> None:
+        if self.running:
+            return
+        self.running = True
+        request = self.request
+        if self.chunks:
+            request.body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+            self.chunks = []
+        try:
+            started = run_eagerly(self.proto.loop, self.route.handler(request))
+        except Exception as exc:
+            self._respond(internal_error(exc, request))
+            return
+        if not isinstance(started, asyncio.Task):
+            self._respond(started)
+            return
+        task = started
+        self.proto.server.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[WireResponse]) -> None:
+        self.proto.server.tasks.discard(task)
+        if task.cancelled():
+            self.proto.abort()
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._respond(internal_error(exc, self.request))
+            return
+        self._respond(task.result())
+
+    def _respond(self, response: WireResponse) -> None:
+        self.response_started = True
+        keep = self.keep_alive
+        head = [
+            status_line(response.status),
+            b"content-type: ",
+            response.content_type.encode("latin-1"),
+            b"\r\ncontent-length: ",
+            str(len(response.body)).encode(),
+            b"\r\n",
+        ]
+        for name, value in response.headers:
+            head.append(f"{name}: {value}\r\n".encode("latin-1"))
+        if not keep:
+            head.append(b"connection: close\r\n")
+        head.append(b"\r\n")
+        if not self.head:
+            head.append(response.body)
+        self.proto.write(b"".join(head))
+        self.finish()
+
+
+def internal_error(exc: BaseException, request: WireRequest) -> WireResponse:
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return error_response(500, "internal", "internal server error")
+
+
+def run_eagerly(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, WireResponse]
+) -> WireResponse | asyncio.Task[WireResponse]:
+    """Run `coro` at once, in this callback: its result when it finishes without waiting
+    (no task: the common case for a publish to the memory store), else a task that goes on
+    from where it waits. Raises what `coro` raises before its first wait."""
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        result: WireResponse = stop.value
+        return result
+    if getattr(yielded, "_asyncio_future_blocking", None):
+        # what a task does at once with an awaited future: another request awaiting the
+        # same future (the store's shared sync) before our task runs would otherwise find
+        # the flag set and fail ("await wasn't used with future"); `_delegate` sets it
+        # again when it hands the future to the task
+        yielded._asyncio_future_blocking = False
+    return loop.create_task(_resume(coro, yielded))
+
+
+@types.coroutine
+def _delegate(coro: Coroutine[Any, Any, WireResponse], yielded: Any) -> Generator[Any, Any, Any]:
+    """Go on driving `coro`, which already yielded `yielded` to us, under a task."""
+    if getattr(yielded, "_asyncio_future_blocking", None) is not None:
+        yielded._asyncio_future_blocking = True  # cleared by `_FastCycle._run`: see there
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as exc:  # thrown in by the task (cancellation): pass it on
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+async def _resume(coro: Coroutine[Any, Any, WireResponse], yielded: Any) -> WireResponse:
+    result: WireResponse = await _delegate(coro, yielded)
+    return result
+
+
+class _AsgiCycle(_Cycle):
+    """A request for the ASGI app: `receive` hands it the body, `send` writes the response
+    (chunked when the app gives no length)."""
+
+    __slots__ = (
+        "body_sent",
+        "buffered",
+        "chunked",
+        "chunks",
+        "expect_continue",
+        "head",
+        "lost",
+        "scope",
+        "waiter",
+    )
+
+    def __init__(self, proto: HttpProtocol, scope: dict[str, Any], keep_alive: bool) -> None:
+        super().__init__(proto, keep_alive)
+        self.scope = scope
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.buffered = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.lost = False
+        self.body_sent = False  # the last http.request message was handed over
+        self.chunked = False
+        self.expect_continue = _expects_continue(scope["headers"])
+        self.head = scope["method"] == "HEAD"
+
+    def start(self) -> None:
+        super().start()
+        task = self.proto.loop.create_task(self._run())
+        self.proto.server.tasks.add(task)
+        task.add_done_callback(self.proto.server.tasks.discard)
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def body(self, chunk: bytes) -> None:
+        if self.done:
+            return
+        self.chunks.append(chunk)
+        self.buffered += len(chunk)
+        if self.buffered > BODY_HIGH_WATER:
+            self.proto.pause_reading()
+        self._wake()
+
+    def message_complete(self) -> None:
+        super().message_complete()
+        self._wake()
+
+    def disconnected(self) -> None:
+        self.lost = True
+        self._wake()
+
+    async def _run(self) -> None:
+        try:
+            await self.proto.server.app(self.scope, self.receive, self.send)
+        except Exception as exc:
+            log.error("unhandled error in the ASGI app", exc_info=exc)
+            if not self.response_started and not self.lost:
+                self.keep_alive = False
+                await self._send_error()
+                return
+        if self.done or self.lost:
+            return
+        if not self.response_started:
+            log.error("the ASGI app returned without a response")
+            self.keep_alive = False
+            await self._send_error()
+        else:
+            self.proto.abort()  # an incomplete response: the client must not wait for more
+
+    async def _send_error(self) -> None:
+        response = error_response(500, "internal", "internal server error")
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await self.send({"type": "http.response.body", "body": response.body})
+
+    async def receive(self) -> dict[str, Any]:
+        if self.expect_continue and not self.complete and not self.response_started:
+            self.expect_continue = False
+            self.proto.write(_CONTINUE)
+        while True:
+            if self.lost or self.done:
+                return {"type": "http.disconnect"}
+            if self.chunks:
+                chunk = self.chunks.popleft() if len(self.chunks) == 1 else self._take_all()
+                self.buffered = 0
+                self.proto.resume_reading()
+                more = not (self.complete and not self.chunks)
+                self.body_sent = not more
+                return {"type": "http.request", "body": chunk, "more_body": more}
+            if self.complete and not self.body_sent:
+                self.body_sent = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            self.waiter = self.proto.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    def _take_all(self) -> bytes:
+        data = b"".join(self.chunks)
+        self.chunks.clear()
+        return data
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.lost or self.done:
+            return
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self.response_started:
+                raise RuntimeError("response already started")
+            self.response_started = True
+            status = int(message["status"])
+            head = [status_line(status)]
+            length = False
+            for name, value in message.get("headers", ()):
+                lname = name.lower()
+                if lname == b"content-length":
+                    length = True
+                elif lname == b"connection" and value.lower() == b"close":
+                    self.keep_alive = False
+                    continue
+                elif lname == b"transfer-encoding":
+                    continue
+                head += [name, b": ", value, b"\r\n"]
+            if not length and not self.head and status not in (204, 304) and status >= 200:
+                self.chunked = True
+                head.append(b"transfer-encoding: chunked\r\n")
+            if not self.keep_alive or self.proto.closing:
+                head.append(b"connection: close\r\n")
+            head.append(b"\r\n")
+            self.proto.write(b"".join(head))
+        elif kind == "http.response.body":
+            if not self.response_started:
+                raise RuntimeError("response body before its start")
+            body: bytes = message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if not self.head:
+                if self.chunked:
+                    if body:
+                        self.proto.write(b"%x\r\n%b\r\n" % (len(body), body))
+                    if not more:
+                        self.proto.write(b"0\r\n\r\n")
+                elif body:
+                    self.proto.write(body)
+            if not more:
+                self._wake()
+                self.finish()
+            else:
+                await self.proto.drain()
