@@ -12,6 +12,7 @@ from pushwire.core.auth import AuthService
 from pushwire.core.hub import Hub
 from pushwire.core.message import Message
 from pushwire.core.session import Session
+from pushwire.mqtt.connection import Limits
 from pushwire.mqtt.packets import ReasonCode
 from pushwire.mqtt.protocol import MQTTServerProtocol
 
@@ -28,6 +29,8 @@ class MQTTBroker:
     ) -> None:
         self.hub = hub
         self.settings = settings
+        # what every connection's protocol machine grants, computed once
+        self.limits = Limits.from_settings(settings)
         self.auth = auth
         # live connections by token id and by username, to close them on revocation
         self._by_token: dict[str, set[MQTTServerProtocol]] = {}
@@ -37,7 +40,8 @@ class MQTTBroker:
         self.connections: set[MQTTServerProtocol] = set()
         self.shutting_down = False
         self._servers: list[asyncio.Server] = []
-        self._will_timers: dict[str, asyncio.TimerHandle] = {}
+        # delayed wills by client id: (timer, message)
+        self._will_timers: dict[str, tuple[asyncio.TimerHandle, Message]] = {}
         self.admission = admission or Admission(
             settings.connection_rate_per_ip, settings.max_connections_per_ip
         )
@@ -91,21 +95,33 @@ class MQTTBroker:
             conn.close(ReasonCode.NOT_AUTHORIZED)
 
     def schedule_will(self, session: Session, message: Message, delay: float) -> None:
-        """MQTT 5 will delay: publish later unless the session reconnects first."""
+        """MQTT 5 will delay: publish later unless the session gets a new connection first
+        (then `session_connected` cancels it)."""
         loop = asyncio.get_running_loop()
         client_id = session.client_id
 
         def fire() -> None:
             self._will_timers.pop(client_id, None)
-            current = self.hub.sessions.get(client_id)
-            if current is not None and current.link is not None:
-                return
             self.hub.publish(message)
 
-        old = self._will_timers.pop(client_id, None)
-        if old is not None:
-            old.cancel()
-        self._will_timers[client_id] = loop.call_later(delay, fire)
+        self._drop_will(client_id)
+        self._will_timers[client_id] = (loop.call_later(delay, fire), message)
+
+    def session_connected(self, client_id: str, session_present: bool) -> None:
+        """A connection took the session of `client_id`. If it resumed the session, a will
+        pending from an earlier connection is never sent (MQTT-3.1.3-9); if it started a new
+        one, the old session ended, and its will goes out now (the session's end comes
+        before the delay)."""
+        message = self._drop_will(client_id)
+        if message is not None and not session_present:
+            self.hub.publish(message)
+
+    def _drop_will(self, client_id: str) -> Message | None:
+        pending = self._will_timers.pop(client_id, None)
+        if pending is None:
+            return None
+        pending[0].cancel()
+        return pending[1]
 
     # -- listeners -------------------------------------------------------------------
 
@@ -121,13 +137,22 @@ class MQTTBroker:
         return sockname[0], sockname[1]
 
     async def close(self) -> None:
-        """Stop accepting, then close every client connection cleanly."""
+        """Publish the wills that are due, stop accepting, then close every client
+        connection cleanly. The server closing a connection is a reason to send its will
+        (MQTT-3.1.2-8), and a delayed will cannot wait for a process that is ending: all go
+        out now, before the connections that would receive them close."""
         self.shutting_down = True
+        for conn in list(self.connections):
+            try:
+                conn.publish_will(at_once=True)
+            except Exception:
+                log.exception("publishing the will of %s at shutdown failed", conn.client_id)
+        for client_id in list(self._will_timers):
+            message = self._drop_will(client_id)
+            if message is not None:
+                self.hub.publish(message)
         for server in self._servers:
             server.close()
-        for timer in self._will_timers.values():
-            timer.cancel()
-        self._will_timers.clear()
         for conn in list(self.connections):
             conn.close(ReasonCode.SERVER_SHUTTING_DOWN)
         for server in self._servers:
