@@ -237,12 +237,10 @@ class MQTTConnection:
     def send(self, packet: Packet) -> bytes:
         return encode(packet, self.protocol_level)
 
-    def encode_delivery(
-        self, delivery: Delivery, dup: bool, wire_cache: dict[Any, Any] | None
-    ) -> bytes | None:
-        """A PUBLISH for this client, or None when it is larger than the client accepts
-        (dropped and counted; the caller completes the flow, MQTT-3.1.2-25)."""
-        return handle_publish.encode_delivery(self, delivery, dup, wire_cache)
+    # A PUBLISH for this client, or None when it is larger than the client accepts
+    # (dropped and counted; the caller completes the flow, MQTT-3.1.2-25). Bound straight
+    # to the handler's function: this runs once per subscriber of every message.
+    encode_delivery = handle_publish.encode_delivery
 
     # -- timers and closes -----------------------------------------------------------------
 
