@@ -10,11 +10,10 @@ from pushwire.config import Settings
 from pushwire.core.admission import Admission
 from pushwire.core.auth import AuthService
 from pushwire.core.hub import Hub
-from pushwire.core.message import Message
-from pushwire.core.session import Session
 from pushwire.mqtt.connection import Limits
 from pushwire.mqtt.packets import ReasonCode
 from pushwire.mqtt.protocol import MQTTServerProtocol
+from pushwire.mqtt.wills import DelayedWills
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +39,7 @@ class MQTTBroker:
         self.connections: set[MQTTServerProtocol] = set()
         self.shutting_down = False
         self._servers: list[asyncio.Server] = []
-        # delayed wills by client id: (timer, message)
-        self._will_timers: dict[str, tuple[asyncio.TimerHandle, Message]] = {}
+        self.wills = DelayedWills(hub)
         self.admission = admission or Admission(
             settings.connection_rate_per_ip, settings.max_connections_per_ip
         )
@@ -94,35 +92,6 @@ class MQTTBroker:
             log.info("closing %s: user %s was removed", conn.client_id, username)
             conn.close(ReasonCode.NOT_AUTHORIZED)
 
-    def schedule_will(self, session: Session, message: Message, delay: float) -> None:
-        """MQTT 5 will delay: publish later unless the session gets a new connection first
-        (then `session_connected` cancels it)."""
-        loop = asyncio.get_running_loop()
-        client_id = session.client_id
-
-        def fire() -> None:
-            self._will_timers.pop(client_id, None)
-            self.hub.publish(message)
-
-        self._drop_will(client_id)
-        self._will_timers[client_id] = (loop.call_later(delay, fire), message)
-
-    def session_connected(self, client_id: str, session_present: bool) -> None:
-        """A connection took the session of `client_id`. If it resumed the session, a will
-        pending from an earlier connection is never sent (MQTT-3.1.3-9); if it started a new
-        one, the old session ended, and its will goes out now (the session's end comes
-        before the delay)."""
-        message = self._drop_will(client_id)
-        if message is not None and not session_present:
-            self.hub.publish(message)
-
-    def _drop_will(self, client_id: str) -> Message | None:
-        pending = self._will_timers.pop(client_id, None)
-        if pending is None:
-            return None
-        pending[0].cancel()
-        return pending[1]
-
     # -- listeners -------------------------------------------------------------------
 
     async def listen(
@@ -147,10 +116,7 @@ class MQTTBroker:
                 conn.publish_will(at_once=True)
             except Exception:
                 log.exception("publishing the will of %s at shutdown failed", conn.client_id)
-        for client_id in list(self._will_timers):
-            message = self._drop_will(client_id)
-            if message is not None:
-                self.hub.publish(message)
+        self.wills.publish_all()
         for server in self._servers:
             server.close()
         for conn in list(self.connections):

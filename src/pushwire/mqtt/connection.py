@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 
     from pushwire.config import Settings
     from pushwire.core.auth import AuthResult
-    from pushwire.core.session import Delivery
 
 # control packet type of CONNECT (the high nibble of the first byte)
 _CONNECT_TYPE = 1

@@ -40,7 +40,11 @@ def handle_pubrel(conn: MQTTConnection, p: PubRel, now: float) -> list[Event]:
     assert session is not None
     found = session.inbound_qos2_release(p.packet_id)
     code = 0 if found or not conn.v5 else ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
-    return [SendAck(conn.send(PubComp(p.packet_id, code)), found and session.persistent, found)]
+    return [
+        SendAck(
+            conn.send(PubComp(p.packet_id, code)), found and session.persistent, found and conn.v5
+        )
+    ]
 
 
 def handle_pingreq(conn: MQTTConnection, p: PingReq, now: float) -> list[Event]:

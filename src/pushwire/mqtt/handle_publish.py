@@ -18,12 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 from pushwire.mqtt.codec import encode_publish_template, patch_publish
 from pushwire.mqtt.events import Close, Event, PublishIn, Send, SendAck
-from pushwire.mqtt.packets import Disconnect, Packet, PubAck, Publish, PubRec, ReasonCode
+from pushwire.mqtt.packets import Disconnect, PubAck, Publish, PubRec, ReasonCode
 from pushwire.mqtt.violation import ProtocolViolation
 
 if TYPE_CHECKING:
     from pushwire.core.session import Delivery
     from pushwire.mqtt.connection import Limits, MQTTConnection
+
+
+# fixed headers of PUBACK and PUBREC with a 2-byte body (the packet id alone)
+_PUBACK = b"\x40\x02"
+_PUBREC = b"\x50\x02"
 
 
 def resolve_alias(aliases: dict[int, str], limits: Limits, packet: Publish) -> None:
@@ -65,7 +70,7 @@ def handle_publish(conn: MQTTConnection, p: Publish, now: float) -> list[Event]:
             Send(conn.send(Disconnect(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED))),
             Close("receive maximum exceeded", logging.INFO),
         ]
-    if qos:
+    if qos and conn.v5:
         conn.inbound_open += 1
     rights = conn.rights
     if rights is None or not rights.can_publish(p.topic):
@@ -75,34 +80,30 @@ def handle_publish(conn: MQTTConnection, p: Publish, now: float) -> list[Event]:
         assert pid is not None
         code = ReasonCode.NOT_AUTHORIZED if conn.v5 else 0
         if qos == 1:
-            return [SendAck(conn.send(PubAck(pid, code)), False, releases=True)]
+            return [SendAck(conn.send(PubAck(pid, code)), False, conn.v5)]
         if code:
             # a failed PUBREC ends the flow
-            return [SendAck(conn.send(PubRec(pid, code)), False, releases=True)]
+            return [SendAck(conn.send(PubRec(pid, code)), False, conn.v5)]
         session.inbound_qos2_add(pid)
         return [SendAck(conn.send(PubRec(pid)), session.persistent)]
-    ack: Packet | None = None
+    # a successful PUBACK/PUBREC has the same four bytes in 3.1.1 and 5 (no reason code,
+    # no properties): built here, not through the codec, as every QoS 1/2 publish needs one
+    ack: bytes | None = None
     if qos == 1:
         assert pid is not None
-        ack = PubAck(pid)
+        ack = _PUBACK + pid.to_bytes(2, "big")
     elif qos == 2:
         assert pid is not None
         session.inbound_qos2_add(pid)
-        ack = PubRec(pid)
+        ack = _PUBREC + pid.to_bytes(2, "big")
+    # only MQTT 5 counts open flows (Receive Maximum)
+    releases = qos == 1 and conn.v5
     if p.topic.startswith("$SYS"):
         # clients never publish into $SYS; the flow is still acknowledged
         if ack is None:
             return []
-        return [SendAck(conn.send(ack), qos == 2 and session.persistent, releases=qos == 1)]
-    return [
-        PublishIn(
-            p,
-            conn.send(ack) if ack is not None else None,
-            durable=qos == 2 and session.persistent,
-            releases=qos == 1,
-            received=received,
-        )
-    ]
+        return [SendAck(ack, qos == 2 and session.persistent, releases)]
+    return [PublishIn(p, ack, qos == 2 and session.persistent, releases, received)]
 
 
 def _refuse_deep_topic(conn: MQTTConnection, p: Publish, max_levels: int) -> list[Event]:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, cast
 from pushwire.core.auth import AuthResult, Identity, Permissions
 from pushwire.core.logthrottle import ThrottledLog
 from pushwire.core.message import Message
-from pushwire.core.pressure import MAX_WAIT as PRESSURE_MAX_WAIT
 from pushwire.core.ratelimit import TokenBucket
 from pushwire.core.session import Delivery, Session
 from pushwire.mqtt.acks import AckQueue
@@ -42,9 +41,10 @@ from pushwire.mqtt.packets import (
     Publish,
     PubRel,
     ReasonCode,
-    Will,
 )
 from pushwire.mqtt.properties import forwarded
+from pushwire.mqtt.reading import ReadControl
+from pushwire.mqtt.wills import will_message
 from pushwire.tls import certificate_username
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ _READ_VIEW = memoryview(bytearray(READ_CHUNK_BYTES))
 WRITE_BUFFER_HIGH = 256 * 1024
 
 
-class MQTTServerProtocol(asyncio.BufferedProtocol):
+class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
     """A client connection; also the `Link` its session sends through."""
 
     def __init__(self, broker: MQTTBroker) -> None:
@@ -357,7 +357,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         self.session = session
         # a new connection to a session stops its pending will for good; a new session
         # ends the old one, whose pending will goes out now (MQTT-3.1.3-9)
-        self.broker.session_connected(ev.client_id, present)
+        self.broker.wills.session_connected(ev.client_id, present)
         self.broker.track_identity(self)
         stats = self.hub.stats
         stats.clients_connected += 1
@@ -366,69 +366,6 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         self._arm_keepalive()
         # resend what was unacknowledged, then the queue, after CONNACK (MQTT-4.4.0-1)
         session.attach(self)
-
-    # -- reading: throttle, pressure, authentication -------------------------------------------
-
-    def _held(self) -> bool:
-        """Packets wait while the client is throttled, its CONNECT is being checked, or a
-        subscriber it publishes to needs to catch up."""
-        return self._throttled or self._auth_pending or self._pressured
-
-    def _hold_for_pressure(self) -> None:
-        self._pressured = True
-        self.hub.stats.publishers_held += 1
-        self._sync_reading()
-        self.hub.pressure.wait(self._pressure_gone)
-        # never longer than MAX_WAIT: a subscriber may stop keeping up while we wait
-        self._pressure_timer = asyncio.get_running_loop().call_later(
-            PRESSURE_MAX_WAIT, self._pressure_gone
-        )
-
-    def _pressure_gone(self) -> None:
-        if not self._pressured:
-            return
-        self._pressured = False
-        if self._pressure_timer is not None:
-            self._pressure_timer.cancel()
-            self._pressure_timer = None
-        # run on the next turn: the release may come from inside another connection's ack
-        asyncio.get_running_loop().call_soon(self._release_held)
-
-    def _throttle(self, delay: float) -> None:
-        """Over its publish rate: stop reading from this client for a while. TCP pushes
-        back on it; nothing it sent is dropped, and other clients are not slowed."""
-        self._throttled = True
-        self.hub.stats.publish_throttled += 1
-        self._sync_reading()
-        asyncio.get_running_loop().call_later(max(delay, 0.001), self._unthrottle)
-
-    def _unthrottle(self) -> None:
-        self._throttled = False
-        self._release_held()
-
-    def _sync_reading(self) -> None:
-        """Read from the client unless something says wait: its CONNECT is being checked,
-        it is over its publish rate, it is not reading what we send (symmetric
-        backpressure), or it already had its turn in this loop iteration."""
-        want = not (self._closing or self._held() or self._paused or self._yielding)
-        if want != self._reading and self.transport is not None:
-            self._reading = want
-            if want:
-                self.transport.resume_reading()
-            else:
-                self.transport.pause_reading()
-
-    def _end_turn(self) -> None:
-        self._yielding = False
-        self._sync_reading()
-
-    def _release_held(self) -> None:
-        """Run what waited (throttle over, or CONNECT answered), then read again."""
-        if self._closing or self._held():
-            return
-        backlog, self._backlog = self._backlog, []
-        self._run(backlog)  # may hold again
-        self._sync_reading()
 
     # -- the end of a connection ------------------------------------------------------------
 
@@ -459,34 +396,20 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
 
     def publish_will(self, session: Session | None = None, at_once: bool = False) -> None:
         """Publish the will, if the connection still has one (once); `at_once` ignores
-        the will delay (the server is shutting down and cannot wait)."""
+        the will delay (the server is stopping and cannot wait)."""
         session = session or self.session
         will = self.conn.will
         if will is None or session is None:
             return
         self.conn.will = None
-        msg = self._will_message(will, session)
-        if msg is None:
-            return
+        if self.permissions is not None and not self.permissions.can_publish(will.topic):
+            return  # rights may have changed since CONNECT
+        msg = will_message(will, session.client_id)
         delay = 0 if at_once else will_delay(will, session.expiry_interval)
         if delay:
-            self.broker.schedule_will(session, msg, delay)
+            self.broker.wills.schedule(session.client_id, msg, delay)
         else:
             self.hub.publish(msg)
-
-    def _will_message(self, will: Will, session: Session) -> Message | None:
-        if self.permissions is not None and not self.permissions.can_publish(will.topic):
-            return None  # rights may have changed since CONNECT
-        expiry = will.properties.get("message_expiry_interval")
-        return Message(
-            will.topic,
-            will.payload,
-            will.qos,
-            will.retain,
-            forwarded(will.properties),
-            expires_at=time.time() + expiry if expiry is not None else None,
-            origin=session.client_id,
-        )
 
     def pause_writing(self) -> None:
         # the client is not reading: stop reading from it too (its acks and our answers
