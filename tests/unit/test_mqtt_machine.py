@@ -17,6 +17,7 @@ from helpers.machine import (
     sent,
 )
 from pushwire.core.auth import AuthResult
+from pushwire.mqtt.codec import UnsupportedProtocolVersion
 from pushwire.mqtt.connection import Limits, MQTTConnection, ProtocolViolation
 from pushwire.mqtt.events import Close, ConnectIn, Send
 from pushwire.mqtt.handle_connect import NEVER_EXPIRES, will_delay
@@ -227,3 +228,13 @@ def test_protocol_error_sends_its_reason_code_once_connected() -> None:
     assert disconnect.reason_code == ReasonCode.TOPIC_ALIAS_INVALID
     last = events[-1]
     assert isinstance(last, Close) and last.protocol_error
+
+
+def test_unsupported_protocol_level_is_answered_in_the_3_1_1_format() -> None:
+    conn = MQTTConnection()
+    body = b"\x00\x04MQTT\x06\x02\x00\x1e\x00\x01c"  # level 6
+    with pytest.raises(UnsupportedProtocolVersion) as err:
+        conn.receive_data(bytes([0x10, len(body)]) + body)
+    events = conn.unsupported_version(err.value.protocol_level)
+    assert connack_of(events, PROTOCOL_V311).reason_code == 1  # unacceptable version
+    assert isinstance(events[-1], Close)

@@ -33,6 +33,8 @@ from pushwire.mqtt.packets import (
     PROTOCOL_V5,
     PROTOCOL_V311,
     Auth,
+    Connack,
+    ConnackCode311,
     Connect,
     Disconnect,
     Packet,
@@ -262,6 +264,16 @@ class MQTTConnection:
         if self.session is not None:
             return []
         return [Close("no CONNECT in time")]
+
+    def unsupported_version(self, level: int) -> list[Event]:
+        """A CONNECT of a protocol level we do not speak: answered in the format of the
+        level it claims, as far as we know it (MQTT 5 reason code or 3.1.1 return code)."""
+        code = (
+            ReasonCode.UNSUPPORTED_PROTOCOL_VERSION
+            if level == PROTOCOL_V5
+            else ConnackCode311.UNACCEPTABLE_PROTOCOL_VERSION
+        )
+        return [Send(self.send(Connack(False, code))), Close(f"unsupported protocol level {level}")]
 
     def protocol_error(self, message: str, code: int) -> list[Event]:
         events: list[Event] = []

@@ -34,9 +34,7 @@ from pushwire.mqtt.events import (
 )
 from pushwire.mqtt.handle_connect import will_delay
 from pushwire.mqtt.packets import (
-    PROTOCOL_V5,
     Connack,
-    ConnackCode311,
     Packet,
     Publish,
     PubRel,
@@ -168,13 +166,7 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
         try:
             packets = self.conn.receive_data(data, time.monotonic())
         except UnsupportedProtocolVersion as exc:
-            code = (
-                ReasonCode.UNSUPPORTED_PROTOCOL_VERSION
-                if exc.protocol_level == PROTOCOL_V5
-                else ConnackCode311.UNACCEPTABLE_PROTOCOL_VERSION
-            )
-            self._write(self.conn.send(Connack(False, code)))
-            self._abort(f"unsupported protocol level {exc.protocol_level}")
+            self._act(self.conn.unsupported_version(exc.protocol_level))
             return
         except DecodeError as exc:
             # act on what came complete before the fault, then close
@@ -198,13 +190,15 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
             if self._closing:
                 return
             is_publish = isinstance(packet, Publish)
+            # receipt time of a QoS 1/2 PUBLISH, for the publish-to-ack histogram
+            now = time.monotonic() if is_publish and cast(Publish, packet).qos else -1.0
             if bucket is not None and is_publish and not bucket.try_acquire():
                 # over its publish rate: keep the rest for later and stop reading
                 self._backlog.extend(packets[i:])
                 self._throttle(bucket.retry_after())
                 return
             try:
-                self._act(conn.handle(packet, time.monotonic()))
+                self._act(conn.handle(packet, now))
             except ProtocolViolation as exc:
                 self._act(conn.protocol_error(str(exc), exc.reason_code))
                 return
