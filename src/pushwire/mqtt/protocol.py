@@ -386,6 +386,7 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
     # -- the end of a connection ------------------------------------------------------------
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._acks.detach()  # the one reference cycle of a connection, broken here
         if not self._registered:
             return  # refused in connection_made: nothing to undo
         self._closing = True
