@@ -77,7 +77,11 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
         self.peer = "?"
         self.connected_at = time.time()  # wall clock, for the admin API's client list
         self.ip = "?"
+        # one timer per connection: the CONNECT deadline, then the keepalive check
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0  # when _timer fires, on the loop's clock
+        # asyncio.get_running_loop() costs a getpid() syscall per call: look it up once
+        self._loop = asyncio.get_running_loop()
         self._out: list[bytes] = []
         self._out_bytes = 0  # bytes in _out, not yet handed to the transport
         self._flush_scheduled = False
@@ -144,9 +148,10 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
         self.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         self.conn.over_capacity = not self.broker.register(self)
         self._registered = True
-        loop = asyncio.get_running_loop()
         # a client that never finishes CONNECT is dropped (slowloris guard)
-        self._timer = loop.call_later(self.broker.settings.connect_timeout, self._connect_timeout)
+        timeout = self.broker.settings.connect_timeout
+        self._timer_due = self._loop.time() + timeout
+        self._timer = self._loop.call_later(timeout, self._on_timer)
 
     # asyncio.BufferedProtocol: the loop reads into our buffer, so we choose how much one
     # read may take (uvloop would otherwise hand over up to 256 KiB per read)
@@ -165,7 +170,7 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
             # next read, instead of piling up (fan-in/fan-out under load)
             self._yielding = True
             self._sync_reading()
-            asyncio.get_running_loop().call_soon(self._end_turn)
+            self._loop.call_soon(self._end_turn)
         self.hub.stats.bytes_received += len(data)
         try:
             packets = self.conn.receive_data(data, time.monotonic())
@@ -434,7 +439,7 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
         # would otherwise pile up), drop QoS 0 for it, and give it a bounded time to recover
         self._paused = True
         self._sync_reading()
-        self._slow_timer = asyncio.get_running_loop().call_later(
+        self._slow_timer = self._loop.call_later(
             self.broker.settings.slow_consumer_timeout, self._slow_consumer
         )
 
@@ -469,7 +474,7 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
             self._flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         # one write per loop tick: a fan-out burst becomes one syscall per subscriber
@@ -511,7 +516,7 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
             # too large for this client: complete the flow as if sent (MQTT-3.1.2-25), on
             # the next turn, as the session is in the middle of its pump
             if delivery.qos and delivery.packet_id is not None:
-                asyncio.get_running_loop().call_soon(self._complete_dropped, delivery)
+                self._loop.call_soon(self._complete_dropped, delivery)
             return
         self._write(data)
         stats = self.hub.stats
@@ -544,7 +549,7 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
             self._auth_timer.cancel()
             self._auth_timer = None
         if arm and not self._closing:
-            self._auth_timer = asyncio.get_running_loop().call_later(
+            self._auth_timer = self._loop.call_later(
                 self.broker.settings.auth_timeout, self._auth_timed_out
             )
 
@@ -552,12 +557,21 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
         self._auth_timer = None
         self._act(self.conn.auth_timed_out())
 
-    def _connect_timeout(self) -> None:
-        self._timer = None
-        self._act(self.conn.connect_timed_out())
+    def _on_timer(self) -> None:
+        if self.session is None:
+            self._timer = None
+            self._act(self.conn.connect_timed_out())
+        else:
+            self._check_keepalive()
 
     def _arm_keepalive(self) -> None:
+        # the CONNECT deadline's timer goes on as the keepalive check when it fires no
+        # later than the first check is due (the check then reschedules itself); a
+        # connection that ends before that never touched a second timer
+        limit = self.conn.keepalive * 1.5
         if self._timer is not None:
+            if limit <= 0 or self._timer_due <= self._loop.time() + limit:
+                return
             self._timer.cancel()
             self._timer = None
         self._check_keepalive()
@@ -569,4 +583,5 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
         events, delay = self.conn.keepalive_tick(time.monotonic())
         self._act(events)
         if delay > 0:
-            self._timer = asyncio.get_running_loop().call_later(delay, self._check_keepalive)
+            self._timer_due = self._loop.time() + delay
+            self._timer = self._loop.call_later(delay, self._check_keepalive)

@@ -27,6 +27,7 @@ class ReadControl:
     _auth_pending: bool
     _pressured: bool
     _pressure_timer: asyncio.TimerHandle | None
+    _loop: asyncio.AbstractEventLoop
 
     def _run(self, packets: list[Packet]) -> None:
         raise NotImplementedError
@@ -42,9 +43,7 @@ class ReadControl:
         self._sync_reading()
         self.hub.pressure.wait(self._pressure_gone)
         # never longer than MAX_WAIT: a subscriber may stop keeping up while we wait
-        self._pressure_timer = asyncio.get_running_loop().call_later(
-            PRESSURE_MAX_WAIT, self._pressure_gone
-        )
+        self._pressure_timer = self._loop.call_later(PRESSURE_MAX_WAIT, self._pressure_gone)
 
     def _pressure_gone(self) -> None:
         if not self._pressured:
@@ -54,7 +53,7 @@ class ReadControl:
             self._pressure_timer.cancel()
             self._pressure_timer = None
         # run on the next turn: the release may come from inside another connection's ack
-        asyncio.get_running_loop().call_soon(self._release_held)
+        self._loop.call_soon(self._release_held)
 
     def _throttle(self, delay: float) -> None:
         """Over its publish rate: stop reading from this client for a while. TCP pushes
@@ -62,7 +61,7 @@ class ReadControl:
         self._throttled = True
         self.hub.stats.publish_throttled += 1
         self._sync_reading()
-        asyncio.get_running_loop().call_later(max(delay, 0.001), self._unthrottle)
+        self._loop.call_later(max(delay, 0.001), self._unthrottle)
 
     def _unthrottle(self) -> None:
         self._throttled = False
