@@ -94,7 +94,11 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
         self._throttled = False
         self._reading = True
         self._yielding = False
-        self._backlog: list[Packet] = []  # packets held while throttled or authenticating
+        # packets held while throttled, authenticating or under pressure: those from
+        # _backlog_at on wait (an index, not a slice: a hold under pressure often lets one
+        # packet through at a time, and slicing the rest off each time was quadratic)
+        self._backlog: list[Packet] = []
+        self._backlog_at = 0
         self._auth_pending = False
         self._pressured = False
         self._pressure_timer: asyncio.TimerHandle | None = None
@@ -187,23 +191,30 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
         self._handle(packets)
 
     def _handle(self, packets: list[Packet]) -> None:
-        if self._backlog or self._held():
+        if self._backlog_at < len(self._backlog) or self._held():
             self._backlog.extend(packets)  # keep order behind what is already waiting
             return
         self._run(packets)
 
-    def _run(self, packets: list[Packet]) -> None:
+    def _wait(self, packets: list[Packet], start: int) -> None:
+        """packets[start:] wait for _release_held (the list is ours: the decoder's or
+        the backlog's, never shared)."""
+        self._backlog = packets
+        self._backlog_at = start
+
+    def _run(self, packets: list[Packet], start: int = 0) -> None:
         bucket = self._publish_bucket
         conn = self.conn
-        for i, packet in enumerate(packets):
+        for i in range(start, len(packets)):
             if self._closing:
                 return
+            packet = packets[i]
             is_publish = isinstance(packet, Publish)
             # receipt time of a QoS 1/2 PUBLISH, for the publish-to-ack histogram
             now = time.monotonic() if is_publish and cast(Publish, packet).qos else -1.0
             if bucket is not None and is_publish and not bucket.try_acquire():
                 # over its publish rate: keep the rest for later and stop reading
-                self._backlog.extend(packets[i:])
+                self._wait(packets, i)
                 self._throttle(bucket.retry_after())
                 return
             try:
@@ -217,7 +228,7 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
                 self._act(conn.protocol_error("internal error", ReasonCode.UNSPECIFIED_ERROR))
                 return
             if self._auth_pending:
-                self._backlog.extend(packets[i + 1 :])
+                self._wait(packets, i + 1)
                 return
             if (
                 is_publish
@@ -226,7 +237,7 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
             ):
                 # a subscriber that keeps up is behind, or the store's write backlog is
                 # full: wait for it instead of making it drop (or growing memory)
-                self._backlog.extend(packets[i + 1 :])
+                self._wait(packets, i + 1)
                 self._hold_for_pressure()
                 return
 

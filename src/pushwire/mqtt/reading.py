@@ -1,7 +1,7 @@
 """When an MQTT connection reads: the part of the asyncio glue that pauses and resumes
 reading a client (its CONNECT being authenticated, its publish rate, subscribers it
 publishes to falling behind, a client not reading what we send, one read per loop turn).
-Packets that arrive while held wait in order in `_backlog`.
+Packets that arrive while held wait in order in `_backlog` (from `_backlog_at` on).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ class ReadControl:
     hub: Hub
     transport: asyncio.Transport | None
     _backlog: list[Packet]
+    _backlog_at: int
     _closing: bool
     _paused: bool
     _yielding: bool
@@ -29,7 +30,7 @@ class ReadControl:
     _pressure_timer: asyncio.TimerHandle | None
     _loop: asyncio.AbstractEventLoop
 
-    def _run(self, packets: list[Packet]) -> None:
+    def _run(self, packets: list[Packet], start: int = 0) -> None:
         raise NotImplementedError
 
     def _held(self) -> bool:
@@ -87,6 +88,7 @@ class ReadControl:
         """Run what waited (throttle over, or CONNECT answered), then read again."""
         if self._closing or self._held():
             return
-        backlog, self._backlog = self._backlog, []
-        self._run(backlog)  # may hold again
+        backlog, start = self._backlog, self._backlog_at
+        self._backlog, self._backlog_at = [], 0
+        self._run(backlog, start)  # may hold again
         self._sync_reading()
