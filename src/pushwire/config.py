@@ -183,6 +183,27 @@ class Settings(BaseSettings):
     max_keepalive: int = Field(
         65535, ge=0, le=65535, description="largest keepalive granted, seconds (MQTT 5)"
     )
+    receive_maximum: int = Field(
+        65535,
+        ge=1,
+        le=65535,
+        description="QoS 1/2 publishes an MQTT 5 client may have unacknowledged towards the "
+        "server (sent in CONNACK; more gets DISCONNECT 0x93)",
+    )
+    topic_alias_maximum: int = Field(
+        64,
+        ge=0,
+        le=65535,
+        description="topic aliases an MQTT 5 client may define towards the server (CONNACK)",
+    )
+    outgoing_topic_aliases: int = Field(
+        64,
+        ge=0,
+        le=65535,
+        description="topic aliases the server assigns per MQTT 5 connection to topics it "
+        "sends, up to the client's Topic Alias Maximum (least recently used is reassigned; "
+        "0: off)",
+    )
     connect_timeout: float = Field(
         10.0, gt=0, description="seconds a new connection has to send CONNECT"
     )

@@ -24,6 +24,7 @@ from pushwire.engines.auth_store import make_auth_store
 from pushwire.engines.base import Engine
 from pushwire.engines.memory import MemoryEngine
 from pushwire.gateway.service import Gateway
+from pushwire.heap import settle_heap
 from pushwire.http.app import create_app, make_log
 from pushwire.http.endpoints import hot_routes
 from pushwire.http.protocol import HttpServer
@@ -239,5 +240,6 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.request_stop)
     await server.start()
+    settle_heap()  # the start-up heap leaves the cyclic GC's scans (pushwire/heap.py)
     await server.wait_stopped()
     await server.stop()

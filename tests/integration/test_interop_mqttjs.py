@@ -159,11 +159,6 @@ def test_topic_aliases_from_mqttjs_to_the_server(server: ServerProcess, mqttjs: 
     sub.finish()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server-to-client topic aliases are being implemented by helper m-machine "
-    "(issue 12 part 1); the lead removes this mark at merge",
-)
 def test_topic_aliases_from_the_server_to_mqttjs(server: ServerProcess, mqttjs: Any) -> None:
     sub = mqttjs(
         server,

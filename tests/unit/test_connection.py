@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pushwire.mqtt.codec import DecodeError, encode
-from pushwire.mqtt.connection import MQTTConnection, ProtocolViolation, State
+from pushwire.mqtt.connection import Limits, MQTTConnection, ProtocolViolation, State
 from pushwire.mqtt.packets import (
     Connect,
     Disconnect,
@@ -16,28 +16,28 @@ from pushwire.mqtt.packets import (
 
 
 def connected(level: int = 4, aliases: int = 0) -> MQTTConnection:
-    conn = MQTTConnection(max_packet_size=1 << 20, topic_alias_maximum=aliases)
+    conn = MQTTConnection(Limits(max_packet_size=1 << 20, topic_alias_maximum=aliases))
     conn.receive_data(encode(Connect("c", protocol_level=level), level))
     assert conn.state is State.CONNECTED and conn.protocol_level == level
     return conn
 
 
 def test_first_packet_must_be_connect() -> None:
-    conn = MQTTConnection(max_packet_size=1024)
+    conn = MQTTConnection(Limits(max_packet_size=1024))
     with pytest.raises(ProtocolViolation):
         conn.receive_data(encode(PingReq(), 4))
     assert conn.state is State.CLOSED
 
 
 def test_first_byte_that_is_not_connect_closes_before_the_packet_is_complete() -> None:
-    conn = MQTTConnection(max_packet_size=1024)
+    conn = MQTTConnection(Limits(max_packet_size=1024))
     with pytest.raises(ProtocolViolation):
         conn.receive_data(b"\x30")  # a PUBLISH header, the rest never comes
     assert conn.state is State.CLOSED
 
 
 def test_connect_split_after_its_first_byte_is_accepted() -> None:
-    conn = MQTTConnection(max_packet_size=1024)
+    conn = MQTTConnection(Limits(max_packet_size=1024))
     data = encode(Connect("c"), 4)
     assert conn.receive_data(data[:1]) == []
     assert len(conn.receive_data(data[1:])) == 1
@@ -60,7 +60,7 @@ def test_nothing_counts_after_disconnect() -> None:
 
 
 def test_connect_and_publish_in_one_segment() -> None:
-    conn = MQTTConnection(max_packet_size=1024)
+    conn = MQTTConnection(Limits(max_packet_size=1024))
     data = encode(Connect("c", protocol_level=5), 5) + encode(Publish("t", b"x"), 5)
     packets = conn.receive_data(data)
     assert [type(p) for p in packets] == [Connect, Publish]

@@ -29,7 +29,7 @@ Tokens look like `pw_<id>_<secret>`: `id` is 12 hex digits (visible in logs and 
 used for lookups), `secret` is 32 random bytes in urlsafe base64. The store keeps the
 SHA-256 of the whole token; verification is a constant-time comparison.
 
-SCRAM-SHA-256 (MQTT 5 enhanced authentication, core/scram.py, mqtt/handle_auth.py): every
+SCRAM-SHA-256 (MQTT 5 enhanced authentication, core/scram.py, mqtt/enhanced_auth.py): every
 way a password is set (`AuthAdmin`, the service's admin methods) also stores the user's
 SCRAM verifier. `scram_start` / `scram_finish` bracket one exchange: the start takes an
 attempt from the same failure budgets as a password login and finds the verifier (a stable

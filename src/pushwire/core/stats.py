@@ -23,6 +23,8 @@ class Stats:
     connections_refused: int = 0
     protocol_errors: int = 0
     slow_consumers_disconnected: int = 0
+    # MQTT 5 deliveries dropped: larger than the client's Maximum Packet Size
+    publish_too_large: int = 0
     publish_denied: int = 0  # publishes the publisher's ACL refused
     delivery_denied: int = 0  # deliveries the subscriber's ACL refused
     publishers_held: int = 0  # times a publisher waited for a subscriber to catch up

@@ -32,6 +32,7 @@ def sys_values(hub: Hub) -> dict[str, str]:
         "$SYS/broker/messages/received": str(s.messages_received),
         "$SYS/broker/messages/sent": str(s.messages_sent),
         "$SYS/broker/messages/dropped": str(s.publish_dropped + s.queue_overflow),
+        "$SYS/broker/messages/too-large": str(s.publish_too_large),
         "$SYS/broker/bytes/received": str(s.bytes_received),
         "$SYS/broker/bytes/sent": str(s.bytes_sent),
         "$SYS/broker/subscriptions/count": str(len(hub.subscriptions)),

@@ -287,6 +287,11 @@ def _mqtt_and_store(state: HttpState) -> Iterator[Metric]:
         "queued messages of persistent sessions waiting in the store, beyond the memory window",
         one(sum(x.stored_count for x in hub.sessions.values())),
     )
+    yield counter(
+        "pushwire_mqtt_too_large",
+        "MQTT 5 deliveries dropped for one client: larger than its Maximum Packet Size",
+        one(s.publish_too_large),
+    )
     yield gauge(
         "pushwire_mqtt_queued_bytes",
         "bytes of MQTT QoS 1/2 messages queued or inflight, all sessions",

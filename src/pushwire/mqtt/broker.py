@@ -10,10 +10,10 @@ from pushwire.config import Settings
 from pushwire.core.admission import Admission, admission_from_settings
 from pushwire.core.auth import AuthService
 from pushwire.core.hub import Hub
-from pushwire.core.message import Message
-from pushwire.core.session import Session
+from pushwire.mqtt.connection import Limits
 from pushwire.mqtt.packets import ReasonCode
 from pushwire.mqtt.protocol import MQTTServerProtocol
+from pushwire.mqtt.wills import DelayedWills
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,8 @@ class MQTTBroker:
     ) -> None:
         self.hub = hub
         self.settings = settings
+        # what every connection's protocol machine grants, computed once
+        self.limits = Limits.from_settings(settings)
         self.auth = auth
         # live connections by token id and by username, to close them on revocation
         self._by_token: dict[str, set[MQTTServerProtocol]] = {}
@@ -37,7 +39,7 @@ class MQTTBroker:
         self.connections: set[MQTTServerProtocol] = set()
         self.shutting_down = False
         self._servers: list[asyncio.Server] = []
-        self._will_timers: dict[str, asyncio.TimerHandle] = {}
+        self.wills = DelayedWills(hub)
         self.admission = admission or admission_from_settings(settings)
 
     # -- connections -----------------------------------------------------------------
@@ -88,23 +90,6 @@ class MQTTBroker:
             log.info("closing %s: user %s was removed", conn.client_id, username)
             conn.close(ReasonCode.NOT_AUTHORIZED)
 
-    def schedule_will(self, session: Session, message: Message, delay: float) -> None:
-        """MQTT 5 will delay: publish later unless the session reconnects first."""
-        loop = asyncio.get_running_loop()
-        client_id = session.client_id
-
-        def fire() -> None:
-            self._will_timers.pop(client_id, None)
-            current = self.hub.sessions.get(client_id)
-            if current is not None and current.link is not None:
-                return
-            self.hub.publish(message)
-
-        old = self._will_timers.pop(client_id, None)
-        if old is not None:
-            old.cancel()
-        self._will_timers[client_id] = loop.call_later(delay, fire)
-
     # -- listeners -------------------------------------------------------------------
 
     async def listen(
@@ -129,13 +114,19 @@ class MQTTBroker:
         return sockname[0], sockname[1]
 
     async def close(self) -> None:
-        """Stop accepting, then close every client connection cleanly."""
+        """Publish the wills that are due, stop accepting, then close every client
+        connection cleanly. The server closing a connection is a reason to send its will
+        (MQTT-3.1.2-8), and a delayed will cannot wait for a process that is ending: all go
+        out now, before the connections that would receive them close."""
         self.shutting_down = True
+        for conn in list(self.connections):
+            try:
+                conn.publish_will(at_once=True)
+            except Exception:
+                log.exception("publishing the will of %s at shutdown failed", conn.client_id)
+        self.wills.publish_all()
         for server in self._servers:
             server.close()
-        for timer in self._will_timers.values():
-            timer.cancel()
-        self._will_timers.clear()
         for conn in list(self.connections):
             conn.close(ReasonCode.SERVER_SHUTTING_DOWN)
         for server in self._servers:

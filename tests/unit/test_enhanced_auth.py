@@ -1,4 +1,4 @@
-"""The MQTT 5 enhanced-authentication exchange (mqtt/handle_auth.py) against a real auth
+"""The MQTT 5 enhanced-authentication exchange (mqtt/enhanced_auth.py) against a real auth
 service on a memory store: bytes and properties in, decisions out, no socket."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pushwire.core.auth import AuthService, AuthSettings
 from pushwire.core.passwords import Passwords
 from pushwire.core.scram import ScramClient
 from pushwire.engines.auth_store import MemoryAuthStore, StoredUser
-from pushwire.mqtt.handle_auth import (
+from pushwire.mqtt.enhanced_auth import (
     CONTINUE_AUTHENTICATION,
     REAUTHENTICATE,
     Accepted,

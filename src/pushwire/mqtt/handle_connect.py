@@ -1,0 +1,157 @@
+"""CONNECT and DISCONNECT: who the client is, what the server grants, how a session ends.
+
+Rules kept here: the over-capacity refusal, the will topic check, client-id assignment
+(MQTT-3.1.3-6/8), refusal codes per protocol version, the will's ACL check, the keepalive
+clamp (MQTT 5 Server Keep Alive), the CONNACK properties, session expiry changes at
+DISCONNECT (MQTT-3.14.2-2), whether DISCONNECT keeps the will (MQTT-3.14.4-3) and when a
+will is published (MQTT-3.1.3-9).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from pushwire.core.topics import TopicError, validate_topic_name
+from pushwire.mqtt.events import Close, ConnectIn, Event, Send
+from pushwire.mqtt.packets import (
+    PROTOCOL_V5,
+    Connack,
+    ConnackCode311,
+    Connect,
+    Disconnect,
+    ReasonCode,
+    Will,
+)
+from pushwire.mqtt.violation import ProtocolViolation
+
+if TYPE_CHECKING:
+    from pushwire.core.auth import AuthResult
+    from pushwire.mqtt.connection import MQTTConnection, Rights, SessionView
+
+# MQTT 5 session expiry value that means "never expires"
+NEVER_EXPIRES = 0xFFFFFFFF
+
+# CONNACK codes for a refused CONNECT, by AuthResult.reason (and "server_busy")
+REFUSAL_V5: dict[str, int] = {
+    "bad_credentials": ReasonCode.BAD_USER_NAME_OR_PASSWORD,
+    "not_authorized": ReasonCode.NOT_AUTHORIZED,
+    "rate_limited": ReasonCode.CONNECTION_RATE_EXCEEDED,
+    "server_busy": ReasonCode.SERVER_BUSY,
+    # one client id reconnecting in a loop (core/admission.py's per-client-id bucket)
+    "client_id_rate": ReasonCode.CONNECTION_RATE_EXCEEDED,
+}
+REFUSAL_V311: dict[str, int] = {
+    "bad_credentials": ConnackCode311.BAD_USERNAME_OR_PASSWORD,
+    "not_authorized": ConnackCode311.NOT_AUTHORIZED,
+    "rate_limited": ConnackCode311.NOT_AUTHORIZED,
+    "server_busy": ConnackCode311.SERVER_UNAVAILABLE,
+    "client_id_rate": ConnackCode311.SERVER_UNAVAILABLE,
+}
+
+
+def handle_connect(conn: MQTTConnection, p: Connect, now: float) -> list[Event]:
+    v5 = p.protocol_level == PROTOCOL_V5
+    if conn.over_capacity:
+        conn.stats.connections_refused += 1
+        return refuse(conn, "server_busy", "max_connections reached")
+    if p.will is not None:
+        try:
+            validate_topic_name(p.will.topic, conn.limits.max_topic_levels)
+        except TopicError as exc:
+            events: list[Event] = []
+            if v5:
+                events.append(Send(conn.send(Connack(False, ReasonCode.TOPIC_NAME_INVALID))))
+            events.append(Close(f"invalid will topic: {exc}", logging.INFO))
+            return events
+    client_id = p.client_id
+    assigned = False
+    if not client_id:
+        if not v5 and not p.clean_start:
+            # MQTT-3.1.3-8: a persistent session needs a client-chosen id
+            return [
+                Send(conn.send(Connack(False, ConnackCode311.IDENTIFIER_REJECTED))),
+                Close("empty client id with clean session 0"),
+            ]
+        client_id = f"pushwire-{uuid.uuid4().hex}"
+        assigned = True
+    if v5:
+        expiry = p.properties.get("session_expiry_interval", 0)
+        expiry_interval: int | None = None if expiry == NEVER_EXPIRES else expiry
+    else:
+        expiry_interval = 0 if p.clean_start else None
+    return [ConnectIn(p, client_id, assigned, expiry_interval)]
+
+
+def refuse(conn: MQTTConnection, reason: str, message: str) -> list[Event]:
+    table = REFUSAL_V5 if conn.v5 else REFUSAL_V311
+    return [
+        Send(conn.send(Connack(False, table[reason]))),
+        Close(f"connect refused: {message}", logging.INFO),
+    ]
+
+
+def check_login(
+    conn: MQTTConnection, request: ConnectIn, result: AuthResult, rights: Rights
+) -> list[Event]:
+    if not result.ok or result.identity is None:
+        return refuse(conn, result.reason, result.message)
+    will = request.packet.will
+    if will is not None and not rights.can_publish(will.topic):
+        events: list[Event] = []
+        if conn.v5:
+            events.append(Send(conn.send(Connack(False, ReasonCode.NOT_AUTHORIZED))))
+        events.append(Close("will topic not authorized", logging.INFO))
+        return events
+    conn.rights = rights
+    return []
+
+
+def accept(conn: MQTTConnection, request: ConnectIn, session: SessionView, present: bool) -> bytes:
+    p = request.packet
+    conn.session = session
+    conn.client_id = request.client_id
+    conn.will = p.will
+    conn.keepalive = p.keepalive
+    props: dict[str, Any] = {}
+    if conn.v5:
+        limits = conn.limits
+        conn.client_receive_maximum = p.properties.get("receive_maximum", 65535)
+        conn.client_max_packet_size = p.properties.get("maximum_packet_size")
+        conn.client_topic_alias_maximum = p.properties.get("topic_alias_maximum", 0)
+        if conn.keepalive > limits.max_keepalive:
+            conn.keepalive = limits.max_keepalive
+            props["server_keep_alive"] = limits.max_keepalive
+        if request.assigned:
+            props["assigned_client_identifier"] = request.client_id
+        props["receive_maximum"] = limits.receive_maximum
+        props["topic_alias_maximum"] = limits.topic_alias_maximum
+        props["maximum_packet_size"] = limits.max_packet_size
+        if conn.auth_connack:
+            # enhanced authentication: the server-final-message (handle_auth.py)
+            props.update(conn.auth_connack)
+            conn.auth_connack = {}
+    return conn.send(Connack(present, 0, props))
+
+
+def handle_disconnect(conn: MQTTConnection, p: Disconnect, now: float) -> list[Event]:
+    session = conn.session
+    if conn.v5 and session is not None:
+        expiry = p.properties.get("session_expiry_interval")
+        if expiry is not None:
+            if session.expiry_interval == 0 and expiry != 0:
+                raise ProtocolViolation("session expiry set on DISCONNECT after 0")
+            session.expiry_interval = None if expiry == NEVER_EXPIRES else expiry
+    if p.reason_code != ReasonCode.DISCONNECT_WITH_WILL:
+        conn.will = None  # a normal DISCONNECT discards the will (MQTT-3.14.4-3)
+    return [Close("client disconnected")]
+
+
+def will_delay(will: Will, session_expiry: int | None) -> int:
+    """Seconds to wait before publishing a will: its Will Delay Interval or the end of the
+    session, whichever comes first (MQTT-3.1.3-9). 0: publish now."""
+    delay: int = will.properties.get("will_delay_interval", 0)
+    if session_expiry is not None:
+        delay = min(delay, session_expiry)
+    return delay

@@ -1,0 +1,64 @@
+"""Will messages: what a will becomes when it is published, and the wills waiting for
+their MQTT 5 delay (MQTT-3.1.3-9). When a will is due is the protocol machine's rule
+(`handle_connect.will_delay`); this module keeps the timers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pushwire.core.hub import Hub
+from pushwire.core.message import Message
+from pushwire.mqtt.packets import Will
+from pushwire.mqtt.properties import forwarded
+
+
+def will_message(will: Will, client_id: str) -> Message:
+    expiry = will.properties.get("message_expiry_interval")
+    return Message(
+        will.topic,
+        will.payload,
+        will.qos,
+        will.retain,
+        forwarded(will.properties),
+        expires_at=time.time() + expiry if expiry is not None else None,
+        origin=client_id,
+    )
+
+
+class DelayedWills:
+    """Wills waiting for their delay, by client id: one per session at most."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._pending: dict[str, tuple[asyncio.TimerHandle, Message]] = {}
+
+    def schedule(self, client_id: str, message: Message, delay: float) -> None:
+        def fire() -> None:
+            self._pending.pop(client_id, None)
+            self._hub.publish(message)
+
+        self._drop(client_id)
+        self._pending[client_id] = (asyncio.get_running_loop().call_later(delay, fire), message)
+
+    def session_connected(self, client_id: str, session_present: bool) -> None:
+        """A connection took the session of `client_id`. If it resumed the session, a will
+        pending from an earlier connection is never sent; if it started a new one, the old
+        session ended, and its will goes out now (the session's end came first)."""
+        message = self._drop(client_id)
+        if message is not None and not session_present:
+            self._hub.publish(message)
+
+    def publish_all(self) -> None:
+        """Publish every pending will now (the server is stopping and cannot wait)."""
+        for client_id in list(self._pending):
+            message = self._drop(client_id)
+            if message is not None:
+                self._hub.publish(message)
+
+    def _drop(self, client_id: str) -> Message | None:
+        pending = self._pending.pop(client_id, None)
+        if pending is None:
+            return None
+        pending[0].cancel()
+        return pending[1]

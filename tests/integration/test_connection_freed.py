@@ -1,0 +1,51 @@
+"""A closed MQTT connection is freed by reference counting, without the cyclic garbage
+collector: a reconnect storm must not leave a cycle per connection for the collector to
+find (its scans were a large share of a connect's CPU, bench/README.md)."""
+
+from __future__ import annotations
+
+import gc
+import time
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from helpers.inproc import InProcessServer
+from helpers.raw import connected_client
+from pushwire.mqtt.protocol import MQTTServerProtocol
+
+
+@pytest.fixture
+def srv() -> Iterator[InProcessServer]:
+    server = InProcessServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def only_connection(srv: InProcessServer) -> weakref.ref[MQTTServerProtocol]:
+    assert srv.server is not None
+    (conn,) = srv.server.mqtt.connections
+    return weakref.ref(conn)
+
+
+@pytest.mark.parametrize("ending", ["disconnect", "drop"])
+def test_a_closed_connection_is_freed_without_the_cycle_collector(
+    srv: InProcessServer, ending: str
+) -> None:
+    gc.collect()
+    gc.disable()
+    try:
+        client = connected_client(srv.host, srv.mqtt_port, "freed", keepalive=30)
+        ref = srv.call(lambda: only_connection(srv))
+        if ending == "disconnect":
+            client.send(b"\xe0\x00")
+        client.close()
+        deadline = time.monotonic() + 5.0
+        while srv.call(lambda: ref() is not None) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.call(lambda: ref() is None), "the connection is kept alive by a cycle"
+    finally:
+        gc.enable()

@@ -1,0 +1,240 @@
+"""The MQTT protocol machine without I/O: CONNECT, DISCONNECT, wills, timers, closes.
+
+Each rule here used to need a server and a real client (about a second per test); the
+integration tests keep proving the wiring."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers.machine import (
+    OK,
+    PrefixRights,
+    connect_events,
+    connected,
+    decode_out,
+    feed,
+    sent,
+)
+from pushwire.core.auth import AuthResult
+from pushwire.mqtt.codec import UnsupportedProtocolVersion, encode
+from pushwire.mqtt.connection import Limits, MQTTConnection, ProtocolViolation
+from pushwire.mqtt.events import Close, ConnectIn, Send
+from pushwire.mqtt.handle_connect import NEVER_EXPIRES, will_delay
+from pushwire.mqtt.packets import (
+    PROTOCOL_V5,
+    PROTOCOL_V311,
+    Auth,
+    Connack,
+    Connect,
+    Disconnect,
+    PingReq,
+    ReasonCode,
+    Will,
+)
+
+
+def connack_of(events: list[object], level: int) -> Connack:
+    packets = sent(events, level)  # type: ignore[arg-type]
+    assert isinstance(packets[0], Connack)
+    return packets[0]
+
+
+def test_v5_empty_client_id_gets_one_assigned_in_connack() -> None:
+    conn, _, (connack,) = connected(client_id="")
+    assert isinstance(connack, Connack) and connack.reason_code == 0
+    assigned = connack.properties["assigned_client_identifier"]
+    assert assigned.startswith("pushwire-") and conn.client_id == assigned
+
+
+def test_v311_empty_client_id_with_a_persistent_session_is_rejected() -> None:
+    conn = MQTTConnection()
+    events = connect_events(conn, Connect("", PROTOCOL_V311, clean_start=False))
+    assert connack_of(events, PROTOCOL_V311).reason_code == 2  # identifier rejected
+    assert isinstance(events[-1], Close)
+
+
+def test_v311_empty_client_id_with_a_clean_session_is_assigned_silently() -> None:
+    conn, _, (connack,) = connected(PROTOCOL_V311, client_id="")
+    assert isinstance(connack, Connack) and connack.properties == {}
+    assert conn.client_id.startswith("pushwire-")
+
+
+def test_keepalive_above_the_maximum_is_clamped_and_announced() -> None:
+    conn, _, (connack,) = connected(limits=Limits(max_keepalive=30), keepalive=100)
+    assert isinstance(connack, Connack)
+    assert connack.properties["server_keep_alive"] == 30 and conn.keepalive == 30
+
+
+def test_connack_announces_the_servers_limits() -> None:
+    limits = Limits(max_packet_size=5000, topic_alias_maximum=7, receive_maximum=12)
+    _, _, (connack,) = connected(limits=limits)
+    assert isinstance(connack, Connack)
+    props = connack.properties
+    assert props["receive_maximum"] == 12
+    assert props["topic_alias_maximum"] == 7
+    assert props["maximum_packet_size"] == 5000
+    assert "server_keep_alive" not in props
+
+
+def test_session_expiry_is_read_from_connect() -> None:
+    conn = MQTTConnection()
+    (ev,) = connect_events(
+        conn, Connect("c", PROTOCOL_V5, properties={"session_expiry_interval": 9})
+    )
+    assert isinstance(ev, ConnectIn) and ev.expiry_interval == 9
+    conn = MQTTConnection()
+    forever = {"session_expiry_interval": NEVER_EXPIRES}
+    (ev,) = connect_events(conn, Connect("c", PROTOCOL_V5, properties=forever))
+    assert isinstance(ev, ConnectIn) and ev.expiry_interval is None
+    conn = MQTTConnection()
+    (ev,) = connect_events(conn, Connect("c", PROTOCOL_V311, clean_start=False))
+    assert isinstance(ev, ConnectIn) and ev.expiry_interval is None
+
+
+@pytest.mark.parametrize(
+    ("reason", "v5_code", "v311_code"),
+    [
+        ("bad_credentials", ReasonCode.BAD_USER_NAME_OR_PASSWORD, 4),
+        ("not_authorized", ReasonCode.NOT_AUTHORIZED, 5),
+        ("rate_limited", ReasonCode.CONNECTION_RATE_EXCEEDED, 5),
+    ],
+)
+def test_refused_login_codes_per_protocol_version(
+    reason: str, v5_code: int, v311_code: int
+) -> None:
+    for level, code in ((PROTOCOL_V5, v5_code), (PROTOCOL_V311, v311_code)):
+        conn = MQTTConnection()
+        (request,) = connect_events(conn, Connect("c", level))
+        assert isinstance(request, ConnectIn)
+        result = AuthResult(None, reason, "no")  # type: ignore[arg-type]
+        events = conn.check_login(request, result, PrefixRights())
+        assert connack_of(events, level).reason_code == code
+        assert isinstance(events[-1], Close)
+
+
+def test_over_capacity_is_refused_as_server_busy() -> None:
+    for level, code in ((PROTOCOL_V5, ReasonCode.SERVER_BUSY), (PROTOCOL_V311, 3)):
+        conn = MQTTConnection()
+        conn.over_capacity = True
+        events = connect_events(conn, Connect("c", level))
+        assert connack_of(events, level).reason_code == code
+        assert conn.stats.connections_refused == 1
+
+
+def test_invalid_will_topic_is_refused() -> None:
+    conn = MQTTConnection()
+    events = connect_events(conn, Connect("c", PROTOCOL_V5, will=Will("a/+", b"x")))
+    assert connack_of(events, PROTOCOL_V5).reason_code == ReasonCode.TOPIC_NAME_INVALID
+    conn = MQTTConnection()
+    events = connect_events(conn, Connect("c", PROTOCOL_V311, will=Will("a/+", b"x")))
+    assert [type(e) for e in events] == [Close]  # 3.1.1 has no code for it
+
+
+def test_will_topic_outside_the_rights_is_refused() -> None:
+    conn = MQTTConnection()
+    (request,) = connect_events(conn, Connect("c", PROTOCOL_V5, will=Will("other/x", b"x")))
+    assert isinstance(request, ConnectIn)
+    events = conn.check_login(request, OK, PrefixRights("mine/"))
+    assert connack_of(events, PROTOCOL_V5).reason_code == ReasonCode.NOT_AUTHORIZED
+
+
+def test_packets_before_connack_are_a_violation() -> None:
+    conn = MQTTConnection()
+    connect_events(conn, Connect("c", PROTOCOL_V5))  # being authenticated: no session yet
+    (ping,) = conn.receive_data(b"\xc0\x00")
+    with pytest.raises(ProtocolViolation):
+        conn.handle(ping)
+
+
+def test_normal_disconnect_discards_the_will_and_0x04_keeps_it() -> None:
+    conn, _, _ = connected(will=Will("w", b"gone"))
+    feed(conn, Disconnect())
+    assert conn.will is None
+    conn, _, _ = connected(will=Will("w", b"gone"))
+    events = feed(conn, Disconnect(ReasonCode.DISCONNECT_WITH_WILL))
+    assert conn.will is not None and isinstance(events[-1], Close)
+
+
+def test_disconnect_may_change_session_expiry_but_not_from_zero() -> None:
+    conn, session, _ = connected(properties={"session_expiry_interval": 10})
+    feed(conn, Disconnect(properties={"session_expiry_interval": NEVER_EXPIRES}))
+    assert session.expiry_interval is None
+    conn, session, _ = connected(properties={"session_expiry_interval": 0})
+    with pytest.raises(ProtocolViolation):  # MQTT-3.14.2-2
+        feed(conn, Disconnect(properties={"session_expiry_interval": 5}))
+
+
+def test_will_delay_ends_with_the_session() -> None:
+    delayed = Will("w", b"x", properties={"will_delay_interval": 5})
+    assert will_delay(delayed, 0) == 0  # session ends at once: the will goes now
+    assert will_delay(delayed, 3) == 3  # the session ends first
+    assert will_delay(delayed, 60) == 5
+    assert will_delay(delayed, None) == 5  # a session that never expires
+    assert will_delay(Will("w", b"x"), None) == 0
+
+
+def test_keepalive_tick_closes_after_one_and_a_half_periods() -> None:
+    conn, _, _ = connected(keepalive=10)
+    feed(conn, PingReq(), now=100.0)
+    events, delay = conn.keepalive_tick(110.0)
+    assert events == [] and delay == pytest.approx(5.0)
+    events, delay = conn.keepalive_tick(115.0)
+    assert delay == 0
+    (disconnect,) = sent(events, PROTOCOL_V5)
+    assert isinstance(disconnect, Disconnect)
+    assert disconnect.reason_code == ReasonCode.KEEP_ALIVE_TIMEOUT
+    assert isinstance(events[-1], Close)
+
+
+def test_keepalive_zero_needs_no_timer() -> None:
+    conn, _, _ = connected(keepalive=0)
+    assert conn.keepalive_tick(1e9) == ([], 0.0)
+
+
+def test_connect_timeout_closes_only_a_connection_without_connect() -> None:
+    assert [type(e) for e in MQTTConnection().connect_timed_out()] == [Close]
+    conn, _, _ = connected()
+    assert conn.connect_timed_out() == []
+
+
+def test_auth_packet_without_an_authentication_method_is_a_protocol_error() -> None:
+    conn, _, _ = connected()
+    (packet,) = conn.receive_data(
+        encode(Auth(0x18, {"authentication_method": "SCRAM-SHA-256"}), PROTOCOL_V5), 0.0
+    )
+    with pytest.raises(ProtocolViolation) as exc:
+        conn.handle(packet, 0.0)
+    assert exc.value.reason_code == ReasonCode.PROTOCOL_ERROR
+
+
+def test_server_closes_say_why_on_v5_only() -> None:
+    conn, _, _ = connected()
+    events = conn.taken_over()
+    (disconnect,) = sent(events, PROTOCOL_V5)
+    assert isinstance(disconnect, Disconnect)
+    assert disconnect.reason_code == ReasonCode.SESSION_TAKEN_OVER
+    conn, _, _ = connected(PROTOCOL_V311)
+    events = conn.server_close(ReasonCode.SERVER_SHUTTING_DOWN)
+    assert [type(e) for e in events] == [Close]
+
+
+def test_protocol_error_sends_its_reason_code_once_connected() -> None:
+    conn, _, _ = connected()
+    events = conn.protocol_error("bad", ReasonCode.TOPIC_ALIAS_INVALID)
+    assert isinstance(events[0], Send)
+    (disconnect,) = decode_out(events[0].data, PROTOCOL_V5)
+    assert isinstance(disconnect, Disconnect)
+    assert disconnect.reason_code == ReasonCode.TOPIC_ALIAS_INVALID
+    last = events[-1]
+    assert isinstance(last, Close) and last.protocol_error
+
+
+def test_unsupported_protocol_level_is_answered_in_the_3_1_1_format() -> None:
+    conn = MQTTConnection()
+    body = b"\x00\x04MQTT\x06\x02\x00\x1e\x00\x01c"  # level 6
+    with pytest.raises(UnsupportedProtocolVersion) as err:
+        conn.receive_data(bytes([0x10, len(body)]) + body)
+    events = conn.unsupported_version(err.value.protocol_level)
+    assert connack_of(events, PROTOCOL_V311).reason_code == 1  # unacceptable version
+    assert isinstance(events[-1], Close)
