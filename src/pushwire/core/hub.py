@@ -35,7 +35,8 @@ from pushwire.core.session import (
 from pushwire.core.shared import SharedGroup
 from pushwire.core.stats import Stats
 from pushwire.core.topics import SubscriptionTrie, split_shared
-from pushwire.engines.base import Engine, StoredSession
+from pushwire.model import StoredSession
+from pushwire.ports import Engine
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,8 @@ from pushwire.core.consumers import Consumers
 from pushwire.core.message import Message, approx_size, bump_uid_floor
 from pushwire.core.stats import Stats
 from pushwire.core.topics import SubscriptionTrie, matches
-from pushwire.engines.base import Engine, WriteFailure
+from pushwire.model import WriteFailure
+from pushwire.ports import Engine
 
 log = logging.getLogger(__name__)
 
