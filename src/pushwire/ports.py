@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pushwire.core.histogram import Histogram
 from pushwire.model import (
@@ -183,6 +183,7 @@ class History(Protocol):
 Deliver = Callable[[Message], None]
 
 
+@runtime_checkable
 class Broker(Protocol):
     """Fan-out between processes: a message published on any node reaches `deliver` on
     every node (the publishing one too), in one order shared by all nodes. Engines without

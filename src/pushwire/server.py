@@ -33,6 +33,7 @@ from pushwire.http.ws_protocol import WebSocketProtocol
 from pushwire.mqtt.broker import MQTTBroker
 from pushwire.mqtt.clients import mqtt_clients
 from pushwire.mqtt.websocket import mount_mqtt_websocket
+from pushwire.ports import Broker
 from pushwire.tls import server_context, uvicorn_ssl_options
 
 log = logging.getLogger("pushwire")
@@ -140,6 +141,7 @@ class PushwireServer:
         await self.gateway.start()
         await self.hub.restore()
         await self.log.restore()
+        await self._start_broker()
         self._tasks.append(asyncio.create_task(run_log_sweeper(self.log, s.log_sweep_interval)))
         log.info("node_id %s, engine %s", s.node_id, s.engine)
         # --workers: every worker binds the same ports; the kernel spreads connections
@@ -155,6 +157,19 @@ class PushwireServer:
         await self._start_http()
         if s.sys_interval > 0:
             self._tasks.append(asyncio.create_task(run_sys_publisher(self.hub, s.sys_interval)))
+
+    async def _start_broker(self) -> None:
+        """engine=redis: publishes go through the broker; every node routes what it hands
+        back. Started after the log and retained messages are loaded: the broker continues
+        from the position they were loaded at."""
+        engine = self.engine
+        if not isinstance(engine, Broker):
+            return
+        bind = getattr(engine, "bind_retention", None)
+        if bind is not None:  # each topic's stream keeps what the log's rules keep
+            bind(lambda topic: self.log.retention_for(topic).max_messages)
+        self.hub.broker = engine
+        await engine.start_fanout(self.hub.deliver)
 
     def _lock_data_dir(self) -> None:
         """Two servers on one store would corrupt each other's view: refuse the second."""

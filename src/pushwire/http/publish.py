@@ -297,6 +297,9 @@ async def publish_specs(
         must_sync = must_sync or sync
     state.stats.messages_in[transport] += len(specs)
     await make_durable(state, must_sync)
+    if any(state.hub.publish_refused(m) for m in messages):
+        # engine=redis and Redis did not take it: it reached nobody (never a false ack)
+        raise ApiError(503, "store_unavailable", "the message store is unreachable; try again")
     await state.hub.wait_store()  # the store's write backlog is bounded: wait for the disk
     return messages
 

@@ -1,0 +1,116 @@
+"""Cross-node fan-out: every node reads the fan-out stream in position order.
+
+The publish script appends every message to one stream (`keys.FANOUT`, entry id =
+position). Each node keeps one blocking XREAD on it from the last entry it handled and
+hands every message to the hub (`deliver`): the hub routes it to this node's MQTT sessions
+and, through the message log, to its SSE/long-poll/poll/WebSocket readers. The publishing
+node reads its own messages back the same way, so every node sees one order and every
+node's log gets the same positions. Its own Message objects are reused (not decoded
+again) when they are still at hand.
+
+While Redis is unreachable the reader retries with backoff and continues after the last
+entry it handled: with AOF (appendfsync always) nothing acknowledged is missing after a
+restart. A node that fell further behind than the stream keeps (redis_fanout_max) sees a
+jump in positions: it logs it and counts it (`missed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from pushwire.engines.redis import keys
+from pushwire.engines.redis.client import UNAVAILABLE, Backoff
+from pushwire.engines.redis.codec import decode, decode_header, origin_of
+from pushwire.model import Message
+
+log = logging.getLogger(__name__)
+
+READ_COUNT = 1024  # entries per XREAD
+BLOCK_MS = 1000  # an idle XREAD returns after this long (and is issued again)
+# own messages kept for reuse until the reader passes them
+OWN_MEMORY = 65536
+
+
+class FanoutReader:
+    def __init__(self, client: aioredis.Redis, node_id: str, reconnect_max: float) -> None:
+        self._client = client
+        self.node_id = node_id
+        self._backoff = Backoff(reconnect_max)
+        self.last_position = 0
+        self.missed = 0  # positions skipped because the stream no longer had them
+        self.reachable = True
+        self._own: OrderedDict[int, Message] = OrderedDict()  # uid -> own message
+        self._task: asyncio.Task[None] | None = None
+
+    async def position(self) -> int:
+        """The last position in the fan-out stream now (0: empty)."""
+        newest: Any = await self._client.xrevrange(keys.FANOUT, "+", "-", count=1)
+        return keys.position_of(newest[0][0]) if newest else 0
+
+    def own(self, message: Message) -> None:
+        """A message of this node that Redis took: hand this object out when it comes by."""
+        self._own[message.uid] = message
+        while len(self._own) > OWN_MEMORY:
+            self._own.popitem(last=False)
+
+    def start(self, after: int, deliver: Callable[[Message], None]) -> None:
+        self.last_position = after
+        self._task = asyncio.get_running_loop().create_task(self._run(deliver))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self, deliver: Callable[[Message], None]) -> None:
+        while True:
+            try:
+                answer: Any = await self._client.xread(
+                    {keys.FANOUT: keys.stream_id(self.last_position)},
+                    count=READ_COUNT,
+                    block=BLOCK_MS,
+                )
+            except asyncio.CancelledError:
+                raise
+            except UNAVAILABLE as exc:
+                if self.reachable:
+                    log.error("redis: fan-out reader lost Redis (%s); retrying", exc)
+                    self.reachable = False
+                await self._backoff.wait()
+                continue
+            if not self.reachable:
+                log.warning("redis: fan-out reader reconnected at position %d", self.last_position)
+                self.reachable = True
+            self._backoff.reset()
+            for _stream, entries in answer or []:
+                for entry_id, fields in entries:
+                    self._handle(keys.position_of(entry_id), fields[b"m"], deliver)
+
+    def _handle(self, position: int, blob: bytes, deliver: Callable[[Message], None]) -> None:
+        if position <= self.last_position:
+            return
+        if position != self.last_position + 1 and self.last_position:
+            self.missed += position - self.last_position - 1
+            log.error(
+                "redis: fan-out positions %d..%d are gone from the stream (this node fell "
+                "behind more than redis_fanout_max); their subscribers here missed them",
+                self.last_position + 1,
+                position - 1,
+            )
+        self.last_position = position
+        try:
+            header, _ = decode_header(blob)
+            node, uid = origin_of(header)
+            message = self._own.pop(uid, None) if node == self.node_id else None
+            if message is None:
+                message = decode(blob)
+            message.log_id = position
+            deliver(message)
+        except Exception:
+            log.exception("redis: could not deliver fan-out entry %d", position)
