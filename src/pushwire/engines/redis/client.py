@@ -1,6 +1,7 @@
 """Connections to Redis: one for commands, one for the fan-out reader's blocking reads.
 
-redis-py reconnects by itself on the next command after a connection broke, so a command
+redis-py reconnects by itself on the next command after a connection broke (retried once
+on a fresh connection), so a command
 either gets an answer or raises (`UNAVAILABLE`) within `timeout` seconds; the callers turn
 that into a refusal (never an acknowledgement). `Backoff` spaces the retries of the loops
 that run on their own (the fan-out reader).
@@ -11,6 +12,9 @@ from __future__ import annotations
 import asyncio
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 # what a command raises while Redis is unreachable, restarting (loading its AOF), or slow
@@ -25,6 +29,10 @@ def connect(url: str, timeout: float, *, blocking_reads: float = 0.0) -> aioredi
         socket_timeout=timeout + blocking_reads,
         socket_connect_timeout=timeout,
         health_check_interval=0,
+        # a pooled connection that died with a Redis restart fails its next command: one
+        # retry on a fresh connection (a command whose answer was lost may run twice, so a
+        # publish is at least once, never lost)
+        retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
         decode_responses=False,
     )
 
