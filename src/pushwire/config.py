@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         description="engine=redis: messages kept in the cluster fan-out stream (approximate "
         "MAXLEN); a node that falls further behind than this misses messages (logged, counted)",
     )
+    redis_max_pending: int = Field(
+        8192,
+        ge=1,
+        description="engine=redis: published messages waiting for Redis' answer before "
+        "publishers are held (MQTT stops reading them, HTTP/WebSocket publishes wait) until "
+        "half are answered; bounds memory and the delay a message spends before fan-out",
+    )
     redis_timeout: float = Field(
         5.0,
         gt=0,

@@ -59,6 +59,7 @@ class RedisEngine(MemoryEngine):
             timeout,
             lambda topic: settings.log_max_messages,
             settings.store_max_pending_bytes,
+            settings.redis_max_pending,
         )
         self.reader = FanoutReader(self._reader_client, self.node_id, settings.redis_reconnect_max)
         self.batcher.on_accepted = self.reader.own

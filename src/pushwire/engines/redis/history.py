@@ -82,6 +82,7 @@ class PublishBatcher:
         timeout: float,
         keep: Callable[[str], int],
         max_pending_bytes: int,
+        max_pending: int,
     ) -> None:
         self._client = client
         self._script = client.register_script(PUBLISH_SCRIPT)
@@ -90,6 +91,7 @@ class PublishBatcher:
         self.timeout = timeout
         self.keep = keep  # topic -> messages its history keeps (the log's Retention rules)
         self.max_pending_bytes = max_pending_bytes
+        self.max_pending = max_pending  # messages not answered yet, before holding publishers
         self._pending: list[Message] = []
         self._running = False
         self.enqueued = 0  # messages handed to `add`, ever
@@ -114,8 +116,15 @@ class PublishBatcher:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     @property
+    def waiting(self) -> int:
+        """Messages handed over and not answered yet."""
+        return self.enqueued - self.answered
+
+    @property
     def backlogged(self) -> bool:
-        return bool(self.max_pending_bytes) and self.pending_bytes > self.max_pending_bytes
+        return self.waiting > self.max_pending or (
+            bool(self.max_pending_bytes) and self.pending_bytes > self.max_pending_bytes
+        )
 
     def when_drained(self, callback: Callable[[], None]) -> None:
         if not self.backlogged:
@@ -189,7 +198,11 @@ class PublishBatcher:
             else:
                 keep.append((target, future))
         self._waiters = keep
-        if self._drained and self.pending_bytes * 2 <= self.max_pending_bytes:
+        if (
+            self._drained
+            and self.waiting * 2 <= self.max_pending
+            and (not self.max_pending_bytes or self.pending_bytes * 2 <= self.max_pending_bytes)
+        ):
             callbacks, self._drained = self._drained, []
             for callback in callbacks:
                 callback()
