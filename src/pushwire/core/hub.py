@@ -17,6 +17,7 @@ from typing import Any
 
 from pushwire.core.message import Message
 from pushwire.core.pressure import MAX_WAIT, Backpressure
+from pushwire.core.receipt import Receipt
 from pushwire.core.retain import RetainedStore
 from pushwire.core.retained_stream import RetainedStream
 from pushwire.core.routes import Route, RouteCache, build_route
@@ -356,6 +357,13 @@ class Hub:
             self._watch_store()
             return True
         return self._route(message)
+
+    def submit(self, message: Message, internal: bool = False) -> Receipt:
+        """`publish`, answered with a receipt: the position once known, and the future to
+        wait for before acknowledging (None: nothing to wait for)."""
+        journaled = self.publish(message, internal)
+        durable = self.sync_future() if journaled and self.engine.durable else None
+        return Receipt(message, durable, self.engine.write_failed, self.publish_refused)
 
     def deliver(self, message: Message) -> None:
         """Route a message the broker handed back (published on any node; counted as
