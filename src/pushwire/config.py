@@ -73,10 +73,11 @@ class Settings(BaseSettings):
         "rediss:// for TLS)",
     )
     redis_fanout_max: int = Field(
-        100_000,
-        ge=1000,
-        description="engine=redis: messages kept in the cluster fan-out stream (approximate "
-        "MAXLEN); a node that falls further behind than this misses messages (logged, counted)",
+        10_000,
+        ge=100,
+        description="engine=redis: entries kept in the cluster fan-out stream (approximate "
+        "MAXLEN; one entry per publish batch, up to 2048 messages); a node that falls further "
+        "behind than this misses messages (logged, counted)",
     )
     redis_max_pending: int = Field(
         8192,

@@ -21,7 +21,6 @@ import secrets
 from collections.abc import Awaitable, Callable
 
 from pushwire.config import Settings, generated_node_id
-from pushwire.core.histogram import Histogram
 from pushwire.engines.memory import MemoryEngine
 from pushwire.engines.redis.broker import FanoutReader
 from pushwire.engines.redis.client import connect
@@ -46,7 +45,6 @@ class RedisEngine(MemoryEngine):
         super().__init__()
         self.settings = settings
         self.node_id = settings.node_id or generated_node_id()
-        self.commit_seconds = Histogram()  # seconds per publish script round trip
         timeout = settings.redis_timeout
         self._client = connect(settings.redis_url, timeout)
         # blocking XREADs get their own connection (and a timeout that covers the block)
@@ -61,6 +59,7 @@ class RedisEngine(MemoryEngine):
             settings.store_max_pending_bytes,
             settings.redis_max_pending,
         )
+        self.commit_seconds = self.batcher.commit_seconds  # per publish script call
         self.reader = FanoutReader(self._reader_client, self.node_id, settings.redis_reconnect_max)
         self.batcher.on_accepted = self.reader.own
         self._epoch = ""

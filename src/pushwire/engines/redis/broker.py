@@ -1,9 +1,9 @@
 """Cross-node fan-out: every node reads the fan-out stream in position order.
 
-The publish script appends every message to one stream (`keys.FANOUT`, entry id =
-position). Each node keeps one blocking XREAD on it from the last entry it handled and
-hands every message to the hub (`deliver`): the hub routes it to this node's MQTT sessions
-and, through the message log, to its SSE/long-poll/poll/WebSocket readers. The publishing
+The publish script appends every batch to one stream (`keys.FANOUT`: one entry per batch,
+entry id = its last position, the batch's messages as records inside). Each node keeps
+one blocking XREAD on it from the last entry it handled and hands every message to the
+hub (`deliver`): the hub routes it to this node's MQTT sessions and, through the message log, to its SSE/long-poll/poll/WebSocket readers. The publishing
 node reads its own messages back the same way, so every node sees one order and every
 node's log gets the same positions. Its own Message objects are reused (not decoded
 again) when they are still at hand.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -31,10 +31,25 @@ from pushwire.model import Message
 
 log = logging.getLogger(__name__)
 
-READ_COUNT = 1024  # entries per XREAD
+READ_COUNT = 16  # fan-out entries (publish batches, up to 2048 messages each) per XREAD
 BLOCK_MS = 1000  # an idle XREAD returns after this long (and is issued again)
 # own messages kept for reuse until the reader passes them
 OWN_MEMORY = 65536
+
+
+def records(batch: bytes) -> Iterator[tuple[int, bytes]]:
+    """The (position, encoded message) records of one fan-out entry (history.py's script
+    writes "<position> <length> <encoded message>" for each message of a batch)."""
+    at = 0
+    end = len(batch)
+    while at < end:
+        space = batch.index(b" ", at)
+        position = int(batch[at:space])
+        space2 = batch.index(b" ", space + 1)
+        length = int(batch[space + 1 : space2])
+        start = space2 + 1
+        yield position, batch[start : start + length]
+        at = start + length
 
 
 class FanoutReader:
@@ -89,8 +104,9 @@ class FanoutReader:
                 self.reachable = True
             self._backoff.reset()
             for _stream, entries in answer or []:
-                for entry_id, fields in entries:
-                    self._handle(keys.position_of(entry_id), fields[b"m"], deliver)
+                for _entry_id, fields in entries:
+                    for position, blob in records(fields[b"b"]):
+                        self._handle(position, blob, deliver)
 
     def _handle(self, position: int, blob: bytes, deliver: Callable[[Message], None]) -> None:
         if position <= self.last_position:
