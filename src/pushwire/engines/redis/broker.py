@@ -3,10 +3,10 @@
 The publish script appends every batch to one stream (`keys.FANOUT`: one entry per batch,
 entry id = its last position, the batch's messages as records inside). Each node keeps
 one blocking XREAD on it from the last entry it handled and hands every message to the
-hub (`deliver`): the hub routes it to this node's MQTT sessions and, through the message log, to its SSE/long-poll/poll/WebSocket readers. The publishing
-node reads its own messages back the same way, so every node sees one order and every
-node's log gets the same positions. Its own Message objects are reused (not decoded
-again) when they are still at hand.
+hub (`deliver`): the hub routes it to this node's MQTT sessions and, through the message
+log, to its SSE/long-poll/poll/WebSocket readers. The publishing node reads its own
+messages back the same way, so every node sees one order and every node's log gets the
+same positions. Its own Message objects are reused (not decoded again) when still at hand.
 
 While Redis is unreachable the reader retries with backoff and continues after the last
 entry it handled: with AOF (appendfsync always) nothing acknowledged is missing after a
