@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +15,9 @@ import pytest
 from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
+from helpers.redis import RedisServer
 from helpers.server import ServerProcess
+from helpers.workers import running_supervisor
 
 from .cluster_util import (
     StartNode,
@@ -142,3 +145,33 @@ def test_retained_messages_are_shared(cluster_node: StartNode) -> None:
     fresh = mqtt_subscriber(a, "fresh", "r/#")
     publish_http(b, "r/marker", b"after")
     assert payloads(fresh, 1) == [b"after"]
+
+
+def _client_on_worker(url: str, avoid: str | None) -> tuple[httpx.Client, str]:
+    """A keep-alive HTTP client and the worker its connection landed on (the kernel
+    picks per connection: try new connections until one is not on `avoid`)."""
+    for _ in range(200):
+        client = httpx.Client(base_url=url, timeout=20)
+        node = str(client.get("/v1/health").json()["node_id"])
+        if node != avoid:
+            return client, node
+        client.close()
+    raise AssertionError("every connection landed on the same worker")
+
+
+def test_workers_on_redis_fan_out_to_each_other(tmp_path: Path, redis_server: RedisServer) -> None:
+    flags = ("--engine", "redis", "--redis-url", redis_server.url)
+    with running_supervisor(tmp_path / "data", 2, *flags) as sup:
+        reader, reader_node = _client_on_worker(sup.http_url, None)
+        writer, writer_node = _client_on_worker(sup.http_url, reader_node)
+        try:
+            assert reader_node != writer_node
+            latest = reader.get("/v1/poll/w/t", params={"since": "latest"}).json()["cursor"]
+            r = writer.post("/v1/publish/w/t", content=b"across-workers")
+            assert r.status_code == 201, r.text
+            body = reader.get("/v1/longpoll/w/t", params={"since": latest, "timeout": "15"}).json()
+            assert [m["payload"] for m in body["messages"]] == ["across-workers"]
+            assert body["messages"][0]["id"] == r.json()["id"]
+        finally:
+            reader.close()
+            writer.close()
