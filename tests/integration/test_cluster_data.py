@@ -175,3 +175,18 @@ def test_workers_on_redis_fan_out_to_each_other(tmp_path: Path, redis_server: Re
         finally:
             reader.close()
             writer.close()
+
+
+def test_a_burst_arrives_complete_and_in_order_on_another_node(cluster_node: StartNode) -> None:
+    """Thousands of QoS 0 publishes in a burst go to Redis in batches (several script
+    calls per round trip): every one reaches the other node once, in publish order."""
+    a, b = cluster_node(), cluster_node()
+    sub = mqtt_subscriber(b, "burst-sub", "burst/t", qos=0)
+    pub = mqtt_subscriber(a, "burst-pub", "unused/topic")
+    n = 6000
+    for i in range(n):
+        pub.client.publish("burst/t", str(i).encode(), qos=0)
+    got = [int(p) for p in payloads(sub, n, timeout=30)]
+    assert got == list(range(n))
+    ids = [m["id"] for m in poll(b, "burst/t", "all")["messages"]]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)

@@ -78,6 +78,10 @@ return first
 # call carries as many as are waiting, up to this bound on the script's run time (Redis
 # serves nobody meanwhile: about 2-5 ms for 2048 messages)
 SCRIPT_BATCH = 2048
+# script calls sent together in one pipeline: with a slow fsync (a busy disk) a round trip
+# carries up to SCRIPT_BATCH * PIPELINE_CALLS messages, while Redis still serves other
+# clients between the calls
+PIPELINE_CALLS = 4
 # how many refused messages `failed` remembers (a waiter asks right after its sync)
 FAILED_MEMORY = 65536
 
@@ -161,8 +165,9 @@ class PublishBatcher:
             while self._pending:
                 # yield once: everything published in this loop turn joins the batch
                 await asyncio.sleep(0)
-                batch = self._pending[:SCRIPT_BATCH]
-                del self._pending[:SCRIPT_BATCH]
+                take = SCRIPT_BATCH * PIPELINE_CALLS
+                batch = self._pending[:take]
+                del self._pending[:take]
                 await self._send(batch)
                 self.answered += len(batch)
                 self.pending_bytes -= sum(len(m.payload) for m in batch)
@@ -170,15 +175,29 @@ class PublishBatcher:
         finally:
             self._running = False
 
-    async def _send(self, batch: list[Message]) -> None:
+    def _args(self, chunk: list[Message]) -> list[str | bytes | int]:
         args: list[str | bytes | int] = [self.fanout_max]
-        for m in batch:
+        for m in chunk:
             op = 0 if not m.retain else (1 if m.payload else 2)
             args += [m.topic, self.keep(m.topic), op, encode(m, self.node_id)]
+        return args
+
+    async def _call(self, chunks: list[list[Message]]) -> list[int]:
+        """One script call per chunk; several go in one pipeline (one round trip, and one
+        AOF fsync in Redis for all of them), in order on one connection."""
         keys_ = [keys.SEQ, keys.LOG, keys.TOPICS, keys.RETAINED, keys.FANOUT]
+        if len(chunks) == 1:
+            return [int(await self._script(keys=keys_, args=self._args(chunks[0])))]
+        pipe = self._client.pipeline(transaction=False)
+        for chunk in chunks:
+            await self._script(keys=keys_, args=self._args(chunk), client=pipe)
+        return [int(first) for first in await pipe.execute()]
+
+    async def _send(self, batch: list[Message]) -> None:
+        chunks = [batch[i : i + SCRIPT_BATCH] for i in range(0, len(batch), SCRIPT_BATCH)]
         started = time.monotonic()
         try:
-            first = await asyncio.wait_for(self._script(keys=keys_, args=args), self.timeout)
+            firsts = await asyncio.wait_for(self._call(chunks), self.timeout)
         except asyncio.CancelledError:
             raise
         except UNAVAILABLE as exc:
@@ -188,9 +207,10 @@ class PublishBatcher:
         if self._down_since is not None:
             log.warning("redis: publishing again after %.1f s", time.monotonic() - self._down_since)
             self._down_since = None
-        for position, m in enumerate(batch, int(first)):
-            m.log_id = position
-            self.on_accepted(m)
+        for chunk, first in zip(chunks, firsts, strict=True):
+            for position, m in enumerate(chunk, first):
+                m.log_id = position
+                self.on_accepted(m)
 
     def _refuse(self, batch: list[Message], exc: BaseException) -> None:
         if self._down_since is None:
