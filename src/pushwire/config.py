@@ -80,7 +80,7 @@ class Settings(BaseSettings):
         "behind than this misses messages (logged, counted)",
     )
     redis_max_pending: int = Field(
-        8192,
+        16384,
         ge=1,
         description="engine=redis: published messages waiting for Redis' answer before "
         "publishers are held (MQTT stops reading them, HTTP/WebSocket publishes wait) until "
