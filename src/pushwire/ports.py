@@ -189,9 +189,11 @@ class Broker(Protocol):
     every node (the publishing one too), in one order shared by all nodes. Engines without
     a broker (memory, SQLite: one process) route in the hub directly."""
 
-    def start_fanout(self, deliver: Deliver) -> Awaitable[None]:
+    def start_fanout(self, deliver: Deliver, lost: Callable[[str], None]) -> Awaitable[None]:
         """Start reading the cluster's messages and hand each to `deliver`; resolves once
-        the reader is positioned (messages published after that are delivered)."""
+        the reader is positioned (messages published after that are delivered). `lost(why)`
+        is called when the broker came back without what this node has seen (its data was
+        lost): positions no longer match, and the node must start over."""
 
     def broker_publish(self, message: Message) -> None:
         """Send a message to every node (write-behind: `Journal.sync()` covers it; the

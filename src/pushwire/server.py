@@ -77,6 +77,10 @@ class DataDirInUse(RuntimeError):
     pass
 
 
+class StoreLost(RuntimeError):
+    """The shared store (Redis) lost the data this node had seen; restart to start over."""
+
+
 class _EmbeddedUvicorn(uvicorn.Server):
     """uvicorn inside our loop: the server, not uvicorn, owns the signal handlers."""
 
@@ -131,6 +135,7 @@ class PushwireServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         self._lock_file: TextIO | None = None
+        self.store_lost = ""  # why the shared store lost its data (engine=redis), if it did
 
     async def start(self) -> None:
         s = self.settings
@@ -169,7 +174,16 @@ class PushwireServer:
         if bind is not None:  # each topic's stream keeps what the log's rules keep
             bind(lambda topic: self.log.retention_for(topic).max_messages)
         self.hub.broker = engine
-        await engine.start_fanout(self.hub.deliver)
+        await engine.start_fanout(self.hub.deliver, self._store_lost)
+
+    def _store_lost(self, why: str) -> None:
+        """Redis came back without the data this node has seen: its history, positions
+        and retained tree no longer match. Stop with an error; the process manager (or the
+        --workers supervisor) starts it again, and it loads what Redis has now, in a new
+        epoch (readers' cursors then report a gap, never a silent loss)."""
+        log.critical("redis lost its data: %s; stopping", why)
+        self.store_lost = why
+        self.request_stop()
 
     def _lock_data_dir(self) -> None:
         """Two servers on one store would corrupt each other's view: refuse the second."""
@@ -253,3 +267,5 @@ async def serve(settings: Settings) -> None:
     await server.start()
     await server.wait_stopped()
     await server.stop()
+    if server.store_lost:
+        raise StoreLost(server.store_lost)

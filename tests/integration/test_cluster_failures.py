@@ -6,11 +6,13 @@ from __future__ import annotations
 import threading
 
 import pytest
+import redis
 
 from helpers.clients import PahoClient
 from helpers.redis import RedisServer
 
 from .cluster_util import (
+    DEADLINE,
     StartNode,
     cluster_node,
     mqtt_subscriber,
@@ -113,3 +115,28 @@ def test_redis_restart_refuses_meanwhile_and_loses_nothing(
     history = [m["payload"] for m in poll(b, "s/t", "all")["messages"]]
     assert history == acked
     assert history == [m["payload"] for m in poll(a, "s/t", "all")["messages"]]
+
+
+def test_redis_that_lost_its_data_stops_the_node_and_cursors_report_a_gap(
+    cluster_node: StartNode, redis_server: RedisServer
+) -> None:
+    a = cluster_node()
+    r = publish_http(a, "l/t", b"kept-before")
+    assert r.status_code == 201, r.text
+    cursor = r.json()["cursor"]
+    # Redis comes back empty (FLUSHALL is in the AOF: the restart replays it)
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    redis_server.restart()
+    # the node notices at its reconnection: positions no longer match, so it stops with
+    # an error (a process manager restarts it) instead of serving a silent loss
+    assert a.proc is not None
+    assert a.proc.wait(DEADLINE) == 1
+    assert "redis lost its data" in a.output()
+    a.start()
+    r = publish_http(a, "l/t", b"after")
+    assert r.status_code == 201, r.text
+    assert r.json()["epoch"] != cursor.split(":")[0]
+    body = poll(a, "l/t", cursor)
+    assert body["gap"] is True
+    assert [m["payload"] for m in body["messages"]] == ["after"]

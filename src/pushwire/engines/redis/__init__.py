@@ -73,6 +73,7 @@ class RedisEngine(MemoryEngine):
         # the fan-out position first: what the load below misses comes through the reader
         self._start_position = await self.reader.position()
         self._epoch = await self.history.epoch(secrets.token_hex(6))
+        self.reader.epoch = self._epoch
 
     async def close(self) -> None:
         await self.batcher.close()
@@ -83,7 +84,10 @@ class RedisEngine(MemoryEngine):
 
     # -- Broker ------------------------------------------------------------------------
 
-    def start_fanout(self, deliver: Callable[[Message], None]) -> Awaitable[None]:
+    def start_fanout(
+        self, deliver: Callable[[Message], None], lost: Callable[[str], None]
+    ) -> Awaitable[None]:
+        self.reader.on_lost = lost
         self.reader.start(self._start_position, deliver)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)

@@ -62,11 +62,30 @@ class FanoutReader:
         self.reachable = True
         self._own: OrderedDict[int, Message] = OrderedDict()  # uid -> own message
         self._task: asyncio.Task[None] | None = None
+        self.epoch = ""  # the history's epoch this node works in (set at open)
+        # called once when Redis came back without the data this node has seen
+        self.on_lost: Callable[[str], None] = lambda reason: None
 
     async def position(self) -> int:
         """The last position in the fan-out stream now (0: empty)."""
         newest: Any = await self._client.xrevrange(keys.FANOUT, "+", "-", count=1)
         return keys.position_of(newest[0][0]) if newest else 0
+
+    async def _data_lost(self) -> str:
+        """After a reconnection: did Redis come back without the data this node has seen
+        (restarted without its AOF, flushed, another server)? Then positions start over
+        and this node's history and positions no longer match Redis: '' when all is well,
+        else why not."""
+        try:
+            newest = await self.position()
+            epoch: Any = await self._client.get(keys.EPOCH)
+        except UNAVAILABLE:
+            return ""  # unreachable again: the next reconnection checks again
+        if epoch is None or epoch.decode() != self.epoch:
+            return f"the history's epoch is gone or changed (this node has {self.epoch})"
+        if newest < self.last_position:
+            return f"the fan-out stream ends at {newest}, this node had read {self.last_position}"
+        return ""
 
     def own(self, message: Message) -> None:
         """A message of this node that Redis took: hand this object out when it comes by."""
@@ -102,6 +121,10 @@ class FanoutReader:
             if not self.reachable:
                 log.warning("redis: fan-out reader reconnected at position %d", self.last_position)
                 self.reachable = True
+                lost = await self._data_lost()
+                if lost:
+                    self.on_lost(lost)
+                    return
             self._backoff.reset()
             for _stream, entries in answer or []:
                 for _entry_id, fields in entries:
