@@ -72,6 +72,32 @@ class Settings(BaseSettings):
         description="Redis server of engine=redis (redis://[user:password@]host:port/db, "
         "rediss:// for TLS)",
     )
+    redis_fanout_max: int = Field(
+        10_000,
+        ge=100,
+        description="engine=redis: entries kept in the cluster fan-out stream (approximate "
+        "MAXLEN; one entry per publish batch, up to 2048 messages); a node that falls further "
+        "behind than this misses messages (logged, counted)",
+    )
+    redis_max_pending: int = Field(
+        16384,
+        ge=1,
+        description="engine=redis: published messages waiting for Redis' answer before "
+        "publishers are held (MQTT stops reading them, HTTP/WebSocket publishes wait) until "
+        "half are answered; bounds memory and the delay a message spends before fan-out",
+    )
+    redis_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="engine=redis: seconds to wait for Redis to answer a command before the "
+        "publishes it carried are refused (HTTP 503, MQTT: no ack, connection closed)",
+    )
+    redis_reconnect_max: float = Field(
+        2.0,
+        gt=0,
+        description="engine=redis: longest pause between reconnection attempts of the fan-out "
+        "reader while Redis is unreachable (doubling from 50 ms)",
+    )
     workers: int = Field(
         1,
         ge=1,

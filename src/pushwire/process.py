@@ -25,8 +25,9 @@ def event_loop_runner() -> Any:
 
 def run_server(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT. 0 after a clean stop; 2 when the configured engine is
-    not available (a set-up error: restarting cannot help); 1 for other start-up errors."""
-    from pushwire.server import DataDirInUse, EngineUnavailable, serve
+    not available (a set-up error: restarting cannot help); 1 for other start-up errors, and
+    when the shared store (Redis) lost its data."""
+    from pushwire.server import DataDirInUse, EngineUnavailable, StoreLost, serve
     from pushwire.tls import TLSConfigError
 
     try:
@@ -37,4 +38,6 @@ def run_server(settings: Settings) -> int:
     except (DataDirInUse, TLSConfigError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 1
+    except StoreLost:
+        return 1  # logged when it happened; a restart loads what the store has now
     return 0

@@ -33,6 +33,7 @@ from pushwire.http.ws_protocol import WebSocketHandover, WebSocketProtocol
 from pushwire.mqtt.broker import MQTTBroker
 from pushwire.mqtt.clients import mqtt_clients
 from pushwire.mqtt.websocket import mount_mqtt_websocket
+from pushwire.ports import Broker
 from pushwire.tls import http_server_context, server_context
 
 log = logging.getLogger("pushwire")
@@ -74,6 +75,10 @@ def make_engine(settings: Settings) -> Engine:
 
 class DataDirInUse(RuntimeError):
     pass
+
+
+class StoreLost(RuntimeError):
+    """The shared store (Redis) lost the data this node had seen; restart to start over."""
 
 
 class PushwireServer:
@@ -124,6 +129,7 @@ class PushwireServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         self._lock_file: TextIO | None = None
+        self.store_lost = ""  # why the shared store lost its data (engine=redis), if it did
 
     async def start(self) -> None:
         s = self.settings
@@ -134,6 +140,7 @@ class PushwireServer:
         await self.gateway.start()
         await self.hub.restore()
         await self.log.restore()
+        await self._start_broker()
         self._tasks.append(asyncio.create_task(run_log_sweeper(self.log, s.log_sweep_interval)))
         log.info("node_id %s, engine %s", s.node_id, s.engine)
         # --workers: every worker binds the same ports; the kernel spreads connections
@@ -149,6 +156,28 @@ class PushwireServer:
         await self._start_http()
         if s.sys_interval > 0:
             self._tasks.append(asyncio.create_task(run_sys_publisher(self.hub, s.sys_interval)))
+
+    async def _start_broker(self) -> None:
+        """engine=redis: publishes go through the broker; every node routes what it hands
+        back. Started after the log and retained messages are loaded: the broker continues
+        from the position they were loaded at."""
+        engine = self.engine
+        if not isinstance(engine, Broker):
+            return
+        bind = getattr(engine, "bind_retention", None)
+        if bind is not None:  # each topic's stream keeps what the log's rules keep
+            bind(lambda topic: self.log.retention_for(topic).max_messages)
+        self.hub.broker = engine
+        await engine.start_fanout(self.hub.deliver, self._store_lost)
+
+    def _store_lost(self, why: str) -> None:
+        """Redis came back without the data this node has seen: its history, positions
+        and retained tree no longer match. Stop with an error; the process manager (or the
+        --workers supervisor) starts it again, and it loads what Redis has now, in a new
+        epoch (readers' cursors then report a gap, never a silent loss)."""
+        log.critical("redis lost its data: %s; stopping", why)
+        self.store_lost = why
+        self.request_stop()
 
     def _lock_data_dir(self) -> None:
         """Two servers on one store would corrupt each other's view: refuse the second."""
@@ -243,3 +272,5 @@ async def serve(settings: Settings) -> None:
     settle_heap()  # the start-up heap leaves the cyclic GC's scans (pushwire/heap.py)
     await server.wait_stopped()
     await server.stop()
+    if server.store_lost:
+        raise StoreLost(server.store_lost)

@@ -74,14 +74,14 @@ from pushwire.core.passwords import DEFAULT_PASSWORDS, Passwords
 from pushwire.core.ratelimit import KeyedLimiter
 from pushwire.core.scram import MIN_ITERATIONS, ScramCredentials, ScramError
 from pushwire.core.topics import TopicError, matches, split_shared, validate_filter
-from pushwire.engines.auth_store import (
+from pushwire.model import (
     AuthSnapshot,
-    AuthStore,
     Conflict,
     NotFound,
     StoredToken,
     StoredUser,
 )
+from pushwire.ports import AuthStore
 
 log = logging.getLogger("pushwire.auth")
 

@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pushwire.engines.base import Engine, StoredConsumer
+from pushwire.model import StoredConsumer
+from pushwire.ports import Engine
 
 # rows from before consumers had owners; also the owner when there is no caller at all
 # (an app embedded without authentication)

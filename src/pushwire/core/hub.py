@@ -17,6 +17,7 @@ from typing import Any
 
 from pushwire.core.message import Message
 from pushwire.core.pressure import MAX_WAIT, Backpressure
+from pushwire.core.receipt import Receipt
 from pushwire.core.retain import RetainedStore
 from pushwire.core.retained_stream import RetainedStream
 from pushwire.core.routes import Route, RouteCache, build_route
@@ -35,7 +36,8 @@ from pushwire.core.session import (
 from pushwire.core.shared import SharedGroup
 from pushwire.core.stats import Stats
 from pushwire.core.topics import SubscriptionTrie, split_shared
-from pushwire.engines.base import Engine, StoredSession
+from pushwire.model import StoredSession
+from pushwire.ports import Broker, Engine
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,9 @@ class Hub:
         # set by every publish: the message matched sessions at QoS 1/2 and every one of
         # them refused it for a full queue (MQTT 5 answers 0x97 Quota exceeded)
         self.quota_exceeded = False
+        # engine=redis: publishes go to the broker, and every node (this one too) routes
+        # what the broker hands back (`deliver`), in one order shared by all nodes
+        self.broker: Broker | None = None
 
     # -- start-up ----------------------------------------------------------------------
 
@@ -339,9 +344,38 @@ class Hub:
 
     def publish(self, message: Message, internal: bool = False) -> bool:
         """Route a message; True when something was journaled (sync before acknowledging).
-        `internal` messages ($SYS) are not counted as received."""
+        `internal` messages ($SYS) are not counted as received.
+
+        With a broker (engine=redis) the message is sent to it and routed when it comes
+        back (`deliver`); always journaled then: the broker's answer is what an ack waits
+        for. `$` topics ($SYS) are this node's own and are routed here at once."""
         if not internal:
             self.stats.messages_received += 1
+        if self.broker is not None and not message.topic.startswith("$"):
+            self.quota_exceeded = False
+            self.broker.broker_publish(message)
+            self._watch_store()
+            return True
+        return self._route(message)
+
+    def submit(self, message: Message, internal: bool = False) -> Receipt:
+        """`publish`, answered with a receipt: the position once known, and the future to
+        wait for before acknowledging (None: nothing to wait for)."""
+        journaled = self.publish(message, internal)
+        durable = self.sync_future() if journaled and self.engine.durable else None
+        return Receipt(message, durable, self.engine.write_failed, self.publish_refused)
+
+    def deliver(self, message: Message) -> None:
+        """Route a message the broker handed back (published on any node; counted as
+        received by the node it was published on)."""
+        self._route(message)
+
+    def publish_refused(self, message: Message) -> bool:
+        """After the sync: the broker did not take `message` (Redis unreachable), so it
+        reached nobody and must not be acknowledged."""
+        return self.broker is not None and self.engine.write_failed(message)
+
+    def _route(self, message: Message) -> bool:
         journaled = False
         self.quota_exceeded = False
         if message.retain:

@@ -50,7 +50,8 @@ from pushwire.core.consumers import Consumers
 from pushwire.core.message import Message, approx_size, bump_uid_floor
 from pushwire.core.stats import Stats
 from pushwire.core.topics import SubscriptionTrie, matches
-from pushwire.engines.base import Engine, WriteFailure
+from pushwire.model import WriteFailure
+from pushwire.ports import Engine
 
 log = logging.getLogger(__name__)
 
@@ -437,6 +438,9 @@ class MessageLog:
         self.stats = stats or Stats()
         # over budget, entries go cold (read back from the engine) instead of being evicted
         self.spills = bool(getattr(engine, "keeps_log", False))
+        # engine=redis: positions come with the messages (given by Redis, one order for
+        # every node) instead of from `last_id += 1` here
+        self.assigned = bool(getattr(engine, "assigns_positions", False))
         self.epoch = new_epoch()
         self.last_id = 0
         self._topics = _TopicTree()
@@ -529,9 +533,15 @@ class MessageLog:
         or None for topics that are not logged (`$SYS/...` and every other `$` topic)."""
         if message.topic.startswith("$"):
             return None
-        self.last_id += 1
+        if self.assigned:
+            lid = message.log_id
+            if lid is None or lid <= self.last_id:
+                return None  # not positioned, or had already (the broker hands over once)
+            self.last_id = lid
+        else:
+            self.last_id += 1
+            message.log_id = self.last_id
         entry = LogEntry(self.last_id, message)
-        message.log_id = entry.id
         tlog = self._topic(message.topic)
         if tlog.retention.max_messages > 0:
             self.engine.log_append(message)
@@ -721,7 +731,13 @@ class MessageLog:
             # evictions up to here were older than the asked-for time, or were reported
             return Start(after, gap, self.last_id)
         # an id: from another epoch, or beyond anything this log issued -> start over
-        if (cursor.epoch is not None and cursor.epoch != self.epoch) or cursor.id > self.last_id:
+        if cursor.epoch is not None and cursor.epoch != self.epoch:
+            return Start(0, True, self.last_id)
+        if cursor.id > self.last_id:
+            if self.assigned and cursor.epoch is not None:
+                # a position another node gave out that this node has not read yet: what
+                # follows it is on its way here through the broker
+                return Start(cursor.id, False)
             return Start(0, True, self.last_id)
         return Start(cursor.id, False)
 

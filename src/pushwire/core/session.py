@@ -21,7 +21,8 @@ from pushwire.core.message import Message, approx_size
 from pushwire.core.pressure import PROGRESS_WINDOW, Backpressure
 from pushwire.core.stats import Stats
 from pushwire.core.subscription import SubscriptionOptions
-from pushwire.engines.base import Engine, QueueState, StoredQueueEntry, StoredSubscription
+from pushwire.model import QueueState, StoredQueueEntry, StoredSubscription
+from pushwire.ports import Engine
 
 MAX_PACKET_ID = 65535
 

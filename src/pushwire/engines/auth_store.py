@@ -34,127 +34,39 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final, Protocol, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 from pushwire.core.acl import Access, AclRule, Permission, SubjectKind
 from pushwire.engines.sqlite_file import open_wal, write_transaction
+from pushwire.model import (
+    AuthSnapshot,
+    AuthStoreError,
+    Conflict,
+    NotFound,
+    StoredToken,
+    StoredUser,
+)
+from pushwire.ports import AuthStore
 
 DB_FILENAME: Final = "pushwire.db"
 AUTH_SCHEMA_VERSION: Final = 2
 
+__all__ = [
+    "AuthSnapshot",
+    "AuthStore",
+    "AuthStoreError",
+    "Conflict",
+    "MemoryAuthStore",
+    "NotFound",
+    "SQLiteAuthStore",
+    "StoredToken",
+    "StoredUser",
+    "make_auth_store",
+]
+
 _T = TypeVar("_T")
-
-
-class AuthStoreError(Exception):
-    """Base of the errors the store reports to its callers."""
-
-
-class NotFound(AuthStoreError, LookupError):
-    """No such user, token or rule."""
-
-
-class Conflict(AuthStoreError):
-    """The user, token or rule exists already."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredUser:
-    username: str
-    password_hash: str
-    roles: tuple[str, ...] = ()
-    created: float = 0.0
-    # SCRAM-SHA-256 verifier (core/scram.py ScramCredentials.encode); None: the password
-    # was set before pushwire stored them, or SCRAM credentials are not kept
-    scram: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredToken:
-    id: str
-    username: str
-    secret_hash: str  # sha256 hex of the whole token string
-    created: float
-    expires: float | None = None  # unix time; None: never
-    scope: tuple[str, ...] = ()  # empty: the user's full rights
-    name: str | None = None  # a label for humans
-    last_used: float | None = None
-    revoked: float | None = None  # unix time of revocation; None: not revoked
-
-    def expired(self, now: float) -> bool:
-        return self.expires is not None and self.expires <= now
-
-    def active(self, now: float) -> bool:
-        return self.revoked is None and not self.expired(now)
-
-
-@dataclass(frozen=True, slots=True)
-class AuthSnapshot:
-    """Everything the auth service keeps in memory, as of one generation."""
-
-    generation: int
-    users: dict[str, StoredUser] = field(default_factory=dict)
-    tokens: dict[str, StoredToken] = field(default_factory=dict)
-    rules: tuple[AclRule, ...] = ()
-
-
-class AuthStore(Protocol):
-    # True when calls may block (disk I/O): async callers run them in a thread
-    blocking: bool
-
-    def open(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def generation(self) -> int: ...
-
-    def snapshot(self) -> AuthSnapshot: ...
-
-    # users
-    def get_user(self, username: str) -> StoredUser | None: ...
-
-    def list_users(self) -> list[StoredUser]: ...
-
-    def add_user(self, user: StoredUser) -> None: ...
-
-    def update_user(
-        self,
-        username: str,
-        *,
-        password_hash: str | None = None,
-        roles: tuple[str, ...] | None = None,
-        scram: str | None = None,
-    ) -> StoredUser:
-        """A new `password_hash` always replaces the SCRAM verifier too, with `scram` (None
-        removes it): a verifier of the old password must never outlive it."""
-        ...
-
-    def remove_user(self, username: str) -> list[str]:
-        """Remove a user and its tokens; returns the ids of the tokens removed."""
-        ...
-
-    # tokens
-    def get_token(self, token_id: str) -> StoredToken | None: ...
-
-    def list_tokens(self, username: str | None = None) -> list[StoredToken]: ...
-
-    def add_token(self, token: StoredToken) -> None: ...
-
-    def revoke_token(self, token_id: str, when: float) -> StoredToken:
-        """Mark revoked (idempotent: an already revoked token is returned unchanged)."""
-        ...
-
-    def touch_token(self, token_id: str, when: float) -> None: ...
-
-    # ACL rules
-    def list_rules(self) -> list[AclRule]: ...
-
-    def add_rule(self, rule: AclRule) -> AclRule:
-        """Store a rule; returns it with its id. Conflict when an equal rule exists."""
-        ...
-
-    def remove_rule(self, rule_id: int) -> AclRule: ...
 
 
 # -- memory --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect
 
 from pushwire.core.log import format_cursor
 from pushwire.core.message import Message
+from pushwire.core.receipt import Receipt
 from pushwire.core.text import JsonError, TextError, check_text, parse_json
 from pushwire.core.topics import TopicError, validate_topic_name
 from pushwire.engines.base import WriteError
@@ -234,8 +235,8 @@ def payload_too_large(size: int, limit: int) -> ApiError:
 # -- publishing ---------------------------------------------------------------------------
 
 
-def route(state: HttpState, spec: PublishSpec, origin: str) -> tuple[Message, bool]:
-    """Hand one message to the hub (MQTT sessions + log). Returns (message, must_sync)."""
+def route(state: HttpState, spec: PublishSpec, origin: str) -> Receipt:
+    """Hand one message to the hub (MQTT sessions + log, or the broker)."""
     props: dict[str, Any] = {}
     if spec.content_type:
         props["content_type"] = spec.content_type
@@ -252,18 +253,18 @@ def route(state: HttpState, spec: PublishSpec, origin: str) -> tuple[Message, bo
         created_at=now,
         origin=origin,
     )
-    journaled = state.hub.publish(message)
-    return message, journaled or message.log_id is not None
+    return state.hub.submit(message)
 
 
-async def make_durable(state: HttpState, must_sync: bool) -> None:
-    """Write before acknowledging: wait for the engine when it promises durability.
+async def make_durable(receipts: list[Receipt]) -> None:
+    """Write before acknowledging: wait for the receipts' durability (one shared commit).
 
     Whether each message was stored is asked afterwards (`result`): a write the store
     refused fails alone, and is not an error for the others of its commit."""
-    if must_sync and state.hub.engine.durable:
+    waits = {id(r.durable): r.durable for r in receipts if r.durable is not None}
+    for durable in waits.values():
         try:
-            await state.hub.sync_future()
+            await durable
         except WriteError as exc:
             # a write of no message (a log trim, a consumer cursor) failed: not ours
             log.warning("store: %s", exc)
@@ -291,14 +292,13 @@ def result(state: HttpState, message: Message) -> dict[str, Any]:
 async def publish_specs(
     state: HttpState, specs: list[PublishSpec], origin: str, transport: str
 ) -> list[Message]:
-    messages: list[Message] = []
-    must_sync = False
-    for spec in specs:
-        message, sync = route(state, spec, origin)
-        messages.append(message)
-        must_sync = must_sync or sync
+    receipts = [route(state, spec, origin) for spec in specs]
+    messages = [r.message for r in receipts]
     state.stats.messages_in[transport] += len(specs)
-    await make_durable(state, must_sync)
+    await make_durable(receipts)
+    if any(r.refused() for r in receipts):
+        # engine=redis and Redis did not take it: it reached nobody (never a false ack)
+        raise ApiError(503, "store_unavailable", "the message store is unreachable; try again")
     await state.hub.wait_store()  # the store's write backlog is bounded: wait for the disk
     return messages
 

@@ -1,0 +1,153 @@
+"""engine=redis: N pushwire processes or nodes on one Redis behave as one server.
+
+Composes the parts: `PublishBatcher` (history.py: positions, topic streams, retained hash
+and fan-out in one Lua script per batch), `FanoutReader` (broker.py: every node routes
+every message to its local subscribers in position order), `RedisHistory` (start-up load,
+cold reads, trims, consumer cursors) and the retained hash (retained.py).
+
+The hub does not route a message when it is published: `broker_publish` sends it to Redis
+and the hub routes it when the fan-out reader hands it back (`start_fanout`), on every node
+the same way. `durable` is True: QoS 1/2 acks and HTTP answers wait for `sync()`, i.e. for
+Redis' answer, and a message Redis did not take is `write_failed` (refused, never acked).
+
+Persistent MQTT sessions (SessionStore) live in this process only here, as with the
+memory engine; the Redis session store is a separate part (engines/redis/sessions.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Callable
+
+from pushwire.config import Settings, generated_node_id
+from pushwire.engines.memory import MemoryEngine
+from pushwire.engines.redis.broker import FanoutReader
+from pushwire.engines.redis.client import connect
+from pushwire.engines.redis.history import PublishBatcher, RedisHistory
+from pushwire.engines.redis.retained import load_retained
+from pushwire.model import FailureListener, Message, StoredLog
+
+__all__ = ["RedisEngine"]
+
+
+class RedisEngine(MemoryEngine):
+    """The Redis engine. Session writes are inherited no-ops (MemoryEngine) until the
+    session store is composed in; everything about messages goes to Redis."""
+
+    name = "redis"
+    durable = True
+    keeps_queue = False
+    keeps_log = True  # entries out of memory are read back from the topic streams
+    assigns_positions = True  # Message.log_id comes from Redis (one order for the cluster)
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.node_id = settings.node_id or generated_node_id()
+        timeout = settings.redis_timeout
+        self._client = connect(settings.redis_url, timeout)
+        # blocking XREADs get their own connection (and a timeout that covers the block)
+        self._reader_client = connect(settings.redis_url, timeout, blocking_reads=1.0)
+        self.history = RedisHistory(self._client, timeout)
+        self.batcher = PublishBatcher(
+            self._client,
+            self.node_id,
+            settings.redis_fanout_max,
+            timeout,
+            lambda topic: settings.log_max_messages,
+            settings.store_max_pending_bytes,
+            settings.redis_max_pending,
+        )
+        self.commit_seconds = self.batcher.commit_seconds  # per publish script call
+        self.reader = FanoutReader(self._reader_client, self.node_id, settings.redis_reconnect_max)
+        self.batcher.on_accepted = self.reader.own
+        self._epoch = ""
+        self._start_position = 0
+
+    def bind_retention(self, keep: Callable[[str], int]) -> None:
+        """Messages each topic's stream keeps: the message log's Retention rules."""
+        self.batcher.keep = keep
+
+    async def open(self) -> None:
+        # the fan-out position first: what the load below misses comes through the reader
+        self._start_position = await self.reader.position()
+        self._epoch = await self.history.epoch(secrets.token_hex(6))
+        self.reader.epoch = self._epoch
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        await self.reader.stop()
+        await self.history.drain()
+        await self._client.aclose()
+        await self._reader_client.aclose()
+
+    # -- Broker ------------------------------------------------------------------------
+
+    def start_fanout(
+        self, deliver: Callable[[Message], None], lost: Callable[[str], None]
+    ) -> Awaitable[None]:
+        self.reader.on_lost = lost
+        self.reader.start(self._start_position, deliver)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def broker_publish(self, message: Message) -> None:
+        self.batcher.add(message)
+
+    @property
+    def missed(self) -> int:
+        return self.reader.missed
+
+    # -- RetainedStore: the publish script keeps the hash; nothing to write here ---------
+
+    async def load_retained(self) -> list[Message]:
+        return await load_retained(self._client)
+
+    # -- Journal -----------------------------------------------------------------------
+
+    async def sync(self) -> None:
+        await self.batcher.sync()
+
+    def write_failed(self, message: Message) -> bool:
+        return message.uid in self.batcher.failed
+
+    def add_failure_listener(self, listener: FailureListener) -> None:
+        return None  # refused messages were never given a position: no hole to report
+
+    @property
+    def pending_bytes(self) -> int:
+        return self.batcher.pending_bytes
+
+    @property
+    def backlogged(self) -> bool:
+        return self.batcher.backlogged
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        self.batcher.when_drained(callback)
+
+    # -- History -----------------------------------------------------------------------
+
+    async def load_log(self) -> StoredLog:
+        return await self.history.load(self._epoch, self._start_position)
+
+    def log_reset(self, epoch: str) -> None:
+        return None  # the epoch is Redis' (open); it is never reset from a node
+
+    def log_append(self, message: Message) -> None:
+        return None  # appended by the publish script
+
+    def log_trim(self, topic: str, upto_id: int, upto_time: float) -> None:
+        self.history.trim(topic, upto_id, upto_time)
+
+    def log_consumer_put(
+        self, owner: str, name: str, flt: str, acked: int, last_used: float
+    ) -> None:
+        self.history.consumer_put(owner, name, flt, acked, last_used)
+
+    def log_consumer_delete(self, owner: str, name: str, flt: str) -> None:
+        self.history.consumer_delete(owner, name, flt)
+
+    async def log_read(self, ranges: list[tuple[str, int, int]]) -> list[Message]:
+        return await self.history.read(ranges)

@@ -1,0 +1,155 @@
+"""Cross-node fan-out: every node reads the fan-out stream in position order.
+
+The publish script appends every batch to one stream (`keys.FANOUT`: one entry per batch,
+entry id = its last position, the batch's messages as records inside). Each node keeps
+one blocking XREAD on it from the last entry it handled and hands every message to the
+hub (`deliver`): the hub routes it to this node's MQTT sessions and, through the message
+log, to its SSE/long-poll/poll/WebSocket readers. The publishing node reads its own
+messages back the same way, so every node sees one order and every node's log gets the
+same positions. Its own Message objects are reused (not decoded again) when still at hand.
+
+While Redis is unreachable the reader retries with backoff and continues after the last
+entry it handled: with AOF (appendfsync always) nothing acknowledged is missing after a
+restart. A node that fell further behind than the stream keeps (redis_fanout_max) sees a
+jump in positions: it logs it and counts it (`missed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from pushwire.engines.redis import keys
+from pushwire.engines.redis.client import UNAVAILABLE, Backoff
+from pushwire.engines.redis.codec import decode, decode_header, origin_of
+from pushwire.model import Message
+
+log = logging.getLogger(__name__)
+
+READ_COUNT = 16  # fan-out entries (publish batches, up to 2048 messages each) per XREAD
+BLOCK_MS = 1000  # an idle XREAD returns after this long (and is issued again)
+# own messages kept for reuse until the reader passes them
+OWN_MEMORY = 65536
+
+
+def records(batch: bytes) -> Iterator[tuple[int, bytes]]:
+    """The (position, encoded message) records of one fan-out entry (history.py's script
+    writes "<position> <length> <encoded message>" for each message of a batch)."""
+    at = 0
+    end = len(batch)
+    while at < end:
+        space = batch.index(b" ", at)
+        position = int(batch[at:space])
+        space2 = batch.index(b" ", space + 1)
+        length = int(batch[space + 1 : space2])
+        start = space2 + 1
+        yield position, batch[start : start + length]
+        at = start + length
+
+
+class FanoutReader:
+    def __init__(self, client: aioredis.Redis, node_id: str, reconnect_max: float) -> None:
+        self._client = client
+        self.node_id = node_id
+        self._backoff = Backoff(reconnect_max)
+        self.last_position = 0
+        self.missed = 0  # positions skipped because the stream no longer had them
+        self.reachable = True
+        self._own: OrderedDict[int, Message] = OrderedDict()  # uid -> own message
+        self._task: asyncio.Task[None] | None = None
+        self.epoch = ""  # the history's epoch this node works in (set at open)
+        # called once when Redis came back without the data this node has seen
+        self.on_lost: Callable[[str], None] = lambda reason: None
+
+    async def position(self) -> int:
+        """The last position in the fan-out stream now (0: empty)."""
+        newest: Any = await self._client.xrevrange(keys.FANOUT, "+", "-", count=1)
+        return keys.position_of(newest[0][0]) if newest else 0
+
+    async def _data_lost(self) -> str:
+        """After a reconnection: did Redis come back without the data this node has seen
+        (restarted without its AOF, flushed, another server)? Then positions start over
+        and this node's history and positions no longer match Redis: '' when all is well,
+        else why not."""
+        try:
+            newest = await self.position()
+            epoch: Any = await self._client.get(keys.EPOCH)
+        except UNAVAILABLE:
+            return ""  # unreachable again: the next reconnection checks again
+        if epoch is None or epoch.decode() != self.epoch:
+            return f"the history's epoch is gone or changed (this node has {self.epoch})"
+        if newest < self.last_position:
+            return f"the fan-out stream ends at {newest}, this node had read {self.last_position}"
+        return ""
+
+    def own(self, message: Message) -> None:
+        """A message of this node that Redis took: hand this object out when it comes by."""
+        self._own[message.uid] = message
+        while len(self._own) > OWN_MEMORY:
+            self._own.popitem(last=False)
+
+    def start(self, after: int, deliver: Callable[[Message], None]) -> None:
+        self.last_position = after
+        self._task = asyncio.get_running_loop().create_task(self._run(deliver))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self, deliver: Callable[[Message], None]) -> None:
+        while True:
+            try:
+                answer: Any = await self._client.xread(
+                    {keys.FANOUT: keys.stream_id(self.last_position)},
+                    count=READ_COUNT,
+                    block=BLOCK_MS,
+                )
+            except asyncio.CancelledError:
+                raise
+            except UNAVAILABLE as exc:
+                if self.reachable:
+                    log.error("redis: fan-out reader lost Redis (%s); retrying", exc)
+                    self.reachable = False
+                await self._backoff.wait()
+                continue
+            if not self.reachable:
+                log.warning("redis: fan-out reader reconnected at position %d", self.last_position)
+                self.reachable = True
+                lost = await self._data_lost()
+                if lost:
+                    self.on_lost(lost)
+                    return
+            self._backoff.reset()
+            for _stream, entries in answer or []:
+                for _entry_id, fields in entries:
+                    for position, blob in records(fields[b"b"]):
+                        self._handle(position, blob, deliver)
+
+    def _handle(self, position: int, blob: bytes, deliver: Callable[[Message], None]) -> None:
+        if position <= self.last_position:
+            return
+        if position != self.last_position + 1 and self.last_position:
+            self.missed += position - self.last_position - 1
+            log.error(
+                "redis: fan-out positions %d..%d are gone from the stream (this node fell "
+                "behind more than redis_fanout_max); their subscribers here missed them",
+                self.last_position + 1,
+                position - 1,
+            )
+        self.last_position = position
+        try:
+            header, _ = decode_header(blob)
+            node, uid = origin_of(header)
+            message = self._own.pop(uid, None) if node == self.node_id else None
+            if message is None:
+                message = decode(blob)
+            message.log_id = position
+            deliver(message)
+        except Exception:
+            log.exception("redis: could not deliver fan-out entry %d", position)

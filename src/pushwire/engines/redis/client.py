@@ -1,0 +1,54 @@
+"""Connections to Redis: one for commands, one for the fan-out reader's blocking reads.
+
+redis-py reconnects by itself on the next command after a connection broke (retried once
+on a fresh connection), so a command
+either gets an answer or raises (`UNAVAILABLE`) within `timeout` seconds; the callers turn
+that into a refusal (never an acknowledgement). `Backoff` spaces the retries of the loops
+that run on their own (the fan-out reader).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+# what a command raises while Redis is unreachable, restarting (loading its AOF), or slow
+UNAVAILABLE: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+
+
+def connect(url: str, timeout: float, *, blocking_reads: float = 0.0) -> aioredis.Redis:
+    """A client for `url`. `blocking_reads`: seconds a blocking read may wait for data
+    (XREAD BLOCK), added to the socket timeout so an idle read is not a failure."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout + blocking_reads,
+        socket_connect_timeout=timeout,
+        health_check_interval=0,
+        # a pooled connection that died with a Redis restart fails its next command: one
+        # retry on a fresh connection (a command whose answer was lost may run twice, so a
+        # publish is at least once, never lost)
+        retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
+        decode_responses=False,
+    )
+
+
+class Backoff:
+    """Exponential pause between attempts: `first` doubling up to `longest`."""
+
+    def __init__(self, longest: float, first: float = 0.05) -> None:
+        self.first = first
+        self.longest = longest
+        self.next = first
+
+    def reset(self) -> None:
+        self.next = self.first
+
+    async def wait(self) -> None:
+        delay = self.next
+        self.next = min(self.longest, delay * 2)
+        await asyncio.sleep(delay)
