@@ -35,6 +35,7 @@ from pushwire.http.wire import WireRequest, WireResponse
 StreamServe = Callable[[WireRequest, StreamCycle], Coroutine[Any, Any, WireResponse | None]]
 
 _HEARTBEAT = b": hb\n\n"
+_DROPPED = WireRequest("GET", "", b"", [], None)
 _SSE_HEAD = (
     status_line(200)
     + b"content-type: text/event-stream; charset=utf-8\r\n"
@@ -61,15 +62,62 @@ def _wire(answer: poll.Answer) -> WireResponse:
     return WireResponse(status, body, list(headers.items()))
 
 
+class _Options:
+    """An endpoint's options read as `Endpoint.read_options` reads them (the query wins
+    over the headers; a repeated query option: its last value, as Starlette's
+    QueryParams), without building a QueryParams for the common plain query string (no
+    `%`, `+`, `;`: nothing to decode). Anything else goes to `read_options`."""
+
+    __slots__ = ("by_header", "endpoint", "keys", "names")
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.names = frozenset(o.name for o in endpoint.options)
+        self.keys = tuple(o.name for o in endpoint.options) + tuple(
+            h.name.lower() for h in endpoint.headers
+        )
+        by_header = {o.header.lower().encode(): o.name for o in endpoint.options if o.header}
+        by_header.update({h.name.lower().encode(): h.name.lower() for h in endpoint.headers})
+        self.by_header = by_header
+
+    def read(self, request: WireRequest) -> dict[str, str | None]:
+        query = request.query_string
+        if b"%" in query or b"+" in query:
+            return self.endpoint.read_options(request)
+        values: dict[str, str | None] = dict.fromkeys(self.keys)
+        by_header = self.by_header
+        if by_header:
+            for name, value in request.headers:
+                key = by_header.get(name)
+                if key is not None and values[key] is None:
+                    values[key] = value.decode("latin-1")
+        if query:
+            names = self.names
+            for pair in query.decode("latin-1").split("&"):
+                option, _, given = pair.partition("=")
+                if option in names:
+                    values[option] = given
+        return values
+
+
+_NO_QUERY = WireRequest("GET", "", b"", [], None).query  # the empty QueryParams
+
+
 async def _caller(state: HttpState, request: WireRequest) -> Caller:
+    query = request.query_string
+    # only `?auth=` of the query matters to authentication: parsed only when it may be there
+    params = request.query if b"auth" in query or b"%" in query else _NO_QUERY
     return await caller_from(
         state.auth,
         request.header_list(b"authorization"),
-        request.query,
+        params,
         request.ip,
         request.cert_name,
         allow_query=True,
     )
+
+
+_POLL, _LONGPOLL, _SSE = _Options(POLL), _Options(LONGPOLL), _Options(SSE)
 
 
 # -- poll -----------------------------------------------------------------------------------
@@ -78,7 +126,7 @@ async def _caller(state: HttpState, request: WireRequest) -> Caller:
 async def serve_poll(
     state: HttpState, request: WireRequest, _cycle: StreamCycle
 ) -> WireResponse | None:
-    options = POLL.read_options(request)
+    options = _POLL.read(request)
     caller = await _caller(state, request)
     answer = await poll.poll_read(
         state,
@@ -150,7 +198,7 @@ class _HeldReply:
 async def serve_longpoll(
     state: HttpState, request: WireRequest, cycle: StreamCycle, cache: _ReplyCache
 ) -> WireResponse | None:
-    options = LONGPOLL.read_options(request)
+    options = _LONGPOLL.read(request)
     caller = await _caller(state, request)
     flt = request.path_tail
     first = await poll.longpoll_read(
@@ -175,6 +223,7 @@ async def serve_longpoll(
         return None
     sink.held = held
     cycle.on_lost = sink.lost
+    cycle.request = _DROPPED  # nothing of the request is needed while it is held
     return None
 
 
@@ -254,7 +303,7 @@ class _Heartbeats:
 async def serve_sse(
     state: HttpState, request: WireRequest, cycle: StreamCycle, beats: _Heartbeats
 ) -> WireResponse | None:
-    options = SSE.read_options(request)
+    options = _SSE.read(request)
     caller = await _caller(state, request)
     flt = request.path_tail
     cursor, requested = sse.check_sse(
