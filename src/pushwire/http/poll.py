@@ -274,17 +274,27 @@ async def longpoll_read(
     stats.connections_total["longpoll"] += 1
     start = log.resolve(filter, cursor)
     requested = after = start.after
+    if after == log.last_id and not start.gap and wait > 0:
+        # nothing was published after the cursor (the usual re-ask of a long-poll client):
+        # wait without reading the log
+        busy_check(state)
+        return LongPollStart(None, after, wait, from_etag, requested)
     result = await read_visible(log, filter, after, n, start.floor, caller, s.read_max_bytes)
     result.gap = result.gap or start.gap
     if result.entries or result.gap or wait <= 0:
         answer = poll_answer(state, result, "longpoll", from_etag, requested)
         return LongPollStart(answer, after, wait, from_etag, requested)
-    if state.busy():
-        stats.rejected_busy += 1
-        raise ApiError(503, "too_many_listeners", "too many waiting clients", {"Retry-After": "1"})
     # past anything the caller may not receive; the read above ended without yielding to
     # the loop (nothing cold to load), so nothing was published between it and `start`
+    busy_check(state)
     return LongPollStart(None, result.next_id, wait, from_etag, requested)
+
+
+def busy_check(state: HttpState) -> None:
+    """Raise 503 when one more waiter would exceed http_max_listeners."""
+    if state.busy():
+        state.stats.rejected_busy += 1
+        raise ApiError(503, "too_many_listeners", "too many waiting clients", {"Retry-After": "1"})
 
 
 async def _longpoll(
