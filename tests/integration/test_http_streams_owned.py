@@ -166,3 +166,20 @@ def test_owned_and_asgi_stream_answers_alike(srv: InProcessServer, path: str) ->
     assert s1 == s2 and s1 >= 400
     assert json.loads(b1) == json.loads(b2)
     assert h1.get("www-authenticate") == h2.get("www-authenticate")
+
+
+def test_a_request_pipelined_behind_a_held_long_poll_is_answered_after_it(
+    srv: InProcessServer,
+) -> None:
+    with _connect(srv) as sock:
+        reader = Reader(sock)
+        sock.sendall(_get("/v1/longpoll/o/pipe?timeout=30") + publish_request("o/pipe", b"second"))
+        _until(lambda: _open(srv, "longpoll") == 1)
+        _publish(srv, "o/pipe", b"first")
+        status, _, body = reader.response()
+        assert status == 200 and json.loads(body)["messages"][0]["payload"] == "first"
+        status, _, body = reader.response()
+        assert status == 201
+        sock.sendall(_get("/v1/poll/o/pipe?since=all"))
+        status, _, body = reader.response()
+        assert [m["payload"] for m in json.loads(body)["messages"]] == ["first", "second"]

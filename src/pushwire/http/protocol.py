@@ -793,9 +793,16 @@ class StreamCycle(_FastCycle):
             return
         self.response_started = True
         self.on_lost = None
-        keep = self.keep_alive and not self.proto.closing
+        proto = self.proto
+        keep = self.keep_alive and not proto.closing
         if not self.head:
-            self.proto.write(kept if keep else closing)
+            proto.write(kept if keep else closing)
+        if len(proto.pipeline) > 1:
+            # a request pipelined behind this one starts on the next loop turn, not inside
+            # the publish that answered this one (it may be a publish itself)
+            self.done = True
+            proto.loop.call_soon(proto.cycle_done, self)
+            return
         self.finish()
 
     def answer_response(self, response: WireResponse) -> None:
