@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 from collections.abc import Callable
 
@@ -146,21 +147,40 @@ async def test_slow_stream_is_closed_with_a_reason_not_skipped(http_server: Star
     (event: close, reason overflow) and disconnected; with its cursor it then gets all."""
     srv = http_server(stream_buffer=5)
     url = base(srv)
-    reader, writer = await asyncio.open_connection(srv.host, srv.http_port)
+    # a small receive window: the kernel and the server's transport buffer fill up soon
+    # (the stream writes straight to the socket until the transport pauses it)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((srv.host, srv.http_port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
     writer.write(b"GET /v1/sse/slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     await writer.drain()
     async with httpx.AsyncClient(timeout=10) as client:
         await _wait_streams(client, url, 1)
-        # published in one batch: all arrive in the stream's buffer within one loop turn
-        batch = [{"topic": "slow", "payload": str(i)} for i in range(50)]
-        assert (await client.post(f"{url}/v1/publish", json=batch)).status_code == 201
+        # batches until the socket, the transport buffer and then the stream's buffer
+        # of 5 messages are full (the client reads nothing meanwhile)
+        pad = "x" * 16384
+        sent = 0
+        for _ in range(100):
+            batch = [{"topic": "slow", "payload": f"{sent + i}:{pad}"} for i in range(50)]
+            assert (await client.post(f"{url}/v1/publish", json=batch)).status_code == 201
+            sent += 50
+            metrics = (await client.get(url + "/metrics")).text
+            if "pushwire_stream_overflows_total 1.0" in metrics:
+                break
+        else:
+            raise AssertionError("the stream never overflowed")
         data = b""
         async with asyncio.timeout(10):
             while chunk := await reader.read(65536):
                 data += chunk
         writer.close()
-        assert b"event: close" in data and b'"reason":"overflow"' in data
-        assert "pushwire_stream_overflows_total 1.0" in (await client.get(url + "/metrics")).text
-        # the client resumes with its cursor and gets everything, nothing skipped
-        got = await _events(client, f"{url}/v1/sse/slow?since=all", 50)
-        assert [json.loads(e.data)["payload"] for e in got] == [str(i) for i in range(50)]
+        events = [e for e in data.split(b"\n\n") if e.startswith((b"id:", b"event:"))]
+        assert b"event: close" in events[-1] and b'"reason":"overflow"' in events[-1]
+        messages = [json.loads(e.split(b"data: ", 1)[1]) for e in events[:-1]]
+        assert [int(m["payload"].split(":")[0]) for m in messages] == list(range(len(messages)))
+        close = json.loads(events[-1].split(b"data: ", 1)[1])
+        # the client resumes with its cursor and gets the next message, nothing skipped
+        got = await _events(client, f"{url}/v1/sse/slow?since={close['cursor']}", 1)
+        assert int(json.loads(got[0].data)["payload"].split(":")[0]) == len(messages)

@@ -232,8 +232,11 @@ def api_error_response(state: HttpState, exc: ApiError) -> WireResponse:
 
 
 def hot_routes(state: HttpState) -> list[FastRoute]:
-    """The routes the owned protocol serves from bytes."""
-    return [
+    """The routes the owned protocol serves from bytes (the streams: http/streams.py)."""
+    from pushwire.http.streams import stream_routes
+
+    routes: list[FastRoute] = list(stream_routes(state))
+    return routes + [
         FastRoute(
             frozenset(m for m, _ in s.endpoint.operations),
             s.endpoint.prefix,

@@ -122,18 +122,34 @@ def check_limit(state: HttpState, limit: int | None) -> int:
     return limit
 
 
-def poll_response(
+Answer = tuple[int, bytes, dict[str, str]]  # status, JSON body (b"": none), headers
+
+
+def poll_answer(
     state: HttpState, result: ReadResult, transport: str, from_etag: bool, requested: int | None
-) -> Response:
+) -> Answer:
+    """The reply to a (long-)poll read, on any transport."""
     epoch = result.epoch
     headers = _poll_headers(result.cursor, result.gap)
     if result.gap:
         state.stats.gaps += 1
     if from_etag and not result.entries and not result.gap and requested == result.next_id:
-        return Response(status_code=304, headers=headers)
+        return 304, b"", headers
     state.stats.delivered(transport, result.entries)
-    body = poll_body(result.entries, epoch, result.next_id, result.gap, result.more)
-    return Response(body, media_type="application/json", headers=headers)
+    return 200, poll_body(result.entries, epoch, result.next_id, result.gap, result.more), headers
+
+
+def starlette_response(answer: Answer) -> Response:
+    status, body, headers = answer
+    if status == 304:
+        return Response(status_code=304, headers=headers)
+    return Response(body, status, headers, media_type="application/json")
+
+
+def poll_response(
+    state: HttpState, result: ReadResult, transport: str, from_etag: bool, requested: int | None
+) -> Response:
+    return starlette_response(poll_answer(state, result, transport, from_etag, requested))
 
 
 def _poll_headers(cursor: str, gap: bool) -> dict[str, str]:
@@ -145,6 +161,24 @@ def _poll_headers(cursor: str, gap: bool) -> dict[str, str]:
     }
 
 
+async def poll_read(
+    state: HttpState,
+    caller: Caller,
+    filter: str,
+    since: str | None,
+    limit: int | None,
+    if_none_match: str | None,
+) -> Answer:
+    """A poll, on any transport (raises ApiError)."""
+    check_filter(filter, state.settings.max_topic_levels)
+    caller.check_subscribe(filter)
+    n = check_limit(state, limit)
+    cursor, from_etag = request_cursor(since, if_none_match, ALL)
+    state.stats.connections_total["poll"] += 1
+    result = await read_from(state.log, filter, cursor, n, caller, state.settings.read_max_bytes)
+    return poll_answer(state, result, "poll", from_etag, cursor.id if from_etag else None)
+
+
 async def _poll(
     state: HttpState,
     caller: Caller,
@@ -153,13 +187,7 @@ async def _poll(
     limit: int | None,
     if_none_match: str | None,
 ) -> Response:
-    check_filter(filter, state.settings.max_topic_levels)
-    caller.check_subscribe(filter)
-    n = check_limit(state, limit)
-    cursor, from_etag = request_cursor(since, if_none_match, ALL)
-    state.stats.connections_total["poll"] += 1
-    result = await read_from(state.log, filter, cursor, n, caller, state.settings.read_max_bytes)
-    return poll_response(state, result, "poll", from_etag, cursor.id if from_etag else None)
+    return starlette_response(await poll_read(state, caller, filter, since, limit, if_none_match))
 
 
 class _FutureReply:
@@ -195,8 +223,28 @@ async def _until_disconnect(receive: Callable[[], Awaitable[Any]]) -> None:
             return
 
 
-async def _longpoll(
-    request: Request,
+class LongPollStart:
+    """A long-poll's first read: its answer when it has one at once, else what holding it
+    needs (`hold_longpoll`)."""
+
+    __slots__ = ("after", "answer", "from_etag", "requested", "wait")
+
+    def __init__(
+        self,
+        answer: Answer | None,
+        after: int,
+        wait: float,
+        from_etag: bool,
+        requested: int | None,
+    ) -> None:
+        self.answer = answer
+        self.after = after
+        self.wait = wait
+        self.from_etag = from_etag
+        self.requested = requested
+
+
+async def longpoll_read(
     state: HttpState,
     caller: Caller,
     filter: str,
@@ -204,7 +252,9 @@ async def _longpoll(
     limit: int | None,
     timeout: str | None,
     if_none_match: str | None,
-) -> Response:
+) -> LongPollStart:
+    """A long-poll's checks and first read, on any transport (raises ApiError, also 503
+    when it would have to wait and too many already do)."""
     check_filter(filter, state.settings.max_topic_levels)
     caller.check_subscribe(filter)
     n = check_limit(state, limit)
@@ -224,19 +274,52 @@ async def _longpoll(
     stats.connections_total["longpoll"] += 1
     start = log.resolve(filter, cursor)
     requested = after = start.after
+    if after == log.last_id and not start.gap and wait > 0:
+        # nothing was published after the cursor (the usual re-ask of a long-poll client):
+        # wait without reading the log
+        busy_check(state)
+        return LongPollStart(None, after, wait, from_etag, requested)
     result = await read_visible(log, filter, after, n, start.floor, caller, s.read_max_bytes)
     result.gap = result.gap or start.gap
     if result.entries or result.gap or wait <= 0:
-        return poll_response(state, result, "longpoll", from_etag, requested)
+        answer = poll_answer(state, result, "longpoll", from_etag, requested)
+        return LongPollStart(answer, after, wait, from_etag, requested)
     # past anything the caller may not receive; the read above ended without yielding to
     # the loop (nothing cold to load), so nothing was published between it and `start`
-    after = result.next_id
+    busy_check(state)
+    return LongPollStart(None, result.next_id, wait, from_etag, requested)
+
+
+def busy_check(state: HttpState) -> None:
+    """Raise 503 when one more waiter would exceed http_max_listeners."""
     if state.busy():
-        stats.rejected_busy += 1
+        state.stats.rejected_busy += 1
         raise ApiError(503, "too_many_listeners", "too many waiting clients", {"Retry-After": "1"})
+
+
+async def _longpoll(
+    request: Request,
+    state: HttpState,
+    caller: Caller,
+    filter: str,
+    since: str | None,
+    limit: int | None,
+    timeout: str | None,
+    if_none_match: str | None,
+) -> Response:
+    first = await longpoll_read(state, caller, filter, since, limit, timeout, if_none_match)
+    if first.answer is not None:
+        return starlette_response(first.answer)
     answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
     held = hold_longpoll(
-        state, caller, filter, _FutureReply(answer), after, wait, from_etag, requested
+        state,
+        caller,
+        filter,
+        _FutureReply(answer),
+        first.after,
+        first.wait,
+        first.from_etag,
+        first.requested,
     )
     waiter = held.waiter
 

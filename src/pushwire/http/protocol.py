@@ -1,11 +1,12 @@
 """The HTTP listener's own protocol: an `asyncio.Protocol` on httptools (the C parser).
 
 The hot endpoints (http/endpoints.py) are served straight from the parser's callbacks: no
-ASGI scope, no Starlette request, no per-request task when the handler does not wait.
-Everything else (the admin API, `/metrics`, `/openapi.json`, the docs, the console, the
-streams until they move here) goes to the FastAPI app on the same port through a minimal
-ASGI bridge (`_AsgiCycle`), and a WebSocket upgrade is handed, with its head, to uvicorn's
-sans-I/O WebSocket protocol (http/ws_protocol.py) on the same transport.
+ASGI scope, no Starlette request, no per-request task when the handler does not wait; poll,
+long-poll and SSE too (`StreamRoute` / `StreamCycle`, handlers in http/streams.py).
+Everything else (the admin API, `/metrics`, `/openapi.json`, the docs, the console) goes
+to the FastAPI app on the same port through a minimal ASGI bridge (`_AsgiCycle`), and a
+WebSocket upgrade is handed, with its head, to uvicorn's sans-I/O WebSocket protocol
+(http/ws_protocol.py) on the same transport.
 
 Per connection: the request-head guard (http/guard.py: timeout, 414/431, 400 for malformed
 requests, with the JSON error model and a lingering close), the per-address admission
@@ -26,7 +27,7 @@ import http
 import logging
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import unquote
 
 import httptools
@@ -44,6 +45,7 @@ from pushwire.http.wire import WireRequest, WireResponse, error_response
 from pushwire.tls import certificate_username, tls_extension
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _HEAD, _IDLE = 1, 2  # what the connection's deadline is for
 KEEP_ALIVE_TIMEOUT = 5.0  # seconds an idle kept-alive connection stays open (as uvicorn)
@@ -253,6 +255,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.pipeline:
+            self.pipeline[0].drained()  # a stream sends what waited
         for waiter in self.drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -361,7 +365,10 @@ class HttpProtocol(asyncio.Protocol):
                 self.cert_name,
                 path[len(route.prefix) :],
             )
-            cycle = _FastCycle(self, request, route, keep_alive)
+            if isinstance(route, StreamRoute):
+                cycle = StreamCycle(self, request, route, keep_alive)
+            else:
+                cycle = _FastCycle(self, request, route, keep_alive)
             self.server.served_owned += 1
         else:
             cycle = _AsgiCycle(self, self._scope(method, url, raw_path, query), keep_alive)
@@ -589,6 +596,9 @@ class _Cycle:
     def disconnected(self) -> None:
         """The connection is lost."""
 
+    def drained(self) -> None:
+        """The transport's write buffer went below its low-water mark."""
+
     def finish(self) -> None:
         self.done = True
         self.proto.cycle_done(self)
@@ -698,21 +708,175 @@ class _FastCycle(_Cycle):
         self.finish()
 
 
+# -- streams (poll, long-poll, SSE: http/streams.py) ------------------------------------------
+
+StreamHandler = Callable[["WireRequest", "StreamCycle"], Coroutine[Any, Any, WireResponse | None]]
+
+
+class StreamRoute(FastRoute):
+    """A hot endpoint that may answer later or as a stream: its handler returns a response
+    at once, or None when it took the request's `StreamCycle` over (a held long-poll, an
+    SSE stream)."""
+
+    __slots__ = ("stream_handler",)
+
+    def __init__(self, methods: frozenset[str], prefix: str, handler: StreamHandler) -> None:
+        super().__init__(methods, prefix, _no_handler, 0)
+        self.stream_handler = handler
+
+
+async def _no_handler(_request: WireRequest) -> WireResponse:  # pragma: no cover
+    raise AssertionError("a StreamRoute is served by its stream handler")
+
+
+class StreamCycle(_FastCycle):
+    """A request answered by the stream side (http/streams.py), without a task while it
+    waits: a held long-poll answers with one prebuilt response (`reply`, the connection
+    stays kept-alive); an SSE stream (`open_stream`) writes its head, drops the parser,
+    and then each `send` is one `transport.write` of shared bytes (a close-delimited body);
+    `on_drain` runs when a paused transport drains, `on_lost` when the client goes away."""
+
+    __slots__ = ("on_drain", "on_lost", "transport")
+
+    def __init__(
+        self, proto: HttpProtocol, request: WireRequest, route: FastRoute, keep_alive: bool
+    ) -> None:
+        super().__init__(proto, request, route, keep_alive)
+        self.on_drain: Callable[[], None] | None = None
+        self.on_lost: Callable[[], None] | None = None
+        self.transport = proto.transport
+
+    def _run(self) -> None:
+        if self.running:
+            return
+        self.running = True
+        request = self.request
+        assert isinstance(self.route, StreamRoute)
+        try:
+            started = run_eagerly(self.proto.loop, self.route.stream_handler(request, self))
+        except Exception as exc:
+            self._respond(internal_error(exc, request))
+            return
+        if not isinstance(started, asyncio.Task):
+            if started is not None:
+                self._respond(started)
+            return
+        self.proto.server.tasks.add(started)
+        started.add_done_callback(self._stream_task_done)
+
+    def _stream_task_done(self, task: asyncio.Task[WireResponse | None]) -> None:
+        self.proto.server.tasks.discard(task)
+        if task.cancelled():
+            self.proto.abort()
+            return
+        exc = task.exception()
+        if exc is not None:
+            if not self.response_started:
+                self._respond(internal_error(exc, self.request))
+            else:
+                log.error("unhandled error in a stream", exc_info=exc)
+                self.proto.abort()
+            return
+        result = task.result()
+        if result is not None and not self.done and not self.response_started:
+            self._respond(result)
+
+    @property
+    def lost(self) -> bool:
+        transport = self.transport
+        return transport is None or transport.is_closing()
+
+    def answer(self, kept: bytes, closing: bytes) -> None:
+        """Answer a held request with one prebuilt response (`kept`: for a kept-alive
+        connection; `closing`: the same with `connection: close`)."""
+        if self.done or self.response_started:
+            return
+        self.response_started = True
+        self.on_lost = None
+        proto = self.proto
+        keep = self.keep_alive and not proto.closing
+        if not self.head:
+            proto.write(kept if keep else closing)
+        if len(proto.pipeline) > 1:
+            # a request pipelined behind this one starts on the next loop turn, not inside
+            # the publish that answered this one (it may be a publish itself)
+            self.done = True
+            proto.loop.call_soon(proto.cycle_done, self)
+            return
+        self.finish()
+
+    def answer_response(self, response: WireResponse) -> None:
+        """Answer a held request with `response` (an error, a 204)."""
+        if self.done or self.response_started:
+            return
+        self.on_lost = None
+        self._respond(response)
+
+    def open_stream(
+        self,
+        head: bytes,
+        on_drain: Callable[[], None] | None,
+        on_lost: Callable[[], None] | None,
+    ) -> None:
+        """Start a close-delimited response: `head` (status line and headers, without
+        `connection: close` and the blank line). The parser is dropped: bytes the client
+        sends from now on are ignored."""
+        self.response_started = True
+        self.keep_alive = False
+        self.on_drain, self.on_lost = on_drain, on_lost
+        proto = self.proto
+        proto.parser = None
+        proto.meter = None
+        proto.refused = True  # no more requests on this connection
+        proto.url = []
+        proto.headers = []
+        proto.write(head + b"connection: close\r\n\r\n")
+        self.request = _DROPPED
+        self.chunks = []
+
+    def send(self, data: bytes) -> None:
+        """Stream bytes (shared: written as they are)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def writable(self) -> bool:
+        return not self.proto.write_paused
+
+    def end_stream(self) -> None:
+        """The stream is complete: close the connection (after what was written)."""
+        self.on_drain = self.on_lost = None
+        if not self.done:
+            self.finish()
+
+    def drained(self) -> None:
+        if self.on_drain is not None:
+            self.on_drain()
+
+    def disconnected(self) -> None:
+        on_lost, self.on_lost, self.on_drain = self.on_lost, None, None
+        if on_lost is not None:
+            on_lost()
+
+
+_DROPPED = WireRequest("GET", "", b"", [], None)  # what a stream keeps of its request
+
+
 def internal_error(exc: BaseException, request: WireRequest) -> WireResponse:
     log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
     return error_response(500, "internal", "internal server error")
 
 
 def run_eagerly(
-    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, WireResponse]
-) -> WireResponse | asyncio.Task[WireResponse]:
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, _T]
+) -> _T | asyncio.Task[_T]:
     """Run `coro` at once, in this callback: its result when it finishes without waiting
     (no task: the common case for a publish to the memory store), else a task that goes on
     from where it waits. Raises what `coro` raises before its first wait."""
     try:
         yielded = coro.send(None)
     except StopIteration as stop:
-        result: WireResponse = stop.value
+        result: _T = stop.value
         return result
     if getattr(yielded, "_asyncio_future_blocking", None):
         # what a task does at once with an awaited future: another request awaiting the
@@ -724,7 +888,7 @@ def run_eagerly(
 
 
 @types.coroutine
-def _delegate(coro: Coroutine[Any, Any, WireResponse], yielded: Any) -> Generator[Any, Any, Any]:
+def _delegate(coro: Coroutine[Any, Any, _T], yielded: Any) -> Generator[Any, Any, Any]:
     """Go on driving `coro`, which already yielded `yielded` to us, under a task."""
     if getattr(yielded, "_asyncio_future_blocking", None) is not None:
         yielded._asyncio_future_blocking = True  # cleared by `_FastCycle._run`: see there
@@ -743,8 +907,8 @@ def _delegate(coro: Coroutine[Any, Any, WireResponse], yielded: Any) -> Generato
                 return stop.value
 
 
-async def _resume(coro: Coroutine[Any, Any, WireResponse], yielded: Any) -> WireResponse:
-    result: WireResponse = await _delegate(coro, yielded)
+async def _resume(coro: Coroutine[Any, Any, _T], yielded: Any) -> _T:
+    result: _T = await _delegate(coro, yielded)
     return result
 
 

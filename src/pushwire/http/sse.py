@@ -116,6 +116,25 @@ def _sse(
     since: str | None,
     last_event_id: str | None,
 ) -> StreamingResponse:
+    cursor, requested = check_sse(state, caller, filter, since, last_event_id)
+    body = _SseBody()
+    body.gen = _stream(state, filter, cursor, requested, caller, body)
+    return _SseResponse(
+        body,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+def check_sse(
+    state: HttpState,
+    caller: Caller,
+    filter: str,
+    since: str | None,
+    last_event_id: str | None,
+) -> tuple[Cursor, str]:
+    """An SSE request's checks, on any transport (raises ApiError): its cursor and how
+    it was asked for (the gap event's `requested`)."""
     check_filter(filter, state.settings.max_topic_levels)
     caller.check_subscribe(filter)
     try:
@@ -130,14 +149,7 @@ def _sse(
     if state.busy():
         state.stats.rejected_busy += 1
         raise ApiError(503, "too_many_listeners", "too many streams", {"Retry-After": "1"})
-    requested = last_event_id or since or "latest"
-    body = _SseBody()
-    body.gen = _stream(state, filter, cursor, requested, caller, body)
-    return _SseResponse(
-        body,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return cursor, last_event_id or since or "latest"
 
 
 class SseStream:

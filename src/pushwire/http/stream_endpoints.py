@@ -1,9 +1,10 @@
-"""Poll, long-poll and SSE, each declared once (http/endpoints.py), served through the ASGI
-app by the readers' entry points (`poll._poll`, `poll._longpoll`, `sse._sse`).
+"""Poll, long-poll and SSE, each declared once (http/endpoints.py). The owned protocol
+serves them from bytes (http/streams.py); requests it passes to the ASGI app (with
+`Origin` or `X-Forwarded-For`) are served here by the same readers' entry points
+(`poll._poll`, `poll._longpoll`, `sse._sse`), as Starlette responses.
 
 Their options are read from the declaration (`Endpoint.read_options`), and their OpenAPI
-fragments come from it; the responses stay Starlette responses until the streams move onto
-the owned protocol's sinks (see /work/wt/HTTP_CONTRACT.md)."""
+fragments come from it."""
 
 from __future__ import annotations
 

@@ -1,0 +1,372 @@
+"""Poll, long-poll and SSE served natively on the owned HTTP protocol (http/protocol.py).
+
+The handlers take the request's `StreamCycle` and the one reader (http/reader.py):
+
+- poll: one response, as any hot endpoint;
+- long-poll: answered at once when the first read found something, else held by a
+  `LongPollWaiter` whose `ReplySink` is `_HeldReply`: no task, no future; the answer is one
+  prebuilt response (head and body), shared by every waiter a publish wakes with the same
+  body and cursor; the connection stays kept-alive. The client's disconnect ends the hold;
+- SSE: the head is written, the parser is dropped, and the reader's `Sink` is `_SseSink`:
+  `send` is one `transport.write` of the entry's cached event bytes; `writable` follows the
+  transport's pause/resume, which calls `reader.resume()`. Heartbeats come from one timer
+  for all the streams of a listener (`_Heartbeats`), not a task per stream.
+
+Requests carrying `Origin` (CORS) or `X-Forwarded-For` still reach the same readers through
+the ASGI app (http/stream_endpoints.py), where the CORS middleware adds its headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from pushwire.http import poll, sse
+from pushwire.http.auth import Caller, caller_from
+from pushwire.http.endpoints import Endpoint, api_error_response
+from pushwire.http.errors import ApiError
+from pushwire.http.protocol import StreamCycle, StreamRoute, status_line
+from pushwire.http.reader import StreamReader
+from pushwire.http.state import HttpState
+from pushwire.http.stream_endpoints import LONGPOLL, POLL, SSE, integer
+from pushwire.http.wire import WireRequest, WireResponse
+
+StreamServe = Callable[[WireRequest, StreamCycle], Coroutine[Any, Any, WireResponse | None]]
+
+_HEARTBEAT = b": hb\n\n"
+_DROPPED = WireRequest("GET", "", b"", [], None)
+_SSE_HEAD = (
+    status_line(200)
+    + b"content-type: text/event-stream; charset=utf-8\r\n"
+    + b"cache-control: no-store\r\nx-accel-buffering: no\r\n"
+)
+
+
+def _headers(headers: dict[str, str]) -> bytes:
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode("latin-1")
+
+
+def _answer_bytes(status: int, body: bytes, headers: dict[str, str]) -> tuple[bytes, bytes]:
+    """A complete (long-)poll response, for a kept-alive and for a closing connection."""
+    head = status_line(status) + _headers(headers)
+    if status != 304:
+        head += b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+    return head + b"\r\n" + body, head + b"connection: close\r\n\r\n" + body
+
+
+def _wire(answer: poll.Answer) -> WireResponse:
+    status, body, headers = answer
+    if status == 304:
+        return WireResponse(304, b"", list(headers.items()), "")
+    return WireResponse(status, body, list(headers.items()))
+
+
+class _Options:
+    """An endpoint's options read as `Endpoint.read_options` reads them (the query wins
+    over the headers; a repeated query option: its last value, as Starlette's
+    QueryParams), without building a QueryParams for the common plain query string (no
+    `%`, `+`, `;`: nothing to decode). Anything else goes to `read_options`."""
+
+    __slots__ = ("by_header", "endpoint", "keys", "names")
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.names = frozenset(o.name for o in endpoint.options)
+        self.keys = tuple(o.name for o in endpoint.options) + tuple(
+            h.name.lower() for h in endpoint.headers
+        )
+        by_header = {o.header.lower().encode(): o.name for o in endpoint.options if o.header}
+        by_header.update({h.name.lower().encode(): h.name.lower() for h in endpoint.headers})
+        self.by_header = by_header
+
+    def read(self, request: WireRequest) -> dict[str, str | None]:
+        query = request.query_string
+        if b"%" in query or b"+" in query:
+            return self.endpoint.read_options(request)
+        values: dict[str, str | None] = dict.fromkeys(self.keys)
+        by_header = self.by_header
+        if by_header:
+            for name, value in request.headers:
+                key = by_header.get(name)
+                if key is not None and values[key] is None:
+                    values[key] = value.decode("latin-1")
+        if query:
+            names = self.names
+            for pair in query.decode("latin-1").split("&"):
+                option, _, given = pair.partition("=")
+                if option in names:
+                    values[option] = given
+        return values
+
+
+_NO_QUERY = WireRequest("GET", "", b"", [], None).query  # the empty QueryParams
+
+
+async def _caller(state: HttpState, request: WireRequest) -> Caller:
+    query = request.query_string
+    # only `?auth=` of the query matters to authentication: parsed only when it may be there
+    params = request.query if b"auth" in query or b"%" in query else _NO_QUERY
+    return await caller_from(
+        state.auth,
+        request.header_list(b"authorization"),
+        params,
+        request.ip,
+        request.cert_name,
+        allow_query=True,
+    )
+
+
+_POLL, _LONGPOLL, _SSE = _Options(POLL), _Options(LONGPOLL), _Options(SSE)
+
+
+# -- poll -----------------------------------------------------------------------------------
+
+
+async def serve_poll(
+    state: HttpState, request: WireRequest, _cycle: StreamCycle
+) -> WireResponse | None:
+    options = _POLL.read(request)
+    caller = await _caller(state, request)
+    answer = await poll.poll_read(
+        state,
+        caller,
+        request.path_tail,
+        options["since"],
+        integer(options, "limit"),
+        options["if-none-match"],
+    )
+    return _wire(answer)
+
+
+# -- long-poll ------------------------------------------------------------------------------
+
+
+class _ReplyCache:
+    """The last reply built: every waiter a publish wakes gets the same body object and
+    cursor, so the whole response is built once and written to each."""
+
+    __slots__ = ("body", "cursor", "response")
+
+    def __init__(self) -> None:
+        self.body: bytes | None = None
+        self.cursor = ""
+        self.response: tuple[bytes, bytes] = (b"", b"")
+
+    def reply(self, body: bytes, cursor: str) -> tuple[bytes, bytes]:
+        if body is not self.body or cursor != self.cursor:
+            self.response = _answer_bytes(200, body, poll._poll_headers(cursor, False))
+            self.body, self.cursor = body, cursor
+        return self.response
+
+
+class _HeldReply:
+    """A held long-poll's `ReplySink` on the owned protocol."""
+
+    __slots__ = ("cache", "cycle", "held", "state")
+
+    def __init__(self, state: HttpState, cycle: StreamCycle, cache: _ReplyCache) -> None:
+        self.state = state
+        self.cycle = cycle
+        self.cache = cache
+        self.held: poll.HeldLongPoll | None = None
+
+    def reply(self, body: bytes, cursor: str) -> None:
+        kept, closing = self.cache.reply(body, cursor)
+        self.cycle.answer(kept, closing)
+        self._end()
+
+    def not_modified(self, cursor: str) -> None:
+        self.cycle.answer(*_answer_bytes(304, b"", poll._poll_headers(cursor, False)))
+        self._end()
+
+    def refuse(self, reason: str) -> None:
+        self.cycle.answer_response(
+            api_error_response(self.state, ApiError(401, "unauthorized", reason))
+        )
+        self._end()
+
+    def lost(self) -> None:
+        self._end()
+
+    def _end(self) -> None:
+        held, self.held = self.held, None
+        if held is not None:
+            held.end()
+
+
+async def serve_longpoll(
+    state: HttpState, request: WireRequest, cycle: StreamCycle, cache: _ReplyCache
+) -> WireResponse | None:
+    options = _LONGPOLL.read(request)
+    caller = await _caller(state, request)
+    flt = request.path_tail
+    first = await poll.longpoll_read(
+        state,
+        caller,
+        flt,
+        options["since"],
+        integer(options, "limit"),
+        options["timeout"],
+        options["if-none-match"],
+    )
+    if first.answer is not None:
+        return _wire(first.answer)
+    if cycle.lost:
+        return None  # the client left during the first read
+    sink = _HeldReply(state, cycle, cache)
+    held = poll.hold_longpoll(
+        state, caller, flt, sink, first.after, first.wait, first.from_etag, first.requested
+    )
+    if held.waiter.done:
+        held.end()  # answered at once (revoked meanwhile)
+        return None
+    sink.held = held
+    cycle.on_lost = sink.lost
+    cycle.request = _DROPPED  # nothing of the request is needed while it is held
+    return None
+
+
+# -- SSE ------------------------------------------------------------------------------------
+
+
+class _SseSink:
+    """An SSE stream's `Sink` on the owned protocol."""
+
+    __slots__ = ("beats", "cycle", "pending", "sent", "stream")
+
+    def __init__(self, cycle: StreamCycle, beats: _Heartbeats) -> None:
+        self.cycle = cycle
+        self.beats = beats
+        self.stream: sse.SseStream | None = None
+        self.sent = False  # wrote something since the last heartbeat tick
+        self.pending = ""  # closed before the hello was written: the reason
+
+    def send(self, data: bytes) -> None:
+        self.sent = True
+        self.cycle.send(data)
+
+    def writable(self) -> bool:
+        return self.cycle.writable()
+
+    def close(self, reason: str) -> None:
+        stream = self.stream
+        if stream is None:
+            self.pending = reason
+            return
+        self.cycle.send(stream.close_event(reason))
+        self._end()
+        self.cycle.end_stream()
+
+    def resume(self) -> None:
+        if self.stream is not None:
+            self.stream.reader.resume()
+
+    def lost(self) -> None:
+        self._end()
+
+    def _end(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            self.beats.sinks.discard(self)
+            stream.end()
+
+
+class _Heartbeats:
+    """One timer for every SSE stream of a listener: a comment to each stream that wrote
+    nothing since the previous tick (`sse_heartbeat` seconds)."""
+
+    __slots__ = ("interval", "sinks", "timer")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.sinks: set[_SseSink] = set()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, sink: _SseSink) -> None:
+        self.sinks.add(sink)
+        if self.timer is None and self.interval > 0:
+            self.timer = asyncio.get_running_loop().call_later(self.interval, self._tick)
+
+    def _tick(self) -> None:
+        self.timer = None
+        if not self.sinks:
+            return
+        for sink in self.sinks:
+            if sink.sent:
+                sink.sent = False
+            elif sink.cycle.writable():
+                sink.cycle.send(_HEARTBEAT)
+        self.timer = asyncio.get_running_loop().call_later(self.interval, self._tick)
+
+
+async def serve_sse(
+    state: HttpState, request: WireRequest, cycle: StreamCycle, beats: _Heartbeats
+) -> WireResponse | None:
+    options = _SSE.read(request)
+    caller = await _caller(state, request)
+    flt = request.path_tail
+    cursor, requested = sse.check_sse(
+        state, caller, flt, options["since"], options["last-event-id"]
+    )
+    if cycle.lost:
+        return None
+    sink = _SseSink(cycle, beats)
+    cycle.open_stream(_SSE_HEAD, sink.resume, sink.lost)
+    stream, after = sse.open_sse(state, flt, cursor, requested, caller, sink)
+    sink.stream = stream
+    cycle.send(stream.hello(after))
+    if sink.pending:
+        sink.close(sink.pending)
+        return None
+    beats.add(sink)
+    reader = stream.reader
+    settings = state.settings
+    if not reader.replay_now(sse.BACKLOG_PAGE, settings.read_max_bytes):
+        await _replay(reader, settings.read_max_bytes)
+    return None
+
+
+async def _replay(reader: StreamReader, read_max_bytes: int) -> None:
+    """A big or cold backlog: page by page, waiting for the transport to drain."""
+    await reader.replay(sse.BACKLOG_PAGE, read_max_bytes)
+
+
+# -- the routes -----------------------------------------------------------------------------
+
+
+def _bind(
+    state: HttpState,
+    serve: Callable[
+        [HttpState, WireRequest, StreamCycle], Coroutine[Any, Any, WireResponse | None]
+    ],
+) -> StreamServe:
+    async def handler(request: WireRequest, cycle: StreamCycle) -> WireResponse | None:
+        try:
+            return await serve(state, request, cycle)
+        except ApiError as exc:
+            return api_error_response(state, exc)
+
+    return handler
+
+
+def _route(endpoint: Endpoint, handler: StreamServe) -> StreamRoute:
+    return StreamRoute(frozenset(m for m, _ in endpoint.operations), endpoint.prefix, handler)
+
+
+def stream_routes(state: HttpState) -> list[StreamRoute]:
+    """The routes of poll, long-poll and SSE on the owned protocol."""
+    cache = _ReplyCache()
+    beats = _Heartbeats(state.settings.sse_heartbeat)
+
+    async def longpoll(s: HttpState, r: WireRequest, c: StreamCycle) -> WireResponse | None:
+        return await serve_longpoll(s, r, c, cache)
+
+    async def sse_stream(s: HttpState, r: WireRequest, c: StreamCycle) -> WireResponse | None:
+        return await serve_sse(s, r, c, beats)
+
+    return [
+        _route(POLL, _bind(state, serve_poll)),
+        _route(LONGPOLL, _bind(state, longpoll)),
+        _route(SSE, _bind(state, sse_stream)),
+    ]
