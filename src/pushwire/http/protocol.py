@@ -32,6 +32,7 @@ from urllib.parse import unquote
 import httptools
 
 from pushwire.core.admission import Admission
+from pushwire.http.auth import CallerCache
 from pushwire.http.guard import (
     RESPONSE_400,
     RESPONSE_408,
@@ -143,6 +144,7 @@ class HttpProtocol(asyncio.Protocol):
     # slots: an idle connection is this object and its transport, nothing else
     __slots__ = (
         "admitted_ip",
+        "callers",
         "cert_name",
         "client",
         "closing",
@@ -182,6 +184,7 @@ class HttpProtocol(asyncio.Protocol):
         self.scheme = "http"
         self.cert_name: str | None = None
         self.admitted_ip: str | None = None
+        self.callers: CallerCache | None = None  # made by the first hot request
         # requests in order: the first is being answered, the others wait
         self.pipeline: collections.deque[_Cycle] = collections.deque()
         self.parsing: _Cycle | None = None  # the request whose head/body the parser is in
@@ -352,6 +355,9 @@ class HttpProtocol(asyncio.Protocol):
             route = self.server.route(method, path)
         cycle: _Cycle
         if route is not None:
+            callers = self.callers
+            if callers is None:
+                callers = self.callers = CallerCache()
             request = WireRequest(
                 method,
                 path,
@@ -360,6 +366,7 @@ class HttpProtocol(asyncio.Protocol):
                 self.client,
                 self.cert_name,
                 path[len(route.prefix) :],
+                callers=callers,
             )
             cycle = _FastCycle(self, request, route, keep_alive)
             self.server.served_owned += 1
@@ -679,6 +686,17 @@ class _FastCycle(_Cycle):
     def _respond(self, response: WireResponse) -> None:
         self.response_started = True
         keep = self.keep_alive
+        if (
+            keep
+            and not response.headers
+            and not self.head
+            and response.content_type == "application/json"
+        ):
+            # the common answer: a prebuilt status line and content type
+            body = response.body
+            self.proto.write(b"%b%d\r\n\r\n%b" % (_json_head(response.status), len(body), body))
+            self.finish()
+            return
         head = [
             status_line(response.status),
             b"content-type: ",
@@ -696,6 +714,19 @@ class _FastCycle(_Cycle):
             head.append(response.body)
         self.proto.write(b"".join(head))
         self.finish()
+
+
+_JSON_HEADS: dict[int, bytes] = {}
+
+
+def _json_head(status: int) -> bytes:
+    """Status line, JSON content type and the name of the length, for a kept-alive reply."""
+    head = _JSON_HEADS.get(status)
+    if head is None:
+        head = _JSON_HEADS[status] = (
+            status_line(status) + b"content-type: application/json\r\ncontent-length: "
+        )
+    return head
 
 
 def internal_error(exc: BaseException, request: WireRequest) -> WireResponse:

@@ -22,12 +22,13 @@ from pushwire.core.message import Message
 from pushwire.core.text import JsonError, TextError, check_text, parse_json
 from pushwire.core.topics import TopicError, validate_topic_name
 from pushwire.engines.base import WriteError
-from pushwire.http.auth import Caller, CallerDep, caller_from
+from pushwire.http.auth import Caller, CallerDep, cached_caller_from
 from pushwire.http.cursor import parse_duration
 from pushwire.http.encode import PRIORITY_PROPERTY
 from pushwire.http.endpoints import Endpoint, Header, Option
 from pushwire.http.errors import ApiError, bad_request, bad_topic, error_responses
 from pushwire.http.state import HttpState, get_state
+from pushwire.http.wire import JSON_ENCODER as _JSON_ENCODER
 from pushwire.http.wire import WireRequest, WireResponse, json_response
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,23 @@ class PublishSpec:
 # -- validation shared with the WebSocket protocol ---------------------------------------
 
 
+# topics that passed `check_topic`, per level limit: a publisher reuses its topics, and the
+# answer depends on nothing else (bounded; oldest out)
+_CHECKED_TOPICS: dict[tuple[str, int], None] = {}
+_CHECKED_TOPICS_MAX = 4096
+
+
 def check_topic(topic: str, max_levels: int) -> None:
+    key = (topic, max_levels)
+    if key in _CHECKED_TOPICS:
+        return
+    _check_topic(topic, max_levels)
+    if len(_CHECKED_TOPICS) >= _CHECKED_TOPICS_MAX:
+        del _CHECKED_TOPICS[next(iter(_CHECKED_TOPICS))]
+    _CHECKED_TOPICS[key] = None
+
+
+def _check_topic(topic: str, max_levels: int) -> None:
     try:
         check_text(topic, "topic")
         validate_topic_name(topic, max_levels)
@@ -327,6 +344,45 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# the JSON of a topic and of an epoch, as `json_response` would write them (bounded)
+_JSON_STRINGS: dict[str, bytes] = {}
+_JSON_STRINGS_MAX = 4096
+
+
+def _json_string(text: str) -> bytes:
+    encoded = _JSON_STRINGS.get(text)
+    if encoded is None:
+        encoded = _JSON_ENCODER.encode(text).encode()
+        if len(_JSON_STRINGS) >= _JSON_STRINGS_MAX:
+            del _JSON_STRINGS[next(iter(_JSON_STRINGS))]
+        _JSON_STRINGS[text] = encoded
+    return encoded
+
+
+def result_response(state: HttpState, message: Message) -> WireResponse:
+    """The reply to a single publish: the bytes `json_response(_status(...), result(...))`
+    gives, written without building the dict (the hot path of every raw publish)."""
+    lid = message.log_id
+    stored = not state.hub.engine.write_failed(message)
+    if lid is None:
+        body = result(state, message)
+        return json_response(_status([body]), body)
+    epoch = _json_string(state.log.epoch)
+    cursor = b'%b:%d"' % (epoch[:-1], lid)
+    return WireResponse(
+        201 if stored else 202,
+        b'{"id":%d,"topic":%b,"epoch":%b,"time":%b,"cursor":%b,"stored":%b}'
+        % (
+            lid,
+            _json_string(message.topic),
+            epoch,
+            repr(round(message.created_at, 3)).encode(),
+            cursor,
+            b"true" if stored else b"false",
+        ),
+    )
+
+
 def json_body_limit(max_payload: int) -> int:
     """Largest JSON-form body: one payload as base64 or escaped text, plus the envelope
     (a batch shares it; each payload is also checked on its own)."""
@@ -418,13 +474,13 @@ async def publish_raw(
     state: HttpState, request: WireRequest, options: Mapping[str, str | None]
 ) -> WireResponse:
     """`POST|PUT /v1/publish/{topic}` (declared by `PUBLISH_RAW`), from either server."""
-    caller = await caller_from(
+    caller = await cached_caller_from(
         state.auth,
+        request.callers,
         request.header_list(b"authorization"),
         request.query,
         request.ip,
         request.cert_name,
-        allow_query=False,
     )
     topic = request.path_tail
     check_topic(topic, state.settings.max_topic_levels)
@@ -442,9 +498,15 @@ async def publish_raw(
     if request.oversize:
         raise payload_too_large(request.oversize, state.settings.http_max_payload)
     spec.payload = request.body
-    (message,) = await publish_specs(state, [spec], "http", "http")
-    body = result(state, message)
-    return json_response(_status([body]), body)
+    # `publish_specs` for one message, without its awaits when there is nothing to wait
+    # for (no durable engine, or nothing journaled; the store not backlogged)
+    message, must_sync = route(state, spec, "http")
+    state.stats.messages_in["http"] += 1
+    if must_sync and state.hub.engine.durable:
+        await make_durable(state, must_sync)
+    if state.hub.store_held:
+        await state.hub.wait_store()
+    return result_response(state, message)
 
 
 @router.post(
