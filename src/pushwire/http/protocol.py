@@ -13,9 +13,10 @@ requests, with the JSON error model and a lingering close), the per-address admi
 extension; nothing is kept by address), keep-alive (5 s idle) and pipelining (responses in
 request order: requests queue up behind the one being answered).
 
-Requests carrying `Origin` (browsers: CORS and the Origin rules of http/browser.py) or
-`X-Forwarded-For` (a proxy in front: uvicorn's proxy-header rules) go to the ASGI app even
-on a hot path, so those rules stay in one place.
+Requests carrying `X-Forwarded-For` (a proxy in front: uvicorn's proxy-header rules) go to
+the ASGI app even on a hot path, so those rules stay in one place; so do those carrying
+`Origin` (browsers: CORS and the Origin rules of http/browser.py), except a hot request
+from the server's own origin when no `cors_origins` are set: the app would pass it as it is.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import httptools
 
 from pushwire.core.admission import Admission
 from pushwire.http.auth import CallerCache
+from pushwire.http.browser import normalize_origin, own_origin_of
 from pushwire.http.guard import (
     RESPONSE_400,
     RESPONSE_408,
@@ -58,15 +60,23 @@ ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 class FastRoute:
     """A hot endpoint served from bytes: `prefix` + the rest of the path (`path_tail`)."""
 
-    __slots__ = ("body_limit", "handler", "methods", "prefix")
+    __slots__ = ("body_limit", "handler", "methods", "own_origin_ok", "prefix")
 
     def __init__(
-        self, methods: frozenset[str], prefix: str, handler: Handler, body_limit: int
+        self,
+        methods: frozenset[str],
+        prefix: str,
+        handler: Handler,
+        body_limit: int,
+        own_origin_ok: bool = False,
     ) -> None:
         self.methods = methods
         self.prefix = prefix
         self.handler = handler
         self.body_limit = body_limit
+        # requests with `Origin` equal to the server's own may be served here (see
+        # `HttpProtocol._served_here`): true when no `cors_origins` are configured
+        self.own_origin_ok = own_origin_ok
 
 
 def _status_line(status: int) -> bytes:
@@ -344,15 +354,13 @@ class HttpProtocol(asyncio.Protocol):
         query: bytes = parsed.query or b""
         keep_alive = parser.should_keep_alive() and not self.closing
         route = None
-        if (
-            is_utf8(raw_path)
-            and is_utf8(query.replace(b"+", b" "))
-            and not _browser_or_proxy(headers)
-        ):
+        if is_utf8(raw_path) and (not query or is_utf8(query.replace(b"+", b" "))):
             path = raw_path.decode("ascii", "surrogateescape")
             if "%" in path:
                 path = unquote(path)
             route = self.server.route(method, path)
+            if route is not None and not self._served_here(route, headers):
+                route = None
         cycle: _Cycle
         if route is not None:
             callers = self.callers
@@ -379,6 +387,27 @@ class HttpProtocol(asyncio.Protocol):
             cycle.start()
         elif len(self.pipeline) > MAX_PIPELINE:
             self.pause_reading()
+
+    def _served_here(self, route: FastRoute, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether a hot request stays on this protocol. `X-Forwarded-For` (a proxy in front:
+        uvicorn's proxy-header rules) goes to the app. So does an `Origin` (a browser), unless
+        the app's only browser rule for it is the Origin check (no `cors_origins`: no CORS
+        headers to add) and the origin is the server's own, which that check lets through."""
+        origin: bytes | None = None
+        for name, value in headers:
+            if name == b"x-forwarded-for":
+                return False
+            if name == b"origin" and origin is None:
+                origin = value
+        if origin is None:
+            return True
+        if not route.own_origin_ok:
+            return False
+        host = _first(headers, b"host")
+        if host is None:
+            return False
+        own = own_origin_of(self.scheme, host.decode("latin-1"))
+        return normalize_origin(origin.decode("latin-1")) == own
 
     def on_body(self, body: bytes) -> None:
         if self.parsing is not None:
@@ -560,8 +589,11 @@ def _is_websocket(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(name == b"upgrade" and value.lower() == b"websocket" for name, value in headers)
 
 
-def _browser_or_proxy(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(name in (b"origin", b"x-forwarded-for") for name, _ in headers)
+def _first(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes | None:
+    for name, value in headers:
+        if name == wanted:
+            return value
+    return None
 
 
 def _expects_continue(headers: list[tuple[bytes, bytes]]) -> bool:
