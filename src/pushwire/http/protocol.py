@@ -640,7 +640,7 @@ class _FastCycle(_Cycle):
     """A hot endpoint: the handler runs once the body is in (or over its limit), without a
     task unless it has to wait."""
 
-    __slots__ = ("chunks", "head", "request", "route", "running", "size")
+    __slots__ = ("chunks", "expect_continue", "head", "request", "route", "running", "size")
 
     def __init__(
         self, proto: HttpProtocol, request: WireRequest, route: FastRoute, keep_alive: bool
@@ -652,7 +652,14 @@ class _FastCycle(_Cycle):
         self.size = 0
         self.running = False
         self.head = request.method == "HEAD"
-        declared = request.header(b"content-length")
+        self.expect_continue = False
+        declared: bytes | None = None
+        for name, value in request.headers:  # one pass for both headers
+            if name == b"content-length":
+                if declared is None:
+                    declared = value
+            elif name == b"expect" and value.lower() == b"100-continue":
+                self.expect_continue = True
         if declared is not None and declared.isdigit() and int(declared) > route.body_limit:
             self._over(int(declared))
 
@@ -665,7 +672,7 @@ class _FastCycle(_Cycle):
         super().start()
         if self.complete or self.request.oversize:
             self._run()
-        elif _expects_continue(self.request.headers):
+        elif self.expect_continue:
             self.proto.write(_CONTINUE)
 
     def body(self, chunk: bytes) -> None:

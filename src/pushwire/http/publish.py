@@ -345,14 +345,14 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 # the JSON of a topic and of an epoch, as `json_response` would write them (bounded)
-_JSON_STRINGS: dict[str, bytes] = {}
+_JSON_STRINGS: dict[str, str] = {}
 _JSON_STRINGS_MAX = 4096
 
 
-def _json_string(text: str) -> bytes:
+def _json_string(text: str) -> str:
     encoded = _JSON_STRINGS.get(text)
     if encoded is None:
-        encoded = _JSON_ENCODER.encode(text).encode()
+        encoded = _JSON_ENCODER.encode(text)
         if len(_JSON_STRINGS) >= _JSON_STRINGS_MAX:
             del _JSON_STRINGS[next(iter(_JSON_STRINGS))]
         _JSON_STRINGS[text] = encoded
@@ -368,18 +368,13 @@ def result_response(state: HttpState, message: Message) -> WireResponse:
         body = result(state, message)
         return json_response(_status([body]), body)
     epoch = _json_string(state.log.epoch)
-    cursor = b'%b:%d"' % (epoch[:-1], lid)
     return WireResponse(
         201 if stored else 202,
-        b'{"id":%d,"topic":%b,"epoch":%b,"time":%b,"cursor":%b,"stored":%b}'
-        % (
-            lid,
-            _json_string(message.topic),
-            epoch,
-            repr(round(message.created_at, 3)).encode(),
-            cursor,
-            b"true" if stored else b"false",
-        ),
+        (
+            f'{{"id":{lid},"topic":{_json_string(message.topic)},"epoch":{epoch},'
+            f'"time":{round(message.created_at, 3)!r},"cursor":{epoch[:-1]}:{lid}",'
+            f'"stored":{"true" if stored else "false"}}}'
+        ).encode(),
     )
 
 
