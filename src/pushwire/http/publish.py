@@ -469,14 +469,20 @@ async def publish_raw(
     state: HttpState, request: WireRequest, options: Mapping[str, str | None]
 ) -> WireResponse:
     """`POST|PUT /v1/publish/{topic}` (declared by `PUBLISH_RAW`), from either server."""
-    caller = await cached_caller_from(
-        state.auth,
-        request.callers,
-        request.header_list(b"authorization"),
-        request.query,
-        request.ip,
-        request.cert_name,
+    authorization = request.header_list(b"authorization")
+    callers = request.callers
+    caller = (
+        callers.anonymous(state.auth)  # the connection's anonymous caller, without an await
+        if callers is not None
+        and not authorization
+        and request.cert_name is None
+        and not request.query_string
+        else None
     )
+    if caller is None:
+        caller = await cached_caller_from(
+            state.auth, callers, authorization, request.query, request.ip, request.cert_name
+        )
     topic = request.path_tail
     check_topic(topic, state.settings.max_topic_levels)
     caller.check_publish(topic)  # before the body is looked at
