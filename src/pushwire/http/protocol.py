@@ -53,6 +53,9 @@ KEEP_ALIVE_TIMEOUT = 5.0  # seconds an idle kept-alive connection stays open (as
 MAX_PIPELINE = 16  # queued requests on one connection before it stops reading
 BODY_HIGH_WATER = 256 * 1024  # buffered request body before the connection stops reading
 
+HOT_URLS = 1024  # resolved hot request lines kept per listener
+HOT_URL_BYTES = 512  # longer URLs are resolved each time (the cache stays under 1 MB)
+
 Handler = Callable[[WireRequest], Coroutine[Any, Any, WireResponse]]
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -77,6 +80,10 @@ class FastRoute:
         # requests with `Origin` equal to the server's own may be served here (see
         # `HttpProtocol._served_here`): true when no `cors_origins` are configured
         self.own_origin_ok = own_origin_ok
+
+
+# (hot route or None, method, percent-decoded path, raw path, query): see `HttpServer.resolve`
+_Target = tuple[FastRoute | None, str, str, bytes, bytes]
 
 
 def _status_line(status: int) -> bytes:
@@ -120,11 +127,35 @@ class HttpServer:
         self.connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         # requests answered from bytes (hot endpoints) and through the ASGI app
+        # hot request lines already resolved (`resolve`), oldest out
+        self.hot_urls: dict[tuple[bytes, bytes], _Target] = {}
         self.served_owned = 0
         self.served_asgi = 0
 
     def protocol(self) -> HttpProtocol:
         return HttpProtocol(self)
+
+    def resolve(self, raw_method: bytes, url: bytes) -> _Target:
+        """What a request line asks for: (hot route or None, method, percent-decoded path,
+        raw path, query). Hot URLs are kept (bounded): a publisher repeats its URL, and the
+        answer depends on nothing else."""
+        method = raw_method.decode("ascii")
+        parsed = httptools.parse_url(url)
+        raw_path: bytes = parsed.path
+        query: bytes = parsed.query or b""
+        route = None
+        path = ""
+        if is_utf8(raw_path) and (not query or is_utf8(query.replace(b"+", b" "))):
+            path = raw_path.decode("ascii", "surrogateescape")
+            if "%" in path:
+                path = unquote(path)
+            route = self.route(method, path)
+        target = (route, method, path, raw_path, query)
+        if route is not None and len(url) <= HOT_URL_BYTES:
+            if len(self.hot_urls) >= HOT_URLS:
+                del self.hot_urls[next(iter(self.hot_urls))]
+            self.hot_urls[(raw_method, url)] = target
+        return target
 
     def route(self, method: str, path: str) -> FastRoute | None:
         for route in self.routes:
@@ -338,29 +369,24 @@ class HttpProtocol(asyncio.Protocol):
         self._disarm()
         parser = self.parser
         assert parser is not None and self.transport is not None
-        url = b"".join(self.url)
-        method = parser.get_method().decode("ascii")
+        url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
+        raw_method = parser.get_method()
         headers = self.headers
         if parser.should_upgrade() and _is_websocket(headers) and self.server.websocket:
-            head = [method.encode(), b" ", url, b" HTTP/1.1\r\n"]
+            head = [raw_method, b" ", url, b" HTTP/1.1\r\n"]
             for name, value in headers:
                 head += [name, b": ", value, b"\r\n"]
             head.append(b"\r\n")
             self.upgrade = b"".join(head)
             self.parsing = None
             return
-        parsed = httptools.parse_url(url)
-        raw_path: bytes = parsed.path
-        query: bytes = parsed.query or b""
         keep_alive = parser.should_keep_alive() and not self.closing
-        route = None
-        if is_utf8(raw_path) and (not query or is_utf8(query.replace(b"+", b" "))):
-            path = raw_path.decode("ascii", "surrogateescape")
-            if "%" in path:
-                path = unquote(path)
-            route = self.server.route(method, path)
-            if route is not None and not self._served_here(route, headers):
-                route = None
+        hot = self.server.hot_urls.get((raw_method, url))
+        if hot is None:
+            hot = self.server.resolve(raw_method, url)
+        route, method, path, raw_path, query = hot
+        if route is not None and not self._served_here(route, headers):
+            route = None
         cycle: _Cycle
         if route is not None:
             callers = self.callers
