@@ -197,7 +197,10 @@ class Caller:
     ip: str
 
     def check_publish(self, topic: str) -> None:
-        decision = self.permissions.check_publish(topic)
+        permissions = self.permissions
+        if permissions.can_publish(topic):
+            return  # the cached answer (per topic; rebuilt when the rules change)
+        decision = permissions.check_publish(topic)
         if not decision.allowed:
             raise ApiError(
                 403, "forbidden", f"not allowed to publish to {topic!r}: {decision.reason}"
@@ -257,6 +260,57 @@ async def caller_from(
     if not result.ok or result.identity is None:
         raise refusal(result)
     return make_caller(auth, result.identity, ip)
+
+
+class CallerCache:
+    """One connection's last anonymous caller (the owned protocol keeps one per connection).
+
+    Admitting an anonymous client depends only on the `anonymous` setting, the users of the
+    auth snapshot and the client's address, which is fixed for the connection: the answer
+    is reused while the snapshot is the same object. Any change to users, tokens or rules
+    replaces the snapshot (`AuthService.reload`), so the next request asks again. Requests
+    with credentials are not cached: tokens expire by time and failed-login budgets apply
+    per request. The admission counter still counts every request, as without the cache."""
+
+    __slots__ = ("caller", "snapshot")
+
+    def __init__(self) -> None:
+        self.caller: Caller | None = None
+        self.snapshot: object = None
+
+    def anonymous(self, auth: AuthService) -> Caller | None:
+        caller = self.caller
+        if caller is None or self.snapshot is not auth.snapshot:
+            return None
+        auth.stats.anonymous_admitted += 1
+        return caller
+
+    def keep(self, auth: AuthService, snapshot: object, caller: Caller) -> None:
+        if caller.identity.anonymous:
+            self.caller = caller
+            self.snapshot = snapshot
+
+
+async def cached_caller_from(
+    auth: AuthService,
+    cache: CallerCache | None,
+    authorization: list[str],
+    query: QueryParams,
+    ip: str,
+    cert_name: str | None,
+) -> Caller:
+    """`caller_from` for a publish (headers only), with the connection's `cache`."""
+    if cache is None:
+        return await caller_from(auth, authorization, query, ip, cert_name, allow_query=False)
+    if not authorization and cert_name is None and (QUERY_PARAM not in query):
+        found = cache.anonymous(auth)
+        if found is not None:
+            return found
+    snapshot = auth.snapshot
+    caller = await caller_from(auth, authorization, query, ip, cert_name, allow_query=False)
+    if not authorization and cert_name is None:
+        cache.keep(auth, snapshot, caller)
+    return caller
 
 
 async def caller_dependency(

@@ -52,7 +52,13 @@ def own_origin(scope: Scope) -> str | None:
     host = _header(scope, b"host")
     if not host:
         return None
-    scheme = str(scope.get("scheme", "http"))
+    return own_origin_of(str(scope.get("scheme", "http")), host)
+
+
+def own_origin_of(scheme: str, host: str) -> str | None:
+    """`own_origin` from the request's scheme and `Host` (the owned HTTP protocol's form)."""
+    if not host:
+        return None
     return f"{_HTTP_SCHEME.get(scheme, scheme)}://{host}".lower()
 
 

@@ -242,6 +242,7 @@ def hot_routes(state: HttpState) -> list[FastRoute]:
             s.endpoint.prefix,
             _bind(state, s),  # type: ignore[arg-type]
             s.body_limit(state),
+            own_origin_ok=not state.settings.cors_origins,
         )
         for s in _served()
         if s.handler is not None

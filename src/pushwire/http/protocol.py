@@ -14,9 +14,10 @@ requests, with the JSON error model and a lingering close), the per-address admi
 extension; nothing is kept by address), keep-alive (5 s idle) and pipelining (responses in
 request order: requests queue up behind the one being answered).
 
-Requests carrying `Origin` (browsers: CORS and the Origin rules of http/browser.py) or
-`X-Forwarded-For` (a proxy in front: uvicorn's proxy-header rules) go to the ASGI app even
-on a hot path, so those rules stay in one place.
+Requests carrying `X-Forwarded-For` (a proxy in front: uvicorn's proxy-header rules) go to
+the ASGI app even on a hot path, so those rules stay in one place; so do those carrying
+`Origin` (browsers: CORS and the Origin rules of http/browser.py), except a hot request
+from the server's own origin when no `cors_origins` are set: the app would pass it as it is.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from urllib.parse import unquote
 import httptools
 
 from pushwire.core.admission import Admission
+from pushwire.http.auth import CallerCache
+from pushwire.http.browser import normalize_origin, own_origin_of
 from pushwire.http.guard import (
     RESPONSE_400,
     RESPONSE_408,
@@ -52,6 +55,9 @@ KEEP_ALIVE_TIMEOUT = 5.0  # seconds an idle kept-alive connection stays open (as
 MAX_PIPELINE = 16  # queued requests on one connection before it stops reading
 BODY_HIGH_WATER = 256 * 1024  # buffered request body before the connection stops reading
 
+HOT_URLS = 1024  # resolved hot request lines kept per listener
+HOT_URL_BYTES = 512  # longer URLs are resolved each time (the cache stays under 1 MB)
+
 Handler = Callable[[WireRequest], Coroutine[Any, Any, WireResponse]]
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
@@ -59,15 +65,27 @@ ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 class FastRoute:
     """A hot endpoint served from bytes: `prefix` + the rest of the path (`path_tail`)."""
 
-    __slots__ = ("body_limit", "handler", "methods", "prefix")
+    __slots__ = ("body_limit", "handler", "methods", "own_origin_ok", "prefix")
 
     def __init__(
-        self, methods: frozenset[str], prefix: str, handler: Handler, body_limit: int
+        self,
+        methods: frozenset[str],
+        prefix: str,
+        handler: Handler,
+        body_limit: int,
+        own_origin_ok: bool = False,
     ) -> None:
         self.methods = methods
         self.prefix = prefix
         self.handler = handler
         self.body_limit = body_limit
+        # requests with `Origin` equal to the server's own may be served here (see
+        # `HttpProtocol._served_here`): true when no `cors_origins` are configured
+        self.own_origin_ok = own_origin_ok
+
+
+# (hot route or None, method, percent-decoded path, raw path, query): see `HttpServer.resolve`
+_Target = tuple[FastRoute | None, str, str, bytes, bytes]
 
 
 def _status_line(status: int) -> bytes:
@@ -111,11 +129,35 @@ class HttpServer:
         self.connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         # requests answered from bytes (hot endpoints) and through the ASGI app
+        # hot request lines already resolved (`resolve`), oldest out
+        self.hot_urls: dict[tuple[bytes, bytes], _Target] = {}
         self.served_owned = 0
         self.served_asgi = 0
 
     def protocol(self) -> HttpProtocol:
         return HttpProtocol(self)
+
+    def resolve(self, raw_method: bytes, url: bytes) -> _Target:
+        """What a request line asks for: (hot route or None, method, percent-decoded path,
+        raw path, query). Hot URLs are kept (bounded): a publisher repeats its URL, and the
+        answer depends on nothing else."""
+        method = raw_method.decode("ascii")
+        parsed = httptools.parse_url(url)
+        raw_path: bytes = parsed.path
+        query: bytes = parsed.query or b""
+        route = None
+        path = ""
+        if is_utf8(raw_path) and (not query or is_utf8(query.replace(b"+", b" "))):
+            path = raw_path.decode("ascii", "surrogateescape")
+            if "%" in path:
+                path = unquote(path)
+            route = self.route(method, path)
+        target = (route, method, path, raw_path, query)
+        if route is not None and len(url) <= HOT_URL_BYTES:
+            if len(self.hot_urls) >= HOT_URLS:
+                del self.hot_urls[next(iter(self.hot_urls))]
+            self.hot_urls[(raw_method, url)] = target
+        return target
 
     def route(self, method: str, path: str) -> FastRoute | None:
         for route in self.routes:
@@ -145,6 +187,7 @@ class HttpProtocol(asyncio.Protocol):
     # slots: an idle connection is this object and its transport, nothing else
     __slots__ = (
         "admitted_ip",
+        "callers",
         "cert_name",
         "client",
         "closing",
@@ -184,6 +227,7 @@ class HttpProtocol(asyncio.Protocol):
         self.scheme = "http"
         self.cert_name: str | None = None
         self.admitted_ip: str | None = None
+        self.callers: CallerCache | None = None  # made by the first hot request
         # requests in order: the first is being answered, the others wait
         self.pipeline: collections.deque[_Cycle] = collections.deque()
         self.parsing: _Cycle | None = None  # the request whose head/body the parser is in
@@ -329,33 +373,29 @@ class HttpProtocol(asyncio.Protocol):
         self._disarm()
         parser = self.parser
         assert parser is not None and self.transport is not None
-        url = b"".join(self.url)
-        method = parser.get_method().decode("ascii")
+        url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
+        raw_method = parser.get_method()
         headers = self.headers
         if parser.should_upgrade() and _is_websocket(headers) and self.server.websocket:
-            head = [method.encode(), b" ", url, b" HTTP/1.1\r\n"]
+            head = [raw_method, b" ", url, b" HTTP/1.1\r\n"]
             for name, value in headers:
                 head += [name, b": ", value, b"\r\n"]
             head.append(b"\r\n")
             self.upgrade = b"".join(head)
             self.parsing = None
             return
-        parsed = httptools.parse_url(url)
-        raw_path: bytes = parsed.path
-        query: bytes = parsed.query or b""
         keep_alive = parser.should_keep_alive() and not self.closing
-        route = None
-        if (
-            is_utf8(raw_path)
-            and is_utf8(query.replace(b"+", b" "))
-            and not _browser_or_proxy(headers)
-        ):
-            path = raw_path.decode("ascii", "surrogateescape")
-            if "%" in path:
-                path = unquote(path)
-            route = self.server.route(method, path)
+        hot = self.server.hot_urls.get((raw_method, url))
+        if hot is None:
+            hot = self.server.resolve(raw_method, url)
+        route, method, path, raw_path, query = hot
+        if route is not None and not self._served_here(route, headers):
+            route = None
         cycle: _Cycle
         if route is not None:
+            callers = self.callers
+            if callers is None:
+                callers = self.callers = CallerCache()
             request = WireRequest(
                 method,
                 path,
@@ -364,6 +404,7 @@ class HttpProtocol(asyncio.Protocol):
                 self.client,
                 self.cert_name,
                 path[len(route.prefix) :],
+                callers=callers,
             )
             if isinstance(route, StreamRoute):
                 cycle = StreamCycle(self, request, route, keep_alive)
@@ -379,6 +420,27 @@ class HttpProtocol(asyncio.Protocol):
             cycle.start()
         elif len(self.pipeline) > MAX_PIPELINE:
             self.pause_reading()
+
+    def _served_here(self, route: FastRoute, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether a hot request stays on this protocol. `X-Forwarded-For` (a proxy in front:
+        uvicorn's proxy-header rules) goes to the app. So does an `Origin` (a browser), unless
+        the app's only browser rule for it is the Origin check (no `cors_origins`: no CORS
+        headers to add) and the origin is the server's own, which that check lets through."""
+        origin: bytes | None = None
+        for name, value in headers:
+            if name == b"x-forwarded-for":
+                return False
+            if name == b"origin" and origin is None:
+                origin = value
+        if origin is None:
+            return True
+        if not route.own_origin_ok:
+            return False
+        host = _first(headers, b"host")
+        if host is None:
+            return False
+        own = own_origin_of(self.scheme, host.decode("latin-1"))
+        return normalize_origin(origin.decode("latin-1")) == own
 
     def on_body(self, body: bytes) -> None:
         if self.parsing is not None:
@@ -560,8 +622,11 @@ def _is_websocket(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(name == b"upgrade" and value.lower() == b"websocket" for name, value in headers)
 
 
-def _browser_or_proxy(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(name in (b"origin", b"x-forwarded-for") for name, _ in headers)
+def _first(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes | None:
+    for name, value in headers:
+        if name == wanted:
+            return value
+    return None
 
 
 def _expects_continue(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -611,7 +676,7 @@ class _FastCycle(_Cycle):
     """A hot endpoint: the handler runs once the body is in (or over its limit), without a
     task unless it has to wait."""
 
-    __slots__ = ("chunks", "head", "request", "route", "running", "size")
+    __slots__ = ("chunks", "expect_continue", "head", "request", "route", "running", "size")
 
     def __init__(
         self, proto: HttpProtocol, request: WireRequest, route: FastRoute, keep_alive: bool
@@ -623,7 +688,14 @@ class _FastCycle(_Cycle):
         self.size = 0
         self.running = False
         self.head = request.method == "HEAD"
-        declared = request.header(b"content-length")
+        self.expect_continue = False
+        declared: bytes | None = None
+        for name, value in request.headers:  # one pass for both headers
+            if name == b"content-length":
+                if declared is None:
+                    declared = value
+            elif name == b"expect" and value.lower() == b"100-continue":
+                self.expect_continue = True
         if declared is not None and declared.isdigit() and int(declared) > route.body_limit:
             self._over(int(declared))
 
@@ -636,7 +708,7 @@ class _FastCycle(_Cycle):
         super().start()
         if self.complete or self.request.oversize:
             self._run()
-        elif _expects_continue(self.request.headers):
+        elif self.expect_continue:
             self.proto.write(_CONTINUE)
 
     def body(self, chunk: bytes) -> None:
@@ -689,6 +761,17 @@ class _FastCycle(_Cycle):
     def _respond(self, response: WireResponse) -> None:
         self.response_started = True
         keep = self.keep_alive
+        if (
+            keep
+            and not response.headers
+            and not self.head
+            and response.content_type == "application/json"
+        ):
+            # the common answer: a prebuilt status line and content type
+            body = response.body
+            self.proto.write(b"%b%d\r\n\r\n%b" % (_json_head(response.status), len(body), body))
+            self.finish()
+            return
         head = [
             status_line(response.status),
             b"content-type: ",
@@ -860,6 +943,19 @@ class StreamCycle(_FastCycle):
 
 
 _DROPPED = WireRequest("GET", "", b"", [], None)  # what a stream keeps of its request
+
+
+_JSON_HEADS: dict[int, bytes] = {}
+
+
+def _json_head(status: int) -> bytes:
+    """Status line, JSON content type and the name of the length, for a kept-alive reply."""
+    head = _JSON_HEADS.get(status)
+    if head is None:
+        head = _JSON_HEADS[status] = (
+            status_line(status) + b"content-type: application/json\r\ncontent-length: "
+        )
+    return head
 
 
 def internal_error(exc: BaseException, request: WireRequest) -> WireResponse:

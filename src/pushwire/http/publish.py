@@ -23,12 +23,13 @@ from pushwire.core.receipt import Receipt
 from pushwire.core.text import JsonError, TextError, check_text, parse_json
 from pushwire.core.topics import TopicError, validate_topic_name
 from pushwire.engines.base import WriteError
-from pushwire.http.auth import Caller, CallerDep, caller_from
+from pushwire.http.auth import Caller, CallerDep, cached_caller_from
 from pushwire.http.cursor import parse_duration
 from pushwire.http.encode import PRIORITY_PROPERTY
 from pushwire.http.endpoints import Endpoint, Header, Option
 from pushwire.http.errors import ApiError, bad_request, bad_topic, error_responses
 from pushwire.http.state import HttpState, get_state
+from pushwire.http.wire import JSON_ENCODER as _JSON_ENCODER
 from pushwire.http.wire import WireRequest, WireResponse, json_response
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,23 @@ class PublishSpec:
 # -- validation shared with the WebSocket protocol ---------------------------------------
 
 
+# topics that passed `check_topic`, per level limit: a publisher reuses its topics, and the
+# answer depends on nothing else (bounded; oldest out)
+_CHECKED_TOPICS: dict[tuple[str, int], None] = {}
+_CHECKED_TOPICS_MAX = 4096
+
+
 def check_topic(topic: str, max_levels: int) -> None:
+    key = (topic, max_levels)
+    if key in _CHECKED_TOPICS:
+        return
+    _check_topic(topic, max_levels)
+    if len(_CHECKED_TOPICS) >= _CHECKED_TOPICS_MAX:
+        del _CHECKED_TOPICS[next(iter(_CHECKED_TOPICS))]
+    _CHECKED_TOPICS[key] = None
+
+
+def _check_topic(topic: str, max_levels: int) -> None:
     try:
         check_text(topic, "topic")
         validate_topic_name(topic, max_levels)
@@ -327,6 +344,40 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# the JSON of a topic and of an epoch, as `json_response` would write them (bounded)
+_JSON_STRINGS: dict[str, str] = {}
+_JSON_STRINGS_MAX = 4096
+
+
+def _json_string(text: str) -> str:
+    encoded = _JSON_STRINGS.get(text)
+    if encoded is None:
+        encoded = _JSON_ENCODER.encode(text)
+        if len(_JSON_STRINGS) >= _JSON_STRINGS_MAX:
+            del _JSON_STRINGS[next(iter(_JSON_STRINGS))]
+        _JSON_STRINGS[text] = encoded
+    return encoded
+
+
+def result_response(state: HttpState, message: Message) -> WireResponse:
+    """The reply to a single publish: the bytes `json_response(_status(...), result(...))`
+    gives, written without building the dict (the hot path of every raw publish)."""
+    lid = message.log_id
+    stored = not state.hub.engine.write_failed(message)
+    if lid is None:
+        body = result(state, message)
+        return json_response(_status([body]), body)
+    epoch = _json_string(state.log.epoch)
+    return WireResponse(
+        201 if stored else 202,
+        (
+            f'{{"id":{lid},"topic":{_json_string(message.topic)},"epoch":{epoch},'
+            f'"time":{round(message.created_at, 3)!r},"cursor":{epoch[:-1]}:{lid}",'
+            f'"stored":{"true" if stored else "false"}}}'
+        ).encode(),
+    )
+
+
 def json_body_limit(max_payload: int) -> int:
     """Largest JSON-form body: one payload as base64 or escaped text, plus the envelope
     (a batch shares it; each payload is also checked on its own)."""
@@ -418,14 +469,20 @@ async def publish_raw(
     state: HttpState, request: WireRequest, options: Mapping[str, str | None]
 ) -> WireResponse:
     """`POST|PUT /v1/publish/{topic}` (declared by `PUBLISH_RAW`), from either server."""
-    caller = await caller_from(
-        state.auth,
-        request.header_list(b"authorization"),
-        request.query,
-        request.ip,
-        request.cert_name,
-        allow_query=False,
+    authorization = request.header_list(b"authorization")
+    callers = request.callers
+    caller = (
+        callers.anonymous(state.auth)  # the connection's anonymous caller, without an await
+        if callers is not None
+        and not authorization
+        and request.cert_name is None
+        and not request.query_string
+        else None
     )
+    if caller is None:
+        caller = await cached_caller_from(
+            state.auth, callers, authorization, request.query, request.ip, request.cert_name
+        )
     topic = request.path_tail
     check_topic(topic, state.settings.max_topic_levels)
     caller.check_publish(topic)  # before the body is looked at
@@ -442,9 +499,18 @@ async def publish_raw(
     if request.oversize:
         raise payload_too_large(request.oversize, state.settings.http_max_payload)
     spec.payload = request.body
-    (message,) = await publish_specs(state, [spec], "http", "http")
-    body = result(state, message)
-    return json_response(_status([body]), body)
+    # `publish_specs` for one message, without its awaits when there is nothing to wait
+    # for (no durable engine, or nothing journaled; the store not backlogged)
+    receipt = route(state, spec, "http")
+    state.stats.messages_in["http"] += 1
+    if receipt.durable is not None:
+        await make_durable([receipt])
+    if receipt.refused():
+        # engine=redis and Redis did not take it: it reached nobody (never a false ack)
+        raise ApiError(503, "store_unavailable", "the message store is unreachable; try again")
+    if state.hub.store_held:
+        await state.hub.wait_store()
+    return result_response(state, receipt.message)
 
 
 @router.post(

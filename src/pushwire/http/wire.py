@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import QueryParams
+
+if TYPE_CHECKING:
+    from pushwire.http.auth import CallerCache
 
 _EMPTY = QueryParams("")  # immutable: shared by every request without a query string
 
@@ -27,6 +30,8 @@ class WireRequest:
     body: bytes = b""
     # bytes of a body over the endpoint's limit (0: within it); such a body is not kept
     oversize: int = 0
+    # the connection's cache of its caller (owned protocol only; None through the ASGI app)
+    callers: CallerCache | None = None
     _query: QueryParams | None = field(default=None, repr=False)
 
     def header(self, name: bytes) -> str | None:
@@ -63,12 +68,12 @@ class WireResponse:
 
 
 # one encoder: json.dumps with options builds a new one per call
-_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def json_response(status: int, content: Any, headers: dict[str, str] | None = None) -> WireResponse:
     """JSON as Starlette's JSONResponse renders it (compact, UTF-8)."""
-    body = _JSON.encode(content)
+    body = JSON_ENCODER.encode(content)
     return WireResponse(status, body.encode(), list(headers.items()) if headers else [])
 
 
