@@ -228,11 +228,19 @@ def test_session_discarded_after_slow_consumer_releases_its_bytes(
 async def test_sse_stream_buffer_is_bounded_in_bytes_not_only_in_messages(
     http_server: StartServer,
 ) -> None:
-    """Few large messages (far below stream_buffer, the count) overflow the byte bound of
-    a stream that does not read: it is closed with reason overflow, and resumes whole."""
+    """Large messages, far fewer than stream_buffer (the count), overflow the byte bound of
+    a stream that does not read: it is closed with reason overflow, and resumes whole.
+
+    The stream writes straight to the socket until the transport pauses it, so the client
+    keeps a small receive window and reads nothing until the overflow is counted: the
+    kernel and the transport buffer fill first, then the stream's 300 KB."""
     srv = http_server(stream_buffer_bytes=300_000)
     url = base(srv)
-    reader, writer = await asyncio.open_connection(srv.host, srv.http_port)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((srv.host, srv.http_port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
     writer.write(b"GET /v1/sse/wide HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     await writer.drain()
     async with httpx.AsyncClient(timeout=10) as client:
@@ -243,21 +251,29 @@ async def test_sse_stream_buffer_is_bounded_in_bytes_not_only_in_messages(
             ):
                 break
             await asyncio.sleep(0.01)
-        # one batch: every message reaches the stream's buffer within one loop turn
-        batch = [{"topic": "wide", "payload": f"{i:02d}" + "w" * (64 * KB)} for i in range(10)]
-        assert (await client.post(f"{url}/v1/publish", json=batch)).status_code == 201
+        sent = 0
+        for _ in range(40):
+            batch = [
+                {"topic": "wide", "payload": f"{sent + i:04d}" + "w" * (64 * KB)} for i in range(10)
+            ]
+            assert (await client.post(f"{url}/v1/publish", json=batch)).status_code == 201
+            sent += 10
+            if "pushwire_stream_overflows_total 1.0" in (await client.get(f"{url}/metrics")).text:
+                break
+        else:
+            raise AssertionError("the stream never overflowed its byte bound")
+        # the byte bound, not the count (10,000 by default), closed it
+        assert sent < 10_000
         data = b""
         async with asyncio.timeout(10):
             while chunk := await reader.read(65536):
                 data += chunk
         writer.close()
         assert b"event: close" in data and b'"reason":"overflow"' in data
-        text = (await client.get(f"{url}/metrics")).text
-        assert "pushwire_stream_overflows_total 1.0" in text
         # resumed with a cursor: every message, nothing skipped
-        r = await client.get(f"{url}/v1/poll/wide", params={"since": "all", "limit": 100})
+        r = await client.get(f"{url}/v1/poll/wide", params={"since": "all", "limit": 1000})
         body = r.json()
-        assert [m["payload"][:2] for m in body["messages"]] == [f"{i:02d}" for i in range(10)]
+        assert [m["payload"][:4] for m in body["messages"]] == [f"{i:04d}" for i in range(sent)]
 
 
 def burst(prefix: str, n: int) -> list[dict[str, str]]:
