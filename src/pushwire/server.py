@@ -22,9 +22,10 @@ from pushwire.core.hub import Hub
 from pushwire.core.log import run_log_sweeper
 from pushwire.core.session import SessionLimits
 from pushwire.core.sys_topics import run_sys_publisher
-from pushwire.engines.auth_store import make_auth_store
+from pushwire.engines.auth_store import AuthStore, make_auth_store
 from pushwire.engines.base import Engine
 from pushwire.engines.memory import MemoryEngine
+from pushwire.engines.redis.auth_store import RedisAuthStore
 from pushwire.gateway.service import Gateway
 from pushwire.http.app import create_app, make_log
 from pushwire.http.guard import head_timeout_protocol
@@ -48,7 +49,11 @@ REDIS_ENGINE_MODULE = "pushwire.engines.redis"
 def redis_engine_available() -> bool:
     # find_spec, not a guarded import: a broken redis engine must fail loudly, not be
     # reported as "not available"
-    return importlib.util.find_spec(REDIS_ENGINE_MODULE) is not None
+    # a namespace package (engines/redis/ holding only the session/auth parts, no
+    # __init__.py with RedisEngine yet) is not the engine
+    spec = importlib.util.find_spec(REDIS_ENGINE_MODULE)
+    namespace = spec is not None and spec.origin is None and spec.submodule_search_locations
+    return spec is not None and not namespace
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -70,6 +75,14 @@ def make_engine(settings: Settings) -> Engine:
         durable=settings.durability,
         max_pending_bytes=settings.store_max_pending_bytes,
     )
+
+
+def make_server_auth_store(settings: Settings) -> AuthStore:
+    """engine redis: users, tokens and ACLs in Redis, the same on every node; otherwise the
+    embedded store (memory, or SQLite in the data dir)."""
+    if settings.engine == "redis":
+        return RedisAuthStore(settings.redis_url)
+    return make_auth_store(memory=settings.memory, data_dir=settings.data_dir)
 
 
 class DataDirInUse(RuntimeError):
@@ -106,7 +119,7 @@ class PushwireServer:
             route_cache_bytes=settings.route_cache_bytes,
         )
         self.auth = AuthService(
-            make_auth_store(memory=settings.memory, data_dir=settings.data_dir),
+            make_server_auth_store(settings),
             AuthSettings(
                 anonymous=settings.anonymous,
                 login_failures_burst=settings.login_failures_burst,
