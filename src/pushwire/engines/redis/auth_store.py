@@ -1,6 +1,6 @@
 """Users, tokens and ACL rules in Redis: one set of credentials for every node (engine=redis).
 
-Keys (all under `prefix`, "pushwire:" by default):
+Keys (all under `prefix`, "pw:" by default):
 
 - `auth:gen`     integer, bumped in the same MULTI/EXEC as every change (not by `touch_token`);
 - `auth:users`   hash username -> JSON user;
@@ -43,7 +43,7 @@ from pushwire.engines.auth_store import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "pushwire:"
+DEFAULT_PREFIX = "pw:"
 
 
 def _user_json(user: StoredUser) -> str:
