@@ -26,6 +26,8 @@ from pushwire.engines.auth_store import AuthStore, make_auth_store
 from pushwire.engines.base import Engine
 from pushwire.engines.memory import MemoryEngine
 from pushwire.engines.redis.auth_store import RedisAuthStore
+from pushwire.engines.redis.presence import RedisPresence
+from pushwire.engines.redis.sessions import RedisSessionStore
 from pushwire.gateway.service import Gateway
 from pushwire.http.app import create_app, make_log
 from pushwire.http.guard import head_timeout_protocol
@@ -33,6 +35,7 @@ from pushwire.http.publish import json_body_limit
 from pushwire.http.ws_protocol import WebSocketProtocol
 from pushwire.mqtt.broker import MQTTBroker
 from pushwire.mqtt.clients import mqtt_clients
+from pushwire.mqtt.handover import SessionHandover
 from pushwire.mqtt.websocket import mount_mqtt_websocket
 from pushwire.tls import server_context, uvicorn_ssl_options
 
@@ -85,6 +88,36 @@ def make_server_auth_store(settings: Settings) -> AuthStore:
     return make_auth_store(memory=settings.memory, data_dir=settings.data_dir)
 
 
+def make_handover(engine: Engine, hub: Hub, settings: Settings) -> SessionHandover | None:
+    """engine=redis: sessions follow their client from node to node (mqtt/handover.py),
+    when the engine keeps them in a RedisSessionStore (its `sessions`)."""
+    store = getattr(engine, "sessions", None)
+    if not isinstance(store, RedisSessionStore):
+        return None
+    stats = hub.stats
+
+    def figures() -> dict[str, float]:
+        return {
+            "clients_connected": stats.clients_connected,
+            "messages_in": stats.messages_received,
+            "messages_out": stats.messages_sent,
+            "bytes_in": stats.bytes_received,
+            "bytes_out": stats.bytes_sent,
+            "uptime": stats.uptime(),
+        }
+
+    presence = RedisPresence(
+        store.client,
+        settings.node_id,
+        prefix=store.prefix,
+        interval=settings.cluster_heartbeat_interval,
+        timeout=settings.cluster_node_timeout,
+        figures=figures,
+    )
+    store.takeover_timeout = settings.cluster_takeover_timeout
+    return SessionHandover(hub, store, presence, settings.cluster_heartbeat_interval)
+
+
 class DataDirInUse(RuntimeError):
     pass
 
@@ -133,6 +166,8 @@ class PushwireServer:
         # per-IP connection limits, shared by the MQTT and HTTP listeners
         self.admission = admission_from_settings(settings)
         self.mqtt = MQTTBroker(self.hub, settings, self.auth, self.admission)
+        self.handover = make_handover(self.engine, self.hub, settings)
+        self.mqtt.handover = self.handover
         # the push gateway: device pushes are hub messages on devices/{device}/{app}
         self.gateway = Gateway(self.hub, self.auth, settings)
         self.log = make_log(self.hub, settings)  # message log for the HTTP transports
@@ -149,6 +184,9 @@ class PushwireServer:
         if s.engine == "sqlite":  # the only engine whose state is a file in data_dir
             self._lock_data_dir()
         await self.engine.open()
+        if self.handover is not None:
+            # heartbeat before sessions are adopted: locks are only good while this beats
+            await self.handover.start()
         await self.auth.start()
         await self.gateway.start()
         await self.hub.restore()
@@ -237,6 +275,8 @@ class PushwireServer:
         self.log.sweep()  # hand pending log trims to the engine before it closes
         await self.gateway.stop()
         await self.auth.stop()
+        if self.handover is not None:
+            await self.handover.stop()
         await self.engine.close()
         if self._lock_file is not None:
             self._lock_file.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from typing import TYPE_CHECKING
 
 from pushwire.config import Settings
 from pushwire.core.admission import Admission, admission_from_settings
@@ -14,6 +15,9 @@ from pushwire.core.message import Message
 from pushwire.core.session import Session
 from pushwire.mqtt.packets import ReasonCode
 from pushwire.mqtt.protocol import MQTTServerProtocol
+
+if TYPE_CHECKING:
+    from pushwire.mqtt.handover import SessionHandover
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,8 @@ class MQTTBroker:
         self._servers: list[asyncio.Server] = []
         self._will_timers: dict[str, asyncio.TimerHandle] = {}
         self.admission = admission or admission_from_settings(settings)
+        # engine=redis: a CONNECT first takes its client id from whichever node holds it
+        self.handover: SessionHandover | None = None
 
     # -- connections -----------------------------------------------------------------
 

@@ -694,6 +694,41 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             props["maximum_packet_size"] = self.broker.settings.max_packet_size
             if self._auth_link is not None:
                 props.update(self._auth_link.connack_properties())
+        handover = self.broker.handover
+        if handover is not None and client_id not in self.hub.sessions:
+            # engine=redis: another node may hold this client id (mqtt/handover.py); take it,
+            # with its session, before answering. Packets after CONNECT wait meanwhile.
+            self._auth_pending = True
+            self._hold_reading()
+            claim = asyncio.ensure_future(handover.claim(client_id))
+
+            def claimed(t: asyncio.Future[bool]) -> None:
+                self._auth_pending = False
+                if self._closing:
+                    return
+                if t.cancelled() or t.exception() is not None or not t.result():
+                    if t.done() and not t.cancelled() and t.exception() is not None:
+                        log.error(
+                            "taking client %r from its node failed: %s", client_id, t.exception()
+                        )
+                    code = (
+                        ReasonCode.SERVER_UNAVAILABLE if v5 else ConnackCode311.SERVER_UNAVAILABLE
+                    )
+                    self._send(Connack(False, code))
+                    self._abort(f"client id {client_id!r} not handed over", logging.INFO)
+                    return
+                self._open_session(p, client_id, expiry_interval, props)
+                self._flush()
+                self._release_held()
+
+            claim.add_done_callback(claimed)
+            return
+        self._open_session(p, client_id, expiry_interval, props)
+
+    def _open_session(
+        self, p: Connect, client_id: str, expiry_interval: int | None, props: dict[str, Any]
+    ) -> None:
+        assert self.identity is not None
         session, present = self.hub.connect(
             client_id,
             p.clean_start,

@@ -163,6 +163,9 @@ class RedisAuthStore:
                 self._async_client = redis.asyncio.Redis.from_url(self.url)
                 self._pubsub = self._async_client.pubsub(ignore_subscribe_messages=True)
                 await self._pubsub.subscribe(self.channel)
+                # a change made before the subscription took effect sends no notice here:
+                # return, so the caller reloads once now that no further change is missed
+                return
             deadline = asyncio.get_running_loop().time() + timeout
             while (left := deadline - asyncio.get_running_loop().time()) > 0:
                 if await self._pubsub.get_message(timeout=left) is not None:

@@ -407,15 +407,18 @@ class RedisSessionStore:
         session.inbound_qos2 = sorted(int(_text(p)) for p in inbound)
         return session
 
-    async def load_sessions(self, queue_window: int = 0) -> list[StoredSession]:
-        """Start-up: adopt every stored session no live node holds, and load those.
+    async def load_sessions(
+        self, queue_window: int = 0, *, skip: set[str] | None = None
+    ) -> list[StoredSession]:
+        """Adopt every stored session no live node holds (except `skip`), and load those.
 
         A session held by a live node stays there (it routes and queues for it); the
-        window is ignored (keeps_queue is False: whole queues are loaded)."""
+        window is ignored (keeps_queue is False: whole queues are loaded). One lock script
+        per stored session: what a node pays at start-up and every adoption round."""
         loaded = []
         for raw in await self.client.hkeys(self._sess):
             client_id = _text(raw)
-            if await self.try_lock(client_id) is None:
+            if (skip and client_id in skip) or await self.try_lock(client_id) is None:
                 continue
             session = await self.load_session(client_id)
             if session is not None:

@@ -1,0 +1,135 @@
+"""MQTT persistent sessions that follow their client across nodes (engine=redis).
+
+Two pushwire nodes (in this process, each on its own loop and ports) share one private
+redis-server; clients are raw MQTT 3.1.1 sockets. Until the cross-node fan-out is on this
+branch (helpers/redis_sessions.py), messages are published on the node that holds the
+session, and the tests check that the session, with its queue and inflight messages, moves
+to the node the client connects to next.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers.inproc import InProcessServer
+from helpers.raw import (
+    PUBLISH,
+    ConnectionClosed,
+    RawClient,
+    connected_client,
+)
+from helpers.redis import RedisServer
+from pushwire.mqtt.handover import SessionHandover
+
+HOST = "127.0.0.1"
+
+
+@pytest.fixture
+def nodes(
+    redis_server: RedisServer, redis_engine: str, tmp_path: Path
+) -> Iterator[list[InProcessServer]]:
+    started: list[InProcessServer] = []
+    try:
+        for name in ("a", "b"):
+            node = InProcessServer(
+                memory=False,
+                engine="redis",
+                redis_url=redis_server.url,
+                data_dir=tmp_path / name,
+                node_id=f"node-{name}",
+            )
+            started.append(node.start())
+        yield started
+    finally:
+        for node in reversed(started):
+            node.stop()
+
+
+def handover(node: InProcessServer) -> SessionHandover:
+    assert node.server is not None and node.server.handover is not None
+    return node.server.handover
+
+
+def wait_until(cond: object, what: str, timeout: float = 10.0) -> None:
+    assert callable(cond)
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def test_persistent_session_moves_with_queue_and_inflight(nodes: list[InProcessServer]) -> None:
+    a, b = nodes
+    dev = connected_client(HOST, a.mqtt_port, "dev-1", clean_session=False)
+    assert dev.subscribe(1, [("t/#", 1)]).granted == [1]
+    with connected_client(HOST, a.mqtt_port, "pub-1") as pub:
+        pub.publish_complete("t/1", b"inflight", qos=1, packet_id=1)
+        first = dev.recv_publish()
+        assert first.payload == b"inflight"  # received, never acknowledged
+        dev.close()
+        wait_until(
+            lambda: a.call(lambda: a.server.hub.sessions["dev-1"].link is None),
+            "A to see dev-1 leave",
+        )  # type: ignore[union-attr]
+        # acknowledged by node A while dev-1 is offline: queued there
+        pub.publish_complete("t/2", b"queued-1", qos=1, packet_id=2)
+        pub.publish_complete("t/3", b"queued-2", qos=1, packet_id=3)
+
+    # dev-1 comes back on node B: B takes the session from A, subscriptions and all
+    moved = RawClient(HOST, b.mqtt_port)
+    try:
+        ack = moved.mqtt_connect("dev-1", clean_session=False)
+        assert ack.return_code == 0 and ack.session_present
+        again = moved.recv_publish()
+        assert (again.payload, again.dup, again.packet_id) == (b"inflight", True, first.packet_id)
+        moved.ack(again)
+        rest = [moved.recv_publish() for _ in range(2)]
+        assert [p.payload for p in rest] == [b"queued-1", b"queued-2"]
+        for p in rest:
+            moved.ack(p)
+        assert a.call(lambda: "dev-1" not in a.server.hub.sessions)  # type: ignore[union-attr]
+        assert handover(a).sessions_handed_over == 1 and handover(b).sessions_taken_over == 1
+        # the subscription came along: a publish on B now reaches dev-1 there
+        with connected_client(HOST, b.mqtt_port, "pub-2") as pub:
+            pub.publish_complete("t/4", b"on-b", qos=1, packet_id=1)
+        got = moved.recv_publish()
+        assert got.payload == b"on-b"
+        moved.ack(got)
+    finally:
+        moved.close()
+
+
+def test_takeover_closes_the_connection_on_the_other_node(nodes: list[InProcessServer]) -> None:
+    a, b = nodes
+    old = connected_client(HOST, a.mqtt_port, "dev-2", clean_session=False)
+    assert old.subscribe(1, [("x/#", 0)]).granted == [0]
+    new = connected_client(HOST, b.mqtt_port, "dev-2", clean_session=False)
+    try:
+        # the old connection on node A is closed by A (kicked), nothing else arrives there
+        with pytest.raises(ConnectionClosed):
+            while True:
+                pkt = old.recv_packet(timeout=10.0)
+                assert pkt.type != PUBLISH
+        assert new.is_open()
+        assert handover(a).store.kicks_handled == 1
+    finally:
+        old.close()
+        new.close()
+
+
+def test_clean_start_elsewhere_drops_the_old_session(nodes: list[InProcessServer]) -> None:
+    a, b = nodes
+    with connected_client(HOST, a.mqtt_port, "dev-3", clean_session=False) as dev:
+        dev.subscribe(1, [("y/#", 1)])
+    with connected_client(HOST, b.mqtt_port, "dev-3", clean_session=True) as dev:
+        ack_present = dev.is_open()
+        assert ack_present
+    # neither node keeps it, and it is gone from Redis: a persistent reconnect finds nothing
+    with RawClient(HOST, a.mqtt_port) as dev:
+        ack = dev.mqtt_connect("dev-3", clean_session=False)
+        assert ack.return_code == 0 and not ack.session_present
