@@ -58,7 +58,7 @@ async def test_token_revoked_on_one_node_is_refused_on_the_other(
     await a.add_user("alice", "pw-alice")
     new = await a.create_token("alice")
     # node B learns of the user and token through the notification, not its own write
-    await wait_for(lambda: "alice" in b._snapshot.users, "node B to see the new user")
+    await wait_for(lambda: new.info.id in b._snapshot.tokens, "node B to see the new token")
     assert (await b.authenticate_token(new.token, "127.0.0.1")).ok
 
     revoked_on_b: list[str] = []
