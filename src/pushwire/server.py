@@ -30,6 +30,7 @@ from pushwire.engines.redis.presence import RedisPresence
 from pushwire.engines.redis.sessions import RedisSessionStore
 from pushwire.gateway.service import Gateway
 from pushwire.http.app import create_app, make_log
+from pushwire.http.cluster_metrics import ClusterCollector
 from pushwire.http.guard import head_timeout_protocol
 from pushwire.http.publish import json_body_limit
 from pushwire.http.ws_protocol import WebSocketProtocol
@@ -186,6 +187,7 @@ class PushwireServer:
         await self.engine.open()
         if self.handover is not None:
             # heartbeat before sessions are adopted: locks are only good while this beats
+            self.handover.publish_sys = s.sys_interval > 0
             await self.handover.start()
         await self.auth.start()
         await self.gateway.start()
@@ -227,6 +229,8 @@ class PushwireServer:
         # MQTT clients in the admin API's client list (GET /v1/admin/clients)
         app.state.pushwire.clients.add_source(lambda: mqtt_clients(self.mqtt))
         self.gateway.mount(app)
+        if self.handover is not None:
+            app.state.pushwire.registry.register(ClusterCollector(self.handover))
         config = uvicorn.Config(
             app,
             log_level="warning",

@@ -13,7 +13,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from helpers.inproc import InProcessServer
 from helpers.raw import (
@@ -41,6 +43,8 @@ def nodes(
                 redis_url=redis_server.url,
                 data_dir=tmp_path / name,
                 node_id=f"node-{name}",
+                cluster_heartbeat_interval=0.1,
+                sys_interval=0.1,
             )
             started.append(node.start())
         yield started
@@ -133,3 +137,50 @@ def test_clean_start_elsewhere_drops_the_old_session(nodes: list[InProcessServer
     with RawClient(HOST, a.mqtt_port) as dev:
         ack = dev.mqtt_connect("dev-3", clean_session=False)
         assert ack.return_code == 0 and not ack.session_present
+
+
+def cluster_samples(node: InProcessServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    assert node.server is not None and node.server.http_address is not None
+    host, port = node.server.http_address
+    text = httpx.get(f"http://{host}:{port}/metrics", timeout=10).text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("pushwire_cluster_")
+    }
+
+
+def test_per_node_figures_and_cluster_totals(nodes: list[InProcessServer]) -> None:
+    a, b = nodes
+    clients = [connected_client(HOST, a.mqtt_port, f"fig-a{i}") for i in range(2)]
+    clients.append(connected_client(HOST, b.mqtt_port, "fig-b0"))
+    try:
+        want = {
+            ("pushwire_cluster_nodes", frozenset()): 2.0,
+            ("pushwire_cluster_clients_connected", frozenset()): 3.0,
+            ("pushwire_cluster_node_clients_connected", frozenset({("node", "node-a")})): 2.0,
+            ("pushwire_cluster_node_clients_connected", frozenset({("node", "node-b")})): 1.0,
+        }
+        # any node answers for the whole cluster (as of the last heartbeat round)
+        for node in (a, b):
+            wait_until(
+                lambda node=node: want.items() <= cluster_samples(node).items(),  # type: ignore[misc]
+                f"cluster figures on {node.settings.node_id}",
+            )
+
+        def sys_value(topic: str) -> bytes | None:
+            retained = b.call(lambda: b.server.hub.retained.get(topic))  # type: ignore[union-attr]
+            return None if retained is None else retained.payload
+
+        wait_until(
+            lambda: (
+                sys_value("$SYS/broker/cluster/clients/connected") == b"3"
+                and sys_value("$SYS/broker/nodes/node-a/clients/connected") == b"2"
+                and sys_value("$SYS/broker/cluster/nodes") == b"2"
+            ),
+            "cluster figures in $SYS",
+        )
+    finally:
+        for c in clients:
+            c.close()

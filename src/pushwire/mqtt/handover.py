@@ -28,8 +28,9 @@ import time
 import redis
 
 from pushwire.core.hub import Hub
+from pushwire.core.message import Message
 from pushwire.engines.base import StoredSession
-from pushwire.engines.redis.presence import RedisPresence
+from pushwire.engines.redis.presence import ClusterFigures, RedisPresence
 from pushwire.engines.redis.sessions import RedisSessionStore
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,16 @@ class SessionHandover:
         self.sessions_handed_over = 0  # kicked away from this node
         self.sessions_taken_over = 0  # loaded from another node (or a dead one)
         self._task: asyncio.Task[None] | None = None
+        # every live node's last heartbeat figures and their totals ($SYS, /metrics)
+        self.figures = ClusterFigures()
+        self.publish_sys = False  # the server turns it on with sys_interval > 0
 
     async def start(self) -> None:
         """Heartbeat first (the locks this node takes are only good while it beats), then
         listen for kicks, then look for orphans now and then."""
         await self.presence.start()
         await self.store.start_kicks(self.let_go)
+        self.figures = await self.presence.cluster_figures()
         self._task = asyncio.create_task(self._adopt_loop(), name="pushwire-adopt")
 
     async def stop(self) -> None:
@@ -127,6 +132,45 @@ class SessionHandover:
         while True:
             await asyncio.sleep(self.adopt_interval)
             try:
+                await self.refresh_figures()
                 await self.adopt()
             except (redis.RedisError, OSError) as exc:
                 log.warning("adopting sessions failed: %s", exc)
+
+    # -- cluster figures -------------------------------------------------------------------
+
+    async def refresh_figures(self) -> None:
+        self.figures = await self.presence.cluster_figures()
+        if self.publish_sys:
+            publish_cluster_sys(self.hub, self.presence.node_id, self.figures)
+
+
+def cluster_sys_values(node_id: str, figures: ClusterFigures) -> dict[str, str]:
+    """Cluster totals under $SYS/broker/cluster/ and each node's own figures under
+    $SYS/broker/nodes/<node id>/: both mean the same whichever node publishes them, so
+    they can share one retained topic space."""
+    values = {"$SYS/broker/node_id": node_id}
+    for name, value in figures.totals.items():
+        values[f"$SYS/broker/cluster/{SYS_NAMES.get(name, name)}"] = str(int(value))
+    for node, own in figures.nodes.items():
+        for name, value in own.items():
+            values[f"$SYS/broker/nodes/{node}/{SYS_NAMES.get(name, name)}"] = str(int(value))
+    return values
+
+
+# figure name -> its $SYS path, in mosquitto's words where it has one
+SYS_NAMES = {
+    "clients_connected": "clients/connected",
+    "messages_in": "messages/received",
+    "messages_out": "messages/sent",
+    "bytes_in": "bytes/received",
+    "bytes_out": "bytes/sent",
+}
+
+
+def publish_cluster_sys(hub: Hub, node_id: str, figures: ClusterFigures) -> None:
+    for topic, value in cluster_sys_values(node_id, figures).items():
+        previous = hub.retained.get(topic)
+        if previous is not None and previous.payload == value.encode():
+            continue  # unchanged: don't wake subscribers
+        hub.publish(Message(topic, value.encode(), 0, True), internal=True)
