@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers.inproc import InProcessServer
@@ -184,3 +185,23 @@ def test_per_node_figures_and_cluster_totals(nodes: list[InProcessServer]) -> No
     finally:
         for c in clients:
             c.close()
+
+
+def test_directory_and_locks_follow_connections(
+    nodes: list[InProcessServer], redis_server: RedisServer
+) -> None:
+    a, b = nodes
+    r = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        with connected_client(HOST, a.mqtt_port, "tmp-1", clean_session=True):
+            wait_until(lambda: r.hget("pw:where", "tmp-1") == "node-a", "tmp-1 listed on A")
+        # a session that ended with its connection gives its lock back
+        wait_until(lambda: not r.exists("pw:lock:tmp-1"), "tmp-1's lock released")
+        assert r.hget("pw:where", "tmp-1") is None
+        with connected_client(HOST, b.mqtt_port, "keep-1", clean_session=False):
+            wait_until(lambda: r.hget("pw:where", "keep-1") == "node-b", "keep-1 listed on B")
+        wait_until(lambda: r.hget("pw:where", "keep-1") is None, "keep-1 unlisted")
+        # a persistent one stays held by the node that queues for it
+        assert r.get("pw:lock:keep-1") == "node-b"
+    finally:
+        r.close()

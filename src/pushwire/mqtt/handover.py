@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import redis
 
@@ -50,6 +51,9 @@ class SessionHandover:
         # every live node's last heartbeat figures and their totals ($SYS, /metrics)
         self.figures = ClusterFigures()
         self.publish_sys = False  # the server turns it on with sys_interval > 0
+        # per client id, the last presence/lock update in flight: they run in order
+        self._chains: dict[str, asyncio.Future[None]] = {}
+        self._claiming: set[str] = set()
 
     async def start(self) -> None:
         """Heartbeat first (the locks this node takes are only good while it beats), then
@@ -60,6 +64,8 @@ class SessionHandover:
         self._task = asyncio.create_task(self._adopt_loop(), name="pushwire-adopt")
 
     async def stop(self) -> None:
+        if self._chains:
+            await asyncio.gather(*self._chains.values(), return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -72,14 +78,60 @@ class SessionHandover:
     async def claim(self, client_id: str) -> bool:
         """Make this node the holder of `client_id` before its CONNECT is answered. False
         when the holder did not let go in time (the CONNECT is refused: never two holders)."""
-        if not await self.store.claim(client_id):
-            log.warning("client %r: its node did not hand it over in time", client_id)
-            return False
-        if client_id not in self.hub.sessions:
-            stored = await self.store.load_session(client_id)
-            if stored is not None and client_id not in self.hub.sessions:
-                self._install(stored)
-        return True
+        self._claiming.add(client_id)
+        try:
+            previous = self._chains.get(client_id)
+            if previous is not None:  # the last connection's goodbye first
+                await asyncio.gather(previous, return_exceptions=True)
+            if not await self.store.claim(client_id):
+                log.warning("client %r: its node did not hand it over in time", client_id)
+                return False
+            if client_id not in self.hub.sessions:
+                stored = await self.store.load_session(client_id)
+                if stored is not None and client_id not in self.hub.sessions:
+                    self._install(stored)
+            return True
+        finally:
+            self._claiming.discard(client_id)
+
+    # -- the presence directory, and locks of sessions that ended --------------------------
+
+    def connected(self, client_id: str) -> None:
+        """A connection of `client_id` was accepted here (CONNACK sent)."""
+        self._chain(client_id, lambda: self.presence.client_online(client_id))
+
+    def gone(self, client_id: str) -> None:
+        """A connection of `client_id` ended here. A session that ended with it (clean or
+        expired: no longer in the hub) gives its lock back, so locks do not pile up in
+        Redis for every client id ever seen; a persistent one stays held (it is queued for
+        here)."""
+
+        async def run() -> None:
+            await self.presence.client_offline(client_id)
+            if client_id not in self.hub.sessions and client_id not in self._claiming:
+                await self.store.release(client_id)
+
+        self._chain(client_id, run)
+
+    def _chain(self, client_id: str, step: Callable[[], Awaitable[None]]) -> None:
+        previous = self._chains.get(client_id)
+
+        async def run() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            try:
+                await step()
+            except (redis.RedisError, OSError) as exc:
+                log.warning("presence of client %r not updated: %s", client_id, exc)
+
+        task = asyncio.ensure_future(run())
+        self._chains[client_id] = task
+
+        def done(t: asyncio.Future[None]) -> None:
+            if self._chains.get(client_id) is t:
+                del self._chains[client_id]
+
+        task.add_done_callback(done)
 
     def _install(self, stored: StoredSession) -> None:
         if self.hub._expired(stored, time.time()):

@@ -323,6 +323,8 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             log.exception("publishing the will of %s failed", self.client_id)
         finally:
             self.hub.disconnect(session, self)
+            if self.broker.handover is not None:
+                self.broker.handover.gone(session.client_id)
 
     def pause_writing(self) -> None:
         # the client is not reading: stop reading from it too (its acks and our answers
@@ -747,6 +749,8 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
         self._arm_keepalive()
         # resend what was unacknowledged, then the queue, after CONNACK (MQTT-4.4.0-1)
         session.attach(self)
+        if self.broker.handover is not None:
+            self.broker.handover.connected(client_id)
 
     def _on_disconnect(self, p: Disconnect) -> None:
         session = self.session
