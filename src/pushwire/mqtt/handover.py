@@ -172,7 +172,7 @@ class SessionHandover:
     async def adopt(self) -> int:
         """Take every stored session whose holder is gone; how many were taken."""
         taken = 0
-        for stored in await self.store.load_sessions(skip=set(self.hub.sessions)):
+        for stored in await self.store.load_sessions(adopting=True):
             if stored.client_id not in self.hub.sessions:
                 self._install(stored)
                 taken += 1

@@ -10,7 +10,8 @@ Keys (under `prefix`, "pw:" by default; C is the client id):
 - `in:C`      set of inbound QoS 2 packet ids (PUBREC sent, PUBREL not yet seen);
 - `lock:C`    the node id that holds C: the only node that routes to, queues for and writes
               the session. Held while the client is online AND while it is offline;
-- channel `kick:<node id>`: "give up client C" (a client connected to another node).
+- channel `kick:<node id>`: "<claimant node>" LF "<C>": hand C to the claimant (its client
+              connected there).
 
 Durability (same contract as the SQLite engine): every write method is non-blocking and
 appended to a batch; the batch is sent as ONE MULTI/EXEC pipeline on the next loop tick
@@ -31,8 +32,9 @@ a TTL) has lapsed: a node killed with -9 loses its sessions to whoever asks next
 `claim(C)` (a client connects here) asks the holder to let go with a kick and waits until
 it did, up to `takeover_timeout` (longer than the node timeout, so a dead holder is
 covered too). The holder's `on_kick` closes the connection as a takeover within one node
-does, makes the session's writes durable, forgets the session, and `release`s the lock;
-the claimant then `load_session`s it: subscriptions, queue and inflight messages.
+does, makes the session's writes durable, forgets the session, and hands the lock straight
+to the claimant (never free in between, so no third node adopts it meanwhile); the
+claimant then `load_session`s it: subscriptions, queue and inflight messages.
 `load_sessions` (start-up) adopts every session whose lock is free, ours, or a dead
 node's, so sessions of a node that died are picked up by the next node to start.
 """
@@ -74,15 +76,27 @@ _FAILED_MEMORY = 10_000
 _CLAIM_POLL = 0.02
 _KICK_AGAIN = 1.0
 
-# KEYS[1] lock:C; ARGV[1] this node, ARGV[2] the node-key prefix.
-# Returns {1, previous holder or ""} when taken, {0, holder} when a live node has it.
+# KEYS[1] lock:C; ARGV[1] this node, ARGV[2] the node-key prefix, ARGV[3] "1" when a lock
+# this node holds already counts as taken. Returns {1, previous holder or ""} when taken,
+# {0, holder} when a live node has it (or this node, with ARGV[3] "0").
 _ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
-if (not holder) or holder == ARGV[1] or redis.call('EXISTS', ARGV[2] .. holder) == 0 then
+if (not holder) or (holder == ARGV[1] and ARGV[3] == '1')
+    or (holder ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. holder) == 0) then
   redis.call('SET', KEYS[1], ARGV[1])
   return {1, holder or ''}
 end
 return {0, holder}
+"""
+
+# KEYS[1] lock:C; ARGV[1] this node, ARGV[2] the claimant: hand our lock straight to it,
+# so no third node can take it in between (the lock is never free during a takeover)
+_HAND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
 """
 
 # KEYS[1] lock:C; ARGV[1] this node: let go only of our own lock
@@ -167,6 +181,7 @@ class RedisSessionStore:
         self._sess = f"{prefix}sess"
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
+        self._hand = client.register_script(_HAND)
         self._pending: list[_Op] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -408,31 +423,37 @@ class RedisSessionStore:
         return session
 
     async def load_sessions(
-        self, queue_window: int = 0, *, skip: set[str] | None = None
+        self, queue_window: int = 0, *, adopting: bool = False
     ) -> list[StoredSession]:
-        """Adopt every stored session no live node holds (except `skip`), and load those.
+        """Take every stored session no live node holds, and load those.
 
-        A session held by a live node stays there (it routes and queues for it); the
-        window is ignored (keeps_queue is False: whole queues are loaded). One lock script
-        per stored session: what a node pays at start-up and every adoption round."""
+        At start-up (the default) that includes sessions this node id holds already (a
+        restarted worker keeps its slot's id). `adopting` (a running node looking for
+        sessions of dead nodes) leaves this node's own locks alone: those sessions are in
+        its hub already, or on their way to another node. A session held by a live node
+        stays there (it routes and queues for it). The window is ignored (keeps_queue is
+        False: whole queues are loaded). One lock script per stored session: what a node
+        pays at start-up and every adoption round."""
         loaded = []
         for raw in await self.client.hkeys(self._sess):
             client_id = _text(raw)
-            if (skip and client_id in skip) or await self.try_lock(client_id) is None:
+            if await self.try_lock(client_id, own=not adopting) is None:
                 continue
             session = await self.load_session(client_id)
             if session is not None:
                 loaded.append(session)
+            else:  # deleted meanwhile: nothing to hold
+                await self.release(client_id)
         return loaded
 
     # -- locks and the takeover kick -------------------------------------------------------
 
-    async def try_lock(self, client_id: str) -> str | None:
-        """Take `lock:C` if free, ours, or a dead node's. Returns the previous holder ("" if
-        none) when taken, None when a live node holds it."""
+    async def try_lock(self, client_id: str, *, own: bool = True) -> str | None:
+        """Take `lock:C` if free, a dead node's, or (`own`) ours already. Returns the
+        previous holder ("" if none) when taken, None when a live node holds it."""
         taken, holder = await self._acquire(
             keys=[self._k("lock", client_id)],
-            args=[self.node_id, node_key(self.prefix, "")],
+            args=[self.node_id, node_key(self.prefix, ""), "1" if own else "0"],
         )
         return _text(holder) if taken else None
 
@@ -454,7 +475,7 @@ class RedisSessionStore:
             if holder is not None and (
                 kicked is None or kicked[0] != holder or loop.time() - kicked[1] > _KICK_AGAIN
             ):
-                await self.client.publish(self._k("kick", holder), client_id)
+                await self.client.publish(self._k("kick", holder), f"{self.node_id}\n{client_id}")
                 kicked = (holder, loop.time())
             if loop.time() >= deadline:
                 return False
@@ -464,6 +485,11 @@ class RedisSessionStore:
         """Let go of `client_id` (after its writes were made durable)."""
         await self.sync()
         await self._release(keys=[self._k("lock", client_id)], args=[self.node_id])
+
+    async def hand_over(self, client_id: str, claimant: str) -> None:
+        """Give `client_id` to node `claimant` (after its writes were made durable)."""
+        await self.sync()
+        await self._hand(keys=[self._k("lock", client_id)], args=[self.node_id, claimant])
 
     async def start_kicks(self, on_kick: KickHandler) -> None:
         """Listen for kicks addressed to this node: `on_kick(C)` must close C's connection,
@@ -486,14 +512,15 @@ class RedisSessionStore:
                 continue
             if msg is None or msg.get("type") != "message":
                 continue
-            task = asyncio.create_task(self._kicked(_text(msg["data"]), on_kick))
+            claimant, _, client_id = _text(msg["data"]).partition("\n")
+            task = asyncio.create_task(self._kicked(client_id, claimant, on_kick))
             self._kicks.add(task)
             task.add_done_callback(self._kicks.discard)
 
-    async def _kicked(self, client_id: str, on_kick: KickHandler) -> None:
+    async def _kicked(self, client_id: str, claimant: str, on_kick: KickHandler) -> None:
         try:
             await on_kick(client_id)
-            await self.release(client_id)
+            await self.hand_over(client_id, claimant)
             self.kicks_handled += 1
         except Exception:
             log.exception("sessions: handing %r over to another node failed", client_id)
