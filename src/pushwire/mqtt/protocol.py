@@ -707,6 +707,7 @@ class MQTTServerProtocol(asyncio.BufferedProtocol):
             def claimed(t: asyncio.Future[bool]) -> None:
                 self._auth_pending = False
                 if self._closing:
+                    handover.gone(client_id)  # the client left meanwhile: no lock for nothing
                     return
                 if t.cancelled() or t.exception() is not None or not t.result():
                     if t.done() and not t.cancelled() and t.exception() is not None:
