@@ -205,3 +205,30 @@ def test_directory_and_locks_follow_connections(
         assert r.get("pw:lock:keep-1") == "node-b"
     finally:
         r.close()
+
+
+def test_redis_down_refuses_connects_and_a_restart_keeps_the_queue(
+    nodes: list[InProcessServer], redis_server: RedisServer
+) -> None:
+    a, b = nodes
+    with connected_client(HOST, a.mqtt_port, "keep-2", clean_session=False) as dev:
+        dev.subscribe(1, [("r/#", 1)])
+    with connected_client(HOST, a.mqtt_port, "pub-3") as pub:
+        pub.publish_complete("r/1", b"before-kill", qos=1, packet_id=1)  # acknowledged
+    redis_server.kill()
+    # nobody can say who holds "late-1": refused, never answered on a guess
+    with RawClient(HOST, b.mqtt_port) as late:
+        assert late.mqtt_connect("late-1", clean_session=False).return_code == 3
+    redis_server.start()  # same port and AOF: what was acknowledged is there
+
+    def connects() -> bool:
+        with RawClient(HOST, b.mqtt_port) as probe:
+            return probe.mqtt_connect("late-1", clean_session=True).return_code == 0
+
+    wait_until(connects, "node B to reach Redis again")
+    with RawClient(HOST, b.mqtt_port) as dev:
+        ack = dev.mqtt_connect("keep-2", clean_session=False)
+        assert ack.return_code == 0 and ack.session_present
+        got = dev.recv_publish()
+        assert got.payload == b"before-kill"
+        dev.ack(got)

@@ -54,6 +54,7 @@ class SessionHandover:
         # per client id, the last presence/lock update in flight: they run in order
         self._chains: dict[str, asyncio.Future[None]] = {}
         self._claiming: set[str] = set()
+        self._stopping = False
 
     async def start(self) -> None:
         """Heartbeat first (the locks this node takes are only good while it beats), then
@@ -66,6 +67,7 @@ class SessionHandover:
     async def stop(self) -> None:
         if self._chains:
             await asyncio.gather(*self._chains.values(), return_exceptions=True)
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -181,13 +183,16 @@ class SessionHandover:
         return taken
 
     async def _adopt_loop(self) -> None:
-        while True:
+        # redis-py may turn a cancellation in the middle of a command into a connection
+        # error, which the loop would swallow: `_stopping` ends it whatever the error was
+        while not self._stopping:
             await asyncio.sleep(self.adopt_interval)
             try:
                 await self.refresh_figures()
                 await self.adopt()
             except (redis.RedisError, OSError) as exc:
-                log.warning("adopting sessions failed: %s", exc)
+                if not self._stopping:
+                    log.warning("adopting sessions failed: %s", exc)
 
     # -- cluster figures -------------------------------------------------------------------
 

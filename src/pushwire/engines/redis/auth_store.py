@@ -171,6 +171,10 @@ class RedisAuthStore:
                 if await self._pubsub.get_message(timeout=left) is not None:
                     return
         except (redis.RedisError, OSError) as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # redis-py turned our cancellation into a connection error: stop, as asked
+                raise asyncio.CancelledError from exc
             log.warning("auth: change notifications from Redis lost (%s); polling", exc)
             await self.close_notifications()
             await asyncio.sleep(timeout)

@@ -79,6 +79,7 @@ class RedisPresence:
         self._nodes = f"{prefix}nodes"
         self._offline = client.register_script(_OFFLINE)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     # -- heartbeat ---------------------------------------------------------------------------
 
@@ -99,16 +100,20 @@ class RedisPresence:
         self._task = asyncio.create_task(self._loop(), name="pushwire-presence")
 
     async def _loop(self) -> None:
-        while True:
+        # `_stopping`, not only the cancellation: redis-py may turn a cancellation in the
+        # middle of a command into a connection error, which this loop would swallow
+        while not self._stopping:
             await asyncio.sleep(self.interval)
             try:
                 await self.beat()
             except (redis.RedisError, OSError) as exc:
                 # the node keeps serving; other nodes will see it as dead after `timeout`
-                log.warning("presence: heartbeat to Redis failed: %s", exc)
+                if not self._stopping:
+                    log.warning("presence: heartbeat to Redis failed: %s", exc)
 
     async def stop(self) -> None:
         """Stop beating and leave at once (other nodes need not wait for the TTL)."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

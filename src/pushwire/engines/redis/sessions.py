@@ -193,6 +193,7 @@ class RedisSessionStore:
         self._kick_task: asyncio.Task[None] | None = None
         self._kicks: set[asyncio.Task[None]] = set()
         self.kicks_handled = 0
+        self._stopping = False
 
     def _k(self, kind: str, client_id: str) -> str:
         return f"{self.prefix}{kind}:{client_id}"
@@ -500,10 +501,13 @@ class RedisSessionStore:
 
     async def _read_kicks(self, on_kick: KickHandler) -> None:
         assert self._pubsub is not None
-        while True:
+        # `_stopping`: redis-py may turn the cancellation into a connection error
+        while not self._stopping:
             try:
                 msg = await self._pubsub.get_message(timeout=1.0)
             except (redis.RedisError, OSError) as exc:
+                if self.stopping():
+                    break
                 # the claimant keeps kicking until its deadline; try to listen again
                 log.warning("sessions: kick channel lost (%s); resubscribing", exc)
                 await asyncio.sleep(0.5)
@@ -517,6 +521,9 @@ class RedisSessionStore:
             self._kicks.add(task)
             task.add_done_callback(self._kicks.discard)
 
+    def stopping(self) -> bool:
+        return self._stopping
+
     async def _kicked(self, client_id: str, claimant: str, on_kick: KickHandler) -> None:
         try:
             await on_kick(client_id)
@@ -528,6 +535,7 @@ class RedisSessionStore:
     async def close(self) -> None:
         """Stop listening for kicks and write what is pending (locks stay: the sessions
         stay ours until this node's heartbeat lapses or it is asked for them)."""
+        self._stopping = True
         if self._kick_task is not None:
             self._kick_task.cancel()
             await asyncio.gather(self._kick_task, *self._kicks, return_exceptions=True)
