@@ -8,7 +8,11 @@ reaches it quicker than that came through the change notification (pub/sub).
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +129,27 @@ def test_store_checks_hold_across_nodes(redis_server: RedisServer) -> None:
     finally:
         one.close()
         two.close()
+
+
+async def test_admin_cli_edits_the_users_every_node_reads(
+    nodes: tuple[AuthService, AuthService], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """`pushwire user/token` with PUSHWIRE_ENGINE=redis writes to Redis, not to a SQLite
+    file no node reads; the nodes hear of it through the change notice."""
+    a, b = nodes
+    env = {**os.environ, "PUSHWIRE_ENGINE": "redis", "PUSHWIRE_REDIS_URL": redis_server.url}
+    argv = [sys.executable, "-m", "pushwire.admin_cli", "user", "add", "erin"]
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [*argv, "--password-stdin", "--data-dir", str(tmp_path / "d")],
+        input="pw-erin\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    await wait_for(lambda: "erin" in a._snapshot.users, "node A to see erin")
+    await wait_for(lambda: "erin" in b._snapshot.users, "node B to see erin")
+    assert not (tmp_path / "d").exists()  # no SQLite store was made on the side
