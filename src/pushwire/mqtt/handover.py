@@ -31,8 +31,9 @@ import redis
 from pushwire.core.hub import Hub
 from pushwire.core.message import Message
 from pushwire.engines.base import StoredSession
-from pushwire.engines.redis.presence import ClusterFigures, RedisPresence
+from pushwire.engines.redis.presence import RedisPresence
 from pushwire.engines.redis.sessions import RedisSessionStore
+from pushwire.model import ClusterFigures
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,12 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import redis
 import redis.asyncio
+
+from pushwire.model import ClusterFigures
+from pushwire.ports import Presence
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +39,6 @@ SUMMABLE = ("clients_connected", "messages_in", "messages_out", "bytes_in", "byt
 
 def node_key(prefix: str, node_id: str) -> str:
     return f"{prefix}node:{node_id}"
-
-
-@dataclass(slots=True)
-class ClusterFigures:
-    nodes: dict[str, dict[str, float]] = field(default_factory=dict)  # node id -> figures
-    totals: dict[str, float] = field(default_factory=dict)
 
 
 _OFFLINE = """
@@ -164,3 +160,7 @@ class RedisPresence:
                 result.totals[name] = sum(values)
         result.totals["nodes"] = len(result.nodes)
         return result
+
+
+# RedisPresence is the Presence port (checked by mypy)
+_PORT: type[Presence] = RedisPresence
