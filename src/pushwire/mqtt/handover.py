@@ -30,6 +30,8 @@ import redis
 
 from pushwire.core.hub import Hub
 from pushwire.core.message import Message
+from pushwire.core.session import Session
+from pushwire.core.topics import matches, split_shared
 from pushwire.engines.base import StoredSession
 from pushwire.engines.redis.presence import RedisPresence
 from pushwire.engines.redis.sessions import RedisSessionStore
@@ -48,6 +50,7 @@ class SessionHandover:
         self.adopt_interval = adopt_interval
         self.sessions_handed_over = 0  # kicked away from this node
         self.sessions_taken_over = 0  # loaded from another node (or a dead one)
+        self.replayed = 0  # fan-out messages offered to taken sessions (their last holder's gap)
         self._task: asyncio.Task[None] | None = None
         # every live node's last heartbeat figures and their totals ($SYS, /metrics)
         self.figures = ClusterFigures()
@@ -91,8 +94,9 @@ class SessionHandover:
                 return False
             if client_id not in self.hub.sessions:
                 stored = await self.store.load_session(client_id)
-                if stored is not None and client_id not in self.hub.sessions:
-                    self._install(stored)
+                if stored is not None:
+                    await self._take(stored)
+            self.store.previous_holders.pop(client_id, None)
             return True
         finally:
             self._claiming.discard(client_id)
@@ -136,6 +140,30 @@ class SessionHandover:
 
         task.add_done_callback(done)
 
+    async def _take(self, stored: StoredSession) -> bool:
+        """Install a session taken from another node (or a dead one), with what its last
+        holder did not queue: the fan-out entries after the position it recorded, up to the
+        position this node routes from now on, offered through its subscriptions in order
+        before anything newer. False when it was here already."""
+        client_id = stored.client_id
+        after = await self.store.replay_from(client_id)
+        missed: list[Message] = []
+        if after is not None:
+            while True:  # until no fan-out entry came in while reading
+                upto = self.store.position()
+                missed = await self.store.read_fanout(after, upto)
+                if self.store.position() == upto:
+                    break
+        if client_id in self.hub.sessions:
+            return False
+        self._install(stored)
+        session = self.hub.sessions.get(client_id)
+        if session is not None and missed:
+            for message in missed:
+                offer_through_subscriptions(session, message)
+            self.replayed += len(missed)
+        return True
+
     def _install(self, stored: StoredSession) -> None:
         if self.hub._expired(stored, time.time()):
             self.hub.engine.session_delete(stored.client_id)
@@ -156,9 +184,11 @@ class SessionHandover:
             hub._stop_retained(session)
             session.detach()
             link.close_taken_over()
-        # stop routing to it first, so nothing is queued here after the last sync
+        # stop routing to it first, so nothing is queued here after the last sync; the
+        # claimant replays what comes after this position
         for flt in list(session.subscriptions):
             hub._unindex(session, flt)
+        position = self.store.position()
         if hub.sessions.get(client_id) is session:
             del hub.sessions[client_id]
         if session.expiry_handle is not None:
@@ -167,6 +197,7 @@ class SessionHandover:
         if session.journaled:
             session.journal_session()  # disconnected_at: the expiry clock runs from here
         await hub.sync_future()
+        await self.store.mark_handed(client_id, position)
         session.release_all()
         self.sessions_handed_over += 1
 
@@ -176,8 +207,7 @@ class SessionHandover:
         """Take every stored session whose holder is gone; how many were taken."""
         taken = 0
         for stored in await self.store.load_sessions(adopting=True):
-            if stored.client_id not in self.hub.sessions:
-                self._install(stored)
+            if await self._take(stored):
                 taken += 1
         if taken:
             log.info("adopted %d sessions of nodes that stopped", taken)
@@ -232,3 +262,23 @@ def publish_cluster_sys(hub: Hub, node_id: str, figures: ClusterFigures) -> None
         if previous is not None and previous.payload == value.encode():
             continue  # unchanged: don't wake subscribers
         hub.publish(Message(topic, value.encode(), 0, True), internal=True)
+
+
+def offer_through_subscriptions(session: Session, message: Message) -> None:
+    """Offer one message to one session as the hub's routing would: at the highest QoS of
+    its matching subscriptions (a shared one counts as the session's own: it was the
+    member when its holder stopped), with their identifiers, honouring no local."""
+    qos = -1
+    retain = False
+    ids: list[int] = []
+    own = message.origin is not None and message.origin == session.client_id
+    for sub in session.subscriptions.values():
+        _, flt = split_shared(sub.filter)
+        if not matches(flt, message.topic) or (own and sub.options.no_local):
+            continue
+        qos = max(qos, min(message.qos, sub.options.qos))
+        retain = retain or (message.retain and sub.options.retain_as_published)
+        if sub.subscription_id:
+            ids.append(sub.subscription_id)
+    if qos >= 0:
+        session.offer(message, qos, retain, ids, None)

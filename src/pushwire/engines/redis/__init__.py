@@ -84,6 +84,9 @@ class RedisEngine(MemoryEngine):
             node_id=self.node_id,
             takeover_timeout=settings.cluster_takeover_timeout,
         )
+        # session writes record how far this node has routed: a node that takes one of its
+        # sessions replays the fan-out from there (mqtt/handover.py)
+        self.sessions.position = lambda: self.reader.last_position
 
     def bind_retention(self, keep: Callable[[str], int]) -> None:
         """Messages each topic's stream keeps: the message log's Retention rules."""

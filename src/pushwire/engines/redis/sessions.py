@@ -64,6 +64,9 @@ from pushwire.engines.base import (
     StoredSubscription,
     WriteFailure,
 )
+from pushwire.engines.redis.broker import records
+from pushwire.engines.redis.codec import decode
+from pushwire.engines.redis.keys import FANOUT, stream_id
 from pushwire.engines.redis.presence import node_key
 from pushwire.engines.serialize import dump_properties, load_properties
 
@@ -194,6 +197,14 @@ class RedisSessionStore:
         self._kicks: set[asyncio.Task[None]] = set()
         self.kicks_handled = 0
         self._stopping = False
+        # the fan-out position this node has routed up to (RedisEngine sets it to its
+        # reader's): each write batch records it in `queued`, so whoever takes a session of
+        # this node next replays what came after (replay_from)
+        self.position: Callable[[], int] = lambda: 0
+        self._queued = f"{prefix}queued"  # hash node id -> position its sessions are queued to
+        self._upto = f"{prefix}upto"  # hash client id -> position it was handed over at
+        self._marks_good = True  # False after a failed write: the mark stops moving
+        self.previous_holders: dict[str, str] = {}  # client id -> holder before try_lock
 
     def _k(self, kind: str, client_id: str) -> str:
         return f"{self.prefix}{kind}:{client_id}"
@@ -215,19 +226,24 @@ class RedisSessionStore:
         while self._pending or self._waiters:
             batch, self._pending = self._pending, []
             waiters, self._waiters = self._waiters, []
+            # every message routed up to here queued its writes in this batch or before
+            position = self.position()
             if batch:
-                await self._send(batch)
+                await self._send(batch, position)
             for w in waiters:
                 if not w.done():
                     w.set_result(None)
 
-    async def _send(self, batch: list[_Op]) -> None:
+    async def _send(self, batch: list[_Op], position: int = 0) -> None:
         pipe = self.client.pipeline(transaction=True)
         spans: list[tuple[_Op, int, int]] = []
         for op in batch:
             start = len(pipe.command_stack)
             op.apply(pipe)
             spans.append((op, start, len(pipe.command_stack)))
+        if self._marks_good and position:
+            # a failed write froze the mark: a taker replays more (duplicates), never less
+            pipe.hset(self._queued, self.node_id, str(position))
         try:
             results = await pipe.execute(raise_on_error=False)
         except (redis.RedisError, OSError) as exc:
@@ -242,6 +258,7 @@ class RedisSessionStore:
 
     def _failed(self, op: _Op, error: str) -> None:
         self._failures += 1
+        self._marks_good = False
         self._failed_sessions[op.client_id] = self._failures
         if op.message is not None:
             self._failed_uids[op.message.uid] = None
@@ -456,7 +473,10 @@ class RedisSessionStore:
             keys=[self._k("lock", client_id)],
             args=[self.node_id, node_key(self.prefix, ""), "1" if own else "0"],
         )
-        return _text(holder) if taken else None
+        if not taken:
+            return None
+        self.previous_holders[client_id] = _text(holder)
+        return _text(holder)
 
     async def holder(self, client_id: str) -> str | None:
         raw = await self.client.get(self._k("lock", client_id))
@@ -481,6 +501,39 @@ class RedisSessionStore:
             if loop.time() >= deadline:
                 return False
             await asyncio.sleep(_CLAIM_POLL)
+
+    async def mark_handed(self, client_id: str, position: int) -> None:
+        """This node stopped queueing for `client_id` at fan-out `position` (a kick)."""
+        await self.client.hset(self._upto, client_id, str(position))
+
+    async def replay_from(self, client_id: str) -> int | None:
+        """The fan-out position after which the session just taken may have missed
+        messages: where its last holder handed it over, or where that holder's writes were
+        queued to. None: nothing known (a new session, or the holder never recorded one)."""
+        handed = await self.client.hget(self._upto, client_id)
+        if handed is not None:
+            await self.client.hdel(self._upto, client_id)
+            return int(handed)
+        holder = self.previous_holders.pop(client_id, "")
+        if not holder:
+            return None
+        queued = await self.client.hget(self._queued, holder)
+        return None if queued is None else int(queued)
+
+    async def read_fanout(self, after: int, upto: int) -> list[Message]:
+        """The messages at positions after..upto of the fan-out stream (its entries are
+        publish batches, id = their last position)."""
+        if upto <= after:
+            return []
+        entries: Any = await self.client.xrange(FANOUT, stream_id(after + 1), "+")
+        found = []
+        for _entry_id, fields in entries:
+            for position, blob in records(fields[b"b"]):
+                if after < position <= upto:
+                    message = decode(blob)
+                    message.log_id = position
+                    found.append(message)
+        return found
 
     async def release(self, client_id: str) -> None:
         """Let go of `client_id` (after its writes were made durable)."""
