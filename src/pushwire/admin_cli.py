@@ -25,6 +25,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+import redis
+
+from pushwire.config import Settings
 from pushwire.core.acl import AclError, AclRule, SubjectKind
 from pushwire.core.auth import AuthAdmin, TokenInfo, parse_duration
 from pushwire.core.scram import MAX_ITERATIONS, MIN_ITERATIONS
@@ -35,9 +38,14 @@ from pushwire.engines.auth_store import (
     MemoryAuthStore,
     SQLiteAuthStore,
 )
+from pushwire.engines.redis.auth_store import RedisAuthStore
 
 ADMIN_COMMANDS: Final = ("user", "token", "acl")
 DATA_DIR_ENV: Final = "PUSHWIRE_DATA_DIR"
+# the server's own settings variables: with engine redis the commands edit Redis
+ENGINE_ENV: Final = "PUSHWIRE_ENGINE"
+REDIS_URL_ENV: Final = "PUSHWIRE_REDIS_URL"
+DEFAULT_REDIS_URL: Final[str] = Settings.model_fields["redis_url"].default
 SCRAM_ITERATIONS_ENV: Final = "PUSHWIRE_SCRAM_ITERATIONS"
 DEFAULT_DATA_DIR: Final = "pushwire-data"
 
@@ -197,12 +205,17 @@ def run_admin_command(
     ns.stdout = out
     data_dir = ns.data_dir or Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
     store: AuthStore = SQLiteAuthStore.in_data_dir(data_dir)
-    if getattr(ns, "read_only", False) and not (data_dir / DB_FILENAME).exists():
+    where = str(data_dir / DB_FILENAME)
+    if os.environ.get(ENGINE_ENV) == "redis":
+        # engine=redis servers keep users, tokens and rules in Redis: edit them there
+        where = os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+        store = RedisAuthStore(where)
+    elif getattr(ns, "read_only", False) and not (data_dir / DB_FILENAME).exists():
         store = MemoryAuthStore()  # nothing stored yet: do not create a data dir to list it
     try:
         store.open()
-    except (sqlite3.Error, RuntimeError, OSError) as exc:
-        print(f"pushwire: cannot open {data_dir / DB_FILENAME}: {exc}", file=sys.stderr)
+    except (sqlite3.Error, RuntimeError, OSError, redis.RedisError) as exc:
+        print(f"pushwire: cannot open {where}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     try:
         return handler(ns, AuthAdmin(store, scram_iterations=_scram_iterations()))
@@ -217,6 +230,9 @@ def run_admin_command(
         return EXIT_FAILED
     except sqlite3.Error as exc:
         print(f"pushwire: database error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except redis.RedisError as exc:
+        print(f"pushwire: Redis error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         store.close()

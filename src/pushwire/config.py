@@ -111,6 +111,27 @@ class Settings(BaseSettings):
         description="this node's name in a cluster, distinct on every node (empty: "
         "hostname-pid-random, generated at start); worker i of --workers gets <node_id>-w<i>",
     )
+    cluster_heartbeat_interval: float = Field(
+        1.0,
+        gt=0,
+        description="engine=redis: seconds between this node's heartbeats (its figures for "
+        "the cluster totals are refreshed as often), and between looks for sessions of "
+        "nodes that stopped",
+    )
+    cluster_node_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="engine=redis: a node whose heartbeat is older than this is dead: its "
+        "persistent sessions are adopted by a live node, its clients may connect elsewhere "
+        "(must be longer than cluster_heartbeat_interval)",
+    )
+    cluster_takeover_timeout: float = Field(
+        6.0,
+        gt=0,
+        description="engine=redis: seconds a CONNECT waits for the node holding its client "
+        "id to hand the session over (longer than cluster_node_timeout, so a dead holder "
+        "is waited out); after that the CONNECT is refused (server unavailable)",
+    )
     workers_allow_unshared_engine: bool = Field(
         False,
         description="TEST ONLY: let workers > 1 run on engine memory, each worker with its "
@@ -609,6 +630,12 @@ class Settings(BaseSettings):
                 f"--workers {self.workers} needs --engine redis (engine {self.engine} keeps "
                 "its state in one process; see docs/cluster.md)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_timeouts(self) -> Settings:
+        if self.cluster_node_timeout <= self.cluster_heartbeat_interval:
+            raise ValueError("cluster_node_timeout must be longer than cluster_heartbeat_interval")
         return self
 
     @classmethod

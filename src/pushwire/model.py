@@ -19,6 +19,7 @@ __all__ = [
     "AclRule",
     "AuthSnapshot",
     "AuthStoreError",
+    "ClusterFigures",
     "Conflict",
     "FailureListener",
     "Message",
@@ -195,3 +196,12 @@ class AuthSnapshot:
     users: dict[str, StoredUser] = field(default_factory=dict)
     tokens: dict[str, StoredToken] = field(default_factory=dict)
     rules: tuple[AclRule, ...] = ()
+
+
+@dataclass(slots=True)
+class ClusterFigures:
+    """Per-node figures (node id -> figure -> value, as of each node's last heartbeat) and
+    the cluster totals of the summable ones (plus "nodes", the count of live nodes)."""
+
+    nodes: dict[str, dict[str, float]] = field(default_factory=dict)
+    totals: dict[str, float] = field(default_factory=dict)

@@ -25,6 +25,7 @@ from pushwire.core.histogram import Histogram
 from pushwire.model import (
     AclRule,
     AuthSnapshot,
+    ClusterFigures,
     FailureListener,
     Message,
     QueueState,
@@ -202,17 +203,19 @@ class Broker(Protocol):
 
 class Presence(Protocol):
     """Who is connected where: per-node and cluster figures ($SYS, /metrics), and which node
-    holds a client id (the takeover kick goes there)."""
+    holds a client id's connection. A presence belongs to one node: the node id of
+    `client_online`/`client_offline` is its own (engines/redis/presence.py)."""
 
-    def client_online(self, client_id: str, node_id: str) -> None: ...
+    async def client_online(self, client_id: str) -> None: ...
 
-    def client_offline(self, client_id: str, node_id: str) -> None: ...
+    async def client_offline(self, client_id: str) -> None:
+        """Forget the client's place unless another node has it by now (takeover)."""
 
     async def where(self, client_id: str) -> str | None:
-        """The node that holds `client_id`'s connection, or None."""
+        """The live node that holds `client_id`'s connection, or None."""
 
-    async def counts(self) -> dict[str, int]:
-        """Connected clients per live node id."""
+    async def cluster_figures(self) -> ClusterFigures:
+        """Every live node's figures and the cluster totals."""
 
 
 class Engine(Journal, SessionStore, RetainedStore, History, Protocol):

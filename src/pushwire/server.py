@@ -20,18 +20,23 @@ from pushwire.core.hub import Hub
 from pushwire.core.log import run_log_sweeper
 from pushwire.core.session import SessionLimits
 from pushwire.core.sys_topics import run_sys_publisher
-from pushwire.engines.auth_store import make_auth_store
+from pushwire.engines.auth_store import AuthStore, make_auth_store
 from pushwire.engines.base import Engine
 from pushwire.engines.memory import MemoryEngine
+from pushwire.engines.redis.auth_store import RedisAuthStore
+from pushwire.engines.redis.presence import RedisPresence
+from pushwire.engines.redis.sessions import RedisSessionStore
 from pushwire.gateway.service import Gateway
 from pushwire.heap import settle_heap
 from pushwire.http.app import create_app, make_log
+from pushwire.http.cluster_metrics import ClusterCollector
 from pushwire.http.endpoints import hot_routes
 from pushwire.http.protocol import HttpServer
 from pushwire.http.publish import json_body_limit
 from pushwire.http.ws_protocol import WebSocketHandover, WebSocketProtocol
 from pushwire.mqtt.broker import MQTTBroker
 from pushwire.mqtt.clients import mqtt_clients
+from pushwire.mqtt.handover import SessionHandover
 from pushwire.mqtt.websocket import mount_mqtt_websocket
 from pushwire.ports import Broker
 from pushwire.tls import http_server_context, server_context
@@ -49,7 +54,11 @@ REDIS_ENGINE_MODULE = "pushwire.engines.redis"
 def redis_engine_available() -> bool:
     # find_spec, not a guarded import: a broken redis engine must fail loudly, not be
     # reported as "not available"
-    return importlib.util.find_spec(REDIS_ENGINE_MODULE) is not None
+    # a namespace package (engines/redis/ holding only the session/auth parts, no
+    # __init__.py with RedisEngine yet) is not the engine
+    spec = importlib.util.find_spec(REDIS_ENGINE_MODULE)
+    namespace = spec is not None and spec.origin is None and spec.submodule_search_locations
+    return spec is not None and not namespace
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -71,6 +80,44 @@ def make_engine(settings: Settings) -> Engine:
         durable=settings.durability,
         max_pending_bytes=settings.store_max_pending_bytes,
     )
+
+
+def make_server_auth_store(settings: Settings) -> AuthStore:
+    """engine redis: users, tokens and ACLs in Redis, the same on every node; otherwise the
+    embedded store (memory, or SQLite in the data dir)."""
+    if settings.engine == "redis":
+        return RedisAuthStore(settings.redis_url)
+    return make_auth_store(memory=settings.memory, data_dir=settings.data_dir)
+
+
+def make_handover(engine: Engine, hub: Hub, settings: Settings) -> SessionHandover | None:
+    """engine=redis: sessions follow their client from node to node (mqtt/handover.py),
+    when the engine keeps them in a RedisSessionStore (its `sessions`)."""
+    store = getattr(engine, "sessions", None)
+    if not isinstance(store, RedisSessionStore):
+        return None
+    stats = hub.stats
+
+    def figures() -> dict[str, float]:
+        return {
+            "clients_connected": stats.clients_connected,
+            "messages_in": stats.messages_received,
+            "messages_out": stats.messages_sent,
+            "bytes_in": stats.bytes_received,
+            "bytes_out": stats.bytes_sent,
+            "uptime": stats.uptime(),
+        }
+
+    presence = RedisPresence(
+        store.client,
+        settings.node_id,
+        prefix=store.prefix,
+        interval=settings.cluster_heartbeat_interval,
+        timeout=settings.cluster_node_timeout,
+        figures=figures,
+    )
+    store.takeover_timeout = settings.cluster_takeover_timeout
+    return SessionHandover(hub, store, presence, settings.cluster_heartbeat_interval)
 
 
 class DataDirInUse(RuntimeError):
@@ -103,7 +150,7 @@ class PushwireServer:
             route_cache_bytes=settings.route_cache_bytes,
         )
         self.auth = AuthService(
-            make_auth_store(memory=settings.memory, data_dir=settings.data_dir),
+            make_server_auth_store(settings),
             AuthSettings(
                 anonymous=settings.anonymous,
                 login_failures_burst=settings.login_failures_burst,
@@ -117,6 +164,8 @@ class PushwireServer:
         # per-IP connection limits, shared by the MQTT and HTTP listeners
         self.admission = admission_from_settings(settings)
         self.mqtt = MQTTBroker(self.hub, settings, self.auth, self.admission)
+        self.handover = make_handover(self.engine, self.hub, settings)
+        self.mqtt.handover = self.handover
         # the push gateway: device pushes are hub messages on devices/{device}/{app}
         self.gateway = Gateway(self.hub, self.auth, settings)
         self.log = make_log(self.hub, settings)  # message log for the HTTP transports
@@ -136,6 +185,10 @@ class PushwireServer:
         if s.engine == "sqlite":  # the only engine whose state is a file in data_dir
             self._lock_data_dir()
         await self.engine.open()
+        if self.handover is not None:
+            # heartbeat before sessions are adopted: locks are only good while this beats
+            self.handover.publish_sys = s.sys_interval > 0
+            await self.handover.start()
         await self.auth.start()
         await self.gateway.start()
         await self.hub.restore()
@@ -199,6 +252,8 @@ class PushwireServer:
         # MQTT clients in the admin API's client list (GET /v1/admin/clients)
         app.state.pushwire.clients.add_source(lambda: mqtt_clients(self.mqtt))
         self.gateway.mount(app)
+        if self.handover is not None:
+            app.state.pushwire.registry.register(ClusterCollector(self.handover))
         # uvicorn's config: its proxy-header rules around the app, and the settings of the
         # WebSocket protocol that takes upgraded connections over (http/ws_protocol.py)
         config = uvicorn.Config(
@@ -257,6 +312,8 @@ class PushwireServer:
         self.log.sweep()  # hand pending log trims to the engine before it closes
         await self.gateway.stop()
         await self.auth.stop()
+        if self.handover is not None:
+            await self.handover.stop()
         await self.engine.close()
         if self._lock_file is not None:
             self._lock_file.close()

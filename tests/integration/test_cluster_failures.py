@@ -88,14 +88,16 @@ def test_redis_restart_refuses_meanwhile_and_loses_nothing(
         assert r.status_code == 201, r.text
         acked.append(f"before{i}")
     assert payloads(sub, 3) == [p.encode() for p in acked]
+    # connected before Redis goes: a CONNECT must claim its client id in Redis, so one
+    # while Redis is down is refused (test_cluster_sessions covers that)
+    pub = PahoClient(a.host, a.mqtt_port, "pub-a")
+    pub.connect()
     redis_server.stop()
     # HTTP: 503 with the JSON error body, never a false "stored"
     r = publish_http(a, "s/t", b"refused")
     assert r.status_code == 503, r.text
     assert r.json()["error"]["code"] == "store_unavailable"
     # MQTT QoS 1: no PUBACK; the connection is closed instead
-    pub = PahoClient(a.host, a.mqtt_port, "pub-a")
-    pub.connect()
     assert not _publish_acked(pub, "s/t", b"refused-mqtt")
     assert pub.disconnected.wait(10)
     redis_server.start()

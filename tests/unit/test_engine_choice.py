@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from helpers.redis import RedisServer
 from pushwire.config import Settings
 from pushwire.engines.memory import MemoryEngine
 from pushwire.server import (
@@ -82,12 +83,16 @@ def test_make_engine_builds_redis_engine_from_settings(redis_engine_module: obje
 
 
 async def test_redis_workers_do_not_lock_the_data_dir(
-    redis_engine_module: object, tmp_path: Path
+    redis_engine_module: object, tmp_path: Path, redis_server: RedisServer
 ) -> None:
     """N workers on Redis share one data_dir: the SQLite store's lock must not refuse them."""
     common = {"bind": "127.0.0.1", "mqtt_port": 0, "http_port": 0, "sys_interval": 0}
+    # the auth store is in Redis with engine redis (engines/redis/auth_store.py)
+    url = redis_server.url
     servers = [
-        PushwireServer(Settings(engine="redis", workers=2, data_dir=tmp_path, **common))
+        PushwireServer(
+            Settings(engine="redis", workers=2, data_dir=tmp_path, redis_url=url, **common)
+        )
         for _ in range(2)
     ]
     try:

@@ -56,7 +56,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol, TypeVar
 
@@ -744,6 +744,11 @@ class AuthService:
             self._watch_task.cancel()
             await asyncio.gather(self._watch_task, return_exceptions=True)
             self._watch_task = None
+        close_notifications: Callable[[], Awaitable[None]] | None = getattr(
+            self.store, "close_notifications", None
+        )
+        if close_notifications is not None:
+            await close_notifications()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self._call(self.store.close)
@@ -757,8 +762,17 @@ class AuthService:
         return await loop.run_in_executor(self._store_pool, functools.partial(fn, *args, **kwargs))
 
     async def _watch(self) -> None:
+        # a store shared by several nodes (engines/redis/auth_store.py) says when another
+        # node changed something, so a revocation there applies here at once; the
+        # generation poll stays the backstop
+        wait_change: Callable[[float], Awaitable[None]] | None = getattr(
+            self.store, "wait_change", None
+        )
         while True:
-            await asyncio.sleep(self.settings.watch_interval)
+            if wait_change is not None:
+                await wait_change(self.settings.watch_interval)
+            else:
+                await asyncio.sleep(self.settings.watch_interval)
             try:
                 await self.refresh()
             except Exception:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from typing import TYPE_CHECKING
 
 from pushwire.config import Settings
 from pushwire.core.admission import Admission, admission_from_settings
@@ -14,6 +15,9 @@ from pushwire.mqtt.connection import Limits
 from pushwire.mqtt.packets import ReasonCode
 from pushwire.mqtt.protocol import MQTTServerProtocol
 from pushwire.mqtt.wills import DelayedWills
+
+if TYPE_CHECKING:
+    from pushwire.mqtt.handover import SessionHandover
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,8 @@ class MQTTBroker:
         self._servers: list[asyncio.Server] = []
         self.wills = DelayedWills(hub)
         self.admission = admission or admission_from_settings(settings)
+        # engine=redis: a CONNECT first takes its client id from whichever node holds it
+        self.handover: SessionHandover | None = None
 
     # -- connections -----------------------------------------------------------------
 

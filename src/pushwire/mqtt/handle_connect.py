@@ -41,6 +41,8 @@ REFUSAL_V5: dict[str, int] = {
     "server_busy": ReasonCode.SERVER_BUSY,
     # one client id reconnecting in a loop (core/admission.py's per-client-id bucket)
     "client_id_rate": ReasonCode.CONNECTION_RATE_EXCEEDED,
+    # engine=redis: the node holding the client id did not hand it over (mqtt/handover.py)
+    "server_unavailable": ReasonCode.SERVER_UNAVAILABLE,
 }
 REFUSAL_V311: dict[str, int] = {
     "bad_credentials": ConnackCode311.BAD_USERNAME_OR_PASSWORD,
@@ -48,6 +50,7 @@ REFUSAL_V311: dict[str, int] = {
     "rate_limited": ConnackCode311.NOT_AUTHORIZED,
     "server_busy": ConnackCode311.SERVER_UNAVAILABLE,
     "client_id_rate": ConnackCode311.SERVER_UNAVAILABLE,
+    "server_unavailable": ConnackCode311.SERVER_UNAVAILABLE,
 }
 
 

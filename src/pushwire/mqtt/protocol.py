@@ -50,6 +50,7 @@ from pushwire.tls import certificate_username
 
 if TYPE_CHECKING:
     from pushwire.mqtt.broker import MQTTBroker
+    from pushwire.mqtt.handover import SessionHandover
 
 log = logging.getLogger(__name__)
 refusals = ThrottledLog(log)
@@ -377,14 +378,52 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
             return
         self.identity = result.identity
         self.permissions = permissions
+        handover = self.broker.handover
+        if handover is not None and ev.client_id not in self.hub.sessions:
+            # engine=redis: another node may hold this client id (mqtt/handover.py); take it,
+            # with its session, before answering. Packets after CONNECT wait meanwhile.
+            self._claim(handover, ev)
+            return
+        self._open_session(ev)
+
+    def _claim(self, handover: SessionHandover, ev: ConnectIn) -> None:
+        client_id = ev.client_id
+        self._auth_pending = True
+        self._sync_reading()
+        claim = asyncio.ensure_future(handover.claim(client_id))
+
+        def claimed(t: asyncio.Future[bool]) -> None:
+            self._auth_pending = False
+            if self._closing:
+                handover.gone(client_id)  # the client left meanwhile: no lock for nothing
+                return
+            error = None if t.cancelled() else t.exception()
+            if error is not None:
+                log.error("taking client %r from its node failed: %s", client_id, error)
+            if t.cancelled() or error is not None or not t.result():
+                self._act(
+                    self.conn.refuse(
+                        "server_unavailable", f"client id {client_id!r} not handed over"
+                    )
+                )
+                return
+            self._open_session(ev)
+            self._flush()
+            self._release_held()
+
+        claim.add_done_callback(claimed)
+
+    def _open_session(self, ev: ConnectIn) -> None:
+        conn = self.conn
+        assert self.identity is not None
         session, present = self.hub.connect(
             ev.client_id,
             ev.packet.clean_start,
             ev.packet.protocol_level,
             ev.expiry_interval,
             self,
-            owner=result.identity.username,
-            permissions=permissions,
+            owner=self.identity.username,
+            permissions=self.permissions,
         )
         self.session = session
         # a new connection to a session stops its pending will for good; a new session
@@ -398,6 +437,8 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
         self._arm_keepalive()
         # resend what was unacknowledged, then the queue, after CONNACK (MQTT-4.4.0-1)
         session.attach(self)
+        if self.broker.handover is not None:
+            self.broker.handover.connected(ev.client_id)
 
     # -- the end of a connection ------------------------------------------------------------
 
@@ -427,6 +468,8 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
             log.exception("publishing the will of %s failed", self.client_id)
         finally:
             self.hub.disconnect(session, self)
+            if self.broker.handover is not None:
+                self.broker.handover.gone(session.client_id)
 
     def publish_will(self, session: Session | None = None, at_once: bool = False) -> None:
         """Publish the will, if the connection still has one (once); `at_once` ignores

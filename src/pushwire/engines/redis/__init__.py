@@ -10,8 +10,11 @@ and the hub routes it when the fan-out reader hands it back (`start_fanout`), on
 the same way. `durable` is True: QoS 1/2 acks and HTTP answers wait for `sync()`, i.e. for
 Redis' answer, and a message Redis did not take is `write_failed` (refused, never acked).
 
-Persistent MQTT sessions (SessionStore) live in this process only here, as with the
-memory engine; the Redis session store is a separate part (engines/redis/sessions.py).
+Persistent MQTT sessions (the SessionStore port) are `self.sessions`, a RedisSessionStore
+(engines/redis/sessions.py) on its own connection pool, so session writes never wait behind
+a publish script: every session method is delegated to it, `sync()` waits for both, and a
+refusal by either is a refusal (`write_failed`, `session_failed_since`). The MQTT handover
+(mqtt/handover.py, server.make_handover) finds the store under `engine.sessions`.
 """
 
 from __future__ import annotations
@@ -26,14 +29,23 @@ from pushwire.engines.redis.broker import FanoutReader
 from pushwire.engines.redis.client import connect
 from pushwire.engines.redis.history import PublishBatcher, RedisHistory
 from pushwire.engines.redis.retained import load_retained
-from pushwire.model import FailureListener, Message, StoredLog
+from pushwire.engines.redis.sessions import RedisSessionStore
+from pushwire.model import (
+    FailureListener,
+    Message,
+    QueueState,
+    StoredLog,
+    StoredQueueEntry,
+    StoredSession,
+    StoredSubscription,
+)
 
 __all__ = ["RedisEngine"]
 
 
 class RedisEngine(MemoryEngine):
-    """The Redis engine. Session writes are inherited no-ops (MemoryEngine) until the
-    session store is composed in; everything about messages goes to Redis."""
+    """The Redis engine: messages (history, fan-out, retained) through the publish
+    batcher, persistent sessions through `sessions`; nothing is kept only in memory."""
 
     name = "redis"
     durable = True
@@ -64,6 +76,17 @@ class RedisEngine(MemoryEngine):
         self.batcher.on_accepted = self.reader.own
         self._epoch = ""
         self._start_position = 0
+        # sessions get their own pool: their MULTI/EXEC per tick and the publish scripts
+        # do not queue behind each other
+        self._sessions_client = connect(settings.redis_url, timeout)
+        self.sessions = RedisSessionStore(
+            self._sessions_client,
+            node_id=self.node_id,
+            takeover_timeout=settings.cluster_takeover_timeout,
+        )
+        # session writes record how far this node has routed: a node that takes one of its
+        # sessions replays the fan-out from there (mqtt/handover.py)
+        self.sessions.position = lambda: self.reader.last_position
 
     def bind_retention(self, keep: Callable[[str], int]) -> None:
         """Messages each topic's stream keeps: the message log's Retention rules."""
@@ -79,8 +102,10 @@ class RedisEngine(MemoryEngine):
         await self.batcher.close()
         await self.reader.stop()
         await self.history.drain()
+        await self.sessions.close()
         await self._client.aclose()
         await self._reader_client.aclose()
+        await self._sessions_client.aclose()
 
     # -- Broker ------------------------------------------------------------------------
 
@@ -100,6 +125,49 @@ class RedisEngine(MemoryEngine):
     def missed(self) -> int:
         return self.reader.missed
 
+    # -- SessionStore: delegated to the Redis session store --------------------------------
+
+    async def load_sessions(self, queue_window: int = 0) -> list[StoredSession]:
+        return await self.sessions.load_sessions(queue_window)
+
+    def session_put(
+        self,
+        client_id: str,
+        protocol_level: int,
+        expiry_interval: int | None,
+        disconnected_at: float | None,
+        owner: str | None = None,
+    ) -> None:
+        self.sessions.session_put(
+            client_id, protocol_level, expiry_interval, disconnected_at, owner
+        )
+
+    def session_delete(self, client_id: str) -> None:
+        self.sessions.session_delete(client_id)
+
+    def subscription_put(self, client_id: str, sub: StoredSubscription) -> None:
+        self.sessions.subscription_put(client_id, sub)
+
+    def subscription_delete(self, client_id: str, flt: str) -> None:
+        self.sessions.subscription_delete(client_id, flt)
+
+    def queue_put(self, client_id: str, entry: StoredQueueEntry) -> None:
+        self.sessions.queue_put(client_id, entry)
+
+    def queue_update(
+        self, client_id: str, seq: int, packet_id: int | None, state: QueueState
+    ) -> None:
+        self.sessions.queue_update(client_id, seq, packet_id, state)
+
+    def queue_delete(self, client_id: str, seq: int) -> None:
+        self.sessions.queue_delete(client_id, seq)
+
+    def inbound_qos2_put(self, client_id: str, packet_id: int) -> None:
+        self.sessions.inbound_qos2_put(client_id, packet_id)
+
+    def inbound_qos2_delete(self, client_id: str, packet_id: int) -> None:
+        self.sessions.inbound_qos2_delete(client_id, packet_id)
+
     # -- RetainedStore: the publish script keeps the hash; nothing to write here ---------
 
     async def load_retained(self) -> list[Message]:
@@ -108,13 +176,28 @@ class RedisEngine(MemoryEngine):
     # -- Journal -----------------------------------------------------------------------
 
     async def sync(self) -> None:
+        # a published message is queued for this node's offline sessions when the fan-out
+        # reader hands it back, after Redis answered the publish script: an ack covers
+        # those queue writes too, so wait for the reader to pass our last position, then
+        # for the session writes issued until then
         await self.batcher.sync()
+        await self.reader.reached(self.batcher.accepted_position)
+        await self.sessions.sync()
 
     def write_failed(self, message: Message) -> bool:
-        return message.uid in self.batcher.failed
+        # refused by the publish script, or its queue entry in a session was not written
+        return message.uid in self.batcher.failed or self.sessions.write_failed(message)
+
+    def failure_mark(self) -> int:
+        return self.sessions.failure_mark()
+
+    def session_failed_since(self, client_id: str, mark: int) -> bool:
+        return self.sessions.session_failed_since(client_id, mark)
 
     def add_failure_listener(self, listener: FailureListener) -> None:
-        return None  # refused messages were never given a position: no hole to report
+        # refused messages were never given a position (no hole in the log to report);
+        # failed session writes are reported by the session store
+        self.sessions.add_failure_listener(listener)
 
     @property
     def pending_bytes(self) -> int:

@@ -62,6 +62,8 @@ class FanoutReader:
         self.reachable = True
         self._own: OrderedDict[int, Message] = OrderedDict()  # uid -> own message
         self._task: asyncio.Task[None] | None = None
+        # (position, future): resolved once this node routed every message up to position
+        self._reach: list[tuple[int, asyncio.Future[None]]] = []
         self.epoch = ""  # the history's epoch this node works in (set at open)
         # called once when Redis came back without the data this node has seen
         self.on_lost: Callable[[str], None] = lambda reason: None
@@ -97,10 +99,33 @@ class FanoutReader:
         self.last_position = after
         self._task = asyncio.get_running_loop().create_task(self._run(deliver))
 
+    async def reached(self, position: int) -> None:
+        """Once this node has routed every message up to `position` (its sessions queued
+        them): an ack that must cover those queue writes waits for this first. Cancelled
+        when the reader stops (the ack is then withheld, never given on a guess)."""
+        if position <= self.last_position:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reach.append((position, future))
+        await future
+
+    def _wake_reached(self) -> None:
+        done = self.last_position
+        keep = []
+        for target, future in self._reach:
+            if target > done:
+                keep.append((target, future))
+            elif not future.done():
+                future.set_result(None)
+        self._reach = keep
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        for _, future in self._reach:
+            future.cancel()
+        self._reach = []
 
     async def _run(self, deliver: Callable[[Message], None]) -> None:
         while True:
@@ -130,6 +155,8 @@ class FanoutReader:
                 for _entry_id, fields in entries:
                     for position, blob in records(fields[b"b"]):
                         self._handle(position, blob, deliver)
+            if self._reach:
+                self._wake_reached()
 
     def _handle(self, position: int, blob: bytes, deliver: Callable[[Message], None]) -> None:
         if position <= self.last_position:

@@ -122,6 +122,7 @@ class PublishBatcher:
         # called with each message Redis took (its position set): the fan-out reader
         # hands the publishing node's own object to its subscribers
         self.on_accepted: Callable[[Message], None] = lambda m: None
+        self.accepted_position = 0  # the highest position Redis gave a message of ours
 
     def add(self, message: Message) -> None:
         self._pending.append(message)
@@ -211,6 +212,7 @@ class PublishBatcher:
             for position, m in enumerate(chunk, first):
                 m.log_id = position
                 self.on_accepted(m)
+            self.accepted_position = max(self.accepted_position, first + len(chunk) - 1)
 
     def _refuse(self, batch: list[Message], exc: BaseException) -> None:
         if self._down_since is None:

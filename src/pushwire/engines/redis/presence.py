@@ -1,0 +1,166 @@
+"""Who is connected where, and which nodes are alive (engine=redis).
+
+Keys (under `prefix`, "pw:" by default):
+
+- `node:<id>`       this node's heartbeat: a JSON figure set (connected clients, messages in
+                    and out, ...) written every `interval` with a TTL of `timeout`. A node
+                    whose key expired is dead: its client-id locks (sessions.py) may be taken
+                    and its offline sessions adopted;
+- `nodes`           set of node ids ever seen (dead ones are pruned when the figures are read);
+- `where`           hash client id -> node id that holds its live connection.
+
+The heartbeat is a plain SET with PX, so a node killed with -9 disappears after `timeout`
+without anybody cleaning up after it. `cluster_figures` reads every live node's last
+figures: per-node values and their totals (summed where a sum means something: connected
+clients and message counters; uptime and the like stay per node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+
+import redis
+import redis.asyncio
+
+from pushwire.model import ClusterFigures
+from pushwire.ports import Presence
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "pw:"
+
+# figures that add up across nodes; anything else a node reports stays per node
+SUMMABLE = ("clients_connected", "messages_in", "messages_out", "bytes_in", "bytes_out")
+
+
+def node_key(prefix: str, node_id: str) -> str:
+    return f"{prefix}node:{node_id}"
+
+
+_OFFLINE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
+class RedisPresence:
+    """Node heartbeats and the client -> node directory on one Redis server."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        node_id: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        interval: float = 1.0,
+        timeout: float = 5.0,
+        figures: Callable[[], dict[str, float]] | None = None,
+    ) -> None:
+        if timeout <= interval:
+            raise ValueError("the node timeout must be longer than the heartbeat interval")
+        self.client = client
+        self.node_id = node_id
+        self.prefix = prefix
+        self.interval = interval
+        self.timeout = timeout
+        # what this node reports with every heartbeat (set by the server: its own stats)
+        self.figures = figures or dict
+        self._where = f"{prefix}where"
+        self._nodes = f"{prefix}nodes"
+        self._offline = client.register_script(_OFFLINE)
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # -- heartbeat ---------------------------------------------------------------------------
+
+    async def beat(self) -> None:
+        """Write this node's heartbeat and figures once (the loop calls it every interval)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(
+            node_key(self.prefix, self.node_id),
+            json.dumps(self.figures()),
+            px=int(self.timeout * 1000),
+        )
+        pipe.sadd(self._nodes, self.node_id)
+        await pipe.execute()
+
+    async def start(self) -> None:
+        """First heartbeat now (a start-up error if Redis is unreachable), then a loop."""
+        await self.beat()
+        self._task = asyncio.create_task(self._loop(), name="pushwire-presence")
+
+    async def _loop(self) -> None:
+        # `_stopping`, not only the cancellation: redis-py may turn a cancellation in the
+        # middle of a command into a connection error, which this loop would swallow
+        while not self._stopping:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.beat()
+            except (redis.RedisError, OSError) as exc:
+                # the node keeps serving; other nodes will see it as dead after `timeout`
+                if not self._stopping:
+                    log.warning("presence: heartbeat to Redis failed: %s", exc)
+
+    async def stop(self) -> None:
+        """Stop beating and leave at once (other nodes need not wait for the TTL)."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        with contextlib.suppress(redis.RedisError, OSError):
+            await self.client.delete(node_key(self.prefix, self.node_id))
+
+    async def alive(self, node_id: str) -> bool:
+        return bool(await self.client.exists(node_key(self.prefix, node_id)))
+
+    # -- clients ---------------------------------------------------------------------------
+
+    async def client_online(self, client_id: str) -> None:
+        await self.client.hset(self._where, client_id, self.node_id)
+
+    async def client_offline(self, client_id: str) -> None:
+        """Forget the client's place unless another node has it by now (takeover)."""
+        await self._offline(keys=[self._where], args=[client_id, self.node_id])
+
+    async def where(self, client_id: str) -> str | None:
+        node = await self.client.hget(self._where, client_id)
+        if node is None:
+            return None
+        node_id = node.decode() if isinstance(node, bytes) else str(node)
+        return node_id if await self.alive(node_id) else None
+
+    # -- figures -----------------------------------------------------------------------------
+
+    async def cluster_figures(self) -> ClusterFigures:
+        """Every live node's last reported figures, and the totals of the summable ones."""
+        ids = sorted(
+            m.decode() if isinstance(m, bytes) else str(m)
+            for m in await self.client.smembers(self._nodes)
+        )
+        raw = await self.client.mget([node_key(self.prefix, n) for n in ids]) if ids else []
+        result = ClusterFigures()
+        dead = []
+        for node_id, value in zip(ids, raw, strict=True):
+            if value is None:
+                dead.append(node_id)
+                continue
+            result.nodes[node_id] = {k: float(v) for k, v in json.loads(value).items()}
+        if dead:
+            await self.client.srem(self._nodes, *dead)
+        for name in SUMMABLE:
+            values = [f[name] for f in result.nodes.values() if name in f]
+            if values:
+                result.totals[name] = sum(values)
+        result.totals["nodes"] = len(result.nodes)
+        return result
+
+
+# RedisPresence is the Presence port (checked by mypy)
+_PORT: type[Presence] = RedisPresence

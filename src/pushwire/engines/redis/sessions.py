@@ -1,0 +1,600 @@
+"""Persistent MQTT sessions in Redis, a lock per client id, and the cross-node takeover kick.
+
+Keys (under `prefix`, "pw:" by default; C is the client id):
+
+- `sess`      hash C -> JSON row (protocol level, expiry interval, disconnected at, owner);
+- `subs:C`    hash filter -> JSON subscription (options, subscription id);
+- `qi:C`      sorted set of queued seqs (score = seq): the delivery order;
+- `qe:C`      hash seq -> JSON entry with the message inline (see below);
+- `qs:C`      hash seq -> "packet_id:state" (inflight state, rewritten without the body);
+- `in:C`      set of inbound QoS 2 packet ids (PUBREC sent, PUBREL not yet seen);
+- `lock:C`    the node id that holds C: the only node that routes to, queues for and writes
+              the session. Held while the client is online AND while it is offline;
+- channel `kick:<node id>`: "<claimant node>" LF "<C>": hand C to the claimant (its client
+              connected there).
+
+Durability (same contract as the SQLite engine): every write method is non-blocking and
+appended to a batch; the batch is sent as ONE MULTI/EXEC pipeline on the next loop tick
+(write-behind, group commit), batches strictly in call order. `sync()` resolves once the
+batch holding every earlier write has been answered by Redis; with `appendfsync always`
+that answer means on disk. A batch Redis refuses or never answers (unreachable) fails
+every write in it: `write_failed` / `session_failed_since` say so and the caller does not
+acknowledge (MQTT reason code), it never acks falsely.
+
+Message bodies are stored inline in each queue entry, not once per uid as SQLite does:
+message uids are only unique within one process (core/message.py), so a body shared by
+uid could be overwritten by another node's message with the same uid. The cost is one
+copy per offline session a message is queued for.
+
+Who holds a session. `lock:C` is taken by an atomic script that succeeds when the lock is
+free, already ours, or held by a node whose heartbeat (presence.py `node:<id>`, a key with
+a TTL) has lapsed: a node killed with -9 loses its sessions to whoever asks next.
+`claim(C)` (a client connects here) asks the holder to let go with a kick and waits until
+it did, up to `takeover_timeout` (longer than the node timeout, so a dead holder is
+covered too). The holder's `on_kick` closes the connection as a takeover within one node
+does, makes the session's writes durable, forgets the session, and hands the lock straight
+to the claimant (never free in between, so no third node adopts it meanwhile); the
+claimant then `load_session`s it: subscriptions, queue and inflight messages.
+`load_sessions` (start-up) adopts every session whose lock is free, ours, or a dead
+node's, so sessions of a node that died are picked up by the next node to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+import redis.asyncio
+
+from pushwire.core.message import Message
+from pushwire.core.subscription import SubscriptionOptions
+from pushwire.engines.base import (
+    FailureListener,
+    QueueState,
+    StoredQueueEntry,
+    StoredSession,
+    StoredSubscription,
+    WriteFailure,
+)
+from pushwire.engines.redis.broker import records
+from pushwire.engines.redis.codec import decode
+from pushwire.engines.redis.keys import FANOUT, stream_id
+from pushwire.engines.redis.presence import node_key
+from pushwire.engines.serialize import dump_properties, load_properties
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "pw:"
+# how many failed message uids `write_failed` remembers (callers ask right after sync)
+_FAILED_MEMORY = 10_000
+# how often a claimant looks at the lock again while the holder lets go
+_CLAIM_POLL = 0.02
+_KICK_AGAIN = 1.0
+
+# KEYS[1] lock:C; ARGV[1] this node, ARGV[2] the node-key prefix, ARGV[3] "1" when a lock
+# this node holds already counts as taken. Returns {1, previous holder or ""} when taken,
+# {0, holder} when a live node has it (or this node, with ARGV[3] "0").
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if (not holder) or (holder == ARGV[1] and ARGV[3] == '1')
+    or (holder ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. holder) == 0) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return {1, holder or ''}
+end
+return {0, holder}
+"""
+
+# KEYS[1] lock:C; ARGV[1] this node, ARGV[2] the claimant: hand our lock straight to it,
+# so no third node can take it in between (the lock is never free during a takeover)
+_HAND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS[1] lock:C; ARGV[1] this node: let go only of our own lock
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+KickHandler = Callable[[str], Awaitable[None]]
+
+
+# -- encoding ---------------------------------------------------------------------------------
+
+
+def _message_json(m: Message) -> dict[str, Any]:
+    return {
+        "topic": m.topic,
+        "payload": base64.b64encode(m.payload).decode("ascii"),
+        "qos": m.qos,
+        "retain": m.retain,
+        "properties": dump_properties(m.properties) if m.properties else None,
+        "expires_at": m.expires_at,
+        "created_at": m.created_at,
+        "uid": m.uid,
+        "log_id": m.log_id,
+        "origin": m.origin,
+    }
+
+
+def _message(d: dict[str, Any]) -> Message:
+    return Message(
+        topic=d["topic"],
+        payload=base64.b64decode(d["payload"]),
+        qos=d["qos"],
+        retain=d["retain"],
+        properties=load_properties(d["properties"]) if d["properties"] else {},
+        expires_at=d["expires_at"],
+        created_at=d["created_at"],
+        uid=d["uid"],
+        log_id=d["log_id"],
+        origin=d["origin"],
+    )
+
+
+def _state(packet_id: int | None, state: QueueState) -> str:
+    return f"{'' if packet_id is None else packet_id}:{state}"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(slots=True)
+class _Op:
+    name: str  # the engine method, for WriteFailure.op
+    client_id: str
+    message: Message | None
+    apply: Callable[[Any], None]  # queues its commands on the pipeline
+
+
+class RedisSessionStore:
+    """The SessionStore port (plus its share of the Journal) on one Redis server."""
+
+    keeps_queue = False  # the whole queue is loaded: memory bounded by the persistent limits
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        prefix: str = DEFAULT_PREFIX,
+        node_id: str = "",
+        *,
+        takeover_timeout: float = 6.0,
+    ) -> None:
+        if not node_id:
+            raise ValueError("a Redis session store needs this node's id")
+        self.client = client
+        self.prefix = prefix
+        self.node_id = node_id
+        self.takeover_timeout = takeover_timeout
+        self._sess = f"{prefix}sess"
+        self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
+        self._hand = client.register_script(_HAND)
+        self._pending: list[_Op] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._failures = 0  # count of failed writes so far: marks compare against it
+        self._failed_sessions: dict[str, int] = {}
+        self._failed_uids: OrderedDict[int, None] = OrderedDict()
+        self._listeners: list[FailureListener] = []
+        self._pubsub: redis.asyncio.client.PubSub | None = None
+        self._kick_task: asyncio.Task[None] | None = None
+        self._kicks: set[asyncio.Task[None]] = set()
+        self.kicks_handled = 0
+        self._stopping = False
+        # the fan-out position this node has routed up to (RedisEngine sets it to its
+        # reader's): each write batch records it in `queued`, so whoever takes a session of
+        # this node next replays what came after (replay_from)
+        self.position: Callable[[], int] = lambda: 0
+        self._queued = f"{prefix}queued"  # hash node id -> position its sessions are queued to
+        self._upto = f"{prefix}upto"  # hash client id -> position it was handed over at
+        self._marks_good = True  # False after a failed write: the mark stops moving
+        self.previous_holders: dict[str, str] = {}  # client id -> holder before try_lock
+
+    def _k(self, kind: str, client_id: str) -> str:
+        return f"{self.prefix}{kind}:{client_id}"
+
+    # -- write-behind ----------------------------------------------------------------------
+
+    def _write(
+        self, name: str, client_id: str, apply: Callable[[Any], None], m: Message | None = None
+    ) -> None:
+        self._pending.append(_Op(name, client_id, m, apply))
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        # started on the next tick: every write of the current tick is in the first batch
+        while self._pending or self._waiters:
+            batch, self._pending = self._pending, []
+            waiters, self._waiters = self._waiters, []
+            # every message routed up to here queued its writes in this batch or before
+            position = self.position()
+            if batch:
+                await self._send(batch, position)
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+
+    async def _send(self, batch: list[_Op], position: int = 0) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        spans: list[tuple[_Op, int, int]] = []
+        for op in batch:
+            start = len(pipe.command_stack)
+            op.apply(pipe)
+            spans.append((op, start, len(pipe.command_stack)))
+        if self._marks_good and position:
+            # a failed write froze the mark: a taker replays more (duplicates), never less
+            pipe.hset(self._queued, self.node_id, str(position))
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except (redis.RedisError, OSError) as exc:
+            # unreachable or the transaction refused: nothing of the batch is known stored
+            for op in batch:
+                self._failed(op, str(exc) or type(exc).__name__)
+            return
+        for op, start, end in spans:
+            errors = [r for r in results[start:end] if isinstance(r, Exception)]
+            if errors:
+                self._failed(op, str(errors[0]))
+
+    def _failed(self, op: _Op, error: str) -> None:
+        self._failures += 1
+        self._marks_good = False
+        self._failed_sessions[op.client_id] = self._failures
+        if op.message is not None:
+            self._failed_uids[op.message.uid] = None
+            while len(self._failed_uids) > _FAILED_MEMORY:
+                self._failed_uids.popitem(last=False)
+        failure = WriteFailure(op.name, op.message, op.client_id, error)
+        for listener in self._listeners:
+            listener(failure)
+
+    async def sync(self) -> None:
+        """Once every write issued before the call is answered by Redis (or failed)."""
+        if not self._pending and (self._flusher is None or self._flusher.done()):
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._wake()
+        await waiter
+
+    def write_failed(self, message: Message) -> bool:
+        return message.uid in self._failed_uids
+
+    def failure_mark(self) -> int:
+        return self._failures
+
+    def session_failed_since(self, client_id: str, mark: int) -> bool:
+        return self._failed_sessions.get(client_id, 0) > mark
+
+    def add_failure_listener(self, listener: FailureListener) -> None:
+        self._listeners.append(listener)
+
+    # -- SessionStore writes ---------------------------------------------------------------
+
+    def session_put(
+        self,
+        client_id: str,
+        protocol_level: int,
+        expiry_interval: int | None,
+        disconnected_at: float | None,
+        owner: str | None = None,
+    ) -> None:
+        row = json.dumps(
+            {
+                "protocol_level": protocol_level,
+                "expiry_interval": expiry_interval,
+                "disconnected_at": disconnected_at,
+                "owner": owner,
+            }
+        )
+        self._write("session_put", client_id, lambda p: p.hset(self._sess, client_id, row))
+
+    def session_delete(self, client_id: str) -> None:
+        keys = [self._k(kind, client_id) for kind in ("subs", "qi", "qe", "qs", "in")]
+
+        def apply(p: Any) -> None:
+            p.hdel(self._sess, client_id)
+            p.delete(*keys)
+
+        self._write("session_delete", client_id, apply)
+
+    def subscription_put(self, client_id: str, sub: StoredSubscription) -> None:
+        o = sub.options
+        value = json.dumps(
+            {
+                "qos": o.qos,
+                "no_local": o.no_local,
+                "retain_as_published": o.retain_as_published,
+                "retain_handling": o.retain_handling,
+                "subscription_id": sub.subscription_id,
+            }
+        )
+        key = self._k("subs", client_id)
+        self._write("subscription_put", client_id, lambda p: p.hset(key, sub.filter, value))
+
+    def subscription_delete(self, client_id: str, flt: str) -> None:
+        key = self._k("subs", client_id)
+        self._write("subscription_delete", client_id, lambda p: p.hdel(key, flt))
+
+    def queue_put(self, client_id: str, entry: StoredQueueEntry) -> None:
+        body = json.dumps(
+            {
+                "qos": entry.qos,
+                "retain": entry.retain,
+                "message": _message_json(entry.message),
+            }
+        )
+        state = _state(entry.packet_id, entry.state)
+        qi, qe, qs = (self._k(k, client_id) for k in ("qi", "qe", "qs"))
+        seq = entry.seq
+
+        def apply(p: Any) -> None:
+            p.hset(qe, str(seq), body)
+            p.hset(qs, str(seq), state)
+            p.zadd(qi, {str(seq): seq})
+
+        self._write("queue_put", client_id, apply, entry.message)
+
+    def queue_update(
+        self, client_id: str, seq: int, packet_id: int | None, state: QueueState
+    ) -> None:
+        key, value = self._k("qs", client_id), _state(packet_id, state)
+        self._write("queue_update", client_id, lambda p: p.hset(key, str(seq), value))
+
+    def queue_delete(self, client_id: str, seq: int) -> None:
+        qi, qe, qs = (self._k(k, client_id) for k in ("qi", "qe", "qs"))
+
+        def apply(p: Any) -> None:
+            p.zrem(qi, str(seq))
+            p.hdel(qe, str(seq))
+            p.hdel(qs, str(seq))
+
+        self._write("queue_delete", client_id, apply)
+
+    def queue_load(
+        self, client_id: str, from_seq: int, limit: int
+    ) -> asyncio.Future[list[StoredQueueEntry]]:
+        # keeps_queue is False: load_session(s) hands back the whole queue
+        done: asyncio.Future[list[StoredQueueEntry]] = asyncio.get_running_loop().create_future()
+        done.set_result([])
+        return done
+
+    def inbound_qos2_put(self, client_id: str, packet_id: int) -> None:
+        key = self._k("in", client_id)
+        self._write("inbound_qos2_put", client_id, lambda p: p.sadd(key, packet_id))
+
+    def inbound_qos2_delete(self, client_id: str, packet_id: int) -> None:
+        key = self._k("in", client_id)
+        self._write("inbound_qos2_delete", client_id, lambda p: p.srem(key, packet_id))
+
+    # -- loading ---------------------------------------------------------------------------
+
+    async def load_session(self, client_id: str) -> StoredSession | None:
+        """The stored session of `client_id` as of every write issued before the call."""
+        await self.sync()
+        pipe = self.client.pipeline(transaction=True)  # one consistent view
+        pipe.hget(self._sess, client_id)
+        pipe.hgetall(self._k("subs", client_id))
+        pipe.zrange(self._k("qi", client_id), 0, -1)
+        pipe.hgetall(self._k("qe", client_id))
+        pipe.hgetall(self._k("qs", client_id))
+        pipe.smembers(self._k("in", client_id))
+        row, subs, order, entries, states, inbound = await pipe.execute()
+        if row is None:
+            return None
+        r = json.loads(row)
+        session = StoredSession(
+            client_id,
+            r["protocol_level"],
+            r["expiry_interval"],
+            r["disconnected_at"],
+            owner=r["owner"],
+        )
+        for flt, raw in sorted(subs.items()):
+            s = json.loads(raw)
+            options = SubscriptionOptions(
+                s["qos"], s["no_local"], s["retain_as_published"], s["retain_handling"]
+            )
+            session.subscriptions.append(
+                StoredSubscription(_text(flt), options, s["subscription_id"])
+            )
+        entries = {_text(k): v for k, v in entries.items()}
+        states = {_text(k): _text(v) for k, v in states.items()}
+        for member in order:
+            seq = _text(member)
+            raw = entries.get(seq)
+            if raw is None:
+                continue
+            e = json.loads(raw)
+            pid_text, _, state = states.get(seq, ":queued").partition(":")
+            session.queue.append(
+                StoredQueueEntry(
+                    int(seq),
+                    _message(e["message"]),
+                    e["qos"],
+                    e["retain"],
+                    int(pid_text) if pid_text else None,
+                    cast(QueueState, state),
+                )
+            )
+        session.inbound_qos2 = sorted(int(_text(p)) for p in inbound)
+        return session
+
+    async def load_sessions(
+        self, queue_window: int = 0, *, adopting: bool = False
+    ) -> list[StoredSession]:
+        """Take every stored session no live node holds, and load those.
+
+        At start-up (the default) that includes sessions this node id holds already (a
+        restarted worker keeps its slot's id). `adopting` (a running node looking for
+        sessions of dead nodes) leaves this node's own locks alone: those sessions are in
+        its hub already, or on their way to another node. A session held by a live node
+        stays there (it routes and queues for it). The window is ignored (keeps_queue is
+        False: whole queues are loaded). One lock script per stored session: what a node
+        pays at start-up and every adoption round."""
+        loaded = []
+        for raw in await self.client.hkeys(self._sess):
+            client_id = _text(raw)
+            if await self.try_lock(client_id, own=not adopting) is None:
+                continue
+            session = await self.load_session(client_id)
+            if session is not None:
+                loaded.append(session)
+            else:  # deleted meanwhile: nothing to hold
+                await self.release(client_id)
+        return loaded
+
+    # -- locks and the takeover kick -------------------------------------------------------
+
+    async def try_lock(self, client_id: str, *, own: bool = True) -> str | None:
+        """Take `lock:C` if free, a dead node's, or (`own`) ours already. Returns the
+        previous holder ("" if none) when taken, None when a live node holds it."""
+        taken, holder = await self._acquire(
+            keys=[self._k("lock", client_id)],
+            args=[self.node_id, node_key(self.prefix, ""), "1" if own else "0"],
+        )
+        if not taken:
+            return None
+        self.previous_holders[client_id] = _text(holder)
+        return _text(holder)
+
+    async def holder(self, client_id: str) -> str | None:
+        raw = await self.client.get(self._k("lock", client_id))
+        return None if raw is None else _text(raw)
+
+    async def claim(self, client_id: str) -> bool:
+        """Take `client_id` for a connection to this node: kick whichever live node holds it
+        and wait until it let go (or died). False after `takeover_timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.takeover_timeout
+        kicked: tuple[str, float] | None = None  # whom, when
+        while True:
+            if await self.try_lock(client_id) is not None:
+                return True
+            holder = await self.holder(client_id)
+            # kick again now and then: a kick sent while the holder was resubscribing is lost
+            if holder is not None and (
+                kicked is None or kicked[0] != holder or loop.time() - kicked[1] > _KICK_AGAIN
+            ):
+                await self.client.publish(self._k("kick", holder), f"{self.node_id}\n{client_id}")
+                kicked = (holder, loop.time())
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(_CLAIM_POLL)
+
+    async def mark_handed(self, client_id: str, position: int) -> None:
+        """This node stopped queueing for `client_id` at fan-out `position` (a kick)."""
+        await self.client.hset(self._upto, client_id, str(position))
+
+    async def replay_from(self, client_id: str) -> int | None:
+        """The fan-out position after which the session just taken may have missed
+        messages: where its last holder handed it over, or where that holder's writes were
+        queued to. None: nothing known (a new session, or the holder never recorded one)."""
+        handed = await self.client.hget(self._upto, client_id)
+        if handed is not None:
+            await self.client.hdel(self._upto, client_id)
+            return int(handed)
+        holder = self.previous_holders.pop(client_id, "")
+        if not holder:
+            return None
+        queued = await self.client.hget(self._queued, holder)
+        return None if queued is None else int(queued)
+
+    async def read_fanout(self, after: int, upto: int) -> list[Message]:
+        """The messages at positions after..upto of the fan-out stream (its entries are
+        publish batches, id = their last position)."""
+        if upto <= after:
+            return []
+        entries: Any = await self.client.xrange(FANOUT, stream_id(after + 1), "+")
+        found = []
+        for _entry_id, fields in entries:
+            for position, blob in records(fields[b"b"]):
+                if after < position <= upto:
+                    message = decode(blob)
+                    message.log_id = position
+                    found.append(message)
+        return found
+
+    async def release(self, client_id: str) -> None:
+        """Let go of `client_id` (after its writes were made durable)."""
+        await self.sync()
+        await self._release(keys=[self._k("lock", client_id)], args=[self.node_id])
+
+    async def hand_over(self, client_id: str, claimant: str) -> None:
+        """Give `client_id` to node `claimant` (after its writes were made durable)."""
+        await self.sync()
+        await self._hand(keys=[self._k("lock", client_id)], args=[self.node_id, claimant])
+
+    async def start_kicks(self, on_kick: KickHandler) -> None:
+        """Listen for kicks addressed to this node: `on_kick(C)` must close C's connection,
+        make its writes durable and forget the session; the lock is released after it."""
+        self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        await self._pubsub.subscribe(self._k("kick", self.node_id))
+        self._kick_task = asyncio.create_task(self._read_kicks(on_kick), name="pushwire-kicks")
+
+    async def _read_kicks(self, on_kick: KickHandler) -> None:
+        assert self._pubsub is not None
+        # `_stopping`: redis-py may turn the cancellation into a connection error
+        while not self._stopping:
+            try:
+                msg = await self._pubsub.get_message(timeout=1.0)
+            except (redis.RedisError, OSError) as exc:
+                if self.stopping():
+                    break
+                # the claimant keeps kicking until its deadline; try to listen again
+                log.warning("sessions: kick channel lost (%s); resubscribing", exc)
+                await asyncio.sleep(0.5)
+                with contextlib.suppress(redis.RedisError, OSError):
+                    await self._pubsub.subscribe(self._k("kick", self.node_id))
+                continue
+            if msg is None or msg.get("type") != "message":
+                continue
+            claimant, _, client_id = _text(msg["data"]).partition("\n")
+            task = asyncio.create_task(self._kicked(client_id, claimant, on_kick))
+            self._kicks.add(task)
+            task.add_done_callback(self._kicks.discard)
+
+    def stopping(self) -> bool:
+        return self._stopping
+
+    async def _kicked(self, client_id: str, claimant: str, on_kick: KickHandler) -> None:
+        try:
+            await on_kick(client_id)
+            await self.hand_over(client_id, claimant)
+            self.kicks_handled += 1
+        except Exception:
+            log.exception("sessions: handing %r over to another node failed", client_id)
+
+    async def close(self) -> None:
+        """Stop listening for kicks and write what is pending (locks stay: the sessions
+        stay ours until this node's heartbeat lapses or it is asked for them)."""
+        self._stopping = True
+        if self._kick_task is not None:
+            self._kick_task.cancel()
+            await asyncio.gather(self._kick_task, *self._kicks, return_exceptions=True)
+            self._kick_task = None
+        if self._pubsub is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            self._pubsub = None
+        await self.sync()
