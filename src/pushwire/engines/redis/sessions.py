@@ -241,8 +241,10 @@ class RedisSessionStore:
             start = len(pipe.command_stack)
             op.apply(pipe)
             spans.append((op, start, len(pipe.command_stack)))
-        if self._marks_good and position:
-            # a failed write froze the mark: a taker replays more (duplicates), never less
+        if self._marks_good:
+            # a failed write froze the mark: a taker replays more (duplicates), never less.
+            # Position 0 is recorded too: a node whose reader had routed nothing yet when
+            # it wrote a session must leave "replay from the start", not "nothing known"
             pipe.hset(self._queued, self.node_id, str(position))
         try:
             results = await pipe.execute(raise_on_error=False)
