@@ -16,7 +16,6 @@ import pytest
 
 from helpers.certs import make_certs
 from helpers.workers import pid_alive, running_supervisor, wait_for
-from pushwire.server import redis_engine_available
 
 UNSHARED = ("--engine", "memory", "--workers-allow-unshared-engine")
 
@@ -47,17 +46,6 @@ def test_memory_contradicting_engine_is_a_startup_error(tmp_path: Path) -> None:
     done = _serve(tmp_path, "--memory", "--engine", "sqlite")
     assert done.returncode == 2
     assert "--memory contradicts --engine sqlite" in done.stderr
-
-
-@pytest.mark.skipif(redis_engine_available(), reason="the Redis engine exists now")
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_engine_redis_before_it_exists_names_the_missing_engine(
-    tmp_path: Path, workers: str
-) -> None:
-    done = _serve(tmp_path, "--engine", "redis", "--workers", workers)
-    assert done.returncode == 2, done.stderr
-    assert "engine redis is not available" in done.stderr
-    assert "Traceback" not in done.stderr
 
 
 def _mqtt_connects(port: int) -> bool:

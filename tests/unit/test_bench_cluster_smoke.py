@@ -7,38 +7,14 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-import pytest
-
 from pushwire.bench.cluster import (
     CONFIG_SPECS,
     Result,
     Settings,
     goal_lines,
-    main,
     pushwire_cluster,
     render_table,
 )
-from pushwire.server import redis_engine_available
-
-no_redis_engine = pytest.mark.skipif(
-    redis_engine_available(), reason="the Redis engine exists now: these configurations run"
-)
-
-
-@no_redis_engine
-def test_redis_configurations_are_skipped_not_failed(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["--configs", "redis-1,redis-w2", "--peer", "none", "--only", "fanout,sse"])
-    out = capsys.readouterr().out
-    assert rc == 0
-    progress = [line.split() for line in out.splitlines() if line.startswith("  ")]
-    assert [words[:2] for words in progress] == [
-        ["fanout", "redis-1"],
-        ["fanout", "redis-w2"],
-        ["sse", "redis-1"],
-        ["sse", "redis-w2"],
-    ]
-    assert all(" ".join(words[2:]) == "skipped: engine redis not available" for words in progress)
-    assert "goal: redis-w2 fanout >= 1.6x redis-1: skipped: engine redis not available" in out
 
 
 def test_goal_lines_compare_the_right_figures() -> None:

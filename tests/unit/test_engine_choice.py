@@ -16,10 +16,8 @@ from pushwire.config import Settings
 from pushwire.engines.memory import MemoryEngine
 from pushwire.server import (
     REDIS_ENGINE_MODULE,
-    EngineUnavailable,
     PushwireServer,
     make_engine,
-    redis_engine_available,
 )
 
 
@@ -66,12 +64,6 @@ def redis_engine_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     module.RedisEngine = _StandInRedisEngine  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, REDIS_ENGINE_MODULE, module)
     return module
-
-
-@pytest.mark.skipif(redis_engine_available(), reason="the Redis engine exists now")
-def test_make_engine_names_the_missing_redis_engine() -> None:
-    with pytest.raises(EngineUnavailable, match="engine redis is not available"):
-        make_engine(Settings(engine="redis"))
 
 
 def test_make_engine_builds_redis_engine_from_settings(redis_engine_module: object) -> None:
