@@ -21,7 +21,6 @@ import pytest
 from helpers.clients import PahoClient
 from helpers.raw import RawClient, connected_client
 from helpers.redis import redis_server  # noqa: F401 (fixture: a private redis-server)
-from helpers.redis_sessions import redis_engine  # noqa: F401 (fixture: sessions in Redis)
 from helpers.server import ServerProcess, broker_kind, raise_nofile_limit
 
 INTEGRATION_TIMEOUT = 60

@@ -1,10 +1,8 @@
 """MQTT persistent sessions that follow their client across nodes (engine=redis).
 
 Two pushwire nodes (in this process, each on its own loop and ports) share one private
-redis-server; clients are raw MQTT 3.1.1 sockets. Until the cross-node fan-out is on this
-branch (helpers/redis_sessions.py), messages are published on the node that holds the
-session, and the tests check that the session, with its queue and inflight messages, moves
-to the node the client connects to next.
+redis-server; clients are raw MQTT 3.1.1 sockets. The tests check that the session, with
+its queue and inflight messages, moves to the node the client connects to next.
 """
 
 from __future__ import annotations
@@ -32,9 +30,7 @@ HOST = "127.0.0.1"
 
 
 @pytest.fixture
-def nodes(
-    redis_server: RedisServer, redis_engine: str, tmp_path: Path
-) -> Iterator[list[InProcessServer]]:
+def nodes(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[InProcessServer]]:
     started: list[InProcessServer] = []
     try:
         for name in ("a", "b"):
