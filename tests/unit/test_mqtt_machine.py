@@ -17,7 +17,7 @@ from helpers.machine import (
     sent,
 )
 from pushwire.core.auth import AuthResult
-from pushwire.mqtt.codec import UnsupportedProtocolVersion, encode
+from pushwire.mqtt.codec import DecodeError, UnsupportedProtocolVersion, encode
 from pushwire.mqtt.connection import Limits, MQTTConnection, ProtocolViolation
 from pushwire.mqtt.events import Close, ConnectIn, Send
 from pushwire.mqtt.handle_connect import NEVER_EXPIRES, will_delay
@@ -238,3 +238,60 @@ def test_unsupported_protocol_level_is_answered_in_the_3_1_1_format() -> None:
     events = conn.unsupported_version(err.value.protocol_level)
     assert connack_of(events, PROTOCOL_V311).reason_code == 1  # unacceptable version
     assert isinstance(events[-1], Close)
+
+
+def _connect_bytes(level: int, properties: bytes, client_id: bytes = b"c") -> bytes:
+    """A CONNECT built by hand, so its properties may be broken."""
+    body = b"\x00\x04MQTT" + bytes([level]) + b"\x02\x00\x3c"
+    if level == PROTOCOL_V5:
+        body += bytes([len(properties)]) + properties
+    body += len(client_id).to_bytes(2, "big") + client_id
+    return bytes([0x10, len(body)]) + body
+
+
+def test_malformed_v5_connect_is_answered_by_the_machine_with_a_connack() -> None:
+    conn = MQTTConnection()
+    with pytest.raises(DecodeError) as err:
+        conn.receive_data(_connect_bytes(PROTOCOL_V5, b"\xff\x00"))  # unknown property
+    assert err.value.packets == []
+    events = conn.decode_failed(err.value)
+    connack = connack_of(events, PROTOCOL_V5)
+    assert connack.reason_code == err.value.reason_code >= 0x80
+    last = events[-1]
+    assert isinstance(last, Close) and last.protocol_error
+
+
+def test_v5_connect_larger_than_the_server_accepts_gets_connack_packet_too_large() -> None:
+    conn = MQTTConnection(Limits(max_packet_size=64))
+    with pytest.raises(DecodeError) as err:
+        conn.receive_data(_connect_bytes(PROTOCOL_V5, b"", b"c" * 100))
+    events = conn.decode_failed(err.value)
+    assert connack_of(events, PROTOCOL_V5).reason_code == ReasonCode.PACKET_TOO_LARGE
+
+
+def test_malformed_v311_connect_is_closed_without_a_connack() -> None:
+    # MQTT-3.1.4-1: a CONNECT that does not conform closes the connection, no CONNACK
+    conn = MQTTConnection()
+    body = b"\x00\x04MQTT\x04\x03\x00\x3c\x00\x01c"  # reserved flag bit set
+    with pytest.raises(DecodeError) as err:
+        conn.receive_data(bytes([0x10, len(body)]) + body)
+    events = conn.decode_failed(err.value)
+    assert [type(e) for e in events] == [Close]
+
+
+def test_malformed_packet_after_connack_gets_disconnect_with_its_code() -> None:
+    conn, _, _ = connected()
+    with pytest.raises(DecodeError) as err:
+        conn.receive_data(b"\x00\x00")  # packet type 0
+    (disconnect,) = sent(conn.decode_failed(err.value), PROTOCOL_V5)
+    assert isinstance(disconnect, Disconnect)
+    assert disconnect.reason_code == err.value.reason_code
+
+
+def test_unsupported_level_goes_through_decode_failed_too() -> None:
+    conn = MQTTConnection()
+    body = b"\x00\x04MQTT\x06\x02\x00\x1e\x00\x01c"  # level 6
+    with pytest.raises(UnsupportedProtocolVersion) as err:
+        conn.receive_data(bytes([0x10, len(body)]) + body)
+    events = conn.decode_failed(err.value)
+    assert connack_of(events, PROTOCOL_V311).reason_code == 1

@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pushwire.core.stats import Stats
 from pushwire.mqtt import handle_acks, handle_auth, handle_connect, handle_publish, handle_subscribe
-from pushwire.mqtt.codec import DecodeError, Decoder, encode
+from pushwire.mqtt.codec import (
+    DecodeError,
+    Decoder,
+    PacketTooLarge,
+    UnsupportedProtocolVersion,
+    encode,
+)
 from pushwire.mqtt.events import Close, ConnectIn, Event, PublishIn, Send
 from pushwire.mqtt.packets import (
     PROTOCOL_V5,
@@ -63,6 +69,23 @@ if TYPE_CHECKING:
 
 # control packet type of CONNECT (the high nibble of the first byte)
 _CONNECT_TYPE = 1
+
+
+# what a CONNECT's variable header starts with: the protocol name "MQTT"
+_PROTOCOL_NAME = b"\x00\x04MQTT"
+
+
+def _claimed_level(data: bytes, default: int) -> int:
+    """The protocol level (4 or 5) a CONNECT at the start of `data` claims, read past its
+    fixed header without decoding the rest; `default` when it claims none."""
+    pos = 1
+    while pos < 5 and pos < len(data) and data[pos] & 0x80:
+        pos += 1  # the remaining length is a variable byte integer of 1-4 bytes
+    pos += 1
+    if data[pos : pos + 6] != _PROTOCOL_NAME or len(data) <= pos + 6:
+        return default
+    level = data[pos + 6]
+    return level if level in (PROTOCOL_V311, PROTOCOL_V5) else default
 
 
 class State(enum.Enum):
@@ -172,8 +195,11 @@ class MQTTConnection:
             packets = self._decoder.feed(data)
         except DecodeError as exc:
             if self.state is State.AWAIT_CONNECT:
-                # a CONNECT that was readable up to its level: answer at that level
+                # a CONNECT that was readable up to its level: answer at that level; one
+                # refused for its size alone still shows its level in the first bytes
                 self.protocol_level = self._decoder.protocol_level
+                if isinstance(exc, PacketTooLarge) and not exc.packets:
+                    self.protocol_level = _claimed_level(data, self.protocol_level)
             exc.packets = self._check(exc.packets)
             self.state = State.CLOSED
             raise
@@ -286,6 +312,23 @@ class MQTTConnection:
         if self.session is not None:
             return []
         return [Close("no CONNECT in time")]
+
+    def decode_failed(self, exc: DecodeError) -> list[Event]:
+        """`receive_data` raised `exc`: what to send before closing, to be called once the
+        packets that came complete before the fault (`exc.packets`) were handled.
+
+        Before CONNACK an MQTT 5 client gets a CONNACK with the fault's reason code (0x81
+        Malformed, 0x82 Protocol Error, 0x95 Packet too large ...); a 3.1.1 client gets
+        none, as a CONNECT that does not conform is closed without one (MQTT-3.1.4-1).
+        After CONNACK an MQTT 5 client gets DISCONNECT with the code."""
+        if isinstance(exc, UnsupportedProtocolVersion):
+            return self.unsupported_version(exc.protocol_level)
+        if self.v5 and self.session is None:
+            return [
+                Send(self.send(Connack(False, exc.reason_code))),
+                Close(f"protocol error: {exc}", logging.INFO, protocol_error=True),
+            ]
+        return self.protocol_error(str(exc), exc.reason_code)
 
     def unsupported_version(self, level: int) -> list[Event]:
         """A CONNECT of a protocol level we do not speak: answered in the format of the

@@ -19,7 +19,7 @@ from pushwire.core.message import Message
 from pushwire.core.ratelimit import TokenBucket
 from pushwire.core.session import Delivery, Session
 from pushwire.mqtt.acks import AckQueue
-from pushwire.mqtt.codec import DecodeError, UnsupportedProtocolVersion
+from pushwire.mqtt.codec import DecodeError
 from pushwire.mqtt.connection import MQTTConnection, ProtocolViolation
 from pushwire.mqtt.events import (
     Authenticated,
@@ -37,7 +37,6 @@ from pushwire.mqtt.events import (
 from pushwire.mqtt.handle_auth import wants_enhanced_auth
 from pushwire.mqtt.handle_connect import will_delay
 from pushwire.mqtt.packets import (
-    Connack,
     Packet,
     Publish,
     PubRel,
@@ -179,15 +178,10 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
         self.hub.stats.bytes_received += len(data)
         try:
             packets = self.conn.receive_data(data, time.monotonic())
-        except UnsupportedProtocolVersion as exc:
-            self._act(self.conn.unsupported_version(exc.protocol_level))
-            return
         except DecodeError as exc:
-            # act on what came complete before the fault, then close
+            # act on what came complete before the fault, then on the machine's answer
             self._handle(exc.packets)
-            if self.session is None and self.conn.v5 and not self._closing:
-                self._write(self.conn.send(Connack(False, exc.reason_code)))  # malformed CONNECT
-            self._act(self.conn.protocol_error(str(exc), exc.reason_code))
+            self._act(self.conn.decode_failed(exc))
             return
         self._handle(packets)
 
