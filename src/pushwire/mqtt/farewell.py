@@ -1,0 +1,58 @@
+"""The end of an MQTT connection on the session side: its will (what and when is the
+machine's `take_will`; a delayed one waits in `broker.wills`), then the session leaves the
+hub and, on engine=redis, its client-id lock."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from pushwire.mqtt.wills import will_message
+
+if TYPE_CHECKING:
+    from pushwire.core.hub import Hub
+    from pushwire.core.session import Session
+    from pushwire.mqtt.broker import MQTTBroker
+    from pushwire.mqtt.connection import MQTTConnection
+
+log = logging.getLogger(__name__)
+
+
+class Farewell:
+    """Mixed into MQTTServerProtocol, which owns these attributes."""
+
+    broker: MQTTBroker
+    hub: Hub
+    conn: MQTTConnection
+    session: Session | None
+
+    def _end_session(self) -> None:
+        """The connection is lost: will, then the session's detach from the hub."""
+        session = self.session
+        if session is None:
+            return
+        self.session = None
+        self.hub.stats.clients_connected -= 1
+        try:
+            if self.conn.will is not None:
+                self.publish_will(at_once=self.broker.shutting_down)
+        except Exception:
+            # whatever the will hit, the session must still leave the hub
+            log.exception("publishing the will of %s failed", session.client_id)
+        finally:
+            self.hub.disconnect(session, self)  # type: ignore[arg-type]  # its Link
+            if self.broker.handover is not None:
+                self.broker.handover.gone(session.client_id)
+
+    def publish_will(self, at_once: bool = False) -> None:
+        """Publish the will, if the connection still has one (once); `at_once` ignores
+        the will delay (the server is stopping and cannot wait)."""
+        due = self.conn.take_will(at_once)
+        if due is None:
+            return
+        will, delay = due
+        msg = will_message(will, self.conn.client_id)
+        if delay:
+            self.broker.wills.schedule(self.conn.client_id, msg, delay)
+        else:
+            self.hub.publish(msg)
