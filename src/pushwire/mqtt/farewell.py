@@ -1,12 +1,14 @@
-"""The end of an MQTT connection on the session side: its will (what and when is the
-machine's `take_will`; a delayed one waits in `broker.wills`), then the session leaves the
-hub and, on engine=redis, its client-id lock."""
+"""The end of an MQTT connection on the session side: a close the server decides, the
+will (what and when is the machine's `take_will`; a delayed one waits in `broker.wills`),
+then the connection leaves the broker, its session the hub and, on engine=redis, its
+client-id lock."""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
 
+from pushwire.mqtt.packets import ReasonCode
 from pushwire.mqtt.wills import will_message
 
 if TYPE_CHECKING:
@@ -14,6 +16,7 @@ if TYPE_CHECKING:
     from pushwire.core.session import Session
     from pushwire.mqtt.broker import MQTTBroker
     from pushwire.mqtt.connection import MQTTConnection
+    from pushwire.mqtt.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +29,15 @@ class Farewell:
     conn: MQTTConnection
     session: Session | None
 
+    if TYPE_CHECKING:
+
+        def _act(self, events: list[Event]) -> None: ...
+
     def _end_session(self) -> None:
-        """The connection is lost: will, then the session's detach from the hub."""
+        """The connection is lost: it leaves the broker; will, then the session's detach
+        from the hub."""
+        self.broker.unregister(self)  # type: ignore[arg-type]
+        self.broker.untrack_identity(self)  # type: ignore[arg-type]
         session = self.session
         if session is None:
             return
@@ -43,6 +53,10 @@ class Farewell:
             self.hub.disconnect(session, self)  # type: ignore[arg-type]  # its Link
             if self.broker.handover is not None:
                 self.broker.handover.gone(session.client_id)
+
+    def close(self, reason_code: int = ReasonCode.SERVER_SHUTTING_DOWN) -> None:
+        """Server-initiated close (shutdown, admin action, revoked rights)."""
+        self._act(self.conn.server_close(reason_code))
 
     def publish_will(self, at_once: bool = False) -> None:
         """Publish the will, if the connection still has one (once); `at_once` ignores

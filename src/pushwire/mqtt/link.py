@@ -33,6 +33,10 @@ class LinkSide:
         def _act(self, events: list[Event]) -> None: ...
 
     @property
+    def client_id(self) -> str:
+        return self.conn.client_id
+
+    @property
     def receive_maximum(self) -> int:
         """The client's Receive Maximum: inflight deliveries it accepts."""
         return self.conn.client_receive_maximum

@@ -34,8 +34,9 @@ class Login:
     session: Session | None
     ip: str
     peer: str
-    identity: Identity | None
-    permissions: Permissions | None
+    # who authenticated, and their rights (None until CONNECT is accepted)
+    identity: Identity | None = None
+    permissions: Permissions | None = None
     _closing: bool
     _auth_pending: bool
     _timer_due: float

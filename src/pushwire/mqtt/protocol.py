@@ -1,13 +1,10 @@
-"""One MQTT connection on asyncio: moves bytes between the socket and the protocol
-machine (`connection.py`), runs the machine's one timer, and hands the machine's events to
-the hub and session side.
+"""One MQTT connection on asyncio: bytes between the socket and the protocol machine
+(`connection.py`, where every rule lives), its one timer, its events to the hub side.
 
-No protocol rule lives here. The rest of the glue has a module per job, mixed into the
-one connection object (no per-connection helper objects, no indirection per packet):
-`reading.py` (packets to the machine, read pausing), `login.py` (CONNECT to auth and the
-hub), `hub_calls.py` (events as hub calls), `link.py` (what the session sends through),
-`farewell.py` (will and session at the end), `acks.py` (acks in order, some durable).
-"""
+The rest of the glue is one module per job, mixed into this one object (no helper objects
+per connection, no indirection per packet): `reading.py` (packets to the machine, read
+pausing), `login.py` (CONNECT to auth and hub), `hub_calls.py`, `link.py` (the session's
+Link), `farewell.py` (will, session end), `acks.py` (acks in order, some durable)."""
 
 from __future__ import annotations
 
@@ -16,7 +13,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, cast
 
-from pushwire.core.auth import Identity, Permissions
 from pushwire.core.logthrottle import ThrottledLog
 from pushwire.core.ratelimit import TokenBucket
 from pushwire.core.session import Session
@@ -40,7 +36,7 @@ from pushwire.mqtt.farewell import Farewell
 from pushwire.mqtt.hub_calls import HubCalls
 from pushwire.mqtt.link import LinkSide
 from pushwire.mqtt.login import Login
-from pushwire.mqtt.packets import Packet, ReasonCode
+from pushwire.mqtt.packets import Packet
 from pushwire.mqtt.reading import ReadControl
 
 if TYPE_CHECKING:
@@ -52,7 +48,6 @@ refusals = ThrottledLog(log)
 # the most one read takes from a socket; a read that fills it means more is waiting, so the
 # connection yields to the rest of the loop before reading again
 READ_CHUNK_BYTES = 64 * 1024
-READ_TURN_BYTES = READ_CHUNK_BYTES
 # one read buffer for every connection of the process: the loop reads into it, and
 # buffer_updated copies the bytes out at once, so idle connections hold no buffer
 _READ_VIEW = memoryview(bytearray(READ_CHUNK_BYTES))
@@ -84,28 +79,16 @@ class MQTTServerProtocol(
         self._flush_scheduled = False
         self._paused = False
         self._closing = False
-        self._slow_timer: asyncio.TimerHandle | None = None
         self.admitted_ip: str | None = None  # counted against max_connections_per_ip
         self._publish_bucket: TokenBucket | None = None
         self._throttled = False
-        self._reading = True
         self._yielding = False
-        # packets held while throttled, authenticating or under pressure: those from
-        # _backlog_at on wait (an index, not a slice: a hold under pressure often lets one
-        # packet through at a time, and slicing the rest off each time was quadratic)
-        self._backlog: list[Packet] = []
+        self._backlog: list[Packet] = []  # reading.py: what waits, from _backlog_at on
         self._backlog_at = 0
         self._auth_pending = False
         self._pressured = False
-        self._pressure_timer: asyncio.TimerHandle | None = None
-        self.identity: Identity | None = None
-        self.permissions: Permissions | None = None
         self._registered = False
         self._acks = AckQueue(self)
-
-    @property
-    def client_id(self) -> str:
-        return self.conn.client_id
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -146,7 +129,7 @@ class MQTTServerProtocol(
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        if len(data) >= READ_TURN_BYTES and not self._yielding:
+        if len(data) >= READ_CHUNK_BYTES and not self._yielding:
             # uvloop keeps reading a busy socket many times per loop iteration; one full
             # buffer per turn lets the writes this data causes reach subscribers before the
             # next read, instead of piling up (fan-in/fan-out under load)
@@ -200,35 +183,7 @@ class MQTTServerProtocol(
         if self._slow_timer is not None:
             self._slow_timer.cancel()
             self._slow_timer = None
-        self.broker.unregister(self)
-        self.broker.untrack_identity(self)
         self._end_session()
-
-    def pause_writing(self) -> None:
-        # the client is not reading: stop reading from it too (its acks and our answers
-        # would otherwise pile up), drop QoS 0 for it, and give it a bounded time to recover
-        self._paused = True
-        self._sync_reading()
-        self._slow_timer = self._loop.call_later(
-            self.broker.settings.slow_consumer_timeout, self._slow_consumer
-        )
-
-    def resume_writing(self) -> None:
-        self._paused = False
-        if self._slow_timer is not None:
-            self._slow_timer.cancel()
-            self._slow_timer = None
-        self._sync_reading()
-        if self.session is not None:
-            self.session.pump()
-
-    def _slow_consumer(self) -> None:
-        self._slow_timer = None
-        self.hub.stats.slow_consumers_disconnected += 1
-        self._abort("slow consumer: send buffer full too long", logging.WARNING)
-        if self.transport is not None:
-            # close() would wait for the full buffer to drain; this peer is not reading
-            self.transport.abort()
 
     # -- output --------------------------------------------------------------------------
 
@@ -269,15 +224,11 @@ class MQTTServerProtocol(
         if self.transport is not None:
             self.transport.close()
 
-    def close(self, reason_code: int = ReasonCode.SERVER_SHUTTING_DOWN) -> None:
-        """Server-initiated close (shutdown, admin action)."""
-        self._act(self.conn.server_close(reason_code))
-
     # -- the machine's one timer -----------------------------------------------------------
 
     def _arm_timer(self) -> None:
-        """Arm the timer for the machine's deadline when that moved before the armed one;
-        one armed later fires early, and `tick` finds nothing due yet."""
+        """For the machine's deadline, when before the armed one (a timer armed later
+        fires early: `tick` then finds nothing due yet)."""
         due = self.conn.deadline
         if not due or self._closing or (self._timer is not None and self._timer_due <= due):
             return
@@ -287,8 +238,7 @@ class MQTTServerProtocol(
         self._timer = self._loop.call_later(due - time.monotonic(), self._on_timer)
 
     def _on_timer(self) -> None:
-        # activity between checks only updates a timestamp in the machine, so idle
-        # connections cost nothing per packet and one timer per period
+        # activity only updates a timestamp in the machine: one timer per period
         self._timer = None
         self._act(self.conn.tick(time.monotonic()))
         self._arm_timer()

@@ -2,7 +2,9 @@
 decoded packets to the machine one by one, and pauses and resumes reading a client (its
 CONNECT being authenticated, its publish rate, subscribers it publishes to falling behind,
 a client not reading what we send, one read per loop turn). Packets that arrive while held
-wait in order in `_backlog` (from `_backlog_at` on).
+wait in order in `_backlog` (from `_backlog_at` on): an index, not a slice, as a hold
+under pressure often lets one packet through at a time, and slicing the rest off each time
+was quadratic.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pushwire.mqtt.packets import Packet, Publish, ReasonCode
 from pushwire.mqtt.violation import ProtocolViolation
 
 if TYPE_CHECKING:
+    from pushwire.core.session import Session
+    from pushwire.mqtt.broker import MQTTBroker
     from pushwire.mqtt.events import Event
 
 log = logging.getLogger(__name__)
@@ -38,16 +42,21 @@ class ReadControl:
     _closing: bool
     _paused: bool
     _yielding: bool
-    _reading: bool
     _throttled: bool
     _auth_pending: bool
     _pressured: bool
-    _pressure_timer: asyncio.TimerHandle | None
+    # state this module alone reads, rarely: class defaults until first set
+    _reading = True  # the transport is not paused
+    _pressure_timer: asyncio.TimerHandle | None = None
+    _slow_timer: asyncio.TimerHandle | None = None  # a client not reading what we send
+    broker: MQTTBroker
+    session: Session | None
     _loop: asyncio.AbstractEventLoop
 
     if TYPE_CHECKING:
 
         def _act(self, events: list[Event]) -> None: ...
+        def _abort(self, reason: str, level: int = logging.DEBUG) -> None: ...
 
     def _handle(self, packets: list[Packet]) -> None:
         """Run the packets of one read, or queue them behind what already waits."""
@@ -162,3 +171,31 @@ class ReadControl:
         self._backlog, self._backlog_at = [], 0
         self._run(backlog, start)  # may hold again
         self._sync_reading()
+
+    # -- the client not reading what we send (asyncio.Protocol) --------------------------
+
+    def pause_writing(self) -> None:
+        # the client is not reading: stop reading from it too (its acks and our answers
+        # would otherwise pile up), drop QoS 0 for it, and give it a bounded time to recover
+        self._paused = True
+        self._sync_reading()
+        self._slow_timer = self._loop.call_later(
+            self.broker.settings.slow_consumer_timeout, self._slow_consumer
+        )
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._slow_timer is not None:
+            self._slow_timer.cancel()
+            self._slow_timer = None
+        self._sync_reading()
+        if self.session is not None:
+            self.session.pump()
+
+    def _slow_consumer(self) -> None:
+        self._slow_timer = None
+        self.hub.stats.slow_consumers_disconnected += 1
+        self._abort("slow consumer: send buffer full too long", logging.WARNING)
+        if self.transport is not None:
+            # close() would wait for the full buffer to drain; this peer is not reading
+            self.transport.abort()
