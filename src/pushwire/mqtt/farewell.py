@@ -1,10 +1,11 @@
-"""The end of an MQTT connection on the session side: a close the server decides, the
+"""The end of an MQTT connection: a close (after what was written), one the server decides, the
 will (what and when is the machine's `take_will`; a delayed one waits in `broker.wills`),
 then the connection leaves the broker, its session the hub and, on engine=redis, its
 client-id lock."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -28,10 +29,16 @@ class Farewell:
     hub: Hub
     conn: MQTTConnection
     session: Session | None
+    transport: asyncio.Transport | None
+    peer: str
+    _closing: bool
 
     if TYPE_CHECKING:
 
         def _act(self, events: list[Event]) -> None: ...
+        def _flush(self) -> None: ...
+        @property
+        def client_id(self) -> str: ...
 
     def _end_session(self) -> None:
         """The connection is lost: it leaves the broker; will, then the session's detach
@@ -70,3 +77,14 @@ class Farewell:
             self.broker.wills.schedule(self.conn.client_id, msg, delay)
         else:
             self.hub.publish(msg)
+
+    def _abort(self, reason: str, level: int = logging.DEBUG) -> None:
+        """Close after what is already written (CONNACK, DISCONNECT) has been sent."""
+        if self._closing:
+            return
+        log.log(level, "closing %s (%s): %s", self.client_id or "-", self.peer, reason)
+        self._flush()
+        self._closing = True
+        self.conn.close()
+        if self.transport is not None:
+            self.transport.close()

@@ -8,14 +8,16 @@ import time
 from typing import TYPE_CHECKING
 
 from pushwire.core.message import Message
+from pushwire.mqtt.events import Authenticated, AuthTimer, SubscribeIn, UnsubscribeIn
 from pushwire.mqtt.properties import forwarded
 
 if TYPE_CHECKING:
+    from pushwire.core.auth import AuthResult
     from pushwire.core.hub import Hub
     from pushwire.core.session import Session
     from pushwire.mqtt.acks import AckQueue
     from pushwire.mqtt.connection import MQTTConnection
-    from pushwire.mqtt.events import OutboundAck, PublishIn, SubscribeIn, UnsubscribeIn
+    from pushwire.mqtt.events import ConnectIn, Event, OutboundAck, PublishIn
 
 
 class HubCalls:
@@ -29,6 +31,19 @@ class HubCalls:
     if TYPE_CHECKING:
 
         def _write(self, data: bytes) -> None: ...
+        def _arm_timer(self) -> None: ...
+        def _connect_authenticated(self, ev: ConnectIn, result: AuthResult) -> None: ...
+
+    def _rare_event(self, ev: Event) -> None:
+        """The events `_act` does not dispatch itself, being off the per-packet path."""
+        if isinstance(ev, SubscribeIn):
+            self._subscribe(ev)
+        elif isinstance(ev, UnsubscribeIn):
+            self._unsubscribe(ev)
+        elif isinstance(ev, Authenticated):
+            self._connect_authenticated(ev.request, ev.result)
+        elif isinstance(ev, AuthTimer) and ev.arm:
+            self._arm_timer()  # the SCRAM challenge's deadline may come first
 
     def _publish(self, ev: PublishIn) -> None:
         p = ev.packet

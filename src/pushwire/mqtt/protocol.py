@@ -19,19 +19,7 @@ from pushwire.core.session import Session
 from pushwire.mqtt.acks import AckQueue
 from pushwire.mqtt.codec import DecodeError
 from pushwire.mqtt.connection import MQTTConnection
-from pushwire.mqtt.events import (
-    Authenticated,
-    AuthTimer,
-    Close,
-    ConnectIn,
-    Event,
-    OutboundAck,
-    PublishIn,
-    Send,
-    SendAck,
-    SubscribeIn,
-    UnsubscribeIn,
-)
+from pushwire.mqtt.events import Close, ConnectIn, Event, OutboundAck, PublishIn, Send, SendAck
 from pushwire.mqtt.farewell import Farewell
 from pushwire.mqtt.hub_calls import HubCalls
 from pushwire.mqtt.link import LinkSide
@@ -42,8 +30,7 @@ from pushwire.mqtt.reading import ReadControl
 if TYPE_CHECKING:
     from pushwire.mqtt.broker import MQTTBroker
 
-log = logging.getLogger(__name__)
-refusals = ThrottledLog(log)
+refusals = ThrottledLog(logging.getLogger(__name__))
 
 # the most one read takes from a socket; a read that fills it means more is waiting, so the
 # connection yields to the rest of the loop before reading again
@@ -161,16 +148,10 @@ class MQTTServerProtocol(
                 if ev.protocol_error:
                     self.hub.stats.protocol_errors += 1
                 self._abort(ev.reason, ev.level)
-            elif isinstance(ev, SubscribeIn):
-                self._subscribe(ev)
-            elif isinstance(ev, UnsubscribeIn):
-                self._unsubscribe(ev)
             elif isinstance(ev, ConnectIn):
                 self._authenticate(ev)
-            elif isinstance(ev, Authenticated):
-                self._connect_authenticated(ev.request, ev.result)
-            elif isinstance(ev, AuthTimer) and ev.arm:
-                self._arm_timer()
+            else:
+                self._rare_event(ev)  # SUBSCRIBE, UNSUBSCRIBE, SCRAM (hub_calls.py)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._acks.detach()  # the one reference cycle of a connection, broken here
@@ -212,17 +193,6 @@ class MQTTServerProtocol(
         self.hub.stats.bytes_sent += len(data)
         if not self.transport.is_closing():
             self.transport.write(data)
-
-    def _abort(self, reason: str, level: int = logging.DEBUG) -> None:
-        """Close after what is already written (CONNACK, DISCONNECT) has been sent."""
-        if self._closing:
-            return
-        log.log(level, "closing %s (%s): %s", self.client_id or "-", self.peer, reason)
-        self._flush()
-        self._closing = True
-        self.conn.close()
-        if self.transport is not None:
-            self.transport.close()
 
     # -- the machine's one timer -----------------------------------------------------------
 
