@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from helpers.certs import CertFiles, make_certs
 from helpers.server import ServerProcess
 
 from .http_util import StartServer, http_server
@@ -81,3 +83,26 @@ def test_scram_usage_errors_exit_2(srv: ServerProcess, args: list[str]) -> None:
     http = pub("-L", urls(srv)["http"], "--scram", "-u", "alice", "-P", "p", "-t", "t", "-m", "")
     assert http.returncode == 2, http.stderr
     assert b"--scram needs" in http.stderr
+
+
+def test_scram_over_tls(http_server: StartServer, subs: Callable[..., Sub], tmp_path: Path) -> None:
+    certs: CertFiles = make_certs(tmp_path / "certs")
+    srv = http_server(
+        memory=False,
+        tls_cert=str(certs.server_cert),
+        tls_key=str(certs.server_key),
+        mqtt_tls_port=0,
+    )
+    _add_user(srv, "alice", "wonderland")
+    url = f"mqtts://127.0.0.1:{srv.mqtts_port}"
+    alice = ["-L", url, "--cafile", str(certs.ca), "--scram", "-u", "alice", "-P", "wonderland"]
+    _until(lambda: pub(*alice, "-t", "tls/warmup", "-m", "x").returncode == 0)
+    sub = subs(*alice, "-t", "tls/#", "-C", "1", "-v", "-W", "20")
+    sub.wait_live()
+    assert pub(*alice, "-t", "tls/a", "-m", "sealed", "-q", "1").returncode == 0
+    code, out, err = sub.finish()
+    assert code == 0, err
+    assert out.decode().splitlines() == ["tls/a sealed"]
+    # without the CA the server is not trusted: a connection error, before any SCRAM
+    untrusted = pub("-L", url, "--scram", "-u", "alice", "-P", "wonderland", "-t", "t", "-m", "")
+    assert untrusted.returncode == 1, untrusted.stderr

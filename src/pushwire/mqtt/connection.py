@@ -13,10 +13,11 @@ lives here or in the handler of its packet family, as in mosquitto:
 - `handle_acks.py`: PUBACK, PUBREC, PUBREL, PUBCOMP and PINGREQ;
 - `handle_auth.py`: AUTH (enhanced authentication; the SCRAM exchange is enhanced_auth.py).
 
-Entry points for the glue: `receive_data`, `handle`, `accept`, `refuse`, `check_login`,
-`start_enhanced_auth`, `auth_timed_out`, `quota_exceeded`, `unsuback`, `pubrel_for`,
-`ack_written`, `encode_delivery`, `tick` (the one timer, due at `deadline`), `take_will`,
-`decode_failed`, `protocol_error`, `server_close`, `taken_over`, `send`.
+Entry points for the glue: `receive_data` (and `decode_failed` when it raises), `handle`,
+`check_login`, `start_enhanced_auth`, `accept`, `refuse`, `quota_exceeded`, `unsuback`,
+`pubrel_for`, `ack_written`, `encode_delivery`, `tick` (the one timer, due at `deadline`:
+the CONNECT deadline, an AUTH challenge's, the keepalive check), `take_will`,
+`protocol_error`, `server_close`, `taken_over`, `send`.
 """
 
 from __future__ import annotations

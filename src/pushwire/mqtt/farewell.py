@@ -41,8 +41,8 @@ class Farewell:
         def client_id(self) -> str: ...
 
     def _end_session(self) -> None:
-        """The connection is lost: it leaves the broker; will, then the session's detach
-        from the hub."""
+        """The connection is lost: it leaves the broker, its will goes out (or waits for
+        its delay), and its session detaches from the hub."""
         self.broker.unregister(self)  # type: ignore[arg-type]
         self.broker.untrack_identity(self)  # type: ignore[arg-type]
         session = self.session
