@@ -48,6 +48,8 @@ class MQTTServerProtocol(
     """A client connection; also the `Link` its session sends through."""
 
     def __init__(self, broker: MQTTBroker) -> None:
+        # at most 30 instance attributes, or CPython stops sharing the instance dict's keys
+        # and each connection builds and resizes a dict of its own (bench/README.md)
         self.broker = broker
         self.hub = broker.hub
         self.conn = MQTTConnection(broker.limits, broker.hub.stats, time.monotonic())
