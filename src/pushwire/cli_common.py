@@ -180,6 +180,12 @@ def add_connection_args(parser: argparse.ArgumentParser) -> None:
         "--token", help=f"access token (pw_...), instead of -u/-P (env {TOKEN_ENV})"
     )
     parser.add_argument(
+        "--scram",
+        action="store_true",
+        help="log in with SCRAM-SHA-256 (MQTT 5 enhanced authentication, mqtt:// or mqtts://, "
+        "-u/-P): the password never crosses the wire, and the server proves it knows it",
+    )
+    parser.add_argument(
         "-i", "--id", dest="client_id", default="", help="MQTT client id (default: random)"
     )
     parser.add_argument(

@@ -57,6 +57,11 @@ def _payloads(ns: argparse.Namespace) -> Iterator[bytes]:
 
 def _make_publisher(ns: argparse.Namespace) -> Publisher:
     ep = parse_endpoint(ns)
+    if ns.scram:
+        from pushwire.cli_scram import ScramPublisher, check_version
+
+        check_version(ns.protocol_version)
+        return ScramPublisher(ep, client_id=ns.client_id)
     if ep.kind in ("mqtt", "mqtt-ws"):
         from pushwire.cli_mqtt import MqttPublisher
 

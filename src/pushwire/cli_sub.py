@@ -105,11 +105,18 @@ def _make_subscriber(ns: argparse.Namespace, events: queue.Queue[Any]) -> Subscr
             )
         if ns.mode is not None:
             raise CliError(Exit.USAGE, f"--{ns.mode} needs an http(s):// URL")
+        if ns.scram:
+            from pushwire.cli_scram import ScramSubscriber, check_version
+
+            check_version(ns.protocol_version)
+            return ScramSubscriber(ep, ns.filters, ns.qos, events, client_id=ns.client_id)
         from pushwire.cli_mqtt import MqttSubscriber
 
         return MqttSubscriber(
             ep, ns.filters, ns.qos, events, client_id=ns.client_id, version=ns.protocol_version
         )
+    if ns.scram:
+        raise CliError(Exit.USAGE, "--scram needs an mqtt:// or mqtts:// URL")
     if ns.mode is not None and ep.kind != "http":
         raise CliError(Exit.USAGE, f"--{ns.mode} needs an http(s):// URL")
     if ep.kind == "json-ws":

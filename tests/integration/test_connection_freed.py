@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from helpers import raw
 from helpers.inproc import InProcessServer
 from helpers.raw import connected_client
 from pushwire.mqtt.protocol import MQTTServerProtocol
@@ -49,3 +50,19 @@ def test_a_closed_connection_is_freed_without_the_cycle_collector(
         assert srv.call(lambda: ref() is None), "the connection is kept alive by a cycle"
     finally:
         gc.enable()
+
+
+# CPython keeps an instance dict key-sharing (small, built without resizes) only up to 30
+# keys; above that every connection built and resized a dict of its own (bench/README.md)
+KEY_SHARING_LIMIT = 30
+
+
+def test_a_connection_object_stays_under_the_key_sharing_limit(srv: InProcessServer) -> None:
+    client = connected_client(srv.host, srv.mqtt_port, "small", keepalive=30)
+    try:
+        client.send(b"\xc0\x00")  # PINGREQ: the connection is past CONNACK and serving
+        client.expect(raw.PINGRESP)
+        ref = srv.call(lambda: only_connection(srv))
+        assert srv.call(lambda: len(vars(ref()))) <= KEY_SHARING_LIMIT
+    finally:
+        client.close()

@@ -9,6 +9,7 @@ import pytest
 
 from helpers.machine import (
     OK,
+    PlainSession,
     PrefixRights,
     connect_events,
     connected,
@@ -17,7 +18,7 @@ from helpers.machine import (
     sent,
 )
 from pushwire.core.auth import AuthResult
-from pushwire.mqtt.codec import UnsupportedProtocolVersion, encode
+from pushwire.mqtt.codec import DecodeError, UnsupportedProtocolVersion, encode
 from pushwire.mqtt.connection import Limits, MQTTConnection, ProtocolViolation
 from pushwire.mqtt.events import Close, ConnectIn, Send
 from pushwire.mqtt.handle_connect import NEVER_EXPIRES, will_delay
@@ -177,25 +178,82 @@ def test_will_delay_ends_with_the_session() -> None:
 def test_keepalive_tick_closes_after_one_and_a_half_periods() -> None:
     conn, _, _ = connected(keepalive=10)
     feed(conn, PingReq(), now=100.0)
-    events, delay = conn.keepalive_tick(110.0)
-    assert events == [] and delay == pytest.approx(5.0)
-    events, delay = conn.keepalive_tick(115.0)
-    assert delay == 0
+    assert conn.tick(110.0) == [] and conn.deadline == pytest.approx(115.0)
+    events = conn.tick(115.0)
+    assert conn.deadline == 0
     (disconnect,) = sent(events, PROTOCOL_V5)
     assert isinstance(disconnect, Disconnect)
     assert disconnect.reason_code == ReasonCode.KEEP_ALIVE_TIMEOUT
     assert isinstance(events[-1], Close)
 
 
+def test_keepalive_closes_3_1_1_without_a_disconnect() -> None:
+    conn, _, _ = connected(PROTOCOL_V311, keepalive=2)
+    assert [type(e) for e in conn.tick(3.0)] == [Close]
+
+
 def test_keepalive_zero_needs_no_timer() -> None:
-    conn, _, _ = connected(keepalive=0)
-    assert conn.keepalive_tick(1e9) == ([], 0.0)
+    conn = MQTTConnection()
+    (request,) = connect_events(conn, Connect("c", PROTOCOL_V5, keepalive=0))
+    assert isinstance(request, ConnectIn)
+    conn.check_login(request, OK, PrefixRights())
+    conn.accept(request, PlainSession(), False)
+    assert conn.tick(1e9) == [] and conn.deadline == 0
 
 
 def test_connect_timeout_closes_only_a_connection_without_connect() -> None:
-    assert [type(e) for e in MQTTConnection().connect_timed_out()] == [Close]
-    conn, _, _ = connected()
-    assert conn.connect_timed_out() == []
+    conn = MQTTConnection(Limits(connect_timeout=10.0), now=100.0)
+    assert conn.deadline == 110.0
+    assert conn.tick(105.0) == [] and conn.deadline == 110.0  # fired early: waits on
+    assert [type(e) for e in conn.tick(110.0)] == [Close]
+
+
+def test_connect_deadline_gives_way_to_the_keepalive_once_connected() -> None:
+    conn = MQTTConnection(Limits(connect_timeout=10.0), now=100.0)
+    (request,) = conn.handle(
+        conn.receive_data(encode(Connect("c", PROTOCOL_V5, keepalive=2), PROTOCOL_V5), 101.0)[0]
+    )
+    assert isinstance(request, ConnectIn)
+    conn.check_login(request, OK, PrefixRights())
+    conn.accept(request, PlainSession(), False)
+    assert conn.deadline == 104.0  # keepalive 2 s * 1.5 after CONNECT, before 110
+    assert conn.tick(104.0)[-1] == Close("keepalive timeout after 3.0s")
+    # a long keepalive keeps the earlier CONNECT deadline; the tick then finds it later
+    conn = MQTTConnection(Limits(connect_timeout=10.0), now=100.0)
+    (request,) = conn.handle(
+        conn.receive_data(encode(Connect("c", PROTOCOL_V5, keepalive=60), PROTOCOL_V5), 101.0)[0]
+    )
+    assert isinstance(request, ConnectIn)
+    conn.check_login(request, OK, PrefixRights())
+    conn.accept(request, PlainSession(), False)
+    assert conn.deadline == 110.0
+    assert conn.tick(110.0) == [] and conn.deadline == 191.0
+
+
+def test_the_will_is_taken_once_with_its_delay() -> None:
+    will = Will("w/x", b"gone", properties={"will_delay_interval": 30})
+    conn, _, _ = connected(will=will, properties={"session_expiry_interval": 5})
+    assert conn.take_will(at_once=False) == (will, 5)  # the session ends first
+    assert conn.take_will(at_once=False) is None
+
+
+def test_the_will_goes_at_once_when_the_server_stops() -> None:
+    will = Will("w/x", b"gone", properties={"will_delay_interval": 30})
+    conn, _, _ = connected(will=will, properties={"session_expiry_interval": 60})
+    assert conn.take_will(at_once=True) == (will, 0)
+
+
+def test_the_will_is_dropped_when_its_topic_is_no_longer_allowed() -> None:
+    rights = PrefixRights("w/")
+    conn, _, _ = connected(will=Will("w/x", b"gone"), rights=rights)
+    rights.prefix = "other/"  # rights changed while connected
+    assert conn.take_will(at_once=False) is None
+
+
+def test_a_disconnect_discards_the_will() -> None:
+    conn, _, _ = connected(will=Will("w/x", b"gone"))
+    feed(conn, Disconnect())
+    assert conn.take_will(at_once=False) is None
 
 
 def test_auth_packet_without_an_authentication_method_is_a_protocol_error() -> None:
@@ -238,3 +296,60 @@ def test_unsupported_protocol_level_is_answered_in_the_3_1_1_format() -> None:
     events = conn.unsupported_version(err.value.protocol_level)
     assert connack_of(events, PROTOCOL_V311).reason_code == 1  # unacceptable version
     assert isinstance(events[-1], Close)
+
+
+def _connect_bytes(level: int, properties: bytes, client_id: bytes = b"c") -> bytes:
+    """A CONNECT built by hand, so its properties may be broken."""
+    body = b"\x00\x04MQTT" + bytes([level]) + b"\x02\x00\x3c"
+    if level == PROTOCOL_V5:
+        body += bytes([len(properties)]) + properties
+    body += len(client_id).to_bytes(2, "big") + client_id
+    return bytes([0x10, len(body)]) + body
+
+
+def test_malformed_v5_connect_is_answered_by_the_machine_with_a_connack() -> None:
+    conn = MQTTConnection()
+    with pytest.raises(DecodeError) as err:
+        conn.receive_data(_connect_bytes(PROTOCOL_V5, b"\xff\x00"))  # unknown property
+    assert err.value.packets == []
+    events = conn.decode_failed(err.value)
+    connack = connack_of(events, PROTOCOL_V5)
+    assert connack.reason_code == err.value.reason_code >= 0x80
+    last = events[-1]
+    assert isinstance(last, Close) and last.protocol_error
+
+
+def test_v5_connect_larger_than_the_server_accepts_gets_connack_packet_too_large() -> None:
+    conn = MQTTConnection(Limits(max_packet_size=64))
+    with pytest.raises(DecodeError) as err:
+        conn.receive_data(_connect_bytes(PROTOCOL_V5, b"", b"c" * 100))
+    events = conn.decode_failed(err.value)
+    assert connack_of(events, PROTOCOL_V5).reason_code == ReasonCode.PACKET_TOO_LARGE
+
+
+def test_malformed_v311_connect_is_closed_without_a_connack() -> None:
+    # MQTT-3.1.4-1: a CONNECT that does not conform closes the connection, no CONNACK
+    conn = MQTTConnection()
+    body = b"\x00\x04MQTT\x04\x03\x00\x3c\x00\x01c"  # reserved flag bit set
+    with pytest.raises(DecodeError) as err:
+        conn.receive_data(bytes([0x10, len(body)]) + body)
+    events = conn.decode_failed(err.value)
+    assert [type(e) for e in events] == [Close]
+
+
+def test_malformed_packet_after_connack_gets_disconnect_with_its_code() -> None:
+    conn, _, _ = connected()
+    with pytest.raises(DecodeError) as err:
+        conn.receive_data(b"\x00\x00")  # packet type 0
+    (disconnect,) = sent(conn.decode_failed(err.value), PROTOCOL_V5)
+    assert isinstance(disconnect, Disconnect)
+    assert disconnect.reason_code == err.value.reason_code
+
+
+def test_unsupported_level_goes_through_decode_failed_too() -> None:
+    conn = MQTTConnection()
+    body = b"\x00\x04MQTT\x06\x02\x00\x1e\x00\x01c"  # level 6
+    with pytest.raises(UnsupportedProtocolVersion) as err:
+        conn.receive_data(bytes([0x10, len(body)]) + body)
+    events = conn.decode_failed(err.value)
+    assert connack_of(events, PROTOCOL_V311).reason_code == 1

@@ -25,6 +25,7 @@ from pushwire.mqtt.enhanced_auth import CONTINUE_AUTHENTICATION, REAUTHENTICATE,
 from pushwire.mqtt.events import Authenticated, AuthTimer, Close, ConnectIn, PublishIn, Send
 from pushwire.mqtt.packets import (
     PROTOCOL_V5,
+    PROTOCOL_V311,
     Auth,
     Connack,
     Connect,
@@ -143,13 +144,46 @@ def test_quota_exceeded_acks_with_0x97_and_ends_a_qos2_flow() -> None:
     (ev1,) = feed(conn, Publish("t", b"x", 1, False, False, 1))
     assert isinstance(ev1, PublishIn)
     ack, releases = conn.quota_exceeded(ev1)
+    assert ack is not None
     (puback,) = decode_out(ack, PROTOCOL_V5)
     assert puback == PubAck(1, ReasonCode.QUOTA_EXCEEDED)
     assert releases
     (ev2,) = feed(conn, Publish("t", b"x", 2, False, False, 2))
     assert isinstance(ev2, PublishIn) and session.inbound_qos2_seen(2)
     ack, releases = conn.quota_exceeded(ev2)
+    assert ack is not None
     (pubrec,) = decode_out(ack, PROTOCOL_V5)
     assert isinstance(pubrec, PubRec) and pubrec.reason_code == ReasonCode.QUOTA_EXCEEDED
     assert releases and not session.inbound_qos2_seen(2)
     assert not any(isinstance(e, (Send, Close, Disconnect)) for e in [ev1, ev2])
+
+
+def test_quota_exceeded_leaves_the_3_1_1_ack_as_it_is() -> None:
+    conn, _, _ = connected(PROTOCOL_V311)
+    (ev,) = feed(conn, Publish("t", b"x", 1, False, False, 1))
+    assert isinstance(ev, PublishIn)
+    assert conn.quota_exceeded(ev) == (ev.ack, ev.releases)
+
+
+def test_an_unanswered_challenge_times_out_on_the_machines_tick(service: AuthService) -> None:
+    conn, _, _ = scram_connect(service, ScramClient("alice", "wonderland"))
+    assert conn.deadline == conn.auth_deadline == conn.limits.auth_timeout  # CONNECT at 0.0
+    assert conn.tick(conn.deadline - 1) == []
+    events = conn.tick(conn.auth_deadline)
+    (connack,) = sent(events, PROTOCOL_V5)
+    assert isinstance(connack, Connack) and connack.reason_code == ReasonCode.NOT_AUTHORIZED
+    assert isinstance(events[-1], Close)
+
+
+def test_an_answered_challenge_leaves_nothing_for_the_tick(service: AuthService) -> None:
+    client = ScramClient("alice", "wonderland")
+    conn, _, first = scram_connect(service, client)
+    feed(
+        conn,
+        Auth(
+            CONTINUE_AUTHENTICATION,
+            {"authentication_method": METHOD, "authentication_data": client.final(first)},
+        ),
+    )
+    assert conn.auth_deadline == 0
+    assert conn.tick(1.0) == [] and conn.deadline == conn.limits.connect_timeout

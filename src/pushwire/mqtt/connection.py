@@ -13,10 +13,11 @@ lives here or in the handler of its packet family, as in mosquitto:
 - `handle_acks.py`: PUBACK, PUBREC, PUBREL, PUBCOMP and PINGREQ;
 - `handle_auth.py`: AUTH (enhanced authentication; the SCRAM exchange is enhanced_auth.py).
 
-Entry points for the glue: `receive_data`, `handle`, `accept`, `refuse`, `check_login`,
-`start_enhanced_auth`, `auth_timed_out`, `quota_exceeded`, `unsuback`, `pubrel_for`,
-`ack_written`, `encode_delivery`, `keepalive_tick`, `connect_timed_out`, `protocol_error`,
-`server_close`, `taken_over`, `send`.
+Entry points for the glue: `receive_data` (and `decode_failed` when it raises), `handle`,
+`check_login`, `start_enhanced_auth`, `accept`, `refuse`, `quota_exceeded`, `unsuback`,
+`pubrel_for`, `ack_written`, `encode_delivery`, `tick` (the one timer, due at `deadline`:
+the CONNECT deadline, an AUTH challenge's, the keepalive check), `take_will`,
+`protocol_error`, `server_close`, `taken_over`, `send`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pushwire.core.stats import Stats
 from pushwire.mqtt import handle_acks, handle_auth, handle_connect, handle_publish, handle_subscribe
-from pushwire.mqtt.codec import DecodeError, Decoder, encode
+from pushwire.mqtt.codec import (
+    DecodeError,
+    Decoder,
+    PacketTooLarge,
+    UnsupportedProtocolVersion,
+    encode,
+)
 from pushwire.mqtt.events import Close, ConnectIn, Event, PublishIn, Send
 from pushwire.mqtt.packets import (
     PROTOCOL_V5,
@@ -65,6 +72,23 @@ if TYPE_CHECKING:
 _CONNECT_TYPE = 1
 
 
+# what a CONNECT's variable header starts with: the protocol name "MQTT"
+_PROTOCOL_NAME = b"\x00\x04MQTT"
+
+
+def _claimed_level(data: bytes, default: int) -> int:
+    """The protocol level (4 or 5) a CONNECT at the start of `data` claims, read past its
+    fixed header without decoding the rest; `default` when it claims none."""
+    pos = 1
+    while pos < 5 and pos < len(data) and data[pos] & 0x80:
+        pos += 1  # the remaining length is a variable byte integer of 1-4 bytes
+    pos += 1
+    if data[pos : pos + 6] != _PROTOCOL_NAME or len(data) <= pos + 6:
+        return default
+    level = data[pos + 6]
+    return level if level in (PROTOCOL_V311, PROTOCOL_V5) else default
+
+
 class State(enum.Enum):
     AWAIT_CONNECT = "await-connect"
     CONNECTED = "connected"
@@ -82,6 +106,8 @@ class Limits:
     max_topic_levels: int = 128
     max_subscriptions: int = 1000
     outgoing_topic_aliases: int = 0  # aliases we may define towards the client
+    connect_timeout: float = 10.0  # seconds from the socket's open to CONNECT
+    auth_timeout: float = 10.0  # seconds a client has to answer an AUTH challenge
 
     @classmethod
     def from_settings(cls, s: Settings) -> Limits:
@@ -93,6 +119,8 @@ class Limits:
             max_topic_levels=s.max_topic_levels,
             max_subscriptions=s.max_subscriptions_per_client,
             outgoing_topic_aliases=s.outgoing_topic_aliases,
+            connect_timeout=s.connect_timeout,
+            auth_timeout=s.auth_timeout,
         )
 
 
@@ -119,7 +147,11 @@ class Rights(Protocol):
 
 
 class MQTTConnection:
-    def __init__(self, limits: Limits | None = None, stats: Stats | None = None) -> None:
+    def __init__(
+        self, limits: Limits | None = None, stats: Stats | None = None, now: float = 0.0
+    ) -> None:
+        """`now`: when the socket opened (monotonic); CONNECT is due `connect_timeout`
+        later (a client that never finishes CONNECT is dropped, the slowloris guard)."""
         self.limits = limits or Limits()
         self.stats = stats if stats is not None else Stats()
         self._decoder = Decoder(max_packet_size=self.limits.max_packet_size, server_side=True)
@@ -143,6 +175,10 @@ class MQTTConnection:
         # outbound topic aliases: topic -> alias, least recently used first
         self.out_aliases: dict[str, int] = {}
         self.last_rx = 0.0  # monotonic time of the last bytes received
+        # when `tick` is due next (monotonic; 0: never): the glue runs one timer for it,
+        # and re-arms after `accept` and an `AuthTimer` event
+        self.deadline = self._connect_deadline = now + self.limits.connect_timeout
+        self.auth_deadline = 0.0  # an AUTH challenge must be answered by then
         # MQTT 5 enhanced authentication (handle_auth.py), when CONNECT named a method
         self.enhanced_auth: EnhancedAuth | None = None
         self.pending_connect: ConnectIn | None = None  # CONNECT awaiting the exchange
@@ -172,8 +208,11 @@ class MQTTConnection:
             packets = self._decoder.feed(data)
         except DecodeError as exc:
             if self.state is State.AWAIT_CONNECT:
-                # a CONNECT that was readable up to its level: answer at that level
+                # a CONNECT that was readable up to its level: answer at that level; one
+                # refused for its size alone still shows its level in the first bytes
                 self.protocol_level = self._decoder.protocol_level
+                if isinstance(exc, PacketTooLarge) and not exc.packets:
+                    self.protocol_level = _claimed_level(data, self.protocol_level)
             exc.packets = self._check(exc.packets)
             self.state = State.CLOSED
             raise
@@ -226,7 +265,7 @@ class MQTTConnection:
         return handle_auth.start(self, request, authority, peer_ip)
 
     def auth_timed_out(self) -> list[Event]:
-        """The `auth_timeout` timer armed by `AuthTimer` fired."""
+        """The AUTH challenge went unanswered for `auth_timeout` (`tick` calls this)."""
         return handle_auth.timed_out(self)
 
     def refuse(self, reason: str, message: str) -> list[Event]:
@@ -235,13 +274,24 @@ class MQTTConnection:
 
     def accept(self, request: ConnectIn, session: SessionView, present: bool) -> bytes:
         """The CONNACK for an accepted CONNECT, bound to `session`."""
-        return handle_connect.accept(self, request, session, present)
+        connack = handle_connect.accept(self, request, session, present)
+        # the keepalive check joins the deadline; an earlier one (the CONNECT deadline)
+        # stays, and `tick` then finds the keepalive due later
+        if self.keepalive:
+            due = self.last_rx + self.keepalive * 1.5
+            if not self.deadline or due < self.deadline:
+                self.deadline = due
+        return connack
 
     # -- answers to the glue's hub calls ---------------------------------------------------
 
     def quota_exceeded(self, ev: PublishIn) -> tuple[bytes, bool]:
-        """The ack of `ev` when the hub refused the message for every subscriber (MQTT 5):
-        (ack bytes, releases)."""
+        """The ack of `ev` when the hub refused the message for every subscriber: (ack
+        bytes, releases). MQTT 5 says so (0x97); 3.1.1 has no code for it, so the ack of
+        `ev` stands."""
+        if not self.v5:
+            assert ev.ack is not None
+            return ev.ack, ev.releases
         return handle_publish.quota_exceeded(self, ev)
 
     def unsuback(self, packet_id: int, results: list[bool]) -> bytes:
@@ -267,25 +317,66 @@ class MQTTConnection:
 
     # -- timers and closes -----------------------------------------------------------------
 
-    def keepalive_tick(self, now: float) -> tuple[list[Event], float]:
-        """The keepalive timer fired: (events, seconds until the next check). The limit is
-        1.5 times the keepalive (MQTT-3.1.2-24); 0 seconds means no timer."""
-        limit = self.keepalive * 1.5
-        if limit <= 0 or self.state is State.CLOSED:
-            return [], 0.0
-        idle = now - self.last_rx
-        if idle < limit:
-            return [], limit - idle
-        events: list[Event] = []
-        if self.v5:
-            events.append(Send(self.send(Disconnect(ReasonCode.KEEP_ALIVE_TIMEOUT))))
-        events.append(Close(f"keepalive timeout after {idle:.1f}s"))
-        return events, 0.0
-
-    def connect_timed_out(self) -> list[Event]:
-        if self.session is not None:
+    def tick(self, now: float) -> list[Event]:
+        """The timer fired at `now` (at or after `deadline`): close what timed out (no
+        CONNECT, an unanswered AUTH challenge, a keepalive of 1.5 periods without a byte,
+        MQTT-3.1.2-24) and set `deadline` to the next check."""
+        self.deadline = 0.0
+        if self.state is State.CLOSED:
             return []
-        return [Close("no CONNECT in time")]
+        if self.auth_deadline and now >= self.auth_deadline:
+            self.auth_deadline = 0.0
+            events = handle_auth.timed_out(self)
+            if events:
+                return events
+        if self.session is None:
+            if now >= self._connect_deadline:
+                return [Close("no CONNECT in time")]
+            due = self._connect_deadline
+        else:
+            due = self._keepalive_due()
+            if due and now >= due:
+                events = []
+                if self.v5:
+                    events.append(Send(self.send(Disconnect(ReasonCode.KEEP_ALIVE_TIMEOUT))))
+                events.append(Close(f"keepalive timeout after {now - self.last_rx:.1f}s"))
+                return events
+        auth_due = self.auth_deadline
+        self.deadline = auth_due if auth_due and (not due or auth_due < due) else due
+        return []
+
+    def _keepalive_due(self) -> float:
+        limit = self.keepalive * 1.5
+        return self.last_rx + limit if limit > 0 else 0.0
+
+    def take_will(self, at_once: bool) -> tuple[Will, int] | None:
+        """The connection ended without DISCONNECT (or the server is stopping): the will
+        to publish and its delay in seconds, once; None when there is none or the rights
+        to its topic were lost since CONNECT. `at_once`: the server cannot wait."""
+        will, session = self.will, self.session
+        if will is None or session is None:
+            return None
+        self.will = None
+        if self.rights is not None and not self.rights.can_publish(will.topic):
+            return None
+        return will, 0 if at_once else handle_connect.will_delay(will, session.expiry_interval)
+
+    def decode_failed(self, exc: DecodeError) -> list[Event]:
+        """`receive_data` raised `exc`: what to send before closing, to be called once the
+        packets that came complete before the fault (`exc.packets`) were handled.
+
+        Before CONNACK an MQTT 5 client gets a CONNACK with the fault's reason code (0x81
+        Malformed, 0x82 Protocol Error, 0x95 Packet too large ...); a 3.1.1 client gets
+        none, as a CONNECT that does not conform is closed without one (MQTT-3.1.4-1).
+        After CONNACK an MQTT 5 client gets DISCONNECT with the code."""
+        if isinstance(exc, UnsupportedProtocolVersion):
+            return self.unsupported_version(exc.protocol_level)
+        if self.v5 and self.session is None:
+            return [
+                Send(self.send(Connack(False, exc.reason_code))),
+                Close(f"protocol error: {exc}", logging.INFO, protocol_error=True),
+            ]
+        return self.protocol_error(str(exc), exc.reason_code)
 
     def unsupported_version(self, level: int) -> list[Event]:
         """A CONNECT of a protocol level we do not speak: answered in the format of the

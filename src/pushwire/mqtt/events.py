@@ -96,8 +96,8 @@ class OutboundAck:
 
 @dataclass(slots=True)
 class AuthTimer:
-    """Arm (or stop) the enhanced-authentication timer (`auth_timeout`); when it fires
-    first, call `auth_timed_out`."""
+    """The enhanced-authentication exchange started (arm) or ended: with arm, the
+    machine's `deadline` may have moved earlier, so re-arm the timer for it."""
 
     arm: bool
 

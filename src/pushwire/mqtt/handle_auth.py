@@ -4,8 +4,9 @@ The SCRAM-SHA-256 exchange itself is `enhanced_auth.EnhancedAuth` (sans-IO, one 
 connection whose CONNECT named an Authentication Method). This module turns its decisions
 into the machine's events:
 
-- `Challenge` -> AUTH 0x18 Continue authentication, and `AuthTimer(arm=True)`: the glue
-  arms `auth_timeout` and calls `auth_timed_out` when it fires first;
+- `Challenge` -> AUTH 0x18 Continue authentication, an `auth_deadline` `auth_timeout`
+  ahead, and `AuthTimer(arm=True)`: the glue re-arms its timer, whose `tick` refuses an
+  exchange still open at the deadline;
 - `Accepted` at CONNECT -> `Authenticated`: the glue goes on as after a password check, and
   the CONNACK carries the server-final-message (`accept` adds `auth_connack`);
   `Accepted` on a live connection (re-authentication) -> AUTH 0x00 Success;
@@ -66,7 +67,12 @@ def timed_out(conn: MQTTConnection) -> list[Event]:
 
 def _step(conn: MQTTConnection, step: AuthStep) -> list[Event]:
     if isinstance(step, Challenge):
+        # the answer is due `auth_timeout` after the packet that led to the challenge
+        due = conn.auth_deadline = conn.last_rx + conn.limits.auth_timeout
+        if not conn.deadline or due < conn.deadline:
+            conn.deadline = due
         return [Send(conn.send(Auth(CONTINUE_AUTHENTICATION, step.properties))), AuthTimer(True)]
+    conn.auth_deadline = 0.0  # the exchange is over (the timer finds nothing due)
     if isinstance(step, Accepted):
         request = conn.pending_connect
         if request is not None:

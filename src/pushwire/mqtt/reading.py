@@ -1,37 +1,117 @@
-"""When an MQTT connection reads: the part of the asyncio glue that pauses and resumes
-reading a client (its CONNECT being authenticated, its publish rate, subscribers it
-publishes to falling behind, a client not reading what we send, one read per loop turn).
-Packets that arrive while held wait in order in `_backlog` (from `_backlog_at` on).
+"""When an MQTT connection reads and runs packets: the part of the asyncio glue that feeds
+decoded packets to the machine one by one, and pauses and resumes reading a client (its
+CONNECT being authenticated, its publish rate, subscribers it publishes to falling behind,
+a client not reading what we send, one read per loop turn). Packets that arrive while held
+wait in order in `_backlog` (from `_backlog_at` on): an index, not a slice, as a hold
+under pressure often lets one packet through at a time, and slicing the rest off each time
+was quadratic.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, cast
 
 from pushwire.core.hub import Hub
 from pushwire.core.pressure import MAX_WAIT as PRESSURE_MAX_WAIT
-from pushwire.mqtt.packets import Packet
+from pushwire.core.ratelimit import TokenBucket
+from pushwire.mqtt.connection import MQTTConnection
+from pushwire.mqtt.packets import Packet, Publish, ReasonCode
+from pushwire.mqtt.violation import ProtocolViolation
+
+if TYPE_CHECKING:
+    from pushwire.core.session import Session
+    from pushwire.mqtt.broker import MQTTBroker
+    from pushwire.mqtt.events import Event
+
+log = logging.getLogger(__name__)
 
 
 class ReadControl:
-    """Mixed into MQTTServerProtocol, which owns these attributes and `_run`."""
+    """Mixed into MQTTServerProtocol, which owns these attributes and `_act`."""
 
     hub: Hub
+    conn: MQTTConnection
+    peer: str
+    _publish_bucket: TokenBucket | None
     transport: asyncio.Transport | None
     _backlog: list[Packet]
     _backlog_at: int
     _closing: bool
     _paused: bool
     _yielding: bool
-    _reading: bool
     _throttled: bool
     _auth_pending: bool
     _pressured: bool
-    _pressure_timer: asyncio.TimerHandle | None
+    broker: MQTTBroker
+    session: Session | None
     _loop: asyncio.AbstractEventLoop
+    # state of this module that is rarely read: class defaults until first set, so the
+    # connection object stays under 30 instance attributes (bench/README.md)
+    _reading = True  # the transport is not paused
+    _pressure_timer: asyncio.TimerHandle | None = None
+    _slow_timer: asyncio.TimerHandle | None = None  # a client not reading what we send
+
+    if TYPE_CHECKING:
+
+        def _act(self, events: list[Event]) -> None: ...
+        def _abort(self, reason: str, level: int = logging.DEBUG) -> None: ...
+
+    def _handle(self, packets: list[Packet]) -> None:
+        """Run the packets of one read, or queue them behind what already waits."""
+        if self._backlog_at < len(self._backlog) or self._held():
+            self._backlog.extend(packets)  # keep order behind what is already waiting
+            return
+        self._run(packets)
+
+    def _wait(self, packets: list[Packet], start: int) -> None:
+        """packets[start:] wait for _release_held (the list is ours: the decoder's or
+        the backlog's, never shared)."""
+        self._backlog = packets
+        self._backlog_at = start
 
     def _run(self, packets: list[Packet], start: int = 0) -> None:
-        raise NotImplementedError
+        """Each packet through the machine and its events acted on, until something
+        says wait: the publish rate, a CONNECT being checked, pressure."""
+        bucket = self._publish_bucket
+        conn = self.conn
+        for i in range(start, len(packets)):
+            if self._closing:
+                return
+            packet = packets[i]
+            is_publish = isinstance(packet, Publish)
+            # receipt time of a QoS 1/2 PUBLISH, for the publish-to-ack histogram
+            now = time.monotonic() if is_publish and cast(Publish, packet).qos else -1.0
+            if bucket is not None and is_publish and not bucket.try_acquire():
+                # over its publish rate: keep the rest for later and stop reading
+                self._wait(packets, i)
+                self._throttle(bucket.retry_after())
+                return
+            try:
+                self._act(conn.handle(packet, now))
+            except ProtocolViolation as exc:
+                self._act(conn.protocol_error(str(exc), exc.reason_code))
+                return
+            except Exception:
+                # a bug must cost one connection, never the server
+                log.exception("error handling %s from %s", type(packet).__name__, self.peer)
+                self._act(conn.protocol_error("internal error", ReasonCode.UNSPECIFIED_ERROR))
+                return
+            if self._auth_pending:
+                self._wait(packets, i + 1)
+                return
+            if (
+                is_publish
+                and self.hub.pressure.active
+                and (cast(Publish, packet).qos or self.hub.store_held)
+            ):
+                # a subscriber that keeps up is behind, or the store's write backlog is
+                # full: wait for it instead of making it drop (or growing memory)
+                self._wait(packets, i + 1)
+                self._hold_for_pressure()
+                return
 
     def _held(self) -> bool:
         """Packets wait while the client is throttled, its CONNECT is being checked, or a
@@ -92,3 +172,31 @@ class ReadControl:
         self._backlog, self._backlog_at = [], 0
         self._run(backlog, start)  # may hold again
         self._sync_reading()
+
+    # -- the client not reading what we send (asyncio.Protocol) --------------------------
+
+    def pause_writing(self) -> None:
+        # the client is not reading: stop reading from it too (its acks and our answers
+        # would otherwise pile up), drop QoS 0 for it, and give it a bounded time to recover
+        self._paused = True
+        self._sync_reading()
+        self._slow_timer = self._loop.call_later(
+            self.broker.settings.slow_consumer_timeout, self._slow_consumer
+        )
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._slow_timer is not None:
+            self._slow_timer.cancel()
+            self._slow_timer = None
+        self._sync_reading()
+        if self.session is not None:
+            self.session.pump()
+
+    def _slow_consumer(self) -> None:
+        self._slow_timer = None
+        self.hub.stats.slow_consumers_disconnected += 1
+        self._abort("slow consumer: send buffer full too long", logging.WARNING)
+        if self.transport is not None:
+            # close() would wait for the full buffer to drain; this peer is not reading
+            self.transport.abort()

@@ -1,0 +1,95 @@
+"""The machine's *In events as hub calls: route a PUBLISH and queue its ack, subscribe
+(SUBACK, then retained messages), unsubscribe, and the client's acks of our deliveries
+handed to its session. The ack bytes and reason codes come from the machine."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from pushwire.core.message import Message
+from pushwire.mqtt.events import Authenticated, AuthTimer, SubscribeIn, UnsubscribeIn
+from pushwire.mqtt.properties import forwarded
+
+if TYPE_CHECKING:
+    from pushwire.core.auth import AuthResult
+    from pushwire.core.hub import Hub
+    from pushwire.core.session import Session
+    from pushwire.mqtt.acks import AckQueue
+    from pushwire.mqtt.connection import MQTTConnection
+    from pushwire.mqtt.events import ConnectIn, Event, OutboundAck, PublishIn
+
+
+class HubCalls:
+    """Mixed into MQTTServerProtocol, which owns these attributes and `_write`."""
+
+    hub: Hub
+    conn: MQTTConnection
+    session: Session | None
+    _acks: AckQueue
+
+    if TYPE_CHECKING:
+
+        def _write(self, data: bytes) -> None: ...
+        def _arm_timer(self) -> None: ...
+        def _connect_authenticated(self, ev: ConnectIn, result: AuthResult) -> None: ...
+
+    def _rare_event(self, ev: Event) -> None:
+        """The events `_act` does not dispatch itself, being off the per-packet path."""
+        if isinstance(ev, SubscribeIn):
+            self._subscribe(ev)
+        elif isinstance(ev, UnsubscribeIn):
+            self._unsubscribe(ev)
+        elif isinstance(ev, Authenticated):
+            self._connect_authenticated(ev.request, ev.result)
+        elif isinstance(ev, AuthTimer) and ev.arm:
+            self._arm_timer()  # the SCRAM challenge's deadline may come first
+
+    def _publish(self, ev: PublishIn) -> None:
+        p = ev.packet
+        session = self.session
+        assert session is not None
+        expiry = p.properties.get("message_expiry_interval") if p.properties else None
+        msg = Message(
+            p.topic,
+            p.payload,
+            p.qos,
+            p.retain,
+            forwarded(p.properties),
+            expires_at=time.time() + expiry if expiry is not None else None,
+            origin=session.client_id,
+        )
+        journaled = self.hub.publish(msg)
+        ack = ev.ack
+        if ack is not None:
+            releases = ev.releases
+            if self.hub.quota_exceeded:
+                # every matching queue was full (docs/queues.md): the machine says how
+                ack, releases = self.conn.quota_exceeded(ev)
+            self._acks.add(ack, journaled or ev.durable, msg, ev.received, releases)
+
+    def _subscribe(self, ev: SubscribeIn) -> None:
+        session = self.session
+        assert session is not None
+        added = [(sub, self.hub.subscribe(session, sub)) for sub in ev.subscriptions]
+        self._write(ev.suback)
+        # retained messages follow the SUBACK
+        for sub, new in added:
+            self.hub.send_retained(session, sub, new)
+
+    def _unsubscribe(self, ev: UnsubscribeIn) -> None:
+        session = self.session
+        assert session is not None
+        found = [self.hub.unsubscribe(session, flt) for flt in ev.filters]
+        self._write(self.conn.unsuback(ev.packet_id, found))
+
+    def _outbound_ack(self, ev: OutboundAck) -> None:
+        session = self.session
+        assert session is not None
+        if ev.kind == "puback":
+            session.acknowledge(ev.packet_id)
+        elif ev.kind == "pubcomp":
+            session.completed(ev.packet_id)
+        else:
+            found = session.received(ev.packet_id)
+            self._write(self.conn.pubrel_for(ev.packet_id, found))

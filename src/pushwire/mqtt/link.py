@@ -1,0 +1,89 @@
+"""What a session sends through its MQTT connection (core.session.Link): deliveries
+encoded by the machine (encode once, Maximum Packet Size, topic aliases), PUBREL on
+resume, the close of a connection taken over."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from pushwire.mqtt.packets import PubRel
+
+if TYPE_CHECKING:
+    from pushwire.core.hub import Hub
+    from pushwire.core.session import Delivery, Session
+    from pushwire.mqtt.connection import MQTTConnection
+    from pushwire.mqtt.events import Event
+
+
+class LinkSide:
+    """Mixed into MQTTServerProtocol, which owns these attributes and methods."""
+
+    hub: Hub
+    conn: MQTTConnection
+    session: Session | None
+    _paused: bool
+    _closing: bool
+    _loop: asyncio.AbstractEventLoop
+
+    if TYPE_CHECKING:
+
+        def _write(self, data: bytes) -> None: ...
+        def _act(self, events: list[Event]) -> None: ...
+
+    @property
+    def client_id(self) -> str:
+        return self.conn.client_id
+
+    @property
+    def receive_maximum(self) -> int:
+        """The client's Receive Maximum: inflight deliveries it accepts."""
+        return self.conn.client_receive_maximum
+
+    @receive_maximum.setter
+    def receive_maximum(self, value: int) -> None:
+        self.conn.client_receive_maximum = value
+
+    @property
+    def client_max_packet_size(self) -> int | None:
+        """MQTT 5 Maximum Packet Size the client declared (the push gateway sends a small
+        notice instead of a push that would not fit); None: no limit declared."""
+        return self.conn.client_max_packet_size
+
+    def writable(self) -> bool:
+        return not self._paused and not self._closing
+
+    def send_message(
+        self, delivery: Delivery, dup: bool, wire_cache: dict[Any, Any] | None
+    ) -> None:
+        data = self.conn.encode_delivery(delivery, dup, wire_cache)
+        if data is None:
+            # too large for this client: complete the flow as if sent (MQTT-3.1.2-25), on
+            # the next turn, as the session is in the middle of its pump
+            if delivery.qos and delivery.packet_id is not None:
+                self._loop.call_soon(self._complete_dropped, delivery)
+            return
+        self._write(data)
+        stats = self.hub.stats
+        stats.messages_sent += 1
+        if wire_cache is None:
+            # the hub's fan-out passes a cache and observes the latency of all its sends
+            stats.delivery_latency.observe(time.time() - delivery.message.created_at)
+
+    def _complete_dropped(self, delivery: Delivery) -> None:
+        session = self.session
+        pid = delivery.packet_id
+        if session is None or pid is None or session.inflight.get(pid) is not delivery:
+            return
+        if delivery.qos == 1:
+            session.acknowledge(pid)
+        else:
+            session.received(pid)
+            session.completed(pid)
+
+    def send_release(self, packet_id: int) -> None:
+        self._write(self.conn.send(PubRel(packet_id)))
+
+    def close_taken_over(self) -> None:
+        self._act(self.conn.taken_over())
