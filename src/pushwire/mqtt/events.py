@@ -95,6 +95,14 @@ class OutboundAck:
 
 
 @dataclass(slots=True)
+class OutboundAcks:
+    """The client acknowledged these QoS 1 deliveries with back-to-back PUBACKs
+    (`PubAckRun`): acknowledge them in order, then refill the window once."""
+
+    packet_ids: list[int]
+
+
+@dataclass(slots=True)
 class AuthTimer:
     """Arm (or stop) the enhanced-authentication timer (`auth_timeout`); when it fires
     first, call `auth_timed_out`."""
@@ -119,6 +127,7 @@ Event = (
     | SubscribeIn
     | UnsubscribeIn
     | OutboundAck
+    | OutboundAcks
     | AuthTimer
     | Authenticated
 )

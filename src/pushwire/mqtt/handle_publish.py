@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from pushwire.mqtt.codec import encode_publish_template, patch_publish
+from pushwire.mqtt.codec import encode_publish_plain, encode_publish_template, patch_publish
 from pushwire.mqtt.events import Close, Event, PublishIn, Send, SendAck
 from pushwire.mqtt.packets import Disconnect, PubAck, Publish, PubRec, ReasonCode
 from pushwire.mqtt.violation import ProtocolViolation
@@ -141,6 +141,25 @@ def encode_delivery(
 ) -> bytes | None:
     msg = delivery.message
     v5 = conn.v5
+    if wire_cache is None and not (
+        v5
+        and (
+            msg.properties
+            or delivery.subscription_ids
+            or msg.expires_at is not None
+            or (conn.client_topic_alias_maximum and conn.limits.outgoing_topic_aliases)
+        )
+    ):
+        # one delivery of a message without properties on the wire (every 3.1.1 one; the
+        # queue's path): encoded with its packet id in one go, nothing to share or patch
+        data = encode_publish_plain(
+            msg.topic, msg.payload, delivery.qos, delivery.retain, dup, delivery.packet_id, v5
+        )
+        limit = conn.client_max_packet_size
+        if limit is not None and len(data) > limit:
+            conn.stats.publish_too_large += 1
+            return None
+        return data
     props: dict[str, Any] = msg.properties if v5 else {}
     if v5 and (delivery.subscription_ids or msg.expires_at is not None):
         # per-delivery properties: this form is not shared

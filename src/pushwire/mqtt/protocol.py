@@ -28,6 +28,7 @@ from pushwire.mqtt.events import (
     ConnectIn,
     Event,
     OutboundAck,
+    OutboundAcks,
     PublishIn,
     Send,
     SendAck,
@@ -248,6 +249,9 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
         for ev in events:
             if isinstance(ev, PublishIn):
                 self._publish(ev)
+            elif isinstance(ev, OutboundAcks):
+                assert self.session is not None
+                self.session.acknowledge_all(ev.packet_ids)
             elif isinstance(ev, SendAck):
                 self._acks.add(ev.data, ev.durable, None, -1.0, ev.releases)
             elif isinstance(ev, Send):
