@@ -347,18 +347,21 @@ class Session:
         elif 0 < limits.pressure_queue_messages <= waiting and self._keeping_up(link):
             assert self._pressure is not None
             self._pressure.mark(self)
-        d = Delivery(self._next_seq, message, qos, retain, subscription_ids, size=size)
-        self._next_seq += 1
+        seq = self._next_seq
+        self._next_seq = seq + 1
         if room and not waiting and link is not None and link.writable():
             self.queued_bytes += size
             self._stats.queued_bytes += size
-            d.packet_id = pid = self._allocate_packet_id()
-            d.state = "sent"
+            # positional: a dataclass __init__ with keywords costs twice as much
+            pid = self._allocate_packet_id()
+            d = Delivery(seq, message, qos, retain, subscription_ids, pid, "sent", size)
             self.inflight[pid] = d
             if journaled:
                 self._journal_put(d)
             link.send_message(d, False, wire_cache)
-        elif store_backed and (stored_count or len(queue) >= limits.queue_memory_window):
+            return JOURNALED | TAKEN if journaled else TAKEN
+        d = Delivery(seq, message, qos, retain, subscription_ids, None, "queued", size)
+        if store_backed and (stored_count or len(queue) >= limits.queue_memory_window):
             # beyond the memory window: in the store only, read back as the queue drains
             if not stored_count:
                 self._stored_from = d.seq

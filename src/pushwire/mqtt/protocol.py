@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pushwire.core.auth import AuthResult, Identity, Permissions
 from pushwire.core.logthrottle import ThrottledLog
-from pushwire.core.message import Message
 from pushwire.core.ratelimit import TokenBucket
 from pushwire.core.session import Delivery, Session
 from pushwire.mqtt.acks import AckQueue
@@ -37,6 +36,7 @@ from pushwire.mqtt.events import (
 )
 from pushwire.mqtt.handle_auth import wants_enhanced_auth
 from pushwire.mqtt.handle_connect import will_delay
+from pushwire.mqtt.handle_publish import message_of
 from pushwire.mqtt.packets import (
     Connack,
     Packet,
@@ -44,7 +44,6 @@ from pushwire.mqtt.packets import (
     PubRel,
     ReasonCode,
 )
-from pushwire.mqtt.properties import forwarded
 from pushwire.mqtt.reading import ReadControl
 from pushwire.mqtt.wills import will_message
 from pushwire.tls import certificate_username
@@ -212,8 +211,9 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
                 return
             packet = packets[i]
             is_publish = isinstance(packet, Publish)
+            qos = packet.qos if isinstance(packet, Publish) else 0
             # receipt time of a QoS 1/2 PUBLISH, for the publish-to-ack histogram
-            now = time.monotonic() if is_publish and cast(Publish, packet).qos else -1.0
+            now = time.monotonic() if qos else -1.0
             if bucket is not None and is_publish and not bucket.try_acquire():
                 # over its publish rate: keep the rest for later and stop reading
                 self._wait(packets, i)
@@ -232,11 +232,7 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
             if self._auth_pending:
                 self._wait(packets, i + 1)
                 return
-            if (
-                is_publish
-                and self.hub.pressure.active
-                and (cast(Publish, packet).qos or self.hub.store_held)
-            ):
+            if is_publish and self.hub.pressure.active and (qos or self.hub.store_held):
                 # a subscriber that keeps up is behind, or the store's write backlog is
                 # full: wait for it instead of making it drop (or growing memory)
                 self._wait(packets, i + 1)
@@ -280,16 +276,7 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
         p = ev.packet
         session = self.session
         assert session is not None
-        expiry = p.properties.get("message_expiry_interval") if p.properties else None
-        msg = Message(
-            p.topic,
-            p.payload,
-            p.qos,
-            p.retain,
-            forwarded(p.properties),
-            expires_at=time.time() + expiry if expiry is not None else None,
-            origin=session.client_id,
-        )
+        msg = message_of(p, session.client_id)
         journaled = self.hub.publish(msg)
         ack = ev.ack
         if ack is not None:
