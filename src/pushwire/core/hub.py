@@ -389,7 +389,8 @@ class Hub:
         for observer in self._observers:
             if observer(message):
                 journaled = True
-        self._watch_store()
+        if not self.store_held and self.engine.backlogged:
+            self._watch_store()
         return journaled
 
     # -- the store's write backlog -----------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pushwire.core.logthrottle import ThrottledLog
-from pushwire.core.message import Message, approx_size
+from pushwire.core.message import MESSAGE_OVERHEAD, Message, approx_size
 from pushwire.core.pressure import PROGRESS_WINDOW, Backpressure
 from pushwire.core.stats import Stats
 from pushwire.core.subscription import SubscriptionOptions
@@ -317,7 +317,12 @@ class Session:
         else:
             limit = limits.max_queued_messages
             byte_limit = limits.max_queued_bytes
-        size = approx_size(message)
+        # approx_size, inlined for the common message without properties
+        size = (
+            approx_size(message)
+            if message.properties
+            else len(message.payload) + len(message.topic) + MESSAGE_OVERHEAD
+        )
         queue = self.queue
         waiting = len(queue) + stored_count
         # the inflight window has room (never without a link)

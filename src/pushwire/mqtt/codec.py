@@ -757,7 +757,12 @@ def _decode_publish(
     qos = (byte0 >> _PUBLISH_QOS_SHIFT) & _PUBLISH_QOS_MASK
     packet_id = None
     if qos:
-        packet_id = _read_packet_id(buf, pos, end, "PUBLISH")
+        # _read_packet_id inlined (once per QoS 1/2 PUBLISH)
+        if pos + 2 > end:
+            raise DecodeError("PUBLISH packet identifier truncated")
+        packet_id = (buf[pos] << 8) | buf[pos + 1]
+        if not packet_id:
+            raise DecodeError("PUBLISH with packet identifier 0")
         pos += 2
     properties: Properties
     if level == PROTOCOL_V5:
@@ -1442,13 +1447,14 @@ def encode_publish_plain(
         raise ValueError("QoS 0 PUBLISH cannot be marked DUP")
     else:
         id_bytes = b""
-    props = b"\x00" if v5 else b""
-    length = 2 + topic_len + len(id_bytes) + len(props) + len(payload)
+    length = 2 + topic_len + len(id_bytes) + v5 + len(payload)
     if length < _VBI_CONTINUATION:
         head = bytes((byte0, length, topic_len >> 8, topic_len & 0xFF))
     else:
         head = bytes((byte0,)) + _encode_vbi(length) + _U16.pack(topic_len)
-    return b"".join((head, topic_bytes, id_bytes, props, payload))
+    if v5:
+        return b"".join((head, topic_bytes, id_bytes, b"\x00", payload))
+    return b"".join((head, topic_bytes, id_bytes, payload))
 
 
 def patch_publish(template: bytes, offset: int, packet_id: int, dup: bool = False) -> bytes:
