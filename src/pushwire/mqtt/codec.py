@@ -1079,19 +1079,19 @@ class Decoder:
             if ptype == _PUBLISH:
                 append(_decode_publish(buf, byte0, start, end, level, server_side))
             elif ptype == _PUBACK:
-                if ack_runs and end - start == 2 and packets:
-                    # a PUBACK with only its packet id, after another one: one run
-                    last = packets[-1]
-                    if type(last) is PubAckRun:
-                        last.packet_ids.append(_read_packet_id(buf, start, end, "PUBACK"))
-                        pos = end
-                        continue
-                    if type(last) is PubAck and not last.reason_code and not last.properties:
-                        packets[-1] = PubAckRun(
-                            [last.packet_id, _read_packet_id(buf, start, end, "PUBACK")]
-                        )
-                        pos = end
-                        continue
+                if ack_runs and end - start == 2:
+                    # a PUBACK with only its packet id: take the ones right behind it in a
+                    # tight loop (a subscriber acks a burst of deliveries in one write)
+                    ids = [_read_packet_id(buf, start, end, "PUBACK")]
+                    pos = end
+                    while pos + 4 <= available and buf[pos] == byte0 and buf[pos + 1] == 2:
+                        packet_id = (buf[pos + 2] << 8) | buf[pos + 3]
+                        if not packet_id:
+                            break  # malformed: the general path below says so
+                        ids.append(packet_id)
+                        pos += 4
+                    append(PubAckRun(ids) if len(ids) > 1 else PubAck(ids[0]))
+                    continue
                 append(_PUBACK_DECODER(buf, byte0, start, end, level, server_side))
             elif ptype == _PINGREQ and start == end:
                 append(PingReq())

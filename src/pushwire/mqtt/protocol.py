@@ -206,21 +206,24 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
     def _run(self, packets: list[Packet], start: int = 0) -> None:
         bucket = self._publish_bucket
         conn = self.conn
+        # receipt time of the QoS 1/2 PUBLISHes, for the publish-to-ack histogram: one clock
+        # read for all of one read's packets (they arrived together)
+        received = -1.0
         for i in range(start, len(packets)):
             if self._closing:
                 return
             packet = packets[i]
             is_publish = isinstance(packet, Publish)
             qos = packet.qos if isinstance(packet, Publish) else 0
-            # receipt time of a QoS 1/2 PUBLISH, for the publish-to-ack histogram
-            now = time.monotonic() if qos else -1.0
+            if qos and received < 0:
+                received = time.monotonic()
             if bucket is not None and is_publish and not bucket.try_acquire():
                 # over its publish rate: keep the rest for later and stop reading
                 self._wait(packets, i)
                 self._throttle(bucket.retry_after())
                 return
             try:
-                self._act(conn.handle(packet, now))
+                self._act(conn.handle(packet, received if qos else -1.0))
             except ProtocolViolation as exc:
                 self._act(conn.protocol_error(str(exc), exc.reason_code))
                 return
