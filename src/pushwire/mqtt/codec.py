@@ -1416,6 +1416,20 @@ def encode_publish_template(packet: Publish, protocol_level: int) -> tuple[bytes
         raise ValueError(f"cannot encode PUBLISH: {exc}") from exc
 
 
+# topic name -> its encoded field (2-byte length, UTF-8), for PUBLISHes encoded one by one:
+# a subscriber gets the same few topics over and over. Bounded like _TOPICS.
+_TOPIC_FIELDS: dict[str, bytes] = {}
+
+
+def _topic_field(topic: str) -> bytes:
+    field = _encode_str(topic)
+    if len(field) <= _TOPIC_CACHED_BYTES + 2:
+        if len(_TOPIC_FIELDS) >= _TOPICS_MAX:
+            _TOPIC_FIELDS.clear()
+        _TOPIC_FIELDS[topic] = field
+    return field
+
+
 def encode_publish_plain(
     topic: str,
     payload: bytes,
@@ -1428,33 +1442,36 @@ def encode_publish_plain(
     """A PUBLISH without properties (at level 5: an empty property section), packet id
     included, in one join: what a single delivery needs, without a Publish object or a
     template to patch. Same checks as `encode` (QoS, DUP only with QoS>0, id 1..65535)."""
-    if not 0 <= qos < _QOS_INVALID:
-        raise ValueError(f"PUBLISH QoS must be 0, 1 or 2, got {qos}")
-    byte0 = 0x30 | (qos << _PUBLISH_QOS_SHIFT)
-    if retain:
-        byte0 |= _PUBLISH_RETAIN
-    topic_bytes = topic.encode("utf-8")
-    topic_len = len(topic_bytes)
-    if topic_len > _U16_MAX:
-        raise ValueError(f"field of {topic_len} bytes exceeds {_U16_MAX}")
-    if qos:
+    topic_field = _TOPIC_FIELDS.get(topic)
+    if topic_field is None:
+        topic_field = _topic_field(topic)  # raises ValueError when too long
+    if qos == 1 or qos == 2:
         if packet_id is None or not 0 < packet_id <= _U16_MAX:
             raise ValueError(f"packet identifier must be in 1..65535, got {packet_id}")
-        if dup:
-            byte0 |= _PUBLISH_DUP
+        byte0 = 0x30 | (qos << _PUBLISH_QOS_SHIFT) | (_PUBLISH_DUP if dup else 0)
         id_bytes = _U16.pack(packet_id)
-    elif dup:
-        raise ValueError("QoS 0 PUBLISH cannot be marked DUP")
-    else:
+    elif qos == 0:
+        if dup:
+            raise ValueError("QoS 0 PUBLISH cannot be marked DUP")
+        byte0 = 0x30
         id_bytes = b""
-    length = 2 + topic_len + len(id_bytes) + v5 + len(payload)
-    if length < _VBI_CONTINUATION:
-        head = bytes((byte0, length, topic_len >> 8, topic_len & 0xFF))
     else:
-        head = bytes((byte0,)) + _encode_vbi(length) + _U16.pack(topic_len)
+        raise ValueError(f"PUBLISH QoS must be 0, 1 or 2, got {qos}")
+    if retain:
+        byte0 |= _PUBLISH_RETAIN
+    length = len(topic_field) + len(id_bytes) + v5 + len(payload)
+    head = _SMALL_HEADS[byte0][length] if length < _VBI_CONTINUATION else None
+    if head is None:
+        head = bytes((byte0,)) + _encode_vbi(length)
     if v5:
-        return b"".join((head, topic_bytes, id_bytes, b"\x00", payload))
-    return b"".join((head, topic_bytes, id_bytes, payload))
+        return b"".join((head, topic_field, id_bytes, b"\x00", payload))
+    return b"".join((head, topic_field, id_bytes, payload))
+
+
+# fixed headers of PUBLISH packets shorter than 128 bytes, by first byte and length
+_SMALL_HEADS: Final = {
+    byte0: tuple(bytes((byte0, n)) for n in range(_VBI_CONTINUATION)) for byte0 in range(0x30, 0x40)
+}
 
 
 def patch_publish(template: bytes, offset: int, packet_id: int, dup: bool = False) -> bytes:
