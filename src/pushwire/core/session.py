@@ -349,8 +349,12 @@ class Session:
             # what they already sent may overfill the queue by up to one more bound
             assert self._pressure is not None
             self._pressure.mark(self)
-        elif 0 < limits.pressure_queue_messages <= waiting and self._keeping_up(link):
-            assert self._pressure is not None
+        elif (
+            0 < limits.pressure_queue_messages <= waiting
+            and self._pressure is not None
+            and not self._pressure.holds(self)  # marked already: nothing to do
+            and self._keeping_up(link)
+        ):
             self._pressure.mark(self)
         seq = self._next_seq
         self._next_seq = seq + 1
