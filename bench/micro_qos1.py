@@ -1,37 +1,37 @@
-"""CPU per QoS 1 message through the Python half, in-process (no sockets): a publisher
-`MQTTServerProtocol` is fed batches of 32 QoS 1 PUBLISHes (3.1.1, 64-byte payload) and one
-subscriber's protocol acks every delivery it was given, on a real server (memory engine).
+"""CPU per QoS 1 message through the Python half, in-process (no sockets), in the shape of
+`pushwire bench mqtt --only qos1lat`: 4 publishers (3.1.1, 64-byte payload) each keep 32
+QoS 1 PUBLISH unacknowledged, and one subscriber acknowledges every delivery it was given,
+on a real server (memory engine). Each round, every publisher refills its window with what
+its PUBACKs freed and the subscriber acks what it received, as a socket would hand it over.
 
-    .venv/bin/python bench/micro_qos1.py [N]        (default N=50000; a few seconds)
+    .venv/bin/python bench/micro_qos1.py [N] [--profile]   (default N=50000; a few seconds)
 
-Process CPU time per message, including this script's own client side (decoding what the
-subscriber gets, encoding its PUBACKs). The publisher here is never paused by TCP, so what
-backpressure holds grows (a socket would pause reading): long runs show costs that grow
-with the held backlog. To compare two versions, run it with PYTHONPATH at the other src/.
+Prints the server's process CPU time per delivered message: the load generator's side
+(walking the subscriber's bytes, building its PUBACKs, the publishers' refills; the same
+code as the bench's load generator) is timed on its own and taken off. To compare two
+versions, run it with PYTHONPATH at the other src/ (and this file from either tree).
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import gc
+import pstats
 import sys
 import time
 
 from micro_connect import MemoryTransport
+from pushwire.bench.loadgen import PacketWalker, PublishRing, encode_pubacks
 from pushwire.config import Settings
-from pushwire.mqtt.codec import Decoder, encode
-from pushwire.mqtt.packets import (
-    PROTOCOL_V311,
-    Connect,
-    PubAck,
-    Publish,
-    Subscribe,
-    SubscriptionOptions,
-)
+from pushwire.mqtt.codec import encode
+from pushwire.mqtt.packets import PROTOCOL_V311, Connect, Subscribe, SubscriptionOptions
 from pushwire.mqtt.protocol import MQTTServerProtocol
 from pushwire.server import PushwireServer
 
-BATCH = 32
+PUBLISHERS = 4
+WINDOW = 32
+PAYLOAD = 64
 
 
 class CaptureTransport(MemoryTransport):
@@ -42,6 +42,11 @@ class CaptureTransport(MemoryTransport):
     def write(self, data: bytes) -> None:
         self.out.append(data)
 
+    def take(self) -> bytes:
+        data = b"".join(self.out)
+        self.out.clear()
+        return data
+
 
 def client(server: PushwireServer, client_id: str) -> tuple[MQTTServerProtocol, CaptureTransport]:
     proto = MQTTServerProtocol(server.mqtt)
@@ -51,7 +56,29 @@ def client(server: PushwireServer, client_id: str) -> tuple[MQTTServerProtocol, 
     return proto, transport
 
 
-async def measure(n: int) -> float:
+class Publisher:
+    """The bench's WindowPump without a socket: `window` PUBLISH unacknowledged."""
+
+    def __init__(self, proto: MQTTServerProtocol, out: CaptureTransport, ring: PublishRing):
+        self.proto, self.out, self.ring = proto, out, ring
+        self.sent = self.acked = self.next = 0
+
+    def refill(self) -> bytes:
+        self.acked += len(self.out.take()) // 4  # it only ever gets 4-byte PUBACKs
+        room = WINDOW - (self.sent - self.acked)
+        self.sent += room
+        size = self.ring.packet_size
+        chunks = []
+        while room > 0:
+            take = min(room, self.ring.count - self.next)
+            chunks.append(self.ring.data[self.next * size : (self.next + take) * size])
+            self.next = (self.next + take) % self.ring.count
+            room -= take
+        return b"".join(chunks)
+
+
+async def measure(n: int, profile: cProfile.Profile | None = None) -> tuple[float, float]:
+    """(server CPU µs per delivered message, load generator CPU µs per message)."""
     settings = Settings.model_validate(
         {"memory": True, "connect_rate_per_client_id": 0, "connection_rate_per_ip": 0}
     )
@@ -60,48 +87,61 @@ async def measure(n: int) -> float:
     await server.auth.start()
     sub, sub_out = client(server, "sub")
     sub.data_received(encode(Subscribe(1, [("t/#", SubscriptionOptions(qos=1))]), PROTOCOL_V311))
-    pub, _ = client(server, "pub")
+    ring = PublishRing.build("t/x", bytes(PAYLOAD))
+    pubs = [Publisher(*client(server, f"pub{i}"), ring) for i in range(PUBLISHERS)]
     await asyncio.sleep(0.01)
-    decoder = Decoder(server_side=False)
-    decoder.protocol_level = PROTOCOL_V311
-    sub_out.out.clear()
-    batches = [
-        b"".join(
-            encode(Publish("t/x", b"x" * 64, 1, False, False, (i * BATCH + j) % 65535 + 1), 4)
-            for j in range(BATCH)
-        )
-        for i in range(64)
-    ]
+    for p in pubs:
+        p.out.take()
+    sub_out.take()
+    walker = PacketWalker(collect_ids=True)
     gc.collect()
     gc.freeze()
-    start = time.process_time()
-    done = 0
-    while done < n:
-        pub.data_received(batches[(done // BATCH) % 64])
-        await asyncio.sleep(0)
-        data = b"".join(sub_out.out)
-        sub_out.out.clear()
-        acks = b"".join(
-            encode(PubAck(p.packet_id), PROTOCOL_V311)
-            for p in decoder.feed(data)
-            if isinstance(p, Publish) and p.packet_id is not None
-        )
+    delivered = 0
+    client_cpu = 0.0
+    clock = time.process_time
+    if profile is not None:
+        profile.enable()
+    start = clock()
+    while delivered < n:
+        for p in pubs:
+            t = clock()
+            data = p.refill()
+            client_cpu += clock() - t
+            if data:
+                p.proto.data_received(data)
+        await asyncio.sleep(0)  # the server's flushes (call_soon) and held releases run
+        t = clock()
+        walker.feed(sub_out.take())
+        acks = encode_pubacks(walker.publish_ids)
+        delivered += len(walker.publish_ids) // 2
+        walker.publish_ids.clear()
+        client_cpu += clock() - t
         if acks:
             sub.data_received(acks)
-        done += BATCH
         await asyncio.sleep(0)
-    return (time.process_time() - start) / done * 1e6
+    total = clock() - start
+    if profile is not None:
+        profile.disable()
+    return (total - client_cpu) / delivered * 1e6, client_cpu / delivered * 1e6
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 50000
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    n = int(args[0]) if args else 50000
+    profile = cProfile.Profile() if "--profile" in sys.argv else None
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    print(f"{asyncio.run(measure(n)):.1f} us of CPU per QoS 1 message (n={n})")
+    server_us, client_us = asyncio.run(measure(n, profile))
+    print(
+        f"{server_us:.2f} us of server CPU per delivered QoS 1 message "
+        f"(load generator {client_us:.2f} us, taken off; n={n})"
+    )
+    if profile is not None:
+        pstats.Stats(profile).sort_stats("tottime").print_stats(45)
 
 
 if __name__ == "__main__":

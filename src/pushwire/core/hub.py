@@ -389,7 +389,8 @@ class Hub:
         for observer in self._observers:
             if observer(message):
                 journaled = True
-        self._watch_store()
+        if not self.store_held and self.engine.backlogged:
+            self._watch_store()
         return journaled
 
     # -- the store's write backlog -----------------------------------------------------
@@ -428,12 +429,28 @@ class Hub:
     def _deliver(self, message: Message, route: Route) -> bool:
         """One copy per session, at the highest QoS its matching subscriptions grant, with
         every matching subscription identifier (MQTT-3.3.4-2/3)."""
-        wire_cache: dict[Any, Any] = {}
-        sent_before = self.stats.messages_sent
-        done = 0  # Session.offer's bits of every session, ORed
         origin = message.origin
         mqos = message.qos
         mretain = message.retain
+        targets = route.targets
+        if not route.groups and len(targets) == 1:
+            # one subscriber: nothing to share, so no cache (its link encodes the one copy
+            # with its packet id in one go, and observes the delivery latency itself)
+            t = targets[0]
+            session = t.session
+            grant = t.own if origin is not None and origin == session.client_id else t.every
+            if grant is None:
+                return False
+            qos = grant.qos if grant.qos < mqos else mqos
+            done = session.offer(
+                message, qos, mretain and grant.retain_as_published, grant.ids, None
+            )
+            if done & REFUSED:
+                self.quota_exceeded = True
+            return bool(done & JOURNALED)
+        wire_cache: dict[Any, Any] = {}
+        sent_before = self.stats.messages_sent
+        done = 0  # Session.offer's bits of every session, ORed
         if not route.groups:
             for t in route.targets:
                 session = t.session

@@ -29,6 +29,10 @@ class Backpressure:
     def active(self) -> bool:
         return bool(self._saturated)
 
+    def holds(self, subscriber: Hashable) -> bool:
+        """Is `subscriber` one of those holding publishers back now?"""
+        return subscriber in self._saturated
+
     def mark(self, subscriber: Hashable) -> None:
         if subscriber not in self._saturated:
             self._saturated.add(subscriber)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pushwire.core.logthrottle import ThrottledLog
-from pushwire.core.message import Message, approx_size
+from pushwire.core.message import MESSAGE_OVERHEAD, Message, approx_size
 from pushwire.core.pressure import PROGRESS_WINDOW, Backpressure
 from pushwire.core.stats import Stats
 from pushwire.core.subscription import SubscriptionOptions
@@ -308,7 +308,8 @@ class Session:
             self._stats.publish_dropped += 1
             return 0
         limits = self._limits
-        journaled = self.expiry_interval != 0 or self.stored_count > 0
+        stored_count = self.stored_count
+        journaled = self.expiry_interval != 0 or stored_count > 0
         store_backed = journaled and self._keeps_queue
         if store_backed:
             limit = limits.max_persistent_queued_messages
@@ -316,9 +317,22 @@ class Session:
         else:
             limit = limits.max_queued_messages
             byte_limit = limits.max_queued_bytes
-        size = approx_size(message)
-        waiting = len(self.queue) + self.stored_count
-        count_full = waiting >= limit and (link is None or not self._window_open(link))
+        # approx_size, inlined for the common message without properties
+        size = (
+            approx_size(message)
+            if message.properties
+            else len(message.payload) + len(message.topic) + MESSAGE_OVERHEAD
+        )
+        queue = self.queue
+        waiting = len(queue) + stored_count
+        # the inflight window has room (never without a link)
+        room = False
+        if link is not None:
+            window = limits.max_inflight
+            if link.receive_maximum < window:
+                window = link.receive_maximum
+            room = len(self.inflight) < window
+        count_full = waiting >= limit and not room
         # bytes count queue and inflight together; an empty session takes one message of
         # any size, else a message larger than the bound could never be delivered
         held = self.queued_bytes + self.stored_bytes
@@ -335,35 +349,38 @@ class Session:
             # what they already sent may overfill the queue by up to one more bound
             assert self._pressure is not None
             self._pressure.mark(self)
-        elif 0 < limits.pressure_queue_messages <= self.waiting and self._keeping_up(link):
-            assert self._pressure is not None
-            self._pressure.mark(self)
-        d = Delivery(self._next_seq, message, qos, retain, subscription_ids, size=size)
-        self._next_seq += 1
-        if (
-            link is not None
-            and not self.queue
-            and not self.stored_count
-            and self._window_open(link)
-            and link.writable()
+        elif (
+            0 < limits.pressure_queue_messages <= waiting
+            and self._pressure is not None
+            and not self._pressure.holds(self)  # marked already: nothing to do
+            and self._keeping_up(link)
         ):
-            self._hold(d)
-            d.packet_id = self._allocate_packet_id()
-            d.state = "sent"
-            self.inflight[d.packet_id] = d
+            self._pressure.mark(self)
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        if room and not waiting and link is not None and link.writable():
+            self.queued_bytes += size
+            self._stats.queued_bytes += size
+            # positional: a dataclass __init__ with keywords costs twice as much
+            pid = self._allocate_packet_id()
+            d = Delivery(seq, message, qos, retain, subscription_ids, pid, "sent", size)
+            self.inflight[pid] = d
             if journaled:
                 self._journal_put(d)
             link.send_message(d, False, wire_cache)
-        elif store_backed and (self.stored_count or len(self.queue) >= limits.queue_memory_window):
+            return JOURNALED | TAKEN if journaled else TAKEN
+        d = Delivery(seq, message, qos, retain, subscription_ids, None, "queued", size)
+        if store_backed and (stored_count or len(queue) >= limits.queue_memory_window):
             # beyond the memory window: in the store only, read back as the queue drains
-            if not self.stored_count:
+            if not stored_count:
                 self._stored_from = d.seq
             self.stored_count += 1
             self.stored_bytes += size
             self._journal_put(d)
         else:
-            self._hold(d)
-            self.queue.append(d)
+            self.queued_bytes += size
+            self._stats.queued_bytes += size
+            queue.append(d)
             if journaled:
                 self._journal_put(d)
         return JOURNALED | TAKEN if journaled else TAKEN
@@ -447,21 +464,39 @@ class Session:
         link = self.link
         if link is None:
             return
-        now = time.time()
-        while self.queue and self._window_open(link) and link.writable():
-            d = self.queue.popleft()
-            if d.message.expired(now):
-                self._stats.expired += 1
-                self._release(d)
-                if self.journaled:
-                    self._engine.queue_delete(self.client_id, d.seq)
-                continue
-            d.packet_id = self._allocate_packet_id()
-            d.state = "sent"
-            self.inflight[d.packet_id] = d
-            if self.journaled:
-                self._engine.queue_update(self.client_id, d.seq, d.packet_id, "sent")
-            link.send_message(d, False, None)
+        queue = self.queue
+        inflight = self.inflight
+        window = self._limits.max_inflight
+        if link.receive_maximum < window:
+            window = link.receive_maximum
+        if queue and len(inflight) < window and link.writable():
+            # runs once per acknowledgement: what the loop needs is looked up once
+            now = time.time()
+            journaled = self.expiry_interval != 0 or self.stored_count > 0
+            send = link.send_message
+            pid = self._next_packet_id
+            while True:
+                d = queue.popleft()
+                expires_at = d.message.expires_at
+                if expires_at is not None and now >= expires_at:
+                    self._stats.expired += 1
+                    self._release(d)
+                    if journaled:
+                        self._engine.queue_delete(self.client_id, d.seq)
+                else:
+                    # packet ids are 1..65535 and must not collide with one still inflight
+                    while pid in inflight:
+                        pid = pid % MAX_PACKET_ID + 1
+                    d.packet_id = pid
+                    d.state = "sent"
+                    inflight[pid] = d
+                    pid = pid % MAX_PACKET_ID + 1
+                    self._next_packet_id = pid
+                    if journaled:
+                        self._engine.queue_update(self.client_id, d.seq, d.packet_id, "sent")
+                    send(d, False, None)
+                if not queue or len(inflight) >= window or not link.writable():
+                    break
         limits = self._limits
         if (
             self.stored_count
@@ -470,7 +505,7 @@ class Session:
         ):
             self._load_stored()
         pressure = self._pressure
-        if pressure is not None and pressure.active:  # something is held: maybe us
+        if pressure is not None and pressure.holds(self):
             if self._store_backed():
                 limit = limits.max_persistent_queued_messages
                 byte_limit = limits.max_persistent_queued_bytes
@@ -540,21 +575,55 @@ class Session:
         d = self.inflight.pop(packet_id, None)
         if d is None:
             return False
-        self._release(d)
-        if self.journaled:
+        self._finished(d)
+        return True
+
+    def _finished(self, d: Delivery) -> None:
+        """`d` left the inflight window, acknowledged: room for the next one."""
+        size = d.size
+        self.queued_bytes -= size
+        self._stats.queued_bytes -= size
+        if self.expiry_interval != 0 or self.stored_count > 0:
             self._engine.queue_delete(self.client_id, d.seq)
         self.last_progress = time.monotonic()
         if self.events is not None:
             self.events.acknowledged(self, d)
         self.pump()
-        return True
+
+    def acknowledge_all(self, packet_ids: list[int]) -> None:
+        """PUBACKs for QoS 1 deliveries, in order (one that matches nothing inflight is
+        ignored, as by `acknowledge`); the window is refilled once, after the last."""
+        inflight = self.inflight
+        stats = self._stats
+        journaled = self.expiry_interval != 0 or self.stored_count > 0
+        events = self.events
+        done = False
+        for packet_id in packet_ids:
+            d = inflight.get(packet_id)
+            if d is None or d.qos != 1:
+                continue
+            del inflight[packet_id]
+            done = True
+            size = d.size
+            self.queued_bytes -= size
+            stats.queued_bytes -= size
+            if journaled:
+                self._engine.queue_delete(self.client_id, d.seq)
+            if events is not None:
+                events.acknowledged(self, d)
+        if done:
+            self.last_progress = time.monotonic()
+            self.pump()
 
     def acknowledge(self, packet_id: int) -> bool:
         """PUBACK for a QoS 1 delivery."""
-        d = self.inflight.get(packet_id)
+        inflight = self.inflight
+        d = inflight.get(packet_id)
         if d is None or d.qos != 1:
             return False
-        return self._finish(packet_id)
+        del inflight[packet_id]
+        self._finished(d)
+        return True
 
     def received(self, packet_id: int) -> bool:
         """PUBREC for a QoS 2 delivery: the message is now the client's; PUBREL follows."""

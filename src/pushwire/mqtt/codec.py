@@ -54,6 +54,7 @@ from pushwire.mqtt.packets import (
     PingResp,
     Properties,
     PubAck,
+    PubAckRun,
     PubComp,
     Publish,
     PubRec,
@@ -73,6 +74,7 @@ __all__ = [
     "PacketTooLarge",
     "UnsupportedProtocolVersion",
     "encode",
+    "encode_publish_plain",
     "encode_publish_template",
     "patch_publish",
 ]
@@ -713,15 +715,15 @@ def _decode_connack(
     return Connack(bool(flags & _CONNACK_SESSION_PRESENT), reason, properties)
 
 
-def _decode_publish(
-    buf: bytes, byte0: int, start: int, end: int, level: int, server_side: bool
-) -> Publish:
-    if start + 2 > end:
-        raise DecodeError("PUBLISH topic length truncated")
-    topic_stop = start + 2 + ((buf[start] << 8) | buf[start + 1])
-    if topic_stop > end:
-        raise DecodeError("PUBLISH topic longer than the packet")
-    raw_topic = buf[start + 2 : topic_stop]
+# topic names seen lately, as bytes -> the checked str: a publisher repeats its topics, and
+# the checks (wildcards, U+0000, UTF-8) and the decoding are the same every time. Cleared
+# when full, so a client that never repeats a topic costs one dict insert per PUBLISH.
+_TOPICS: dict[bytes, str] = {}
+_TOPICS_MAX: Final = 4096
+_TOPIC_CACHED_BYTES: Final = 256  # longer names are checked each time: the cache stays small
+
+
+def _topic_name(raw_topic: bytes, level: int) -> str:
     if b"+" in raw_topic or b"#" in raw_topic:
         reason = TOPIC_NAME_INVALID if level == PROTOCOL_V5 else PROTOCOL_ERROR
         raise DecodeError("PUBLISH topic name contains a wildcard", reason)
@@ -732,11 +734,35 @@ def _decode_publish(
         topic = raw_topic.decode("utf-8")
     except UnicodeDecodeError:
         raise DecodeError("topic name is not well-formed UTF-8") from None
+    if len(raw_topic) <= _TOPIC_CACHED_BYTES:
+        if len(_TOPICS) >= _TOPICS_MAX:
+            _TOPICS.clear()
+        _TOPICS[raw_topic] = topic
+    return topic
+
+
+def _decode_publish(
+    buf: bytes, byte0: int, start: int, end: int, level: int, server_side: bool
+) -> Publish:
+    if start + 2 > end:
+        raise DecodeError("PUBLISH topic length truncated")
+    topic_stop = start + 2 + ((buf[start] << 8) | buf[start + 1])
+    if topic_stop > end:
+        raise DecodeError("PUBLISH topic longer than the packet")
+    raw_topic = buf[start + 2 : topic_stop]
+    topic = _TOPICS.get(raw_topic)
+    if topic is None:
+        topic = _topic_name(raw_topic, level)
     pos = topic_stop
     qos = (byte0 >> _PUBLISH_QOS_SHIFT) & _PUBLISH_QOS_MASK
     packet_id = None
     if qos:
-        packet_id = _read_packet_id(buf, pos, end, "PUBLISH")
+        # _read_packet_id inlined (once per QoS 1/2 PUBLISH)
+        if pos + 2 > end:
+            raise DecodeError("PUBLISH packet identifier truncated")
+        packet_id = (buf[pos] << 8) | buf[pos + 1]
+        if not packet_id:
+            raise DecodeError("PUBLISH with packet identifier 0")
         pos += 2
     properties: Properties
     if level == PROTOCOL_V5:
@@ -970,10 +996,15 @@ class Decoder:
     """
 
     def __init__(
-        self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, server_side: bool = True
+        self,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        server_side: bool = True,
+        ack_runs: bool = False,
     ) -> None:
         self.max_packet_size = max_packet_size
         self.server_side = server_side
+        # hand over back-to-back plain PUBACKs as one PubAckRun (the server's connections)
+        self.ack_runs = ack_runs
         self.protocol_level = PROTOCOL_V311
         self._pending = bytearray()
         # Total size of the packet at the start of _pending once its header is known, so
@@ -1016,6 +1047,7 @@ class Decoder:
         max_size = self.max_packet_size
         level = self.protocol_level
         header_errors = _HEADER_ERRORS[level == PROTOCOL_V5, server_side]
+        ack_runs = self.ack_runs
         available = len(buf)
         pos = 0
         append = packets.append
@@ -1047,6 +1079,19 @@ class Decoder:
             if ptype == _PUBLISH:
                 append(_decode_publish(buf, byte0, start, end, level, server_side))
             elif ptype == _PUBACK:
+                if ack_runs and end - start == 2:
+                    # a PUBACK with only its packet id: take the ones right behind it in a
+                    # tight loop (a subscriber acks a burst of deliveries in one write)
+                    ids = [_read_packet_id(buf, start, end, "PUBACK")]
+                    pos = end
+                    while pos + 4 <= available and buf[pos] == byte0 and buf[pos + 1] == 2:
+                        packet_id = (buf[pos + 2] << 8) | buf[pos + 3]
+                        if not packet_id:
+                            break  # malformed: the general path below says so
+                        ids.append(packet_id)
+                        pos += 4
+                    append(PubAckRun(ids) if len(ids) > 1 else PubAck(ids[0]))
+                    continue
                 append(_PUBACK_DECODER(buf, byte0, start, end, level, server_side))
             elif ptype == _PINGREQ and start == end:
                 append(PingReq())
@@ -1371,6 +1416,64 @@ def encode_publish_template(packet: Publish, protocol_level: int) -> tuple[bytes
         raise ValueError(f"cannot encode PUBLISH: {exc}") from exc
 
 
+# topic name -> its encoded field (2-byte length, UTF-8), for PUBLISHes encoded one by one:
+# a subscriber gets the same few topics over and over. Bounded like _TOPICS.
+_TOPIC_FIELDS: dict[str, bytes] = {}
+
+
+def _topic_field(topic: str) -> bytes:
+    field = _encode_str(topic)
+    if len(field) <= _TOPIC_CACHED_BYTES + 2:
+        if len(_TOPIC_FIELDS) >= _TOPICS_MAX:
+            _TOPIC_FIELDS.clear()
+        _TOPIC_FIELDS[topic] = field
+    return field
+
+
+def encode_publish_plain(
+    topic: str,
+    payload: bytes,
+    qos: int,
+    retain: bool,
+    dup: bool,
+    packet_id: int | None,
+    v5: bool,
+) -> bytes:
+    """A PUBLISH without properties (at level 5: an empty property section), packet id
+    included, in one join: what a single delivery needs, without a Publish object or a
+    template to patch. Same checks as `encode` (QoS, DUP only with QoS>0, id 1..65535)."""
+    topic_field = _TOPIC_FIELDS.get(topic)
+    if topic_field is None:
+        topic_field = _topic_field(topic)  # raises ValueError when too long
+    if qos == 1 or qos == 2:
+        if packet_id is None or not 0 < packet_id <= _U16_MAX:
+            raise ValueError(f"packet identifier must be in 1..65535, got {packet_id}")
+        byte0 = 0x30 | (qos << _PUBLISH_QOS_SHIFT) | (_PUBLISH_DUP if dup else 0)
+        id_bytes = _U16.pack(packet_id)
+    elif qos == 0:
+        if dup:
+            raise ValueError("QoS 0 PUBLISH cannot be marked DUP")
+        byte0 = 0x30
+        id_bytes = b""
+    else:
+        raise ValueError(f"PUBLISH QoS must be 0, 1 or 2, got {qos}")
+    if retain:
+        byte0 |= _PUBLISH_RETAIN
+    length = len(topic_field) + len(id_bytes) + v5 + len(payload)
+    head = _SMALL_HEADS[byte0][length] if length < _VBI_CONTINUATION else None
+    if head is None:
+        head = bytes((byte0,)) + _encode_vbi(length)
+    if v5:
+        return b"".join((head, topic_field, id_bytes, b"\x00", payload))
+    return b"".join((head, topic_field, id_bytes, payload))
+
+
+# fixed headers of PUBLISH packets shorter than 128 bytes, by first byte and length
+_SMALL_HEADS: Final = {
+    byte0: tuple(bytes((byte0, n)) for n in range(_VBI_CONTINUATION)) for byte0 in range(0x30, 0x40)
+}
+
+
 def patch_publish(template: bytes, offset: int, packet_id: int, dup: bool = False) -> bytes:
     """A copy of template with packet_id at offset and the DUP bit set to dup.
 
@@ -1383,6 +1486,9 @@ def patch_publish(template: bytes, offset: int, packet_id: int, dup: bool = Fals
         return template
     if not 0 < packet_id <= _U16_MAX:
         raise ValueError(f"packet identifier must be in 1..65535, got {packet_id}")
+    if not dup and not template[0] & _PUBLISH_DUP:
+        # the common case (a template is made without DUP): three slices, one join
+        return b"".join((template[:offset], _U16.pack(packet_id), template[offset + 2 :]))
     out = bytearray(template)
     _U16.pack_into(out, offset, packet_id)
     if dup:

@@ -48,6 +48,7 @@ from pushwire.mqtt.packets import (
     Packet,
     PingReq,
     PubAck,
+    PubAckRun,
     PubComp,
     Publish,
     PubRec,
@@ -154,7 +155,9 @@ class MQTTConnection:
         later (a client that never finishes CONNECT is dropped, the slowloris guard)."""
         self.limits = limits or Limits()
         self.stats = stats if stats is not None else Stats()
-        self._decoder = Decoder(max_packet_size=self.limits.max_packet_size, server_side=True)
+        self._decoder = Decoder(
+            max_packet_size=self.limits.max_packet_size, server_side=True, ack_runs=True
+        )
         self.state = State.AWAIT_CONNECT
         self.protocol_level = PROTOCOL_V311
         self._aliases: dict[int, str] = {}  # inbound topic aliases the client set
@@ -419,6 +422,7 @@ _HANDLERS: dict[type, Callable[[MQTTConnection, Any, float], list[Event]]] = {
     Disconnect: handle_connect.handle_disconnect,
     Publish: handle_publish.handle_publish,
     PubAck: handle_acks.handle_puback,
+    PubAckRun: handle_acks.handle_puback_run,
     PubRec: handle_acks.handle_pubrec,
     PubRel: handle_acks.handle_pubrel,
     PubComp: handle_acks.handle_pubcomp,

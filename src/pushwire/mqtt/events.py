@@ -95,6 +95,14 @@ class OutboundAck:
 
 
 @dataclass(slots=True)
+class OutboundAcks:
+    """The client acknowledged these QoS 1 deliveries with back-to-back PUBACKs
+    (`PubAckRun`): acknowledge them in order, then refill the window once."""
+
+    packet_ids: list[int]
+
+
+@dataclass(slots=True)
 class AuthTimer:
     """The enhanced-authentication exchange started (arm) or ended: with arm, the
     machine's `deadline` may have moved earlier, so re-arm the timer for it."""
@@ -119,6 +127,7 @@ Event = (
     | SubscribeIn
     | UnsubscribeIn
     | OutboundAck
+    | OutboundAcks
     | AuthTimer
     | Authenticated
 )

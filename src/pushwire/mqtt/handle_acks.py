@@ -1,6 +1,7 @@
 """PUBACK, PUBREC, PUBREL, PUBCOMP and PINGREQ.
 
-Acks of our deliveries become `OutboundAck` events for the session; PUBREL of an inbound
+Acks of our deliveries become `OutboundAck` events for the session (a run of PUBACKs one
+`OutboundAcks`, so a subscriber's burst of acks refills its window once); PUBREL of an inbound
 QoS 2 flow is answered from the session's inbound table (0x92 on MQTT 5 when the id is
 unknown), and its PUBCOMP waits for the store when the id was journaled (a reused id must
 not be taken for a duplicate after a crash)."""
@@ -9,8 +10,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pushwire.mqtt.events import Event, OutboundAck, Send, SendAck
-from pushwire.mqtt.packets import PingReq, PingResp, PubAck, PubComp, PubRec, PubRel, ReasonCode
+from pushwire.mqtt.events import Event, OutboundAck, OutboundAcks, Send, SendAck
+from pushwire.mqtt.packets import (
+    PingReq,
+    PingResp,
+    PubAck,
+    PubAckRun,
+    PubComp,
+    PubRec,
+    PubRel,
+    ReasonCode,
+)
 
 if TYPE_CHECKING:
     from pushwire.mqtt.connection import MQTTConnection
@@ -18,6 +28,10 @@ if TYPE_CHECKING:
 
 def handle_puback(conn: MQTTConnection, p: PubAck, now: float) -> list[Event]:
     return [OutboundAck("puback", p.packet_id)]
+
+
+def handle_puback_run(conn: MQTTConnection, p: PubAckRun, now: float) -> list[Event]:
+    return [OutboundAcks(p.packet_ids)]
 
 
 def handle_pubrec(conn: MQTTConnection, p: PubRec, now: float) -> list[Event]:

@@ -14,11 +14,15 @@ from a bounded table when the client allows them.
 from __future__ import annotations
 
 import logging
+import struct
+import time
 from typing import TYPE_CHECKING, Any
 
-from pushwire.mqtt.codec import encode_publish_template, patch_publish
+from pushwire.core.message import Message, next_uid
+from pushwire.mqtt.codec import encode_publish_plain, encode_publish_template, patch_publish
 from pushwire.mqtt.events import Close, Event, PublishIn, Send, SendAck
-from pushwire.mqtt.packets import Disconnect, PubAck, Publish, PubRec, ReasonCode
+from pushwire.mqtt.packets import PROTOCOL_V5, Disconnect, PubAck, Publish, PubRec, ReasonCode
+from pushwire.mqtt.properties import forwarded
 from pushwire.mqtt.violation import ProtocolViolation
 
 if TYPE_CHECKING:
@@ -26,9 +30,10 @@ if TYPE_CHECKING:
     from pushwire.mqtt.connection import Limits, MQTTConnection
 
 
-# fixed headers of PUBACK and PUBREC with a 2-byte body (the packet id alone)
-_PUBACK = b"\x40\x02"
-_PUBREC = b"\x50\x02"
+# PUBACK and PUBREC with a 2-byte body (the packet id alone): first byte, length, id
+_ACK = struct.Struct(">BBH")
+_PUBACK_BYTE0 = 0x40
+_PUBREC_BYTE0 = 0x50
 
 
 def resolve_alias(aliases: dict[int, str], limits: Limits, packet: Publish) -> None:
@@ -53,57 +58,81 @@ def handle_publish(conn: MQTTConnection, p: Publish, now: float) -> list[Event]:
     session = conn.session
     assert session is not None
     qos = p.qos
-    received = now if qos else -1.0
+    v5 = conn.protocol_level == PROTOCOL_V5
+    topic = p.topic
     # the codec already refused wildcards, U+0000 and bad UTF-8 in the topic, and aliases
     # are resolved, so the name is valid here but for its depth
     max_levels = conn.limits.max_topic_levels
-    if p.topic.count("/") >= max_levels:
+    if topic.count("/") >= max_levels:
         return _refuse_deep_topic(conn, p, max_levels)
     pid = p.packet_id
     if qos == 2 and pid is not None and session.inbound_qos2_seen(pid):
         # a resend before PUBREL: the message was routed already (exactly once)
         return [SendAck(conn.send(PubRec(pid)), False)]
-    if qos and conn.v5 and conn.inbound_open >= conn.limits.receive_maximum:
-        # the client has more QoS 1/2 flows open than CONNACK allowed (MQTT-3.3.4-8)
-        conn.stats.protocol_errors += 1
-        return [
-            Send(conn.send(Disconnect(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED))),
-            Close("receive maximum exceeded", logging.INFO),
-        ]
-    if qos and conn.v5:
+    if qos and v5:
+        if conn.inbound_open >= conn.limits.receive_maximum:
+            # the client has more QoS 1/2 flows open than CONNACK allowed (MQTT-3.3.4-8)
+            conn.stats.protocol_errors += 1
+            return [
+                Send(conn.send(Disconnect(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED))),
+                Close("receive maximum exceeded", logging.INFO),
+            ]
         conn.inbound_open += 1
     rights = conn.rights
-    if rights is None or not rights.can_publish(p.topic):
+    if rights is None or not rights.can_publish(topic):
         conn.stats.publish_denied += 1
         if qos == 0:
             return []
         assert pid is not None
-        code = ReasonCode.NOT_AUTHORIZED if conn.v5 else 0
+        code = ReasonCode.NOT_AUTHORIZED if v5 else 0
         if qos == 1:
-            return [SendAck(conn.send(PubAck(pid, code)), False, conn.v5)]
+            return [SendAck(conn.send(PubAck(pid, code)), False, v5)]
         if code:
             # a failed PUBREC ends the flow
-            return [SendAck(conn.send(PubRec(pid, code)), False, conn.v5)]
+            return [SendAck(conn.send(PubRec(pid, code)), False, v5)]
         session.inbound_qos2_add(pid)
         return [SendAck(conn.send(PubRec(pid)), session.persistent)]
     # a successful PUBACK/PUBREC has the same four bytes in 3.1.1 and 5 (no reason code,
     # no properties): built here, not through the codec, as every QoS 1/2 publish needs one
-    ack: bytes | None = None
     if qos == 1:
         assert pid is not None
-        ack = _PUBACK + pid.to_bytes(2, "big")
-    elif qos == 2:
-        assert pid is not None
-        session.inbound_qos2_add(pid)
-        ack = _PUBREC + pid.to_bytes(2, "big")
-    # only MQTT 5 counts open flows (Receive Maximum)
-    releases = qos == 1 and conn.v5
-    if p.topic.startswith("$SYS"):
-        # clients never publish into $SYS; the flow is still acknowledged
-        if ack is None:
-            return []
-        return [SendAck(ack, qos == 2 and session.persistent, releases)]
-    return [PublishIn(p, ack, qos == 2 and session.persistent, releases, received)]
+        if topic.startswith("$SYS"):
+            # clients never publish into $SYS; the flow is still acknowledged
+            return [SendAck(_ACK.pack(_PUBACK_BYTE0, 2, pid), False, v5)]
+        # only MQTT 5 counts open flows (Receive Maximum)
+        return [PublishIn(p, _ACK.pack(_PUBACK_BYTE0, 2, pid), False, v5, now)]
+    if qos == 0:
+        return [] if topic.startswith("$SYS") else [PublishIn(p, None, False, False, -1.0)]
+    assert pid is not None
+    session.inbound_qos2_add(pid)
+    ack = _ACK.pack(_PUBREC_BYTE0, 2, pid)
+    durable = session.persistent
+    if topic.startswith("$SYS"):
+        return [SendAck(ack, durable, False)]
+    return [PublishIn(p, ack, durable, False, now)]
+
+
+def message_of(p: Publish, origin: str) -> Message:
+    """The application message a PUBLISH carries: its forwarded MQTT 5 properties, its
+    expiry as an absolute time."""
+    now = time.time()
+    properties = p.properties
+    if not properties:
+        # positional: a dataclass __init__ with keywords and factories costs twice as much
+        return Message(p.topic, p.payload, p.qos, p.retain, {}, None, now, next_uid(), None, origin)
+    expiry = properties.get("message_expiry_interval")
+    return Message(
+        p.topic,
+        p.payload,
+        p.qos,
+        p.retain,
+        forwarded(properties),
+        now + expiry if expiry is not None else None,
+        now,
+        next_uid(),
+        None,
+        origin,
+    )
 
 
 def quota_exceeded(conn: MQTTConnection, ev: PublishIn) -> tuple[bytes, bool]:
@@ -141,6 +170,25 @@ def encode_delivery(
 ) -> bytes | None:
     msg = delivery.message
     v5 = conn.v5
+    if wire_cache is None and not (
+        v5
+        and (
+            msg.properties
+            or delivery.subscription_ids
+            or msg.expires_at is not None
+            or (conn.client_topic_alias_maximum and conn.limits.outgoing_topic_aliases)
+        )
+    ):
+        # one delivery of a message without properties on the wire (every 3.1.1 one; the
+        # queue's path): encoded with its packet id in one go, nothing to share or patch
+        data = encode_publish_plain(
+            msg.topic, msg.payload, delivery.qos, delivery.retain, dup, delivery.packet_id, v5
+        )
+        limit = conn.client_max_packet_size
+        if limit is not None and len(data) > limit:
+            conn.stats.publish_too_large += 1
+            return None
+        return data
     props: dict[str, Any] = msg.properties if v5 else {}
     if v5 and (delivery.subscription_ids or msg.expires_at is not None):
         # per-delivery properties: this form is not shared

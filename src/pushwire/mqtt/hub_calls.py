@@ -4,12 +4,10 @@ handed to its session. The ack bytes and reason codes come from the machine."""
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
-from pushwire.core.message import Message
 from pushwire.mqtt.events import Authenticated, AuthTimer, SubscribeIn, UnsubscribeIn
-from pushwire.mqtt.properties import forwarded
+from pushwire.mqtt.handle_publish import message_of
 
 if TYPE_CHECKING:
     from pushwire.core.auth import AuthResult
@@ -49,16 +47,7 @@ class HubCalls:
         p = ev.packet
         session = self.session
         assert session is not None
-        expiry = p.properties.get("message_expiry_interval") if p.properties else None
-        msg = Message(
-            p.topic,
-            p.payload,
-            p.qos,
-            p.retain,
-            forwarded(p.properties),
-            expires_at=time.time() + expiry if expiry is not None else None,
-            origin=session.client_id,
-        )
+        msg = message_of(p, session.client_id)
         journaled = self.hub.publish(msg)
         ack = ev.ack
         if ack is not None:

@@ -99,6 +99,16 @@ class PubAck:
 
 
 @dataclass(slots=True)
+class PubAckRun:
+    """Not a packet of its own: PUBACKs that came back to back, each with a packet id and
+    nothing else, as the server's decoder hands them over when asked to (`Decoder(...,
+    ack_runs=True)`): a subscriber acks a burst of deliveries in one write, and the server
+    takes them in one step, in order."""
+
+    packet_ids: list[int]
+
+
+@dataclass(slots=True)
 class PubRec:
     packet_id: int
     reason_code: int = 0
@@ -175,6 +185,7 @@ Packet = (
     | Connack
     | Publish
     | PubAck
+    | PubAckRun
     | PubRec
     | PubRel
     | PubComp

@@ -19,7 +19,16 @@ from pushwire.core.session import Session
 from pushwire.mqtt.acks import AckQueue
 from pushwire.mqtt.codec import DecodeError
 from pushwire.mqtt.connection import MQTTConnection
-from pushwire.mqtt.events import Close, ConnectIn, Event, OutboundAck, PublishIn, Send, SendAck
+from pushwire.mqtt.events import (
+    Close,
+    ConnectIn,
+    Event,
+    OutboundAck,
+    OutboundAcks,
+    PublishIn,
+    Send,
+    SendAck,
+)
 from pushwire.mqtt.farewell import Farewell
 from pushwire.mqtt.hub_calls import HubCalls
 from pushwire.mqtt.link import LinkSide
@@ -140,6 +149,9 @@ class MQTTServerProtocol(
         for ev in events:
             if isinstance(ev, PublishIn):
                 self._publish(ev)
+            elif isinstance(ev, OutboundAcks):
+                assert self.session is not None
+                self.session.acknowledge_all(ev.packet_ids)
             elif isinstance(ev, SendAck):
                 self._acks.add(ev.data, ev.durable, None, -1.0, ev.releases)
             elif isinstance(ev, Send):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from pushwire.core.hub import Hub
 from pushwire.core.pressure import MAX_WAIT as PRESSURE_MAX_WAIT
@@ -77,20 +77,24 @@ class ReadControl:
         says wait: the publish rate, a CONNECT being checked, pressure."""
         bucket = self._publish_bucket
         conn = self.conn
+        # receipt time of the QoS 1/2 PUBLISHes, for the publish-to-ack histogram: one clock
+        # read for all of one read's packets (they arrived together)
+        received = -1.0
         for i in range(start, len(packets)):
             if self._closing:
                 return
             packet = packets[i]
             is_publish = isinstance(packet, Publish)
-            # receipt time of a QoS 1/2 PUBLISH, for the publish-to-ack histogram
-            now = time.monotonic() if is_publish and cast(Publish, packet).qos else -1.0
+            qos = packet.qos if isinstance(packet, Publish) else 0
+            if qos and received < 0:
+                received = time.monotonic()
             if bucket is not None and is_publish and not bucket.try_acquire():
                 # over its publish rate: keep the rest for later and stop reading
                 self._wait(packets, i)
                 self._throttle(bucket.retry_after())
                 return
             try:
-                self._act(conn.handle(packet, now))
+                self._act(conn.handle(packet, received if qos else -1.0))
             except ProtocolViolation as exc:
                 self._act(conn.protocol_error(str(exc), exc.reason_code))
                 return
@@ -102,11 +106,7 @@ class ReadControl:
             if self._auth_pending:
                 self._wait(packets, i + 1)
                 return
-            if (
-                is_publish
-                and self.hub.pressure.active
-                and (cast(Publish, packet).qos or self.hub.store_held)
-            ):
+            if is_publish and self.hub.pressure.active and (qos or self.hub.store_held):
                 # a subscriber that keeps up is behind, or the store's write backlog is
                 # full: wait for it instead of making it drop (or growing memory)
                 self._wait(packets, i + 1)
