@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pushwire.core.consumers import Consumers
-from pushwire.core.message import Message, approx_size, bump_uid_floor
+from pushwire.core.message import MESSAGE_OVERHEAD, Message, approx_size, bump_uid_floor
 from pushwire.core.stats import Stats
 from pushwire.core.topics import SubscriptionTrie, matches
 from pushwire.model import WriteFailure
@@ -339,6 +339,20 @@ class _TopicLog:
         return None
 
 
+def _size_of(message: Message) -> int:
+    """`approx_size`, with the common properties (text values: an HTTP publish's content
+    type) counted inline instead of by the recursive walk."""
+    props = message.properties
+    size = len(message.payload) + len(message.topic) + MESSAGE_OVERHEAD
+    if props:
+        for key, value in props.items():
+            if type(value) is str:
+                size += len(key) + len(value)
+            else:
+                return approx_size(message)
+    return size
+
+
 def _entry_id(entry: LogEntry) -> int:
     return entry.id
 
@@ -541,13 +555,20 @@ class MessageLog:
         else:
             self.last_id += 1
             message.log_id = self.last_id
-        entry = LogEntry(self.last_id, message)
-        tlog = self._topic(message.topic)
-        if tlog.retention.max_messages > 0:
+        topic = message.topic
+        now = message.created_at
+        entry = LogEntry(self.last_id, message, _size_of(message))
+        tlog = self._topics.by_topic.get(topic)
+        if tlog is None:
+            tlog = self._topic(topic)
+        retention = tlog.retention
+        entries = tlog.entries
+        if retention.max_messages > 0:
             self.engine.log_append(message)
-            tlog.entries.append(entry)
-            tlog.hot_bytes += entry.size
-            self.memory_bytes += entry.size
+            entries.append(entry)
+            size = entry.size
+            tlog.hot_bytes += size
+            self.memory_bytes += size
             self.size += 1
             if not tlog.in_heap:
                 tlog.in_heap = True
@@ -555,13 +576,41 @@ class MessageLog:
         else:
             # a topic configured to keep nothing: live readers only, and it counts as evicted
             tlog.evicted_upto = entry.id
-            tlog.evicted_time = message.created_at
+            tlog.evicted_time = now
         self.appended_total += 1
-        self._evict(tlog, message.created_at)
-        self._fit_topic(tlog)
-        self._fit_total()
+        # retention, with one length per append: a topic at its count limit drops its
+        # oldest (O(1)); age is looked at only when the oldest entry is past the horizon
+        cold = tlog.cold
+        if cold is _NO_COLD:
+            count = len(entries)
+            if count == retention.max_messages + 1:
+                # the steady state of a busy topic: one in, the oldest out
+                old = entries.popleft()
+                size = old.size
+                tlog.hot_bytes -= size
+                self.memory_bytes -= size
+                tlog.evicted_upto = old.id
+                tlog.evicted_time = old.message.created_at
+                self.size -= 1
+                self.evicted_total += 1
+                count -= 1
+                if tlog.evicted_upto - tlog.trimmed_upto >= max(1, retention.max_messages // 10):
+                    self._trim(tlog)
+            oldest = entries[0].message.created_at if count else now
+        else:
+            count = len(entries) + len(cold)
+            oldest = cold.first_time()
+        if count > retention.max_messages or (
+            retention.max_age > 0 and oldest < now - retention.max_age
+        ):
+            self._evict(tlog, now)
+        budget = self.budget
+        if budget.topic_bytes and tlog.hot_bytes > budget.topic_bytes:
+            self._fit_topic(tlog)
+        if budget.total_bytes and self.memory_bytes > budget.total_bytes:
+            self._fit_total()
         if self._listener_count:
-            for _flt, group, _ in self._listeners.match(message.topic):
+            for _flt, group, _ in self._listeners.match(topic):
                 members = group.members
                 if len(members) == 1:
                     next(iter(members)).notify(entry)
@@ -607,9 +656,11 @@ class MessageLog:
     def _evict(self, tlog: _TopicLog, now: float) -> None:
         ret = tlog.retention
         evicted = 0
-        while len(tlog) > ret.max_messages:
+        excess = len(tlog) - ret.max_messages
+        while excess > 0:  # each pop removes exactly one entry (hot or cold)
             self._pop(tlog)
             evicted += 1
+            excess -= 1
         if ret.max_age > 0:
             horizon = now - ret.max_age
             while len(tlog) and self._oldest_time(tlog) < horizon:
