@@ -84,6 +84,7 @@ async def measure(n: int, sqlite: bool, profile: bool) -> float:
             await asyncio.sleep(0.05)
             assert transport.created == 100, transport.other[:1]
             gc.collect()
+            gc.freeze()  # as `pushwire serve` does after start-up (pushwire/heap.py)
             prof = cProfile.Profile() if profile else None
             start = time.process_time()
             if prof is not None:

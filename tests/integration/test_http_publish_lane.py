@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -178,3 +179,43 @@ def test_on_sqlite_a_201_means_on_disk(tmp_path: Path) -> None:
         assert [m["payload"] for m in messages] == [f"m{i}" for i in range(5)]
     finally:
         again.stop()
+
+
+def wait_for_body(srv: InProcessServer, size: int) -> None:
+    """Until a connection of `srv` holds `size` bytes of a lane request's body."""
+    assert srv.server is not None and srv.server._http is not None
+    http = srv.server._http
+
+    def held() -> int:
+        return max((sum(map(len, c.lane_body)) for c in http.connections), default=0)
+
+    deadline = time.monotonic() + 10
+    while srv.call(held) < size:
+        assert time.monotonic() < deadline, "the body never reached the server"
+        time.sleep(0.01)
+
+
+def test_head_timer_on_the_lane_covers_heads_not_bodies() -> None:
+    """A kept-alive lane connection that starts a head and stalls is cut off (408); a body
+    that takes longer than the head timeout is not (the body is not the head)."""
+    server = start(http_header_timeout=0.5)
+    try:
+        with connect(server) as slow_body, connect(server) as stalled:
+            body_reader, stalled_reader = Reader(slow_body), Reader(stalled)
+            warm(slow_body, body_reader)
+            warm(stalled, stalled_reader)
+            request = publish("/v1/publish/lane/slow", b"0123456789")
+            slow_body.sendall(request[:-5])  # the head and half the body
+            wait_for_body(server, 5)
+            slow_body.sendall(request[-5:-3])  # more of the body, in a read of its own
+            wait_for_body(server, 7)
+            stalled.sendall(b"POST /v1/publish/lane/slow HTTP/1.1\r\n")  # half a head
+            status, _headers, body = stalled_reader.response()  # the head timeout fired
+            assert status == 408, body
+            assert stalled_reader.closed()
+            slow_body.sendall(request[-3:])
+            status, _headers, body = body_reader.response()
+            assert status == 201, body
+        assert [m["payload"] for m in poll_all(server, "lane/slow")] == ["0123456789"]
+    finally:
+        server.stop()

@@ -478,6 +478,7 @@ class MessageLog:
         self.evicted_total = 0
         self.appended_total = 0
         self.holes_total = 0
+        self._journaled = False  # the last `append` went to the engine (see `observer`)
         engine.add_failure_listener(self._write_failed)
 
     # -- start-up and shutdown --------------------------------------------------------
@@ -563,7 +564,8 @@ class MessageLog:
             tlog = self._topic(topic)
         retention = tlog.retention
         entries = tlog.entries
-        if retention.max_messages > 0:
+        self._journaled = retention.max_messages > 0
+        if self._journaled:
             self.engine.log_append(message)
             entries.append(entry)
             size = entry.size
@@ -623,8 +625,7 @@ class MessageLog:
     def observer(self, message: Message) -> bool:
         """`hub.add_observer(log.observer)`; True when the message went to the engine, so
         whoever acknowledges it must wait for the engine's sync first."""
-        entry = self.append(message)
-        return entry is not None and self._topic(message.topic).retention.max_messages > 0
+        return self.append(message) is not None and self._journaled
 
     def _write_failed(self, failure: WriteFailure) -> None:
         """The engine could not store a log entry: it leaves the log and becomes a hole,

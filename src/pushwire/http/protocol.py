@@ -371,8 +371,12 @@ class HttpProtocol(asyncio.Protocol):
         if self.parser is None:
             self.parser = httptools.HttpRequestParser(self)
             self.meter = HeadMeter(self.server.max_request_line, self.server.max_head)
-        if not self.pipeline and not self.head_timing:
-            self._arm_head()  # the first bytes of the next request on a kept-alive connection
+        # the first bytes of the next request on a kept-alive connection start its head's
+        # clock; the timer itself is set after this read, and only when the head is still
+        # incomplete then (a request that comes whole in one read needs none)
+        timed = False
+        if not self.head_timing and not self.pipeline and self.lane_route is None:
+            self.head_timing = timed = True
         if self.head_timing:
             self.head_bytes = True
         if self.counting:
@@ -392,6 +396,8 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             HeadCounters.refused_total["malformed"] += 1
             self._refuse(RESPONSE_400)
+        if timed and self.head_timing:
+            self._deadline(_HEAD, self.server.head_timeout)
 
     # httptools calls these as it parses
 

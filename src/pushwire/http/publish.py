@@ -518,6 +518,9 @@ async def acknowledge(state: HttpState, receipt: Receipt) -> WireResponse:
     return result_response(state, receipt.message)
 
 
+_UNKNOWN = "\0unknown"  # not a content type anyone can send (a NUL is refused)
+
+
 class PublishLane:
     """`publish_raw`'s common case as two synchronous calls on the owned protocol's publish
     path (http/protocol.py `Lane`): a request whose only headers are in `headers` (no
@@ -545,7 +548,17 @@ class PublishLane:
         )
     )
 
-    __slots__ = ("_content_types", "_replies", "engine", "hub", "state")
+    __slots__ = (
+        "_content_types",
+        "_ms",
+        "_replies",
+        "_time",
+        "_topics",
+        "engine",
+        "hub",
+        "max_levels",
+        "state",
+    )
 
     def __init__(self, state: HttpState) -> None:
         self.state = state
@@ -553,22 +566,31 @@ class PublishLane:
         self.engine = state.hub.engine
         # per topic: (epoch, the reply's JSON between the id and the time, the cursor's
         # start); bounded, oldest out
-        self._replies: dict[str, tuple[str, str, str]] = {}
+        self._replies: dict[str, tuple[str, bytes, bytes]] = {}
+        self.max_levels = state.settings.max_topic_levels
+        # topics `check_topic` passed (bounded, oldest out)
+        self._topics: dict[str, None] = {}
+        self._ms = 0  # the millisecond of `_time`
+        self._time = b""
         # Content-Type header -> the message's content type (`given_content_type` of the
         # checked text); bounded, oldest out
         self._content_types: dict[bytes, str | None] = {}
 
     def admit(self, callers: CallerCache, topic: str) -> Caller | None:
-        state = self.state
-        auth = state.auth
         caller = callers.caller
-        if caller is None or callers.snapshot is not auth.snapshot:
+        if caller is None:
             return None
-        if (topic, state.settings.max_topic_levels) not in _CHECKED_TOPICS:
+        auth = self.state.auth
+        if callers.snapshot is not auth.snapshot:
+            return None
+        if topic not in self._topics:
             try:
-                check_topic(topic, state.settings.max_topic_levels)
+                check_topic(topic, self.max_levels)
             except ApiError:
                 return None
+            if len(self._topics) >= _CHECKED_TOPICS_MAX:
+                del self._topics[next(iter(self._topics))]
+            self._topics[topic] = None
         if not caller.permissions.can_publish(topic):
             return None
         auth.stats.anonymous_admitted += 1  # as `CallerCache.anonymous` counts it
@@ -578,8 +600,12 @@ class PublishLane:
         self, caller: Caller, topic: str, content_type: bytes | None, body: bytes
     ) -> bytes | WireResponse | Coroutine[Any, Any, WireResponse]:
         state = self.state
+        ctype: str | None = None
         try:
-            ctype = None if content_type is None else self._content_type(content_type)
+            if content_type is not None:
+                ctype = self._content_types.get(content_type, _UNKNOWN)
+                if ctype is _UNKNOWN:
+                    ctype = self._content_type(content_type)
             if state.publish_rate is not None:
                 charge_publish(state, caller, 1)
         except ApiError as exc:
@@ -597,9 +623,13 @@ class PublishLane:
             None,
             "http",
         )
-        receipt = self.hub.submit(message)
+        hub = self.hub
+        # `hub.submit` without its `Receipt` when there is nothing to wait for
+        journaled = hub.publish(message)
         state.stats.messages_in["http"] += 1
-        if receipt.durable is not None or self.hub.store_held or receipt.refused():
+        if (journaled and self.engine.durable) or hub.store_held or hub.broker is not None:
+            durable = hub.sync_future() if journaled and self.engine.durable else None
+            receipt = Receipt(message, durable, self.engine.write_failed, hub.publish_refused)
             return self._acknowledge(receipt)
         lid = message.log_id
         if lid is None or self.engine.write_failed(message):
@@ -608,7 +638,12 @@ class PublishLane:
         reply = self._replies.get(topic)
         if reply is None or reply[0] != epoch:
             reply = self._reply(topic, epoch)
-        return f'{{"id":{lid}{reply[1]}{round(now, 3)!r}{reply[2]}{lid}","stored":true}}'.encode()
+        ms = int(now * 1000.0 + 0.5)
+        if ms != self._ms:
+            # `round(created_at, 3)` as JSON, once per millisecond (repr is the costly part)
+            self._ms = ms
+            self._time = repr(round(now, 3)).encode()
+        return b'{"id":%d%b%b%b%d","stored":true}' % (lid, reply[1], self._time, reply[2], lid)
 
     async def _acknowledge(self, receipt: Receipt) -> WireResponse:
         try:
@@ -616,15 +651,15 @@ class PublishLane:
         except ApiError as exc:
             return api_error_response(self.state, exc)
 
-    def _reply(self, topic: str, epoch: str) -> tuple[str, str, str]:
+    def _reply(self, topic: str, epoch: str) -> tuple[str, bytes, bytes]:
         replies = self._replies
         if len(replies) >= _JSON_STRINGS_MAX:
             del replies[next(iter(replies))]
         epoch_json = _json_string(epoch)
         reply = replies[topic] = (
             epoch,
-            f',"topic":{_json_string(topic)},"epoch":{epoch_json},"time":',
-            f',"cursor":{epoch_json[:-1]}:',
+            f',"topic":{_json_string(topic)},"epoch":{epoch_json},"time":'.encode(),
+            f',"cursor":{epoch_json[:-1]}:'.encode(),
         )
         return reply
 
