@@ -564,8 +564,27 @@ class MessageLog:
             tlog = self._topic(topic)
         retention = tlog.retention
         entries = tlog.entries
-        self._journaled = retention.max_messages > 0
-        if self._journaled:
+        cold = tlog.cold
+        self.appended_total += 1
+        self._journaled = journaled = retention.max_messages > 0
+        if not journaled:
+            # a topic configured to keep nothing: live readers only, and it counts as evicted
+            tlog.evicted_upto = entry.id
+            tlog.evicted_time = now
+        elif cold is _NO_COLD and len(entries) == retention.max_messages and tlog.in_heap:
+            # the steady state of a busy topic: one in, the oldest out (O(1), one length)
+            self.engine.log_append(message)
+            entries.append(entry)
+            old = entries.popleft()
+            delta = entry.size - old.size
+            tlog.hot_bytes += delta
+            self.memory_bytes += delta
+            tlog.evicted_upto = old.id
+            tlog.evicted_time = old.message.created_at
+            self.evicted_total += 1
+            if tlog.evicted_upto - tlog.trimmed_upto >= max(1, retention.max_messages // 10):
+                self._trim(tlog)
+        else:
             self.engine.log_append(message)
             entries.append(entry)
             size = entry.size
@@ -575,29 +594,10 @@ class MessageLog:
             if not tlog.in_heap:
                 tlog.in_heap = True
                 heapq.heappush(self._oldest, (entry.id, tlog))
-        else:
-            # a topic configured to keep nothing: live readers only, and it counts as evicted
-            tlog.evicted_upto = entry.id
-            tlog.evicted_time = now
-        self.appended_total += 1
-        # retention, with one length per append: a topic at its count limit drops its
-        # oldest (O(1)); age is looked at only when the oldest entry is past the horizon
-        cold = tlog.cold
+        # the rest of retention, with one length per append: over the count (a rule
+        # changed, entries came back cold), or the oldest entry past the age horizon
         if cold is _NO_COLD:
             count = len(entries)
-            if count == retention.max_messages + 1:
-                # the steady state of a busy topic: one in, the oldest out
-                old = entries.popleft()
-                size = old.size
-                tlog.hot_bytes -= size
-                self.memory_bytes -= size
-                tlog.evicted_upto = old.id
-                tlog.evicted_time = old.message.created_at
-                self.size -= 1
-                self.evicted_total += 1
-                count -= 1
-                if tlog.evicted_upto - tlog.trimmed_upto >= max(1, retention.max_messages // 10):
-                    self._trim(tlog)
             oldest = entries[0].message.created_at if count else now
         else:
             count = len(entries) + len(cold)
