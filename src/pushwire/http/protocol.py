@@ -532,9 +532,13 @@ class HttpProtocol(asyncio.Protocol):
             result = error_response(500, "internal", "internal server error")
         if isinstance(result, bytes):
             if keep:
-                self.write(b"%b%d\r\n\r\n%b" % (_JSON_201, len(result), result))
-                self.resume_reading()
-                self._arm_keep_alive()
+                transport = self.transport
+                if transport is not None and not transport.is_closing():
+                    transport.write(b"%b%d\r\n\r\n%b" % (_JSON_201, len(result), result))
+                if self.read_paused:
+                    self.resume_reading()
+                self.head_timing = False  # `_arm_keep_alive`
+                self._deadline(_IDLE, KEEP_ALIVE_TIMEOUT)
                 return
             result = WireResponse(201, result)
         # anything but a kept-alive 201: the cycle of a hot request, as if it came that way
