@@ -187,7 +187,7 @@ def wait_for_body(srv: InProcessServer, size: int) -> None:
     http = srv.server._http
 
     def held() -> int:
-        return max((sum(map(len, c.lane_body)) for c in http.connections), default=0)
+        return max((sum(map(len, c.lane_body or ())) for c in http.connections), default=0)
 
     deadline = time.monotonic() + 10
     while srv.call(held) < size:

@@ -283,7 +283,8 @@ class HttpProtocol(asyncio.Protocol):
         self.lane_keep = False
         self.lane_method = ""
         self.lane_ctype: bytes | None = None
-        self.lane_body: list[bytes] = []
+        # made by the connection's first lane body, then reused (an idle connection has none)
+        self.lane_body: list[bytes] | None = None
 
     # -- connection -------------------------------------------------------------------------
 
@@ -521,8 +522,11 @@ class HttpProtocol(asyncio.Protocol):
         assert lane is not None
         self.lane_route = None
         chunks = self.lane_body
-        body = (chunks[0] if len(chunks) == 1 else b"".join(chunks)) if chunks else b""
-        chunks.clear()
+        if chunks:
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+        else:
+            body = b""
         caller, self.lane_caller = self.lane_caller, None
         keep = self.lane_keep and not self.closing
         try:
@@ -580,7 +584,11 @@ class HttpProtocol(asyncio.Protocol):
         if self.parsing is not None:
             self.parsing.body(body)
         elif self.lane_route is not None:
-            self.lane_body.append(body)  # bounded: Content-Length is within the limit
+            # bounded: Content-Length is within the limit
+            if self.lane_body is None:
+                self.lane_body = [body]
+            else:
+                self.lane_body.append(body)
 
     def on_message_complete(self) -> None:
         self.counting = True
