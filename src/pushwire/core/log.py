@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pushwire.core.consumers import Consumers
-from pushwire.core.message import Message, approx_size, bump_uid_floor
+from pushwire.core.message import MESSAGE_OVERHEAD, Message, approx_size, bump_uid_floor
 from pushwire.core.stats import Stats
 from pushwire.core.topics import SubscriptionTrie, matches
 from pushwire.model import WriteFailure
@@ -339,6 +339,20 @@ class _TopicLog:
         return None
 
 
+def _size_of(message: Message) -> int:
+    """`approx_size`, with the common properties (text values: an HTTP publish's content
+    type) counted inline instead of by the recursive walk."""
+    props = message.properties
+    size = len(message.payload) + len(message.topic) + MESSAGE_OVERHEAD
+    if props:
+        for key, value in props.items():
+            if type(value) is str:
+                size += len(key) + len(value)
+            else:
+                return approx_size(message)
+    return size
+
+
 def _entry_id(entry: LogEntry) -> int:
     return entry.id
 
@@ -464,6 +478,7 @@ class MessageLog:
         self.evicted_total = 0
         self.appended_total = 0
         self.holes_total = 0
+        self._journaled = False  # the last `append` went to the engine (see `observer`)
         engine.add_failure_listener(self._write_failed)
 
     # -- start-up and shutdown --------------------------------------------------------
@@ -541,27 +556,63 @@ class MessageLog:
         else:
             self.last_id += 1
             message.log_id = self.last_id
-        entry = LogEntry(self.last_id, message)
-        tlog = self._topic(message.topic)
-        if tlog.retention.max_messages > 0:
+        topic = message.topic
+        now = message.created_at
+        entry = LogEntry(self.last_id, message, _size_of(message))
+        tlog = self._topics.by_topic.get(topic)
+        if tlog is None:
+            tlog = self._topic(topic)
+        retention = tlog.retention
+        entries = tlog.entries
+        cold = tlog.cold
+        self.appended_total += 1
+        self._journaled = journaled = retention.max_messages > 0
+        if not journaled:
+            # a topic configured to keep nothing: live readers only, and it counts as evicted
+            tlog.evicted_upto = entry.id
+            tlog.evicted_time = now
+        elif cold is _NO_COLD and len(entries) == retention.max_messages and tlog.in_heap:
+            # the steady state of a busy topic: one in, the oldest out (O(1), one length)
             self.engine.log_append(message)
-            tlog.entries.append(entry)
-            tlog.hot_bytes += entry.size
-            self.memory_bytes += entry.size
+            entries.append(entry)
+            old = entries.popleft()
+            delta = entry.size - old.size
+            tlog.hot_bytes += delta
+            self.memory_bytes += delta
+            tlog.evicted_upto = old.id
+            tlog.evicted_time = old.message.created_at
+            self.evicted_total += 1
+            if tlog.evicted_upto - tlog.trimmed_upto >= max(1, retention.max_messages // 10):
+                self._trim(tlog)
+        else:
+            self.engine.log_append(message)
+            entries.append(entry)
+            size = entry.size
+            tlog.hot_bytes += size
+            self.memory_bytes += size
             self.size += 1
             if not tlog.in_heap:
                 tlog.in_heap = True
                 heapq.heappush(self._oldest, (entry.id, tlog))
+        # the rest of retention, with one length per append: over the count (a rule
+        # changed, entries came back cold), or the oldest entry past the age horizon
+        if cold is _NO_COLD:
+            count = len(entries)
+            oldest = entries[0].message.created_at if count else now
         else:
-            # a topic configured to keep nothing: live readers only, and it counts as evicted
-            tlog.evicted_upto = entry.id
-            tlog.evicted_time = message.created_at
-        self.appended_total += 1
-        self._evict(tlog, message.created_at)
-        self._fit_topic(tlog)
-        self._fit_total()
+            count = len(entries) + len(cold)
+            oldest = cold.first_time()
+        if count > retention.max_messages or (
+            retention.max_age > 0 and oldest < now - retention.max_age
+        ):
+            self._evict(tlog, now)
+        budget = self.budget
+        if budget.topic_bytes and tlog.hot_bytes > budget.topic_bytes:
+            self._fit_topic(tlog)
+        if budget.total_bytes and self.memory_bytes > budget.total_bytes:
+            self._fit_total()
         if self._listener_count:
-            for _flt, group, _ in self._listeners.match(message.topic):
+            for _flt, group, _ in self._listeners.match(topic):
                 members = group.members
                 if len(members) == 1:
                     next(iter(members)).notify(entry)
@@ -574,8 +625,7 @@ class MessageLog:
     def observer(self, message: Message) -> bool:
         """`hub.add_observer(log.observer)`; True when the message went to the engine, so
         whoever acknowledges it must wait for the engine's sync first."""
-        entry = self.append(message)
-        return entry is not None and self._topic(message.topic).retention.max_messages > 0
+        return self.append(message) is not None and self._journaled
 
     def _write_failed(self, failure: WriteFailure) -> None:
         """The engine could not store a log entry: it leaves the log and becomes a hole,
@@ -607,9 +657,11 @@ class MessageLog:
     def _evict(self, tlog: _TopicLog, now: float) -> None:
         ret = tlog.retention
         evicted = 0
-        while len(tlog) > ret.max_messages:
+        excess = len(tlog) - ret.max_messages
+        while excess > 0:  # each pop removes exactly one entry (hot or cold)
             self._pop(tlog)
             evicted += 1
+            excess -= 1
         if ret.max_age > 0:
             horizon = now - ret.max_age
             while len(tlog) and self._oldest_time(tlog) < horizon:

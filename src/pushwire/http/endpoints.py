@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pushwire.http.errors import ApiError, error_responses
-from pushwire.http.protocol import FastRoute
+from pushwire.http.protocol import FastRoute, Lane
 from pushwire.http.state import HttpState
 from pushwire.http.wire import WireRequest, WireResponse, error_response
 from pushwire.tls import scope_certificate_name
@@ -192,6 +192,8 @@ class Served:
     handler: EndpointHandler | None = None
     body_limit: Callable[[HttpState], int] = lambda _state: 0
     asgi: AsgiHandler | None = None
+    # the handler's common case as synchronous calls on the owned protocol (its `Lane`)
+    lane: Callable[[HttpState], Lane] | None = None
 
 
 def _served() -> list[Served]:
@@ -199,7 +201,12 @@ def _served() -> list[Served]:
     from pushwire.http import publish, stream_endpoints
 
     return [
-        Served(publish.PUBLISH_RAW, publish.publish_raw, publish.raw_body_limit),
+        Served(
+            publish.PUBLISH_RAW,
+            publish.publish_raw,
+            publish.raw_body_limit,
+            lane=publish.PublishLane,
+        ),
         Served(stream_endpoints.POLL, asgi=stream_endpoints.serve_poll),
         Served(stream_endpoints.LONGPOLL, asgi=stream_endpoints.serve_longpoll),
         Served(stream_endpoints.SSE, asgi=stream_endpoints.serve_sse),
@@ -243,6 +250,7 @@ def hot_routes(state: HttpState) -> list[FastRoute]:
             _bind(state, s),  # type: ignore[arg-type]
             s.body_limit(state),
             own_origin_ok=not state.settings.cors_origins,
+            lane=s.lane(state) if s.lane is not None else None,
         )
         for s in _served()
         if s.handler is not None

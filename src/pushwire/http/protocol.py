@@ -28,7 +28,7 @@ import http
 import logging
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import unquote
 
 import httptools
@@ -62,10 +62,30 @@ Handler = Callable[[WireRequest], Coroutine[Any, Any, WireResponse]]
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
+class Lane(Protocol):
+    """A hot endpoint's common case as two synchronous calls, without a `WireRequest`, a
+    cycle object or a coroutine (the raw publish: http/publish.py `PublishLane`). The
+    protocol uses it for a request with a `Content-Length` within the route's limit, no
+    query string, no client certificate, only `headers`, and nothing before it in the
+    pipeline; the handler answers every other request."""
+
+    headers: frozenset[bytes]  # header names (lower case) a lane request may carry
+
+    def admit(self, callers: CallerCache, tail: str) -> object | None:
+        """At the end of the head: what `run` needs to know of the caller, or None when
+        the handler must answer (no side effect then)."""
+
+    def run(
+        self, admitted: Any, tail: str, content_type: bytes | None, body: bytes
+    ) -> bytes | WireResponse | Coroutine[Any, Any, WireResponse]:
+        """With the body: the body of a 201 JSON reply, another response, or a coroutine
+        giving the response when it has to wait."""
+
+
 class FastRoute:
     """A hot endpoint served from bytes: `prefix` + the rest of the path (`path_tail`)."""
 
-    __slots__ = ("body_limit", "handler", "methods", "own_origin_ok", "prefix")
+    __slots__ = ("body_limit", "handler", "lane", "methods", "own_origin_ok", "prefix")
 
     def __init__(
         self,
@@ -74,6 +94,7 @@ class FastRoute:
         handler: Handler,
         body_limit: int,
         own_origin_ok: bool = False,
+        lane: Lane | None = None,
     ) -> None:
         self.methods = methods
         self.prefix = prefix
@@ -82,6 +103,7 @@ class FastRoute:
         # requests with `Origin` equal to the server's own may be served here (see
         # `HttpProtocol._served_here`): true when no `cors_origins` are configured
         self.own_origin_ok = own_origin_ok
+        self.lane = lane
 
 
 # (hot route or None, method, percent-decoded path, raw path, query): see `HttpServer.resolve`
@@ -198,6 +220,13 @@ class HttpProtocol(asyncio.Protocol):
         "head_bytes",
         "head_timing",
         "headers",
+        "lane_body",
+        "lane_caller",
+        "lane_ctype",
+        "lane_keep",
+        "lane_method",
+        "lane_route",
+        "lane_tail",
         "linger",
         "local",
         "loop",
@@ -246,6 +275,16 @@ class HttpProtocol(asyncio.Protocol):
         self.head_timing = False
         self.head_bytes = False
         self.read_paused = False
+        # a request on its route's `Lane` (see `_lane`): the route, what `Lane.admit`
+        # answered, the path's tail, keep-alive, Content-Type, the body's chunks
+        self.lane_route: FastRoute | None = None
+        self.lane_caller: object = None
+        self.lane_tail = ""
+        self.lane_keep = False
+        self.lane_method = ""
+        self.lane_ctype: bytes | None = None
+        # made by the connection's first lane body, then reused (an idle connection has none)
+        self.lane_body: list[bytes] | None = None
 
     # -- connection -------------------------------------------------------------------------
 
@@ -315,7 +354,7 @@ class HttpProtocol(asyncio.Protocol):
     def shutdown(self) -> None:
         """The server stops: close when the response under way is complete."""
         self.closing = True
-        if not self.pipeline and self.transport is not None:
+        if not self.pipeline and self.lane_route is None and self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
@@ -333,8 +372,12 @@ class HttpProtocol(asyncio.Protocol):
         if self.parser is None:
             self.parser = httptools.HttpRequestParser(self)
             self.meter = HeadMeter(self.server.max_request_line, self.server.max_head)
-        if not self.pipeline and not self.head_timing:
-            self._arm_head()  # the first bytes of the next request on a kept-alive connection
+        # the first bytes of the next request on a kept-alive connection start its head's
+        # clock; the timer itself is set after this read, and only when the head is still
+        # incomplete then (a request that comes whole in one read needs none)
+        timed = False
+        if not self.head_timing and not self.pipeline and self.lane_route is None:
+            self.head_timing = timed = True
         if self.head_timing:
             self.head_bytes = True
         if self.counting:
@@ -354,6 +397,8 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             HeadCounters.refused_total["malformed"] += 1
             self._refuse(RESPONSE_400)
+        if timed and self.head_timing:
+            self._deadline(_HEAD, self.server.head_timeout)
 
     # httptools calls these as it parses
 
@@ -389,6 +434,15 @@ class HttpProtocol(asyncio.Protocol):
         if hot is None:
             hot = self.server.resolve(raw_method, url)
         route, method, path, raw_path, query = hot
+        if (
+            route is not None
+            and route.lane is not None
+            and not self.pipeline
+            and not query
+            and self.cert_name is None
+            and self._lane(route, method, path[len(route.prefix) :], headers, keep_alive)
+        ):
+            return
         if route is not None and not self._served_here(route, headers):
             route = None
         cycle: _Cycle
@@ -421,6 +475,90 @@ class HttpProtocol(asyncio.Protocol):
         elif len(self.pipeline) > MAX_PIPELINE:
             self.pause_reading()
 
+    def _lane(
+        self,
+        route: FastRoute,
+        method: str,
+        tail: str,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+    ) -> bool:
+        """Take a request on its route's lane (see `Lane`): True when it was taken."""
+        lane = route.lane
+        assert lane is not None
+        length: bytes | None = None
+        ctype: bytes | None = None
+        allowed = lane.headers
+        for name, value in headers:
+            if name == b"content-length":
+                length = value
+            elif name == b"content-type":
+                if ctype is None:
+                    ctype = value
+            elif name not in allowed:
+                return False
+        if length is None or not length.isdigit() or int(length) > route.body_limit:
+            return False
+        callers = self.callers
+        if callers is None:
+            return False  # the first request of a connection finds its caller the long way
+        caller = lane.admit(callers, tail)
+        if caller is None:
+            return False
+        self.lane_route = route
+        self.lane_caller = caller
+        self.lane_tail = tail
+        self.lane_keep = keep_alive
+        self.lane_method = method
+        self.lane_ctype = ctype
+        self.parsing = None
+        self.server.served_owned += 1
+        return True
+
+    def _lane_complete(self, route: FastRoute) -> None:
+        """The body of a lane request is in: publish, and reply (or start a cycle that
+        replies when the lane's coroutine finishes)."""
+        lane = route.lane
+        assert lane is not None
+        self.lane_route = None
+        chunks = self.lane_body
+        if chunks:
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+        else:
+            body = b""
+        caller, self.lane_caller = self.lane_caller, None
+        keep = self.lane_keep and not self.closing
+        try:
+            result = lane.run(caller, self.lane_tail, self.lane_ctype, body)
+        except Exception as exc:
+            log.error("unhandled error on a publish to %r", self.lane_tail, exc_info=exc)
+            result = error_response(500, "internal", "internal server error")
+        if isinstance(result, bytes):
+            if keep:
+                transport = self.transport
+                if transport is not None and not transport.is_closing():
+                    transport.write(b"%b%d\r\n\r\n%b" % (_JSON_201, len(result), result))
+                if self.read_paused:
+                    self.resume_reading()
+                self.head_timing = False  # `_arm_keep_alive`
+                self._deadline(_IDLE, KEEP_ALIVE_TIMEOUT)
+                return
+            result = WireResponse(201, result)
+        # anything but a kept-alive 201: the cycle of a hot request, as if it came that way
+        request = WireRequest(
+            self.lane_method, route.prefix + self.lane_tail, b"", self.headers, self.client
+        )
+        request.path_tail = self.lane_tail
+        cycle = _FastCycle(self, request, route, keep)
+        cycle.complete = cycle.running = True
+        self.pipeline.append(cycle)
+        cycle.start()
+        if isinstance(result, WireResponse):
+            cycle._respond(result)
+        else:
+            cycle.drive(result)
+
     def _served_here(self, route: FastRoute, headers: list[tuple[bytes, bytes]]) -> bool:
         """Whether a hot request stays on this protocol. `X-Forwarded-For` (a proxy in front:
         uvicorn's proxy-header rules) goes to the app. So does an `Origin` (a browser), unless
@@ -445,11 +583,21 @@ class HttpProtocol(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self.parsing is not None:
             self.parsing.body(body)
+        elif self.lane_route is not None:
+            # bounded: Content-Length is within the limit
+            if self.lane_body is None:
+                self.lane_body = [body]
+            else:
+                self.lane_body.append(body)
 
     def on_message_complete(self) -> None:
         self.counting = True
         if self.meter is not None:
             self.meter.reset()
+        lane = self.lane_route
+        if lane is not None:
+            self._lane_complete(lane)
+            return
         cycle, self.parsing = self.parsing, None
         if cycle is not None:
             cycle.message_complete()
@@ -614,7 +762,7 @@ class HttpProtocol(asyncio.Protocol):
         transport.close()
 
     def _idle_expired(self) -> None:
-        if self.transport is not None and not self.pipeline:
+        if self.transport is not None and not self.pipeline and self.lane_route is None:
             self.transport.close()
 
 
@@ -735,10 +883,14 @@ class _FastCycle(_Cycle):
         if self.chunks:
             request.body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
             self.chunks = []
+        self.drive(self.route.handler(request))
+
+    def drive(self, handling: Coroutine[Any, Any, WireResponse]) -> None:
+        """Run the handler's coroutine; reply when it finishes (now, or from its task)."""
         try:
-            started = run_eagerly(self.proto.loop, self.route.handler(request))
+            started = run_eagerly(self.proto.loop, handling)
         except Exception as exc:
-            self._respond(internal_error(exc, request))
+            self._respond(internal_error(exc, self.request))
             return
         if not isinstance(started, asyncio.Task):
             self._respond(started)
@@ -946,6 +1098,7 @@ _DROPPED = WireRequest("GET", "", b"", [], None)  # what a stream keeps of its r
 
 
 _JSON_HEADS: dict[int, bytes] = {}
+_JSON_201 = status_line(201) + b"content-type: application/json\r\ncontent-length: "
 
 
 def _json_head(status: int) -> bytes:

@@ -8,7 +8,7 @@ import base64
 import binascii
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -18,15 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.requests import ClientDisconnect
 
 from pushwire.core.log import format_cursor
-from pushwire.core.message import Message
+from pushwire.core.message import Message, next_uid
 from pushwire.core.receipt import Receipt
 from pushwire.core.text import JsonError, TextError, check_text, parse_json
 from pushwire.core.topics import TopicError, validate_topic_name
 from pushwire.engines.base import WriteError
-from pushwire.http.auth import Caller, CallerDep, cached_caller_from
+from pushwire.http.auth import Caller, CallerCache, CallerDep, cached_caller_from
 from pushwire.http.cursor import parse_duration
 from pushwire.http.encode import PRIORITY_PROPERTY
-from pushwire.http.endpoints import Endpoint, Header, Option
+from pushwire.http.endpoints import Endpoint, Header, Option, api_error_response
 from pushwire.http.errors import ApiError, bad_request, bad_topic, error_responses
 from pushwire.http.state import HttpState, get_state
 from pushwire.http.wire import JSON_ENCODER as _JSON_ENCODER
@@ -499,10 +499,15 @@ async def publish_raw(
     if request.oversize:
         raise payload_too_large(request.oversize, state.settings.http_max_payload)
     spec.payload = request.body
-    # `publish_specs` for one message, without its awaits when there is nothing to wait
-    # for (no durable engine, or nothing journaled; the store not backlogged)
     receipt = route(state, spec, "http")
     state.stats.messages_in["http"] += 1
+    return await acknowledge(state, receipt)
+
+
+async def acknowledge(state: HttpState, receipt: Receipt) -> WireResponse:
+    """The reply to one raw publish once it may be given: `publish_specs` for one message,
+    without its awaits when there is nothing to wait for (no durable engine, or nothing
+    journaled; the store not backlogged)."""
     if receipt.durable is not None:
         await make_durable([receipt])
     if receipt.refused():
@@ -511,6 +516,162 @@ async def publish_raw(
     if state.hub.store_held:
         await state.hub.wait_store()
     return result_response(state, receipt.message)
+
+
+_UNKNOWN = "\0unknown"  # not a content type anyone can send (a NUL is refused)
+
+
+class PublishLane:
+    """`publish_raw`'s common case as two synchronous calls on the owned protocol's publish
+    path (http/protocol.py `Lane`): a request whose only headers are in `headers` (no
+    credentials, no `Pushwire-*` options, no query string: the protocol checks), from a
+    connection whose anonymous caller is cached, to a valid topic the caller may write to.
+    Everything else (and every error but those of the body's own publish) goes through
+    `publish_raw`, which says why; so there is one set of rules, and this is its shortcut.
+
+    `admit` (at the end of the head) answers the caller, or None for "ask `publish_raw`";
+    `run` (with the body) publishes and answers the reply body of a 201, a `WireResponse`
+    for anything else, or a coroutine when the reply must wait (the store's sync, its
+    backlog): the protocol runs it and replies when it finishes."""
+
+    # headers a lane request may carry: the ones it reads (content-type, content-length)
+    # and ones no publish looks at; anything else goes to `publish_raw`
+    headers = frozenset(
+        (
+            b"host",
+            b"content-length",
+            b"content-type",
+            b"user-agent",
+            b"accept",
+            b"accept-encoding",
+            b"connection",
+        )
+    )
+
+    __slots__ = (
+        "_content_types",
+        "_ms",
+        "_replies",
+        "_time",
+        "_topics",
+        "engine",
+        "hub",
+        "max_levels",
+        "state",
+    )
+
+    def __init__(self, state: HttpState) -> None:
+        self.state = state
+        self.hub = state.hub
+        self.engine = state.hub.engine
+        # per topic: (epoch, the reply's JSON between the id and the time, the cursor's
+        # start); bounded, oldest out
+        self._replies: dict[str, tuple[str, bytes, bytes]] = {}
+        self.max_levels = state.settings.max_topic_levels
+        # topics `check_topic` passed (bounded, oldest out)
+        self._topics: dict[str, None] = {}
+        self._ms = 0  # the millisecond of `_time`
+        self._time = b""
+        # Content-Type header -> the message's content type (`given_content_type` of the
+        # checked text); bounded, oldest out
+        self._content_types: dict[bytes, str | None] = {}
+
+    def admit(self, callers: CallerCache, topic: str) -> Caller | None:
+        caller = callers.caller
+        if caller is None:
+            return None
+        auth = self.state.auth
+        if callers.snapshot is not auth.snapshot:
+            return None
+        if topic not in self._topics:
+            try:
+                check_topic(topic, self.max_levels)
+            except ApiError:
+                return None
+            if len(self._topics) >= _CHECKED_TOPICS_MAX:
+                del self._topics[next(iter(self._topics))]
+            self._topics[topic] = None
+        if not caller.permissions.can_publish(topic):
+            return None
+        auth.stats.anonymous_admitted += 1  # as `CallerCache.anonymous` counts it
+        return caller
+
+    def run(
+        self, caller: Caller, topic: str, content_type: bytes | None, body: bytes
+    ) -> bytes | WireResponse | Coroutine[Any, Any, WireResponse]:
+        state = self.state
+        ctype: str | None = None
+        try:
+            if content_type is not None:
+                ctype = self._content_types.get(content_type, _UNKNOWN)
+                if ctype is _UNKNOWN:
+                    ctype = self._content_type(content_type)
+            if state.publish_rate is not None:
+                charge_publish(state, caller, 1)
+        except ApiError as exc:
+            return api_error_response(state, exc)
+        now = time.time()
+        message = Message(
+            topic,
+            body,
+            0,
+            False,
+            {"content_type": ctype} if ctype else {},
+            None,
+            now,
+            next_uid(),
+            None,
+            "http",
+        )
+        hub = self.hub
+        # `hub.submit` without its `Receipt` when there is nothing to wait for
+        journaled = hub.publish(message)
+        state.stats.messages_in["http"] += 1
+        if (journaled and self.engine.durable) or hub.store_held or hub.broker is not None:
+            durable = hub.sync_future() if journaled and self.engine.durable else None
+            receipt = Receipt(message, durable, self.engine.write_failed, hub.publish_refused)
+            return self._acknowledge(receipt)
+        lid = message.log_id
+        if lid is None or self.engine.write_failed(message):
+            return result_response(state, message)
+        epoch = state.log.epoch
+        reply = self._replies.get(topic)
+        if reply is None or reply[0] != epoch:
+            reply = self._reply(topic, epoch)
+        ms = int(now * 1000.0 + 0.5)
+        if ms != self._ms:
+            # `round(created_at, 3)` as JSON, once per millisecond (repr is the costly part)
+            self._ms = ms
+            self._time = repr(round(now, 3)).encode()
+        return b'{"id":%d%b%b%b%d","stored":true}' % (lid, reply[1], self._time, reply[2], lid)
+
+    async def _acknowledge(self, receipt: Receipt) -> WireResponse:
+        try:
+            return await acknowledge(self.state, receipt)
+        except ApiError as exc:
+            return api_error_response(self.state, exc)
+
+    def _reply(self, topic: str, epoch: str) -> tuple[str, bytes, bytes]:
+        replies = self._replies
+        if len(replies) >= _JSON_STRINGS_MAX:
+            del replies[next(iter(replies))]
+        epoch_json = _json_string(epoch)
+        reply = replies[topic] = (
+            epoch,
+            f',"topic":{_json_string(topic)},"epoch":{epoch_json},"time":'.encode(),
+            f',"cursor":{epoch_json[:-1]}:'.encode(),
+        )
+        return reply
+
+    def _content_type(self, header: bytes) -> str | None:
+        known = self._content_types
+        if header in known:
+            return known[header]
+        ctype = given_content_type(optional_text(header.decode("latin-1"), "Content-Type"))
+        if len(known) >= _JSON_STRINGS_MAX:
+            del known[next(iter(known))]
+        known[header] = ctype
+        return ctype
 
 
 @router.post(

@@ -1,0 +1,143 @@
+"""CPU per HTTP publish in the Python half, in-process (no sockets): the owned HTTP protocol
+(http/protocol.py) of a real server (memory engine, or SQLite with `--sqlite`) is fed
+`POST /v1/publish/bench/pub` requests (64-byte body, anonymous, 0 subscribers: the request
+`pushwire bench http --only publish` sends) through a transport that drops what is written.
+
+    .venv/bin/python bench/micro_http_publish.py [N] [--sqlite] [--profile]
+
+Process CPU time per publish, one request per `data_received` (as the bench's clients send
+them: one in flight per connection). Auth (anonymous), the topic ACL, the log append and
+the reply are all in the path; the kernel's part (recv, the reply's send: about 5-10 us on
+loopback) is not. `--sqlite` runs the same on a SQLite store in a temp dir (each publish
+then waits for its commit: the number includes the store thread's share only as far as the
+process's CPU time does). `--profile` prints cProfile's top functions instead. To compare
+two versions, run it with PYTHONPATH pointing at the other tree's src/, interleaved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import gc
+import pstats
+import sys
+import tempfile
+import time
+from typing import Any
+
+from micro_connect import MemoryTransport
+from pushwire.config import Settings
+from pushwire.server import PushwireServer
+
+BODY = b"PWTS0" + b"x" * 59
+REQUEST = (
+    b"POST /v1/publish/bench/pub HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%b" % (len(BODY), BODY)
+)
+
+
+class CountingTransport(MemoryTransport):
+    """Counts the replies (a 201 each) and drops them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.created = 0
+        self.other: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if data.startswith(b"HTTP/1.1 201 "):
+            self.created += 1
+        else:
+            self.other.append(data)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sockname":
+            return ("127.0.0.1", 8080)
+        return super().get_extra_info(name, default)
+
+
+async def measure(n: int, sqlite: bool, profile: bool) -> float:
+    with tempfile.TemporaryDirectory() as data_dir:
+        settings = Settings.model_validate(
+            {
+                "memory": not sqlite,
+                "data_dir": data_dir,
+                "bind": "127.0.0.1",
+                "mqtt_port": 0,
+                "http_port": 0,
+                "sys_interval": 0,
+                "connection_rate_per_ip": 0,
+                "max_connections_per_ip": 0,
+                "publish_rate_per_client": 0,
+            }
+        )
+        server = PushwireServer(settings)
+        await server.start()
+        try:
+            http = server._http
+            assert http is not None
+            proto = http.protocol()
+            transport = CountingTransport()
+            proto.connection_made(transport)  # type: ignore[arg-type]
+            for _ in range(100):  # warm the caches (caller, hot URL, topic)
+                proto.data_received(REQUEST)
+            deadline = time.monotonic() + 30
+            while transport.created < 100 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)  # SQLite: the replies wait for their commits
+            assert transport.created == 100, transport.other[:1]
+            gc.collect()
+            gc.freeze()  # as `pushwire serve` does after start-up (pushwire/heap.py)
+            prof = cProfile.Profile() if profile else None
+            start = time.process_time()
+            if prof is not None:
+                prof.enable()
+            feed = proto.data_received
+            if sqlite:
+                # a commit per publish would measure the disk: let replies wait in batches
+                # of 64 requests (64 connections, one in flight each)
+                protos = [http.protocol() for _ in range(64)]
+                for p in protos:
+                    p.connection_made(CountingTransport())  # type: ignore[arg-type]
+                done = 0
+                while done < n:
+                    for p in protos:
+                        p.data_received(REQUEST)
+                    done += len(protos)
+                    while any(p.pipeline for p in protos):
+                        await asyncio.sleep(0)
+                n = done
+            else:
+                for _ in range(n):
+                    feed(REQUEST)
+            elapsed = time.process_time() - start
+            if prof is not None:
+                prof.disable()
+                pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+            if not sqlite:
+                assert transport.created == n + 100, (transport.created, transport.other[:1])
+            return elapsed / n * 1e6
+        finally:
+            await server.stop()
+
+
+def main() -> None:
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    n = int(args[0]) if args else 100_000
+    sqlite = "--sqlite" in sys.argv
+    profile = "--profile" in sys.argv
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    results = [asyncio.run(measure(n, sqlite, profile)) for _ in range(1 if profile else 3)]
+    print(
+        f"{'sqlite' if sqlite else 'memory'}: CPU per publish, us: "
+        + ", ".join(f"{r:.2f}" for r in results)
+        + f" (best {min(results):.2f}; N={n})"
+    )
+
+
+if __name__ == "__main__":
+    main()
