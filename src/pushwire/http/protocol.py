@@ -118,6 +118,7 @@ class HttpServer:
         max_head: int,
         websocket: Callable[[asyncio.Transport, str | None, Callable[[], None]], None]
         | None = None,
+        native_websocket: Callable[[UpgradeRequest], bool] | None = None,
     ) -> None:
         self.app = app
         self.routes = routes
@@ -126,6 +127,8 @@ class HttpServer:
         self.max_request_line = max_request_line
         self.max_head = max_head
         self.websocket = websocket  # hands a connection over to the WebSocket protocol
+        # offered every upgrade first: True when it served it (http/websocket.py)
+        self.native_websocket = native_websocket
         self.connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         # requests answered from bytes (hot endpoints) and through the ASGI app
@@ -212,6 +215,7 @@ class HttpProtocol(asyncio.Protocol):
         "timer",
         "transport",
         "upgrade",
+        "upgrade_request",
         "url",
         "write_paused",
     )
@@ -235,6 +239,8 @@ class HttpProtocol(asyncio.Protocol):
         self.url: list[bytes] = []
         self.headers: list[tuple[bytes, bytes]] = []
         self.upgrade: bytes | None = None  # a WebSocket upgrade's head, waiting its turn
+        # the same, parsed: (method, url, headers, length of the head in `upgrade`)
+        self.upgrade_request: tuple[bytes, bytes, list[tuple[bytes, bytes]], int] | None = None
         self.refused = False
         self.closing = False
         self.write_paused = False
@@ -382,6 +388,7 @@ class HttpProtocol(asyncio.Protocol):
                 head += [name, b": ", value, b"\r\n"]
             head.append(b"\r\n")
             self.upgrade = b"".join(head)
+            self.upgrade_request = (raw_method, url, headers, len(self.upgrade))
             self.parsing = None
             return
         keep_alive = parser.should_keep_alive() and not self.closing
@@ -525,10 +532,34 @@ class HttpProtocol(asyncio.Protocol):
         self.refused = True  # this protocol sees no more bytes
         admitted, self.admitted_ip = self.admitted_ip, None
         release = self._release_ip(admitted)
+        if self._upgrade_natively(head, release):
+            return
         assert self.server.websocket is not None
         self.server.websocket(self.transport, self.cert_name, release)
         protocol = cast(asyncio.Protocol, self.transport.get_protocol())
         protocol.data_received(head)
+
+    def _upgrade_natively(self, head: bytes, release: Callable[[], None]) -> bool:
+        """Offer the upgrade to the native WebSocket (http/websocket.py) first."""
+        native, target = self.server.native_websocket, self.upgrade_request
+        self.upgrade_request = None
+        if native is None or target is None or self.transport is None:
+            return False
+        method, url, headers, head_length = target
+        parsed = httptools.parse_url(url)
+        request = UpgradeRequest(
+            self.transport,
+            method,
+            parsed.path,
+            parsed.query or b"",
+            headers,
+            head[head_length:],
+            self.client,
+            self.cert_name,
+            self.scheme,
+            release,
+        )
+        return native(request)
 
     def _release_ip(self, ip: str | None) -> Callable[[], None]:
         admission = self.server.admission
@@ -616,6 +647,48 @@ class HttpProtocol(asyncio.Protocol):
     def _idle_expired(self) -> None:
         if self.transport is not None and not self.pipeline:
             self.transport.close()
+
+
+class UpgradeRequest:
+    """A WebSocket upgrade request, offered to the native WebSocket once it is this
+    connection's turn (`HttpServer.native_websocket`)."""
+
+    __slots__ = (
+        "cert_name",
+        "client",
+        "extra",
+        "headers",
+        "method",
+        "path",
+        "query",
+        "release",
+        "scheme",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        method: bytes,
+        path: bytes,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        extra: bytes,
+        client: tuple[str, int] | None,
+        cert_name: str | None,
+        scheme: str,
+        release: Callable[[], None],
+    ) -> None:
+        self.transport = transport
+        self.method = method
+        self.path = path  # raw, as sent
+        self.query = query
+        self.headers = headers  # names in lower case
+        self.extra = extra  # bytes the client sent after the request head
+        self.client = client
+        self.cert_name = cert_name  # the verified TLS client certificate's name
+        self.scheme = scheme
+        self.release = release  # the per-address admission: call once when it ends
 
 
 def _is_websocket(headers: list[tuple[bytes, bytes]]) -> bool:
