@@ -4,9 +4,10 @@ The hot endpoints (http/endpoints.py) are served straight from the parser's call
 ASGI scope, no Starlette request, no per-request task when the handler does not wait; poll,
 long-poll and SSE too (`StreamRoute` / `StreamCycle`, handlers in http/streams.py).
 Everything else (the admin API, `/metrics`, `/openapi.json`, the docs, the console) goes
-to the FastAPI app on the same port through a minimal ASGI bridge (`_AsgiCycle`), and a
-WebSocket upgrade is handed, with its head, to uvicorn's sans-I/O WebSocket protocol
-(http/ws_protocol.py) on the same transport.
+to the FastAPI app on the same port through a minimal ASGI bridge (`_AsgiCycle`). A
+WebSocket upgrade is offered first to the native JSON WebSocket (`HttpServer.native_websocket`,
+http/websocket.py); what it does not take is handed, with its head, to uvicorn's sans-I/O
+WebSocket protocol (http/ws_protocol.py) on the same transport.
 
 Per connection: the request-head guard (http/guard.py: timeout, 414/431, 400 for malformed
 requests, with the JSON error model and a lingering close), the per-address admission
@@ -527,6 +528,9 @@ class HttpProtocol(asyncio.Protocol):
             return
         head, self.upgrade = self.upgrade, None
         self._disarm()
+        if self.timer is not None:
+            self.timer.cancel()  # it would keep this protocol alive until it fires
+            self.timer = None
         self.server.connections.discard(self)
         self.parser = None
         self.refused = True  # this protocol sees no more bytes

@@ -42,7 +42,6 @@ from starlette.datastructures import QueryParams
 
 from pushwire.http.browser import normalize_origin, own_origin_of
 from pushwire.http.errors import ApiError
-from pushwire.http.live_clients import register_reader
 from pushwire.http.protocol import UpgradeRequest, run_eagerly, status_line
 from pushwire.http.reader import StreamReader
 from pushwire.http.state import HttpState
@@ -198,6 +197,24 @@ class NativeWebSocket(WsSession, asyncio.Protocol):
     """One JSON WebSocket on the owned protocol (see the module docstring): the transport's
     protocol after the upgrade, the JSON protocol, and its readers' `Sink`."""
 
+    __slots__ = (
+        "busy",
+        "closing",
+        "door",
+        "early",
+        "lost",
+        "next_ping",
+        "open",
+        "parser",
+        "paused",
+        "queued",
+        "read_paused",
+        "release",
+        "replaying",
+        "request",
+        "timer",
+        "transport",
+    )
     framed = True
 
     def __init__(self, door: WsDoor, request: UpgradeRequest) -> None:
@@ -219,7 +236,6 @@ class NativeWebSocket(WsSession, asyncio.Protocol):
         self.queued: deque[str | None] | None = None  # frames behind it
         self.replaying: asyncio.Task[Any] | None = None
         self.timer: asyncio.TimerHandle | None = None  # auth frame, or the close handshake
-        self.client_key: int | None = None
         self.next_ping = self.last_seen + self.heartbeat
 
     # -- the handshake ----------------------------------------------------------------------
@@ -269,9 +285,7 @@ class NativeWebSocket(WsSession, asyncio.Protocol):
         stats = state.stats
         stats.connections["ws"] += 1
         stats.connections_total["ws"] += 1
-        self.client_key = register_reader(
-            state, "ws", lambda: self.caller, self.client_info_filters, self.ip
-        )
+        self.register()
         door = self.door
         door.conns.add(self)
         door.clock.start(self.loop)
@@ -481,11 +495,9 @@ class NativeWebSocket(WsSession, asyncio.Protocol):
         """The session ends (once): its readers, its registrations, its tasks."""
         if self.client_key is None:
             return
-        key, self.client_key = self.client_key, None
+        self.unregister()
         self.end()
-        state = self.state
-        state.clients.unregister(key)
-        state.stats.connections["ws"] -= 1
+        self.state.stats.connections["ws"] -= 1
         self.door.conns.discard(self)
         self.queued = None
         for task in (self.busy, self.replaying):

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, WebSocket
@@ -42,6 +43,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from pushwire.core.acl import DEVICE_ROLE
 from pushwire.core.auth import AuthResult
+from pushwire.core.clients import ClientInfo
 from pushwire.core.consumers import LEGACY_OWNER, Consumer, ConsumerLimit
 from pushwire.core.log import LATEST, Cursor, LogEntry, format_cursor
 from pushwire.core.text import JsonError, TextError, check_json_value
@@ -58,7 +60,6 @@ from pushwire.http.auth import (
 from pushwire.http.cursor import MAX_ID, CursorError, parse_cursor
 from pushwire.http.encode import dumps, entry_ws
 from pushwire.http.errors import ApiError, error_json
-from pushwire.http.live_clients import register_reader
 from pushwire.http.poll import check_filter
 from pushwire.http.publish import (
     PublishRequest,
@@ -156,6 +157,26 @@ class WsSession:
     idle) and the ASGI app (`WsConnection` below: for requests the owned protocol hands to
     the app, those with a foreign `Origin` or `X-Forwarded-For`)."""
 
+    # slots: an idle connection holds only these (no per-object dict)
+    __slots__ = (
+        "auth_frame",
+        "caller",
+        "catchup",
+        "client_id",
+        "client_key",
+        "first",
+        "heartbeat",
+        "ip",
+        "last_seen",
+        "log",
+        "loop",
+        "missed",
+        "since",
+        "sink",
+        "state",
+        "subs",
+        "tracked",
+    )
     framed = False  # the sink takes whole RFC 6455 frames (the owned protocol)
 
     def __init__(
@@ -184,6 +205,33 @@ class WsSession:
         self.loop = asyncio.get_running_loop()
         self.last_seen = self.loop.time()
         self.first = True  # the next frame is the first (it may be `auth`)
+        self.client_id = ""
+        self.since = 0.0
+        self.client_key: int | None = None  # in the admin API's client list while set
+
+    def register(self) -> None:
+        """Into the admin API's client list (`GET /v1/admin/clients`) while it runs."""
+        clients = self.state.clients
+        self.client_id = clients.next_id("ws")
+        self.since = time.time()
+        self.client_key = clients.register(self.describe)
+
+    def unregister(self) -> None:
+        key, self.client_key = self.client_key, None
+        if key is not None:
+            self.state.clients.unregister(key)
+
+    def describe(self) -> ClientInfo:
+        identity = self.caller.identity if self.caller is not None else None
+        return ClientInfo(
+            self.client_id,
+            "ws",
+            identity.username if identity is not None else None,
+            identity.token_id if identity is not None else None,
+            self.ip,
+            self.since,
+            self.client_info_filters(),
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -534,6 +582,7 @@ class WsConnection(WsSession):
     """The JSON protocol on the ASGI app's WebSocket: one task reads frames and handles
     requests, one sends what waits in a `QueueSink`."""
 
+    __slots__ = ("ws",)
     sink: QueueSink
 
     def __init__(
@@ -738,9 +787,9 @@ async def websocket_endpoint(
     stats.connections["ws"] += 1
     stats.connections_total["ws"] += 1
     conn = WsConnection(websocket, state, caller, auth_frame=auth_frame)
-    client_key = register_reader(state, "ws", lambda: conn.caller, conn.client_info_filters, ip)
+    conn.register()
     try:
         await conn.run()
     finally:
-        state.clients.unregister(client_key)
+        conn.unregister()
         stats.connections["ws"] -= 1

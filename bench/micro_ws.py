@@ -1,0 +1,113 @@
+"""CPU per WebSocket frame, in-process (no sockets): pushwire's RFC 6455 codec
+(http/websocket_codec.py) against wsproto, the sans-I/O library the choice was between.
+
+    .venv/bin/python bench/micro_ws.py [FRAMES]       (default 20000; a few seconds)
+
+Three costs, each the median of several interleaved rounds, microseconds per frame:
+- parse: a masked client text frame of a typical request (~90 bytes), fed one per
+  `feed` / `receive_data` call, until the whole message comes out;
+- encode: a server text frame of a typical message (~200 bytes);
+- fan-out: what one more subscriber of a published message costs. pushwire frames it once
+  (cached on the log entry) and writes the same bytes to every subscriber; wsproto's
+  `Connection.send` builds the frame per connection, so it is called per subscriber.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import Message as WsMessage
+from wsproto.events import TextMessage
+
+from pushwire.http.websocket_codec import FrameParser, text_frame
+
+ROUNDS = 5
+REQUEST = b'{"type":"publish","topic":"sensors/kitchen/t","payload":"21.5","ref":"r-000001"}'
+MESSAGE = (
+    b'{"type":"message","sub":"s","id":123456,"topic":"sensors/kitchen/t",'
+    b'"time":1764190000.123,"epoch":"3f2a9c1d","payload":"21.5 degrees, humidity 40 %, '
+    b'battery 87 %, signal -67 dBm, firmware 1.4.2"}'
+)
+
+
+def masked(payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes((0x81, 0x80 | len(payload))) + mask + body
+
+
+def per_frame(fn: Callable[[int], None], n: int) -> float:
+    t0 = time.process_time()
+    fn(n)
+    return (time.process_time() - t0) / n * 1e6
+
+
+def ours_parse(n: int) -> None:
+    frame = masked(REQUEST)
+    parser = FrameParser(1 << 20)
+    for _ in range(n):
+        (event,) = parser.feed(frame)
+        assert event.text is not None  # type: ignore[union-attr]
+
+
+def wsproto_parse(n: int) -> None:
+    frame = masked(REQUEST)
+    conn = Connection(ConnectionType.SERVER)
+    for _ in range(n):
+        conn.receive_data(frame)
+        for event in conn.events():
+            assert isinstance(event, WsMessage)
+
+
+def ours_encode(n: int) -> None:
+    for _ in range(n):
+        text_frame(MESSAGE)
+
+
+def wsproto_encode(n: int) -> None:
+    conn = Connection(ConnectionType.SERVER)
+    text = MESSAGE.decode()
+    for _ in range(n):
+        conn.send(TextMessage(data=text))
+
+
+def ours_fanout(n: int) -> None:
+    shared = text_frame(MESSAGE)  # once per message
+    out = []
+    for _ in range(n):
+        out.append(shared)  # what each subscriber's transport.write gets
+
+
+def wsproto_fanout(n: int) -> None:
+    conns = [Connection(ConnectionType.SERVER) for _ in range(64)]
+    text = MESSAGE.decode()
+    out = []
+    for i in range(n):
+        out.append(conns[i & 63].send(TextMessage(data=text)))
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+    pairs = {
+        "parse a client frame": (ours_parse, wsproto_parse),
+        "encode a server frame": (ours_encode, wsproto_encode),
+        "fan-out, per subscriber": (ours_fanout, wsproto_fanout),
+    }
+    results: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in pairs}
+    for _ in range(ROUNDS):
+        for name, (ours, theirs) in pairs.items():
+            results[name][0].append(per_frame(ours, n))
+            results[name][1].append(per_frame(theirs, n))
+    print(f"{'us per frame (median of %d)' % ROUNDS:<28} {'pushwire':>9} {'wsproto':>9} {'ratio':>7}")
+    for name, (ours_t, theirs_t) in results.items():
+        a, b = statistics.median(ours_t), statistics.median(theirs_t)
+        print(f"{name:<28} {a:>9.2f} {b:>9.2f} {b / a:>6.1f}x")
+
+
+if __name__ == "__main__":
+    main()
