@@ -24,7 +24,7 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import Message as WsMessage
 from wsproto.events import TextMessage
 
-from pushwire.http.websocket_codec import FrameParser, text_frame
+from pushwire.http.websocket_codec import FrameParser, Message, text_frame
 
 ROUNDS = 5
 REQUEST = b'{"type":"publish","topic":"sensors/kitchen/t","payload":"21.5","ref":"r-000001"}'
@@ -52,7 +52,7 @@ def ours_parse(n: int) -> None:
     parser = FrameParser(1 << 20)
     for _ in range(n):
         (event,) = parser.feed(frame)
-        assert event.text is not None  # type: ignore[union-attr]
+        assert isinstance(event, Message) and event.text is not None
 
 
 def wsproto_parse(n: int) -> None:
@@ -103,7 +103,8 @@ def main() -> None:
         for name, (ours, theirs) in pairs.items():
             results[name][0].append(per_frame(ours, n))
             results[name][1].append(per_frame(theirs, n))
-    print(f"{'us per frame (median of %d)' % ROUNDS:<28} {'pushwire':>9} {'wsproto':>9} {'ratio':>7}")
+    title = f"us per frame (median of {ROUNDS})"
+    print(f"{title:<28} {'pushwire':>9} {'wsproto':>9} {'ratio':>7}")
     for name, (ours_t, theirs_t) in results.items():
         a, b = statistics.median(ours_t), statistics.median(theirs_t)
         print(f"{name:<28} {a:>9.2f} {b:>9.2f} {b / a:>6.1f}x")
