@@ -336,8 +336,12 @@ class NativeWebSocket(WsSession, asyncio.Protocol):
         try:
             events = parser.feed(data)
         except ProtocolError as exc:
+            # the stream cannot be read on: our close frame, then our half of the TCP
+            # connection (the client's EOF closes the rest; TLS: the close timeout does)
             self.parser = None
             self.close_with(exc.code, exc.reason)
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
             return
         for event in events:
             if isinstance(event, Control):
