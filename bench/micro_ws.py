@@ -10,10 +10,13 @@ Three costs, each the median of several interleaved rounds, microseconds per fra
 - fan-out: what one more subscriber of a published message costs. pushwire frames it once
   (cached on the log entry) and writes the same bytes to every subscriber; wsproto's
   `Connection.send` builds the frame per connection, so it is called per subscriber.
+Then the Python of one delivery on the native path (`deliver`): a publish to 10,000 live
+subscriptions, the reader's callback to the sink's `send`, without the kernel's write.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import statistics
 import sys
@@ -24,7 +27,13 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import Message as WsMessage
 from wsproto.events import TextMessage
 
+from pushwire.core.log import LATEST, MessageLog
+from pushwire.core.message import Message as LogMessage
+from pushwire.engines.memory import MemoryEngine
+from pushwire.http.reader import StreamReader
+from pushwire.http.state import HttpStats
 from pushwire.http.websocket_codec import FrameParser, Message, text_frame
+from pushwire.http.ws import _Sub, _WsFormat
 
 ROUNDS = 5
 REQUEST = b'{"type":"publish","topic":"sensors/kitchen/t","payload":"21.5","ref":"r-000001"}'
@@ -91,6 +100,45 @@ def wsproto_fanout(n: int) -> None:
         out.append(conns[i & 63].send(TextMessage(data=text)))
 
 
+class _Sink:
+    """Stands for the connection: `send` is where `transport.write` would be."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def send(self, data: bytes) -> None:
+        self.n += 1
+
+    def close(self, reason: str) -> None:
+        pass
+
+    def writable(self) -> bool:
+        return True
+
+
+async def deliver(n: int) -> float:
+    """Python per delivery of one publish to `n` live JSON WebSocket subscriptions (the
+    reader's callback, the ACL-free visibility check, the framed bytes from the entry's
+    cache, the sink call), without the kernel's socket write."""
+    log = MessageLog(MemoryEngine())
+    stats = HttpStats()
+    sinks = []
+    for _ in range(n):
+        sink = _Sink()
+        reader = StreamReader(log, "t", sink, _WsFormat(_Sub("s", "t"), True), stats)
+        reader.open(LATEST)
+        await reader.replay(100)
+        sinks.append(sink)
+    t0 = time.process_time()
+    for _ in range(10):
+        log.append(LogMessage("t", b"hello"))
+    dt = time.process_time() - t0
+    assert all(s.n == 10 for s in sinks)
+    return dt / n / 10 * 1e6
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
     pairs = {
@@ -108,6 +156,8 @@ def main() -> None:
     for name, (ours_t, theirs_t) in results.items():
         a, b = statistics.median(ours_t), statistics.median(theirs_t)
         print(f"{name:<28} {a:>9.2f} {b:>9.2f} {b / a:>6.1f}x")
+    rounds = [asyncio.run(deliver(10_000)) for _ in range(ROUNDS)]
+    print(f"deliver, N=10,000, Python   {statistics.median(rounds):>9.2f} us per delivery")
 
 
 if __name__ == "__main__":
