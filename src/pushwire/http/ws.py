@@ -595,7 +595,9 @@ class WsConnection(WsSession):
     ) -> None:
         s = state.settings
         sink = QueueSink(s.stream_buffer, s.stream_buffer_bytes)
-        super().__init__(state, caller, sink, client_ip(ws), auth_frame=auth_frame)
+        # (an in-process driver's socket may have no peer address)
+        peer = getattr(ws, "client", None)
+        super().__init__(state, caller, sink, peer.host if peer else "", auth_frame=auth_frame)
         self.ws = ws
 
     def _remember(self, reader: StreamReader) -> None:
