@@ -248,6 +248,10 @@ class NativeWebSocket(WsSession, asyncio.Protocol):
             self._refuse(500, "internal", "internal server error", {})
             return
         if isinstance(started, asyncio.Task):
+            # the credentials are being checked (a password hash, the store): the client's
+            # frames wait in the socket, not in memory
+            self.read_paused = True
+            self.transport.pause_reading()
             self.door.spawn(started)
 
     async def _handshake(self, key: bytes, query: QueryParams) -> None:
@@ -297,6 +301,9 @@ class NativeWebSocket(WsSession, asyncio.Protocol):
         if self.auth_frame == "required":
             timeout = state.settings.http_header_timeout
             self.timer = self.loop.call_later(timeout, self._auth_expired)
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
         early, self.early = self.early, b""
         if early:
             self.data_received(early)
