@@ -489,6 +489,12 @@ class Settings(BaseSettings):
         description="heartbeat periods without a frame from the client before the "
         "server closes a JSON WebSocket (close code 4000)",
     )
+    ws_close_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="seconds the server waits for a JSON WebSocket client's close frame "
+        "after sending its own, before it closes the TCP connection",
+    )
     ws_max_subscriptions: int = Field(
         100, ge=1, description="subscriptions on one JSON WebSocket connection"
     )

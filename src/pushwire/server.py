@@ -33,6 +33,7 @@ from pushwire.http.cluster_metrics import ClusterCollector
 from pushwire.http.endpoints import hot_routes
 from pushwire.http.protocol import HttpServer
 from pushwire.http.publish import json_body_limit
+from pushwire.http.websocket import WsDoor
 from pushwire.http.ws_protocol import WebSocketHandover, WebSocketProtocol
 from pushwire.mqtt.broker import MQTTBroker
 from pushwire.mqtt.clients import mqtt_clients
@@ -175,6 +176,7 @@ class PushwireServer:
         self._http: HttpServer | None = None
         self._http_listener: asyncio.Server | None = None
         self._ws: WebSocketHandover | None = None
+        self._ws_native: WsDoor | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         self._lock_file: TextIO | None = None
@@ -267,6 +269,8 @@ class PushwireServer:
         )
         config.load()
         self._ws = WebSocketHandover(config)
+        # the JSON WebSocket served by the owned protocol itself (http/websocket.py)
+        self._ws_native = WsDoor(app.state.pushwire, config.ws_max_size)
         # the owned HTTP protocol (http/protocol.py): hot endpoints from bytes, the rest
         # through the ASGI app; head guard, admission and TLS identity per connection
         self._http = HttpServer(
@@ -277,6 +281,7 @@ class PushwireServer:
             max_request_line=s.http_max_request_line,
             max_head=s.http_max_head,
             websocket=self._ws,
+            native_websocket=self._ws_native.take,
         )
         tls = http_server_context(s)
         self._http_listener = await asyncio.get_running_loop().create_server(
@@ -291,6 +296,8 @@ class PushwireServer:
         await self._stopped.wait()
 
     async def _ws_shutdown(self) -> None:
+        if self._ws_native is not None:
+            await self._ws_native.shutdown(5.0)
         if self._ws is not None:
             await self._ws.shutdown(5.0)
 

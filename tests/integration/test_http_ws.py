@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from helpers.clients import PahoClient
+from helpers.rawws import CLOSE, RawWs
 
 from .http_util import PahoWS, StartServer, base, http_server, ws_url
 
@@ -231,18 +233,54 @@ async def test_mqtt_over_websocket_receives_mqtt_and_http_publishes(
 async def test_a_client_too_far_behind_is_closed_4001_and_resumes_without_loss(
     http_server: StartServer,
 ) -> None:
+    """Messages go straight to the socket; a client that reads nothing fills the kernel's
+    buffers, then the transport's, then its readers' `stream_buffer`: closed with 4001,
+    and its cursor from before gets every message, in order."""
     srv = http_server(stream_buffer=5)
     url = base(srv)
-    async with connect(ws_url(srv)) as ws:
-        r = await request(ws, {"type": "subscribe", "sub": "s", "filter": "o"})
-        start = r["cursor"]
-        batch = [{"topic": "o", "payload": str(i)} for i in range(40)]
-        async with httpx.AsyncClient() as client:  # one batch: 40 messages in one loop turn
-            assert (await client.post(f"{url}/v1/publish", json=batch)).status_code == 201
-        with pytest.raises(ConnectionClosed) as info:
-            while True:
-                await recv(ws)
-        assert info.value.rcvd is not None and info.value.rcvd.code == 4001
-    async with connect(ws_url(srv)) as ws:
-        await request(ws, {"type": "subscribe", "sub": "s", "filter": "o", "since": start})
-        assert [m["payload"] for m in await messages(ws, 40)] == [str(i) for i in range(40)]
+    assert srv.http_port is not None
+    ws = await RawWs.open(srv.host, srv.http_port, rcvbuf=4096)
+    try:
+        ws.send_json({"type": "subscribe", "sub": "s", "filter": "slow"})
+        start = (await ws.json())["cursor"]
+        pad = "x" * 16384
+        sent = 0
+        async with httpx.AsyncClient(timeout=10) as client:
+            for _ in range(100):
+                batch = [{"topic": "slow", "payload": f"{sent + i}:{pad}"} for i in range(50)]
+                assert (await client.post(f"{url}/v1/publish", json=batch)).status_code == 201
+                sent += 50
+                if (
+                    "pushwire_stream_overflows_total 1.0"
+                    in (await client.get(url + "/metrics")).text
+                ):
+                    break
+            else:
+                raise AssertionError("the connection never overflowed")
+        got: list[int] = []
+        last = start
+        while True:
+            opcode, payload = await ws.frame()
+            if opcode == CLOSE:
+                assert struct.unpack("!H", payload[:2])[0] == 4001
+                break
+            frame = json.loads(payload)
+            if frame["type"] == "message":
+                got.append(int(frame["payload"].split(":")[0]))
+                last = f"{frame['epoch']}:{frame['id']}"
+        assert got == list(range(len(got)))  # in order, nothing skipped before the close
+    finally:
+        ws.close()
+    # resumed with the cursor of the last message it got: the rest, in order, no gap
+    async with connect(ws_url(srv), max_size=None) as again:
+        await again.send(
+            json.dumps({"type": "subscribe", "sub": "s", "filter": "slow", "since": last})
+        )
+        resumed: list[int] = []
+        async with asyncio.timeout(20):
+            while len(got) + len(resumed) < sent:
+                frame = json.loads(await again.recv())
+                assert frame["type"] in ("subscribed", "message", "ping"), frame
+                if frame["type"] == "message":
+                    resumed.append(int(frame["payload"].split(":")[0]))
+        assert resumed == list(range(len(got), sent))

@@ -10,18 +10,19 @@ import asyncio
 import json
 import re
 import socket
+import struct
 import time
 from collections.abc import Callable
 
 import httpx
 import pytest
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from helpers.clients import PahoClient
 from helpers.raw import PUBLISH, RawClient, puback, subscribe
 from helpers.raw import connect as raw_connect
+from helpers.rawws import CLOSE, RawWs
 from helpers.server import ServerProcess
 
 from .http_util import StartServer, base, http_server, ws_url
@@ -316,34 +317,63 @@ def test_live_burst_to_a_subscriber_that_never_reads_is_not_buffered_whole(
 async def test_json_websocket_too_far_behind_in_bytes_is_closed_4001_and_resumes(
     http_server: StartServer,
 ) -> None:
-    """The JSON WebSocket's send buffer is bounded in bytes too: ten large messages (far
-    below stream_buffer, the count) close it with 4001, and its cursor gets them all."""
+    """The JSON WebSocket's send buffer is bounded in bytes too: large messages (far below
+    stream_buffer, the count) close a client that reads nothing with 4001, and its cursor
+    gets them all. Messages go straight to the socket until the transport pauses, so the
+    client keeps a small receive window: the kernel and the transport buffer fill first,
+    then the readers' 300 KB."""
     srv = http_server(stream_buffer_bytes=300_000)
     url = base(srv)
-    async with ws_connect(ws_url(srv), max_size=None) as ws:
-        await ws.send(json.dumps({"type": "subscribe", "sub": "s", "filter": "wsb"}))
-        subscribed = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert srv.http_port is not None
+    ws = await RawWs.open(srv.host, srv.http_port, rcvbuf=4096)
+    try:
+        ws.send_json({"type": "subscribe", "sub": "s", "filter": "wsb"})
+        subscribed = await ws.json()
         assert subscribed["type"] == "subscribed"
-        batch = [{"topic": "wsb", "payload": f"{i:02d}" + "b" * (64 * KB)} for i in range(10)]
-        async with httpx.AsyncClient(timeout=10) as client:  # one loop turn for all ten
-            assert (await client.post(f"{url}/v1/publish", json=batch)).status_code == 201
-        with pytest.raises(ConnectionClosed) as info:
-            async with asyncio.timeout(10):
-                while True:
-                    await ws.recv()
-        assert info.value.rcvd is not None and info.value.rcvd.code == 4001
-    async with ws_connect(ws_url(srv), max_size=None) as ws:
-        since = subscribed["cursor"]
-        await ws.send(
-            json.dumps({"type": "subscribe", "sub": "s", "filter": "wsb", "since": since})
-        )
+        sent = 0
+        async with httpx.AsyncClient(timeout=10) as client:
+            for _ in range(40):
+                batch = [
+                    {"topic": "wsb", "payload": f"{sent + i:04d}" + "b" * (64 * KB)}
+                    for i in range(10)
+                ]
+                assert (await client.post(f"{url}/v1/publish", json=batch)).status_code == 201
+                sent += 10
+                if (
+                    "pushwire_stream_overflows_total 1.0"
+                    in (await client.get(url + "/metrics")).text
+                ):
+                    break
+            else:
+                raise AssertionError("the connection never overflowed")
+        assert sent * 64 * KB < 10_000 * 64 * KB  # the count bound (10,000) was far away
         got: list[str] = []
         async with asyncio.timeout(10):
-            while len(got) < 10:
-                frame = json.loads(await ws.recv())
+            while True:
+                opcode, payload = await ws.frame()
+                if opcode == CLOSE:
+                    assert struct.unpack("!H", payload[:2])[0] == 4001
+                    break
+                frame = json.loads(payload)
                 if frame["type"] == "message":
-                    got.append(frame["payload"][:2])
-        assert got == [f"{i:02d}" for i in range(10)]
+                    got.append(frame["payload"][:4])
+                    last = f"{frame['epoch']}:{frame['id']}"
+        assert got == [f"{i:04d}" for i in range(len(got))]  # in order, nothing skipped
+    finally:
+        ws.close()
+    # resumed with the cursor of the last message it got: the rest, in order, no gap
+    async with ws_connect(ws_url(srv), max_size=None) as again:
+        await again.send(
+            json.dumps({"type": "subscribe", "sub": "s", "filter": "wsb", "since": last})
+        )
+        resumed: list[str] = []
+        async with asyncio.timeout(20):
+            while len(got) + len(resumed) < sent:
+                frame = json.loads(await again.recv())
+                assert frame["type"] in ("subscribed", "message", "ping"), frame
+                if frame["type"] == "message":
+                    resumed.append(frame["payload"][:4])
+        assert resumed == [f"{i:04d}" for i in range(len(got), sent)]
 
 
 async def test_mqtt_over_websocket_subscriber_that_never_reads_is_bounded_in_bytes(

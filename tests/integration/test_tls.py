@@ -3,6 +3,8 @@ certificates; plain TCP to the TLS port fails cleanly while the server carries o
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 import ssl
 import subprocess
@@ -254,3 +256,57 @@ def test_client_certificate_name_is_the_identity_on_https(
     with httpx.Client(verify=with_cert) as alice:
         assert alice.post(f"{base}/v1/publish/users/alice/x", content=b"x").status_code == 201
         assert alice.post(f"{base}/v1/publish/users/bob/x", content=b"x").status_code == 403
+
+
+async def test_client_certificate_name_is_the_identity_on_the_json_websocket(
+    server_factory: Callable[..., ServerProcess], certs: CertFiles
+) -> None:
+    """WSS /v1/ws without other credentials: the verified certificate's CN is the user (as
+    on HTTPS); without a certificate the connection must log in with its first frame.
+    (A stream is tracked for revocation under its user, so alice is a stored user.)"""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    srv = cert_identity_server(server_factory, certs)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pushwire",
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--data-dir",
+            str(srv.data_dir),
+        ],
+        input="pw\n",
+        text=True,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    url = f"wss://127.0.0.1:{srv.http_port}/v1/ws"
+    with_cert = ssl.create_default_context(cafile=str(certs.ca))
+    cert, key = certs.client("alice")
+    with_cert.load_cert_chain(str(cert), str(key))
+    deadline = time.monotonic() + 10
+    while True:  # until the running server has picked up the CLI's new user
+        try:
+            ws = await connect(url, ssl=with_cert)
+            break
+        except InvalidStatus:
+            assert time.monotonic() < deadline, "alice was never accepted"
+            await asyncio.sleep(0.1)
+    async with ws:
+        await ws.send(json.dumps({"type": "subscribe", "sub": "a", "filter": "users/alice/#"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "subscribed"
+        await ws.send(json.dumps({"type": "subscribe", "sub": "b", "filter": "users/bob/#"}))
+        error = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert error["type"] == "error" and error["code"] == "forbidden"
+    plain = ssl.create_default_context(cafile=str(certs.ca))
+    async with connect(url, ssl=plain) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "sub": "a", "filter": "users/alice/#"}))
+        with pytest.raises(ConnectionClosed) as info:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 4401

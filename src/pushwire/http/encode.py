@@ -7,6 +7,7 @@ of that format needs it; every other reader of the format writes the same bytes 
     "lp"     a whole one-message long-poll body (bytes): every waiter a publish wakes
     "ws:" + subscription name JSON ("ws!" when redelivered): a WebSocket `message` frame
              (bytes); a few names per entry (`WS_NAMES_CACHED`), past that per reader
+    "wf:" / "wf!" + name JSON: the same with its RFC 6455 frame head (the owned protocol)
 
 JSON (poll, long-poll, WebSocket, SSE data):
     {"id": 42, "topic": "a/b", "time": 1764190000.123, "epoch": "3f2a...",
@@ -23,6 +24,7 @@ from typing import Any
 
 from pushwire.core.log import LogEntry, format_cursor
 from pushwire.core.message import Message
+from pushwire.http.websocket_codec import text_frame
 
 PRIORITY_PROPERTY = "priority"
 
@@ -95,19 +97,27 @@ def entry_sse(entry: LogEntry, epoch: str) -> bytes:
 WS_NAMES_CACHED = 4
 
 
-def entry_ws(entry: LogEntry, epoch: str, sub_json: str, redelivered: bool) -> bytes:
+def entry_ws(
+    entry: LogEntry, epoch: str, sub_json: str, redelivered: bool, framed: bool = False
+) -> bytes:
     """A WebSocket `message` frame: the shared JSON with the subscription name spliced in,
-    cached on the entry for the first few names (`WS_NAMES_CACHED`)."""
+    cached on the entry for the first few names (`WS_NAMES_CACHED`). `framed`: with its
+    RFC 6455 frame head (the owned protocol writes it as it is; key "wf:" / "wf!")."""
     wire = entry.wire
     if wire is None:
         wire = entry.wire = {}
-    key = ("ws!" if redelivered else "ws:") + sub_json
+    if framed:
+        key = ("wf!" if redelivered else "wf:") + sub_json
+    else:
+        key = ("ws!" if redelivered else "ws:") + sub_json
     frame: bytes | None = wire.get(key)
     if frame is not None:
         return frame
     body = entry_json(entry, epoch)
     tail = ',"redelivered":true}' if redelivered else "}"
     frame = ('{"type":"message","sub":' + sub_json + "," + body[1:-1] + tail).encode()
+    if framed:
+        frame = text_frame(frame)
     names = wire.get("ws#", 0)
     if names < WS_NAMES_CACHED:
         wire[key] = frame

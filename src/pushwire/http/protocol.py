@@ -4,9 +4,10 @@ The hot endpoints (http/endpoints.py) are served straight from the parser's call
 ASGI scope, no Starlette request, no per-request task when the handler does not wait; poll,
 long-poll and SSE too (`StreamRoute` / `StreamCycle`, handlers in http/streams.py).
 Everything else (the admin API, `/metrics`, `/openapi.json`, the docs, the console) goes
-to the FastAPI app on the same port through a minimal ASGI bridge (`_AsgiCycle`), and a
-WebSocket upgrade is handed, with its head, to uvicorn's sans-I/O WebSocket protocol
-(http/ws_protocol.py) on the same transport.
+to the FastAPI app on the same port through a minimal ASGI bridge (`_AsgiCycle`). A
+WebSocket upgrade is offered first to the native JSON WebSocket (`HttpServer.native_websocket`,
+http/websocket.py); what it does not take is handed, with its head, to uvicorn's sans-I/O
+WebSocket protocol (http/ws_protocol.py) on the same transport.
 
 Per connection: the request-head guard (http/guard.py: timeout, 414/431, 400 for malformed
 requests, with the JSON error model and a lingering close), the per-address admission
@@ -140,6 +141,7 @@ class HttpServer:
         max_head: int,
         websocket: Callable[[asyncio.Transport, str | None, Callable[[], None]], None]
         | None = None,
+        native_websocket: Callable[[UpgradeRequest], bool] | None = None,
     ) -> None:
         self.app = app
         self.routes = routes
@@ -148,6 +150,8 @@ class HttpServer:
         self.max_request_line = max_request_line
         self.max_head = max_head
         self.websocket = websocket  # hands a connection over to the WebSocket protocol
+        # offered every upgrade first: True when it served it (http/websocket.py)
+        self.native_websocket = native_websocket
         self.connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         # requests answered from bytes (hot endpoints) and through the ASGI app
@@ -241,6 +245,7 @@ class HttpProtocol(asyncio.Protocol):
         "timer",
         "transport",
         "upgrade",
+        "upgrade_request",
         "url",
         "write_paused",
     )
@@ -264,6 +269,8 @@ class HttpProtocol(asyncio.Protocol):
         self.url: list[bytes] = []
         self.headers: list[tuple[bytes, bytes]] = []
         self.upgrade: bytes | None = None  # a WebSocket upgrade's head, waiting its turn
+        # the same, parsed: (method, url, headers, length of the head in `upgrade`)
+        self.upgrade_request: tuple[bytes, bytes, list[tuple[bytes, bytes]], int] | None = None
         self.refused = False
         self.closing = False
         self.write_paused = False
@@ -427,6 +434,7 @@ class HttpProtocol(asyncio.Protocol):
                 head += [name, b": ", value, b"\r\n"]
             head.append(b"\r\n")
             self.upgrade = b"".join(head)
+            self.upgrade_request = (raw_method, url, headers, len(self.upgrade))
             self.parsing = None
             return
         keep_alive = parser.should_keep_alive() and not self.closing
@@ -668,15 +676,42 @@ class HttpProtocol(asyncio.Protocol):
             return
         head, self.upgrade = self.upgrade, None
         self._disarm()
+        if self.timer is not None:
+            self.timer.cancel()  # it would keep this protocol alive until it fires
+            self.timer = None
         self.server.connections.discard(self)
         self.parser = None
         self.refused = True  # this protocol sees no more bytes
         admitted, self.admitted_ip = self.admitted_ip, None
         release = self._release_ip(admitted)
+        if self._upgrade_natively(head, release):
+            return
         assert self.server.websocket is not None
         self.server.websocket(self.transport, self.cert_name, release)
         protocol = cast(asyncio.Protocol, self.transport.get_protocol())
         protocol.data_received(head)
+
+    def _upgrade_natively(self, head: bytes, release: Callable[[], None]) -> bool:
+        """Offer the upgrade to the native WebSocket (http/websocket.py) first."""
+        native, target = self.server.native_websocket, self.upgrade_request
+        self.upgrade_request = None
+        if native is None or target is None or self.transport is None:
+            return False
+        method, url, headers, head_length = target
+        parsed = httptools.parse_url(url)
+        request = UpgradeRequest(
+            self.transport,
+            method,
+            parsed.path,
+            parsed.query or b"",
+            headers,
+            head[head_length:],
+            self.client,
+            self.cert_name,
+            self.scheme,
+            release,
+        )
+        return native(request)
 
     def _release_ip(self, ip: str | None) -> Callable[[], None]:
         admission = self.server.admission
@@ -764,6 +799,48 @@ class HttpProtocol(asyncio.Protocol):
     def _idle_expired(self) -> None:
         if self.transport is not None and not self.pipeline and self.lane_route is None:
             self.transport.close()
+
+
+class UpgradeRequest:
+    """A WebSocket upgrade request, offered to the native WebSocket once it is this
+    connection's turn (`HttpServer.native_websocket`)."""
+
+    __slots__ = (
+        "cert_name",
+        "client",
+        "extra",
+        "headers",
+        "method",
+        "path",
+        "query",
+        "release",
+        "scheme",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        method: bytes,
+        path: bytes,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        extra: bytes,
+        client: tuple[str, int] | None,
+        cert_name: str | None,
+        scheme: str,
+        release: Callable[[], None],
+    ) -> None:
+        self.transport = transport
+        self.method = method
+        self.path = path  # raw, as sent
+        self.query = query
+        self.headers = headers  # names in lower case
+        self.extra = extra  # bytes the client sent after the request head
+        self.client = client
+        self.cert_name = cert_name  # the verified TLS client certificate's name
+        self.scheme = scheme
+        self.release = release  # the per-address admission: call once when it ends
 
 
 def _is_websocket(headers: list[tuple[bytes, bytes]]) -> bool:

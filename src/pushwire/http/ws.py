@@ -33,14 +33,17 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, WebSocket
 from pydantic import ValidationError
+from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocketDisconnect
 
 from pushwire.core.acl import DEVICE_ROLE
 from pushwire.core.auth import AuthResult
+from pushwire.core.clients import ClientInfo
 from pushwire.core.consumers import LEGACY_OWNER, Consumer, ConsumerLimit
 from pushwire.core.log import LATEST, Cursor, LogEntry, format_cursor
 from pushwire.core.text import JsonError, TextError, check_json_value
@@ -57,7 +60,6 @@ from pushwire.http.auth import (
 from pushwire.http.cursor import MAX_ID, CursorError, parse_cursor
 from pushwire.http.encode import dumps, entry_ws
 from pushwire.http.errors import ApiError, error_json
-from pushwire.http.live_clients import register_reader
 from pushwire.http.poll import check_filter
 from pushwire.http.publish import (
     PublishRequest,
@@ -66,8 +68,10 @@ from pushwire.http.publish import (
     result,
     spec_from_request,
 )
-from pushwire.http.reader import OVERFLOW, REVOKED, QueueSink, StreamReader
+from pushwire.http.reader import OVERFLOW, REVOKED, QueueSink, Sink, StreamReader
 from pushwire.http.state import HttpState, get_state
+from pushwire.http.websocket_codec import text_frame
+from pushwire.tls import scope_certificate_name
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["subscribe"])
@@ -83,6 +87,7 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_REVOKED = 4403
 CLOSE_RATE_LIMITED = 4429
 BACKLOG_PAGE = 200
+PING = b'{"type":"ping"}'
 MAX_SUB_NAME = 128
 
 # the `auth` frame: "no" (the handshake had credentials: it is an error), "optional" (the
@@ -111,61 +116,122 @@ class _Sub:
 
 class _WsFormat:
     """WebSocket `message` frames of one subscription (its name spliced into the entry's
-    shared JSON, cached on the entry for the common names); consumers mark redeliveries."""
+    shared JSON, cached on the entry for the common names); consumers mark redeliveries.
+    `framed`: whole RFC 6455 frames (the owned protocol writes them as they are), else the
+    JSON text (the ASGI path hands it to uvicorn)."""
 
-    __slots__ = ("sub",)
+    __slots__ = ("framed", "sub")
     transport = "ws"
 
-    def __init__(self, sub: _Sub) -> None:
+    def __init__(self, sub: _Sub, framed: bool = False) -> None:
         self.sub = sub
+        self.framed = framed
 
     def message(self, entry: LogEntry, epoch: str) -> bytes:
         sub = self.sub
         c = sub.consumer
         if c is None:
-            return entry_ws(entry, epoch, sub.name_json, False)
+            return entry_ws(entry, epoch, sub.name_json, False, self.framed)
         redelivered = entry.id <= c.delivered
         if entry.id > c.delivered:
             c.delivered = entry.id
-        return entry_ws(entry, epoch, sub.name_json, redelivered)
+        return entry_ws(entry, epoch, sub.name_json, redelivered, self.framed)
 
     def gap(self, cursor: str, epoch: str) -> bytes:
         frame = {"type": "gap", "sub": self.sub.name, "cursor": cursor, "epoch": epoch}
-        return dumps(frame).encode()
+        data = dumps(frame).encode()
+        return text_frame(data) if self.framed else data
 
 
-class _Close(Exception):
+class WsClose(Exception):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
 
 
-class WsConnection:
+class WsSession:
+    """The JSON protocol of one connection, whatever carries its frames: requests in
+    (`on_text`), replies, messages and pings out through `sink`. Two drivers: the owned
+    protocol (http/websocket.py: callbacks, frames written as shared bytes, no task while
+    idle) and the ASGI app (`WsConnection` below: for requests the owned protocol hands to
+    the app, those with a foreign `Origin` or `X-Forwarded-For`)."""
+
+    # slots: an idle connection holds only these (no per-object dict)
+    __slots__ = (
+        "auth_frame",
+        "caller",
+        "catchup",
+        "client_id",
+        "client_key",
+        "first",
+        "heartbeat",
+        "ip",
+        "last_seen",
+        "log",
+        "loop",
+        "missed",
+        "since",
+        "sink",
+        "state",
+        "subs",
+        "tracked",
+    )
+    framed = False  # the sink takes whole RFC 6455 frames (the owned protocol)
+
     def __init__(
         self,
-        ws: WebSocket,
         state: HttpState,
-        caller: Caller | None = None,
+        caller: Caller | None,
+        sink: Sink,
+        ip: str,
         *,
         auth_frame: AuthFrame = "no",
     ) -> None:
         """`caller` None with `auth_frame` "no": no ACL at all (in-process tests)."""
-        self.ws = ws
         self.state = state
         self.log = state.log
         self.caller = caller
         self.auth_frame: AuthFrame = auth_frame
+        self.ip = ip
         self.tracked: Caller | None = None  # registered for revocation under this identity
         s = state.settings
         self.heartbeat = s.ws_heartbeat
         self.missed: float = s.ws_missed_heartbeats
         # every frame leaves through this one sink, in order: replies, pings, messages
-        self.sink = QueueSink(s.stream_buffer, s.stream_buffer_bytes)
+        self.sink = sink
         self.subs: dict[str, _Sub] = {}
         self.catchup: list[_Sub] = []  # subscriptions still replaying their backlog
         self.loop = asyncio.get_running_loop()
         self.last_seen = self.loop.time()
+        self.first = True  # the next frame is the first (it may be `auth`)
+        self.client_id = ""
+        self.since = 0.0
+        self.client_key: int | None = None  # in the admin API's client list while set
+
+    def register(self) -> None:
+        """Into the admin API's client list (`GET /v1/admin/clients`) while it runs."""
+        clients = self.state.clients
+        self.client_id = clients.next_id("ws")
+        self.since = time.time()
+        self.client_key = clients.register(self.describe)
+
+    def unregister(self) -> None:
+        key, self.client_key = self.client_key, None
+        if key is not None:
+            self.state.clients.unregister(key)
+
+    def describe(self) -> ClientInfo:
+        identity = self.caller.identity if self.caller is not None else None
+        return ClientInfo(
+            self.client_id,
+            "ws",
+            identity.username if identity is not None else None,
+            identity.token_id if identity is not None else None,
+            self.ip,
+            self.since,
+            self.client_info_filters(),
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -174,7 +240,7 @@ class WsConnection:
         return tuple(sub.filter for sub in self.subs.values())
 
     def revoke(self, reason: str) -> None:
-        """The credentials stopped being valid: the sender closes with 4403."""
+        """The credentials stopped being valid: the connection closes with 4403."""
         self.sink.close(REVOKED)
 
     def _track(self, caller: Caller) -> bool:
@@ -186,118 +252,106 @@ class WsConnection:
             self.missed = min(self.missed, 1.5)
         return True
 
-    async def run(self) -> None:
-        if self.caller is not None and not self._track(self.caller):
-            with contextlib.suppress(Exception):
-                await self.ws.close(CLOSE_REVOKED, "credentials revoked")
-            return
-        receiver = asyncio.ensure_future(self._receive_loop())
-        sender = asyncio.ensure_future(self._send_loop())
-        try:
-            done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
-            close: _Close | None = None
-            for task in done:
-                exc = task.exception()
-                if isinstance(exc, _Close):
-                    close = exc
-                elif exc is not None and not isinstance(exc, WebSocketDisconnect | OSError):
-                    log.error("websocket connection failed", exc_info=exc)
-                    close = _Close(CLOSE_INTERNAL, "internal error")
-            if close is not None:
-                # a close reason is at most 123 bytes of UTF-8 (RFC 6455 5.5)
-                reason = close.reason.encode()[:123].decode("utf-8", "ignore")
-                with contextlib.suppress(Exception):
-                    await self.ws.close(close.code, reason)
-        finally:
-            for task in (receiver, sender):
-                task.cancel()
-            await asyncio.gather(receiver, sender, return_exceptions=True)
-            for sub in self.subs.values():
-                self._drop(sub)
-            self.subs.clear()
-            if self.tracked is not None:
-                self.state.live.untrack(self.tracked.identity, self)
+    def begin(self) -> bool:
+        """Register for revocation; False: the credentials were revoked meanwhile."""
+        return self.caller is None or self._track(self.caller)
+
+    def end(self) -> None:
+        """The connection is gone: subscriptions and revocation entry with it."""
+        for sub in self.subs.values():
+            self._drop(sub)
+        self.subs.clear()
+        self.catchup.clear()
+        if self.tracked is not None:
+            self.state.live.untrack(self.tracked.identity, self)
+            self.tracked = None
 
     def _drop(self, sub: _Sub) -> None:
         if sub.active and self.state.ws_events is not None and self.caller is not None:
             self.state.ws_events.ws_unsubscribed(self.caller.identity, sub.filter, id(self))
         sub.active = False
         if sub.reader is not None:
-            self.sink.on_drain.remove(sub.reader)
+            self._forget(sub.reader)
             sub.reader.cancel()
             sub.reader = None
         if sub.consumer is not None:
             self.log.consumers.detach(sub.consumer)
             sub.consumer = None
 
+    def _remember(self, reader: StreamReader) -> None:
+        """A new reader writes into the sink (the driver resumes it when the sink drains)."""
+
+    def _forget(self, reader: StreamReader) -> None:
+        """The reader ended."""
+
+    def _flooded(self) -> bool:
+        """The client sends requests but does not read the replies."""
+        return False
+
     def _send(self, frame: dict[str, Any]) -> None:
         sink = self.sink
-        if not sink.writable() and len(sink.chunks) >= 2 * sink.limit:
-            # a client that sends requests but does not read the replies
-            if not sink.reason:
+        if self._flooded():
+            if not self.closed_for():
                 self.state.stats.stream_overflows += 1
             sink.close(OVERFLOW)
             return
         # replies answer the client's own requests: not held back behind messages
-        sink.send(dumps(frame).encode())
+        data = dumps(frame).encode()
+        sink.send(text_frame(data) if self.framed else data)
+
+    def closed_for(self) -> str:
+        """Why the sink was closed ("" while open)."""
+        return ""
 
     # -- receiving ------------------------------------------------------------------------
 
-    async def _receive_loop(self) -> None:
-        ws = self.ws
-        first = True
-        while True:
-            if first and self.auth_frame == "required":
-                timeout = self.state.settings.http_header_timeout
-                try:
-                    message = await asyncio.wait_for(ws.receive(), timeout)
-                except TimeoutError:
-                    self.state.stats.unauthorized += 1
-                    raise _Close(CLOSE_UNAUTHORIZED, "authentication timeout") from None
-            else:
-                message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
+    async def on_text(self, text: str | None) -> None:
+        """One frame from the client (None: a binary frame). Raises `WsClose` to end the
+        connection."""
+        self.last_seen = self.loop.time()
+        if text is None:
+            raise WsClose(CLOSE_PROTOCOL, "binary frames are not part of the protocol")
+        try:
+            data = json.loads(text)
+            check_json_value(data, self.state.settings.json_max_depth, "frame")
+        except (RecursionError, JsonError, TextError) as exc:
+            # valid JSON (or too deep to tell), but nesting or text pushwire refuses:
+            # an error frame without the ref (it may be the bad text), the connection
+            # stays
+            reason = "frame nests too deep" if isinstance(exc, RecursionError) else str(exc)
+            self._send({"type": "error", "code": "bad_request", "message": reason})
+            return
+        except ValueError:
+            raise WsClose(CLOSE_PROTOCOL, "frame is not JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            raise WsClose(CLOSE_PROTOCOL, 'frame is not an object with a "type"')
+        if self.first:
+            self.first = False
+            if data["type"] == "auth" and self.auth_frame != "no":
+                await self._authenticate(data)
                 return
-            self.last_seen = self.loop.time()
-            text = message.get("text")
-            if text is None:
-                raise _Close(CLOSE_PROTOCOL, "binary frames are not part of the protocol")
-            try:
-                data = json.loads(text)
-                check_json_value(data, self.state.settings.json_max_depth, "frame")
-            except (RecursionError, JsonError, TextError) as exc:
-                # valid JSON (or too deep to tell), but nesting or text pushwire refuses:
-                # an error frame without the ref (it may be the bad text), the connection
-                # stays
-                reason = "frame nests too deep" if isinstance(exc, RecursionError) else str(exc)
-                self._send({"type": "error", "code": "bad_request", "message": reason})
-                continue
-            except ValueError:
-                raise _Close(CLOSE_PROTOCOL, "frame is not JSON") from None
-            if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-                raise _Close(CLOSE_PROTOCOL, 'frame is not an object with a "type"')
-            if first:
-                first = False
-                if data["type"] == "auth" and self.auth_frame != "no":
-                    await self._authenticate(data)
-                    continue
-                if self.auth_frame == "required":
-                    self.state.stats.unauthorized += 1
-                    raise _Close(
-                        CLOSE_UNAUTHORIZED,
-                        "authentication required: send an auth frame first, or credentials "
-                        "in the handshake",
-                    )
-            ref = data.get("ref")
-            try:
-                await self._handle(data["type"], data)
-            except ApiError as exc:
-                if exc.status == 403:
-                    self.state.stats.forbidden += 1
-                frame: dict[str, Any] = {"type": "error", "code": exc.code, "message": exc.message}
-                if ref is not None:
-                    frame["ref"] = ref
-                self._send(frame)
+            if self.auth_frame == "required":
+                self.state.stats.unauthorized += 1
+                raise WsClose(
+                    CLOSE_UNAUTHORIZED,
+                    "authentication required: send an auth frame first, or credentials "
+                    "in the handshake",
+                )
+        ref = data.get("ref")
+        try:
+            await self._handle(data["type"], data)
+        except ApiError as exc:
+            if exc.status == 403:
+                self.state.stats.forbidden += 1
+            frame: dict[str, Any] = {"type": "error", "code": exc.code, "message": exc.message}
+            if ref is not None:
+                frame["ref"] = ref
+            self._send(frame)
+
+    def auth_timeout(self) -> WsClose:
+        """No auth frame in time (when one is required)."""
+        self.state.stats.unauthorized += 1
+        return WsClose(CLOSE_UNAUTHORIZED, "authentication timeout")
 
     async def _authenticate(self, data: dict[str, Any]) -> None:
         """The first frame `{"type": "auth", "token"}` or `{"type": "auth", "username",
@@ -309,17 +363,17 @@ class WsConnection:
         elif isinstance(password, str) and token is None and isinstance(username, str | None):
             creds = Credentials("basic", username=username or None, secret=password)
         else:
-            raise _Close(
+            raise WsClose(
                 CLOSE_PROTOCOL, 'an auth frame has a "token", or a "username" and a "password"'
             )
         state = self.state
-        result = await authenticate(state.auth, creds, client_ip(self.ws))
+        result = await authenticate(state.auth, creds, self.ip)
         if not result.ok or result.identity is None:
             raise _auth_close(state, result)
-        caller = make_caller(state.auth, result.identity, client_ip(self.ws))
+        caller = make_caller(state.auth, result.identity, self.ip)
         if not self._track(caller):
             state.stats.unauthorized += 1
-            raise _Close(CLOSE_UNAUTHORIZED, "the credentials were revoked")
+            raise WsClose(CLOSE_UNAUTHORIZED, "the credentials were revoked")
         self.caller = caller
         self._send(_with_ref({"type": "authenticated", "user": result.identity.username}, data))
 
@@ -409,14 +463,14 @@ class WsConnection:
             log,
             flt,
             self.sink,
-            _WsFormat(sub),
+            _WsFormat(sub, self.framed),
             self.state.stats,
             caller=self.caller,
             limit=s.stream_buffer,
             max_bytes=s.stream_buffer_bytes,
         )
         sub.reader = reader
-        self.sink.on_drain.append(reader)
+        self._remember(reader)
         # listen, then resolve: in one step, so nothing published in between is lost
         after = reader.open(cursor)
         gap = reader.gap
@@ -499,7 +553,108 @@ class WsConnection:
         (message,) = await publish_specs(self.state, [spec], "ws", "ws")
         self._send(_with_ref({"type": "published", **result(self.state, message)}, data))
 
-    # -- sending --------------------------------------------------------------------------
+    # -- the backlog ----------------------------------------------------------------------
+
+    def catch_up_now(self) -> bool:
+        """Replay what fits one in-memory page at once (no task: always for `latest`);
+        True when no subscription is still replaying."""
+        page_bytes = self.state.settings.read_max_bytes
+        for sub in list(self.catchup):
+            reader = sub.reader
+            if not sub.active or reader is None or reader.replay_now(BACKLOG_PAGE, page_bytes):
+                self.catchup.remove(sub)
+        return not self.catchup
+
+    async def _catch_up(self) -> None:
+        """One backlog page for each subscription still replaying."""
+        page_bytes = self.state.settings.read_max_bytes
+        for sub in list(self.catchup):
+            reader = sub.reader
+            if (
+                not sub.active
+                or reader is None
+                or not await reader.replay_page(BACKLOG_PAGE, page_bytes)
+            ) and sub in self.catchup:
+                self.catchup.remove(sub)
+
+
+class WsConnection(WsSession):
+    """The JSON protocol on the ASGI app's WebSocket: one task reads frames and handles
+    requests, one sends what waits in a `QueueSink`."""
+
+    __slots__ = ("ws",)
+    sink: QueueSink
+
+    def __init__(
+        self,
+        ws: WebSocket,
+        state: HttpState,
+        caller: Caller | None = None,
+        *,
+        auth_frame: AuthFrame = "no",
+    ) -> None:
+        s = state.settings
+        sink = QueueSink(s.stream_buffer, s.stream_buffer_bytes)
+        # (an in-process driver's socket may have no peer address)
+        peer = getattr(ws, "client", None)
+        super().__init__(state, caller, sink, peer.host if peer else "", auth_frame=auth_frame)
+        self.ws = ws
+
+    def _remember(self, reader: StreamReader) -> None:
+        self.sink.on_drain.append(reader)
+
+    def _forget(self, reader: StreamReader) -> None:
+        self.sink.on_drain.remove(reader)
+
+    def _flooded(self) -> bool:
+        sink = self.sink
+        return not sink.writable() and len(sink.chunks) >= 2 * sink.limit
+
+    def closed_for(self) -> str:
+        return self.sink.reason
+
+    async def run(self) -> None:
+        if not self.begin():
+            with contextlib.suppress(Exception):
+                await self.ws.close(CLOSE_REVOKED, "credentials revoked")
+            return
+        receiver = asyncio.ensure_future(self._receive_loop())
+        sender = asyncio.ensure_future(self._send_loop())
+        try:
+            done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+            close: WsClose | None = None
+            for task in done:
+                exc = task.exception()
+                if isinstance(exc, WsClose):
+                    close = exc
+                elif exc is not None and not isinstance(exc, WebSocketDisconnect | OSError):
+                    log.error("websocket connection failed", exc_info=exc)
+                    close = WsClose(CLOSE_INTERNAL, "internal error")
+            if close is not None:
+                # a close reason is at most 123 bytes of UTF-8 (RFC 6455 5.5)
+                reason = close.reason.encode()[:123].decode("utf-8", "ignore")
+                with contextlib.suppress(Exception):
+                    await self.ws.close(close.code, reason)
+        finally:
+            for task in (receiver, sender):
+                task.cancel()
+            await asyncio.gather(receiver, sender, return_exceptions=True)
+            self.end()
+
+    async def _receive_loop(self) -> None:
+        ws = self.ws
+        while True:
+            if self.first and self.auth_frame == "required":
+                timeout = self.state.settings.http_header_timeout
+                try:
+                    message = await asyncio.wait_for(ws.receive(), timeout)
+                except TimeoutError:
+                    raise self.auth_timeout() from None
+            else:
+                message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            await self.on_text(message.get("text"))
 
     async def _send_loop(self) -> None:
         loop = self.loop
@@ -515,32 +670,25 @@ class WsConnection:
             for frame in frames:
                 await self.ws.send_text(frame.decode())
             if sink.reason:
-                if sink.reason == OVERFLOW:
-                    raise _Close(CLOSE_TOO_SLOW, "too slow: resume with your cursors")
-                if sink.reason == REVOKED:
-                    raise _Close(CLOSE_REVOKED, "credentials revoked")
-                raise _Close(CLOSE_GOING_AWAY, "server shutting down")
+                raise close_for(sink.reason)
             now = loop.time()
             if now - self.last_seen >= self.heartbeat * self.missed:
                 stats.heartbeat_timeouts += 1
-                raise _Close(CLOSE_HEARTBEAT, "heartbeat timeout")
+                raise WsClose(CLOSE_HEARTBEAT, "heartbeat timeout")
             if now >= next_ping:
-                await self.ws.send_text('{"type":"ping"}')
+                await self.ws.send_text(PING.decode())
                 next_ping = now + self.heartbeat
             if self.catchup:
                 await self._catch_up()
 
-    async def _catch_up(self) -> None:
-        """One backlog page for each subscription still replaying."""
-        page_bytes = self.state.settings.read_max_bytes
-        for sub in list(self.catchup):
-            reader = sub.reader
-            if (
-                not sub.active
-                or reader is None
-                or not await reader.replay_page(BACKLOG_PAGE, page_bytes)
-            ):
-                self.catchup.remove(sub)
+
+def close_for(reason: str) -> WsClose:
+    """The close code for why a reader ended the stream (http/reader.py)."""
+    if reason == OVERFLOW:
+        return WsClose(CLOSE_TOO_SLOW, "too slow: resume with your cursors")
+    if reason == REVOKED:
+        return WsClose(CLOSE_REVOKED, "credentials revoked")
+    return WsClose(CLOSE_GOING_AWAY, "server shutting down")
 
 
 def consumer_owner(caller: Caller | None) -> str:
@@ -561,21 +709,59 @@ def _with_ref(frame: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
     return frame
 
 
-def _auth_close(state: HttpState, result: AuthResult) -> _Close:
+def _auth_close(state: HttpState, result: AuthResult) -> WsClose:
     if result.reason == "rate_limited":
         state.stats.rate_limited += 1
-        return _Close(CLOSE_RATE_LIMITED, result.message)
+        return WsClose(CLOSE_RATE_LIMITED, result.message)
     state.stats.unauthorized += 1
-    return _Close(CLOSE_UNAUTHORIZED, result.message)
+    return WsClose(CLOSE_UNAUTHORIZED, result.message)
+
+
+def deny_counted(state: HttpState, exc: ApiError) -> None:
+    """Count a refused handshake (401 / 429)."""
+    if exc.status == 401:
+        state.stats.unauthorized += 1
+    elif exc.status == 429:
+        state.stats.rate_limited += 1
+
+
+async def admit(
+    state: HttpState,
+    authorization: list[str],
+    query: QueryParams,
+    ip: str,
+    cert_name: str | None,
+) -> tuple[Caller | None, AuthFrame]:
+    """The handshake's authentication, on either path: credentials in `Authorization` or
+    `?auth=`; else the verified client certificate's name; else anonymous when the policy
+    admits it (an `auth` frame may follow), or an `auth` frame is required. Raises
+    `ApiError` (401 / 429 / 400) to refuse the handshake with an HTTP error."""
+    auth = state.auth
+    creds = read_credentials(authorization, query, allow_query=True)
+    if creds.kind == "none" and cert_name is not None:
+        result = auth.authenticate_certificate(cert_name, ip)
+    elif creds.kind == "none":
+        anonymous = auth.admit_anonymous(ip)
+        if anonymous.ok and anonymous.identity is not None:
+            return make_caller(auth, anonymous.identity, ip), "optional"
+        return None, "required"
+    else:
+        result = await authenticate(auth, creds, ip)
+    if not result.ok or result.identity is None:
+        raise refusal(result)
+    if not state.live.alive(result.identity):
+        raise unauthorized("the credentials were revoked")
+    return make_caller(auth, result.identity, ip), "no"
+
+
+def choose_subprotocol(offered: list[str]) -> str | None:
+    return SUBPROTOCOL if SUBPROTOCOL in offered else None
 
 
 async def _deny(websocket: WebSocket, state: HttpState, exc: ApiError) -> None:
     """Refuse the handshake with an HTTP error response (uvicorn supports the ASGI
     websocket.http.response extension; without it Starlette answers a plain 403)."""
-    if exc.status == 401:
-        state.stats.unauthorized += 1
-    elif exc.status == 429:
-        state.stats.rate_limited += 1
+    deny_counted(state, exc)
     await websocket.send_denial_response(error_json(exc.status, exc.code, exc.message, exc.headers))
 
 
@@ -583,43 +769,29 @@ async def _deny(websocket: WebSocket, state: HttpState, exc: ApiError) -> None:
 async def websocket_endpoint(
     websocket: WebSocket, state: Annotated[HttpState, Depends(get_state)]
 ) -> None:
-    """JSON WebSocket protocol (docs/websocket.md)."""
-    auth = state.auth
+    """JSON WebSocket protocol (docs/websocket.md), through the ASGI app: for handshakes
+    the owned protocol does not serve itself (http/websocket.py)."""
     ip = client_ip(websocket)
-    caller: Caller | None = None
-    auth_frame: AuthFrame = "no"
     try:
-        creds = read_credentials(
-            websocket.headers.getlist("authorization"), websocket.query_params, allow_query=True
+        caller, auth_frame = await admit(
+            state,
+            websocket.headers.getlist("authorization"),
+            websocket.query_params,
+            ip,
+            scope_certificate_name(websocket.scope),
         )
-        if creds.kind == "none":
-            anonymous = auth.admit_anonymous(ip)
-            if anonymous.ok and anonymous.identity is not None:
-                caller = make_caller(auth, anonymous.identity, ip)
-                auth_frame = "optional"
-            else:
-                auth_frame = "required"
-        else:
-            result = await authenticate(auth, creds, ip)
-            if not result.ok or result.identity is None:
-                raise refusal(result)
-            caller = make_caller(auth, result.identity, ip)
-            if not state.live.alive(result.identity):
-                raise unauthorized("the credentials were revoked")
     except ApiError as exc:
         await _deny(websocket, state, exc)
         return
     offered = websocket.scope.get("subprotocols") or []
-    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    await websocket.accept(subprotocol=choose_subprotocol(offered))
     stats = state.stats
     stats.connections["ws"] += 1
     stats.connections_total["ws"] += 1
     conn = WsConnection(websocket, state, caller, auth_frame=auth_frame)
-    client_key = register_reader(
-        state, "ws", lambda: conn.caller, conn.client_info_filters, client_ip(websocket)
-    )
+    conn.register()
     try:
         await conn.run()
     finally:
-        state.clients.unregister(client_key)
+        conn.unregister()
         stats.connections["ws"] -= 1
