@@ -252,22 +252,21 @@ async def longpoll_read(
     limit: int | None,
     timeout: str | None,
     if_none_match: str | None,
+    *,
+    checked: bool = False,
 ) -> LongPollStart:
     """A long-poll's checks and first read, on any transport (raises ApiError, also 503
-    when it would have to wait and too many already do)."""
-    check_filter(filter, state.settings.max_topic_levels)
-    caller.check_subscribe(filter)
+    when it would have to wait and too many already do). `checked`: the filter and the
+    caller's right to read it were checked already (the same caller and filter passed on
+    this connection, under the same rules: http/streams.py)."""
+    if not checked:
+        check_filter(filter, state.settings.max_topic_levels)
+        caller.check_subscribe(filter)
     n = check_limit(state, limit)
     s = state.settings
     wait = s.longpoll_timeout
     if timeout is not None:
-        try:
-            wait = parse_duration(timeout)
-        except ValueError as exc:
-            raise bad_request(f"timeout: {exc}") from None
-        if wait < 0:
-            raise bad_request("timeout must not be negative")
-        wait = min(wait, s.longpoll_max_timeout)
+        wait = _timeout(timeout, s.longpoll_max_timeout)
     cursor, from_etag = request_cursor(since, if_none_match, LATEST)
     log = state.log
     stats = state.stats
@@ -288,6 +287,16 @@ async def longpoll_read(
     # the loop (nothing cold to load), so nothing was published between it and `start`
     busy_check(state)
     return LongPollStart(None, result.next_id, wait, from_etag, requested)
+
+
+def _timeout(given: str, most: float) -> float:
+    try:
+        wait = parse_duration(given)
+    except ValueError as exc:
+        raise bad_request(f"timeout: {exc}") from None
+    if wait < 0:
+        raise bad_request("timeout must not be negative")
+    return min(wait, most)
 
 
 def busy_check(state: HttpState) -> None:

@@ -28,7 +28,7 @@ import http
 import logging
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import unquote
 
 import httptools
@@ -60,6 +60,13 @@ HOT_URL_BYTES = 512  # longer URLs are resolved each time (the cache stays under
 
 Handler = Callable[[WireRequest], Coroutine[Any, Any, WireResponse]]
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+class StreamState(Protocol):
+    """Per-connection state of the stream side (`HttpProtocol.stream_state`)."""
+
+    def lost(self) -> None:
+        """The connection is gone."""
 
 
 class FastRoute:
@@ -209,6 +216,7 @@ class HttpProtocol(asyncio.Protocol):
         "refused",
         "scheme",
         "server",
+        "stream_state",
         "timer",
         "transport",
         "upgrade",
@@ -228,6 +236,9 @@ class HttpProtocol(asyncio.Protocol):
         self.cert_name: str | None = None
         self.admitted_ip: str | None = None
         self.callers: CallerCache | None = None  # made by the first hot request
+        # what the stream side keeps between requests (http/streams.py: a long-poll's
+        # waiter); told `lost()` when the connection goes
+        self.stream_state: StreamState | None = None
         # requests in order: the first is being answered, the others wait
         self.pipeline: collections.deque[_Cycle] = collections.deque()
         self.parsing: _Cycle | None = None  # the request whose head/body the parser is in
@@ -288,6 +299,9 @@ class HttpProtocol(asyncio.Protocol):
                 waiter.set_result(None)
         self.drain_waiters.clear()
         self.parser = None
+        state, self.stream_state = self.stream_state, None
+        if state is not None:
+            state.lost()
 
     def _release(self) -> None:
         if self.admitted_ip is not None and self.server.admission is not None:

@@ -19,15 +19,17 @@ the ASGI app (http/stream_endpoints.py), where the CORS middleware adds its head
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from pushwire.core.clients import ClientInfo
 from pushwire.http import poll, sse
-from pushwire.http.auth import Caller, caller_from
+from pushwire.http.auth import Caller, caller_from, unauthorized
 from pushwire.http.endpoints import Endpoint, api_error_response
 from pushwire.http.errors import ApiError
 from pushwire.http.protocol import StreamCycle, StreamRoute, status_line
-from pushwire.http.reader import StreamReader
+from pushwire.http.reader import LongPollWaiter, StreamReader
 from pushwire.http.state import HttpState
 from pushwire.http.stream_endpoints import LONGPOLL, POLL, SSE, integer
 from pushwire.http.wire import WireRequest, WireResponse
@@ -105,16 +107,38 @@ _NO_QUERY = WireRequest("GET", "", b"", [], None).query  # the empty QueryParams
 
 async def _caller(state: HttpState, request: WireRequest) -> Caller:
     query = request.query_string
+    authorization = request.header_list(b"authorization")
+    cache = request.callers
+    # an anonymous request (no credentials in the headers, the certificate or `?auth=`;
+    # `%` might encode `auth`): the connection's cached answer while the auth snapshot is
+    # the same (http/auth.py `CallerCache`)
+    anonymous = (
+        cache is not None
+        and not authorization
+        and request.cert_name is None
+        and b"auth" not in query
+        and b"%" not in query
+    )
+    if anonymous:
+        assert cache is not None
+        found = cache.anonymous(state.auth)
+        if found is not None:
+            return found
+    snapshot = state.auth.snapshot
     # only `?auth=` of the query matters to authentication: parsed only when it may be there
     params = request.query if b"auth" in query or b"%" in query else _NO_QUERY
-    return await caller_from(
+    caller = await caller_from(
         state.auth,
-        request.header_list(b"authorization"),
+        authorization,
         params,
         request.ip,
         request.cert_name,
         allow_query=True,
     )
+    if anonymous:
+        assert cache is not None
+        cache.keep(state.auth, snapshot, caller)
+    return caller
 
 
 _POLL, _LONGPOLL, _SSE = _Options(POLL), _Options(LONGPOLL), _Options(SSE)
@@ -160,39 +184,150 @@ class _ReplyCache:
         return self.response
 
 
-class _HeldReply:
-    """A held long-poll's `ReplySink` on the owned protocol."""
+class _LongPoller:
+    """A connection's long-poll side, kept between its requests (`HttpProtocol.stream_state`):
+    the held request's `ReplySink`, and what a kept-alive client's next long-poll can reuse:
+    the `LongPollWaiter` (restarted, its timer re-armed lazily), the client registry's
+    describer, and the last passed filter/ACL check (valid while the caller, the filter,
+    the auth snapshot and the ACL rules are the same objects/version). A re-ask of the same
+    long-poll thus allocates no waiter, timer, closure or caller (`bench/micro_longpoll.py`)."""
 
-    __slots__ = ("cache", "cycle", "held", "state")
+    __slots__ = (
+        "cache",
+        "checked_acl",
+        "checked_caller",
+        "checked_filter",
+        "checked_snapshot",
+        "client_id",
+        "client_key",
+        "cycle",
+        "describe",
+        "on_lost",
+        "since",
+        "state",
+        "waiter",
+    )
 
-    def __init__(self, state: HttpState, cycle: StreamCycle, cache: _ReplyCache) -> None:
+    def __init__(self, state: HttpState, cache: _ReplyCache) -> None:
         self.state = state
-        self.cycle = cycle
         self.cache = cache
-        self.held: poll.HeldLongPoll | None = None
+        self.cycle: StreamCycle | None = None  # the request held now
+        self.waiter: LongPollWaiter | None = None
+        self.checked_caller: Caller | None = None
+        self.checked_filter = ""
+        self.checked_snapshot: object = None
+        self.checked_acl = -1
+        self.client_id = ""
+        self.client_key = 0
+        self.since = 0.0
+        # bound once: handed out on every hold without a new method object
+        self.describe: Callable[[], ClientInfo] = self._describe
+        self.on_lost: Callable[[], None] = self.lost
+
+    def checked(self, caller: Caller, flt: str) -> bool:
+        """Whether this caller's right to read `flt` was checked on this connection under
+        the rules in force now."""
+        auth = self.state.auth
+        return (
+            caller is self.checked_caller
+            and flt == self.checked_filter
+            and auth.snapshot is self.checked_snapshot
+            and auth.acl.version == self.checked_acl
+        )
+
+    def passed(self, caller: Caller, flt: str) -> None:
+        auth = self.state.auth
+        self.checked_caller, self.checked_filter = caller, flt
+        self.checked_snapshot, self.checked_acl = auth.snapshot, auth.acl.version
+
+    def hold(self, cycle: StreamCycle, caller: Caller, flt: str, first: poll.LongPollStart) -> None:
+        """Hold the request (raises 401 when the credentials were revoked meanwhile)."""
+        state = self.state
+        waiter = self.waiter
+        if waiter is None or waiter.caller is not caller or waiter.filter != flt:
+            if waiter is not None:
+                waiter.cancel()
+            waiter = self.waiter = LongPollWaiter(
+                state.log, flt, self, state.stats, caller=caller, after=first.after
+            )
+        if not state.live.track(caller.identity, waiter):
+            raise unauthorized("the credentials were revoked")
+        self.cycle = cycle
+        cycle.on_lost = self.on_lost
+        state.stats.connections["longpoll"] += 1
+        if not self.client_id:
+            self.client_id = state.clients.next_id("longpoll")
+            self.since = time.time()
+        self.client_key = state.clients.register(self.describe)
+        waiter.restart(
+            first.after,
+            first.from_etag,
+            first.requested,
+            asyncio.get_running_loop().time() + first.wait,
+        )
+
+    def _describe(self) -> ClientInfo:
+        waiter = self.waiter
+        identity = waiter.caller.identity if waiter is not None and waiter.caller else None
+        return ClientInfo(
+            self.client_id,
+            "longpoll",
+            identity.username if identity is not None else None,
+            identity.token_id if identity is not None else None,
+            waiter.caller.ip if waiter is not None and waiter.caller else "",
+            self.since,
+            (waiter.filter,) if waiter is not None else (),
+        )
+
+    # the ReplySink of the held request
 
     def reply(self, body: bytes, cursor: str) -> None:
         kept, closing = self.cache.reply(body, cursor)
-        self.cycle.answer(kept, closing)
-        self._end()
+        cycle = self._end()
+        if cycle is not None:
+            cycle.answer(kept, closing)
 
     def not_modified(self, cursor: str) -> None:
-        self.cycle.answer(*_answer_bytes(304, b"", poll._poll_headers(cursor, False)))
-        self._end()
+        cycle = self._end()
+        if cycle is not None:
+            cycle.answer(*_answer_bytes(304, b"", poll._poll_headers(cursor, False)))
 
     def refuse(self, reason: str) -> None:
-        self.cycle.answer_response(
-            api_error_response(self.state, ApiError(401, "unauthorized", reason))
-        )
-        self._end()
+        cycle = self._end()
+        if cycle is not None:
+            cycle.answer_response(
+                api_error_response(self.state, ApiError(401, "unauthorized", reason))
+            )
 
     def lost(self) -> None:
+        """The client went away (held or not)."""
+        waiter = self.waiter
+        if waiter is not None:
+            waiter.cancel()
         self._end()
 
-    def _end(self) -> None:
-        held, self.held = self.held, None
-        if held is not None:
-            held.end()
+    def _end(self) -> StreamCycle | None:
+        """Undo the hold's registrations; the request that was held, if one was."""
+        cycle, self.cycle = self.cycle, None
+        if cycle is None:
+            return None
+        state = self.state
+        waiter = self.waiter
+        if waiter is not None and waiter.caller is not None:
+            identity = waiter.caller.identity
+            if identity.username is not None:
+                state.live.untrack(identity, waiter)
+        state.clients.unregister(self.client_key)
+        state.stats.connections["longpoll"] -= 1
+        return cycle
+
+
+def _poller(state: HttpState, cycle: StreamCycle, cache: _ReplyCache) -> _LongPoller:
+    proto = cycle.proto
+    poller = proto.stream_state
+    if not isinstance(poller, _LongPoller):
+        poller = proto.stream_state = _LongPoller(state, cache)
+    return poller
 
 
 async def serve_longpoll(
@@ -201,6 +336,8 @@ async def serve_longpoll(
     options = _LONGPOLL.read(request)
     caller = await _caller(state, request)
     flt = request.path_tail
+    poller = _poller(state, cycle, cache)
+    checked = poller.checked(caller, flt)
     first = await poll.longpoll_read(
         state,
         caller,
@@ -209,20 +346,15 @@ async def serve_longpoll(
         integer(options, "limit"),
         options["timeout"],
         options["if-none-match"],
+        checked=checked,
     )
+    if not checked:
+        poller.passed(caller, flt)
     if first.answer is not None:
         return _wire(first.answer)
     if cycle.lost:
         return None  # the client left during the first read
-    sink = _HeldReply(state, cycle, cache)
-    held = poll.hold_longpoll(
-        state, caller, flt, sink, first.after, first.wait, first.from_etag, first.requested
-    )
-    if held.waiter.done:
-        held.end()  # answered at once (revoked meanwhile)
-        return None
-    sink.held = held
-    cycle.on_lost = sink.lost
+    poller.hold(cycle, caller, flt, first)
     cycle.request = _DROPPED  # nothing of the request is needed while it is held
     return None
 
