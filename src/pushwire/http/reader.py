@@ -125,6 +125,31 @@ async def read_visible(
         after = result.next_id
 
 
+def read_visible_now(
+    log: MessageLog,
+    flt: str,
+    after: int,
+    limit: int,
+    floor: int,
+    caller: Caller | None,
+    max_bytes: int = 0,
+) -> ReadResult | None:
+    """`read_visible` without waiting: None when the read reaches messages only on disk
+    (then `await read_visible`). Always a result with the memory engine."""
+    while True:
+        result = log.read(flt, after, limit, floor, max_bytes)
+        if result.cold:
+            return None
+        if caller is None:
+            return result
+        visible = [e for e in result.entries if caller.can_receive(e.message.topic)]
+        if len(visible) != len(result.entries):
+            result.entries = visible
+        if visible or not result.more or result.gap:
+            return result
+        after = result.next_id
+
+
 async def read_from(
     log: MessageLog,
     flt: str,

@@ -105,31 +105,38 @@ class _Options:
 _NO_QUERY = WireRequest("GET", "", b"", [], None).query  # the empty QueryParams
 
 
-async def _caller(state: HttpState, request: WireRequest) -> Caller:
+def _anonymous(request: WireRequest) -> bool:
+    """No credentials in the headers, the certificate or `?auth=` (`%` might encode it)."""
     query = request.query_string
-    authorization = request.header_list(b"authorization")
+    if request.cert_name is not None or b"auth" in query or b"%" in query:
+        return False
+    return all(name != b"authorization" for name, _ in request.headers)
+
+
+def _known_caller(state: HttpState, request: WireRequest) -> Caller | None:
+    """The connection's cached anonymous caller, when the request is anonymous and the
+    auth snapshot is the one it was admitted under (http/auth.py `CallerCache`)."""
     cache = request.callers
-    # an anonymous request (no credentials in the headers, the certificate or `?auth=`;
-    # `%` might encode `auth`): the connection's cached answer while the auth snapshot is
-    # the same (http/auth.py `CallerCache`)
-    anonymous = (
-        cache is not None
-        and not authorization
-        and request.cert_name is None
-        and b"auth" not in query
-        and b"%" not in query
-    )
+    if cache is None or cache.caller is None or not _anonymous(request):
+        return None
+    return cache.anonymous(state.auth)
+
+
+async def _caller(state: HttpState, request: WireRequest) -> Caller:
+    cache = request.callers
+    anonymous = cache is not None and _anonymous(request)
     if anonymous:
         assert cache is not None
         found = cache.anonymous(state.auth)
         if found is not None:
             return found
     snapshot = state.auth.snapshot
+    query = request.query_string
     # only `?auth=` of the query matters to authentication: parsed only when it may be there
     params = request.query if b"auth" in query or b"%" in query else _NO_QUERY
     caller = await caller_from(
         state.auth,
-        authorization,
+        request.header_list(b"authorization"),
         params,
         request.ip,
         request.cert_name,
@@ -333,12 +340,17 @@ def _poller(state: HttpState, cycle: StreamCycle, cache: _ReplyCache) -> _LongPo
 async def serve_longpoll(
     state: HttpState, request: WireRequest, cycle: StreamCycle, cache: _ReplyCache
 ) -> WireResponse | None:
+    """A long-poll. The usual re-ask of a kept-alive client (anonymous: the connection's
+    cached caller; its filter checked already) runs to its end without waiting: held again,
+    or answered with the cached response of the message it missed."""
     options = _LONGPOLL.read(request)
-    caller = await _caller(state, request)
+    caller = _known_caller(state, request)
+    if caller is None:
+        caller = await _caller(state, request)
     flt = request.path_tail
     poller = _poller(state, cycle, cache)
     checked = poller.checked(caller, flt)
-    first = await poll.longpoll_read(
+    first = poll.longpoll_begin(
         state,
         caller,
         flt,
@@ -350,7 +362,15 @@ async def serve_longpoll(
     )
     if not checked:
         poller.passed(caller, flt)
+    if first.pending:
+        first = await poll.longpoll_rest(state, caller, flt, first)
     if first.answer is not None:
+        status, body, headers = first.answer
+        if status == 200 and not cycle.head and headers["Pushwire-Gap"] == "false":
+            # the usual catch-up: one message, whose body (cached on the entry) and whole
+            # response the woken waiters share
+            cycle.answer(*cache.reply(body, headers["Pushwire-Cursor"]))
+            return None
         return _wire(first.answer)
     if cycle.lost:
         return None  # the client left during the first read
@@ -491,14 +511,18 @@ def stream_routes(state: HttpState) -> list[StreamRoute]:
     cache = _ReplyCache()
     beats = _Heartbeats(state.settings.sse_heartbeat)
 
-    async def longpoll(s: HttpState, r: WireRequest, c: StreamCycle) -> WireResponse | None:
-        return await serve_longpoll(s, r, c, cache)
+    async def longpoll(request: WireRequest, cycle: StreamCycle) -> WireResponse | None:
+        # one coroutine per request: the route handler is the long-poll itself
+        try:
+            return await serve_longpoll(state, request, cycle, cache)
+        except ApiError as exc:
+            return api_error_response(state, exc)
 
     async def sse_stream(s: HttpState, r: WireRequest, c: StreamCycle) -> WireResponse | None:
         return await serve_sse(s, r, c, beats)
 
     return [
         _route(POLL, _bind(state, serve_poll)),
-        _route(LONGPOLL, _bind(state, longpoll)),
+        _route(LONGPOLL, longpoll),
         _route(SSE, _bind(state, sse_stream)),
     ]
