@@ -110,7 +110,7 @@ def _anonymous(request: WireRequest) -> bool:
     query = request.query_string
     if request.cert_name is not None or b"auth" in query or b"%" in query:
         return False
-    return all(name != b"authorization" for name, _ in request.headers)
+    return request.header(b"authorization") is None
 
 
 def _known_caller(state: HttpState, request: WireRequest) -> Caller | None:
