@@ -156,3 +156,29 @@ def test_a_user_created_makes_the_next_anonymous_re_ask_unauthorized(
         sock.sendall(_longpoll("re/u", headers["pushwire-cursor"]))
         status, _, body = reader.response()
         assert status == 401, body
+
+
+def test_a_long_poll_held_while_the_next_head_is_half_read_keeps_that_head(
+    srv: InProcessServer,
+) -> None:
+    """Pipelined: long-poll A (held), long-poll B (waits its turn), then half of a publish's
+    head. A's answer starts B, which is held while the parser is inside C's head: C's
+    headers (its Content-Length) must survive B dropping what its own request left."""
+    publish = publish_request("re/p", b"third")
+    cut = publish.index(b"Content-Length")
+    with _connect(srv) as sock:
+        reader = Reader(sock)
+        sock.sendall(_longpoll("re/p") + _longpoll("re/p") + publish[:cut] + b"Content-")
+        _until(lambda: len(_waiters(srv, "re/p")) == 1)
+        _publish(srv, "re/p", b"first")  # answers A; B is held with C's head half read
+        status, _, body = reader.response()
+        assert status == 200 and json.loads(body)["messages"][0]["payload"] == "first"
+        _until(lambda: len(_waiters(srv, "re/p")) == 1)
+        sock.sendall(publish[cut + len(b"Content-") :])
+        _publish(srv, "re/p", b"second")  # answers B; then C is served
+        status, _, body = reader.response()
+        assert status == 200 and json.loads(body)["messages"][0]["payload"] == "second"
+        status, _, body = reader.response()
+        assert status == 201, body
+        assert json.loads(body)["topic"] == "re/p"
+        reader.file.close()

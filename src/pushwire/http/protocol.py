@@ -904,6 +904,18 @@ class StreamCycle(_FastCycle):
             return
         self.finish()
 
+    def hold(self) -> None:
+        """The request is held (a long-poll): drop what its parsing left, so that a held
+        request keeps no per-request objects besides this cycle (fewer objects for the
+        cyclic GC to walk while 10,000 wait). The next request's head makes new lists."""
+        proto = self.proto
+        if proto.headers is self.request.headers:
+            # still this request's head (the next one's, once begun, has lists of its own)
+            proto.url = _NO_URL
+            proto.headers = _NO_HEADERS
+        self.request = _DROPPED
+        self.chunks = _NO_CHUNKS  # the body is complete: nothing is appended any more
+
     def answer_response(self, response: WireResponse) -> None:
         """Answer a held request with `response` (an error, a 204)."""
         if self.done or self.response_started:
@@ -959,6 +971,11 @@ class StreamCycle(_FastCycle):
 
 
 _DROPPED = WireRequest("GET", "", b"", [], None)  # what a stream keeps of its request
+# empty placeholders for a held request (`StreamCycle.hold`): never appended to, because
+# `on_message_begin` makes new lists before the parser reports a URL or header again
+_NO_CHUNKS: list[bytes] = []
+_NO_URL: list[bytes] = []
+_NO_HEADERS: list[tuple[bytes, bytes]] = []
 
 
 _JSON_HEADS: dict[int, bytes] = {}

@@ -37,7 +37,6 @@ from pushwire.http.wire import WireRequest, WireResponse
 StreamServe = Callable[[WireRequest, StreamCycle], Coroutine[Any, Any, WireResponse | None]]
 
 _HEARTBEAT = b": hb\n\n"
-_DROPPED = WireRequest("GET", "", b"", [], None)
 _SSE_HEAD = (
     status_line(200)
     + b"content-type: text/event-stream; charset=utf-8\r\n"
@@ -375,7 +374,8 @@ async def serve_longpoll(
     if cycle.lost:
         return None  # the client left during the first read
     poller.hold(cycle, caller, flt, first)
-    cycle.request = _DROPPED  # nothing of the request is needed while it is held
+    if not cycle.done:
+        cycle.hold()  # nothing of the request is needed while it is held
     return None
 
 
