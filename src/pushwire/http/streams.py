@@ -173,21 +173,28 @@ async def serve_poll(
 
 
 class _ReplyCache:
-    """The last reply built: every waiter a publish wakes gets the same body object and
-    cursor, so the whole response is built once and written to each."""
+    """The last few replies built, by cursor: every waiter a publish wakes gets the same
+    body object and cursor, so the whole response is built once and written to each; and
+    clients that fell behind catch up with the same few one-message bodies (cached on their
+    entries), so their responses are kept too. A hit needs the very body object."""
 
-    __slots__ = ("body", "cursor", "response")
+    __slots__ = ("replies",)
+
+    KEPT = 16
 
     def __init__(self) -> None:
-        self.body: bytes | None = None
-        self.cursor = ""
-        self.response: tuple[bytes, bytes] = (b"", b"")
+        self.replies: dict[str, tuple[bytes, tuple[bytes, bytes]]] = {}
 
     def reply(self, body: bytes, cursor: str) -> tuple[bytes, bytes]:
-        if body is not self.body or cursor != self.cursor:
-            self.response = _answer_bytes(200, body, poll._poll_headers(cursor, False))
-            self.body, self.cursor = body, cursor
-        return self.response
+        found = self.replies.get(cursor)
+        if found is not None and found[0] is body:
+            return found[1]
+        response = _answer_bytes(200, body, poll._poll_headers(cursor, False))
+        replies = self.replies
+        if len(replies) >= self.KEPT and cursor not in replies:
+            del replies[next(iter(replies))]  # the oldest
+        replies[cursor] = (body, response)
+        return response
 
 
 class _LongPoller:
