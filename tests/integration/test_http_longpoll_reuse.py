@@ -182,3 +182,22 @@ def test_a_long_poll_held_while_the_next_head_is_half_read_keeps_that_head(
         assert status == 201, body
         assert json.loads(body)["topic"] == "re/p"
         reader.file.close()
+
+
+def test_kept_options_never_stand_in_for_an_if_none_match_header(srv: InProcessServer) -> None:
+    """Options parsed from a query string are kept for the next request with the same
+    query string; a request that also carries If-None-Match is parsed on its own."""
+    with _connect(srv) as sock:
+        reader = Reader(sock)
+        sock.sendall(_longpoll("re/e", timeout="0"))
+        status, headers, body = reader.response()
+        assert status == 200 and json.loads(body)["messages"] == []
+        tag = headers["etag"].encode()
+        sock.sendall(_longpoll("re/e", timeout="0"))  # the same query string: kept options
+        assert reader.response()[0] == 200
+        request = _longpoll("re/e", timeout="0")
+        sock.sendall(request[:-2] + b"If-None-Match: " + tag + b"\r\n\r\n")
+        status, headers, body = reader.response()
+        assert status == 304, body
+        assert headers["etag"] == tag.decode()
+        reader.file.close()

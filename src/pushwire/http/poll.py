@@ -288,40 +288,58 @@ class LongPollStart:
         self.limit = 0
 
 
-def longpoll_begin(
+class LongPollAsk:
+    """A long-poll's options, parsed and validated (`longpoll_ask`)."""
+
+    __slots__ = ("cursor", "from_etag", "limit", "wait")
+
+    def __init__(self, cursor: Cursor, from_etag: bool, limit: int, wait: float) -> None:
+        self.cursor = cursor
+        self.from_etag = from_etag
+        self.limit = limit
+        self.wait = wait
+
+
+def longpoll_check(state: HttpState, caller: Caller, filter: str) -> None:
+    """The filter, and the caller's right to read it (raises ApiError)."""
+    check_filter(filter, state.settings.max_topic_levels)
+    caller.check_subscribe(filter)
+
+
+def longpoll_ask(
     state: HttpState,
-    caller: Caller,
-    filter: str,
     since: str | None,
     limit: int | None,
     timeout: str | None,
     if_none_match: str | None,
-    *,
-    checked: bool = False,
-) -> LongPollStart:
-    """A long-poll's checks and first read without waiting (raises ApiError, also 503 when
-    it would have to wait and too many already do); `pending` when the read reaches
-    messages only on disk (then `longpoll_read`). `checked`: the filter and the caller's
-    right to read it were checked already (the same caller and filter passed on this
-    connection, under the same rules: http/streams.py)."""
-    if not checked:
-        check_filter(filter, state.settings.max_topic_levels)
-        caller.check_subscribe(filter)
+) -> LongPollAsk:
+    """A long-poll's options (raises ApiError)."""
     n = check_limit(state, limit)
     s = state.settings
     wait = s.longpoll_timeout
     if timeout is not None:
         wait = _timeout(timeout, s.longpoll_max_timeout)
     cursor, from_etag = request_cursor(since, if_none_match, LATEST)
+    return LongPollAsk(cursor, from_etag, n, wait)
+
+
+def longpoll_begin(
+    state: HttpState, caller: Caller, filter: str, ask: LongPollAsk
+) -> LongPollStart:
+    """A long-poll's first read without waiting, after `longpoll_check` (raises 503 when
+    it would have to wait and too many already do); `pending` when the read reaches
+    messages only on disk (then `longpoll_rest`)."""
+    wait, from_etag, n = ask.wait, ask.from_etag, ask.limit
     log = state.log
     state.stats.connections_total["longpoll"] += 1
-    start = log.resolve(filter, cursor)
+    start = log.resolve(filter, ask.cursor)
     requested = after = start.after
     if after == log.last_id and not start.gap and wait > 0:
         # nothing was published after the cursor (the usual re-ask of a long-poll client):
         # wait without reading the log
         busy_check(state)
         return LongPollStart(None, after, wait, from_etag, requested)
+    s = state.settings
     result = read_visible_now(log, filter, after, n, start.floor, caller, s.read_max_bytes)
     if result is None:
         first = LongPollStart(None, after, wait, from_etag, requested)
@@ -357,14 +375,12 @@ async def longpoll_read(
     limit: int | None,
     timeout: str | None,
     if_none_match: str | None,
-    *,
-    checked: bool = False,
 ) -> LongPollStart:
-    """A long-poll's checks and first read, on any transport (`longpoll_begin`, then the
-    read from disk when it needs one)."""
-    first = longpoll_begin(
-        state, caller, filter, since, limit, timeout, if_none_match, checked=checked
-    )
+    """A long-poll's checks and first read, on any transport (`longpoll_check`,
+    `longpoll_ask`, `longpoll_begin`, then the read from disk when it needs one)."""
+    longpoll_check(state, caller, filter)
+    ask = longpoll_ask(state, since, limit, timeout, if_none_match)
+    first = longpoll_begin(state, caller, filter, ask)
     if not first.pending:
         return first
     return await longpoll_rest(state, caller, filter, first)

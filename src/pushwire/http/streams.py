@@ -81,6 +81,11 @@ class _Options:
         by_header.update({h.name.lower().encode(): h.name.lower() for h in endpoint.headers})
         self.by_header = by_header
 
+    def query_only(self, request: WireRequest) -> bool:
+        """No header of the request gives an option: the query string says it all."""
+        by_header = self.by_header
+        return not by_header or all(name not in by_header for name, _ in request.headers)
+
     def read(self, request: WireRequest) -> dict[str, str | None]:
         query = request.query_string
         if b"%" in query or b"+" in query:
@@ -178,12 +183,14 @@ class _ReplyCache:
     clients that fell behind catch up with the same few one-message bodies (cached on their
     entries), so their responses are kept too. A hit needs the very body object."""
 
-    __slots__ = ("replies",)
+    __slots__ = ("asked", "replies")
 
     KEPT = 16
 
     def __init__(self) -> None:
         self.replies: dict[str, tuple[bytes, tuple[bytes, bytes]]] = {}
+        # and the long-poll options parsed, by query string (`_asked`)
+        self.asked: dict[bytes, poll.LongPollAsk] = {}
 
     def reply(self, body: bytes, cursor: str) -> tuple[bytes, bytes]:
         found = self.replies.get(cursor)
@@ -343,31 +350,52 @@ def _poller(state: HttpState, cycle: StreamCycle, cache: _ReplyCache) -> _LongPo
     return poller
 
 
+_ASKED_KEPT = 256
+
+
+def _asked(
+    state: HttpState, request: WireRequest, asked: dict[bytes, poll.LongPollAsk]
+) -> poll.LongPollAsk:
+    """The request's long-poll options. Those given by the query string alone (no option
+    header) are kept by it in `asked` (the listener's: they depend on its settings),
+    unless they depend on the clock: every client woken by one message re-asks with the
+    same query string."""
+    query = request.query_string
+    plain = _LONGPOLL.query_only(request)
+    if plain:
+        found = asked.get(query)
+        if found is not None:
+            return found
+    options = _LONGPOLL.read(request)
+    ask = poll.longpoll_ask(
+        state,
+        options["since"],
+        integer(options, "limit"),
+        options["timeout"],
+        options["if-none-match"],
+    )
+    if plain and ask.cursor.kind != "time" and len(query) <= 512:
+        if len(asked) >= _ASKED_KEPT:
+            asked.clear()
+        asked[query] = ask
+    return ask
+
+
 async def serve_longpoll(
     state: HttpState, request: WireRequest, cycle: StreamCycle, cache: _ReplyCache
 ) -> WireResponse | None:
     """A long-poll. The usual re-ask of a kept-alive client (anonymous: the connection's
     cached caller; its filter checked already) runs to its end without waiting: held again,
     or answered with the cached response of the message it missed."""
-    options = _LONGPOLL.read(request)
     caller = _known_caller(state, request)
     if caller is None:
         caller = await _caller(state, request)
     flt = request.path_tail
     poller = _poller(state, cycle, cache)
-    checked = poller.checked(caller, flt)
-    first = poll.longpoll_begin(
-        state,
-        caller,
-        flt,
-        options["since"],
-        integer(options, "limit"),
-        options["timeout"],
-        options["if-none-match"],
-        checked=checked,
-    )
-    if not checked:
+    if not poller.checked(caller, flt):
+        poll.longpoll_check(state, caller, flt)
         poller.passed(caller, flt)
+    first = poll.longpoll_begin(state, caller, flt, _asked(state, request, cache.asked))
     if first.pending:
         first = await poll.longpoll_rest(state, caller, flt, first)
     if first.answer is not None:
