@@ -264,12 +264,16 @@ class _LongPoller:
         """Hold the request (raises 401 when the credentials were revoked meanwhile)."""
         state = self.state
         waiter = self.waiter
-        if waiter is None or waiter.caller is not caller or waiter.filter != flt:
-            if waiter is not None:
-                waiter.cancel()
+        if waiter is None:
             waiter = self.waiter = LongPollWaiter(
                 state.log, flt, self, state.stats, caller=caller, after=first.after
             )
+        elif waiter.caller is not caller or waiter.filter != flt:
+            if not waiter.done:
+                waiter.cancel()  # (answered before a next request runs: not expected)
+            # another caller object (credentials are checked per request) or filter: the
+            # same waiter, which is in no listener group while it is not held
+            waiter.caller, waiter.filter = caller, flt
         if not state.live.track(caller.identity, waiter):
             raise unauthorized("the credentials were revoked")
         self.cycle = cycle
