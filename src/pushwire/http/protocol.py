@@ -914,7 +914,8 @@ class StreamCycle(_FastCycle):
             proto.url = _NO_URL
             proto.headers = _NO_HEADERS
         self.request = _DROPPED
-        self.chunks = _NO_CHUNKS  # the body is complete: nothing is appended any more
+        if self.complete:
+            self.chunks = _NO_CHUNKS  # the body is complete: nothing is appended any more
 
     def answer_response(self, response: WireResponse) -> None:
         """Answer a held request with `response` (an error, a 204)."""
