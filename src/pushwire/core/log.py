@@ -765,8 +765,8 @@ class MessageLog:
             return Start(0, False, self.last_id)
         if cursor.kind == "latest":
             return Start(self.last_id, False)
-        topics = self._topics.find(flt)
         if cursor.kind == "time":
+            topics = self._topics.find(flt)
             now = self.clock()
             firsts = []
             gap = False

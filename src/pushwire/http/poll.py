@@ -23,7 +23,7 @@ from pushwire.core.text import TextError, check_text
 from pushwire.core.topics import TopicError, validate_filter
 from pushwire.http.auth import Caller, unauthorized
 from pushwire.http.cursor import CursorError, parse_cursor, parse_duration, parse_etag
-from pushwire.http.encode import poll_body
+from pushwire.http.encode import entry_longpoll, poll_body
 from pushwire.http.errors import (
     ApiError,
     bad_cursor,
@@ -32,7 +32,13 @@ from pushwire.http.errors import (
     error_responses,
 )
 from pushwire.http.live_clients import register_reader
-from pushwire.http.reader import LongPollWaiter, ReplySink, read_from, read_visible
+from pushwire.http.reader import (
+    LongPollWaiter,
+    ReplySink,
+    read_from,
+    read_visible,
+    read_visible_now,
+)
 from pushwire.http.state import HttpState
 
 router = APIRouter(tags=["subscribe"])  # routes: http/stream_endpoints.py
@@ -103,14 +109,31 @@ def request_cursor(
     """(cursor, came_from_etag): since= wins over If-None-Match; else `default`."""
     try:
         if since is not None and since != "":
-            return parse_cursor(since), False
+            return _parse_cursor(since), False
         if if_none_match:
             tag = parse_etag(if_none_match)
             if tag is not None and tag != "*":
-                return parse_cursor(tag), True
+                return _parse_cursor(tag), True
     except CursorError as exc:
         raise bad_cursor(str(exc)) from None
     return default, False
+
+
+_CURSORS: dict[str, Cursor] = {}  # parsed cursors that do not depend on the clock
+_CURSORS_KEPT = 256
+
+
+def _parse_cursor(text: str) -> Cursor:
+    """`parse_cursor`, kept for the cursors that mean the same at any time (ids, `all`,
+    `latest`): every long-poll client woken by one message re-asks with the same text."""
+    cursor = _CURSORS.get(text)
+    if cursor is None:
+        cursor = parse_cursor(text)
+        if cursor.kind != "time":
+            if len(_CURSORS) >= _CURSORS_KEPT:
+                _CURSORS.clear()
+            _CURSORS[text] = cursor
+    return cursor
 
 
 def check_limit(state: HttpState, limit: int | None) -> int:
@@ -135,8 +158,14 @@ def poll_answer(
         state.stats.gaps += 1
     if from_etag and not result.entries and not result.gap and requested == result.next_id:
         return 304, b"", headers
-    state.stats.delivered(transport, result.entries)
-    return 200, poll_body(result.entries, epoch, result.next_id, result.gap, result.more), headers
+    entries = result.entries
+    state.stats.delivered(transport, entries)
+    if len(entries) == 1 and not result.gap and not result.more:
+        entry = entries[0]
+        if entry.id == result.next_id:
+            # what a woken long-poll gets: the body cached on the entry, shared
+            return 200, entry_longpoll(entry, epoch), headers
+    return 200, poll_body(entries, epoch, result.next_id, result.gap, result.more), headers
 
 
 def starlette_response(answer: Answer) -> Response:
@@ -225,9 +254,20 @@ async def _until_disconnect(receive: Callable[[], Awaitable[Any]]) -> None:
 
 class LongPollStart:
     """A long-poll's first read: its answer when it has one at once, else what holding it
-    needs (`hold_longpoll`)."""
+    needs (`hold_longpoll`); or, from `longpoll_begin`, `pending`: the read must wait for
+    the disk (`longpoll_read` does)."""
 
-    __slots__ = ("after", "answer", "from_etag", "requested", "wait")
+    __slots__ = (
+        "after",
+        "answer",
+        "floor",
+        "from_etag",
+        "gap",
+        "limit",
+        "pending",
+        "requested",
+        "wait",
+    )
 
     def __init__(
         self,
@@ -242,6 +282,89 @@ class LongPollStart:
         self.wait = wait
         self.from_etag = from_etag
         self.requested = requested
+        self.pending = False
+        self.floor = 0
+        self.gap = False
+        self.limit = 0
+
+
+class LongPollAsk:
+    """A long-poll's options, parsed and validated (`longpoll_ask`)."""
+
+    __slots__ = ("cursor", "from_etag", "limit", "wait")
+
+    def __init__(self, cursor: Cursor, from_etag: bool, limit: int, wait: float) -> None:
+        self.cursor = cursor
+        self.from_etag = from_etag
+        self.limit = limit
+        self.wait = wait
+
+
+def longpoll_check(state: HttpState, caller: Caller, filter: str) -> None:
+    """The filter, and the caller's right to read it (raises ApiError)."""
+    check_filter(filter, state.settings.max_topic_levels)
+    caller.check_subscribe(filter)
+
+
+def longpoll_ask(
+    state: HttpState,
+    since: str | None,
+    limit: int | None,
+    timeout: str | None,
+    if_none_match: str | None,
+) -> LongPollAsk:
+    """A long-poll's options (raises ApiError)."""
+    n = check_limit(state, limit)
+    s = state.settings
+    wait = s.longpoll_timeout
+    if timeout is not None:
+        wait = _timeout(timeout, s.longpoll_max_timeout)
+    cursor, from_etag = request_cursor(since, if_none_match, LATEST)
+    return LongPollAsk(cursor, from_etag, n, wait)
+
+
+def longpoll_begin(
+    state: HttpState, caller: Caller, filter: str, ask: LongPollAsk
+) -> LongPollStart:
+    """A long-poll's first read without waiting, after `longpoll_check` (raises 503 when
+    it would have to wait and too many already do); `pending` when the read reaches
+    messages only on disk (then `longpoll_rest`)."""
+    wait, from_etag, n = ask.wait, ask.from_etag, ask.limit
+    log = state.log
+    state.stats.connections_total["longpoll"] += 1
+    start = log.resolve(filter, ask.cursor)
+    requested = after = start.after
+    if after == log.last_id and not start.gap and wait > 0:
+        # nothing was published after the cursor (the usual re-ask of a long-poll client):
+        # wait without reading the log
+        busy_check(state)
+        return LongPollStart(None, after, wait, from_etag, requested)
+    s = state.settings
+    result = read_visible_now(log, filter, after, n, start.floor, caller, s.read_max_bytes)
+    if result is None:
+        first = LongPollStart(None, after, wait, from_etag, requested)
+        first.pending, first.floor, first.gap, first.limit = True, start.floor, start.gap, n
+        return first
+    return _first_answer(state, result, start.gap, after, wait, from_etag, requested)
+
+
+def _first_answer(
+    state: HttpState,
+    result: ReadResult,
+    gap: bool,
+    after: int,
+    wait: float,
+    from_etag: bool,
+    requested: int | None,
+) -> LongPollStart:
+    result.gap = result.gap or gap
+    if result.entries or result.gap or wait <= 0:
+        answer = poll_answer(state, result, "longpoll", from_etag, requested)
+        return LongPollStart(answer, after, wait, from_etag, requested)
+    # past anything the caller may not receive (the waiter's `start` catches up with what
+    # was published while a read waited for the disk)
+    busy_check(state)
+    return LongPollStart(None, result.next_id, wait, from_etag, requested)
 
 
 async def longpoll_read(
@@ -253,41 +376,50 @@ async def longpoll_read(
     timeout: str | None,
     if_none_match: str | None,
 ) -> LongPollStart:
-    """A long-poll's checks and first read, on any transport (raises ApiError, also 503
-    when it would have to wait and too many already do)."""
-    check_filter(filter, state.settings.max_topic_levels)
-    caller.check_subscribe(filter)
-    n = check_limit(state, limit)
-    s = state.settings
-    wait = s.longpoll_timeout
-    if timeout is not None:
+    """A long-poll's checks and first read, on any transport (`longpoll_check`,
+    `longpoll_ask`, `longpoll_begin`, then the read from disk when it needs one)."""
+    longpoll_check(state, caller, filter)
+    ask = longpoll_ask(state, since, limit, timeout, if_none_match)
+    first = longpoll_begin(state, caller, filter, ask)
+    if not first.pending:
+        return first
+    return await longpoll_rest(state, caller, filter, first)
+
+
+async def longpoll_rest(
+    state: HttpState, caller: Caller, filter: str, first: LongPollStart
+) -> LongPollStart:
+    """The first read of a `pending` long-poll (`longpoll_begin`): from disk."""
+    result = await read_visible(
+        state.log,
+        filter,
+        first.after,
+        first.limit,
+        first.floor,
+        caller,
+        state.settings.read_max_bytes,
+    )
+    return _first_answer(
+        state, result, first.gap, first.after, first.wait, first.from_etag, first.requested
+    )
+
+
+_TIMEOUTS: dict[str, float] = {}  # timeout= texts already parsed (clients repeat theirs)
+
+
+def _timeout(given: str, most: float) -> float:
+    wait = _TIMEOUTS.get(given)
+    if wait is None:
         try:
-            wait = parse_duration(timeout)
+            wait = parse_duration(given)
         except ValueError as exc:
             raise bad_request(f"timeout: {exc}") from None
         if wait < 0:
             raise bad_request("timeout must not be negative")
-        wait = min(wait, s.longpoll_max_timeout)
-    cursor, from_etag = request_cursor(since, if_none_match, LATEST)
-    log = state.log
-    stats = state.stats
-    stats.connections_total["longpoll"] += 1
-    start = log.resolve(filter, cursor)
-    requested = after = start.after
-    if after == log.last_id and not start.gap and wait > 0:
-        # nothing was published after the cursor (the usual re-ask of a long-poll client):
-        # wait without reading the log
-        busy_check(state)
-        return LongPollStart(None, after, wait, from_etag, requested)
-    result = await read_visible(log, filter, after, n, start.floor, caller, s.read_max_bytes)
-    result.gap = result.gap or start.gap
-    if result.entries or result.gap or wait <= 0:
-        answer = poll_answer(state, result, "longpoll", from_etag, requested)
-        return LongPollStart(answer, after, wait, from_etag, requested)
-    # past anything the caller may not receive; the read above ended without yielding to
-    # the loop (nothing cold to load), so nothing was published between it and `start`
-    busy_check(state)
-    return LongPollStart(None, result.next_id, wait, from_etag, requested)
+        if len(_TIMEOUTS) >= _CURSORS_KEPT:
+            _TIMEOUTS.clear()
+        _TIMEOUTS[given] = wait
+    return min(wait, most)
 
 
 def busy_check(state: HttpState) -> None:

@@ -83,6 +83,13 @@ class Lane(Protocol):
         giving the response when it has to wait."""
 
 
+class StreamState(Protocol):
+    """Per-connection state of the stream side (`HttpProtocol.stream_state`)."""
+
+    def lost(self) -> None:
+        """The connection is gone."""
+
+
 class FastRoute:
     """A hot endpoint served from bytes: `prefix` + the rest of the path (`path_tail`)."""
 
@@ -242,6 +249,7 @@ class HttpProtocol(asyncio.Protocol):
         "refused",
         "scheme",
         "server",
+        "stream_state",
         "timer",
         "transport",
         "upgrade",
@@ -262,8 +270,13 @@ class HttpProtocol(asyncio.Protocol):
         self.cert_name: str | None = None
         self.admitted_ip: str | None = None
         self.callers: CallerCache | None = None  # made by the first hot request
+        # what the stream side keeps between requests (http/streams.py: a long-poll's
+        # waiter); told `lost()` when the connection goes
+        self.stream_state: StreamState | None = None
         # requests in order: the first is being answered, the others wait
-        self.pipeline: collections.deque[_Cycle] = collections.deque()
+        # (a list, not a deque: an empty deque is ~600 bytes on every idle connection, and
+        # the pipeline is at most MAX_PIPELINE long)
+        self.pipeline: list[_Cycle] = []
         self.parsing: _Cycle | None = None  # the request whose head/body the parser is in
         self.counting = True  # the next bytes are head bytes (the meter counts them)
         self.url: list[bytes] = []
@@ -334,6 +347,9 @@ class HttpProtocol(asyncio.Protocol):
                 waiter.set_result(None)
         self.drain_waiters.clear()
         self.parser = None
+        state, self.stream_state = self.stream_state, None
+        if state is not None:
+            state.lost()
 
     def _release(self) -> None:
         if self.admitted_ip is not None and self.server.admission is not None:
@@ -652,7 +668,7 @@ class HttpProtocol(asyncio.Protocol):
     def cycle_done(self, cycle: _Cycle) -> None:
         """`cycle`'s response is complete: answer the next request, or wait for one."""
         if self.pipeline and self.pipeline[0] is cycle:
-            self.pipeline.popleft()
+            del self.pipeline[0]
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -1117,6 +1133,19 @@ class StreamCycle(_FastCycle):
             return
         self.finish()
 
+    def hold(self) -> None:
+        """The request is held (a long-poll): drop what its parsing left, so that a held
+        request keeps no per-request objects besides this cycle (fewer objects for the
+        cyclic GC to walk while 10,000 wait). The next request's head makes new lists."""
+        proto = self.proto
+        if proto.headers is self.request.headers:
+            # still this request's head (the next one's, once begun, has lists of its own)
+            proto.url = _NO_URL
+            proto.headers = _NO_HEADERS
+        self.request = _DROPPED
+        if self.complete:
+            self.chunks = _NO_CHUNKS  # the body is complete: nothing is appended any more
+
     def answer_response(self, response: WireResponse) -> None:
         """Answer a held request with `response` (an error, a 204)."""
         if self.done or self.response_started:
@@ -1172,6 +1201,11 @@ class StreamCycle(_FastCycle):
 
 
 _DROPPED = WireRequest("GET", "", b"", [], None)  # what a stream keeps of its request
+# empty placeholders for a held request (`StreamCycle.hold`): never appended to, because
+# `on_message_begin` makes new lists before the parser reports a URL or header again
+_NO_CHUNKS: list[bytes] = []
+_NO_URL: list[bytes] = []
+_NO_HEADERS: list[tuple[bytes, bytes]] = []
 
 
 _JSON_HEADS: dict[int, bytes] = {}

@@ -125,6 +125,31 @@ async def read_visible(
         after = result.next_id
 
 
+def read_visible_now(
+    log: MessageLog,
+    flt: str,
+    after: int,
+    limit: int,
+    floor: int,
+    caller: Caller | None,
+    max_bytes: int = 0,
+) -> ReadResult | None:
+    """`read_visible` without waiting: None when the read reaches messages only on disk
+    (then `await read_visible`). Always a result with the memory engine."""
+    while True:
+        result = log.read(flt, after, limit, floor, max_bytes)
+        if result.cold:
+            return None
+        if caller is None:
+            return result
+        visible = [e for e in result.entries if caller.can_receive(e.message.topic)]
+        if len(visible) != len(result.entries):
+            result.entries = visible
+        if visible or not result.more or result.gap:
+            return result
+        after = result.next_id
+
+
 async def read_from(
     log: MessageLog,
     flt: str,
@@ -138,6 +163,22 @@ async def read_from(
     result = await read_visible(log, flt, start.after, limit, start.floor, caller, max_bytes)
     result.gap = result.gap or start.gap
     return result
+
+
+def entry_longpoll_reply(entry: LogEntry, epoch: str) -> tuple[bytes, str]:
+    """The long-poll reply of this message and its cursor, cached on the entry: every
+    waiter it wakes gets the same two objects (so a transport can also keep the whole
+    response it builds from them, http/streams.py)."""
+    wire = entry.wire
+    if wire is not None:
+        found: tuple[bytes, str] | None = wire.get("lp+cursor")
+        if found is not None:
+            return found
+    reply = (entry_longpoll(entry, epoch), format_cursor(epoch, entry.id))
+    wire = entry.wire
+    assert wire is not None  # entry_longpoll made it
+    wire["lp+cursor"] = reply
+    return reply
 
 
 def _visible(entry: LogEntry, caller: Caller | None) -> bool:
@@ -390,11 +431,18 @@ class LongPollWaiter:
     """A held long-poll: answered by the first matching message the caller may receive
     (the one-message body every woken waiter shares, encoded once), by its deadline, by
     shutdown, or refused on revocation. A log `Listener`; no task, no future, no re-read
-    of the log when it wakes."""
+    of the log when it wakes.
+
+    Reusable: a kept-alive connection that long-polls again holds the same waiter again
+    (`restart`), so a re-ask allocates nothing here. Its deadline timer is re-armed lazily,
+    as the HTTP connection's own: a later deadline only moves a number, and the timer
+    (scheduled once) re-arms itself when it fires early; an answered waiter leaves its
+    timer to fire and find nothing to do. `cancel` (the client left) drops the timer."""
 
     __slots__ = (
         "after",
         "caller",
+        "deadline",
         "done",
         "filter",
         "from_etag",
@@ -426,13 +474,15 @@ class LongPollWaiter:
         self.from_etag = from_etag
         self.requested = requested  # the id of the cursor it asked with (for 304)
         self.done = False
+        self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
 
     def start(self, deadline: float) -> None:
         """Wait (call after a read that found nothing: `after` is that read's next id)."""
         log = self.log
+        self.done = False
         log.listen(self.filter, self)
-        self.timer = asyncio.get_running_loop().call_at(deadline, self.expire)
+        self._arm(deadline)
         if log.last_id > self.after:
             # published while that read waited for the disk: what is that new is still in
             # memory, so one look now hands it over
@@ -440,6 +490,32 @@ class LongPollWaiter:
                 self.notify(entry)
                 if self.done:
                     break
+
+    def restart(self, after: int, from_etag: bool, requested: int | None, deadline: float) -> None:
+        """Wait again, for the same caller and filter, once the previous wait answered."""
+        self.after = after
+        self.from_etag = from_etag
+        self.requested = requested
+        self.start(deadline)
+
+    def _arm(self, deadline: float) -> None:
+        self.deadline = deadline
+        timer = self.timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return  # it fires first and re-arms for the rest
+            timer.cancel()
+        self.timer = asyncio.get_running_loop().call_at(deadline, self._due)
+
+    def _due(self) -> None:
+        self.timer = None
+        if self.done:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self.deadline:
+            self.timer = loop.call_at(self.deadline, self._due)
+            return
+        self.expire()
 
     def notify(self, entry: LogEntry) -> None:
         if self.done or entry.id <= self.after:
@@ -449,9 +525,8 @@ class LongPollWaiter:
             return  # not for this caller: wait on
         self._finish()
         self.stats.delivered("longpoll", (entry,))
-        self.sink.reply(
-            entry_longpoll(entry, self.log.epoch), format_cursor(self.log.epoch, entry.id)
-        )
+        body, cursor = entry_longpoll_reply(entry, self.log.epoch)
+        self.sink.reply(body, cursor)
 
     def expire(self) -> None:
         """The deadline passed (or the server is stopping): the empty reply, whose cursor
@@ -477,16 +552,16 @@ class LongPollWaiter:
             self.sink.refuse(reason)
 
     def cancel(self) -> None:
-        """The client went away."""
+        """The client went away (or the waiter is not held again): stop, drop the timer."""
         if not self.done:
             self._finish()
+        timer, self.timer = self.timer, None
+        if timer is not None:
+            timer.cancel()
 
     def _finish(self) -> None:
         self.done = True
         self.log.unlisten(self.filter, self)
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
 
 
 class QueueSink:

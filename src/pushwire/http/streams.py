@@ -19,15 +19,17 @@ the ASGI app (http/stream_endpoints.py), where the CORS middleware adds its head
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from pushwire.core.clients import ClientInfo
 from pushwire.http import poll, sse
-from pushwire.http.auth import Caller, caller_from
+from pushwire.http.auth import Caller, caller_from, unauthorized
 from pushwire.http.endpoints import Endpoint, api_error_response
 from pushwire.http.errors import ApiError
 from pushwire.http.protocol import StreamCycle, StreamRoute, status_line
-from pushwire.http.reader import StreamReader
+from pushwire.http.reader import LongPollWaiter, StreamReader
 from pushwire.http.state import HttpState
 from pushwire.http.stream_endpoints import LONGPOLL, POLL, SSE, integer
 from pushwire.http.wire import WireRequest, WireResponse
@@ -35,7 +37,6 @@ from pushwire.http.wire import WireRequest, WireResponse
 StreamServe = Callable[[WireRequest, StreamCycle], Coroutine[Any, Any, WireResponse | None]]
 
 _HEARTBEAT = b": hb\n\n"
-_DROPPED = WireRequest("GET", "", b"", [], None)
 _SSE_HEAD = (
     status_line(200)
     + b"content-type: text/event-stream; charset=utf-8\r\n"
@@ -80,6 +81,11 @@ class _Options:
         by_header.update({h.name.lower().encode(): h.name.lower() for h in endpoint.headers})
         self.by_header = by_header
 
+    def query_only(self, request: WireRequest) -> bool:
+        """No header of the request gives an option: the query string says it all."""
+        by_header = self.by_header
+        return not by_header or all(name not in by_header for name, _ in request.headers)
+
     def read(self, request: WireRequest) -> dict[str, str | None]:
         query = request.query_string
         if b"%" in query or b"+" in query:
@@ -103,11 +109,36 @@ class _Options:
 _NO_QUERY = WireRequest("GET", "", b"", [], None).query  # the empty QueryParams
 
 
+def _anonymous(request: WireRequest) -> bool:
+    """No credentials in the headers, the certificate or `?auth=` (`%` might encode it)."""
+    query = request.query_string
+    if request.cert_name is not None or b"auth" in query or b"%" in query:
+        return False
+    return request.header(b"authorization") is None
+
+
+def _known_caller(state: HttpState, request: WireRequest) -> Caller | None:
+    """The connection's cached anonymous caller, when the request is anonymous and the
+    auth snapshot is the one it was admitted under (http/auth.py `CallerCache`)."""
+    cache = request.callers
+    if cache is None or cache.caller is None or not _anonymous(request):
+        return None
+    return cache.anonymous(state.auth)
+
+
 async def _caller(state: HttpState, request: WireRequest) -> Caller:
+    cache = request.callers
+    anonymous = cache is not None and _anonymous(request)
+    if anonymous:
+        assert cache is not None
+        found = cache.anonymous(state.auth)
+        if found is not None:
+            return found
+    snapshot = state.auth.snapshot
     query = request.query_string
     # only `?auth=` of the query matters to authentication: parsed only when it may be there
     params = request.query if b"auth" in query or b"%" in query else _NO_QUERY
-    return await caller_from(
+    caller = await caller_from(
         state.auth,
         request.header_list(b"authorization"),
         params,
@@ -115,6 +146,10 @@ async def _caller(state: HttpState, request: WireRequest) -> Caller:
         request.cert_name,
         allow_query=True,
     )
+    if anonymous:
+        assert cache is not None
+        cache.keep(state.auth, snapshot, caller)
+    return caller
 
 
 _POLL, _LONGPOLL, _SSE = _Options(POLL), _Options(LONGPOLL), _Options(SSE)
@@ -143,87 +178,243 @@ async def serve_poll(
 
 
 class _ReplyCache:
-    """The last reply built: every waiter a publish wakes gets the same body object and
-    cursor, so the whole response is built once and written to each."""
+    """The last few replies built, by cursor: every waiter a publish wakes gets the same
+    body object and cursor, so the whole response is built once and written to each; and
+    clients that fell behind catch up with the same few one-message bodies (cached on their
+    entries), so their responses are kept too. A hit needs the very body object."""
 
-    __slots__ = ("body", "cursor", "response")
+    __slots__ = ("asked", "replies")
+
+    KEPT = 16
 
     def __init__(self) -> None:
-        self.body: bytes | None = None
-        self.cursor = ""
-        self.response: tuple[bytes, bytes] = (b"", b"")
+        self.replies: dict[str, tuple[bytes, tuple[bytes, bytes]]] = {}
+        # and the long-poll options parsed, by query string (`_asked`)
+        self.asked: dict[bytes, poll.LongPollAsk] = {}
 
     def reply(self, body: bytes, cursor: str) -> tuple[bytes, bytes]:
-        if body is not self.body or cursor != self.cursor:
-            self.response = _answer_bytes(200, body, poll._poll_headers(cursor, False))
-            self.body, self.cursor = body, cursor
-        return self.response
+        found = self.replies.get(cursor)
+        if found is not None and found[0] is body:
+            return found[1]
+        response = _answer_bytes(200, body, poll._poll_headers(cursor, False))
+        replies = self.replies
+        if len(replies) >= self.KEPT and cursor not in replies:
+            del replies[next(iter(replies))]  # the oldest
+        replies[cursor] = (body, response)
+        return response
 
 
-class _HeldReply:
-    """A held long-poll's `ReplySink` on the owned protocol."""
+class _LongPoller:
+    """A connection's long-poll side, kept between its requests (`HttpProtocol.stream_state`):
+    the held request's `ReplySink`, and what a kept-alive client's next long-poll can reuse:
+    the `LongPollWaiter` (restarted, its timer re-armed lazily), the client registry's
+    describer, and the last passed filter/ACL check (valid while the caller, the filter,
+    the auth snapshot and the ACL rules are the same objects/version). A re-ask of the same
+    long-poll thus allocates no waiter, timer, closure or caller (`bench/micro_longpoll.py`)."""
 
-    __slots__ = ("cache", "cycle", "held", "state")
+    __slots__ = (
+        "cache",
+        "checked_acl",
+        "checked_caller",
+        "checked_filter",
+        "checked_snapshot",
+        "client_id",
+        "client_key",
+        "cycle",
+        "describe",
+        "on_lost",
+        "since",
+        "state",
+        "waiter",
+    )
 
-    def __init__(self, state: HttpState, cycle: StreamCycle, cache: _ReplyCache) -> None:
+    def __init__(self, state: HttpState, cache: _ReplyCache) -> None:
         self.state = state
-        self.cycle = cycle
         self.cache = cache
-        self.held: poll.HeldLongPoll | None = None
+        self.cycle: StreamCycle | None = None  # the request held now
+        self.waiter: LongPollWaiter | None = None
+        self.checked_caller: Caller | None = None
+        self.checked_filter = ""
+        self.checked_snapshot: object = None
+        self.checked_acl = -1
+        self.client_id = ""
+        self.client_key = 0
+        self.since = 0.0
+        # bound once: handed out on every hold without a new method object
+        self.describe: Callable[[], ClientInfo] = self._describe
+        self.on_lost: Callable[[], None] = self.lost
+
+    def checked(self, caller: Caller, flt: str) -> bool:
+        """Whether this caller's right to read `flt` was checked on this connection under
+        the rules in force now."""
+        auth = self.state.auth
+        return (
+            caller is self.checked_caller
+            and flt == self.checked_filter
+            and auth.snapshot is self.checked_snapshot
+            and auth.acl.version == self.checked_acl
+        )
+
+    def passed(self, caller: Caller, flt: str) -> None:
+        auth = self.state.auth
+        self.checked_caller, self.checked_filter = caller, flt
+        self.checked_snapshot, self.checked_acl = auth.snapshot, auth.acl.version
+
+    def hold(self, cycle: StreamCycle, caller: Caller, flt: str, first: poll.LongPollStart) -> None:
+        """Hold the request (raises 401 when the credentials were revoked meanwhile)."""
+        state = self.state
+        waiter = self.waiter
+        if waiter is None:
+            waiter = self.waiter = LongPollWaiter(
+                state.log, flt, self, state.stats, caller=caller, after=first.after
+            )
+        elif waiter.caller is not caller or waiter.filter != flt:
+            if not waiter.done:
+                waiter.cancel()  # (answered before a next request runs: not expected)
+            # another caller object (credentials are checked per request) or filter: the
+            # same waiter, which is in no listener group while it is not held
+            waiter.caller, waiter.filter = caller, flt
+        if not state.live.track(caller.identity, waiter):
+            raise unauthorized("the credentials were revoked")
+        self.cycle = cycle
+        cycle.on_lost = self.on_lost
+        state.stats.connections["longpoll"] += 1
+        if not self.client_id:
+            self.client_id = state.clients.next_id("longpoll")
+            self.since = time.time()
+        self.client_key = state.clients.register(self.describe)
+        waiter.restart(
+            first.after,
+            first.from_etag,
+            first.requested,
+            asyncio.get_running_loop().time() + first.wait,
+        )
+
+    def _describe(self) -> ClientInfo:
+        waiter = self.waiter
+        identity = waiter.caller.identity if waiter is not None and waiter.caller else None
+        return ClientInfo(
+            self.client_id,
+            "longpoll",
+            identity.username if identity is not None else None,
+            identity.token_id if identity is not None else None,
+            waiter.caller.ip if waiter is not None and waiter.caller else "",
+            self.since,
+            (waiter.filter,) if waiter is not None else (),
+        )
+
+    # the ReplySink of the held request
 
     def reply(self, body: bytes, cursor: str) -> None:
         kept, closing = self.cache.reply(body, cursor)
-        self.cycle.answer(kept, closing)
-        self._end()
+        cycle = self._end()
+        if cycle is not None:
+            cycle.answer(kept, closing)
 
     def not_modified(self, cursor: str) -> None:
-        self.cycle.answer(*_answer_bytes(304, b"", poll._poll_headers(cursor, False)))
-        self._end()
+        cycle = self._end()
+        if cycle is not None:
+            cycle.answer(*_answer_bytes(304, b"", poll._poll_headers(cursor, False)))
 
     def refuse(self, reason: str) -> None:
-        self.cycle.answer_response(
-            api_error_response(self.state, ApiError(401, "unauthorized", reason))
-        )
-        self._end()
+        cycle = self._end()
+        if cycle is not None:
+            cycle.answer_response(
+                api_error_response(self.state, ApiError(401, "unauthorized", reason))
+            )
 
     def lost(self) -> None:
+        """The client went away (held or not)."""
+        waiter = self.waiter
+        if waiter is not None:
+            waiter.cancel()
         self._end()
 
-    def _end(self) -> None:
-        held, self.held = self.held, None
-        if held is not None:
-            held.end()
+    def _end(self) -> StreamCycle | None:
+        """Undo the hold's registrations; the request that was held, if one was."""
+        cycle, self.cycle = self.cycle, None
+        if cycle is None:
+            return None
+        state = self.state
+        waiter = self.waiter
+        if waiter is not None and waiter.caller is not None:
+            identity = waiter.caller.identity
+            if identity.username is not None:
+                state.live.untrack(identity, waiter)
+        state.clients.unregister(self.client_key)
+        state.stats.connections["longpoll"] -= 1
+        return cycle
 
 
-async def serve_longpoll(
-    state: HttpState, request: WireRequest, cycle: StreamCycle, cache: _ReplyCache
-) -> WireResponse | None:
+def _poller(state: HttpState, cycle: StreamCycle, cache: _ReplyCache) -> _LongPoller:
+    proto = cycle.proto
+    poller = proto.stream_state
+    if not isinstance(poller, _LongPoller):
+        poller = proto.stream_state = _LongPoller(state, cache)
+    return poller
+
+
+_ASKED_KEPT = 256
+
+
+def _asked(
+    state: HttpState, request: WireRequest, asked: dict[bytes, poll.LongPollAsk]
+) -> poll.LongPollAsk:
+    """The request's long-poll options. Those given by the query string alone (no option
+    header) are kept by it in `asked` (the listener's: they depend on its settings),
+    unless they depend on the clock: every client woken by one message re-asks with the
+    same query string."""
+    query = request.query_string
+    plain = _LONGPOLL.query_only(request)
+    if plain:
+        found = asked.get(query)
+        if found is not None:
+            return found
     options = _LONGPOLL.read(request)
-    caller = await _caller(state, request)
-    flt = request.path_tail
-    first = await poll.longpoll_read(
+    ask = poll.longpoll_ask(
         state,
-        caller,
-        flt,
         options["since"],
         integer(options, "limit"),
         options["timeout"],
         options["if-none-match"],
     )
+    if plain and ask.cursor.kind != "time" and len(query) <= 512:
+        if len(asked) >= _ASKED_KEPT:
+            asked.clear()
+        asked[query] = ask
+    return ask
+
+
+async def serve_longpoll(
+    state: HttpState, request: WireRequest, cycle: StreamCycle, cache: _ReplyCache
+) -> WireResponse | None:
+    """A long-poll. The usual re-ask of a kept-alive client (anonymous: the connection's
+    cached caller; its filter checked already) runs to its end without waiting: held again,
+    or answered with the cached response of the message it missed."""
+    caller = _known_caller(state, request)
+    if caller is None:
+        caller = await _caller(state, request)
+    flt = request.path_tail
+    poller = _poller(state, cycle, cache)
+    if not poller.checked(caller, flt):
+        poll.longpoll_check(state, caller, flt)
+        poller.passed(caller, flt)
+    first = poll.longpoll_begin(state, caller, flt, _asked(state, request, cache.asked))
+    if first.pending:
+        first = await poll.longpoll_rest(state, caller, flt, first)
     if first.answer is not None:
+        status, body, headers = first.answer
+        if status == 200 and not cycle.head and headers["Pushwire-Gap"] == "false":
+            # the usual catch-up: one message, whose body (cached on the entry) and whole
+            # response the woken waiters share
+            cycle.answer(*cache.reply(body, headers["Pushwire-Cursor"]))
+            return None
         return _wire(first.answer)
     if cycle.lost:
         return None  # the client left during the first read
-    sink = _HeldReply(state, cycle, cache)
-    held = poll.hold_longpoll(
-        state, caller, flt, sink, first.after, first.wait, first.from_etag, first.requested
-    )
-    if held.waiter.done:
-        held.end()  # answered at once (revoked meanwhile)
-        return None
-    sink.held = held
-    cycle.on_lost = sink.lost
-    cycle.request = _DROPPED  # nothing of the request is needed while it is held
+    poller.hold(cycle, caller, flt, first)
+    if not cycle.done:
+        cycle.hold()  # nothing of the request is needed while it is held
     return None
 
 
@@ -359,14 +550,18 @@ def stream_routes(state: HttpState) -> list[StreamRoute]:
     cache = _ReplyCache()
     beats = _Heartbeats(state.settings.sse_heartbeat)
 
-    async def longpoll(s: HttpState, r: WireRequest, c: StreamCycle) -> WireResponse | None:
-        return await serve_longpoll(s, r, c, cache)
+    async def longpoll(request: WireRequest, cycle: StreamCycle) -> WireResponse | None:
+        # one coroutine per request: the route handler is the long-poll itself
+        try:
+            return await serve_longpoll(state, request, cycle, cache)
+        except ApiError as exc:
+            return api_error_response(state, exc)
 
     async def sse_stream(s: HttpState, r: WireRequest, c: StreamCycle) -> WireResponse | None:
         return await serve_sse(s, r, c, beats)
 
     return [
         _route(POLL, _bind(state, serve_poll)),
-        _route(LONGPOLL, _bind(state, longpoll)),
+        _route(LONGPOLL, longpoll),
         _route(SSE, _bind(state, sse_stream)),
     ]
