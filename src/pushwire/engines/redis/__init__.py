@@ -73,7 +73,7 @@ class RedisEngine(MemoryEngine):
         )
         self.commit_seconds = self.batcher.commit_seconds  # per publish script call
         self.reader = FanoutReader(self._reader_client, self.node_id, settings.redis_reconnect_max)
-        self.batcher.on_accepted = self.reader.own
+        self.reader.own_batches = self.batcher.sent
         self._epoch = ""
         self._start_position = 0
         # sessions get their own pool: their MULTI/EXEC per tick and the publish scripts
