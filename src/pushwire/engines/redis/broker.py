@@ -123,9 +123,7 @@ class FanoutReader:
                 raise
             except UNAVAILABLE as exc:
                 # redis-py may turn a cancellation in the middle of a read into a
-                # ConnectionError: a stopping reader must not retry (stop() would hang)
-                if self._stopping:
-                    return
+                # ConnectionError: the loop's `_stopping` test ends a stopping reader
                 if self.reachable:
                     log.error("redis: fan-out reader lost Redis (%s); retrying", exc)
                     self.reachable = False
