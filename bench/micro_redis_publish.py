@@ -9,7 +9,9 @@ its own messages back, and a second reader with another node id decodes them all
 peer node does. Reported per message (median of the rounds):
 - Redis CPU (`INFO cpu` used_cpu_user + sys of the redis-server, delta / messages);
 - pushwire CPU of publishing plus reading its own messages back (`time.process_time`);
-- pushwire CPU of a peer node's reader (decoding every message from the fan-out stream).
+- pushwire CPU of a peer node's reader (decoding every message from the fan-out stream);
+- what an acknowledgement waits for, one message at a time (median wall time): the
+  script's answer, then this node's fan-out reader passing the message's position.
 The redis-server (free 127.0.0.1 port, temporary directory, `appendonly yes`,
 `appendfsync everysec` so that a busy disk does not hide CPU) is stopped by its PID.
 """
@@ -37,6 +39,8 @@ from pushwire.engines.redis.history import PublishBatcher
 
 HOST = "127.0.0.1"
 ROUNDS = 3
+LATENCY_SAMPLES = 200
+WAITS: list[tuple[float, float]] = []
 
 
 def free_port() -> int:
@@ -81,6 +85,19 @@ async def one_round(
     await own.reached(batcher.accepted_position)
     publish_cpu = time.process_time() - cpu_before
     redis_used = await redis_cpu(client) - redis_before
+    # what an ack pays for waiting on this node's fan-out read (RedisEngine.sync: the
+    # script's answer, then the reader passing the position), one message at a time
+    script_wait: list[float] = []
+    read_wait: list[float] = []
+    for _ in range(LATENCY_SAMPLES):
+        started = time.perf_counter()
+        batcher.add(Message(names[0], payload))
+        await batcher.sync()
+        answered = time.perf_counter()
+        await own.reached(batcher.accepted_position)
+        script_wait.append(answered - started)
+        read_wait.append(time.perf_counter() - answered)
+    WAITS.append((statistics.median(script_wait), statistics.median(read_wait)))
     await own.stop()
     # a peer node: parses and decodes every message of the fan-out entries (fetched
     # first, so the figure is the parsing alone)
@@ -94,7 +111,8 @@ async def one_round(
     cpu_before = time.process_time()
     peer.handle_entries([(keys.FANOUT, entries)], peer_deliver)
     peer_cpu = time.process_time() - cpu_before
-    assert seen[0] == sent and peer_seen[0] == sent, (seen[0], peer_seen[0], sent)
+    total = sent + LATENCY_SAMPLES
+    assert seen[0] == total and peer_seen[0] == total, (seen[0], peer_seen[0], total)
     for c in (client, reader_client, peer_client):
         await c.aclose()
     return redis_used / sent * 1e6, publish_cpu / sent * 1e6, peer_cpu / sent * 1e6
@@ -143,6 +161,11 @@ def main() -> None:
     )
     print(f"  redis-server CPU per message:               {redis_us:6.2f} us")
     print(f"  pushwire publish + own read-back per message: {publish_us:6.2f} us")
+    script_ms = statistics.median(w[0] for w in WAITS) * 1e3
+    read_ms = statistics.median(w[1] for w in WAITS) * 1e3
+    print(
+        f"  ack wait, one message: script answer {script_ms:.3f} ms, then own read {read_ms:.3f} ms"
+    )
     print(f"  pushwire peer node's read per message:       {peer_us:6.2f} us")
 
 
