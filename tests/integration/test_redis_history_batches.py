@@ -116,3 +116,29 @@ async def test_the_publishing_node_hands_out_its_own_objects(
         await reader_client.aclose()
     assert [id(m) for m in got] == [id(m) for m in published]
     assert not a.sent  # nothing left behind
+
+
+async def test_trims_are_sent_together_and_keep_what_was_not_evicted(
+    client: redis.asyncio.Redis,
+) -> None:
+    a = batcher(client, "node-a")
+    published = [Message(f"t/{i % 4}", b"%d" % i) for i in range(40)]
+    for m in published[:20]:
+        a.add(m)
+    await asyncio.wait_for(a.sync(), DEADLINE)
+    for m in published[20:]:
+        a.add(m)  # a second batch: a second entry per topic
+    await asyncio.wait_for(a.sync(), DEADLINE)
+    before = (await client.info("commandstats")).get("cmdstat_xtrim", {}).get("calls", 0)
+    history = RedisHistory(client, 5.0)
+    # the log evicts message by message: every first-batch message of every topic
+    for m in published[:20]:
+        history.trim(m.topic, m.log_id or 0, m.created_at)
+    await asyncio.wait_for(history.drain(), DEADLINE)
+    after = (await client.info("commandstats")).get("cmdstat_xtrim", {}).get("calls", 0)
+    assert after - before == 4  # one per topic, not one per message
+    # XTRIM is approximate (whole stream nodes): what was not evicted is all still there
+    got = await history.read([(f"t/{t}", 21, 40) for t in range(4)])
+    assert sorted(m.log_id or 0 for m in got) == list(range(21, 41))
+    evicted = await client.hget(keys.EVICTED, "t/3")
+    assert evicted is not None and evicted.split(b" ")[0] == b"20"

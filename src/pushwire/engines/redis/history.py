@@ -78,6 +78,8 @@ SCRIPT_BATCH = 2048
 # carries up to SCRIPT_BATCH * PIPELINE_CALLS messages, while Redis still serves other
 # clients between the calls
 PIPELINE_CALLS = 4
+# seconds trims of the history are collected before they go to Redis together
+TRIM_DELAY = 0.1
 # topic streams read per round trip at start-up
 LOAD_TOPICS_PER_TRIP = 256
 # chunks sent and not yet seen by this node's fan-out reader, at most
@@ -293,6 +295,8 @@ class RedisHistory:
         self._client = client
         self.timeout = timeout
         self._writes: set[asyncio.Task[None]] = set()
+        self._trims: dict[str, tuple[int, float]] = {}  # topic -> (upto, its time), unsent
+        self._trim_timer: asyncio.TimerHandle | None = None
 
     async def epoch(self, fresh: str) -> str:
         """The cluster's epoch: `fresh` when this node is the first, else the stored one."""
@@ -360,10 +364,27 @@ class RedisHistory:
     # -- bookkeeping writes: best effort, in the background -------------------------
 
     def trim(self, topic: str, upto_id: int, upto_time: float) -> None:
+        """Collected for TRIM_DELAY and sent as one transaction: with many topics the log
+        asks for a trim at nearly every message it evicts (its trim step is counted in
+        positions, which all topics share), and one Redis call per message on every node
+        was most of what the node spent on history."""
+        known = self._trims.get(topic)
+        if known is None or upto_id > known[0]:
+            self._trims[topic] = (upto_id, upto_time)
+        if self._trim_timer is None:
+            self._trim_timer = asyncio.get_running_loop().call_later(TRIM_DELAY, self._flush_trims)
+
+    def _flush_trims(self) -> None:
+        self._trim_timer = None
+        trims, self._trims = self._trims, {}
+        if not trims:
+            return
+
         async def run() -> None:
             pipe = self._client.pipeline(transaction=True)
-            pipe.xtrim(keys.LOG + topic, minid=keys.stream_id(upto_id + 1))
-            pipe.hset(keys.EVICTED, topic, f"{upto_id} {upto_time!r}")
+            for topic, (upto_id, upto_time) in trims.items():
+                pipe.xtrim(keys.LOG + topic, minid=keys.stream_id(upto_id + 1))
+                pipe.hset(keys.EVICTED, topic, f"{upto_id} {upto_time!r}")
             await pipe.execute()
 
         self._spawn(run(), "trim")
@@ -389,5 +410,8 @@ class RedisHistory:
         task.add_done_callback(self._writes.discard)
 
     async def drain(self) -> None:
+        if self._trim_timer is not None:
+            self._trim_timer.cancel()
+            self._flush_trims()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
