@@ -92,6 +92,13 @@ class Settings(BaseSettings):
         description="engine=redis: seconds to wait for Redis to answer a command before the "
         "publishes it carried are refused (HTTP 503, MQTT: no ack, connection closed)",
     )
+    redis_max_connections: int = Field(
+        64,
+        ge=2,
+        description="engine=redis: connections each of a node's Redis clients (publishing, "
+        "sessions) opens at most; a command beyond them waits for one to come free, up to "
+        "redis_timeout (a burst of CONNECTs claiming client ids queues here)",
+    )
     redis_reconnect_max: float = Field(
         2.0,
         gt=0,

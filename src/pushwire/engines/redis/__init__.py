@@ -58,7 +58,8 @@ class RedisEngine(MemoryEngine):
         self.settings = settings
         self.node_id = settings.node_id or generated_node_id()
         timeout = settings.redis_timeout
-        self._client = connect(settings.redis_url, timeout)
+        pool = settings.redis_max_connections
+        self._client = connect(settings.redis_url, timeout, max_connections=pool)
         # blocking XREADs get their own connection (and a timeout that covers the block)
         self._reader_client = connect(settings.redis_url, timeout, blocking_reads=1.0)
         self.history = RedisHistory(self._client, timeout)
@@ -73,12 +74,12 @@ class RedisEngine(MemoryEngine):
         )
         self.commit_seconds = self.batcher.commit_seconds  # per publish script call
         self.reader = FanoutReader(self._reader_client, self.node_id, settings.redis_reconnect_max)
-        self.batcher.on_accepted = self.reader.own
+        self.reader.own_batches = self.batcher.sent
         self._epoch = ""
         self._start_position = 0
         # sessions get their own pool: their MULTI/EXEC per tick and the publish scripts
         # do not queue behind each other
-        self._sessions_client = connect(settings.redis_url, timeout)
+        self._sessions_client = connect(settings.redis_url, timeout, max_connections=pool)
         self.sessions = RedisSessionStore(
             self._sessions_client,
             node_id=self.node_id,

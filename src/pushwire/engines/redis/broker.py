@@ -18,38 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from pushwire.engines.redis import keys
+from pushwire.engines.redis.batch import fanout_messages
 from pushwire.engines.redis.client import UNAVAILABLE, Backoff
-from pushwire.engines.redis.codec import decode, decode_header, origin_of
+from pushwire.engines.redis.codec import decode
 from pushwire.model import Message
 
 log = logging.getLogger(__name__)
 
 READ_COUNT = 16  # fan-out entries (publish batches, up to 2048 messages each) per XREAD
 BLOCK_MS = 1000  # an idle XREAD returns after this long (and is issued again)
-# own messages kept for reuse until the reader passes them
-OWN_MEMORY = 65536
-
-
-def records(batch: bytes) -> Iterator[tuple[int, bytes]]:
-    """The (position, encoded message) records of one fan-out entry (history.py's script
-    writes "<position> <length> <encoded message>" for each message of a batch)."""
-    at = 0
-    end = len(batch)
-    while at < end:
-        space = batch.index(b" ", at)
-        position = int(batch[at:space])
-        space2 = batch.index(b" ", space + 1)
-        length = int(batch[space + 1 : space2])
-        start = space2 + 1
-        yield position, batch[start : start + length]
-        at = start + length
 
 
 class FanoutReader:
@@ -60,8 +43,12 @@ class FanoutReader:
         self.last_position = 0
         self.missed = 0  # positions skipped because the stream no longer had them
         self.reachable = True
-        self._own: OrderedDict[int, Message] = OrderedDict()  # uid -> own message
+        # this node's publish batcher's chunks by batch key (PublishBatcher.sent): an
+        # entry of ours hands out those objects, nothing decoded
+        self.own_batches: dict[int, list[Message]] = {}
+        self._node = node_id.encode()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         # (position, future): resolved once this node routed every message up to position
         self._reach: list[tuple[int, asyncio.Future[None]]] = []
         self.epoch = ""  # the history's epoch this node works in (set at open)
@@ -89,12 +76,6 @@ class FanoutReader:
             return f"the fan-out stream ends at {newest}, this node had read {self.last_position}"
         return ""
 
-    def own(self, message: Message) -> None:
-        """A message of this node that Redis took: hand this object out when it comes by."""
-        self._own[message.uid] = message
-        while len(self._own) > OWN_MEMORY:
-            self._own.popitem(last=False)
-
     def start(self, after: int, deliver: Callable[[Message], None]) -> None:
         self.last_position = after
         self._task = asyncio.get_running_loop().create_task(self._run(deliver))
@@ -120,6 +101,7 @@ class FanoutReader:
         self._reach = keep
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -128,7 +110,9 @@ class FanoutReader:
         self._reach = []
 
     async def _run(self, deliver: Callable[[Message], None]) -> None:
-        while True:
+        # `_stopping` too, not only the cancellation: redis-py may swallow a cancellation
+        # that lands between its calls, and the read would then go on forever
+        while not self._stopping:
             try:
                 answer: Any = await self._client.xread(
                     {keys.FANOUT: keys.stream_id(self.last_position)},
@@ -138,6 +122,8 @@ class FanoutReader:
             except asyncio.CancelledError:
                 raise
             except UNAVAILABLE as exc:
+                # redis-py may turn a cancellation in the middle of a read into a
+                # ConnectionError: the loop's `_stopping` test ends a stopping reader
                 if self.reachable:
                     log.error("redis: fan-out reader lost Redis (%s); retrying", exc)
                     self.reachable = False
@@ -151,32 +137,52 @@ class FanoutReader:
                     self.on_lost(lost)
                     return
             self._backoff.reset()
-            for _stream, entries in answer or []:
-                for _entry_id, fields in entries:
-                    for position, blob in records(fields[b"b"]):
-                        self._handle(position, blob, deliver)
+            self.handle_entries(answer, deliver)
             if self._reach:
                 self._wake_reached()
 
-    def _handle(self, position: int, blob: bytes, deliver: Callable[[Message], None]) -> None:
-        if position <= self.last_position:
-            return
-        if position != self.last_position + 1 and self.last_position:
-            self.missed += position - self.last_position - 1
+    def handle_entries(self, answer: Any, deliver: Callable[[Message], None]) -> None:
+        """Route the messages of an XREAD answer (a list of (stream, entries))."""
+        for _stream, entries in answer or []:
+            for _entry_id, fields in entries:
+                own = None
+                if fields.get(b"n") == self._node:
+                    own = self.own_batches.pop(int(fields[b"k"]), None)
+                if own is not None:
+                    self._handle_own(int(fields[b"f"]), own, deliver)
+                    continue
+                for position, blob in fanout_messages(fields):
+                    if self._advance(position):
+                        try:
+                            message = decode(blob)
+                            message.log_id = position
+                            deliver(message)
+                        except Exception:
+                            log.exception("redis: could not deliver fan-out entry %d", position)
+
+    def _handle_own(
+        self, first: int, chunk: list[Message], deliver: Callable[[Message], None]
+    ) -> None:
+        for position, message in enumerate(chunk, first):
+            if self._advance(position):
+                message.log_id = position
+                try:
+                    deliver(message)
+                except Exception:
+                    log.exception("redis: could not deliver fan-out entry %d", position)
+
+    def _advance(self, position: int) -> bool:
+        """Move past `position`; False when it was handled already. A jump is a gap."""
+        last = self.last_position
+        if position <= last:
+            return False
+        if position != last + 1 and last:
+            self.missed += position - last - 1
             log.error(
                 "redis: fan-out positions %d..%d are gone from the stream (this node fell "
                 "behind more than redis_fanout_max); their subscribers here missed them",
-                self.last_position + 1,
+                last + 1,
                 position - 1,
             )
         self.last_position = position
-        try:
-            header, _ = decode_header(blob)
-            node, uid = origin_of(header)
-            message = self._own.pop(uid, None) if node == self.node_id else None
-            if message is None:
-                message = decode(blob)
-            message.log_id = position
-            deliver(message)
-        except Exception:
-            log.exception("redis: could not deliver fan-out entry %d", position)
+        return True

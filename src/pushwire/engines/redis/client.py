@@ -21,11 +21,19 @@ from redis.exceptions import RedisError
 UNAVAILABLE: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
 
-def connect(url: str, timeout: float, *, blocking_reads: float = 0.0) -> aioredis.Redis:
+def connect(
+    url: str, timeout: float, *, blocking_reads: float = 0.0, max_connections: int = 64
+) -> aioredis.Redis:
     """A client for `url`. `blocking_reads`: seconds a blocking read may wait for data
-    (XREAD BLOCK), added to the socket timeout so an idle read is not a failure."""
-    return aioredis.Redis.from_url(
+    (XREAD BLOCK), added to the socket timeout so an idle read is not a failure.
+
+    At most `max_connections` connections; a command beyond them waits (up to `timeout`)
+    for one to come free. redis-py's default pool instead fails the command ("Too many
+    connections") past 100: a burst of CONNECTs claiming their client ids refused some."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=timeout,
         socket_timeout=timeout + blocking_reads,
         socket_connect_timeout=timeout,
         health_check_interval=0,
@@ -35,6 +43,7 @@ def connect(url: str, timeout: float, *, blocking_reads: float = 0.0) -> aioredi
         retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
         decode_responses=False,
     )
+    return aioredis.Redis.from_pool(pool)  # the client owns (and closes) its pool
 
 
 class Backoff:

@@ -64,7 +64,7 @@ from pushwire.engines.base import (
     StoredSubscription,
     WriteFailure,
 )
-from pushwire.engines.redis.broker import records
+from pushwire.engines.redis.batch import fanout_messages
 from pushwire.engines.redis.codec import decode
 from pushwire.engines.redis.keys import FANOUT, stream_id
 from pushwire.engines.redis.presence import node_key
@@ -530,7 +530,7 @@ class RedisSessionStore:
         entries: Any = await self.client.xrange(FANOUT, stream_id(after + 1), "+")
         found = []
         for _entry_id, fields in entries:
-            for position, blob in records(fields[b"b"]):
+            for position, blob in fanout_messages(fields):
                 if after < position <= upto:
                     message = decode(blob)
                     message.log_id = position
