@@ -38,6 +38,7 @@ from pushwire.core.session import Delivery, Session
 from pushwire.core.topics import matches
 from pushwire.gateway import content, ids
 from pushwire.gateway.batching import BatchHolder
+from pushwire.gateway.cluster import DeviceHomes
 from pushwire.gateway.journal import Journal
 from pushwire.gateway.model import Content, DeviceToken, Push, PushState
 from pushwire.gateway.registry import RegistryView
@@ -124,28 +125,84 @@ class PushGateway:
         self._log_ids: dict[str, int] = {}  # push id -> message log id, while sent
         self._seq = 0
         self._tasks: list[asyncio.Task[None]] = []
+        # engine=redis: the devices this node is home for (cluster.py); None: all of them
+        self.homes: DeviceHomes | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
         for p in await self.registry.call(self.store.load_pushes):
-            self._seq = max(self._seq, p.seq)
-            self.pushes[p.id] = p
-            if p.final:
-                heapq.heappush(self._forget, (p.updated + self.settings.push_record_ttl, p.id))
-            elif p.state == "sent" and p.connection != "ws":
-                self.sent.setdefault(p.device_id, {})[p.id] = p
-            else:
-                # waiting, or sent over a WebSocket (the log position is not kept): wait again
-                p.state = "queued"
-                self.queued.setdefault(p.device_id, {})[p.id] = p
-                if p.expires_at is not None:
-                    heapq.heappush(self._expiry, (p.expires_at, p.id))
-                self.wake.schedule(p)
+            self._restore(p)
         log.info("gateway: %d pushes restored", len(self.pushes))
+        if self.homes is not None:
+            await self.homes.start()
         self._tasks.append(asyncio.create_task(self._sweeper(), name="pushwire-gateway-sweep"))
 
+    def _restore(self, p: Push) -> None:
+        """Take a push read back from the store into memory."""
+        self._seq = max(self._seq, p.seq)
+        self.pushes[p.id] = p
+        if p.final:
+            heapq.heappush(self._forget, (p.updated + self.settings.push_record_ttl, p.id))
+        elif p.state == "sent" and p.connection != "ws":
+            self.sent.setdefault(p.device_id, {})[p.id] = p
+        else:
+            # waiting, or sent over a WebSocket (the log position is not kept): wait again
+            p.state = "queued"
+            self.queued.setdefault(p.device_id, {})[p.id] = p
+            if p.expires_at is not None:
+                heapq.heappush(self._expiry, (p.expires_at, p.id))
+            self.wake.schedule(p)
+
+    # -- engine=redis: device homes (cluster.py) ------------------------------------------
+
+    def here(self, device_id: str) -> bool:
+        """This node holds the device's pushes (always, unless engine=redis)."""
+        return self.homes is None or self.homes.is_home(device_id)
+
+    def adopt(self, device_id: str, pushes: list[Push]) -> None:
+        """This node became the device's home: take its pending pushes from the store,
+        line them up with the device's session, and send what waits."""
+        for p in sorted(pushes, key=lambda p: p.seq):
+            if p.id not in self.pushes and not p.final:
+                self._restore(p)
+        for p in list(self.queued.get(device_id, {}).values()):
+            t = self.registry.token(p.token)
+            if t is None or t.deleted is not None:
+                self.finish(p, "unregistered", "the device token was deleted")
+        session = self.hub.sessions.get(device_id)
+        if session is not None and session.link is not None:
+            self._reconcile(session)
+        if self.online(device_id):
+            self.flush(device_id)
+
+    def take_forwarded(self, p: Push) -> None:
+        """A push another node accepted (durable in the store) for a device homed here."""
+        if p.id in self.pushes or p.final:
+            return
+        p.seq = self.next_seq()  # arrival order here, after what this node already holds
+        self.admit(p, counted=False)
+        self.dispatch(p)
+
+    def drop_device(self, device_id: str) -> None:
+        """The device has another home now: forget its unfinished pushes (written out)."""
+        for p in [*self.queued.pop(device_id, {}).values(), *self.sent.pop(device_id, {}).values()]:
+            self.pushes.pop(p.id, None)
+            if p.uid is not None:
+                self.by_uid.pop(p.uid, None)
+            self._log_ids.pop(p.id, None)
+        self.batches.released(device_id)
+
+    async def find(self, push_id: str) -> Push | None:
+        """The push with this id, wherever its record is kept."""
+        p = self.pushes.get(push_id)
+        if p is None and self.homes is not None:
+            p = await self.homes.find(push_id)
+        return p
+
     async def stop(self) -> None:
+        if self.homes is not None:
+            await self.homes.stop()
         self.batches.close()
         self.wake.close()
         for task in self._tasks:
@@ -226,6 +283,9 @@ class PushGateway:
         if not self.is_device(session.client_id):
             return
         self._seen(session.client_id)
+        if self.homes is not None and not self.homes.is_home(session.client_id):
+            self.homes.claim(session.client_id)  # reconciled and flushed once loaded
+            return
         self._reconcile(session)
         self._soon_flush(session.client_id)
 
@@ -247,6 +307,9 @@ class PushGateway:
         if not msg.topic.startswith("devices/"):
             return
         p = self.by_uid.get(msg.uid) or self._push_of(msg)
+        if p is None and self.homes is not None and self.homes.claiming(session.client_id):
+            self.homes.hold_ack(session, delivery)  # its pushes are being loaded
+            return
         # only the device's own acknowledgement counts (an admin reading devices/# acks too);
         # a copy the session held over a restart may be acknowledged while the push waits
         if p is None or p.final or p.device_id != session.client_id:
@@ -271,6 +334,9 @@ class PushGateway:
         self.ws_conns.setdefault(device_id, set()).add((conn, flt))
         self.ws_online[device_id] = len(self.ws_conns[device_id])
         self._seen(device_id)
+        if self.homes is not None and not self.homes.is_home(device_id):
+            self.homes.claim(device_id)  # flushed once loaded
+            return
         self._soon_flush(device_id)
 
     def ws_unsubscribed(self, identity: Identity, flt: str, conn: int) -> None:
@@ -369,7 +435,11 @@ class PushGateway:
     # -- submitting ----------------------------------------------------------------------
 
     def next_seq(self) -> int:
-        self._seq += 1
+        if self.homes is not None:
+            # pushes of one device come from every node: order them by arrival time
+            self._seq = max(self._seq + 1, int(self.clock() * 1_000_000))
+        else:
+            self._seq += 1
         return self._seq
 
     def make_push(self, token: DeviceToken, opts: PushOptions, body: bytes, now: float) -> Push:
@@ -405,11 +475,16 @@ class PushGateway:
         await self.journal.durable()
         self.dispatch(p)
 
-    def admit(self, p: Push) -> None:
+    def admit(self, p: Push, counted: bool = True) -> None:
         """Collapse, expiry and quota for a new push, journaled (not yet durable: the caller
-        awaits `journal.durable()` once for one push or a whole batch, then `dispatch`)."""
+        awaits `journal.durable()` once for one push or a whole batch, then `dispatch`).
+        A push for a device homed on another node is written for that node instead."""
         now = p.created
-        self.stats.accepted += 1
+        if counted:
+            self.stats.accepted += 1
+        if not self.here(p.device_id):
+            self.journal.forward(p)
+            return
         self.pushes[p.id] = p
         waiting = self.queued.setdefault(p.device_id, {})
         if p.collapse_id is not None:
@@ -432,8 +507,8 @@ class PushGateway:
 
     def dispatch(self, p: Push) -> None:
         """After the push is durable: send it now, hold it for a batch, or let it wait."""
-        if p.state != "queued":
-            return
+        if p.state != "queued" or self.pushes.get(p.id) is not p:
+            return  # final, or forwarded to the device's home
         if self.online(p.device_id, p.app_id):
             if self.batches.holds(p.priority, p.expiration):
                 self.batches.hold(p.device_id)

@@ -157,7 +157,7 @@ async def prepare(
     stored = _token_for(gw, app, token)
     d = gw.delivery
     now = time.time()
-    if opts.push_id is not None and opts.push_id in d.pushes:
+    if opts.push_id is not None and await d.find(opts.push_id) is not None:
         raise PushError(400, "DuplicateMessageId")
     p = d.make_push(stored, opts, b"", now)
     ttl = gw.settings.push_content_ttl
@@ -343,7 +343,7 @@ async def push_status(request: Request, push_id: str) -> Response:
     except PushError as exc:
         return exc.response()
     canonical = ids.parse_push_id(push_id)
-    p = gw.delivery.pushes.get(canonical) if canonical is not None else None
+    p = await gw.delivery.find(canonical) if canonical is not None else None
     if p is None or p.app_id != app.app_id:
         return PushError(404, "NotFound").response()
     return JSONResponse(p.record())

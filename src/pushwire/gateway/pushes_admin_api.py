@@ -53,7 +53,7 @@ async def list_pushes(
 
 @router.get("/v1/admin/pushes/{push_id}", summary="one push record, whatever its app")
 async def show_push(request: Request, push_id: str, _: AdminDep) -> dict[str, Any]:
-    p = gateway_state(request).delivery.pushes.get(push_id)
+    p = await gateway_state(request).delivery.find(push_id)
     if p is None:
         raise ApiError(404, "not_found", f"no push {push_id!r} (unknown, or forgotten)")
     return p.record()
