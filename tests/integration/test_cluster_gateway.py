@@ -7,6 +7,8 @@ Two or three pushwire nodes run as subprocesses on one private redis-server
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -22,6 +24,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from websockets.asyncio.client import ClientConnection, connect
 
 from helpers.clients import PahoClient
 from helpers.gateway import base_url, decode, push, push_state
@@ -285,3 +288,46 @@ def test_kill9_of_the_accepting_nodes_loses_no_acknowledged_push(
     client.get_until(all_seen, DEADLINE * 2)
     for push_id in acked[-3:]:
         wait_state(c, key, push_id, "delivered")
+
+
+async def _ws_recv(ws: ClientConnection, kind: str) -> dict[str, Any]:
+    while True:
+        frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), DEADLINE))
+        if frame["type"] == kind:
+            return frame
+
+
+def test_websocket_device_on_one_node_gets_and_acks_pushes_accepted_on_another(
+    cluster_node: StartNode, redis_server: RedisServer
+) -> None:
+    a, b = cluster_node(), cluster_node()
+    app_id, key = make_app(redis_server, a, b)
+    device_id, secret, token = register(a, app_id, b)
+    stored = pushed(b, key, token, "stored")  # before the device ever connected
+    basic = base64.b64encode(f"{device_id}:{secret}".encode()).decode()
+
+    async def run() -> None:
+        async with connect(
+            f"ws://{a.host}:{a.http_port}/v1/ws",
+            additional_headers={"Authorization": f"Basic {basic}"},
+        ) as ws:
+            sub = {
+                "type": "subscribe",
+                "sub": "push",
+                "filter": f"devices/{device_id}/#",
+                "ack": True,
+                "consumer": "device",
+            }
+            await ws.send(json.dumps(sub))
+            msg = await _ws_recv(ws, "message")
+            assert json.loads(msg["payload"])["id"] == stored
+            await ws.send(json.dumps({"type": "ack", "sub": "push", "id": msg["id"]}))
+            await asyncio.to_thread(wait_state, b, key, stored, "delivered")
+            live = await asyncio.to_thread(pushed, b, key, token, "live")
+            msg = await _ws_recv(ws, "message")
+            assert json.loads(msg["payload"])["id"] == live
+            await ws.send(json.dumps({"type": "ack", "sub": "push", "id": msg["id"]}))
+            record = await asyncio.to_thread(wait_state, b, key, live, "delivered")
+            assert record["connection"] == f"ws {device_id}"
+
+    asyncio.run(run())

@@ -122,7 +122,11 @@ class PushGateway:
         )
         self._expiry: list[tuple[float, str]] = []  # (expires_at, push id) of waiting pushes
         self._forget: list[tuple[float, str]] = []  # (forget at, push id) of final pushes
-        self._log_ids: dict[str, int] = {}  # push id -> message log id, while sent
+        # push id -> its hub message, while sent: the message's log id is what a WebSocket
+        # ack names (set at publish, or once Redis answered with engine=redis)
+        self._sent_msgs: dict[str, Message] = {}
+        # device -> filter -> highest log id its WebSocket consumer acknowledged
+        self._ws_acks: dict[str, dict[str, int]] = {}
         self._seq = 0
         self._tasks: list[asyncio.Task[None]] = []
         # engine=redis: the devices this node is home for (cluster.py); None: all of them
@@ -190,7 +194,7 @@ class PushGateway:
             self.pushes.pop(p.id, None)
             if p.uid is not None:
                 self.by_uid.pop(p.uid, None)
-            self._log_ids.pop(p.id, None)
+            self._sent_msgs.pop(p.id, None)
         self.batches.released(device_id)
 
     async def find(self, push_id: str) -> Push | None:
@@ -353,6 +357,7 @@ class PushGateway:
             # what was sent stays "sent": the log replays it to a consumer that comes back
             del self.ws_conns[device_id]
             self.ws_online.pop(device_id, None)
+            self._ws_acks.pop(device_id, None)
             self._seen(device_id)
 
     def ws_acked(self, identity: Identity, flt: str, upto: int) -> None:
@@ -360,14 +365,22 @@ class PushGateway:
         device_id = self._ws_device(identity, flt)
         if device_id is None:
             return
+        acks = self._ws_acks.setdefault(device_id, {})
+        acks[flt] = max(upto, acks.get(flt, upto))
         for p in list(self.sent.get(device_id, {}).values()):
-            log_id = self._log_ids.get(p.id)
-            if (
-                log_id is not None
-                and log_id <= upto
-                and matches(flt, device_topic(device_id, p.app_id))
-            ):
-                self.delivered(p, f"ws {device_id}")
+            self._ws_recheck(p)
+
+    def _ws_recheck(self, p: Push) -> None:
+        """Delivered if a WebSocket consumer of the device acknowledged the push's log id."""
+        sent_msg = self._sent_msgs.get(p.id)
+        log_id = None if sent_msg is None else sent_msg.log_id
+        if log_id is None or p.state != "sent":
+            return
+        topic = device_topic(p.device_id, p.app_id)
+        for flt, upto in self._ws_acks.get(p.device_id, {}).items():
+            if log_id <= upto and matches(flt, topic):
+                self.delivered(p, f"ws {p.device_id}")
+                return
 
     def _seen(self, device_id: str) -> None:
         now = self.clock()
@@ -428,7 +441,7 @@ class PushGateway:
         if p.uid is not None:
             self.by_uid.pop(p.uid, None)
             p.uid = None
-        self._log_ids.pop(p.id, None)
+        self._sent_msgs.pop(p.id, None)
         self.queued.setdefault(p.device_id, {})[p.id] = p
         self.journal.put(p)
 
@@ -578,8 +591,11 @@ class PushGateway:
         self.journal.put(p)
         self.stats.sent += 1
         self.hub.publish(message, internal=True)
-        if message.log_id is not None:
-            self._log_ids[p.id] = message.log_id
+        self._sent_msgs[p.id] = message
+        if message.log_id is None:
+            # engine=redis numbers it when Redis answers, and the fan-out may hand it to
+            # the device (which may ack it) before that: look at its acks again then
+            self.hub.sync_future().add_done_callback(lambda _: self._ws_recheck(p))
 
     def _device_limit(self, device_id: str) -> int | None:
         session = self.hub.sessions.get(device_id)
@@ -610,7 +626,7 @@ class PushGateway:
         self.sent.get(p.device_id, {}).pop(p.id, None)
         if p.uid is not None:
             self.by_uid.pop(p.uid, None)
-        self._log_ids.pop(p.id, None)
+        self._sent_msgs.pop(p.id, None)
         if state != "delivered":
             p.connection = None
         p.state = state
