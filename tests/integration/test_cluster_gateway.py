@@ -331,3 +331,35 @@ def test_websocket_device_on_one_node_gets_and_acks_pushes_accepted_on_another(
             assert record["connection"] == f"ws {device_id}"
 
     asyncio.run(run())
+
+
+def test_a_push_is_refused_with_503_while_redis_is_down_never_acknowledged(
+    cluster_node: StartNode, redis_server: RedisServer, device_client: DeviceClient
+) -> None:
+    a, b = cluster_node(), cluster_node()
+    app_id, key = make_app(redis_server, a, b)
+    device_id, secret, token = register(a, app_id, b)
+    redis_server.stop()
+    for srv in (a, b):  # the device's home (none yet) and any other node
+        r = push(srv, key, token, {"alert": "lost?"})
+        assert r.status_code == 503, r.text
+        assert r.json()["reason"] == "ServiceUnavailable"
+        assert r.headers["Retry-After"] == "1"
+    redis_server.start()
+    # back: accepted and delivered, and nothing refused meanwhile shows up
+    later = pushed_when_up(b, key, token)
+    client = device_client(a, device_id, secret)
+    assert [decode(m)["id"] for m in client.get_until(lambda m: True, DEADLINE)] == [later]
+
+
+def pushed_when_up(srv: ServerProcess, key: str, token: str) -> str:
+    got: list[str] = []
+
+    def accepted() -> bool:
+        r = push(srv, key, token, {"alert": "after"})
+        if r.status_code == 200:
+            got.append(r.headers["Pushwire-Id"])
+        return bool(got)
+
+    wait_for(accepted, "a push accepted once Redis is back")
+    return got[0]

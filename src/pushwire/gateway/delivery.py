@@ -39,7 +39,7 @@ from pushwire.core.topics import matches
 from pushwire.gateway import content, ids
 from pushwire.gateway.batching import BatchHolder
 from pushwire.gateway.cluster import DeviceHomes
-from pushwire.gateway.journal import Journal
+from pushwire.gateway.journal import Journal, StoreUnavailable
 from pushwire.gateway.model import Content, DeviceToken, Push, PushState
 from pushwire.gateway.registry import RegistryView
 from pushwire.gateway.store import GatewayStore
@@ -483,7 +483,10 @@ class PushGateway:
     async def accept(self, p: Push, stored: Content | None = None) -> None:
         """Take a new push: collapse, quota, store durably, then deliver or hold."""
         if stored is not None:
-            await self.registry.call(self.store.put_content, stored)
+            try:
+                await self.registry.call(self.store.put_content, stored)
+            except Exception as exc:
+                raise StoreUnavailable(f"storing content failed: {exc}") from exc
         self.admit(p)
         await self.journal.durable()
         self.dispatch(p)

@@ -17,6 +17,12 @@ from pushwire.gateway.model import Push
 
 log = logging.getLogger("pushwire.gateway")
 
+
+class StoreUnavailable(RuntimeError):
+    """Push state could not be written (the store failed: a full disk, Redis unreachable):
+    nothing may be acknowledged."""
+
+
 Runner = Callable[..., Awaitable[Any]]
 Apply = Callable[[Iterable[Push], Iterable[str], bool], None]
 
@@ -95,10 +101,10 @@ class Journal:
                         await self._run(self.forwarder, forwards)
                     self.commits += 1
                 except Exception as exc:
-                    log.exception("gateway: writing push state failed")
+                    log.error("gateway: writing push state failed: %s: %s", type(exc).__name__, exc)
                     for w in waiters:
                         if not w.done():
-                            w.set_exception(exc)
+                            w.set_exception(StoreUnavailable(str(exc)))
                     continue
                 for w in waiters:
                     if not w.done():

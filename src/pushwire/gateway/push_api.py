@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from pushwire.gateway import ids
 from pushwire.gateway.content import body_content, device_message, new_content, notice_payload
 from pushwire.gateway.delivery import PushOptions
+from pushwire.gateway.journal import StoreUnavailable
 from pushwire.gateway.model import PRIORITIES, PUSH_TYPES, App, Content, Push
 from pushwire.gateway.state import GatewayState, gateway_state
 
@@ -146,7 +147,10 @@ async def submit(
 ) -> Push:
     """Validate the target, build the device message, hand it to delivery (durable)."""
     p, stored = await prepare(gw, app, token, body, opts)
-    await gw.delivery.accept(p, stored)
+    try:
+        await gw.delivery.accept(p, stored)
+    except StoreUnavailable:
+        raise PushError(503, "ServiceUnavailable", retry_after=1) from None
     return p
 
 
@@ -329,7 +333,11 @@ async def push_batch(request: Request) -> Response:
             d.stats.reject(exc.reason)
             results.append(exc.item(token))
     # one commit for the whole batch, then delivery in order
-    await d.journal.durable()
+    try:
+        await d.journal.durable()
+    except StoreUnavailable:
+        # not one of them may be reported accepted
+        return PushError(503, "ServiceUnavailable", retry_after=1).response()
     for p in admitted:
         d.dispatch(p)
     return JSONResponse({"results": results})
