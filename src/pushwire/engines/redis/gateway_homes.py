@@ -174,6 +174,9 @@ class RedisDeviceHomes:
             return []
         alive = cast(list[int], [self.store.client.exists(f"{self.prefix}node:{n}") for n in nodes])
         dead = {n for n, a in zip(nodes, alive, strict=True) if not a}
+        if dead:
+            # what a dead node left in its inbox is in the pending sets as well
+            self.store.client.delete(*(f"{self.prefix}gw:inbox:{n}" for n in dead))
         return [(_text(d), _text(n)) for d, n in homes.items() if _text(n) in dead]
 
     def take(self, device_id: str, dead: str) -> bool:

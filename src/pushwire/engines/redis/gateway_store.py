@@ -322,6 +322,8 @@ class RedisGatewayStore:
             pipe.multi()
             pipe.hdel(self._devices, device_id)
             pipe.hdel(self._seen, device_id)
+            # its home keeps its pushes until they end (unregistered, on the reload)
+            pipe.hdel(self.prefix + "gw:home", device_id)
             for t in ended:
                 pipe.hset(self._tokens, t.token, json.dumps(asdict(replace(t, deleted=when))))
 
