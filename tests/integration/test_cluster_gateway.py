@@ -156,6 +156,19 @@ def test_push_on_one_node_reaches_the_device_connected_to_another(
     assert decode(client.get(DEADLINE))["id"] == back
     wait_state(b, key, back, "delivered")
 
+    # presence is the same on every node
+    def status(srv: ServerProcess) -> dict[str, Any]:
+        r = httpx.get(f"{base_url(srv)}/v1/devices/{device_id}", auth=(device_id, secret))
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    wait_for(lambda: status(b)["online"] is True, "B to see the device online")
+    client.disconnect()
+    wait_for(lambda: status(b)["online"] is False, "B to see the device offline")
+    assert status(a)["online"] is False
+    assert isinstance(status(b)["last_seen"], float)
+
 
 def test_offline_pushes_wait_and_follow_the_device_to_another_node(
     cluster_node: StartNode, redis_server: RedisServer, device_client: DeviceClient

@@ -54,6 +54,9 @@ class HomeLink(Protocol):
     def take(self, device_id: str, dead: str) -> bool: ...
     def alive(self, node_id: str) -> bool: ...
     def get_push(self, push_id: str) -> Push | None: ...
+    def set_online(self, changes: Iterable[tuple[str, bool]]) -> None: ...
+    def online_node(self, device_id: str) -> str | None: ...
+    def last_seen(self, device_id: str) -> float | None: ...
     async def next_notice(self, wait: float) -> tuple[str, str, str] | None: ...
     async def close(self) -> None: ...
 
@@ -224,6 +227,17 @@ class DeviceHomes:
                 await self._load(device_id)
 
     # -- lookups ---------------------------------------------------------------------------
+
+    def save_presence(self, changes: list[tuple[str, bool]]) -> None:
+        """Which of these devices are connected here (written in the background)."""
+        self.gw.registry.call_soon_store(self.link.set_online, changes)
+
+    async def online_elsewhere(self, device_id: str) -> bool:
+        node = await self.gw.registry.call(self.link.online_node, device_id)
+        return node is not None and node != self.node_id
+
+    async def last_seen(self, device_id: str) -> float | None:
+        return await self.gw.registry.call(self.link.last_seen, device_id)
 
     async def find(self, push_id: str) -> Push | None:
         """A push record kept by any node (this node's memory has only its devices')."""

@@ -272,6 +272,23 @@ class PushGateway:
             return session is not None and session.link is not None
         return self.mqtt_online(device_id, app_id) is not None
 
+    async def online_anywhere(self, device_id: str) -> bool:
+        """Online here, or (engine=redis) connected to another live node."""
+        if self.online(device_id):
+            return True
+        return self.homes is not None and await self.homes.online_elsewhere(device_id)
+
+    async def last_seen_anywhere(self, device_id: str, online: bool) -> float | None:
+        """`device_seen`, or (engine=redis) what the node it was connected to last wrote."""
+        if online:
+            return self.clock()
+        seen = self.device_seen(device_id)
+        if self.homes is not None:
+            stored = await self.homes.last_seen(device_id)
+            if stored is not None and (seen is None or stored > seen):
+                return stored
+        return seen
+
     def device_seen(self, device_id: str) -> float | None:
         if self.online(device_id):
             return self.clock()
@@ -392,6 +409,9 @@ class PushGateway:
         if self._seen_unsaved:
             seen, self._seen_unsaved = list(self._seen_unsaved.items()), {}
             self.registry.call_soon_store(self.store.touch_devices, seen)
+            if self.homes is not None:
+                # every node answers whether a device is online (device_api)
+                self.homes.save_presence([(d, self.online(d)) for d, _ in seen])
 
     def _push_of(self, msg: Message) -> Push | None:
         try:

@@ -98,6 +98,19 @@ end
 return out
 """
 
+# KEYS: online hash; ARGV: node, then (device, "1" online | "0" offline) pairs; an offline
+# device is forgotten only if this node had it (it may be online elsewhere by now)
+_ONLINE: Final = """
+for i = 2, #ARGV, 2 do
+  if ARGV[i + 1] == '1' then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+  elseif redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 0
+"""
+
 # KEYS: home hash; ARGV: node, prefix, device, dead node -> 1 when taken
 _TAKE: Final = """
 if redis.call('HGET', KEYS[1], ARGV[3]) == ARGV[4]
@@ -123,6 +136,7 @@ class RedisDeviceHomes:
         self.timeout = timeout
         self.prefix = store.prefix
         self._home = store.prefix + "gw:home"
+        self._online = store.prefix + "gw:online"  # device -> node holding its connection
         self.inbox = f"{store.prefix}gw:inbox:{node_id}"
         self._reader: redis.asyncio.Redis | None = None
 
@@ -182,6 +196,22 @@ class RedisDeviceHomes:
     def take(self, device_id: str, dead: str) -> bool:
         """Become the home of a device whose home `dead` stopped (unless somebody did)."""
         return bool(self._eval(_TAKE, [self._home], self.node_id, self.prefix, device_id, dead))
+
+    def set_online(self, changes: Iterable[tuple[str, bool]]) -> None:
+        """Record which devices are connected to this node now, and which no longer are."""
+        args = [x for device_id, up in changes for x in (device_id, "1" if up else "0")]
+        if args:
+            self._eval(_ONLINE, [self._online], self.node_id, *args)
+
+    def online_node(self, device_id: str) -> str | None:
+        """The live node a device is connected to, if any."""
+        node = cast(bytes | None, self.store.client.hget(self._online, device_id))
+        if node is None or not self.alive(_text(node)):
+            return None
+        return _text(node)
+
+    def last_seen(self, device_id: str) -> float | None:
+        return self.store.last_seen(device_id)
 
     def get_push(self, push_id: str) -> Push | None:
         return self.store.get_push(push_id)

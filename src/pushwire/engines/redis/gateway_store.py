@@ -340,6 +340,10 @@ class RedisGatewayStore:
         if args:
             self.client.eval(script, 2, self._devices, self._seen, *args)
 
+    def last_seen(self, device_id: str) -> float | None:
+        value = cast(bytes | None, self.client.hget(self._seen, device_id))
+        return None if value is None else float(value)
+
     def add_token(self, token: DeviceToken) -> int:
         def w(pipe: Any) -> None:
             if pipe.hexists(self._tokens, token.token):
