@@ -242,7 +242,15 @@ def test_key_revoked_and_token_unregistered_on_one_node_are_refused_on_the_other
     wait_for(lambda: push(b, signed, token, {"alert": "k"}).status_code == 403, "B refuses k1")
     print(f"key revocation reached node B after {time.monotonic() - revoked_at:.3f} s")
     assert push(b, signed, token, {"alert": "k"}).json()["reason"] == "InvalidProviderToken"
-    assert push(b, key, token, {"alert": "api key still good"}).status_code == 200
+    still = push(b, key, token, {"alert": "api key still good"})
+    assert still.status_code == 200
+    # node A's admin lists the pushes node B accepted (records are in Redis)
+    listed = httpx.get(
+        f"{base_url(a)}/v1/admin/pushes", params={"device": device_id}, auth=ROOT
+    ).json()["pushes"]
+    assert still.json()["id"] in [p["id"] for p in listed]
+    one = httpx.get(f"{base_url(a)}/v1/admin/pushes/{still.json()['id']}", auth=ROOT)
+    assert one.status_code == 200 and one.json()["state"] == "queued"
 
     # the device unregisters its token on A: B answers 410 Unregistered
     r = httpx.delete(

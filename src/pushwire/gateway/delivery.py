@@ -204,6 +204,12 @@ class PushGateway:
             p = await self.homes.find(push_id)
         return p
 
+    async def all_pushes(self) -> dict[str, Push]:
+        """Every push record kept: this node's, and (engine=redis) every other node's."""
+        if self.homes is None:
+            return self.pushes
+        return {**await self.homes.all_pushes(), **self.pushes}  # ours are the freshest
+
     async def stop(self) -> None:
         if self.homes is not None:
             await self.homes.stop()

@@ -1,6 +1,6 @@
 """`GET /v1/admin/pushes`: the push records the gateway holds, for admins (the console's
 push status page). Read from the gateway's in-memory records: waiting and handed-out pushes,
-and final ones for `push_record_ttl` seconds."""
+and final ones for `push_record_ttl` seconds; with engine=redis, every node's, from Redis."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ async def list_pushes(
     gw = gateway_state(request)
     matching = [
         p
-        for p in gw.delivery.pushes.values()
+        for p in (await gw.delivery.all_pushes()).values()
         if (app is None or p.app_id == app) and (device is None or p.device_id == device)
     ]
     matching.sort(key=_newest_first, reverse=True)

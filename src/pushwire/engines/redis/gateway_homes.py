@@ -216,6 +216,10 @@ class RedisDeviceHomes:
     def get_push(self, push_id: str) -> Push | None:
         return self.store.get_push(push_id)
 
+    def all_pushes(self) -> list[Push]:
+        raw = cast(list[bytes], self.store.client.hvals(self.store.pushes_key))
+        return [push_from_json(r) for r in raw]
+
     def alive(self, node_id: str) -> bool:
         return bool(self.store.client.exists(f"{self.prefix}node:{node_id}"))
 
