@@ -30,6 +30,7 @@ from helpers.clients import PahoClient
 from helpers.gateway import base_url, decode, push, push_state
 from helpers.redis import RedisServer
 from helpers.server import ServerProcess
+from helpers.workers import running_supervisor
 
 from .cluster_util import DEADLINE, StartNode, cluster_node, wait_for
 
@@ -59,6 +60,7 @@ def redis_cli(redis: RedisServer, *args: str, stdin: str | None = None) -> Any:
         text=True,
         timeout=60,
         env=env,
+        cwd=redis.data_dir,  # a CLI that ignored the engine would write its data dir here
         check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -384,3 +386,68 @@ def pushed_when_up(srv: ServerProcess, key: str, token: str) -> str:
 
     wait_for(accepted, "a push accepted once Redis is back")
     return got[0]
+
+
+def _client_on_worker(url: str, avoid: str | None) -> tuple[httpx.Client, str]:
+    """A keep-alive HTTP client and the worker its connection landed on (the kernel picks
+    per connection: try new connections until one is not on `avoid`)."""
+    for _ in range(200):
+        client = httpx.Client(base_url=url, timeout=20)
+        node = str(client.get("/v1/health").json()["node_id"])
+        if node != avoid:
+            return client, node
+        client.close()
+    raise AssertionError("every connection landed on the same worker")
+
+
+def test_workers_share_the_gateway(tmp_path: Path, redis_server: RedisServer) -> None:
+    """`serve --workers 2` on Redis: a push posted to either worker reaches the device,
+    whichever worker its connection landed on."""
+    flags = ("--engine", "redis", "--redis-url", redis_server.url)
+    made = redis_cli(redis_server, "app", "create", "demo", "--json")
+    app_id, key = made["app_id"], made["api_key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    opened: list[PahoClient] = []
+    with running_supervisor(tmp_path / "data", 2, *flags) as sup:
+        first, first_node = _client_on_worker(sup.http_url, None)
+        second, _ = _client_on_worker(sup.http_url, first_node)
+        try:
+            r = first.post("/v1/devices")
+            assert r.status_code == 201, r.text
+            device_id, secret = r.json()["device_id"], r.json()["device_secret"]
+            r = first.post(
+                f"/v1/devices/{device_id}/tokens", json={"app": app_id}, auth=(device_id, secret)
+            )
+            assert r.status_code == 200, r.text
+            token = r.json()["token"]
+            wait_for(
+                lambda: second.get(f"/v1/devices/{device_id}", auth=(device_id, secret)).json()
+                .get("apps") == [app_id],
+                "the other worker to load the device",
+            )  # fmt: skip
+            device = PahoClient(
+                sup.host, sup.ports["mqtt_port"], device_id, clean_session=False,
+                auth=(device_id, secret),
+            )  # fmt: skip
+            opened.append(device)
+            device.connect()
+            assert device.subscribe(f"devices/{device_id}/#", qos=1) == [1]
+            sent = []
+            for client in (first, second):
+                r = client.post(f"/v1/push/{token}", json={"alert": "w"}, headers=auth)
+                assert r.status_code == 200, r.text
+                sent.append(r.json()["id"])
+            got = [decode(m)["id"] for m in device.get_until(
+                lambda m: decode(m)["id"] == sent[-1], DEADLINE)]  # fmt: skip
+            assert got == sent
+            for push_id in sent:
+                wait_for(
+                    lambda push_id=push_id: second.get(f"/v1/push/{push_id}", headers=auth)
+                    .json()["state"] == "delivered",
+                    f"push {push_id} delivered",
+                )  # fmt: skip
+        finally:
+            first.close()
+            second.close()
+            for c in opened:
+                c.close()
