@@ -362,8 +362,9 @@ def test_a_push_is_refused_with_503_while_redis_is_down_never_acknowledged(
     a, b = cluster_node(), cluster_node()
     app_id, key = make_app(redis_server, a, b)
     device_id, secret, token = register(a, app_id, b)
+    device_client(a, device_id, secret).disconnect()  # A holds its pushes
     redis_server.stop()
-    for srv in (a, b):  # the device's home (none yet) and any other node
+    for srv in (a, b):  # the device's home, and another node
         r = push(srv, key, token, {"alert": "lost?"})
         assert r.status_code == 503, r.text
         assert r.json()["reason"] == "ServiceUnavailable"

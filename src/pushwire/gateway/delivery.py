@@ -514,8 +514,20 @@ class PushGateway:
             except Exception as exc:
                 raise StoreUnavailable(f"storing content failed: {exc}") from exc
         self.admit(p)
-        await self.journal.durable()
+        try:
+            await self.journal.durable()
+        except StoreUnavailable:
+            self.unadmit([p])
+            raise
         self.dispatch(p)
+
+    def unadmit(self, pushes: list[Push]) -> None:
+        """Pushes whose write failed (refused 503, not acknowledged): forget them, so they are
+        not delivered behind the provider's back (it will send them again)."""
+        for p in pushes:
+            if self.pushes.get(p.id) is p and not p.final:
+                del self.pushes[p.id]
+                self.queued.get(p.device_id, {}).pop(p.id, None)
 
     def admit(self, p: Push, counted: bool = True) -> None:
         """Collapse, expiry and quota for a new push, journaled (not yet durable: the caller

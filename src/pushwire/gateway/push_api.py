@@ -337,6 +337,7 @@ async def push_batch(request: Request) -> Response:
         await d.journal.durable()
     except StoreUnavailable:
         # not one of them may be reported accepted
+        d.unadmit(admitted)
         return PushError(503, "ServiceUnavailable", retry_after=1).response()
     for p in admitted:
         d.dispatch(p)

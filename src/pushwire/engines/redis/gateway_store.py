@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, replace
 from typing import Any, Final, cast
 
@@ -367,7 +368,7 @@ class RedisGatewayStore:
 
     # -- pushes ----------------------------------------------------------------------------
 
-    def apply(self, puts: Any, deletes: Any, durable: bool = True) -> None:
+    def apply(self, puts: Iterable[Push], deletes: Iterable[str], durable: bool = True) -> None:
         """Push changes of the devices this node is home for, in one MULTI/EXEC (with
         `appendfsync always` it is on disk when it returns, durable or not)."""
         pipe = self.client.pipeline(transaction=True)
