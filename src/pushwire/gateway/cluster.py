@@ -175,8 +175,12 @@ class DeviceHomes:
         pushes = await self.gw.registry.call(self.link.device_pushes, device_id)
         self.claims.pop(device_id, None)
         if pushes is None:
-            # the device moved on meanwhile: its current home must load it
-            self.homes.discard(device_id)
+            # the device moved on meanwhile: its current home loads it (what this node
+            # still held is written out first, as a release does)
+            if device_id in self.homes:
+                self.homes.discard(device_id)
+                await self.gw.journal.flush()
+                self.gw.drop_device(device_id)
             self._early_acks.pop(device_id, None)
             return
         if device_id not in self.homes:

@@ -397,8 +397,8 @@ class PushGateway:
         """Delivered if a WebSocket consumer of the device acknowledged the push's log id."""
         sent_msg = self._sent_msgs.get(p.id)
         log_id = None if sent_msg is None else sent_msg.log_id
-        if log_id is None or p.state != "sent":
-            return
+        if log_id is None or p.state != "sent" or self.pushes.get(p.id) is not p:
+            return  # not numbered yet, no longer waiting for an ack, or moved to another node
         topic = device_topic(p.device_id, p.app_id)
         for flt, upto in self._ws_acks.get(p.device_id, {}).items():
             if log_id <= upto and matches(flt, topic):
