@@ -13,6 +13,8 @@ from fastapi import FastAPI
 from pushwire.config import Settings
 from pushwire.core.auth import AuthService
 from pushwire.core.hub import Hub
+from pushwire.engines.redis.gateway_homes import RedisDeviceHomes
+from pushwire.engines.redis.gateway_store import RedisGatewayStore
 from pushwire.gateway import apps_api, device_api, push_api, pushes_admin_api
 from pushwire.gateway.cluster import DeviceHomes
 from pushwire.gateway.delivery import PushGateway
@@ -46,9 +48,6 @@ class Gateway:
 
     def _join_cluster(self, settings: Settings) -> None:
         """engine=redis: each device's pushes are held by its home node (cluster.py)."""
-        from pushwire.engines.redis.gateway_homes import RedisDeviceHomes
-        from pushwire.engines.redis.gateway_store import RedisGatewayStore
-
         assert isinstance(self.store, RedisGatewayStore)
         link = RedisDeviceHomes(self.store, settings.node_id, settings.redis_timeout)
         homes = DeviceHomes(
