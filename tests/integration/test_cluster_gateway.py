@@ -452,3 +452,19 @@ def test_workers_share_the_gateway(tmp_path: Path, redis_server: RedisServer) ->
             second.close()
             for c in opened:
                 c.close()
+
+
+def test_pushes_posted_one_after_another_to_two_nodes_arrive_in_that_order(
+    cluster_node: StartNode, redis_server: RedisServer, device_client: DeviceClient
+) -> None:
+    """A provider that waits for each 200 before the next push sees them delivered in its
+    order, though every other one is accepted by a node that is not the device's home."""
+    a, b = cluster_node(), cluster_node()
+    app_id, key = make_app(redis_server, a, b)
+    device_id, secret, token = register(a, app_id, b)
+    client = device_client(a, device_id, secret)
+    sent = [pushed(srv, key, token, f"n{i}") for i in range(10) for srv in (b, a)]
+    got = [
+        decode(m)["id"] for m in client.get_until(lambda m: decode(m)["id"] == sent[-1], DEADLINE)
+    ]
+    assert got == sent

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pushwire.core.session import Delivery, Session
@@ -54,6 +54,8 @@ class HomeLink(Protocol):
     def take(self, device_id: str, dead: str) -> bool: ...
     def alive(self, node_id: str) -> bool: ...
     def get_push(self, push_id: str) -> Push | None: ...
+    def pending_ids(self, device_id: str) -> list[str]: ...
+    def get_pushes(self, push_ids: list[str]) -> list[Push]: ...
     def all_pushes(self) -> list[Push]: ...
     def set_online(self, changes: Iterable[tuple[str, bool]]) -> None: ...
     def online_node(self, device_id: str) -> str | None: ...
@@ -132,6 +134,25 @@ class DeviceHomes:
             return
         if old is not None:
             log.debug("gateway: device %s moves here from node %s", device_id, old)
+
+    def catch_up(self, device_id: str, then: Callable[[], None]) -> None:
+        """Take the device's pushes accepted on other nodes whose inbox notice has not been
+        read yet, then call `then` (which sends): a push acknowledged elsewhere before one
+        accepted here goes out first."""
+        self._spawn(self._catch_up(device_id, then))
+
+    async def _catch_up(self, device_id: str, then: Callable[[], None]) -> None:
+        call = self.gw.registry.call
+        try:
+            ids = await call(self.link.pending_ids, device_id)
+            unknown = [i for i in ids if i not in self.gw.pushes]
+            if unknown and device_id in self.homes:
+                for p in sorted(await call(self.link.get_pushes, unknown), key=lambda p: p.seq):
+                    self.gw.take_forwarded(p, dispatch=False)
+        except Exception as exc:
+            # what was missed comes through the inbox; only the order may suffer
+            log.warning("gateway: catching up device %s failed: %s", device_id, exc)
+        then()
 
     def hold_ack(self, session: Session, delivery: Delivery) -> None:
         self._early_acks.setdefault(session.client_id, []).append((session, delivery))

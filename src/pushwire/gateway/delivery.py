@@ -180,13 +180,15 @@ class PushGateway:
         if self.online(device_id):
             self.flush(device_id)
 
-    def take_forwarded(self, p: Push) -> None:
-        """A push another node accepted (durable in the store) for a device homed here."""
+    def take_forwarded(self, p: Push, dispatch: bool = True) -> None:
+        """A push another node accepted (durable in the store) for a device homed here.
+        It keeps the seq (arrival time) it was given there: delivery follows arrival."""
         if p.id in self.pushes or p.final:
             return
-        p.seq = self.next_seq()  # arrival order here, after what this node already holds
+        self._seq = max(self._seq, p.seq)
         self.admit(p, counted=False)
-        self.dispatch(p)
+        if dispatch:
+            self.dispatch(p)
 
     def drop_device(self, device_id: str) -> None:
         """The device has another home now: forget its unfinished pushes (written out)."""
@@ -563,6 +565,16 @@ class PushGateway:
         """After the push is durable: send it now, hold it for a batch, or let it wait."""
         if p.state != "queued" or self.pushes.get(p.id) is not p:
             return  # final, or forwarded to the device's home
+        if self.homes is not None and self.online(p.device_id, p.app_id):
+            # pushes other nodes accepted before this one may still be on their way
+            # through the inbox: take them first, so the device gets them in order
+            self.homes.catch_up(p.device_id, lambda: self._dispatch_now(p))
+            return
+        self._dispatch_now(p)
+
+    def _dispatch_now(self, p: Push) -> None:
+        if p.state != "queued" or self.pushes.get(p.id) is not p:
+            return
         if self.online(p.device_id, p.app_id):
             if self.batches.holds(p.priority, p.expiration):
                 self.batches.hold(p.device_id)
@@ -584,7 +596,13 @@ class PushGateway:
 
     def _soon_flush(self, device_id: str) -> None:
         # after the transport's own reply (CONNACK, SUBACK) has been written
-        asyncio.get_running_loop().call_soon(self.flush, device_id)
+        if self.homes is not None:
+            homes = self.homes
+            asyncio.get_running_loop().call_soon(
+                lambda: homes.catch_up(device_id, lambda: self.flush(device_id))
+            )
+        else:
+            asyncio.get_running_loop().call_soon(self.flush, device_id)
 
     def flush(self, device_id: str) -> None:
         """Hand every waiting push of the device whose app it listens to to its connection,

@@ -216,6 +216,18 @@ class RedisDeviceHomes:
     def get_push(self, push_id: str) -> Push | None:
         return self.store.get_push(push_id)
 
+    def pending_ids(self, device_id: str) -> list[str]:
+        members = cast(
+            set[bytes], self.store.client.smembers(self.store.pending_prefix + device_id)
+        )
+        return [_text(m) for m in members]
+
+    def get_pushes(self, push_ids: list[str]) -> list[Push]:
+        if not push_ids:
+            return []
+        raw = cast(list[bytes | None], self.store.client.hmget(self.store.pushes_key, push_ids))
+        return [push_from_json(r) for r in raw if r is not None]
+
     def all_pushes(self) -> list[Push]:
         raw = cast(list[bytes], self.store.client.hvals(self.store.pushes_key))
         return [push_from_json(r) for r in raw]
