@@ -2,7 +2,9 @@
 
 Like `pushwire user`, these work on the data directory (`--data-dir`, env
 PUSHWIRE_DATA_DIR); a running server picks the change up within a second (it polls the
-store's generation). Exit codes: 0 done, 1 not found / exists / store error, 2 usage.
+store's generation). With PUSHWIRE_ENGINE=redis they edit Redis (PUSHWIRE_REDIS_URL), where
+every node of an engine=redis cluster reads them.
+Exit codes: 0 done, 1 not found / exists / store error, 2 usage.
 """
 
 from __future__ import annotations
@@ -17,12 +19,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+import redis
+
+from pushwire.config import Settings
 from pushwire.gateway.admin import GatewayAdmin
-from pushwire.gateway.store import GatewayStoreError, SQLiteGatewayStore
+from pushwire.gateway.store import (
+    DB_FILENAME,
+    GatewayStore,
+    GatewayStoreError,
+    SQLiteGatewayStore,
+    make_gateway_store,
+)
 
 GATEWAY_COMMANDS: Final = ("app", "device")
 DATA_DIR_ENV: Final = "PUSHWIRE_DATA_DIR"
 DEFAULT_DATA_DIR: Final = "pushwire-data"
+ENGINE_ENV: Final = "PUSHWIRE_ENGINE"
+REDIS_URL_ENV: Final = "PUSHWIRE_REDIS_URL"
+DEFAULT_REDIS_URL: Final[str] = Settings.model_fields["redis_url"].default
 
 Handler = Callable[[argparse.Namespace, GatewayAdmin, TextIO], int]
 
@@ -89,11 +103,16 @@ def run_gateway_command(ns: argparse.Namespace, stdout: TextIO | None = None) ->
         print("pushwire: missing command (see --help)", file=sys.stderr)
         return 2
     data_dir = ns.data_dir or Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
-    store = SQLiteGatewayStore.in_data_dir(data_dir)
+    store: GatewayStore = SQLiteGatewayStore.in_data_dir(data_dir)
+    where = str(data_dir / DB_FILENAME)
+    if os.environ.get(ENGINE_ENV) == "redis":
+        # engine=redis servers keep apps and devices in Redis: edit them there
+        where = os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+        store = make_gateway_store(memory=False, engine="redis", redis_url=where)
     try:
         store.open()
-    except (sqlite3.Error, RuntimeError, OSError) as exc:
-        print(f"pushwire: cannot open {store.path}: {exc}", file=sys.stderr)
+    except (sqlite3.Error, RuntimeError, OSError, redis.RedisError) as exc:
+        print(f"pushwire: cannot open {where}: {exc}", file=sys.stderr)
         return 1
     try:
         return handler(ns, GatewayAdmin(store), out)
@@ -102,6 +121,9 @@ def run_gateway_command(ns: argparse.Namespace, stdout: TextIO | None = None) ->
         return 2
     except (GatewayStoreError, sqlite3.Error, OSError) as exc:
         print(f"pushwire: {exc}", file=sys.stderr)
+        return 1
+    except redis.RedisError as exc:
+        print(f"pushwire: Redis error: {exc}", file=sys.stderr)
         return 1
     finally:
         store.close()

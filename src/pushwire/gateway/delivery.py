@@ -38,7 +38,8 @@ from pushwire.core.session import Delivery, Session
 from pushwire.core.topics import matches
 from pushwire.gateway import content, ids
 from pushwire.gateway.batching import BatchHolder
-from pushwire.gateway.journal import Journal
+from pushwire.gateway.cluster import DeviceHomes
+from pushwire.gateway.journal import Journal, StoreUnavailable
 from pushwire.gateway.model import Content, DeviceToken, Push, PushState
 from pushwire.gateway.registry import RegistryView
 from pushwire.gateway.store import GatewayStore
@@ -121,31 +122,99 @@ class PushGateway:
         )
         self._expiry: list[tuple[float, str]] = []  # (expires_at, push id) of waiting pushes
         self._forget: list[tuple[float, str]] = []  # (forget at, push id) of final pushes
-        self._log_ids: dict[str, int] = {}  # push id -> message log id, while sent
+        # push id -> its hub message, while sent: the message's log id is what a WebSocket
+        # ack names (set at publish, or once Redis answered with engine=redis)
+        self._sent_msgs: dict[str, Message] = {}
+        # device -> filter -> highest log id its WebSocket consumer acknowledged
+        self._ws_acks: dict[str, dict[str, int]] = {}
         self._seq = 0
         self._tasks: list[asyncio.Task[None]] = []
+        # engine=redis: the devices this node is home for (cluster.py); None: all of them
+        self.homes: DeviceHomes | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
         for p in await self.registry.call(self.store.load_pushes):
-            self._seq = max(self._seq, p.seq)
-            self.pushes[p.id] = p
-            if p.final:
-                heapq.heappush(self._forget, (p.updated + self.settings.push_record_ttl, p.id))
-            elif p.state == "sent" and p.connection != "ws":
-                self.sent.setdefault(p.device_id, {})[p.id] = p
-            else:
-                # waiting, or sent over a WebSocket (the log position is not kept): wait again
-                p.state = "queued"
-                self.queued.setdefault(p.device_id, {})[p.id] = p
-                if p.expires_at is not None:
-                    heapq.heappush(self._expiry, (p.expires_at, p.id))
-                self.wake.schedule(p)
+            self._restore(p)
         log.info("gateway: %d pushes restored", len(self.pushes))
+        if self.homes is not None:
+            await self.homes.start()
         self._tasks.append(asyncio.create_task(self._sweeper(), name="pushwire-gateway-sweep"))
 
+    def _restore(self, p: Push) -> None:
+        """Take a push read back from the store into memory."""
+        self._seq = max(self._seq, p.seq)
+        self.pushes[p.id] = p
+        if p.final:
+            heapq.heappush(self._forget, (p.updated + self.settings.push_record_ttl, p.id))
+        elif p.state == "sent" and p.connection != "ws":
+            self.sent.setdefault(p.device_id, {})[p.id] = p
+        else:
+            # waiting, or sent over a WebSocket (the log position is not kept): wait again
+            p.state = "queued"
+            self.queued.setdefault(p.device_id, {})[p.id] = p
+            if p.expires_at is not None:
+                heapq.heappush(self._expiry, (p.expires_at, p.id))
+            self.wake.schedule(p)
+
+    # -- engine=redis: device homes (cluster.py) ------------------------------------------
+
+    def here(self, device_id: str) -> bool:
+        """This node holds the device's pushes (always, unless engine=redis)."""
+        return self.homes is None or self.homes.is_home(device_id)
+
+    def adopt(self, device_id: str, pushes: list[Push]) -> None:
+        """This node became the device's home: take its pending pushes from the store,
+        line them up with the device's session, and send what waits."""
+        for p in sorted(pushes, key=lambda p: p.seq):
+            if p.id not in self.pushes and not p.final:
+                self._restore(p)
+        for p in list(self.queued.get(device_id, {}).values()):
+            t = self.registry.token(p.token)
+            if t is None or t.deleted is not None:
+                self.finish(p, "unregistered", "the device token was deleted")
+        session = self.hub.sessions.get(device_id)
+        if session is not None and session.link is not None:
+            self._reconcile(session)
+        if self.online(device_id):
+            self.flush(device_id)
+
+    def take_forwarded(self, p: Push, dispatch: bool = True) -> None:
+        """A push another node accepted (durable in the store) for a device homed here.
+        It keeps the seq (arrival time) it was given there: delivery follows arrival."""
+        if p.id in self.pushes or p.final:
+            return
+        self._seq = max(self._seq, p.seq)
+        self.admit(p, counted=False)
+        if dispatch:
+            self.dispatch(p)
+
+    def drop_device(self, device_id: str) -> None:
+        """The device has another home now: forget its unfinished pushes (written out)."""
+        for p in [*self.queued.pop(device_id, {}).values(), *self.sent.pop(device_id, {}).values()]:
+            self.pushes.pop(p.id, None)
+            if p.uid is not None:
+                self.by_uid.pop(p.uid, None)
+            self._sent_msgs.pop(p.id, None)
+        self.batches.released(device_id)
+
+    async def find(self, push_id: str) -> Push | None:
+        """The push with this id, wherever its record is kept."""
+        p = self.pushes.get(push_id)
+        if p is None and self.homes is not None:
+            p = await self.homes.find(push_id)
+        return p
+
+    async def all_pushes(self) -> dict[str, Push]:
+        """Every push record kept: this node's, and (engine=redis) every other node's."""
+        if self.homes is None:
+            return self.pushes
+        return {**await self.homes.all_pushes(), **self.pushes}  # ours are the freshest
+
     async def stop(self) -> None:
+        if self.homes is not None:
+            await self.homes.stop()
         self.batches.close()
         self.wake.close()
         for task in self._tasks:
@@ -211,6 +280,23 @@ class PushGateway:
             return session is not None and session.link is not None
         return self.mqtt_online(device_id, app_id) is not None
 
+    async def online_anywhere(self, device_id: str) -> bool:
+        """Online here, or (engine=redis) connected to another live node."""
+        if self.online(device_id):
+            return True
+        return self.homes is not None and await self.homes.online_elsewhere(device_id)
+
+    async def last_seen_anywhere(self, device_id: str, online: bool) -> float | None:
+        """`device_seen`, or (engine=redis) what the node it was connected to last wrote."""
+        if online:
+            return self.clock()
+        seen = self.device_seen(device_id)
+        if self.homes is not None:
+            stored = await self.homes.last_seen(device_id)
+            if stored is not None and (seen is None or stored > seen):
+                return stored
+        return seen
+
     def device_seen(self, device_id: str) -> float | None:
         if self.online(device_id):
             return self.clock()
@@ -226,6 +312,9 @@ class PushGateway:
         if not self.is_device(session.client_id):
             return
         self._seen(session.client_id)
+        if self.homes is not None and not self.homes.is_home(session.client_id):
+            self.homes.claim(session.client_id)  # reconciled and flushed once loaded
+            return
         self._reconcile(session)
         self._soon_flush(session.client_id)
 
@@ -247,6 +336,9 @@ class PushGateway:
         if not msg.topic.startswith("devices/"):
             return
         p = self.by_uid.get(msg.uid) or self._push_of(msg)
+        if p is None and self.homes is not None and self.homes.claiming(session.client_id):
+            self.homes.hold_ack(session, delivery)  # its pushes are being loaded
+            return
         # only the device's own acknowledgement counts (an admin reading devices/# acks too);
         # a copy the session held over a restart may be acknowledged while the push waits
         if p is None or p.final or p.device_id != session.client_id:
@@ -271,6 +363,9 @@ class PushGateway:
         self.ws_conns.setdefault(device_id, set()).add((conn, flt))
         self.ws_online[device_id] = len(self.ws_conns[device_id])
         self._seen(device_id)
+        if self.homes is not None and not self.homes.is_home(device_id):
+            self.homes.claim(device_id)  # flushed once loaded
+            return
         self._soon_flush(device_id)
 
     def ws_unsubscribed(self, identity: Identity, flt: str, conn: int) -> None:
@@ -287,6 +382,7 @@ class PushGateway:
             # what was sent stays "sent": the log replays it to a consumer that comes back
             del self.ws_conns[device_id]
             self.ws_online.pop(device_id, None)
+            self._ws_acks.pop(device_id, None)
             self._seen(device_id)
 
     def ws_acked(self, identity: Identity, flt: str, upto: int) -> None:
@@ -294,14 +390,22 @@ class PushGateway:
         device_id = self._ws_device(identity, flt)
         if device_id is None:
             return
+        acks = self._ws_acks.setdefault(device_id, {})
+        acks[flt] = max(upto, acks.get(flt, upto))
         for p in list(self.sent.get(device_id, {}).values()):
-            log_id = self._log_ids.get(p.id)
-            if (
-                log_id is not None
-                and log_id <= upto
-                and matches(flt, device_topic(device_id, p.app_id))
-            ):
-                self.delivered(p, f"ws {device_id}")
+            self._ws_recheck(p)
+
+    def _ws_recheck(self, p: Push) -> None:
+        """Delivered if a WebSocket consumer of the device acknowledged the push's log id."""
+        sent_msg = self._sent_msgs.get(p.id)
+        log_id = None if sent_msg is None else sent_msg.log_id
+        if log_id is None or p.state != "sent" or self.pushes.get(p.id) is not p:
+            return  # not numbered yet, no longer waiting for an ack, or moved to another node
+        topic = device_topic(p.device_id, p.app_id)
+        for flt, upto in self._ws_acks.get(p.device_id, {}).items():
+            if log_id <= upto and matches(flt, topic):
+                self.delivered(p, f"ws {p.device_id}")
+                return
 
     def _seen(self, device_id: str) -> None:
         now = self.clock()
@@ -313,6 +417,9 @@ class PushGateway:
         if self._seen_unsaved:
             seen, self._seen_unsaved = list(self._seen_unsaved.items()), {}
             self.registry.call_soon_store(self.store.touch_devices, seen)
+            if self.homes is not None:
+                # every node answers whether a device is online (device_api)
+                self.homes.save_presence([(d, self.online(d)) for d, _ in seen])
 
     def _push_of(self, msg: Message) -> Push | None:
         try:
@@ -362,14 +469,18 @@ class PushGateway:
         if p.uid is not None:
             self.by_uid.pop(p.uid, None)
             p.uid = None
-        self._log_ids.pop(p.id, None)
+        self._sent_msgs.pop(p.id, None)
         self.queued.setdefault(p.device_id, {})[p.id] = p
         self.journal.put(p)
 
     # -- submitting ----------------------------------------------------------------------
 
     def next_seq(self) -> int:
-        self._seq += 1
+        if self.homes is not None:
+            # pushes of one device come from every node: order them by arrival time
+            self._seq = max(self._seq + 1, int(self.clock() * 1_000_000))
+        else:
+            self._seq += 1
         return self._seq
 
     def make_push(self, token: DeviceToken, opts: PushOptions, body: bytes, now: float) -> Push:
@@ -400,16 +511,36 @@ class PushGateway:
     async def accept(self, p: Push, stored: Content | None = None) -> None:
         """Take a new push: collapse, quota, store durably, then deliver or hold."""
         if stored is not None:
-            await self.registry.call(self.store.put_content, stored)
+            try:
+                await self.registry.call(self.store.put_content, stored)
+            except Exception as exc:
+                raise StoreUnavailable(f"storing content failed: {exc}") from exc
         self.admit(p)
-        await self.journal.durable()
+        try:
+            await self.journal.durable()
+        except StoreUnavailable:
+            self.unadmit([p])
+            raise
         self.dispatch(p)
 
-    def admit(self, p: Push) -> None:
+    def unadmit(self, pushes: list[Push]) -> None:
+        """Pushes whose write failed (refused 503, not acknowledged): forget them, so they are
+        not delivered behind the provider's back (it will send them again)."""
+        for p in pushes:
+            if self.pushes.get(p.id) is p and not p.final:
+                del self.pushes[p.id]
+                self.queued.get(p.device_id, {}).pop(p.id, None)
+
+    def admit(self, p: Push, counted: bool = True) -> None:
         """Collapse, expiry and quota for a new push, journaled (not yet durable: the caller
-        awaits `journal.durable()` once for one push or a whole batch, then `dispatch`)."""
+        awaits `journal.durable()` once for one push or a whole batch, then `dispatch`).
+        A push for a device homed on another node is written for that node instead."""
         now = p.created
-        self.stats.accepted += 1
+        if counted:
+            self.stats.accepted += 1
+        if not self.here(p.device_id):
+            self.journal.forward(p)
+            return
         self.pushes[p.id] = p
         waiting = self.queued.setdefault(p.device_id, {})
         if p.collapse_id is not None:
@@ -432,7 +563,17 @@ class PushGateway:
 
     def dispatch(self, p: Push) -> None:
         """After the push is durable: send it now, hold it for a batch, or let it wait."""
-        if p.state != "queued":
+        if p.state != "queued" or self.pushes.get(p.id) is not p:
+            return  # final, or forwarded to the device's home
+        if self.homes is not None and self.online(p.device_id, p.app_id):
+            # pushes other nodes accepted before this one may still be on their way
+            # through the inbox: take them first, so the device gets them in order
+            self.homes.catch_up(p.device_id, lambda: self._dispatch_now(p))
+            return
+        self._dispatch_now(p)
+
+    def _dispatch_now(self, p: Push) -> None:
+        if p.state != "queued" or self.pushes.get(p.id) is not p:
             return
         if self.online(p.device_id, p.app_id):
             if self.batches.holds(p.priority, p.expiration):
@@ -455,7 +596,13 @@ class PushGateway:
 
     def _soon_flush(self, device_id: str) -> None:
         # after the transport's own reply (CONNACK, SUBACK) has been written
-        asyncio.get_running_loop().call_soon(self.flush, device_id)
+        if self.homes is not None:
+            homes = self.homes
+            asyncio.get_running_loop().call_soon(
+                lambda: homes.catch_up(device_id, lambda: self.flush(device_id))
+            )
+        else:
+            asyncio.get_running_loop().call_soon(self.flush, device_id)
 
     def flush(self, device_id: str) -> None:
         """Hand every waiting push of the device whose app it listens to to its connection,
@@ -503,8 +650,11 @@ class PushGateway:
         self.journal.put(p)
         self.stats.sent += 1
         self.hub.publish(message, internal=True)
-        if message.log_id is not None:
-            self._log_ids[p.id] = message.log_id
+        self._sent_msgs[p.id] = message
+        if message.log_id is None:
+            # engine=redis numbers it when Redis answers, and the fan-out may hand it to
+            # the device (which may ack it) before that: look at its acks again then
+            self.hub.sync_future().add_done_callback(lambda _: self._ws_recheck(p))
 
     def _device_limit(self, device_id: str) -> int | None:
         session = self.hub.sessions.get(device_id)
@@ -535,7 +685,7 @@ class PushGateway:
         self.sent.get(p.device_id, {}).pop(p.id, None)
         if p.uid is not None:
             self.by_uid.pop(p.uid, None)
-        self._log_ids.pop(p.id, None)
+        self._sent_msgs.pop(p.id, None)
         if state != "delivered":
             p.connection = None
         p.state = state

@@ -67,10 +67,11 @@ async def device_status(request: Request, device_id: str) -> dict[str, Any]:
     device = gw.registry.device(device_id)
     if device is None:
         raise ApiError(404, NOT_FOUND, f"no device {device_id!r}")
+    online = await gw.delivery.online_anywhere(device_id)
     return {
         "device_id": device.device_id,
-        "online": gw.delivery.online(device_id),
-        "last_seen": gw.delivery.device_seen(device_id),
+        "online": online,
+        "last_seen": await gw.delivery.last_seen_anywhere(device_id, online),
         "created": device.created,
         "apps": gw.registry.device_apps(device_id),
     }

@@ -17,6 +17,12 @@ from pushwire.gateway.model import Push
 
 log = logging.getLogger("pushwire.gateway")
 
+
+class StoreUnavailable(RuntimeError):
+    """Push state could not be written (the store failed: a full disk, Redis unreachable):
+    nothing may be acknowledged."""
+
+
 Runner = Callable[..., Awaitable[Any]]
 Apply = Callable[[Iterable[Push], Iterable[str], bool], None]
 
@@ -29,6 +35,10 @@ class Journal:
         self._run = run
         self._puts: dict[str, Push] = {}
         self._deletes: set[str] = set()
+        # engine=redis: new pushes for devices homed on other nodes, written (and announced
+        # to their home) by `forwarder` in the same round (gateway/cluster.py)
+        self.forwarder: Callable[[list[Push]], None] | None = None
+        self._forwards: list[Push] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
@@ -38,6 +48,10 @@ class Journal:
         # a copy: the loop keeps changing the live object while the thread writes
         self._puts[push.id] = dataclasses.replace(push)
         self._deletes.discard(push.id)
+        self._kick()
+
+    def forward(self, push: Push) -> None:
+        self._forwards.append(dataclasses.replace(push))
         self._kick()
 
     def delete(self, push_id: str) -> None:
@@ -59,6 +73,7 @@ class Journal:
         if self._closed:
             self._puts.clear()
             self._deletes.clear()
+            self._forwards.clear()
             for w in self._waiters:
                 if not w.done():
                     w.set_exception(RuntimeError("the gateway is shutting down"))
@@ -69,22 +84,27 @@ class Journal:
 
     async def _loop(self) -> None:
         try:
-            while self._puts or self._deletes or self._waiters:
-                puts, deletes, waiters = (
+            while self._puts or self._deletes or self._forwards or self._waiters:
+                puts, deletes, forwards, waiters = (
                     list(self._puts.values()),
                     list(self._deletes),
+                    self._forwards,
                     self._waiters,
                 )
-                self._puts, self._deletes, self._waiters = {}, set(), []
+                self._puts, self._deletes, self._forwards, self._waiters = {}, set(), [], []
                 try:
                     sync = self._durable and bool(waiters)
                     await self._run(self._apply, puts, deletes, sync)
+                    if forwards:
+                        if self.forwarder is None:
+                            raise RuntimeError("a push to forward, but no device homes")
+                        await self._run(self.forwarder, forwards)
                     self.commits += 1
                 except Exception as exc:
-                    log.exception("gateway: writing push state failed")
+                    log.error("gateway: writing push state failed: %s: %s", type(exc).__name__, exc)
                     for w in waiters:
                         if not w.done():
-                            w.set_exception(exc)
+                            w.set_exception(StoreUnavailable(str(exc)))
                     continue
                 for w in waiters:
                     if not w.done():
@@ -93,5 +113,5 @@ class Journal:
             self._task = None
 
     async def flush(self) -> None:
-        if self._task is not None or self._puts or self._deletes:
+        if self._task is not None or self._puts or self._deletes or self._forwards:
             await self.durable()

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from pushwire.gateway import ids
 from pushwire.gateway.content import body_content, device_message, new_content, notice_payload
 from pushwire.gateway.delivery import PushOptions
+from pushwire.gateway.journal import StoreUnavailable
 from pushwire.gateway.model import PRIORITIES, PUSH_TYPES, App, Content, Push
 from pushwire.gateway.state import GatewayState, gateway_state
 
@@ -146,7 +147,10 @@ async def submit(
 ) -> Push:
     """Validate the target, build the device message, hand it to delivery (durable)."""
     p, stored = await prepare(gw, app, token, body, opts)
-    await gw.delivery.accept(p, stored)
+    try:
+        await gw.delivery.accept(p, stored)
+    except StoreUnavailable:
+        raise PushError(503, "ServiceUnavailable", retry_after=1) from None
     return p
 
 
@@ -157,7 +161,7 @@ async def prepare(
     stored = _token_for(gw, app, token)
     d = gw.delivery
     now = time.time()
-    if opts.push_id is not None and opts.push_id in d.pushes:
+    if opts.push_id is not None and await d.find(opts.push_id) is not None:
         raise PushError(400, "DuplicateMessageId")
     p = d.make_push(stored, opts, b"", now)
     ttl = gw.settings.push_content_ttl
@@ -329,7 +333,12 @@ async def push_batch(request: Request) -> Response:
             d.stats.reject(exc.reason)
             results.append(exc.item(token))
     # one commit for the whole batch, then delivery in order
-    await d.journal.durable()
+    try:
+        await d.journal.durable()
+    except StoreUnavailable:
+        # not one of them may be reported accepted
+        d.unadmit(admitted)
+        return PushError(503, "ServiceUnavailable", retry_after=1).response()
     for p in admitted:
         d.dispatch(p)
     return JSONResponse({"results": results})
@@ -343,7 +352,7 @@ async def push_status(request: Request, push_id: str) -> Response:
     except PushError as exc:
         return exc.response()
     canonical = ids.parse_push_id(push_id)
-    p = gw.delivery.pushes.get(canonical) if canonical is not None else None
+    p = await gw.delivery.find(canonical) if canonical is not None else None
     if p is None or p.app_id != app.app_id:
         return PushError(404, "NotFound").response()
     return JSONResponse(p.record())

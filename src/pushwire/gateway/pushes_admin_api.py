@@ -1,6 +1,6 @@
 """`GET /v1/admin/pushes`: the push records the gateway holds, for admins (the console's
 push status page). Read from the gateway's in-memory records: waiting and handed-out pushes,
-and final ones for `push_record_ttl` seconds."""
+and final ones for `push_record_ttl` seconds; with engine=redis, every node's, from Redis."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ async def list_pushes(
     gw = gateway_state(request)
     matching = [
         p
-        for p in gw.delivery.pushes.values()
+        for p in (await gw.delivery.all_pushes()).values()
         if (app is None or p.app_id == app) and (device is None or p.device_id == device)
     ]
     matching.sort(key=_newest_first, reverse=True)
@@ -53,7 +53,7 @@ async def list_pushes(
 
 @router.get("/v1/admin/pushes/{push_id}", summary="one push record, whatever its app")
 async def show_push(request: Request, push_id: str, _: AdminDep) -> dict[str, Any]:
-    p = gateway_state(request).delivery.pushes.get(push_id)
+    p = await gateway_state(request).delivery.find(push_id)
     if p is None:
         raise ApiError(404, "not_found", f"no push {push_id!r} (unknown, or forgotten)")
     return p.record()

@@ -13,7 +13,7 @@ import concurrent.futures
 import functools
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pushwire.core.acl import DEVICE_ROLE
@@ -56,6 +56,11 @@ class RegistryView:
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.gather(self._watch, return_exceptions=True)
+        close_notifications: Callable[[], Awaitable[None]] | None = getattr(
+            self.store, "close_notifications", None
+        )
+        if close_notifications is not None:
+            await close_notifications()
         await self.call(self.store.close)
         self._pool.shutdown(wait=False)
 
@@ -95,8 +100,17 @@ class RegistryView:
         self._removed.append(callback)
 
     async def _watch_loop(self) -> None:
+        # a store shared by several nodes (engines/redis/gateway_store.py) says when another
+        # node changed something, so a key revoked there is refused here at once; the
+        # generation poll stays the backstop
+        wait_change: Callable[[float], Awaitable[None]] | None = getattr(
+            self.store, "wait_change", None
+        )
         while True:
-            await asyncio.sleep(self.watch_interval)
+            if wait_change is not None:
+                await wait_change(self.watch_interval)
+            else:
+                await asyncio.sleep(self.watch_interval)
             try:
                 await self.refresh()
             except Exception:

@@ -13,7 +13,10 @@ from fastapi import FastAPI
 from pushwire.config import Settings
 from pushwire.core.auth import AuthService
 from pushwire.core.hub import Hub
+from pushwire.engines.redis.gateway_homes import RedisDeviceHomes
+from pushwire.engines.redis.gateway_store import RedisGatewayStore
 from pushwire.gateway import apps_api, device_api, push_api, pushes_admin_api
+from pushwire.gateway.cluster import DeviceHomes
 from pushwire.gateway.delivery import PushGateway
 from pushwire.gateway.metrics import GatewayCollector
 from pushwire.gateway.provider_auth import ProviderAuthenticator
@@ -27,14 +30,34 @@ class Gateway:
     def __init__(self, hub: Hub, auth: AuthService, settings: Settings) -> None:
         self.settings = settings
         self.auth = auth
-        self.store = make_gateway_store(memory=settings.memory, data_dir=settings.data_dir)
+        self.store = make_gateway_store(
+            memory=settings.memory,
+            data_dir=settings.data_dir,
+            engine=settings.engine,
+            redis_url=settings.redis_url,
+        )
         self.registry = RegistryView(self.store)
         self.delivery = PushGateway(hub, settings, self.registry, self.store)
+        if settings.engine == "redis":
+            self._join_cluster(settings)
         self.providers = ProviderAuthenticator(self.registry)
         hub.session_events = self.delivery
         auth.devices = self.registry
         self.registry.on_change(self.delivery.registry_changed)
         self.registry.on_device_removed(auth.device_removed)
+
+    def _join_cluster(self, settings: Settings) -> None:
+        """engine=redis: each device's pushes are held by its home node (cluster.py)."""
+        assert isinstance(self.store, RedisGatewayStore)
+        link = RedisDeviceHomes(self.store, settings.node_id, settings.redis_timeout)
+        homes = DeviceHomes(
+            self.delivery,
+            link,
+            check_interval=settings.cluster_heartbeat_interval,
+            orphan_interval=settings.cluster_node_timeout,
+        )
+        self.delivery.homes = homes
+        self.delivery.journal.forwarder = link.forward
 
     async def start(self) -> None:
         await self.registry.start()

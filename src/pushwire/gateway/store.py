@@ -1,5 +1,8 @@
 """Durable state of the push gateway: a memory store (`--memory`) and a SQLite one.
 
+engine=redis uses engines/redis/gateway_store.py instead (one registry and one set of
+pushes for every node; gateway/cluster.py says which node holds a device's pushes).
+
 The SQLite store keeps its tables (prefixed `gw_`) in `<data_dir>/pushwire.db`, next to the
 engine's and the auth store's, on a connection of its own (WAL lets the server, the engine
 and a `pushwire app/device` command share the file), as engines/auth_store.py does.
@@ -629,7 +632,22 @@ class SQLiteGatewayStore:
         )
 
 
-def make_gateway_store(*, memory: bool, data_dir: Path | None = None) -> GatewayStore:
+def make_gateway_store(
+    *,
+    memory: bool,
+    data_dir: Path | None = None,
+    engine: str = "sqlite",
+    redis_url: str | None = None,
+) -> GatewayStore:
+    """engine=redis: apps, devices and pushes in Redis, the same on every node; otherwise
+    the embedded store (memory, or SQLite in the data dir)."""
+    if engine == "redis":
+        if not redis_url:
+            raise ValueError("a Redis gateway store needs a Redis URL")
+        # imported here: the Redis store builds on this module's types
+        from pushwire.engines.redis.gateway_store import RedisGatewayStore
+
+        return RedisGatewayStore(redis_url)
     if memory:
         return MemoryGatewayStore()
     if data_dir is None:

@@ -1,0 +1,261 @@
+"""Device homes and node inboxes: which node holds a device's pushes, and how pushes accepted
+elsewhere reach it (engine=redis; the gateway side is gateway/cluster.py).
+
+Every device has at most one *home*: the node that keeps its waiting and sent pushes in
+memory, hands them to the device's connection, sees its acknowledgements, expires,
+collapses and drops them. A device's home is the node it last connected to; a push
+accepted on another node is written to Redis and announced in the home's inbox. Keys
+(under `prefix`, "pw:" by default, next to gateway_store.py's):
+
+- `gw:home`          hash device -> node id of its home;
+- `gw:inbox:<node>`  list of notices for that node, each "kind\\ndevice\\narg":
+    `push`    a push (arg: its id) for a device of yours was written to Redis: take it;
+    `device`  you are the device's home now: load its pending pushes from Redis;
+    `release` the device moved (arg: its new home): write out and drop its pushes.
+
+Every script that names a home checks that node's heartbeat key (`node:<id>`, kept by
+engines/redis/presence.py); a dead home's devices go to the node that needs them. The
+write of a push and the notice to its home are one script (one MULTI), so a node killed
+right after its 200 cannot leave a push without its notice; a notice lost with a dead
+home loses nothing either, because the pending set is read again by the next home.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import Final, cast
+
+import redis
+import redis.asyncio
+
+from pushwire.engines.redis.client import UNAVAILABLE, connect
+from pushwire.engines.redis.gateway_store import RedisGatewayStore, push_from_json, push_json
+from pushwire.gateway.model import Push
+
+log = logging.getLogger("pushwire.gateway")
+
+# the home of KEYS[1][device]: itself if alive or this node (ARGV[1]); else this node takes it
+_HOME_OF: Final = """
+local function home_of(device)
+  local h = redis.call('HGET', KEYS[1], device)
+  if h and (h == ARGV[1] or redis.call('EXISTS', ARGV[2] .. 'node:' .. h) == 1) then
+    return h
+  end
+  redis.call('HSET', KEYS[1], device, ARGV[1])
+  return ARGV[1]
+end
+"""
+
+# KEYS: home hash, push hash; ARGV: node, prefix, then (id, device, json) per push
+_FORWARD: Final = (
+    _HOME_OF
+    + """
+for i = 3, #ARGV, 3 do
+  local id, device = ARGV[i], ARGV[i + 1]
+  redis.call('HSET', KEYS[2], id, ARGV[i + 2])
+  redis.call('SADD', ARGV[2] .. 'gw:pending:' .. device, id)
+  local h = home_of(device)
+  redis.call('RPUSH', ARGV[2] .. 'gw:inbox:' .. h, 'push\\n' .. device .. '\\n' .. id)
+end
+return 0
+"""
+)
+
+# KEYS: home hash; ARGV: node, prefix, device, kind, arg -> the node told
+_NOTIFY: Final = (
+    _HOME_OF
+    + """
+local h = home_of(ARGV[3])
+redis.call('RPUSH', ARGV[2] .. 'gw:inbox:' .. h, ARGV[4] .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[5])
+return h
+"""
+)
+
+# KEYS: home hash; ARGV: node, prefix, device -> the live old home asked to release, or false
+_CLAIM: Final = """
+local old = redis.call('HGET', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[1])
+if old and old ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. 'node:' .. old) == 1 then
+  redis.call('RPUSH', ARGV[2] .. 'gw:inbox:' .. old, 'release\\n' .. ARGV[3] .. '\\n' .. ARGV[1])
+  return old
+end
+redis.call('RPUSH', ARGV[2] .. 'gw:inbox:' .. ARGV[1], 'device\\n' .. ARGV[3] .. '\\n')
+return false
+"""
+
+# KEYS: home hash, push hash; ARGV: node, pending key, device -> false when not our device
+_LOAD: Final = """
+if redis.call('HGET', KEYS[1], ARGV[3]) ~= ARGV[1] then return false end
+local ids = redis.call('SMEMBERS', ARGV[2])
+if #ids == 0 then return {} end
+local out = {}
+local raw = redis.call('HMGET', KEYS[2], unpack(ids))
+for i = 1, #ids do
+  if raw[i] then out[#out + 1] = raw[i] else redis.call('SREM', ARGV[2], ids[i]) end
+end
+return out
+"""
+
+# KEYS: online hash; ARGV: node, then (device, "1" online | "0" offline) pairs; an offline
+# device is forgotten only if this node had it (it may be online elsewhere by now)
+_ONLINE: Final = """
+for i = 2, #ARGV, 2 do
+  if ARGV[i + 1] == '1' then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+  elseif redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 0
+"""
+
+# KEYS: home hash; ARGV: node, prefix, device, dead node -> 1 when taken
+_TAKE: Final = """
+if redis.call('HGET', KEYS[1], ARGV[3]) == ARGV[4]
+   and redis.call('EXISTS', ARGV[2] .. 'node:' .. ARGV[4]) == 0 then
+  redis.call('HSET', KEYS[1], ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisDeviceHomes:
+    """The gateway's `HomeLink` (gateway/cluster.py) on Redis. The sync methods run on the
+    gateway's store thread with the store's client; the inbox is read on the event loop."""
+
+    def __init__(self, store: RedisGatewayStore, node_id: str, timeout: float) -> None:
+        self.store = store
+        self.node_id = node_id
+        self.timeout = timeout
+        self.prefix = store.prefix
+        self._home = store.prefix + "gw:home"
+        self._online = store.prefix + "gw:online"  # device -> node holding its connection
+        self.inbox = f"{store.prefix}gw:inbox:{node_id}"
+        self._reader: redis.asyncio.Redis | None = None
+
+    def _eval(self, script: str, keys: list[str], *args: str | bytes) -> object:
+        return self.store.client.eval(script, len(keys), *keys, *args)
+
+    # -- on the store thread ---------------------------------------------------------------
+
+    def forward(self, pushes: Iterable[Push]) -> None:
+        """Write new pushes for devices homed elsewhere, each announced to its home (or,
+        for a device without a live home, to this node, which becomes its home)."""
+        args: list[str] = []
+        for p in pushes:
+            args += [p.id, p.device_id, push_json(p)]
+        if args:
+            keys = [self._home, self.store.pushes_key]
+            self._eval(_FORWARD, keys, self.node_id, self.prefix, *args)
+
+    def claim(self, device_id: str) -> str | None:
+        """Make this node the device's home. Returns the live old home that was asked to
+        release it (it sends `device` when done), or None (`device` is in our inbox)."""
+        old = self._eval(_CLAIM, [self._home], self.node_id, self.prefix, device_id)
+        return None if not old else _text(cast(bytes, old))
+
+    def notify(self, device_id: str, kind: str, arg: str = "") -> str:
+        """Send a notice to the device's home (taking it when it has no live home)."""
+        to = self._eval(_NOTIFY, [self._home], self.node_id, self.prefix, device_id, kind, arg)
+        return _text(cast(bytes, to))
+
+    def device_pushes(self, device_id: str) -> list[Push] | None:
+        """The device's pending pushes, or None when this node is not its home."""
+        pending = self.store.pending_prefix + device_id
+        raw = self._eval(
+            _LOAD, [self._home, self.store.pushes_key], self.node_id, pending, device_id
+        )
+        if raw is None:
+            return None
+        return [push_from_json(r) for r in cast(list[bytes], raw)]
+
+    def homed_here(self) -> list[str]:
+        homes = cast(dict[bytes, bytes], self.store.client.hgetall(self._home))
+        return [_text(d) for d, n in homes.items() if _text(n) == self.node_id]
+
+    def orphans(self) -> list[tuple[str, str]]:
+        """(device, dead home) of every device whose home stopped."""
+        homes = cast(dict[bytes, bytes], self.store.client.hgetall(self._home))
+        nodes = sorted({_text(n) for n in homes.values()} - {self.node_id})
+        if not nodes:
+            return []
+        alive = cast(list[int], [self.store.client.exists(f"{self.prefix}node:{n}") for n in nodes])
+        dead = {n for n, a in zip(nodes, alive, strict=True) if not a}
+        if dead:
+            # what a dead node left in its inbox is in the pending sets as well
+            self.store.client.delete(*(f"{self.prefix}gw:inbox:{n}" for n in dead))
+        return [(_text(d), _text(n)) for d, n in homes.items() if _text(n) in dead]
+
+    def take(self, device_id: str, dead: str) -> bool:
+        """Become the home of a device whose home `dead` stopped (unless somebody did)."""
+        return bool(self._eval(_TAKE, [self._home], self.node_id, self.prefix, device_id, dead))
+
+    def set_online(self, changes: Iterable[tuple[str, bool]]) -> None:
+        """Record which devices are connected to this node now, and which no longer are."""
+        args = [x for device_id, up in changes for x in (device_id, "1" if up else "0")]
+        if args:
+            self._eval(_ONLINE, [self._online], self.node_id, *args)
+
+    def online_node(self, device_id: str) -> str | None:
+        """The live node a device is connected to, if any."""
+        node = cast(bytes | None, self.store.client.hget(self._online, device_id))
+        if node is None or not self.alive(_text(node)):
+            return None
+        return _text(node)
+
+    def last_seen(self, device_id: str) -> float | None:
+        return self.store.last_seen(device_id)
+
+    def get_push(self, push_id: str) -> Push | None:
+        return self.store.get_push(push_id)
+
+    def pending_ids(self, device_id: str) -> list[str]:
+        members = cast(
+            set[bytes], self.store.client.smembers(self.store.pending_prefix + device_id)
+        )
+        return [_text(m) for m in members]
+
+    def get_pushes(self, push_ids: list[str]) -> list[Push]:
+        if not push_ids:
+            return []
+        raw = cast(list[bytes | None], self.store.client.hmget(self.store.pushes_key, push_ids))
+        return [push_from_json(r) for r in raw if r is not None]
+
+    def all_pushes(self) -> list[Push]:
+        raw = cast(list[bytes], self.store.client.hvals(self.store.pushes_key))
+        return [push_from_json(r) for r in raw]
+
+    def alive(self, node_id: str) -> bool:
+        return bool(self.store.client.exists(f"{self.prefix}node:{node_id}"))
+
+    # -- on the event loop -------------------------------------------------------------------
+
+    async def next_notice(self, wait: float) -> tuple[str, str, str] | None:
+        """The next notice in this node's inbox (kind, device, arg), waiting up to `wait`."""
+        if self._reader is None:
+            self._reader = connect(self.store.url, self.timeout, blocking_reads=wait)
+        try:
+            got = await self._reader.blpop([self.inbox], timeout=wait)
+        except UNAVAILABLE:
+            await self._drop_reader()
+            raise
+        if got is None:
+            return None
+        kind, device, arg = _text(got[1]).split("\n", 2)
+        return kind, device, arg
+
+    async def close(self) -> None:
+        await self._drop_reader()
+
+    async def _drop_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with contextlib.suppress(*UNAVAILABLE):
+                await reader.aclose()

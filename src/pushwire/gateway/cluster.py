@@ -1,0 +1,273 @@
+"""The gateway across nodes (engine=redis): every device's pushes live on one node, its home.
+
+A device's *home* is the node it last connected to (MQTT attach or a device WebSocket
+subscription). The home keeps the device's waiting and sent pushes in memory, exactly as a
+single server does (delivery.py): collapse, quota, expiry, batching, wake-ups and
+acknowledgements all happen in one place, so they stay coherent. Redis holds every push
+(engines/redis/gateway_store.py) and names each device's home (gateway_homes.py):
+
+- a push accepted on a node that is not the device's home is written to Redis and
+  announced in the home's inbox in one script, before the 200; the home takes it like one
+  accepted there (collapse, quota, dispatch). A device with no live home gets this node;
+- a device that connects to another node makes that node its home (`claim`): the old home
+  writes out and drops the device's pushes (`release`), then the new home loads them from
+  Redis, lines them up with what the device's session holds, and sends the rest;
+- a home killed with -9 leaves its devices' pushes in Redis: whichever node the device
+  connects to next, or the first node whose periodic look finds the dead home, loads them.
+
+A push is thus handed out by one node at a time; a move may send one again that the old
+home had sent and not seen acknowledged (at least once, like the MQTT session it rides on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pushwire.core.session import Delivery, Session
+from pushwire.gateway.model import Push
+
+if TYPE_CHECKING:
+    from pushwire.gateway.delivery import PushGateway
+
+log = logging.getLogger("pushwire.gateway")
+
+INBOX_WAIT = 1.0  # seconds one inbox read blocks (the loop's cancellation point)
+CLAIM_RETRY = 2.0  # a claim not answered in this long is made again (a lost notice)
+
+
+class HomeLink(Protocol):
+    """Where device homes and node inboxes live (engines/redis/gateway_homes.py). The
+    synchronous methods block: they run on the gateway's store thread."""
+
+    node_id: str
+
+    def forward(self, pushes: Iterable[Push]) -> None: ...
+    def claim(self, device_id: str) -> str | None: ...
+    def notify(self, device_id: str, kind: str, arg: str = "") -> str: ...
+    def device_pushes(self, device_id: str) -> list[Push] | None: ...
+    def homed_here(self) -> list[str]: ...
+    def orphans(self) -> list[tuple[str, str]]: ...
+    def take(self, device_id: str, dead: str) -> bool: ...
+    def alive(self, node_id: str) -> bool: ...
+    def get_push(self, push_id: str) -> Push | None: ...
+    def pending_ids(self, device_id: str) -> list[str]: ...
+    def get_pushes(self, push_ids: list[str]) -> list[Push]: ...
+    def all_pushes(self) -> list[Push]: ...
+    def set_online(self, changes: Iterable[tuple[str, bool]]) -> None: ...
+    def online_node(self, device_id: str) -> str | None: ...
+    def last_seen(self, device_id: str) -> float | None: ...
+    async def next_notice(self, wait: float) -> tuple[str, str, str] | None: ...
+    async def close(self) -> None: ...
+
+
+class DeviceHomes:
+    """This node's side of the device homes: which devices it is home for, its claims in
+    progress, and the loop that reads its inbox."""
+
+    def __init__(
+        self, gateway: PushGateway, link: HomeLink, check_interval: float, orphan_interval: float
+    ) -> None:
+        self.gw = gateway
+        self.link = link
+        self.check_interval = check_interval
+        self.orphan_interval = orphan_interval
+        self.homes: set[str] = set()
+        self.claims: dict[str, float] = {}  # device -> when this node last claimed it
+        # acknowledgements that came while the device's pushes were being loaded
+        self._early_acks: dict[str, list[tuple[Session, Delivery]]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self.moves = 0  # devices this node took over from another home
+
+    @property
+    def node_id(self) -> str:
+        return self.link.node_id
+
+    def is_home(self, device_id: str) -> bool:
+        return device_id in self.homes
+
+    def claiming(self, device_id: str) -> bool:
+        return device_id in self.claims
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        # a node restarted under the same node id is still named home of its devices
+        for device_id in await self.gw.registry.call(self.link.homed_here):
+            await self._load(device_id)
+        self._tasks = [
+            asyncio.create_task(self._inbox_loop(), name="pushwire-gateway-inbox"),
+            asyncio.create_task(self._check_loop(), name="pushwire-gateway-homes"),
+        ]
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, *self._background]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
+        self._tasks = []
+        await self.link.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- claims ----------------------------------------------------------------------------
+
+    def claim(self, device_id: str) -> None:
+        """The device connected here: become its home (its pushes are loaded when the old
+        home let go, and then sent)."""
+        if device_id in self.homes or device_id in self.claims:
+            return
+        self.claims[device_id] = time.monotonic()
+        self._spawn(self._claim(device_id))
+
+    async def _claim(self, device_id: str) -> None:
+        try:
+            old = await self.gw.registry.call(self.link.claim, device_id)
+        except Exception:
+            log.exception("gateway: claiming device %s failed (retried)", device_id)
+            return
+        if old is not None:
+            log.debug("gateway: device %s moves here from node %s", device_id, old)
+
+    def catch_up(self, device_id: str, then: Callable[[], None]) -> None:
+        """Take the device's pushes accepted on other nodes whose inbox notice has not been
+        read yet, then call `then` (which sends): a push acknowledged elsewhere before one
+        accepted here goes out first."""
+        self._spawn(self._catch_up(device_id, then))
+
+    async def _catch_up(self, device_id: str, then: Callable[[], None]) -> None:
+        call = self.gw.registry.call
+        try:
+            ids = await call(self.link.pending_ids, device_id)
+            unknown = [i for i in ids if i not in self.gw.pushes]
+            if unknown and device_id in self.homes:
+                for p in sorted(await call(self.link.get_pushes, unknown), key=lambda p: p.seq):
+                    self.gw.take_forwarded(p, dispatch=False)
+        except Exception as exc:
+            # what was missed comes through the inbox; only the order may suffer
+            log.warning("gateway: catching up device %s failed: %s", device_id, exc)
+        then()
+
+    def hold_ack(self, session: Session, delivery: Delivery) -> None:
+        self._early_acks.setdefault(session.client_id, []).append((session, delivery))
+
+    # -- the inbox -------------------------------------------------------------------------
+
+    async def _inbox_loop(self) -> None:
+        while True:
+            try:
+                notice = await self.link.next_notice(INBOX_WAIT)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("gateway: reading this node's inbox failed: %s", exc)
+                await asyncio.sleep(INBOX_WAIT)
+                continue
+            if notice is None:
+                continue
+            try:
+                await self._handle(*notice)
+            except Exception:
+                log.exception("gateway: handling notice %r failed", notice)
+
+    async def _handle(self, kind: str, device_id: str, arg: str) -> None:
+        if kind == "push":
+            if device_id in self.homes:
+                p = await self.gw.registry.call(self.link.get_push, arg)
+                if p is not None:
+                    self.gw.take_forwarded(p)
+            elif device_id not in self.claims:
+                # Redis named this node the device's home (it had none alive): load it all
+                await self._load(device_id)
+        elif kind == "device":
+            await self._load(device_id)
+        elif kind == "release":
+            await self._release(device_id)
+        else:
+            log.warning("gateway: unknown notice %r for device %s", kind, device_id)
+
+    async def _load(self, device_id: str) -> None:
+        pushes = await self.gw.registry.call(self.link.device_pushes, device_id)
+        self.claims.pop(device_id, None)
+        if pushes is None:
+            # the device moved on meanwhile: its current home loads it (what this node
+            # still held is written out first, as a release does)
+            if device_id in self.homes:
+                self.homes.discard(device_id)
+                await self.gw.journal.flush()
+                self.gw.drop_device(device_id)
+            self._early_acks.pop(device_id, None)
+            return
+        if device_id not in self.homes:
+            self.homes.add(device_id)
+            self.moves += 1
+        self.gw.adopt(device_id, pushes)
+        for session, delivery in self._early_acks.pop(device_id, []):
+            self.gw.acknowledged(session, delivery)
+
+    async def _release(self, device_id: str) -> None:
+        """The device connected to another node: write its pushes out, forget them here,
+        and tell its new home to load them."""
+        self.homes.discard(device_id)
+        self.claims.pop(device_id, None)
+        self._early_acks.pop(device_id, None)
+        await self.gw.journal.flush()
+        self.gw.drop_device(device_id)
+        await self.gw.registry.call(self.link.notify, device_id, "device")
+
+    # -- watchdog --------------------------------------------------------------------------
+
+    async def _check_loop(self) -> None:
+        last_orphans = 0.0
+        while True:
+            await asyncio.sleep(self.check_interval)
+            try:
+                now = time.monotonic()
+                for device_id, since in list(self.claims.items()):
+                    if now - since >= CLAIM_RETRY:
+                        # no answer (a dead old home, a lost notice): claim again; a dead
+                        # home is skipped by the claim script
+                        self.claims[device_id] = now
+                        await self._claim(device_id)
+                if now - last_orphans >= self.orphan_interval:
+                    last_orphans = now
+                    await self._adopt_orphans()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("gateway: checking device homes failed")
+
+    async def _adopt_orphans(self) -> None:
+        """Devices whose home died: take them, so their pushes expire, wake and get
+        receipts even if the device never comes back."""
+        call = self.gw.registry.call
+        for device_id, dead in await call(self.link.orphans):
+            if await call(self.link.take, device_id, dead):
+                log.info("gateway: device %s adopted from stopped node %s", device_id, dead)
+                await self._load(device_id)
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def save_presence(self, changes: list[tuple[str, bool]]) -> None:
+        """Which of these devices are connected here (written in the background)."""
+        self.gw.registry.call_soon_store(self.link.set_online, changes)
+
+    async def online_elsewhere(self, device_id: str) -> bool:
+        node = await self.gw.registry.call(self.link.online_node, device_id)
+        return node is not None and node != self.node_id
+
+    async def last_seen(self, device_id: str) -> float | None:
+        return await self.gw.registry.call(self.link.last_seen, device_id)
+
+    async def all_pushes(self) -> dict[str, Push]:
+        return {p.id: p for p in await self.gw.registry.call(self.link.all_pushes)}
+
+    async def find(self, push_id: str) -> Push | None:
+        """A push record kept by any node (this node's memory has only its devices')."""
+        return await self.gw.registry.call(self.link.get_push, push_id)
