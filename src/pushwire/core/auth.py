@@ -169,6 +169,10 @@ class AuthResult:
         return self.reason == "ok"
 
 
+# immutable, so every admitted anonymous client shares one (connect storms)
+ANONYMOUS_OK: Final = AuthResult(ANONYMOUS, "ok", "anonymous")
+
+
 @dataclass(frozen=True, slots=True)
 class UserInfo:
     username: str
@@ -895,7 +899,7 @@ class AuthService:
 
     def _anonymous_ok(self) -> AuthResult:
         self.stats.anonymous_admitted += 1
-        return AuthResult(ANONYMOUS, "ok", "anonymous")
+        return ANONYMOUS_OK
 
     def _anonymous_refused(self, peer_ip: str, message: str) -> AuthResult:
         self.stats.anonymous_refused += 1

@@ -75,8 +75,8 @@ class MQTTBroker:
 
     def untrack_identity(self, conn: MQTTServerProtocol) -> None:
         identity = conn.identity
-        if identity is None:
-            return
+        if identity is None or (identity.token_id is None and identity.username is None):
+            return  # never tracked (anonymous)
         for index, key in ((self._by_token, identity.token_id), (self._by_user, identity.username)):
             if key is None:
                 continue
