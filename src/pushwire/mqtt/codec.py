@@ -1225,6 +1225,11 @@ _CONNACK_311: dict[tuple[bool, int], bytes] = {
 }
 
 
+def connack_accepted_311(session_present: bool) -> bytes:
+    """The CONNACK accepting a 3.1.1 CONNECT, prebuilt (what `encode` would return)."""
+    return _CONNACK_311[session_present, 0]
+
+
 def _encode_publish(packet: Publish, level: int, packet_id: int | None) -> tuple[bytes, int]:
     qos = packet.qos
     if not 0 <= qos < _QOS_INVALID:

@@ -69,43 +69,47 @@ WRITE_BUFFER_HIGH = 256 * 1024
 class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
     """A client connection; also the `Link` its session sends through."""
 
+    # What a connection starts with. Immutable starting values are class attributes, set on
+    # the instance only when they change: a connect storm creates thousands of these a
+    # second, most of which end after CONNECT and DISCONNECT.
+    transport: asyncio.Transport | None = None
+    session: Session | None = None
+    peer = "?"
+    ip = "?"
+    # one timer per connection: the CONNECT deadline, then the keepalive check
+    _timer: asyncio.TimerHandle | None = None
+    _timer_due = 0.0  # when _timer fires, on the loop's clock
+    _out_bytes = 0  # bytes in _out, not yet handed to the transport
+    _flush_scheduled = False
+    _paused = False
+    _closing = False
+    _slow_timer: asyncio.TimerHandle | None = None
+    _auth_timer: asyncio.TimerHandle | None = None  # enhanced authentication
+    admitted_ip: str | None = None  # counted against max_connections_per_ip
+    _publish_bucket: TokenBucket | None = None
+    _throttled = False
+    _reading = True
+    _yielding = False
+    # packets held while throttled, authenticating or under pressure: those from
+    # _backlog_at on wait (an index, not a slice: a hold under pressure often lets one
+    # packet through at a time, and slicing the rest off each time was quadratic)
+    _backlog_at = 0
+    _auth_pending = False
+    _pressured = False
+    _pressure_timer: asyncio.TimerHandle | None = None
+    identity: Identity | None = None
+    permissions: Permissions | None = None
+    _registered = False
+
     def __init__(self, broker: MQTTBroker) -> None:
         self.broker = broker
         self.hub = broker.hub
         self.conn = MQTTConnection(broker.limits, broker.hub.stats)
-        self.transport: asyncio.Transport | None = None
-        self.session: Session | None = None
-        self.peer = "?"
         self.connected_at = time.time()  # wall clock, for the admin API's client list
-        self.ip = "?"
-        # one timer per connection: the CONNECT deadline, then the keepalive check
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_due = 0.0  # when _timer fires, on the loop's clock
         # asyncio.get_running_loop() costs a getpid() syscall per call: look it up once
         self._loop = asyncio.get_running_loop()
         self._out: list[bytes] = []
-        self._out_bytes = 0  # bytes in _out, not yet handed to the transport
-        self._flush_scheduled = False
-        self._paused = False
-        self._closing = False
-        self._slow_timer: asyncio.TimerHandle | None = None
-        self._auth_timer: asyncio.TimerHandle | None = None  # enhanced authentication
-        self.admitted_ip: str | None = None  # counted against max_connections_per_ip
-        self._publish_bucket: TokenBucket | None = None
-        self._throttled = False
-        self._reading = True
-        self._yielding = False
-        # packets held while throttled, authenticating or under pressure: those from
-        # _backlog_at on wait (an index, not a slice: a hold under pressure often lets one
-        # packet through at a time, and slicing the rest off each time was quadratic)
         self._backlog: list[Packet] = []
-        self._backlog_at = 0
-        self._auth_pending = False
-        self._pressured = False
-        self._pressure_timer: asyncio.TimerHandle | None = None
-        self.identity: Identity | None = None
-        self.permissions: Permissions | None = None
-        self._registered = False
         self._acks = AckQueue(self)
 
     # -- what others read of the connection -------------------------------------------------
