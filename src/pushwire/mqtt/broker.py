@@ -47,6 +47,9 @@ class MQTTBroker:
         self.admission = admission or admission_from_settings(settings)
         # engine=redis: a CONNECT first takes its client id from whichever node holds it
         self.handover: SessionHandover | None = None
+        # the loop the listeners run on, for their connections (looking it up costs a
+        # getpid() syscall per connection)
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # -- connections -----------------------------------------------------------------
 
@@ -106,7 +109,7 @@ class MQTTBroker:
         *,
         reuse_port: bool = False,
     ) -> tuple[str, int]:
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         server = await loop.create_server(
             lambda: MQTTServerProtocol(self),
             host,

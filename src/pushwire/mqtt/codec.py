@@ -1076,19 +1076,19 @@ class Decoder:
                 append(PingReq())
             elif ptype == _DISCONNECT and start == end:
                 append(Disconnect())  # no body: reason 0, no properties, at either level
-            else:
+            elif ptype == _CONNECT and server_side:
                 try:
-                    packet = _DECODERS[ptype](buf, byte0, start, end, level, server_side)
+                    connect = _decode_connect(buf, byte0, start, end, level, server_side)
                 except DecodeError:
-                    if ptype == _CONNECT and server_side:
-                        # Lets the connection answer a faulty v5 CONNECT with a v5 CONNACK.
-                        self.protocol_level = _connect_level(buf, start, end, level)
+                    # Lets the connection answer a faulty v5 CONNECT with a v5 CONNACK.
+                    self.protocol_level = _connect_level(buf, start, end, level)
                     raise
-                append(packet)
-                if server_side and isinstance(packet, Connect):
-                    # Everything after CONNECT is framed at the level it announced.
-                    level = self.protocol_level = packet.protocol_level
-                    header_errors = _HEADER_ERRORS[level == PROTOCOL_V5, server_side]
+                append(connect)
+                # Everything after CONNECT is framed at the level it announced.
+                level = self.protocol_level = connect.protocol_level
+                header_errors = _HEADER_ERRORS[level == PROTOCOL_V5, server_side]
+            else:
+                append(_DECODERS[ptype](buf, byte0, start, end, level, server_side))
             pos = end
         return pos
 

@@ -74,7 +74,7 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
     # second, most of which end after CONNECT and DISCONNECT.
     transport: asyncio.Transport | None = None
     session: Session | None = None
-    peer = "?"
+    _peername: Any = "?"  # the transport's "peername"
     ip = "?"
     # one timer per connection: the CONNECT deadline, then the keepalive check
     _timer: asyncio.TimerHandle | None = None
@@ -106,13 +106,19 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
         self.hub = broker.hub
         self.conn = MQTTConnection(broker.limits, broker.hub.stats)
         self.connected_at = time.time()  # wall clock, for the admin API's client list
-        # asyncio.get_running_loop() costs a getpid() syscall per call: look it up once
-        self._loop = asyncio.get_running_loop()
+        # asyncio.get_running_loop() costs a getpid() syscall per call: the listener's loop
+        self._loop = broker.loop or asyncio.get_running_loop()
         self._out: list[bytes] = []
         self._backlog: list[Packet] = []
         self._acks = AckQueue(self)
 
     # -- what others read of the connection -------------------------------------------------
+
+    @property
+    def peer(self) -> str:
+        """ "ip:port" of the client, for logs and the admin API (formatted when asked)."""
+        peer = self._peername
+        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
     @property
     def client_id(self) -> str:
@@ -138,10 +144,8 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it
         self.transport = cast(asyncio.Transport, transport)
-        peer = self.transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        ip = str(peer[0]) if isinstance(peer, tuple) else self.peer
-        self.ip = ip
+        peer = self._peername = self.transport.get_extra_info("peername")
+        ip = self.ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         refusal = self.broker.admit(ip)
         if refusal is not None:
             # refused before a byte is read: a flood costs one accept and one close
@@ -437,10 +441,18 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
         stats = self.hub.stats
         stats.clients_connected += 1
         stats.clients_maximum = max(stats.clients_maximum, stats.clients_connected)
-        self._write(conn.accept(ev, session, present))
-        self._arm_keepalive()
-        # resend what was unacknowledged, then the queue, after CONNACK (MQTT-4.4.0-1)
-        session.attach(self)
+        # CONNACK, and what attach resends, go out in one write when this returns rather
+        # than one loop turn later: no callback per connection (connect storms)
+        flush_now = not self._flush_scheduled
+        self._flush_scheduled = True
+        try:
+            self._write(conn.accept(ev, session, present))
+            self._arm_keepalive()
+            # resend what was unacknowledged, then the queue, after CONNACK (MQTT-4.4.0-1)
+            session.attach(self)
+        finally:
+            if flush_now:
+                self._flush()
         if self.broker.handover is not None:
             self.broker.handover.connected(ev.client_id)
 
@@ -457,7 +469,8 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
         if self._slow_timer is not None:
             self._slow_timer.cancel()
             self._slow_timer = None
-        self._set_auth_timer(False)
+        if self._auth_timer is not None:
+            self._set_auth_timer(False)
         self.broker.unregister(self)
         self.broker.untrack_identity(self)
         session = self.session
@@ -550,7 +563,8 @@ class MQTTServerProtocol(ReadControl, asyncio.BufferedProtocol):
         """Close after what is already written (CONNACK, DISCONNECT) has been sent."""
         if self._closing:
             return
-        log.log(level, "closing %s (%s): %s", self.client_id or "-", self.peer, reason)
+        if log.isEnabledFor(level):  # the arguments cost more than the check
+            log.log(level, "closing %s (%s): %s", self.client_id or "-", self.peer, reason)
         self._flush()
         self._closing = True
         self.conn.close()
