@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 # MQTT 5 session expiry value that means "never expires"
 NEVER_EXPIRES = 0xFFFFFFFF
 
+# a plain int: reading an IntEnum member costs ~70 ns, and every DISCONNECT compares it
+_DISCONNECT_WITH_WILL = int(ReasonCode.DISCONNECT_WITH_WILL)
+
 # CONNACK codes for a refused CONNECT, by AuthResult.reason (and "server_busy")
 REFUSAL_V5: dict[str, int] = {
     "bad_credentials": ReasonCode.BAD_USER_NAME_OR_PASSWORD,
@@ -142,13 +145,13 @@ def accept(conn: MQTTConnection, request: ConnectIn, session: SessionView, prese
 
 def handle_disconnect(conn: MQTTConnection, p: Disconnect, now: float) -> list[Event]:
     session = conn.session
-    if conn.v5 and session is not None:
+    if conn.protocol_level == PROTOCOL_V5 and session is not None:
         expiry = p.properties.get("session_expiry_interval")
         if expiry is not None:
             if session.expiry_interval == 0 and expiry != 0:
                 raise ProtocolViolation("session expiry set on DISCONNECT after 0")
             session.expiry_interval = None if expiry == NEVER_EXPIRES else expiry
-    if p.reason_code != ReasonCode.DISCONNECT_WITH_WILL:
+    if p.reason_code != _DISCONNECT_WITH_WILL:
         conn.will = None  # a normal DISCONNECT discards the will (MQTT-3.14.4-3)
     return [Close("client disconnected")]
 
