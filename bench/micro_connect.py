@@ -1,6 +1,7 @@
 """CPU per MQTT connect cycle in the Python half, in-process (no sockets): a
 `MQTTServerProtocol` of a real server (memory engine) is given CONNECT (3.1.1, clean,
-anonymous) then DISCONNECT through an in-memory transport, and closed.
+anonymous) then DISCONNECT, in two reads as a client sends them, through an in-memory
+transport, and closed.
 
     .venv/bin/python bench/micro_connect.py [N]        (default N=20000; a few seconds)
 
@@ -68,16 +69,18 @@ async def measure(n: int) -> float:
     await server.engine.open()
     await server.auth.start()
     broker = server.mqtt
-    cycles = [
+    connects = [
         encode(Connect(f"c{i}", PROTOCOL_V311, clean_start=True, keepalive=60), PROTOCOL_V311)
-        + encode(Disconnect(), PROTOCOL_V311)
         for i in range(CLIENT_IDS)
     ]
+    disconnect = encode(Disconnect(), PROTOCOL_V311)
 
     def cycle(i: int) -> None:
         proto = MQTTServerProtocol(broker)
         proto.connection_made(MemoryTransport())  # type: ignore[arg-type]
-        proto.data_received(cycles[i % CLIENT_IDS])
+        # two reads, as over a socket: the client sends DISCONNECT once it has the CONNACK
+        proto.data_received(connects[i % CLIENT_IDS])
+        proto.data_received(disconnect)
         proto.connection_lost(None)
 
     for i in range(CLIENT_IDS):  # warm up: every client id once

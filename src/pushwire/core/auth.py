@@ -169,6 +169,14 @@ class AuthResult:
         return self.reason == "ok"
 
 
+# AuthService.permissions' cache key: (identity, client id), or the client id alone for
+# ANONYMOUS (a str or None never equals a tuple, so the two kinds cannot collide)
+PermissionsKey = tuple[Identity, str | None] | str | None
+
+# immutable, so every admitted anonymous client shares one (connect storms)
+ANONYMOUS_OK: Final = AuthResult(ANONYMOUS, "ok", "anonymous")
+
+
 @dataclass(frozen=True, slots=True)
 class UserInfo:
     username: str
@@ -719,7 +727,7 @@ class AuthService:
         self._next_expiry = float("inf")
         self._cred_key = secrets.token_bytes(32)
         self._cred_cache: OrderedDict[bytes, float] = OrderedDict()
-        self._permissions: OrderedDict[tuple[Identity, str | None], Permissions] = OrderedDict()
+        self._permissions: OrderedDict[PermissionsKey, Permissions] = OrderedDict()
         self._touched: dict[str, float] = {}
         self._watch_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -895,7 +903,7 @@ class AuthService:
 
     def _anonymous_ok(self) -> AuthResult:
         self.stats.anonymous_admitted += 1
-        return AuthResult(ANONYMOUS, "ok", "anonymous")
+        return ANONYMOUS_OK
 
     def _anonymous_refused(self, peer_ip: str, message: str) -> AuthResult:
         self.stats.anonymous_refused += 1
@@ -1178,7 +1186,9 @@ class AuthService:
 
     def permissions(self, identity: Identity, client_id: str | None = None) -> Permissions:
         """The cached `Permissions` of (identity, client id): keep it on the connection."""
-        key = (identity, client_id)
+        # the shared anonymous identity is keyed by the client id alone: hashing the
+        # Identity dataclass costs more than the rest of the lookup (connect storms)
+        key: PermissionsKey = client_id if identity is ANONYMOUS else (identity, client_id)
         perms = self._permissions.get(key)
         if perms is None:
             perms = Permissions(self.acl, identity, client_id, self.settings.acl_cache_size)

@@ -172,20 +172,37 @@ class Hub:
         """Find or create the session of `client_id` for a new connection; a connection still
         attached to it is taken over. Returns (session, session_present)."""
         existing = self.sessions.get(client_id)
-        if existing is not None and existing.link is not None:
+        if existing is None:
+            # the common case (every clean reconnect after the last one ended): a new session
+            session = self.sessions[client_id] = Session(
+                client_id,
+                protocol_level,
+                expiry_interval,
+                self.engine,
+                self.limits,
+                self.stats,
+                self.pressure,
+            )
+            session.events = self.session_events
+            session.owner = owner
+            session.permissions = permissions
+            if expiry_interval != 0:
+                session.journal_session()
+            return session, False
+        if existing.link is not None:
             old_link = existing.link
             self._stop_retained(existing)
             existing.detach()
             old_link.close_taken_over()
-        if existing is not None and existing.expiry_handle is not None:
+        if existing.expiry_handle is not None:
             existing.expiry_handle.cancel()
             existing.expiry_handle = None
         session_present = False
-        if existing is not None and existing.owner != owner and existing.owner is not None:
+        if existing.owner != owner and existing.owner is not None:
             # another identity's session: never hand its queue to this one
             log.info("client id %r reused by another user: starting a new session", client_id)
             clean_start = True
-        if existing is not None and not clean_start:
+        if not clean_start:
             session = existing
             session_present = True
             was_journaled = session.journaled
@@ -201,8 +218,7 @@ class Hub:
                 session.owner = owner
                 session.journal_everything()
         else:
-            if existing is not None:
-                self._discard(existing)
+            self._discard(existing)
             session = Session(
                 client_id,
                 protocol_level,
@@ -230,7 +246,8 @@ class Hub:
         """The connection `link` of `session` ended (any reason)."""
         if session.link is not link:
             return  # already taken over by a newer connection
-        self._stop_retained(session)
+        if self._retained_streams:
+            self._stop_retained(session)
         session.detach()
         if not session.journaled:
             self._discard(session)
@@ -256,9 +273,11 @@ class Hub:
             self._discard(session)
 
     def _discard(self, session: Session) -> None:
-        self._stop_retained(session)
-        for flt in list(session.subscriptions):
-            self._unindex(session, flt)
+        if self._retained_streams:
+            self._stop_retained(session)
+        if session.subscriptions:
+            for flt in list(session.subscriptions):
+                self._unindex(session, flt)
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
         if session.journaled or session.has_row:

@@ -668,19 +668,22 @@ class Session:
         """A connection takes this session: resend what is unacknowledged, then the queue."""
         self.link = link
         self.disconnected_at = None
-        for packet_id, d in list(self.inflight.items()):
-            if d.state == "released":
-                link.send_release(packet_id)
-            else:
-                link.send_message(d, True, None)
-        self.pump()
+        if self.inflight:
+            for packet_id, d in list(self.inflight.items()):
+                if d.state == "released":
+                    link.send_release(packet_id)
+                else:
+                    link.send_message(d, True, None)
+        if self.queue or self.stored_count or self.drain_waiter is not None:
+            self.pump()  # a new session has nothing to pump (connect storms)
         if self.events is not None:
             self.events.attached(self)
 
     def detach(self) -> None:
         self.link = None
-        if self._pressure is not None:
-            self._pressure.relieve(self)
+        pressure = self._pressure
+        if pressure is not None and pressure.active:
+            pressure.relieve(self)
         self.disconnected_at = time.time()
         if self.events is not None:
             self.events.detached(self)

@@ -47,6 +47,9 @@ class MQTTBroker:
         self.admission = admission or admission_from_settings(settings)
         # engine=redis: a CONNECT first takes its client id from whichever node holds it
         self.handover: SessionHandover | None = None
+        # the loop the listeners run on, for their connections (looking it up costs a
+        # getpid() syscall per connection)
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # -- connections -----------------------------------------------------------------
 
@@ -75,8 +78,8 @@ class MQTTBroker:
 
     def untrack_identity(self, conn: MQTTServerProtocol) -> None:
         identity = conn.identity
-        if identity is None:
-            return
+        if identity is None or (identity.token_id is None and identity.username is None):
+            return  # never tracked (anonymous)
         for index, key in ((self._by_token, identity.token_id), (self._by_user, identity.username)):
             if key is None:
                 continue
@@ -106,7 +109,7 @@ class MQTTBroker:
         *,
         reuse_port: bool = False,
     ) -> tuple[str, int]:
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         server = await loop.create_server(
             lambda: MQTTServerProtocol(self),
             host,

@@ -151,6 +151,8 @@ _CONNECT_WILL_QOS_SHIFT: Final = 3
 _CONNECT_WILL_RETAIN: Final = 0x20
 _CONNECT_PASSWORD: Final = 0x40
 _CONNECT_USERNAME: Final = 0x80
+# reserved, will, will QoS and will retain: the flags whose combinations need checking
+_CONNECT_CHECKED_FLAGS: Final = 0x3D
 
 _CONNACK_SESSION_PRESENT: Final = 0x01
 _CONNACK_FLAGS_RESERVED: Final = 0xFE
@@ -168,6 +170,8 @@ _SUB_V5_RESERVED: Final = 0xC0
 _PROTOCOL_NAME: Final = "MQTT"
 _PROTOCOL_NAME_V31: Final = "MQIsdp"
 _SUPPORTED_LEVELS: Final = frozenset({PROTOCOL_V311, PROTOCOL_V5})
+# the protocol name field of CONNECT as every current client sends it (length 4, "MQTT")
+_MQTT_NAME_FIELD: Final = b"\x00\x04MQTT"
 
 _CONNECT: Final = int(PacketType.CONNECT)
 _CONNACK: Final = int(PacketType.CONNACK)
@@ -626,29 +630,43 @@ _PacketDecoder = Callable[[bytes, int, int, int, int, bool], Packet]
 def _decode_connect(
     buf: bytes, byte0: int, start: int, end: int, level: int, server_side: bool
 ) -> Connect:
-    protocol_name, pos = _read_str(buf, start, end, "protocol name")
-    if protocol_name not in (_PROTOCOL_NAME, _PROTOCOL_NAME_V31):
-        raise DecodeError(f"unknown protocol name {protocol_name!r}", PROTOCOL_ERROR)
-    protocol_level = _read_byte(buf, pos, end, "protocol level")
-    pos += 1
-    if protocol_name == _PROTOCOL_NAME_V31 or protocol_level not in _SUPPORTED_LEVELS:
-        raise UnsupportedProtocolVersion(
-            f"unsupported protocol {protocol_name} level {protocol_level}", protocol_level
-        )
-    flags = _read_byte(buf, pos, end, "connect flags")
-    keepalive = _read_u16(buf, pos + 1, end, "keep alive")
-    pos += 3
-    if flags & _CONNECT_RESERVED:
-        raise DecodeError("CONNECT reserved flag is set")
+    if start + 10 <= end and buf[start : start + 6] == _MQTT_NAME_FIELD:
+        # the usual fixed part ("MQTT", level, flags, keep alive) read in one go: every
+        # reconnecting device sends one (connect storms); anything else takes the long way
+        protocol_name = _PROTOCOL_NAME
+        protocol_level = buf[start + 6]
+        flags = buf[start + 7]
+        keepalive = (buf[start + 8] << 8) | buf[start + 9]
+        pos = start + 10
+        if protocol_level not in _SUPPORTED_LEVELS:
+            raise UnsupportedProtocolVersion(
+                f"unsupported protocol {protocol_name} level {protocol_level}", protocol_level
+            )
+    else:
+        protocol_name, pos = _read_str(buf, start, end, "protocol name")
+        if protocol_name not in (_PROTOCOL_NAME, _PROTOCOL_NAME_V31):
+            raise DecodeError(f"unknown protocol name {protocol_name!r}", PROTOCOL_ERROR)
+        protocol_level = _read_byte(buf, pos, end, "protocol level")
+        pos += 1
+        if protocol_name == _PROTOCOL_NAME_V31 or protocol_level not in _SUPPORTED_LEVELS:
+            raise UnsupportedProtocolVersion(
+                f"unsupported protocol {protocol_name} level {protocol_level}", protocol_level
+            )
+        flags = _read_byte(buf, pos, end, "connect flags")
+        keepalive = _read_u16(buf, pos + 1, end, "keep alive")
+        pos += 3
     will_flag = flags & _CONNECT_WILL
     will_qos = (flags >> _CONNECT_WILL_QOS_SHIFT) & _PUBLISH_QOS_MASK
     will_retain = flags & _CONNECT_WILL_RETAIN
     has_username = flags & _CONNECT_USERNAME
     has_password = flags & _CONNECT_PASSWORD
-    if not will_flag and (will_qos or will_retain):
-        raise DecodeError("CONNECT will QoS/retain set without the will flag")
-    if will_qos == _QOS_INVALID:
-        raise DecodeError("CONNECT will QoS 3")
+    if flags & _CONNECT_CHECKED_FLAGS:  # none of these is set in a CONNECT without a will
+        if flags & _CONNECT_RESERVED:
+            raise DecodeError("CONNECT reserved flag is set")
+        if not will_flag and (will_qos or will_retain):
+            raise DecodeError("CONNECT will QoS/retain set without the will flag")
+        if will_qos == _QOS_INVALID:
+            raise DecodeError("CONNECT will QoS 3")
     if protocol_level == PROTOCOL_V311 and has_password and not has_username:
         raise DecodeError("CONNECT password without user name (MQTT-3.1.2-22)")
     properties: Properties = {}
@@ -656,7 +674,13 @@ def _decode_connect(
         properties, pos = _read_properties(buf, pos, end, _CONNECT_PROPS)
         if "authentication_data" in properties and "authentication_method" not in properties:
             raise DecodeError("authentication data without a method", PROTOCOL_ERROR)
-    client_id, pos = _read_str(buf, pos, end, "client identifier")
+    stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1]) if pos + 2 <= end else end + 1
+    raw = buf[pos + 2 : stop]
+    if stop <= end and raw.isascii() and b"\x00" not in raw:
+        client_id = raw.decode("ascii")  # what _read_str would return, without its checks
+        pos = stop
+    else:
+        client_id, pos = _read_str(buf, pos, end, "client identifier")
     will = None
     if will_flag:
         will_properties: Properties = {}
@@ -1095,19 +1119,21 @@ class Decoder:
                 append(_PUBACK_DECODER(buf, byte0, start, end, level, server_side))
             elif ptype == _PINGREQ and start == end:
                 append(PingReq())
-            else:
+            elif ptype == _DISCONNECT and start == end:
+                append(Disconnect())  # no body: reason 0, no properties, at either level
+            elif ptype == _CONNECT and server_side:
                 try:
-                    packet = _DECODERS[ptype](buf, byte0, start, end, level, server_side)
+                    connect = _decode_connect(buf, byte0, start, end, level, server_side)
                 except DecodeError:
-                    if ptype == _CONNECT and server_side:
-                        # Lets the connection answer a faulty v5 CONNECT with a v5 CONNACK.
-                        self.protocol_level = _connect_level(buf, start, end, level)
+                    # Lets the connection answer a faulty v5 CONNECT with a v5 CONNACK.
+                    self.protocol_level = _connect_level(buf, start, end, level)
                     raise
-                append(packet)
-                if server_side and isinstance(packet, Connect):
-                    # Everything after CONNECT is framed at the level it announced.
-                    level = self.protocol_level = packet.protocol_level
-                    header_errors = _HEADER_ERRORS[level == PROTOCOL_V5, server_side]
+                append(connect)
+                # Everything after CONNECT is framed at the level it announced.
+                level = self.protocol_level = connect.protocol_level
+                header_errors = _HEADER_ERRORS[level == PROTOCOL_V5, server_side]
+            else:
+                append(_DECODERS[ptype](buf, byte0, start, end, level, server_side))
             pos = end
         return pos
 
@@ -1242,6 +1268,11 @@ _CONNACK_311: dict[tuple[bool, int], bytes] = {
     for present in (False, True)
     for code in range(256)
 }
+
+
+def connack_accepted_311(session_present: bool) -> bytes:
+    """The CONNACK accepting a 3.1.1 CONNECT, prebuilt (what `encode` would return)."""
+    return _CONNACK_311[session_present, 0]
 
 
 def _encode_publish(packet: Publish, level: int, packet_id: int | None) -> tuple[bytes, int]:

@@ -30,11 +30,12 @@ class Farewell:
     conn: MQTTConnection
     session: Session | None
     transport: asyncio.Transport | None
-    peer: str
     _closing: bool
 
     if TYPE_CHECKING:
 
+        @property
+        def peer(self) -> str: ...  # "ip:port", formatted when asked
         def _act(self, events: list[Event]) -> None: ...
         def _flush(self) -> None: ...
         @property
@@ -82,7 +83,8 @@ class Farewell:
         """Close after what is already written (CONNACK, DISCONNECT) has been sent."""
         if self._closing:
             return
-        log.log(level, "closing %s (%s): %s", self.client_id or "-", self.peer, reason)
+        if log.isEnabledFor(level):  # the arguments cost more than the check
+            log.log(level, "closing %s (%s): %s", self.client_id or "-", self.peer, reason)
         self._flush()
         self._closing = True
         self.conn.close()

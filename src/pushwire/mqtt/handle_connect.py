@@ -14,6 +14,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from pushwire.core.topics import TopicError, validate_topic_name
+from pushwire.mqtt.codec import connack_accepted_311
 from pushwire.mqtt.events import Close, ConnectIn, Event, Send
 from pushwire.mqtt.packets import (
     PROTOCOL_V5,
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 
 # MQTT 5 session expiry value that means "never expires"
 NEVER_EXPIRES = 0xFFFFFFFF
+
+# a plain int: reading an IntEnum member costs ~70 ns, and every DISCONNECT compares it
+_DISCONNECT_WITH_WILL = int(ReasonCode.DISCONNECT_WITH_WILL)
 
 # CONNACK codes for a refused CONNECT, by AuthResult.reason (and "server_busy")
 REFUSAL_V5: dict[str, int] = {
@@ -117,36 +121,37 @@ def accept(conn: MQTTConnection, request: ConnectIn, session: SessionView, prese
     conn.client_id = request.client_id
     conn.will = p.will
     conn.keepalive = p.keepalive
+    if not conn.v5:
+        return connack_accepted_311(bool(present))  # no properties below MQTT 5
     props: dict[str, Any] = {}
-    if conn.v5:
-        limits = conn.limits
-        conn.client_receive_maximum = p.properties.get("receive_maximum", 65535)
-        conn.client_max_packet_size = p.properties.get("maximum_packet_size")
-        conn.client_topic_alias_maximum = p.properties.get("topic_alias_maximum", 0)
-        if conn.keepalive > limits.max_keepalive:
-            conn.keepalive = limits.max_keepalive
-            props["server_keep_alive"] = limits.max_keepalive
-        if request.assigned:
-            props["assigned_client_identifier"] = request.client_id
-        props["receive_maximum"] = limits.receive_maximum
-        props["topic_alias_maximum"] = limits.topic_alias_maximum
-        props["maximum_packet_size"] = limits.max_packet_size
-        if conn.auth_connack:
-            # enhanced authentication: the server-final-message (handle_auth.py)
-            props.update(conn.auth_connack)
-            conn.auth_connack = {}
+    limits = conn.limits
+    conn.client_receive_maximum = p.properties.get("receive_maximum", 65535)
+    conn.client_max_packet_size = p.properties.get("maximum_packet_size")
+    conn.client_topic_alias_maximum = p.properties.get("topic_alias_maximum", 0)
+    if conn.keepalive > limits.max_keepalive:
+        conn.keepalive = limits.max_keepalive
+        props["server_keep_alive"] = limits.max_keepalive
+    if request.assigned:
+        props["assigned_client_identifier"] = request.client_id
+    props["receive_maximum"] = limits.receive_maximum
+    props["topic_alias_maximum"] = limits.topic_alias_maximum
+    props["maximum_packet_size"] = limits.max_packet_size
+    if conn.auth_connack:
+        # enhanced authentication: the server-final-message (handle_auth.py)
+        props.update(conn.auth_connack)
+        conn.auth_connack = {}
     return conn.send(Connack(present, 0, props))
 
 
 def handle_disconnect(conn: MQTTConnection, p: Disconnect, now: float) -> list[Event]:
     session = conn.session
-    if conn.v5 and session is not None:
+    if conn.protocol_level == PROTOCOL_V5 and session is not None:
         expiry = p.properties.get("session_expiry_interval")
         if expiry is not None:
             if session.expiry_interval == 0 and expiry != 0:
                 raise ProtocolViolation("session expiry set on DISCONNECT after 0")
             session.expiry_interval = None if expiry == NEVER_EXPIRES else expiry
-    if p.reason_code != ReasonCode.DISCONNECT_WITH_WILL:
+    if p.reason_code != _DISCONNECT_WITH_WILL:
         conn.will = None  # a normal DISCONNECT discards the will (MQTT-3.14.4-3)
     return [Close("client disconnected")]
 

@@ -33,16 +33,18 @@ class Login:
     transport: asyncio.Transport | None
     session: Session | None
     ip: str
-    peer: str
     # who authenticated, and their rights (None until CONNECT is accepted)
     identity: Identity | None = None
     permissions: Permissions | None = None
     _closing: bool
     _auth_pending: bool
     _timer_due: float
+    _flush_scheduled: bool
 
     if TYPE_CHECKING:
 
+        @property
+        def peer(self) -> str: ...  # "ip:port", formatted when asked
         def _act(self, events: list[Event]) -> None: ...
         def _write(self, data: bytes) -> None: ...
         def _flush(self) -> None: ...
@@ -165,10 +167,18 @@ class Login:
         stats = self.hub.stats
         stats.clients_connected += 1
         stats.clients_maximum = max(stats.clients_maximum, stats.clients_connected)
-        self._write(self.conn.accept(ev, session, present))
-        if self.conn.deadline < self._timer_due:
-            self._arm_timer()  # the keepalive check is due before the CONNECT deadline
-        # resend what was unacknowledged, then the queue, after CONNACK (MQTT-4.4.0-1)
-        session.attach(self)  # type: ignore[arg-type]
+        # CONNACK, and what attach resends, go out in one write when this returns rather
+        # than one loop turn later: no callback per connection (connect storms)
+        flush_now = not self._flush_scheduled
+        self._flush_scheduled = True
+        try:
+            self._write(self.conn.accept(ev, session, present))
+            if self.conn.deadline < self._timer_due:
+                self._arm_timer()  # the keepalive check is due before the CONNECT deadline
+            # resend what was unacknowledged, then the queue, after CONNACK (MQTT-4.4.0-1)
+            session.attach(self)  # type: ignore[arg-type]
+        finally:
+            if flush_now:
+                self._flush()
         if self.broker.handover is not None:
             self.broker.handover.connected(ev.client_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pushwire.core.logthrottle import ThrottledLog
 from pushwire.core.ratelimit import TokenBucket
@@ -56,47 +56,58 @@ class MQTTServerProtocol(
 ):
     """A client connection; also the `Link` its session sends through."""
 
+    # What a connection starts with. Immutable starting values are class attributes, set on
+    # the instance only when they change: a connect storm creates thousands of these a
+    # second, most of which end after CONNECT and DISCONNECT (the mixins keep their own
+    # rarely set state the same way).
+    transport: asyncio.Transport | None = None
+    session: Session | None = None
+    _peername: Any = "?"  # the transport's "peername", formatted by `peer` when asked
+    ip = "?"
+    # the machine's one timer (CONNECT deadline, AUTH challenge, keepalive check)
+    _timer: asyncio.TimerHandle | None = None
+    _timer_due = 0.0  # the machine's deadline it was armed for (monotonic)
+    _out_bytes = 0  # bytes in _out, not yet handed to the transport
+    _flush_scheduled = False
+    _paused = False
+    _closing = False
+    admitted_ip: str | None = None  # counted against max_connections_per_ip
+    _publish_bucket: TokenBucket | None = None
+    _throttled = False
+    _yielding = False
+    _backlog_at = 0  # reading.py: _backlog waits from here on
+    _auth_pending = False
+    _pressured = False
+    _registered = False
+
     def __init__(self, broker: MQTTBroker) -> None:
         # at most 30 instance attributes, or CPython stops sharing the instance dict's keys
         # and each connection builds and resizes a dict of its own (bench/README.md)
         self.broker = broker
         self.hub = broker.hub
         self.conn = MQTTConnection(broker.limits, broker.hub.stats, time.monotonic())
-        self.transport: asyncio.Transport | None = None
-        self.session: Session | None = None
-        self.peer = "?"
         self.connected_at = time.time()  # wall clock, for the admin API's client list
-        self.ip = "?"
-        # the machine's one timer (CONNECT deadline, AUTH challenge, keepalive check)
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_due = 0.0  # the machine's deadline it was armed for (monotonic)
-        # asyncio.get_running_loop() costs a getpid() syscall per call: look it up once
-        self._loop = asyncio.get_running_loop()
+        # asyncio.get_running_loop() costs a getpid() syscall per call: the listener's loop
+        self._loop = broker.loop or asyncio.get_running_loop()
         self._out: list[bytes] = []
-        self._out_bytes = 0  # bytes in _out, not yet handed to the transport
-        self._flush_scheduled = False
-        self._paused = False
-        self._closing = False
-        self.admitted_ip: str | None = None  # counted against max_connections_per_ip
-        self._publish_bucket: TokenBucket | None = None
-        self._throttled = False
-        self._yielding = False
         self._backlog: list[Packet] = []  # reading.py: what waits, from _backlog_at on
-        self._backlog_at = 0
-        self._auth_pending = False
-        self._pressured = False
-        self._registered = False
         self._acks = AckQueue(self)
+
+    # -- what others read of the connection -------------------------------------------------
+
+    @property
+    def peer(self) -> str:
+        """ "ip:port" of the client, for logs and the admin API (formatted when asked)."""
+        peer = self._peername
+        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it
         self.transport = cast(asyncio.Transport, transport)
-        peer = self.transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        ip = str(peer[0]) if isinstance(peer, tuple) else self.peer
-        self.ip = ip
+        peer = self._peername = self.transport.get_extra_info("peername")
+        ip = self.ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         refusal = self.broker.admit(ip)
         if refusal is not None:
             # refused before a byte is read: a flood costs one accept and one close

@@ -34,7 +34,6 @@ class ReadControl:
 
     hub: Hub
     conn: MQTTConnection
-    peer: str
     _publish_bucket: TokenBucket | None
     transport: asyncio.Transport | None
     _backlog: list[Packet]
@@ -56,6 +55,8 @@ class ReadControl:
 
     if TYPE_CHECKING:
 
+        @property
+        def peer(self) -> str: ...  # "ip:port", formatted when asked
         def _act(self, events: list[Event]) -> None: ...
         def _abort(self, reason: str, level: int = logging.DEBUG) -> None: ...
 

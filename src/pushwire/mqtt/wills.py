@@ -45,6 +45,8 @@ class DelayedWills:
         """A connection took the session of `client_id`. If it resumed the session, a will
         pending from an earlier connection is never sent; if it started a new one, the old
         session ended, and its will goes out now (the session's end came first)."""
+        if not self._pending:
+            return  # no will waits at all (the usual case)
         message = self._drop(client_id)
         if message is not None and not session_present:
             self._hub.publish(message)
