@@ -5,13 +5,12 @@ back. Nothing acknowledged with 0x00 is lost (no false ack)."""
 from __future__ import annotations
 
 import queue
-import struct
 import threading
 from typing import Any
 
 import pytest
 
-from helpers import raw
+from helpers import raw, raw5
 from helpers.paho5 import Paho5
 from helpers.redis import RedisServer
 
@@ -99,38 +98,22 @@ def test_mqtt5_publisher_gets_0x80_while_redis_is_down_and_keeps_its_connection(
     pub.close()
 
 
-def _connect_v5(client_id: str) -> bytes:
-    """CONNECT, MQTT 5, clean start, no properties (MQTT 5.0 section 3.1)."""
-    body = raw.encode_str("MQTT") + b"\x05\x02" + struct.pack("!H", 30) + b"\x00"
-    return raw.packet(raw.CONNECT << 4, body + raw.encode_str(client_id))
-
-
-def _publish_qos2_v5(topic: str, payload: bytes, packet_id: int) -> bytes:
-    body = raw.encode_str(topic) + struct.pack("!H", packet_id) + b"\x00" + payload
-    return raw.packet((raw.PUBLISH << 4) | 0x04, body)
-
-
-def _reason(pkt: raw.Packet) -> int:
-    """An MQTT 5 PUBREC/PUBCOMP's reason code: absent means 0x00 (section 3.5.2.1)."""
-    return pkt.body[2] if len(pkt.body) > 2 else 0
-
-
 def test_mqtt5_qos2_pubrec_0x80_while_redis_is_down_ends_the_flow(
     cluster_node: StartNode, redis_server: RedisServer
 ) -> None:
     a = cluster_node()
     sub = mqtt_subscriber(a, "sub-q2", "q/#", qos=2)
     with raw.RawClient(a.host, a.mqtt_port) as pub:
-        pub.send(_connect_v5("pub-q2"))
+        pub.send(raw5.connect("pub-q2"))
         assert pub.expect(raw.CONNACK).body[1] == 0
         redis_server.stop()
-        pub.send(_publish_qos2_v5("q/t", b"down", 1))
+        pub.send(raw5.publish("q/t", b"down", 2, 1))
         rec = pub.expect(raw.PUBREC, 10)
-        assert (rec.packet_id, _reason(rec)) == (1, UNSPECIFIED_ERROR)
+        assert (rec.packet_id, raw5.reason(rec)) == (1, UNSPECIFIED_ERROR)
         # the failed PUBREC ended the flow: the packet id is free, a PUBREL finds nothing
         pub.send(raw.pubrel(1))
         comp = pub.expect(raw.PUBCOMP, 10)
-        assert (comp.packet_id, _reason(comp)) == (1, PACKET_IDENTIFIER_NOT_FOUND)
+        assert (comp.packet_id, raw5.reason(comp)) == (1, PACKET_IDENTIFIER_NOT_FOUND)
 
         redis_server.start()
         pid = 1
@@ -138,13 +121,13 @@ def test_mqtt5_qos2_pubrec_0x80_while_redis_is_down_ends_the_flow(
         def accepted() -> bool:
             nonlocal pid
             pid += 1
-            pub.send(_publish_qos2_v5("q/t", f"up{pid}".encode(), pid))
-            code = _reason(pub.expect(raw.PUBREC, 10))
+            pub.send(raw5.publish("q/t", f"up{pid}".encode(), 2, pid))
+            code = raw5.reason(pub.expect(raw.PUBREC, 10))
             assert code in (0, UNSPECIFIED_ERROR)
             if code:
                 return False
             pub.send(raw.pubrel(pid))
-            return _reason(pub.expect(raw.PUBCOMP, 10)) == 0
+            return raw5.reason(pub.expect(raw.PUBCOMP, 10)) == 0
 
         wait_for(accepted, "a successful PUBREC after Redis came back")
         # only the accepted one arrives: the refused "down" and failed attempts reached nobody
