@@ -18,6 +18,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+from pushwire.core.logthrottle import ThrottledLog
 from pushwire.engines.base import WriteError
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from pushwire.mqtt.protocol import MQTTServerProtocol
 
 log = logging.getLogger(__name__)
+# while Redis is unreachable every QoS 1/2 publish is refused: one line per client per 10 s
+_refused_log = ThrottledLog(log, 10.0)
 
 
 # (sync future or None, encoded ack, the receipt of the PUBLISH it answers or None, that
@@ -156,7 +159,12 @@ class AckQueue:
                         owner._abort("storage failure")
                         return
                     # MQTT 5: say so in the ack (0x80), in its place in the order
-                    log.warning("store refused a publish of %s: acked 0x80", owner.client_id)
+                    _refused_log.log(
+                        logging.WARNING,
+                        owner.client_id,
+                        "the store refused a publish of %r: acknowledged with 0x80",
+                        owner.client_id,
+                    )
                     data, releases = failed
             queue.popleft()
             owner._write(data)
