@@ -19,7 +19,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from helpers import raw
+from helpers import raw, raw5
 from helpers.raw import RawClient
 
 from .http_util import HttpServerProcess, StartServer, base, http_server, ws_url
@@ -164,3 +164,20 @@ def test_mqtt_a_refused_publish_closes_only_its_own_client(
     srv.kill()
     srv.start()
     assert len(poll(srv, "bob/%23", "all")["messages"]) == pid
+
+
+def test_mqtt5_a_refused_publish_gets_puback_0x80_and_keeps_its_connection(
+    http_server: StartServer,
+) -> None:
+    srv = http_server(memory=False)
+    inject(srv)
+    with RawClient(srv.host, srv.mqtt_port) as alice:
+        alice.send(raw5.connect("alice5"))
+        assert alice.expect(raw.CONNACK).body[1] == 0
+        # the refused publish and a kept one in one burst: the acks keep their order
+        alice.send(raw5.publish("private/alice/x", b"a", 1, 1) + raw5.publish("ok/x", b"b", 1, 2))
+        first, second = alice.expect(PUBACK, 10), alice.expect(PUBACK, 10)
+        assert (first.packet_id, raw5.reason(first)) == (1, 0x80)  # Unspecified error
+        assert (second.packet_id, raw5.reason(second)) == (2, 0)
+        assert alice.is_open()
+    assert [m["payload"] for m in poll(srv, "ok/%23", "all")["messages"]] == ["b"]

@@ -382,7 +382,7 @@ class Hub:
         wait for before acknowledging (None: nothing to wait for)."""
         journaled = self.publish(message, internal)
         durable = self.sync_future() if journaled and self.engine.durable else None
-        return Receipt(message, durable, self.engine.write_failed, self.publish_refused)
+        return Receipt(message, durable, self)
 
     def deliver(self, message: Message) -> None:
         """Route a message the broker handed back (published on any node; counted as

@@ -12,25 +12,22 @@ Transports acknowledge from the receipt instead of asking the engine themselves.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pushwire.core.message import Message
 
+if TYPE_CHECKING:
+    from pushwire.core.hub import Hub
+
 
 class Receipt:
-    __slots__ = ("_failed", "_refused", "durable", "message")
+    # the hub, not its two bound checks: one object per QoS 1/2 publish, not three
+    __slots__ = ("_hub", "durable", "message")
 
-    def __init__(
-        self,
-        message: Message,
-        durable: asyncio.Future[None] | None,
-        failed: Callable[[Message], bool],
-        refused: Callable[[Message], bool],
-    ) -> None:
+    def __init__(self, message: Message, durable: asyncio.Future[None] | None, hub: Hub) -> None:
         self.message = message
         self.durable = durable
-        self._failed = failed
-        self._refused = refused
+        self._hub = hub
 
     @property
     def position(self) -> int | None:
@@ -38,8 +35,8 @@ class Receipt:
 
     def stored(self) -> bool:
         """The store kept every write of the message (ask once `durable` resolved)."""
-        return not self._failed(self.message)
+        return not self._hub.engine.write_failed(self.message)
 
     def refused(self) -> bool:
         """The broker did not take the message: nobody got it (ask once `durable` resolved)."""
-        return self._refused(self.message)
+        return self._hub.publish_refused(self.message)

@@ -629,7 +629,7 @@ class PublishLane:
         state.stats.messages_in["http"] += 1
         if (journaled and self.engine.durable) or hub.store_held or hub.broker is not None:
             durable = hub.sync_future() if journaled and self.engine.durable else None
-            receipt = Receipt(message, durable, self.engine.write_failed, hub.publish_refused)
+            receipt = Receipt(message, durable, hub)
             return self._acknowledge(receipt)
         lid = message.log_id
         if lid is None or self.engine.write_failed(message):

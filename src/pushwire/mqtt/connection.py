@@ -297,6 +297,15 @@ class MQTTConnection:
             return ev.ack, ev.releases
         return handle_publish.quota_exceeded(self, ev)
 
+    def store_failed(self, ev: PublishIn) -> tuple[bytes, bool] | None:
+        """The ack of `ev` when the store did not take a write it vouches for (engine=redis
+        with Redis unreachable, a failed write): MQTT 5 answers 0x80 Unspecified error
+        (PUBACK/PUBREC have no code closer to it; 0x89 Server busy is DISCONNECT-only), so
+        the connection lives on; None for 3.1.1, which has no failure ack: close instead."""
+        if not self.v5:
+            return None
+        return handle_publish.failed_ack(self, ev, ReasonCode.UNSPECIFIED_ERROR)
+
     def unsuback(self, packet_id: int, results: list[bool]) -> bytes:
         return handle_subscribe.unsuback(self, packet_id, results)
 

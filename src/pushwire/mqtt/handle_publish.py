@@ -137,16 +137,21 @@ def message_of(p: Publish, origin: str) -> Message:
 
 def quota_exceeded(conn: MQTTConnection, ev: PublishIn) -> tuple[bytes, bool]:
     """MQTT 5: the hub could queue the message for none of the matching subscribers (every
-    queue was full, docs/queues.md): the ack says 0x97 Quota exceeded instead of success.
+    queue was full, docs/queues.md): the ack says 0x97 Quota exceeded instead of success."""
+    return failed_ack(conn, ev, ReasonCode.QUOTA_EXCEEDED)
+
+
+def failed_ack(conn: MQTTConnection, ev: PublishIn, code: int) -> tuple[bytes, bool]:
+    """MQTT 5: the PUBACK/PUBREC of `ev` with failure reason `code` instead of success:
     (ack bytes, whether writing it ends the inbound flow). A failed PUBREC ends the QoS 2
     flow, so the packet id leaves the inbound table."""
     p = ev.packet
     pid = p.packet_id
     assert pid is not None and conn.session is not None
     if p.qos == 1:
-        return conn.send(PubAck(pid, ReasonCode.QUOTA_EXCEEDED)), ev.releases
+        return conn.send(PubAck(pid, code)), ev.releases
     conn.session.inbound_qos2_release(pid)
-    return conn.send(PubRec(pid, ReasonCode.QUOTA_EXCEEDED)), True
+    return conn.send(PubRec(pid, code)), True
 
 
 def _refuse_deep_topic(conn: MQTTConnection, p: Publish, max_levels: int) -> list[Event]:

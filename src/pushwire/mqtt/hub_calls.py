@@ -1,4 +1,5 @@
-"""The machine's *In events as hub calls: route a PUBLISH and queue its ack, subscribe
+"""The machine's *In events as hub calls: route a PUBLISH (`Hub.submit`) and queue its ack
+on the receipt (acks.py), subscribe
 (SUBACK, then retained messages), unsubscribe, and the client's acks of our deliveries
 handed to its session. The ack bytes and reason codes come from the machine."""
 
@@ -48,14 +49,16 @@ class HubCalls:
         session = self.session
         assert session is not None
         msg = message_of(p, session.client_id)
-        journaled = self.hub.publish(msg)
         ack = ev.ack
-        if ack is not None:
-            releases = ev.releases
-            if self.hub.quota_exceeded:
-                # every matching queue was full (docs/queues.md): the machine says how
-                ack, releases = self.conn.quota_exceeded(ev)
-            self._acks.add(ack, journaled or ev.durable, msg, ev.received, releases)
+        if ack is None:
+            self.hub.publish(msg)  # QoS 0: no receipt to wait for, so none is made
+            return
+        receipt = self.hub.submit(msg)
+        releases = ev.releases
+        if self.hub.quota_exceeded:
+            # every matching queue was full (docs/queues.md): the machine says how
+            ack, releases = self.conn.quota_exceeded(ev)
+        self._acks.add_published(ack, receipt, ev, releases)
 
     def _subscribe(self, ev: SubscribeIn) -> None:
         session = self.session
