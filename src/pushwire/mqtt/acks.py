@@ -55,7 +55,7 @@ class AckQueue:
             if releases:
                 owner.conn.ack_written()
             if received >= 0:
-                hub.stats.publish_ack_latency.observe(time.monotonic() - received)
+                owner._acked_at.append(received)  # observed when flushed (mqtt/link.py)
             return
         fut = hub.sync_future() if wait else None
         self._queue.append((fut, data, message, hub.engine.failure_mark(), received, releases))

@@ -74,6 +74,8 @@ class MQTTServerProtocol(
         self._loop = asyncio.get_running_loop()
         self._out: list[bytes] = []
         self._out_bytes = 0  # bytes in _out, not yet handed to the transport
+        self._sent_at: list[float] = []  # latencies observed at the flush (mqtt/link.py)
+        self._acked_at: list[float] = []
         self._flush_scheduled = False
         self._paused = False
         self._closing = False
@@ -199,6 +201,8 @@ class MQTTServerProtocol(
     def _flush(self) -> None:
         # one write per loop tick: a fan-out burst becomes one syscall per subscriber
         self._flush_scheduled = False
+        if self._sent_at or self._acked_at:
+            self._observe_latencies()
         if not self._out or self.transport is None:
             return
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
