@@ -21,3 +21,13 @@ def test_observe_n() -> None:
     h.observe(0)
     assert h.cumulative() == [("0.0", 1), ("1.0", 1), ("10.0", 4), ("+Inf", 4)]
     assert h.sum == 15.0
+
+
+def test_observe_since_is_one_exact_observation_per_start() -> None:
+    """A turn's deliveries timed by one clock read: each lands in its own bucket."""
+    h = Histogram((0.1, 1.0))
+    h.observe_since(10.0, [9.95, 9.5, 2.0, 9.9])
+    assert h.cumulative() == [("0.1", 2), ("1.0", 3), ("+Inf", 4)]
+    assert abs(h.sum - (0.05 + 0.5 + 8.0 + 0.1)) < 1e-9
+    h.observe_since(10.0, [])
+    assert h.count == 4

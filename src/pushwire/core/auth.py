@@ -453,7 +453,9 @@ class Permissions:
         return decision
 
     def can_publish(self, topic: str) -> bool:
-        self._fresh()
+        # per message (MQTT): the version check of `_fresh` inline, then the cached answer
+        if self._compiled.version != self._acl.version:
+            self._fresh()
         cached = self._pub.get(topic)
         if cached is None:
             cached = self.check_publish(topic).allowed
@@ -464,7 +466,9 @@ class Permissions:
         return self.check_subscribe(flt).allowed
 
     def can_receive(self, topic: str) -> bool:
-        self._fresh()
+        # per message (MQTT): the version check of `_fresh` inline, then the cached answer
+        if self._compiled.version != self._acl.version:
+            self._fresh()
         cached = self._recv.get(topic)
         if cached is None:
             cached = self.check_receive(topic).allowed

@@ -566,24 +566,30 @@ class MessageLog:
         entries = tlog.entries
         cold = tlog.cold
         self.appended_total += 1
-        self._journaled = journaled = retention.max_messages > 0
+        max_messages = retention.max_messages
+        self._journaled = journaled = max_messages > 0
         if not journaled:
             # a topic configured to keep nothing: live readers only, and it counts as evicted
             tlog.evicted_upto = entry.id
             tlog.evicted_time = now
-        elif cold is _NO_COLD and len(entries) == retention.max_messages and tlog.in_heap:
-            # the steady state of a busy topic: one in, the oldest out (O(1), one length)
+            self._retain(tlog, retention, entries, cold, now)
+        elif cold is _NO_COLD and len(entries) == max_messages and tlog.in_heap:
+            # the steady state of a busy topic: one in, the oldest out (O(1), one length);
+            # the count stays at its bound, so only the age can ask for more eviction
             self.engine.log_append(message)
             entries.append(entry)
             old = entries.popleft()
             delta = entry.size - old.size
             tlog.hot_bytes += delta
             self.memory_bytes += delta
-            tlog.evicted_upto = old.id
+            tlog.evicted_upto = old_id = old.id
             tlog.evicted_time = old.message.created_at
             self.evicted_total += 1
-            if tlog.evicted_upto - tlog.trimmed_upto >= max(1, retention.max_messages // 10):
+            if old_id - tlog.trimmed_upto >= (max_messages // 10 or 1):
                 self._trim(tlog)
+            max_age = retention.max_age
+            if max_age > 0 and entries[0].message.created_at < now - max_age:
+                self._evict(tlog, now)
         else:
             self.engine.log_append(message)
             entries.append(entry)
@@ -594,18 +600,7 @@ class MessageLog:
             if not tlog.in_heap:
                 tlog.in_heap = True
                 heapq.heappush(self._oldest, (entry.id, tlog))
-        # the rest of retention, with one length per append: over the count (a rule
-        # changed, entries came back cold), or the oldest entry past the age horizon
-        if cold is _NO_COLD:
-            count = len(entries)
-            oldest = entries[0].message.created_at if count else now
-        else:
-            count = len(entries) + len(cold)
-            oldest = cold.first_time()
-        if count > retention.max_messages or (
-            retention.max_age > 0 and oldest < now - retention.max_age
-        ):
-            self._evict(tlog, now)
+            self._retain(tlog, retention, entries, cold, now)
         budget = self.budget
         if budget.topic_bytes and tlog.hot_bytes > budget.topic_bytes:
             self._fit_topic(tlog)
@@ -621,6 +616,27 @@ class MessageLog:
                     for listener in list(members):
                         listener.notify(entry)
         return entry
+
+    def _retain(
+        self,
+        tlog: _TopicLog,
+        retention: Retention,
+        entries: deque[LogEntry],
+        cold: _ColdRun,
+        now: float,
+    ) -> None:
+        """The rest of retention, with one length per append: over the count (a rule
+        changed, entries came back cold), or the oldest entry past the age horizon."""
+        if cold is _NO_COLD:
+            count = len(entries)
+            oldest = entries[0].message.created_at if count else now
+        else:
+            count = len(entries) + len(cold)
+            oldest = cold.first_time()
+        if count > retention.max_messages or (
+            retention.max_age > 0 and oldest < now - retention.max_age
+        ):
+            self._evict(tlog, now)
 
     def observer(self, message: Message) -> bool:
         """`hub.add_observer(log.observer)`; True when the message went to the engine, so

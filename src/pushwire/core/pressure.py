@@ -24,10 +24,9 @@ class Backpressure:
         self._saturated: set[Hashable] = set()
         self._waiters: list[Callable[[], None]] = []
         self.episodes = 0  # times a subscriber started holding publishers back
-
-    @property
-    def active(self) -> bool:
-        return bool(self._saturated)
+        # some subscriber holds publishers back: a plain attribute, as every PUBLISH read
+        # asks it (mqtt/reading.py), kept equal to bool(_saturated) by mark/relieve
+        self.active = False
 
     def holds(self, subscriber: Hashable) -> bool:
         """Is `subscriber` one of those holding publishers back now?"""
@@ -36,12 +35,14 @@ class Backpressure:
     def mark(self, subscriber: Hashable) -> None:
         if subscriber not in self._saturated:
             self._saturated.add(subscriber)
+            self.active = True
             self.episodes += 1
 
     def relieve(self, subscriber: Hashable) -> None:
         if subscriber in self._saturated:
             self._saturated.discard(subscriber)
             if not self._saturated:
+                self.active = False
                 self.release_all()
 
     def wait(self, callback: Callable[[], None]) -> None:

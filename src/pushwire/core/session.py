@@ -325,12 +325,15 @@ class Session:
         )
         queue = self.queue
         waiting = len(queue) + stored_count
-        # the inflight window has room (never without a link)
+        # the inflight window has room (never without a link); only asked when it
+        # matters: an empty queue (send now?) or a full one (hold rather than refuse?),
+        # not for the steady state of a busy subscriber, where messages wait their turn
         room = False
-        if link is not None:
+        if link is not None and (not waiting or waiting >= limit):
             window = limits.max_inflight
-            if link.receive_maximum < window:
-                window = link.receive_maximum
+            receive_maximum = link.receive_maximum
+            if receive_maximum < window:
+                window = receive_maximum
             room = len(self.inflight) < window
         count_full = waiting >= limit and not room
         # bytes count queue and inflight together; an empty session takes one message of
@@ -467,8 +470,9 @@ class Session:
         queue = self.queue
         inflight = self.inflight
         window = self._limits.max_inflight
-        if link.receive_maximum < window:
-            window = link.receive_maximum
+        receive_maximum = link.receive_maximum  # a property of the MQTT link: read once
+        if receive_maximum < window:
+            window = receive_maximum
         if queue and len(inflight) < window and link.writable():
             # runs once per acknowledgement: what the loop needs is looked up once
             now = time.time()

@@ -108,7 +108,7 @@ class AckQueue:
         if releases:
             owner.conn.ack_written()
         if received >= 0:
-            owner.hub.stats.publish_ack_latency.observe(time.monotonic() - received)
+            owner._acked_at.append(received)  # observed when flushed (mqtt/link.py)
 
     def _store_refused(self, receipt: Receipt | None, mark: int) -> bool:
         """Did the store refuse a write this ack vouches for: the message's (the broker

@@ -26,6 +26,10 @@ class LinkSide:
     _paused: bool
     _closing: bool
     _loop: asyncio.AbstractEventLoop
+    # created_at of the deliveries (time.time) and receipt of the PUBLISHes acked
+    # (time.monotonic) written this turn, observed in `_observe_latencies`
+    _sent_at: list[float]
+    _acked_at: list[float]
 
     if TYPE_CHECKING:
 
@@ -65,11 +69,24 @@ class LinkSide:
                 self._loop.call_soon(self._complete_dropped, delivery)
             return
         self._write(data)
-        stats = self.hub.stats
-        stats.messages_sent += 1
+        self.hub.stats.messages_sent += 1
         if wire_cache is None:
-            # the hub's fan-out passes a cache and observes the latency of all its sends
-            stats.delivery_latency.observe(time.time() - delivery.message.created_at)
+            # the hub's fan-out passes a cache and observes the latency of all its sends;
+            # here it is observed when the turn's bytes go to the transport (`_flush`)
+            self._sent_at.append(delivery.message.created_at)
+
+    def _observe_latencies(self) -> None:
+        """The delivery and publish-to-ack latencies of what this turn wrote: one clock
+        read each for all of them (exact counts, one observation per message)."""
+        stats = self.hub.stats
+        sent_at = self._sent_at
+        if sent_at:
+            stats.delivery_latency.observe_since(time.time(), sent_at)
+            sent_at.clear()
+        acked_at = self._acked_at
+        if acked_at:
+            stats.publish_ack_latency.observe_since(time.monotonic(), acked_at)
+            acked_at.clear()
 
     def _complete_dropped(self, delivery: Delivery) -> None:
         session = self.session

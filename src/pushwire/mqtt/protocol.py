@@ -90,6 +90,8 @@ class MQTTServerProtocol(
         # asyncio.get_running_loop() costs a getpid() syscall per call: the listener's loop
         self._loop = broker.loop or asyncio.get_running_loop()
         self._out: list[bytes] = []
+        self._sent_at: list[float] = []  # latencies observed at the flush (mqtt/link.py)
+        self._acked_at: list[float] = []
         self._backlog: list[Packet] = []  # reading.py: what waits, from _backlog_at on
         self._acks = AckQueue(self)
 
@@ -210,6 +212,8 @@ class MQTTServerProtocol(
     def _flush(self) -> None:
         # one write per loop tick: a fan-out burst becomes one syscall per subscriber
         self._flush_scheduled = False
+        if self._sent_at or self._acked_at:
+            self._observe_latencies()
         if not self._out or self.transport is None:
             return
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
