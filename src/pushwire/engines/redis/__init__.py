@@ -32,6 +32,7 @@ from pushwire.engines.redis.retained import load_retained
 from pushwire.engines.redis.sessions import RedisSessionStore
 from pushwire.model import (
     FailureListener,
+    LogScan,
     Message,
     QueueState,
     StoredLog,
@@ -235,3 +236,7 @@ class RedisEngine(MemoryEngine):
 
     async def log_read(self, ranges: list[tuple[str, int, int]]) -> list[Message]:
         return await self.history.read(ranges)
+
+    async def log_scan(self, flt: str, after: int, upto: int, limit: int) -> LogScan:
+        # start-up loads no history (load_log): reads below the start position come here
+        return await self.history.scan(flt, after, upto, limit)
