@@ -18,7 +18,9 @@ with `approx_size`). Over budget, the oldest entries leave memory: with an engin
 keeps the log on disk (SQLite) they become "cold", a few bytes of id, time and size in
 compact arrays, and a read that reaches them loads them back (`fetch`/`load`); that is no
 gap. With the memory engine there is nowhere to keep them: they are evicted, and readers
-behind them get a gap. At start-up a stored log comes back all cold.
+behind them get a gap. At start-up a stored log comes back all cold, or (an engine that
+starts lazily, `LazyHistory`: engine=redis) not at all: positions up to `unloaded_upto`
+are read from the engine when a read reaches below it (`log_scan`).
 
 Live readers register a `Listener` under a filter. Listeners of the same filter share one
 `_ListenerGroup` in a `SubscriptionTrie`: on append the topic is matched once per distinct
