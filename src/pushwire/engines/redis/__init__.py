@@ -3,7 +3,8 @@
 Composes the parts: `PublishBatcher` (history.py: positions, topic streams, retained hash
 and fan-out in one Lua script per batch), `FanoutReader` (broker.py: every node routes
 every message to its local subscribers in position order), `RedisHistory` (start-up
-position, cold reads, scans below the start, trims, consumer cursors) and the retained hash (retained.py).
+position, cold reads, scans below the start, trims, consumer cursors) and the retained
+hash (retained.py).
 
 The hub does not route a message when it is published: `broker_publish` sends it to Redis
 and the hub routes it when the fan-out reader hands it back (`start_fanout`), on every node
