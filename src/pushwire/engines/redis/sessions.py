@@ -72,7 +72,7 @@ from pushwire.engines.base import (
     WriteFailure,
 )
 from pushwire.engines.redis.batch import fanout_messages
-from pushwire.engines.redis.codec import decode
+from pushwire.engines.redis.codec import decode, encode
 from pushwire.engines.redis.keys import FANOUT, stream_id
 from pushwire.engines.redis.presence import node_key
 from pushwire.engines.serialize import dump_properties, load_properties
@@ -151,6 +151,66 @@ end
 return 0
 """
 
+# Queue entries of messages with a position (every message that came through the fan-out)
+# refer to one shared body, `bodies` (hash position -> encoded message), counted in `refs`
+# (hash position -> queue entries referring to it): positions are unique in the cluster,
+# unlike uids. The scripts below keep the count with the entries, in the same transaction.
+_UNREF = """
+local function unref(raw)
+  local ref = cjson.decode(raw)['ref']
+  if ref then
+    if redis.call('HINCRBY', KEYS[5], ref, -1) <= 0 then
+      redis.call('HDEL', KEYS[5], ref)
+      redis.call('HDEL', KEYS[4], ref)
+    end
+  end
+end
+"""
+
+# KEYS[1] qe:C, KEYS[2] qs:C, KEYS[3] qi:C, KEYS[4] bodies, KEYS[5] refs; ARGV[1] seq,
+# ARGV[2] the entry (JSON), ARGV[3] its state, ARGV[4] the position it refers to ("" for
+# an entry with its message inline), ARGV[5] the encoded message
+_QUEUE_PUT = (
+    _UNREF
+    + """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then unref(old) end
+if ARGV[4] ~= '' then
+  redis.call('HSETNX', KEYS[4], ARGV[4], ARGV[5])
+  redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[1])
+return 0
+"""
+)
+
+# KEYS as _QUEUE_PUT; ARGV[1] seq
+_QUEUE_DELETE = (
+    _UNREF
+    + """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then unref(old) end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 0
+"""
+)
+
+# KEYS as _QUEUE_PUT, then the session's other keys to delete; ARGV[1] the sessions hash,
+# ARGV[2] C
+_SESSION_DELETE = (
+    _UNREF
+    + """
+for _, raw in ipairs(redis.call('HVALS', KEYS[1])) do unref(raw) end
+redis.call('HDEL', ARGV[1], ARGV[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], unpack(KEYS, 6))
+return 0
+"""
+)
+
 # how many session ids one start-up round trip looks at (HSCAN count, MGET of their locks)
 _SWEEP_CHUNK = 1000
 
@@ -198,6 +258,13 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _queue_script(pipe: Any, script: Any, keys: list[str], args: list[Any]) -> None:
+    """Queue a registered script on a transaction pipeline (the pipeline loads it first
+    if Redis does not know it), as `AsyncScript.__call__` does, without awaiting."""
+    pipe.scripts.add(script)
+    pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+
 @dataclass(slots=True)
 class _Op:
     name: str  # the engine method, for WriteFailure.op
@@ -230,6 +297,11 @@ class RedisSessionStore:
         self._release = client.register_script(_RELEASE)
         self._hand = client.register_script(_HAND)
         self._forget = client.register_script(_FORGET)
+        self._queue_put = client.register_script(_QUEUE_PUT)
+        self._queue_delete = client.register_script(_QUEUE_DELETE)
+        self._session_delete = client.register_script(_SESSION_DELETE)
+        self._bodies = f"{prefix}bodies"  # position -> encoded message, shared by queues
+        self._refs = f"{prefix}refs"  # position -> queue entries that refer to it
         self._holds = f"{prefix}holds:"  # + node id: set of the client ids it holds
         self._holders = f"{prefix}holders"  # set of node ids that have a holds set
         self._pending: list[_Op] = []
@@ -360,12 +432,20 @@ class RedisSessionStore:
         )
         self._write("session_put", client_id, lambda p: p.hset(self._sess, client_id, row))
 
+    def _queue_keys(self, client_id: str) -> list[str]:
+        return [
+            self._k("qe", client_id),
+            self._k("qs", client_id),
+            self._k("qi", client_id),
+            self._bodies,
+            self._refs,
+        ]
+
     def session_delete(self, client_id: str) -> None:
-        keys = [self._k(kind, client_id) for kind in ("subs", "qi", "qe", "qs", "in")]
+        keys = self._queue_keys(client_id) + [self._k(k, client_id) for k in ("subs", "in")]
 
         def apply(p: Any) -> None:
-            p.hdel(self._sess, client_id)
-            p.delete(*keys)
+            _queue_script(p, self._session_delete, keys, [self._sess, client_id])
 
         self._write("session_delete", client_id, apply)
 
@@ -388,23 +468,22 @@ class RedisSessionStore:
         self._write("subscription_delete", client_id, lambda p: p.hdel(key, flt))
 
     def queue_put(self, client_id: str, entry: StoredQueueEntry) -> None:
-        body = json.dumps(
-            {
-                "qos": entry.qos,
-                "retain": entry.retain,
-                "message": _message_json(entry.message),
-            }
-        )
-        state = _state(entry.packet_id, entry.state)
-        qi, qe, qs = (self._k(k, client_id) for k in ("qi", "qe", "qs"))
-        seq = entry.seq
+        m = entry.message
+        row: dict[str, Any] = {"qos": entry.qos, "retain": entry.retain}
+        ref, blob = "", b""
+        if m.log_id is not None:
+            # a position: the body is stored once for every queue it is in (`bodies`)
+            ref, blob = str(m.log_id), encode(m)
+            row["ref"] = ref
+        else:  # no position ($SYS, node-local): the message goes inline
+            row["message"] = _message_json(m)
+        args = [str(entry.seq), json.dumps(row), _state(entry.packet_id, entry.state), ref, blob]
+        keys = self._queue_keys(client_id)
 
         def apply(p: Any) -> None:
-            p.hset(qe, str(seq), body)
-            p.hset(qs, str(seq), state)
-            p.zadd(qi, {str(seq): seq})
+            _queue_script(p, self._queue_put, keys, args)
 
-        self._write("queue_put", client_id, apply, entry.message)
+        self._write("queue_put", client_id, apply, m)
 
     def queue_update(
         self, client_id: str, seq: int, packet_id: int | None, state: QueueState
@@ -413,12 +492,10 @@ class RedisSessionStore:
         self._write("queue_update", client_id, lambda p: p.hset(key, str(seq), value))
 
     def queue_delete(self, client_id: str, seq: int) -> None:
-        qi, qe, qs = (self._k(k, client_id) for k in ("qi", "qe", "qs"))
+        keys = self._queue_keys(client_id)
 
         def apply(p: Any) -> None:
-            p.zrem(qi, str(seq))
-            p.hdel(qe, str(seq))
-            p.hdel(qs, str(seq))
+            _queue_script(p, self._queue_delete, keys, [str(seq)])
 
         self._write("queue_delete", client_id, apply)
 
@@ -453,6 +530,13 @@ class RedisSessionStore:
         row, subs, order, entries, states, inbound = await pipe.execute()
         if row is None:
             return None
+        refs = sorted({e["ref"] for e in map(json.loads, entries.values()) if "ref" in e})
+        # the shared bodies: only this node writes C, and a body lives while C refers to it
+        blobs = (
+            dict(zip(refs, await self.client.hmget(self._bodies, refs), strict=True))
+            if refs
+            else {}
+        )
         r = json.loads(row)
         session = StoredSession(
             client_id,
@@ -478,10 +562,19 @@ class RedisSessionStore:
                 continue
             e = json.loads(raw)
             pid_text, _, state = states.get(seq, ":queued").partition(":")
+            if "ref" in e:
+                blob = blobs.get(e["ref"])
+                if blob is None:  # cannot be while the entry refers to it; never crash
+                    log.error("session %r: body of position %s missing", client_id, e["ref"])
+                    continue
+                message = decode(blob)
+                message.log_id = int(e["ref"])
+            else:
+                message = _message(e["message"])
             session.queue.append(
                 StoredQueueEntry(
                     int(seq),
-                    _message(e["message"]),
+                    message,
                     e["qos"],
                     e["retain"],
                     int(pid_text) if pid_text else None,
