@@ -5,7 +5,8 @@ Keys (under `prefix`, "pw:" by default; C is the client id):
 - `sess`      hash C -> JSON row (protocol level, expiry interval, disconnected at, owner);
 - `subs:C`    hash filter -> JSON subscription (options, subscription id);
 - `qi:C`      sorted set of queued seqs (score = seq): the delivery order;
-- `qe:C`      hash seq -> JSON entry with the message inline (see below);
+- `qe:C`      hash seq -> JSON entry: the position of its message, or the message inline
+              (see below);
 - `qs:C`      hash seq -> "packet_id:state" (inflight state, rewritten without the body);
 - `in:C`      set of inbound QoS 2 packet ids (PUBREC sent, PUBREL not yet seen);
 - `lock:C`    the node id that holds C: the only node that routes to, queues for and writes
@@ -24,10 +25,12 @@ that answer means on disk. A batch Redis refuses or never answers (unreachable) 
 every write in it: `write_failed` / `session_failed_since` say so and the caller does not
 acknowledge (MQTT reason code), it never acks falsely.
 
-Message bodies are stored inline in each queue entry, not once per uid as SQLite does:
-message uids are only unique within one process (core/message.py), so a body shared by
-uid could be overwritten by another node's message with the same uid. The cost is one
-copy per offline session a message is queued for.
+Message bodies are stored once per position, not per queue entry: `bodies` (hash position
+-> encoded message, engines/redis/codec.py) with `refs` (hash position -> how many queue
+entries refer to it), both kept by the scripts that put and delete entries and sessions,
+in the same transaction, so a body goes with the last entry that refers to it. Positions,
+unlike uids (unique within one process only, core/message.py), are unique in the cluster.
+A message without a position (node-local, e.g. `$SYS`) is stored inline in its entry.
 
 Who holds a session. `lock:C` is taken by an atomic script that succeeds when the lock is
 free, already ours, or held by a node whose heartbeat (presence.py `node:<id>`, a key with
