@@ -318,8 +318,6 @@ class RedisSessionStore:
         self._kick_task: asyncio.Task[None] | None = None
         self._kicks: set[asyncio.Task[None]] = set()
         self.kicks_handled = 0
-        self.adoption_rounds = 0  # load_sessions calls (start-up and every heartbeat)
-        self.sessions_examined = 0  # sessions they took a lock of and loaded
         self._stopping = False
         # the fan-out position this node has routed up to (RedisEngine sets it to its
         # reader's): each write batch records it in `queued`, so whoever takes a session of
@@ -617,7 +615,6 @@ class RedisSessionStore:
             )
         if not adopting:
             await self._sweep(loaded, taken)
-        self.adoption_rounds += 1
         return loaded
 
     async def holders(self) -> list[str]:
@@ -657,7 +654,6 @@ class RedisSessionStore:
         if await self.try_lock(client_id, own=own, found_in=found_in) is None:
             return
         taken.add(client_id)
-        self.sessions_examined += 1
         session = await self.load_session(client_id)
         if session is not None:
             loaded.append(session)
