@@ -103,9 +103,13 @@ def test_a_node_starts_without_reading_history_and_resumes_cursors_from_redis(
                 body = publish(a, f"lz/{i}", f"m{n}-{i}")
                 sent.append((body["id"], f"lz/{i}", f"m{n}-{i}"))
         exact = [publish(a, "ex/t", f"e{i}") for i in range(3)]
-        for i in range(KEEP + 2):  # two evicted by count retention
-            publish(a, "ev/t", f"v{i}")
+        evicting = [publish(a, "ev/t", f"v{i}") for i in range(KEEP + 2)]  # two evicted
         wait_until(lambda: r.hget("pw:evicted", "ev/t") is not None, "ev/t's eviction mark")
+        # and a topic whose stream MAXLEN trimmed with no log's mark (lost, or never made)
+        for i in range(KEEP + 2):
+            publish(a, "mx/t", f"x{i}")
+        wait_until(lambda: r.hget("pw:evicted", "mx/t") is not None, "mx/t's eviction mark")
+        r.hdel("pw:evicted", "mx/t")
 
         r.config_resetstat()
         b = start_node("b")
@@ -128,6 +132,13 @@ def test_a_node_starts_without_reading_history_and_resumes_cursors_from_redis(
         body = poll(b, "ev/t", begin)
         assert body["gap"]
         assert [m["payload"] for m in body["messages"]] == [f"v{i}" for i in range(2, KEEP + 2)]
+        # the cursor of the last evicted message: nothing missed
+        body = poll(b, "ev/t", evicting[1]["cursor"])
+        assert not body["gap"] and len(body["messages"]) == KEEP
+        # the stream's own trim is a gap too, with no mark in pw:evicted
+        body = poll(b, "mx/t", begin)
+        assert body["gap"]
+        assert [m["payload"] for m in body["messages"]] == [f"x{i}" for i in range(2, KEEP + 2)]
         # history read from Redis, then what B has in memory, in one answer
         later = publish(b, "ex/t", "after-start")
         body = poll(b, "ex/t", exact[0]["cursor"])
