@@ -22,6 +22,7 @@ __all__ = [
     "ClusterFigures",
     "Conflict",
     "FailureListener",
+    "LogScan",
     "Message",
     "NotFound",
     "QueueState",
@@ -125,6 +126,19 @@ class StoredLog:
     # topic -> ids that were issued but could not be stored: a reader crossing one has a gap
     holes: dict[str, list[int]] = field(default_factory=dict)
     max_uid: int = 0  # highest message uid among the entries
+    # positions up to this were not loaded (an engine that starts lazily, engine=redis):
+    # the log indexes nothing of them and reads them with `log_scan` when asked (0: none)
+    unloaded_upto: int = 0
+
+
+@dataclass(slots=True)
+class LogScan:
+    """What `log_scan` found: the messages of the matching topics in a position range
+    (oldest first, `log_id` set), and the eviction marks of those topics (topic -> highest
+    evicted id and its created_at), so a read below the start still reports its gaps."""
+
+    messages: list[Message] = field(default_factory=list)
+    evicted: dict[str, tuple[int, float]] = field(default_factory=dict)
 
 
 @dataclass(slots=True, frozen=True)

@@ -27,6 +27,7 @@ from pushwire.model import (
     AuthSnapshot,
     ClusterFigures,
     FailureListener,
+    LogScan,
     Message,
     QueueState,
     StoredLog,
@@ -178,6 +179,16 @@ class History(Protocol):
         """The stored log entries of each (topic, first_id, last_id) range, ids inclusive
         (`log_id` set), after every write issued before the call. Entries trimmed meanwhile
         are missing from the answer; engines with keeps_log False answer []."""
+
+
+@runtime_checkable
+class LazyHistory(Protocol):
+    """An engine that starts without loading the log (`StoredLog.unloaded_upto`): a read
+    that reaches below that position asks the engine instead of the log's index."""
+
+    async def log_scan(self, flt: str, after: int, upto: int, limit: int) -> LogScan:
+        """Up to `limit` messages of the topics matching `flt` with positions in
+        (after, upto], oldest first, and those topics' eviction marks."""
 
 
 # called for every message the broker delivers to this node, in position order

@@ -53,9 +53,19 @@ async def test_a_batch_is_one_entry_per_topic_and_reads_back_exactly(
     assert [(m.log_id, m.payload) for m in got] == [
         (m.log_id, m.payload) for m in published if m.topic == "t/1" and 2 <= m.log_id <= 20
     ]
+    # start-up reads no stream: positions up to the start are scanned when asked for
     stored = await history.load("e", 30)
-    assert [e.id for e in stored.entries] == list(range(1, 31))
-    assert {e.topic for e in stored.entries} == {"t/0", "t/1", "t/2"}
+    assert stored.entries == [] and stored.unloaded_upto == 30
+    found = await history.scan("t/#", 0, 30, 100)
+    assert [(m.log_id, m.topic, m.payload) for m in found.messages] == [
+        (m.log_id, m.topic, m.payload) for m in published
+    ]
+    assert found.evicted == {}
+    # a range inside entries, one topic and a limit
+    cut = await history.scan("t/+", 4, 29, 10)
+    assert [m.log_id for m in cut.messages] == list(range(5, 15))
+    one = await history.scan("t/2", 1, 20, 100)
+    assert [m.log_id for m in one.messages] == [p for p in range(2, 21) if (p - 1) % 3 == 2]
 
 
 async def test_positions_are_one_order_across_nodes_and_a_peer_decodes_them(

@@ -18,7 +18,9 @@ with `approx_size`). Over budget, the oldest entries leave memory: with an engin
 keeps the log on disk (SQLite) they become "cold", a few bytes of id, time and size in
 compact arrays, and a read that reaches them loads them back (`fetch`/`load`); that is no
 gap. With the memory engine there is nowhere to keep them: they are evicted, and readers
-behind them get a gap. At start-up a stored log comes back all cold.
+behind them get a gap. At start-up a stored log comes back all cold, or (an engine that
+starts lazily, `LazyHistory`: engine=redis) not at all: positions up to `unloaded_upto`
+are read from the engine when a read reaches below it (`log_scan`).
 
 Live readers register a `Listener` under a filter. Listeners of the same filter share one
 `_ListenerGroup` in a `SubscriptionTrie`: on append the topic is matched once per distinct
@@ -51,7 +53,7 @@ from pushwire.core.message import MESSAGE_OVERHEAD, Message, approx_size, bump_u
 from pushwire.core.stats import Stats
 from pushwire.core.topics import SubscriptionTrie, matches
 from pushwire.model import WriteFailure
-from pushwire.ports import Engine
+from pushwire.ports import Engine, LazyHistory
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +179,10 @@ class ReadResult:
     # is complete once `MessageLog.load` has read them back (empty: nothing to load)
     cold: list[tuple[str, int, int]] = field(default_factory=list)
     cold_count: int = 0
+    # a read below `MessageLog.unloaded_upto` (filter, limit, floor, max_bytes): `load`
+    # asks the engine. `cold` names the range too, so every reader that checks `cold`
+    # goes through `load`
+    unloaded: tuple[str, int, int, int] | None = None
 
     @property
     def cursor(self) -> str:
@@ -457,6 +463,9 @@ class MessageLog:
         self.assigned = bool(getattr(engine, "assigns_positions", False))
         self.epoch = new_epoch()
         self.last_id = 0
+        # positions up to this were not loaded at start (an engine that starts lazily:
+        # engine=redis): nothing of them is indexed here, reads below it ask the engine
+        self.unloaded_upto = 0
         self._topics = _TopicTree()
         # one group per distinct filter (see `_ListenerGroup`), and how many listeners in all
         self._listeners: SubscriptionTrie[_ListenerGroup, None] = SubscriptionTrie()
@@ -493,6 +502,8 @@ class MessageLog:
             return
         self.epoch = stored.epoch
         self.last_id = stored.last_id
+        if isinstance(self.engine, LazyHistory):
+            self.unloaded_upto = stored.unloaded_upto
         for topic, (upto, upto_time) in stored.evicted.items():
             tlog = self._topic(topic)
             tlog.evicted_upto = tlog.trimmed_upto = upto
@@ -782,6 +793,10 @@ class MessageLog:
         if cursor.kind == "latest":
             return Start(self.last_id, False)
         if cursor.kind == "time":
+            if self.unloaded_upto:
+                # the times of messages before the start are in the engine only: start
+                # from what is kept there (more than asked for, never less)
+                return Start(0, False, self.last_id)
             topics = self._topics.find(flt)
             now = self.clock()
             firsts = []
@@ -819,6 +834,8 @@ class MessageLog:
 
         Entries only on disk are listed in `cold`, not in `entries`: `await load(result)`
         reads them (or use `fetch`). With the memory engine nothing is ever cold."""
+        if after_id < self.unloaded_upto:
+            return self._unloaded(flt, after_id, limit, floor, max_bytes)
         now = self.clock()
         gap = False
         horizon = max(after_id, floor)
@@ -864,9 +881,49 @@ class MessageLog:
             result.cold_count = taken - len(out)
         return result
 
+    def _unloaded(
+        self, flt: str, after_id: int, limit: int, floor: int, max_bytes: int
+    ) -> ReadResult:
+        """A read that starts below the start-up position of a lazy log: nothing known
+        here, `load` asks the engine."""
+        result = ReadResult([], after_id, False, True, self.epoch)
+        result.cold = [(flt, after_id + 1, self.unloaded_upto)]
+        result.unloaded = (flt, limit, floor, max_bytes)
+        return result
+
+    async def _load_unloaded(self, result: ReadResult) -> ReadResult:
+        """The messages below the start-up position from the engine, then (if the page
+        has room) what follows from this log, as one answer."""
+        assert result.unloaded is not None and isinstance(self.engine, LazyHistory)
+        flt, limit, floor, max_bytes = result.unloaded
+        after, upto = result.next_id, self.unloaded_upto
+        found = await self.engine.log_scan(flt, after, upto, limit)
+        self.stats.log_disk_reads += len(found.messages)
+        horizon = max(after, floor)
+        gap = result.gap or any(mark > horizon for mark, _ in found.evicted.values())
+        now = self.clock()
+        entries = []
+        for m in found.messages:
+            if m.log_id is None or m.expired(now):
+                continue
+            max_age = self.retention_for(m.topic).max_age
+            if max_age and m.created_at < now - max_age:
+                gap = gap or m.log_id > horizon  # past its age retention: evicted
+                continue
+            entries.append(LogEntry(m.log_id, m))
+        if len(found.messages) >= limit:
+            last = found.messages[-1].log_id or upto
+            return ReadResult(entries, last, gap, True, self.epoch)
+        rest = await self.fetch(flt, upto, limit - len(found.messages), floor, max_bytes)
+        rest.entries = entries + rest.entries
+        rest.gap = rest.gap or gap
+        return rest
+
     async def load(self, result: ReadResult) -> ReadResult:
         """Read the cold entries of `result` back from the engine and merge them in. An
         entry that is gone meanwhile (evicted and trimmed while we read) makes it a gap."""
+        if result.unloaded is not None:
+            return await self._load_unloaded(result)
         if not result.cold:
             return result
         ranges, expected = result.cold, result.cold_count

@@ -2,8 +2,9 @@
 
 Composes the parts: `PublishBatcher` (history.py: positions, topic streams, retained hash
 and fan-out in one Lua script per batch), `FanoutReader` (broker.py: every node routes
-every message to its local subscribers in position order), `RedisHistory` (start-up load,
-cold reads, trims, consumer cursors) and the retained hash (retained.py).
+every message to its local subscribers in position order), `RedisHistory` (start-up
+position, cold reads, scans below the start, trims, consumer cursors) and the retained
+hash (retained.py).
 
 The hub does not route a message when it is published: `broker_publish` sends it to Redis
 and the hub routes it when the fan-out reader hands it back (`start_fanout`), on every node
@@ -32,6 +33,7 @@ from pushwire.engines.redis.retained import load_retained
 from pushwire.engines.redis.sessions import RedisSessionStore
 from pushwire.model import (
     FailureListener,
+    LogScan,
     Message,
     QueueState,
     StoredLog,
@@ -235,3 +237,7 @@ class RedisEngine(MemoryEngine):
 
     async def log_read(self, ranges: list[tuple[str, int, int]]) -> list[Message]:
         return await self.history.read(ranges)
+
+    async def log_scan(self, flt: str, after: int, upto: int, limit: int) -> LogScan:
+        # start-up loads no history (load_log): reads below the start position come here
+        return await self.history.scan(flt, after, upto, limit)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -29,12 +30,12 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from pushwire.core.histogram import Histogram
-from pushwire.core.message import MESSAGE_OVERHEAD
+from pushwire.core.topics import matches
 from pushwire.engines.redis import keys
 from pushwire.engines.redis.batch import topic_messages
 from pushwire.engines.redis.client import UNAVAILABLE
-from pushwire.engines.redis.codec import created_at, decode, encode, header_size
-from pushwire.model import Message, StoredConsumer, StoredLog, StoredLogEntry
+from pushwire.engines.redis.codec import decode, encode
+from pushwire.model import LogScan, Message, StoredConsumer, StoredLog
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,12 @@ SCRIPT_BATCH = 2048
 PIPELINE_CALLS = 4
 # seconds trims of the history are collected before they go to Redis together
 TRIM_DELAY = 0.1
-# topic streams read per round trip at start-up
+# topic streams read per round trip by a read below the start-up position (`scan`)
 LOAD_TOPICS_PER_TRIP = 256
+# topics set members per SSCAN call when a wildcard read below the start lists topics
+SCAN_COUNT = 1000
+# characters a Redis glob pattern treats specially
+_GLOB_SPECIAL = re.compile(r"[\\*?\[\]]")
 # chunks sent and not yet seen by this node's fan-out reader, at most
 SENT_MEMORY = 1024
 # how many refused messages `failed` remembers (a waiter asks right after its sync)
@@ -288,6 +293,23 @@ class PublishBatcher:
                 callback()
 
 
+def _trimmed_below(info: Any) -> int:
+    """A bound on the highest position MAXLEN/XTRIM removed from a topic stream: when the
+    stream dropped any entry (entries-added > length, XINFO STREAM), everything of the
+    topic below its first kept message is gone, so report up to just below it (Redis
+    does not record the highest trimmed id). 0: nothing was trimmed, or no stream."""
+    if not isinstance(info, dict) or info.get("entries-added", 0) <= info.get("length", 0):
+        return 0
+    first = info.get("first-entry")
+    if not first:  # everything trimmed: up to the last id the stream ever had
+        last = info.get("last-generated-id")
+        return keys.position_of(last) if last else 0
+    entry_id, fields = first
+    for position, _blob in topic_messages(entry_id, fields):
+        return position - 1
+    return 0
+
+
 class RedisHistory:
     """Reads of the history (start-up, cold ranges) and its bookkeeping writes."""
 
@@ -305,39 +327,85 @@ class RedisHistory:
         return stored.decode() if stored is not None else fresh
 
     async def load(self, epoch: str, upto: int) -> StoredLog:
-        """Every topic's entries up to position `upto` (the fan-out reader starts after
-        it), as cold entries: payloads stay in Redis until a reader needs them."""
-        client = self._client
-        out = StoredLog(epoch=epoch, last_id=upto)
-        # redis-py types its answers loosely: bytes here (decode_responses=False)
-        members: Any = await client.smembers(keys.TOPICS)
-        topics = sorted(t.decode() for t in members)
-        entries: list[StoredLogEntry] = []
-        # a topic entry holds positions of one batch, and `upto` ends a batch. The reads go
-        # LOAD_TOPICS_PER_TRIP topics to a round trip (a node with 100,000 topics pays
-        # ~400 round trips, not 100,000)
-        for at in range(0, len(topics), LOAD_TOPICS_PER_TRIP):
-            part = topics[at : at + LOAD_TOPICS_PER_TRIP]
-            pipe = client.pipeline(transaction=False)
-            for topic in part:
-                pipe.xrange(keys.LOG + topic, "-", keys.stream_id(upto))
-            answers: Any = await pipe.execute()
-            for topic, found in zip(part, answers, strict=True):
-                for entry_id, fields in found:
-                    for position, blob in topic_messages(entry_id, fields):
-                        size = len(blob) - header_size(blob) + len(topic) + MESSAGE_OVERHEAD
-                        entries.append(StoredLogEntry(position, topic, created_at(blob), size))
-        entries.sort(key=lambda e: e.id)
-        out.entries = entries
-        evicted: Any = await client.hgetall(keys.EVICTED)
-        for topic_b, value in evicted.items():
-            upto_s, time_s = value.decode().split(" ", 1)
-            out.evicted[topic_b.decode()] = (int(upto_s), float(time_s))
-        consumers: Any = await client.hgetall(keys.CONSUMERS)
+        """The log as a node starts with it: the epoch, the position the fan-out reader
+        starts after (`upto`) and the consumer cursors, and no entry: positions up to
+        `upto` stay in Redis (`unloaded_upto`) and `scan` reads them when a reader asks.
+        A node's start costs the same with ten topics or a million."""
+        out = StoredLog(epoch=epoch, last_id=upto, unloaded_upto=upto)
+        consumers: Any = await self._client.hgetall(keys.CONSUMERS)
         for key, value in consumers.items():
             owner, name, flt = key.decode().split("\0", 2)
             acked, used = value.decode().split(" ", 1)
             out.consumers.append(StoredConsumer(owner, name, flt, int(acked), float(used)))
+        return out
+
+    async def topics(self, flt: str) -> list[str]:
+        """The topics with a history stream that `flt` matches: itself when it has no
+        wildcard, else one SSCAN of the topics set (narrowed by the filter's literal
+        prefix, then matched level by level)."""
+        if "+" not in flt and "#" not in flt:
+            return [flt]
+        prefix = flt[: min(i for i in (flt.find("+"), flt.find("#")) if i >= 0)]
+        pattern = _GLOB_SPECIAL.sub(r"\\\g<0>", prefix) + "*"
+        found = []
+        async for raw in self._client.sscan_iter(keys.TOPICS, match=pattern, count=SCAN_COUNT):
+            topic = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if matches(flt, topic):
+                found.append(topic)
+        return sorted(found)
+
+    async def scan(self, flt: str, after: int, upto: int, limit: int) -> LogScan:
+        """`_scan` in a task of its own: the HTTP layer runs a handler eagerly, outside
+        any task, and redis-py's timeouts need one."""
+        return await asyncio.ensure_future(self._scan(flt, after, upto, limit))
+
+    async def _scan(self, flt: str, after: int, upto: int, limit: int) -> LogScan:
+        """Up to `limit` messages of the topics matching `flt` at positions after..upto,
+        oldest first, and each topic's eviction mark: the higher of `pw:evicted` (the
+        logs' trims) and the bound from what the stream's MAXLEN dropped (which no node's
+        log may have counted; see `_trimmed_below`), so a gap below the start is always
+        reported: where the bound is not exact, a reader between the last trimmed and
+        the first kept message of a topic is told of a gap it may not have."""
+        out = LogScan()
+        if upto <= after:
+            return out
+        topics = await self.topics(flt)
+        found: list[Message] = []
+        for at in range(0, len(topics), LOAD_TOPICS_PER_TRIP):
+            part = topics[at : at + LOAD_TOPICS_PER_TRIP]
+            pipe = self._client.pipeline(transaction=False)
+            for topic in part:
+                # an entry's id is its last position, so the entry holding `upto` may
+                # have a higher id: read the one after `upto` too (as `read` does);
+                # `limit` entries hold at least `limit` messages
+                stream = keys.LOG + topic
+                pipe.xrange(stream, keys.stream_id(after + 1), keys.stream_id(upto), count=limit)
+                pipe.xrange(stream, "(" + keys.stream_id(upto), "+", count=1)
+                pipe.hget(keys.EVICTED, topic)
+                pipe.xinfo_stream(stream)
+            answers: Any = await asyncio.wait_for(pipe.execute(raise_on_error=False), self.timeout)
+            for n, topic in enumerate(part):
+                entries, following, mark, info = answers[4 * n : 4 * n + 4]
+                for failed in (entries, following, mark):
+                    if isinstance(failed, Exception):
+                        raise failed
+                for entry_id, fields in entries + following:
+                    for position, blob in topic_messages(entry_id, fields):
+                        if after < position <= upto:
+                            message = decode(blob)
+                            message.log_id = position
+                            found.append(message)
+                evicted = (0, 0.0)
+                if mark is not None:
+                    upto_s, time_s = mark.decode().split(" ", 1)
+                    evicted = (int(upto_s), float(time_s))
+                deleted = _trimmed_below(info)
+                if deleted > evicted[0]:
+                    evicted = (deleted, evicted[1])
+                if evicted[0]:
+                    out.evicted[topic] = evicted
+        found.sort(key=lambda m: m.log_id or 0)
+        out.messages = found[:limit]
         return out
 
     async def read(self, ranges: list[tuple[str, int, int]]) -> list[Message]:

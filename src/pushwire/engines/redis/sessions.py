@@ -5,11 +5,15 @@ Keys (under `prefix`, "pw:" by default; C is the client id):
 - `sess`      hash C -> JSON row (protocol level, expiry interval, disconnected at, owner);
 - `subs:C`    hash filter -> JSON subscription (options, subscription id);
 - `qi:C`      sorted set of queued seqs (score = seq): the delivery order;
-- `qe:C`      hash seq -> JSON entry with the message inline (see below);
+- `qe:C`      hash seq -> JSON entry: the position of its message, or the message inline
+              (see below);
 - `qs:C`      hash seq -> "packet_id:state" (inflight state, rewritten without the body);
 - `in:C`      set of inbound QoS 2 packet ids (PUBREC sent, PUBREL not yet seen);
 - `lock:C`    the node id that holds C: the only node that routes to, queues for and writes
               the session. Held while the client is online AND while it is offline;
+- `holds:<node id>` set of the client ids that node holds, and `holders` the set of node
+              ids with such a set: the holder index, changed by the same scripts that move
+              a lock (take, hand over, release), so it never disagrees with the locks;
 - channel `kick:<node id>`: "<claimant node>" LF "<C>": hand C to the claimant (its client
               connected there).
 
@@ -21,10 +25,12 @@ that answer means on disk. A batch Redis refuses or never answers (unreachable) 
 every write in it: `write_failed` / `session_failed_since` say so and the caller does not
 acknowledge (MQTT reason code), it never acks falsely.
 
-Message bodies are stored inline in each queue entry, not once per uid as SQLite does:
-message uids are only unique within one process (core/message.py), so a body shared by
-uid could be overwritten by another node's message with the same uid. The cost is one
-copy per offline session a message is queued for.
+Message bodies are stored once per position, not per queue entry: `bodies` (hash position
+-> encoded message, engines/redis/codec.py) with `refs` (hash position -> how many queue
+entries refer to it), both kept by the scripts that put and delete entries and sessions,
+in the same transaction, so a body goes with the last entry that refers to it. Positions,
+unlike uids (unique within one process only, core/message.py), are unique in the cluster.
+A message without a position (node-local, e.g. `$SYS`) is stored inline in its entry.
 
 Who holds a session. `lock:C` is taken by an atomic script that succeeds when the lock is
 free, already ours, or held by a node whose heartbeat (presence.py `node:<id>`, a key with
@@ -35,8 +41,12 @@ covered too). The holder's `on_kick` closes the connection as a takeover within 
 does, makes the session's writes durable, forgets the session, and hands the lock straight
 to the claimant (never free in between, so no third node adopts it meanwhile); the
 claimant then `load_session`s it: subscriptions, queue and inflight messages.
-`load_sessions` (start-up) adopts every session whose lock is free, ours, or a dead
-node's, so sessions of a node that died are picked up by the next node to start.
+`load_sessions` adopts every session whose holder is dead. A running node does so every
+heartbeat from the index: it reads the holders set, checks their heartbeats and reads only
+the dead nodes' sets, so a round with no dead node costs two round trips however many
+sessions live nodes hold. At start-up it also takes its own id's set and sweeps the session
+ids once (1,000 to a round trip, one MGET of their locks) for free locks and dead holders
+the index does not know.
 """
 
 from __future__ import annotations
@@ -65,7 +75,7 @@ from pushwire.engines.base import (
     WriteFailure,
 )
 from pushwire.engines.redis.batch import fanout_messages
-from pushwire.engines.redis.codec import decode
+from pushwire.engines.redis.codec import decode, encode
 from pushwire.engines.redis.keys import FANOUT, stream_id
 from pushwire.engines.redis.presence import node_key
 from pushwire.engines.serialize import dump_properties, load_properties
@@ -79,36 +89,133 @@ _FAILED_MEMORY = 10_000
 _CLAIM_POLL = 0.02
 _KICK_AGAIN = 1.0
 
+# Every script that moves `lock:C` moves C between the holder index sets in the same step
+# (`holds:<node>`: the client ids that node holds; `holders`: the nodes that have such a
+# set), so adopting a dead node's sessions reads only its set.
+
 # KEYS[1] lock:C; ARGV[1] this node, ARGV[2] the node-key prefix, ARGV[3] "1" when a lock
-# this node holds already counts as taken. Returns {1, previous holder or ""} when taken,
-# {0, holder} when a live node has it (or this node, with ARGV[3] "0").
+# this node holds already counts as taken, ARGV[4] the holds-set prefix, ARGV[5] C,
+# ARGV[6] the holders set, ARGV[7] the node in whose set C was found ("" if none): C leaves
+# that set when it turns out not to be that node's (any more). Returns {1, previous holder
+# or ""} when taken, {0, holder} when a live node has it (or this node, with ARGV[3] "0").
 _ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
 if (not holder) or (holder == ARGV[1] and ARGV[3] == '1')
     or (holder ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. holder) == 0) then
   redis.call('SET', KEYS[1], ARGV[1])
+  if holder and holder ~= ARGV[1] then
+    redis.call('SREM', ARGV[4] .. holder, ARGV[5])
+  end
+  if ARGV[7] ~= '' and ARGV[7] ~= ARGV[1] then
+    redis.call('SREM', ARGV[4] .. ARGV[7], ARGV[5])
+  end
+  redis.call('SADD', ARGV[4] .. ARGV[1], ARGV[5])
+  redis.call('SADD', ARGV[6], ARGV[1])
   return {1, holder or ''}
+end
+if ARGV[7] ~= '' and holder ~= ARGV[7] then
+  redis.call('SREM', ARGV[4] .. ARGV[7], ARGV[5])
 end
 return {0, holder}
 """
 
-# KEYS[1] lock:C; ARGV[1] this node, ARGV[2] the claimant: hand our lock straight to it,
-# so no third node can take it in between (the lock is never free during a takeover)
+# KEYS[1] lock:C; ARGV[1] this node, ARGV[2] the claimant, ARGV[3] the holds-set prefix,
+# ARGV[4] C, ARGV[5] the holders set: hand our lock straight to the claimant, so no third
+# node can take it in between (the lock is never free during a takeover)
 _HAND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('SREM', ARGV[3] .. ARGV[1], ARGV[4])
+  redis.call('SADD', ARGV[3] .. ARGV[2], ARGV[4])
+  redis.call('SADD', ARGV[5], ARGV[2])
   return 1
 end
 return 0
 """
 
-# KEYS[1] lock:C; ARGV[1] this node: let go only of our own lock
+# KEYS[1] lock:C; ARGV[1] this node, ARGV[2] the holds-set prefix, ARGV[3] C: let go only
+# of our own lock
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SREM', ARGV[2] .. ARGV[1], ARGV[3])
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
+
+# KEYS[1] holds:<node>, KEYS[2] the holders set; ARGV[1] the node, ARGV[2] its heartbeat
+# key: a dead node whose set is empty leaves the holders set (it is not looked at again
+# until it holds something, which only a live node can do)
+_FORGET = """
+if redis.call('SCARD', KEYS[1]) == 0 and redis.call('EXISTS', ARGV[2]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+# Queue entries of messages with a position (every message that came through the fan-out)
+# refer to one shared body, `bodies` (hash position -> encoded message), counted in `refs`
+# (hash position -> queue entries referring to it): positions are unique in the cluster,
+# unlike uids. The scripts below keep the count with the entries, in the same transaction.
+_UNREF = """
+local function unref(raw)
+  local ref = cjson.decode(raw)['ref']
+  if ref then
+    if redis.call('HINCRBY', KEYS[5], ref, -1) <= 0 then
+      redis.call('HDEL', KEYS[5], ref)
+      redis.call('HDEL', KEYS[4], ref)
+    end
+  end
+end
+"""
+
+# KEYS[1] qe:C, KEYS[2] qs:C, KEYS[3] qi:C, KEYS[4] bodies, KEYS[5] refs; ARGV[1] seq,
+# ARGV[2] the entry (JSON), ARGV[3] its state, ARGV[4] the position it refers to ("" for
+# an entry with its message inline), ARGV[5] the encoded message
+_QUEUE_PUT = (
+    _UNREF
+    + """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then unref(old) end
+if ARGV[4] ~= '' then
+  redis.call('HSETNX', KEYS[4], ARGV[4], ARGV[5])
+  redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[1])
+return 0
+"""
+)
+
+# KEYS as _QUEUE_PUT; ARGV[1] seq
+_QUEUE_DELETE = (
+    _UNREF
+    + """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then unref(old) end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 0
+"""
+)
+
+# KEYS as _QUEUE_PUT, then the session's other keys to delete; ARGV[1] the sessions hash,
+# ARGV[2] C
+_SESSION_DELETE = (
+    _UNREF
+    + """
+for _, raw in ipairs(redis.call('HVALS', KEYS[1])) do unref(raw) end
+redis.call('HDEL', ARGV[1], ARGV[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], unpack(KEYS, 6))
+return 0
+"""
+)
+
+# how many session ids one start-up round trip looks at (HSCAN count, MGET of their locks)
+_SWEEP_CHUNK = 1000
 
 KickHandler = Callable[[str], Awaitable[None]]
 
@@ -154,6 +261,13 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _queue_script(pipe: Any, script: Any, keys: list[str], args: list[Any]) -> None:
+    """Queue a registered script on a transaction pipeline (the pipeline loads it first
+    if Redis does not know it), as `AsyncScript.__call__` does, without awaiting."""
+    pipe.scripts.add(script)
+    pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+
 @dataclass(slots=True)
 class _Op:
     name: str  # the engine method, for WriteFailure.op
@@ -185,6 +299,14 @@ class RedisSessionStore:
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
         self._hand = client.register_script(_HAND)
+        self._forget = client.register_script(_FORGET)
+        self._queue_put = client.register_script(_QUEUE_PUT)
+        self._queue_delete = client.register_script(_QUEUE_DELETE)
+        self._session_delete = client.register_script(_SESSION_DELETE)
+        self._bodies = f"{prefix}bodies"  # position -> encoded message, shared by queues
+        self._refs = f"{prefix}refs"  # position -> queue entries that refer to it
+        self._holds = f"{prefix}holds:"  # + node id: set of the client ids it holds
+        self._holders = f"{prefix}holders"  # set of node ids that have a holds set
         self._pending: list[_Op] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -311,12 +433,20 @@ class RedisSessionStore:
         )
         self._write("session_put", client_id, lambda p: p.hset(self._sess, client_id, row))
 
+    def _queue_keys(self, client_id: str) -> list[str]:
+        return [
+            self._k("qe", client_id),
+            self._k("qs", client_id),
+            self._k("qi", client_id),
+            self._bodies,
+            self._refs,
+        ]
+
     def session_delete(self, client_id: str) -> None:
-        keys = [self._k(kind, client_id) for kind in ("subs", "qi", "qe", "qs", "in")]
+        keys = self._queue_keys(client_id) + [self._k(k, client_id) for k in ("subs", "in")]
 
         def apply(p: Any) -> None:
-            p.hdel(self._sess, client_id)
-            p.delete(*keys)
+            _queue_script(p, self._session_delete, keys, [self._sess, client_id])
 
         self._write("session_delete", client_id, apply)
 
@@ -339,23 +469,22 @@ class RedisSessionStore:
         self._write("subscription_delete", client_id, lambda p: p.hdel(key, flt))
 
     def queue_put(self, client_id: str, entry: StoredQueueEntry) -> None:
-        body = json.dumps(
-            {
-                "qos": entry.qos,
-                "retain": entry.retain,
-                "message": _message_json(entry.message),
-            }
-        )
-        state = _state(entry.packet_id, entry.state)
-        qi, qe, qs = (self._k(k, client_id) for k in ("qi", "qe", "qs"))
-        seq = entry.seq
+        m = entry.message
+        row: dict[str, Any] = {"qos": entry.qos, "retain": entry.retain}
+        ref, blob = "", b""
+        if m.log_id is not None:
+            # a position: the body is stored once for every queue it is in (`bodies`)
+            ref, blob = str(m.log_id), encode(m)
+            row["ref"] = ref
+        else:  # no position ($SYS, node-local): the message goes inline
+            row["message"] = _message_json(m)
+        args = [str(entry.seq), json.dumps(row), _state(entry.packet_id, entry.state), ref, blob]
+        keys = self._queue_keys(client_id)
 
         def apply(p: Any) -> None:
-            p.hset(qe, str(seq), body)
-            p.hset(qs, str(seq), state)
-            p.zadd(qi, {str(seq): seq})
+            _queue_script(p, self._queue_put, keys, args)
 
-        self._write("queue_put", client_id, apply, entry.message)
+        self._write("queue_put", client_id, apply, m)
 
     def queue_update(
         self, client_id: str, seq: int, packet_id: int | None, state: QueueState
@@ -364,12 +493,10 @@ class RedisSessionStore:
         self._write("queue_update", client_id, lambda p: p.hset(key, str(seq), value))
 
     def queue_delete(self, client_id: str, seq: int) -> None:
-        qi, qe, qs = (self._k(k, client_id) for k in ("qi", "qe", "qs"))
+        keys = self._queue_keys(client_id)
 
         def apply(p: Any) -> None:
-            p.zrem(qi, str(seq))
-            p.hdel(qe, str(seq))
-            p.hdel(qs, str(seq))
+            _queue_script(p, self._queue_delete, keys, [str(seq)])
 
         self._write("queue_delete", client_id, apply)
 
@@ -404,6 +531,13 @@ class RedisSessionStore:
         row, subs, order, entries, states, inbound = await pipe.execute()
         if row is None:
             return None
+        refs = sorted({e["ref"] for e in map(json.loads, entries.values()) if "ref" in e})
+        # the shared bodies: only this node writes C, and a body lives while C refers to it
+        blobs = (
+            dict(zip(refs, await self.client.hmget(self._bodies, refs), strict=True))
+            if refs
+            else {}
+        )
         r = json.loads(row)
         session = StoredSession(
             client_id,
@@ -429,10 +563,19 @@ class RedisSessionStore:
                 continue
             e = json.loads(raw)
             pid_text, _, state = states.get(seq, ":queued").partition(":")
+            if "ref" in e:
+                blob = blobs.get(e["ref"])
+                if blob is None:  # cannot be while the entry refers to it; never crash
+                    log.error("session %r: body of position %s missing", client_id, e["ref"])
+                    continue
+                message = decode(blob)
+                message.log_id = int(e["ref"])
+            else:
+                message = _message(e["message"])
             session.queue.append(
                 StoredQueueEntry(
                     int(seq),
-                    _message(e["message"]),
+                    message,
                     e["qos"],
                     e["retain"],
                     int(pid_text) if pid_text else None,
@@ -447,33 +590,110 @@ class RedisSessionStore:
     ) -> list[StoredSession]:
         """Take every stored session no live node holds, and load those.
 
-        At start-up (the default) that includes sessions this node id holds already (a
-        restarted worker keeps its slot's id). `adopting` (a running node looking for
-        sessions of dead nodes) leaves this node's own locks alone: those sessions are in
-        its hub already, or on their way to another node. A session held by a live node
-        stays there (it routes and queues for it). The window is ignored (keeps_queue is
-        False: whole queues are loaded). One lock script per stored session: what a node
-        pays at start-up and every adoption round."""
-        loaded = []
-        for raw in await self.client.hkeys(self._sess):
-            client_id = _text(raw)
-            if await self.try_lock(client_id, own=not adopting) is None:
-                continue
-            session = await self.load_session(client_id)
-            if session is not None:
-                loaded.append(session)
-            else:  # deleted meanwhile: nothing to hold
-                await self.release(client_id)
+        `adopting` (a running node, every heartbeat): read the holder index only. One
+        SMEMBERS of the holders set and one EXISTS per holding node tell the dead nodes;
+        only their sets are read, one lock script per session in them. With no dead node
+        that is two round trips, whatever the number of sessions. This node's own locks
+        are left alone (those sessions are in its hub, or on their way to another node).
+
+        At start-up (the default) it also takes the sessions this node id holds already (a
+        restarted worker keeps its slot's id), then sweeps the session ids once, 1,000 to a
+        round trip with one MGET of their locks, for sessions whose lock is free or whose
+        holder is dead but not indexed (written by a version without the index): lock
+        scripts run only for those. The window is ignored (keeps_queue is False: whole
+        queues are loaded)."""
+        loaded: list[StoredSession] = []
+        taken: set[str] = set()
+        others = [h for h in await self.holders() if h != self.node_id]
+        dead = await self._dead(others)
+        if not adopting:
+            await self._take_all(self.node_id, True, loaded, taken)
+        for node in dead:
+            await self._take_all(node, False, loaded, taken)
+            await self._forget(
+                keys=[self._holds + node, self._holders], args=[node, node_key(self.prefix, node)]
+            )
+        if not adopting:
+            await self._sweep(loaded, taken)
         return loaded
+
+    async def holders(self) -> list[str]:
+        """The nodes that hold (or held, and are not yet adopted from) any client id."""
+        return sorted(_text(n) for n in await self.client.smembers(self._holders))
+
+    async def held_by(self, node_id: str) -> set[str]:
+        """The client ids the index says `node_id` holds."""
+        return {_text(c) for c in await self.client.smembers(self._holds + node_id)}
+
+    async def _dead(self, nodes: list[str]) -> list[str]:
+        if not nodes:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for node in nodes:
+            pipe.exists(node_key(self.prefix, node))
+        beating = await pipe.execute()
+        return [node for node, alive in zip(nodes, beating, strict=True) if not alive]
+
+    async def _take_all(
+        self, node: str, own: bool, loaded: list[StoredSession], taken: set[str]
+    ) -> None:
+        """Take and load every session in `node`'s holds set."""
+        async for raw in self.client.sscan_iter(self._holds + node, count=_SWEEP_CHUNK):
+            client_id = _text(raw)
+            if client_id not in taken:
+                await self._take(client_id, own, node, loaded, taken)
+
+    async def _take(
+        self,
+        client_id: str,
+        own: bool,
+        found_in: str,
+        loaded: list[StoredSession],
+        taken: set[str],
+    ) -> None:
+        if await self.try_lock(client_id, own=own, found_in=found_in) is None:
+            return
+        taken.add(client_id)
+        session = await self.load_session(client_id)
+        if session is not None:
+            loaded.append(session)
+        else:  # no session behind the lock (a clean one, or deleted meanwhile)
+            await self.release(client_id)
+
+    async def _sweep(self, loaded: list[StoredSession], taken: set[str]) -> None:
+        """Start-up: sessions whose lock is free, or a dead node's that the index missed."""
+        cursor = 0
+        alive: dict[str, bool] = {self.node_id: True}
+        while True:
+            cursor, rows = await self.client.hscan(self._sess, cursor, count=_SWEEP_CHUNK)
+            ids = [_text(k) for k in rows if _text(k) not in taken]
+            locks = await self.client.mget([self._k("lock", c) for c in ids]) if ids else []
+            for client_id, raw in zip(ids, locks, strict=True):
+                holder = None if raw is None else _text(raw)
+                if holder is not None and holder not in alive:
+                    alive[holder] = bool(await self.client.exists(node_key(self.prefix, holder)))
+                if holder is None or holder == self.node_id or not alive[holder]:
+                    await self._take(client_id, True, "", loaded, taken)
+            if cursor == 0:
+                return
 
     # -- locks and the takeover kick -------------------------------------------------------
 
-    async def try_lock(self, client_id: str, *, own: bool = True) -> str | None:
+    async def try_lock(self, client_id: str, *, own: bool = True, found_in: str = "") -> str | None:
         """Take `lock:C` if free, a dead node's, or (`own`) ours already. Returns the
-        previous holder ("" if none) when taken, None when a live node holds it."""
+        previous holder ("" if none) when taken, None when a live node holds it.
+        `found_in`: the node whose holds set listed C (it leaves that set if stale)."""
         taken, holder = await self._acquire(
             keys=[self._k("lock", client_id)],
-            args=[self.node_id, node_key(self.prefix, ""), "1" if own else "0"],
+            args=[
+                self.node_id,
+                node_key(self.prefix, ""),
+                "1" if own else "0",
+                self._holds,
+                client_id,
+                self._holders,
+                found_in,
+            ],
         )
         if not taken:
             return None
@@ -540,12 +760,17 @@ class RedisSessionStore:
     async def release(self, client_id: str) -> None:
         """Let go of `client_id` (after its writes were made durable)."""
         await self.sync()
-        await self._release(keys=[self._k("lock", client_id)], args=[self.node_id])
+        await self._release(
+            keys=[self._k("lock", client_id)], args=[self.node_id, self._holds, client_id]
+        )
 
     async def hand_over(self, client_id: str, claimant: str) -> None:
         """Give `client_id` to node `claimant` (after its writes were made durable)."""
         await self.sync()
-        await self._hand(keys=[self._k("lock", client_id)], args=[self.node_id, claimant])
+        await self._hand(
+            keys=[self._k("lock", client_id)],
+            args=[self.node_id, claimant, self._holds, client_id, self._holders],
+        )
 
     async def start_kicks(self, on_kick: KickHandler) -> None:
         """Listen for kicks addressed to this node: `on_kick(C)` must close C's connection,
