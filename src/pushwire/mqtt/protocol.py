@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 from pushwire.core.logthrottle import ThrottledLog
@@ -33,13 +34,15 @@ from pushwire.mqtt.farewell import Farewell
 from pushwire.mqtt.hub_calls import HubCalls
 from pushwire.mqtt.link import LinkSide
 from pushwire.mqtt.login import Login
-from pushwire.mqtt.packets import Packet
+from pushwire.mqtt.packets import Connect, Disconnect, Packet, ReasonCode
 from pushwire.mqtt.reading import ReadControl
+from pushwire.mqtt.violation import ProtocolViolation
 
 if TYPE_CHECKING:
     from pushwire.mqtt.broker import MQTTBroker
 
-refusals = ThrottledLog(logging.getLogger(__name__))
+log = logging.getLogger(__name__)
+refusals = ThrottledLog(log)
 
 # the most one read takes from a socket; a read that fills it means more is waiting, so the
 # connection yields to the rest of the loop before reading again
@@ -49,6 +52,8 @@ READ_CHUNK_BYTES = 64 * 1024
 _READ_VIEW = memoryview(bytearray(READ_CHUNK_BYTES))
 # bytes buffered towards a client before it counts as congested (asyncio's default is 64 KiB)
 WRITE_BUFFER_HIGH = 256 * 1024
+# packets a read holding only one of them takes straight to the machine (`_direct`)
+_DIRECT = frozenset((Connect, Disconnect))
 
 
 class MQTTServerProtocol(
@@ -91,7 +96,12 @@ class MQTTServerProtocol(
         self._loop = broker.loop or asyncio.get_running_loop()
         self._out: list[bytes] = []
         self._backlog: list[Packet] = []  # reading.py: what waits, from _backlog_at on
-        self._acks = AckQueue(self)
+
+    @cached_property
+    def _acks(self) -> AckQueue:
+        """The acks of inbound flows, in order (acks.py): made at the first one, as most
+        connections of a connect storm never publish; an instance attribute from then on."""
+        return AckQueue(self)
 
     # -- what others read of the connection -------------------------------------------------
 
@@ -121,7 +131,8 @@ class MQTTServerProtocol(
         self._publish_bucket = TokenBucket(rate, max(1.0, 2 * rate)) if rate > 0 else None
         # a subscriber may fall behind by this much before QoS 0 is dropped for it
         self.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
-        self.conn.over_capacity = not self.broker.register(self)
+        if not self.broker.register(self):
+            self.conn.over_capacity = True
         self._registered = True
         # the machine's first deadline: CONNECT
         self._timer_due = self.conn.deadline
@@ -153,7 +164,37 @@ class MQTTServerProtocol(
             self._handle(exc.packets)
             self._act(self.conn.decode_failed(exc))
             return
+        if len(packets) == 1 and type(packets[0]) in _DIRECT and self._runs_now():
+            # a CONNECT or DISCONNECT read alone, as a (re)connecting device sends them:
+            # straight to the machine's rule and its answer, without the event list
+            self._direct(packets[0])
+            return
         self._handle(packets)
+
+    def _runs_now(self) -> bool:
+        """Nothing waits before a new packet (what `_handle` checks before `_run`)."""
+        return self._backlog_at >= len(self._backlog) and not self._held()
+
+    def _direct(self, packet: Packet) -> None:
+        """One CONNECT or DISCONNECT, as `_run` would run it through `handle` and `_act`
+        (the same rules, the same answers, the same faults)."""
+        conn = self.conn
+        try:
+            if type(packet) is Disconnect:
+                self._abort(conn.disconnect(packet))
+                return
+            assert isinstance(packet, Connect)
+            request = conn.connect_request(packet)
+            if isinstance(request, ConnectIn):
+                self._authenticate(request)
+            else:
+                self._act(request)  # refused
+        except ProtocolViolation as exc:
+            self._act(conn.protocol_error(str(exc), exc.reason_code))
+        except Exception:
+            # a bug must cost one connection, never the server
+            log.exception("error handling %s from %s", type(packet).__name__, self.peer)
+            self._act(conn.protocol_error("internal error", ReasonCode.UNSPECIFIED_ERROR))
 
     def _act(self, events: list[Event]) -> None:
         """The machine's events, in order: bytes to the socket, the rest to the hub side."""
@@ -179,7 +220,9 @@ class MQTTServerProtocol(
                 self._rare_event(ev)  # SUBSCRIBE, UNSUBSCRIBE, SCRAM (hub_calls.py)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._acks.detach()  # the one reference cycle of a connection, broken here
+        acks = self.__dict__.get("_acks")
+        if acks is not None:
+            acks.detach()  # the one reference cycle of a connection, broken here
         if not self._registered:
             return  # refused in connection_made: nothing to undo
         self._closing = True
