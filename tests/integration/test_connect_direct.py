@@ -5,6 +5,7 @@ DISCONNECT that sets a session expiry after 0 (MQTT-3.14.2-2)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -59,3 +60,47 @@ def test_disconnect_setting_an_expiry_after_zero_alone_is_a_protocol_error(
     assert [p.type for p in packets] == [raw.DISCONNECT]
     assert packets[0].body[0] == ReasonCode.PROTOCOL_ERROR
     assert srv.call(lambda: stats.protocol_errors) == errors + 1
+
+
+def test_the_connect_deadline_on_shared_timers_closes_only_the_silent() -> None:
+    srv = InProcessServer(connect_timeout=0.3).start()
+    try:
+        assert srv.server is not None
+        mqtt = srv.server.mqtt
+        with RawClient(srv.host, srv.mqtt_port) as silent:
+            connected = connected_client(srv.host, srv.mqtt_port, "on-time", keepalive=0)
+            try:
+                # the silent one is closed at its deadline, without a CONNACK
+                assert silent.read_until_closed() == []
+                # the one that sent CONNECT in time is served past the same deadline
+                connected.send(raw.PINGREQ_BYTES)
+                connected.expect(raw.PINGRESP)
+                # neither waits in a deadline slot once past it: nothing keeps them alive
+                assert srv.call(lambda: mqtt.connect_deadlines is not None)
+                wait_for_no_slot(srv)
+                connected.send(raw.PINGREQ_BYTES)
+                connected.expect(raw.PINGRESP)
+            finally:
+                connected.close()
+    finally:
+        srv.stop()
+
+
+def test_a_connection_lost_before_its_deadline_leaves_its_slot(srv: InProcessServer) -> None:
+    assert srv.server is not None
+    mqtt = srv.server.mqtt
+    client = connected_client(srv.host, srv.mqtt_port, "short", keepalive=30)
+    assert srv.call(lambda: len(mqtt.connect_deadlines or ())) == 1
+    client.send(raw.DISCONNECT_BYTES)
+    assert client.read_until_closed() == []
+    client.close()
+    wait_for_no_slot(srv)
+
+
+def wait_for_no_slot(srv: InProcessServer) -> None:
+    assert srv.server is not None
+    mqtt = srv.server.mqtt
+    deadline = time.monotonic() + 5.0
+    while srv.call(lambda: len(mqtt.connect_deadlines or ())) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert srv.call(lambda: len(mqtt.connect_deadlines or ())) == 0

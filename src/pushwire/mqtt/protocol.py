@@ -20,6 +20,7 @@ from pushwire.core.session import Session
 from pushwire.mqtt.acks import AckQueue
 from pushwire.mqtt.codec import DecodeError
 from pushwire.mqtt.connection import MQTTConnection
+from pushwire.mqtt.deadlines import ConnectDeadlines
 from pushwire.mqtt.events import (
     Close,
     ConnectIn,
@@ -72,6 +73,7 @@ class MQTTServerProtocol(
     # the machine's one timer (CONNECT deadline, AUTH challenge, keepalive check)
     _timer: asyncio.TimerHandle | None = None
     _timer_due = 0.0  # the machine's deadline it was armed for (monotonic)
+    _deadline_slot = 0  # the shared CONNECT-deadline slot it waits in (deadlines.py), or 0
     _out_bytes = 0  # bytes in _out, not yet handed to the transport
     _flush_scheduled = False
     _paused = False
@@ -134,9 +136,13 @@ class MQTTServerProtocol(
         if not self.broker.register(self):
             self.conn.over_capacity = True
         self._registered = True
-        # the machine's first deadline: CONNECT
-        self._timer_due = self.conn.deadline
-        self._timer = self._loop.call_later(self.broker.limits.connect_timeout, self._on_timer)
+        # the machine's first deadline, CONNECT's, on a timer shared with the connections
+        # opened at about the same time (deadlines.py); its own timer comes when needed
+        due = self._timer_due = self.conn.deadline
+        deadlines = self.broker.connect_deadlines
+        if deadlines is None:
+            deadlines = self.broker.connect_deadlines = ConnectDeadlines(self._loop)
+        self._deadline_slot = deadlines.add(self, due)
 
     # asyncio.BufferedProtocol: the loop reads into our buffer, so we choose how much one
     # read may take (uvloop would otherwise hand over up to 256 KiB per read)
@@ -164,16 +170,18 @@ class MQTTServerProtocol(
             self._handle(exc.packets)
             self._act(self.conn.decode_failed(exc))
             return
-        if len(packets) == 1 and type(packets[0]) in _DIRECT and self._runs_now():
-            # a CONNECT or DISCONNECT read alone, as a (re)connecting device sends them:
+        if (
+            len(packets) == 1
+            and type(packets[0]) in _DIRECT
+            and self._backlog_at >= len(self._backlog)
+            and not (self._throttled or self._auth_pending or self._pressured)
+        ):
+            # a CONNECT or DISCONNECT read alone, as a (re)connecting device sends them,
+            # with nothing waiting before it (what `_handle` checks, `_held` inlined):
             # straight to the machine's rule and its answer, without the event list
             self._direct(packets[0])
             return
         self._handle(packets)
-
-    def _runs_now(self) -> bool:
-        """Nothing waits before a new packet (what `_handle` checks before `_run`)."""
-        return self._backlog_at >= len(self._backlog) and not self._held()
 
     def _direct(self, packet: Packet) -> None:
         """One CONNECT or DISCONNECT, as `_run` would run it through `handle` and `_act`
@@ -226,6 +234,8 @@ class MQTTServerProtocol(
         if not self._registered:
             return  # refused in connection_made: nothing to undo
         self._closing = True
+        if self._deadline_slot:
+            self._leave_deadline_slot()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -250,6 +260,15 @@ class MQTTServerProtocol(
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
+    def _write_now(self, data: bytes) -> None:
+        """Straight to the transport, with nothing buffered before it (the caller checks
+        `_out` is empty, so order holds)."""
+        if self.transport is None or self._closing:
+            return
+        self.hub.stats.bytes_sent += len(data)
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
     def _flush(self) -> None:
         # one write per loop tick: a fan-out burst becomes one syscall per subscriber
         self._flush_scheduled = False
@@ -266,14 +285,35 @@ class MQTTServerProtocol(
 
     def _arm_timer(self) -> None:
         """For the machine's deadline, when before the armed one (a timer armed later
-        fires early: `tick` then finds nothing due yet)."""
+        fires early: `tick` then finds nothing due yet). The armed one is the
+        connection's own timer or, until that is first needed, its slot in the shared
+        CONNECT-deadline timers (deadlines.py): one at a time, due at `_timer_due`."""
         due = self.conn.deadline
-        if not due or self._closing or (self._timer is not None and self._timer_due <= due):
+        if not due or self._closing:
             return
         if self._timer is not None:
+            if self._timer_due <= due:
+                return
             self._timer.cancel()
+        elif self._deadline_slot:
+            if self._timer_due <= due:
+                return
+            self._leave_deadline_slot()
         self._timer_due = due
         self._timer = self._loop.call_later(due - time.monotonic(), self._on_timer)
+
+    def _leave_deadline_slot(self) -> None:
+        deadlines = self.broker.connect_deadlines
+        assert deadlines is not None
+        deadlines.remove(self, self._deadline_slot)
+        self._deadline_slot = 0
+
+    def connect_deadline_passed(self) -> None:
+        """The shared CONNECT-deadline timer fired (deadlines.py): as the connection's
+        own timer would have."""
+        self._deadline_slot = 0
+        if not self._closing:
+            self._on_timer()
 
     def _on_timer(self) -> None:
         # activity only updates a timestamp in the machine: one timer per period
