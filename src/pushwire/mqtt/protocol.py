@@ -1,5 +1,8 @@
 """One MQTT connection on asyncio: bytes between the socket and the protocol machine
-(`connection.py`, where every rule lives), its one timer, its events to the hub side.
+(`connection.py`, where every rule lives), its one timer (until that is first needed,
+a slot in the shared CONNECT-deadline timers of `deadlines.py`), its events to the hub
+side. A CONNECT or DISCONNECT read alone goes straight to the machine's rule (`_direct`);
+every other read through `_handle`, `handle` and the events.
 
 The rest of the glue is one module per job, mixed into this one object (no helper objects
 per connection, no indirection per packet): `reading.py` (packets to the machine, read
