@@ -66,3 +66,39 @@ def test_a_connection_object_stays_under_the_key_sharing_limit(srv: InProcessSer
         assert srv.call(lambda: len(vars(ref()))) <= KEY_SHARING_LIMIT
     finally:
         client.close()
+
+
+def test_the_ack_queue_is_made_at_the_first_inbound_ack(srv: InProcessServer) -> None:
+    client = connected_client(srv.host, srv.mqtt_port, "acks", keepalive=30)
+    try:
+        client.send(raw.publish("t/0", b"x", qos=0))
+        client.send(b"\xc0\x00")
+        client.expect(raw.PINGRESP)  # the QoS 0 publish was handled before it
+        ref = srv.call(lambda: only_connection(srv))
+        # a connect storm's connections never publish at QoS 1/2: no queue for them
+        assert srv.call(lambda: "_acks" not in vars(ref()))
+        client.send(raw.publish("t/1", b"x", qos=1, packet_id=7))
+        assert client.expect(raw.PUBACK).packet_id == 7
+        assert srv.call(lambda: "_acks" in vars(ref()))
+    finally:
+        client.close()
+
+
+def test_a_connection_that_acked_a_publish_is_freed_without_the_cycle_collector(
+    srv: InProcessServer,
+) -> None:
+    gc.collect()
+    gc.disable()
+    try:
+        client = connected_client(srv.host, srv.mqtt_port, "acked", keepalive=30)
+        ref = srv.call(lambda: only_connection(srv))
+        client.send(raw.publish("t/1", b"x", qos=1, packet_id=3))
+        assert client.expect(raw.PUBACK).packet_id == 3
+        client.send(b"\xe0\x00")
+        client.close()
+        deadline = time.monotonic() + 5.0
+        while srv.call(lambda: ref() is not None) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.call(lambda: ref() is None), "the connection is kept alive by a cycle"
+    finally:
+        gc.enable()

@@ -17,6 +17,7 @@ from pushwire.mqtt.protocol import MQTTServerProtocol
 from pushwire.mqtt.wills import DelayedWills
 
 if TYPE_CHECKING:
+    from pushwire.mqtt.deadlines import ConnectDeadlines
     from pushwire.mqtt.handover import SessionHandover
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class MQTTBroker:
         # the loop the listeners run on, for their connections (looking it up costs a
         # getpid() syscall per connection)
         self.loop: asyncio.AbstractEventLoop | None = None
+        # the CONNECT deadlines of new connections, on shared timers (made by the first)
+        self.connect_deadlines: ConnectDeadlines | None = None
 
     # -- connections -----------------------------------------------------------------
 

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pushwire.core.stats import Stats
@@ -63,7 +65,7 @@ from pushwire.mqtt.violation import ProtocolViolation
 __all__ = ["Limits", "MQTTConnection", "ProtocolViolation", "SessionView", "State"]
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     from pushwire.config import Settings
     from pushwire.core.auth import AuthResult
@@ -94,6 +96,13 @@ class State(enum.Enum):
     AWAIT_CONNECT = "await-connect"
     CONNECTED = "connected"
     CLOSED = "closed"
+
+
+# the states as module globals for the checks made on every read: `State.CLOSED` is a
+# global and an attribute lookup on the enum class (~70 ns), `_CLOSED` only the global
+_AWAIT_CONNECT = State.AWAIT_CONNECT
+_CONNECTED = State.CONNECTED
+_CLOSED = State.CLOSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,44 +157,49 @@ class Rights(Protocol):
 
 
 class MQTTConnection:
+    # Starting values that most connections never change (a connect storm's CONNECT and
+    # DISCONNECT set none of them) are class attributes, set on the instance only when
+    # they change: fewer stores per connection, and a smaller instance dict.
+    protocol_level = PROTOCOL_V311
+    # set by the glue when the server is over max_connections: CONNECT is refused
+    over_capacity = False
+    # known once CONNECT is accepted
+    client_id = ""
+    will: Will | None = None
+    keepalive = 0
+    session: SessionView | None = None
+    rights: Rights | None = None
+    client_receive_maximum = 65535
+    client_max_packet_size: int | None = None  # None: the client set no limit
+    client_topic_alias_maximum = 0
+    # inbound QoS 1/2 flows whose final ack is not yet written (Receive Maximum)
+    inbound_open = 0
+    auth_deadline = 0.0  # an AUTH challenge must be answered by then
+    # MQTT 5 enhanced authentication (handle_auth.py), when CONNECT named a method
+    enhanced_auth: EnhancedAuth | None = None
+    pending_connect: ConnectIn | None = None  # CONNECT awaiting the exchange
+    # server-final-message for the CONNACK (replaced, never changed in place)
+    auth_connack: Mapping[str, Any] = MappingProxyType({})
+
     def __init__(
         self, limits: Limits | None = None, stats: Stats | None = None, now: float = 0.0
     ) -> None:
         """`now`: when the socket opened (monotonic); CONNECT is due `connect_timeout`
         later (a client that never finishes CONNECT is dropped, the slowloris guard)."""
-        self.limits = limits or Limits()
+        self.limits = limits = limits or Limits()
         self.stats = stats if stats is not None else Stats()
         self._decoder = Decoder(
-            max_packet_size=self.limits.max_packet_size, server_side=True, ack_runs=True
+            max_packet_size=limits.max_packet_size, server_side=True, ack_runs=True
         )
-        self.state = State.AWAIT_CONNECT
-        self.protocol_level = PROTOCOL_V311
+        self.state = _AWAIT_CONNECT
         self._aliases: dict[int, str] = {}  # inbound topic aliases the client set
         self._first_byte_seen = False
-        # set by the glue when the server is over max_connections: CONNECT is refused
-        self.over_capacity = False
-        # known once CONNECT is accepted
-        self.client_id = ""
-        self.will: Will | None = None
-        self.keepalive = 0
-        self.session: SessionView | None = None
-        self.rights: Rights | None = None
-        self.client_receive_maximum = 65535
-        self.client_max_packet_size: int | None = None  # None: the client set no limit
-        self.client_topic_alias_maximum = 0
-        # inbound QoS 1/2 flows whose final ack is not yet written (Receive Maximum)
-        self.inbound_open = 0
         # outbound topic aliases: topic -> alias, least recently used first
         self.out_aliases: dict[str, int] = {}
         self.last_rx = 0.0  # monotonic time of the last bytes received
         # when `tick` is due next (monotonic; 0: never): the glue runs one timer for it,
         # and re-arms after `accept` and an `AuthTimer` event
-        self.deadline = self._connect_deadline = now + self.limits.connect_timeout
-        self.auth_deadline = 0.0  # an AUTH challenge must be answered by then
-        # MQTT 5 enhanced authentication (handle_auth.py), when CONNECT named a method
-        self.enhanced_auth: EnhancedAuth | None = None
-        self.pending_connect: ConnectIn | None = None  # CONNECT awaiting the exchange
-        self.auth_connack: dict[str, Any] = {}  # server-final-message for the CONNACK
+        self.deadline = self._connect_deadline = now + limits.connect_timeout
 
     @property
     def v5(self) -> bool:
@@ -197,7 +211,7 @@ class MQTTConnection:
         """Decode and check order; raises DecodeError (or ProtocolViolation) on the first
         fault. The error's `packets` holds the checked packets that came before the fault,
         so the caller can still act on them (a PUBLISH followed by garbage is delivered)."""
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             return []
         self.last_rx = now
         if not self._first_byte_seen and data:
@@ -205,43 +219,56 @@ class MQTTConnection:
             if data[0] >> 4 != _CONNECT_TYPE:
                 # MQTT-3.1.0-1: judged on the first byte, so a partial packet (or one that
                 # claims a large body and never sends it) cannot hold the socket open
-                self.state = State.CLOSED
+                self.state = _CLOSED
                 raise ProtocolViolation("first packet must be CONNECT")
         try:
             packets = self._decoder.feed(data)
         except DecodeError as exc:
-            if self.state is State.AWAIT_CONNECT:
+            if self.state is _AWAIT_CONNECT:
                 # a CONNECT that was readable up to its level: answer at that level; one
                 # refused for its size alone still shows its level in the first bytes
                 self.protocol_level = self._decoder.protocol_level
                 if isinstance(exc, PacketTooLarge) and not exc.packets:
                     self.protocol_level = _claimed_level(data, self.protocol_level)
             exc.packets = self._check(exc.packets)
-            self.state = State.CLOSED
+            self.state = _CLOSED
             raise
         return self._check(packets)
 
     def _check(self, packets: list[Packet]) -> list[Packet]:
         for i, packet in enumerate(packets):
             try:
-                if self.state is State.AWAIT_CONNECT:
+                if self.state is _AWAIT_CONNECT:
                     if not isinstance(packet, Connect):
                         raise ProtocolViolation("first packet must be CONNECT")
                     self.protocol_level = packet.protocol_level
-                    self.state = State.CONNECTED
+                    self.state = _CONNECTED
                 elif isinstance(packet, Connect):
                     raise ProtocolViolation("second CONNECT on one connection")
-                elif isinstance(packet, Publish) and self.v5:
+                elif isinstance(packet, Publish) and self.protocol_level == PROTOCOL_V5:
                     handle_publish.resolve_alias(self._aliases, self.limits, packet)
                 elif isinstance(packet, Disconnect):
                     # nothing after DISCONNECT counts (MQTT-3.14.4-1/2)
-                    self.state = State.CLOSED
-                    return packets[: i + 1]
+                    self.state = _CLOSED
+                    return packets if i + 1 == len(packets) else packets[: i + 1]
             except ProtocolViolation as exc:
-                self.state = State.CLOSED
+                self.state = _CLOSED
                 exc.packets = packets[:i]
                 raise
         return packets
+
+    # -- the direct path of a CONNECT or DISCONNECT read alone (no event objects) ----------
+
+    def connect_request(self, packet: Connect) -> ConnectIn | list[Event]:
+        """What `handle` does for a checked CONNECT, without the event list: the request
+        to authenticate (the one `ConnectIn`), or the refusal to act on."""
+        return handle_connect.connect_request(self, packet)
+
+    def disconnect(self, packet: Disconnect) -> str:
+        """What `handle` does for a checked DISCONNECT (raises ProtocolViolation), without
+        the event list: the reason to close with, as the `Close` it would return."""
+        handle_connect.disconnect(self, packet)
+        return handle_connect.DISCONNECTED
 
     def handle(self, packet: Packet, now: float = -1.0) -> list[Event]:
         """Apply the rules of one checked packet; raises ProtocolViolation. `now`: the
@@ -334,7 +361,7 @@ class MQTTConnection:
         CONNECT, an unanswered AUTH challenge, a keepalive of 1.5 periods without a byte,
         MQTT-3.1.2-24) and set `deadline` to the next check."""
         self.deadline = 0.0
-        if self.state is State.CLOSED:
+        if self.state is _CLOSED:
             return []
         if self.auth_deadline and now >= self.auth_deadline:
             self.auth_deadline = 0.0
@@ -423,7 +450,7 @@ class MQTTConnection:
         return events
 
     def close(self) -> None:
-        self.state = State.CLOSED
+        self.state = _CLOSED
 
 
 _HANDLERS: dict[type, Callable[[MQTTConnection, Any, float], list[Event]]] = {

@@ -13,6 +13,7 @@ from pushwire.mqtt.packets import ReasonCode
 from pushwire.mqtt.wills import will_message
 
 if TYPE_CHECKING:
+    from pushwire.core.auth import Identity
     from pushwire.core.hub import Hub
     from pushwire.core.session import Session
     from pushwire.mqtt.broker import MQTTBroker
@@ -31,6 +32,7 @@ class Farewell:
     session: Session | None
     transport: asyncio.Transport | None
     _closing: bool
+    identity: Identity | None
 
     if TYPE_CHECKING:
 
@@ -44,8 +46,13 @@ class Farewell:
     def _end_session(self) -> None:
         """The connection is lost: it leaves the broker, its will goes out (or waits for
         its delay), and its session detaches from the hub."""
-        self.broker.unregister(self)  # type: ignore[arg-type]
-        self.broker.untrack_identity(self)  # type: ignore[arg-type]
+        broker = self.broker
+        broker.unregister(self)  # type: ignore[arg-type]
+        identity = self.identity
+        if identity is not None and (
+            identity.token_id is not None or identity.username is not None
+        ):
+            broker.untrack_identity(self)  # type: ignore[arg-type]  # (never anonymous)
         session = self.session
         if session is None:
             return

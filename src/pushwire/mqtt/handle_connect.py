@@ -59,6 +59,16 @@ REFUSAL_V311: dict[str, int] = {
 
 
 def handle_connect(conn: MQTTConnection, p: Connect, now: float) -> list[Event]:
+    request = connect_request(conn, p)
+    if isinstance(request, ConnectIn):
+        return [request]
+    return request
+
+
+def connect_request(conn: MQTTConnection, p: Connect) -> ConnectIn | list[Event]:
+    """The rules of a CONNECT before authentication: the request to authenticate, or the
+    refusal to send. The glue calls this directly for a CONNECT read alone (no event list
+    for the common case); `handle_connect` wraps it for the general path."""
     v5 = p.protocol_level == PROTOCOL_V5
     if conn.over_capacity:
         conn.stats.connections_refused += 1
@@ -88,7 +98,7 @@ def handle_connect(conn: MQTTConnection, p: Connect, now: float) -> list[Event]:
         expiry_interval: int | None = None if expiry == NEVER_EXPIRES else expiry
     else:
         expiry_interval = 0 if p.clean_start else None
-    return [ConnectIn(p, client_id, assigned, expiry_interval)]
+    return ConnectIn(p, client_id, assigned, expiry_interval)
 
 
 def refuse(conn: MQTTConnection, reason: str, message: str) -> list[Event]:
@@ -144,6 +154,18 @@ def accept(conn: MQTTConnection, request: ConnectIn, session: SessionView, prese
 
 
 def handle_disconnect(conn: MQTTConnection, p: Disconnect, now: float) -> list[Event]:
+    disconnect(conn, p)
+    return [Close(DISCONNECTED)]
+
+
+# the reason a DISCONNECT from the client closes with (logged at DEBUG)
+DISCONNECTED = "client disconnected"
+
+
+def disconnect(conn: MQTTConnection, p: Disconnect) -> None:
+    """The rules of a DISCONNECT (raises ProtocolViolation); the connection then closes
+    with DISCONNECTED. The glue calls this directly for a DISCONNECT read alone (no event
+    objects for the common case); `handle_disconnect` wraps it for the general path."""
     session = conn.session
     if conn.protocol_level == PROTOCOL_V5 and session is not None:
         expiry = p.properties.get("session_expiry_interval")
@@ -153,7 +175,6 @@ def handle_disconnect(conn: MQTTConnection, p: Disconnect, now: float) -> list[E
             session.expiry_interval = None if expiry == NEVER_EXPIRES else expiry
     if p.reason_code != _DISCONNECT_WITH_WILL:
         conn.will = None  # a normal DISCONNECT discards the will (MQTT-3.14.4-3)
-    return [Close("client disconnected")]
 
 
 def will_delay(will: Will, session_expiry: int | None) -> int:

@@ -25,9 +25,11 @@ class HubCalls:
     hub: Hub
     conn: MQTTConnection
     session: Session | None
-    _acks: AckQueue
 
     if TYPE_CHECKING:
+
+        @property
+        def _acks(self) -> AckQueue: ...  # made at the first ack (protocol.py)
 
         def _write(self, data: bytes) -> None: ...
         def _arm_timer(self) -> None: ...

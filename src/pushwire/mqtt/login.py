@@ -40,6 +40,7 @@ class Login:
     _auth_pending: bool
     _timer_due: float
     _flush_scheduled: bool
+    _out: list[bytes]
 
     if TYPE_CHECKING:
 
@@ -48,6 +49,7 @@ class Login:
         def _act(self, events: list[Event]) -> None: ...
         def _write(self, data: bytes) -> None: ...
         def _flush(self) -> None: ...
+        def _write_now(self, data: bytes) -> None: ...
         def _arm_timer(self) -> None: ...
         def _sync_reading(self) -> None: ...
         def _release_held(self) -> None: ...
@@ -149,36 +151,48 @@ class Login:
         claim.add_done_callback(claimed)
 
     def _open_session(self, ev: ConnectIn) -> None:
-        assert self.identity is not None
+        identity = self.identity
+        assert identity is not None
+        broker = self.broker
         session, present = self.hub.connect(
             ev.client_id,
             ev.packet.clean_start,
             ev.packet.protocol_level,
             ev.expiry_interval,
             self,  # type: ignore[arg-type]  # the protocol is the session's Link
-            owner=self.identity.username,
+            owner=identity.username,
             permissions=self.permissions,
         )
         self.session = session
         # a new connection to a session stops its pending will for good; a new session
         # ends the old one, whose pending will goes out now (MQTT-3.1.3-9)
-        self.broker.wills.session_connected(ev.client_id, present)
-        self.broker.track_identity(self)  # type: ignore[arg-type]
+        broker.wills.session_connected(ev.client_id, present)
+        if identity.token_id is not None or identity.username is not None:
+            broker.track_identity(self)  # type: ignore[arg-type]  # (never anonymous)
         stats = self.hub.stats
         stats.clients_connected += 1
-        stats.clients_maximum = max(stats.clients_maximum, stats.clients_connected)
-        # CONNACK, and what attach resends, go out in one write when this returns rather
-        # than one loop turn later: no callback per connection (connect storms)
-        flush_now = not self._flush_scheduled
-        self._flush_scheduled = True
-        try:
-            self._write(self.conn.accept(ev, session, present))
-            if self.conn.deadline < self._timer_due:
-                self._arm_timer()  # the keepalive check is due before the CONNECT deadline
-            # resend what was unacknowledged, then the queue, after CONNACK (MQTT-4.4.0-1)
+        if stats.clients_connected > stats.clients_maximum:
+            stats.clients_maximum = stats.clients_connected
+        conn = self.conn
+        connack = conn.accept(ev, session, present)
+        if conn.deadline < self._timer_due:
+            self._arm_timer()  # the keepalive check is due before the CONNECT deadline
+        if not present and not self._out:
+            # a new session (every clean reconnect) has nothing to resend: CONNACK goes
+            # to the transport now, in one write, without a callback (connect storms)
+            self._write_now(connack)
             session.attach(self)  # type: ignore[arg-type]
-        finally:
-            if flush_now:
-                self._flush()
-        if self.broker.handover is not None:
-            self.broker.handover.connected(ev.client_id)
+        else:
+            # CONNACK, and what attach resends, go out in one write when this returns
+            # rather than one loop turn later
+            flush_now = not self._flush_scheduled
+            self._flush_scheduled = True
+            try:
+                self._write(connack)
+                # resend what was unacknowledged, then the queue, after CONNACK (MQTT-4.4.0-1)
+                session.attach(self)  # type: ignore[arg-type]
+            finally:
+                if flush_now:
+                    self._flush()
+        if broker.handover is not None:
+            broker.handover.connected(ev.client_id)

@@ -1,5 +1,8 @@
 """One MQTT connection on asyncio: bytes between the socket and the protocol machine
-(`connection.py`, where every rule lives), its one timer, its events to the hub side.
+(`connection.py`, where every rule lives), its one timer (until that is first needed,
+a slot in the shared CONNECT-deadline timers of `deadlines.py`), its events to the hub
+side. A CONNECT or DISCONNECT read alone goes straight to the machine's rule (`_direct`);
+every other read through `_handle`, `handle` and the events.
 
 The rest of the glue is one module per job, mixed into this one object (no helper objects
 per connection, no indirection per packet): `reading.py` (packets to the machine, read
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
 
 from pushwire.core.logthrottle import ThrottledLog
@@ -19,6 +23,7 @@ from pushwire.core.session import Session
 from pushwire.mqtt.acks import AckQueue
 from pushwire.mqtt.codec import DecodeError
 from pushwire.mqtt.connection import MQTTConnection
+from pushwire.mqtt.deadlines import ConnectDeadlines
 from pushwire.mqtt.events import (
     Close,
     ConnectIn,
@@ -33,13 +38,15 @@ from pushwire.mqtt.farewell import Farewell
 from pushwire.mqtt.hub_calls import HubCalls
 from pushwire.mqtt.link import LinkSide
 from pushwire.mqtt.login import Login
-from pushwire.mqtt.packets import Packet
+from pushwire.mqtt.packets import Connect, Disconnect, Packet, ReasonCode
 from pushwire.mqtt.reading import ReadControl
+from pushwire.mqtt.violation import ProtocolViolation
 
 if TYPE_CHECKING:
     from pushwire.mqtt.broker import MQTTBroker
 
-refusals = ThrottledLog(logging.getLogger(__name__))
+log = logging.getLogger(__name__)
+refusals = ThrottledLog(log)
 
 # the most one read takes from a socket; a read that fills it means more is waiting, so the
 # connection yields to the rest of the loop before reading again
@@ -49,6 +56,8 @@ READ_CHUNK_BYTES = 64 * 1024
 _READ_VIEW = memoryview(bytearray(READ_CHUNK_BYTES))
 # bytes buffered towards a client before it counts as congested (asyncio's default is 64 KiB)
 WRITE_BUFFER_HIGH = 256 * 1024
+# packets a read holding only one of them takes straight to the machine (`_direct`)
+_DIRECT = frozenset((Connect, Disconnect))
 
 
 class MQTTServerProtocol(
@@ -67,6 +76,7 @@ class MQTTServerProtocol(
     # the machine's one timer (CONNECT deadline, AUTH challenge, keepalive check)
     _timer: asyncio.TimerHandle | None = None
     _timer_due = 0.0  # the machine's deadline it was armed for (monotonic)
+    _deadline_slot = 0  # the shared CONNECT-deadline slot it waits in (deadlines.py), or 0
     _out_bytes = 0  # bytes in _out, not yet handed to the transport
     _flush_scheduled = False
     _paused = False
@@ -93,7 +103,12 @@ class MQTTServerProtocol(
         self._sent_at: list[float] = []  # latencies observed at the flush (mqtt/link.py)
         self._acked_at: list[float] = []
         self._backlog: list[Packet] = []  # reading.py: what waits, from _backlog_at on
-        self._acks = AckQueue(self)
+
+    @cached_property
+    def _acks(self) -> AckQueue:
+        """The acks of inbound flows, in order (acks.py): made at the first one, as most
+        connections of a connect storm never publish; an instance attribute from then on."""
+        return AckQueue(self)
 
     # -- what others read of the connection -------------------------------------------------
 
@@ -123,11 +138,16 @@ class MQTTServerProtocol(
         self._publish_bucket = TokenBucket(rate, max(1.0, 2 * rate)) if rate > 0 else None
         # a subscriber may fall behind by this much before QoS 0 is dropped for it
         self.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
-        self.conn.over_capacity = not self.broker.register(self)
+        if not self.broker.register(self):
+            self.conn.over_capacity = True
         self._registered = True
-        # the machine's first deadline: CONNECT
-        self._timer_due = self.conn.deadline
-        self._timer = self._loop.call_later(self.broker.limits.connect_timeout, self._on_timer)
+        # the machine's first deadline, CONNECT's, on a timer shared with the connections
+        # opened at about the same time (deadlines.py); its own timer comes when needed
+        due = self._timer_due = self.conn.deadline
+        deadlines = self.broker.connect_deadlines
+        if deadlines is None:
+            deadlines = self.broker.connect_deadlines = ConnectDeadlines(self._loop)
+        self._deadline_slot = deadlines.add(self, due)
 
     # asyncio.BufferedProtocol: the loop reads into our buffer, so we choose how much one
     # read may take (uvloop would otherwise hand over up to 256 KiB per read)
@@ -155,7 +175,39 @@ class MQTTServerProtocol(
             self._handle(exc.packets)
             self._act(self.conn.decode_failed(exc))
             return
+        if (
+            len(packets) == 1
+            and type(packets[0]) in _DIRECT
+            and self._backlog_at >= len(self._backlog)
+            and not (self._throttled or self._auth_pending or self._pressured)
+        ):
+            # a CONNECT or DISCONNECT read alone, as a (re)connecting device sends them,
+            # with nothing waiting before it (what `_handle` checks, `_held` inlined):
+            # straight to the machine's rule and its answer, without the event list
+            self._direct(packets[0])
+            return
         self._handle(packets)
+
+    def _direct(self, packet: Packet) -> None:
+        """One CONNECT or DISCONNECT, as `_run` would run it through `handle` and `_act`
+        (the same rules, the same answers, the same faults)."""
+        conn = self.conn
+        try:
+            if type(packet) is Disconnect:
+                self._abort(conn.disconnect(packet))
+                return
+            assert isinstance(packet, Connect)
+            request = conn.connect_request(packet)
+            if isinstance(request, ConnectIn):
+                self._authenticate(request)
+            else:
+                self._act(request)  # refused
+        except ProtocolViolation as exc:
+            self._act(conn.protocol_error(str(exc), exc.reason_code))
+        except Exception:
+            # a bug must cost one connection, never the server
+            log.exception("error handling %s from %s", type(packet).__name__, self.peer)
+            self._act(conn.protocol_error("internal error", ReasonCode.UNSPECIFIED_ERROR))
 
     def _act(self, events: list[Event]) -> None:
         """The machine's events, in order: bytes to the socket, the rest to the hub side."""
@@ -181,10 +233,14 @@ class MQTTServerProtocol(
                 self._rare_event(ev)  # SUBSCRIBE, UNSUBSCRIBE, SCRAM (hub_calls.py)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._acks.detach()  # the one reference cycle of a connection, broken here
+        acks = self.__dict__.get("_acks")
+        if acks is not None:
+            acks.detach()  # the one reference cycle of a connection, broken here
         if not self._registered:
             return  # refused in connection_made: nothing to undo
         self._closing = True
+        if self._deadline_slot:
+            self._leave_deadline_slot()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -209,6 +265,15 @@ class MQTTServerProtocol(
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
+    def _write_now(self, data: bytes) -> None:
+        """Straight to the transport, with nothing buffered before it (the caller checks
+        `_out` is empty, so order holds)."""
+        if self.transport is None or self._closing:
+            return
+        self.hub.stats.bytes_sent += len(data)
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
     def _flush(self) -> None:
         # one write per loop tick: a fan-out burst becomes one syscall per subscriber
         self._flush_scheduled = False
@@ -227,14 +292,35 @@ class MQTTServerProtocol(
 
     def _arm_timer(self) -> None:
         """For the machine's deadline, when before the armed one (a timer armed later
-        fires early: `tick` then finds nothing due yet)."""
+        fires early: `tick` then finds nothing due yet). The armed one is the
+        connection's own timer or, until that is first needed, its slot in the shared
+        CONNECT-deadline timers (deadlines.py): one at a time, due at `_timer_due`."""
         due = self.conn.deadline
-        if not due or self._closing or (self._timer is not None and self._timer_due <= due):
+        if not due or self._closing:
             return
         if self._timer is not None:
+            if self._timer_due <= due:
+                return
             self._timer.cancel()
+        elif self._deadline_slot:
+            if self._timer_due <= due:
+                return
+            self._leave_deadline_slot()
         self._timer_due = due
         self._timer = self._loop.call_later(due - time.monotonic(), self._on_timer)
+
+    def _leave_deadline_slot(self) -> None:
+        deadlines = self.broker.connect_deadlines
+        assert deadlines is not None
+        deadlines.remove(self, self._deadline_slot)
+        self._deadline_slot = 0
+
+    def connect_deadline_passed(self) -> None:
+        """The shared CONNECT-deadline timer fired (deadlines.py): as the connection's
+        own timer would have."""
+        self._deadline_slot = 0
+        if not self._closing:
+            self._on_timer()
 
     def _on_timer(self) -> None:
         # activity only updates a timestamp in the machine: one timer per period
