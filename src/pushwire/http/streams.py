@@ -225,6 +225,8 @@ class _LongPoller:
         "cycle",
         "describe",
         "lane_cycle",
+        "lane_prefix",
+        "lane_suffix",
         "on_lost",
         "shape",
         "shape_filter",
@@ -259,6 +261,10 @@ class _LongPoller:
         self.shape_wait = 0.0
         self.cursor: str | None = None
         self.lane_cycle: StreamCycle | None = None  # the lane's held request, reused
+        # a re-ask's query string around its since= value, learned from the first one the
+        # lane took: the next re-asks are checked with two comparisons, not split again
+        self.lane_prefix: bytes | None = None
+        self.lane_suffix = b""
 
     def checked(self, caller: Caller, flt: str) -> bool:
         """Whether this caller's right to read `flt` was checked on this connection under
@@ -494,6 +500,7 @@ def _shape(
     if split is None:
         return
     poller.shape = split[1]
+    poller.lane_prefix = None
     poller.shape_filter = request.path_tail
     poller.shape_limit = ask.limit
     poller.shape_wait = ask.wait
@@ -525,10 +532,25 @@ class _ReaskLane:
         shape, last = poller.shape, poller.cursor
         if shape is None or last is None or tail != poller.shape_filter:
             return False
-        split = _split_since(query)
-        if split is None or split[1] != shape or split[0] is None:
-            return False
-        text = split[0].decode("latin-1")
+        prefix, suffix = poller.lane_prefix, poller.lane_suffix
+        if (
+            prefix is not None
+            and query.startswith(prefix)
+            and query.endswith(suffix)
+            and len(query) > len(prefix) + len(suffix)
+        ):
+            since = query[len(prefix) : len(query) - len(suffix)]
+            if b"&" in since:
+                return False
+        else:
+            split = _split_since(query)
+            if split is None or split[1] != shape or split[0] is None:
+                return False
+            since = split[0]
+            start = query.find(b"since=" + since) + 6  # where the value starts: learn
+            poller.lane_prefix = query[:start]
+            poller.lane_suffix = query[start + len(since) :]
+        text = since.decode("latin-1")
         if text != last:
             return False
         state = self.state
