@@ -348,6 +348,38 @@ def longpoll_begin(
     return _first_answer(state, result, start.gap, after, wait, from_etag, requested)
 
 
+def longpoll_now(
+    state: HttpState, caller: Caller, filter: str, cursor: Cursor, limit: int, wait: float
+) -> LongPollStart | None:
+    """`longpoll_begin` for a re-ask on the lane (http/streams.py `_ReaskLane`), after
+    the same checks (passed earlier on the connection): None, having changed nothing, when
+    the read would reach the disk or holding would be refused (503): the request then goes
+    the normal way, which says why."""
+    log = state.log
+    start = log.resolve(filter, cursor)
+    after = start.after
+    if after == log.last_id and not start.gap and wait > 0:
+        if state.busy():
+            return None
+        state.stats.connections_total["longpoll"] += 1
+        return LongPollStart(None, after, wait, False, after)
+    s = state.settings
+    result = read_visible_now(log, filter, after, limit, start.floor, caller, s.read_max_bytes)
+    if result is None:
+        return None
+    result.gap = result.gap or start.gap
+    if not (result.entries or result.gap or wait <= 0) and state.busy():
+        return None
+    state.stats.connections_total["longpoll"] += 1
+    return _first_answer(state, result, start.gap, after, wait, False, after)
+
+
+def parse_kept_cursor(text: str) -> Cursor:
+    """A cursor as since= gives it (raises CursorError), kept when it means the same at
+    any time."""
+    return _parse_cursor(text)
+
+
 def _first_answer(
     state: HttpState,
     result: ReadResult,

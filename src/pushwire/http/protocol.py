@@ -83,6 +83,19 @@ class Lane(Protocol):
         giving the response when it has to wait."""
 
 
+class StreamLane(Protocol):
+    """A stream endpoint's common re-ask without a `WireRequest`, a cycle object or a
+    coroutine (the kept-alive long-poll: http/streams.py `_ReaskLane`). The protocol offers
+    it a keep-alive GET with only `headers` (so no body), no client certificate, nothing
+    in the pipeline, on a connection with `stream_state`."""
+
+    headers: frozenset[bytes]  # header names (lower case) a lane request may carry
+
+    def reask(self, proto: HttpProtocol, route: StreamRoute, tail: str, query: bytes) -> bool:
+        """At the end of the head: True when the lane answered the request or held it
+        (`HttpProtocol.hold_on_lane`); False, with no side effect, for the handler."""
+
+
 class StreamState(Protocol):
     """Per-connection state of the stream side (`HttpProtocol.stream_state`)."""
 
@@ -467,6 +480,17 @@ class HttpProtocol(asyncio.Protocol):
             and self._lane(route, method, path[len(route.prefix) :], headers, keep_alive)
         ):
             return
+        if (
+            self.stream_state is not None
+            and keep_alive
+            and not self.pipeline
+            and raw_method == b"GET"
+            and self.cert_name is None
+            and isinstance(route, StreamRoute)
+            and route.reask is not None
+            and self._reask(route, route.reask, path, query, headers)
+        ):
+            return
         if route is not None and not self._served_here(route, headers):
             route = None
         cycle: _Cycle
@@ -538,6 +562,48 @@ class HttpProtocol(asyncio.Protocol):
         self.parsing = None
         self.server.served_owned += 1
         return True
+
+    def _reask(
+        self,
+        route: StreamRoute,
+        lane: StreamLane,
+        path: str,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+    ) -> bool:
+        """Offer a request to its stream route's lane (see `StreamLane`): True when taken."""
+        allowed = lane.headers
+        for name, _ in headers:
+            if name not in allowed:
+                return False
+        if not lane.reask(self, route, path[len(route.prefix) :], query):
+            return False
+        self.server.served_owned += 1
+        return True
+
+    def answered_on_lane(self, response: bytes) -> None:
+        """A lane request was answered at once with `response` (kept-alive): wait for the
+        next request."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(response)
+        if self.read_paused:
+            self.resume_reading()
+        self.head_timing = False  # `_arm_keep_alive`
+        self._deadline(_IDLE, KEEP_ALIVE_TIMEOUT)
+
+    def hold_on_lane(self, cycle: StreamCycle | None, route: StreamRoute) -> StreamCycle:
+        """A lane request is held: it takes its turn in the pipeline as `cycle` (the
+        connection's, reused; made when None), complete and answered by the stream side
+        (`StreamCycle.answer`, ...). Its head's lists are dropped, as `StreamCycle.hold`
+        does."""
+        if cycle is None or cycle.proto is not self:
+            cycle = StreamCycle(self, _DROPPED, route, True)
+        cycle.reuse()
+        self.pipeline.append(cycle)
+        self.url = _NO_URL
+        self.headers = _NO_HEADERS
+        return cycle
 
     def _lane_complete(self, route: FastRoute) -> None:
         """The body of a lane request is in: publish, and reply (or start a cycle that
@@ -1046,11 +1112,18 @@ class StreamRoute(FastRoute):
     at once, or None when it took the request's `StreamCycle` over (a held long-poll, an
     SSE stream)."""
 
-    __slots__ = ("stream_handler",)
+    __slots__ = ("reask", "stream_handler")
 
-    def __init__(self, methods: frozenset[str], prefix: str, handler: StreamHandler) -> None:
+    def __init__(
+        self,
+        methods: frozenset[str],
+        prefix: str,
+        handler: StreamHandler,
+        reask: StreamLane | None = None,
+    ) -> None:
         super().__init__(methods, prefix, _no_handler, 0)
         self.stream_handler = handler
+        self.reask = reask  # the common re-ask's lane (`StreamLane`), if the route has one
 
 
 async def _no_handler(_request: WireRequest) -> WireResponse:  # pragma: no cover
@@ -1145,6 +1218,14 @@ class StreamCycle(_FastCycle):
         self.request = _DROPPED
         if self.complete:
             self.chunks = _NO_CHUNKS  # the body is complete: nothing is appended any more
+
+    def reuse(self) -> None:
+        """Ready again for a lane request (`HttpProtocol.hold_on_lane`): complete (a lane
+        request has no body), its turn, nothing answered yet."""
+        self.keep_alive = self.complete = self.active = self.running = True
+        self.response_started = self.done = self.head = self.expect_continue = False
+        self.on_drain = self.on_lost = None
+        self.transport = self.proto.transport
 
     def answer_response(self, response: WireResponse) -> None:
         """Answer a held request with `response` (an error, a 204)."""

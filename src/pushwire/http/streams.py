@@ -26,9 +26,10 @@ from typing import Any
 from pushwire.core.clients import ClientInfo
 from pushwire.http import poll, sse
 from pushwire.http.auth import Caller, caller_from, unauthorized
+from pushwire.http.cursor import CursorError
 from pushwire.http.endpoints import Endpoint, api_error_response
 from pushwire.http.errors import ApiError
-from pushwire.http.protocol import StreamCycle, StreamRoute, status_line
+from pushwire.http.protocol import HttpProtocol, StreamCycle, StreamRoute, status_line
 from pushwire.http.reader import LongPollWaiter, StreamReader
 from pushwire.http.state import HttpState
 from pushwire.http.stream_endpoints import LONGPOLL, POLL, SSE, integer
@@ -220,9 +221,17 @@ class _LongPoller:
         "checked_snapshot",
         "client_id",
         "client_key",
+        "cursor",
         "cycle",
         "describe",
+        "lane_cycle",
+        "lane_prefix",
+        "lane_suffix",
         "on_lost",
+        "shape",
+        "shape_filter",
+        "shape_limit",
+        "shape_wait",
         "since",
         "state",
         "waiter",
@@ -243,6 +252,19 @@ class _LongPoller:
         # bound once: handed out on every hold without a new method object
         self.describe: Callable[[], ClientInfo] = self._describe
         self.on_lost: Callable[[], None] = self.lost
+        # what the re-ask lane (`_ReaskLane`) compares a request with: the previous
+        # long-poll's filter, its query string without since= (None: that request may not
+        # be re-asked on the lane), its limit and wait, and the cursor of the last reply
+        self.shape: bytes | None = None
+        self.shape_filter = ""
+        self.shape_limit = 0
+        self.shape_wait = 0.0
+        self.cursor: str | None = None
+        self.lane_cycle: StreamCycle | None = None  # the lane's held request, reused
+        # a re-ask's query string around its since= value, learned from the first one the
+        # lane took: the next re-asks are checked with two comparisons, not split again
+        self.lane_prefix: bytes | None = None
+        self.lane_suffix = b""
 
     def checked(self, caller: Caller, flt: str) -> bool:
         """Whether this caller's right to read `flt` was checked on this connection under
@@ -309,14 +331,17 @@ class _LongPoller:
         kept, closing = self.cache.reply(body, cursor)
         cycle = self._end()
         if cycle is not None:
+            self.cursor = cursor
             cycle.answer(kept, closing)
 
     def not_modified(self, cursor: str) -> None:
         cycle = self._end()
         if cycle is not None:
+            self.cursor = cursor
             cycle.answer(*_answer_bytes(304, b"", poll._poll_headers(cursor, False)))
 
     def refuse(self, reason: str) -> None:
+        self.cursor = None
         cycle = self._end()
         if cycle is not None:
             cycle.answer_response(
@@ -391,19 +416,24 @@ async def serve_longpoll(
     """A long-poll. The usual re-ask of a kept-alive client (anonymous: the connection's
     cached caller; its filter checked already) runs to its end without waiting: held again,
     or answered with the cached response of the message it missed."""
+    poller = _poller(state, cycle, cache)
+    poller.shape = poller.cursor = None  # until this request is answered
     caller = _known_caller(state, request)
     if caller is None:
         caller = await _caller(state, request)
     flt = request.path_tail
-    poller = _poller(state, cycle, cache)
     if not poller.checked(caller, flt):
         poll.longpoll_check(state, caller, flt)
         poller.passed(caller, flt)
-    first = poll.longpoll_begin(state, caller, flt, _asked(state, request, cache.asked))
+    ask = _asked(state, request, cache.asked)
+    first = poll.longpoll_begin(state, caller, flt, ask)
     if first.pending:
         first = await poll.longpoll_rest(state, caller, flt, first)
+    _shape(poller, request, caller, ask)
     if first.answer is not None:
         status, body, headers = first.answer
+        if status == 200:
+            poller.cursor = headers["Pushwire-Cursor"]
         if status == 200 and not cycle.head and headers["Pushwire-Gap"] == "false":
             # the usual catch-up: one message, whose body (cached on the entry) and whole
             # response the woken waiters share
@@ -416,6 +446,149 @@ async def serve_longpoll(
     if not cycle.done:
         cycle.hold()  # nothing of the request is needed while it is held
     return None
+
+
+# -- the long-poll re-ask lane --------------------------------------------------------------
+
+# headers a lane re-ask may carry: none that gives an option or credentials or a body
+_LANE_HEADERS = frozenset((b"host", b"user-agent", b"accept", b"accept-encoding", b"connection"))
+
+
+def _split_since(query: bytes) -> tuple[bytes | None, bytes] | None:
+    """(the since= value or None, the query string without it); None when since= may be
+    there twice or in a form this does not read."""
+    if query.startswith(b"since="):
+        start = 0
+    else:
+        start = query.find(b"&since=") + 1
+        if start == 0:
+            return (None, query) if b"since" not in query else None
+    end = query.find(b"&", start)
+    if end < 0:
+        since, rest = query[start + 6 :], query[: max(start - 1, 0)]
+    else:
+        since, rest = query[start + 6 : end], query[:start] + query[end + 1 :]
+    if b"since" in rest:
+        return None
+    return since, rest
+
+
+def _shape(
+    poller: _LongPoller, request: WireRequest, caller: Caller, ask: poll.LongPollAsk
+) -> None:
+    """Whether the next long-poll of this connection may take the lane: this one was a
+    plain anonymous GET (the connection's cached caller, only `_LANE_HEADERS`, a query
+    string with nothing to decode and no credentials); the lane then takes a re-ask with
+    the same filter and query string but for since=."""
+    callers = request.callers
+    query = request.query_string
+    if (
+        request.method != "GET"
+        or request.cert_name is not None
+        or callers is None
+        or callers.caller is not caller
+        or b"%" in query
+        or b"+" in query
+        or b"auth" in query
+        or len(query) > 512
+    ):
+        return
+    for name, _ in request.headers:
+        if name not in _LANE_HEADERS:
+            return
+    split = _split_since(query)
+    if split is None:
+        return
+    poller.shape = split[1]
+    poller.lane_prefix = None
+    poller.shape_filter = request.path_tail
+    poller.shape_limit = ask.limit
+    poller.shape_wait = ask.wait
+
+
+class _ReaskLane:
+    """The re-ask of a kept-alive long-poll client without a `WireRequest`, a cycle object
+    or a coroutine (http/protocol.py `StreamLane`): a GET with only `_LANE_HEADERS`, the
+    filter and query string of the connection's previous long-poll (`_shape`) but for
+    since=, which is the cursor of the previous reply; from the connection's cached
+    anonymous caller, still valid under the auth snapshot, whose filter check still holds
+    for the ACL rules' version. It is answered at once from memory when something is
+    visible after the cursor, else held on the connection's waiter again. Everything else,
+    and whatever would wait for the disk or be refused (503), goes to `serve_longpoll`:
+    the lane decides before it changes anything."""
+
+    headers = _LANE_HEADERS
+
+    __slots__ = ("cache", "state")
+
+    def __init__(self, state: HttpState, cache: _ReplyCache) -> None:
+        self.state = state
+        self.cache = cache
+
+    def reask(self, proto: HttpProtocol, route: StreamRoute, tail: str, query: bytes) -> bool:
+        poller = proto.stream_state
+        if not isinstance(poller, _LongPoller) or poller.cycle is not None:
+            return False
+        shape, last = poller.shape, poller.cursor
+        if shape is None or last is None or tail != poller.shape_filter:
+            return False
+        prefix, suffix = poller.lane_prefix, poller.lane_suffix
+        if (
+            prefix is not None
+            and query.startswith(prefix)
+            and query.endswith(suffix)
+            and len(query) > len(prefix) + len(suffix)
+        ):
+            since = query[len(prefix) : len(query) - len(suffix)]
+            if b"&" in since:
+                return False
+        else:
+            split = _split_since(query)
+            if split is None or split[1] != shape or split[0] is None:
+                return False
+            since = split[0]
+            start = query.find(b"since=" + since) + 6  # where the value starts: learn
+            poller.lane_prefix = query[:start]
+            poller.lane_suffix = query[start + len(since) :]
+        text = since.decode("latin-1")
+        if text != last:
+            return False
+        state = self.state
+        auth = state.auth
+        callers = proto.callers
+        if callers is None or callers.snapshot is not auth.snapshot:
+            return False
+        caller = callers.caller
+        if caller is None or not poller.checked(caller, tail):
+            return False
+        try:
+            cursor = poll.parse_kept_cursor(text)
+        except CursorError:
+            return False
+        first = poll.longpoll_now(
+            state, caller, tail, cursor, poller.shape_limit, poller.shape_wait
+        )
+        if first is None:
+            return False
+        # taken: counted and answered as `serve_longpoll` would
+        auth.stats.anonymous_admitted += 1
+        answer = first.answer
+        if answer is not None:
+            _status, body, headers = answer
+            poller.cursor = cursor_text = headers["Pushwire-Cursor"]
+            if headers["Pushwire-Gap"] == "false":
+                response = self.cache.reply(body, cursor_text)[0]
+            else:
+                response = _answer_bytes(200, body, headers)[0]
+            proto.answered_on_lane(response)
+            return True
+        poller.cursor = None
+        cycle = poller.lane_cycle = proto.hold_on_lane(poller.lane_cycle, route)
+        try:
+            poller.hold(cycle, caller, tail, first)
+        except ApiError as exc:
+            cycle.answer_response(api_error_response(state, exc))
+        return True
 
 
 # -- SSE ------------------------------------------------------------------------------------
@@ -560,8 +733,10 @@ def stream_routes(state: HttpState) -> list[StreamRoute]:
     async def sse_stream(s: HttpState, r: WireRequest, c: StreamCycle) -> WireResponse | None:
         return await serve_sse(s, r, c, beats)
 
+    longpoll_route = _route(LONGPOLL, longpoll)
+    longpoll_route.reask = _ReaskLane(state, cache)
     return [
         _route(POLL, _bind(state, serve_poll)),
-        _route(LONGPOLL, longpoll),
+        longpoll_route,
         _route(SSE, _bind(state, sse_stream)),
     ]
