@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -288,5 +290,42 @@ def test_an_untrusted_peers_forwarded_for_is_ignored() -> None:
         assert admitted.status_code == 201, admitted.text
         assert shared.status_code == 429
         assert after[0] - before[0] == 2 and after[1] == before[1]
+    finally:
+        server.stop()
+
+
+def test_on_sqlite_the_reply_comes_once_the_messages_are_committed(tmp_path: Path) -> None:
+    """Write before ack: when the 201 of a batch arrives, another SQLite connection already
+    reads every message of it (committed, not only queued for the store thread)."""
+    server = start(memory=False, data_dir=str(tmp_path), anonymous="on")
+    try:
+        with httpx.Client(base_url=base(server)) as client:
+            before = served(server)
+            for round_ in range(5):
+                batch = [{"topic": "disk/j", "payload": f"{round_}-{i}"} for i in range(3)]
+                response = client.post("/v1/publish", json=batch)
+                assert response.status_code == 201, response.text
+                ids = [r["id"] for r in response.json()]
+                with sqlite3.connect(tmp_path / "pushwire.db") as db:
+                    rows = db.execute(
+                        "SELECT payload FROM log WHERE id IN (?, ?, ?) ORDER BY id", ids
+                    ).fetchall()
+                assert [bytes(r[0]).decode() for r in rows] == [m["payload"] for m in batch]
+            assert served(server)[0] - before[0] == 5
+    finally:
+        server.stop()
+
+
+def test_a_poll_through_a_trusted_proxy_stays_on_the_owned_protocol() -> None:
+    server = start(anonymous="on")
+    try:
+        with httpx.Client(base_url=base(server)) as client:
+            assert client.post("/v1/publish", json={"topic": "p/x", "payload": "m"}).is_success
+            before = served(server)
+            polled = client.get("/v1/poll/p/x", headers={"x-forwarded-for": "203.0.113.9"})
+            after = served(server)
+        assert polled.status_code == 200
+        assert [m["payload"] for m in polled.json()["messages"]] == ["m"]
+        assert after[0] - before[0] == 1 and after[1] == before[1]
     finally:
         server.stop()
