@@ -3,7 +3,7 @@
 `POST /v1/publish/bench/pub` requests (64-byte body, anonymous, 0 subscribers: the request
 `pushwire bench http --only publish` sends) through a transport that drops what is written.
 
-    .venv/bin/python bench/micro_http_publish.py [N] [--sqlite] [--profile]
+    .venv/bin/python bench/micro_http_publish.py [N] [--sqlite] [--json] [--profile]
 
 Process CPU time per publish, one request per `data_received` (as the bench's clients send
 them: one in flight per connection). Auth (anonymous), the topic ACL, the log append and
@@ -12,6 +12,9 @@ loopback) is not. `--sqlite` runs the same on a SQLite store in a temp dir (each
 then waits for its commit: the number includes the store thread's share only as far as the
 process's CPU time does). `--profile` prints cProfile's top functions instead. To compare
 two versions, run it with PYTHONPATH pointing at the other tree's src/, interleaved.
+`--json` sends the JSON form instead (`POST /v1/publish`, `{"topic": "bench/pub",
+"payload": <59 bytes>}`), in rounds of 64 connections with one request in flight each (its
+replies may come from a task: the rounds wait for them).
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ REQUEST = (
     b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%b" % (len(BODY), BODY)
 )
 
+JSON_BODY = b'{"topic":"bench/pub","payload":"PWTS0%b"}' % (b"x" * 54)
+JSON_REQUEST = (
+    b"POST /v1/publish HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(JSON_BODY), JSON_BODY)
+)
+
 
 class CountingTransport(MemoryTransport):
     """Counts the replies (a 201 each) and drops them."""
@@ -56,7 +65,7 @@ class CountingTransport(MemoryTransport):
         return super().get_extra_info(name, default)
 
 
-async def measure(n: int, sqlite: bool, profile: bool) -> float:
+async def measure(n: int, sqlite: bool, profile: bool, request: bytes) -> float:
     with tempfile.TemporaryDirectory() as data_dir:
         settings = Settings.model_validate(
             {
@@ -80,7 +89,9 @@ async def measure(n: int, sqlite: bool, profile: bool) -> float:
             transport = CountingTransport()
             proto.connection_made(transport)  # type: ignore[arg-type]
             for _ in range(100):  # warm the caches (caller, hot URL, topic)
-                proto.data_received(REQUEST)
+                proto.data_received(request)
+                while proto.pipeline:
+                    await asyncio.sleep(0)
             deadline = time.monotonic() + 30
             while transport.created < 100 and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)  # SQLite: the replies wait for their commits
@@ -92,7 +103,8 @@ async def measure(n: int, sqlite: bool, profile: bool) -> float:
             if prof is not None:
                 prof.enable()
             feed = proto.data_received
-            if sqlite:
+            batched = sqlite or request is not REQUEST
+            if batched:
                 # a commit per publish would measure the disk: let replies wait in batches
                 # of 64 requests (64 connections, one in flight each)
                 protos = [http.protocol() for _ in range(64)]
@@ -101,19 +113,19 @@ async def measure(n: int, sqlite: bool, profile: bool) -> float:
                 done = 0
                 while done < n:
                     for p in protos:
-                        p.data_received(REQUEST)
+                        p.data_received(request)
                     done += len(protos)
                     while any(p.pipeline for p in protos):
                         await asyncio.sleep(0)
                 n = done
             else:
                 for _ in range(n):
-                    feed(REQUEST)
+                    feed(request)
             elapsed = time.process_time() - start
             if prof is not None:
                 prof.disable()
                 pstats.Stats(prof).sort_stats("tottime").print_stats(25)
-            if not sqlite:
+            if not batched:
                 assert transport.created == n + 100, (transport.created, transport.other[:1])
             return elapsed / n * 1e6
         finally:
@@ -125,15 +137,19 @@ def main() -> None:
     n = int(args[0]) if args else 100_000
     sqlite = "--sqlite" in sys.argv
     profile = "--profile" in sys.argv
+    request = JSON_REQUEST if "--json" in sys.argv else REQUEST
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # pragma: no cover
         pass
-    results = [asyncio.run(measure(n, sqlite, profile)) for _ in range(1 if profile else 3)]
+    results = [
+        asyncio.run(measure(n, sqlite, profile, request)) for _ in range(1 if profile else 3)
+    ]
     print(
-        f"{'sqlite' if sqlite else 'memory'}: CPU per publish, us: "
+        f"{'sqlite' if sqlite else 'memory'}{' json' if request is JSON_REQUEST else ''}: "
+        "CPU per publish, us: "
         + ", ".join(f"{r:.2f}" for r in results)
         + f" (best {min(results):.2f}; N={n})"
     )

@@ -401,6 +401,13 @@ class Settings(BaseSettings):
         "(e.g. https://app.example.com; * for any): they get CORS headers, and may open "
         "WebSockets and POST/PUT/DELETE, which other origins (but the server's own) may not",
     )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1,::1",
+        description="reverse proxies trusted to name the client in X-Forwarded-For (and the "
+        "scheme in X-Forwarded-Proto), comma-separated addresses or networks (10.0.0.0/8; * "
+        "for any peer): their requests count as the named client's for auth (anonymous "
+        "loopback), rate limits and logs; the headers of any other peer are ignored",
+    )
 
     # -- message log and HTTP transports (core/log.py, http/) --------------------------
     log_max_messages: int = Field(

@@ -31,6 +31,7 @@ from pushwire.heap import settle_heap
 from pushwire.http.app import create_app, make_log
 from pushwire.http.cluster_metrics import ClusterCollector
 from pushwire.http.endpoints import hot_routes
+from pushwire.http.forwarded import TrustedProxies
 from pushwire.http.protocol import HttpServer
 from pushwire.http.publish import json_body_limit
 from pushwire.http.websocket import WsDoor
@@ -263,6 +264,7 @@ class PushwireServer:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            forwarded_allow_ips=s.forwarded_allow_ips,  # the app's rule, as the protocol's
             ws=WebSocketProtocol,
             ws_max_size=s.ws_max_message
             or max(json_body_limit(s.http_max_payload), s.max_packet_size + 8),
@@ -282,6 +284,7 @@ class PushwireServer:
             max_head=s.http_max_head,
             websocket=self._ws,
             native_websocket=self._ws_native.take,
+            proxies=TrustedProxies(s.forwarded_allow_ips),
         )
         tls = http_server_context(s)
         self._http_listener = await asyncio.get_running_loop().create_server(

@@ -141,15 +141,20 @@ def test_a_publish_from_the_servers_own_origin_stays_on_the_owned_protocol(
         assert _served(srv) == (owned + 1, asgi + 1)
 
 
-def test_a_publish_through_a_proxy_goes_to_the_app(srv: InProcessServer) -> None:
+def test_a_publish_through_a_proxy_stays_on_the_owned_protocol(srv: InProcessServer) -> None:
+    """The trusted proxy's client is applied natively (http/forwarded.py), and the
+    connection's cached anonymous caller (the proxy's own, from loopback) is not reused for
+    the client it names."""
     with _connect(srv) as sock:
         reader = Reader(sock)
+        status, _ = _publish(sock, reader, "cache/p")  # the proxy itself: cached anonymous
+        assert status == 201
         owned, asgi = _served(srv)
         sock.sendall(publish_request("cache/p", b"hi", b"X-Forwarded-For: 10.1.2.3\r\n"))
         status, _, body = reader.response()
         # the trusted loopback proxy's client is 10.1.2.3: no anonymous access from there
         assert status == 401, body
-        assert _served(srv) == (owned, asgi + 1)
+        assert _served(srv) == (owned + 1, asgi)
 
 
 def test_with_cors_origins_a_browser_publish_goes_to_the_app() -> None:

@@ -31,7 +31,6 @@ from pushwire.http import (
     me,
     metrics,
     poll,
-    publish,
     retained,
     sse,
     stats,
@@ -118,7 +117,6 @@ def create_app(
             },
         }
 
-    app.include_router(publish.router)
     install_asgi_routes(app, state)  # the hot endpoints, for requests the protocol passes on
     app.include_router(poll.router)
     app.include_router(sse.router)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fastapi import FastAPI
+from fastapi.encoders import jsonable_encoder
+from fastapi.openapi.models import RequestBody
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -67,7 +69,8 @@ class Header:
 @dataclass(frozen=True)
 class Endpoint:
     path: str  # OpenAPI form: /v1/publish/{topic}
-    param: str  # the path parameter: the rest of the path after `prefix`
+    # the path parameter: the rest of the path after `prefix`; None: the path is exact
+    param: str | None
     operations: tuple[tuple[str, str], ...]  # (method, operationId)
     summary: str
     description: str
@@ -80,7 +83,7 @@ class Endpoint:
 
     @property
     def prefix(self) -> str:
-        return self.path[: self.path.index("{")]
+        return self.path if self.param is None else self.path[: self.path.index("{")]
 
     # -- parsing --------------------------------------------------------------------------
 
@@ -116,14 +119,16 @@ class Endpoint:
 
     def openapi(self) -> dict[str, Any]:
         """The path item of the endpoint, as FastAPI would generate it."""
-        params: list[dict[str, Any]] = [
-            {
-                "in": "path",
-                "name": self.param,
-                "required": True,
-                "schema": {"title": self.param.title(), "type": "string"},
-            }
-        ]
+        params: list[dict[str, Any]] = []
+        if self.param is not None:
+            params.append(
+                {
+                    "in": "path",
+                    "name": self.param,
+                    "required": True,
+                    "schema": {"title": self.param.title(), "type": "string"},
+                }
+            )
         for option in self.options:
             params.append(_param("query", option.name, option.description, option.kind))
         for option in self.options:
@@ -139,12 +144,13 @@ class Endpoint:
                 "summary": self.summary,
                 "description": self.description,
                 "operationId": operation_id,
-                "parameters": params,
                 "responses": responses,
                 "security": [dict(s) for s in _SECURITY[self.security]],
             }
+            if params:  # FastAPI leaves the key out of an operation without parameters
+                op["parameters"] = params
             if self.request_body is not None:
-                op["requestBody"] = self.request_body
+                op["requestBody"] = _request_body(self.request_body)
             item[method.lower()] = op
         return item
 
@@ -160,6 +166,15 @@ def _param(where: str, name: str, description: str | None, kind: str = "string")
     if description is not None:
         param["description"] = description
     return param
+
+
+def _request_body(body: dict[str, Any]) -> dict[str, Any]:
+    """A request body as FastAPI renders an `openapi_extra` one: through its OpenAPI model
+    (numbers as the model types them, `None` values left out)."""
+    rendered: dict[str, Any] = jsonable_encoder(
+        RequestBody.model_validate(body), by_alias=True, exclude_none=True
+    )
+    return rendered
 
 
 def _response(spec: dict[str, Any]) -> dict[str, Any]:
@@ -207,6 +222,7 @@ def _served() -> list[Served]:
             publish.raw_body_limit,
             lane=publish.PublishLane,
         ),
+        Served(publish.PUBLISH_JSON, publish.publish_json, publish.json_publish_body_limit),
         Served(stream_endpoints.POLL, asgi=stream_endpoints.serve_poll),
         Served(stream_endpoints.LONGPOLL, asgi=stream_endpoints.serve_longpoll),
         Served(stream_endpoints.SSE, asgi=stream_endpoints.serve_sse),
@@ -251,6 +267,7 @@ def hot_routes(state: HttpState) -> list[FastRoute]:
             s.body_limit(state),
             own_origin_ok=not state.settings.cors_origins,
             lane=s.lane(state) if s.lane is not None else None,
+            exact=s.endpoint.param is None,
         )
         for s in _served()
         if s.handler is not None
@@ -281,7 +298,7 @@ def install_asgi_routes(app: FastAPI, state: HttpState) -> None:
                 list(request.scope["headers"]),
                 (request.client.host, request.client.port) if request.client else None,
                 scope_certificate_name(request.scope),
-                request.path_params[endpoint.param],
+                _path_tail(request, endpoint),
             )
             try:
                 await _read_body(request, wire, limit)
@@ -311,9 +328,13 @@ def _install_asgi_only(
             None,
         )
         options = endpoint.read_options(wire)
-        return await handler(state, request, request.path_params[endpoint.param], options)
+        return await handler(state, request, _path_tail(request, endpoint), options)
 
     _add_route(app, endpoint, asgi_endpoint)
+
+
+def _path_tail(request: Request, endpoint: Endpoint) -> str:
+    return "" if endpoint.param is None else str(request.path_params[endpoint.param])
 
 
 def _add_route(app: FastAPI, endpoint: Endpoint, serve: Callable[..., Awaitable[Response]]) -> None:

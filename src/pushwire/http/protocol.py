@@ -15,10 +15,12 @@ requests, with the JSON error model and a lingering close), the per-address admi
 extension; nothing is kept by address), keep-alive (5 s idle) and pipelining (responses in
 request order: requests queue up behind the one being answered).
 
-Requests carrying `X-Forwarded-For` (a proxy in front: uvicorn's proxy-header rules) go to
-the ASGI app even on a hot path, so those rules stay in one place; so do those carrying
-`Origin` (browsers: CORS and the Origin rules of http/browser.py), except a hot request
-from the server's own origin when no `cors_origins` are set: the app would pass it as it is.
+Requests through a reverse proxy stay on the hot paths: `X-Forwarded-For` and
+`X-Forwarded-Proto` from a trusted proxy give the request's client and scheme
+(http/forwarded.py, the rule the ASGI app applies with the same `forwarded_allow_ips`), and
+are ignored from any other peer. Requests carrying `Origin` (browsers: CORS and the Origin
+rules of http/browser.py) go to the ASGI app, except a hot request from the server's own
+origin when no `cors_origins` are set: the app would pass it as it is.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import httptools
 from pushwire.core.admission import Admission
 from pushwire.http.auth import CallerCache
 from pushwire.http.browser import normalize_origin, own_origin_of
+from pushwire.http.forwarded import TrustedProxies
 from pushwire.http.guard import (
     RESPONSE_400,
     RESPONSE_408,
@@ -106,7 +109,7 @@ class StreamState(Protocol):
 class FastRoute:
     """A hot endpoint served from bytes: `prefix` + the rest of the path (`path_tail`)."""
 
-    __slots__ = ("body_limit", "handler", "lane", "methods", "own_origin_ok", "prefix")
+    __slots__ = ("body_limit", "exact", "handler", "lane", "methods", "own_origin_ok", "prefix")
 
     def __init__(
         self,
@@ -116,6 +119,7 @@ class FastRoute:
         body_limit: int,
         own_origin_ok: bool = False,
         lane: Lane | None = None,
+        exact: bool = False,
     ) -> None:
         self.methods = methods
         self.prefix = prefix
@@ -125,6 +129,7 @@ class FastRoute:
         # `HttpProtocol._served_here`): true when no `cors_origins` are configured
         self.own_origin_ok = own_origin_ok
         self.lane = lane
+        self.exact = exact  # the path is `prefix` itself (no tail)
 
 
 # (hot route or None, method, percent-decoded path, raw path, query): see `HttpServer.resolve`
@@ -162,8 +167,11 @@ class HttpServer:
         websocket: Callable[[asyncio.Transport, str | None, Callable[[], None]], None]
         | None = None,
         native_websocket: Callable[[UpgradeRequest], bool] | None = None,
+        proxies: TrustedProxies | None = None,
     ) -> None:
         self.app = app
+        # whose `X-Forwarded-*` headers are believed (None: nobody's)
+        self.proxies = proxies
         self.routes = routes
         self.admission = admission
         self.head_timeout = head_timeout
@@ -207,7 +215,9 @@ class HttpServer:
 
     def route(self, method: str, path: str) -> FastRoute | None:
         for route in self.routes:
-            if path.startswith(route.prefix) and method in route.methods:
+            if (
+                path == route.prefix if route.exact else path.startswith(route.prefix)
+            ) and method in route.methods:
                 return route
         return None
 
@@ -491,19 +501,24 @@ class HttpProtocol(asyncio.Protocol):
             and self._reask(route, route.reask, path, query, headers)
         ):
             return
-        if route is not None and not self._served_here(route, headers):
-            route = None
+        client = self.client
+        if route is not None:
+            client = self._served_here(route, headers)
+            if client is _NOT_HERE:
+                route = None
         cycle: _Cycle
         if route is not None:
             callers = self.callers
-            if callers is None:
+            if client is not self.client:
+                callers = None  # a proxy's clients vary per request: no per-connection caller
+            elif callers is None:
                 callers = self.callers = CallerCache()
             request = WireRequest(
                 method,
                 path,
                 query,
                 headers,
-                self.client,
+                client,
                 self.cert_name,
                 path[len(route.prefix) :],
                 callers=callers,
@@ -649,26 +664,36 @@ class HttpProtocol(asyncio.Protocol):
         else:
             cycle.drive(result)
 
-    def _served_here(self, route: FastRoute, headers: list[tuple[bytes, bytes]]) -> bool:
-        """Whether a hot request stays on this protocol. `X-Forwarded-For` (a proxy in front:
-        uvicorn's proxy-header rules) goes to the app. So does an `Origin` (a browser), unless
-        the app's only browser rule for it is the Origin check (no `cors_origins`: no CORS
-        headers to add) and the origin is the server's own, which that check lets through."""
+    def _served_here(
+        self, route: FastRoute, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[str, int] | None:
+        """The client of a hot request that stays on this protocol (the connection's peer,
+        or the one a trusted proxy names: http/forwarded.py), or `_NOT_HERE` for the app.
+        An `Origin` (a browser) goes to the app, unless the app's only browser rule for it
+        is the Origin check (no `cors_origins`: no CORS headers to add) and the origin is
+        the server's own, which that check lets through."""
         origin: bytes | None = None
+        forwarded = False
         for name, value in headers:
-            if name == b"x-forwarded-for":
-                return False
-            if name == b"origin" and origin is None:
-                origin = value
+            if name == b"origin":
+                if origin is None:
+                    origin = value
+            elif name == b"x-forwarded-for" or name == b"x-forwarded-proto":
+                forwarded = True
+        client, scheme = self.client, self.scheme
+        if forwarded and self.server.proxies is not None:
+            client, given = self.server.proxies.client(client, headers)
+            if given is not None:
+                scheme = given
         if origin is None:
-            return True
+            return client
         if not route.own_origin_ok:
-            return False
+            return _NOT_HERE
         host = _first(headers, b"host")
         if host is None:
-            return False
-        own = own_origin_of(self.scheme, host.decode("latin-1"))
-        return normalize_origin(origin.decode("latin-1")) == own
+            return _NOT_HERE
+        own = own_origin_of(scheme, host.decode("latin-1"))
+        return client if normalize_origin(origin.decode("latin-1")) == own else _NOT_HERE
 
     def on_body(self, body: bytes) -> None:
         if self.parsing is not None:
@@ -881,6 +906,9 @@ class HttpProtocol(asyncio.Protocol):
     def _idle_expired(self) -> None:
         if self.transport is not None and not self.pipeline and self.lane_route is None:
             self.transport.close()
+
+
+_NOT_HERE = ("", -1)  # `_served_here`: the request goes to the ASGI app (compared by identity)
 
 
 class UpgradeRequest:

@@ -10,12 +10,9 @@ import logging
 import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from starlette.requests import ClientDisconnect
 
 from pushwire.core.log import format_cursor
 from pushwire.core.message import Message, next_uid
@@ -23,17 +20,16 @@ from pushwire.core.receipt import Receipt
 from pushwire.core.text import JsonError, TextError, check_text, parse_json
 from pushwire.core.topics import TopicError, validate_topic_name
 from pushwire.engines.base import WriteError
-from pushwire.http.auth import Caller, CallerCache, CallerDep, cached_caller_from
+from pushwire.http.auth import Caller, CallerCache, cached_caller_from
 from pushwire.http.cursor import parse_duration
 from pushwire.http.encode import PRIORITY_PROPERTY
 from pushwire.http.endpoints import Endpoint, Header, Option, api_error_response
 from pushwire.http.errors import ApiError, bad_request, bad_topic, error_responses
-from pushwire.http.state import HttpState, get_state
+from pushwire.http.state import HttpState
 from pushwire.http.wire import JSON_ENCODER as _JSON_ENCODER
 from pushwire.http.wire import WireRequest, WireResponse, json_response
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["publish"])
 
 PRIORITY_NAMES = {"min": 1, "low": 2, "default": 3, "normal": 3, "high": 4, "max": 5, "urgent": 5}
 TRUE = {"1", "true", "yes", "on"}
@@ -318,30 +314,6 @@ async def publish_specs(
         raise ApiError(503, "store_unavailable", "the message store is unreachable; try again")
     await state.hub.wait_store()  # the store's write backlog is bounded: wait for the disk
     return messages
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over `limit` bytes before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise bad_request("bad Content-Length") from None
-        if size > limit:
-            raise payload_too_large(size, limit)
-    chunks: list[bytes] = []
-    total = 0
-    try:
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > limit:
-                raise payload_too_large(total, limit)
-            chunks.append(chunk)
-    except ClientDisconnect:
-        # the client went away mid-body: nothing was published, nobody to answer
-        raise ApiError(400, "client_disconnected", "the request body was cut off") from None
-    return b"".join(chunks)
 
 
 # the JSON of a topic and of an epoch, as `json_response` would write them (bounded)
@@ -674,22 +646,57 @@ class PublishLane:
         return ctype
 
 
-@router.post(
-    "/v1/publish",
+_JSON_201: dict[str, Any] = {
+    # as FastAPI rendered the route's `response_model` (a single result or a batch's list)
+    "description": "routed and appended to the log",
+    "content": {
+        "application/json": {
+            "schema": {
+                "$ref": "#/components/schemas/PublishResult",
+                "anyOf": [
+                    {"$ref": "#/components/schemas/PublishResult"},
+                    {"type": "array", "items": {"$ref": "#/components/schemas/PublishResult"}},
+                ],
+                "title": "Response Publish Json V1 Publish Post",
+            }
+        }
+    },
+}
+
+PUBLISH_JSON = Endpoint(
+    path="/v1/publish",
+    param=None,
+    operations=(("POST", "publish_json_v1_publish_post"),),
     summary="Publish one message (JSON) or a batch (JSON array)",
-    response_model=PublishResult | list[PublishResult],
-    status_code=201,
-    responses=_PUBLISH_RESPONSES | error_responses(415),
-    openapi_extra=_JSON_BODY,
+    description='`{"topic", "payload" | "payload_base64", "content_type", "qos", "retain", '
+    '"ttl",\n"priority"}`, or an array of those (a batch: one reply per message, in order; '
+    "nothing is\npublished when any of them is invalid, or when the topic ACL denies any of "
+    "them: 403\nnaming the first such message and its topic).",
+    tag="publish",
+    security="headers",
+    request_body=_JSON_BODY["requestBody"],
+    responses=_PUBLISH_RESPONSES | {201: _JSON_201} | error_responses(415),
 )
+
+
+def json_publish_body_limit(state: HttpState) -> int:
+    return json_body_limit(state.settings.http_max_payload)
+
+
 async def publish_json(
-    request: Request, state: Annotated[HttpState, Depends(get_state)], caller: CallerDep
-) -> JSONResponse:
-    """`{"topic", "payload" | "payload_base64", "content_type", "qos", "retain", "ttl",
-    "priority"}`, or an array of those (a batch: one reply per message, in order; nothing is
-    published when any of them is invalid, or when the topic ACL denies any of them: 403
-    naming the first such message and its topic)."""
-    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    state: HttpState, request: WireRequest, _options: Mapping[str, str | None]
+) -> WireResponse:
+    """`POST /v1/publish` (declared by `PUBLISH_JSON`), from either server: one message or
+    a batch; every message is validated (and its ACL checked) before any is published."""
+    caller = await cached_caller_from(
+        state.auth,
+        request.callers,
+        request.header_list(b"authorization"),
+        request.query,
+        request.ip,
+        request.cert_name,
+    )
+    ctype = (request.header(b"content-type") or "").split(";")[0].strip().lower()
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise ApiError(
             415,
@@ -698,9 +705,10 @@ async def publish_json(
             "POST /v1/publish/{topic}",
         )
     s = state.settings
-    raw = await read_body(request, json_body_limit(s.http_max_payload))
+    if request.oversize:  # refused before the body is read (its Content-Length) or kept
+        raise payload_too_large(request.oversize, json_body_limit(s.http_max_payload))
     try:
-        data = parse_json(raw, s.json_max_depth)
+        data = parse_json(request.body, s.json_max_depth)
     except JsonError as exc:
         raise bad_request(str(exc)) from None
     batch = isinstance(data, list)
@@ -733,4 +741,4 @@ async def publish_json(
     charge_publish(state, caller, len(specs))
     messages = await publish_specs(state, specs, "http", "http")
     results = [result(state, m) for m in messages]
-    return JSONResponse(results if batch else results[0], status_code=_status(results))
+    return json_response(_status(results), results if batch else results[0])

@@ -1,6 +1,6 @@
 """Poll, long-poll and SSE, each declared once (http/endpoints.py). The owned protocol
 serves them from bytes (http/streams.py); requests it passes to the ASGI app (with
-`Origin` or `X-Forwarded-For`) are served here by the same readers' entry points
+`Origin`) are served here by the same readers' entry points
 (`poll._poll`, `poll._longpoll`, `sse._sse`), as Starlette responses.
 
 Their options are read from the declaration (`Endpoint.read_options`), and their OpenAPI

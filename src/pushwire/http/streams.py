@@ -12,8 +12,9 @@ The handlers take the request's `StreamCycle` and the one reader (http/reader.py
   transport's pause/resume, which calls `reader.resume()`. Heartbeats come from one timer
   for all the streams of a listener (`_Heartbeats`), not a task per stream.
 
-Requests carrying `Origin` (CORS) or `X-Forwarded-For` still reach the same readers through
-the ASGI app (http/stream_endpoints.py), where the CORS middleware adds its headers.
+Requests carrying `Origin` (CORS) still reach the same readers through the ASGI app
+(http/stream_endpoints.py), where the CORS middleware adds its headers; those through a
+reverse proxy stay here (http/forwarded.py names their client).
 """
 
 from __future__ import annotations
