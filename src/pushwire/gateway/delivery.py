@@ -309,7 +309,8 @@ class PushGateway:
     # core.session.SessionEvents
 
     def attached(self, session: Session) -> None:
-        if not self.is_device(session.client_id):
+        # is_device inlined: every MQTT connect and disconnect passes here (connect storms)
+        if session.client_id not in self.registry.reg.devices:
             return
         self._seen(session.client_id)
         if self.homes is not None and not self.homes.is_home(session.client_id):
@@ -320,7 +321,7 @@ class PushGateway:
 
     def detached(self, session: Session) -> None:
         device_id = session.client_id
-        if not self.is_device(device_id):
+        if device_id not in self.registry.reg.devices:  # is_device, inlined as in attached
             return
         self._seen(device_id)
         if not session.persistent:

@@ -1036,6 +1036,11 @@ class Decoder:
         self._need = 0
         self._error: DecodeError | None = None
 
+    @property
+    def idle(self) -> bool:
+        """Nothing buffered and no fault: the next read starts at a packet boundary."""
+        return not self._pending and self._error is None
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
         """Buffer data and return every complete packet decoded, in order.
 

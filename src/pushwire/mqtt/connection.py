@@ -104,6 +104,10 @@ _AWAIT_CONNECT = State.AWAIT_CONNECT
 _CONNECTED = State.CONNECTED
 _CLOSED = State.CLOSED
 
+# a DISCONNECT without a body (reason 0, no properties, at either level): how a clean
+# client says goodbye, in a read of its own
+_BARE_DISCONNECT = b"\xe0\x00"
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -214,6 +218,10 @@ class MQTTConnection:
         if self.state is _CLOSED:
             return []
         self.last_rx = now
+        if data == _BARE_DISCONNECT and self.state is _CONNECTED and self._decoder.idle:
+            # what feed and _check give for it, without the decoder (connect storms)
+            self.state = _CLOSED  # nothing after DISCONNECT counts (MQTT-3.14.4-1/2)
+            return [Disconnect()]
         if not self._first_byte_seen and data:
             self._first_byte_seen = True
             if data[0] >> 4 != _CONNECT_TYPE:
