@@ -22,15 +22,11 @@ WATCH, so two nodes adding the same thing at once cannot both succeed.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import logging
 from dataclasses import replace
 from typing import Any, cast
 
 import redis
-import redis.asyncio
 
 from pushwire.core.acl import AclRule
 from pushwire.engines.auth_store import (
@@ -40,8 +36,7 @@ from pushwire.engines.auth_store import (
     StoredToken,
     StoredUser,
 )
-
-log = logging.getLogger(__name__)
+from pushwire.engines.redis.notices import ChangeNotices
 
 DEFAULT_PREFIX = "pw:"
 
@@ -131,8 +126,7 @@ class RedisAuthStore:
         self._rule_id = f"{prefix}auth:rule_id"
         self.channel = f"{prefix}auth:changed"
         self._client: redis.Redis | None = None
-        self._pubsub: redis.asyncio.client.PubSub | None = None
-        self._async_client: redis.asyncio.Redis | None = None
+        self._notices = ChangeNotices(url, self.channel, "auth")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -154,40 +148,12 @@ class RedisAuthStore:
     # -- change notification -------------------------------------------------------------
 
     async def wait_change(self, timeout: float) -> None:
-        """Return when another change was published on `auth:changed`, or after `timeout`.
-
-        Runs on the event loop (its own asyncio connection). Any Redis error is logged once
-        per occurrence and turned into waiting out the timeout: the generation poll covers."""
-        try:
-            if self._pubsub is None:
-                self._async_client = redis.asyncio.Redis.from_url(self.url)
-                self._pubsub = self._async_client.pubsub(ignore_subscribe_messages=True)
-                await self._pubsub.subscribe(self.channel)
-                # a change made before the subscription took effect sends no notice here:
-                # return, so the caller reloads once now that no further change is missed
-                return
-            deadline = asyncio.get_running_loop().time() + timeout
-            while (left := deadline - asyncio.get_running_loop().time()) > 0:
-                if await self._pubsub.get_message(timeout=left) is not None:
-                    return
-        except (redis.RedisError, OSError) as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # redis-py turned our cancellation into a connection error: stop, as asked
-                raise asyncio.CancelledError from exc
-            log.warning("auth: change notifications from Redis lost (%s); polling", exc)
-            await self.close_notifications()
-            await asyncio.sleep(timeout)
+        """Return when another change was published on `auth:changed`, or after
+        `timeout` (engines/redis/notices.py)."""
+        await self._notices.wait(timeout)
 
     async def close_notifications(self) -> None:
-        pubsub, client = self._pubsub, self._async_client
-        self._pubsub = self._async_client = None
-        if pubsub is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-        if client is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
-                await client.aclose()
+        await self._notices.close()
 
     # -- reads ---------------------------------------------------------------------------
 

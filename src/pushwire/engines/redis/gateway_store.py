@@ -23,17 +23,14 @@ The methods are synchronous (the gateway runs them on its store thread); Redis i
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import logging
 from collections.abc import Iterable
 from dataclasses import asdict, replace
 from typing import Any, Final, cast
 
 import redis
-import redis.asyncio
 
+from pushwire.engines.redis.notices import ChangeNotices
 from pushwire.gateway.model import (
     App,
     AppKey,
@@ -46,8 +43,6 @@ from pushwire.gateway.model import (
     WakeHook,
 )
 from pushwire.gateway.store import Conflict, NotFound
-
-log = logging.getLogger("pushwire.gateway")
 
 DEFAULT_PREFIX: Final = "pw:"
 
@@ -126,8 +121,7 @@ class RedisGatewayStore:
         self.pending_prefix = p + "pending:"
         self._content = p + "content:"
         self._client: redis.Redis | None = None
-        self._pubsub: redis.asyncio.client.PubSub | None = None
-        self._async_client: redis.asyncio.Redis | None = None
+        self._notices = ChangeNotices(url, self.channel, "gateway")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -150,36 +144,12 @@ class RedisGatewayStore:
     # -- change notification -------------------------------------------------------------
 
     async def wait_change(self, timeout: float) -> None:
-        """Return when a registry change was published on `gw:changed`, or after `timeout`.
-        Redis errors turn into waiting out the timeout (the generation poll covers)."""
-        try:
-            if self._pubsub is None:
-                self._async_client = redis.asyncio.Redis.from_url(self.url)
-                self._pubsub = self._async_client.pubsub(ignore_subscribe_messages=True)
-                await self._pubsub.subscribe(self.channel)
-                return  # a change made before the subscription sent no notice here: reload
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while (left := deadline - loop.time()) > 0:
-                if await self._pubsub.get_message(timeout=left) is not None:
-                    return
-        except (redis.RedisError, OSError) as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError from exc
-            log.warning("gateway: change notices from Redis lost (%s); polling", exc)
-            await self.close_notifications()
-            await asyncio.sleep(timeout)
+        """Return when a registry change was published on `gw:changed`, or after
+        `timeout` (engines/redis/notices.py)."""
+        await self._notices.wait(timeout)
 
     async def close_notifications(self) -> None:
-        pubsub, client = self._pubsub, self._async_client
-        self._pubsub = self._async_client = None
-        if pubsub is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-        if client is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
-                await client.aclose()
+        await self._notices.close()
 
     # -- registry reads --------------------------------------------------------------------
 
