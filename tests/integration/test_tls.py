@@ -192,7 +192,20 @@ def cert_identity_server(
             capture_output=True,
             timeout=60,
         )
-    time.sleep(1.5)  # the running server picks up the CLI's changes
+    # the running server picks up the CLI's changes on its next reload. Wait until the user
+    # is refused outside its own tree: 401 while the user is unknown, and with no rule yet
+    # every user may read everything, so a 403 needs both the user and the rule
+    deadline = time.monotonic() + 30
+    while True:
+        r = httpx.get(
+            f"https://127.0.0.1:{srv.http_port}/v1/poll/users/nobody/x",
+            auth=("someone-else", "pw"),
+            verify=ssl.create_default_context(cafile=str(certs.ca)),
+        )
+        if r.status_code == 403:
+            break
+        assert time.monotonic() < deadline, f"CLI changes not picked up: {r.status_code} {r.text}"
+        time.sleep(0.05)
     return srv
 
 
