@@ -233,6 +233,12 @@ class _FutureReply:
             Response(body, media_type="application/json", headers=_poll_headers(cursor, False))
         )
 
+    def write_reply(self, body: bytes, cursor: str) -> None:
+        self.reply(body, cursor)  # the handler's coroutine writes it later anyway
+
+    def replied(self) -> None:
+        pass
+
     def not_modified(self, cursor: str) -> None:
         self._set(Response(status_code=304, headers=_poll_headers(cursor, False)))
 

@@ -81,6 +81,13 @@ class ReplySink(Protocol):
     def reply(self, body: bytes, cursor: str) -> None:
         """200 with a JSON poll body (shared bytes: never mutate) and its cursor."""
 
+    def write_reply(self, body: bytes, cursor: str) -> None:
+        """`reply` during a publish's wake: only what the client must get now (its
+        bytes written); `replied` follows once every woken waiter has written."""
+
+    def replied(self) -> None:
+        """The rest of `reply` after `write_reply`."""
+
     def not_modified(self, cursor: str) -> None:
         """304: the cursor came as If-None-Match and nothing came after it."""
 
@@ -451,6 +458,7 @@ class LongPollWaiter:
         "sink",
         "stats",
         "timer",
+        "woken_by",
     )
 
     def __init__(
@@ -476,6 +484,7 @@ class LongPollWaiter:
         self.done = False
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        self.woken_by: LogEntry | None = None  # answered in a wake, not settled yet
 
     def start(self, deadline: float) -> None:
         """Wait (call after a read that found nothing: `after` is that read's next id)."""
@@ -523,10 +532,28 @@ class LongPollWaiter:
         self.after = entry.id
         if not _visible(entry, self.caller):
             return  # not for this caller: wait on
+        log = self.log
+        body, cursor = entry_longpoll_reply(entry, log.epoch)
+        if log.waking:
+            # a publish's walk over the listeners: write now, the rest after the walk
+            # (`settle`), so that the next waiters' bytes are not behind this one's
+            # bookkeeping; `done` already stops a second answer
+            self.done = True
+            self.woken_by = entry
+            log.settle_later(self)
+            self.sink.write_reply(body, cursor)
+            return
         self._finish()
         self.stats.delivered("longpoll", (entry,))
-        body, cursor = entry_longpoll_reply(entry, self.log.epoch)
         self.sink.reply(body, cursor)
+
+    def settle(self) -> None:
+        """After the wake that answered it (`MessageLog.settle_later`)."""
+        entry, self.woken_by = self.woken_by, None
+        self.log.unlisten(self.filter, self)
+        if entry is not None:
+            self.stats.delivered("longpoll", (entry,))
+        self.sink.replied()
 
     def expire(self) -> None:
         """The deadline passed (or the server is stopping): the empty reply, whose cursor

@@ -335,6 +335,18 @@ class _LongPoller:
             self.cursor = cursor
             cycle.answer(kept, closing)
 
+    def write_reply(self, body: bytes, cursor: str) -> None:
+        # in a publish's wake: the response's write alone; `replied` does the rest
+        cycle = self.cycle
+        if cycle is not None:
+            self.cursor = cursor
+            cycle.write_answer(*self.cache.reply(body, cursor))
+
+    def replied(self) -> None:
+        cycle = self._end()
+        if cycle is not None:
+            cycle.answered()
+
     def not_modified(self, cursor: str) -> None:
         cycle = self._end()
         if cycle is not None:
