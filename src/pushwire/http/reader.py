@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pushwire.core.log import Cursor, LogEntry, MessageLog, ReadResult, format_cursor
 from pushwire.http.encode import entry_longpoll, poll_body
+from pushwire.http.longpoll_deadlines import SLOT, LongPollDeadlines, deadlines
 
 if TYPE_CHECKING:
     from pushwire.http.auth import Caller
@@ -441,10 +442,11 @@ class LongPollWaiter:
     of the log when it wakes.
 
     Reusable: a kept-alive connection that long-polls again holds the same waiter again
-    (`restart`), so a re-ask allocates nothing here. Its deadline timer is re-armed lazily,
-    as the HTTP connection's own: a later deadline only moves a number, and the timer
-    (scheduled once) re-arms itself when it fires early; an answered waiter leaves its
-    timer to fire and find nothing to do. `cancel` (the client left) drops the timer."""
+    (`restart`), so a re-ask allocates nothing here. Its deadline is an entry in the
+    loop's shared buckets (http/longpoll_deadlines.py), not a timer of its own, and moves
+    lazily: a later deadline only moves a number, and the waiter is filed again when its
+    bucket comes due; an answered waiter stays there until then. `cancel` (the client
+    left) takes it out."""
 
     __slots__ = (
         "after",
@@ -456,8 +458,9 @@ class LongPollWaiter:
         "log",
         "requested",
         "sink",
+        "slot",
         "stats",
-        "timer",
+        "timers",
         "woken_by",
     )
 
@@ -483,7 +486,8 @@ class LongPollWaiter:
         self.requested = requested  # the id of the cursor it asked with (for 304)
         self.done = False
         self.deadline = 0.0
-        self.timer: asyncio.TimerHandle | None = None
+        self.slot = 0  # its deadline bucket in `timers` (0: none)
+        self.timers: LongPollDeadlines | None = None
         self.woken_by: LogEntry | None = None  # answered in a wake, not settled yet
 
     def start(self, deadline: float) -> None:
@@ -509,20 +513,22 @@ class LongPollWaiter:
 
     def _arm(self, deadline: float) -> None:
         self.deadline = deadline
-        timer = self.timer
-        if timer is not None:
-            if timer.when() <= deadline:
-                return  # it fires first and re-arms for the rest
-            timer.cancel()
-        self.timer = asyncio.get_running_loop().call_at(deadline, self._due)
+        slot = self.slot
+        if slot:
+            if slot * SLOT <= deadline:
+                return  # its bucket comes due first and files it again for the rest
+            assert self.timers is not None
+            self.timers.remove(self)
+        timers = self.timers = deadlines()
+        timers.add(self, deadline)
 
-    def _due(self) -> None:
-        self.timer = None
+    def due(self, now: float) -> None:
+        """Its deadline bucket came due (`LongPollDeadlines`)."""
         if self.done:
-            return
-        loop = asyncio.get_running_loop()
-        if loop.time() < self.deadline:
-            self.timer = loop.call_at(self.deadline, self._due)
+            return  # answered meanwhile
+        if now < self.deadline:
+            assert self.timers is not None
+            self.timers.add(self, self.deadline)  # held again since: the rest of the wait
             return
         self.expire()
 
@@ -582,9 +588,8 @@ class LongPollWaiter:
         """The client went away (or the waiter is not held again): stop, drop the timer."""
         if not self.done:
             self._finish()
-        timer, self.timer = self.timer, None
-        if timer is not None:
-            timer.cancel()
+        if self.slot and self.timers is not None:
+            self.timers.remove(self)
 
     def _finish(self) -> None:
         self.done = True
