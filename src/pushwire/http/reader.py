@@ -576,8 +576,10 @@ class LongPollWaiter:
             self.sink.reply(poll_body([], log.epoch, next_id, False, False), cursor)
 
     def close(self) -> None:
-        """The log is shutting down: answer now."""
+        """The log is shutting down: answer now (and leave the loop's deadlines)."""
         self.expire()
+        if self.slot and self.timers is not None:
+            self.timers.remove(self)
 
     def revoke(self, reason: str) -> None:
         if not self.done:
