@@ -15,6 +15,7 @@ from pushwire.core.subscription import SubscriptionOptions
 from pushwire.mqtt.codec import DecodeError
 from pushwire.mqtt.connection import Limits, MQTTConnection, State
 from pushwire.mqtt.events import Close, ConnectIn, Event, Send, SubscribeIn
+from pushwire.mqtt.handle_connect import pending_will_goes_out
 from pushwire.mqtt.packets import (
     PROTOCOL_V5,
     PROTOCOL_V311,
@@ -141,6 +142,12 @@ def test_a_keepalive_timeout_says_why_on_v5() -> None:
     conn, _, _ = connected(PROTOCOL_V5, keepalive=1)
     events = conn.tick(1.5)
     assert sent(events, PROTOCOL_V5) == [Disconnect(ReasonCode.KEEP_ALIVE_TIMEOUT)]
+
+
+def test_a_pending_will_is_never_sent_after_a_resume_and_sent_now_for_a_new_session() -> None:
+    # MQTT-3.1.3-9, as mqtt/wills.py applies it to the will waiting for its delay
+    assert pending_will_goes_out(session_present=True) is False
+    assert pending_will_goes_out(session_present=False) is True
 
 
 # -- SUBSCRIBE and UNSUBSCRIBE (was tests/integration/test_subscribe.py) --------------------
