@@ -178,7 +178,10 @@ class ReadControl:
         backlog, start = self._backlog, self._backlog_at
         self._backlog, self._backlog_at = [], 0
         self._run(backlog, start)  # may hold again
-        self._sync_reading()
+        if not self._pressured:
+            # held again for pressure: reading stays as it is (paused only if it sends
+            # more while held, `_handle`)
+            self._sync_reading()
 
     # -- the client not reading what we send (asyncio.Protocol) --------------------------
 
