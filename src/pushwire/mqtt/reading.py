@@ -64,9 +64,6 @@ class ReadControl:
         """Run the packets of one read, or queue them behind what already waits."""
         if self._backlog_at < len(self._backlog) or self._held():
             self._backlog.extend(packets)  # keep order behind what is already waiting
-            # a publisher held for pressure is paused only now that it sent more while
-            # held (`_hold_for_pressure`): at most one more read waits per publisher
-            self._sync_reading()
             return
         self._run(packets)
 
@@ -125,10 +122,7 @@ class ReadControl:
     def _hold_for_pressure(self) -> None:
         self._pressured = True
         self.hub.stats.publishers_held += 1
-        # reading is not paused yet: a publisher that keeps a window of unacknowledged
-        # QoS 1 PUBLISHes (most do) sends nothing more until its held ones are acked, and
-        # pausing and resuming its socket would cost two epoll_ctl per hold. If it does
-        # send more, `_handle` pauses it then.
+        self._sync_reading()
         self.hub.pressure.wait(self._pressure_gone)
         # never longer than MAX_WAIT: a subscriber may stop keeping up while we wait
         self._pressure_timer = self._loop.call_later(PRESSURE_MAX_WAIT, self._pressure_gone)
@@ -178,10 +172,7 @@ class ReadControl:
         backlog, start = self._backlog, self._backlog_at
         self._backlog, self._backlog_at = [], 0
         self._run(backlog, start)  # may hold again
-        if not self._pressured:
-            # held again for pressure: reading stays as it is (paused only if it sends
-            # more while held, `_handle`)
-            self._sync_reading()
+        self._sync_reading()
 
     # -- the client not reading what we send (asyncio.Protocol) --------------------------
 
