@@ -580,7 +580,14 @@ class MessageLog:
             message.log_id = self.last_id
         topic = message.topic
         now = message.created_at
-        entry = LogEntry(self.last_id, message, _size_of(message))
+        entry = LogEntry(
+            self.last_id,
+            message,
+            # _size_of inlined for the common message without properties
+            _size_of(message)
+            if message.properties
+            else len(message.payload) + len(topic) + MESSAGE_OVERHEAD,
+        )
         tlog = self._topics.by_topic.get(topic)
         if tlog is None:
             tlog = self._topic(topic)
