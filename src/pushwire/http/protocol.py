@@ -47,6 +47,7 @@ from pushwire.http.guard import (
     HeadCounters,
     HeadMeter,
 )
+from pushwire.http.replay import ReplayHead, ReplayHeads
 from pushwire.http.strict_url import is_utf8
 from pushwire.http.wire import WireRequest, WireResponse, error_response
 from pushwire.tls import certificate_username, tls_extension
@@ -187,6 +188,10 @@ class HttpServer:
         self.hot_urls: dict[tuple[bytes, bytes], _Target] = {}
         self.served_owned = 0
         self.served_asgi = 0
+        # long-poll re-ask heads recognised from their bytes (http/replay.py), shared by
+        # the connections, and how many requests were taken that way
+        self.replay_heads = ReplayHeads()
+        self.served_replayed = 0
 
     def protocol(self) -> HttpProtocol:
         return HttpProtocol(self)
@@ -269,7 +274,9 @@ class HttpProtocol(asyncio.Protocol):
         "parsing",
         "pipeline",
         "read_paused",
+        "reading",
         "refused",
+        "replay",
         "scheme",
         "server",
         "stream_state",
@@ -328,6 +335,13 @@ class HttpProtocol(asyncio.Protocol):
         self.lane_ctype: bytes | None = None
         # made by the connection's first lane body, then reused (an idle connection has none)
         self.lane_body: list[bytes] | None = None
+        # the connection's last long-poll head taken by its stream lane, split around the
+        # cursor (http/replay.py): a read that is that head with another cursor skips the
+        # parser (`_replayed`)
+        self.replay: ReplayHead | None = None
+        # during `feed_data`: the read, when it may be exactly one request head (a
+        # template for `replay`), else None
+        self.reading: bytes | None = None
 
     # -- connection -------------------------------------------------------------------------
 
@@ -418,6 +432,19 @@ class HttpProtocol(asyncio.Protocol):
         if self.parser is None:
             self.parser = httptools.HttpRequestParser(self)
             self.meter = HeadMeter(self.server.max_request_line, self.server.max_head)
+        meter = self.meter
+        assert meter is not None
+        # between requests (the parser holds no partial head and no body) with nothing
+        # queued: a repeated long-poll head may skip the parser
+        fresh = (
+            self.counting
+            and meter.size == 0
+            and not self.pipeline
+            and self.lane_route is None
+            and self.parsing is None
+        )
+        if fresh and self.replay is not None and self._replayed(self.replay, data):
+            return
         # the first bytes of the next request on a kept-alive connection start its head's
         # clock; the timer itself is set after this read, and only when the head is still
         # incomplete then (a request that comes whole in one read needs none)
@@ -433,6 +460,8 @@ class HttpProtocol(asyncio.Protocol):
                 HeadCounters.refused_total["too_long"] += 1
                 self._refuse(refusal)
                 return
+        if fresh and data.endswith(b"\r\n\r\n") and data.find(b"\r\n\r\n") == len(data) - 4:
+            self.reading = data  # one head and nothing else: `_reask` may keep it
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -443,6 +472,8 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             HeadCounters.refused_total["malformed"] += 1
             self._refuse(RESPONSE_400)
+        finally:
+            self.reading = None
         if timed and self.head_timing:
             self._deadline(_HEAD, self.server.head_timeout)
 
@@ -591,9 +622,42 @@ class HttpProtocol(asyncio.Protocol):
         for name, _ in headers:
             if name not in allowed:
                 return False
-        if not lane.reask(self, route, path[len(route.prefix) :], query):
+        tail = path[len(route.prefix) :]
+        if not lane.reask(self, route, tail, query):
+            self.replay = None
             return False
         self.server.served_owned += 1
+        data = self.reading
+        if data is not None:
+            # the read was this head alone: the next one may be recognised from its bytes
+            self.replay = self.server.replay_heads.learn(data, query, route, tail)
+        return True
+
+    def _replayed(self, replay: ReplayHead, data: bytes) -> bool:
+        """`data` is the connection's kept long-poll head with another cursor (see
+        http/replay.py): offer it to the stream lane as the parser would have, within the
+        same head limits. True when the lane took it; False, with nothing changed, for the
+        full parse."""
+        cursor = replay.cursor_of(data)
+        if (
+            cursor is None
+            or self.closing
+            or self.upgrade is not None
+            or replay.line_fixed + len(cursor) > self.server.max_request_line
+            or len(data) > self.server.max_head
+        ):
+            return False
+        route = cast(StreamRoute, replay.route)
+        lane = route.reask
+        assert lane is not None
+        self._disarm()  # the head is complete (the lane sets the next deadline)
+        if not lane.reask(
+            self, route, replay.tail, replay.query_prefix + cursor + replay.query_suffix
+        ):
+            return False
+        server = self.server
+        server.served_owned += 1
+        server.served_replayed += 1
         return True
 
     def answered_on_lane(self, response: bytes) -> None:
