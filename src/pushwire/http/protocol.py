@@ -47,7 +47,7 @@ from pushwire.http.guard import (
     HeadCounters,
     HeadMeter,
 )
-from pushwire.http.replay import ReplayHead, ReplayHeads
+from pushwire.http.replay import ReplayHead, ReplayHeads, is_cursor_token
 from pushwire.http.strict_url import is_utf8
 from pushwire.http.wire import WireRequest, WireResponse, error_response
 from pushwire.tls import certificate_username, tls_extension
@@ -638,16 +638,20 @@ class HttpProtocol(asyncio.Protocol):
         http/replay.py): offer it to the stream lane as the parser would have, within the
         same head limits. True when the lane took it; False, with nothing changed, for the
         full parse."""
-        cursor = replay.cursor_of(data)
+        prefix, suffix = replay.prefix, replay.suffix
+        if not (data.startswith(prefix) and data.endswith(suffix)):
+            return False
+        cursor = data[len(prefix) : len(data) - len(suffix)]
+        server = self.server
         if (
-            cursor is None
+            not is_cursor_token(cursor)
             or self.closing
             or self.upgrade is not None
-            or replay.line_fixed + len(cursor) > self.server.max_request_line
-            or len(data) > self.server.max_head
+            or replay.line_fixed + len(cursor) > server.max_request_line
+            or len(data) > server.max_head
         ):
             return False
-        route = cast(StreamRoute, replay.route)
+        route = replay.route
         lane = route.reask
         assert lane is not None
         self._disarm()  # the head is complete (the lane sets the next deadline)
@@ -655,7 +659,6 @@ class HttpProtocol(asyncio.Protocol):
             self, route, replay.tail, replay.query_prefix + cursor + replay.query_suffix
         ):
             return False
-        server = self.server
         server.served_owned += 1
         server.served_replayed += 1
         return True

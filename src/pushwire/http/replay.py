@@ -17,7 +17,12 @@ clients of one application send the same head, and an idle connection keeps one 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pushwire.http.cursor import MAX_CURSOR_LEN
+
+if TYPE_CHECKING:
+    from pushwire.http.protocol import StreamRoute
 
 # what a cursor this server hands out is made of (ids, EPOCH:ID, times, durations); the
 # lane compares the value with the previous reply's cursor, so nothing else is accepted
@@ -32,8 +37,7 @@ def is_cursor_token(value: bytes) -> bool:
 
 class ReplayHead:
     """A long-poll request head accepted by the full parser and taken by its stream lane,
-    split around its since= value; with what it resolved to (the route is the server's
-    `StreamRoute`, typed loosely here to keep this module free of the protocol)."""
+    split around its since= value; with what it resolved to."""
 
     __slots__ = ("line_fixed", "prefix", "query_prefix", "query_suffix", "route", "suffix", "tail")
 
@@ -42,7 +46,7 @@ class ReplayHead:
         prefix: bytes,
         suffix: bytes,
         line_fixed: int,
-        route: object,
+        route: StreamRoute,
         tail: str,
         query_prefix: bytes,
         query_suffix: bytes,
@@ -54,14 +58,6 @@ class ReplayHead:
         self.tail = tail  # the path after the route's prefix (the filter), decoded
         self.query_prefix = query_prefix  # the query string around the cursor
         self.query_suffix = query_suffix
-
-    def cursor_of(self, data: bytes) -> bytes | None:
-        """The cursor when `data` is this head with another cursor, else None."""
-        prefix, suffix = self.prefix, self.suffix
-        if not (data.startswith(prefix) and data.endswith(suffix)):
-            return None
-        cursor = data[len(prefix) : len(data) - len(suffix)]
-        return cursor if is_cursor_token(cursor) else None
 
 
 def split_head(data: bytes, query: bytes) -> tuple[int, int] | None:
@@ -98,7 +94,7 @@ class ReplayHeads:
     def __init__(self) -> None:
         self.heads: dict[tuple[bytes, bytes], ReplayHead] = {}
 
-    def learn(self, data: bytes, query: bytes, route: object, tail: str) -> ReplayHead | None:
+    def learn(self, data: bytes, query: bytes, route: StreamRoute, tail: str) -> ReplayHead | None:
         """The template of `data` (see `split_head`), shared when already known."""
         split = split_head(data, query)
         if split is None:
