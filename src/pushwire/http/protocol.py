@@ -1291,9 +1291,29 @@ class StreamCycle(_FastCycle):
         self.on_lost = None
         proto = self.proto
         keep = self.keep_alive and not proto.closing
+        pipeline = proto.pipeline
+        transport = proto.transport
+        if (
+            keep
+            and len(pipeline) == 1
+            and pipeline[0] is self
+            and proto.upgrade is None
+            and transport is not None
+            and not transport.is_closing()
+        ):
+            # the usual wake: one write, then what `cycle_done` does for a kept-alive
+            # connection with nothing queued (wait for the next request)
+            if not self.head:
+                transport.write(kept)
+            self.done = True
+            pipeline.clear()
+            if proto.read_paused:
+                proto.resume_reading()
+            proto._arm_keep_alive()
+            return
         if not self.head:
             proto.write(kept if keep else closing)
-        if len(proto.pipeline) > 1:
+        if len(pipeline) > 1:
             # a request pipelined behind this one starts on the next loop turn, not inside
             # the publish that answered this one (it may be a publish itself)
             self.done = True
