@@ -217,3 +217,24 @@ def test_a_malformed_cursor_in_the_template_gets_the_json_400(
         assert headers["content-type"] == "application/json"
         assert json.loads(body)["error"]["code"] == "bad_cursor"
         assert _replayed(srv) == before
+
+
+def test_a_head_after_bytes_left_in_the_parser_is_parsed_with_them(
+    srv: InProcessServer,
+) -> None:
+    """A re-ask followed by the first byte of a method in the same read: the parser holds
+    the start of a next request, so the template's bytes in the next read are not a request
+    of their own (the full parse finds the stray byte before them: 400)."""
+    flt = "replay/left"
+    with _connect(srv) as sock:
+        reader = Reader(sock)
+        cursor = _warm(srv, sock, reader, flt)
+        sock.sendall(_longpoll(flt, cursor, timeout="0") + b"G")
+        status, headers, _ = reader.response()
+        assert status == 200
+        before = _replayed(srv)
+        sock.sendall(_longpoll(flt, headers["pushwire-cursor"], timeout="0"))
+        status, headers, body = reader.response()
+        assert status == 400, body
+        assert json.loads(body)["error"]["code"] == "bad_request"
+        assert _replayed(srv) == before

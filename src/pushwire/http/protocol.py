@@ -259,6 +259,7 @@ class HttpProtocol(asyncio.Protocol):
         "head_bytes",
         "head_timing",
         "headers",
+        "idle",
         "lane_body",
         "lane_caller",
         "lane_ctype",
@@ -309,6 +310,10 @@ class HttpProtocol(asyncio.Protocol):
         self.pipeline: list[_Cycle] = []
         self.parsing: _Cycle | None = None  # the request whose head/body the parser is in
         self.counting = True  # the next bytes are head bytes (the meter counts them)
+        # the parser is between requests: it holds no byte of the next one (httptools
+        # begins a message at its first byte, even when the read that ended the previous
+        # one carried it)
+        self.idle = True
         self.url: list[bytes] = []
         self.headers: list[tuple[bytes, bytes]] = []
         self.upgrade: bytes | None = None  # a WebSocket upgrade's head, waiting its turn
@@ -432,17 +437,9 @@ class HttpProtocol(asyncio.Protocol):
         if self.parser is None:
             self.parser = httptools.HttpRequestParser(self)
             self.meter = HeadMeter(self.server.max_request_line, self.server.max_head)
-        meter = self.meter
-        assert meter is not None
         # between requests (the parser holds no partial head and no body) with nothing
         # queued: a repeated long-poll head may skip the parser
-        fresh = (
-            self.counting
-            and meter.size == 0
-            and not self.pipeline
-            and self.lane_route is None
-            and self.parsing is None
-        )
+        fresh = self.idle and not self.pipeline and self.lane_route is None and self.parsing is None
         if fresh and self.replay is not None and self._replayed(self.replay, data):
             return
         # the first bytes of the next request on a kept-alive connection start its head's
@@ -480,6 +477,7 @@ class HttpProtocol(asyncio.Protocol):
     # httptools calls these as it parses
 
     def on_message_begin(self) -> None:
+        self.idle = False
         self.counting = True
         self.url = []
         self.headers = []
@@ -773,6 +771,7 @@ class HttpProtocol(asyncio.Protocol):
                 self.lane_body.append(body)
 
     def on_message_complete(self) -> None:
+        self.idle = True
         self.counting = True
         if self.meter is not None:
             self.meter.reset()
