@@ -1,0 +1,240 @@
+"""A kept-alive long-poll client's re-ask recognised from its bytes (http/replay.py,
+`HttpProtocol._replayed`): a read that is exactly the connection's previous lane head with
+another cursor skips the parser and goes to the stream lane. It must answer as the full
+parse does (cursor advancing, nothing lost or duplicated), fall back on anything else (a
+changed header, a pipelined request, a split read, a body), let an ACL rule or a new user
+apply to the very next re-ask, and leave a malformed cursor to the JSON 400. Counted by the
+listener's `served_replayed`. Real sockets against an in-process server."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from helpers.inproc import InProcessServer
+from pushwire.core.acl import AclRule
+from pushwire.http.protocol import HttpServer
+
+from .test_http_longpoll_lane import (
+    _held_on_lane,
+    _longpoll,
+    _payloads,
+    _publish,
+    _until,
+)
+from .test_http_publish_cache import Reader
+
+pytestmark = pytest.mark.pushwire_only("the HTTP listener is pushwire's")
+
+
+@pytest.fixture
+def srv() -> Iterator[InProcessServer]:
+    server = InProcessServer(log_max_messages=100).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _http(srv: InProcessServer) -> HttpServer:
+    assert srv.server is not None and srv.server._http is not None
+    return srv.server._http
+
+
+def _replayed(srv: InProcessServer) -> int:
+    http = _http(srv)
+    return srv.call(lambda: http.served_replayed)
+
+
+def _connect(srv: InProcessServer) -> socket.socket:
+    assert srv.server is not None and srv.server.http_address is not None
+    sock = socket.create_connection(srv.server.http_address, timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _warm(srv: InProcessServer, sock: socket.socket, reader: Reader, flt: str) -> str:
+    """The first long-poll, then a re-ask on the lane that leaves its head as the
+    connection's template (answered at once): the cursor to re-ask with."""
+    _publish(srv, flt, b"m0")
+    sock.sendall(_longpoll(flt, "all", timeout="0"))
+    status, headers, body = reader.response()
+    assert status == 200 and _payloads(body)[-1] == "m0"
+    sock.sendall(_longpoll(flt, headers["pushwire-cursor"], timeout="0"))
+    status, headers, body = reader.response()
+    assert status == 200 and _payloads(body) == []
+    return headers["pushwire-cursor"]
+
+
+def test_many_re_asks_are_taken_from_bytes_and_lose_nothing(srv: InProcessServer) -> None:
+    flt = "replay/many"
+    with _connect(srv) as sock:
+        reader = Reader(sock)
+        cursor = _warm(srv, sock, reader, flt)
+        before = _replayed(srv)
+        got: list[str] = []
+        sent: list[str] = []
+        for i in range(30):
+            if i % 3 == 0:
+                # published before the re-ask: answered at once from the log
+                for j in range(2):
+                    sent.append(f"a{i}.{j}")
+                    _publish(srv, flt, sent[-1].encode())
+                sock.sendall(_longpoll(flt, cursor))
+            else:
+                # held on the lane, then woken by the publish
+                sock.sendall(_longpoll(flt, cursor))
+                _until(lambda: _held_on_lane(srv, flt))
+                sent.append(f"h{i}")
+                _publish(srv, flt, sent[-1].encode())
+            status, headers, body = reader.response()
+            assert status == 200, body
+            got += _payloads(body)
+            assert headers["pushwire-cursor"] != cursor  # the cursor advances
+            cursor = headers["pushwire-cursor"]
+        assert got == sent  # in order, none lost, none twice
+        # all but the first two: timeout=30 differs from the warm-up's, so the lane learns
+        # the new options on the first, and the head is kept from the second
+        assert _replayed(srv) - before == 28
+
+
+def test_every_divergence_takes_the_full_parse(srv: InProcessServer) -> None:
+    flt = "replay/div"
+    with _connect(srv) as sock:
+        reader = Reader(sock)
+        cursor = _warm(srv, sock, reader, flt)
+        before = _replayed(srv)
+
+        # another header (one the lane allows): parsed, answered, not from bytes
+        sock.sendall(_longpoll(flt, cursor, timeout="0", head="Accept: */*\r\n"))
+        status, headers, _ = reader.response()
+        assert status == 200 and _replayed(srv) == before
+        cursor = headers["pushwire-cursor"]
+        # ...and that head is now the template
+        sock.sendall(_longpoll(flt, cursor, timeout="0", head="Accept: */*\r\n"))
+        status, headers, _ = reader.response()
+        assert status == 200 and _replayed(srv) == before + 1
+        cursor = headers["pushwire-cursor"]
+        before += 1
+
+        # a second request pipelined in the same read: both answered, in order
+        _publish(srv, flt, b"p1")
+        sock.sendall(
+            _longpoll(flt, cursor, timeout="0", head="Accept: */*\r\n")
+            + b"GET /v1/poll/replay/div?since=all HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        status, headers, body = reader.response()
+        assert status == 200 and _payloads(body) == ["p1"]
+        cursor = headers["pushwire-cursor"]
+        status, _, body = reader.response()
+        assert status == 200 and "p1" in _payloads(body)
+        assert _replayed(srv) == before
+
+        # the head split over two reads: the parser puts it together
+        _publish(srv, flt, b"p2")
+        whole = _longpoll(flt, cursor, timeout="0", head="Accept: */*\r\n")
+        http = _http(srv)
+
+        def partial_head_read() -> bool:
+            return srv.call(
+                lambda: any(c.meter is not None and c.meter.size > 0 for c in http.connections)
+            )
+
+        sock.sendall(whole[:20])
+        _until(partial_head_read)
+        sock.sendall(whole[20:])
+        status, headers, body = reader.response()
+        assert status == 200 and _payloads(body) == ["p2"]
+        cursor = headers["pushwire-cursor"]
+        assert _replayed(srv) == before
+
+        # the template's bytes with the new cursor are taken from bytes again
+        sock.sendall(_longpoll(flt, cursor, timeout="0", head="Accept: */*\r\n"))
+        status, headers, _ = reader.response()
+        assert status == 200
+        assert _replayed(srv) == before + 1
+        cursor = headers["pushwire-cursor"]
+
+        # a body (Content-Length): the normal way, answered as such
+        sock.sendall(
+            _longpoll(flt, cursor, timeout="0", head="Accept: */*\r\nContent-Length: 2\r\n") + b"ab"
+        )
+        status, headers, body = reader.response()
+        assert status == 200 and _payloads(body) == []
+        assert _replayed(srv) == before + 1
+
+
+def test_an_acl_rule_and_a_new_user_apply_to_the_next_re_ask_from_bytes(
+    srv: InProcessServer,
+) -> None:
+    assert srv.server is not None
+    auth = srv.server.auth
+    flt = "replay/acl"
+    with _connect(srv) as sock:
+        reader = Reader(sock)
+        cursor = _warm(srv, sock, reader, flt)
+        before = _replayed(srv)
+        sock.sendall(_longpoll(flt, cursor, timeout="0"))
+        status, headers, _ = reader.response()
+        assert status == 200 and _replayed(srv) == before + 1  # from bytes
+        cursor = headers["pushwire-cursor"]
+        rule = srv._run(auth.add_rule(AclRule("anonymous", None, "deny", "read", "replay/#")))
+        sock.sendall(_longpoll(flt, cursor, timeout="0"))
+        status, _, body = reader.response()
+        assert status == 403, body
+        assert json.loads(body)["error"]["code"] == "forbidden"
+        assert rule.id is not None
+        srv._run(auth.remove_rule(rule.id))
+        # allowed again: the normal way first (it learns the head again), then from bytes
+        cursor = _warm(srv, sock, reader, flt)
+        before = _replayed(srv)
+        sock.sendall(_longpoll(flt, cursor, timeout="0"))
+        status, headers, _ = reader.response()
+        assert status == 200 and _replayed(srv) == before + 1
+        # anonymous is "auto": allowed from loopback only while there are no users
+        srv._run(srv.server.auth.add_user("erin", "a long enough password"))
+        sock.sendall(_longpoll(flt, headers["pushwire-cursor"], timeout="0"))
+        status, _, body = reader.response()
+        assert status == 401, body
+        assert json.loads(body)["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("bad", ["nonsense", "12%2034", "9" * 200, "1:2:3"])
+def test_a_malformed_cursor_in_the_template_gets_the_json_400(
+    srv: InProcessServer, bad: str
+) -> None:
+    flt = "replay/bad"
+    with _connect(srv) as sock:
+        reader = Reader(sock)
+        _warm(srv, sock, reader, flt)
+        before = _replayed(srv)
+        sock.sendall(_longpoll(flt, bad, timeout="0"))
+        status, headers, body = reader.response()
+        assert status == 400, body
+        assert headers["content-type"] == "application/json"
+        assert json.loads(body)["error"]["code"] == "bad_cursor"
+        assert _replayed(srv) == before
+
+
+def test_a_head_after_bytes_left_in_the_parser_is_parsed_with_them(
+    srv: InProcessServer,
+) -> None:
+    """A re-ask followed by the first byte of a method in the same read: the parser holds
+    the start of a next request, so the template's bytes in the next read are not a request
+    of their own (the full parse finds the stray byte before them: 400)."""
+    flt = "replay/left"
+    with _connect(srv) as sock:
+        reader = Reader(sock)
+        cursor = _warm(srv, sock, reader, flt)
+        sock.sendall(_longpoll(flt, cursor, timeout="0") + b"G")
+        status, headers, _ = reader.response()
+        assert status == 200
+        before = _replayed(srv)
+        sock.sendall(_longpoll(flt, headers["pushwire-cursor"], timeout="0"))
+        status, headers, body = reader.response()
+        assert status == 400, body
+        assert json.loads(body)["error"]["code"] == "bad_request"
+        assert _replayed(srv) == before
