@@ -174,6 +174,8 @@ _SUPPORTED_LEVELS: Final = frozenset({PROTOCOL_V311, PROTOCOL_V5})
 _MQTT_NAME_FIELD: Final = b"\x00\x04MQTT"
 
 _CONNECT: Final = int(PacketType.CONNECT)
+# a CONNECT's first byte (its flags must be 0)
+_CONNECT_BYTE0: Final = _CONNECT << 4
 _CONNACK: Final = int(PacketType.CONNACK)
 _PUBLISH: Final = int(PacketType.PUBLISH)
 _PUBACK: Final = int(PacketType.PUBACK)
@@ -695,7 +697,8 @@ def _decode_connect(
     password = None
     if has_password:
         password, pos = _read_bin(buf, pos, end, "password")
-    _expect_end(pos, end, "CONNECT")
+    if pos != end:  # _expect_end, inlined
+        raise DecodeError(f"CONNECT has {end - pos} unexpected trailing bytes")
     return Connect(
         client_id,
         protocol_level,
@@ -1058,6 +1061,10 @@ class Decoder:
             pending.clear()
         else:
             buf = data if isinstance(data, bytes) else bytes(data)
+            if buf and buf[0] == _CONNECT_BYTE0 and self.server_side:
+                connect = self._lone_connect(buf)
+                if connect is not None:
+                    return [connect]
         self._need = 0
         packets: list[Packet] = []
         try:
@@ -1069,6 +1076,22 @@ class Decoder:
         if pos < len(buf):
             pending += buf[pos:]
         return packets
+
+    def _lone_connect(self, buf: bytes) -> Connect | None:
+        """A read that is exactly one CONNECT (what a (re)connecting client sends first),
+        decoded without `_decode_all`'s framing loop; None for anything else, and for a
+        CONNECT that fails to decode: `_decode_all` then frames it and raises as always."""
+        size = len(buf)
+        if not 2 < size < 130 or buf[1] != size - 2 or size > self.max_packet_size:
+            return None  # one-byte length only (CONNECTs under 128 bytes), nothing after it
+        try:
+            connect = _decode_connect(buf, _CONNECT_BYTE0, 2, size, self.protocol_level, True)
+        except DecodeError:
+            return None
+        self._need = 0
+        # everything after CONNECT is framed at the level it announced
+        self.protocol_level = connect.protocol_level
+        return connect
 
     def _decode_all(self, buf: bytes, packets: list[Packet]) -> int:
         """Decode whole packets from buf into packets; return where the unfinished tail starts."""
