@@ -1022,6 +1022,14 @@ class Decoder:
     were readable and supported, so the connection can pick the CONNACK format.
     """
 
+    # Starting values as class attributes, set on the instance when they change (every
+    # connection makes a decoder; a connect storm's decode one CONNECT and one DISCONNECT).
+    protocol_level = PROTOCOL_V311
+    # Total size of the packet at the start of _pending once its header is known, so
+    # a large packet arriving in many chunks is not re-parsed on every chunk.
+    _need = 0
+    _error: DecodeError | None = None
+
     def __init__(
         self,
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
@@ -1032,12 +1040,7 @@ class Decoder:
         self.server_side = server_side
         # hand over back-to-back plain PUBACKs as one PubAckRun (the server's connections)
         self.ack_runs = ack_runs
-        self.protocol_level = PROTOCOL_V311
         self._pending = bytearray()
-        # Total size of the packet at the start of _pending once its header is known, so
-        # a large packet arriving in many chunks is not re-parsed on every chunk.
-        self._need = 0
-        self._error: DecodeError | None = None
 
     @property
     def idle(self) -> bool:
@@ -1088,7 +1091,6 @@ class Decoder:
             connect = _decode_connect(buf, _CONNECT_BYTE0, 2, size, self.protocol_level, True)
         except DecodeError:
             return None
-        self._need = 0
         # everything after CONNECT is framed at the level it announced
         self.protocol_level = connect.protocol_level
         return connect

@@ -12,13 +12,13 @@ closes it if CONNECT is still missing or moves on to the keepalive check on its 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 # how late a CONNECT deadline may fire: connections opened within one slot share a timer
 SLOT_SECONDS = 0.05
+_SLOTS_PER_SECOND = 1 / SLOT_SECONDS
 
 
 class DeadlineOwner(Protocol):
@@ -33,7 +33,7 @@ class ConnectDeadlines:
     def add(self, owner: DeadlineOwner, due: float) -> int:
         """Call `owner.connect_deadline_passed()` at `due` (monotonic) or a little later;
         returns the slot to `remove` it from."""
-        key = math.ceil(due / SLOT_SECONDS)
+        key = int(due * _SLOTS_PER_SECOND) + 1  # the slot ending after `due`
         slot = self._slots.get(key)
         if slot is None:
             slot = self._slots[key] = set()

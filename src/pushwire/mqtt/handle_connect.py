@@ -112,7 +112,7 @@ def refuse(conn: MQTTConnection, reason: str, message: str) -> list[Event]:
 def check_login(
     conn: MQTTConnection, request: ConnectIn, result: AuthResult, rights: Rights
 ) -> list[Event]:
-    if not result.ok or result.identity is None:
+    if result.reason != "ok" or result.identity is None:  # `result.ok`, without the call
         return refuse(conn, result.reason, result.message)
     will = request.packet.will
     if will is not None and not rights.can_publish(will.topic):

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from pushwire.core.logthrottle import ThrottledLog
 from pushwire.core.ratelimit import TokenBucket
@@ -122,7 +122,7 @@ class MQTTServerProtocol(
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it
-        self.transport = cast(asyncio.Transport, transport)
+        self.transport = transport  # type: ignore[assignment]  # (a cast() is a call)
         peer = self._peername = self.transport.get_extra_info("peername")
         ip = self.ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         refusal = self.broker.admission.admit(ip)  # broker.admit, one call less per connect
