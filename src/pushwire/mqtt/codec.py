@@ -172,6 +172,10 @@ _PROTOCOL_NAME_V31: Final = "MQIsdp"
 _SUPPORTED_LEVELS: Final = frozenset({PROTOCOL_V311, PROTOCOL_V5})
 # the protocol name field of CONNECT as every current client sends it (length 4, "MQTT")
 _MQTT_NAME_FIELD: Final = b"\x00\x04MQTT"
+# a CONNECT's variable header up to its client id's length: name field, level, flags,
+# keep alive, client id length (3.1.1: no properties)
+_CONNECT_311_HEAD: Final = struct.Struct(">6sBBHH")
+_CONNECT_311_HEAD_END: Final = 2 + _CONNECT_311_HEAD.size  # after the fixed header's 2 bytes
 
 _CONNECT: Final = int(PacketType.CONNECT)
 # a CONNECT's first byte (its flags must be 0)
@@ -1087,6 +1091,22 @@ class Decoder:
         size = len(buf)
         if not 2 < size < 130 or buf[1] != size - 2 or size > self.max_packet_size:
             return None  # one-byte length only (CONNECTs under 128 bytes), nothing after it
+        if size >= _CONNECT_311_HEAD_END:
+            # the commonest of all: 3.1.1, no will, user name or password, an ASCII client
+            # id (_decode_connect's checks for exactly that shape, in one unpack)
+            name, level, flags, keepalive, id_size = _CONNECT_311_HEAD.unpack_from(buf, 2)
+            if (
+                name == _MQTT_NAME_FIELD
+                and level == PROTOCOL_V311
+                and not flags & ~_CONNECT_CLEAN_START
+                and id_size == size - _CONNECT_311_HEAD_END
+            ):
+                raw = buf[_CONNECT_311_HEAD_END:]
+                if raw.isascii() and b"\x00" not in raw:
+                    self.protocol_level = PROTOCOL_V311
+                    return Connect(
+                        raw.decode("ascii"), PROTOCOL_V311, _PROTOCOL_NAME, flags != 0, keepalive
+                    )
         try:
             connect = _decode_connect(buf, _CONNECT_BYTE0, 2, size, self.protocol_level, True)
         except DecodeError:
