@@ -1320,9 +1320,9 @@ _CONNACK_311: dict[tuple[bool, int], bytes] = {
 }
 
 
-def connack_accepted_311(session_present: bool) -> bytes:
-    """The CONNACK accepting a 3.1.1 CONNECT, prebuilt (what `encode` would return)."""
-    return _CONNACK_311[session_present, 0]
+# the CONNACK accepting a 3.1.1 CONNECT, prebuilt (what `encode` would return), indexed by
+# session present (False: 0, True: 1)
+CONNACK_ACCEPTED_311: Final = (_CONNACK_311[False, 0], _CONNACK_311[True, 0])
 
 
 def _encode_publish(packet: Publish, level: int, packet_id: int | None) -> tuple[bytes, int]:
