@@ -35,12 +35,17 @@ PAYLOAD = 64
 
 
 class CaptureTransport(MemoryTransport):
+    pauses = 0  # pause_reading calls on every connection (each costs an epoll_ctl pair)
+
     def __init__(self) -> None:
         super().__init__()
         self.out: list[bytes] = []
 
     def write(self, data: bytes) -> None:
         self.out.append(data)
+
+    def pause_reading(self) -> None:
+        CaptureTransport.pauses += 1
 
     def take(self) -> bytes:
         data = b"".join(self.out)
@@ -77,8 +82,12 @@ class Publisher:
         return b"".join(chunks)
 
 
+HOLDS: list[float] = []  # publisher holds and socket pauses per 1000 delivered, last run
+
+
 async def measure(n: int, profile: cProfile.Profile | None = None) -> tuple[float, float]:
-    """(server CPU µs per delivered message, load generator CPU µs per message)."""
+    """(server CPU µs per delivered message, load generator CPU µs per message); sets
+    HOLDS."""
     settings = Settings.model_validate(
         {"memory": True, "connect_rate_per_client_id": 0, "connection_rate_per_ip": 0}
     )
@@ -94,6 +103,7 @@ async def measure(n: int, profile: cProfile.Profile | None = None) -> tuple[floa
         p.out.take()
     sub_out.take()
     walker = PacketWalker(collect_ids=True)
+    held_before, CaptureTransport.pauses = server.hub.stats.publishers_held, 0
     gc.collect()
     gc.freeze()
     delivered = 0
@@ -122,6 +132,8 @@ async def measure(n: int, profile: cProfile.Profile | None = None) -> tuple[floa
     total = clock() - start
     if profile is not None:
         profile.disable()
+    held = server.hub.stats.publishers_held - held_before
+    HOLDS[:] = [held * 1000 / delivered, CaptureTransport.pauses * 1000 / delivered]
     return (total - client_cpu) / delivered * 1e6, client_cpu / delivered * 1e6
 
 
@@ -138,7 +150,8 @@ def main() -> None:
     server_us, client_us = asyncio.run(measure(n, profile))
     print(
         f"{server_us:.2f} us of server CPU per delivered QoS 1 message "
-        f"(load generator {client_us:.2f} us, taken off; n={n})"
+        f"(load generator {client_us:.2f} us, taken off; n={n}); per 1000 delivered: "
+        f"{HOLDS[0]:.1f} publisher holds, {HOLDS[1]:.1f} socket pauses"
     )
     if profile is not None:
         pstats.Stats(profile).sort_stats("tottime").print_stats(45)

@@ -47,6 +47,12 @@ class CountingSink:
     def reply(self, body: bytes, cursor: str) -> None:
         self.n += 1
 
+    def write_reply(self, body: bytes, cursor: str) -> None:
+        self.n += 1
+
+    def replied(self) -> None:
+        pass
+
     def not_modified(self, cursor: str) -> None:
         pass
 

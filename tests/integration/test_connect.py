@@ -25,25 +25,14 @@ def test_connect_accepted(server: ServerProcess, raw_client: RawFactory) -> None
     assert c.is_open()
 
 
-@pytest.mark.parametrize(
-    ("name", "level"),
-    [
-        pytest.param(
-            "MQIsdp",
-            3,
-            id="mqtt31-MQIsdp",
-            marks=pytest.mark.pushwire_only("mosquitto implements MQTT 3.1 (MQIsdp, level 3)"),
-        ),
-        pytest.param("MQTT", 6, id="level6"),
-        pytest.param("MQTT", 0, id="level0"),
-    ],
-)
-def test_unsupported_protocol_level_refused(
-    server: ServerProcess, raw_client: RawFactory, name: str, level: int
-) -> None:
+# Each rule below keeps one case here, for the wiring; every variant (MQIsdp and level 0,
+# each first packet) is a machine unit test in tests/unit/test_mqtt_machine_conformance.py.
+
+
+def test_unsupported_protocol_level_refused(server: ServerProcess, raw_client: RawFactory) -> None:
     """[MQTT-3.1.2-2]: CONNACK return code 1, then the server disconnects."""
     c = raw_client(server)
-    c.send(raw.connect("badlevel", protocol_name=name, protocol_level=level))
+    c.send(raw.connect("badlevel", protocol_name="MQTT", protocol_level=6))
     got = c.read_until_closed(timeout=5)
     assert [p.raw for p in got] == [CONNACK_BAD_PROTOCOL]
 
@@ -90,21 +79,10 @@ def test_second_connect_closes_connection(server: ServerProcess, raw_client: Raw
     assert all(p.type != raw.CONNACK for p in got), got
 
 
-@pytest.mark.parametrize(
-    "first",
-    [
-        pytest.param(raw.PINGREQ_BYTES, id="pingreq"),
-        pytest.param(raw.publish("x/y", b"early"), id="publish"),
-        pytest.param(raw.subscribe(1, [("x/#", 0)]), id="subscribe"),
-        pytest.param(raw.DISCONNECT_BYTES, id="disconnect"),
-    ],
-)
-def test_first_packet_must_be_connect(
-    server: ServerProcess, raw_client: RawFactory, first: bytes
-) -> None:
+def test_first_packet_must_be_connect(server: ServerProcess, raw_client: RawFactory) -> None:
     """[MQTT-3.1.0-1]: the first packet from a client must be CONNECT; otherwise close."""
     c = raw_client(server)
-    c.send(first)
+    c.send(raw.publish("x/y", b"early"))
     assert c.read_until_closed(timeout=5) == []
 
 
@@ -156,25 +134,16 @@ def test_session_takeover_closes_first_connection(
     assert second.recv_publish().payload == b"mine"
 
 
-@pytest.mark.parametrize(
-    "first",
-    [
-        pytest.param(raw.publish("x/y", b"early"), id="publish"),
-        # only the fixed header and part of the body: nothing more ever comes
-        pytest.param(b"\x30\x64\x00\x03x/y", id="publish-partial"),
-        pytest.param(b"\x82", id="subscribe-first-byte"),
-        pytest.param(b"\xc0", id="pingreq-first-byte"),
-    ],
-)
 @pytest.mark.pushwire_only("closes on the first byte that is not CONNECT")
 def test_non_connect_first_packet_closes_at_once(
-    server: ServerProcess, raw_client: RawFactory, first: bytes
+    server: ServerProcess, raw_client: RawFactory
 ) -> None:
     """[MQTT-3.1.0-1]: a first packet other than CONNECT closes the connection at once, not
     when the connect timeout ends or the rest of the packet comes. The close must be there
     before a marker: another client's full CONNECT + PINGREQ round trip, sent afterwards."""
     bad = raw_client(server)
-    bad.send(first)
+    # only the fixed header and part of the body: nothing more ever comes
+    bad.send(b"\x30\x64\x00\x03x/y")
     marker = raw_client(server, "marker")
     assert marker.is_open()
     # the server handled `bad`'s bytes long before the marker's; its FIN is already here

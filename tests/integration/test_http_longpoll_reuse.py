@@ -68,14 +68,17 @@ def _waiters(srv: InProcessServer, flt: str) -> list[Any]:
     return srv.call(held)
 
 
-def test_re_asks_on_one_connection_reuse_one_waiter_and_one_timer(srv: InProcessServer) -> None:
+def test_re_asks_on_one_connection_reuse_one_waiter_and_one_deadline_entry(
+    srv: InProcessServer,
+) -> None:
     with _connect(srv) as sock:
         reader = Reader(sock)
         sock.sendall(_longpoll("re/a"))
         _until(lambda: len(_waiters(srv, "re/a")) == 1)
         (first,) = _waiters(srv, "re/a")
-        timer = first.timer
-        assert timer is not None
+        # its deadline: an entry in the loop's shared buckets (http/longpoll_deadlines.py)
+        slot, timers = first.slot, first.timers
+        assert slot and timers is not None and first in timers.buckets[slot]
         cursor = None
         for n in range(3):
             _publish(srv, "re/a", b"m%d" % n)
@@ -86,16 +89,18 @@ def test_re_asks_on_one_connection_reuse_one_waiter_and_one_timer(srv: InProcess
             sock.sendall(_longpoll("re/a", cursor))
             _until(lambda: len(_waiters(srv, "re/a")) == 1)
             (held,) = _waiters(srv, "re/a")
-            # held again: the same waiter, its deadline timer not scheduled anew
+            # held again: the same waiter, its deadline entry not filed anew
             assert held is first
-            assert held.timer is timer
+            assert held.slot == slot
         # the connection's client (GET /v1/admin/clients) is listed while it is held,
         # with its filter
         clients = srv.call(first.sink.state.clients.list)
         assert [(c.transport, c.subscriptions) for c in clients] == [("longpoll", ("re/a",))]
         reader.file.close()  # with the socket: the client goes away
     _until(lambda: not _waiters(srv, "re/a"))
-    assert first.timer is None  # the client left: its timer is gone with it
+    # the client left: its deadline entry is gone with it
+    assert first.slot == 0
+    assert srv.call(lambda: first not in timers.buckets.get(slot, {}))
 
 
 def test_a_later_deadline_reuses_the_timer_and_still_answers_in_time(

@@ -37,9 +37,5 @@ def test_v5_connect_over_the_size_limit_gets_connack_0x95(
     assert [(p.type, p.return_code) for p in got] == [(raw.CONNACK, 0x95)]
 
 
-def test_malformed_v311_connect_is_closed_without_connack(
-    shared_server: ServerProcess, raw_client: RawFactory
-) -> None:
-    client = raw_client(shared_server)
-    client.send(raw.connect("c", reserved_flag=True))
-    assert client.read_until_closed() == []
+# a malformed 3.1.1 CONNECT closed without CONNACK: tests/integration/test_connect.py
+# (test_reserved_connect_flag_closes_without_connack) and the machine's unit tests

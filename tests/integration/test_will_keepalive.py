@@ -69,11 +69,15 @@ def test_will_on_close_without_disconnect(
     assert (msg.topic, msg.payload) == ("will/dropped", b"dropped is gone")
 
 
+# The rules (a protocol error keeps the will, 1.5 x Keep Alive, any packet resets it) are
+# machine unit tests with every variant (tests/unit/test_mqtt_machine_conformance.py); the
+# cases here prove the wiring: the close, the timer, the will reaching a subscriber.
+
+
 @pytest.mark.parametrize(
     "violation",
     [
         pytest.param(raw.publish("x", b"", qos=1, packet_id=1)[:1] + b"\x00", id="truncated"),
-        pytest.param(b"\x36\x05\x00\x01x\x00\x01", id="publish-qos3"),
         pytest.param(
             raw.connect("again"),
             id="second-connect",
@@ -134,12 +138,12 @@ def test_retained_will(
 @pytest.mark.mosquitto_deviation(
     "mosquitto 2.0 scans keepalives only every 5 s, so short keepalives expire late"
 )
-@pytest.mark.parametrize("keepalive", [1, 2])
 def test_silent_client_disconnected_after_one_and_a_half_keepalives(
-    server: ServerProcess, raw_client: RawFactory, keepalive: int
+    server: ServerProcess, raw_client: RawFactory
 ) -> None:
     """[MQTT-3.1.2-24]: no packet within 1.5 x Keep Alive -> disconnect. Not earlier (the
     client is within its allowance) and not much later (we allow KEEPALIVE_GRACE)."""
+    keepalive = 1
     c = raw_client(server)
     sent = time.monotonic()
     c.send(raw.connect("ka-silent", keepalive=keepalive))
@@ -150,18 +154,12 @@ def test_silent_client_disconnected_after_one_and_a_half_keepalives(
     assert elapsed >= limit - 0.05, f"closed after {elapsed:.2f}s, before 1.5 x keepalive"
 
 
-@pytest.mark.parametrize("activity", ["pingreq", "publish"])
-def test_active_client_stays_connected(
-    server: ServerProcess, raw_client: RawFactory, activity: str
-) -> None:
+def test_active_client_stays_connected(server: ServerProcess, raw_client: RawFactory) -> None:
     """Any control packet within the keepalive resets the timer (section 3.1.2.10)."""
     c = raw_client(server, "ka-active", keepalive=1)
     end = time.monotonic() + 3.5
     while time.monotonic() < end:
         time.sleep(0.5)
-        if activity == "pingreq":
-            c.send(raw.PINGREQ_BYTES)
-            assert c.recv_packet(timeout=1).raw == raw.PINGRESP_BYTES
-        else:
-            c.send(raw.publish("ka/t", b"tick"))
+        c.send(raw.PINGREQ_BYTES)
+        assert c.recv_packet(timeout=1).raw == raw.PINGRESP_BYTES
     assert c.is_open()

@@ -183,3 +183,48 @@ def test_topic_cache_never_lets_a_bad_topic_through() -> None:
         for _ in range(2):
             with pytest.raises(DecodeError):
                 Decoder().feed(packet)
+
+
+def _connected_decoder(level: int = V4) -> Decoder:
+    dec = Decoder()
+    dec.protocol_level = level
+    return dec
+
+
+@pytest.mark.parametrize(
+    ("retain", "dup", "packet_id", "payload"),
+    [(False, False, 1, b""), (True, False, 65535, b"x" * 64), (False, True, 300, b"y" * 300)],
+)
+def test_a_qos1_publish_to_a_cached_topic_decodes_as_the_general_path(
+    retain: bool, dup: bool, packet_id: int, payload: bytes
+) -> None:
+    packet = Publish("q/\u00e9", payload, 1, retain, dup, packet_id)
+    data = encode(packet, V4)
+    # the first read checks the topic name and caches it, the next ones take the inlined
+    # path; three in one read, split reads too
+    assert _connected_decoder().feed(data) == [packet]
+    assert _connected_decoder().feed(data * 3) == [packet] * 3
+    dec = _connected_decoder()
+    assert dec.feed(data[:5]) == [] and dec.feed(data[5:]) == [packet]
+
+
+def test_a_qos1_publish_to_a_cached_topic_is_refused_as_by_the_general_path() -> None:
+    ok = encode(Publish("q/c", b"p", 1, False, False, 7), V4)
+    assert _connected_decoder().feed(ok) == [Publish("q/c", b"p", 1, False, False, 7)]
+    bad = [
+        ok[:-3] + b"\x00\x00p",  # packet id 0
+        b"\x32\x05" + ok[2:7],  # the packet ends inside the packet id
+        b"\x32\x04\x00\x00\x00\x07",  # empty topic name (3.1.1 has no topic aliases)
+        b"\x32\x05\x00\x09q/c",  # the topic is longer than the packet
+    ]
+    # an empty topic name went through the general path once: it must not be cached
+    for data in bad:
+        for _ in range(2):
+            with pytest.raises(DecodeError):
+                _connected_decoder().feed(data + ok)
+
+
+def test_a_qos1_publish_at_level_5_is_not_taken_for_a_311_one() -> None:
+    packet = Publish("q/c", b"p", 1, False, False, 9)
+    assert _connected_decoder().feed(encode(packet, V4)) == [packet]  # cached
+    assert _connected_decoder(V5).feed(encode(packet, V5)) == [packet]

@@ -67,6 +67,12 @@ class RecordingReply:
     def reply(self, body: bytes, cursor: str) -> None:
         self.answers.append(("reply", body, cursor))
 
+    def write_reply(self, body: bytes, cursor: str) -> None:
+        self.answers.append(("reply", body, cursor))
+
+    def replied(self) -> None:
+        pass
+
     def not_modified(self, cursor: str) -> None:
         self.answers.append(("304", None, cursor))
 

@@ -29,7 +29,7 @@ import os
 import struct
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -814,9 +814,15 @@ async def _open_role_clients(spec: ClientSpec) -> list[BenchClient]:
 
 
 async def _drive(
-    spec: ClientSpec, clients: list[BenchClient], window: tuple[float, float], stop_at: float
+    spec: ClientSpec,
+    clients: list[BenchClient],
+    window: tuple[float, float],
+    stop_at: float,
+    expected: Callable[[], Awaitable[int]] | None = None,
 ) -> ClientReport:
-    """Run the load, sample progress and CPU at the window's edges, stop at `stop_at`."""
+    """Run the load, sample progress and CPU at the window's edges, stop at `stop_at`.
+    `expected` (timed subscribers): how many messages the publishers had acknowledged in
+    all, asked once they drained; the subscriber then drains until it has that many."""
     window_start, window_end = window
     for client in clients:
         if isinstance(client, (LatencySubscriber, AckingSubscriber)):
@@ -838,7 +844,7 @@ async def _drive(
     report.window_s = ended - started
     report.cpu_s = end_cpu - start_cpu
     if spec.timed:
-        await _drain(clients)
+        await _drain(clients, expected)
         report.total = sum(c.progress() for c in clients)
     for client in clients:
         if isinstance(client, LatencySubscriber):
@@ -850,26 +856,28 @@ async def _drive(
 
 
 DRAIN_TIMEOUT_S = 10.0
-DRAIN_QUIET_S = 1.0  # a subscriber is drained when nothing arrived for this long
 
 
-async def _drain(clients: list[BenchClient]) -> None:
-    """After the load stopped: publishers wait for their outstanding PUBACKs, subscribers
-    until nothing more arrives (bounded), so what was acknowledged and what was delivered
-    can be compared."""
+async def _drain(
+    clients: list[BenchClient], expected: Callable[[], Awaitable[int]] | None = None
+) -> None:
+    """After the load stopped: publishers wait for their outstanding PUBACKs; subscribers
+    wait until they have received what the publishers had acknowledged in all (`expected`,
+    known once the publishers drained), so "lost" (acknowledged minus delivered) is never
+    an artefact of stopping early. Each wait is bounded by DRAIN_TIMEOUT_S: what is still
+    missing then is reported as lost."""
+    publishers = [c for c in clients if isinstance(c, WindowPublisher)]
+    if publishers:
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while time.monotonic() < deadline and any(p.outstanding() for p in publishers):
+            await asyncio.sleep(0.02)
+        return
+    if expected is None:
+        return
+    want = await expected()
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    last = sum(c.progress() for c in clients)
-    quiet_since = time.monotonic()
-    while time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        publishers = [c for c in clients if isinstance(c, WindowPublisher)]
-        if publishers and all(p.outstanding() == 0 for p in publishers):
-            return
-        now = sum(c.progress() for c in clients)
-        if now != last:
-            last, quiet_since = now, time.monotonic()
-        elif not publishers and time.monotonic() - quiet_since >= DRAIN_QUIET_S:
-            return
+    while time.monotonic() < deadline and sum(c.progress() for c in clients) < want:
+        await asyncio.sleep(0.02)
 
 
 async def _open_idle(spec: ClientSpec, count: int, first: int, into: list[BenchClient]) -> int:
@@ -1024,7 +1032,15 @@ async def _client_main(spec: ClientSpec, conn: Connection) -> None:
     try:
         conn.send(("ready", len(clients)))
         _, window_start, window_end, stop_at = await recv_message(conn, STEP_TIMEOUT_S)
-        report = await _drive(spec, clients, (window_start, window_end), stop_at)
+
+        async def expected() -> int:
+            # the orchestrator sends it once every publisher drained (measure_window)
+            return int((await recv_message(conn, STEP_TIMEOUT_S))[1])
+
+        timed_sub = spec.timed and spec.role == "count-sub"
+        report = await _drive(
+            spec, clients, (window_start, window_end), stop_at, expected if timed_sub else None
+        )
         conn.send(("done", report))
     finally:
         for client in clients:
@@ -1094,15 +1110,19 @@ class ClientFleet:
         for _, _, conn in self._members:
             conn.send(("go", window_start, window_end, stop_at))
 
-    def collect(self, timeout: float) -> list[ClientReport]:
+    def collect(self, timeout: float, specs: list[ClientSpec] | None = None) -> list[ClientReport]:
+        """The reports of every process, or of those started for `specs`."""
         return [
             cast(ClientReport, self._expect(spec, conn, "done", timeout)[1])
             for spec, _, conn in self._members
+            if specs is None or spec in specs
         ]
 
-    def send_all(self, message: tuple[Any, ...]) -> None:
-        for _, _, conn in self._members:
-            conn.send(message)
+    def send_all(self, message: tuple[Any, ...], specs: list[ClientSpec] | None = None) -> None:
+        """To every process, or to those started for `specs`."""
+        for spec, _, conn in self._members:
+            if specs is None or spec in specs:
+                conn.send(message)
 
     def close(self) -> None:
         for _, process, conn in self._members:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pushwire.bench.common import other_cpu, print_busy_note, run_cli, write_json
 from pushwire.bench.loadgen import (
+    DRAIN_TIMEOUT_S,
     BenchError,
     ClientFleet,
     ClientReport,
@@ -179,7 +180,19 @@ def measure_window(
         _sleep_until(window_end)
         cpu_end, busy_end = cpu_seconds(*server.pids), machine_busy_seconds()
         ended = time.monotonic()
-        reports = fleet.collect(timeout=LOAD_TAIL_S + SETUP_TIMEOUT_S)
+        timed = [spec for spec in subscribers if spec.timed]
+        if timed:
+            # timed QoS 1 (qos1lat): the publishers drain first (their last PUBACKs), then
+            # each subscriber is told how many were acknowledged in all and drains until it
+            # has them (bounded), so "lost" is what the server really never delivered
+            pub_reports = fleet.collect(LOAD_TAIL_S + DRAIN_TIMEOUT_S + SETUP_TIMEOUT_S, publishers)
+            fleet.send_all(("expect", sum(r.total for r in pub_reports)), timed)
+            reports = [
+                *fleet.collect(DRAIN_TIMEOUT_S + SETUP_TIMEOUT_S, subscribers),
+                *pub_reports,
+            ]
+        else:
+            reports = fleet.collect(timeout=LOAD_TAIL_S + SETUP_TIMEOUT_S)
     return Outcome(
         server_cpu=(cpu_end - cpu_start) / (ended - started),
         machine_cpu=(busy_end - busy_start) / (ended - started),

@@ -2,8 +2,10 @@
 
 Long-poll holds the request until a matching message exists or the timeout passes. A held
 request is a `LongPollWaiter` (http/reader.py) in the log's listener group of its filter and
-one timer-heap entry for its timeout: a publish answers every waiter of the filter with the
-same pre-encoded one-message body, by callback, without re-reading the log. (On this
+one entry in the loop's shared deadline buckets (http/longpoll_deadlines.py): a publish
+answers every waiter of the filter with the same pre-encoded one-message body, by callback,
+without re-reading the log; every response is written before any waiter's bookkeeping
+(`MessageLog.settle_later`). (On this
 Starlette path the request handler also awaits a future and a task watches for the
 client's disconnect; the owned protocol needs neither.)
 """
@@ -232,6 +234,12 @@ class _FutureReply:
         self._set(
             Response(body, media_type="application/json", headers=_poll_headers(cursor, False))
         )
+
+    def write_reply(self, body: bytes, cursor: str) -> None:
+        self.reply(body, cursor)  # the handler's coroutine writes it later anyway
+
+    def replied(self) -> None:
+        pass
 
     def not_modified(self, cursor: str) -> None:
         self._set(Response(status_code=304, headers=_poll_headers(cursor, False)))

@@ -1218,14 +1218,27 @@ class StreamCycle(_FastCycle):
     def answer(self, kept: bytes, closing: bytes) -> None:
         """Answer a held request with one prebuilt response (`kept`: for a kept-alive
         connection; `closing`: the same with `connection: close`)."""
+        if self.write_answer(kept, closing):
+            self.answered()
+
+    def write_answer(self, kept: bytes, closing: bytes) -> bool:
+        """`answer`'s write alone (a long-poll woken by a publish writes first and
+        completes the cycle with `answered` after the other waiters' writes); False when
+        the request was answered already."""
         if self.done or self.response_started:
-            return
+            return False
         self.response_started = True
         self.on_lost = None
         proto = self.proto
-        keep = self.keep_alive and not proto.closing
         if not self.head:
-            proto.write(kept if keep else closing)
+            proto.write(kept if self.keep_alive and not proto.closing else closing)
+        return True
+
+    def answered(self) -> None:
+        """The rest of `answer` after `write_answer`: the next request's turn."""
+        if self.done or not self.response_started:
+            return
+        proto = self.proto
         if len(proto.pipeline) > 1:
             # a request pipelined behind this one starts on the next loop turn, not inside
             # the publish that answered this one (it may be a publish itself)

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pushwire.core.log import Cursor, LogEntry, MessageLog, ReadResult, format_cursor
 from pushwire.http.encode import entry_longpoll, poll_body
+from pushwire.http.longpoll_deadlines import SLOT, LongPollDeadlines, deadlines
 
 if TYPE_CHECKING:
     from pushwire.http.auth import Caller
@@ -80,6 +81,13 @@ class ReplySink(Protocol):
 
     def reply(self, body: bytes, cursor: str) -> None:
         """200 with a JSON poll body (shared bytes: never mutate) and its cursor."""
+
+    def write_reply(self, body: bytes, cursor: str) -> None:
+        """`reply` during a publish's wake: only what the client must get now (its
+        bytes written); `replied` follows once every woken waiter has written."""
+
+    def replied(self) -> None:
+        """The rest of `reply` after `write_reply`."""
 
     def not_modified(self, cursor: str) -> None:
         """304: the cursor came as If-None-Match and nothing came after it."""
@@ -434,10 +442,11 @@ class LongPollWaiter:
     of the log when it wakes.
 
     Reusable: a kept-alive connection that long-polls again holds the same waiter again
-    (`restart`), so a re-ask allocates nothing here. Its deadline timer is re-armed lazily,
-    as the HTTP connection's own: a later deadline only moves a number, and the timer
-    (scheduled once) re-arms itself when it fires early; an answered waiter leaves its
-    timer to fire and find nothing to do. `cancel` (the client left) drops the timer."""
+    (`restart`), so a re-ask allocates nothing here. Its deadline is an entry in the
+    loop's shared buckets (http/longpoll_deadlines.py), not a timer of its own, and moves
+    lazily: a later deadline only moves a number, and the waiter is filed again when its
+    bucket comes due; an answered waiter stays there until then. `cancel` (the client
+    left) takes it out."""
 
     __slots__ = (
         "after",
@@ -449,8 +458,10 @@ class LongPollWaiter:
         "log",
         "requested",
         "sink",
+        "slot",
         "stats",
-        "timer",
+        "timers",
+        "woken_by",
     )
 
     def __init__(
@@ -475,7 +486,9 @@ class LongPollWaiter:
         self.requested = requested  # the id of the cursor it asked with (for 304)
         self.done = False
         self.deadline = 0.0
-        self.timer: asyncio.TimerHandle | None = None
+        self.slot = 0  # its deadline bucket in `timers` (0: none)
+        self.timers: LongPollDeadlines | None = None
+        self.woken_by: LogEntry | None = None  # answered in a wake, not settled yet
 
     def start(self, deadline: float) -> None:
         """Wait (call after a read that found nothing: `after` is that read's next id)."""
@@ -500,20 +513,22 @@ class LongPollWaiter:
 
     def _arm(self, deadline: float) -> None:
         self.deadline = deadline
-        timer = self.timer
-        if timer is not None:
-            if timer.when() <= deadline:
-                return  # it fires first and re-arms for the rest
-            timer.cancel()
-        self.timer = asyncio.get_running_loop().call_at(deadline, self._due)
+        slot = self.slot
+        if slot:
+            if slot * SLOT <= deadline:
+                return  # its bucket comes due first and files it again for the rest
+            assert self.timers is not None
+            self.timers.remove(self)
+        timers = self.timers = deadlines()
+        timers.add(self, deadline)
 
-    def _due(self) -> None:
-        self.timer = None
+    def due(self, now: float) -> None:
+        """Its deadline bucket came due (`LongPollDeadlines`)."""
         if self.done:
-            return
-        loop = asyncio.get_running_loop()
-        if loop.time() < self.deadline:
-            self.timer = loop.call_at(self.deadline, self._due)
+            return  # answered meanwhile
+        if now < self.deadline:
+            assert self.timers is not None
+            self.timers.add(self, self.deadline)  # held again since: the rest of the wait
             return
         self.expire()
 
@@ -523,10 +538,28 @@ class LongPollWaiter:
         self.after = entry.id
         if not _visible(entry, self.caller):
             return  # not for this caller: wait on
+        log = self.log
+        body, cursor = entry_longpoll_reply(entry, log.epoch)
+        if log.waking:
+            # a publish's walk over the listeners: write now, the rest after the walk
+            # (`settle`), so that the next waiters' bytes are not behind this one's
+            # bookkeeping; `done` already stops a second answer
+            self.done = True
+            self.woken_by = entry
+            log.settle_later(self)
+            self.sink.write_reply(body, cursor)
+            return
         self._finish()
         self.stats.delivered("longpoll", (entry,))
-        body, cursor = entry_longpoll_reply(entry, self.log.epoch)
         self.sink.reply(body, cursor)
+
+    def settle(self) -> None:
+        """After the wake that answered it (`MessageLog.settle_later`)."""
+        entry, self.woken_by = self.woken_by, None
+        self.log.unlisten(self.filter, self)
+        if entry is not None:
+            self.stats.delivered("longpoll", (entry,))
+        self.sink.replied()
 
     def expire(self) -> None:
         """The deadline passed (or the server is stopping): the empty reply, whose cursor
@@ -543,8 +576,10 @@ class LongPollWaiter:
             self.sink.reply(poll_body([], log.epoch, next_id, False, False), cursor)
 
     def close(self) -> None:
-        """The log is shutting down: answer now."""
+        """The log is shutting down: answer now (and leave the loop's deadlines)."""
         self.expire()
+        if self.slot and self.timers is not None:
+            self.timers.remove(self)
 
     def revoke(self, reason: str) -> None:
         if not self.done:
@@ -555,9 +590,8 @@ class LongPollWaiter:
         """The client went away (or the waiter is not held again): stop, drop the timer."""
         if not self.done:
             self._finish()
-        timer, self.timer = self.timer, None
-        if timer is not None:
-            timer.cancel()
+        if self.slot and self.timers is not None:
+            self.timers.remove(self)
 
     def _finish(self) -> None:
         self.done = True

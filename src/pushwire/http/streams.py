@@ -209,10 +209,12 @@ class _ReplyCache:
 class _LongPoller:
     """A connection's long-poll side, kept between its requests (`HttpProtocol.stream_state`):
     the held request's `ReplySink`, and what a kept-alive client's next long-poll can reuse:
-    the `LongPollWaiter` (restarted, its timer re-armed lazily), the client registry's
+    the `LongPollWaiter` (restarted, its deadline moved lazily), the client registry's
     describer, and the last passed filter/ACL check (valid while the caller, the filter,
     the auth snapshot and the ACL rules are the same objects/version). A re-ask of the same
-    long-poll thus allocates no waiter, timer, closure or caller (`bench/micro_longpoll.py`)."""
+    long-poll thus allocates no waiter, deadline, closure or caller (`bench/micro_longpoll.py`).
+    Woken by a publish, it writes the response at once (`write_reply`) and settles the rest
+    after every other waiter has written (`replied`)."""
 
     __slots__ = (
         "cache",
@@ -334,6 +336,18 @@ class _LongPoller:
         if cycle is not None:
             self.cursor = cursor
             cycle.answer(kept, closing)
+
+    def write_reply(self, body: bytes, cursor: str) -> None:
+        # in a publish's wake: the response's write alone; `replied` does the rest
+        cycle = self.cycle
+        if cycle is not None:
+            self.cursor = cursor
+            cycle.write_answer(*self.cache.reply(body, cursor))
+
+    def replied(self) -> None:
+        cycle = self._end()
+        if cycle is not None:
+            cycle.answered()
 
     def not_modified(self, cursor: str) -> None:
         cycle = self._end()

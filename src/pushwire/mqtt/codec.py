@@ -134,6 +134,8 @@ _PUBLISH_DUP: Final = 0x08
 _PUBLISH_QOS_SHIFT: Final = 1
 _PUBLISH_QOS_MASK: Final = 0x03
 _PUBLISH_RETAIN: Final = 0x01
+# the QoS bits of a QoS 1 PUBLISH's first byte (QoS 2 sets the other, QoS 3 is refused)
+_QOS1_BITS: Final = 1 << _PUBLISH_QOS_SHIFT
 _QOS_INVALID: Final = 3
 
 _VBI_CONTINUATION: Final = 0x80
@@ -1151,6 +1153,29 @@ class Decoder:
                 break
             ptype = byte0 >> _TYPE_SHIFT
             if ptype == _PUBLISH:
+                if byte0 & _QOS1_BITS and level != PROTOCOL_V5 and start + 2 <= end:
+                    # _decode_publish inlined for a 3.1.1 QoS 1 PUBLISH to a topic name
+                    # already checked (the cache holds only valid names; an empty one is
+                    # refused by the general path); the header check above refused QoS 3,
+                    # so these bits mean QoS 1. `topic_stop`: after the packet id.
+                    topic_stop = start + 4 + ((buf[start] << 8) | buf[start + 1])
+                    topic = _TOPICS.get(buf[start + 2 : topic_stop - 2])
+                    if topic and topic_stop <= end:
+                        packet_id = (buf[topic_stop - 2] << 8) | buf[topic_stop - 1]
+                        if packet_id:
+                            append(
+                                Publish(
+                                    topic,
+                                    buf[topic_stop:end],
+                                    1,
+                                    (byte0 & _PUBLISH_RETAIN) != 0,
+                                    (byte0 & _PUBLISH_DUP) != 0,
+                                    packet_id,
+                                    {},
+                                )
+                            )
+                            pos = end
+                            continue
                 append(_decode_publish(buf, byte0, start, end, level, server_side))
             elif ptype == _PUBACK:
                 if ack_runs and end - start == 2:

@@ -1,9 +1,10 @@
 """The MQTT protocol machine (sans-IO): bytes and timer ticks in, events and bytes out.
 
 Like h11's `_connection.py`, it owns no socket, no event loop and no clock: the glue
-(`protocol.py`) feeds it bytes with `receive_data`, hands each checked packet to
-`handle`, and acts on the events it returns (`events.py`). Every rule of the protocol
-lives here or in the handler of its packet family, as in mosquitto:
+(`protocol.py` and its mixins) feeds it bytes with `receive_data`, hands each checked
+packet to `handle`, and acts on the events it returns (`events.py`). Every rule of the
+protocol lives here or in the handler of its packet family, as in mosquitto
+(docs/mqtt-machine.md maps each rule to its function):
 
 - `handle_connect.py`: CONNECT and DISCONNECT, client-id assignment, refusal codes per
   version, the keepalive clamp, CONNACK properties, session expiry at DISCONNECT, will delay;

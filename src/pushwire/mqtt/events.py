@@ -1,7 +1,7 @@
 """What the MQTT protocol machine asks its I/O glue to do, one small record per kind.
 
 The machine (`connection.py`) never writes to a socket, reads a clock or calls the hub;
-it returns these. The glue (`protocol.py`) acts on them in order: bytes go to the
+it returns these. The glue (`dispatch.py`) acts on them in order: bytes go to the
 transport, `Close` ends the connection after what was already written, and the *In
 events become hub calls whose results come back through the machine's methods
 (`accept`, `refuse`, `unsuback`, `pubrel_for`, `ack_written`).

@@ -184,3 +184,12 @@ def will_delay(will: Will, session_expiry: int | None) -> int:
     if session_expiry is not None:
         delay = min(delay, session_expiry)
     return delay
+
+
+def pending_will_goes_out(session_present: bool) -> bool:
+    """A new connection took the session of a client whose will still waits for its delay
+    (mqtt/wills.py keeps the timer): True when that will goes out now, False when it is
+    never sent. A resumed session means the client is back within the delay, so its will
+    is cancelled for good; a new session ends the old one, and a will is due at the end of
+    its delay or of its session, whichever comes first (MQTT-3.1.3-9)."""
+    return not session_present

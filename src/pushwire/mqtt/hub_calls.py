@@ -5,8 +5,10 @@ handed to its session. The ack bytes and reason codes come from the machine."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
+from pushwire.core.message import Message, next_uid
 from pushwire.mqtt.events import Authenticated, AuthTimer, SubscribeIn, UnsubscribeIn
 from pushwire.mqtt.handle_publish import message_of
 
@@ -50,7 +52,15 @@ class HubCalls:
         p = ev.packet
         session = self.session
         assert session is not None
-        msg = message_of(p, session.client_id)
+        if p.properties:
+            msg = message_of(p, session.client_id)
+        else:
+            # message_of inlined for the common PUBLISH without properties (positional:
+            # a dataclass __init__ with keywords and factories costs twice as much)
+            msg = Message(
+                p.topic, p.payload, p.qos, p.retain, {}, None, time.time(), next_uid(), None,
+                session.client_id,
+            )  # fmt: skip
         ack = ev.ack
         if ack is None:
             self.hub.publish(msg)  # QoS 0: no receipt to wait for, so none is made

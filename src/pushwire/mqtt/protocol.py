@@ -1,46 +1,37 @@
-"""One MQTT connection on asyncio: bytes between the socket and the protocol machine
-(`connection.py`, where every rule lives), its one timer (until that is first needed,
-a slot in the shared CONNECT-deadline timers of `deadlines.py`), its events to the hub
-side. A CONNECT or DISCONNECT read alone goes straight to the machine's rule (`_direct`);
-every other read through `_handle`, `handle` and the events.
+"""One MQTT connection on asyncio: moves bytes between the socket and the protocol
+machine (`connection.py`, where every rule lives): bytes in to the machine, the bytes of
+its answers out to the transport, one write per loop turn.
 
 The rest of the glue is one module per job, mixed into this one object (no helper objects
-per connection, no indirection per packet): `reading.py` (packets to the machine, read
-pausing), `login.py` (CONNECT to auth and hub), `hub_calls.py`, `link.py` (the session's
-Link), `farewell.py` (will, session end), `acks.py` (acks in order, some durable)."""
+per connection, no indirection per packet): `defaults.py` (what a connection starts with),
+`reading.py` (packets to the machine, read pausing), `direct.py` (a CONNECT or DISCONNECT
+read alone), `dispatch.py` (the machine's events to actions), `timers.py` (the machine's
+one timer), `login.py` (CONNECT to auth and hub), `hub_calls.py`, `link.py` (the session's
+Link), `farewell.py` (will, session end), `acks.py` (acks in order, some durable).
+docs/mqtt-machine.md maps each rule of the protocol to its module."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from pushwire.core.logthrottle import ThrottledLog
 from pushwire.core.ratelimit import TokenBucket
-from pushwire.core.session import Session
-from pushwire.mqtt.acks import AckQueue
 from pushwire.mqtt.codec import DecodeError
 from pushwire.mqtt.connection import MQTTConnection
 from pushwire.mqtt.deadlines import ConnectDeadlines
-from pushwire.mqtt.events import (
-    Close,
-    ConnectIn,
-    Event,
-    OutboundAck,
-    OutboundAcks,
-    PublishIn,
-    Send,
-    SendAck,
-)
+from pushwire.mqtt.defaults import ConnectionDefaults
+from pushwire.mqtt.direct import DIRECT_PACKETS, DirectPath
+from pushwire.mqtt.dispatch import EventDispatch
 from pushwire.mqtt.farewell import Farewell
 from pushwire.mqtt.hub_calls import HubCalls
 from pushwire.mqtt.link import LinkSide
 from pushwire.mqtt.login import Login
-from pushwire.mqtt.packets import Connect, Disconnect, Packet, ReasonCode
+from pushwire.mqtt.packets import Packet
 from pushwire.mqtt.reading import ReadControl
-from pushwire.mqtt.violation import ProtocolViolation
+from pushwire.mqtt.timers import MachineTimer
 
 if TYPE_CHECKING:
     from pushwire.mqtt.broker import MQTTBroker
@@ -56,39 +47,21 @@ READ_CHUNK_BYTES = 64 * 1024
 _READ_VIEW = memoryview(bytearray(READ_CHUNK_BYTES))
 # bytes buffered towards a client before it counts as congested (asyncio's default is 64 KiB)
 WRITE_BUFFER_HIGH = 256 * 1024
-# packets a read holding only one of them takes straight to the machine (`_direct`)
-_DIRECT = frozenset((Connect, Disconnect))
 
 
 class MQTTServerProtocol(
-    Login, HubCalls, LinkSide, Farewell, ReadControl, asyncio.BufferedProtocol
+    Login,
+    HubCalls,
+    LinkSide,
+    Farewell,
+    ReadControl,
+    DirectPath,
+    EventDispatch,
+    MachineTimer,
+    ConnectionDefaults,
+    asyncio.BufferedProtocol,
 ):
     """A client connection; also the `Link` its session sends through."""
-
-    # What a connection starts with. Immutable starting values are class attributes, set on
-    # the instance only when they change: a connect storm creates thousands of these a
-    # second, most of which end after CONNECT and DISCONNECT (the mixins keep their own
-    # rarely set state the same way).
-    transport: asyncio.Transport | None = None
-    session: Session | None = None
-    _peername: Any = "?"  # the transport's "peername", formatted by `peer` when asked
-    ip = "?"
-    # the machine's one timer (CONNECT deadline, AUTH challenge, keepalive check)
-    _timer: asyncio.TimerHandle | None = None
-    _timer_due = 0.0  # the machine's deadline it was armed for (monotonic)
-    _deadline_slot = 0  # the shared CONNECT-deadline slot it waits in (deadlines.py), or 0
-    _out_bytes = 0  # bytes in _out, not yet handed to the transport
-    _flush_scheduled = False
-    _paused = False
-    _closing = False
-    admitted_ip: str | None = None  # counted against max_connections_per_ip
-    _publish_bucket: TokenBucket | None = None
-    _throttled = False
-    _yielding = False
-    _backlog_at = 0  # reading.py: _backlog waits from here on
-    _auth_pending = False
-    _pressured = False
-    _registered = False
 
     def __init__(self, broker: MQTTBroker) -> None:
         # at most 30 instance attributes, or CPython stops sharing the instance dict's keys
@@ -103,20 +76,6 @@ class MQTTServerProtocol(
         self._sent_at: list[float] = []  # latencies observed at the flush (mqtt/link.py)
         self._acked_at: list[float] = []
         self._backlog: list[Packet] = []  # reading.py: what waits, from _backlog_at on
-
-    @cached_property
-    def _acks(self) -> AckQueue:
-        """The acks of inbound flows, in order (acks.py): made at the first one, as most
-        connections of a connect storm never publish; an instance attribute from then on."""
-        return AckQueue(self)
-
-    # -- what others read of the connection -------------------------------------------------
-
-    @property
-    def peer(self) -> str:
-        """ "ip:port" of the client, for logs and the admin API (formatted when asked)."""
-        peer = self._peername
-        return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -179,7 +138,7 @@ class MQTTServerProtocol(
             return
         if (
             len(packets) == 1
-            and type(packets[0]) in _DIRECT
+            and type(packets[0]) in DIRECT_PACKETS
             and self._backlog_at >= len(self._backlog)
             and not (self._throttled or self._auth_pending or self._pressured)
         ):
@@ -189,50 +148,6 @@ class MQTTServerProtocol(
             self._direct(packets[0])
             return
         self._handle(packets)
-
-    def _direct(self, packet: Packet) -> None:
-        """One CONNECT or DISCONNECT, as `_run` would run it through `handle` and `_act`
-        (the same rules, the same answers, the same faults)."""
-        conn = self.conn
-        try:
-            if type(packet) is Disconnect:
-                self._abort(conn.disconnect(packet))
-                return
-            assert isinstance(packet, Connect)
-            request = conn.connect_request(packet)
-            if isinstance(request, ConnectIn):
-                self._authenticate(request)
-            else:
-                self._act(request)  # refused
-        except ProtocolViolation as exc:
-            self._act(conn.protocol_error(str(exc), exc.reason_code))
-        except Exception:
-            # a bug must cost one connection, never the server
-            log.exception("error handling %s from %s", type(packet).__name__, self.peer)
-            self._act(conn.protocol_error("internal error", ReasonCode.UNSPECIFIED_ERROR))
-
-    def _act(self, events: list[Event]) -> None:
-        """The machine's events, in order: bytes to the socket, the rest to the hub side."""
-        for ev in events:
-            if isinstance(ev, PublishIn):
-                self._publish(ev)
-            elif isinstance(ev, OutboundAcks):
-                assert self.session is not None
-                self.session.acknowledge_all(ev.packet_ids)
-            elif isinstance(ev, SendAck):
-                self._acks.add(ev.data, ev.durable, None, -1.0, ev.releases)
-            elif isinstance(ev, Send):
-                self._write(ev.data)
-            elif isinstance(ev, OutboundAck):
-                self._outbound_ack(ev)
-            elif isinstance(ev, Close):
-                if ev.protocol_error:
-                    self.hub.stats.protocol_errors += 1
-                self._abort(ev.reason, ev.level)
-            elif isinstance(ev, ConnectIn):
-                self._authenticate(ev)
-            else:
-                self._rare_event(ev)  # SUBSCRIBE, UNSUBSCRIBE, SCRAM (hub_calls.py)
 
     def connection_lost(self, exc: Exception | None) -> None:
         acks = self.__dict__.get("_acks")
@@ -292,43 +207,3 @@ class MQTTServerProtocol(
         self.hub.stats.bytes_sent += len(data)
         if not self.transport.is_closing():
             self.transport.write(data)
-
-    # -- the machine's one timer -----------------------------------------------------------
-
-    def _arm_timer(self) -> None:
-        """For the machine's deadline, when before the armed one (a timer armed later
-        fires early: `tick` then finds nothing due yet). The armed one is the
-        connection's own timer or, until that is first needed, its slot in the shared
-        CONNECT-deadline timers (deadlines.py): one at a time, due at `_timer_due`."""
-        due = self.conn.deadline
-        if not due or self._closing:
-            return
-        if self._timer is not None:
-            if self._timer_due <= due:
-                return
-            self._timer.cancel()
-        elif self._deadline_slot:
-            if self._timer_due <= due:
-                return
-            self._leave_deadline_slot()
-        self._timer_due = due
-        self._timer = self._loop.call_later(due - time.monotonic(), self._on_timer)
-
-    def _leave_deadline_slot(self) -> None:
-        deadlines = self.broker.connect_deadlines
-        assert deadlines is not None
-        deadlines.remove(self, self._deadline_slot)
-        self._deadline_slot = 0
-
-    def connect_deadline_passed(self) -> None:
-        """The shared CONNECT-deadline timer fired (deadlines.py): as the connection's
-        own timer would have."""
-        self._deadline_slot = 0
-        if not self._closing:
-            self._on_timer()
-
-    def _on_timer(self) -> None:
-        # activity only updates a timestamp in the machine: one timer per period
-        self._timer = None
-        self._act(self.conn.tick(time.monotonic()))
-        self._arm_timer()

@@ -1,6 +1,7 @@
 """Will messages: what a will becomes when it is published, and the wills waiting for
 their MQTT 5 delay (MQTT-3.1.3-9). When a will is due is the protocol machine's rule
-(`handle_connect.will_delay`); this module keeps the timers."""
+(`handle_connect.will_delay`, and `handle_connect.pending_will_goes_out` when a new
+connection takes the session); this module keeps the timers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 
 from pushwire.core.hub import Hub
 from pushwire.core.message import Message
+from pushwire.mqtt.handle_connect import pending_will_goes_out
 from pushwire.mqtt.packets import Will
 from pushwire.mqtt.properties import forwarded
 
@@ -42,13 +44,12 @@ class DelayedWills:
         self._pending[client_id] = (asyncio.get_running_loop().call_later(delay, fire), message)
 
     def session_connected(self, client_id: str, session_present: bool) -> None:
-        """A connection took the session of `client_id`. If it resumed the session, a will
-        pending from an earlier connection is never sent; if it started a new one, the old
-        session ended, and its will goes out now (the session's end came first)."""
+        """A connection took the session of `client_id`: a will pending from an earlier
+        connection is dropped, and published now or never as the machine's rule says."""
         if not self._pending:
             return  # no will waits at all (the usual case)
         message = self._drop(client_id)
-        if message is not None and not session_present:
+        if message is not None and pending_will_goes_out(session_present):
             self._hub.publish(message)
 
     def publish_all(self) -> None:

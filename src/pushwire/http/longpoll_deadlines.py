@@ -1,0 +1,111 @@
+"""The deadlines of held long-polls: one loop timer for all of them, not one per waiter.
+
+A uvloop timer (its `TimerHandle`, the libuv handle and their arguments) costs ~540 B of
+heap per held long-poll, about a tenth of what an idle long-poll connection costs
+(bench/README.md "Wake and memory of held long-polls"). Here a waiter is one entry in the
+bucket of its deadline's slot (`SLOT` seconds wide, rounded up: a timeout is answered at
+most one slot late, never early), and one timer per event loop fires at the earliest slot.
+
+Deadlines are moved lazily, as the waiters' own timers were: a waiter held again with a
+later deadline stays in its earlier bucket, and is filed again when that bucket comes due
+(a re-ask costs one comparison); an answered waiter stays until then too, unless its client
+leaves (`remove`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import math
+from typing import Protocol
+
+SLOT = 0.05  # seconds per bucket: how late at most a long-poll's timeout is answered
+
+
+class Expiring(Protocol):
+    """A held long-poll (http/reader.py `LongPollWaiter`)."""
+
+    slot: int  # the bucket it is in (0: none)
+    deadline: float
+
+    def due(self, now: float) -> None:
+        """Its bucket came due at `now` (its deadline may have moved later meanwhile)."""
+
+
+class LongPollDeadlines:
+    """The buckets of one event loop's held long-polls and their one timer."""
+
+    __slots__ = ("armed", "buckets", "loop", "slots", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.buckets: dict[int, dict[Expiring, None]] = {}
+        self.slots: list[int] = []  # a heap of the buckets' slots
+        self.timer: asyncio.TimerHandle | None = None
+        self.armed = 0  # the slot the timer fires for
+
+    def add(self, waiter: Expiring, deadline: float) -> None:
+        """File `waiter` under `deadline` (it is in no bucket)."""
+        slot = math.ceil(deadline / SLOT)
+        bucket = self.buckets.get(slot)
+        if bucket is None:
+            bucket = self.buckets[slot] = {}
+            heapq.heappush(self.slots, slot)
+            if self.timer is None or slot < self.armed:
+                self._arm(slot)
+        bucket[waiter] = None
+        waiter.slot = slot
+
+    def remove(self, waiter: Expiring) -> None:
+        """Take `waiter` out of its bucket (its client left)."""
+        slot, waiter.slot = waiter.slot, 0
+        bucket = self.buckets.get(slot)
+        if bucket is not None:
+            bucket.pop(waiter, None)
+            if not bucket:
+                del self.buckets[slot]  # its heap entry is dropped when it comes due
+                if not self.buckets:
+                    self._stop()
+
+    def _arm(self, slot: int) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.armed = slot
+        self.timer = self.loop.call_at(slot * SLOT, self._fire)
+
+    def _stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.slots.clear()
+        _per_loop.pop(self.loop, None)
+
+    def _fire(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        slots, buckets = self.slots, self.buckets
+        while slots and slots[0] * SLOT <= now:
+            bucket = buckets.pop(heapq.heappop(slots), None)
+            if bucket is None:
+                continue
+            for waiter in bucket:
+                waiter.slot = 0
+            for waiter in bucket:
+                # may file the waiter again (a later deadline): never into a due slot
+                waiter.due(now)
+        if not buckets:
+            self._stop()
+        elif slots and self.timer is None:
+            self._arm(slots[0])
+
+
+_per_loop: dict[asyncio.AbstractEventLoop, LongPollDeadlines] = {}
+
+
+def deadlines() -> LongPollDeadlines:
+    """The running loop's deadlines (made on first use, dropped once empty)."""
+    loop = asyncio.get_running_loop()
+    found = _per_loop.get(loop)
+    if found is None:
+        found = _per_loop[loop] = LongPollDeadlines(loop)
+    return found

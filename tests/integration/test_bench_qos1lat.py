@@ -1,0 +1,27 @@
+"""`pushwire bench mqtt --only qos1lat` on a short window against a real pushwire server:
+the publishers drain, the subscriber is told how many were PUBACKed and reads until it has
+them, so every acknowledged message is counted as delivered (lost 0)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from helpers.server import ServerProcess
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+def test_qos1lat_subscriber_drains_to_what_publishers_were_acknowledged(
+    server_factory: ServerFactory,
+) -> None:
+    from pushwire.bench import mqtt as bench
+    from pushwire.bench.peers import Server
+
+    srv = server_factory(memory=True, extra_args=["--sys-interval", "0"])
+    server = Server("pushwire", srv.pid, srv.mqtt_port, srv.log_path)
+    outcome = bench.run_qos1lat(server, bench.Settings(duration=0.3, warmup=0.1))
+    acked = sum(r.total for r in outcome.clients if r.role == "window-pub")
+    delivered = sum(r.total for r in outcome.clients if r.role == "count-sub")
+    assert acked > 0, outcome.detail
+    assert delivered == acked, outcome.detail  # the whole acknowledged set, no more
+    assert outcome.metrics["qos1lat_lost"] == 0
