@@ -53,6 +53,9 @@ class Admission:
         )
         self.refused = 0
         self.refused_client_ids = 0
+        # False: `admit` admits every address and `release` does nothing, so a connection
+        # need not call them (connect storms with the per-address limits off)
+        self.gates_ip = self.rate is not None or self.per_ip is not None
 
     def admit(self, ip: str) -> str | None:
         """None to admit (the caller must `release(ip)` when the connection ends), else why

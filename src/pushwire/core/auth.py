@@ -892,7 +892,8 @@ class AuthService:
         """May a client without credentials connect from `peer_ip`?"""
         mode = self.settings.anonymous
         if mode == "on":
-            return self._anonymous_ok()
+            self.stats.anonymous_admitted += 1  # _anonymous_ok, inlined (connect storms)
+            return ANONYMOUS_OK
         if mode == "off":
             return self._anonymous_refused(peer_ip, "anonymous access is disabled")
         if self._snapshot.users:
@@ -900,14 +901,11 @@ class AuthService:
                 peer_ip, "anonymous access is disabled: credentials are required"
             )
         if is_loopback(peer_ip):
-            return self._anonymous_ok()
+            self.stats.anonymous_admitted += 1  # _anonymous_ok, inlined
+            return ANONYMOUS_OK
         return self._anonymous_refused(
             peer_ip, "anonymous access is allowed from this host only until users are created"
         )
-
-    def _anonymous_ok(self) -> AuthResult:
-        self.stats.anonymous_admitted += 1
-        return ANONYMOUS_OK
 
     def _anonymous_refused(self, peer_ip: str, message: str) -> AuthResult:
         self.stats.anonymous_refused += 1

@@ -249,7 +249,7 @@ class Hub:
         if self._retained_streams:
             self._stop_retained(session)
         session.detach()
-        if not session.journaled:
+        if session.expiry_interval == 0 and not session.stored_count:  # not `journaled`
             self._discard(session)
             return
         session.journal_session()
@@ -278,10 +278,12 @@ class Hub:
         if session.subscriptions:
             for flt in list(session.subscriptions):
                 self._unindex(session, flt)
-        if self.sessions.get(session.client_id) is session:
-            del self.sessions[session.client_id]
-        if session.journaled or session.has_row:
-            self.engine.session_delete(session.client_id)
+        client_id = session.client_id
+        if self.sessions.get(client_id) is session:
+            del self.sessions[client_id]
+        if session.has_row or session.expiry_interval != 0 or session.stored_count:
+            # it was written, or is `journaled` (inlined: every clean disconnect passes here)
+            self.engine.session_delete(client_id)
         session.release_all()
         if session.expiry_handle is not None:
             session.expiry_handle.cancel()

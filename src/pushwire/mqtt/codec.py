@@ -174,8 +174,14 @@ _PROTOCOL_NAME_V31: Final = "MQIsdp"
 _SUPPORTED_LEVELS: Final = frozenset({PROTOCOL_V311, PROTOCOL_V5})
 # the protocol name field of CONNECT as every current client sends it (length 4, "MQTT")
 _MQTT_NAME_FIELD: Final = b"\x00\x04MQTT"
+# a CONNECT's variable header up to its client id's length: name field, level, flags,
+# keep alive, client id length (3.1.1: no properties)
+_CONNECT_311_HEAD: Final = struct.Struct(">6sBBHH")
+_CONNECT_311_HEAD_END: Final = 2 + _CONNECT_311_HEAD.size  # after the fixed header's 2 bytes
 
 _CONNECT: Final = int(PacketType.CONNECT)
+# a CONNECT's first byte (its flags must be 0)
+_CONNECT_BYTE0: Final = _CONNECT << 4
 _CONNACK: Final = int(PacketType.CONNACK)
 _PUBLISH: Final = int(PacketType.PUBLISH)
 _PUBACK: Final = int(PacketType.PUBACK)
@@ -697,7 +703,8 @@ def _decode_connect(
     password = None
     if has_password:
         password, pos = _read_bin(buf, pos, end, "password")
-    _expect_end(pos, end, "CONNECT")
+    if pos != end:  # _expect_end, inlined
+        raise DecodeError(f"CONNECT has {end - pos} unexpected trailing bytes")
     return Connect(
         client_id,
         protocol_level,
@@ -1021,6 +1028,14 @@ class Decoder:
     were readable and supported, so the connection can pick the CONNACK format.
     """
 
+    # Starting values as class attributes, set on the instance when they change (every
+    # connection makes a decoder; a connect storm's decode one CONNECT and one DISCONNECT).
+    protocol_level = PROTOCOL_V311
+    # Total size of the packet at the start of _pending once its header is known, so
+    # a large packet arriving in many chunks is not re-parsed on every chunk.
+    _need = 0
+    _error: DecodeError | None = None
+
     def __init__(
         self,
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
@@ -1031,12 +1046,7 @@ class Decoder:
         self.server_side = server_side
         # hand over back-to-back plain PUBACKs as one PubAckRun (the server's connections)
         self.ack_runs = ack_runs
-        self.protocol_level = PROTOCOL_V311
         self._pending = bytearray()
-        # Total size of the packet at the start of _pending once its header is known, so
-        # a large packet arriving in many chunks is not re-parsed on every chunk.
-        self._need = 0
-        self._error: DecodeError | None = None
 
     @property
     def idle(self) -> bool:
@@ -1060,6 +1070,10 @@ class Decoder:
             pending.clear()
         else:
             buf = data if isinstance(data, bytes) else bytes(data)
+            if buf and buf[0] == _CONNECT_BYTE0 and self.server_side:
+                connect = self._lone_connect(buf)
+                if connect is not None:
+                    return [connect]
         self._need = 0
         packets: list[Packet] = []
         try:
@@ -1071,6 +1085,37 @@ class Decoder:
         if pos < len(buf):
             pending += buf[pos:]
         return packets
+
+    def _lone_connect(self, buf: bytes) -> Connect | None:
+        """A read that is exactly one CONNECT (what a (re)connecting client sends first),
+        decoded without `_decode_all`'s framing loop; None for anything else, and for a
+        CONNECT that fails to decode: `_decode_all` then frames it and raises as always."""
+        size = len(buf)
+        if not 2 < size < 130 or buf[1] != size - 2 or size > self.max_packet_size:
+            return None  # one-byte length only (CONNECTs under 128 bytes), nothing after it
+        if size >= _CONNECT_311_HEAD_END:
+            # the commonest of all: 3.1.1, no will, user name or password, an ASCII client
+            # id (_decode_connect's checks for exactly that shape, in one unpack)
+            name, level, flags, keepalive, id_size = _CONNECT_311_HEAD.unpack_from(buf, 2)
+            if (
+                name == _MQTT_NAME_FIELD
+                and level == PROTOCOL_V311
+                and not flags & ~_CONNECT_CLEAN_START
+                and id_size == size - _CONNECT_311_HEAD_END
+            ):
+                raw = buf[_CONNECT_311_HEAD_END:]
+                if raw.isascii() and b"\x00" not in raw:
+                    self.protocol_level = PROTOCOL_V311
+                    return Connect(
+                        raw.decode("ascii"), PROTOCOL_V311, _PROTOCOL_NAME, flags != 0, keepalive
+                    )
+        try:
+            connect = _decode_connect(buf, _CONNECT_BYTE0, 2, size, self.protocol_level, True)
+        except DecodeError:
+            return None
+        # everything after CONNECT is framed at the level it announced
+        self.protocol_level = connect.protocol_level
+        return connect
 
     def _decode_all(self, buf: bytes, packets: list[Packet]) -> int:
         """Decode whole packets from buf into packets; return where the unfinished tail starts."""
@@ -1300,9 +1345,9 @@ _CONNACK_311: dict[tuple[bool, int], bytes] = {
 }
 
 
-def connack_accepted_311(session_present: bool) -> bytes:
-    """The CONNACK accepting a 3.1.1 CONNECT, prebuilt (what `encode` would return)."""
-    return _CONNACK_311[session_present, 0]
+# the CONNACK accepting a 3.1.1 CONNECT, prebuilt (what `encode` would return), indexed by
+# session present (False: 0, True: 1)
+CONNACK_ACCEPTED_311: Final = (_CONNACK_311[False, 0], _CONNACK_311[True, 0])
 
 
 def _encode_publish(packet: Publish, level: int, packet_id: int | None) -> tuple[bytes, int]:

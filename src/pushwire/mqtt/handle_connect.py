@@ -14,7 +14,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from pushwire.core.topics import TopicError, validate_topic_name
-from pushwire.mqtt.codec import connack_accepted_311
+from pushwire.mqtt.codec import CONNACK_ACCEPTED_311
 from pushwire.mqtt.events import Close, ConnectIn, Event, Send
 from pushwire.mqtt.packets import (
     PROTOCOL_V5,
@@ -112,7 +112,7 @@ def refuse(conn: MQTTConnection, reason: str, message: str) -> list[Event]:
 def check_login(
     conn: MQTTConnection, request: ConnectIn, result: AuthResult, rights: Rights
 ) -> list[Event]:
-    if not result.ok or result.identity is None:
+    if result.reason != "ok" or result.identity is None:  # `result.ok`, without the call
         return refuse(conn, result.reason, result.message)
     will = request.packet.will
     if will is not None and not rights.can_publish(will.topic):
@@ -131,8 +131,8 @@ def accept(conn: MQTTConnection, request: ConnectIn, session: SessionView, prese
     conn.client_id = request.client_id
     conn.will = p.will
     conn.keepalive = p.keepalive
-    if not conn.v5:
-        return connack_accepted_311(bool(present))  # no properties below MQTT 5
+    if conn.protocol_level != PROTOCOL_V5:  # not the `v5` property: one call less
+        return CONNACK_ACCEPTED_311[present]  # prebuilt: no properties below MQTT 5
     props: dict[str, Any] = {}
     limits = conn.limits
     conn.client_receive_maximum = p.properties.get("receive_maximum", 65535)

@@ -10,7 +10,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from pushwire.core.auth import AuthResult, Identity, Permissions
-from pushwire.mqtt.handle_auth import wants_enhanced_auth
+from pushwire.mqtt.handle_connect import check_login
 from pushwire.tls import certificate_username
 
 if TYPE_CHECKING:
@@ -55,14 +55,18 @@ class Login:
         def _release_held(self) -> None: ...
 
     def _authenticate(self, ev: ConnectIn) -> None:
-        auth = self.broker.auth
-        if wants_enhanced_auth(ev):
-            # MQTT 5 enhanced authentication (SCRAM-SHA-256): AUTH packets follow
-            self._act(self.conn.start_enhanced_auth(ev, auth, self.ip))
-            return
         p = ev.packet
+        if p.properties and "authentication_method" in p.properties:  # wants_enhanced_auth
+            # MQTT 5 enhanced authentication (SCRAM-SHA-256): AUTH packets follow
+            self._act(self.conn.start_enhanced_auth(ev, self.broker.auth, self.ip))
+            return
+        auth = self.broker.auth
         if p.username is None and p.password is None:
-            cert_user = self._certificate_username()
+            cert_user = (
+                self._certificate_username()
+                if self.broker.settings.tls_client_auth != "none"
+                else None
+            )
             result = (
                 auth.authenticate_certificate(cert_user, self.ip)
                 if cert_user is not None
@@ -100,15 +104,18 @@ class Login:
 
     def _connect_authenticated(self, ev: ConnectIn, result: AuthResult) -> None:
         conn = self.conn
-        if not result.ok or result.identity is None:
+        identity = result.identity
+        if result.reason != "ok" or identity is None:  # not `result.ok`: one call less
             self._act(conn.refuse(result.reason, result.message))
             return
-        permissions = self.broker.auth.permissions(result.identity, ev.client_id)
-        refusal = conn.check_login(ev, result, permissions)
+        broker = self.broker
+        permissions = broker.auth.permissions(identity, ev.client_id)
+        refusal = check_login(conn, ev, result, permissions)  # conn.check_login's rule
         if refusal:
             self._act(refusal)
             return
-        if not self.broker.admission.admit_client_id(ev.client_id):
+        admission = broker.admission
+        if admission.per_client_id is not None and not admission.admit_client_id(ev.client_id):
             # one client id reconnecting in a loop: slowed without touching its neighbours
             self.hub.stats.connections_refused += 1
             self._act(conn.refuse("client_id_rate", f"connect rate of client id {ev.client_id!r}"))

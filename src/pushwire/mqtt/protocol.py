@@ -84,15 +84,17 @@ class MQTTServerProtocol(
         self.transport = cast(asyncio.Transport, transport)
         peer = self._peername = self.transport.get_extra_info("peername")
         ip = self.ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
-        refusal = self.broker.admission.admit(ip)  # broker.admit, one call less per connect
-        if refusal is not None:
-            # refused before a byte is read: a flood costs one accept and one close
-            self.hub.stats.connections_refused += 1
-            self._closing = True
-            refusals.log(logging.WARNING, ip, "refused connection from %s: %s", ip, refusal)
-            self.transport.abort()
-            return
-        self.admitted_ip = ip
+        admission = self.broker.admission
+        if admission.gates_ip:  # else admit() admits and release() does nothing
+            refusal = admission.admit(ip)  # broker.admit, one call less per connect
+            if refusal is not None:
+                # refused before a byte is read: a flood costs one accept and one close
+                self.hub.stats.connections_refused += 1
+                self._closing = True
+                refusals.log(logging.WARNING, ip, "refused connection from %s: %s", ip, refusal)
+                self.transport.abort()
+                return
+            self.admitted_ip = ip
         rate = self.broker.settings.publish_rate_per_client
         self._publish_bucket = TokenBucket(rate, max(1.0, 2 * rate)) if rate > 0 else None
         # a subscriber may fall behind by this much before QoS 0 is dropped for it
