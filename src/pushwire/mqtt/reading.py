@@ -146,6 +146,12 @@ class ReadControl:
     def _undefer(self) -> None:
         self._deferred = False
         self._release_held()  # nothing if closed meanwhile, or held for something else
+        if not (self._held() or self._yielding or self._closing):
+            # the rest of the read took its part of this turn: the next read waits for the
+            # next turn, after the flushes, or one turn could route two budgets
+            self._yielding = True
+            self._sync_reading()
+            self._loop.call_soon(self._end_turn)
 
     def _hold_for_pressure(self) -> None:
         self._pressured = True
