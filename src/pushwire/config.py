@@ -284,6 +284,14 @@ class Settings(BaseSettings):
         "event-loop turn: a subscriber with a huge retained backlog gets it in slices and "
         "other clients are served between them",
     )
+    fanout_deliveries_per_turn: int = Field(
+        100_000,
+        ge=1,
+        description="deliveries (subscribers reached) one MQTT connection's publishes may cause "
+        "in one event-loop turn; past it, the rest of what it sent waits for the next turn "
+        "(in order, reading from it paused) so the writes of the fan-out go out and other "
+        "clients are served in between",
+    )
     max_topic_levels: int = Field(
         128,
         ge=1,

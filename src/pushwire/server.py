@@ -18,6 +18,7 @@ from pushwire.core.admission import admission_from_settings
 from pushwire.core.auth import AuthService, AuthSettings
 from pushwire.core.hub import Hub
 from pushwire.core.log import run_log_sweeper
+from pushwire.core.pacing import PacedDelivery
 from pushwire.core.session import SessionLimits
 from pushwire.core.sys_topics import run_sys_publisher
 from pushwire.engines.auth_store import AuthStore, make_auth_store
@@ -224,7 +225,9 @@ class PushwireServer:
         if bind is not None:  # each topic's stream keeps what the log's rules keep
             bind(lambda topic: self.log.retention_for(topic).max_messages)
         self.hub.broker = engine
-        await engine.start_fanout(self.hub.deliver, self._store_lost)
+        # routed over as many loop turns as the fan-out budget asks (core/pacing.py)
+        deliver = PacedDelivery(self.hub, self.settings.fanout_deliveries_per_turn)
+        await engine.start_fanout(deliver, self._store_lost)
 
     def _store_lost(self, why: str) -> None:
         """Redis came back without the data this node has seen: its history, positions

@@ -84,6 +84,9 @@ class Hub:
         # engine=redis: publishes go to the broker, and every node (this one too) routes
         # what the broker hands back (`deliver`), in one order shared by all nodes
         self.broker: Broker | None = None
+        # deliveries (subscribers and shared groups reached) routed so far: what a reader
+        # counts to bound the fan-out work of one loop turn (mqtt/reading.py)
+        self.routed = 0
 
     # -- start-up ----------------------------------------------------------------------
 
@@ -412,6 +415,7 @@ class Hub:
             route = build_route(self.subscriptions.match_values(message.topic))
             self._routes.put(message.topic, route)
         if route.targets or route.groups:
+            self.routed += len(route.targets) + len(route.groups)
             journaled = self._deliver(message, route) or journaled
         for observer in self._observers:
             if observer(message):

@@ -1,7 +1,8 @@
 """When an MQTT connection reads and runs packets: the part of the asyncio glue that feeds
 decoded packets to the machine one by one, and pauses and resumes reading a client (its
 CONNECT being authenticated, its publish rate, subscribers it publishes to falling behind,
-a client not reading what we send, one read per loop turn). Packets that arrive while held
+a client not reading what we send, one read per loop turn, the deliveries its publishes
+caused in this turn). Packets that arrive while held
 wait in order in `_backlog` (from `_backlog_at` on): an index, not a slice, as a hold
 under pressure often lets one packet through at a time, and slicing the rest off each time
 was quadratic.
@@ -52,6 +53,8 @@ class ReadControl:
     _reading = True  # the transport is not paused
     _pressure_timer: asyncio.TimerHandle | None = None
     _slow_timer: asyncio.TimerHandle | None = None  # a client not reading what we send
+    # this turn's fan-out budget is spent: the rest waits for the next turn (`_defer`)
+    _deferred = False
 
     if TYPE_CHECKING:
 
@@ -75,9 +78,15 @@ class ReadControl:
 
     def _run(self, packets: list[Packet], start: int = 0) -> None:
         """Each packet through the machine and its events acted on, until something
-        says wait: the publish rate, a CONNECT being checked, pressure."""
+        says wait: the publish rate, a CONNECT being checked, pressure, or this read's
+        share of the loop turn spent on fan-out."""
         bucket = self._publish_bucket
         conn = self.conn
+        hub = self.hub
+        # the deliveries this read's publishes may cause before the rest waits a turn: one
+        # 64 KB read is ~700 small PUBLISH, 7 M deliveries to 10,000 subscribers, and their
+        # writes only go out once the turn ends
+        spent_at = hub.routed + self.broker.settings.fanout_deliveries_per_turn
         # receipt time of the QoS 1/2 PUBLISHes, for the publish-to-ack histogram: one clock
         # read for all of one read's packets (they arrived together)
         received = -1.0
@@ -107,17 +116,42 @@ class ReadControl:
             if self._auth_pending:
                 self._wait(packets, i + 1)
                 return
-            if is_publish and self.hub.pressure.active and (qos or self.hub.store_held):
+            if is_publish and hub.pressure.active and (qos or hub.store_held):
                 # a subscriber that keeps up is behind, or the store's write backlog is
                 # full: wait for it instead of making it drop (or growing memory)
                 self._wait(packets, i + 1)
                 self._hold_for_pressure()
                 return
+            if is_publish and hub.routed >= spent_at:
+                self._defer(packets, i + 1)
+                return
 
     def _held(self) -> bool:
         """Packets wait while the client is throttled, its CONNECT is being checked, or a
-        subscriber it publishes to needs to catch up."""
-        return self._throttled or self._auth_pending or self._pressured
+        subscriber it publishes to needs to catch up, or its fan-out had its share of
+        this loop turn."""
+        return self._throttled or self._auth_pending or self._pressured or self._deferred
+
+    def _defer(self, packets: list[Packet], start: int) -> None:
+        """This read's fan-out budget is spent: packets[start:] wait for the next loop
+        turn, and reading pauses until then. The subscribers' writes of this turn are
+        flushed first (their flushes were queued before `_undefer`), and other clients are
+        read in between; nothing is dropped, and order holds (what arrives meanwhile queues
+        behind, `_handle`)."""
+        self._wait(packets, start)
+        self._deferred = True
+        self._sync_reading()
+        self._loop.call_soon(self._undefer)
+
+    def _undefer(self) -> None:
+        self._deferred = False
+        self._release_held()  # nothing if closed meanwhile, or held for something else
+        if not (self._held() or self._yielding or self._closing):
+            # the rest of the read took its part of this turn: the next read waits for the
+            # next turn, after the flushes, or one turn could route two budgets
+            self._yielding = True
+            self._sync_reading()
+            self._loop.call_soon(self._end_turn)
 
     def _hold_for_pressure(self) -> None:
         self._pressured = True

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -54,6 +54,9 @@ class FanoutReader:
         self.epoch = ""  # the history's epoch this node works in (set at open)
         # called once when Redis came back without the data this node has seen
         self.on_lost: Callable[[str], None] = lambda reason: None
+        # a paced `deliver` (core/pacing.py) routes a big read over several loop turns:
+        # this waits until it has routed all it was handed
+        self._drained: Callable[[], Awaitable[None]] | None = None
 
     async def position(self) -> int:
         """The last position in the fan-out stream now (0: empty)."""
@@ -78,6 +81,7 @@ class FanoutReader:
 
     def start(self, after: int, deliver: Callable[[Message], None]) -> None:
         self.last_position = after
+        self._drained = getattr(deliver, "drained", None)
         self._task = asyncio.get_running_loop().create_task(self._run(deliver))
 
     async def reached(self, position: int) -> None:
@@ -85,6 +89,8 @@ class FanoutReader:
         them): an ack that must cover those queue writes waits for this first. Cancelled
         when the reader stops (the ack is then withheld, never given on a guess)."""
         if position <= self.last_position:
+            if self._drained is not None:
+                await self._drained()  # read, and routed too
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._reach.append((position, future))
@@ -138,6 +144,9 @@ class FanoutReader:
                     return
             self._backoff.reset()
             self.handle_entries(answer, deliver)
+            if self._drained is not None:
+                # routed over turns: read on once done, so what waits stays one read
+                await self._drained()
             if self._reach:
                 self._wake_reached()
 
