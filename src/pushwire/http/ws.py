@@ -120,17 +120,26 @@ class _WsFormat:
     `framed`: whole RFC 6455 frames (the owned protocol writes them as they are), else the
     JSON text (the ASGI path hands it to uvicorn)."""
 
-    __slots__ = ("framed", "sub")
+    __slots__ = ("framed", "key", "sub")
     transport = "ws"
 
     def __init__(self, sub: _Sub, framed: bool = False) -> None:
         self.sub = sub
         self.framed = framed
+        # the entry's cache key of this subscription's first delivery (see `entry_ws`),
+        # built once here instead of once per delivery
+        self.key = ("wf:" if framed else "ws:") + sub.name_json
 
     def message(self, entry: LogEntry, epoch: str) -> bytes:
         sub = self.sub
         c = sub.consumer
         if c is None:
+            # a fan-out's every subscriber after the first: the shared bytes, one dict lookup
+            wire = entry.wire
+            if wire is not None:
+                frame: bytes | None = wire.get(self.key)
+                if frame is not None:
+                    return frame
             return entry_ws(entry, epoch, sub.name_json, False, self.framed)
         redelivered = entry.id <= c.delivered
         if entry.id > c.delivered:
