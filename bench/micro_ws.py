@@ -22,6 +22,8 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
+from typing import cast
 
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import Message as WsMessage
@@ -32,6 +34,7 @@ from pushwire.core.message import Message as LogMessage
 from pushwire.engines.memory import MemoryEngine
 from pushwire.http.reader import StreamReader
 from pushwire.http.state import HttpStats
+from pushwire.http.websocket import NativeWebSocket, NativeWsReader
 from pushwire.http.websocket_codec import FrameParser, Message, text_frame
 from pushwire.http.ws import _Sub, _WsFormat
 
@@ -139,6 +142,51 @@ async def deliver(n: int) -> float:
     return dt / n / 10 * 1e6
 
 
+class _Transport:
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def write(self, data: bytes) -> None:
+        self.n += 1
+
+
+class _Conn(_Sink):
+    """Stands for a `NativeWebSocket` as its `NativeWsReader` sees it: the state, the log,
+    the caller, the pause and closing flags and the transport (whose `write` counts)."""
+
+    __slots__ = ("caller", "closing", "log", "paused", "state", "transport")
+
+    def __init__(self, state: SimpleNamespace, log: MessageLog) -> None:
+        super().__init__()
+        self.state, self.log, self.caller = state, log, None
+        self.paused = self.closing = False
+        self.transport = _Transport()
+
+
+async def deliver_native(n: int) -> float:
+    """`deliver` through the owned protocol's reader (`NativeWsReader`): every subscriber
+    after the first takes its one-method path to `transport.write`."""
+    log = MessageLog(MemoryEngine())
+    settings = SimpleNamespace(stream_buffer=10_000, stream_buffer_bytes=0)
+    state = SimpleNamespace(settings=settings, stats=HttpStats())
+    conns = []
+    for _ in range(n):
+        conn = _Conn(state, log)
+        native = cast(NativeWebSocket, conn)
+        reader = NativeWsReader(native, "t", _WsFormat(_Sub("s", "t"), True))
+        reader.open(LATEST)
+        await reader.replay(100)
+        conns.append(conn)
+    t0 = time.process_time()
+    for _ in range(10):
+        log.append(LogMessage("t", b"hello"))
+    dt = time.process_time() - t0
+    assert all(c.n + c.transport.n == 10 for c in conns)
+    return dt / n / 10 * 1e6
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
     pairs = {
@@ -156,8 +204,13 @@ def main() -> None:
     for name, (ours_t, theirs_t) in results.items():
         a, b = statistics.median(ours_t), statistics.median(theirs_t)
         print(f"{name:<28} {a:>9.2f} {b:>9.2f} {b / a:>6.1f}x")
-    rounds = [asyncio.run(deliver(10_000)) for _ in range(ROUNDS)]
-    print(f"deliver, N=10,000, Python   {statistics.median(rounds):>9.2f} us per delivery")
+    general: list[float] = []
+    native: list[float] = []
+    for _ in range(ROUNDS):
+        general.append(asyncio.run(deliver(10_000)))
+        native.append(asyncio.run(deliver_native(10_000)))
+    print(f"deliver, N=10,000, Python   {statistics.median(general):>9.2f} us per delivery")
+    print(f"  NativeWsReader            {statistics.median(native):>9.2f} us per delivery")
 
 
 if __name__ == "__main__":

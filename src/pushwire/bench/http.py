@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, cast
 
 from pushwire.bench.common import other_cpu, own_cpu_seconds, print_busy_note, run_cli, write_json
+from pushwire.bench.cpuclock import cpu_seconds_precise as cpu_seconds
 from pushwire.bench.loadgen import MP_CONTEXT, STEP_TIMEOUT_S, BenchError, recv_message, run_loop
 from pushwire.bench.mqtt import LOADGEN_LIMIT, _format_value, _split, percentile
 from pushwire.bench.nchan import HttpServer, nchan_server
@@ -53,7 +54,6 @@ from pushwire.bench.peers import (
     _spawn,
     _stop_process,
     _wait_until_accepting,
-    cpu_seconds,
     machine_busy_seconds,
     pushwire_argv,
     pushwire_available,
@@ -112,6 +112,7 @@ RATE_PUBLISHER_CONNECTIONS = 4  # opened up front; more when every one has a pub
 RATE_PUBLISHER_MAX_CONNECTIONS = 64
 MAX_ERRORS_PER_CONNECTION = 10
 ERROR_RETRY_S = 0.5
+IDLE_S = 1.0  # the server's idle CPU is read this long, every subscriber held, before the go
 LONGPOLL_TIMEOUT_S = 300  # pushwire's long-poll timeout= (nchan's subscriber timeout is off)
 
 
@@ -821,6 +822,15 @@ async def _open_publishers(
     return list(await asyncio.gather(*(one() for _ in range(count))))
 
 
+def first_send_at(window_start: float, now: float, interval: float) -> float:
+    """The rate publisher's first send, at or after `now`, on the schedule window start +
+    interval/2 + k * interval: the measured window's edges (where the server's CPU is read)
+    fall half an interval from the nearest send, so each in-window message's whole fan-out
+    is inside the window and no out-of-window one is, on both servers alike."""
+    due = window_start + interval / 2 - math.floor((window_start - now) / interval) * interval
+    return due - interval if due - now >= interval else due
+
+
 async def _rate_publish(
     spec: ClientSpec,
     connections: list[PublishConnection],
@@ -835,7 +845,7 @@ async def _rate_publish(
     catching up in a burst)."""
     head = publish_head(spec.dialect, spec.channel, spec.payload_size)
     interval = 1.0 / spec.rate
-    due = time.monotonic()
+    due = first_send_at(window[0], time.monotonic(), interval)
     while (now := time.monotonic()) < stop_at:
         if now < due:
             await asyncio.sleep(due - now)
@@ -1305,7 +1315,9 @@ def _measure(server: HttpServer, window: tuple[float, float], outcome: Outcome) 
     )
     _sleep_until_sync(window[1])
     elapsed = time.monotonic() - started
-    outcome.server_cpu = (cpu_seconds(*server.pids) - cpu_start) / elapsed
+    window_cpu = cpu_seconds(*server.pids) - cpu_start
+    outcome.metrics["window_cpu_s"] = window_cpu
+    outcome.server_cpu = window_cpu / elapsed
     outcome.machine_cpu = (machine_busy_seconds() - busy_start) / elapsed
 
 
@@ -1417,6 +1429,10 @@ def run_delivery(
         )
         with Fleet() as publishers:
             _prepare(publishers, [publisher])
+            idle_start, idle_from = cpu_seconds(*server.pids), time.monotonic()
+            time.sleep(IDLE_S)
+            idle_cpu = (cpu_seconds(*server.pids) - idle_start) / (time.monotonic() - idle_from)
+            outcome.metrics["idle_cpu_ms_per_s"] = idle_cpu * 1000
             window = _window(s)
             subscribers.send_all(("go", *window, window[1] + s.drain))
             publishers.send_all(("go", *window, window[1] + LOAD_TAIL_S))
@@ -1428,9 +1444,10 @@ def run_delivery(
     lags = sorted(ns for r in sub_reports for ns in r.lag_ns)
     sent = sum(r.sent_in_window for r in pub_reports)
     expected = sent * opened
-    if outcome.server_cpu is not None and expected:
-        # the server's CPU time in the window over the deliveries due in it
-        outcome.metrics["cpu_per_delivery_us"] = outcome.server_cpu * s.duration / expected * 1e6
+    if "window_cpu_s" in outcome.metrics and expected:
+        # the server's CPU time in the window (its edges half a send interval from the
+        # nearest send) over the deliveries due in it
+        outcome.metrics["cpu_per_delivery_us"] = outcome.metrics["window_cpu_s"] / expected * 1e6
     outcome.metrics["latency_p50"] = delivery_percentile(samples, expected, 0.50) / 1e6
     outcome.metrics["latency_p99"] = delivery_percentile(samples, expected, 0.99) / 1e6
     outcome.metrics["undelivered_after_ms"] = s.drain * 1000
@@ -1440,7 +1457,8 @@ def run_delivery(
     outcome.metrics["subscriber_errors"] = sum(r.errors for r in sub_reports)
     maximum = samples[-1] / 1e6 if samples else float("nan")
     outcome.detail = (
-        f"{setup}; {sent} msgs in window, {len(samples)}/{expected} delivered, max "
+        f"{setup}; idle CPU {idle_cpu * 1000:.1f} ms/s; "
+        f"{sent} msgs in window, {len(samples)}/{expected} delivered, max "
         f"{maximum:.1f} ms; client read lag p50/p99 {percentile(lags, 0.5) / 1e6:.2f}/"
         f"{percentile(lags, 0.99) / 1e6:.2f} ms"
     )

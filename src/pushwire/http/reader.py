@@ -360,7 +360,7 @@ class StreamReader:
             return  # the backlog had it
         self.last = entry.id
         if _visible(entry, self.caller):
-            self.stats.delivered(self.fmt.transport, (entry,))
+            self.stats.delivered_one(self.fmt.transport, entry)
             self.sink.send(self.fmt.message(entry, self.log.epoch))
 
     def _hold(self, entry: LogEntry) -> None:

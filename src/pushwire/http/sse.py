@@ -25,6 +25,7 @@ The filter must be readable by the caller (else 403), and every message is check
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from fastapi import APIRouter
@@ -32,12 +33,12 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from pushwire.core.auth import Identity
+from pushwire.core.clients import ClientInfo
 from pushwire.core.log import LATEST, Cursor, LogEntry, format_cursor
 from pushwire.http.auth import Caller
 from pushwire.http.cursor import CursorError, parse_cursor
 from pushwire.http.encode import dumps, entry_sse
 from pushwire.http.errors import ApiError, bad_cursor
-from pushwire.http.live_clients import register_reader
 from pushwire.http.poll import _until_disconnect, check_filter
 from pushwire.http.reader import QueueSink, Sink, StreamReader
 from pushwire.http.state import HttpState
@@ -157,13 +158,38 @@ class SseStream:
     path, or the owned protocol with its own Sink): `open_sse` starts it, `end` (once,
     when the stream stops for whatever reason) undoes the registrations."""
 
-    __slots__ = ("client_key", "identity", "reader", "state")
+    # the admin API's client-list entry is this object's bound `describe`, not a closure
+    # over the request (a function, its cells and two lambdas were ~1 KB per idle stream)
+    __slots__ = ("client_id", "client_key", "identity", "ip", "reader", "since", "state")
 
     def __init__(self, state: HttpState, reader: StreamReader, identity: Identity | None) -> None:
         self.state = state
         self.reader = reader
         self.identity = identity
         self.client_key = 0
+        self.client_id = ""
+        self.ip = ""
+        self.since = 0.0
+
+    def register(self, ip: str) -> None:
+        """Into the admin API's client list (`GET /v1/admin/clients`) while it runs."""
+        clients = self.state.clients
+        self.client_id = clients.next_id("sse")
+        self.ip = ip
+        self.since = time.time()
+        self.client_key = clients.register(self.describe)
+
+    def describe(self) -> ClientInfo:
+        identity = self.identity
+        return ClientInfo(
+            self.client_id,
+            "sse",
+            identity.username if identity is not None else None,
+            identity.token_id if identity is not None else None,
+            self.ip,
+            self.since,
+            (self.reader.filter,),
+        )
 
     def hello(self, after: int) -> bytes:
         """The first bytes of the stream: a comment with the starting cursor."""
@@ -214,9 +240,7 @@ def open_sse(
     stream = SseStream(state, reader, identity)
     if identity is not None and not state.live.track(identity, reader):
         reader.revoke("revoked")  # revoked since the request was authenticated
-    stream.client_key = register_reader(
-        state, "sse", lambda: caller, lambda: (flt,), caller.ip if caller is not None else ""
-    )
+    stream.register(caller.ip if caller is not None else "")
     return stream, after
 
 

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import time
 from typing import Annotated, Any, Literal
 
@@ -120,17 +121,26 @@ class _WsFormat:
     `framed`: whole RFC 6455 frames (the owned protocol writes them as they are), else the
     JSON text (the ASGI path hands it to uvicorn)."""
 
-    __slots__ = ("framed", "sub")
+    __slots__ = ("framed", "key", "sub")
     transport = "ws"
 
     def __init__(self, sub: _Sub, framed: bool = False) -> None:
         self.sub = sub
         self.framed = framed
+        # the entry's cache key of this subscription's first delivery (see `entry_ws`),
+        # built once here instead of once per delivery
+        self.key = sys.intern(("wf:" if framed else "ws:") + sub.name_json)
 
     def message(self, entry: LogEntry, epoch: str) -> bytes:
         sub = self.sub
         c = sub.consumer
         if c is None:
+            # a fan-out's every subscriber after the first: the shared bytes, one dict lookup
+            wire = entry.wire
+            if wire is not None:
+                frame: bytes | None = wire.get(self.key)
+                if frame is not None:
+                    return frame
             return entry_ws(entry, epoch, sub.name_json, False, self.framed)
         redelivered = entry.id <= c.delivered
         if entry.id > c.delivered:
@@ -242,6 +252,20 @@ class WsSession:
     def revoke(self, reason: str) -> None:
         """The credentials stopped being valid: the connection closes with 4403."""
         self.sink.close(REVOKED)
+
+    def make_reader(self, flt: str, fmt: _WsFormat) -> StreamReader:
+        """The reader of one subscription (the owned protocol's is a faster kind)."""
+        s = self.state.settings
+        return StreamReader(
+            self.log,
+            flt,
+            self.sink,
+            fmt,
+            self.state.stats,
+            caller=self.caller,
+            limit=s.stream_buffer,
+            max_bytes=s.stream_buffer_bytes,
+        )
 
     def _track(self, caller: Caller) -> bool:
         if not self.state.live.track(caller.identity, self):
@@ -458,17 +482,7 @@ class WsSession:
             elif since is None:
                 cursor = Cursor.after(consumer.acked, log.epoch)
         sub = _Sub(name, flt)
-        s = self.state.settings
-        reader = StreamReader(
-            log,
-            flt,
-            self.sink,
-            _WsFormat(sub, self.framed),
-            self.state.stats,
-            caller=self.caller,
-            limit=s.stream_buffer,
-            max_bytes=s.stream_buffer_bytes,
-        )
+        reader = self.make_reader(flt, _WsFormat(sub, self.framed))
         sub.reader = reader
         self._remember(reader)
         # listen, then resolve: in one step, so nothing published in between is lost
