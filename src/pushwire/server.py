@@ -224,6 +224,9 @@ class PushwireServer:
         if bind is not None:  # each topic's stream keeps what the log's rules keep
             bind(lambda topic: self.log.retention_for(topic).max_messages)
         self.hub.broker = engine
+        pass_by = getattr(engine, "bind_pass_by", None)
+        if pass_by is not None:  # messages nobody here routes skip decoding (Hub.pass_by)
+            pass_by(self.hub.pass_by)
         await engine.start_fanout(self.hub.deliver, self._store_lost)
 
     def _store_lost(self, why: str) -> None:

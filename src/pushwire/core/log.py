@@ -628,6 +628,36 @@ class MessageLog:
                         listener.notify(entry)
         return entry
 
+    def append_cold(self, topic: str, position: int, created_at: float, size: int) -> bool:
+        """engine=redis: log a message nobody on this node listens to as a cold entry (id,
+        time, size; its bytes stay in Redis, which wrote them before handing the message
+        out), so the fan-out reader need not decode it. A read that reaches it loads it
+        back (`load`), exactly as an entry spilled for the memory budget. False: the log
+        needs the message itself (not a lazy engine, or a live reader matches `topic`)."""
+        if not (self.spills and self.assigned) or topic.startswith("$"):
+            return False
+        if self._listener_count and self._listeners.match(topic):
+            return False
+        if position <= self.last_id:
+            return True  # had it already (the broker hands a position over once)
+        self.last_id = position
+        tlog = self._topics.by_topic.get(topic)
+        if tlog is None:
+            tlog = self._topic(topic)
+        self.appended_total += 1
+        retention = tlog.retention
+        if retention.max_messages <= 0:
+            tlog.evicted_upto = position  # a topic that keeps nothing (as in `append`)
+            tlog.evicted_time = created_at
+            return True
+        while tlog.entries:
+            self._shed(tlog)  # cold entries are the oldest of a topic: older hot ones first
+        tlog.go_cold(position, created_at, size)
+        self.size += 1
+        self.cold_count += 1
+        self._retain(tlog, retention, tlog.entries, tlog.cold, created_at)
+        return True
+
     def _retain(
         self,
         tlog: _TopicLog,

@@ -26,11 +26,14 @@ import redis.asyncio as aioredis
 from pushwire.engines.redis import keys
 from pushwire.engines.redis.batch import fanout_messages
 from pushwire.engines.redis.client import UNAVAILABLE, Backoff
-from pushwire.engines.redis.codec import decode
+from pushwire.engines.redis.codec import decode, peek
 from pushwire.model import Message
 
 log = logging.getLogger(__name__)
 
+# bytes a log entry is counted for besides its payload and topic (core.message's
+# MESSAGE_OVERHEAD): the size of a cold entry handed to `pass_by`
+OVERHEAD = 256
 READ_COUNT = 16  # fan-out entries (publish batches, up to 2048 messages each) per XREAD
 BLOCK_MS = 1000  # an idle XREAD returns after this long (and is issued again)
 
@@ -46,6 +49,10 @@ class FanoutReader:
         # this node's publish batcher's chunks by batch key (PublishBatcher.sent): an
         # entry of ours hands out those objects, nothing decoded
         self.own_batches: dict[int, list[Message]] = {}
+        # Hub.pass_by (bound at start): (topic, position, created_at, size) -> True when
+        # nothing on this node routes the message and the log took it as a cold entry, so
+        # it is not decoded; None: every message is decoded and delivered
+        self.pass_by: Callable[[str, int, float, int], bool] | None = None
         self._node = node_id.encode()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -143,6 +150,7 @@ class FanoutReader:
 
     def handle_entries(self, answer: Any, deliver: Callable[[Message], None]) -> None:
         """Route the messages of an XREAD answer (a list of (stream, entries))."""
+        pass_by = self.pass_by
         for _stream, entries in answer or []:
             for _entry_id, fields in entries:
                 own = None
@@ -152,21 +160,45 @@ class FanoutReader:
                     self._handle_own(int(fields[b"f"]), own, deliver)
                     continue
                 for position, blob in fanout_messages(fields):
-                    if self._advance(position):
-                        try:
-                            message = decode(blob)
-                            message.log_id = position
-                            deliver(message)
-                        except Exception:
-                            log.exception("redis: could not deliver fan-out entry %d", position)
+                    if position <= self.last_position:
+                        continue  # handled already (a re-read after a reconnection)
+                    self._advance(position)
+                    try:
+                        if pass_by is not None:
+                            head = peek(blob)
+                            # nobody here wants it: its id, time and size to the log, the
+                            # rest stays in Redis (retained ones update this node's tree)
+                            if (
+                                head is not None
+                                and not head[1]
+                                and pass_by(head[0], position, head[2], len(blob) + OVERHEAD)
+                            ):
+                                continue
+                        message = decode(blob)
+                        message.log_id = position
+                        deliver(message)
+                    except Exception:
+                        log.exception("redis: could not deliver fan-out entry %d", position)
 
     def _handle_own(
         self, first: int, chunk: list[Message], deliver: Callable[[Message], None]
     ) -> None:
+        pass_by = self.pass_by
         for position, message in enumerate(chunk, first):
             if self._advance(position):
                 message.log_id = position
                 try:
+                    if (
+                        pass_by is not None
+                        and not message.retain
+                        and pass_by(
+                            message.topic,
+                            position,
+                            message.created_at,
+                            len(message.payload) + len(message.topic) + OVERHEAD,
+                        )
+                    ):
+                        continue
                     deliver(message)
                 except Exception:
                     log.exception("redis: could not deliver fan-out entry %d", position)

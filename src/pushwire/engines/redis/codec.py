@@ -90,6 +90,33 @@ def header_size(blob: bytes) -> int:
     return blob.index(b"\n") + 1
 
 
+# topic bytes -> str of the messages a node read last (a fan-in reads the same topics
+# over and over); cleared when full
+_TOPICS: dict[bytes, str] = {}
+_TOPICS_MAX = 4096
+_TOPIC_CACHED_BYTES = 256
+
+
+def peek(blob: bytes) -> tuple[str, bool, float] | None:
+    """(topic, retain, created_at) of a compact message without decoding the rest (the
+    fan-out reader's test for "does anything on this node want it"); None for the JSON
+    form."""
+    if blob[:1] != COMPACT:
+        return None
+    parts = blob.split(b"\0", 4)
+    if len(parts) != 5:
+        raise ValueError("not a pushwire message")
+    raw = parts[1]
+    topic = _TOPICS.get(raw)
+    if topic is None:
+        topic = raw.decode()
+        if len(raw) <= _TOPIC_CACHED_BYTES:
+            if len(_TOPICS) >= _TOPICS_MAX:
+                _TOPICS.clear()
+            _TOPICS[raw] = topic
+    return topic, bool(int(parts[2]) & 1), float(parts[3])
+
+
 def decode(blob: bytes) -> Message:
     """A new Message (with a uid of this process) from what `encode` made."""
     if blob[:1] != COMPACT:
