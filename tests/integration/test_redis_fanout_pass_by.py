@@ -1,21 +1,26 @@
-"""engine=redis: a node does not decode or route the cluster's messages nobody on it wants.
+"""engine=redis: a node does not decode or route the cluster's messages nobody on it wants,
+and its log keeps in memory only what a live reader listens for.
 
 Every node reads every message of the fan-out stream. A message no session of the node
 subscribes to and no live HTTP reader listens for (and that is not retained) goes to the
 node's message log as a cold entry (its id, time and size; the bytes stay in Redis) without
-being decoded (Hub.pass_by, MessageLog.append_cold). The guarantees stay: a read on that
-node returns exactly what the publishing node returns, evictions are still gaps, live
-readers and retained messages still get the whole message. Real nodes (subprocesses) on a
-private redis-server.
+being decoded (Hub.pass_by, MessageLog.append_cold). With `redis_log_memory` "listened"
+(the default) a message routed to an MQTT session is logged cold too unless a live reader
+listens for it; "routed" keeps those in memory. The guarantees stay: a read on that node
+returns exactly what the publishing node returns, evictions are still gaps, live readers
+and retained messages still get the whole message. Real nodes (subprocesses) on a private
+redis-server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
 import pytest
+from httpx_sse import aconnect_sse
 
 from helpers.server import ServerProcess
 
@@ -64,7 +69,8 @@ def read_all(srv: ServerProcess, flt: str, since: str, limit: int) -> tuple[list
 def test_unrouted_messages_are_logged_cold_and_read_back_exactly(
     cluster_node: StartNode,
 ) -> None:
-    a = cluster_node("--log-max-messages", str(KEEP))
+    # A keeps what it routes in memory ("routed"): only the unrouted topic is cold there
+    a = cluster_node("--log-max-messages", str(KEEP), "--redis-log-memory", "routed")
     b = cluster_node("--log-max-messages", str(KEEP))
     sub = mqtt_subscriber(a, "pb-sub", "pb/sub/#", qos=0)
     begin = poll(b, "pb/%23", "latest")["cursor"]
@@ -133,3 +139,52 @@ async def test_live_readers_and_retained_messages_still_get_the_message(
     got = await asyncio.to_thread(late.get, 10)
     assert got.payload == b"kept" and got.retain
     late.disconnect()
+
+
+async def _sse_payloads(srv: ServerProcess, flt: str, n: int, ready: asyncio.Event) -> list[str]:
+    out: list[str] = []
+    async with (
+        httpx.AsyncClient(timeout=15) as client,
+        aconnect_sse(client, "GET", f"{base(srv)}/v1/sse/{flt}") as source,
+    ):
+        ready.set()  # the response head came: the stream is registered
+        async for event in source.aiter_sse():
+            if event.event == "message":
+                out.append(json.loads(event.data)["payload"])
+                if len(out) == n:
+                    return out
+    return out
+
+
+async def test_routed_messages_are_cold_unless_a_live_reader_listens(
+    cluster_node: StartNode,
+) -> None:
+    a = cluster_node("--log-max-messages", str(KEEP))  # redis_log_memory "listened"
+    sub = await asyncio.to_thread(mqtt_subscriber, a, "pl-sub", "pl/#", 0)
+    sent = []
+    for i in range(PER_TOPIC):
+        r = await asyncio.to_thread(publish_http, a, "pl/x", f"x{i}".encode())
+        assert r.status_code == 201, r.text
+        sent.append(r.json())
+    got = await asyncio.to_thread(payloads, sub, PER_TOPIC)
+    assert got == [f"x{i}".encode() for i in range(PER_TOPIC)]
+    # routed to the MQTT subscriber, and kept as id, time and size only
+    log = await asyncio.to_thread(health, a)
+    assert (log["messages"], log["disk_only"]) == (KEEP, KEEP)
+    # a poll reads them back from Redis, exactly
+    body = await asyncio.to_thread(poll, a, "pl/x", sent[PER_TOPIC - KEEP - 1]["cursor"])
+    assert not body["gap"]
+    assert [(m["id"], m["payload"]) for m in body["messages"]] == [
+        (m["id"], f"x{i}") for i, m in enumerate(sent) if i >= PER_TOPIC - KEEP
+    ]
+    # a live reader: its topic's messages stay in memory (and reach it whole)
+    ready = asyncio.Event()
+    stream = asyncio.create_task(_sse_payloads(a, "pl/y", 1, ready))
+    await asyncio.wait_for(ready.wait(), 15)
+    r = await asyncio.to_thread(publish_http, a, "pl/y", b"y0")
+    assert r.status_code == 201, r.text
+    assert await asyncio.wait_for(stream, 15) == ["y0"]
+    log = await asyncio.to_thread(health, a)
+    assert (log["messages"], log["disk_only"]) == (KEEP + 1, KEEP)
+    assert (await asyncio.to_thread(sub.get, 10)).payload == b"y0"
+    sub.disconnect()

@@ -488,6 +488,9 @@ class MessageLog:
         self.appended_total = 0
         self.holes_total = 0
         self._journaled = False  # the last `append` went to the engine (see `observer`)
+        # engine=redis with redis_log_memory "listened": a routed message no live reader
+        # listens for is logged cold too (`append_cold`; its bytes are in Redis)
+        self.cold_unless_listened = False
         engine.add_failure_listener(self._write_failed)
 
     # -- start-up and shutdown --------------------------------------------------------
@@ -682,6 +685,14 @@ class MessageLog:
     def observer(self, message: Message) -> bool:
         """`hub.add_observer(log.observer)`; True when the message went to the engine, so
         whoever acknowledges it must wait for the engine's sync first."""
+        if (
+            self.cold_unless_listened
+            and message.log_id is not None
+            and self.append_cold(
+                message.topic, message.log_id, message.created_at, _size_of(message)
+            )
+        ):
+            return False  # nothing to wait for: the broker's answer covers it
         return self.append(message) is not None and self._journaled
 
     def _write_failed(self, failure: WriteFailure) -> None:

@@ -57,6 +57,7 @@ def make_log(hub: Hub, settings: Settings) -> MessageLog:
     )
     hub.add_observer(log.observer)
     hub.cold_sink = log.append_cold  # engine=redis: Hub.pass_by
+    log.cold_unless_listened = settings.redis_log_memory == "listened"
     return log
 
 

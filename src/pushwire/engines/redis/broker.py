@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from pushwire.engines.redis import keys
 from pushwire.engines.redis.batch import fanout_messages
 from pushwire.engines.redis.client import UNAVAILABLE, Backoff
-from pushwire.engines.redis.codec import decode, peek
+from pushwire.engines.redis.codec import decode, from_fields, split, topic_of
 from pushwire.model import Message
 
 log = logging.getLogger(__name__)
@@ -164,17 +164,20 @@ class FanoutReader:
                         continue  # handled already (a re-read after a reconnection)
                     self._advance(position)
                     try:
-                        if pass_by is not None:
-                            head = peek(blob)
-                            # nobody here wants it: its id, time and size to the log, the
-                            # rest stays in Redis (retained ones update this node's tree)
+                        parts = split(blob)
+                        if parts is None:
+                            message = decode(blob)
+                        else:
+                            topic = topic_of(parts)
+                            # nobody here routes it: its id, time and size to the log, the
+                            # rest stays in Redis (a retained one updates this node's tree)
                             if (
-                                head is not None
-                                and not head[1]
-                                and pass_by(head[0], position, head[2], len(blob) + OVERHEAD)
+                                pass_by is not None
+                                and not int(parts[2]) & 1
+                                and pass_by(topic, position, float(parts[3]), len(blob) + OVERHEAD)
                             ):
                                 continue
-                        message = decode(blob)
+                            message = from_fields(parts, topic)
                         message.log_id = position
                         deliver(message)
                     except Exception:
