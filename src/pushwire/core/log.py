@@ -655,10 +655,19 @@ class MessageLog:
             return True
         while tlog.entries:
             self._shed(tlog)  # cold entries are the oldest of a topic: older hot ones first
-        tlog.go_cold(position, created_at, size)
+        cold = tlog.cold
+        if cold is _NO_COLD:
+            cold = tlog.cold = _ColdRun()
+        cold.ids.append(position)  # `go_cold` and `_retain` inlined: once per message
+        cold.times.append(created_at)
+        cold.sizes.append(size)
         self.size += 1
         self.cold_count += 1
-        self._retain(tlog, retention, tlog.entries, tlog.cold, created_at)
+        max_age = retention.max_age
+        if len(cold.ids) - cold.head > retention.max_messages or (
+            max_age > 0 and cold.times[cold.head] < created_at - max_age
+        ):
+            self._evict(tlog, created_at)
         return True
 
     def _retain(

@@ -160,9 +160,13 @@ class FanoutReader:
                     self._handle_own(int(fields[b"f"]), own, deliver)
                     continue
                 for position, blob in fanout_messages(fields):
-                    if position <= self.last_position:
+                    last = self.last_position
+                    if position == last + 1:
+                        self.last_position = position  # `_advance`'s usual case, inlined
+                    elif position <= last:
                         continue  # handled already (a re-read after a reconnection)
-                    self._advance(position)
+                    else:
+                        self._advance(position)
                     try:
                         parts = split(blob)
                         if parts is None:
