@@ -92,7 +92,9 @@ async def publish_elsewhere(url: str, messages: int, topics: int) -> None:
     await client.aclose()
 
 
-async def one_round(url: str, data_dir: Path, messages: int, topics: int, with_sub: bool) -> float:
+async def one_round(
+    url: str, data_dir: Path, messages: int, topics: int, with_sub: bool, log_memory: str
+) -> float:
     client = connect(url, 5.0)
     await client.flushall()
     fields = Settings.model_fields
@@ -103,6 +105,7 @@ async def one_round(url: str, data_dir: Path, messages: int, topics: int, with_s
         "sys_interval": 0,
         "connect_rate_per_client_id": 0,
         "connection_rate_per_ip": 0,
+        "redis_log_memory": log_memory,
     }
     options = {k: v for k, v in options.items() if k in fields}
     server = PushwireServer(Settings.model_validate(options))
@@ -158,6 +161,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=120_000)
     parser.add_argument("--topics", type=int, default=200)
+    parser.add_argument(
+        "--log-memory", choices=("listened", "routed"), default="listened", help="redis_log_memory"
+    )
     args = parser.parse_args()
     binary = shutil.which("redis-server")
     if binary is None:
@@ -185,7 +191,14 @@ def main() -> None:
                     data_dir = Path(tmp) / f"{name}{n}"
                     figures[name].append(
                         uvloop.run(
-                            one_round(url, data_dir, args.messages, args.topics, name != "peer")
+                            one_round(
+                                url,
+                                data_dir,
+                                args.messages,
+                                args.topics,
+                                name != "peer",
+                                args.log_memory,
+                            )
                         )
                     )
         finally:
