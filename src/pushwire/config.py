@@ -86,6 +86,14 @@ class Settings(BaseSettings):
         "publishers are held (MQTT stops reading them, HTTP/WebSocket publishes wait) until "
         "half are answered; bounds memory and the delay a message spends before fan-out",
     )
+    redis_log_memory: Literal["listened", "routed"] = Field(
+        "listened",
+        description="engine=redis: which messages a node's message log keeps in memory: "
+        "'listened' only those a live HTTP reader (long-poll, SSE, WebSocket) on the node "
+        "listens for, 'routed' also those routed to its MQTT sessions; the others are kept "
+        "as id, time and size, and a poll that reaches them reads them from Redis (less CPU "
+        "and memory per message on every node, a Redis read per such poll; docs/cluster.md)",
+    )
     redis_timeout: float = Field(
         5.0,
         gt=0,

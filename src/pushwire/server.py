@@ -227,6 +227,9 @@ class PushwireServer:
         self.hub.broker = engine
         # routed over as many loop turns as the fan-out budget asks (core/pacing.py)
         deliver = PacedDelivery(self.hub, self.settings.fanout_deliveries_per_turn)
+        pass_by = getattr(engine, "bind_pass_by", None)
+        if pass_by is not None:  # messages nobody here routes skip decoding (Hub.pass_by)
+            pass_by(deliver.pass_by)
         await engine.start_fanout(deliver, self._store_lost)
 
     def _store_lost(self, why: str) -> None:

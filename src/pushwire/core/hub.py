@@ -76,6 +76,9 @@ class Hub:
         # told about sessions going on/off line, subscribing, and acknowledged deliveries
         self.session_events: SessionEvents | None = None
         self._sync_task: asyncio.Future[None] | None = None
+        # engine=redis: the message log's `append_cold`, for messages nobody here routes
+        # (see `pass_by`); set with the log observer (http/app.py make_log)
+        self.cold_sink: Callable[[str, int, float, int], bool] | None = None
         # True while publishers are held for the engine's write backlog (see _watch_store)
         self.store_held = False
         # set by every publish: the message matched sessions at QoS 1/2 and every one of
@@ -399,6 +402,22 @@ class Hub:
         """Route a message the broker handed back (published on any node; counted as
         received by the node it was published on)."""
         self._route(message)
+
+    def pass_by(self, topic: str, position: int, created_at: float, size: int) -> bool:
+        """engine=redis: a message (not retained) the broker hands back that no session of
+        this node subscribes to goes to the log's cold sink (`cold_sink`: its id, time and
+        size) instead of being decoded and routed. False: route it (`deliver`). Only while
+        the sink's log is the one observer: every other observer sees every message."""
+        sink = self.cold_sink
+        if sink is None or len(self._observers) != 1:
+            return False
+        route = self._routes.get(topic)
+        if route is None:
+            route = build_route(self.subscriptions.match_values(topic))
+            self._routes.put(topic, route)
+        if route.targets or route.groups:
+            return False
+        return sink(topic, position, created_at, size)
 
     def publish_refused(self, message: Message) -> bool:
         """After the sync: the broker did not take `message` (Redis unreachable), so it

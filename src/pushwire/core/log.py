@@ -499,6 +499,9 @@ class MessageLog:
         self.appended_total = 0
         self.holes_total = 0
         self._journaled = False  # the last `append` went to the engine (see `observer`)
+        # engine=redis with redis_log_memory "listened": a routed message no live reader
+        # listens for is logged cold too (`append_cold`; its bytes are in Redis)
+        self.cold_unless_listened = False
         engine.add_failure_listener(self._write_failed)
 
     # -- start-up and shutdown --------------------------------------------------------
@@ -639,6 +642,45 @@ class MessageLog:
             self._wake(topic, entry)
         return entry
 
+    def append_cold(self, topic: str, position: int, created_at: float, size: int) -> bool:
+        """engine=redis: log a message nobody on this node listens to as a cold entry (id,
+        time, size; its bytes stay in Redis, which wrote them before handing the message
+        out), so the fan-out reader need not decode it. A read that reaches it loads it
+        back (`load`), exactly as an entry spilled for the memory budget. False: the log
+        needs the message itself (not a lazy engine, or a live reader matches `topic`)."""
+        if not (self.spills and self.assigned) or topic.startswith("$"):
+            return False
+        if self._listener_count and self._listeners.match(topic):
+            return False
+        if position <= self.last_id:
+            return True  # had it already (the broker hands a position over once)
+        self.last_id = position
+        tlog = self._topics.by_topic.get(topic)
+        if tlog is None:
+            tlog = self._topic(topic)
+        self.appended_total += 1
+        retention = tlog.retention
+        if retention.max_messages <= 0:
+            tlog.evicted_upto = position  # a topic that keeps nothing (as in `append`)
+            tlog.evicted_time = created_at
+            return True
+        while tlog.entries:
+            self._shed(tlog)  # cold entries are the oldest of a topic: older hot ones first
+        cold = tlog.cold
+        if cold is _NO_COLD:
+            cold = tlog.cold = _ColdRun()
+        cold.ids.append(position)  # `go_cold` and `_retain` inlined: once per message
+        cold.times.append(created_at)
+        cold.sizes.append(size)
+        self.size += 1
+        self.cold_count += 1
+        max_age = retention.max_age
+        if len(cold.ids) - cold.head > retention.max_messages or (
+            max_age > 0 and cold.times[cold.head] < created_at - max_age
+        ):
+            self._evict(tlog, created_at)
+        return True
+
     def _retain(
         self,
         tlog: _TopicLog,
@@ -663,6 +705,14 @@ class MessageLog:
     def observer(self, message: Message) -> bool:
         """`hub.add_observer(log.observer)`; True when the message went to the engine, so
         whoever acknowledges it must wait for the engine's sync first."""
+        if (
+            self.cold_unless_listened
+            and message.log_id is not None
+            and self.append_cold(
+                message.topic, message.log_id, message.created_at, _size_of(message)
+            )
+        ):
+            return False  # nothing to wait for: the broker's answer covers it
         return self.append(message) is not None and self._journaled
 
     def _write_failed(self, failure: WriteFailure) -> None:

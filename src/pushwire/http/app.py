@@ -56,6 +56,8 @@ def make_log(hub: Hub, settings: Settings) -> MessageLog:
         consumer_idle_timeout=settings.consumer_idle_timeout,
     )
     hub.add_observer(log.observer)
+    hub.cold_sink = log.append_cold  # engine=redis: Hub.pass_by
+    log.cold_unless_listened = settings.redis_log_memory == "listened"
     return log
 
 

@@ -121,6 +121,10 @@ class RedisEngine(MemoryEngine):
         done.set_result(None)
         return done
 
+    def bind_pass_by(self, pass_by: Callable[[str, int, float, int], bool]) -> None:
+        """Hub.pass_by: messages no session of this node routes are not decoded."""
+        self.reader.pass_by = pass_by
+
     def broker_publish(self, message: Message) -> None:
         self.batcher.add(message)
 

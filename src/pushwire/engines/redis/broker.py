@@ -26,11 +26,14 @@ import redis.asyncio as aioredis
 from pushwire.engines.redis import keys
 from pushwire.engines.redis.batch import fanout_messages
 from pushwire.engines.redis.client import UNAVAILABLE, Backoff
-from pushwire.engines.redis.codec import decode
+from pushwire.engines.redis.codec import decode, from_fields, split, topic_of
 from pushwire.model import Message
 
 log = logging.getLogger(__name__)
 
+# bytes a log entry is counted for besides its payload and topic (core.message's
+# MESSAGE_OVERHEAD): the size of a cold entry handed to `pass_by`
+OVERHEAD = 256
 READ_COUNT = 16  # fan-out entries (publish batches, up to 2048 messages each) per XREAD
 BLOCK_MS = 1000  # an idle XREAD returns after this long (and is issued again)
 
@@ -46,6 +49,10 @@ class FanoutReader:
         # this node's publish batcher's chunks by batch key (PublishBatcher.sent): an
         # entry of ours hands out those objects, nothing decoded
         self.own_batches: dict[int, list[Message]] = {}
+        # Hub.pass_by (bound at start): (topic, position, created_at, size) -> True when
+        # nothing on this node routes the message and the log took it as a cold entry, so
+        # it is not decoded; None: every message is decoded and delivered
+        self.pass_by: Callable[[str, int, float, int], bool] | None = None
         self._node = node_id.encode()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -152,6 +159,7 @@ class FanoutReader:
 
     def handle_entries(self, answer: Any, deliver: Callable[[Message], None]) -> None:
         """Route the messages of an XREAD answer (a list of (stream, entries))."""
+        pass_by = self.pass_by
         for _stream, entries in answer or []:
             for _entry_id, fields in entries:
                 own = None
@@ -161,21 +169,52 @@ class FanoutReader:
                     self._handle_own(int(fields[b"f"]), own, deliver)
                     continue
                 for position, blob in fanout_messages(fields):
-                    if self._advance(position):
-                        try:
+                    last = self.last_position
+                    if position == last + 1:
+                        self.last_position = position  # `_advance`'s usual case, inlined
+                    elif position <= last:
+                        continue  # handled already (a re-read after a reconnection)
+                    else:
+                        self._advance(position)
+                    try:
+                        parts = split(blob)
+                        if parts is None:
                             message = decode(blob)
-                            message.log_id = position
-                            deliver(message)
-                        except Exception:
-                            log.exception("redis: could not deliver fan-out entry %d", position)
+                        else:
+                            topic = topic_of(parts)
+                            # nobody here routes it: its id, time and size to the log, the
+                            # rest stays in Redis (a retained one updates this node's tree)
+                            if (
+                                pass_by is not None
+                                and not int(parts[2]) & 1
+                                and pass_by(topic, position, float(parts[3]), len(blob) + OVERHEAD)
+                            ):
+                                continue
+                            message = from_fields(parts, topic)
+                        message.log_id = position
+                        deliver(message)
+                    except Exception:
+                        log.exception("redis: could not deliver fan-out entry %d", position)
 
     def _handle_own(
         self, first: int, chunk: list[Message], deliver: Callable[[Message], None]
     ) -> None:
+        pass_by = self.pass_by
         for position, message in enumerate(chunk, first):
             if self._advance(position):
                 message.log_id = position
                 try:
+                    if (
+                        pass_by is not None
+                        and not message.retain
+                        and pass_by(
+                            message.topic,
+                            position,
+                            message.created_at,
+                            len(message.payload) + len(message.topic) + OVERHEAD,
+                        )
+                    ):
+                        continue
                     deliver(message)
                 except Exception:
                     log.exception("redis: could not deliver fan-out entry %d", position)
