@@ -65,6 +65,14 @@ class GatewayCollector(Collector):
             [([k], w.sent) for k, w in d.webhooks.stats.items()],
             ["kind"],
         )
+        yield counter(
+            "pushwire_gateway_registry_updates",
+            "registry changes applied: one record at a time from a change notice (incremental),"
+            " or by reading the whole registry (full: start-up, and on a shared store only to"
+            " recover from a missed notice or a Redis reconnect)",
+            [(["incremental"], reg.changes_applied), (["full"], reg.full_reloads)],
+            ["how"],
+        )
         yield gauge(
             "pushwire_devices",
             "registered devices, and those online now",

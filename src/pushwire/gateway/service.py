@@ -45,6 +45,7 @@ class Gateway:
         auth.devices = self.registry
         self.registry.on_change(self.delivery.registry_changed)
         self.registry.on_device_removed(auth.device_removed)
+        self.registry.on_token_deleted(self.delivery.unregister_token)
 
     def _join_cluster(self, settings: Settings) -> None:
         """engine=redis: each device's pushes are held by its home node (cluster.py)."""

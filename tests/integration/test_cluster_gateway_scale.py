@@ -1,0 +1,71 @@
+"""The push gateway on engine=redis at scale: registry changes travel as named changes (no
+node reloads the registry per change), the dead-home check is indexed by node, and /metrics
+gives per-node figures plus cluster totals.
+
+Two pushwire nodes run as subprocesses on one private redis-server (tests/helpers/redis.py);
+the helpers of test_cluster_gateway.py make apps, devices and pushes as there.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+import redis
+
+from helpers.gateway import base_url, push
+from helpers.redis import RedisServer
+from helpers.server import ServerProcess
+
+from . import test_cluster_gateway as gwt
+from .cluster_util import StartNode, cluster_node, wait_for
+
+__all__ = ["cluster_node"]
+pytestmark = pytest.mark.pushwire_only("engine=redis is pushwire's")
+
+
+def metric(srv: ServerProcess, name: str, **labels: str) -> float:
+    """The value of one sample of GET /metrics (0 when absent)."""
+    text = httpx.get(f"{base_url(srv)}/metrics", timeout=10).text
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:]+)(?:\{(.*)\})? (\S+)$", line)
+        if m is None or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if got == labels:
+            return float(m.group(3))
+    return 0.0
+
+
+def updates(srv: ServerProcess, how: str) -> float:
+    return metric(srv, "pushwire_gateway_registry_updates_total", how=how)
+
+
+def test_registry_changes_reach_the_other_node_one_by_one_and_a_gap_reloads_once(
+    cluster_node: StartNode, redis_server: RedisServer
+) -> None:
+    a, b = cluster_node(), cluster_node()
+    app_id, key = gwt.make_app(redis_server, a, b)
+    full = updates(b, "full")
+    applied = updates(b, "incremental")
+    assert full >= 1  # the start-up load
+
+    # a token registered on A is honoured on B, unregistered on A refused on B
+    device_id, secret, token = gwt.register(a, app_id, b)
+    wait_for(lambda: push(b, key, token, {"alert": "x"}).status_code == 200, "B takes the token")
+    r = httpx.delete(
+        f"{base_url(a)}/v1/devices/{device_id}/tokens/{token}", auth=(device_id, secret)
+    )
+    assert r.status_code == 204, r.text
+    wait_for(lambda: push(b, key, token, {"alert": "t"}).status_code == 410, "B answers 410")
+    assert updates(b, "incremental") >= applied + 3  # device, token, token deleted
+    assert updates(b, "full") == full  # and no whole-registry reload for any of them
+
+    # a notice lost (the generation bumped behind the nodes' back): one full reload
+    with redis.Redis.from_url(redis_server.url) as r_:
+        r_.incr("pw:gw:gen")
+    wait_for(lambda: updates(b, "full") == full + 1, "B to reload once after the gap")
+    # after it, changes are applied one by one again (and the gap is not reloaded twice)
+    gwt.register(a, app_id, b)
+    assert updates(b, "full") == full + 1
