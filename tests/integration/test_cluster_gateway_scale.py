@@ -14,14 +14,15 @@ import httpx
 import pytest
 import redis
 
-from helpers.gateway import base_url, push
+from helpers.gateway import base_url, decode, push
 from helpers.redis import RedisServer
 from helpers.server import ServerProcess
 
 from . import test_cluster_gateway as gwt
 from .cluster_util import StartNode, cluster_node, wait_for
+from .test_cluster_gateway import device_client
 
-__all__ = ["cluster_node"]
+__all__ = ["cluster_node", "device_client"]
 pytestmark = pytest.mark.pushwire_only("engine=redis is pushwire's")
 
 
@@ -69,3 +70,41 @@ def test_registry_changes_reach_the_other_node_one_by_one_and_a_gap_reloads_once
     # after it, changes are applied one by one again (and the gap is not reloaded twice)
     gwt.register(a, app_id, b)
     assert updates(b, "full") == full + 1
+
+
+def node_id(srv: ServerProcess) -> str:
+    return str(httpx.get(f"{base_url(srv)}/v1/health", timeout=10).json()["node_id"])
+
+
+def test_dead_home_check_reads_no_home_table_and_a_dead_homes_pushes_still_arrive(
+    cluster_node: StartNode, redis_server: RedisServer, device_client: gwt.DeviceClient
+) -> None:
+    a, b = cluster_node(*gwt.FAST_FAILOVER), cluster_node(*gwt.FAST_FAILOVER)
+    app_id, key = gwt.make_app(redis_server, a, b)
+    devices = [gwt.register(a, app_id, b) for _ in range(3)]
+    for device_id, secret, _ in devices:
+        device_client(a, device_id, secret).disconnect()  # A is home of all three
+    r_ = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    home = "pw:gw:home"
+    wait_for(lambda: all(r_.hget(home, d) == node_id(a) for d, _, _ in devices), "A homes them")
+
+    # rounds of B's dead-home check while every node lives: no read of the home table
+    r_.config_resetstat()
+    checks = metric(b, "pushwire_gateway_home_checks_total")
+    wait_for(lambda: metric(b, "pushwire_gateway_home_checks_total") >= checks + 3, "3 home checks")
+    stats = r_.info("commandstats")
+    for whole_table in ("hgetall", "hkeys", "hvals", "hscan"):
+        assert f"cmdstat_{whole_table}" not in stats, stats.get(f"cmdstat_{whole_table}")
+
+    # pushes for A's devices accepted on B wait on A; A dies; B finds them through the index
+    a_id = node_id(a)
+    assert r_.smembers(f"pw:gw:homes:{a_id}") == {d for d, _, _ in devices}
+    sent = {d: gwt.pushed(b, key, token, f"for {d}") for d, _, token in devices}
+    a.kill()
+    b_id = node_id(b)
+    wait_for(lambda: all(r_.hget(home, d) == b_id for d in sent), "B to adopt the devices", 30)
+    assert r_.smembers(f"pw:gw:homes:{a_id}") == set()  # A's index emptied by the moves
+    for device_id, secret, _ in devices:
+        client = device_client(b, device_id, secret)
+        assert decode(client.get(gwt.DEADLINE))["id"] == sent[device_id]
+    r_.close()

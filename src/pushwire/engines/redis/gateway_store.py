@@ -341,7 +341,10 @@ class RedisGatewayStore:
                 t for t in map(_token, pipe.hvals(self._tokens))
                 if t.device_id == device_id and t.deleted is None
             ]  # fmt: skip
+            home = pipe.hget(self.prefix + "gw:home", device_id)
             pipe.multi()
+            if home is not None:  # the home index by node (gateway_homes.py)
+                pipe.srem(self.prefix + "gw:homes:" + _text(home), device_id)
             pipe.hdel(self._devices, device_id)
             pipe.hdel(self._seen, device_id)
             # its home keeps its pushes until they end (unregistered, on the reload)
