@@ -108,3 +108,51 @@ def test_dead_home_check_reads_no_home_table_and_a_dead_homes_pushes_still_arriv
         client = device_client(b, device_id, secret)
         assert decode(client.get(gwt.DEADLINE))["id"] == sent[device_id]
     r_.close()
+
+
+def test_metrics_give_each_nodes_push_figures_and_the_cluster_totals(
+    cluster_node: StartNode, redis_server: RedisServer, device_client: gwt.DeviceClient
+) -> None:
+    a, b = cluster_node(), cluster_node()
+    app_id, key = gwt.make_app(redis_server, a, b)
+    device_id, secret, token = gwt.register(a, app_id, b)
+    client = device_client(a, device_id, secret)
+    sent = [gwt.pushed(srv, key, token, "m") for srv in (a, a, b)]
+    got = [decode(m)["id"] for m in client.get_until(lambda m: decode(m)["id"] == sent[-1])]
+    assert got == sent
+    for push_id in sent:
+        gwt.wait_state(b, key, push_id, "delivered")
+    r = httpx.delete(
+        f"{base_url(a)}/v1/devices/{device_id}/tokens/{token}", auth=(device_id, secret)
+    )
+    assert r.status_code == 204, r.text
+    wait_for(lambda: push(b, key, token, {"alert": "t"}).status_code == 410, "B answers 410")
+    ids = {"a": node_id(a), "b": node_id(b)}
+    want_nodes = {
+        (ids["a"], "accepted"): 2.0,
+        (ids["b"], "accepted"): 1.0,
+        (ids["a"], "delivered"): 3.0,  # A is the device's home: it saw the acks
+        (ids["b"], "delivered"): 0.0,
+        (ids["b"], "unregistered"): 1.0,
+    }
+    want_totals = {"accepted": 3.0, "delivered": 3.0, "expired": 0.0, "unregistered": 1.0}
+
+    def figures(srv: ServerProcess) -> tuple[dict[tuple[str, str], float], dict[str, float]]:
+        nodes = {
+            (n, e): metric(srv, "pushwire_gateway_node_pushes_total", event=e, node=n)
+            for n, e in want_nodes
+        }
+        totals = {e: metric(srv, "pushwire_gateway_cluster_pushes", event=e) for e in want_totals}
+        return nodes, totals
+
+    last: dict[str, object] = {}
+
+    def agrees(srv: ServerProcess) -> bool:
+        last[str(srv)] = got = figures(srv)
+        return got == (want_nodes, want_totals)
+
+    for srv in (a, b):  # the same figures on either node, once a heartbeat shared them
+        try:
+            wait_for(lambda srv=srv: agrees(srv), f"{srv}'s /metrics to show every node's figures")
+        except AssertionError:
+            raise AssertionError(f"{srv}: {last[str(srv)]}") from None
