@@ -37,7 +37,10 @@ def encode_change(generation: int, items: list[tuple[str, str]]) -> bytes:
 
 def decode_change(raw: bytes | str) -> RegistryChange | None:
     """The notice, or None when it is not one (an old node's bare "changed": reload)."""
-    text = raw.decode() if isinstance(raw, bytes) else raw
+    try:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        return None
     head, *lines = text.split("\n")
     if not head.isdigit():
         return None
