@@ -48,6 +48,7 @@ class RegistryView:
         self._token_deleted: list[Callable[[str], None]] = []  # token deleted elsewhere
         self.token_lock = asyncio.Lock()
         self._closed = False
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # settled() callers
         self.full_reloads = 0  # whole registry read (start-up and recovery only on Redis)
         self.changes_applied = 0  # change notices applied record by record
 
@@ -171,6 +172,7 @@ class RegistryView:
                 self._apply_record(kind, ident, record)
             self.reg.generation = change.generation
             self.changes_applied += 1
+            self._advanced()
 
     def _apply_record(self, kind: str, ident: str, record: Any) -> None:
         if kind == "app":
@@ -200,6 +202,33 @@ class RegistryView:
     def _records(self, items: Any) -> Any:
         records: Callable[[Any], Any] = getattr(self.store, "records")  # noqa: B009
         return records(items)
+
+    async def settled(self, generation: int) -> None:
+        """After a write made here (admin API): return once the view shows it and every
+        change before it. On a store with change notices the notices bring it (no reload
+        of the registry on the writing node either); one not seen within `watch_interval`
+        is recovered by a reload."""
+        if self._wait_changes() is None:
+            await self.refresh(force=True)
+            return
+        if self.reg.generation >= generation:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (generation, fut)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.watch_interval)
+        except TimeoutError:
+            await self.reload(f"own change {generation} not noticed")
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+
+    def _advanced(self) -> None:
+        for entry in list(self._waiters):
+            generation, fut = entry
+            if generation <= self.reg.generation and not fut.done():
+                fut.set_result(None)
 
     async def reload(self, why: str) -> None:
         """Read the whole registry (the recovery path on a shared store)."""
@@ -256,6 +285,7 @@ class RegistryView:
         self.full_reloads += 1
         gone = [d for d in self.reg.devices if d not in reg.devices]
         self.reg = reg
+        self._advanced()
         for device_id in gone:
             for cb in list(self._removed):
                 cb(device_id)
