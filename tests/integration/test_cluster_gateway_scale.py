@@ -172,3 +172,21 @@ def test_metrics_give_each_nodes_push_figures_and_the_cluster_totals(
             wait_for(lambda srv=srv: agrees(srv), f"{srv}'s /metrics to show every node's figures")
         except AssertionError:
             raise AssertionError(f"{srv}: {last[str(srv)]}") from None
+
+
+def test_a_lost_notice_connection_reloads_once_and_changes_flow_again(
+    cluster_node: StartNode, redis_server: RedisServer
+) -> None:
+    a, b = cluster_node(), cluster_node()
+    app_id, _ = gwt.make_app(redis_server, a, b)
+    full = updates(b, "full")
+    # every pub/sub connection dropped by Redis (as on a Redis restart): notices sent
+    # meanwhile may be lost, so the node reloads once when it subscribes again
+    with redis.Redis.from_url(redis_server.url) as r_:
+        assert r_.client_kill_filter(_type="pubsub") >= 2
+    wait_for(lambda: updates(b, "full") >= full + 1, "B to reload after resubscribing")
+    reloaded = updates(b, "full")
+    applied = updates(b, "incremental")
+    gwt.register(a, app_id, b)  # and changes are applied one by one again
+    assert updates(b, "incremental") >= applied + 2
+    assert updates(b, "full") == reloaded
