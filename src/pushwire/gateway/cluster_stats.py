@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pushwire.gateway")
 
-# figure -> where it comes from in GatewayStats
 SHARED_FIGURES = ("accepted", "delivered", "expired", "unregistered")
 
 
@@ -82,11 +81,15 @@ class ClusterStats:
             self._task = None
 
     async def _loop(self) -> None:
+        failing = False  # log an outage once, not every heartbeat
         while True:
             try:
                 await self.round()
+                failing = False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("gateway: sharing this node's figures failed: %s", exc)
+                if not failing:
+                    log.warning("gateway: sharing this node's figures failed: %s", exc)
+                failing = True
             await asyncio.sleep(self.interval)
