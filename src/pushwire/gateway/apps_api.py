@@ -79,10 +79,10 @@ async def remove_app(request: Request, app_id: str, _: AdminDep) -> Response:
     reg = gw.registry
     _app(gw, app_id)
     try:
-        await reg.call(reg.admin.remove_app, app_id)
+        gen = await reg.call(reg.admin.remove_app, app_id)
     except NotFound as exc:
         raise ApiError(404, "not_found", str(exc)) from None
-    await reg.refresh(force=True)
+    await reg.settled(gen)
     return Response(status_code=204)
 
 
@@ -110,10 +110,10 @@ async def revoke_key(request: Request, app_id: str, kid: str, _: AdminDep) -> Re
     gw = gateway_state(request)
     reg = gw.registry
     try:
-        await reg.call(reg.admin.revoke_key, app_id, kid)
+        gen = await reg.call(reg.admin.revoke_key, app_id, kid)
     except NotFound as exc:
         raise ApiError(404, "not_found", str(exc)) from None
-    await reg.refresh(force=True)
+    await reg.settled(gen)
     return Response(status_code=204)
 
 
@@ -143,10 +143,10 @@ async def _set_webhooks(request: Request, gw: GatewayState, app: App) -> dict[st
     receipt, wake = _parse_webhooks(await _json(request), app)
     reg = gw.registry
     try:
-        await reg.call(reg.admin.set_webhooks, app.app_id, receipt, wake)
+        gen = await reg.call(reg.admin.set_webhooks, app.app_id, receipt, wake)
     except ValueError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
-    await reg.refresh(force=True)
+    await reg.settled(gen)
     return _app(gw, app.app_id).webhooks()
 
 
@@ -200,8 +200,8 @@ async def remove_device(request: Request, device_id: str, _: AdminDep) -> Respon
     gw = gateway_state(request)
     reg = gw.registry
     try:
-        await reg.call(reg.admin.remove_device, device_id)
+        gen = await reg.call(reg.admin.remove_device, device_id)
     except NotFound as exc:
         raise ApiError(404, "not_found", str(exc)) from None
-    await reg.refresh(force=True)
+    await reg.settled(gen)
     return Response(status_code=204)

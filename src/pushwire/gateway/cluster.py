@@ -82,6 +82,7 @@ class DeviceHomes:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.moves = 0  # devices this node took over from another home
+        self.home_checks = 0  # rounds of the dead-home check (gateway_homes.py orphans)
 
     @property
     def node_id(self) -> str:
@@ -247,7 +248,9 @@ class DeviceHomes:
         """Devices whose home died: take them, so their pushes expire, wake and get
         receipts even if the device never comes back."""
         call = self.gw.registry.call
-        for device_id, dead in await call(self.link.orphans):
+        orphans = await call(self.link.orphans)
+        self.home_checks += 1
+        for device_id, dead in orphans:
             if await call(self.link.take, device_id, dead):
                 log.info("gateway: device %s adopted from stopped node %s", device_id, dead)
                 await self._load(device_id)

@@ -7,15 +7,19 @@ from collections.abc import Iterable
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from pushwire.gateway.cluster_stats import ClusterStats
 from pushwire.gateway.delivery import PushGateway
 from pushwire.gateway.registry import RegistryView
 from pushwire.http.metrics import counter, gauge, one
 
 
 class GatewayCollector(Collector):
-    def __init__(self, delivery: PushGateway, registry: RegistryView) -> None:
+    def __init__(
+        self, delivery: PushGateway, registry: RegistryView, cluster: ClusterStats | None = None
+    ) -> None:
         self.delivery = delivery
         self.registry = registry
+        self.cluster = cluster  # engine=redis: every node's figures (cluster_stats.py)
 
     def collect(self) -> Iterable[Metric]:
         d = self.delivery
@@ -65,6 +69,14 @@ class GatewayCollector(Collector):
             [([k], w.sent) for k, w in d.webhooks.stats.items()],
             ["kind"],
         )
+        yield counter(
+            "pushwire_gateway_registry_updates",
+            "registry changes applied: one record at a time from a change notice (incremental),"
+            " or by reading the whole registry (full: start-up, and on a shared store only to"
+            " recover from a missed notice or a Redis reconnect)",
+            [(["incremental"], reg.changes_applied), (["full"], reg.full_reloads)],
+            ["how"],
+        )
         yield gauge(
             "pushwire_devices",
             "registered devices, and those online now",
@@ -73,4 +85,35 @@ class GatewayCollector(Collector):
                 (["online"], sum(1 for dev in reg.reg.devices if d.online(dev))),
             ],
             ["state"],
+        )
+        if d.homes is not None:
+            yield counter(
+                "pushwire_gateway_home_checks",
+                "rounds of this node's dead-home check (each reads the per-node home index)",
+                one(d.homes.home_checks),
+            )
+            yield counter(
+                "pushwire_gateway_device_moves",
+                "devices this node became the home of (a device moved here, or its home died)",
+                one(d.homes.moves),
+            )
+        if self.cluster is not None:
+            yield from self._cluster(self.cluster)
+
+    def _cluster(self, cluster: ClusterStats) -> Iterable[Metric]:
+        per_node = cluster.per_node()
+        yield counter(
+            "pushwire_gateway_node_pushes",
+            "push figures of every live node of the cluster (label node: its node id): accepted,"
+            " delivered, expired, and 410 Unregistered answers; other nodes' as of their last"
+            " heartbeat",
+            [([n, f], v) for n, figs in sorted(per_node.items()) for f, v in sorted(figs.items())],
+            ["node", "event"],
+        )
+        yield gauge(
+            "pushwire_gateway_cluster_pushes",
+            "cluster totals: the sum of pushwire_gateway_node_pushes over the live nodes (a"
+            " gauge: it goes down when a node stops)",
+            [([f], v) for f, v in sorted(cluster.totals().items())],
+            ["event"],
         )

@@ -4,6 +4,11 @@ Lookups on the push path (API key -> app, token -> device, device secret check) 
 the disk. Changes made by this server apply to the view at once; changes made by another
 process (`pushwire app key revoke`, `pushwire device remove`) are noticed by a watch loop
 that polls the store's generation every `watch_interval` seconds and reloads.
+
+A store shared by nodes (engine=redis) publishes a notice per change naming its generation
+and the records it touched (engines/redis/gateway_notices.py): the view fetches just those.
+It reloads everything only to recover: a generation skipped (a lost notice), a generation
+poll that stays ahead of the notices, or a (re)made subscription (a Redis reconnect).
 """
 
 from __future__ import annotations
@@ -40,13 +45,20 @@ class RegistryView:
         self._changed: list[Callable[[], None]] = []
         self._removed: list[Callable[[str], None]] = []  # device removed (end its connections)
         self._background: set[asyncio.Future[object]] = set()
+        self._token_deleted: list[Callable[[str], None]] = []  # token deleted elsewhere
         self.token_lock = asyncio.Lock()
         self._closed = False
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # settled() callers
+        self.full_reloads = 0  # whole registry read (start-up and recovery only on Redis)
+        self.changes_applied = 0  # change notices applied record by record
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.call(self.store.open)
+        wait_changes = self._wait_changes()
+        if wait_changes is not None:
+            await wait_changes(0.0)  # subscribe first: no change between load and notices
         await self.refresh(force=True)
         self._watch = asyncio.create_task(self._watch_loop(), name="pushwire-gateway-watch")
 
@@ -99,22 +111,129 @@ class RegistryView:
     def on_device_removed(self, callback: Callable[[str], None]) -> None:
         self._removed.append(callback)
 
-    async def _watch_loop(self) -> None:
-        # a store shared by several nodes (engines/redis/gateway_store.py) says when another
-        # node changed something, so a key revoked there is refused here at once; the
-        # generation poll stays the backstop
-        wait_change: Callable[[float], Awaitable[None]] | None = getattr(
-            self.store, "wait_change", None
+    def on_token_deleted(self, callback: Callable[[str], None]) -> None:
+        """`callback(token)` when a change notice says a token was deleted elsewhere."""
+        self._token_deleted.append(callback)
+
+    def _wait_changes(self) -> Callable[[float], Awaitable[list[Any] | None]] | None:
+        wait: Callable[[float], Awaitable[list[Any] | None]] | None = getattr(
+            self.store, "wait_changes", None
         )
-        while True:
-            if wait_change is not None:
-                await wait_change(self.watch_interval)
-            else:
-                await asyncio.sleep(self.watch_interval)
+        return wait
+
+    async def _watch_loop(self) -> None:
+        wait_changes = self._wait_changes()
+        if wait_changes is not None:
+            await self._follow_changes(wait_changes)
+        while True:  # a store of one process: poll its generation
+            await asyncio.sleep(self.watch_interval)
             try:
                 await self.refresh()
             except Exception:
                 log.exception("gateway: reloading apps and devices failed")
+
+    async def _follow_changes(
+        self, wait_changes: Callable[[float], Awaitable[list[Any] | None]]
+    ) -> None:
+        """Apply the change notices of a shared store one by one (a key revoked on another
+        node is refused here at once); reload only when one may have been missed."""
+        while True:
+            changes = await wait_changes(self.watch_interval)
+            try:
+                if changes is None:
+                    await self.reload("subscription (re)made")
+                elif changes:
+                    await self._apply(changes)
+                elif await self.call(self.store.generation) > self.reg.generation:
+                    # ahead with no notice: one may be on its way; take what is here, and
+                    # if the view is still behind a notice was lost
+                    more = await wait_changes(0.0)
+                    if more:
+                        await self._apply(more)
+                    if more is None or await self.call(self.store.generation) > self.reg.generation:
+                        await self.reload("generation ahead of the notices")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("gateway: following registry changes failed")
+
+    async def _apply(self, changes: list[Any]) -> None:
+        for change in changes:
+            if change is None:
+                await self.reload("unreadable change notice")
+                return
+            if change.generation <= self.reg.generation:
+                continue  # our own write (applied already), or covered by a reload
+            if change.generation > self.reg.generation + 1:
+                await self.reload(f"generation gap ({self.reg.generation} -> {change.generation})")
+                return
+            records = await self.call(self._records, change.items)
+            for kind, ident, record in records:
+                self._apply_record(kind, ident, record)
+            self.reg.generation = change.generation
+            self.changes_applied += 1
+            self._advanced()
+
+    def _apply_record(self, kind: str, ident: str, record: Any) -> None:
+        if kind == "app":
+            old = self.reg.apps.pop(ident, None)
+            if old is not None:
+                self.apps_by_key.pop(old.key_hash, None)
+            if record is not None:
+                self.put_app(record)
+        elif kind == "key":
+            app_id, _, kid = ident.partition("\0")
+            if record is None:
+                self.reg.keys.pop((app_id, kid), None)
+            else:
+                self.put_key(record)
+        elif kind == "device":
+            if record is not None:
+                self.put_device(record)
+            elif self.reg.devices.pop(ident, None) is not None:
+                for cb in list(self._removed):
+                    cb(ident)
+        elif kind == "token" and record is not None:
+            self.put_token(record)
+            if record.deleted is not None:
+                for cb in list(self._token_deleted):
+                    cb(ident)
+
+    def _records(self, items: Any) -> Any:
+        records: Callable[[Any], Any] = getattr(self.store, "records")  # noqa: B009
+        return records(items)
+
+    async def settled(self, generation: int) -> None:
+        """After a write made here (admin API): return once the view shows it and every
+        change before it. On a store with change notices the notices bring it (no reload
+        of the registry on the writing node either); one not seen within `watch_interval`
+        is recovered by a reload."""
+        if self._wait_changes() is None:
+            await self.refresh(force=True)
+            return
+        if self.reg.generation >= generation:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (generation, fut)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.watch_interval)
+        except TimeoutError:
+            await self.reload(f"own change {generation} not noticed")
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+
+    def _advanced(self) -> None:
+        for entry in list(self._waiters):
+            generation, fut = entry
+            if generation <= self.reg.generation and not fut.done():
+                fut.set_result(None)
+
+    async def reload(self, why: str) -> None:
+        """Read the whole registry (the recovery path on a shared store)."""
+        log.info("gateway: reloading the registry: %s", why)
+        self._install(await self.call(self.store.registry))
 
     async def refresh(self, *, force: bool = False) -> None:
         gen = await self.call(self.store.generation)
@@ -163,8 +282,10 @@ class RegistryView:
                 log.exception("gateway: registry change callback failed")
 
     def _install(self, reg: Registry) -> None:
+        self.full_reloads += 1
         gone = [d for d in self.reg.devices if d not in reg.devices]
         self.reg = reg
+        self._advanced()
         for device_id in gone:
             for cb in list(self._removed):
                 cb(device_id)

@@ -14,9 +14,11 @@ from pushwire.config import Settings
 from pushwire.core.auth import AuthService
 from pushwire.core.hub import Hub
 from pushwire.engines.redis.gateway_homes import RedisDeviceHomes
+from pushwire.engines.redis.gateway_stats import RedisNodeStats
 from pushwire.engines.redis.gateway_store import RedisGatewayStore
 from pushwire.gateway import apps_api, device_api, push_api, pushes_admin_api
 from pushwire.gateway.cluster import DeviceHomes
+from pushwire.gateway.cluster_stats import ClusterStats
 from pushwire.gateway.delivery import PushGateway
 from pushwire.gateway.metrics import GatewayCollector
 from pushwire.gateway.provider_auth import ProviderAuthenticator
@@ -38,6 +40,7 @@ class Gateway:
         )
         self.registry = RegistryView(self.store)
         self.delivery = PushGateway(hub, settings, self.registry, self.store)
+        self.cluster_stats: ClusterStats | None = None
         if settings.engine == "redis":
             self._join_cluster(settings)
         self.providers = ProviderAuthenticator(self.registry)
@@ -45,6 +48,7 @@ class Gateway:
         auth.devices = self.registry
         self.registry.on_change(self.delivery.registry_changed)
         self.registry.on_device_removed(auth.device_removed)
+        self.registry.on_token_deleted(self.delivery.unregister_token)
 
     def _join_cluster(self, settings: Settings) -> None:
         """engine=redis: each device's pushes are held by its home node (cluster.py)."""
@@ -58,12 +62,24 @@ class Gateway:
         )
         self.delivery.homes = homes
         self.delivery.journal.forwarder = link.forward
+        self.cluster_stats = ClusterStats(
+            self.delivery.stats,
+            RedisNodeStats(self.store),
+            settings.node_id,
+            self.registry.call,
+            interval=settings.cluster_heartbeat_interval,
+            ttl=settings.cluster_node_timeout,
+        )
 
     async def start(self) -> None:
         await self.registry.start()
         await self.delivery.start()
+        if self.cluster_stats is not None:
+            self.cluster_stats.start()
 
     async def stop(self) -> None:
+        if self.cluster_stats is not None:
+            await self.cluster_stats.stop()
         await self.delivery.stop()
         await self.registry.stop()
 
@@ -77,4 +93,4 @@ class Gateway:
         app.include_router(pushes_admin_api.router)
         http: HttpState = app.state.pushwire
         http.ws_events = self.delivery
-        http.registry.register(GatewayCollector(self.delivery, self.registry))
+        http.registry.register(GatewayCollector(self.delivery, self.registry, self.cluster_stats))

@@ -8,6 +8,9 @@ accepted on another node is written to Redis and announced in the home's inbox. 
 (under `prefix`, "pw:" by default, next to gateway_store.py's):
 
 - `gw:home`          hash device -> node id of its home;
+- `gw:homes:<node>`  set of the devices whose home is that node (the index by node, kept
+                     in the same scripts as `gw:home`), and `gw:home-nodes` the set of
+                     nodes that have one: the dead-home check reads these, never the table;
 - `gw:inbox:<node>`  list of notices for that node, each "kind\\ndevice\\narg":
     `push`    a push (arg: its id) for a device of yours was written to Redis: take it;
     `device`  you are the device's home now: load its pending pushes from Redis;
@@ -36,17 +39,35 @@ from pushwire.gateway.model import Push
 
 log = logging.getLogger("pushwire.gateway")
 
+# make ARGV[1]... `node` the home of `device` in KEYS[1] and in the per-node index
+# `gw:homes:<node>` (plus `gw:home-nodes`, the nodes that have an index), so a dead node's
+# devices are found without reading the whole home table; ARGV[2] is the prefix
+_SET_HOME: Final = """
+local function set_home(device, node)
+  local old = redis.call('HGET', KEYS[1], device)
+  if old and old ~= node then
+    redis.call('SREM', ARGV[2] .. 'gw:homes:' .. old, device)
+  end
+  redis.call('HSET', KEYS[1], device, node)
+  redis.call('SADD', ARGV[2] .. 'gw:homes:' .. node, device)
+  redis.call('SADD', ARGV[2] .. 'gw:home-nodes', node)
+end
+"""
+
 # the home of KEYS[1][device]: itself if alive or this node (ARGV[1]); else this node takes it
-_HOME_OF: Final = """
+_HOME_OF: Final = (
+    _SET_HOME
+    + """
 local function home_of(device)
   local h = redis.call('HGET', KEYS[1], device)
   if h and (h == ARGV[1] or redis.call('EXISTS', ARGV[2] .. 'node:' .. h) == 1) then
     return h
   end
-  redis.call('HSET', KEYS[1], device, ARGV[1])
+  set_home(device, ARGV[1])
   return ARGV[1]
 end
 """
+)
 
 # KEYS: home hash, push hash; ARGV: node, prefix, then (id, device, json) per push
 _FORWARD: Final = (
@@ -74,9 +95,11 @@ return h
 )
 
 # KEYS: home hash; ARGV: node, prefix, device -> the live old home asked to release, or false
-_CLAIM: Final = """
+_CLAIM: Final = (
+    _SET_HOME
+    + """
 local old = redis.call('HGET', KEYS[1], ARGV[3])
-redis.call('HSET', KEYS[1], ARGV[3], ARGV[1])
+set_home(ARGV[3], ARGV[1])
 if old and old ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. 'node:' .. old) == 1 then
   redis.call('RPUSH', ARGV[2] .. 'gw:inbox:' .. old, 'release\\n' .. ARGV[3] .. '\\n' .. ARGV[1])
   return old
@@ -84,6 +107,7 @@ end
 redis.call('RPUSH', ARGV[2] .. 'gw:inbox:' .. ARGV[1], 'device\\n' .. ARGV[3] .. '\\n')
 return false
 """
+)
 
 # KEYS: home hash, push hash; ARGV: node, pending key, device -> false when not our device
 _LOAD: Final = """
@@ -111,14 +135,36 @@ end
 return 0
 """
 
-# KEYS: home hash; ARGV: node, prefix, device, dead node -> 1 when taken
-_TAKE: Final = """
-if redis.call('HGET', KEYS[1], ARGV[3]) == ARGV[4]
-   and redis.call('EXISTS', ARGV[2] .. 'node:' .. ARGV[4]) == 0 then
-  redis.call('HSET', KEYS[1], ARGV[3], ARGV[1])
+# KEYS: home hash; ARGV: node, prefix, device, dead node -> 1 when taken (an index entry
+# of the dead node that no longer holds is dropped)
+_TAKE: Final = (
+    _SET_HOME
+    + """
+local h = redis.call('HGET', KEYS[1], ARGV[3])
+if h == ARGV[4] and redis.call('EXISTS', ARGV[2] .. 'node:' .. ARGV[4]) == 0 then
+  set_home(ARGV[3], ARGV[1])
   return 1
 end
+if h ~= ARGV[4] then redis.call('SREM', ARGV[2] .. 'gw:homes:' .. ARGV[4], ARGV[3]) end
 return 0
+"""
+)
+
+# KEYS: home-nodes set; ARGV: node, prefix -> the stopped nodes still named home of devices.
+# Costs one command per node that has homes, whatever the number of devices; a stopped
+# node whose index emptied is forgotten.
+_DEAD_HOMES: Final = """
+local dead = {}
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if n ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. 'node:' .. n) == 0 then
+    if redis.call('SCARD', ARGV[2] .. 'gw:homes:' .. n) == 0 then
+      redis.call('SREM', KEYS[1], n)
+    else
+      dead[#dead + 1] = n
+    end
+  end
+end
+return dead
 """
 
 
@@ -137,6 +183,8 @@ class RedisDeviceHomes:
         self.prefix = store.prefix
         self._home = store.prefix + "gw:home"
         self._online = store.prefix + "gw:online"  # device -> node holding its connection
+        self._homes = store.prefix + "gw:homes:"  # + node: set of the devices it is home of
+        self._home_nodes = store.prefix + "gw:home-nodes"  # nodes with such a set
         self.inbox = f"{store.prefix}gw:inbox:{node_id}"
         self._reader: redis.asyncio.Redis | None = None
 
@@ -177,21 +225,32 @@ class RedisDeviceHomes:
         return [push_from_json(r) for r in cast(list[bytes], raw)]
 
     def homed_here(self) -> list[str]:
+        """At start: the devices this node (restarted under its id) is still home of. The
+        whole table is read once here, and this node's index rebuilt from it (a table
+        written before the index existed is indexed so)."""
         homes = cast(dict[bytes, bytes], self.store.client.hgetall(self._home))
-        return [_text(d) for d, n in homes.items() if _text(n) == self.node_id]
+        mine = [_text(d) for d, n in homes.items() if _text(n) == self.node_id]
+        if mine:
+            pipe = self.store.client.pipeline(transaction=True)
+            pipe.sadd(self._homes + self.node_id, *mine)
+            pipe.sadd(self._home_nodes, self.node_id)
+            pipe.execute()
+        return mine
 
     def orphans(self) -> list[tuple[str, str]]:
-        """(device, dead home) of every device whose home stopped."""
-        homes = cast(dict[bytes, bytes], self.store.client.hgetall(self._home))
-        nodes = sorted({_text(n) for n in homes.values()} - {self.node_id})
-        if not nodes:
+        """(device, dead home) of every device whose home stopped: one script when no
+        node died (gw:home-nodes), then the dead nodes' own indexes."""
+        raw = self._eval(_DEAD_HOMES, [self._home_nodes], self.node_id, self.prefix)
+        dead = [_text(n) for n in cast(list[bytes], raw)]
+        if not dead:
             return []
-        alive = cast(list[int], [self.store.client.exists(f"{self.prefix}node:{n}") for n in nodes])
-        dead = {n for n, a in zip(nodes, alive, strict=True) if not a}
-        if dead:
-            # what a dead node left in its inbox is in the pending sets as well
-            self.store.client.delete(*(f"{self.prefix}gw:inbox:{n}" for n in dead))
-        return [(_text(d), _text(n)) for d, n in homes.items() if _text(n) in dead]
+        # what a dead node left in its inbox is in the pending sets as well
+        self.store.client.delete(*(f"{self.prefix}gw:inbox:{n}" for n in dead))
+        out: list[tuple[str, str]] = []
+        for n in dead:
+            members = cast(set[bytes], self.store.client.smembers(self._homes + n))
+            out += [(_text(d), n) for d in sorted(members)]
+        return out
 
     def take(self, device_id: str, dead: str) -> bool:
         """Become the home of a device whose home `dead` stopped (unless somebody did)."""

@@ -4,9 +4,10 @@ The `GatewayStore` protocol (gateway/store.py) on a Redis server shared by the n
 engine=redis cluster. Keys, under `prefix` ("pw:" by default):
 
 - `gw:gen`            integer, bumped in the MULTI/EXEC of every registry change;
-- channel `gw:changed` every registry change PUBLISHes in that transaction, so a node
-                      reloads at once (`wait_change`); the generation poll stays the backstop
-                      for notices missed while its pub/sub connection was down;
+- channel `gw:changed` every registry change PUBLISHes in that transaction a notice naming
+                      the new generation and the records it touched (gateway_notices.py), so
+                      a node applies just that change (`wait_changes`, `records`); a gap in
+                      generations or a new subscription makes it reload everything;
 - `gw:apps`, `gw:keys` ("app\\0kid"), `gw:devices`, `gw:tokens`  hashes of JSON records;
 - `gw:seen`           hash device -> last seen (bookkeeping kept apart: no generation bump,
                       and a `touch_devices` racing a removal cannot bring a device back);
@@ -30,7 +31,7 @@ from typing import Any, Final, cast
 
 import redis
 
-from pushwire.engines.redis.notices import ChangeNotices
+from pushwire.engines.redis.gateway_notices import RegistryChange, RegistryNotices, encode_change
 from pushwire.gateway.model import (
     App,
     AppKey,
@@ -101,6 +102,13 @@ def push_from_json(raw: bytes | str) -> Push:
     return Push(**d, state=state, body=None if body is None else body.encode("latin-1"))
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+RegistryRecord = App | AppKey | Device | DeviceToken
+
+
 class RedisGatewayStore:
     """The `GatewayStore` protocol on a Redis server shared by every node."""
 
@@ -121,7 +129,7 @@ class RedisGatewayStore:
         self.pending_prefix = p + "pending:"
         self._content = p + "content:"
         self._client: redis.Redis | None = None
-        self._notices = ChangeNotices(url, self.channel, "gateway")
+        self._notices = RegistryNotices(url, self.channel)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -143,9 +151,13 @@ class RedisGatewayStore:
 
     # -- change notification -------------------------------------------------------------
 
+    async def wait_changes(self, timeout: float) -> list[RegistryChange | None] | None:
+        """The registry changes published on `gw:changed` within `timeout`, or None when
+        changes may have been missed (gateway_notices.py): reload then."""
+        return await self._notices.wait(timeout)
+
     async def wait_change(self, timeout: float) -> None:
-        """Return when a registry change was published on `gw:changed`, or after
-        `timeout` (engines/redis/notices.py)."""
+        """Return when a registry change was published, or after `timeout`."""
         await self._notices.wait(timeout)
 
     async def close_notifications(self) -> None:
@@ -180,37 +192,67 @@ class RedisGatewayStore:
             reg.tokens[t.token] = t
         return reg
 
+    def records(
+        self, items: Iterable[tuple[str, str]]
+    ) -> list[tuple[str, str, RegistryRecord | None]]:
+        """The current records named by change notices, (kind, id, record or None when it
+        is gone), read in one transaction: what a node applies instead of a reload."""
+        wanted = list(items)
+        hashes = {"app": self._apps, "key": self._keys, "device": self._devices,
+                  "token": self._tokens}  # fmt: skip
+        pipe = self.client.pipeline(transaction=True)
+        for kind, ident in wanted:
+            pipe.hget(hashes[kind], ident)
+            if kind == "device":
+                pipe.hget(self._seen, ident)
+        replies = iter(pipe.execute())
+        out: list[tuple[str, str, RegistryRecord | None]] = []
+        for kind, ident in wanted:
+            raw = next(replies)
+            record: RegistryRecord | None = None
+            if kind == "device":
+                seen = next(replies)
+                record = None if raw is None else _device(raw, seen)
+            elif raw is not None and kind == "app":
+                record = _app(raw)
+            elif raw is not None and kind == "key":
+                record = _key(raw)
+            elif raw is not None:
+                record = _token(raw)
+            out.append((kind, ident, record))
+        return out
+
     # -- registry writes -------------------------------------------------------------------
 
-    def _bumped(self, pipe: Any) -> None:
-        """Queue the generation bump and its notice in the write's transaction."""
-        pipe.incr(self._gen)
-        pipe.publish(self.channel, b"changed")
-
     def _write(self, fn: Any, *keys: str) -> int:
-        """Run `fn(pipe)` under WATCH `keys` (retried when another node wrote them), bump the
-        generation in its MULTI/EXEC, and return the new generation."""
+        """Run `fn(pipe)` under WATCH `keys` and `gw:gen` (retried when another node wrote
+        them); it returns the (kind, id) of the records it changes. Bump the generation in
+        its MULTI/EXEC with the notice naming them, and return the new generation."""
 
         def run(pipe: Any) -> None:
-            fn(pipe)
+            # gw:gen is watched: the generation this write makes is exactly the next one
+            generation = int(pipe.get(self._gen) or 0) + 1
+            items: list[tuple[str, str]] = fn(pipe)
             if not pipe.explicit_transaction:
                 pipe.multi()
-            self._bumped(pipe)
+            pipe.incr(self._gen)
+            pipe.publish(self.channel, encode_change(generation, items))
 
         results = cast(list[Any], self.client.transaction(run, *keys, self._gen))
         return int(results[-2])  # [..., INCR, PUBLISH]
 
     def add_app(self, app: App) -> int:
-        def w(pipe: Any) -> None:
+        def w(pipe: Any) -> list[tuple[str, str]]:
             if pipe.hexists(self._apps, app.app_id):
                 raise Conflict(f"app {app.app_id} exists")
             pipe.multi()
             pipe.hset(self._apps, app.app_id, _app_json(app))
+            return [("app", app.app_id)]
 
         return self._write(w, self._apps)
 
     def remove_app(self, app_id: str, when: float) -> int:
-        def w(pipe: Any) -> None:
+        def w(pipe: Any) -> list[tuple[str, str]]:
             if not pipe.hexists(self._apps, app_id):
                 raise NotFound(f"no app {app_id!r}")
             keys = [f for f in pipe.hkeys(self._keys) if f.startswith(app_id.encode() + b"\0")]
@@ -224,37 +266,44 @@ class RedisGatewayStore:
                 pipe.hdel(self._keys, *keys)
             for t in ended:
                 pipe.hset(self._tokens, t.token, json.dumps(asdict(replace(t, deleted=when))))
+            return [
+                ("app", app_id),
+                *(("key", _text(f)) for f in keys),
+                *(("token", t.token) for t in ended),
+            ]
 
         return self._write(w, self._apps, self._keys, self._tokens)
 
     def set_webhooks(self, app_id: str, receipt_url: str | None, wake: WakeHook | None) -> int:
-        def w(pipe: Any) -> None:
+        def w(pipe: Any) -> list[tuple[str, str]]:
             raw = pipe.hget(self._apps, app_id)
             if raw is None:
                 raise NotFound(f"no app {app_id!r}")
             app = replace(_app(raw), receipt_url=receipt_url, wake=wake)
             pipe.multi()
             pipe.hset(self._apps, app_id, _app_json(app))
+            return [("app", app_id)]
 
         return self._write(w, self._apps)
 
     def add_key(self, key: AppKey) -> int:
         field = f"{key.app_id}\0{key.kid}"
 
-        def w(pipe: Any) -> None:
+        def w(pipe: Any) -> list[tuple[str, str]]:
             if not pipe.hexists(self._apps, key.app_id):
                 raise NotFound(f"no app {key.app_id!r}")
             if pipe.hexists(self._keys, field):
                 raise Conflict(f"key {key.kid!r} exists for app {key.app_id}")
             pipe.multi()
             pipe.hset(self._keys, field, json.dumps(asdict(key)))
+            return [("key", field)]
 
         return self._write(w, self._apps, self._keys)
 
     def revoke_key(self, app_id: str, kid: str, when: float) -> int:
         field = f"{app_id}\0{kid}"
 
-        def w(pipe: Any) -> None:
+        def w(pipe: Any) -> list[tuple[str, str]]:
             raw = pipe.hget(self._keys, field)
             if raw is None:
                 raise NotFound(f"no key {kid!r} for app {app_id!r}")
@@ -262,6 +311,7 @@ class RedisGatewayStore:
             pipe.multi()
             if key.revoked is None:
                 pipe.hset(self._keys, field, json.dumps(asdict(replace(key, revoked=when))))
+            return [("key", field)]
 
         return self._write(w, self._keys)
 
@@ -272,31 +322,36 @@ class RedisGatewayStore:
             "created": device.created,
         }
 
-        def w(pipe: Any) -> None:
+        def w(pipe: Any) -> list[tuple[str, str]]:
             if pipe.hexists(self._devices, device.device_id):
                 raise Conflict(f"device {device.device_id} exists")
             pipe.multi()
             pipe.hset(self._devices, device.device_id, json.dumps(record))
             if device.last_seen is not None:
                 pipe.hset(self._seen, device.device_id, repr(device.last_seen))
+            return [("device", device.device_id)]
 
         return self._write(w, self._devices)
 
     def remove_device(self, device_id: str, when: float) -> int:
-        def w(pipe: Any) -> None:
+        def w(pipe: Any) -> list[tuple[str, str]]:
             if not pipe.hexists(self._devices, device_id):
                 raise NotFound(f"no device {device_id!r}")
             ended = [
                 t for t in map(_token, pipe.hvals(self._tokens))
                 if t.device_id == device_id and t.deleted is None
             ]  # fmt: skip
+            home = pipe.hget(self.prefix + "gw:home", device_id)
             pipe.multi()
+            if home is not None:  # the home index by node (gateway_homes.py)
+                pipe.srem(self.prefix + "gw:homes:" + _text(home), device_id)
             pipe.hdel(self._devices, device_id)
             pipe.hdel(self._seen, device_id)
             # its home keeps its pushes until they end (unregistered, on the reload)
             pipe.hdel(self.prefix + "gw:home", device_id)
             for t in ended:
                 pipe.hset(self._tokens, t.token, json.dumps(asdict(replace(t, deleted=when))))
+            return [("device", device_id), *(("token", t.token) for t in ended)]
 
         return self._write(w, self._devices, self._tokens)
 
@@ -316,16 +371,17 @@ class RedisGatewayStore:
         return None if value is None else float(value)
 
     def add_token(self, token: DeviceToken) -> int:
-        def w(pipe: Any) -> None:
+        def w(pipe: Any) -> list[tuple[str, str]]:
             if pipe.hexists(self._tokens, token.token):
                 raise Conflict("token exists")
             pipe.multi()
             pipe.hset(self._tokens, token.token, json.dumps(asdict(token)))
+            return [("token", token.token)]
 
         return self._write(w, self._tokens)
 
     def delete_token(self, token: str, when: float) -> int:
-        def w(pipe: Any) -> None:
+        def w(pipe: Any) -> list[tuple[str, str]]:
             raw = pipe.hget(self._tokens, token)
             if raw is None:
                 raise NotFound("no such token")
@@ -333,6 +389,7 @@ class RedisGatewayStore:
             pipe.multi()
             if t.deleted is None:
                 pipe.hset(self._tokens, token, json.dumps(asdict(replace(t, deleted=when))))
+            return [("token", token)]
 
         return self._write(w, self._tokens)
 
