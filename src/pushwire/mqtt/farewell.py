@@ -33,6 +33,7 @@ class Farewell:
     transport: asyncio.Transport | None
     _closing: bool
     identity: Identity | None
+    admitted_ip: str | None
 
     if TYPE_CHECKING:
 
@@ -47,7 +48,9 @@ class Farewell:
         """The connection is lost: it leaves the broker, its will goes out (or waits for
         its delay), and its session detaches from the hub."""
         broker = self.broker
-        broker.unregister(self)  # type: ignore[arg-type]
+        broker.connections.discard(self)  # broker.unregister, inlined (one call less)
+        if self.admitted_ip is not None:
+            broker.admission.release(self.admitted_ip)
         identity = self.identity
         if identity is not None and (
             identity.token_id is not None or identity.username is not None
