@@ -34,6 +34,9 @@ class Farewell:
     _closing: bool
     identity: Identity | None
     admitted_ip: str | None
+    _out: list[bytes]
+    _sent_at: list[float]
+    _acked_at: list[float]
 
     if TYPE_CHECKING:
 
@@ -95,7 +98,8 @@ class Farewell:
             return
         if log.isEnabledFor(level):  # the arguments cost more than the check
             log.log(level, "closing %s (%s): %s", self.client_id or "-", self.peer, reason)
-        self._flush()
+        if self._out or self._sent_at or self._acked_at:  # else _flush has nothing to do
+            self._flush()
         self._closing = True
         self.conn.close()
         if self.transport is not None:

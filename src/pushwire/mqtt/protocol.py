@@ -127,14 +127,15 @@ class MQTTServerProtocol(
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        if len(data) >= READ_CHUNK_BYTES and not self._yielding:
+        size = len(data)
+        if size >= READ_CHUNK_BYTES and not self._yielding:
             # uvloop keeps reading a busy socket many times per loop iteration; one full
             # buffer per turn lets the writes this data causes reach subscribers before the
             # next read, instead of piling up (fan-in/fan-out under load)
             self._yielding = True
             self._sync_reading()
             self._loop.call_soon(self._end_turn)
-        self.hub.stats.bytes_received += len(data)
+        self.hub.stats.bytes_received += size
         try:
             packets = self.conn.receive_data(data, time.monotonic())
         except DecodeError as exc:
