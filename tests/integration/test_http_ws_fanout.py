@@ -61,7 +61,9 @@ def inproc() -> Iterator[InProcessServer]:
 
 
 def native_readers(srv: InProcessServer) -> int:
-    return srv.call(lambda: sum(isinstance(o, NativeWsReader) for o in gc.get_objects()))
+    # `type(o) is`, not isinstance: gc.get_objects() may hold a weak proxy whose referent is
+    # gone, and isinstance on it raises ReferenceError
+    return srv.call(lambda: sum(type(o) is NativeWsReader for o in gc.get_objects()))
 
 
 async def test_a_fanout_writes_the_same_frame_to_every_subscriber(inproc: InProcessServer) -> None:
