@@ -290,7 +290,10 @@ class Hub:
         if session.has_row or session.expiry_interval != 0 or session.stored_count:
             # it was written, or is `journaled` (inlined: every clean disconnect passes here)
             self.engine.session_delete(client_id)
-        session.release_all()
+        if session.queued_bytes:
+            session.release_all()
+        else:
+            session.discarded = True  # what release_all does for a session holding nothing
         if session.expiry_handle is not None:
             session.expiry_handle.cancel()
             session.expiry_handle = None

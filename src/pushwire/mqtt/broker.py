@@ -60,16 +60,6 @@ class MQTTBroker:
         """Per-IP limits for a new connection: None to admit, else why not."""
         return self.admission.admit(ip)
 
-    def register(self, conn: MQTTServerProtocol) -> bool:
-        """Track a new connection; False when it is over max_connections."""
-        self.connections.add(conn)
-        return len(self.connections) <= self.settings.max_connections
-
-    def unregister(self, conn: MQTTServerProtocol) -> None:
-        self.connections.discard(conn)
-        if conn.admitted_ip is not None:
-            self.admission.release(conn.admitted_ip)
-
     def track_identity(self, conn: MQTTServerProtocol) -> None:
         identity = conn.identity
         if identity is None:

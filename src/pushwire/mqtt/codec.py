@@ -1019,6 +1019,39 @@ _DECODERS: Final[dict[int, _PacketDecoder]] = {
 _PUBACK_DECODER: Final = _DECODERS[_PUBACK]
 
 
+def decode_lone_connect(
+    buf: bytes, max_packet_size: int, level: int = PROTOCOL_V311
+) -> Connect | None:
+    """A read that is exactly one CONNECT (what a (re)connecting client sends first),
+    decoded without `Decoder._decode_all`'s framing loop, and without a `Decoder` at all for
+    the server's first read (mqtt/connection.py makes one only when a read is anything
+    else). None for anything else, and for a CONNECT that fails to decode: the framing loop
+    then frames it and raises as always. `buf[0]` must be the CONNECT byte (the caller
+    checks it)."""
+    size = len(buf)
+    if not 2 < size < 130 or buf[1] != size - 2 or size > max_packet_size:
+        return None  # one-byte length only (CONNECTs under 128 bytes), nothing after it
+    if size >= _CONNECT_311_HEAD_END:
+        # the commonest of all: 3.1.1, no will, user name or password, an ASCII client
+        # id (_decode_connect's checks for exactly that shape, in one unpack)
+        name, lvl, flags, keepalive, id_size = _CONNECT_311_HEAD.unpack_from(buf, 2)
+        if (
+            name == _MQTT_NAME_FIELD
+            and lvl == PROTOCOL_V311
+            and not flags & ~_CONNECT_CLEAN_START
+            and id_size == size - _CONNECT_311_HEAD_END
+        ):
+            raw = buf[_CONNECT_311_HEAD_END:]
+            if raw.isascii() and b"\x00" not in raw:
+                return Connect(
+                    raw.decode("ascii"), PROTOCOL_V311, _PROTOCOL_NAME, flags != 0, keepalive
+                )
+    try:
+        return _decode_connect(buf, _CONNECT_BYTE0, 2, size, level, True)
+    except DecodeError:
+        return None
+
+
 class Decoder:
     """Incremental decoder for one connection's byte stream.
 
@@ -1087,34 +1120,11 @@ class Decoder:
         return packets
 
     def _lone_connect(self, buf: bytes) -> Connect | None:
-        """A read that is exactly one CONNECT (what a (re)connecting client sends first),
-        decoded without `_decode_all`'s framing loop; None for anything else, and for a
-        CONNECT that fails to decode: `_decode_all` then frames it and raises as always."""
-        size = len(buf)
-        if not 2 < size < 130 or buf[1] != size - 2 or size > self.max_packet_size:
-            return None  # one-byte length only (CONNECTs under 128 bytes), nothing after it
-        if size >= _CONNECT_311_HEAD_END:
-            # the commonest of all: 3.1.1, no will, user name or password, an ASCII client
-            # id (_decode_connect's checks for exactly that shape, in one unpack)
-            name, level, flags, keepalive, id_size = _CONNECT_311_HEAD.unpack_from(buf, 2)
-            if (
-                name == _MQTT_NAME_FIELD
-                and level == PROTOCOL_V311
-                and not flags & ~_CONNECT_CLEAN_START
-                and id_size == size - _CONNECT_311_HEAD_END
-            ):
-                raw = buf[_CONNECT_311_HEAD_END:]
-                if raw.isascii() and b"\x00" not in raw:
-                    self.protocol_level = PROTOCOL_V311
-                    return Connect(
-                        raw.decode("ascii"), PROTOCOL_V311, _PROTOCOL_NAME, flags != 0, keepalive
-                    )
-        try:
-            connect = _decode_connect(buf, _CONNECT_BYTE0, 2, size, self.protocol_level, True)
-        except DecodeError:
-            return None
-        # everything after CONNECT is framed at the level it announced
-        self.protocol_level = connect.protocol_level
+        """`decode_lone_connect`, at this decoder's limits; a CONNECT decoded sets the level
+        everything after it is framed at."""
+        connect = decode_lone_connect(buf, self.max_packet_size, self.protocol_level)
+        if connect is not None:
+            self.protocol_level = connect.protocol_level
         return connect
 
     def _decode_all(self, buf: bytes, packets: list[Packet]) -> int:

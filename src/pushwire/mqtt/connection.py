@@ -27,6 +27,7 @@ import enum
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,6 +38,7 @@ from pushwire.mqtt.codec import (
     Decoder,
     PacketTooLarge,
     UnsupportedProtocolVersion,
+    decode_lone_connect,
     encode,
 )
 from pushwire.mqtt.events import Close, ConnectIn, Event, PublishIn, Send
@@ -74,6 +76,7 @@ if TYPE_CHECKING:
 
 # control packet type of CONNECT (the high nibble of the first byte)
 _CONNECT_TYPE = 1
+_CONNECT_BYTE0 = _CONNECT_TYPE << 4  # a CONNECT's first byte (its flags must be 0)
 
 
 # what a CONNECT's variable header starts with: the protocol name "MQTT"
@@ -186,6 +189,13 @@ class MQTTConnection:
     # server-final-message for the CONNACK (replaced, never changed in place)
     auth_connack: Mapping[str, Any] = MappingProxyType({})
 
+    # no bytes yet: the first one must start a CONNECT (MQTT-3.1.0-1)
+    _first_byte_seen = False
+    last_rx = 0.0  # monotonic time of the last bytes received
+    # made at the first read that is not one lone CONNECT (`_make_decoder`): a connect
+    # storm's connections decode CONNECT without one and DISCONNECT by its bytes
+    _decoder: Decoder | None = None
+
     def __init__(
         self, limits: Limits | None = None, stats: Stats | None = None, now: float = 0.0
     ) -> None:
@@ -193,18 +203,29 @@ class MQTTConnection:
         later (a client that never finishes CONNECT is dropped, the slowloris guard)."""
         self.limits = limits = limits or Limits()
         self.stats = stats if stats is not None else Stats()
-        self._decoder = Decoder(
-            max_packet_size=limits.max_packet_size, server_side=True, ack_runs=True
-        )
         self.state = _AWAIT_CONNECT
-        self._aliases: dict[int, str] = {}  # inbound topic aliases the client set
-        self._first_byte_seen = False
-        # outbound topic aliases: topic -> alias, least recently used first
-        self.out_aliases: dict[str, int] = {}
-        self.last_rx = 0.0  # monotonic time of the last bytes received
         # when `tick` is due next (monotonic; 0: never): the glue runs one timer for it,
         # and re-arms after `accept` and an `AuthTimer` event
         self.deadline = self._connect_deadline = now + limits.connect_timeout
+
+    # the topic-alias tables, made on first use (MQTT 5 clients that use aliases only)
+    @cached_property
+    def _aliases(self) -> dict[int, str]:
+        """Inbound topic aliases the client set."""
+        return {}
+
+    @cached_property
+    def out_aliases(self) -> dict[str, int]:
+        """Outbound topic aliases: topic -> alias, least recently used first."""
+        return {}
+
+    def _make_decoder(self) -> Decoder:
+        decoder = self._decoder = Decoder(
+            max_packet_size=self.limits.max_packet_size, server_side=True, ack_runs=True
+        )
+        if self.protocol_level != decoder.protocol_level:
+            decoder.protocol_level = self.protocol_level  # a lone CONNECT announced it
+        return decoder
 
     @property
     def v5(self) -> bool:
@@ -219,11 +240,26 @@ class MQTTConnection:
         if self.state is _CLOSED:
             return []
         self.last_rx = now
-        if data == _BARE_DISCONNECT and self.state is _CONNECTED and self._decoder.idle:
+        decoder = self._decoder
+        if (
+            data == _BARE_DISCONNECT
+            and self.state is _CONNECTED
+            and (decoder is None or decoder.idle)
+        ):
             # what feed and _check give for it, without the decoder (connect storms)
             self.state = _CLOSED  # nothing after DISCONNECT counts (MQTT-3.14.4-1/2)
             return [Disconnect()]
-        if not self._first_byte_seen and data:
+        if decoder is None:
+            # no decoder, awaiting CONNECT: this is the first read
+            if self.state is _AWAIT_CONNECT and data and data[0] == _CONNECT_BYTE0:
+                connect = decode_lone_connect(data, self.limits.max_packet_size)
+                if connect is not None:
+                    # what feed and _check give for it, without a decoder
+                    self.protocol_level = connect.protocol_level
+                    self.state = _CONNECTED
+                    return [connect]
+            decoder = self._make_decoder()
+        if self.state is _AWAIT_CONNECT and not self._first_byte_seen and data:
             self._first_byte_seen = True
             if data[0] >> 4 != _CONNECT_TYPE:
                 # MQTT-3.1.0-1: judged on the first byte, so a partial packet (or one that
@@ -231,12 +267,12 @@ class MQTTConnection:
                 self.state = _CLOSED
                 raise ProtocolViolation("first packet must be CONNECT")
         try:
-            packets = self._decoder.feed(data)
+            packets = decoder.feed(data)
         except DecodeError as exc:
             if self.state is _AWAIT_CONNECT:
                 # a CONNECT that was readable up to its level: answer at that level; one
                 # refused for its size alone still shows its level in the first bytes
-                self.protocol_level = self._decoder.protocol_level
+                self.protocol_level = decoder.protocol_level
                 if isinstance(exc, PacketTooLarge) and not exc.packets:
                     self.protocol_level = _claimed_level(data, self.protocol_level)
             exc.packets = self._check(exc.packets)

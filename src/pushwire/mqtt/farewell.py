@@ -33,6 +33,10 @@ class Farewell:
     transport: asyncio.Transport | None
     _closing: bool
     identity: Identity | None
+    admitted_ip: str | None
+    _out: list[bytes]
+    _sent_at: list[float]
+    _acked_at: list[float]
 
     if TYPE_CHECKING:
 
@@ -47,7 +51,9 @@ class Farewell:
         """The connection is lost: it leaves the broker, its will goes out (or waits for
         its delay), and its session detaches from the hub."""
         broker = self.broker
-        broker.unregister(self)  # type: ignore[arg-type]
+        broker.connections.discard(self)  # broker.unregister, inlined (one call less)
+        if self.admitted_ip is not None:
+            broker.admission.release(self.admitted_ip)
         identity = self.identity
         if identity is not None and (
             identity.token_id is not None or identity.username is not None
@@ -92,7 +98,8 @@ class Farewell:
             return
         if log.isEnabledFor(level):  # the arguments cost more than the check
             log.log(level, "closing %s (%s): %s", self.client_id or "-", self.peer, reason)
-        self._flush()
+        if self._out or self._sent_at or self._acked_at:  # else _flush has nothing to do
+            self._flush()
         self._closing = True
         self.conn.close()
         if self.transport is not None:

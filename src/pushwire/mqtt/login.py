@@ -173,7 +173,9 @@ class Login:
         self.session = session
         # a new connection to a session stops its pending will for good; a new session
         # ends the old one, whose pending will goes out now (MQTT-3.1.3-9)
-        broker.wills.session_connected(ev.client_id, present)
+        wills = broker.wills
+        if wills.pending:  # else session_connected has nothing to do (no will waits)
+            wills.session_connected(ev.client_id, present)
         if identity.token_id is not None or identity.username is not None:
             broker.track_identity(self)  # type: ignore[arg-type]  # (never anonymous)
         stats = self.hub.stats

@@ -83,8 +83,10 @@ class MQTTServerProtocol(
         # uvloop's transports implement asyncio.Transport without subclassing it
         self.transport = cast(asyncio.Transport, transport)
         peer = self._peername = self.transport.get_extra_info("peername")
-        ip = self.ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
-        admission = self.broker.admission
+        # an IP address is a str already (a tuple's first item); a Unix socket's name is not
+        ip = self.ip = peer[0] if type(peer) is tuple else str(peer)
+        broker = self.broker
+        admission = broker.admission
         if admission.gates_ip:  # else admit() admits and release() does nothing
             refusal = admission.admit(ip)  # broker.admit, one call less per connect
             if refusal is not None:
@@ -95,19 +97,23 @@ class MQTTServerProtocol(
                 self.transport.abort()
                 return
             self.admitted_ip = ip
-        rate = self.broker.settings.publish_rate_per_client
-        self._publish_bucket = TokenBucket(rate, max(1.0, 2 * rate)) if rate > 0 else None
+        settings = broker.settings
+        rate = settings.publish_rate_per_client
+        if rate > 0:  # else the class's None
+            self._publish_bucket = TokenBucket(rate, max(1.0, 2 * rate))
         # a subscriber may fall behind by this much before QoS 0 is dropped for it
         self.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
-        if not self.broker.register(self):
+        connections = broker.connections  # broker.register, inlined (one call less)
+        connections.add(self)
+        if len(connections) > settings.max_connections:
             self.conn.over_capacity = True
         self._registered = True
         # the machine's first deadline, CONNECT's, on a timer shared with the connections
         # opened at about the same time (deadlines.py); its own timer comes when needed
         due = self._timer_due = self.conn.deadline
-        deadlines = self.broker.connect_deadlines
+        deadlines = broker.connect_deadlines
         if deadlines is None:
-            deadlines = self.broker.connect_deadlines = ConnectDeadlines(self._loop)
+            deadlines = broker.connect_deadlines = ConnectDeadlines(self._loop)
         self._deadline_slot = deadlines.add(self, due)
 
     # asyncio.BufferedProtocol: the loop reads into our buffer, so we choose how much one
@@ -121,14 +127,15 @@ class MQTTServerProtocol(
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        if len(data) >= READ_CHUNK_BYTES and not self._yielding:
+        size = len(data)
+        if size >= READ_CHUNK_BYTES and not self._yielding:
             # uvloop keeps reading a busy socket many times per loop iteration; one full
             # buffer per turn lets the writes this data causes reach subscribers before the
             # next read, instead of piling up (fan-in/fan-out under load)
             self._yielding = True
             self._sync_reading()
             self._loop.call_soon(self._end_turn)
-        self.hub.stats.bytes_received += len(data)
+        self.hub.stats.bytes_received += size
         try:
             packets = self.conn.receive_data(data, time.monotonic())
         except DecodeError as exc:

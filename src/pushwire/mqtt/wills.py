@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 
 from pushwire.core.hub import Hub
 from pushwire.core.message import Message
@@ -34,6 +35,9 @@ class DelayedWills:
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
         self._pending: dict[str, tuple[asyncio.TimerHandle, Message]] = {}
+        # the same dict, read-only by intent: a connect checks it before calling
+        # session_connected (no will waits, the usual case: one call less per connect)
+        self.pending: Mapping[str, object] = self._pending
 
     def schedule(self, client_id: str, message: Message, delay: float) -> None:
         def fire() -> None:
