@@ -282,3 +282,28 @@ def test_a_plain_run_does_not_go_through_the_machine(
     assert said == [puback(i + 1) for i in range(10) if i % 2]
     assert len(got) == 10
     assert "Publish" not in handled
+
+
+@pytest.mark.parametrize("servers", [{"max_inflight": 1, "max_queued_messages": 2}], indirect=True)
+def test_quota_exceeded_mid_run_answers_0x97_in_place(
+    servers: tuple[InProcessServer, InProcessServer],
+) -> None:
+    """MQTT 5: once the only subscriber's queue is full, each later QoS 1 PUBLISH of the
+    run is answered 0x97, in its place among the successes."""
+    data = b"".join(v5("t/q", b"%d" % i, 1, i + 1) for i in range(6))
+    answered = []
+    for srv in servers:
+        with (
+            raw.connected_client(srv.host, srv.mqtt_port, "q-sub") as sub,
+            raw.RawClient(srv.host, srv.mqtt_port) as pub,
+        ):
+            assert sub.subscribe(1, [("t/#", 1)]).granted == [1]
+            pub.send(raw5.connect("q-pub"))
+            assert pub.expect(raw.CONNACK).body[1] == 0
+            pub.send(data + raw.PINGREQ_BYTES)
+            answered.append(answers(pub))
+            first = sub.recv_publish()
+            assert first.payload == b"0"
+    assert answered[0] == answered[1]
+    # one in flight, two queued, the rest refused
+    assert answered[0] == [puback(1), puback(2), puback(3)] + [puback(i, 0x97) for i in (4, 5, 6)]
