@@ -121,45 +121,48 @@ class HubCalls:
         flows_ok = room_for_flows(conn)
         end = len(packets)
         i = start
-        while i < end and not self._closing:
-            p = packets[i]
-            if type(p) is not Publish or p.properties:
-                break
-            qos = p.qos
-            if qos > 1 or (qos and not flows_ok):
-                break
-            topic = p.topic
-            known = routes.get(topic)
-            if known is None:
-                known = routes[topic] = self._run_route(topic)
-            route, own = known
-            if route is None:
-                break
-            if own and pending:
-                # its own subscription: the acks before it precede the delivery, as one by one
-                self._write_acks(pending, received)
-            msg = Message(
-                topic, p.payload, qos, p.retain, {}, None, wall, next_uid(), None, client_id
-            )
-            stats.messages_received += 1
-            hub.route_along(msg, route)
-            i += 1
-            if qos:
-                pid = p.packet_id
-                assert pid is not None
-                if hub.quota_exceeded:
-                    # every matching queue was full: 0x97 on MQTT 5 (docs/queues.md)
-                    pending.append(conn.send(PubAck(pid, ReasonCode.QUOTA_EXCEEDED)))
-                else:
-                    pending.append(ACK.pack(PUBACK_BYTE0, 2, pid))
-                if pressure.active:
+        try:
+            while i < end and not self._closing:
+                p = packets[i]
+                if type(p) is not Publish or p.properties:
                     break
-            elif pressure.active and hub.store_held:
-                break
-            if hub.routed >= spent_at:
-                break
-        if pending:
-            self._write_acks(pending, received)
+                qos = p.qos
+                if qos > 1 or (qos and not flows_ok):
+                    break
+                topic = p.topic
+                known = routes.get(topic)
+                if known is None:
+                    known = routes[topic] = self._run_route(topic)
+                route, own = known
+                if route is None:
+                    break
+                if own and pending:
+                    # its own subscription: the acks before it precede the delivery, as one by one
+                    self._write_acks(pending, received)
+                msg = Message(
+                    topic, p.payload, qos, p.retain, {}, None, wall, next_uid(), None, client_id
+                )
+                stats.messages_received += 1
+                hub.route_along(msg, route)
+                i += 1
+                if qos:
+                    pid = p.packet_id
+                    assert pid is not None
+                    if hub.quota_exceeded:
+                        # every matching queue was full: 0x97 on MQTT 5 (docs/queues.md)
+                        pending.append(conn.send(PubAck(pid, ReasonCode.QUOTA_EXCEEDED)))
+                    else:
+                        pending.append(ACK.pack(PUBACK_BYTE0, 2, pid))
+                    if pressure.active:
+                        break
+                elif pressure.active and hub.store_held:
+                    break
+                if hub.routed >= spent_at:
+                    break
+        finally:
+            # the acks of what was routed, also when a bug stops the run (as one by one)
+            if pending:
+                self._write_acks(pending, received)
         return i
 
     def _run_route(self, topic: str) -> tuple[Route | None, bool]:

@@ -107,7 +107,15 @@ class ReadControl:
             if qos and received < 0:
                 received = time.monotonic()
             if batch and is_publish and qos < 2:
-                done = self._publish_run(packets, i, spent_at, received)
+                if received < 0:
+                    received = time.monotonic()  # a QoS 1 PUBLISH may follow in the run
+                try:
+                    done = self._publish_run(packets, i, spent_at, received)
+                except Exception:
+                    # as for one packet below: a bug costs this connection only
+                    log.exception("error handling a PUBLISH run from %s", self.peer)
+                    self._act(conn.protocol_error("internal error", ReasonCode.UNSPECIFIED_ERROR))
+                    return
                 if done > i:
                     # the checks below, after the run's last packet
                     i = done
