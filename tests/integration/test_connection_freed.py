@@ -79,6 +79,10 @@ def test_the_ack_queue_is_made_at_the_first_inbound_ack(srv: InProcessServer) ->
         assert srv.call(lambda: "_acks" not in vars(ref()))
         client.send(raw.publish("t/1", b"x", qos=1, packet_id=7))
         assert client.expect(raw.PUBACK).packet_id == 7
+        # a plain QoS 1 run is acked as it is routed (hub_calls.py `_publish_run`): no queue
+        assert srv.call(lambda: "_acks" not in vars(ref()))
+        client.send(raw.publish("t/2", b"x", qos=2, packet_id=8))
+        assert client.expect(raw.PUBREC).packet_id == 8
         assert srv.call(lambda: "_acks" in vars(ref()))
     finally:
         client.close()

@@ -428,14 +428,28 @@ class Hub:
         return self.broker is not None and self.engine.write_failed(message)
 
     def _route(self, message: Message) -> bool:
-        journaled = False
-        self.quota_exceeded = False
-        if message.retain:
-            journaled = self._update_retained(message)
         route = self._routes.get(message.topic)
         if route is None:
             route = build_route(self.subscriptions.match_values(message.topic))
             self._routes.put(message.topic, route)
+        return self.route_along(message, route)
+
+    def route_of(self, topic: str) -> Route:
+        """The route of `topic` now (cached): a batch of publishes to one topic looks it up
+        once (mqtt/hub_calls.py `_publish_run`); valid until the subscriptions change."""
+        route = self._routes.get(topic)
+        if route is None:
+            route = build_route(self.subscriptions.match_values(topic))
+            self._routes.put(topic, route)
+        return route
+
+    def route_along(self, message: Message, route: Route) -> bool:
+        """`_route` with the topic's route already looked up (`route_of`); True when
+        something was journaled. Counted as received by the caller."""
+        journaled = False
+        self.quota_exceeded = False
+        if message.retain:
+            journaled = self._update_retained(message)
         if route.targets or route.groups:
             self.routed += len(route.targets) + len(route.groups)
             journaled = self._deliver(message, route) or journaled

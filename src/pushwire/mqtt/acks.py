@@ -45,6 +45,11 @@ class AckQueue:
         self._queue: deque[_Entry] = deque()
         self._awaited: asyncio.Future[None] | None = None
 
+    @property
+    def idle(self) -> bool:
+        """Nothing waits: an ack written now is in order (hub_calls.py `_publish_run`)."""
+        return not self._queue
+
     def add(
         self,
         data: bytes,

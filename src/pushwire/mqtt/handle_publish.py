@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 
 # PUBACK and PUBREC with a 2-byte body (the packet id alone): first byte, length, id
-_ACK = struct.Struct(">BBH")
-_PUBACK_BYTE0 = 0x40
+ACK = _ACK = struct.Struct(">BBH")
+PUBACK_BYTE0 = _PUBACK_BYTE0 = 0x40
 _PUBREC_BYTE0 = 0x50
 
 
@@ -110,6 +110,23 @@ def handle_publish(conn: MQTTConnection, p: Publish, now: float) -> list[Event]:
     if topic.startswith("$SYS"):
         return [SendAck(ack, durable, False)]
     return [PublishIn(p, ack, durable, False, now)]
+
+
+def routes_plainly(conn: MQTTConnection, topic: str) -> bool:
+    """Would `handle_publish` route a QoS 0/1 PUBLISH to `topic` as it is, with a plain
+    success ack: within the depth limit, not $SYS, and allowed by the publisher's ACL? The
+    glue's batch of one read's publishes (hub_calls.py `_publish_run`) asks once per
+    distinct topic; any other answer sends that packet through `handle_publish`."""
+    if topic.count("/") >= conn.limits.max_topic_levels or topic.startswith("$SYS"):
+        return False
+    rights = conn.rights
+    return rights is not None and rights.can_publish(topic)
+
+
+def room_for_flows(conn: MQTTConnection) -> bool:
+    """MQTT 5: may the client open another QoS 1/2 flow (Receive Maximum, MQTT-3.3.4-8)?
+    Always on 3.1.1, which counts none."""
+    return conn.protocol_level != PROTOCOL_V5 or conn.inbound_open < conn.limits.receive_maximum
 
 
 def message_of(p: Publish, origin: str) -> Message:
