@@ -238,3 +238,57 @@ def test_a_head_after_bytes_left_in_the_parser_is_parsed_with_them(
         assert status == 400, body
         assert json.loads(body)["error"]["code"] == "bad_request"
         assert _replayed(srv) == before
+
+
+def _lane_head(srv: InProcessServer) -> tuple[object, object]:
+    """(the connection's replay template, the template its poller's lane checked)."""
+    http = _http(srv)
+
+    def heads() -> tuple[object, object]:
+        (conn,) = [c for c in http.connections if c.stream_state is not None]
+        return conn.replay, getattr(conn.stream_state, "lane_head", None)
+
+    return srv.call(heads)
+
+
+def test_a_template_checked_once_skips_the_query_string_until_the_options_change(
+    srv: InProcessServer,
+) -> None:
+    flt = "replay/checked"
+    with _connect(srv) as sock:
+        reader = Reader(sock)
+        cursor = _warm(srv, sock, reader, flt)
+        # two re-asks from bytes: the first checks the template's query string against
+        # the connection's options, the next ones take the cursor bytes alone
+        for _ in range(3):
+            sock.sendall(_longpoll(flt, cursor, timeout="0"))
+            status, headers, body = reader.response()
+            assert status == 200 and _payloads(body) == []
+            cursor = headers["pushwire-cursor"]
+        replay, checked = _lane_head(srv)
+        assert replay is not None and checked is replay
+        # other options (a parsed request): the checked template no longer stands for them
+        sock.sendall(_longpoll(flt, cursor, timeout="30", extra="&limit=5"))
+        _until(lambda: _held_on_lane(srv, flt) or bool(_waiters_held(srv, flt)))
+        assert _lane_head(srv)[1] is None
+        _publish(srv, flt, b"m1")
+        status, headers, body = reader.response()
+        assert status == 200 and _payloads(body) == ["m1"]
+        cursor = headers["pushwire-cursor"]
+        # the old template's bytes again (timeout=0): answered by its own options, at once
+        # and empty, not held by the limit=5/timeout=30 ones of the previous request
+        sock.sendall(_longpoll(flt, cursor, timeout="0"))
+        status, headers, body = reader.response()
+        assert status == 200 and _payloads(body) == []
+        cursor = headers["pushwire-cursor"]
+        # and once more from bytes, then a message published before the re-ask
+        _publish(srv, flt, b"m2")
+        sock.sendall(_longpoll(flt, cursor, timeout="0"))
+        status, headers, body = reader.response()
+        assert status == 200 and _payloads(body) == ["m2"]
+
+
+def _waiters_held(srv: InProcessServer, flt: str) -> list[object]:
+    assert srv.server is not None
+    log = srv.server.log
+    return srv.call(lambda: list(g.members) if (g := log._groups.get(flt)) else [])

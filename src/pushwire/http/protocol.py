@@ -99,6 +99,10 @@ class StreamLane(Protocol):
         """At the end of the head: True when the lane answered the request or held it
         (`HttpProtocol.hold_on_lane`); False, with no side effect, for the handler."""
 
+    def reask_replayed(self, proto: HttpProtocol, replay: ReplayHead, cursor: bytes) -> bool:
+        """`reask` of a head recognised from its bytes (http/replay.py): `cursor` is its
+        since= value, the query string is `replay`'s around it."""
+
 
 class StreamState(Protocol):
     """Per-connection state of the stream side (`HttpProtocol.stream_state`)."""
@@ -653,9 +657,7 @@ class HttpProtocol(asyncio.Protocol):
         lane = route.reask
         assert lane is not None
         self._disarm()  # the head is complete (the lane sets the next deadline)
-        if not lane.reask(
-            self, route, replay.tail, replay.query_prefix + cursor + replay.query_suffix
-        ):
+        if not lane.reask_replayed(self, replay, cursor):
             return False
         server.served_owned += 1
         server.served_replayed += 1

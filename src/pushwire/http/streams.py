@@ -32,6 +32,7 @@ from pushwire.http.endpoints import Endpoint, api_error_response
 from pushwire.http.errors import ApiError
 from pushwire.http.protocol import HttpProtocol, StreamCycle, StreamRoute, status_line
 from pushwire.http.reader import LongPollWaiter, StreamReader
+from pushwire.http.replay import ReplayHead
 from pushwire.http.state import HttpState
 from pushwire.http.stream_endpoints import LONGPOLL, POLL, SSE, integer
 from pushwire.http.wire import WireRequest, WireResponse
@@ -228,6 +229,7 @@ class _LongPoller:
         "cycle",
         "describe",
         "lane_cycle",
+        "lane_head",
         "lane_prefix",
         "lane_suffix",
         "on_lost",
@@ -268,6 +270,9 @@ class _LongPoller:
         # lane took: the next re-asks are checked with two comparisons, not split again
         self.lane_prefix: bytes | None = None
         self.lane_suffix = b""
+        # the replayed head template (http/replay.py) whose query string the lane checked
+        # against `shape`: a re-ask with that template needs no query string at all
+        self.lane_head: ReplayHead | None = None
 
     def checked(self, caller: Caller, flt: str) -> bool:
         """Whether this caller's right to read `flt` was checked on this connection under
@@ -299,7 +304,9 @@ class _LongPoller:
             # another caller object (credentials are checked per request) or filter: the
             # same waiter, which is in no listener group while it is not held
             waiter.caller, waiter.filter = caller, flt
-        if not state.live.track(caller.identity, waiter):
+        identity = caller.identity
+        # (an anonymous caller is not tracked: nothing can revoke it)
+        if identity.username is not None and not state.live.track(identity, waiter):
             raise unauthorized("the credentials were revoked")
         self.cycle = cycle
         cycle.on_lost = self.on_lost
@@ -312,7 +319,7 @@ class _LongPoller:
             first.after,
             first.from_etag,
             first.requested,
-            asyncio.get_running_loop().time() + first.wait,
+            cycle.proto.loop.time() + first.wait,
         )
 
     def _describe(self) -> ClientInfo:
@@ -433,6 +440,7 @@ async def serve_longpoll(
     or answered with the cached response of the message it missed."""
     poller = _poller(state, cycle, cache)
     poller.shape = poller.cursor = None  # until this request is answered
+    poller.lane_head = None
     caller = _known_caller(state, request)
     if caller is None:
         caller = await _caller(state, request)
@@ -516,6 +524,7 @@ def _shape(
         return
     poller.shape = split[1]
     poller.lane_prefix = None
+    poller.lane_head = None
     poller.shape_filter = request.path_tail
     poller.shape_limit = ask.limit
     poller.shape_wait = ask.wait
@@ -542,10 +551,10 @@ class _ReaskLane:
 
     def reask(self, proto: HttpProtocol, route: StreamRoute, tail: str, query: bytes) -> bool:
         poller = proto.stream_state
-        if not isinstance(poller, _LongPoller) or poller.cycle is not None:
+        if not isinstance(poller, _LongPoller):
             return False
-        shape, last = poller.shape, poller.cursor
-        if shape is None or last is None or tail != poller.shape_filter:
+        shape = poller.shape
+        if shape is None or tail != poller.shape_filter:
             return False
         prefix, suffix = poller.lane_prefix, poller.lane_suffix
         if (
@@ -565,6 +574,31 @@ class _ReaskLane:
             start = query.find(b"since=" + since) + 6  # where the value starts: learn
             poller.lane_prefix = query[:start]
             poller.lane_suffix = query[start + len(since) :]
+        return self._take(proto, poller, route, tail, since)
+
+    def reask_replayed(self, proto: HttpProtocol, replay: ReplayHead, cursor: bytes) -> bool:
+        """`reask` of a head recognised from its bytes (http/replay.py), with its cursor
+        bytes as they came. When the connection's previous lane request came with the same
+        template (its query string checked against the connection's `shape` then, which
+        has not changed since), no query string is rebuilt and split."""
+        poller = proto.stream_state
+        if isinstance(poller, _LongPoller) and poller.lane_head is replay:
+            return self._take(proto, poller, replay.route, replay.tail, cursor)
+        query = replay.query_prefix + cursor + replay.query_suffix
+        if not self.reask(proto, replay.route, replay.tail, query):
+            return False
+        poller = proto.stream_state
+        if isinstance(poller, _LongPoller) and poller.shape is not None:
+            poller.lane_head = replay
+        return True
+
+    def _take(
+        self, proto: HttpProtocol, poller: _LongPoller, route: StreamRoute, tail: str, since: bytes
+    ) -> bool:
+        """The lane's checks and answer once the request's since= value is known."""
+        last = poller.cursor
+        if last is None or poller.cycle is not None:
+            return False
         text = since.decode("latin-1")
         if text != last:
             return False
