@@ -292,3 +292,38 @@ def _waiters_held(srv: InProcessServer, flt: str) -> list[object]:
     assert srv.server is not None
     log = srv.server.log
     return srv.call(lambda: list(g.members) if (g := log._groups.get(flt)) else [])
+
+
+def test_a_re_ask_with_nothing_newer_is_refused_when_the_listeners_are_full() -> None:
+    """The lane's shortest hold (the cursor of the last reply, nothing newer) still
+    counts the listeners: at `http_max_listeners` the re-ask gets the JSON 503."""
+    server = InProcessServer(log_max_messages=100, http_max_listeners=1).start()
+    try:
+        flt = "replay/full"
+        with _connect(server) as sock, _connect(server) as other:
+            reader = Reader(sock)
+            cursor = _warm(server, sock, reader, flt)
+            before = _replayed(server)
+            # held, woken: parsed (new options), on the lane (the template is learned),
+            # from bytes (the template is checked), from bytes (taken as it is)
+            for n in range(4):
+                sock.sendall(_longpoll(flt, cursor))
+                _until(lambda: len(_waiters_held(server, flt)) == 1)
+                _publish(server, flt, b"m%d" % n)
+                status, headers, body = reader.response()
+                assert status == 200 and _payloads(body) == [f"m{n}"]
+                cursor = headers["pushwire-cursor"]
+            assert _replayed(server) - before == 2
+            # the other connection takes the only listener place
+            other.sendall(_longpoll(flt, cursor))
+            _until(lambda: len(_waiters_held(server, flt)) == 1)
+            sock.sendall(_longpoll(flt, cursor))
+            status, _, body = reader.response()
+            assert status == 503, body
+            assert json.loads(body)["error"]["code"] == "too_many_listeners"
+            # the held one still gets the next message (the pipe was open)
+            _publish(server, flt, b"after")
+            status, _, body = Reader(other).response()
+            assert status == 200 and _payloads(body) == ["after"]
+    finally:
+        server.stop()

@@ -39,6 +39,7 @@ import httptools
 from pushwire.core.admission import Admission
 from pushwire.http.auth import CallerCache
 from pushwire.http.browser import normalize_origin, own_origin_of
+from pushwire.http.cursor import MAX_CURSOR_LEN
 from pushwire.http.forwarded import TrustedProxies
 from pushwire.http.guard import (
     RESPONSE_400,
@@ -47,7 +48,7 @@ from pushwire.http.guard import (
     HeadCounters,
     HeadMeter,
 )
-from pushwire.http.replay import ReplayHead, ReplayHeads, is_cursor_token
+from pushwire.http.replay import CURSOR_BYTES, ReplayHead, ReplayHeads
 from pushwire.http.strict_url import is_utf8
 from pushwire.http.wire import WireRequest, WireResponse, error_response
 from pushwire.tls import certificate_username, tls_extension
@@ -646,7 +647,8 @@ class HttpProtocol(asyncio.Protocol):
         cursor = data[len(prefix) : len(data) - len(suffix)]
         server = self.server
         if (
-            not is_cursor_token(cursor)
+            not 0 < len(cursor) <= MAX_CURSOR_LEN
+            or cursor.translate(None, CURSOR_BYTES)  # `is_cursor_token`, inline
             or self.closing
             or self.upgrade is not None
             or replay.line_fixed + len(cursor) > server.max_request_line

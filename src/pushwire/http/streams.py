@@ -292,11 +292,25 @@ class _LongPoller:
 
     def hold(self, cycle: StreamCycle, caller: Caller, flt: str, first: poll.LongPollStart) -> None:
         """Hold the request (raises 401 when the credentials were revoked meanwhile)."""
+        self.hold_at(cycle, caller, flt, first.after, first.from_etag, first.requested, first.wait)
+
+    def hold_at(
+        self,
+        cycle: StreamCycle,
+        caller: Caller,
+        flt: str,
+        after: int,
+        from_etag: bool,
+        requested: int | None,
+        wait: float,
+    ) -> None:
+        """`hold` of a first read's outcome given as its parts (the lane's re-ask with
+        nothing newer than its cursor builds no `LongPollStart`)."""
         state = self.state
         waiter = self.waiter
         if waiter is None:
             waiter = self.waiter = LongPollWaiter(
-                state.log, flt, self, state.stats, caller=caller, after=first.after
+                state.log, flt, self, state.stats, caller=caller, after=after
             )
         elif waiter.caller is not caller or waiter.filter != flt:
             if not waiter.done:
@@ -315,12 +329,7 @@ class _LongPoller:
             self.client_id = state.clients.next_id("longpoll")
             self.since = time.time()
         self.client_key = state.clients.register(self.describe)
-        waiter.restart(
-            first.after,
-            first.from_etag,
-            first.requested,
-            cycle.proto.loop.time() + first.wait,
-        )
+        waiter.restart(after, from_etag, requested, cycle.proto.loop.time() + wait)
 
     def _describe(self) -> ClientInfo:
         waiter = self.waiter
@@ -614,9 +623,29 @@ class _ReaskLane:
             cursor = poll.parse_kept_cursor(text)
         except CursorError:
             return False
-        first = poll.longpoll_now(
-            state, caller, tail, cursor, poller.shape_limit, poller.shape_wait
-        )
+        log = state.log
+        wait = poller.shape_wait
+        if (
+            cursor.id == log.last_id
+            and cursor.kind == "id"
+            and (cursor.epoch is None or cursor.epoch == log.epoch)
+            and wait > 0
+        ):
+            # the usual re-ask: the cursor of the last reply, nothing newer in the log (so
+            # no gap, nothing to read): what `longpoll_now` decides, without its objects
+            if state.busy():
+                return False  # the normal way refuses it (503)
+            state.stats.connections_total["longpoll"] += 1
+            auth.stats.anonymous_admitted += 1
+            poller.cursor = None
+            after = cursor.id
+            cycle = poller.lane_cycle = proto.hold_on_lane(poller.lane_cycle, route)
+            try:
+                poller.hold_at(cycle, caller, tail, after, False, after, wait)
+            except ApiError as exc:
+                cycle.answer_response(api_error_response(state, exc))
+            return True
+        first = poll.longpoll_now(state, caller, tail, cursor, poller.shape_limit, wait)
         if first is None:
             return False
         # taken: counted and answered as `serve_longpoll` would
