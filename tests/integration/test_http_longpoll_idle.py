@@ -36,7 +36,9 @@ def entry_owners(srv: InProcessServer) -> list[object]:
     """What each live-reader entry of the client list is bound to (None: not a method)."""
 
     def owners() -> list[object]:
-        registries = [o for o in gc.get_objects() if isinstance(o, ClientRegistry)]
+        # `type(o) is`, not isinstance: gc.get_objects() may hold a dead weak proxy, and
+        # isinstance on it raises ReferenceError
+        registries = [o for o in gc.get_objects() if type(o) is ClientRegistry]
         return [getattr(d, "__self__", None) for r in registries for d in r._live.values()]
 
     return srv.call(owners)
@@ -44,7 +46,7 @@ def entry_owners(srv: InProcessServer) -> list[object]:
 
 def listed_clients(srv: InProcessServer) -> list[ClientInfo]:
     def listed() -> list[ClientInfo]:
-        registries = [o for o in gc.get_objects() if isinstance(o, ClientRegistry)]
+        registries = [o for o in gc.get_objects() if type(o) is ClientRegistry]
         return [d() for r in registries for d in r._live.values()]
 
     return srv.call(listed)
