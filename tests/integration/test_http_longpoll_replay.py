@@ -238,3 +238,92 @@ def test_a_head_after_bytes_left_in_the_parser_is_parsed_with_them(
         assert status == 400, body
         assert json.loads(body)["error"]["code"] == "bad_request"
         assert _replayed(srv) == before
+
+
+def _lane_head(srv: InProcessServer) -> tuple[object, object]:
+    """(the connection's replay template, the template its poller's lane checked)."""
+    http = _http(srv)
+
+    def heads() -> tuple[object, object]:
+        (conn,) = [c for c in http.connections if c.stream_state is not None]
+        return conn.replay, getattr(conn.stream_state, "lane_head", None)
+
+    return srv.call(heads)
+
+
+def test_a_template_checked_once_skips_the_query_string_until_the_options_change(
+    srv: InProcessServer,
+) -> None:
+    flt = "replay/checked"
+    with _connect(srv) as sock:
+        reader = Reader(sock)
+        cursor = _warm(srv, sock, reader, flt)
+        # two re-asks from bytes: the first checks the template's query string against
+        # the connection's options, the next ones take the cursor bytes alone
+        for _ in range(3):
+            sock.sendall(_longpoll(flt, cursor, timeout="0"))
+            status, headers, body = reader.response()
+            assert status == 200 and _payloads(body) == []
+            cursor = headers["pushwire-cursor"]
+        replay, checked = _lane_head(srv)
+        assert replay is not None and checked is replay
+        # other options (a parsed request): the checked template no longer stands for them
+        sock.sendall(_longpoll(flt, cursor, timeout="30", extra="&limit=5"))
+        _until(lambda: _held_on_lane(srv, flt) or bool(_waiters_held(srv, flt)))
+        assert _lane_head(srv)[1] is None
+        _publish(srv, flt, b"m1")
+        status, headers, body = reader.response()
+        assert status == 200 and _payloads(body) == ["m1"]
+        cursor = headers["pushwire-cursor"]
+        # the old template's bytes again (timeout=0): answered by its own options, at once
+        # and empty, not held by the limit=5/timeout=30 ones of the previous request
+        sock.sendall(_longpoll(flt, cursor, timeout="0"))
+        status, headers, body = reader.response()
+        assert status == 200 and _payloads(body) == []
+        cursor = headers["pushwire-cursor"]
+        # and once more from bytes, then a message published before the re-ask
+        _publish(srv, flt, b"m2")
+        sock.sendall(_longpoll(flt, cursor, timeout="0"))
+        status, headers, body = reader.response()
+        assert status == 200 and _payloads(body) == ["m2"]
+
+
+def _waiters_held(srv: InProcessServer, flt: str) -> list[object]:
+    assert srv.server is not None
+    log = srv.server.log
+    return srv.call(lambda: list(g.members) if (g := log._groups.get(flt)) else [])
+
+
+def test_a_re_ask_with_nothing_newer_is_refused_when_the_listeners_are_full() -> None:
+    """The lane's shortest hold (the cursor of the last reply, nothing newer) still
+    counts the listeners: at `http_max_listeners` the re-ask gets the JSON 503."""
+    server = InProcessServer(log_max_messages=100, http_max_listeners=1).start()
+    try:
+        flt = "replay/full"
+        with _connect(server) as sock, _connect(server) as other:
+            reader = Reader(sock)
+            cursor = _warm(server, sock, reader, flt)
+            before = _replayed(server)
+            # held, woken: parsed (new options), on the lane (the template is learned),
+            # from bytes (the template is checked), from bytes (taken as it is)
+            for n in range(4):
+                sock.sendall(_longpoll(flt, cursor))
+                _until(lambda: len(_waiters_held(server, flt)) == 1)
+                _publish(server, flt, b"m%d" % n)
+                status, headers, body = reader.response()
+                assert status == 200 and _payloads(body) == [f"m{n}"]
+                cursor = headers["pushwire-cursor"]
+            assert _replayed(server) - before == 2
+            # the other connection takes the only listener place
+            other.sendall(_longpoll(flt, cursor))
+            _until(lambda: len(_waiters_held(server, flt)) == 1)
+            sock.sendall(_longpoll(flt, cursor))
+            status, _, body = reader.response()
+            assert status == 503, body
+            assert json.loads(body)["error"]["code"] == "too_many_listeners"
+            # the held one still gets the next message (the pipe was open)
+            _publish(server, flt, b"after")
+            status, _, body = Reader(other).response()
+            assert status == 200 and _payloads(body) == ["after"]
+    finally:
+        server.stop()

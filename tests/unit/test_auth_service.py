@@ -559,3 +559,40 @@ async def test_rehash_after_login_keeps_the_scram_verifier() -> None:
     user = store.get_user("alice")
     assert user is not None and "t=2" in user.password_hash
     assert user.scram == verifier  # same password: the verifier stays valid
+
+
+async def test_a_memory_store_change_reaches_the_watch_without_a_poll() -> None:
+    """A MemoryAuthStore sees every change (no other process writes it): the watch waits
+    for its notice, not for the next `watch_interval` poll (here far away), so a change
+    made on the store directly (not through the service) still applies at once."""
+    store = MemoryAuthStore()
+    service = AuthService(store, AuthSettings(watch_interval=600))
+    revoked: asyncio.Queue[str] = asyncio.Queue()
+    service.on_revoked(revoked.put_nowait)
+    await service.start()
+    try:
+        await service.add_user("alice", "pw")
+        t = await service.create_token("alice")
+        store.revoke_token(t.info.id, 1.0)
+        assert await asyncio.wait_for(revoked.get(), 10) == t.info.id
+        # from another thread too
+        t2 = await service.create_token("alice")
+        await asyncio.to_thread(store.revoke_token, t2.info.id, 1.0)
+        assert await asyncio.wait_for(revoked.get(), 10) == t2.info.id
+    finally:
+        await service.stop()
+
+
+async def test_a_token_expiry_wakes_the_watch_of_a_store_that_is_not_polled() -> None:
+    """Not polled, the watch still wakes when the next token expires (real clock)."""
+    store = MemoryAuthStore()
+    service = AuthService(store, AuthSettings(watch_interval=0.05))  # housekeeping: 3 s
+    revoked: asyncio.Queue[str] = asyncio.Queue()
+    service.on_revoked(revoked.put_nowait)
+    await service.start()
+    try:
+        await service.add_user("alice", "pw")
+        t = await service.create_token("alice", expires_in=0.3)
+        assert await asyncio.wait_for(revoked.get(), 10) == t.info.id
+    finally:
+        await service.stop()

@@ -777,20 +777,37 @@ class AuthService:
         # a store shared by several nodes (engines/redis/auth_store.py) says when another
         # node changed something, so a revocation there applies here at once; the
         # generation poll stays the backstop
+        # A store that sees every change (MemoryAuthStore: no other process writes it)
+        # needs no poll: the loop then wakes at a change, at the next token expiry, or
+        # for the housekeeping below, instead of every `watch_interval`
         wait_change: Callable[[float], Awaitable[None]] | None = getattr(
             self.store, "wait_change", None
         )
+        complete: Callable[[float, int], Awaitable[None]] | None = (
+            getattr(self.store, "wait_change", None)
+            if getattr(self.store, "notices_every_change", False)
+            else None
+        )
+        interval = self.settings.watch_interval
+        housekeeping = 60 * interval  # as every 60th poll did
+        loop = asyncio.get_running_loop()
+        sweep_at = loop.time() + housekeeping
         while True:
-            if wait_change is not None:
-                await wait_change(self.settings.watch_interval)
+            if wait_change is None:
+                await asyncio.sleep(interval)
+            elif complete is not None:
+                until_expiry = self._next_expiry - self.clock()
+                timeout = max(interval, min(until_expiry, sweep_at - loop.time()))
+                await complete(timeout, self._snapshot.generation)
             else:
-                await asyncio.sleep(self.settings.watch_interval)
+                await wait_change(interval)
             try:
                 await self.refresh()
             except Exception:
                 log.exception("auth: reloading users, tokens and rules failed")
             self._ticks += 1
-            if self._ticks % 60 == 0:
+            if loop.time() >= sweep_at:
+                sweep_at = loop.time() + housekeeping
                 self._failures.sweep()
                 self._address_failures.sweep()
                 self._rate_limit_logged.clear()

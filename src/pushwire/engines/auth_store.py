@@ -29,6 +29,7 @@ dropping the old SCRAM verifier, which would keep the old password working over 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import threading
@@ -72,12 +73,22 @@ _T = TypeVar("_T")
 # -- memory --------------------------------------------------------------------------------
 
 
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class MemoryAuthStore:
     blocking = False
+    # every change goes through this object (no other process can write it), so
+    # `wait_change` sees them all: the auth service's watch need not poll it
+    notices_every_change = True
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._generation = 0
+        # the watch loops waiting in `wait_change`, with their event loops
+        self._change_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._users: dict[str, StoredUser] = {}
         self._tokens: dict[str, StoredToken] = {}
         self._rules: dict[int, AclRule] = {}
@@ -103,6 +114,28 @@ class MemoryAuthStore:
 
     def _changed(self) -> None:
         self._generation += 1
+        waiters, self._change_waiters = self._change_waiters, []
+        for loop, future in waiters:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_wake, future)  # (a change from any thread)
+
+    async def wait_change(self, timeout: float, generation: int | None = None) -> None:
+        """Return at the next change, or after `timeout` seconds (core/auth.py's watch);
+        at once when the store is past `generation` already (changed by another thread
+        since the caller read it)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        waiter = (loop, future)
+        self._change_waiters.append(waiter)
+        if generation is not None and generation != self._generation:
+            _wake(future)
+        timer = loop.call_later(timeout, _wake, future)
+        try:
+            await future
+        finally:
+            timer.cancel()
+            if waiter in self._change_waiters:
+                self._change_waiters.remove(waiter)
 
     def get_user(self, username: str) -> StoredUser | None:
         return self._users.get(username)

@@ -43,12 +43,15 @@ from pushwire.gateway.journal import Journal, StoreUnavailable
 from pushwire.gateway.model import Content, DeviceToken, Push, PushState
 from pushwire.gateway.registry import RegistryView
 from pushwire.gateway.store import GatewayStore
+from pushwire.gateway.sweep_timer import SweepTimer
 from pushwire.gateway.wake import WakeScheduler
 from pushwire.gateway.webhooks import WebhookSender
 
 log = logging.getLogger("pushwire.gateway")
 
 GATEWAY_ORIGIN = "$pushwire-gateway"
+SWEEP_STEP = 0.25  # seconds: the sweeper runs at most this often (batches last-seen writes)
+CONTENT_SWEEP = 60.0  # seconds between deletions of expired push content
 # PUBLISH framing on top of topic + payload: fixed header, topic length, packet id, props
 _PUBLISH_OVERHEAD = 16
 
@@ -122,6 +125,7 @@ class PushGateway:
         )
         self._expiry: list[tuple[float, str]] = []  # (expires_at, push id) of waiting pushes
         self._forget: list[tuple[float, str]] = []  # (forget at, push id) of final pushes
+        self.sweep_timer = SweepTimer(SWEEP_STEP)  # when `_sweeper` wakes (sweep_timer.py)
         # push id -> its hub message, while sent: the message's log id is what a WebSocket
         # ack names (set at publish, or once Redis answered with engine=redis)
         self._sent_msgs: dict[str, Message] = {}
@@ -148,6 +152,7 @@ class PushGateway:
         self.pushes[p.id] = p
         if p.final:
             heapq.heappush(self._forget, (p.updated + self.settings.push_record_ttl, p.id))
+            self.sweep_timer.due(p.updated + self.settings.push_record_ttl)
         elif p.state == "sent" and p.connection != "ws":
             self.sent.setdefault(p.device_id, {})[p.id] = p
         else:
@@ -156,6 +161,7 @@ class PushGateway:
             self.queued.setdefault(p.device_id, {})[p.id] = p
             if p.expires_at is not None:
                 heapq.heappush(self._expiry, (p.expires_at, p.id))
+                self.sweep_timer.due(p.expires_at)
             self.wake.schedule(p)
 
     # -- engine=redis: device homes (cluster.py) ------------------------------------------
@@ -226,17 +232,31 @@ class PushGateway:
         self.journal.close()
 
     async def _sweeper(self) -> None:
-        tick = 0
+        # wakes when something is due (gateway/sweep_timer.py), at most every SWEEP_STEP
+        content_at = self.clock() + CONTENT_SWEEP
         while True:
-            await asyncio.sleep(0.25)
+            now = self.clock()
+            await self.sweep_timer.sleep(now, self._next_sweep(now, content_at))
             try:
                 self.sweep()
                 self._save_seen()
-                tick += 1
-                if tick % 240 == 0:
-                    await self.registry.call(self.store.delete_content_before, self.clock())
+                now = self.clock()
+                if now >= content_at:
+                    content_at = now + CONTENT_SWEEP
+                    await self.registry.call(self.store.delete_content_before, now)
             except Exception:
                 log.exception("gateway: sweep failed")
+
+    def _next_sweep(self, now: float, content_at: float) -> float:
+        """When the next sweep has something to do (the gateway's clock)."""
+        if self._seen_unsaved:
+            return now
+        when = content_at
+        if self._expiry:
+            when = min(when, self._expiry[0][0])
+        if self._forget:
+            when = min(when, self._forget[0][0])
+        return when
 
     def sweep(self) -> None:
         """Expire waiting pushes whose time passed; forget old final records."""
@@ -411,6 +431,8 @@ class PushGateway:
     def _seen(self, device_id: str) -> None:
         now = self.clock()
         self.last_seen[device_id] = now
+        if not self._seen_unsaved:
+            self.sweep_timer.due(now)  # written by the next sweep
         self._seen_unsaved[device_id] = now
 
     def _save_seen(self) -> None:
@@ -556,6 +578,7 @@ class PushGateway:
             waiting[p.id] = p
             if p.expires_at is not None:
                 heapq.heappush(self._expiry, (p.expires_at, p.id))
+                self.sweep_timer.due(p.expires_at)
             if not self.online(p.device_id, p.app_id):
                 # the quota is for storage while offline: an online device takes them now
                 # (or within the batch window; the per-app rate bounds that)
@@ -696,6 +719,7 @@ class PushGateway:
         self.stats.final[state] = self.stats.final.get(state, 0) + 1
         self.journal.put(p)
         heapq.heappush(self._forget, (now + self.settings.push_record_ttl, p.id))
+        self.sweep_timer.due(now + self.settings.push_record_ttl)
         app = self.registry.app(p.app_id)
         if app is not None and app.receipt_url:
             self.webhooks.send("receipt", app.receipt_url, p.record())

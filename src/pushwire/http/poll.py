@@ -13,6 +13,7 @@ client's disconnect; the owned protocol needs neither.)
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from pushwire.core.clients import ClientInfo
 from pushwire.core.log import ALL, LATEST, Cursor, ReadResult
 from pushwire.core.text import TextError, check_text
 from pushwire.core.topics import TopicError, validate_filter
@@ -33,7 +35,6 @@ from pushwire.http.errors import (
     bad_topic,
     error_responses,
 )
-from pushwire.http.live_clients import register_reader
 from pushwire.http.reader import (
     LongPollWaiter,
     ReplySink,
@@ -514,12 +515,31 @@ class HeldLongPoll:
     """A held long-poll's waiter and its registrations (`hold_longpoll`); `end` (once,
     after the answer or the client's disconnect) undoes them."""
 
-    __slots__ = ("client_key", "state", "waiter")
+    # the admin API's client-list entry is this object's bound `describe` (as SSE's
+    # `SseStream`), not `register_reader`'s closure and two lambdas (~1 KB per held poll)
+    __slots__ = ("client_id", "client_key", "ip", "since", "state", "waiter")
 
-    def __init__(self, state: HttpState, waiter: LongPollWaiter) -> None:
+    def __init__(self, state: HttpState, waiter: LongPollWaiter, ip: str) -> None:
         self.state = state
         self.waiter = waiter
-        self.client_key = 0
+        self.ip = ip
+        clients = state.clients
+        self.client_id = clients.next_id("longpoll")
+        self.since = time.time()
+        self.client_key = clients.register(self.describe)
+
+    def describe(self) -> ClientInfo:
+        waiter = self.waiter
+        identity = waiter.caller.identity if waiter.caller is not None else None
+        return ClientInfo(
+            self.client_id,
+            "longpoll",
+            identity.username if identity is not None else None,
+            identity.token_id if identity is not None else None,
+            self.ip,
+            self.since,
+            (waiter.filter,),
+        )
 
     def end(self) -> None:
         waiter = self.waiter
@@ -558,6 +578,4 @@ def hold_longpoll(
         raise unauthorized("the credentials were revoked")
     waiter.start(asyncio.get_running_loop().time() + wait)
     state.stats.connections["longpoll"] += 1
-    held = HeldLongPoll(state, waiter)
-    held.client_key = register_reader(state, "longpoll", lambda: caller, lambda: (flt,), caller.ip)
-    return held
+    return HeldLongPoll(state, waiter, caller.ip)

@@ -39,6 +39,7 @@ import httptools
 from pushwire.core.admission import Admission
 from pushwire.http.auth import CallerCache
 from pushwire.http.browser import normalize_origin, own_origin_of
+from pushwire.http.cursor import MAX_CURSOR_LEN
 from pushwire.http.forwarded import TrustedProxies
 from pushwire.http.guard import (
     RESPONSE_400,
@@ -47,7 +48,7 @@ from pushwire.http.guard import (
     HeadCounters,
     HeadMeter,
 )
-from pushwire.http.replay import ReplayHead, ReplayHeads, is_cursor_token
+from pushwire.http.replay import CURSOR_BYTES, ReplayHead, ReplayHeads
 from pushwire.http.strict_url import is_utf8
 from pushwire.http.wire import WireRequest, WireResponse, error_response
 from pushwire.tls import certificate_username, tls_extension
@@ -98,6 +99,10 @@ class StreamLane(Protocol):
     def reask(self, proto: HttpProtocol, route: StreamRoute, tail: str, query: bytes) -> bool:
         """At the end of the head: True when the lane answered the request or held it
         (`HttpProtocol.hold_on_lane`); False, with no side effect, for the handler."""
+
+    def reask_replayed(self, proto: HttpProtocol, replay: ReplayHead, cursor: bytes) -> bool:
+        """`reask` of a head recognised from its bytes (http/replay.py): `cursor` is its
+        since= value, the query string is `replay`'s around it."""
 
 
 class StreamState(Protocol):
@@ -642,7 +647,8 @@ class HttpProtocol(asyncio.Protocol):
         cursor = data[len(prefix) : len(data) - len(suffix)]
         server = self.server
         if (
-            not is_cursor_token(cursor)
+            not 0 < len(cursor) <= MAX_CURSOR_LEN
+            or cursor.translate(None, CURSOR_BYTES)  # `is_cursor_token`, inline
             or self.closing
             or self.upgrade is not None
             or replay.line_fixed + len(cursor) > server.max_request_line
@@ -653,9 +659,7 @@ class HttpProtocol(asyncio.Protocol):
         lane = route.reask
         assert lane is not None
         self._disarm()  # the head is complete (the lane sets the next deadline)
-        if not lane.reask(
-            self, route, replay.tail, replay.query_prefix + cursor + replay.query_suffix
-        ):
+        if not lane.reask_replayed(self, replay, cursor):
             return False
         server.served_owned += 1
         server.served_replayed += 1

@@ -558,7 +558,7 @@ class LongPollWaiter:
         entry, self.woken_by = self.woken_by, None
         self.log.unlisten(self.filter, self)
         if entry is not None:
-            self.stats.delivered("longpoll", (entry,))
+            self.stats.delivered_one("longpoll", entry)
         self.sink.replied()
 
     def expire(self) -> None:

@@ -32,6 +32,7 @@ from pushwire.http.endpoints import Endpoint, api_error_response
 from pushwire.http.errors import ApiError
 from pushwire.http.protocol import HttpProtocol, StreamCycle, StreamRoute, status_line
 from pushwire.http.reader import LongPollWaiter, StreamReader
+from pushwire.http.replay import ReplayHead
 from pushwire.http.state import HttpState
 from pushwire.http.stream_endpoints import LONGPOLL, POLL, SSE, integer
 from pushwire.http.wire import WireRequest, WireResponse
@@ -228,6 +229,7 @@ class _LongPoller:
         "cycle",
         "describe",
         "lane_cycle",
+        "lane_head",
         "lane_prefix",
         "lane_suffix",
         "on_lost",
@@ -268,6 +270,9 @@ class _LongPoller:
         # lane took: the next re-asks are checked with two comparisons, not split again
         self.lane_prefix: bytes | None = None
         self.lane_suffix = b""
+        # the replayed head template (http/replay.py) whose query string the lane checked
+        # against `shape`: a re-ask with that template needs no query string at all
+        self.lane_head: ReplayHead | None = None
 
     def checked(self, caller: Caller, flt: str) -> bool:
         """Whether this caller's right to read `flt` was checked on this connection under
@@ -287,11 +292,25 @@ class _LongPoller:
 
     def hold(self, cycle: StreamCycle, caller: Caller, flt: str, first: poll.LongPollStart) -> None:
         """Hold the request (raises 401 when the credentials were revoked meanwhile)."""
+        self.hold_at(cycle, caller, flt, first.after, first.from_etag, first.requested, first.wait)
+
+    def hold_at(
+        self,
+        cycle: StreamCycle,
+        caller: Caller,
+        flt: str,
+        after: int,
+        from_etag: bool,
+        requested: int | None,
+        wait: float,
+    ) -> None:
+        """`hold` of a first read's outcome given as its parts (the lane's re-ask with
+        nothing newer than its cursor builds no `LongPollStart`)."""
         state = self.state
         waiter = self.waiter
         if waiter is None:
             waiter = self.waiter = LongPollWaiter(
-                state.log, flt, self, state.stats, caller=caller, after=first.after
+                state.log, flt, self, state.stats, caller=caller, after=after
             )
         elif waiter.caller is not caller or waiter.filter != flt:
             if not waiter.done:
@@ -299,7 +318,9 @@ class _LongPoller:
             # another caller object (credentials are checked per request) or filter: the
             # same waiter, which is in no listener group while it is not held
             waiter.caller, waiter.filter = caller, flt
-        if not state.live.track(caller.identity, waiter):
+        identity = caller.identity
+        # (an anonymous caller is not tracked: nothing can revoke it)
+        if identity.username is not None and not state.live.track(identity, waiter):
             raise unauthorized("the credentials were revoked")
         self.cycle = cycle
         cycle.on_lost = self.on_lost
@@ -308,12 +329,7 @@ class _LongPoller:
             self.client_id = state.clients.next_id("longpoll")
             self.since = time.time()
         self.client_key = state.clients.register(self.describe)
-        waiter.restart(
-            first.after,
-            first.from_etag,
-            first.requested,
-            asyncio.get_running_loop().time() + first.wait,
-        )
+        waiter.restart(after, from_etag, requested, cycle.proto.loop.time() + wait)
 
     def _describe(self) -> ClientInfo:
         waiter = self.waiter
@@ -433,6 +449,7 @@ async def serve_longpoll(
     or answered with the cached response of the message it missed."""
     poller = _poller(state, cycle, cache)
     poller.shape = poller.cursor = None  # until this request is answered
+    poller.lane_head = None
     caller = _known_caller(state, request)
     if caller is None:
         caller = await _caller(state, request)
@@ -516,6 +533,7 @@ def _shape(
         return
     poller.shape = split[1]
     poller.lane_prefix = None
+    poller.lane_head = None
     poller.shape_filter = request.path_tail
     poller.shape_limit = ask.limit
     poller.shape_wait = ask.wait
@@ -542,10 +560,10 @@ class _ReaskLane:
 
     def reask(self, proto: HttpProtocol, route: StreamRoute, tail: str, query: bytes) -> bool:
         poller = proto.stream_state
-        if not isinstance(poller, _LongPoller) or poller.cycle is not None:
+        if not isinstance(poller, _LongPoller):
             return False
-        shape, last = poller.shape, poller.cursor
-        if shape is None or last is None or tail != poller.shape_filter:
+        shape = poller.shape
+        if shape is None or tail != poller.shape_filter:
             return False
         prefix, suffix = poller.lane_prefix, poller.lane_suffix
         if (
@@ -565,6 +583,31 @@ class _ReaskLane:
             start = query.find(b"since=" + since) + 6  # where the value starts: learn
             poller.lane_prefix = query[:start]
             poller.lane_suffix = query[start + len(since) :]
+        return self._take(proto, poller, route, tail, since)
+
+    def reask_replayed(self, proto: HttpProtocol, replay: ReplayHead, cursor: bytes) -> bool:
+        """`reask` of a head recognised from its bytes (http/replay.py), with its cursor
+        bytes as they came. When the connection's previous lane request came with the same
+        template (its query string checked against the connection's `shape` then, which
+        has not changed since), no query string is rebuilt and split."""
+        poller = proto.stream_state
+        if isinstance(poller, _LongPoller) and poller.lane_head is replay:
+            return self._take(proto, poller, replay.route, replay.tail, cursor)
+        query = replay.query_prefix + cursor + replay.query_suffix
+        if not self.reask(proto, replay.route, replay.tail, query):
+            return False
+        poller = proto.stream_state
+        if isinstance(poller, _LongPoller) and poller.shape is not None:
+            poller.lane_head = replay
+        return True
+
+    def _take(
+        self, proto: HttpProtocol, poller: _LongPoller, route: StreamRoute, tail: str, since: bytes
+    ) -> bool:
+        """The lane's checks and answer once the request's since= value is known."""
+        last = poller.cursor
+        if last is None or poller.cycle is not None:
+            return False
         text = since.decode("latin-1")
         if text != last:
             return False
@@ -580,9 +623,29 @@ class _ReaskLane:
             cursor = poll.parse_kept_cursor(text)
         except CursorError:
             return False
-        first = poll.longpoll_now(
-            state, caller, tail, cursor, poller.shape_limit, poller.shape_wait
-        )
+        log = state.log
+        wait = poller.shape_wait
+        if (
+            cursor.id == log.last_id
+            and cursor.kind == "id"
+            and (cursor.epoch is None or cursor.epoch == log.epoch)
+            and wait > 0
+        ):
+            # the usual re-ask: the cursor of the last reply, nothing newer in the log (so
+            # no gap, nothing to read): what `longpoll_now` decides, without its objects
+            if state.busy():
+                return False  # the normal way refuses it (503)
+            state.stats.connections_total["longpoll"] += 1
+            auth.stats.anonymous_admitted += 1
+            poller.cursor = None
+            after = cursor.id
+            cycle = poller.lane_cycle = proto.hold_on_lane(poller.lane_cycle, route)
+            try:
+                poller.hold_at(cycle, caller, tail, after, False, after, wait)
+            except ApiError as exc:
+                cycle.answer_response(api_error_response(state, exc))
+            return True
+        first = poll.longpoll_now(state, caller, tail, cursor, poller.shape_limit, wait)
         if first is None:
             return False
         # taken: counted and answered as `serve_longpoll` would
