@@ -144,3 +144,24 @@ def test_takeover_storm_across_nodes(cluster_node: StartNode, redis_server: Redi
 
     asyncio.run(run())
     r.close()
+
+
+def test_connect_storm_refused_while_redis_is_down(
+    cluster_node: StartNode, redis_server: RedisServer
+) -> None:
+    """A batch of lock calls Redis never answers fails every CONNECT in it with "server
+    unavailable" (never a CONNACK that took no lock); with Redis back they are accepted."""
+    node = cluster_node("--redis-timeout", "1")
+
+    async def storm(prefix: str) -> list[int]:
+        opened = await asyncio.gather(
+            *(open_client(node.mqtt_port, f"{prefix}-{i}", clean=True) for i in range(20))
+        )
+        for _, writer, _, _ in opened:
+            writer.close()
+        return [code for _, _, code, _ in opened]
+
+    redis_server.stop()
+    assert asyncio.run(storm("down")) == [3] * 20  # 3: server unavailable
+    redis_server.start()
+    assert asyncio.run(storm("back")) == [0] * 20
