@@ -21,6 +21,8 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -77,6 +79,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=500)
     parser.add_argument("--workers", type=int, default=1, choices=(1, 2))
+    parser.add_argument(
+        "--py-spy", metavar="OUT", help="record the server with py-spy (raw stacks) into OUT"
+    )
     args = parser.parse_args()
     config = CONFIG_SPECS["redis-1" if args.workers == 1 else "redis-w2"]
     with (
@@ -88,8 +93,22 @@ def main() -> None:
         client = redis.Redis(host=HOST, port=port)
         server = running.pids[:-1]  # pushwire's processes (the last one is redis-server)
         before = commandstats(client)
+        spy = None
+        if args.py_spy:
+            spy = subprocess.Popen(
+                [
+                    *("py-spy", "record", "--pid", str(server[0]), "--rate", "250"),
+                    *("--format", "raw", "--nonblocking", "-o", args.py_spy),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)  # attached before the storm starts
         cpu0 = sum(cpu_seconds(p) for p in server)
         elapsed, refused = asyncio.run(storm(running.mqtt_port, args.n, args.concurrency))
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+            spy.wait(30)
         cpu1 = sum(cpu_seconds(p) for p in server)
         after = commandstats(client)
         with contextlib.suppress(redis.RedisError):
