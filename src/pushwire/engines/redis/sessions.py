@@ -738,7 +738,10 @@ class RedisSessionStore:
 
     async def claim_connection(self, client_id: str) -> Claim:
         """`claim`, and whether a session of `client_id` is stored (to be loaded before
-        CONNACK). A client id nobody holds costs one script run in a batched round trip."""
+        CONNACK). A client id nobody holds costs one script run in a batched round trip.
+        As `load_session`, it sees every write this node issued before the call (no wait
+        when none is pending, as for clean sessions, which write nothing)."""
+        await self.sync()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.takeover_timeout
         kicked: tuple[str, float] | None = None  # whom, when
