@@ -89,10 +89,12 @@ class SessionHandover:
             previous = self._chains.get(client_id)
             if previous is not None:  # the last connection's goodbye first
                 await asyncio.gather(previous, return_exceptions=True)
-            if not await self.store.claim(client_id):
+            claimed = await self.store.claim_connection(client_id)
+            if not claimed.taken:
                 log.warning("client %r: its node did not hand it over in time", client_id)
                 return False
-            if client_id not in self.hub.sessions:
+            # no stored row (a clean session's client id, or a new one): nothing to load
+            if claimed.stored and client_id not in self.hub.sessions:
                 stored = await self.store.load_session(client_id)
                 if stored is not None:
                     await self._take(stored)

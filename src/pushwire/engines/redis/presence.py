@@ -26,6 +26,7 @@ from collections.abc import Callable
 import redis
 import redis.asyncio
 
+from pushwire.engines.redis.calls import CallBatch
 from pushwire.model import ClusterFigures
 from pushwire.ports import Presence
 
@@ -74,6 +75,7 @@ class RedisPresence:
         self._where = f"{prefix}where"
         self._nodes = f"{prefix}nodes"
         self._offline = client.register_script(_OFFLINE)
+        self.calls = CallBatch(client)  # client places of one loop turn, one round trip
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -123,11 +125,12 @@ class RedisPresence:
     # -- clients ---------------------------------------------------------------------------
 
     async def client_online(self, client_id: str) -> None:
-        await self.client.hset(self._where, client_id, self.node_id)
+        # with the other connections' of this loop turn, in one round trip (connect storms)
+        await self.calls.command("HSET", self._where, client_id, self.node_id)
 
     async def client_offline(self, client_id: str) -> None:
         """Forget the client's place unless another node has it by now (takeover)."""
-        await self._offline(keys=[self._where], args=[client_id, self.node_id])
+        await self.calls.script(self._offline, [self._where], [client_id, self.node_id])
 
     async def where(self, client_id: str) -> str | None:
         node = await self.client.hget(self._where, client_id)

@@ -75,6 +75,7 @@ from pushwire.engines.base import (
     WriteFailure,
 )
 from pushwire.engines.redis.batch import fanout_messages
+from pushwire.engines.redis.calls import CallBatch
 from pushwire.engines.redis.codec import decode, encode
 from pushwire.engines.redis.keys import FANOUT, stream_id
 from pushwire.engines.redis.presence import node_key
@@ -96,8 +97,11 @@ _KICK_AGAIN = 1.0
 # KEYS[1] lock:C; ARGV[1] this node, ARGV[2] the node-key prefix, ARGV[3] "1" when a lock
 # this node holds already counts as taken, ARGV[4] the holds-set prefix, ARGV[5] C,
 # ARGV[6] the holders set, ARGV[7] the node in whose set C was found ("" if none): C leaves
-# that set when it turns out not to be that node's (any more). Returns {1, previous holder
-# or ""} when taken, {0, holder} when a live node has it (or this node, with ARGV[3] "0").
+# that set when it turns out not to be that node's (any more), ARGV[8] the sessions hash,
+# or "" not to look. Returns {1, previous holder or "", 1 if C has a stored session row
+# (looked for with ARGV[8]) else 0} when taken, {0, holder} when a live node has it (or
+# this node, with ARGV[3] "0"). One round trip tells a CONNECT whether it must load a
+# session at all: a clean one whose client id has no row needs nothing more.
 _ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
 if (not holder) or (holder == ARGV[1] and ARGV[3] == '1')
@@ -111,7 +115,9 @@ if (not holder) or (holder == ARGV[1] and ARGV[3] == '1')
   end
   redis.call('SADD', ARGV[4] .. ARGV[1], ARGV[5])
   redis.call('SADD', ARGV[6], ARGV[1])
-  return {1, holder or ''}
+  local stored = 0
+  if ARGV[8] ~= '' then stored = redis.call('HEXISTS', ARGV[8], ARGV[5]) end
+  return {1, holder or '', stored}
 end
 if ARGV[7] ~= '' and holder ~= ARGV[7] then
   redis.call('SREM', ARGV[4] .. ARGV[7], ARGV[5])
@@ -268,6 +274,14 @@ def _queue_script(pipe: Any, script: Any, keys: list[str], args: list[Any]) -> N
     pipe.evalsha(script.sha, len(keys), *keys, *args)
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What `claim_connection` found."""
+
+    taken: bool  # this node holds the client id now
+    stored: bool  # a session of it is stored in Redis (load it before answering)
+
+
 @dataclass(slots=True)
 class _Op:
     name: str  # the engine method, for WriteFailure.op
@@ -303,6 +317,8 @@ class RedisSessionStore:
         self._queue_put = client.register_script(_QUEUE_PUT)
         self._queue_delete = client.register_script(_QUEUE_DELETE)
         self._session_delete = client.register_script(_SESSION_DELETE)
+        # lock scripts of one loop turn (a connect storm) share one round trip
+        self.calls = CallBatch(client)
         self._bodies = f"{prefix}bodies"  # position -> encoded message, shared by queues
         self._refs = f"{prefix}refs"  # position -> queue entries that refer to it
         self._holds = f"{prefix}holds:"  # + node id: set of the client ids it holds
@@ -683,9 +699,18 @@ class RedisSessionStore:
         """Take `lock:C` if free, a dead node's, or (`own`) ours already. Returns the
         previous holder ("" if none) when taken, None when a live node holds it.
         `found_in`: the node whose holds set listed C (it leaves that set if stale)."""
-        taken, holder = await self._acquire(
-            keys=[self._k("lock", client_id)],
-            args=[
+        taken = await self._lock(client_id, own=own, found_in=found_in)
+        return None if taken is None else taken[0]
+
+    async def _lock(
+        self, client_id: str, *, own: bool = True, found_in: str = "", look: bool = False
+    ) -> tuple[str, bool] | None:
+        """try_lock, plus (`look`) whether C has a stored session row: (previous holder,
+        stored) when taken. One script run, sent with the other calls of this loop turn."""
+        reply = await self.calls.script(
+            self._acquire,
+            [self._k("lock", client_id)],
+            [
                 self.node_id,
                 node_key(self.prefix, ""),
                 "1" if own else "0",
@@ -693,12 +718,14 @@ class RedisSessionStore:
                 client_id,
                 self._holders,
                 found_in,
+                self._sess if look else "",
             ],
         )
-        if not taken:
+        if not reply[0]:
             return None
-        self.previous_holders[client_id] = _text(holder)
-        return _text(holder)
+        holder = _text(reply[1])
+        self.previous_holders[client_id] = holder
+        return holder, bool(reply[2])
 
     async def holder(self, client_id: str) -> str | None:
         raw = await self.client.get(self._k("lock", client_id))
@@ -707,12 +734,21 @@ class RedisSessionStore:
     async def claim(self, client_id: str) -> bool:
         """Take `client_id` for a connection to this node: kick whichever live node holds it
         and wait until it let go (or died). False after `takeover_timeout`."""
+        return (await self.claim_connection(client_id)).taken
+
+    async def claim_connection(self, client_id: str) -> Claim:
+        """`claim`, and whether a session of `client_id` is stored (to be loaded before
+        CONNACK). A client id nobody holds costs one script run in a batched round trip.
+        As `load_session`, it sees every write this node issued before the call (no wait
+        when none is pending, as for clean sessions, which write nothing)."""
+        await self.sync()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.takeover_timeout
         kicked: tuple[str, float] | None = None  # whom, when
         while True:
-            if await self.try_lock(client_id) is not None:
-                return True
+            taken = await self._lock(client_id, look=True)
+            if taken is not None:
+                return Claim(True, taken[1])
             holder = await self.holder(client_id)
             # kick again now and then: a kick sent while the holder was resubscribing is lost
             if holder is not None and (
@@ -721,7 +757,7 @@ class RedisSessionStore:
                 await self.client.publish(self._k("kick", holder), f"{self.node_id}\n{client_id}")
                 kicked = (holder, loop.time())
             if loop.time() >= deadline:
-                return False
+                return Claim(False, False)
             await asyncio.sleep(_CLAIM_POLL)
 
     async def mark_handed(self, client_id: str, position: int) -> None:
@@ -760,8 +796,8 @@ class RedisSessionStore:
     async def release(self, client_id: str) -> None:
         """Let go of `client_id` (after its writes were made durable)."""
         await self.sync()
-        await self._release(
-            keys=[self._k("lock", client_id)], args=[self.node_id, self._holds, client_id]
+        await self.calls.script(
+            self._release, [self._k("lock", client_id)], [self.node_id, self._holds, client_id]
         )
 
     async def hand_over(self, client_id: str, claimant: str) -> None:
