@@ -237,10 +237,9 @@ class Settings(BaseSettings):
     backpressure_progress_window: float = Field(
         1.0,
         gt=0,
-        description="seconds since a QoS 1/2 subscriber's last acknowledgement (or since it "
-        "was given something to acknowledge while it owed nothing) during which it counts as "
-        "keeping up: when its queue is full, publishers are held back instead of its messages "
-        "being dropped",
+        description="seconds since a QoS 1/2 subscriber's last acknowledgement during which "
+        "it counts as keeping up: when its queue is full, publishers are held back instead "
+        "of its messages being dropped",
     )
     max_connections: int = Field(100_000, ge=1, description="concurrent MQTT connections")
     max_keepalive: int = Field(

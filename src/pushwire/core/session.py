@@ -367,8 +367,6 @@ class Session:
             # positional: a dataclass __init__ with keywords costs twice as much
             pid = self._allocate_packet_id()
             d = Delivery(seq, message, qos, retain, subscription_ids, pid, "sent", size)
-            if not self.inflight:
-                self._owes_from_now()
             self.inflight[pid] = d
             if journaled:
                 self._journal_put(d)
@@ -453,15 +451,6 @@ class Session:
             and time.monotonic() - self.last_progress < self._limits.progress_window
         )
 
-    def _owes_from_now(self) -> None:
-        """The subscriber is given something to acknowledge while it owed nothing: its
-        progress clock starts now. A subscriber that never had anything to acknowledge (a
-        fresh one, or one idle for longer than the progress window) has not fallen behind;
-        counted from its last acknowledgement (or 0), a burst to it overflowed its queue
-        instead of holding the publishers, and MQTT 3.1.1 publishers got plain PUBACKs for
-        the refused messages (docs/queues.md)."""
-        self.last_progress = time.monotonic()
-
     def _window_open(self, link: Link) -> bool:
         return len(self.inflight) < min(self._limits.max_inflight, link.receive_maximum)
 
@@ -490,8 +479,6 @@ class Session:
             journaled = self.expiry_interval != 0 or self.stored_count > 0
             send = link.send_message
             pid = self._next_packet_id
-            if not inflight:
-                self._owes_from_now()
             while True:
                 d = queue.popleft()
                 expires_at = d.message.expires_at
@@ -686,7 +673,6 @@ class Session:
         self.link = link
         self.disconnected_at = None
         if self.inflight:
-            self._owes_from_now()  # this connection is given them now
             for packet_id, d in list(self.inflight.items()):
                 if d.state == "released":
                     link.send_release(packet_id)
