@@ -12,11 +12,13 @@ import argparse
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -258,6 +260,24 @@ def run_qos1(server: Server, s: Settings) -> Outcome:
     return outcome
 
 
+# /metrics' count of QoS 1/2 messages refused for a full queue (either bound), by label
+_OVERFLOW_SAMPLE = re.compile(r"^pushwire_mqtt_queue_overflow_total\{[^}]*\} (\S+)$", re.M)
+
+
+def queue_refusals(server: Server) -> int | None:
+    """How many messages pushwire refused for a full queue (its /metrics), or None for a
+    server without them (a peer) or when they cannot be read."""
+    if not server.http_port:
+        return None
+    url = f"http://{HOST}:{server.http_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=10.0) as response:
+            text = response.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    return int(sum(float(value) for value in _OVERFLOW_SAMPLE.findall(text)))
+
+
 def run_qos1lat(server: Server, s: Settings) -> Outcome:
     sub = ClientSpec(
         "sub",
@@ -288,6 +308,11 @@ def run_qos1lat(server: Server, s: Settings) -> Outcome:
         f"PUBACKed {_rate(outcome.clients, 'window-pub'):,.0f} msg/s; in all {acked:,} "
         f"acknowledged, {delivered:,} delivered"
     )
+    refused = queue_refusals(server)
+    if refused:
+        # MQTT 3.1.1 publishers get a plain PUBACK for a message a full queue refused
+        # (docs/queues.md): that much of "lost" is the server's queue bound, counted there
+        outcome.detail += f"; {refused:,} refused for a full queue (server /metrics)"
     for report in outcome.clients:
         report.latencies_ns = []
     return outcome

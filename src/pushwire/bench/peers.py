@@ -47,6 +47,7 @@ class Server:
     log_path: Path | None
     publish_port: int = 0
     extra_pids: tuple[int, ...] = ()
+    http_port: int = 0  # pushwire's HTTP listener (its /metrics), when known
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -217,7 +218,7 @@ def pushwire_server(workdir: Path) -> Iterator[Server]:
                 ports[kind] = int(port)
             time.sleep(0.05)
         _wait_until_accepting(ports["mqtt"], process, "pushwire")
-        yield Server("pushwire", process.pid, ports["mqtt"], log_path)
+        yield Server("pushwire", process.pid, ports["mqtt"], log_path, http_port=ports["http"])
     finally:
         _stop_process(process)
 
