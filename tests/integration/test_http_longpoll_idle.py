@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from helpers.inproc import InProcessServer
+from helpers.inproc import InProcessServer, running
 from pushwire.core.clients import ClientInfo, ClientRegistry
 from pushwire.http.poll import HeldLongPoll
 
@@ -25,11 +25,7 @@ POLLS = 4
 
 @pytest.fixture
 def srv() -> Iterator[InProcessServer]:
-    server = InProcessServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(InProcessServer())
 
 
 def entry_owners(srv: InProcessServer) -> list[object]:

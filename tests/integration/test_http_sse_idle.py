@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack
 import httpx
 import pytest
 
-from helpers.inproc import InProcessServer
+from helpers.inproc import InProcessServer, running
 from pushwire.core.clients import ClientInfo, ClientRegistry
 from pushwire.http.sse import SseStream
 
@@ -25,11 +25,7 @@ STREAMS = 5
 
 @pytest.fixture
 def srv() -> Iterator[InProcessServer]:
-    server = InProcessServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(InProcessServer())
 
 
 def entry_owners(srv: InProcessServer) -> list[object]:
