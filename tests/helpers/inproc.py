@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from pushwire.config import Settings
@@ -68,3 +68,13 @@ class InProcessServer:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(CALL_TIMEOUT)
         self.loop.close()
+
+
+def running(server: InProcessServer) -> Iterator[InProcessServer]:
+    """`server` started, stopped when the generator closes: a fixture's
+    `yield from running(InProcessServer(...))`."""
+    started = server.start()
+    try:
+        yield started
+    finally:
+        started.stop()

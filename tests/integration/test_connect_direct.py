@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from helpers import raw
-from helpers.inproc import InProcessServer
+from helpers.inproc import InProcessServer, running
 from helpers.raw import RawClient, connected_client
 from pushwire.mqtt.codec import encode
 from pushwire.mqtt.packets import PROTOCOL_V5, Connect, Disconnect, ReasonCode, Will
@@ -19,12 +19,7 @@ from pushwire.mqtt.packets import PROTOCOL_V5, Connect, Disconnect, ReasonCode, 
 
 @pytest.fixture
 def srv() -> Iterator[InProcessServer]:
-    server = InProcessServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(InProcessServer())
 
 
 def v5_connect(client_id: str, **kw: object) -> bytes:

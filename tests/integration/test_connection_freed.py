@@ -12,18 +12,14 @@ from collections.abc import Iterator
 import pytest
 
 from helpers import raw
-from helpers.inproc import InProcessServer
+from helpers.inproc import InProcessServer, running
 from helpers.raw import connected_client
 from pushwire.mqtt.protocol import MQTTServerProtocol
 
 
 @pytest.fixture
 def srv() -> Iterator[InProcessServer]:
-    server = InProcessServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(InProcessServer())
 
 
 def only_connection(srv: InProcessServer) -> weakref.ref[MQTTServerProtocol]:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers.inproc import InProcessServer
+from helpers.inproc import InProcessServer, running
 
 pytestmark = pytest.mark.pushwire_only("the HTTP listener is pushwire's")
 
@@ -30,19 +30,17 @@ def start(**settings: Any) -> InProcessServer:
 
 @pytest.fixture
 def srv() -> Iterator[InProcessServer]:
-    server = start(
-        anonymous="on",
-        json_max_depth=8,
-        http_max_payload=1024,
-        acl=[
-            {"all": True, "access": "allow", "permission": "readwrite", "filter": "#"},
-            {"all": True, "access": "deny", "permission": "write", "filter": "closed/#"},
-        ],
+    yield from running(
+        InProcessServer(
+            anonymous="on",
+            json_max_depth=8,
+            http_max_payload=1024,
+            acl=[
+                {"all": True, "access": "allow", "permission": "readwrite", "filter": "#"},
+                {"all": True, "access": "deny", "permission": "write", "filter": "closed/#"},
+            ],
+        )
     )
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def base(srv: InProcessServer) -> str:

@@ -7,15 +7,14 @@ describes it. Real httpx requests against an in-process server."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from helpers.inproc import InProcessServer
-from pushwire.core.clients import ClientInfo, ClientRegistry
+from helpers.inproc import InProcessServer, running
+from helpers.registry import entry_owners, listed_clients
 from pushwire.http.poll import HeldLongPoll
 
 pytestmark = pytest.mark.pushwire_only("HTTP transports are pushwire's")
@@ -25,31 +24,7 @@ POLLS = 4
 
 @pytest.fixture
 def srv() -> Iterator[InProcessServer]:
-    server = InProcessServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def entry_owners(srv: InProcessServer) -> list[object]:
-    """What each live-reader entry of the client list is bound to (None: not a method)."""
-
-    def owners() -> list[object]:
-        # `type(o) is`, not isinstance: gc.get_objects() may hold a dead weak proxy, and
-        # isinstance on it raises ReferenceError
-        registries = [o for o in gc.get_objects() if type(o) is ClientRegistry]
-        return [getattr(d, "__self__", None) for r in registries for d in r._live.values()]
-
-    return srv.call(owners)
-
-
-def listed_clients(srv: InProcessServer) -> list[ClientInfo]:
-    def listed() -> list[ClientInfo]:
-        registries = [o for o in gc.get_objects() if type(o) is ClientRegistry]
-        return [d() for r in registries for d in r._live.values()]
-
-    return srv.call(listed)
+    yield from running(InProcessServer())
 
 
 async def until(check: object, what: str) -> None:

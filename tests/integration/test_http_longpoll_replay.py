@@ -14,29 +14,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from helpers.inproc import InProcessServer
+from helpers.inproc import InProcessServer, running
+from helpers.rawhttp import Reader, held_on_lane, longpoll_request, message_payloads, publish, until
 from pushwire.core.acl import AclRule
 from pushwire.http.protocol import HttpServer
-
-from .test_http_longpoll_lane import (
-    _held_on_lane,
-    _longpoll,
-    _payloads,
-    _publish,
-    _until,
-)
-from .test_http_publish_cache import Reader
 
 pytestmark = pytest.mark.pushwire_only("the HTTP listener is pushwire's")
 
 
 @pytest.fixture
 def srv() -> Iterator[InProcessServer]:
-    server = InProcessServer(log_max_messages=100).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(InProcessServer(log_max_messages=100))
 
 
 def _http(srv: InProcessServer) -> HttpServer:
@@ -59,13 +47,13 @@ def _connect(srv: InProcessServer) -> socket.socket:
 def _warm(srv: InProcessServer, sock: socket.socket, reader: Reader, flt: str) -> str:
     """The first long-poll, then a re-ask on the lane that leaves its head as the
     connection's template (answered at once): the cursor to re-ask with."""
-    _publish(srv, flt, b"m0")
-    sock.sendall(_longpoll(flt, "all", timeout="0"))
+    publish(srv, flt, b"m0")
+    sock.sendall(longpoll_request(flt, "all", timeout="0"))
     status, headers, body = reader.response()
-    assert status == 200 and _payloads(body)[-1] == "m0"
-    sock.sendall(_longpoll(flt, headers["pushwire-cursor"], timeout="0"))
+    assert status == 200 and message_payloads(body)[-1] == "m0"
+    sock.sendall(longpoll_request(flt, headers["pushwire-cursor"], timeout="0"))
     status, headers, body = reader.response()
-    assert status == 200 and _payloads(body) == []
+    assert status == 200 and message_payloads(body) == []
     return headers["pushwire-cursor"]
 
 
@@ -82,17 +70,17 @@ def test_many_re_asks_are_taken_from_bytes_and_lose_nothing(srv: InProcessServer
                 # published before the re-ask: answered at once from the log
                 for j in range(2):
                     sent.append(f"a{i}.{j}")
-                    _publish(srv, flt, sent[-1].encode())
-                sock.sendall(_longpoll(flt, cursor))
+                    publish(srv, flt, sent[-1].encode())
+                sock.sendall(longpoll_request(flt, cursor))
             else:
                 # held on the lane, then woken by the publish
-                sock.sendall(_longpoll(flt, cursor))
-                _until(lambda: _held_on_lane(srv, flt))
+                sock.sendall(longpoll_request(flt, cursor))
+                until(lambda: held_on_lane(srv, flt))
                 sent.append(f"h{i}")
-                _publish(srv, flt, sent[-1].encode())
+                publish(srv, flt, sent[-1].encode())
             status, headers, body = reader.response()
             assert status == 200, body
-            got += _payloads(body)
+            got += message_payloads(body)
             assert headers["pushwire-cursor"] != cursor  # the cursor advances
             cursor = headers["pushwire-cursor"]
         assert got == sent  # in order, none lost, none twice
@@ -109,33 +97,33 @@ def test_every_divergence_takes_the_full_parse(srv: InProcessServer) -> None:
         before = _replayed(srv)
 
         # another header (one the lane allows): parsed, answered, not from bytes
-        sock.sendall(_longpoll(flt, cursor, timeout="0", head="Accept: */*\r\n"))
+        sock.sendall(longpoll_request(flt, cursor, timeout="0", head="Accept: */*\r\n"))
         status, headers, _ = reader.response()
         assert status == 200 and _replayed(srv) == before
         cursor = headers["pushwire-cursor"]
         # ...and that head is now the template
-        sock.sendall(_longpoll(flt, cursor, timeout="0", head="Accept: */*\r\n"))
+        sock.sendall(longpoll_request(flt, cursor, timeout="0", head="Accept: */*\r\n"))
         status, headers, _ = reader.response()
         assert status == 200 and _replayed(srv) == before + 1
         cursor = headers["pushwire-cursor"]
         before += 1
 
         # a second request pipelined in the same read: both answered, in order
-        _publish(srv, flt, b"p1")
+        publish(srv, flt, b"p1")
         sock.sendall(
-            _longpoll(flt, cursor, timeout="0", head="Accept: */*\r\n")
+            longpoll_request(flt, cursor, timeout="0", head="Accept: */*\r\n")
             + b"GET /v1/poll/replay/div?since=all HTTP/1.1\r\nHost: x\r\n\r\n"
         )
         status, headers, body = reader.response()
-        assert status == 200 and _payloads(body) == ["p1"]
+        assert status == 200 and message_payloads(body) == ["p1"]
         cursor = headers["pushwire-cursor"]
         status, _, body = reader.response()
-        assert status == 200 and "p1" in _payloads(body)
+        assert status == 200 and "p1" in message_payloads(body)
         assert _replayed(srv) == before
 
         # the head split over two reads: the parser puts it together
-        _publish(srv, flt, b"p2")
-        whole = _longpoll(flt, cursor, timeout="0", head="Accept: */*\r\n")
+        publish(srv, flt, b"p2")
+        whole = longpoll_request(flt, cursor, timeout="0", head="Accept: */*\r\n")
         http = _http(srv)
 
         def partial_head_read() -> bool:
@@ -144,26 +132,25 @@ def test_every_divergence_takes_the_full_parse(srv: InProcessServer) -> None:
             )
 
         sock.sendall(whole[:20])
-        _until(partial_head_read)
+        until(partial_head_read)
         sock.sendall(whole[20:])
         status, headers, body = reader.response()
-        assert status == 200 and _payloads(body) == ["p2"]
+        assert status == 200 and message_payloads(body) == ["p2"]
         cursor = headers["pushwire-cursor"]
         assert _replayed(srv) == before
 
         # the template's bytes with the new cursor are taken from bytes again
-        sock.sendall(_longpoll(flt, cursor, timeout="0", head="Accept: */*\r\n"))
+        sock.sendall(longpoll_request(flt, cursor, timeout="0", head="Accept: */*\r\n"))
         status, headers, _ = reader.response()
         assert status == 200
         assert _replayed(srv) == before + 1
         cursor = headers["pushwire-cursor"]
 
         # a body (Content-Length): the normal way, answered as such
-        sock.sendall(
-            _longpoll(flt, cursor, timeout="0", head="Accept: */*\r\nContent-Length: 2\r\n") + b"ab"
-        )
+        head = "Accept: */*\r\nContent-Length: 2\r\n"
+        sock.sendall(longpoll_request(flt, cursor, timeout="0", head=head) + b"ab")
         status, headers, body = reader.response()
-        assert status == 200 and _payloads(body) == []
+        assert status == 200 and message_payloads(body) == []
         assert _replayed(srv) == before + 1
 
 
@@ -177,12 +164,12 @@ def test_an_acl_rule_and_a_new_user_apply_to_the_next_re_ask_from_bytes(
         reader = Reader(sock)
         cursor = _warm(srv, sock, reader, flt)
         before = _replayed(srv)
-        sock.sendall(_longpoll(flt, cursor, timeout="0"))
+        sock.sendall(longpoll_request(flt, cursor, timeout="0"))
         status, headers, _ = reader.response()
         assert status == 200 and _replayed(srv) == before + 1  # from bytes
         cursor = headers["pushwire-cursor"]
         rule = srv._run(auth.add_rule(AclRule("anonymous", None, "deny", "read", "replay/#")))
-        sock.sendall(_longpoll(flt, cursor, timeout="0"))
+        sock.sendall(longpoll_request(flt, cursor, timeout="0"))
         status, _, body = reader.response()
         assert status == 403, body
         assert json.loads(body)["error"]["code"] == "forbidden"
@@ -191,12 +178,12 @@ def test_an_acl_rule_and_a_new_user_apply_to_the_next_re_ask_from_bytes(
         # allowed again: the normal way first (it learns the head again), then from bytes
         cursor = _warm(srv, sock, reader, flt)
         before = _replayed(srv)
-        sock.sendall(_longpoll(flt, cursor, timeout="0"))
+        sock.sendall(longpoll_request(flt, cursor, timeout="0"))
         status, headers, _ = reader.response()
         assert status == 200 and _replayed(srv) == before + 1
         # anonymous is "auto": allowed from loopback only while there are no users
         srv._run(srv.server.auth.add_user("erin", "a long enough password"))
-        sock.sendall(_longpoll(flt, headers["pushwire-cursor"], timeout="0"))
+        sock.sendall(longpoll_request(flt, headers["pushwire-cursor"], timeout="0"))
         status, _, body = reader.response()
         assert status == 401, body
         assert json.loads(body)["error"]["code"] == "unauthorized"
@@ -211,7 +198,7 @@ def test_a_malformed_cursor_in_the_template_gets_the_json_400(
         reader = Reader(sock)
         _warm(srv, sock, reader, flt)
         before = _replayed(srv)
-        sock.sendall(_longpoll(flt, bad, timeout="0"))
+        sock.sendall(longpoll_request(flt, bad, timeout="0"))
         status, headers, body = reader.response()
         assert status == 400, body
         assert headers["content-type"] == "application/json"
@@ -229,11 +216,11 @@ def test_a_head_after_bytes_left_in_the_parser_is_parsed_with_them(
     with _connect(srv) as sock:
         reader = Reader(sock)
         cursor = _warm(srv, sock, reader, flt)
-        sock.sendall(_longpoll(flt, cursor, timeout="0") + b"G")
+        sock.sendall(longpoll_request(flt, cursor, timeout="0") + b"G")
         status, headers, _ = reader.response()
         assert status == 200
         before = _replayed(srv)
-        sock.sendall(_longpoll(flt, headers["pushwire-cursor"], timeout="0"))
+        sock.sendall(longpoll_request(flt, headers["pushwire-cursor"], timeout="0"))
         status, headers, body = reader.response()
         assert status == 400, body
         assert json.loads(body)["error"]["code"] == "bad_request"
@@ -261,31 +248,31 @@ def test_a_template_checked_once_skips_the_query_string_until_the_options_change
         # two re-asks from bytes: the first checks the template's query string against
         # the connection's options, the next ones take the cursor bytes alone
         for _ in range(3):
-            sock.sendall(_longpoll(flt, cursor, timeout="0"))
+            sock.sendall(longpoll_request(flt, cursor, timeout="0"))
             status, headers, body = reader.response()
-            assert status == 200 and _payloads(body) == []
+            assert status == 200 and message_payloads(body) == []
             cursor = headers["pushwire-cursor"]
         replay, checked = _lane_head(srv)
         assert replay is not None and checked is replay
         # other options (a parsed request): the checked template no longer stands for them
-        sock.sendall(_longpoll(flt, cursor, timeout="30", extra="&limit=5"))
-        _until(lambda: _held_on_lane(srv, flt) or bool(_waiters_held(srv, flt)))
+        sock.sendall(longpoll_request(flt, cursor, timeout="30", extra="&limit=5"))
+        until(lambda: held_on_lane(srv, flt) or bool(_waiters_held(srv, flt)))
         assert _lane_head(srv)[1] is None
-        _publish(srv, flt, b"m1")
+        publish(srv, flt, b"m1")
         status, headers, body = reader.response()
-        assert status == 200 and _payloads(body) == ["m1"]
+        assert status == 200 and message_payloads(body) == ["m1"]
         cursor = headers["pushwire-cursor"]
         # the old template's bytes again (timeout=0): answered by its own options, at once
         # and empty, not held by the limit=5/timeout=30 ones of the previous request
-        sock.sendall(_longpoll(flt, cursor, timeout="0"))
+        sock.sendall(longpoll_request(flt, cursor, timeout="0"))
         status, headers, body = reader.response()
-        assert status == 200 and _payloads(body) == []
+        assert status == 200 and message_payloads(body) == []
         cursor = headers["pushwire-cursor"]
         # and once more from bytes, then a message published before the re-ask
-        _publish(srv, flt, b"m2")
-        sock.sendall(_longpoll(flt, cursor, timeout="0"))
+        publish(srv, flt, b"m2")
+        sock.sendall(longpoll_request(flt, cursor, timeout="0"))
         status, headers, body = reader.response()
-        assert status == 200 and _payloads(body) == ["m2"]
+        assert status == 200 and message_payloads(body) == ["m2"]
 
 
 def _waiters_held(srv: InProcessServer, flt: str) -> list[object]:
@@ -307,23 +294,23 @@ def test_a_re_ask_with_nothing_newer_is_refused_when_the_listeners_are_full() ->
             # held, woken: parsed (new options), on the lane (the template is learned),
             # from bytes (the template is checked), from bytes (taken as it is)
             for n in range(4):
-                sock.sendall(_longpoll(flt, cursor))
-                _until(lambda: len(_waiters_held(server, flt)) == 1)
-                _publish(server, flt, b"m%d" % n)
+                sock.sendall(longpoll_request(flt, cursor))
+                until(lambda: len(_waiters_held(server, flt)) == 1)
+                publish(server, flt, b"m%d" % n)
                 status, headers, body = reader.response()
-                assert status == 200 and _payloads(body) == [f"m{n}"]
+                assert status == 200 and message_payloads(body) == [f"m{n}"]
                 cursor = headers["pushwire-cursor"]
             assert _replayed(server) - before == 2
             # the other connection takes the only listener place
-            other.sendall(_longpoll(flt, cursor))
-            _until(lambda: len(_waiters_held(server, flt)) == 1)
-            sock.sendall(_longpoll(flt, cursor))
+            other.sendall(longpoll_request(flt, cursor))
+            until(lambda: len(_waiters_held(server, flt)) == 1)
+            sock.sendall(longpoll_request(flt, cursor))
             status, _, body = reader.response()
             assert status == 503, body
             assert json.loads(body)["error"]["code"] == "too_many_listeners"
             # the held one still gets the next message (the pipe was open)
-            _publish(server, flt, b"after")
+            publish(server, flt, b"after")
             status, _, body = Reader(other).response()
-            assert status == 200 and _payloads(body) == ["after"]
+            assert status == 200 and message_payloads(body) == ["after"]
     finally:
         server.stop()

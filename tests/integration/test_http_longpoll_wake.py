@@ -17,11 +17,17 @@ from typing import Any
 
 import pytest
 
-from helpers.inproc import InProcessServer
+from helpers.inproc import InProcessServer, running
+from helpers.rawhttp import (
+    Reader,
+    connect,
+    longpoll_request,
+    publish,
+    publish_request,
+    until,
+    waiters,
+)
 from pushwire.core.log import LogEntry
-
-from .test_http_longpoll_lane import _connect, _longpoll, _publish, _until, _waiters
-from .test_http_publish_cache import Reader, publish_request
 
 pytestmark = pytest.mark.pushwire_only("the HTTP listener is pushwire's")
 
@@ -30,11 +36,7 @@ N = 12
 
 @pytest.fixture
 def srv() -> Iterator[InProcessServer]:
-    server = InProcessServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(InProcessServer())
 
 
 class _Probe:
@@ -71,18 +73,18 @@ def test_a_wake_writes_every_response_before_settling_any_and_all_are_held_again
 ) -> None:
     assert srv.server is not None
     log = srv.server.log
-    socks = [_connect(srv) for _ in range(N)]
+    socks = [connect(srv) for _ in range(N)]
     try:
         readers = [Reader(s) for s in socks]
         for sock in socks:
-            sock.sendall(_longpoll("wake/a"))
-        _until(lambda: len(_waiters(srv, "wake/a")) == N)
-        stats = _waiters(srv, "wake/a")[0].stats
+            sock.sendall(longpoll_request("wake/a"))
+        until(lambda: len(waiters(srv, "wake/a")) == N)
+        stats = waiters(srv, "wake/a")[0].stats
         probe = _Probe(srv.call(lambda: log._groups["wake/a"].members), stats, socks)
         srv.call(lambda: log.listen("wake/a", probe))
         cursors: list[str] = []
         for wave in range(3):
-            _publish(srv, "wake/a", b"m%d" % wave)
+            publish(srv, "wake/a", b"m%d" % wave)
             # when the last listener was told, every client had its response already and
             # no waiter had left its group or been counted off yet: writes came first
             assert probe.seen[-1] == (N + 1, N, N), probe.seen
@@ -95,14 +97,14 @@ def test_a_wake_writes_every_response_before_settling_any_and_all_are_held_again
             assert srv.call(lambda: len(log._groups["wake/a"].members)) == 1
             assert srv.call(lambda: stats.connections["longpoll"]) == 0
             for sock, cursor in zip(socks, cursors, strict=True):
-                sock.sendall(_longpoll("wake/a", cursor))
-            _until(lambda: len(_waiters(srv, "wake/a")) == N + 1)
+                sock.sendall(longpoll_request("wake/a", cursor))
+            until(lambda: len(waiters(srv, "wake/a")) == N + 1)
             assert srv.call(lambda: stats.connections["longpoll"]) == N
             # the probe to the end of the group again (the re-asks joined after it)
             srv.call(lambda: log.unlisten("wake/a", probe))
             srv.call(lambda: log.listen("wake/a", probe))
         # each held re-ask gets the next message, exactly once
-        _publish(srv, "wake/a", b"last")
+        publish(srv, "wake/a", b"last")
         for reader in readers:
             status, _headers, body = reader.response()
             assert status == 200 and _payloads(body) == ["last"]
@@ -116,20 +118,20 @@ def test_a_wake_writes_every_response_before_settling_any_and_all_are_held_again
 def test_a_request_pipelined_behind_a_woken_long_poll_is_answered_after_it(
     srv: InProcessServer,
 ) -> None:
-    with _connect(srv) as first, _connect(srv) as second:
+    with connect(srv) as first, connect(srv) as second:
         first_reader, second_reader = Reader(first), Reader(second)
-        first.sendall(_longpoll("wake/p"))
+        first.sendall(longpoll_request("wake/p"))
         # the second connection pipelines a publish behind its long-poll
-        second.sendall(_longpoll("wake/p") + publish_request("wake/other", b"x"))
-        _until(lambda: len(_waiters(srv, "wake/p")) == 2)
-        _publish(srv, "wake/p", b"one")
+        second.sendall(longpoll_request("wake/p") + publish_request("wake/other", b"x"))
+        until(lambda: len(waiters(srv, "wake/p")) == 2)
+        publish(srv, "wake/p", b"one")
         for reader in (first_reader, second_reader):
             status, _headers, body = reader.response()
             assert status == 200 and _payloads(body) == ["one"]
         status, _headers, body = second_reader.response()
         assert status == 201 and json.loads(body)["topic"] == "wake/other"
         # both connections take requests again
-        _publish(srv, "wake/other", b"marker")
+        publish(srv, "wake/other", b"marker")
         first.sendall(publish_request("wake/other", b"y"))
         assert first_reader.response()[0] == 201
 
@@ -142,12 +144,12 @@ def test_a_long_poll_on_the_app_path_is_answered_by_a_wake_beside_owned_ones(
     assert srv.server is not None
     host, port = srv.server.http_address  # type: ignore[misc]
     origin = f"Origin: http://{host}:{port}\r\n"
-    with _connect(srv) as owned, _connect(srv) as app:
+    with connect(srv) as owned, connect(srv) as app:
         owned_reader, app_reader = Reader(owned), Reader(app)
-        app.sendall(_longpoll("wake/o", head=origin))
-        owned.sendall(_longpoll("wake/o"))
-        _until(lambda: len(_waiters(srv, "wake/o")) == 2)
-        _publish(srv, "wake/o", b"both")
+        app.sendall(longpoll_request("wake/o", head=origin))
+        owned.sendall(longpoll_request("wake/o"))
+        until(lambda: len(waiters(srv, "wake/o")) == 2)
+        publish(srv, "wake/o", b"both")
         for reader in (owned_reader, app_reader):
             status, _headers, body = reader.response()
             assert status == 200 and _payloads(body) == ["both"]

@@ -6,12 +6,12 @@ bodies, and the same answers whichever side serves a request."""
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 
 import pytest
 
-from helpers.inproc import InProcessServer
+from helpers.inproc import InProcessServer, running
+from helpers.rawhttp import Reader, connect, publish_request
 from pushwire.core.log import ALL
 from pushwire.http.protocol import HttpServer
 
@@ -20,70 +20,12 @@ pytestmark = pytest.mark.pushwire_only("the HTTP listener is pushwire's")
 
 @pytest.fixture
 def srv() -> Iterator[InProcessServer]:
-    server = InProcessServer(http_max_payload=1024).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(InProcessServer(http_max_payload=1024))
 
 
 def _http(srv: InProcessServer) -> HttpServer:
     assert srv.server is not None and srv.server._http is not None
     return srv.server._http
-
-
-def _connect(srv: InProcessServer) -> socket.socket:
-    assert srv.server is not None and srv.server.http_address is not None
-    sock = socket.create_connection(srv.server.http_address, timeout=10)
-    return sock
-
-
-class Reader:
-    """Reads HTTP/1.1 responses one after the other from a socket."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.file = sock.makefile("rb")
-
-    def response(self) -> tuple[int, dict[str, str], bytes]:
-        status_line = self.file.readline()
-        assert status_line.startswith(b"HTTP/1.1 "), status_line
-        status = int(status_line.split()[1])
-        headers: dict[str, str] = {}
-        while True:
-            line = self.file.readline()
-            if line in (b"\r\n", b""):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if status == 100:
-            return status, headers, b""
-        if "content-length" in headers:
-            body = self.file.read(int(headers["content-length"]))
-        elif headers.get("transfer-encoding") == "chunked":
-            parts = []
-            while True:
-                size = int(self.file.readline().strip(), 16)
-                if size == 0:
-                    self.file.readline()
-                    break
-                parts.append(self.file.read(size))
-                self.file.readline()
-            body = b"".join(parts)
-        else:
-            body = self.file.read()
-        return status, headers, body
-
-    def closed(self) -> bool:
-        return self.file.read(1) == b""
-
-
-def publish_request(topic: str, body: bytes, extra: bytes = b"") -> bytes:
-    return (
-        f"POST /v1/publish/{topic} HTTP/1.1\r\nHost: x\r\n".encode()
-        + extra
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
 
 
 def payloads(srv: InProcessServer, topic: str) -> list[bytes]:
@@ -103,7 +45,7 @@ def test_pipelined_requests_are_answered_in_order_across_both_sides(
     srv: InProcessServer,
 ) -> None:
     owned_before, asgi_before = _http(srv).served_owned, _http(srv).served_asgi
-    with _connect(srv) as sock:
+    with connect(srv) as sock:
         sock.sendall(
             publish_request("p/a", b"one")
             + HEALTH
@@ -123,13 +65,13 @@ def test_pipelined_requests_are_answered_in_order_across_both_sides(
 
 
 def test_keep_alive_and_http_1_0(srv: InProcessServer) -> None:
-    with _connect(srv) as sock:
+    with connect(srv) as sock:
         reader = Reader(sock)
         for i in range(20):
             sock.sendall(publish_request("k/a", str(i).encode()))
             status, headers, _ = reader.response()
             assert status == 201 and "connection" not in headers
-    with _connect(srv) as sock:
+    with connect(srv) as sock:
         sock.sendall(b"POST /v1/publish/k/b HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi")
         reader = Reader(sock)
         status, headers, _body = reader.response()
@@ -138,7 +80,7 @@ def test_keep_alive_and_http_1_0(srv: InProcessServer) -> None:
 
 
 def test_chunked_and_expect_continue_bodies(srv: InProcessServer) -> None:
-    with _connect(srv) as sock:
+    with connect(srv) as sock:
         reader = Reader(sock)
         sock.sendall(
             b"POST /v1/publish/c/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -159,7 +101,7 @@ def test_chunked_and_expect_continue_bodies(srv: InProcessServer) -> None:
 def test_oversize_body_gets_413_before_it_is_read_and_the_connection_closes(
     srv: InProcessServer,
 ) -> None:
-    with _connect(srv) as sock:
+    with connect(srv) as sock:
         sock.sendall(
             b"POST /v1/publish/o/a HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"x" * 10
         )
@@ -169,7 +111,7 @@ def test_oversize_body_gets_413_before_it_is_read_and_the_connection_closes(
         assert json.loads(body)["error"]["code"] == "payload_too_large"
         assert headers["connection"] == "close"
         assert reader.closed()
-    with _connect(srv) as sock:  # chunked: no length up front, refused once over
+    with connect(srv) as sock:  # chunked: no length up front, refused once over
         sock.sendall(
             b"POST /v1/publish/o/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
             + b"400\r\n"
@@ -195,7 +137,7 @@ def test_owned_and_asgi_sides_answer_alike(srv: InProcessServer) -> None:
         replies = []
         for extra in (b"", b"Origin: http://x\r\n"):
             head, _, rest = request.partition(b"\r\n")
-            with _connect(srv) as sock:
+            with connect(srv) as sock:
                 sock.sendall(head + b"\r\n" + extra + rest)
                 replies.append(Reader(sock).response())
         (s1, h1, b1), (s2, h2, b2) = replies

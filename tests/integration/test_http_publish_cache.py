@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from helpers.inproc import InProcessServer
+from helpers.inproc import InProcessServer, running
+from helpers.rawhttp import Reader, connect, publish_request
 from pushwire.core.acl import AclRule
 
 pytestmark = pytest.mark.pushwire_only("the HTTP listener is pushwire's")
@@ -20,36 +21,7 @@ pytestmark = pytest.mark.pushwire_only("the HTTP listener is pushwire's")
 
 @pytest.fixture
 def srv() -> Iterator[InProcessServer]:
-    server = InProcessServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-class Reader:
-    """Reads HTTP/1.1 responses with a Content-Length one after the other."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.file = sock.makefile("rb")
-
-    def response(self) -> tuple[int, dict[str, str], bytes]:
-        status = int(self.file.readline().split()[1])
-        headers: dict[str, str] = {}
-        while (line := self.file.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        return status, headers, self.file.read(int(headers["content-length"]))
-
-
-def publish_request(topic: str, body: bytes, extra: bytes = b"") -> bytes:
-    head = f"POST /v1/publish/{topic} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-    return head.encode() + extra + b"\r\n" + body
-
-
-def _connect(srv: InProcessServer) -> socket.socket:
-    assert srv.server is not None and srv.server.http_address is not None
-    return socket.create_connection(srv.server.http_address, timeout=10)
+    yield from running(InProcessServer())
 
 
 def _publish(sock: socket.socket, reader: Reader, topic: str) -> tuple[int, dict[str, object]]:
@@ -61,7 +33,7 @@ def _publish(sock: socket.socket, reader: Reader, topic: str) -> tuple[int, dict
 def test_an_anonymous_caller_is_asked_again_once_users_exist(srv: InProcessServer) -> None:
     assert srv.server is not None
     server = srv.server
-    with _connect(srv) as sock:
+    with connect(srv) as sock:
         reader = Reader(sock)
         for _ in range(2):  # the second answer comes from the connection's cache
             status, body = _publish(sock, reader, "cache/a")
@@ -76,7 +48,7 @@ def test_an_anonymous_caller_is_asked_again_once_users_exist(srv: InProcessServe
 def test_an_acl_rule_change_applies_to_the_next_request(srv: InProcessServer) -> None:
     assert srv.server is not None
     auth = srv.server.auth
-    with _connect(srv) as sock:
+    with connect(srv) as sock:
         reader = Reader(sock)
         for _ in range(2):
             status, body = _publish(sock, reader, "cache/b")
@@ -92,7 +64,7 @@ def test_an_acl_rule_change_applies_to_the_next_request(srv: InProcessServer) ->
 
 
 def test_the_prebuilt_reply_is_the_documented_json(srv: InProcessServer) -> None:
-    with _connect(srv) as sock:
+    with connect(srv) as sock:
         reader = Reader(sock)
         sock.sendall(publish_request("cache/%C3%A9t%C3%A9", b"hi"))
         status, headers, raw = reader.response()
@@ -126,7 +98,7 @@ def _origin_publish(origin: str, host: str = "x") -> bytes:
 def test_a_publish_from_the_servers_own_origin_stays_on_the_owned_protocol(
     srv: InProcessServer,
 ) -> None:
-    with _connect(srv) as sock:
+    with connect(srv) as sock:
         reader = Reader(sock)
         owned, asgi = _served(srv)
         sock.sendall(_origin_publish("HTTP://X/"))  # normalized: scheme and host, any case
@@ -145,7 +117,7 @@ def test_a_publish_through_a_proxy_stays_on_the_owned_protocol(srv: InProcessSer
     """The trusted proxy's client is applied natively (http/forwarded.py), and the
     connection's cached anonymous caller (the proxy's own, from loopback) is not reused for
     the client it names."""
-    with _connect(srv) as sock:
+    with connect(srv) as sock:
         reader = Reader(sock)
         status, _ = _publish(sock, reader, "cache/p")  # the proxy itself: cached anonymous
         assert status == 201
@@ -160,7 +132,7 @@ def test_a_publish_through_a_proxy_stays_on_the_owned_protocol(srv: InProcessSer
 def test_with_cors_origins_a_browser_publish_goes_to_the_app() -> None:
     server = InProcessServer(cors_origins=["http://app.example"]).start()
     try:
-        with _connect(server) as sock:
+        with connect(server) as sock:
             reader = Reader(sock)
             owned, asgi = _served(server)
             sock.sendall(_origin_publish("http://app.example"))

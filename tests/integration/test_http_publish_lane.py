@@ -15,27 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers.inproc import InProcessServer
+from helpers.inproc import InProcessServer, running
+from helpers.rawhttp import Reader, connect
 
 pytestmark = pytest.mark.pushwire_only("the HTTP listener is pushwire's")
-
-
-class Reader:
-    """Reads HTTP/1.1 responses with a Content-Length one after the other."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.file = sock.makefile("rb")
-
-    def response(self) -> tuple[int, dict[str, str], bytes]:
-        status = int(self.file.readline().split()[1])
-        headers: dict[str, str] = {}
-        while (line := self.file.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        return status, headers, self.file.read(int(headers["content-length"]))
-
-    def closed(self) -> bool:
-        return self.file.read(1) == b""
 
 
 def publish(path: str, body: bytes, extra: bytes = b"") -> bytes:
@@ -49,16 +32,7 @@ def start(**settings: object) -> InProcessServer:
 
 @pytest.fixture
 def srv() -> Iterator[InProcessServer]:
-    server = start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def connect(srv: InProcessServer) -> socket.socket:
-    assert srv.server is not None and srv.server.http_address is not None
-    return socket.create_connection(srv.server.http_address, timeout=10)
+    yield from running(InProcessServer())
 
 
 def warm(sock: socket.socket, reader: Reader, topic: str = "lane/warm") -> None:

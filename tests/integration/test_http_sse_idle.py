@@ -6,7 +6,6 @@ in-process server."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
@@ -14,8 +13,8 @@ from contextlib import AsyncExitStack
 import httpx
 import pytest
 
-from helpers.inproc import InProcessServer
-from pushwire.core.clients import ClientInfo, ClientRegistry
+from helpers.inproc import InProcessServer, running
+from helpers.registry import entry_owners, listed_clients
 from pushwire.http.sse import SseStream
 
 pytestmark = pytest.mark.pushwire_only("HTTP transports are pushwire's")
@@ -25,29 +24,7 @@ STREAMS = 5
 
 @pytest.fixture
 def srv() -> Iterator[InProcessServer]:
-    server = InProcessServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def entry_owners(srv: InProcessServer) -> list[object]:
-    """What each live-reader entry of the client list is bound to (None: not a method)."""
-
-    def owners() -> list[object]:
-        registries = [o for o in gc.get_objects() if type(o) is ClientRegistry]
-        return [getattr(d, "__self__", None) for r in registries for d in r._live.values()]
-
-    return srv.call(owners)
-
-
-def listed_clients(srv: InProcessServer) -> list[ClientInfo]:
-    def listed() -> list[ClientInfo]:
-        registries = [o for o in gc.get_objects() if type(o) is ClientRegistry]
-        return [d() for r in registries for d in r._live.values()]
-
-    return srv.call(listed)
+    yield from running(InProcessServer())
 
 
 async def next_data(lines: AsyncIterator[str]) -> str:

@@ -6,40 +6,26 @@ its registrations, and the answers match those of the ASGI path (requests with O
 from __future__ import annotations
 
 import json
-import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from helpers.inproc import InProcessServer
+from helpers.inproc import InProcessServer, running
+from helpers.rawhttp import Reader, connect, publish, publish_request, until
 from pushwire.http.protocol import HttpServer
 
-from .test_http_protocol import Reader, publish_request
-
 pytestmark = pytest.mark.pushwire_only("the HTTP listener is pushwire's")
-
-DEADLINE = 10.0
 
 
 @pytest.fixture
 def srv() -> Iterator[InProcessServer]:
-    server = InProcessServer(sse_heartbeat=600).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(InProcessServer(sse_heartbeat=600))
 
 
 def _http(srv: InProcessServer) -> HttpServer:
     assert srv.server is not None and srv.server._http is not None
     return srv.server._http
-
-
-def _connect(srv: InProcessServer) -> socket.socket:
-    assert srv.server is not None and srv.server.http_address is not None
-    return socket.create_connection(srv.server.http_address, timeout=10)
 
 
 def _get(path: str, extra: bytes = b"") -> bytes:
@@ -58,25 +44,12 @@ def _open(srv: InProcessServer, transport: str) -> int:
     return 0
 
 
-def _until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.01)
-
-
-def _publish(srv: InProcessServer, topic: str, body: bytes) -> None:
-    with _connect(srv) as sock:
-        sock.sendall(publish_request(topic, body))
-        assert Reader(sock).response()[0] == 201
-
-
 def test_poll_and_a_held_long_poll_are_served_from_bytes_on_one_kept_alive_connection(
     srv: InProcessServer,
 ) -> None:
     owned = _http(srv).served_owned
-    _publish(srv, "o/a", b"one")
-    with _connect(srv) as sock:
+    publish(srv, "o/a", b"one")
+    with connect(srv) as sock:
         reader = Reader(sock)
         sock.sendall(_get("/v1/poll/o/a?since=all"))
         status, headers, body = reader.response()
@@ -85,8 +58,8 @@ def test_poll_and_a_held_long_poll_are_served_from_bytes_on_one_kept_alive_conne
         assert [m["payload"] for m in json.loads(body)["messages"]] == ["one"]
         # a long-poll after the cursor is held until the next publish
         sock.sendall(_get(f"/v1/longpoll/o/a?since={cursor}&timeout=30"))
-        _until(lambda: _open(srv, "longpoll") == 1)
-        _publish(srv, "o/a", b"two")
+        until(lambda: _open(srv, "longpoll") == 1)
+        publish(srv, "o/a", b"two")
         status, headers, body = reader.response()
         assert status == 200 and headers["etag"] == f'"{headers["pushwire-cursor"]}"'
         assert [m["payload"] for m in json.loads(body)["messages"]] == ["two"]
@@ -98,21 +71,21 @@ def test_poll_and_a_held_long_poll_are_served_from_bytes_on_one_kept_alive_conne
         sock.sendall(_get("/v1/poll/o/a?since=all&limit=1"))
         status, _, body = reader.response()
         assert status == 200 and json.loads(body)["more"] is True
-    _until(lambda: _open(srv, "longpoll") == 0)
+    until(lambda: _open(srv, "longpoll") == 0)
     # two publishes, two polls, two long-polls: all from bytes (/metrics went to the app)
     assert _http(srv).served_owned - owned == 6
 
 
 def test_a_client_leaving_a_held_long_poll_ends_it(srv: InProcessServer) -> None:
-    with _connect(srv) as sock:
+    with connect(srv) as sock:
         sock.sendall(_get("/v1/longpoll/o/gone?timeout=30"))
-        _until(lambda: _open(srv, "longpoll") == 1)
-    _until(lambda: _open(srv, "longpoll") == 0)
+        until(lambda: _open(srv, "longpoll") == 1)
+    until(lambda: _open(srv, "longpoll") == 0)
     # a later publish finds nobody waiting, and a new long-poll is answered by it
-    with _connect(srv) as sock:
+    with connect(srv) as sock:
         sock.sendall(_get("/v1/longpoll/o/gone?timeout=30"))
-        _until(lambda: _open(srv, "longpoll") == 1)
-        _publish(srv, "o/gone", b"after")
+        until(lambda: _open(srv, "longpoll") == 1)
+        publish(srv, "o/gone", b"after")
         status, _, body = Reader(sock).response()
         assert status == 200 and json.loads(body)["messages"][0]["payload"] == "after"
 
@@ -121,7 +94,7 @@ def test_sse_is_a_close_delimited_stream_from_bytes_and_ends_with_its_client(
     srv: InProcessServer,
 ) -> None:
     owned = _http(srv).served_owned
-    with _connect(srv) as sock:
+    with connect(srv) as sock:
         sock.sendall(_get("/v1/sse/o/s"))
         file = sock.makefile("rb")
         assert file.readline() == b"HTTP/1.1 200 OK\r\n"
@@ -132,15 +105,15 @@ def test_sse_is_a_close_delimited_stream_from_bytes_and_ends_with_its_client(
         assert "connection: close" in head and "cache-control: no-store" in head
         assert file.readline().startswith(b": pushwire ")
         assert file.readline() == b"\n"
-        _until(lambda: _open(srv, "sse") == 1)
+        until(lambda: _open(srv, "sse") == 1)
         # bytes the client sends now are not parsed (nor answered)
         sock.sendall(b"this is not HTTP\r\n\r\n")
-        _publish(srv, "o/s", b"live")
+        publish(srv, "o/s", b"live")
         event = [file.readline() for _ in range(3)]
         assert event[0].startswith(b"id: ") and event[2] == b"\n"
         assert json.loads(event[1].removeprefix(b"data: "))["payload"] == "live"
         file.close()  # with the socket: the client goes away
-    _until(lambda: _open(srv, "sse") == 0)
+    until(lambda: _open(srv, "sse") == 0)
     assert _http(srv).served_owned - owned == 2  # the stream and the publish
 
 
@@ -159,7 +132,7 @@ def test_sse_is_a_close_delimited_stream_from_bytes_and_ends_with_its_client(
 def test_owned_and_asgi_stream_answers_alike(srv: InProcessServer, path: str) -> None:
     replies = []
     for extra in (b"", b"Origin: http://x\r\n"):
-        with _connect(srv) as sock:
+        with connect(srv) as sock:
             sock.sendall(_get(path, extra))
             replies.append(Reader(sock).response())
     (s1, h1, b1), (s2, h2, b2) = replies
@@ -171,11 +144,11 @@ def test_owned_and_asgi_stream_answers_alike(srv: InProcessServer, path: str) ->
 def test_a_request_pipelined_behind_a_held_long_poll_is_answered_after_it(
     srv: InProcessServer,
 ) -> None:
-    with _connect(srv) as sock:
+    with connect(srv) as sock:
         reader = Reader(sock)
         sock.sendall(_get("/v1/longpoll/o/pipe?timeout=30") + publish_request("o/pipe", b"second"))
-        _until(lambda: _open(srv, "longpoll") == 1)
-        _publish(srv, "o/pipe", b"first")
+        until(lambda: _open(srv, "longpoll") == 1)
+        publish(srv, "o/pipe", b"first")
         status, _, body = reader.response()
         assert status == 200 and json.loads(body)["messages"][0]["payload"] == "first"
         status, _, body = reader.response()

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from helpers.inproc import InProcessServer
+from helpers.inproc import InProcessServer, running
 from helpers.server import ServerProcess
 from pushwire.http.websocket import NativeWsReader
 
@@ -53,11 +53,7 @@ async def subscribe(ws: ClientConnection, flt: str, **extra: Any) -> None:
 
 @pytest.fixture
 def inproc() -> Iterator[InProcessServer]:
-    server = InProcessServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(InProcessServer())
 
 
 def native_readers(srv: InProcessServer) -> int:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from helpers.inproc import InProcessServer
+from helpers.inproc import InProcessServer, running
 from helpers.raw import RawClient, connected_client
 from pushwire.core.acl import AclRule
 
@@ -18,11 +18,7 @@ pytestmark = pytest.mark.pushwire_only("ACL rules added in process")
 
 @pytest.fixture
 def srv() -> Iterator[InProcessServer]:
-    server = InProcessServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(InProcessServer())
 
 
 def _next_payload(sub: RawClient) -> bytes:
