@@ -127,6 +127,18 @@ class MQTTServerProtocol(
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        # the loop's read budget (turn_budget.py): one add and one compare per read; past
+        # it, this read is kept undecoded for a later turn and reading pauses
+        budget = self.broker.read_budget
+        spent = budget.spent = budget.spent + len(data)
+        if spent > budget.limit and budget.over(self, data):
+            # it arrived: the client met its keepalive, however long the read waits
+            self.conn.last_rx = time.monotonic()
+            return
+        self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        """Decode one read and run its packets."""
         size = len(data)
         if size >= READ_CHUNK_BYTES and not self._yielding:
             # uvloop keeps reading a busy socket many times per loop iteration; one full

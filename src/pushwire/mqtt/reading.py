@@ -55,6 +55,8 @@ class ReadControl:
     _slow_timer: asyncio.TimerHandle | None = None  # a client not reading what we send
     # this turn's fan-out budget is spent: the rest waits for the next turn (`_defer`)
     _deferred = False
+    # reads kept undecoded for a later turn by the loop's read budget (turn_budget.py)
+    _reads_waiting = 0
 
     if TYPE_CHECKING:
 
@@ -219,7 +221,9 @@ class ReadControl:
         """Read from the client unless something says wait: its CONNECT is being checked,
         it is over its publish rate, it is not reading what we send (symmetric
         backpressure), or it already had its turn in this loop iteration."""
-        want = not (self._closing or self._held() or self._paused or self._yielding)
+        want = not (
+            self._closing or self._held() or self._paused or self._yielding or self._reads_waiting
+        )
         if want != self._reading and self.transport is not None:
             self._reading = want
             if want:
