@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +20,7 @@ from helpers import raw
 from helpers.inproc import InProcessServer
 from helpers.raw import RawClient, connected_client
 from pushwire.core.message import Message
+from pushwire.mqtt.packets import ReasonCode
 
 PUBLISHERS = 20
 MESSAGES = 50  # per publisher, in one write
@@ -122,3 +124,69 @@ def test_other_clients_are_served_before_a_fan_in_blast_ends(
     seen = run_blast(srv)
     capped = srv.settings.mqtt_read_bytes_per_turn > 0
     assert seen == {"delivered_before_end": capped}
+
+
+def test_publisher_closed_while_its_read_waits_is_cleaned_up() -> None:
+    """The server closes a publisher (revoked rights) while its read waits for a later
+    turn: its kept bytes go with it, everyone else's blast arrives whole and in order, and
+    the connection is gone (nothing of it left in the budget's queue)."""
+    srv = InProcessServer(mqtt_read_bytes_per_turn=1)
+    srv.start()
+    assert srv.server is not None
+    hub, mqtt = srv.server.hub, srv.server.mqtt
+    sub = connected_client(srv.host, srv.mqtt_port, "sub", keepalive=60)
+    pubs: list[RawClient] = []
+    closed: list[str] = []
+    topics: set[str] = set()
+
+    def observe(message: Message) -> bool:
+        # the second publisher's first message is routed on a later turn than the first's,
+        # when the reads of that first turn past the cap wait
+        if message.topic.startswith("fanin/"):
+            topics.add(message.topic)
+        if len(topics) == 2 and not closed:
+            waiting = [c for c in mqtt.connections if c._reads_waiting]
+            assert waiting, "no read was kept for a later turn"
+            closed.append(waiting[-1].client_id)
+            waiting[-1].close(ReasonCode.NOT_AUTHORIZED)
+        return False
+
+    try:
+        assert sub.subscribe(1, [("fanin/+", 0)]).granted == [0]
+        for p in range(PUBLISHERS):
+            pubs.append(connected_client(srv.host, srv.mqtt_port, f"pub{p}", keepalive=60))
+        srv.call(lambda: hub.add_observer(observe))
+        release = held_loop(srv)
+        try:
+            for p, pub in enumerate(pubs):
+                pub.send(blast(p))
+        finally:
+            release.set()
+        gone = int(closed_id(closed).removeprefix("pub"))
+        sub.send(raw.PINGREQ_BYTES)  # after the rest: the marker that all was routed
+        got: dict[int, list[bytes]] = {p: [] for p in range(PUBLISHERS)}
+        while sum(len(v) for p, v in got.items() if p != gone) < (PUBLISHERS - 1) * MESSAGES:
+            packet = sub.recv_publish(timeout=DEADLINE)
+            got[int(packet.topic.split("/")[1])].append(packet.payload)
+        for p in range(PUBLISHERS):
+            expected = [payload(p, n) for n in range(MESSAGES)]
+            assert got[p] == (expected[: len(got[p])] if p == gone else expected)
+        deadline = time.monotonic() + DEADLINE
+        while srv.call(lambda: (len(mqtt.connections), len(mqtt.read_budget.waiting))) != (
+            PUBLISHERS,
+            0,
+        ):
+            assert time.monotonic() < deadline, "the closed publisher is still held"
+            time.sleep(0.01)
+    finally:
+        for client in [sub, *pubs]:
+            client.close()
+        srv.stop()
+
+
+def closed_id(closed: list[str]) -> str:
+    deadline = time.monotonic() + DEADLINE
+    while not closed:
+        assert time.monotonic() < deadline, "no publisher was closed"
+        time.sleep(0.01)
+    return closed[0]
