@@ -301,7 +301,7 @@ class Settings(BaseSettings):
         "clients are served in between",
     )
     mqtt_read_bytes_per_turn: int = Field(
-        1024 * 1024,
+        256 * 1024,
         ge=0,
         description="MQTT bytes decoded in one event-loop turn across all connections; past "
         "it, a read is kept undecoded for a later turn (reading from that client paused, "
