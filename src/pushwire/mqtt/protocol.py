@@ -7,7 +7,9 @@ per connection, no indirection per packet): `defaults.py` (what a connection sta
 `reading.py` (packets to the machine, read pausing), `direct.py` (a CONNECT or DISCONNECT
 read alone), `dispatch.py` (the machine's events to actions), `timers.py` (the machine's
 one timer), `login.py` (CONNECT to auth and hub), `hub_calls.py`, `link.py` (the session's
-Link), `farewell.py` (will, session end), `acks.py` (acks in order, some durable).
+Link), `farewell.py` (will, session end), `acks.py` (acks in order, some durable);
+`turn_budget.py` (the MQTT bytes one loop turn decodes, over all connections) is the
+broker's.
 docs/mqtt-machine.md maps each rule of the protocol to its module."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 decoded packets to the machine one by one, and pauses and resumes reading a client (its
 CONNECT being authenticated, its publish rate, subscribers it publishes to falling behind,
 a client not reading what we send, one read per loop turn, the deliveries its publishes
-caused in this turn). Packets that arrive while held
+caused in this turn; the loop's read budget, turn_budget.py, spent). Packets that arrive while held
 wait in order in `_backlog` (from `_backlog_at` on): an index, not a slice, as a hold
 under pressure often lets one packet through at a time, and slicing the rest off each time
 was quadratic.
