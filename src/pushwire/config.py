@@ -300,6 +300,15 @@ class Settings(BaseSettings):
         "(in order, reading from it paused) so the writes of the fan-out go out and other "
         "clients are served in between",
     )
+    mqtt_read_bytes_per_turn: int = Field(
+        256 * 1024,
+        ge=0,
+        description="MQTT bytes decoded in one event-loop turn across all connections; past "
+        "it, a read is kept undecoded for a later turn (reading from that client paused, "
+        "the clients deferred in one turn first in the next, order kept) so that thousands "
+        "of publishers blasting at once cannot starve timers, the Redis publish batcher and "
+        "other clients' writes (0: no cap)",
+    )
     max_topic_levels: int = Field(
         128,
         ge=1,

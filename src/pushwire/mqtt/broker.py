@@ -14,6 +14,7 @@ from pushwire.core.hub import Hub
 from pushwire.mqtt.connection import Limits
 from pushwire.mqtt.packets import ReasonCode
 from pushwire.mqtt.protocol import MQTTServerProtocol
+from pushwire.mqtt.turn_budget import TurnBudget
 from pushwire.mqtt.wills import DelayedWills
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ class MQTTBroker:
         self.loop: asyncio.AbstractEventLoop | None = None
         # the CONNECT deadlines of new connections, on shared timers (made by the first)
         self.connect_deadlines: ConnectDeadlines | None = None
+        # the MQTT bytes one loop turn decodes, across all connections
+        self.read_budget = TurnBudget(settings.mqtt_read_bytes_per_turn)
 
     # -- connections -----------------------------------------------------------------
 

@@ -7,7 +7,9 @@ per connection, no indirection per packet): `defaults.py` (what a connection sta
 `reading.py` (packets to the machine, read pausing), `direct.py` (a CONNECT or DISCONNECT
 read alone), `dispatch.py` (the machine's events to actions), `timers.py` (the machine's
 one timer), `login.py` (CONNECT to auth and hub), `hub_calls.py`, `link.py` (the session's
-Link), `farewell.py` (will, session end), `acks.py` (acks in order, some durable).
+Link), `farewell.py` (will, session end), `acks.py` (acks in order, some durable);
+`turn_budget.py` (the MQTT bytes one loop turn decodes, over all connections) is the
+broker's.
 docs/mqtt-machine.md maps each rule of the protocol to its module."""
 
 from __future__ import annotations
@@ -127,6 +129,18 @@ class MQTTServerProtocol(
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        # the loop's read budget (turn_budget.py): one add and one compare per read; past
+        # it, this read is kept undecoded for a later turn and reading pauses
+        budget = self.broker.read_budget
+        spent = budget.spent = budget.spent + len(data)
+        if spent > budget.limit and budget.over(self, data):
+            # it arrived: the client met its keepalive, however long the read waits
+            self.conn.last_rx = time.monotonic()
+            return
+        self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        """Decode one read and run its packets."""
         size = len(data)
         if size >= READ_CHUNK_BYTES and not self._yielding:
             # uvloop keeps reading a busy socket many times per loop iteration; one full

@@ -2,7 +2,7 @@
 decoded packets to the machine one by one, and pauses and resumes reading a client (its
 CONNECT being authenticated, its publish rate, subscribers it publishes to falling behind,
 a client not reading what we send, one read per loop turn, the deliveries its publishes
-caused in this turn). Packets that arrive while held
+caused in this turn; the loop's read budget, turn_budget.py, spent). Packets that arrive while held
 wait in order in `_backlog` (from `_backlog_at` on): an index, not a slice, as a hold
 under pressure often lets one packet through at a time, and slicing the rest off each time
 was quadratic.
@@ -55,6 +55,8 @@ class ReadControl:
     _slow_timer: asyncio.TimerHandle | None = None  # a client not reading what we send
     # this turn's fan-out budget is spent: the rest waits for the next turn (`_defer`)
     _deferred = False
+    # reads kept undecoded for a later turn by the loop's read budget (turn_budget.py)
+    _reads_waiting = 0
 
     if TYPE_CHECKING:
 
@@ -219,7 +221,9 @@ class ReadControl:
         """Read from the client unless something says wait: its CONNECT is being checked,
         it is over its publish rate, it is not reading what we send (symmetric
         backpressure), or it already had its turn in this loop iteration."""
-        want = not (self._closing or self._held() or self._paused or self._yielding)
+        want = not (
+            self._closing or self._held() or self._paused or self._yielding or self._reads_waiting
+        )
         if want != self._reading and self.transport is not None:
             self._reading = want
             if want:
