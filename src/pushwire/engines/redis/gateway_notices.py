@@ -13,12 +13,13 @@ answered with None after the timeout (reload: notices may have been lost meanwhi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 
 import redis
 import redis.asyncio
+
+from pushwire.engines.redis.notices import close_quietly
 
 log = logging.getLogger("pushwire.gateway")
 
@@ -94,9 +95,4 @@ class RegistryNotices:
     async def close(self) -> None:
         pubsub, client = self._pubsub, self._client
         self._pubsub = self._client = None
-        if pubsub is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-        if client is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
-                await client.aclose()
+        await close_quietly(pubsub, client)

@@ -52,9 +52,17 @@ class ChangeNotices:
     async def close(self) -> None:
         pubsub, client = self._pubsub, self._client
         self._pubsub = self._client = None
-        if pubsub is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-        if client is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
-                await client.aclose()
+        await close_quietly(pubsub, client)
+
+
+async def close_quietly(
+    pubsub: redis.asyncio.client.PubSub | None, client: redis.asyncio.Redis | None
+) -> None:
+    """Close a notice listener's pub/sub and its client; a Redis that is already gone is
+    what made us close, so its errors are not news (shared with gateway_notices.py)."""
+    if pubsub is not None:
+        with contextlib.suppress(redis.RedisError, OSError):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+    if client is not None:
+        with contextlib.suppress(redis.RedisError, OSError):
+            await client.aclose()
