@@ -25,10 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +34,7 @@ from typing import Any
 
 import uvloop
 
+from private_redis import private_redis
 from pushwire.bench.loadgen import PacketWalker
 from pushwire.config import Settings
 from pushwire.core.message import Message
@@ -71,12 +69,6 @@ class CaptureTransport(MemoryTransport):
         data = b"".join(self.out)
         self.out.clear()
         return data
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 async def publish_elsewhere(url: str, messages: int, topics: int) -> None:
@@ -165,45 +157,23 @@ def main() -> None:
         "--log-memory", choices=("listened", "routed"), default="listened", help="redis_log_memory"
     )
     args = parser.parse_args()
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server not found")
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        conf = Path(tmp) / "redis.conf"
-        conf.write_text(
-            f"bind {HOST}\nport {port}\ndir {tmp}\ndaemonize no\nappendonly yes\n"
-            'appendfsync everysec\nsave ""\nlogfile ""\n'
-        )
-        process = subprocess.Popen([binary, str(conf)], stdout=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                try:
-                    socket.create_connection((HOST, port), 0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            url = f"redis://{HOST}:{port}/0"
-            figures: dict[str, list[float]] = {"subscriber": [], "peer": []}
-            for n in range(ROUNDS):
-                for name in figures:
-                    data_dir = Path(tmp) / f"{name}{n}"
-                    figures[name].append(
-                        uvloop.run(
-                            one_round(
-                                url,
-                                data_dir,
-                                args.messages,
-                                args.topics,
-                                name != "peer",
-                                args.log_memory,
-                            )
+    with tempfile.TemporaryDirectory() as tmp, private_redis(Path(tmp)) as url:
+        figures: dict[str, list[float]] = {"subscriber": [], "peer": []}
+        for n in range(ROUNDS):
+            for name in figures:
+                data_dir = Path(tmp) / f"{name}{n}"
+                figures[name].append(
+                    uvloop.run(
+                        one_round(
+                            url,
+                            data_dir,
+                            args.messages,
+                            args.topics,
+                            name != "peer",
+                            args.log_memory,
                         )
                     )
-        finally:
-            process.terminate()
-            process.wait(10)
+                )
     print(f"{args.messages} messages over {args.topics} topics, median of {ROUNDS}")
     for name, values in figures.items():
         print(f"  {name:10} node: {statistics.median(values):6.2f} us per message")

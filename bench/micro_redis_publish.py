@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +28,7 @@ from typing import Any
 
 import uvloop
 
+from private_redis import private_redis
 from pushwire.core.message import Message
 from pushwire.engines.redis import keys
 from pushwire.engines.redis.broker import FanoutReader
@@ -41,12 +39,6 @@ HOST = "127.0.0.1"
 ROUNDS = 3
 LATENCY_SAMPLES = 200
 WAITS: list[tuple[float, float]] = []
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 async def redis_cpu(client: Any) -> float:
@@ -125,35 +117,11 @@ def main() -> None:
     parser.add_argument("--turn", type=int, default=1000, help="messages added per loop turn")
     parser.add_argument("--payload", type=int, default=64)
     args = parser.parse_args()
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server not found")
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        conf = Path(tmp) / "redis.conf"
-        conf.write_text(
-            f"bind {HOST}\nport {port}\ndir {tmp}\ndaemonize no\nappendonly yes\n"
-            'appendfsync everysec\nsave ""\nlogfile ""\n'
-        )
-        process = subprocess.Popen([binary, str(conf)], stdout=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                try:
-                    socket.create_connection((HOST, port), 0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            url = f"redis://{HOST}:{port}/0"
-            rows = [
-                uvloop.run(
-                    one_round(url, args.messages, args.topics, args.turn, bytes(args.payload))
-                )
-                for _ in range(ROUNDS)
-            ]
-        finally:
-            process.terminate()
-            process.wait(10)
+    with tempfile.TemporaryDirectory() as tmp, private_redis(Path(tmp)) as url:
+        rows = [
+            uvloop.run(one_round(url, args.messages, args.topics, args.turn, bytes(args.payload)))
+            for _ in range(ROUNDS)
+        ]
     redis_us, publish_us, peer_us = (statistics.median(col) for col in zip(*rows, strict=True))
     print(
         f"{args.messages} messages over {args.topics} topics, {args.turn} per loop turn,"
