@@ -33,6 +33,7 @@ from pushwire.http.errors import ApiError
 from pushwire.http.protocol import HttpProtocol, StreamCycle, StreamRoute, status_line
 from pushwire.http.reader import LongPollWaiter, StreamReader
 from pushwire.http.replay import ReplayHead
+from pushwire.http.sse_reader import live_reader
 from pushwire.http.state import HttpState
 from pushwire.http.stream_endpoints import LONGPOLL, POLL, SSE, integer
 from pushwire.http.wire import WireRequest, WireResponse
@@ -755,7 +756,9 @@ async def serve_sse(
         return None
     sink = _SseSink(cycle, beats)
     cycle.open_stream(_SSE_HEAD, sink.resume, sink.lost)
-    stream, after = sse.open_sse(state, flt, cursor, requested, caller, sink)
+    stream, after = sse.open_sse(
+        state, flt, cursor, requested, caller, sink, live_reader(state, flt, caller, sink)
+    )
     sink.stream = stream
     cycle.send(stream.hello(after))
     if sink.pending:
