@@ -3,7 +3,8 @@
 one call straight to its transport, and that shortcut keeps each stream's own rules: its
 ACL per message (an event cached for a stream allowed to read a topic never reaches one
 that is not), backpressure (a stream whose client does not read holds its messages and
-sends them, all and in order, once it drains), everything delivered."""
+sends them, all and in order, once it drains), everything delivered, and every delivery
+counted (http/delivery_tally.py counts a walk's in bulk) by the time the publish answers."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect as ws_connect
 
 from helpers.inproc import InProcessServer, running
 from helpers.rawhttp import connect, publish, until
 from helpers.server import ServerProcess
+from pushwire.http.delivery_tally import CLOCK_EVERY
 from pushwire.http.sse_reader import SseLiveReader
 
 from .test_http_auth import _start, basic
@@ -131,6 +135,65 @@ def test_a_stream_that_does_not_read_gets_everything_in_order_once_it_drains(
         slow_sock.close()
         for s in fast_socks:
             s.close()
+
+
+def delivered(srv: InProcessServer, transport: str) -> tuple[float, float]:
+    """/metrics: (messages handed to readers of `transport`, delivery latency observations)."""
+    assert srv.server is not None and srv.server.http_address is not None
+    host, port = srv.server.http_address
+    text = httpx.get(f"http://{host}:{port}/metrics", timeout=10).text
+    out = latency = None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("transport") != transport:
+                continue
+            if sample.name == "pushwire_messages_out_total":
+                out = sample.value
+            elif sample.name == "pushwire_delivery_latency_seconds_count":
+                latency = sample.value
+    assert out is not None and latency is not None, text
+    return out, latency
+
+
+def test_every_sse_delivery_is_counted_when_the_publish_answers(inproc: InProcessServer) -> None:
+    n = CLOCK_EVERY + 6  # a walk longer than one clock read's chunk
+    socks = [connect(inproc) for _ in range(n)]
+    try:
+        streams = [Stream(s, "count/%23", {}) for s in socks]
+        until(lambda: len(fused_readers(inproc)) == n)
+        assert delivered(inproc, "sse") == (0, 0)
+        for k in range(1, 4):
+            publish(inproc, "count/x", b"%d" % k)  # returns on the 201
+            assert delivered(inproc, "sse") == (n * k, n * k)  # no wait: counted already
+        for stream in streams:
+            assert [stream.message()["payload"] for _ in range(3)] == ["1", "2", "3"]
+    finally:
+        for s in socks:
+            s.close()
+
+
+async def test_every_websocket_delivery_is_counted_when_the_publish_answers(
+    inproc: InProcessServer,
+) -> None:
+    assert inproc.server is not None and inproc.server.http_address is not None
+    host, port = inproc.server.http_address
+    n = CLOCK_EVERY + 6
+    clients = [await ws_connect(f"ws://{host}:{port}/v1/ws") for _ in range(n)]
+    try:
+        for ws in clients:
+            await ws.send(json.dumps({"type": "subscribe", "sub": "c", "filter": "count/#"}))
+            assert json.loads(await ws.recv())["type"] == "subscribed"
+        async with httpx.AsyncClient() as http:
+            for k in range(1, 4):
+                r = await http.post(f"http://{host}:{port}/v1/publish/count/x", content=b"%d" % k)
+                assert r.status_code == 201
+                assert delivered(inproc, "ws") == (n * k, n * k)
+        for ws in clients:
+            got = [json.loads(await ws.recv()) for _ in range(3)]
+            assert [m["payload"] for m in got if m["type"] == "message"] == ["1", "2", "3"]
+    finally:
+        for ws in clients:
+            await ws.close()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ _visible -> Caller.can_receive -> SseFormat.message -> entry_sse -> _SseSink.sen
 StreamCycle.send (~1.0 us per stream, bench/micro_sse.py); here a live message whose SSE
 event is already on the entry (every stream of a fan-out after the first) takes the same
 checks inline: the id against the backlog's, expiry, the caller's ACL through its
-`Permissions` (per-topic cache), the delivery counter, then the write (~0.5 us).
+`Permissions` (per-topic cache), then the write, counted per walk (http/delivery_tally.py;
+~0.5 us in all).
 
 Everything else takes the general path unchanged: held while replaying or while the
 transport is paused (backpressure), the first stream of a message (which encodes it), a
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from pushwire.core.log import LogEntry
+from pushwire.http.delivery_tally import WalkTally
 from pushwire.http.reader import _LIVE, Sink, StreamReader
 from pushwire.http.sse import SseFormat
 
@@ -53,7 +55,7 @@ class StreamSink(BeatSink, Sink, Protocol):
 class SseLiveReader(StreamReader):
     """A `StreamReader` whose live messages go straight to the transport (module docstring)."""
 
-    __slots__ = ("conn", "perms", "stream_sink", "transport")
+    __slots__ = ("conn", "perms", "stream_sink", "tally", "transport")
 
     def __init__(
         self,
@@ -65,6 +67,7 @@ class SseLiveReader(StreamReader):
         conn: WriteState,
         transport: asyncio.Transport,
         beat: BeatSink,
+        tally: WalkTally,
     ) -> None:
         s = state.settings
         super().__init__(
@@ -80,6 +83,7 @@ class SseLiveReader(StreamReader):
         self.conn = conn
         self.transport = transport
         self.stream_sink = beat
+        self.tally = tally
         self.perms: Permissions | None = caller.permissions if caller is not None else None
 
     def notify(self, entry: LogEntry) -> None:
@@ -100,7 +104,7 @@ class SseLiveReader(StreamReader):
         perms = self.perms
         if perms is not None and not perms.can_receive(message.topic):
             return
-        self.stats.delivered_one("sse", entry)
+        self.tally.add(entry)  # the counters, in bulk (http/delivery_tally.py)
         self.stream_sink.sent = True
         transport = self.transport
         if not transport.is_closing():
@@ -108,15 +112,16 @@ class SseLiveReader(StreamReader):
 
 
 def live_reader(
-    state: HttpState, flt: str, caller: Caller | None, sink: StreamSink
+    state: HttpState, flt: str, caller: Caller | None, sink: StreamSink, tally: WalkTally
 ) -> Callable[[SseFormat], StreamReader]:
     """`sse.open_sse`'s `make_reader` for a stream of the owned protocol: `sink` is its
-    `_SseSink` (http/streams.py), whose cycle holds the connection and the transport."""
+    `_SseSink` (http/streams.py), whose cycle holds the connection and the transport;
+    `tally`: the listener's SSE delivery counter (one for all its streams)."""
     cycle = sink.cycle
     transport = cycle.transport
     assert transport is not None  # the connection is made: its stream just started
 
     def make(fmt: SseFormat) -> StreamReader:
-        return SseLiveReader(state, flt, sink, fmt, caller, cycle.proto, transport, sink)
+        return SseLiveReader(state, flt, sink, fmt, caller, cycle.proto, transport, sink, tally)
 
     return make
