@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import select
 import socket
@@ -173,18 +174,32 @@ def client_main(conn: Connection, port: int, kind: str, n: int, mode: str) -> No
 
 
 class WalkClock:
-    """Times `MessageLog._wake` of the server's log: start/end (CLOCK_REALTIME ns) and CPU."""
+    """Times `MessageLog._wake` of the server's log: start/end (CLOCK_REALTIME ns) and CPU;
+    counts the garbage collections that ran during a walk and in the whole wave."""
 
     def __init__(self, log: Any) -> None:
         self.walks: list[tuple[int, int, float]] = []
+        self.walking = False
+        self.gc_in_walks = 0
+        self.gc_total = 0
         wake = log._wake
 
         def timed(topic: str, entry: Any) -> None:
             t0, c0 = time.time_ns(), time.process_time()
-            wake(topic, entry)
+            self.walking = True
+            try:
+                wake(topic, entry)
+            finally:
+                self.walking = False
             self.walks.append((t0, time.time_ns(), time.process_time() - c0))
 
         log._wake = timed
+        gc.callbacks.append(self._gc)
+
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.gc_total += 1
+            self.gc_in_walks += self.walking
 
 
 async def run_kind(kind: str, n: int, waves: int, mode: str) -> dict[str, float]:
@@ -233,6 +248,7 @@ async def run_kind(kind: str, n: int, waves: int, mode: str) -> dict[str, float]
         parent.send("drain")
         await recv()
         rows: list[list[float]] = []
+        clock.gc_in_walks = clock.gc_total = 0  # the waves' only
         for _ in range(waves):
             clock.walks.clear()
             await asyncio.sleep(0.3)
@@ -247,7 +263,9 @@ async def run_kind(kind: str, n: int, waves: int, mode: str) -> dict[str, float]
             )
         med = [statistics.median(col) for col in zip(*rows, strict=True)]
         names = ["k1", "k50", "k99", "kN", "walk_start", "walk_end", "walk_cpu_ms", "cpu_us"]
-        return dict(zip(names, med, strict=True))
+        out = dict(zip(names, med, strict=True))
+        out["gc_in_walks"], out["gc_total"] = clock.gc_in_walks, clock.gc_total
+        return out
     finally:
         parent.send("stop")
         proc.join(10)
@@ -286,7 +304,7 @@ def main() -> None:
         print(
             f"{kind:<5} {r['k1']:>7.1f} {r['k50']:>7.1f} {r['k99']:>7.1f} {r['kN']:>7.1f} "
             f"{r['walk_start']:>7.1f} {r['walk_end']:>7.1f} {r['walk_cpu_ms']:>8.1f} "
-            f"{r['cpu_us']:>7.2f}"
+            f"{r['cpu_us']:>7.2f}   GC in the walks {r['gc_in_walks']:.0f} of {r['gc_total']:.0f}"
         )
 
 
