@@ -104,11 +104,11 @@ class SseLiveReader(StreamReader):
         perms = self.perms
         if perms is not None and not perms.can_receive(message.topic):
             return
-        self.tally.add(entry)  # the counters, in bulk (http/delivery_tally.py)
         self.stream_sink.sent = True
         transport = self.transport
         if not transport.is_closing():
             transport.write(event)
+        self.tally.add(entry)  # the counters, in bulk (http/delivery_tally.py)
 
 
 def live_reader(
