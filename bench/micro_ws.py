@@ -32,6 +32,7 @@ from wsproto.events import TextMessage
 from pushwire.core.log import LATEST, MessageLog
 from pushwire.core.message import Message as LogMessage
 from pushwire.engines.memory import MemoryEngine
+from pushwire.http.delivery_tally import WalkTally
 from pushwire.http.reader import StreamReader
 from pushwire.http.state import HttpStats
 from pushwire.http.websocket import NativeWebSocket, NativeWsReader
@@ -156,11 +157,11 @@ class _Conn(_Sink):
     """Stands for a `NativeWebSocket` as its `NativeWsReader` sees it: the state, the log,
     the caller, the pause and closing flags and the transport (whose `write` counts)."""
 
-    __slots__ = ("caller", "closing", "log", "paused", "state", "transport")
+    __slots__ = ("caller", "closing", "door", "log", "paused", "state", "transport")
 
-    def __init__(self, state: SimpleNamespace, log: MessageLog) -> None:
+    def __init__(self, state: SimpleNamespace, log: MessageLog, door: SimpleNamespace) -> None:
         super().__init__()
-        self.state, self.log, self.caller = state, log, None
+        self.state, self.log, self.caller, self.door = state, log, None, door
         self.paused = self.closing = False
         self.transport = _Transport()
 
@@ -171,9 +172,10 @@ async def deliver_native(n: int) -> float:
     log = MessageLog(MemoryEngine())
     settings = SimpleNamespace(stream_buffer=10_000, stream_buffer_bytes=0)
     state = SimpleNamespace(settings=settings, stats=HttpStats())
+    door = SimpleNamespace(tally=WalkTally(state.stats, "ws", log))
     conns = []
     for _ in range(n):
-        conn = _Conn(state, log)
+        conn = _Conn(state, log, door)
         native = cast(NativeWebSocket, conn)
         reader = NativeWsReader(native, "t", _WsFormat(_Sub("s", "t"), True))
         reader.open(LATEST)

@@ -12,6 +12,7 @@ import pytest
 
 from pushwire.bench.http import (
     STAMP_LEN,
+    ClientReport,
     HttpProtocolError,
     StatusCounter,
     delivery_percentile,
@@ -21,6 +22,8 @@ from pushwire.bench.http import (
     longpoll_next_request,
     nchan_status_subscribers,
     parse_response_head,
+    per_message,
+    per_message_note,
     prometheus_value,
     publish_head,
     sse_request,
@@ -251,3 +254,16 @@ def test_delivery_percentiles_count_what_never_came() -> None:
     assert delivery_percentile(delivered, 10, 0.99) == math.inf
     assert delivery_percentile([], 10, 0.5) == math.inf
     assert math.isnan(delivery_percentile([], 0, 0.5))
+
+
+def test_per_wave_percentiles_group_deliveries_by_their_message() -> None:
+    """A p99 over all waves is the slowest wave's: the detail line shows each wave's own."""
+    ms = 1_000_000
+    # two processes' deliveries of two messages (stamps 100 and 200), interleaved
+    a = ClientReport("sub0", "sse-sub", 2)
+    a.sent_ns, a.latencies_ns = [200, 100, 100], [90 * ms, 10 * ms, 30 * ms]
+    b = ClientReport("sub1", "sse-sub", 2)
+    b.sent_ns, b.latencies_ns = [100, 200, 200], [20 * ms, 50 * ms, 70 * ms]
+    assert per_message([a, b]) == [(20.0, 30.0), (70.0, 90.0)]  # in the order sent
+    assert per_message_note([a, b]) == "; per wave p50/p99 ms: 20/30 70/90"
+    assert per_message_note([ClientReport("sub0", "sse-sub", 1)]) == ""

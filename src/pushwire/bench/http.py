@@ -414,6 +414,7 @@ class ClientReport:
     sent: int = 0
     outside: int = 0  # deliveries of messages sent outside the window
     latencies_ns: list[int] = field(default_factory=list)
+    sent_ns: list[int] = field(default_factory=list)  # each latency's message (its stamp)
     lag_ns: list[int] = field(default_factory=list)  # kernel receive -> read by the process
 
     @property
@@ -439,10 +440,11 @@ async def _sleep_until(deadline: float) -> None:
 class Recorder:
     """Deliveries seen by one process's subscribers."""
 
-    __slots__ = ("errors", "lag_ns", "latencies_ns", "outside")
+    __slots__ = ("errors", "lag_ns", "latencies_ns", "outside", "sent_ns")
 
     def __init__(self) -> None:
         self.latencies_ns: list[int] = []
+        self.sent_ns: list[int] = []
         self.lag_ns: list[int] = []
         self.outside = 0
         self.errors = 0
@@ -450,6 +452,7 @@ class Recorder:
     def add(self, rx_ns: int, read_ns: int, sent: list[int], outside: int) -> None:
         if sent:
             self.latencies_ns.extend(rx_ns - s for s in sent)
+            self.sent_ns.extend(sent)
             self.lag_ns.append(read_ns - rx_ns)
         self.outside += outside
 
@@ -948,6 +951,7 @@ async def _subscriber_main(spec: ClientSpec, conn: Connection) -> None:
             await _sleep_until(stop_at)
             group.stop()
             report.latencies_ns = group.rec.latencies_ns
+            report.sent_ns = group.rec.sent_ns
             report.lag_ns = group.rec.lag_ns
             report.count = len(report.latencies_ns)
             report.outside = group.rec.outside
@@ -1386,6 +1390,29 @@ def delivery_percentile(sorted_ns: list[int], expected: int, fraction: float) ->
     return float(sorted_ns[rank - 1]) if rank <= len(sorted_ns) else math.inf
 
 
+def per_message(reports: list[ClientReport]) -> list[tuple[float, float]]:
+    """(p50, p99) in ms of each message's own deliveries, in the order they were sent: a
+    p99 over all deliveries can be one late wave's (the k-th write of every wave leaves at
+    about the same time, so the slowest wave owns the top percent)."""
+    by_message: dict[int, list[int]] = {}
+    for report in reports:
+        for sent, ns in zip(report.sent_ns, report.latencies_ns, strict=True):
+            by_message.setdefault(sent, []).append(ns)
+    out = []
+    for sent in sorted(by_message):
+        lat = sorted(by_message[sent])
+        out.append((percentile(lat, 0.5) / 1e6, percentile(lat, 0.99) / 1e6))
+    return out
+
+
+def per_message_note(reports: list[ClientReport]) -> str:
+    """`per_message`, as the detail line says it: each wave's p50/p99."""
+    waves = per_message(reports)
+    if not waves:
+        return ""
+    return "; per wave p50/p99 ms: " + " ".join(f"{a:.0f}/{b:.0f}" for a, b in waves)
+
+
 def run_delivery(
     server: HttpServer, s: Settings, kind: Kind, n: int, publish: bool = True
 ) -> Outcome:
@@ -1460,10 +1487,10 @@ def run_delivery(
         f"{setup}; idle CPU {idle_cpu * 1000:.1f} ms/s; "
         f"{sent} msgs in window, {len(samples)}/{expected} delivered, max "
         f"{maximum:.1f} ms; client read lag p50/p99 {percentile(lags, 0.5) / 1e6:.2f}/"
-        f"{percentile(lags, 0.99) / 1e6:.2f} ms"
+        f"{percentile(lags, 0.99) / 1e6:.2f} ms{per_message_note(sub_reports)}"
     )
     for report in outcome.clients:
-        report.latencies_ns, report.lag_ns = [], []  # keep the JSON small
+        report.latencies_ns, report.sent_ns, report.lag_ns = [], [], []  # keep the JSON small
     return outcome
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
@@ -215,23 +215,30 @@ def open_sse(
     requested: str,
     caller: Caller | None,
     sink: Sink,
+    make_reader: Callable[[SseFormat], StreamReader] | None = None,
 ) -> tuple[SseStream, int]:
     """Start an SSE stream into `sink` (the request was checked: filter, ACL, busy):
     the reader registered with the log and the cursor resolved in one step, tracked for
     revocation, counted and listed. Returns the stream and the id its replay starts
     after; then write `stream.hello(after)`, run the replay (`reader.replay_now`, else
-    `await reader.replay`), and call `stream.end()` when the stream stops."""
+    `await reader.replay`), and call `stream.end()` when the stream stops.
+    `make_reader`: the transport's own `StreamReader` for this format (the owned
+    protocol's, http/sse_reader.py); else the general one."""
     settings = state.settings
-    reader = StreamReader(
-        state.log,
-        flt,
-        sink,
-        SseFormat(requested),
-        state.stats,
-        caller=caller,
-        limit=settings.stream_buffer,
-        max_bytes=settings.stream_buffer_bytes,
-    )
+    fmt = SseFormat(requested)
+    if make_reader is not None:
+        reader = make_reader(fmt)
+    else:
+        reader = StreamReader(
+            state.log,
+            flt,
+            sink,
+            fmt,
+            state.stats,
+            caller=caller,
+            limit=settings.stream_buffer,
+            max_bytes=settings.stream_buffer_bytes,
+        )
     after = reader.open(cursor)
     stats = state.stats
     stats.connections["sse"] += 1

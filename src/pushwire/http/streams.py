@@ -28,11 +28,13 @@ from pushwire.core.clients import ClientInfo
 from pushwire.http import poll, sse
 from pushwire.http.auth import Caller, caller_from, unauthorized
 from pushwire.http.cursor import CursorError
+from pushwire.http.delivery_tally import WalkTally
 from pushwire.http.endpoints import Endpoint, api_error_response
 from pushwire.http.errors import ApiError
 from pushwire.http.protocol import HttpProtocol, StreamCycle, StreamRoute, status_line
 from pushwire.http.reader import LongPollWaiter, StreamReader
 from pushwire.http.replay import ReplayHead
+from pushwire.http.sse_reader import live_reader
 from pushwire.http.state import HttpState
 from pushwire.http.stream_endpoints import LONGPOLL, POLL, SSE, integer
 from pushwire.http.wire import WireRequest, WireResponse
@@ -743,7 +745,11 @@ class _Heartbeats:
 
 
 async def serve_sse(
-    state: HttpState, request: WireRequest, cycle: StreamCycle, beats: _Heartbeats
+    state: HttpState,
+    request: WireRequest,
+    cycle: StreamCycle,
+    beats: _Heartbeats,
+    tally: WalkTally,
 ) -> WireResponse | None:
     options = _SSE.read(request)
     caller = await _caller(state, request)
@@ -755,7 +761,9 @@ async def serve_sse(
         return None
     sink = _SseSink(cycle, beats)
     cycle.open_stream(_SSE_HEAD, sink.resume, sink.lost)
-    stream, after = sse.open_sse(state, flt, cursor, requested, caller, sink)
+    stream, after = sse.open_sse(
+        state, flt, cursor, requested, caller, sink, live_reader(state, flt, caller, sink, tally)
+    )
     sink.stream = stream
     cycle.send(stream.hello(after))
     if sink.pending:
@@ -800,6 +808,7 @@ def stream_routes(state: HttpState) -> list[StreamRoute]:
     """The routes of poll, long-poll and SSE on the owned protocol."""
     cache = _ReplyCache()
     beats = _Heartbeats(state.settings.sse_heartbeat)
+    tally = WalkTally(state.stats, "sse", state.log)  # the SSE streams' delivery counter
 
     async def longpoll(request: WireRequest, cycle: StreamCycle) -> WireResponse | None:
         # one coroutine per request: the route handler is the long-poll itself
@@ -809,7 +818,7 @@ def stream_routes(state: HttpState) -> list[StreamRoute]:
             return api_error_response(state, exc)
 
     async def sse_stream(s: HttpState, r: WireRequest, c: StreamCycle) -> WireResponse | None:
-        return await serve_sse(s, r, c, beats)
+        return await serve_sse(s, r, c, beats, tally)
 
     longpoll_route = _route(LONGPOLL, longpoll)
     longpoll_route.reask = _ReaskLane(state, cache)

@@ -43,6 +43,7 @@ from starlette.datastructures import QueryParams
 from pushwire.core.auth import Permissions
 from pushwire.core.log import LogEntry
 from pushwire.http.browser import normalize_origin, own_origin_of
+from pushwire.http.delivery_tally import WalkTally
 from pushwire.http.errors import ApiError
 from pushwire.http.protocol import UpgradeRequest, run_eagerly, status_line
 from pushwire.http.reader import _LIVE, StreamReader
@@ -100,6 +101,8 @@ class WsDoor:
         self.conns: set[NativeWebSocket] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.clock = _Clock(self, s.ws_heartbeat)
+        # the live deliveries of its subscriptions, counted per walk (http/delivery_tally.py)
+        self.tally = WalkTally(state.stats, "ws", state.log)
 
     def take(self, request: UpgradeRequest) -> bool:
         """Serve this upgrade here (True), or leave it to the ASGI path (False)."""
@@ -203,9 +206,9 @@ class NativeWsReader(StreamReader):
     of the caller's `Permissions` (its per-topic cache) directly; anything else (held
     while replaying or paused, a consumer's redelivery mark, the first frame's encoding)
     takes the general path. A fan-out's per-subscriber Python is this call, one dict
-    lookup and one `transport.write`."""
+    lookup, one `transport.write` and the door's `WalkTally` (the counters, in bulk)."""
 
-    __slots__ = ("conn", "key", "perms", "sub")
+    __slots__ = ("conn", "key", "perms", "sub", "tally")
 
     def __init__(self, conn: NativeWebSocket, flt: str, fmt: _WsFormat) -> None:
         state = conn.state
@@ -225,6 +228,7 @@ class NativeWsReader(StreamReader):
         self.key = fmt.key
         self.perms: Permissions | None = caller.permissions if caller is not None else None
         self.sub = fmt.sub  # its `consumer` set: the general path marks redeliveries
+        self.tally = conn.door.tally
 
     def notify(self, entry: LogEntry) -> None:
         conn = self.conn
@@ -245,9 +249,9 @@ class NativeWsReader(StreamReader):
         perms = self.perms
         if perms is not None and not perms.can_receive(message.topic):
             return
-        self.stats.delivered_one("ws", entry)
         if not conn.closing:
             conn.transport.write(frame)
+        self.tally.add(entry)
 
 
 class NativeWebSocket(WsSession, asyncio.Protocol):
