@@ -85,7 +85,7 @@ def state(mlog: MessageLog) -> Any:
         mlog.stats.log_memory_evicted,
         topics,
         engine.calls,
-        sorted(mlog._oldest, key=lambda k: (k[0], k[1].topic)) and None,
+        sorted((key, t.topic) for key, t in mlog._oldest),  # the budget's heap
     )
 
 
@@ -268,3 +268,19 @@ def test_held_observers_see_the_run_at_release_in_order() -> None:
     assert last.log_id == 14 and seen[-1] == "t/a"
     hub.release_observers()  # nothing held: nothing happens
     assert mlog.last_id == 14
+
+
+class DurableEngine(MemoryEngine):
+    durable = True  # an ack waits for what the observers journal
+
+
+def test_observers_are_not_held_where_an_ack_waits_for_the_journal() -> None:
+    hub = Hub(DurableEngine())
+    mlog = MessageLog(hub.engine)
+    hub.add_observer(mlog.observer, mlog.observe_run)
+    assert not hub.hold_observers()
+    m = Message("t/a", b"x")
+    hub.route_along(m, hub.route_of(m.topic))
+    assert m.log_id == 1  # logged at once, as without a hold
+    hub.release_observers()
+    assert mlog.last_id == 1

@@ -386,10 +386,16 @@ class Hub:
         appends a run of one topic in one pass: `MessageLog.observe_run`). For a run of
         one read's publishes (mqtt/hub_calls.py `_publish_run`), in the same synchronous
         call: nothing reads the log in between. Only where no ack waits for what the
-        observers journal (`route_along` answers "not journaled" meanwhile: a single node
-        whose engine promises no durability). False when they were held already (or there
-        is none): then only the caller that got True releases them."""
-        if self._held is not None or not self._live_observers:
+        observers journal (`route_along` answers "not journaled" meanwhile): a single node
+        whose engine promises no durability; elsewhere they are not held. False when they
+        are not held by this call (held already, none, or not allowed): only the caller
+        that got True releases them."""
+        if (
+            self._held is not None
+            or not self._live_observers
+            or self.engine.durable
+            or self.broker is not None
+        ):
             return False
         held: list[Message] = []
         self._held = held
