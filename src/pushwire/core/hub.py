@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # sees every routed message; returns True when it journaled something to the engine
 Observer = Callable[[Message], bool]
+# sees a run of routed messages at once, in order (see `Hub.hold_observers`)
+RunObserver = Callable[[list[Message]], object]
 # what Backpressure holds publishers for while the engine's write backlog is over its bound
 STORE = "store"
 
@@ -73,6 +75,11 @@ class Hub:
         self._retained_streams: dict[Session, RetainedStream] = {}
         # in-process listeners that see every routed message (message log, metrics, ...)
         self._observers: list[Observer] = []
+        # each observer's form for a run of messages (`hold_observers`)
+        self._run_observers: list[RunObserver] = []
+        # while observers are held: the messages routed since, and the observers themselves
+        self._held: list[Message] | None = None
+        self._live_observers: list[Observer] = self._observers
         # told about sessions going on/off line, subscribing, and acknowledged deliveries
         self.session_events: SessionEvents | None = None
         self._sync_task: asyncio.Future[None] | None = None
@@ -367,8 +374,46 @@ class Hub:
         self._unindex(session, flt)
         return True
 
-    def add_observer(self, observer: Observer) -> None:
-        self._observers.append(observer)
+    def add_observer(self, observer: Observer, run: RunObserver | None = None) -> None:
+        """`observer` sees every routed message; `run` (default: `observer` per message)
+        sees a run of them at once when `hold_observers` kept them back."""
+        self._live_observers.append(observer)
+        self._run_observers.append(run or _one_by_one(observer))
+
+    def hold_observers(self) -> bool:
+        """Until `release_observers`, routed messages wait in a list instead of going to the
+        observers one by one, which then see the run in one call each (the message log
+        appends a run of one topic in one pass: `MessageLog.observe_run`). For a run of
+        one read's publishes (mqtt/hub_calls.py `_publish_run`), in the same synchronous
+        call: nothing reads the log in between. Only where no ack waits for what the
+        observers journal (`route_along` answers "not journaled" meanwhile): a single node
+        whose engine promises no durability; elsewhere they are not held. False when they
+        are not held by this call (held already, none, or not allowed): only the caller
+        that got True releases them."""
+        if (
+            self._held is not None
+            or not self._live_observers
+            or self.engine.durable
+            or self.broker is not None
+        ):
+            return False
+        held: list[Message] = []
+        self._held = held
+        # route_along's loop then calls the list's append: no test per message
+        self._observers = [held.append]  # type: ignore[list-item]
+        return True
+
+    def release_observers(self) -> None:
+        """Hand the messages held since `hold_observers` to the observers (in order), and
+        route the next ones to them one by one again."""
+        held = self._held
+        if held is None:
+            return
+        self._held = None
+        self._observers = self._live_observers
+        if held:
+            for run in self._run_observers:
+                run(held)
 
     # -- routing -----------------------------------------------------------------------
 
@@ -412,7 +457,7 @@ class Hub:
         size) instead of being decoded and routed. False: route it (`deliver`). Only while
         the sink's log is the one observer: every other observer sees every message."""
         sink = self.cold_sink
-        if sink is None or len(self._observers) != 1:
+        if sink is None or len(self._live_observers) != 1:
             return False
         route = self._routes.get(topic)
         if route is None:
@@ -450,8 +495,33 @@ class Hub:
         self.quota_exceeded = False
         if message.retain:
             journaled = self._update_retained(message)
-        if route.targets or route.groups:
-            self.routed += len(route.targets) + len(route.groups)
+        single = route.single
+        if single is not None:
+            # one subscriber (every QoS 1 and fan-in publish to one subscriber passes here):
+            # nothing to share, so no wire cache (its link encodes the one copy with its
+            # packet id in one go, and observes the delivery latency itself)
+            self.routed += 1
+            session = single.session
+            origin = message.origin
+            grant = (
+                single.own if origin is not None and origin == session.client_id else single.every
+            )
+            if grant is not None:
+                gqos = grant.qos
+                mqos = message.qos
+                done = session.offer(
+                    message,
+                    gqos if gqos < mqos else mqos,
+                    message.retain and grant.retain_as_published,
+                    grant.ids,
+                    None,
+                )
+                if done & REFUSED:
+                    self.quota_exceeded = True
+                if done & JOURNALED:
+                    journaled = True
+        elif route.width:
+            self.routed += route.width
             journaled = self._deliver(message, route) or journaled
         for observer in self._observers:
             if observer(message):
@@ -495,26 +565,11 @@ class Hub:
 
     def _deliver(self, message: Message, route: Route) -> bool:
         """One copy per session, at the highest QoS its matching subscriptions grant, with
-        every matching subscription identifier (MQTT-3.3.4-2/3)."""
+        every matching subscription identifier (MQTT-3.3.4-2/3). A route to one subscriber
+        only is taken in `route_along` itself."""
         origin = message.origin
         mqos = message.qos
         mretain = message.retain
-        targets = route.targets
-        if not route.groups and len(targets) == 1:
-            # one subscriber: nothing to share, so no cache (its link encodes the one copy
-            # with its packet id in one go, and observes the delivery latency itself)
-            t = targets[0]
-            session = t.session
-            grant = t.own if origin is not None and origin == session.client_id else t.every
-            if grant is None:
-                return False
-            qos = grant.qos if grant.qos < mqos else mqos
-            done = session.offer(
-                message, qos, mretain and grant.retain_as_published, grant.ids, None
-            )
-            if done & REFUSED:
-                self.quota_exceeded = True
-            return bool(done & JOURNALED)
         wire_cache: dict[Any, Any] = {}
         sent_before = self.stats.messages_sent
         done = 0  # Session.offer's bits of every session, ORed
@@ -585,3 +640,11 @@ class Hub:
         if journal:
             self.engine.retained_put(message)
         return journal
+
+
+def _one_by_one(observer: Observer) -> RunObserver:
+    def run(messages: list[Message]) -> None:
+        for message in messages:
+            observer(message)
+
+    return run

@@ -44,9 +44,9 @@ import secrets
 import time
 from array import array
 from collections import deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 from pushwire.core.consumers import Consumers
 from pushwire.core.message import MESSAGE_OVERHEAD, Message, approx_size, bump_uid_floor
@@ -273,6 +273,7 @@ class _TopicLog:
         "in_heap",
         "retention",
         "topic",
+        "trim_step",
         "trimmed_upto",
     )
 
@@ -287,8 +288,10 @@ class _TopicLog:
         # highest id evicted from this topic (0: none) and its creation time
         self.evicted_upto = 0
         self.evicted_time = 0.0
-        # highest evicted id the engine has been told to delete
+        # highest evicted id the engine has been told to delete, and how far evictions run
+        # ahead of it before the engine is told (a tenth of the count bound)
         self.trimmed_upto = 0
+        self.trim_step = max(1, retention.max_messages // 10)
         # ids issued to this topic that the engine could not store (sorted; rare)
         self.holes: list[int] = []
 
@@ -364,6 +367,13 @@ def _size_of(message: Message) -> int:
             else:
                 return approx_size(message)
     return size
+
+
+# a byte room no budget gives (a budget of 0 bytes is no limit)
+_UNBOUNDED = 1 << 62
+
+# a LogEntry without its __init__'s frame (the observer sets its four slots itself)
+_new_entry = cast("Callable[[type[LogEntry]], LogEntry]", object.__new__)
 
 
 def _entry_id(entry: LogEntry) -> int:
@@ -474,6 +484,7 @@ class MessageLog:
         # engine=redis): nothing of them is indexed here, reads below it ask the engine
         self.unloaded_upto = 0
         self._topics = _TopicTree()
+        self._by_topic = self._topics.by_topic  # topic -> its log, asked once per message
         # one group per distinct filter (see `_ListenerGroup`), and how many listeners in all
         self._listeners: SubscriptionTrie[_ListenerGroup, None] = SubscriptionTrie()
         self._groups: dict[str, _ListenerGroup] = {}
@@ -608,7 +619,8 @@ class MessageLog:
         elif cold is _NO_COLD and len(entries) == max_messages and tlog.in_heap:
             # the steady state of a busy topic: one in, the oldest out (O(1), one length);
             # the count stays at its bound, so only the age can ask for more eviction
-            self.engine.log_append(message)
+            if self.spills:  # an engine that keeps no log (memory) has nothing to write
+                self.engine.log_append(message)
             entries.append(entry)
             old = entries.popleft()
             delta = entry.size - old.size
@@ -617,13 +629,14 @@ class MessageLog:
             tlog.evicted_upto = old_id = old.id
             tlog.evicted_time = old.message.created_at
             self.evicted_total += 1
-            if old_id - tlog.trimmed_upto >= (max_messages // 10 or 1):
+            if old_id - tlog.trimmed_upto >= tlog.trim_step:
                 self._trim(tlog)
             max_age = retention.max_age
             if max_age > 0 and entries[0].message.created_at < now - max_age:
                 self._evict(tlog, now)
         else:
-            self.engine.log_append(message)
+            if self.spills:  # an engine that keeps no log (memory) has nothing to write
+                self.engine.log_append(message)
             entries.append(entry)
             size = entry.size
             tlog.hot_bytes += size
@@ -704,7 +717,158 @@ class MessageLog:
 
     def observer(self, message: Message) -> bool:
         """`hub.add_observer(log.observer)`; True when the message went to the engine, so
-        whoever acknowledges it must wait for the engine's sync first."""
+        whoever acknowledges it must wait for the engine's sync first.
+
+        The steady state of a busy topic (in memory, nothing cold, at its count bound) is
+        `append`'s steady branch inlined here: every routed message pays this call, and
+        `append`'s own call, its `$` test (a topic that has a log is never a `$` one) and
+        the `LogEntry` constructor's frame were a third of it. The same state comes out
+        (tests/unit/test_log_observer.py runs both side by side)."""
+        tlog = self._by_topic.get(message.topic)
+        if (
+            tlog is None
+            or self.assigned  # positions from the broker (and maybe `append_cold`)
+            or tlog.cold is not _NO_COLD
+            # at its bound (> 0: a topic that keeps nothing is never `in_heap`)
+            or len(entries := tlog.entries) != tlog.retention.max_messages
+            or not tlog.in_heap
+        ):
+            return self._observe(message)
+        self.last_id = lid = self.last_id + 1
+        message.log_id = lid
+        entry = _new_entry(LogEntry)
+        entry.id = lid
+        entry.message = message
+        entry.size = size = (
+            _size_of(message)
+            if message.properties
+            else len(message.payload) + len(message.topic) + MESSAGE_OVERHEAD
+        )
+        entry.wire = None
+        if self.spills:
+            self.engine.log_append(message)
+        entries.append(entry)
+        old = entries.popleft()
+        delta = size - old.size
+        tlog.hot_bytes += delta
+        self.memory_bytes += delta
+        tlog.evicted_upto = old_id = old.id
+        tlog.evicted_time = old.message.created_at
+        self.appended_total += 1
+        self.evicted_total += 1
+        if old_id - tlog.trimmed_upto >= tlog.trim_step:
+            self._trim(tlog)
+        max_age = tlog.retention.max_age
+        if max_age > 0:
+            now = message.created_at
+            if entries[0].message.created_at < now - max_age:
+                self._evict(tlog, now)
+        budget = self.budget
+        if budget.topic_bytes and tlog.hot_bytes > budget.topic_bytes:
+            self._fit_topic(tlog)
+        if budget.total_bytes and self.memory_bytes > budget.total_bytes:
+            self._fit_total()
+        if self._listener_count:
+            self._wake(tlog.topic, entry)
+        return True
+
+    def observe_run(self, messages: Sequence[Message]) -> None:
+        """`observer` for each of `messages`, in order: the run of one read's publishes that
+        `Hub.hold_observers` kept back. Stretches of one topic in its steady state that no
+        live reader listens to are appended in one pass (`_steady_stretch`): the topic's log,
+        bounds and listeners looked up once, the counters and eviction marks written once.
+        Every other message goes through `observer`. The same state comes out as from one
+        `observer` call per message (tests/unit/test_log_observer.py)."""
+        i = 0
+        n = len(messages)
+        while i < n:
+            done = self._steady_stretch(messages, i)
+            if done == i:
+                self.observer(messages[i])
+                i += 1
+            else:
+                i = done
+
+    def _steady_stretch(self, messages: Sequence[Message], start: int) -> int:
+        """Append messages[start:] while they go to the topic of messages[start] and each
+        would take `observer`'s steady branch without eviction by age, a trim or a budget
+        to fit (the message that asks for a trim or an eviction by age is the last one; its
+        eviction runs once the marks are written, as after `observer`). Returns the index
+        of the first message not appended (`start`: none was)."""
+        topic = messages[start].topic
+        tlog = self._by_topic.get(topic)
+        if tlog is None or self.assigned or tlog.cold is not _NO_COLD or not tlog.in_heap:
+            return start
+        entries = tlog.entries
+        retention = tlog.retention
+        if len(entries) != retention.max_messages or (
+            self._listener_count and self._listeners.match(topic)
+        ):
+            return start  # not at its bound, or a live reader must be told of each message
+        budget = self.budget
+        # how far the topic's and the log's bytes may grow before the budget sheds entries
+        topic_room = budget.topic_bytes - tlog.hot_bytes if budget.topic_bytes else _UNBOUNDED
+        total_room = budget.total_bytes - self.memory_bytes if budget.total_bytes else _UNBOUNDED
+        room = topic_room if topic_room < total_room else total_room
+        max_age = retention.max_age
+        trim_at = tlog.trimmed_upto + tlog.trim_step
+        log_append = self.engine.log_append if self.spills else None
+        lid = self.last_id
+        grown = 0
+        i = start
+        n = len(messages)
+        old: LogEntry | None = None
+        while i < n:
+            message = messages[i]
+            if message.topic != topic:
+                break
+            size = (
+                _size_of(message)
+                if message.properties
+                else len(message.payload) + len(topic) + MESSAGE_OVERHEAD
+            )
+            delta = size - entries[0].size
+            if grown + delta > room:
+                break  # `observer` fits the budget after it
+            lid += 1
+            message.log_id = lid
+            entry = _new_entry(LogEntry)
+            entry.id = lid
+            entry.message = message
+            entry.size = size
+            entry.wire = None
+            if log_append is not None:
+                log_append(message)
+            entries.append(entry)
+            old = entries.popleft()
+            grown += delta
+            i += 1
+            if old.id >= trim_at or (
+                max_age > 0 and entries[0].message.created_at < message.created_at - max_age
+            ):
+                break
+        if old is None:
+            return start
+        count = i - start
+        self.last_id = lid
+        tlog.hot_bytes += grown
+        self.memory_bytes += grown
+        tlog.evicted_upto = old.id
+        tlog.evicted_time = old.message.created_at
+        self.appended_total += count
+        self.evicted_total += count
+        # what `observer` does after the last one
+        if old.id - tlog.trimmed_upto >= tlog.trim_step:
+            self._trim(tlog)
+        if max_age > 0:
+            now = messages[i - 1].created_at
+            if entries[0].message.created_at < now - max_age:
+                self._evict(tlog, now)
+        return i
+
+    def _observe(self, message: Message) -> bool:
+        """`observer` for every other case: the broker's positions, a new topic, one
+        filling up, going cold or keeping nothing."""
         if (
             self.cold_unless_listened
             and message.log_id is not None
@@ -759,7 +923,7 @@ class MessageLog:
             self._maybe_trim(tlog)
 
     def _maybe_trim(self, tlog: _TopicLog) -> None:
-        if tlog.evicted_upto - tlog.trimmed_upto >= max(1, tlog.retention.max_messages // 10):
+        if tlog.evicted_upto - tlog.trimmed_upto >= tlog.trim_step:
             self._trim(tlog)
 
     @staticmethod

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pushwire.core.session import Session, Subscription
 from pushwire.core.shared import SharedGroup
@@ -41,6 +41,14 @@ class Route:
     targets: list[Target]
     # shared groups pick a member per message, so they cannot be folded ahead of time
     groups: list[tuple[SharedGroup, Subscription]]
+    # worked out once per route, not per message (Hub.route_along): how many subscribers
+    # and shared groups a message reaches, and the target when it is the only one
+    width: int = field(init=False)
+    single: Target | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.width = len(self.targets) + len(self.groups)
+        self.single = self.targets[0] if self.width == 1 and self.targets else None
 
     @property
     def size(self) -> int:

@@ -55,7 +55,7 @@ def make_log(hub: Hub, settings: Settings) -> MessageLog:
         max_consumers_per_owner=settings.max_consumers_per_identity,
         consumer_idle_timeout=settings.consumer_idle_timeout,
     )
-    hub.add_observer(log.observer)
+    hub.add_observer(log.observer, log.observe_run)
     hub.cold_sink = log.append_cold  # engine=redis: Hub.pass_by
     log.cold_unless_listened = settings.redis_log_memory == "listened"
     return log
