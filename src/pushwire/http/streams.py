@@ -25,6 +25,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from pushwire.core.clients import ClientInfo
+from pushwire.core.log import ALL, Cursor
 from pushwire.http import poll, sse
 from pushwire.http.auth import Caller, caller_from, unauthorized
 from pushwire.http.cursor import CursorError
@@ -552,11 +553,15 @@ class _ReaskLane:
 
     headers = _LANE_HEADERS
 
-    __slots__ = ("cache", "state")
+    __slots__ = ("cache", "kept_cursor", "kept_text", "state")
 
     def __init__(self, state: HttpState, cache: _ReplyCache) -> None:
         self.state = state
         self.cache = cache
+        # the last cursor text `reask_repeated` parsed, and what it means (every client
+        # woken by one message re-asks with the same text)
+        self.kept_text: str | None = None
+        self.kept_cursor: Cursor = ALL
 
     def reask(self, proto: HttpProtocol, route: StreamRoute, tail: str, query: bytes) -> bool:
         poller = proto.stream_state
@@ -601,6 +606,70 @@ class _ReaskLane:
             poller.lane_head = replay
         return True
 
+    def reask_repeated(self, proto: HttpProtocol, replay: ReplayHead) -> bool:
+        """`reask_replayed` of a read equal to `replay.expected` (http/protocol.py compared
+        the bytes): the usual re-ask (the connection's checked template, the cursor of its
+        last reply, nothing newer in the log) is held again here with the fewest steps;
+        any other goes the way of `reask_replayed`."""
+        poller = proto.stream_state
+        text = replay.expected_cursor
+        if not isinstance(poller, _LongPoller) or poller.lane_head is not replay:
+            return self.reask_replayed(proto, replay, text.encode("latin-1"))
+        if text != poller.cursor or poller.cycle is not None:
+            return False
+        if text is self.kept_text:
+            cursor = self.kept_cursor
+        else:
+            try:
+                cursor = poll.parse_kept_cursor(text)
+            except CursorError:
+                return False
+            self.kept_text, self.kept_cursor = text, cursor
+        state = self.state
+        callers = proto.callers
+        if callers is None or callers.snapshot is not state.auth.snapshot:
+            return False
+        caller = callers.caller
+        tail = replay.tail
+        if caller is None or not poller.checked(caller, tail):
+            return False
+        log = state.log
+        wait = poller.shape_wait
+        if (
+            cursor.id != log.last_id
+            or cursor.kind != "id"
+            or (cursor.epoch is not None and cursor.epoch != log.epoch)
+            or wait <= 0
+        ):
+            return self._take(proto, poller, replay.route, tail, text.encode("latin-1"))
+        return self._hold_again(proto, poller, replay.route, caller, tail, cursor.id, wait)
+
+    def _hold_again(
+        self,
+        proto: HttpProtocol,
+        poller: _LongPoller,
+        route: StreamRoute,
+        caller: Caller,
+        tail: str,
+        after: int,
+        wait: float,
+    ) -> bool:
+        """The usual re-ask once checked (the cursor of the last reply, nothing newer in
+        the log, so no gap and nothing to read): what `longpoll_now` decides, without its
+        objects; held on the connection's reused cycle and waiter."""
+        state = self.state
+        if state.busy():
+            return False  # the normal way refuses it (503)
+        state.stats.connections_total["longpoll"] += 1
+        state.auth.stats.anonymous_admitted += 1
+        poller.cursor = None
+        cycle = poller.lane_cycle = proto.hold_on_lane(poller.lane_cycle, route)
+        try:
+            poller.hold_at(cycle, caller, tail, after, False, after, wait)
+        except ApiError as exc:
+            cycle.answer_response(api_error_response(state, exc))
+        return True
+
     def _take(
         self, proto: HttpProtocol, poller: _LongPoller, route: StreamRoute, tail: str, since: bytes
     ) -> bool:
@@ -631,20 +700,7 @@ class _ReaskLane:
             and (cursor.epoch is None or cursor.epoch == log.epoch)
             and wait > 0
         ):
-            # the usual re-ask: the cursor of the last reply, nothing newer in the log (so
-            # no gap, nothing to read): what `longpoll_now` decides, without its objects
-            if state.busy():
-                return False  # the normal way refuses it (503)
-            state.stats.connections_total["longpoll"] += 1
-            auth.stats.anonymous_admitted += 1
-            poller.cursor = None
-            after = cursor.id
-            cycle = poller.lane_cycle = proto.hold_on_lane(poller.lane_cycle, route)
-            try:
-                poller.hold_at(cycle, caller, tail, after, False, after, wait)
-            except ApiError as exc:
-                cycle.answer_response(api_error_response(state, exc))
-            return True
+            return self._hold_again(proto, poller, route, caller, tail, cursor.id, wait)
         first = poll.longpoll_now(state, caller, tail, cursor, poller.shape_limit, wait)
         if first is None:
             return False
