@@ -100,13 +100,9 @@ class StreamLane(Protocol):
         """At the end of the head: True when the lane answered the request or held it
         (`HttpProtocol.hold_on_lane`); False, with no side effect, for the handler."""
 
-    def reask_replayed(self, proto: HttpProtocol, replay: ReplayHead, cursor: bytes) -> bool:
+    def reask_replayed(self, proto: HttpProtocol, replay: ReplayHead, cursor: str) -> bool:
         """`reask` of a head recognised from its bytes (http/replay.py): `cursor` is its
         since= value, the query string is `replay`'s around it."""
-
-    def reask_repeated(self, proto: HttpProtocol, replay: ReplayHead) -> bool:
-        """`reask_replayed` of a read equal to `replay.expected`: the template's head with
-        the cursor `replay.expected_cursor` (the bytes and the head limits were checked)."""
 
 
 class StreamState(Protocol):
@@ -201,6 +197,8 @@ class HttpServer:
         # the connections, and how many requests were taken that way
         self.replay_heads = ReplayHeads()
         self.served_replayed = 0
+        # of those, the ones recognised by one comparison (`ReplayHead.expected`)
+        self.served_repeated = 0
 
     def protocol(self) -> HttpProtocol:
         return HttpProtocol(self)
@@ -458,10 +456,11 @@ class HttpProtocol(asyncio.Protocol):
                 # else; the lane checks that the cursor is this connection's
                 self.head_timing = False
                 self.deadline_kind = 0  # `_disarm`: complete (the lane sets what is next)
-                if replay.lane.reask_repeated(self, replay):
+                if replay.lane.reask_replayed(self, replay, replay.expected_cursor):
                     server = self.server
                     server.served_owned += 1
                     server.served_replayed += 1
+                    server.served_repeated += 1
                     return
             elif self._replayed(replay, data):
                 return
@@ -674,11 +673,12 @@ class HttpProtocol(asyncio.Protocol):
         ):
             return False
         self._disarm()  # the head is complete (the lane sets the next deadline)
-        if not replay.lane.reask_replayed(self, replay, cursor):
+        text = cursor.decode("latin-1")
+        if not replay.lane.reask_replayed(self, replay, text):
             return False
         server.served_owned += 1
         server.served_replayed += 1
-        replay.expect(data, cursor)  # the next client with this cursor: one comparison
+        replay.expect(data, text)  # the next client with this cursor: one comparison
         return True
 
     def answered_on_lane(self, response: bytes) -> None:

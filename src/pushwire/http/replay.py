@@ -77,11 +77,11 @@ class ReplayHead:
         self.expected: bytes | None = None
         self.expected_cursor = ""
 
-    def expect(self, head: bytes, cursor: bytes) -> None:
+    def expect(self, head: bytes, cursor: str) -> None:
         """`head` (prefix + `cursor` + suffix, within the head limits) was taken: the next
         read equal to it is this template with `cursor`."""
         self.expected = head
-        self.expected_cursor = cursor.decode("latin-1")
+        self.expected_cursor = cursor
 
 
 def split_head(data: bytes, query: bytes) -> tuple[int, int] | None:

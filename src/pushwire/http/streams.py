@@ -558,8 +558,8 @@ class _ReaskLane:
     def __init__(self, state: HttpState, cache: _ReplyCache) -> None:
         self.state = state
         self.cache = cache
-        # the last cursor text `reask_repeated` parsed, and what it means (every client
-        # woken by one message re-asks with the same text)
+        # the last cursor text `_take` parsed, and what it means (every client woken by
+        # one message re-asks with the same text object, http/protocol.py `data_received`)
         self.kept_text: str | None = None
         self.kept_cursor: Cursor = ALL
 
@@ -588,33 +588,31 @@ class _ReaskLane:
             start = query.find(b"since=" + since) + 6  # where the value starts: learn
             poller.lane_prefix = query[:start]
             poller.lane_suffix = query[start + len(since) :]
-        return self._take(proto, poller, route, tail, since)
+        return self._take(proto, poller, route, tail, since.decode("latin-1"))
 
-    def reask_replayed(self, proto: HttpProtocol, replay: ReplayHead, cursor: bytes) -> bool:
-        """`reask` of a head recognised from its bytes (http/replay.py), with its cursor
-        bytes as they came. When the connection's previous lane request came with the same
-        template (its query string checked against the connection's `shape` then, which
-        has not changed since), no query string is rebuilt and split."""
+    def reask_replayed(self, proto: HttpProtocol, replay: ReplayHead, cursor: str) -> bool:
+        """`reask` of a head recognised from its bytes (http/replay.py), with its cursor.
+        When the connection's previous lane request came with the same template (its query
+        string checked against the connection's `shape` then, which has not changed
+        since), no query string is rebuilt and split."""
         poller = proto.stream_state
-        if isinstance(poller, _LongPoller) and poller.lane_head is replay:
+        if not isinstance(poller, _LongPoller):
+            return False
+        if poller.lane_head is replay:
             return self._take(proto, poller, replay.route, replay.tail, cursor)
-        query = replay.query_prefix + cursor + replay.query_suffix
+        query = replay.query_prefix + cursor.encode("latin-1") + replay.query_suffix
         if not self.reask(proto, replay.route, replay.tail, query):
             return False
-        poller = proto.stream_state
-        if isinstance(poller, _LongPoller) and poller.shape is not None:
+        if poller.shape is not None:
             poller.lane_head = replay
         return True
 
-    def reask_repeated(self, proto: HttpProtocol, replay: ReplayHead) -> bool:
-        """`reask_replayed` of a read equal to `replay.expected` (http/protocol.py compared
-        the bytes): the usual re-ask (the connection's checked template, the cursor of its
-        last reply, nothing newer in the log) is held again here with the fewest steps;
-        any other goes the way of `reask_replayed`."""
-        poller = proto.stream_state
-        text = replay.expected_cursor
-        if not isinstance(poller, _LongPoller) or poller.lane_head is not replay:
-            return self.reask_replayed(proto, replay, text.encode("latin-1"))
+    def _take(
+        self, proto: HttpProtocol, poller: _LongPoller, route: StreamRoute, tail: str, text: str
+    ) -> bool:
+        """The lane's checks and answer once the request's since= value (`text`) is known.
+        Once per delivery: the usual re-ask (the cursor of the last reply, nothing newer)
+        runs here to its hold without another call of the lane."""
         if text != poller.cursor or poller.cycle is not None:
             return False
         if text is self.kept_text:
@@ -626,71 +624,20 @@ class _ReaskLane:
                 return False
             self.kept_text, self.kept_cursor = text, cursor
         state = self.state
-        callers = proto.callers
-        if callers is None or callers.snapshot is not state.auth.snapshot:
-            return False
-        caller = callers.caller
-        tail = replay.tail
-        if caller is None or not poller.checked(caller, tail):
-            return False
-        log = state.log
-        wait = poller.shape_wait
-        if (
-            cursor.id != log.last_id
-            or cursor.kind != "id"
-            or (cursor.epoch is not None and cursor.epoch != log.epoch)
-            or wait <= 0
-        ):
-            return self._take(proto, poller, replay.route, tail, text.encode("latin-1"))
-        return self._hold_again(proto, poller, replay.route, caller, tail, cursor.id, wait)
-
-    def _hold_again(
-        self,
-        proto: HttpProtocol,
-        poller: _LongPoller,
-        route: StreamRoute,
-        caller: Caller,
-        tail: str,
-        after: int,
-        wait: float,
-    ) -> bool:
-        """The usual re-ask once checked (the cursor of the last reply, nothing newer in
-        the log, so no gap and nothing to read): what `longpoll_now` decides, without its
-        objects; held on the connection's reused cycle and waiter."""
-        state = self.state
-        if state.busy():
-            return False  # the normal way refuses it (503)
-        state.stats.connections_total["longpoll"] += 1
-        state.auth.stats.anonymous_admitted += 1
-        poller.cursor = None
-        cycle = poller.lane_cycle = proto.hold_on_lane(poller.lane_cycle, route)
-        try:
-            poller.hold_at(cycle, caller, tail, after, False, after, wait)
-        except ApiError as exc:
-            cycle.answer_response(api_error_response(state, exc))
-        return True
-
-    def _take(
-        self, proto: HttpProtocol, poller: _LongPoller, route: StreamRoute, tail: str, since: bytes
-    ) -> bool:
-        """The lane's checks and answer once the request's since= value is known."""
-        last = poller.cursor
-        if last is None or poller.cycle is not None:
-            return False
-        text = since.decode("latin-1")
-        if text != last:
-            return False
-        state = self.state
         auth = state.auth
+        snapshot = auth.snapshot
         callers = proto.callers
-        if callers is None or callers.snapshot is not auth.snapshot:
+        if callers is None or callers.snapshot is not snapshot:
             return False
         caller = callers.caller
-        if caller is None or not poller.checked(caller, tail):
-            return False
-        try:
-            cursor = poll.parse_kept_cursor(text)
-        except CursorError:
+        if (
+            caller is None
+            # `poller.checked(caller, tail)`, inline (once per delivery)
+            or caller is not poller.checked_caller
+            or tail != poller.checked_filter
+            or snapshot is not poller.checked_snapshot
+            or auth.acl.version != poller.checked_acl
+        ):
             return False
         log = state.log
         wait = poller.shape_wait
@@ -700,7 +647,20 @@ class _ReaskLane:
             and (cursor.epoch is None or cursor.epoch == log.epoch)
             and wait > 0
         ):
-            return self._hold_again(proto, poller, route, caller, tail, cursor.id, wait)
+            # the usual re-ask: the cursor of the last reply, nothing newer in the log (so
+            # no gap, nothing to read): what `longpoll_now` decides, without its objects
+            if log.listener_count >= state.settings.http_max_listeners:  # `state.busy()`
+                return False  # the normal way refuses it (503)
+            state.stats.connections_total["longpoll"] += 1
+            auth.stats.anonymous_admitted += 1
+            poller.cursor = None
+            after = cursor.id
+            cycle = poller.lane_cycle = proto.hold_on_lane(poller.lane_cycle, route)
+            try:
+                poller.hold_at(cycle, caller, tail, after, False, after, wait)
+            except ApiError as exc:
+                cycle.answer_response(api_error_response(state, exc))
+            return True
         first = poll.longpoll_now(state, caller, tail, cursor, poller.shape_limit, wait)
         if first is None:
             return False
