@@ -24,7 +24,6 @@ import sys
 import time
 
 from micro_longpoll import FakeTransport, _cursor, _noapp
-
 from pushwire.config import Settings
 from pushwire.core.hub import Hub
 from pushwire.core.log import MessageLog
@@ -98,7 +97,8 @@ def main() -> None:
         load = " ".join(f.read().split()[:3])
     shape = "one filter per connection" if filters else "one filter"
     print(f"N={n}, {shape}, {WAVES} waves (median of the last {WAVES - 2}), load {load}")
-    print(f"re-ask (data_received to held), us per waiter: {statistics.median(reask[2:]) * 1e6:.2f}")
+    median = statistics.median(reask[2:]) * 1e6
+    print(f"re-ask (data_received to held), us per waiter: {median:.2f}")
     if prof is not None:
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
