@@ -699,8 +699,8 @@ class HttpProtocol(asyncio.Protocol):
         does."""
         if cycle is None or cycle.proto is not self:
             cycle = StreamCycle(self, _DROPPED, route, True)
-        # ready again, once per re-ask: complete (a lane request has no
-        # body), its turn, nothing answered yet
+        # ready again (once per re-ask, so inline): complete (a lane request has no body),
+        # its turn, nothing answered yet
         cycle.keep_alive = cycle.complete = cycle.active = cycle.running = True
         cycle.response_started = cycle.done = cycle.head = cycle.expect_continue = False
         cycle.on_drain = cycle.on_lost = None

@@ -622,7 +622,8 @@ class _ReaskLane:
                 cursor = poll.parse_kept_cursor(text)
             except CursorError:
                 return False
-            self.kept_text, self.kept_cursor = text, cursor
+            if cursor.kind != "time":  # (a reply's cursor is an id: means the same later)
+                self.kept_text, self.kept_cursor = text, cursor
         state = self.state
         auth = state.auth
         snapshot = auth.snapshot
