@@ -100,7 +100,7 @@ class StreamLane(Protocol):
         """At the end of the head: True when the lane answered the request or held it
         (`HttpProtocol.hold_on_lane`); False, with no side effect, for the handler."""
 
-    def reask_replayed(self, proto: HttpProtocol, replay: ReplayHead, cursor: bytes) -> bool:
+    def reask_replayed(self, proto: HttpProtocol, replay: ReplayHead, cursor: str) -> bool:
         """`reask` of a head recognised from its bytes (http/replay.py): `cursor` is its
         since= value, the query string is `replay`'s around it."""
 
@@ -197,6 +197,8 @@ class HttpServer:
         # the connections, and how many requests were taken that way
         self.replay_heads = ReplayHeads()
         self.served_replayed = 0
+        # of those, the ones recognised by one comparison (`ReplayHead.expected`)
+        self.served_repeated = 0
 
     def protocol(self) -> HttpProtocol:
         return HttpProtocol(self)
@@ -445,8 +447,23 @@ class HttpProtocol(asyncio.Protocol):
         # between requests (the parser holds no partial head and no body) with nothing
         # queued: a repeated long-poll head may skip the parser
         fresh = self.idle and not self.pipeline and self.lane_route is None and self.parsing is None
-        if fresh and self.replay is not None and self._replayed(self.replay, data):
-            return
+        replay = self.replay
+        if fresh and replay is not None:
+            if data == replay.expected and not self.closing:
+                # the usual re-ask: the template's head with the cursor every client woken
+                # by the last message re-asks with, byte for byte (`ReplayHead.expect`: a
+                # head taken before, within the limits), so one complete head and nothing
+                # else; the lane checks that the cursor is this connection's
+                self.head_timing = False
+                self.deadline_kind = 0  # `_disarm`: complete (the lane sets what is next)
+                if replay.lane.reask_replayed(self, replay, replay.expected_cursor):
+                    server = self.server
+                    server.served_owned += 1
+                    server.served_replayed += 1
+                    server.served_repeated += 1
+                    return
+            elif self._replayed(replay, data):
+                return
         # the first bytes of the next request on a kept-alive connection start its head's
         # clock; the timer itself is set after this read, and only when the head is still
         # incomplete then (a request that comes whole in one read needs none)
@@ -655,14 +672,13 @@ class HttpProtocol(asyncio.Protocol):
             or len(data) > server.max_head
         ):
             return False
-        route = replay.route
-        lane = route.reask
-        assert lane is not None
         self._disarm()  # the head is complete (the lane sets the next deadline)
-        if not lane.reask_replayed(self, replay, cursor):
+        text = cursor.decode("latin-1")
+        if not replay.lane.reask_replayed(self, replay, text):
             return False
         server.served_owned += 1
         server.served_replayed += 1
+        replay.expect(data, text)  # the next client with this cursor: one comparison
         return True
 
     def answered_on_lane(self, response: bytes) -> None:
@@ -683,7 +699,12 @@ class HttpProtocol(asyncio.Protocol):
         does."""
         if cycle is None or cycle.proto is not self:
             cycle = StreamCycle(self, _DROPPED, route, True)
-        cycle.reuse()
+        # ready again (once per re-ask, so inline): complete (a lane request has no body),
+        # its turn, nothing answered yet
+        cycle.keep_alive = cycle.complete = cycle.active = cycle.running = True
+        cycle.response_started = cycle.done = cycle.head = cycle.expect_continue = False
+        cycle.on_drain = cycle.on_lost = None
+        cycle.transport = self.transport
         self.pipeline.append(cycle)
         self.url = _NO_URL
         self.headers = _NO_HEADERS
@@ -1348,14 +1369,6 @@ class StreamCycle(_FastCycle):
         self.request = _DROPPED
         if self.complete:
             self.chunks = _NO_CHUNKS  # the body is complete: nothing is appended any more
-
-    def reuse(self) -> None:
-        """Ready again for a lane request (`HttpProtocol.hold_on_lane`): complete (a lane
-        request has no body), its turn, nothing answered yet."""
-        self.keep_alive = self.complete = self.active = self.running = True
-        self.response_started = self.done = self.head = self.expect_continue = False
-        self.on_drain = self.on_lost = None
-        self.transport = self.proto.transport
 
     def answer_response(self, response: WireResponse) -> None:
         """Answer a held request with `response` (an error, a 204)."""

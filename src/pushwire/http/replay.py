@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from pushwire.http.cursor import MAX_CURSOR_LEN
 
 if TYPE_CHECKING:
-    from pushwire.http.protocol import StreamRoute
+    from pushwire.http.protocol import StreamLane, StreamRoute
 
 # what a cursor this server hands out is made of (ids, EPOCH:ID, times, durations); the
 # lane compares the value with the previous reply's cursor, so nothing else is accepted
@@ -39,7 +39,18 @@ class ReplayHead:
     """A long-poll request head accepted by the full parser and taken by its stream lane,
     split around its since= value; with what it resolved to."""
 
-    __slots__ = ("line_fixed", "prefix", "query_prefix", "query_suffix", "route", "suffix", "tail")
+    __slots__ = (
+        "expected",
+        "expected_cursor",
+        "lane",
+        "line_fixed",
+        "prefix",
+        "query_prefix",
+        "query_suffix",
+        "route",
+        "suffix",
+        "tail",
+    )
 
     def __init__(
         self,
@@ -55,9 +66,22 @@ class ReplayHead:
         self.suffix = suffix  # and after it, up to and with the blank line
         self.line_fixed = line_fixed  # the request line's length (with CRLF) but the cursor
         self.route = route
+        assert route.reask is not None  # (only a lane's head is kept)
+        self.lane: StreamLane = route.reask
         self.tail = tail  # the path after the route's prefix (the filter), decoded
         self.query_prefix = query_prefix  # the query string around the cursor
         self.query_suffix = query_suffix
+        # the whole head with the cursor of the last re-ask taken with this template, and
+        # that cursor: every client woken by one message re-asks with the same cursor, so
+        # the next ones are recognised by one comparison (`expect`)
+        self.expected: bytes | None = None
+        self.expected_cursor = ""
+
+    def expect(self, head: bytes, cursor: str) -> None:
+        """`head` (prefix + `cursor` + suffix, within the head limits) was taken: the next
+        read equal to it is this template with `cursor`."""
+        self.expected = head
+        self.expected_cursor = cursor
 
 
 def split_head(data: bytes, query: bytes) -> tuple[int, int] | None:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from pushwire.core.clients import ClientInfo
+from pushwire.core.log import ALL, Cursor
 from pushwire.http import poll, sse
 from pushwire.http.auth import Caller, caller_from, unauthorized
 from pushwire.http.cursor import CursorError
@@ -554,11 +555,15 @@ class _ReaskLane:
 
     headers = _LANE_HEADERS
 
-    __slots__ = ("cache", "state")
+    __slots__ = ("cache", "kept_cursor", "kept_text", "state")
 
     def __init__(self, state: HttpState, cache: _ReplyCache) -> None:
         self.state = state
         self.cache = cache
+        # the last cursor text `_take` parsed, and what it means (every client woken by
+        # one message re-asks with the same text object, http/protocol.py `data_received`)
+        self.kept_text: str | None = None
+        self.kept_cursor: Cursor = ALL
 
     def reask(self, proto: HttpProtocol, route: StreamRoute, tail: str, query: bytes) -> bool:
         poller = proto.stream_state
@@ -585,45 +590,57 @@ class _ReaskLane:
             start = query.find(b"since=" + since) + 6  # where the value starts: learn
             poller.lane_prefix = query[:start]
             poller.lane_suffix = query[start + len(since) :]
-        return self._take(proto, poller, route, tail, since)
+        return self._take(proto, poller, route, tail, since.decode("latin-1"))
 
-    def reask_replayed(self, proto: HttpProtocol, replay: ReplayHead, cursor: bytes) -> bool:
-        """`reask` of a head recognised from its bytes (http/replay.py), with its cursor
-        bytes as they came. When the connection's previous lane request came with the same
-        template (its query string checked against the connection's `shape` then, which
-        has not changed since), no query string is rebuilt and split."""
+    def reask_replayed(self, proto: HttpProtocol, replay: ReplayHead, cursor: str) -> bool:
+        """`reask` of a head recognised from its bytes (http/replay.py), with its cursor.
+        When the connection's previous lane request came with the same template (its query
+        string checked against the connection's `shape` then, which has not changed
+        since), no query string is rebuilt and split."""
         poller = proto.stream_state
-        if isinstance(poller, _LongPoller) and poller.lane_head is replay:
+        if not isinstance(poller, _LongPoller):
+            return False
+        if poller.lane_head is replay:
             return self._take(proto, poller, replay.route, replay.tail, cursor)
-        query = replay.query_prefix + cursor + replay.query_suffix
+        query = replay.query_prefix + cursor.encode("latin-1") + replay.query_suffix
         if not self.reask(proto, replay.route, replay.tail, query):
             return False
-        poller = proto.stream_state
-        if isinstance(poller, _LongPoller) and poller.shape is not None:
+        if poller.shape is not None:
             poller.lane_head = replay
         return True
 
     def _take(
-        self, proto: HttpProtocol, poller: _LongPoller, route: StreamRoute, tail: str, since: bytes
+        self, proto: HttpProtocol, poller: _LongPoller, route: StreamRoute, tail: str, text: str
     ) -> bool:
-        """The lane's checks and answer once the request's since= value is known."""
-        last = poller.cursor
-        if last is None or poller.cycle is not None:
+        """The lane's checks and answer once the request's since= value (`text`) is known.
+        Once per delivery: the usual re-ask (the cursor of the last reply, nothing newer)
+        runs here to its hold without another call of the lane."""
+        if text != poller.cursor or poller.cycle is not None:
             return False
-        text = since.decode("latin-1")
-        if text != last:
-            return False
+        if text is self.kept_text:
+            cursor = self.kept_cursor
+        else:
+            try:
+                cursor = poll.parse_kept_cursor(text)
+            except CursorError:
+                return False
+            if cursor.kind != "time":  # (a reply's cursor is an id: means the same later)
+                self.kept_text, self.kept_cursor = text, cursor
         state = self.state
         auth = state.auth
+        snapshot = auth.snapshot
         callers = proto.callers
-        if callers is None or callers.snapshot is not auth.snapshot:
+        if callers is None or callers.snapshot is not snapshot:
             return False
         caller = callers.caller
-        if caller is None or not poller.checked(caller, tail):
-            return False
-        try:
-            cursor = poll.parse_kept_cursor(text)
-        except CursorError:
+        if (
+            caller is None
+            # `poller.checked(caller, tail)`, inline (once per delivery)
+            or caller is not poller.checked_caller
+            or tail != poller.checked_filter
+            or snapshot is not poller.checked_snapshot
+            or auth.acl.version != poller.checked_acl
+        ):
             return False
         log = state.log
         wait = poller.shape_wait
@@ -635,7 +652,7 @@ class _ReaskLane:
         ):
             # the usual re-ask: the cursor of the last reply, nothing newer in the log (so
             # no gap, nothing to read): what `longpoll_now` decides, without its objects
-            if state.busy():
+            if log.listener_count >= state.settings.http_max_listeners:  # `state.busy()`
                 return False  # the normal way refuses it (503)
             state.stats.connections_total["longpoll"] += 1
             auth.stats.anonymous_admitted += 1
