@@ -186,7 +186,7 @@ class _ReplyCache:
     clients that fell behind catch up with the same few one-message bodies (cached on their
     entries), so their responses are kept too. A hit needs the very body object."""
 
-    __slots__ = ("asked", "replies")
+    __slots__ = ("asked", "last_body", "last_closing", "last_kept", "replies")
 
     KEPT = 16
 
@@ -194,16 +194,23 @@ class _ReplyCache:
         self.replies: dict[str, tuple[bytes, tuple[bytes, bytes]]] = {}
         # and the long-poll options parsed, by query string (`_asked`)
         self.asked: dict[bytes, poll.LongPollAsk] = {}
+        # the last reply built or found: what every waiter of a wake looks up
+        # (`_LongPoller.write_reply` reads it without a call)
+        self.last_body = b""
+        self.last_kept = self.last_closing = b""
 
     def reply(self, body: bytes, cursor: str) -> tuple[bytes, bytes]:
         found = self.replies.get(cursor)
         if found is not None and found[0] is body:
-            return found[1]
-        response = _answer_bytes(200, body, poll._poll_headers(cursor, False))
-        replies = self.replies
-        if len(replies) >= self.KEPT and cursor not in replies:
-            del replies[next(iter(replies))]  # the oldest
-        replies[cursor] = (body, response)
+            response = found[1]
+        else:
+            response = _answer_bytes(200, body, poll._poll_headers(cursor, False))
+            replies = self.replies
+            if len(replies) >= self.KEPT and cursor not in replies:
+                del replies[next(iter(replies))]  # the oldest
+            replies[cursor] = (body, response)
+        self.last_body = body
+        self.last_kept, self.last_closing = response
         return response
 
 
@@ -354,16 +361,31 @@ class _LongPoller:
             cycle.answer(kept, closing)
 
     def write_reply(self, body: bytes, cursor: str) -> None:
-        # in a publish's wake: the response's write alone; `replied` does the rest
+        # in a publish's wake: the response's write alone; `replied` does the rest. Every
+        # waiter of the wake has the same body object: its response is the cache's last
         cycle = self.cycle
         if cycle is not None:
             self.cursor = cursor
-            cycle.write_answer(*self.cache.reply(body, cursor))
+            cache = self.cache
+            if cache.last_body is body:
+                cycle.write_answer(cache.last_kept, cache.last_closing)
+            else:
+                cycle.write_answer(*cache.reply(body, cursor))
 
     def replied(self) -> None:
-        cycle = self._end()
-        if cycle is not None:
-            cycle.answered()
+        # `_end` inline (once per woken waiter, after the wake's writes)
+        cycle, self.cycle = self.cycle, None
+        if cycle is None:
+            return
+        state = self.state
+        waiter = self.waiter
+        if waiter is not None and waiter.caller is not None:
+            identity = waiter.caller.identity
+            if identity.username is not None:
+                state.live.untrack(identity, waiter)
+        state.clients.unregister(self.client_key)
+        state.stats.connections["longpoll"] -= 1
+        cycle.answered()
 
     def not_modified(self, cursor: str) -> None:
         cycle = self._end()
