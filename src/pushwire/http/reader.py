@@ -587,11 +587,24 @@ class LongPollWaiter:
                     break
 
     def restart(self, after: int, from_etag: bool, requested: int | None, deadline: float) -> None:
-        """Wait again, for the same caller and filter, once the previous wait answered."""
+        """Wait again, for the same caller and filter, once the previous wait answered
+        (`start` inline: a kept-alive client's every re-ask comes here)."""
         self.after = after
         self.from_etag = from_etag
         self.requested = requested
-        self.start(deadline)
+        log = self.log
+        self.done = False
+        log.listen(self.filter, self)
+        self.deadline = deadline
+        slot = self.slot
+        if not slot or slot * SLOT > deadline:
+            self._arm(deadline)
+        # else: its bucket comes due first and files it again for the rest (`_arm`)
+        if log.last_id > after:
+            for entry in log.read(self.filter, after, _CATCH_UP).entries:
+                self.notify(entry)
+                if self.done:
+                    break
 
     def _arm(self, deadline: float) -> None:
         self.deadline = deadline
