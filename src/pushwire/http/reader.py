@@ -479,17 +479,25 @@ class _Walk:
         if not woken:
             return
         log_ = self.log
-        flt = ""
+        # runs of one filter leave their group at once, runs of one stats object (one per
+        # HTTP app) are counted at once
+        first = woken[0]
+        flt, stats = first.filter, first.stats
         run: list[LongPollWaiter] = []
+        counted = 0
         for waiter in woken:
             if waiter.filter != flt:
-                if run:
-                    log_.unlisten_all(flt, run)
+                log_.unlisten_all(flt, run)
                 flt, run = waiter.filter, []
             run.append(waiter)
+            if waiter.stats is not stats:
+                if entry is not None:
+                    _delivered(stats, entry, counted)
+                stats, counted = waiter.stats, 0
+            counted += 1
         log_.unlisten_all(flt, run)
         if entry is not None:
-            _delivered(woken[0].stats, entry, len(woken))
+            _delivered(stats, entry, counted)
         for waiter in woken:
             try:
                 waiter.sink.replied()
