@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from pushwire.core.auth import Identity
 from pushwire.core.clients import ClientInfo
 from pushwire.http import poll, sse
 from pushwire.http.auth import Caller, caller_from, unauthorized
@@ -246,6 +247,7 @@ class _LongPoller:
         "shape_wait",
         "since",
         "state",
+        "tracked",
         "waiter",
     )
 
@@ -254,6 +256,8 @@ class _LongPoller:
         self.cache = cache
         self.cycle: StreamCycle | None = None  # the request held now
         self.waiter: LongPollWaiter | None = None
+        # the identity the revocation index tracks the held request under (None: anonymous)
+        self.tracked: Identity | None = None
         self.checked_caller: Caller | None = None
         self.checked_filter = ""
         self.checked_snapshot: object = None
@@ -327,8 +331,10 @@ class _LongPoller:
             waiter.caller, waiter.filter = caller, flt
         identity = caller.identity
         # (an anonymous caller is not tracked: nothing can revoke it)
-        if identity.username is not None and not state.live.track(identity, waiter):
-            raise unauthorized("the credentials were revoked")
+        if identity.username is not None:
+            if not state.live.track(identity, waiter):
+                raise unauthorized("the credentials were revoked")
+            self.tracked = identity
         self.cycle = cycle
         cycle.on_lost = self.on_lost
         state.stats.connections["longpoll"] += 1
@@ -378,11 +384,10 @@ class _LongPoller:
         if cycle is None:
             return
         state = self.state
-        waiter = self.waiter
-        if waiter is not None and waiter.caller is not None:
-            identity = waiter.caller.identity
-            if identity.username is not None:
-                state.live.untrack(identity, waiter)
+        if self.tracked is not None:
+            assert self.waiter is not None  # the one it tracked
+            state.live.untrack(self.tracked, self.waiter)
+            self.tracked = None
         state.clients.unregister(self.client_key)
         state.stats.connections["longpoll"] -= 1
         cycle.answered()
@@ -414,11 +419,10 @@ class _LongPoller:
         if cycle is None:
             return None
         state = self.state
-        waiter = self.waiter
-        if waiter is not None and waiter.caller is not None:
-            identity = waiter.caller.identity
-            if identity.username is not None:
-                state.live.untrack(identity, waiter)
+        if self.tracked is not None:
+            assert self.waiter is not None  # the one it tracked
+            state.live.untrack(self.tracked, self.waiter)
+            self.tracked = None
         state.clients.unregister(self.client_key)
         state.stats.connections["longpoll"] -= 1
         return cycle
