@@ -11,7 +11,10 @@ publish would (its own cost is once per wave, not per waiter).
 
 Prints the CPU time (`time.process_time`) per waiter of the wake (publish + every
 response written) and of the re-ask (every next request parsed and held), medians over
-several waves. `--profile`: cProfile over the waves, the top functions by own time.
+several waves. The wake is split in its walk (the publish up to the last response written:
+what the last client waits for) and its settling (the answered waiters' bookkeeping after
+the writes, `MessageLog._settle`). `--profile`: cProfile over the waves, the top functions
+by own time.
 What it leaves out: the kernel's socket reads and writes (~10 us per delivery on loopback).
 """
 
@@ -99,7 +102,22 @@ def _cursor(response: bytes) -> bytes:
     return response[start : response.index(b"\r\n", start)]
 
 
-async def run(n: int, profile: bool) -> tuple[list[float], list[float], cProfile.Profile | None]:
+class SettleTime:
+    """CPU time in the log's settling of a wake (`MessageLog._settle`, after the walk)."""
+
+    def __init__(self, log: MessageLog) -> None:
+        self.settle = log._settle
+        self.total = 0.0
+
+    def __call__(self) -> None:
+        t = time.process_time()
+        self.settle()
+        self.total += time.process_time() - t
+
+
+async def run(
+    n: int, profile: bool
+) -> tuple[list[float], list[float], list[float], cProfile.Profile | None]:
     settings = Settings.model_validate({"longpoll_max_timeout": 3600, "http_max_listeners": 10**6})
     hub = Hub(MemoryEngine())
     log = MessageLog(hub.engine)
@@ -122,12 +140,16 @@ async def run(n: int, profile: bool) -> tuple[list[float], list[float], cProfile
         proto.data_received(FIRST)
         conns.append((proto, tr))
     assert log.listener_count == n, log.listener_count
+    settling = SettleTime(log)
+    log._settle = settling  # type: ignore[method-assign]
     wake: list[float] = []
+    settle: list[float] = []
     reask: list[float] = []
     prof = cProfile.Profile() if profile else None
     for wave in range(WAVES):
         if prof is not None:
             prof.enable()
+        settling.total = 0.0
         t0 = time.process_time()
         hub.publish(Message(TOPIC, b"PWTS payload %d" % wave))
         t1 = time.process_time()
@@ -141,11 +163,12 @@ async def run(n: int, profile: bool) -> tuple[list[float], list[float], cProfile
         await asyncio.sleep(0)  # what was deferred to the next loop turn, if anything
         assert log.listener_count == n, (wave, log.listener_count)
         wake.append((t1 - t0) / n)
+        settle.append(settling.total / n)
         reask.append((t2 - t1) / n)
     for proto, tr in conns:
         tr.closing = True
         proto.connection_lost(None)
-    return wake, reask, prof
+    return wake, settle, reask, prof
 
 
 class GcTime:
@@ -170,14 +193,16 @@ def main() -> None:
     profile = "--profile" in sys.argv
     gct = GcTime()
     gc.callbacks.append(gct)
-    wake, reask, prof = asyncio.run(run(n, profile))
+    wake, settle, reask, prof = asyncio.run(run(n, profile))
     gc.callbacks.remove(gct)
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
     w = statistics.median(wake[2:]) * 1e6
     r = statistics.median(reask[2:]) * 1e6
+    walked = statistics.median([w - s for w, s in zip(wake[2:], settle[2:], strict=True)]) * 1e6
     print(f"N={n}, {WAVES} waves (median of the last {WAVES - 2}), load average {load}")
     print(f"wake (publish + response written), us per waiter: {w:.2f}")
+    print(f"  of which the walk (up to the last write): {walked:.2f}, settling: {w - walked:.2f}")
     print(f"re-ask (next request parsed, checked, held), us per waiter: {r:.2f}")
     print(f"cycle, us per delivery: {w + r:.2f}")
     print(

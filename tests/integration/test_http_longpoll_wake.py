@@ -1,5 +1,5 @@
 """A publish's wake of many held long-polls (core/log.py `MessageLog._wake`, http/reader.py
-`LongPollWaiter.settle`): every woken waiter's response is written during the walk over
+`_Walk.settle`): every woken waiter's response is written during the walk over
 the listeners, and the bookkeeping of each answer (leaving the listener group, the
 counters, the client registry, the connection's next-request turn) is settled after the
 walk, still inside the publish. Nothing is lost or answered twice, the waiters are held

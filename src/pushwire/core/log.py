@@ -1237,6 +1237,24 @@ class MessageLog:
             del self._groups[flt]
             self._listeners.remove(flt, group)
 
+    def unlisten_all(self, flt: str, listeners: Sequence[Listener]) -> None:
+        """`unlisten` of many listeners of one filter at once (the long-polls a wake
+        answered): one group look-up, and a group left by all its listeners is cleared."""
+        group = self._groups.get(flt)
+        if group is None:
+            return
+        members = group.members
+        left = len(members)
+        if len(listeners) == left and members.keys() == set(listeners):
+            members.clear()
+        else:
+            for listener in listeners:
+                members.pop(listener, None)
+        self._listener_count -= left - len(members)
+        if not members:
+            del self._groups[flt]
+            self._listeners.remove(flt, group)
+
     @property
     def listener_count(self) -> int:
         return self._listener_count

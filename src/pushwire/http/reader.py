@@ -37,6 +37,10 @@ plane instead: each subscriber is matched in exactly one tree, once per distinct
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+import weakref
+from bisect import bisect_left
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
@@ -45,8 +49,11 @@ from pushwire.http.encode import entry_longpoll, poll_body
 from pushwire.http.longpoll_deadlines import SLOT, LongPollDeadlines, deadlines
 
 if TYPE_CHECKING:
+    from pushwire.core.auth import Permissions
     from pushwire.http.auth import Caller
     from pushwire.http.state import HttpStats
+
+log = logging.getLogger(__name__)
 
 # why a stream ends (Sink.close): the client may resume with its cursor after the first
 # two; "revoked": not with the same credentials
@@ -435,6 +442,89 @@ class StreamReader:
             waiter.set_result(None)
 
 
+class _Walk:
+    """What the long-poll waiters one publish's walk over the log's listeners answers share
+    (one per log, `_walk_of`): the entry, its reply body and cursor (encoded once), whether
+    it has expired, the last caller permissions checked against its topic and their answer
+    (anonymous callers share one `Permissions`: one check per walk, not per waiter; the
+    rules cannot change during the walk, which is synchronous); and the waiters answered,
+    whose bookkeeping is settled together once the walk is over (`settle`, through
+    `MessageLog.settle_later`): leaving the listener groups, the delivery counters (one
+    update per walk), each sink's `replied`."""
+
+    __slots__ = ("allowed", "body", "cursor", "entry", "expired", "log", "perms", "woken")
+
+    def __init__(self, log: MessageLog) -> None:
+        self.log = log
+        self.entry: LogEntry | None = None
+        self.body = b""
+        self.cursor = ""
+        self.expired = False
+        self.perms: Permissions | None = None
+        self.allowed = False
+        self.woken: list[LongPollWaiter] = []
+
+    def begin(self, entry: LogEntry) -> None:
+        """The walk of `entry` reaches its first long-poll waiter."""
+        self.entry = entry
+        message = entry.message
+        self.expired = message.expires_at is not None and message.expired()
+        self.body, self.cursor = entry_longpoll_reply(entry, self.log.epoch)
+        self.perms = None
+
+    def settle(self) -> None:
+        """After the walk (`MessageLog.settle_later`)."""
+        woken, self.woken = self.woken, []
+        entry, self.entry, self.perms = self.entry, None, None
+        if not woken:
+            return
+        log_ = self.log
+        # runs of one filter leave their group at once, runs of one stats object (one per
+        # HTTP app) are counted at once
+        first = woken[0]
+        flt, stats = first.filter, first.stats
+        run: list[LongPollWaiter] = []
+        counted = 0
+        for waiter in woken:
+            if waiter.filter != flt:
+                log_.unlisten_all(flt, run)
+                flt, run = waiter.filter, []
+            run.append(waiter)
+            if waiter.stats is not stats:
+                if entry is not None:
+                    _delivered(stats, entry, counted)
+                stats, counted = waiter.stats, 0
+            counted += 1
+        log_.unlisten_all(flt, run)
+        if entry is not None:
+            _delivered(stats, entry, counted)
+        for waiter in woken:
+            try:
+                waiter.sink.replied()
+            except Exception:
+                # one waiter's failure must not leave the others half answered
+                log.exception("settling a woken long-poll failed")
+
+
+def _delivered(stats: HttpStats, entry: LogEntry, count: int) -> None:
+    """`HttpStats.delivered_one` of `count` long-poll deliveries of `entry` at once."""
+    stats.messages_out["longpoll"] += count
+    latency = stats.delivery_latency["longpoll"]
+    value = time.time() - entry.message.created_at
+    latency.counts[bisect_left(latency.bounds, value)] += count
+    latency.sum += value * count
+
+
+_walks: weakref.WeakKeyDictionary[MessageLog, _Walk] = weakref.WeakKeyDictionary()
+
+
+def _walk_of(log_: MessageLog) -> _Walk:
+    walk = _walks.get(log_)
+    if walk is None:
+        walk = _walks[log_] = _Walk(log_)
+    return walk
+
+
 class LongPollWaiter:
     """A held long-poll: answered by the first matching message the caller may receive
     (the one-message body every woken waiter shares, encoded once), by its deadline, by
@@ -461,7 +551,7 @@ class LongPollWaiter:
         "slot",
         "stats",
         "timers",
-        "woken_by",
+        "walk",
     )
 
     def __init__(
@@ -488,7 +578,7 @@ class LongPollWaiter:
         self.deadline = 0.0
         self.slot = 0  # its deadline bucket in `timers` (0: none)
         self.timers: LongPollDeadlines | None = None
-        self.woken_by: LogEntry | None = None  # answered in a wake, not settled yet
+        self.walk = _walk_of(log)  # what a publish's walk shares with the other waiters
 
     def start(self, deadline: float) -> None:
         """Wait (call after a read that found nothing: `after` is that read's next id)."""
@@ -505,11 +595,24 @@ class LongPollWaiter:
                     break
 
     def restart(self, after: int, from_etag: bool, requested: int | None, deadline: float) -> None:
-        """Wait again, for the same caller and filter, once the previous wait answered."""
+        """Wait again, for the same caller and filter, once the previous wait answered
+        (`start` inline: a kept-alive client's every re-ask comes here)."""
         self.after = after
         self.from_etag = from_etag
         self.requested = requested
-        self.start(deadline)
+        log = self.log
+        self.done = False
+        log.listen(self.filter, self)
+        self.deadline = deadline
+        slot = self.slot
+        if not slot or slot * SLOT > deadline:
+            self._arm(deadline)
+        # else: its bucket comes due first and files it again for the rest (`_arm`)
+        if log.last_id > after:
+            for entry in log.read(self.filter, after, _CATCH_UP).entries:
+                self.notify(entry)
+                if self.done:
+                    break
 
     def _arm(self, deadline: float) -> None:
         self.deadline = deadline
@@ -536,30 +639,38 @@ class LongPollWaiter:
         if self.done or entry.id <= self.after:
             return
         self.after = entry.id
+        log = self.log
+        if log.waking:
+            # a publish's walk over the listeners: check and write now, with what every
+            # waiter of the walk shares (`_Walk`); the rest after the walk, so that the next
+            # waiters' bytes are not behind this one's bookkeeping; `done` already stops a
+            # second answer
+            walk = self.walk
+            if walk.entry is not entry:
+                walk.begin(entry)
+            if walk.expired:
+                return
+            caller = self.caller
+            if caller is not None:
+                perms = caller.permissions
+                if perms is not walk.perms:
+                    walk.perms = perms
+                    walk.allowed = perms.can_receive(entry.message.topic)
+                if not walk.allowed:
+                    return  # not for this caller: wait on
+            self.done = True
+            woken = walk.woken
+            if not woken:
+                log.settle_later(walk)
+            woken.append(self)
+            self.sink.write_reply(walk.body, walk.cursor)
+            return
         if not _visible(entry, self.caller):
             return  # not for this caller: wait on
-        log = self.log
         body, cursor = entry_longpoll_reply(entry, log.epoch)
-        if log.waking:
-            # a publish's walk over the listeners: write now, the rest after the walk
-            # (`settle`), so that the next waiters' bytes are not behind this one's
-            # bookkeeping; `done` already stops a second answer
-            self.done = True
-            self.woken_by = entry
-            log.settle_later(self)
-            self.sink.write_reply(body, cursor)
-            return
         self._finish()
         self.stats.delivered("longpoll", (entry,))
         self.sink.reply(body, cursor)
-
-    def settle(self) -> None:
-        """After the wake that answered it (`MessageLog.settle_later`)."""
-        entry, self.woken_by = self.woken_by, None
-        self.log.unlisten(self.filter, self)
-        if entry is not None:
-            self.stats.delivered_one("longpoll", entry)
-        self.sink.replied()
 
     def expire(self) -> None:
         """The deadline passed (or the server is stopping): the empty reply, whose cursor

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from pushwire.core.auth import Identity
 from pushwire.core.clients import ClientInfo
 from pushwire.core.log import ALL, Cursor
 from pushwire.http import poll, sse
@@ -189,7 +190,7 @@ class _ReplyCache:
     clients that fell behind catch up with the same few one-message bodies (cached on their
     entries), so their responses are kept too. A hit needs the very body object."""
 
-    __slots__ = ("asked", "replies")
+    __slots__ = ("asked", "last_body", "last_closing", "last_kept", "replies")
 
     KEPT = 16
 
@@ -197,16 +198,23 @@ class _ReplyCache:
         self.replies: dict[str, tuple[bytes, tuple[bytes, bytes]]] = {}
         # and the long-poll options parsed, by query string (`_asked`)
         self.asked: dict[bytes, poll.LongPollAsk] = {}
+        # the last reply built or found: what every waiter of a wake looks up
+        # (`_LongPoller.write_reply` reads it without a call)
+        self.last_body = b""
+        self.last_kept = self.last_closing = b""
 
     def reply(self, body: bytes, cursor: str) -> tuple[bytes, bytes]:
         found = self.replies.get(cursor)
         if found is not None and found[0] is body:
-            return found[1]
-        response = _answer_bytes(200, body, poll._poll_headers(cursor, False))
-        replies = self.replies
-        if len(replies) >= self.KEPT and cursor not in replies:
-            del replies[next(iter(replies))]  # the oldest
-        replies[cursor] = (body, response)
+            response = found[1]
+        else:
+            response = _answer_bytes(200, body, poll._poll_headers(cursor, False))
+            replies = self.replies
+            if len(replies) >= self.KEPT and cursor not in replies:
+                del replies[next(iter(replies))]  # the oldest
+            replies[cursor] = (body, response)
+        self.last_body = body
+        self.last_kept, self.last_closing = response
         return response
 
 
@@ -242,6 +250,7 @@ class _LongPoller:
         "shape_wait",
         "since",
         "state",
+        "tracked",
         "waiter",
     )
 
@@ -250,6 +259,8 @@ class _LongPoller:
         self.cache = cache
         self.cycle: StreamCycle | None = None  # the request held now
         self.waiter: LongPollWaiter | None = None
+        # the identity the revocation index tracks the held request under (None: anonymous)
+        self.tracked: Identity | None = None
         self.checked_caller: Caller | None = None
         self.checked_filter = ""
         self.checked_snapshot: object = None
@@ -323,8 +334,10 @@ class _LongPoller:
             waiter.caller, waiter.filter = caller, flt
         identity = caller.identity
         # (an anonymous caller is not tracked: nothing can revoke it)
-        if identity.username is not None and not state.live.track(identity, waiter):
-            raise unauthorized("the credentials were revoked")
+        if identity.username is not None:
+            if not state.live.track(identity, waiter):
+                raise unauthorized("the credentials were revoked")
+            self.tracked = identity
         self.cycle = cycle
         cycle.on_lost = self.on_lost
         state.stats.connections["longpoll"] += 1
@@ -357,16 +370,30 @@ class _LongPoller:
             cycle.answer(kept, closing)
 
     def write_reply(self, body: bytes, cursor: str) -> None:
-        # in a publish's wake: the response's write alone; `replied` does the rest
+        # in a publish's wake: the response's write alone; `replied` does the rest. Every
+        # waiter of the wake has the same body object: its response is the cache's last
         cycle = self.cycle
         if cycle is not None:
             self.cursor = cursor
-            cycle.write_answer(*self.cache.reply(body, cursor))
+            cache = self.cache
+            if cache.last_body is body:
+                cycle.write_answer(cache.last_kept, cache.last_closing)
+            else:
+                cycle.write_answer(*cache.reply(body, cursor))
 
     def replied(self) -> None:
-        cycle = self._end()
-        if cycle is not None:
-            cycle.answered()
+        # `_end` inline (once per woken waiter, after the wake's writes)
+        cycle, self.cycle = self.cycle, None
+        if cycle is None:
+            return
+        state = self.state
+        if self.tracked is not None:
+            assert self.waiter is not None  # the one it tracked
+            state.live.untrack(self.tracked, self.waiter)
+            self.tracked = None
+        state.clients.unregister(self.client_key)
+        state.stats.connections["longpoll"] -= 1
+        cycle.answered()
 
     def not_modified(self, cursor: str) -> None:
         cycle = self._end()
@@ -395,11 +422,10 @@ class _LongPoller:
         if cycle is None:
             return None
         state = self.state
-        waiter = self.waiter
-        if waiter is not None and waiter.caller is not None:
-            identity = waiter.caller.identity
-            if identity.username is not None:
-                state.live.untrack(identity, waiter)
+        if self.tracked is not None:
+            assert self.waiter is not None  # the one it tracked
+            state.live.untrack(self.tracked, self.waiter)
+            self.tracked = None
         state.clients.unregister(self.client_key)
         state.stats.connections["longpoll"] -= 1
         return cycle
