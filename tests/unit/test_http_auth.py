@@ -14,7 +14,9 @@ from starlette.datastructures import QueryParams
 
 from pushwire.config import Settings
 from pushwire.core.acl import AclRule
-from pushwire.core.auth import ANONYMOUS, AuthResult, AuthService, AuthSettings, Identity
+from pushwire.core.auth import AuthService
+from pushwire.core.auth_settings import AuthSettings
+from pushwire.core.identity import ANONYMOUS, AuthResult, Identity
 from pushwire.core.hub import Hub
 from pushwire.core.log import ALL, MessageLog
 from pushwire.core.message import Message

@@ -17,7 +17,7 @@ from helpers.machine import (
     feed,
     sent,
 )
-from pushwire.core.auth import AuthResult
+from pushwire.core.identity import AuthResult
 from pushwire.mqtt.codec import DecodeError, UnsupportedProtocolVersion, encode
 from pushwire.mqtt.connection import Limits, MQTTConnection, ProtocolViolation
 from pushwire.mqtt.events import Close, ConnectIn, Send

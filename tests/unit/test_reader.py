@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pushwire.core.acl import AclRule
-from pushwire.core.auth import AuthService, AuthSettings, Identity
+from pushwire.core.auth import AuthService
+from pushwire.core.auth_settings import AuthSettings
+from pushwire.core.identity import Identity
 from pushwire.core.log import ALL, LATEST, Cursor, LogEntry, MessageLog, Retention
 from pushwire.core.message import Message
 from pushwire.core.passwords import Passwords
