@@ -203,9 +203,12 @@ def test_a_short_keepalive_client_is_answered_and_kept_through_a_deferred_storm(
     """While publishers keep the read budget biting (every turn defers reads), a client
     with a keepalive of 1 s pings every half second: each PINGREQ, deferred behind the
     storm's reads (the marker: its read was seen waiting in the budget's queue), gets its
-    PINGRESP, and no client is closed for keepalive. It fails when deferred reads are never
-    decoded or reading them never resumes (no PINGRESP: the read waits for ever, and
-    reading stays paused until the keepalive closes the client)."""
+    PINGRESP, and no client is closed for keepalive: a read that waits already counts as
+    the client's sign of life. It fails when deferred reads are never decoded or reading
+    them never resumes (no PINGRESP: the read waits for ever, and reading stays paused until
+    the keepalive closes the client), and when a waiting read does not count for the
+    keepalive (which closes the client only once a read waits longer than 1.5 periods, so
+    the test looks at the connection's last sign of life while the read waits)."""
     srv = InProcessServer(mqtt_read_bytes_per_turn=1)
     srv.start()
     assert srv.server is not None
@@ -217,6 +220,8 @@ def test_a_short_keepalive_client_is_answered_and_kept_through_a_deferred_storm(
     failures: list[BaseException] = []
     threads: list[threading.Thread] = []
     pinger_waited = 0
+    keepalive_missed = 0  # the pinger's read waited, but its arrival did not count
+    ping_sent_at = [0.0]  # time.monotonic() before the last PINGREQ went out
 
     def storm(p: int, pub: RawClient) -> None:
         # a blast and a PINGREQ, then wait for the PINGRESP: the blast was all decoded;
@@ -235,9 +240,13 @@ def test_a_short_keepalive_client_is_answered_and_kept_through_a_deferred_storm(
         def observe(message: Message) -> bool:
             # on the server's loop, as a storm message is routed: is the pinger's read
             # kept for a later turn right now?
-            nonlocal pinger_waited
+            nonlocal pinger_waited, keepalive_missed
             if pinger_conn._reads_waiting:
                 pinger_waited += 1
+                # the waiting read holds the last PINGREQ (the next goes out after its
+                # PINGRESP): its arrival is the client's last sign of life
+                if pinger_conn.conn.last_rx < ping_sent_at[0]:
+                    keepalive_missed += 1
             return False
 
         for p in range(STORM_PUBLISHERS):
@@ -248,6 +257,7 @@ def test_a_short_keepalive_client_is_answered_and_kept_through_a_deferred_storm(
             threads[-1].start()
         for _ in range(PINGS):
             stop.wait(PING_PERIOD)  # the client's ping schedule (a keepalive is about time)
+            ping_sent_at[0] = time.monotonic()
             pinger.send(raw.PINGREQ_BYTES)
             pinger.expect(raw.PINGRESP, timeout=DEADLINE)
             assert not failures, failures
@@ -259,6 +269,7 @@ def test_a_short_keepalive_client_is_answered_and_kept_through_a_deferred_storm(
         # still connected and answered
         assert all(rounds), rounds
         assert pinger_waited > 0, "the pinger's reads were never deferred: no storm"
+        assert keepalive_missed == 0, "a waiting read did not count for the keepalive"
         pinger.send(raw.PINGREQ_BYTES)
         pinger.expect(raw.PINGRESP, timeout=DEADLINE)
         assert srv.call(lambda: len(mqtt.connections)) == STORM_PUBLISHERS + 1
