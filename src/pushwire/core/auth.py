@@ -13,7 +13,7 @@
 - which connections must go? `on_revoked(cb)` / `on_user_removed(cb)` fire when a token is
   revoked or expires, or a user is removed, whether through the service (admin API) or
   through another process on the same database (`pushwire token revoke`), noticed by a watch
-  loop that polls the store's generation once a second.
+  loop that polls the store's generation once a second (what changed: core/revocations.py).
 
 Users, tokens and rules live in an `AuthStore` (engines/auth_store.py); the service keeps a
 snapshot in memory, so authenticating never touches the disk. Password verification
@@ -51,6 +51,7 @@ from pushwire.core.login_budget import LoginBudget
 from pushwire.core.loopback import is_loopback
 from pushwire.core.passwords import DEFAULT_PASSWORDS, Passwords
 from pushwire.core.permissions import Permissions
+from pushwire.core.revocations import Revocations, RevokedCallback, UserRemovedCallback
 from pushwire.core.scram_login import ScramLogins, ScramStart
 from pushwire.core.tokens import (
     NewToken,
@@ -70,9 +71,6 @@ _T = TypeVar("_T")
 # AuthService.permissions' cache key: (identity, client id), or the client id alone for
 # ANONYMOUS (a str or None never equals a tuple, so the two kinds cannot collide)
 PermissionsKey = tuple[Identity, str | None] | str | None
-
-RevokedCallback = Callable[[str], None]
-UserRemovedCallback = Callable[[str], None]
 
 
 class AuthService:
@@ -114,10 +112,7 @@ class AuthService:
         self._hash_pool = concurrent.futures.ThreadPoolExecutor(
             workers, thread_name_prefix="pushwire-auth-hash"
         )
-        self._revoked_callbacks: list[RevokedCallback] = []
-        self._user_removed_callbacks: list[UserRemovedCallback] = []
-        self._dead_tokens: set[str] = set()  # revoked/expired/removed, already reported
-        self._next_expiry = float("inf")
+        self._revocations = Revocations(clock)
         self._cred_key = secrets.token_bytes(32)
         self._cred_cache = CredentialCache(
             self._cred_key, s.credential_cache_ttl, s.credential_cache_size, monotonic
@@ -194,7 +189,7 @@ class AuthService:
             if wait_change is None:
                 await asyncio.sleep(interval)
             elif complete is not None:
-                until_expiry = self._next_expiry - self.clock()
+                until_expiry = self._revocations.next_expiry - self.clock()
                 timeout = max(interval, min(until_expiry, sweep_at - loop.time()))
                 await complete(timeout, self._snapshot.generation)
             else:
@@ -214,80 +209,28 @@ class AuthService:
         generation = await self._call(self.store.generation)
         if generation != self._snapshot.generation:
             self._apply(await self._call(self.store.snapshot))
-        self._check_expiry()
+        self._revocations.check_expiry(self._snapshot)
 
     def _apply(self, snap: AuthSnapshot) -> None:
         old = self._snapshot
-        first = old.generation < 0
         self._snapshot = snap
         self.acl.set_rules(snap.rules)
-        now = self.clock()
-        dead: list[str] = []
-        for token_id, token in snap.tokens.items():
-            if not token.active(now) and token_id not in self._dead_tokens:
-                self._dead_tokens.add(token_id)
-                if not first:
-                    dead.append(token_id)
-        for token_id in old.tokens:
-            if token_id not in snap.tokens and token_id not in self._dead_tokens:
-                dead.append(token_id)  # removed with its user
-        self._dead_tokens.intersection_update(snap.tokens)
-        removed = [
-            name
-            for name, user in old.users.items()
-            if name not in snap.users or snap.users[name].created != user.created
-        ]
-        self._next_expiry = min(
-            (t.expires for t in snap.tokens.values() if t.expires is not None and t.active(now)),
-            default=float("inf"),
-        )
         if snap.users != old.users:
             self._cred_cache.clear()
-        for token_id in dead:
-            self._fire(self._revoked_callbacks, token_id, "revoked")
-        for name in removed:
-            self._fire(self._user_removed_callbacks, name, "user_removed")
-
-    def _check_expiry(self) -> None:
-        now = self.clock()
-        if now < self._next_expiry:
-            return
-        expired: list[str] = []
-        nxt = float("inf")
-        for token_id, token in self._snapshot.tokens.items():
-            if token.revoked is not None or token.expires is None:
-                continue
-            if token.expires <= now:
-                if token_id not in self._dead_tokens:
-                    self._dead_tokens.add(token_id)
-                    expired.append(token_id)
-            else:
-                nxt = min(nxt, token.expires)
-        self._next_expiry = nxt
-        for token_id in expired:
-            log.info("token %s expired", token_id)
-            self._fire(self._revoked_callbacks, token_id, "revoked")
-
-    @staticmethod
-    def _fire(callbacks: Sequence[Callable[[str], None]], value: str, what: str) -> None:
-        for callback in list(callbacks):
-            try:
-                callback(value)
-            except Exception:
-                log.exception("auth: %s callback failed", what)
+        self._revocations.compare(old, snap)
 
     def on_revoked(self, callback: RevokedCallback) -> None:
         """`callback(token_id)` when a token stops being valid (revoked, expired, or removed
         with its user): close the connections authenticated with it."""
-        self._revoked_callbacks.append(callback)
+        self._revocations.revoked_callbacks.append(callback)
 
     def device_removed(self, device_id: str) -> None:
         """A push device was removed: its connections end as a removed user's do."""
-        self._fire(self._user_removed_callbacks, device_id, "device_removed")
+        self._revocations.device_removed(device_id)
 
     def on_user_removed(self, callback: UserRemovedCallback) -> None:
         """`callback(username)` when a user is removed: close its connections."""
-        self._user_removed_callbacks.append(callback)
+        self._revocations.user_removed_callbacks.append(callback)
 
     # -- state -----------------------------------------------------------------------------
 
