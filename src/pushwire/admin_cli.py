@@ -29,8 +29,10 @@ import redis
 
 from pushwire.config import Settings
 from pushwire.core.acl import AclError, AclRule, SubjectKind
-from pushwire.core.auth import AuthAdmin, TokenInfo, parse_duration
+from pushwire.core.auth_admin import AuthAdmin
+from pushwire.core.auth_input import parse_duration
 from pushwire.core.scram import MAX_ITERATIONS, MIN_ITERATIONS
+from pushwire.core.tokens import TokenInfo
 from pushwire.engines.auth_store import (
     DB_FILENAME,
     AuthStore,

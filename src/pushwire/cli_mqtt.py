@@ -221,7 +221,7 @@ class MqttPublisher(_Connection):
     def publish(self, out: Outgoing) -> None:
         props: Properties | None = None
         if self.version == "5":
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props = Properties(PacketTypes.PUBLISH)
             if out.content_type:
                 props.ContentType = out.content_type
             if out.ttl:

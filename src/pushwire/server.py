@@ -15,7 +15,8 @@ import uvicorn
 
 from pushwire.config import Settings, generated_node_id
 from pushwire.core.admission import admission_from_settings
-from pushwire.core.auth import AuthService, AuthSettings
+from pushwire.core.auth import AuthService
+from pushwire.core.auth_settings import AuthSettings
 from pushwire.core.hub import Hub
 from pushwire.core.log import run_log_sweeper
 from pushwire.core.pacing import PacedDelivery

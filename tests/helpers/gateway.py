@@ -106,7 +106,7 @@ def wait_state(
     def reached() -> bool:
         nonlocal last
         last = push_state(srv, key, push_id)
-        return last["state"] == state
+        return bool(last["state"] == state)
 
     try:
         wait_for(reached, timeout, f"push {push_id} to be {state}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pushwire.core.auth import AuthResult, Identity
+from pushwire.core.identity import AuthResult, Identity
 from pushwire.mqtt.codec import Decoder, encode
 from pushwire.mqtt.connection import Limits, MQTTConnection
 from pushwire.mqtt.events import ConnectIn, Event, Send, SendAck

@@ -100,6 +100,8 @@ class Paho5:
         """End the connection without DISCONNECT (the will's case). The socket closes
         before paho's loop stops, as stopping it waits up to a second for its select."""
         sock = self.c.socket()
+        # over TCP paho's socket is a socket.socket (its type only promises close())
+        assert sock is None or isinstance(sock, socket.socket), sock
         if sock is not None:
             # shutdown first: the FIN goes out even if paho still holds the socket
             with contextlib.suppress(OSError):

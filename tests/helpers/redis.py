@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import io
 import os
 import selectors
 import shutil
@@ -203,7 +204,8 @@ class _Drain:
     @staticmethod
     def _run(proc: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(OSError, ValueError):
-            assert proc.stdout is not None
+            # stdout=PIPE with the default buffering: read1 returns what is there
+            assert isinstance(proc.stdout, io.BufferedReader)
             while proc.stdout.read1(65536):
                 pass
 

@@ -54,8 +54,7 @@ class WebhookReceiver:
         self.thread.start()
 
     def url(self, path: str = "/hook") -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}{path}"
+        return f"http://127.0.0.1:{self.server.server_port}{path}"
 
     def wait(self, predicate: Any, timeout: float = 10.0) -> list[Received]:
         with self.cond:

@@ -98,20 +98,21 @@ class SupervisorProcess:
                 env=env,
                 start_new_session=True,
             )
-        match = wait_for(
-            lambda: self._exited_check() or _PORTS_LINE.search(self.output()),
-            READY_TIMEOUT,
-            "the supervisor's ports line",
-        )
+
+        def ports_line() -> re.Match[str] | None:
+            self._exited_check()
+            return _PORTS_LINE.search(self.output())
+
+        def all_listening() -> bool:
+            self._exited_check()
+            return len(self.listening_node_ids()) >= self.workers
+
+        match = wait_for(ports_line, READY_TIMEOUT, "the supervisor's ports line")
         for part in match.group(1).split(","):
             name, value = part.split()
             self.ports[name] = int(value)
         # every worker's HTTP listener is up (the last listener a worker opens)
-        wait_for(
-            lambda: self._exited_check() or len(self.listening_node_ids()) >= self.workers,
-            READY_TIMEOUT,
-            f"{self.workers} workers listening",
-        )
+        wait_for(all_listening, READY_TIMEOUT, f"{self.workers} workers listening")
         return self
 
     def _exited_check(self) -> None:

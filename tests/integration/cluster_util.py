@@ -53,7 +53,7 @@ def mqtt_subscriber(srv: ServerProcess, client_id: str, flt: str, qos: int = 1) 
 
 
 def payloads(client: PahoClient, n: int, timeout: float = DEADLINE) -> list[bytes]:
-    return [client.get(timeout).payload for _ in range(n)]
+    return [bytes(client.get(timeout).payload) for _ in range(n)]
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:

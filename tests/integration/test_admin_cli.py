@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pushwire.core.auth import AuthService, AuthSettings, Identity
+from pushwire.core.auth import AuthService
+from pushwire.core.auth_settings import AuthSettings
+from pushwire.core.identity import Identity
 from pushwire.core.scram import ScramCredentials
 from pushwire.engines.auth_store import SQLiteAuthStore, StoredUser
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -80,11 +80,11 @@ class Client:
         self.connack.set()
 
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self.messages.append((msg.topic, msg.payload))
+        self.messages.append((msg.topic, bytes(msg.payload)))
         self.got.set()
 
     def _on_subscribe(
-        self, _c: object, _u: object, _m: int, codes: list[object], _p: object
+        self, _c: object, _u: object, _m: int, codes: Sequence[object], _p: object
     ) -> None:
         self.subacks.append([int(c.value) if hasattr(c, "value") else int(c) for c in codes])  # type: ignore[call-overload]
         self.subacked.set()

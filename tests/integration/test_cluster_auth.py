@@ -18,7 +18,8 @@ import pytest
 
 from helpers.redis import RedisServer
 from pushwire.core.acl import AclRule
-from pushwire.core.auth import AuthService, AuthSettings
+from pushwire.core.auth import AuthService
+from pushwire.core.auth_settings import AuthSettings
 from pushwire.core.passwords import Passwords
 from pushwire.engines.auth_store import Conflict, NotFound, StoredToken, StoredUser
 from pushwire.engines.redis.auth_store import RedisAuthStore

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import os
 import subprocess
@@ -79,7 +80,7 @@ def make_app(redis: RedisServer, *nodes: ServerProcess) -> tuple[str, str]:
     """An app made in Redis by the CLI; (app_id, api_key) once every node knows it."""
     made = redis_cli(redis, "app", "create", "demo", "--json")
     for srv in nodes:
-        wait_for(lambda srv=srv: knows_key(srv, made["api_key"]), f"{srv} to load the app")
+        wait_for(functools.partial(knows_key, srv, made["api_key"]), f"{srv} to load the app")
     return made["app_id"], made["api_key"]
 
 
@@ -121,7 +122,7 @@ def wait_state(srv: ServerProcess, key: str, push_id: str, state: str) -> dict[s
     def reached() -> bool:
         nonlocal last
         last = push_state(srv, key, push_id)
-        return last["state"] == state
+        return bool(last["state"] == state)
 
     try:
         wait_for(reached, f"push {push_id} to be {state} on {srv}")
@@ -441,12 +442,13 @@ def test_workers_share_the_gateway(tmp_path: Path, redis_server: RedisServer) ->
             got = [decode(m)["id"] for m in device.get_until(
                 lambda m: decode(m)["id"] == sent[-1], DEADLINE)]  # fmt: skip
             assert got == sent
+
+            def delivered(push_id: str) -> bool:
+                state = second.get(f"/v1/push/{push_id}", headers=auth).json()["state"]
+                return bool(state == "delivered")
+
             for push_id in sent:
-                wait_for(
-                    lambda push_id=push_id: second.get(f"/v1/push/{push_id}", headers=auth)
-                    .json()["state"] == "delivered",
-                    f"push {push_id} delivered",
-                )  # fmt: skip
+                wait_for(functools.partial(delivered, push_id), f"push {push_id} delivered")
         finally:
             first.close()
             second.close()

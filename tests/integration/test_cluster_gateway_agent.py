@@ -21,7 +21,7 @@ from helpers.server import ServerProcess
 from pushwire.client import AsyncPushProvider, Backoff, DeviceAgent, Push
 
 from . import test_cluster_gateway as gwt
-from .cluster_util import StartNode, cluster_node
+from .cluster_util import DEADLINE, StartNode, cluster_node
 
 __all__ = ["cluster_node"]
 pytestmark = pytest.mark.pushwire_only("engine=redis is pushwire's")
@@ -95,12 +95,12 @@ async def test_agent_drops_a_push_sent_again_by_the_next_home(
     agent.add_app(app_id, handle)
     try:
         async with agent, AsyncPushProvider(_url(b), api_key=key) as provider:
-            await agent.wait_connected(gwt.DEADLINE)
+            await agent.wait_connected(DEADLINE)
             token = agent.tokens[app_id]
             first = await provider.push(token, {"alert": "first"})
             await wait_for_async(lambda: handled[first] == 1, "the first push")
             crashed = await provider.push(token, crash)  # accepted on B, held by A
-            await asyncio.wait_for(in_handler.wait(), gwt.DEADLINE)
+            await asyncio.wait_for(in_handler.wait(), DEADLINE)
             a.kill()
             relay.target = b
             home_dead.set()
@@ -118,7 +118,7 @@ async def test_agent_drops_a_push_sent_again_by_the_next_home(
 async def wait_for_async(check: Callable[[], bool], what: str) -> None:
     """Poll `check` on the event loop (the agent and the relay run on it) until true."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + gwt.DEADLINE * 2
+    deadline = loop.time() + DEADLINE * 2
     while not check():
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")

@@ -8,6 +8,7 @@ the helpers of test_cluster_gateway.py make apps, devices and pushes as there.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import httpx
@@ -19,7 +20,7 @@ from helpers.redis import RedisServer
 from helpers.server import ServerProcess
 
 from . import test_cluster_gateway as gwt
-from .cluster_util import StartNode, cluster_node, wait_for
+from .cluster_util import DEADLINE, StartNode, cluster_node, wait_for
 from .test_cluster_gateway import device_client
 
 __all__ = ["cluster_node", "device_client"]
@@ -122,7 +123,7 @@ def test_dead_home_check_reads_no_home_table_and_a_dead_homes_pushes_still_arriv
     assert r_.smembers(f"pw:gw:homes:{a_id}") == set()  # A's index emptied by the moves
     for device_id, secret, _ in devices:
         client = device_client(b, device_id, secret)
-        assert decode(client.get(gwt.DEADLINE))["id"] == sent[device_id]
+        assert decode(client.get(DEADLINE))["id"] == sent[device_id]
     r_.close()
 
 
@@ -169,7 +170,8 @@ def test_metrics_give_each_nodes_push_figures_and_the_cluster_totals(
 
     for srv in (a, b):  # the same figures on either node, once a heartbeat shared them
         try:
-            wait_for(lambda srv=srv: agrees(srv), f"{srv}'s /metrics to show every node's figures")
+            what = f"{srv}'s /metrics to show every node's figures"
+            wait_for(functools.partial(agrees, srv), what)
         except AssertionError:
             raise AssertionError(f"{srv}: {last[str(srv)]}") from None
 

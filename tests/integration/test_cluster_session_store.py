@@ -19,6 +19,7 @@ from pushwire.core.subscription import SubscriptionOptions
 from pushwire.engines.base import StoredQueueEntry, StoredSubscription
 from pushwire.engines.redis.presence import RedisPresence
 from pushwire.engines.redis.sessions import RedisSessionStore
+from pushwire.model import WriteFailure
 
 DEADLINE = 10.0
 
@@ -156,7 +157,7 @@ async def test_refused_writes_are_reported_not_acknowledged(
     redis_server: RedisServer, clients: list[redis.asyncio.Redis]
 ) -> None:
     store = RedisSessionStore(clients[0], node_id="node-a")
-    failures = []
+    failures: list[WriteFailure] = []
     store.add_failure_listener(failures.append)
     store.session_put("dev3", 4, None, None)
     await store.sync()

@@ -73,10 +73,12 @@ def test_persistent_session_moves_with_queue_and_inflight(nodes: list[InProcessS
         first = dev.recv_publish()
         assert first.payload == b"inflight"  # received, never acknowledged
         dev.close()
-        wait_until(
-            lambda: a.call(lambda: a.server.hub.sessions["dev-1"].link is None),
-            "A to see dev-1 leave",
-        )  # type: ignore[union-attr]
+
+        def dev_1_left() -> bool:
+            assert a.server is not None
+            return a.server.hub.sessions["dev-1"].link is None
+
+        wait_until(lambda: a.call(dev_1_left), "A to see dev-1 leave")
         # acknowledged by node A while dev-1 is offline: queued there
         pub.publish_complete("t/2", b"queued-1", qos=1, packet_id=2)
         pub.publish_complete("t/3", b"queued-2", qos=1, packet_id=3)
@@ -162,7 +164,7 @@ def test_per_node_figures_and_cluster_totals(nodes: list[InProcessServer]) -> No
         # any node answers for the whole cluster (as of the last heartbeat round)
         for node in (a, b):
             wait_until(
-                lambda node=node: want.items() <= cluster_samples(node).items(),  # type: ignore[misc]
+                lambda node=node: want.items() <= cluster_samples(node).items(),
                 f"cluster figures on {node.settings.node_id}",
             )
 

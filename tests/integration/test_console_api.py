@@ -16,6 +16,7 @@ import httpx
 import pytest
 import websockets
 from httpx_sse import aconnect_sse
+from websockets.typing import Subprotocol
 
 from helpers.clients import PahoClient
 from integration.http_util import HttpServerProcess, base
@@ -111,7 +112,9 @@ async def test_admin_clients_lists_every_transport(secured: Secured) -> None:
             httpx.AsyncClient(base_url=secured.url, timeout=30) as http,
             aconnect_sse(http, "GET", f"/v1/sse/users/alice/{tag}", headers=bearer(token)) as sse,
             websockets.connect(
-                secured.ws, additional_headers=basic("bob"), subprotocols=["pushwire.v1"]
+                secured.ws,
+                additional_headers=basic("bob"),
+                subprotocols=[Subprotocol("pushwire.v1")],
             ) as ws,
         ):
             assert sse.response.status_code == 200

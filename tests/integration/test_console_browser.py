@@ -71,7 +71,8 @@ def wait(web: WebDriver, condition: Callable[[WebDriver], Any], what: str) -> An
 
 
 def find(web: WebDriver, css: str) -> WebElement:
-    return wait(web, lambda d: d.find_element(By.CSS_SELECTOR, css), css)
+    found: WebElement = wait(web, lambda d: d.find_element(By.CSS_SELECTOR, css), css)
+    return found
 
 
 def usable(web: WebDriver, css: str) -> WebElement:

@@ -67,7 +67,7 @@ class Mqtt5Subscriber:
     def content_type(self) -> tuple[bytes, str | None]:
         msg = self.got.get(timeout=5)
         props: Properties | None = msg.properties
-        return msg.payload, getattr(props, "ContentType", None)
+        return bytes(msg.payload), getattr(props, "ContentType", None)
 
     def close(self) -> None:
         self.client.disconnect()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ def test_batch_results_per_item(server: ServerProcess) -> None:
     _other, other_key = create_app(server, "other")
     device = register_device(server)
     token = device_token(server, device, app_id)
-    items = [
+    items: list[dict[str, Any]] = [
         {"token": token, "payload": {"alert": "ok"}},
         {"token": "pwt_" + "z" * 43, "payload": {"alert": "x"}},
         {"token": token, "payload": {"alert": "x"}, "priority": 3},

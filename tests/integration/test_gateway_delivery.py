@@ -184,7 +184,7 @@ def test_a_push_unacknowledged_on_a_clean_session_waits_again(server: ServerProc
     device = register_device(server)
     token = device_token(server, device, app_id)
     login = {"username": device[0], "password": device[1].encode()}
-    flt = [(f"devices/{device[0]}/#", 1)]
+    flt: list[tuple[str | bytes, int]] = [(f"devices/{device[0]}/#", 1)]
     raw = connected_client(server.host, server.mqtt_port, device[0], clean_session=True, **login)
     try:
         assert raw.subscribe(1, flt).granted == [1]

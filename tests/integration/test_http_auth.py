@@ -38,6 +38,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from helpers.certs import make_certs
+from helpers.jsonws import recv, request
 from helpers.server import ServerProcess
 
 pytestmark = pytest.mark.pushwire_only("pushwire users, tokens and ACLs on HTTP")
@@ -141,20 +142,6 @@ def error(r: httpx.Response, status: int, code: str) -> str:
 def no_secrets(text: str) -> None:
     for secret in PASSWORDS.values():
         assert secret not in text
-
-
-async def recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    """The next frame that is not a server ping."""
-    while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        assert isinstance(frame, dict)
-        if frame["type"] != "ping":
-            return frame
-
-
-async def request(ws: ClientConnection, frame: dict[str, Any]) -> dict[str, Any]:
-    await ws.send(json.dumps(frame))
-    return await recv(ws)
 
 
 async def closed_with(ws: ClientConnection, timeout: float = 5.0) -> tuple[int, str]:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from helpers.jsonws import messages, request
 from helpers.server import ServerProcess
 
 pytestmark = pytest.mark.pushwire_only("pushwire's JSON WebSocket consumers")
@@ -54,28 +55,6 @@ def url(srv: ServerProcess) -> str:
 
 def ws(srv: ServerProcess, user: str) -> Any:
     return connect(f"ws://{srv.host}:{srv.http_port}/v1/ws", additional_headers=as_user(user))
-
-
-async def recv(conn: ClientConnection) -> dict[str, Any]:
-    while True:
-        frame = json.loads(await asyncio.wait_for(conn.recv(), 5))
-        if frame["type"] != "ping":
-            assert isinstance(frame, dict)
-            return frame
-
-
-async def request(conn: ClientConnection, frame: dict[str, Any]) -> dict[str, Any]:
-    await conn.send(json.dumps(frame))
-    return await recv(conn)
-
-
-async def messages(conn: ClientConnection, n: int) -> list[dict[str, Any]]:
-    out = []
-    while len(out) < n:
-        frame = await recv(conn)
-        assert frame["type"] == "message", frame
-        out.append(frame)
-    return out
 
 
 async def synced_ack(conn: ClientConnection, sub: str, id_: int) -> None:
@@ -174,8 +153,8 @@ async def test_consumers_per_identity_are_bounded_and_admins_delete_them(
     async with ws(srv, "bob") as bob:
         assert (await request(bob, sub_frame("c1")))["type"] == "subscribed"
     # admins only
-    r = httpx.get(f"{url(srv)}/v1/admin/consumers", headers=as_user("alice"))
-    assert r.status_code == 403
+    refused = httpx.get(f"{url(srv)}/v1/admin/consumers", headers=as_user("alice"))
+    assert refused.status_code == 403
     assert {c["name"] for c in admin_consumers(srv, owner="user:alice")} == {"c1", "c2"}
     gone = httpx.delete(
         f"{url(srv)}/v1/admin/consumers",

@@ -6,14 +6,14 @@ import asyncio
 import json
 import struct
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from helpers.clients import PahoClient
+from helpers.jsonws import messages, recv, request
 from helpers.rawws import CLOSE, RawWs
 
 from .http_util import PahoWS, StartServer, base, http_server, ws_url
@@ -21,29 +21,6 @@ from .http_util import PahoWS, StartServer, base, http_server, ws_url
 __all__ = ["http_server"]
 pytestmark = pytest.mark.pushwire_only("HTTP transports are pushwire's")
 PahoFactory = Callable[..., PahoClient]
-
-
-async def recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    """The next frame that is not a server ping."""
-    while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        assert isinstance(frame, dict)
-        if frame["type"] != "ping":
-            return frame
-
-
-async def request(ws: ClientConnection, frame: dict[str, Any]) -> dict[str, Any]:
-    await ws.send(json.dumps(frame))
-    return await recv(ws)
-
-
-async def messages(ws: ClientConnection, n: int) -> list[dict[str, Any]]:
-    out = []
-    while len(out) < n:
-        frame = await recv(ws)
-        assert frame["type"] == "message", frame
-        out.append(frame)
-    return out
 
 
 async def test_mqtt_publish_reaches_several_ws_subscriptions(

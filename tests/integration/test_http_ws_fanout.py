@@ -17,6 +17,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from helpers.inproc import InProcessServer, running
+from helpers.jsonws import recv
 from helpers.server import ServerProcess
 from pushwire.http.websocket import NativeWsReader
 
@@ -25,15 +26,6 @@ from .test_http_auth import _start, basic
 pytestmark = pytest.mark.pushwire_only("HTTP transports are pushwire's")
 
 SUBSCRIBERS = 8  # per user: enough that allowed and denied readers interleave in a fan-out
-
-
-async def recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    """The next frame that is not a server ping."""
-    while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        assert isinstance(frame, dict)
-        if frame["type"] != "ping":
-            return frame
 
 
 async def raw_message(ws: ClientConnection, timeout: float = 5.0) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import queue
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -138,7 +139,13 @@ def test_wills_are_published_and_stored_on_graceful_shutdown(
     server: ServerProcess, paho5: Callable[..., Paho5]
 ) -> None:
     watcher = _watch(server, paho5)
-    will = ("will/at-shutdown", b"server went away", 1, True, {})
+    will: tuple[str, bytes, int, bool, dict[str, Any]] = (
+        "will/at-shutdown",
+        b"server went away",
+        1,
+        True,
+        {},
+    )
     paho5(server, "connected-at-shutdown", will=will)
     delayed = ("will/delayed", b"later", 1, True, {"WillDelayInterval": 3600})
     paho5(server, "delayed-will", connect={"SessionExpiryInterval": 7200}, will=delayed)

@@ -5,14 +5,15 @@ readable on every transport and the server logs no error."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+
+from helpers.jsonws import recv, request
 
 from .http_util import HttpServerProcess, StartServer, base, http_server, ws_url
 from .test_http_auth import Secured, basic, error, secured
@@ -38,19 +39,6 @@ def poll_all(srv: HttpServerProcess, flt: str = "chat/%23") -> dict[str, Any]:
     body = r.json()
     assert isinstance(body, dict)
     return body
-
-
-async def recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        assert isinstance(frame, dict)
-        if frame["type"] != "ping":
-            return frame
-
-
-async def request(ws: ClientConnection, frame: dict[str, Any] | str) -> dict[str, Any]:
-    await ws.send(frame if isinstance(frame, str) else json.dumps(frame))
-    return await recv(ws)
 
 
 @pytest.mark.parametrize("field", ["topic", "payload", "content_type"])

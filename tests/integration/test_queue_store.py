@@ -93,7 +93,8 @@ def _collect(client: PahoClient, count: int, timeout: float = 60.0) -> list[byte
     deadline = time.monotonic() + timeout
     while len(got) < count and time.monotonic() < deadline:
         try:
-            got.append(client.get(timeout=min(5.0, max(0.1, deadline - time.monotonic()))).payload)
+            wait = min(5.0, max(0.1, deadline - time.monotonic()))
+            got.append(bytes(client.get(timeout=wait).payload))
         except AssertionError:
             break
     return got
@@ -142,7 +143,7 @@ def _sys_values(srv: ServerProcess, paho_client: PahoFactory, topic: str) -> Ite
     reader = paho_client(srv, "qs-sys-reader", auth=SYS_ADMIN)
     reader.subscribe(topic, 0)
     while True:
-        yield reader.get(timeout=10).payload
+        yield bytes(reader.get(timeout=10).payload)
 
 
 def test_overflow_is_counted_logged_and_refused_with_0x97(

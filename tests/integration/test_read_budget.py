@@ -190,3 +190,93 @@ def closed_id(closed: list[str]) -> str:
         assert time.monotonic() < deadline, "no publisher was closed"
         time.sleep(0.01)
     return closed[0]
+
+
+STORM_PUBLISHERS = 8
+STORM_BLAST = b"".join(raw.publish("storm/x", b"s" * 200) for _ in range(150))  # ~31 KB
+PINGER_KEEPALIVE = 1  # seconds: the server closes it after 1.5 s without a byte
+PINGS = 4  # one every PING_PERIOD: the storm outlasts a keepalive window (1.5 s)
+PING_PERIOD = 0.5  # the client's own schedule, well inside its keepalive
+
+
+def test_a_short_keepalive_client_is_answered_and_kept_through_a_deferred_storm() -> None:
+    """While publishers keep the read budget biting (every turn defers reads), a client
+    with a keepalive of 1 s pings every half second: each PINGREQ, deferred behind the
+    storm's reads (the marker: its read was seen waiting in the budget's queue), gets its
+    PINGRESP, and no client is closed for keepalive: a read that waits already counts as
+    the client's sign of life. It fails when deferred reads are never decoded or reading
+    them never resumes (no PINGRESP: the read waits for ever, and reading stays paused until
+    the keepalive closes the client), and when a waiting read does not count for the
+    keepalive (which closes the client only once a read waits longer than 1.5 periods, so
+    the test looks at the connection's last sign of life while the read waits)."""
+    srv = InProcessServer(mqtt_read_bytes_per_turn=1)
+    srv.start()
+    assert srv.server is not None
+    hub, mqtt = srv.server.hub, srv.server.mqtt
+    pinger = connected_client(srv.host, srv.mqtt_port, "pinger", keepalive=PINGER_KEEPALIVE)
+    pubs: list[RawClient] = []
+    stop = threading.Event()
+    rounds = [0] * STORM_PUBLISHERS
+    failures: list[BaseException] = []
+    threads: list[threading.Thread] = []
+    pinger_waited = 0
+    keepalive_missed = 0  # the pinger's read waited, but its arrival did not count
+    ping_sent_at = [0.0]  # time.monotonic() before the last PINGREQ went out
+
+    def storm(p: int, pub: RawClient) -> None:
+        # a blast and a PINGREQ, then wait for the PINGRESP: the blast was all decoded;
+        # the next one follows at once, so this publisher always has a read ready
+        try:
+            while not stop.is_set():
+                pub.send(STORM_BLAST + raw.PINGREQ_BYTES)
+                pub.expect(raw.PINGRESP, timeout=DEADLINE)
+                rounds[p] += 1
+        except BaseException as exc:
+            failures.append(exc)
+
+    try:
+        (pinger_conn,) = srv.call(lambda: [c for c in mqtt.connections if c.client_id == "pinger"])
+
+        def observe(message: Message) -> bool:
+            # on the server's loop, as a storm message is routed: is the pinger's read
+            # kept for a later turn right now?
+            nonlocal pinger_waited, keepalive_missed
+            if pinger_conn._reads_waiting:
+                pinger_waited += 1
+                # the waiting read holds the last PINGREQ (the next goes out after its
+                # PINGRESP): its arrival is the client's last sign of life
+                if pinger_conn.conn.last_rx < ping_sent_at[0]:
+                    keepalive_missed += 1
+            return False
+
+        for p in range(STORM_PUBLISHERS):
+            pubs.append(connected_client(srv.host, srv.mqtt_port, f"storm{p}", keepalive=60))
+        srv.call(lambda: hub.add_observer(observe))
+        for p, pub in enumerate(pubs):
+            threads.append(threading.Thread(target=storm, args=(p, pub), daemon=True))
+            threads[-1].start()
+        for _ in range(PINGS):
+            stop.wait(PING_PERIOD)  # the client's ping schedule (a keepalive is about time)
+            ping_sent_at[0] = time.monotonic()
+            pinger.send(raw.PINGREQ_BYTES)
+            pinger.expect(raw.PINGRESP, timeout=DEADLINE)
+            assert not failures, failures
+        stop.set()
+        for thread in threads:
+            thread.join(DEADLINE)
+        assert not failures, failures
+        # the markers: the storm ran and deferred the pinger's reads, and every client is
+        # still connected and answered
+        assert all(rounds), rounds
+        assert pinger_waited > 0, "the pinger's reads were never deferred: no storm"
+        assert keepalive_missed == 0, "a waiting read did not count for the keepalive"
+        pinger.send(raw.PINGREQ_BYTES)
+        pinger.expect(raw.PINGRESP, timeout=DEADLINE)
+        assert srv.call(lambda: len(mqtt.connections)) == STORM_PUBLISHERS + 1
+    finally:
+        stop.set()
+        for client in [pinger, *pubs]:
+            client.close()
+        for thread in threads:
+            thread.join(DEADLINE)
+        srv.stop()

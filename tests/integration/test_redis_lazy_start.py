@@ -117,7 +117,7 @@ def test_a_node_starts_without_reading_history_and_resumes_cursors_from_redis(
         # the start read no topic stream (one XREVRANGE: the fan-out stream's last
         # position, where B's reader starts) and indexed no entry
         assert calls.get("xrange", 0) == 0 and calls.get("xrevrange", 0) <= 1, calls
-        assert b.call(lambda: b.server.log.size) == 0  # type: ignore[union-attr]
+        assert b.call(lambda: b.server.log.size) == 0
 
         # one topic, from a cursor A gave out
         body = poll(b, "ex/t", exact[0]["cursor"])

@@ -13,6 +13,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from helpers.inproc import InProcessServer
 from helpers.server import ServerProcess
@@ -182,7 +183,12 @@ def test_user_whose_password_predates_scram(
         CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5, reconnect_on_failure=False
     )
     paho.username_pw_set("legacy", "old-secret")
-    paho.on_connect = lambda _c, _u, _f, rc, _p: (got.append(int(rc.value)), done.set())
+
+    def on_connect(_c: object, _u: object, _f: object, rc: ReasonCode, _p: object) -> None:
+        got.append(int(rc.value))
+        done.set()
+
+    paho.on_connect = on_connect
     paho.connect(server.host, server.mqtt_port)
     paho.loop_start()
     try:

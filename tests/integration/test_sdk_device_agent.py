@@ -116,8 +116,9 @@ async def test_notify_then_fetch_content_reaches_the_handler(
         await wait_for(lambda: len(rec.pushes) == 2, what="two notices")
     by_id = {p.id: p for p in rec.pushes}
     assert by_id[first].content == blob
-    assert by_id[first].content_type is not None
-    assert by_id[first].content_type.startswith("application/json")
+    content_type = by_id[first].content_type
+    assert content_type is not None
+    assert content_type.startswith("application/json")
     fetched = by_id[second].json_content()
     assert fetched["data"] == {"k": "v"}
     assert agent.stats.content_fetched == 2

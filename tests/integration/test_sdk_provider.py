@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -87,7 +88,7 @@ async def test_batch_returns_one_result_per_item_in_order(gateway: StartGateway)
     app, other = srv.create_app("chat"), srv.create_app("other")
     tokens = [device_token(srv, app)[2] for _ in range(3)]
     _, _, foreign = device_token(srv, other)
-    items = [
+    items: list[BatchPush | dict[str, Any]] = [
         BatchPush(tokens[0], {"alert": "a"}),
         BatchPush("pwt_" + "C" * 43, {"alert": "b"}),
         BatchPush(tokens[1], {"alert": "c"}, priority=5, collapse_id="k"),

@@ -153,7 +153,7 @@ def test_mqtt_a_refused_publish_closes_only_its_own_client(
         pid += per_round
         alice.send(raw.publish("private/alice/x", b"a", qos=1, packet_id=1))
         bob.send(burst)
-    acked = set()
+    acked: set[int | None] = set()
     while len(acked) < pid:
         acked.add(bob.expect(PUBACK).packet_id)
     assert acked == set(range(1, pid + 1))

@@ -11,13 +11,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from websockets.typing import Subprotocol
 
 from helpers.certs import CertFiles, make_certs
 from helpers.server import ServerProcess
@@ -124,8 +125,8 @@ async def test_mqtt_over_wss(
     ctx = ssl.create_default_context(cafile=str(certs.ca))
     async with websockets.connect(
         f"wss://127.0.0.1:{srv.http_port}/mqtt",
-        subprotocols=["mqtt"],
-        ssl=ctx,  # type: ignore[list-item]
+        subprotocols=[Subprotocol("mqtt")],
+        ssl=ctx,
     ) as ws:
         assert ws.subprotocol == "mqtt"
         await ws.send(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00")
@@ -226,7 +227,7 @@ def test_client_certificate_name_is_the_identity_on_tls_and_wss(
     granted: list[list[int]] = []
     subacked = threading.Event()
 
-    def on_subscribe(_c: object, _u: object, _m: int, codes: list[object], _p: object) -> None:
+    def on_subscribe(_c: object, _u: object, _m: int, codes: Sequence[object], _p: object) -> None:
         granted.append([int(getattr(c, "value", c)) for c in codes])  # type: ignore[call-overload]
         subacked.set()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from helpers.certs import make_certs
 from helpers.workers import pid_alive, running_supervisor, wait_for
@@ -49,7 +50,7 @@ def test_memory_contradicting_engine_is_a_startup_error(tmp_path: Path) -> None:
 
 
 def _mqtt_connects(port: int) -> bool:
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
     try:
         client.connect("127.0.0.1", port, keepalive=10)
         client.loop_start()

@@ -9,19 +9,17 @@ from typing import Any
 import pytest
 
 from pushwire.core.acl import AclError, AclRule
-from pushwire.core.auth import (
-    AuthService,
-    AuthSettings,
-    Identity,
-    NotFound,
-    is_loopback,
-    parse_duration,
-    parse_scope,
-    parse_token,
-)
+from pushwire.core.auth import AuthService
+from pushwire.core.auth_input import parse_duration
+from pushwire.core.auth_settings import AuthSettings
+from pushwire.core.identity import Identity
+from pushwire.core.loopback import is_loopback
 from pushwire.core.passwords import Passwords
+from pushwire.core.scope import parse_scope
 from pushwire.core.scram import ScramClient, ScramServer, parse_client_first
+from pushwire.core.tokens import parse_token
 from pushwire.engines.auth_store import MemoryAuthStore, SQLiteAuthStore
+from pushwire.model import NotFound
 
 
 class CountingPasswords(Passwords):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,7 @@ def test_every_setting_has_a_flag() -> None:
     parser = build_parser()
     ns = parser.parse_args(["serve", "--mqtt-port", "0", "--memory", "--no-durability"])
     assert ns.mqtt_port == 0 and ns.memory is True and ns.durability is False
-    help_text = parser._subparsers._group_actions[0].choices["serve"].format_help()  # type: ignore[union-attr]
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    help_text = commands.choices["serve"].format_help()
     for name in Settings.model_fields:
         assert "--" + name.replace("_", "-") in help_text

@@ -70,7 +70,8 @@ def test_v5_topic_alias_set_then_used() -> None:
     conn = connected(level=5, aliases=4)
     first = Publish("long/topic/name", b"1", properties={"topic_alias": 2})
     (p1,) = conn.receive_data(encode(first, 5))
-    assert p1.topic == "long/topic/name" and "topic_alias" not in p1.properties
+    assert isinstance(p1, Publish) and p1.topic == "long/topic/name"
+    assert "topic_alias" not in p1.properties
     (p2,) = conn.receive_data(encode(Publish("", b"2", properties={"topic_alias": 2}), 5))
     assert isinstance(p2, Publish) and p2.topic == "long/topic/name"
 

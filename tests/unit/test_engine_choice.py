@@ -7,6 +7,7 @@ import importlib.machinery
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -78,7 +79,12 @@ async def test_redis_workers_do_not_lock_the_data_dir(
     redis_engine_module: object, tmp_path: Path, redis_server: RedisServer
 ) -> None:
     """N workers on Redis share one data_dir: the SQLite store's lock must not refuse them."""
-    common = {"bind": "127.0.0.1", "mqtt_port": 0, "http_port": 0, "sys_interval": 0}
+    common: dict[str, Any] = {
+        "bind": "127.0.0.1",
+        "mqtt_port": 0,
+        "http_port": 0,
+        "sys_interval": 0,
+    }
     # the auth store is in Redis with engine redis (engines/redis/auth_store.py)
     url = redis_server.url
     servers = [

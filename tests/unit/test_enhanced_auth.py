@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from pushwire.core.auth import AuthService, AuthSettings
+from pushwire.core.auth import AuthService
+from pushwire.core.auth_settings import AuthSettings
 from pushwire.core.passwords import Passwords
 from pushwire.core.scram import ScramClient
 from pushwire.engines.auth_store import MemoryAuthStore, StoredUser

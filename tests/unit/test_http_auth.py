@@ -14,8 +14,10 @@ from starlette.datastructures import QueryParams
 
 from pushwire.config import Settings
 from pushwire.core.acl import AclRule
-from pushwire.core.auth import ANONYMOUS, AuthResult, AuthService, AuthSettings, Identity
+from pushwire.core.auth import AuthService
+from pushwire.core.auth_settings import AuthSettings
 from pushwire.core.hub import Hub
+from pushwire.core.identity import ANONYMOUS, AuthResult, Identity
 from pushwire.core.log import ALL, MessageLog
 from pushwire.core.message import Message
 from pushwire.core.passwords import Passwords
@@ -31,7 +33,7 @@ from pushwire.http.auth import (
     refusal,
 )
 from pushwire.http.errors import ApiError
-from pushwire.http.poll import read_visible
+from pushwire.http.reader import read_visible
 from pushwire.http.sse import _stream
 from pushwire.http.state import HttpState
 from pushwire.http.ws import WsConnection

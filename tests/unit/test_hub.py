@@ -277,8 +277,8 @@ class CountingSubscription(Subscription):
         self.filter = flt
         self.subscription_id = sid
 
-    @property  # type: ignore[override]
-    def options(self) -> SubscriptionOptions:
+    @property
+    def options(self) -> SubscriptionOptions:  # type: ignore[override]
         CountingSubscription.reads += 1
         return self._options
 
@@ -375,7 +375,7 @@ def test_backpressure_starts_at_a_short_queue_not_a_full_one() -> None:
     assert first is not None and s.acknowledge(first)  # it acknowledges: it keeps up
     for i in range(1, 7):
         hub.publish(Message("t", str(i).encode(), qos=1))
-    assert len(s.queue) == 4 and not hub.pressure.active  # window 2 + 4 queued: not yet
+    assert (len(s.queue), hub.pressure.active) == (4, False)  # window 2 + 4 queued: not yet
     hub.publish(Message("t", b"7", qos=1))
     assert hub.pressure.active and hub.stats.queue_overflow == 0
     released: list[bool] = []

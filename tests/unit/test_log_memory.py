@@ -199,7 +199,7 @@ def test_session_queue_is_bounded_in_bytes_and_overflow_is_counted() -> None:
     assert sys_tree["$SYS/broker/messages/dropped/byte bound"] == "15"
     assert sys_tree["$SYS/broker/store/queued/bytes"] == str(5 * per)
     # a session that goes away gives its bytes back
-    hub.connect("slow", True, 4, 0, type("L", (), {"receive_maximum": 65535})())  # type: ignore[arg-type]
+    hub.connect("slow", True, 4, 0, type("L", (), {"receive_maximum": 65535})())
     assert hub.stats.queued_bytes == 0
 
 
@@ -256,7 +256,7 @@ async def test_store_write_backlog_holds_publishers_until_half_drained(tmp_path:
         gate.set()
     await held
     await asyncio.wait_for(released, 10)  # the writer caught up: publishers may go on
-    assert engine.pending_bytes == 0 and not hub.store_held and not hub.pressure.active
+    assert (engine.pending_bytes, hub.store_held, hub.pressure.active) == (0, False, False)
     await engine.close()
 
 

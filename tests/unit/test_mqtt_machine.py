@@ -17,10 +17,10 @@ from helpers.machine import (
     feed,
     sent,
 )
-from pushwire.core.auth import AuthResult
+from pushwire.core.identity import AuthResult
 from pushwire.mqtt.codec import DecodeError, UnsupportedProtocolVersion, encode
 from pushwire.mqtt.connection import Limits, MQTTConnection, ProtocolViolation
-from pushwire.mqtt.events import Close, ConnectIn, Send
+from pushwire.mqtt.events import Close, ConnectIn, Event, Send
 from pushwire.mqtt.handle_connect import NEVER_EXPIRES, will_delay
 from pushwire.mqtt.packets import (
     PROTOCOL_V5,
@@ -35,8 +35,8 @@ from pushwire.mqtt.packets import (
 )
 
 
-def connack_of(events: list[object], level: int) -> Connack:
-    packets = sent(events, level)  # type: ignore[arg-type]
+def connack_of(events: list[Event], level: int) -> Connack:
+    packets = sent(events, level)
     assert isinstance(packets[0], Connack)
     return packets[0]
 

@@ -16,7 +16,8 @@ from helpers.machine import (
     feed,
     sent,
 )
-from pushwire.core.auth import AuthService, AuthSettings
+from pushwire.core.auth import AuthService
+from pushwire.core.auth_settings import AuthSettings
 from pushwire.core.passwords import Passwords
 from pushwire.core.scram import ScramClient
 from pushwire.engines.auth_store import MemoryAuthStore

@@ -42,6 +42,14 @@ class RecordingLink:
     def send_message(self, d: Delivery, dup: bool, wire_cache: dict[Any, Any] | None) -> None:
         self.sent.append((d.message.topic, d.message.payload, d.qos, d.retain, d.packet_id, dup))
 
+    def packet_ids(self) -> list[int]:
+        """The packet ids of what was sent, every one a QoS > 0 delivery."""
+        ids: list[int] = []
+        for *_, packet_id, _dup in self.sent:
+            assert packet_id is not None
+            ids.append(packet_id)
+        return ids
+
     def send_release(self, packet_id: int) -> None:
         pass
 
@@ -119,7 +127,7 @@ def _session_with_sent(count: int, max_inflight: int = 4) -> tuple[Hub, Recordin
 def test_acknowledge_all_frees_the_window_and_refills_it_once_in_order() -> None:
     hub, link, s = _session_with_sent(10)
     assert [p for _, p, *_ in link.sent] == [b"0", b"1", b"2", b"3"]
-    ids = [d[4] for d in link.sent]
+    ids = link.packet_ids()
     held = hub.stats.queued_bytes
     s.acknowledge_all([ids[1], ids[0], 999, ids[2]])  # 999: not inflight, ignored
     assert [p for _, p, *_ in link.sent] == [str(i).encode() for i in range(7)]

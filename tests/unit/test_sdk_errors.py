@@ -56,6 +56,7 @@ def test_unknown_reason_falls_back_to_status_class() -> None:
 def test_project_error_body_and_hostile_bodies() -> None:
     err = e.error_from_reply(404, {"error": {"code": "not_found", "message": "no such push"}})
     assert type(err) is e.NotFound and err.reason == "not_found" and "no such push" in str(err)
-    for body in (None, [], "x", {"reason": 5, "timestamp": "soon"}, {"timestamp": True}):
+    hostile: list[object] = [None, [], "x", {"reason": 5, "timestamp": "soon"}, {"timestamp": True}]
+    for body in hostile:
         err = e.error_from_reply(400, body)
         assert type(err) is e.BadRequest and err.timestamp is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,9 @@ def test_every_setting_has_a_row_and_a_description() -> None:
 
 
 def test_help_never_prints_pydantic_undefined() -> None:
-    serve = build_parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    actions = build_parser()._actions
+    (commands,) = [a for a in actions if isinstance(a, argparse._SubParsersAction)]
+    serve = commands.choices["serve"]
     assert "PydanticUndefined" not in serve.format_help()
 
 

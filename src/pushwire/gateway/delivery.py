@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 from pushwire.config import Settings
 from pushwire.core.acl import DEVICE_ROLE
-from pushwire.core.auth import Identity
 from pushwire.core.hub import Hub
+from pushwire.core.identity import Identity
 from pushwire.core.message import Message
 from pushwire.core.session import Delivery, Session
 from pushwire.core.topics import matches

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from pushwire.core.auth import is_loopback
+from pushwire.core.loopback import is_loopback
 from pushwire.gateway import ids
 from pushwire.gateway.model import Device
 from pushwire.gateway.state import GatewayState, gateway_state

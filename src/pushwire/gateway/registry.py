@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pushwire.core.acl import DEVICE_ROLE
-from pushwire.core.auth import Identity
+from pushwire.core.identity import Identity
 from pushwire.gateway import ids
 from pushwire.gateway.admin import GatewayAdmin
 from pushwire.gateway.model import App, AppKey, Device, DeviceToken, Registry

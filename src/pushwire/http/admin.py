@@ -21,20 +21,17 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pushwire.core.acl import AclError, AclRule
-from pushwire.core.auth import (
-    AuthService,
-    Conflict,
-    NotFound,
-    TokenInfo,
-    UserInfo,
-    parse_duration,
-)
+from pushwire.core.auth import AuthService
+from pushwire.core.auth_admin import UserInfo
+from pushwire.core.auth_input import parse_duration
 from pushwire.core.consumers import Consumer, Consumers
 from pushwire.core.log import format_cursor
 from pushwire.core.text import JsonError, parse_json
+from pushwire.core.tokens import TokenInfo
 from pushwire.http.auth import AdminDep
 from pushwire.http.errors import ApiError, bad_request, error_responses
 from pushwire.http.state import HttpState, get_state
+from pushwire.model import Conflict, NotFound
 
 log = logging.getLogger(__name__)
 

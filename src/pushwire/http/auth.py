@@ -40,7 +40,9 @@ from fastapi.security.base import SecurityBase
 from starlette.datastructures import QueryParams
 from starlette.requests import HTTPConnection
 
-from pushwire.core.auth import AuthResult, AuthService, Identity, Permissions
+from pushwire.core.auth import AuthService
+from pushwire.core.identity import AuthResult, Identity
+from pushwire.core.permissions import Permissions
 from pushwire.http.errors import ApiError
 from pushwire.tls import scope_certificate_name
 

@@ -32,8 +32,8 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from pushwire.core.auth import Identity
 from pushwire.core.clients import ClientInfo
+from pushwire.core.identity import Identity
 from pushwire.core.log import LATEST, Cursor, LogEntry, format_cursor
 from pushwire.http.auth import Caller
 from pushwire.http.cursor import CursorError, parse_cursor

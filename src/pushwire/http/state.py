@@ -13,10 +13,12 @@ from prometheus_client import CollectorRegistry
 from starlette.requests import HTTPConnection
 
 from pushwire.config import Settings
-from pushwire.core.auth import AuthService, AuthSettings, Identity
+from pushwire.core.auth import AuthService
+from pushwire.core.auth_settings import AuthSettings
 from pushwire.core.clients import ClientRegistry
 from pushwire.core.histogram import Histogram
 from pushwire.core.hub import Hub
+from pushwire.core.identity import Identity
 from pushwire.core.log import LogEntry, MessageLog
 from pushwire.core.ratelimit import KeyedLimiter
 from pushwire.engines.auth_store import MemoryAuthStore

@@ -40,8 +40,8 @@ from typing import Any
 
 from starlette.datastructures import QueryParams
 
-from pushwire.core.auth import Permissions
 from pushwire.core.log import LogEntry
+from pushwire.core.permissions import Permissions
 from pushwire.http.browser import normalize_origin, own_origin_of
 from pushwire.http.delivery_tally import WalkTally
 from pushwire.http.errors import ApiError

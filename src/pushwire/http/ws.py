@@ -43,9 +43,9 @@ from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocketDisconnect
 
 from pushwire.core.acl import DEVICE_ROLE
-from pushwire.core.auth import AuthResult
 from pushwire.core.clients import ClientInfo
 from pushwire.core.consumers import LEGACY_OWNER, Consumer, ConsumerLimit
+from pushwire.core.identity import AuthResult
 from pushwire.core.log import LATEST, Cursor, LogEntry, format_cursor
 from pushwire.core.text import JsonError, TextError, check_json_value
 from pushwire.http.auth import (

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from pushwire.config import Settings
-    from pushwire.core.auth import AuthResult
+    from pushwire.core.identity import AuthResult
     from pushwire.mqtt.enhanced_auth import EnhancedAuth, ScramAuthority
 
 # control packet type of CONNECT (the high nibble of the first byte)

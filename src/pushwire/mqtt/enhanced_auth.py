@@ -36,8 +36,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from pushwire.core.auth import AuthResult, ScramStart
+from pushwire.core.identity import AuthResult
 from pushwire.core.scram import MECHANISM, ScramError, ScramServer, parse_client_first
+from pushwire.core.scram_login import ScramStart
 from pushwire.mqtt.packets import Auth, ReasonCode
 
 CONTINUE_AUTHENTICATION: Final = 0x18

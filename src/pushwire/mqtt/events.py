@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from pushwire.core.auth import AuthResult
+from pushwire.core.identity import AuthResult
 from pushwire.core.session import Subscription
 from pushwire.mqtt.packets import Connect, Publish
 

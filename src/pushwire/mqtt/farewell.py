@@ -13,8 +13,8 @@ from pushwire.mqtt.packets import ReasonCode
 from pushwire.mqtt.wills import will_message
 
 if TYPE_CHECKING:
-    from pushwire.core.auth import Identity
     from pushwire.core.hub import Hub
+    from pushwire.core.identity import Identity
     from pushwire.core.session import Session
     from pushwire.mqtt.broker import MQTTBroker
     from pushwire.mqtt.connection import MQTTConnection

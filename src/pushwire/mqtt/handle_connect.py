@@ -28,7 +28,7 @@ from pushwire.mqtt.packets import (
 from pushwire.mqtt.violation import ProtocolViolation
 
 if TYPE_CHECKING:
-    from pushwire.core.auth import AuthResult
+    from pushwire.core.identity import AuthResult
     from pushwire.mqtt.connection import MQTTConnection, Rights, SessionView
 
 # MQTT 5 session expiry value that means "never expires"

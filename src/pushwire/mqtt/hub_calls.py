@@ -21,8 +21,8 @@ from pushwire.mqtt.handle_publish import (
 from pushwire.mqtt.packets import PubAck, Publish, ReasonCode
 
 if TYPE_CHECKING:
-    from pushwire.core.auth import AuthResult
     from pushwire.core.hub import Hub
+    from pushwire.core.identity import AuthResult
     from pushwire.core.routes import Route
     from pushwire.core.session import Session
     from pushwire.mqtt.acks import AckQueue

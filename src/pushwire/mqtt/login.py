@@ -9,7 +9,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from pushwire.core.auth import AuthResult, Identity, Permissions
+from pushwire.core.identity import AuthResult, Identity
+from pushwire.core.permissions import Permissions
 from pushwire.mqtt.handle_connect import check_login
 from pushwire.tls import certificate_username
 
