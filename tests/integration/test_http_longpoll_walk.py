@@ -24,7 +24,7 @@ from helpers.rawhttp import (
     waiters,
 )
 from pushwire.core.acl import AclRule
-from pushwire.core.auth import Permissions
+from pushwire.core.permissions import Permissions
 
 pytestmark = pytest.mark.pushwire_only("the HTTP listener is pushwire's")
 

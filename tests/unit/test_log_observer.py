@@ -92,7 +92,7 @@ def state(mlog: MessageLog) -> Any:
 def messages(spec: list[tuple[int, int, int, bool, float]], start: float) -> list[Message]:
     """Blocks of `count` messages in a row to one topic (one publisher's read), the same
     payload size, properties or not, each `step` seconds after the one before."""
-    out = []
+    out: list[Message] = []
     now = start
     for topic, count, size, props, step in spec:
         for _ in range(count):
@@ -249,7 +249,12 @@ def test_held_observers_see_the_run_at_release_in_order() -> None:
     mlog = MessageLog(hub.engine, Retention(4, 0))
     seen: list[str] = []
     hub.add_observer(mlog.observer, mlog.observe_run)
-    hub.add_observer(lambda m: seen.append(m.topic) is None and False)  # no run form
+
+    def note(m: Message) -> bool:
+        seen.append(m.topic)
+        return False
+
+    hub.add_observer(note)  # no run form
     for _ in range(6):
         hub.publish(Message("t/a", b"x"))  # at its bound
     assert hub.hold_observers()

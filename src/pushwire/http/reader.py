@@ -49,7 +49,7 @@ from pushwire.http.encode import entry_longpoll, poll_body
 from pushwire.http.longpoll_deadlines import SLOT, LongPollDeadlines, deadlines
 
 if TYPE_CHECKING:
-    from pushwire.core.auth import Permissions
+    from pushwire.core.permissions import Permissions
     from pushwire.http.auth import Caller
     from pushwire.http.state import HttpStats
 

@@ -28,7 +28,7 @@ from pushwire.http.reader import _LIVE, Sink, StreamReader
 from pushwire.http.sse import SseFormat
 
 if TYPE_CHECKING:
-    from pushwire.core.auth import Permissions
+    from pushwire.core.permissions import Permissions
     from pushwire.http.auth import Caller
     from pushwire.http.protocol import StreamCycle
     from pushwire.http.state import HttpState

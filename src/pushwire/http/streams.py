@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from pushwire.core.auth import Identity
 from pushwire.core.clients import ClientInfo
+from pushwire.core.identity import Identity
 from pushwire.core.log import ALL, Cursor
 from pushwire.http import poll, sse
 from pushwire.http.auth import Caller, caller_from, unauthorized
