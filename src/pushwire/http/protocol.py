@@ -48,6 +48,7 @@ from pushwire.http.guard import (
     HeadCounters,
     HeadMeter,
 )
+from pushwire.http.lane_replay import LaneHead, LaneHeads
 from pushwire.http.replay import CURSOR_BYTES, ReplayHead, ReplayHeads
 from pushwire.http.strict_url import is_utf8
 from pushwire.http.wire import WireRequest, WireResponse, error_response
@@ -197,6 +198,10 @@ class HttpServer:
         # the connections, and how many requests were taken that way
         self.replay_heads = ReplayHeads()
         self.served_replayed = 0
+        # publish heads recognised from their bytes (http/lane_replay.py), shared likewise,
+        # and how many publishes were taken that way
+        self.lane_heads = LaneHeads()
+        self.served_lane_replayed = 0
 
     def protocol(self) -> HttpProtocol:
         return HttpProtocol(self)
@@ -268,8 +273,10 @@ class HttpProtocol(asyncio.Protocol):
         "lane_body",
         "lane_caller",
         "lane_ctype",
+        "lane_head",
         "lane_keep",
         "lane_method",
+        "lane_read",
         "lane_route",
         "lane_tail",
         "linger",
@@ -345,6 +352,12 @@ class HttpProtocol(asyncio.Protocol):
         self.lane_ctype: bytes | None = None
         # made by the connection's first lane body, then reused (an idle connection has none)
         self.lane_body: list[bytes] | None = None
+        # the connection's last publish head taken by the lane from a read that was that
+        # one request (http/lane_replay.py): a read that is that head and a body of its
+        # length skips the parser (`_lane_replayed`)
+        self.lane_head: LaneHead | None = None
+        # during `feed_data`: the read, when it began between requests, else None
+        self.lane_read: bytes | None = None
         # the connection's last long-poll head taken by its stream lane, split around the
         # cursor (http/replay.py): a read that is that head with another cursor skips the
         # parser (`_replayed`)
@@ -445,6 +458,8 @@ class HttpProtocol(asyncio.Protocol):
         # between requests (the parser holds no partial head and no body) with nothing
         # queued: a repeated long-poll head may skip the parser
         fresh = self.idle and not self.pipeline and self.lane_route is None and self.parsing is None
+        if fresh and self.lane_head is not None and self._lane_replayed(self.lane_head, data):
+            return
         if fresh and self.replay is not None and self._replayed(self.replay, data):
             return
         # the first bytes of the next request on a kept-alive connection start its head's
@@ -462,8 +477,10 @@ class HttpProtocol(asyncio.Protocol):
                 HeadCounters.refused_total["too_long"] += 1
                 self._refuse(refusal)
                 return
-        if fresh and data.endswith(b"\r\n\r\n") and data.find(b"\r\n\r\n") == len(data) - 4:
-            self.reading = data  # one head and nothing else: `_reask` may keep it
+        if fresh:
+            self.lane_read = data  # `_lane_complete` may keep its head
+            if data.endswith(b"\r\n\r\n") and data.find(b"\r\n\r\n") == len(data) - 4:
+                self.reading = data  # one head and nothing else: `_reask` may keep it
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -475,7 +492,7 @@ class HttpProtocol(asyncio.Protocol):
             HeadCounters.refused_total["malformed"] += 1
             self._refuse(RESPONSE_400)
         finally:
-            self.reading = None
+            self.reading = self.lane_read = None
         if timed and self.head_timing:
             self._deadline(_HEAD, self.server.head_timeout)
 
@@ -692,8 +709,6 @@ class HttpProtocol(asyncio.Protocol):
     def _lane_complete(self, route: FastRoute) -> None:
         """The body of a lane request is in: publish, and reply (or start a cycle that
         replies when the lane's coroutine finishes)."""
-        lane = route.lane
-        assert lane is not None
         self.lane_route = None
         chunks = self.lane_body
         if chunks:
@@ -703,10 +718,66 @@ class HttpProtocol(asyncio.Protocol):
             body = b""
         caller, self.lane_caller = self.lane_caller, None
         keep = self.lane_keep and not self.closing
+        data = self.lane_read
+        if data is not None and keep:
+            # the read began with this request: when it was exactly this request, its
+            # head may be recognised from its bytes next time (`_lane_replayed`)
+            head = self.lane_head
+            if head is None or head.size != len(data) or not data.startswith(head.head):
+                assert self.parser is not None
+                url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
+                self.lane_head = self.server.lane_heads.learn(
+                    data,
+                    len(body),
+                    self.parser.get_method(),
+                    url,
+                    self.headers,
+                    route,
+                    self.lane_tail,
+                    self.lane_method,
+                    self.lane_ctype,
+                )
+        self._lane_answer(route, caller, self.lane_tail, self.lane_ctype, body, keep)
+
+    def _lane_replayed(self, head: LaneHead, data: bytes) -> bool:
+        """`data` may be the connection's kept publish head and a body of its length (see
+        http/lane_replay.py): take it on the lane as the parser would have. False, with
+        nothing changed, for the full parse."""
+        if len(data) != head.size or not data.startswith(head.head) or self.closing:
+            return False
+        route = head.route
+        lane = route.lane
+        callers = self.callers
+        if lane is None or callers is None:
+            return False
+        caller = lane.admit(callers, head.tail)
+        if caller is None:
+            return False  # the full parse, and the handler, say why
+        server = self.server
+        server.served_owned += 1
+        server.served_lane_replayed += 1
+        self.lane_method = head.method
+        self.headers = head.headers  # for a reply that needs a cycle (`_lane_answer`)
+        self._lane_answer(route, caller, head.tail, head.ctype, data[len(head.head) :], True)
+        return True
+
+    def _lane_answer(
+        self,
+        route: FastRoute,
+        caller: object,
+        tail: str,
+        ctype: bytes | None,
+        body: bytes,
+        keep: bool,
+    ) -> None:
+        """Run a lane request whose body is in; a kept-alive 201 is written here, anything
+        else gets the cycle of a hot request."""
+        lane = route.lane
+        assert lane is not None
         try:
-            result = lane.run(caller, self.lane_tail, self.lane_ctype, body)
+            result = lane.run(caller, tail, ctype, body)
         except Exception as exc:
-            log.error("unhandled error on a publish to %r", self.lane_tail, exc_info=exc)
+            log.error("unhandled error on a publish to %r", tail, exc_info=exc)
             result = error_response(500, "internal", "internal server error")
         if isinstance(result, bytes):
             if keep:
@@ -720,10 +791,8 @@ class HttpProtocol(asyncio.Protocol):
                 return
             result = WireResponse(201, result)
         # anything but a kept-alive 201: the cycle of a hot request, as if it came that way
-        request = WireRequest(
-            self.lane_method, route.prefix + self.lane_tail, b"", self.headers, self.client
-        )
-        request.path_tail = self.lane_tail
+        request = WireRequest(self.lane_method, route.prefix + tail, b"", self.headers, self.client)
+        request.path_tail = tail
         cycle = _FastCycle(self, request, route, keep)
         cycle.complete = cycle.running = True
         self.pipeline.append(cycle)
