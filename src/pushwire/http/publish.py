@@ -4,6 +4,7 @@ observer gives it its id; the reply comes only once it is durable (write before 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -305,7 +306,21 @@ def result(state: HttpState, message: Message) -> dict[str, Any]:
 async def publish_specs(
     state: HttpState, specs: list[PublishSpec], origin: str, transport: str
 ) -> list[Message]:
-    receipts = [route(state, spec, origin) for spec in specs]
+    """Publish `specs` in order and wait until they may be acknowledged. A batch's fan-out
+    is paced over loop turns as an MQTT read's is (mqtt/reading.py): once a turn's
+    `fanout_deliveries_per_turn` deliveries are spent, the rest waits for the next turn,
+    so the writes of the fan-out go out and other clients are served in between. (With a
+    broker, engine=redis, nothing is routed here: the fan-out reader paces what comes
+    back, core/pacing.py.)"""
+    hub = state.hub
+    budget = state.settings.fanout_deliveries_per_turn
+    spent_at = hub.routed + budget
+    receipts = []
+    for spec in specs:
+        if hub.routed >= spent_at:
+            await asyncio.sleep(0)  # one loop turn
+            spent_at = hub.routed + budget
+        receipts.append(route(state, spec, origin))
     messages = [r.message for r in receipts]
     state.stats.messages_in[transport] += len(specs)
     await make_durable(receipts)
