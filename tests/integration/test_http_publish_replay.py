@@ -10,6 +10,7 @@ sockets against an in-process server."""
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 from collections.abc import Iterator
@@ -185,13 +186,14 @@ def test_an_acl_rule_and_a_new_user_apply_to_the_next_publish_from_bytes(
     assert [m["payload"] for m in poll_all_as(srv, topic)][3:] == ["a1", "a2"]
 
 
-def poll_all_as(srv: InProcessServer, topic: str) -> list[dict[str, object]]:
-    """`poll_all` with erin's credentials (anonymous is refused once a user exists)."""
+def poll_all_as(srv: InProcessServer, topic: str, user: str = "erin") -> list[dict[str, object]]:
+    """`poll_all` with `user`'s credentials (anonymous is refused once a user exists)."""
     assert srv.server is not None and srv.server.http_address is not None
+    basic = base64.b64encode(f"{user}:a long enough password".encode()).decode()
     with socket.create_connection(srv.server.http_address, timeout=10) as sock:
         sock.sendall(
             f"GET /v1/poll/{topic}?since=all HTTP/1.1\r\nHost: x\r\n"
-            "Authorization: Basic ZXJpbjphIGxvbmcgZW5vdWdoIHBhc3N3b3Jk\r\n\r\n".encode()
+            f"Authorization: Basic {basic}\r\n\r\n".encode()
         )
         status, _headers, body = Reader(sock).response()
     assert status == 200, body
@@ -220,3 +222,103 @@ def test_on_sqlite_a_publish_from_bytes_is_answered_once_on_disk(tmp_path: Path)
         assert payloads == ["w0", "w1", "w2", "m0", "m1", "m2", "m3", "m4"]
     finally:
         again.stop()
+
+
+# -- a publisher with a Bearer token: on the lane, its token checked on every request ------
+
+
+def _user_with_token(srv: InProcessServer, user: str = "tess") -> str:
+    assert srv.server is not None
+    auth = srv.server.auth
+    srv._run(auth.add_user(user, "a long enough password"))
+    token: str = srv._run(auth.create_token(user)).token
+    return token
+
+
+def _bearer(token: str) -> str:
+    return f"Authorization: Bearer {token}\r\n"
+
+
+def test_a_token_publisher_is_taken_from_bytes_and_checked_every_time(
+    srv: InProcessServer,
+) -> None:
+    assert srv.server is not None
+    stats = srv.server.auth.stats
+    token = _user_with_token(srv)
+    topic = "replay/token"
+    with _connect(srv) as sock:
+        reader = Reader(sock)
+        before_ok = srv.call(lambda: stats.logins_ok)
+        before = _replayed(srv)
+        for n in range(20):
+            sock.sendall(publish(topic, b"%02d" % n, _bearer(token)))
+            _created(reader, topic)
+        # the first request is parsed (and learns the head), the others are from bytes
+        assert _replayed(srv) == before + 19
+        # the token is checked on every request: nothing is cached
+        assert srv.call(lambda: stats.logins_ok) == before_ok + 20
+        token_id = srv._run(srv.server.auth.list_tokens("tess"))[0].id
+        srv._run(srv.server.auth.revoke_token(token_id))
+        sock.sendall(publish(topic, b"rv", _bearer(token)))
+        status, headers, body = reader.response()
+        assert status == 401, body
+        assert json.loads(body)["error"]["code"] == "unauthorized"
+        assert "www-authenticate" in headers
+    payloads = [m["payload"] for m in poll_all_as(srv, topic, "tess")]
+    assert payloads == [f"{n:02d}" for n in range(20)]
+
+
+def test_a_wrong_token_on_the_lane_costs_one_failed_login_per_request() -> None:
+    server = InProcessServer(login_failures_burst=3).start()
+    try:
+        assert server.server is not None
+        stats = server.server.auth.stats
+        token = _user_with_token(server)
+        wrong = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+        topic = "replay/wrong"
+        with _connect(server) as sock:
+            reader = Reader(sock)
+            sock.sendall(publish(topic, b"ok", _bearer(token)))
+            _created(reader, topic)
+            failed = server.call(lambda: stats.logins_failed)
+            statuses = []
+            for _ in range(4):
+                sock.sendall(publish(topic, b"no", _bearer(wrong)))
+                status, _, body = reader.response()
+                statuses.append((status, json.loads(body)["error"]["code"]))
+            # a burst of 3 failures, then the 429: each request took one attempt
+            assert statuses == [(401, "unauthorized")] * 3 + [(429, "rate_limited")]
+            assert server.call(lambda: stats.logins_failed) == failed + 3
+        assert [m["payload"] for m in poll_all_as(server, topic, "tess")] == ["ok"]
+    finally:
+        server.stop()
+
+
+def test_the_acl_and_other_credentials_for_a_token_publisher(srv: InProcessServer) -> None:
+    assert srv.server is not None
+    auth = srv.server.auth
+    token = _user_with_token(srv)
+    with _connect(srv) as sock:
+        reader = Reader(sock)
+        srv._run(auth.add_rule(AclRule("user", "tess", "allow", "readwrite", "replay/#")))
+        rule = srv._run(auth.add_rule(AclRule("user", "tess", "deny", "write", "replay/no/#")))
+        for _ in range(3):  # parsed, then from bytes: the same answer
+            sock.sendall(publish("replay/no/x", b"d1", _bearer(token)))
+            status, _, body = reader.response()
+            assert status == 403, body
+            assert json.loads(body)["error"]["code"] == "forbidden"
+        sock.sendall(publish("replay/no/x", b"d1", _bearer(token) + "X-Other: 1\r\n"))
+        assert reader.response()[0] == 403  # the long way agrees
+        assert rule.id is not None
+        sock.sendall(
+            publish(
+                "replay/ok", b"b1", "Authorization: Basic dGVzczphIGxvbmcgZW5vdWdoIHBhc3N3b3Jk\r\n"
+            )
+        )
+        _created(reader, "replay/ok")  # Basic goes the long way
+        sock.sendall(publish("replay/ok", b"t1", _bearer(token) + _bearer(token)))
+        status, _, body = reader.response()
+        assert status == 400, body  # credentials twice: the long way's 400
+        sock.sendall(publish("replay/ok", b"t2", "Authorization: Bearer\r\n"))
+        assert reader.response()[0] == 401
+    assert [m["payload"] for m in poll_all_as(srv, "replay/ok", "tess")] == ["b1"]

@@ -17,7 +17,9 @@ the lane checks per request (the cached caller against the auth snapshot, the to
 the publish rate) is still checked per request; the head limits are the same bytes'.
 
 The heads are shared by every connection of a listener (`LaneHeads`, bounded): the
-clients of one application send the same head, and a connection keeps one reference.
+clients of one application send the same head, and a connection keeps one reference. A head
+with an `Authorization` header (a Bearer token, checked again on every request) is its
+connection's alone: a secret is not kept past the connection.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class LaneHead:
     """A publish request head the full parser accepted and the lane took, with what it
     resolved to; `size` is the length of the head and its body."""
 
-    __slots__ = ("ctype", "head", "headers", "method", "route", "size", "tail")
+    __slots__ = ("authorization", "ctype", "head", "headers", "method", "route", "size", "tail")
 
     def __init__(
         self,
@@ -45,6 +47,7 @@ class LaneHead:
         method: str,
         ctype: bytes | None,
         headers: list[tuple[bytes, bytes]],
+        authorization: bytes | None,
     ) -> None:
         self.head = head
         self.size = size
@@ -53,6 +56,8 @@ class LaneHead:
         self.method = method
         self.ctype = ctype  # the Content-Type header's value, or None
         self.headers = headers  # as the parser gave them (for a reply that needs a cycle)
+        # the Authorization header's value (checked again on every request), or None
+        self.authorization = authorization
 
 
 def canonical_head(raw_method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -83,6 +88,7 @@ class LaneHeads:
         tail: str,
         method: str,
         ctype: bytes | None,
+        authorization: bytes | None,
     ) -> LaneHead | None:
         """The head of `data`, one read that began between requests and held a lane
         request whose body is `body_size` bytes, when `data` is exactly that request (see
@@ -97,7 +103,9 @@ class LaneHeads:
             return known if known.route is route and known.tail == tail else None
         if head.lower() != canonical_head(raw_method, url, headers):
             return None
-        kept = LaneHead(head, len(data), route, tail, method, ctype, headers)
+        kept = LaneHead(head, len(data), route, tail, method, ctype, headers, authorization)
+        if authorization is not None:
+            return kept  # a secret: the connection's own, not kept past it
         if len(self.heads) >= LANE_HEADS:
             del self.heads[next(iter(self.heads))]
         self.heads[head] = kept

@@ -78,9 +78,16 @@ class Lane(Protocol):
 
     headers: frozenset[bytes]  # header names (lower case) a lane request may carry
 
-    def admit(self, callers: CallerCache, tail: str) -> object | None:
-        """At the end of the head: what `run` needs to know of the caller, or None when
-        the handler must answer (no side effect then)."""
+    def admit(
+        self,
+        callers: CallerCache | None,
+        tail: str,
+        authorization: bytes | None,
+        client: tuple[str, int] | None,
+    ) -> object | None:
+        """At the end of the head: what `run` needs to know of the caller (or of why it is
+        refused), or None when the handler must answer (no side effect then).
+        `authorization`: the request's one Authorization header, if any."""
 
     def run(
         self, admitted: Any, tail: str, content_type: bytes | None, body: bytes
@@ -270,6 +277,7 @@ class HttpProtocol(asyncio.Protocol):
         "head_timing",
         "headers",
         "idle",
+        "lane_authorization",
         "lane_body",
         "lane_caller",
         "lane_ctype",
@@ -350,6 +358,7 @@ class HttpProtocol(asyncio.Protocol):
         self.lane_keep = False
         self.lane_method = ""
         self.lane_ctype: bytes | None = None
+        self.lane_authorization: bytes | None = None  # its Authorization header, if any
         # made by the connection's first lane body, then reused (an idle connection has none)
         self.lane_body: list[bytes] | None = None
         # the connection's last publish head taken by the lane from a read that was that
@@ -602,6 +611,7 @@ class HttpProtocol(asyncio.Protocol):
         assert lane is not None
         length: bytes | None = None
         ctype: bytes | None = None
+        authorization: bytes | None = None
         allowed = lane.headers
         for name, value in headers:
             if name == b"content-length":
@@ -609,18 +619,20 @@ class HttpProtocol(asyncio.Protocol):
             elif name == b"content-type":
                 if ctype is None:
                     ctype = value
+            elif name == b"authorization":
+                if authorization is not None:
+                    return False  # credentials twice: the handler's 400
+                authorization = value
             elif name not in allowed:
                 return False
         if length is None or not length.isdigit() or int(length) > route.body_limit:
             return False
-        callers = self.callers
-        if callers is None:
-            return False  # the first request of a connection finds its caller the long way
-        caller = lane.admit(callers, tail)
+        caller = lane.admit(self.callers, tail, authorization, self.client)
         if caller is None:
             return False
         self.lane_route = route
         self.lane_caller = caller
+        self.lane_authorization = authorization
         self.lane_tail = tail
         self.lane_keep = keep_alive
         self.lane_method = method
@@ -736,6 +748,7 @@ class HttpProtocol(asyncio.Protocol):
                     self.lane_tail,
                     self.lane_method,
                     self.lane_ctype,
+                    self.lane_authorization,
                 )
         self._lane_answer(route, caller, self.lane_tail, self.lane_ctype, body, keep)
 
@@ -747,10 +760,9 @@ class HttpProtocol(asyncio.Protocol):
             return False
         route = head.route
         lane = route.lane
-        callers = self.callers
-        if lane is None or callers is None:
+        if lane is None:
             return False
-        caller = lane.admit(callers, head.tail)
+        caller = lane.admit(self.callers, head.tail, head.authorization, self.client)
         if caller is None:
             return False  # the full parse, and the handler, say why
         server = self.server
