@@ -134,7 +134,13 @@ async def measure(n: int, sqlite: bool, profile: bool, request: bytes, token: bo
             elapsed = time.process_time() - start
             if prof is not None:
                 prof.disable()
-                pstats.Stats(prof).sort_stats(*(sys.argv[sys.argv.index("--sort") + 1].split(",") if "--sort" in sys.argv else ["tottime"])).print_stats(25)
+                pstats.Stats(prof).sort_stats(
+                    *(
+                        sys.argv[sys.argv.index("--sort") + 1].split(",")
+                        if "--sort" in sys.argv
+                        else ["tottime"]
+                    )
+                ).print_stats(25)
             if not batched:
                 assert transport.created == n + 100, (transport.created, transport.other[:1])
             return elapsed / n * 1e6

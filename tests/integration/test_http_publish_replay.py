@@ -45,7 +45,8 @@ def _http(srv: InProcessServer) -> HttpServer:
 
 def _replayed(srv: InProcessServer) -> int:
     http = _http(srv)
-    return srv.call(lambda: http.served_lane_replayed)
+    count: int = srv.call(lambda: http.served_lane_replayed)
+    return count
 
 
 def _connect(srv: InProcessServer) -> socket.socket:
