@@ -3,7 +3,7 @@
 `POST /v1/publish/bench/pub` requests (64-byte body, anonymous, 0 subscribers: the request
 `pushwire bench http --only publish` sends) through a transport that drops what is written.
 
-    .venv/bin/python bench/micro_http_publish.py [N] [--sqlite] [--json] [--profile]
+    .venv/bin/python bench/micro_http_publish.py [N] [--sqlite] [--json] [--token] [--profile]
 
 Process CPU time per publish, one request per `data_received` (as the bench's clients send
 them: one in flight per connection). Auth (anonymous), the topic ACL, the log append and
@@ -14,7 +14,8 @@ process's CPU time does). `--profile` prints cProfile's top functions instead. T
 two versions, run it with PYTHONPATH pointing at the other tree's src/, interleaved.
 `--json` sends the JSON form instead (`POST /v1/publish`, `{"topic": "bench/pub",
 "payload": <59 bytes>}`), in rounds of 64 connections with one request in flight each (its
-replies may come from a task: the rounds wait for them).
+replies may come from a task: the rounds wait for them). `--token` adds
+`Authorization: Bearer <a token of a user>` (the anonymous caller is then refused).
 """
 
 from __future__ import annotations
@@ -65,7 +66,12 @@ class CountingTransport(MemoryTransport):
         return super().get_extra_info(name, default)
 
 
-async def measure(n: int, sqlite: bool, profile: bool, request: bytes) -> float:
+def with_token(request: bytes, token: str) -> bytes:
+    """`request` with an `Authorization: Bearer` header."""
+    return request.replace(b"\r\n\r\n", b"\r\nAuthorization: Bearer %b\r\n\r\n" % token.encode(), 1)
+
+
+async def measure(n: int, sqlite: bool, profile: bool, request: bytes, token: bool) -> float:
     with tempfile.TemporaryDirectory() as data_dir:
         settings = Settings.model_validate(
             {
@@ -85,6 +91,10 @@ async def measure(n: int, sqlite: bool, profile: bool, request: bytes) -> float:
         try:
             http = server._http
             assert http is not None
+            if token:  # a user with a token: anonymous publishing is then refused
+                await server.auth.add_user("bench", "a long enough password")
+                new = await server.auth.create_token("bench")
+                request = with_token(request, new.token)
             proto = http.protocol()
             transport = CountingTransport()
             proto.connection_made(transport)  # type: ignore[arg-type]
@@ -103,7 +113,7 @@ async def measure(n: int, sqlite: bool, profile: bool, request: bytes) -> float:
             if prof is not None:
                 prof.enable()
             feed = proto.data_received
-            batched = sqlite or request is not REQUEST
+            batched = sqlite or not request.startswith(b"POST /v1/publish/")
             if batched:
                 # a commit per publish would measure the disk: let replies wait in batches
                 # of 64 requests (64 connections, one in flight each)
@@ -124,7 +134,13 @@ async def measure(n: int, sqlite: bool, profile: bool, request: bytes) -> float:
             elapsed = time.process_time() - start
             if prof is not None:
                 prof.disable()
-                pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+                pstats.Stats(prof).sort_stats(
+                    *(
+                        sys.argv[sys.argv.index("--sort") + 1].split(",")
+                        if "--sort" in sys.argv
+                        else ["tottime"]
+                    )
+                ).print_stats(25)
             if not batched:
                 assert transport.created == n + 100, (transport.created, transport.other[:1])
             return elapsed / n * 1e6
@@ -138,6 +154,7 @@ def main() -> None:
     sqlite = "--sqlite" in sys.argv
     profile = "--profile" in sys.argv
     request = JSON_REQUEST if "--json" in sys.argv else REQUEST
+    token = "--token" in sys.argv
     try:
         import uvloop
 
@@ -145,10 +162,11 @@ def main() -> None:
     except ImportError:  # pragma: no cover
         pass
     results = [
-        asyncio.run(measure(n, sqlite, profile, request)) for _ in range(1 if profile else 3)
+        asyncio.run(measure(n, sqlite, profile, request, token)) for _ in range(1 if profile else 3)
     ]
     print(
-        f"{'sqlite' if sqlite else 'memory'}{' json' if request is JSON_REQUEST else ''}: "
+        f"{'sqlite' if sqlite else 'memory'}{' json' if request is JSON_REQUEST else ''}"
+        f"{' token' if token else ''}: "
         "CPU per publish, us: "
         + ", ".join(f"{r:.2f}" for r in results)
         + f" (best {min(results):.2f}; N={n})"

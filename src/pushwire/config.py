@@ -295,10 +295,10 @@ class Settings(BaseSettings):
     fanout_deliveries_per_turn: int = Field(
         100_000,
         ge=1,
-        description="deliveries (subscribers reached) one MQTT connection's publishes may cause "
-        "in one event-loop turn; past it, the rest of what it sent waits for the next turn "
-        "(in order, reading from it paused) so the writes of the fan-out go out and other "
-        "clients are served in between",
+        description="deliveries (subscribers reached) one MQTT connection's publishes, or one "
+        "HTTP batch publish, may cause in one event-loop turn; past it, the rest of what it "
+        "sent waits for the next turn (in order, reading from it paused) so the writes of the "
+        "fan-out go out and other clients are served in between",
     )
     mqtt_read_bytes_per_turn: int = Field(
         256 * 1024,

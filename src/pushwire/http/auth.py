@@ -264,6 +264,31 @@ async def caller_from(
     return make_caller(auth, result.identity, ip)
 
 
+_NO_QUERY: Final = QueryParams("")
+
+
+def caller_now(auth: AuthService, authorization: str, ip: str) -> Caller | None:
+    """`caller_from` for one `Authorization` header, without an await: the caller, or the
+    same 400/401/429 `ApiError`; checked in full on every call (a token's expiry, its
+    revocation, the failed-login budget). None when the check would have to wait (a
+    password: its hash runs in a thread), with nothing done: only a Bearer token is
+    checked here, and that check is in memory (`AuthService.authenticate_token` does not
+    wait)."""
+    scheme, _, _ = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    checking = caller_from(auth, [authorization], _NO_QUERY, ip, None, allow_query=False)
+    try:
+        checking.send(None)
+    except StopIteration as done:
+        caller: Caller = done.value
+        return caller
+    # it waited after all (not so today: tests/integration/test_http_publish_replay.py
+    # counts one check per request); abandoned, and the request goes the long way
+    checking.close()
+    return None
+
+
 class CallerCache:
     """One connection's last anonymous caller (the owned protocol keeps one per connection).
 

@@ -48,6 +48,7 @@ from pushwire.http.guard import (
     HeadCounters,
     HeadMeter,
 )
+from pushwire.http.lane_replay import LaneHead, LaneHeads
 from pushwire.http.replay import CURSOR_BYTES, ReplayHead, ReplayHeads
 from pushwire.http.strict_url import is_utf8
 from pushwire.http.wire import WireRequest, WireResponse, error_response
@@ -77,9 +78,16 @@ class Lane(Protocol):
 
     headers: frozenset[bytes]  # header names (lower case) a lane request may carry
 
-    def admit(self, callers: CallerCache, tail: str) -> object | None:
-        """At the end of the head: what `run` needs to know of the caller, or None when
-        the handler must answer (no side effect then)."""
+    def admit(
+        self,
+        callers: CallerCache | None,
+        tail: str,
+        authorization: bytes | None,
+        client: tuple[str, int] | None,
+    ) -> object | None:
+        """At the end of the head: what `run` needs to know of the caller (or of why it is
+        refused), or None when the handler must answer (no side effect then).
+        `authorization`: the request's one Authorization header, if any."""
 
     def run(
         self, admitted: Any, tail: str, content_type: bytes | None, body: bytes
@@ -199,6 +207,10 @@ class HttpServer:
         self.served_replayed = 0
         # of those, the ones recognised by one comparison (`ReplayHead.expected`)
         self.served_repeated = 0
+        # publish heads recognised from their bytes (http/lane_replay.py), shared likewise,
+        # and how many publishes were taken that way
+        self.lane_heads = LaneHeads()
+        self.served_lane_replayed = 0
 
     def protocol(self) -> HttpProtocol:
         return HttpProtocol(self)
@@ -267,11 +279,14 @@ class HttpProtocol(asyncio.Protocol):
         "head_timing",
         "headers",
         "idle",
+        "lane_authorization",
         "lane_body",
         "lane_caller",
         "lane_ctype",
+        "lane_head",
         "lane_keep",
         "lane_method",
+        "lane_read",
         "lane_route",
         "lane_tail",
         "linger",
@@ -345,8 +360,15 @@ class HttpProtocol(asyncio.Protocol):
         self.lane_keep = False
         self.lane_method = ""
         self.lane_ctype: bytes | None = None
+        self.lane_authorization: bytes | None = None  # its Authorization header, if any
         # made by the connection's first lane body, then reused (an idle connection has none)
         self.lane_body: list[bytes] | None = None
+        # the connection's last publish head taken by the lane from a read that was that
+        # one request (http/lane_replay.py): a read that is that head and a body of its
+        # length skips the parser (`_lane_replayed`)
+        self.lane_head: LaneHead | None = None
+        # during `feed_data`: the read, when it began between requests, else None
+        self.lane_read: bytes | None = None
         # the connection's last long-poll head taken by its stream lane, split around the
         # cursor (http/replay.py): a read that is that head with another cursor skips the
         # parser (`_replayed`)
@@ -447,6 +469,8 @@ class HttpProtocol(asyncio.Protocol):
         # between requests (the parser holds no partial head and no body) with nothing
         # queued: a repeated long-poll head may skip the parser
         fresh = self.idle and not self.pipeline and self.lane_route is None and self.parsing is None
+        if fresh and self.lane_head is not None and self._lane_replayed(self.lane_head, data):
+            return
         replay = self.replay
         if fresh and replay is not None:
             if data == replay.expected and not self.closing:
@@ -479,8 +503,10 @@ class HttpProtocol(asyncio.Protocol):
                 HeadCounters.refused_total["too_long"] += 1
                 self._refuse(refusal)
                 return
-        if fresh and data.endswith(b"\r\n\r\n") and data.find(b"\r\n\r\n") == len(data) - 4:
-            self.reading = data  # one head and nothing else: `_reask` may keep it
+        if fresh:
+            self.lane_read = data  # `_lane_complete` may keep its head
+            if data.endswith(b"\r\n\r\n") and data.find(b"\r\n\r\n") == len(data) - 4:
+                self.reading = data  # one head and nothing else: `_reask` may keep it
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -492,7 +518,7 @@ class HttpProtocol(asyncio.Protocol):
             HeadCounters.refused_total["malformed"] += 1
             self._refuse(RESPONSE_400)
         finally:
-            self.reading = None
+            self.reading = self.lane_read = None
         if timed and self.head_timing:
             self._deadline(_HEAD, self.server.head_timeout)
 
@@ -602,6 +628,7 @@ class HttpProtocol(asyncio.Protocol):
         assert lane is not None
         length: bytes | None = None
         ctype: bytes | None = None
+        authorization: bytes | None = None
         allowed = lane.headers
         for name, value in headers:
             if name == b"content-length":
@@ -609,18 +636,20 @@ class HttpProtocol(asyncio.Protocol):
             elif name == b"content-type":
                 if ctype is None:
                     ctype = value
+            elif name == b"authorization":
+                if authorization is not None:
+                    return False  # credentials twice: the handler's 400
+                authorization = value
             elif name not in allowed:
                 return False
         if length is None or not length.isdigit() or int(length) > route.body_limit:
             return False
-        callers = self.callers
-        if callers is None:
-            return False  # the first request of a connection finds its caller the long way
-        caller = lane.admit(callers, tail)
+        caller = lane.admit(self.callers, tail, authorization, self.client)
         if caller is None:
             return False
         self.lane_route = route
         self.lane_caller = caller
+        self.lane_authorization = authorization
         self.lane_tail = tail
         self.lane_keep = keep_alive
         self.lane_method = method
@@ -713,8 +742,6 @@ class HttpProtocol(asyncio.Protocol):
     def _lane_complete(self, route: FastRoute) -> None:
         """The body of a lane request is in: publish, and reply (or start a cycle that
         replies when the lane's coroutine finishes)."""
-        lane = route.lane
-        assert lane is not None
         self.lane_route = None
         chunks = self.lane_body
         if chunks:
@@ -724,10 +751,66 @@ class HttpProtocol(asyncio.Protocol):
             body = b""
         caller, self.lane_caller = self.lane_caller, None
         keep = self.lane_keep and not self.closing
+        data = self.lane_read
+        if data is not None and keep:
+            # the read began with this request: when it was exactly this request, its
+            # head may be recognised from its bytes next time (`_lane_replayed`)
+            head = self.lane_head
+            if head is None or head.size != len(data) or not data.startswith(head.head):
+                assert self.parser is not None
+                url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
+                self.lane_head = self.server.lane_heads.learn(
+                    data,
+                    len(body),
+                    self.parser.get_method(),
+                    url,
+                    self.headers,
+                    route,
+                    self.lane_tail,
+                    self.lane_method,
+                    self.lane_ctype,
+                    self.lane_authorization,
+                )
+        self._lane_answer(route, caller, self.lane_tail, self.lane_ctype, body, keep)
+
+    def _lane_replayed(self, head: LaneHead, data: bytes) -> bool:
+        """`data` may be the connection's kept publish head and a body of its length (see
+        http/lane_replay.py): take it on the lane as the parser would have. False, with
+        nothing changed, for the full parse."""
+        if len(data) != head.size or not data.startswith(head.head) or self.closing:
+            return False
+        route = head.route
+        lane = route.lane
+        if lane is None:
+            return False
+        caller = lane.admit(self.callers, head.tail, head.authorization, self.client)
+        if caller is None:
+            return False  # the full parse, and the handler, say why
+        server = self.server
+        server.served_owned += 1
+        server.served_lane_replayed += 1
+        self.lane_method = head.method
+        self.headers = head.headers  # for a reply that needs a cycle (`_lane_answer`)
+        self._lane_answer(route, caller, head.tail, head.ctype, data[len(head.head) :], True)
+        return True
+
+    def _lane_answer(
+        self,
+        route: FastRoute,
+        caller: object,
+        tail: str,
+        ctype: bytes | None,
+        body: bytes,
+        keep: bool,
+    ) -> None:
+        """Run a lane request whose body is in; a kept-alive 201 is written here, anything
+        else gets the cycle of a hot request."""
+        lane = route.lane
+        assert lane is not None
         try:
-            result = lane.run(caller, self.lane_tail, self.lane_ctype, body)
+            result = lane.run(caller, tail, ctype, body)
         except Exception as exc:
-            log.error("unhandled error on a publish to %r", self.lane_tail, exc_info=exc)
+            log.error("unhandled error on a publish to %r", tail, exc_info=exc)
             result = error_response(500, "internal", "internal server error")
         if isinstance(result, bytes):
             if keep:
@@ -741,10 +824,8 @@ class HttpProtocol(asyncio.Protocol):
                 return
             result = WireResponse(201, result)
         # anything but a kept-alive 201: the cycle of a hot request, as if it came that way
-        request = WireRequest(
-            self.lane_method, route.prefix + self.lane_tail, b"", self.headers, self.client
-        )
-        request.path_tail = self.lane_tail
+        request = WireRequest(self.lane_method, route.prefix + tail, b"", self.headers, self.client)
+        request.path_tail = tail
         cycle = _FastCycle(self, request, route, keep)
         cycle.complete = cycle.running = True
         self.pipeline.append(cycle)

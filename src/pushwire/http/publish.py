@@ -4,6 +4,7 @@ observer gives it its id; the reply comes only once it is durable (write before 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -20,7 +21,7 @@ from pushwire.core.receipt import Receipt
 from pushwire.core.text import JsonError, TextError, check_text, parse_json
 from pushwire.core.topics import TopicError, validate_topic_name
 from pushwire.engines.base import WriteError
-from pushwire.http.auth import Caller, CallerCache, cached_caller_from
+from pushwire.http.auth import Caller, CallerCache, cached_caller_from, caller_now
 from pushwire.http.cursor import parse_duration
 from pushwire.http.encode import PRIORITY_PROPERTY
 from pushwire.http.endpoints import Endpoint, Header, Option, api_error_response
@@ -305,7 +306,21 @@ def result(state: HttpState, message: Message) -> dict[str, Any]:
 async def publish_specs(
     state: HttpState, specs: list[PublishSpec], origin: str, transport: str
 ) -> list[Message]:
-    receipts = [route(state, spec, origin) for spec in specs]
+    """Publish `specs` in order and wait until they may be acknowledged. A batch's fan-out
+    is paced over loop turns as an MQTT read's is (mqtt/reading.py): once a turn's
+    `fanout_deliveries_per_turn` deliveries are spent, the rest waits for the next turn,
+    so the writes of the fan-out go out and other clients are served in between. (With a
+    broker, engine=redis, nothing is routed here: the fan-out reader paces what comes
+    back, core/pacing.py.)"""
+    hub = state.hub
+    budget = state.settings.fanout_deliveries_per_turn
+    spent_at = hub.routed + budget
+    receipts = []
+    for spec in specs:
+        if hub.routed >= spent_at:
+            await asyncio.sleep(0)  # one loop turn
+            spent_at = hub.routed + budget
+        receipts.append(route(state, spec, origin))
     messages = [r.message for r in receipts]
     state.stats.messages_in[transport] += len(specs)
     await make_durable(receipts)
@@ -493,24 +508,38 @@ async def acknowledge(state: HttpState, receipt: Receipt) -> WireResponse:
 _UNKNOWN = "\0unknown"  # not a content type anyone can send (a NUL is refused)
 
 
+class LaneRefusal:
+    """What `PublishLane.admit` answers for a request it checked and refused (a Bearer
+    token's 401/429, the topic's 400, the ACL's 403): `run` answers `error`, so the check
+    is not made twice (a failed login counts once)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: ApiError) -> None:
+        self.error = error
+
+
 class PublishLane:
     """`publish_raw`'s common case as two synchronous calls on the owned protocol's publish
     path (http/protocol.py `Lane`): a request whose only headers are in `headers` (no
-    credentials, no `Pushwire-*` options, no query string: the protocol checks), from a
-    connection whose anonymous caller is cached, to a valid topic the caller may write to.
-    Everything else (and every error but those of the body's own publish) goes through
-    `publish_raw`, which says why; so there is one set of rules, and this is its shortcut.
+    `Pushwire-*` options, no query string: the protocol checks), either anonymous from a
+    connection whose anonymous caller is cached, to a valid topic the caller may write to,
+    or with one `Authorization: Bearer` header (the token checked on every request, as
+    `publish_raw` does, and its refusals answered here). Everything else (a password, a
+    first anonymous request, a refused anonymous one) goes through `publish_raw`, which
+    says why; so there is one set of rules, and this is its shortcut.
 
     `admit` (at the end of the head) answers the caller, or None for "ask `publish_raw`";
     `run` (with the body) publishes and answers the reply body of a 201, a `WireResponse`
     for anything else, or a coroutine when the reply must wait (the store's sync, its
     backlog): the protocol runs it and replies when it finishes."""
 
-    # headers a lane request may carry: the ones it reads (content-type, content-length)
-    # and ones no publish looks at; anything else goes to `publish_raw`
+    # headers a lane request may carry: the ones it reads (content-type, content-length,
+    # authorization) and ones no publish looks at; anything else goes to `publish_raw`
     headers = frozenset(
         (
             b"host",
+            b"authorization",
             b"content-length",
             b"content-type",
             b"user-agent",
@@ -548,7 +577,17 @@ class PublishLane:
         # checked text); bounded, oldest out
         self._content_types: dict[bytes, str | None] = {}
 
-    def admit(self, callers: CallerCache, topic: str) -> Caller | None:
+    def admit(
+        self,
+        callers: CallerCache | None,
+        topic: str,
+        authorization: bytes | None,
+        client: tuple[str, int] | None,
+    ) -> Caller | LaneRefusal | None:
+        if authorization is not None:
+            return self._admit_credentials(topic, authorization, client)
+        if callers is None:
+            return None  # the connection's first request finds its caller the long way
         caller = callers.caller
         if caller is None:
             return None
@@ -557,21 +596,47 @@ class PublishLane:
             return None
         if topic not in self._topics:
             try:
-                check_topic(topic, self.max_levels)
+                self._check_topic(topic)
             except ApiError:
                 return None
-            if len(self._topics) >= _CHECKED_TOPICS_MAX:
-                del self._topics[next(iter(self._topics))]
-            self._topics[topic] = None
         if not caller.permissions.can_publish(topic):
             return None
         auth.stats.anonymous_admitted += 1  # as `CallerCache.anonymous` counts it
         return caller
 
+    def _admit_credentials(
+        self, topic: str, authorization: bytes, client: tuple[str, int] | None
+    ) -> Caller | LaneRefusal | None:
+        """`publish_raw`'s checks in its order (the caller, the topic, the ACL) for a
+        request with credentials, when they need no wait (a Bearer token)."""
+        try:
+            caller = caller_now(
+                self.state.auth,
+                authorization.decode("latin-1"),
+                client[0] if client is not None else "",
+            )
+            if caller is None:
+                return None  # a password (or an unknown scheme): `publish_raw`
+            if topic not in self._topics:
+                self._check_topic(topic)
+            caller.check_publish(topic)
+        except ApiError as exc:
+            return LaneRefusal(exc)
+        return caller
+
+    def _check_topic(self, topic: str) -> None:
+        """`check_topic`, remembered when it passes (bounded, oldest out)."""
+        check_topic(topic, self.max_levels)
+        if len(self._topics) >= _CHECKED_TOPICS_MAX:
+            del self._topics[next(iter(self._topics))]
+        self._topics[topic] = None
+
     def run(
-        self, caller: Caller, topic: str, content_type: bytes | None, body: bytes
+        self, caller: Caller | LaneRefusal, topic: str, content_type: bytes | None, body: bytes
     ) -> bytes | WireResponse | Coroutine[Any, Any, WireResponse]:
         state = self.state
+        if isinstance(caller, LaneRefusal):
+            return api_error_response(state, caller.error)
         ctype: str | None = None
         try:
             if content_type is not None:
