@@ -500,7 +500,6 @@ class Session:
                     d.state = "sent"
                     inflight[pid] = d
                     pid = pid % MAX_PACKET_ID + 1
-                    self._next_packet_id = pid
                     if journaled:
                         self._engine.queue_update(self.client_id, d.seq, d.packet_id, "sent")
                     moved.append(d)
@@ -508,6 +507,7 @@ class Session:
                 # window (at most max_inflight deliveries) bounds what one pump sends
                 if not queue or len(inflight) >= window:
                     break
+            self._next_packet_id = pid
             if moved:
                 link.send_window(moved)
         limits = self._limits
