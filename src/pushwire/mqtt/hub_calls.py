@@ -116,7 +116,12 @@ class HubCalls:
         # topic -> (its route, or None when the topic needs the machine's answer; whether
         # a delivery may go to this very client, whose acks must then go out first)
         routes: dict[str, tuple[Route | None, bool]] = {}
+        last_topic: str | None = None  # the topic of the packet before, and its route
+        route: Route | None = None
+        own = False
         pending: list[bytes] = []
+        add_ack = pending.append  # `_write_acks` clears it in place
+        pack_ack = ACK.pack
         wall = time.time()  # one creation time for one read's messages, as they arrived
         # MQTT 5's count of open flows does not move in a run: each ack is written as its
         # message is routed (`inbound_open` would go up and down by one)
@@ -132,10 +137,13 @@ class HubCalls:
                 if qos > 1 or (qos and not flows_ok):
                     break
                 topic = p.topic
-                known = routes.get(topic)
-                if known is None:
-                    known = routes[topic] = self._run_route(topic)
-                route, own = known
+                if topic is not last_topic:
+                    # a run is mostly one topic: the decoder hands out one str per name
+                    known = routes.get(topic)
+                    if known is None:
+                        known = routes[topic] = self._run_route(topic)
+                    route, own = known
+                    last_topic = topic
                 if route is None:
                     break
                 if own and pending:
@@ -154,7 +162,7 @@ class HubCalls:
                         # every matching queue was full: 0x97 on MQTT 5 (docs/queues.md)
                         pending.append(conn.send(PubAck(pid, ReasonCode.QUOTA_EXCEEDED)))
                     else:
-                        pending.append(ACK.pack(PUBACK_BYTE0, 2, pid))
+                        add_ack(pack_ack(PUBACK_BYTE0, 2, pid))
                     if pressure.active:
                         # a subscriber that keeps up is behind: the publisher is held, but
                         # only after up to `burst` of this read, so that its window is

@@ -123,20 +123,21 @@ class LinkSide:
         heads = SMALL_PUBLISH_HEADS
         pack = PACKET_ID.pack
         created: list[float] = []
+        last_topic = None
+        field = b""
+        fixed = 0  # the topic field and the packet id
         for d in deliveries:
             msg = d.message
             topic = msg.topic
             payload = msg.payload
-            field = fields.get(topic)
-            if field is None:
-                field = topic_field(topic)
-            length = len(field) + 2 + len(payload)
+            if topic is not last_topic:  # a window is mostly one or a few topics
+                last_topic = topic
+                field = fields.get(topic) or topic_field(topic)
+                fixed = len(field) + 2
+            length = fixed + len(payload)
             pid = d.packet_id
             if d.qos == 1 and pid is not None and 0 < pid < 65536 and length < 128:
-                add(heads[0x33 if d.retain else 0x32][length])
-                add(field)
-                add(pack(pid))
-                add(payload)
+                parts += (heads[0x33 if d.retain else 0x32][length], field, pack(pid), payload)
             else:
                 add(encode_publish_plain(topic, payload, d.qos, d.retain, False, pid, False))
             created.append(msg.created_at)
