@@ -240,8 +240,8 @@ class Settings(BaseSettings):
         description="QoS 1 PUBLISHes of one read still routed once backpressure is on, "
         "before their publisher is held: its window then refills in one write, where holding "
         "it mid-read would split every later read of it in two; each held publisher adds at "
-        "most this many to a queue past the threshold (docs/queues.md); 1: held right after "
-        "the first",
+        "most this many to a queue past backpressure_queue_messages, and none once a queue is "
+        "at its bound (docs/queues.md); 1: held right after the first",
     )
     backpressure_progress_window: float = Field(
         1.0,

@@ -121,3 +121,46 @@ def test_the_burst_is_bounded(srv: InProcessServer) -> None:
         rest = [pub.expect(raw.PUBACK, timeout=5).packet_id for _ in range(total - len(acked))]
         assert acked + rest == list(range(2, total + 2))
         assert srv.call(lambda: stats.queue_overflow) == 0
+
+
+def test_no_burst_once_a_queue_is_at_its_bound() -> None:
+    """Held only at a full queue (no early threshold): what the publishers still send may
+    overfill it by one more bound only, so no burst: held right after the packet that
+    found it full, as before, and nothing is refused (the burst would have gone past 2x)."""
+    bound = 10
+    srv = InProcessServer(
+        connect_rate_per_client_id=0,
+        backpressure_queue_messages=0,
+        max_queued_messages=bound,
+        max_inflight=WINDOW,
+    ).start()
+    try:
+        assert srv.server is not None
+        stats = srv.server.hub.stats
+        with (
+            raw.connected_client(srv.host, srv.mqtt_port, "full-sub") as sub,
+            raw.connected_client(srv.host, srv.mqtt_port, "full-pub") as pub,
+        ):
+            assert sub.subscribe(1, [("t/#", 1)]).granted == [1]
+            pub.publish_complete("t/a", b"0", qos=1, packet_id=1)
+            first = sub.recv_publish()
+            sub.ack(first)
+            assert sub.is_open()
+            held_before = srv.call(lambda: stats.publishers_held)
+            pub.send(
+                b"".join(
+                    raw.publish("t/a", b"%d" % n, qos=1, packet_id=n) for n in range(2, SENT + 2)
+                )
+            )
+            assert routed_when_held(srv, held_before) == 1 + WINDOW + bound + 1
+            got = [first.payload]
+            while len(got) < SENT + 1:
+                pkt = sub.recv_publish(timeout=10)
+                sub.ack(pkt)
+                got.append(pkt.payload)
+            assert got == [b"0", *(b"%d" % n for n in range(2, SENT + 2))]
+            for n in range(2, SENT + 2):
+                assert pub.expect(raw.PUBACK, timeout=5).raw == raw.puback(n)
+            assert srv.call(lambda: stats.queue_overflow) == 0
+    finally:
+        srv.stop()

@@ -94,7 +94,8 @@ class HubCalls:
         not handled (`start` when none was): it goes through the machine, which gives its
         exact answer (QoS 2, properties, $SYS, a refused or too deep topic, Receive Maximum
         reached). Stops after the `burst`-th QoS 1 PUBLISH routed with backpressure on
-        (`backpressure_publish_burst`; 1: the packet that engaged it), or after the one that
+        (`backpressure_publish_burst`; 1: the packet that engaged it; at once when a queue
+        is at its bound or the store is behind, `Backpressure.at_bound`), or after the one that
         spent the turn's fan-out budget (`hub.routed >= spent_at`), for the read loop to
         hold or defer the rest as it would after that packet. `received`: the read's
         monotonic time.
@@ -167,9 +168,10 @@ class HubCalls:
                         # a subscriber that keeps up is behind: the publisher is held, but
                         # only after up to `burst` of this read, so that its window is
                         # acked (and refilled) whole, not in two halves that would split
-                        # every later read of it (bench/README.md, "QoS 1, sixth pass")
+                        # every later read of it (bench/README.md, "QoS 1, sixth pass");
+                        # right away when a queue is at its bound or the store is behind
                         burst -= 1
-                        if burst <= 0:
+                        if burst <= 0 or pressure.at_bound or hub.store_held:
                             break
                 elif pressure.active and hub.store_held:
                     break
