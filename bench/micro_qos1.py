@@ -4,7 +4,9 @@ QoS 1 PUBLISH unacknowledged, and one subscriber acknowledges every delivery it 
 on a real server (memory engine). Each round, every publisher refills its window with what
 its PUBACKs freed and the subscriber acks what it received, as a socket would hand it over.
 
-    .venv/bin/python bench/micro_qos1.py [N] [--profile]   (default N=50000; a few seconds)
+    .venv/bin/python bench/micro_qos1.py [N] [--profile] [--set NAME=VALUE ...]
+    (default N=50000; a few seconds; --set: a server setting, e.g.
+    --set backpressure_publish_burst=1 for the hold right after the packet that engaged it)
 
 Prints the server's process CPU time per delivered message: the load generator's side
 (walking the subscriber's bytes, building its PUBACKs, the publishers' refills; the same
@@ -82,6 +84,7 @@ class Publisher:
         return b"".join(chunks)
 
 
+EXTRA: dict[str, object] = {}  # server settings over the defaults (--set)
 HOLDS: list[float] = []  # publisher holds and socket pauses per 1000 delivered, last run
 
 
@@ -89,7 +92,7 @@ async def measure(n: int, profile: cProfile.Profile | None = None) -> tuple[floa
     """(server CPU µs per delivered message, load generator CPU µs per message); sets
     HOLDS."""
     settings = Settings.model_validate(
-        {"memory": True, "connect_rate_per_client_id": 0, "connection_rate_per_ip": 0}
+        {"memory": True, "connect_rate_per_client_id": 0, "connection_rate_per_ip": 0} | EXTRA
     )
     server = PushwireServer(settings)
     await server.engine.open()
@@ -134,13 +137,21 @@ async def measure(n: int, profile: cProfile.Profile | None = None) -> tuple[floa
         profile.disable()
     held = server.hub.stats.publishers_held - held_before
     HOLDS[:] = [held * 1000 / delivered, CaptureTransport.pauses * 1000 / delivered]
+    # nothing refused: backpressure held the publishers instead
+    assert server.hub.stats.queue_overflow == 0, server.hub.stats.queue_overflow
     return (total - client_cpu) / delivered * 1e6, client_cpu / delivered * 1e6
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    argv = sys.argv[1:]
+    while "--set" in argv:
+        at = argv.index("--set")
+        name, _, value = argv[at + 1].partition("=")
+        EXTRA[name] = value
+        del argv[at : at + 2]
+    args = [a for a in argv if not a.startswith("--")]
     n = int(args[0]) if args else 50000
-    profile = cProfile.Profile() if "--profile" in sys.argv else None
+    profile = cProfile.Profile() if "--profile" in argv else None
     try:
         import uvloop
 

@@ -234,6 +234,15 @@ class Settings(BaseSettings):
         "publishers back until half of them are delivered (a queued message is delay for every "
         "one behind it: 1000 queued at 50,000 msg/s is 20 ms); 0: only when the queue is full",
     )
+    backpressure_publish_burst: int = Field(
+        32,
+        ge=1,
+        description="QoS 1 PUBLISHes of one read still routed once backpressure is on, "
+        "before their publisher is held: its window then refills in one write, where holding "
+        "it mid-read would split every later read of it in two; each held publisher adds at "
+        "most this many to a queue past backpressure_queue_messages, and none once a queue is "
+        "at its bound (docs/queues.md); 1: held right after the first",
+    )
     backpressure_progress_window: float = Field(
         1.0,
         gt=0,

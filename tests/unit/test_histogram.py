@@ -31,3 +31,16 @@ def test_observe_since_is_one_exact_observation_per_start() -> None:
     assert abs(h.sum - (0.05 + 0.5 + 8.0 + 0.1)) < 1e-9
     h.observe_since(10.0, [])
     assert h.count == 4
+
+
+def test_observe_since_with_runs_of_equal_starts_counts_each() -> None:
+    """One read's messages share their start: runs of equal starts (looked up once per
+    run) still count once per start, in the bucket of their own value."""
+    starts = [-1.0, 9.95, 9.95, 9.95, 9.5, 9.5, 9.95, -1.0, 9.9]
+    h = Histogram((0.1, 1.0))
+    h.observe_since(10.0, starts)
+    one_by_one = Histogram((0.1, 1.0))
+    for start in starts:
+        one_by_one.observe(10.0 - start)
+    assert h.counts == one_by_one.counts == [5, 2, 2]
+    assert abs(h.sum - one_by_one.sum) < 1e-9

@@ -50,6 +50,10 @@ class RecordingLink:
             ids.append(packet_id)
         return ids
 
+    def send_window(self, deliveries: list[Delivery]) -> None:
+        for d in deliveries:
+            self.send_message(d, False, None)
+
     def send_release(self, packet_id: int) -> None:
         pass
 

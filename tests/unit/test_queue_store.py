@@ -34,6 +34,10 @@ class RecordingLink:
     def send_message(self, d: Delivery, dup: bool, wire_cache: dict[Any, Any] | None) -> None:
         self.sent.append((d.message.topic, d.message.payload, d.qos, d.retain, d.packet_id, dup))
 
+    def send_window(self, deliveries: list[Delivery]) -> None:
+        for d in deliveries:
+            self.send_message(d, False, None)
+
     def send_release(self, packet_id: int) -> None:
         return None
 

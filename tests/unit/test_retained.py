@@ -73,6 +73,10 @@ class SlowLink:
     def send_message(self, d: Delivery, dup: bool, wire_cache: dict[Any, Any] | None) -> None:
         self.sent.append(d)
 
+    def send_window(self, deliveries: list[Delivery]) -> None:
+        for d in deliveries:
+            self.send_message(d, False, None)
+
     def send_release(self, packet_id: int) -> None:
         pass
 

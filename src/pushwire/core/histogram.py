@@ -33,6 +33,9 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 DEPTH_BUCKETS: tuple[float, ...] = (0, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000)
 
 
+_NAN = float("nan")
+
+
 class Histogram:
     """Counts per bucket (le semantics: a value lands in the first bound >= it) and a sum.
 
@@ -62,9 +65,17 @@ class Histogram:
         bounds = self.bounds
         counts = self.counts
         total = 0.0
+        # the messages of one read share their creation (and their acks the receipt)
+        # time: one bucket look-up per run of equal starts, not one per start
+        last = _NAN  # equal to no start: the first one is looked up
+        at = 0
+        value = 0.0
         for start in starts:
-            value = now - start
-            counts[bisect_left(bounds, value)] += 1
+            if start != last:
+                last = start
+                value = now - start
+                at = bisect_left(bounds, value)
+            counts[at] += 1
             total += value
         self.sum += total
 

@@ -22,25 +22,38 @@ MAX_WAIT = 0.5
 class Backpressure:
     def __init__(self) -> None:
         self._saturated: set[Hashable] = set()
+        self._full: set[Hashable] = set()  # of those, the ones whose queue is at its bound
         self._waiters: list[Callable[[], None]] = []
         self.episodes = 0  # times a subscriber started holding publishers back
         # some subscriber holds publishers back: a plain attribute, as every PUBLISH read
         # asks it (mqtt/reading.py), kept equal to bool(_saturated) by mark/relieve
         self.active = False
+        # some queue is at its bound, not only past the early threshold: a publisher is
+        # then held right after the packet that found it so (no burst, mqtt/hub_calls.py),
+        # as what the publishers still send may overfill it by one more bound only.
+        # Kept equal to bool(_full) by mark/relieve.
+        self.at_bound = False
 
     def holds(self, subscriber: Hashable) -> bool:
         """Is `subscriber` one of those holding publishers back now?"""
         return subscriber in self._saturated
 
-    def mark(self, subscriber: Hashable) -> None:
+    def mark(self, subscriber: Hashable, at_bound: bool = False) -> None:
+        """`subscriber` holds publishers back; `at_bound`: its queue is at its bound (not
+        only past the early threshold), until it is relieved."""
         if subscriber not in self._saturated:
             self._saturated.add(subscriber)
             self.active = True
             self.episodes += 1
+        if at_bound:
+            self._full.add(subscriber)
+            self.at_bound = True
 
     def relieve(self, subscriber: Hashable) -> None:
         if subscriber in self._saturated:
             self._saturated.discard(subscriber)
+            self._full.discard(subscriber)
+            self.at_bound = bool(self._full)
             if not self._saturated:
                 self.active = False
                 self.release_all()

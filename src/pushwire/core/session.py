@@ -80,6 +80,11 @@ class Link(Protocol):
         Without one, the link also observes the delivery latency; with one, the caller (the
         hub's fan-out) observes it once for all the links it sent to."""
 
+    def send_window(self, deliveries: list[Delivery]) -> None:
+        """Send the deliveries `Session.pump` moved into the inflight window, in order
+        (first sends, packet ids set, no wire cache): `send_message` for each, in one go
+        (the MQTT link encodes them in one join and writes them at once)."""
+
     def send_release(self, packet_id: int) -> None:
         """Send PUBREL (resuming a QoS 2 flow after reconnect)."""
 
@@ -351,7 +356,7 @@ class Session:
             # a subscriber that keeps up: hold the publishers back instead of dropping;
             # what they already sent may overfill the queue by up to one more bound
             assert self._pressure is not None
-            self._pressure.mark(self)
+            self._pressure.mark(self, True)
         elif (
             0 < limits.pressure_queue_messages <= waiting
             and self._pressure is not None
@@ -477,7 +482,7 @@ class Session:
             # runs once per acknowledgement: what the loop needs is looked up once
             now = time.time()
             journaled = self.expiry_interval != 0 or self.stored_count > 0
-            send = link.send_message
+            moved: list[Delivery] = []  # sent together once the window is full
             pid = self._next_packet_id
             while True:
                 d = queue.popleft()
@@ -495,12 +500,16 @@ class Session:
                     d.state = "sent"
                     inflight[pid] = d
                     pid = pid % MAX_PACKET_ID + 1
-                    self._next_packet_id = pid
                     if journaled:
                         self._engine.queue_update(self.client_id, d.seq, d.packet_id, "sent")
-                    send(d, False, None)
-                if not queue or len(inflight) >= window or not link.writable():
+                    moved.append(d)
+                # nothing is written inside the loop, so the link stays writable: the
+                # window (at most max_inflight deliveries) bounds what one pump sends
+                if not queue or len(inflight) >= window:
                     break
+            self._next_packet_id = pid
+            if moved:
+                link.send_window(moved)
         limits = self._limits
         if (
             self.stored_count

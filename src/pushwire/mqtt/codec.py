@@ -1590,6 +1590,20 @@ _SMALL_HEADS: Final = {
 }
 
 
+# for encoders of several PUBLISHes in one join (mqtt/link.py `send_window`): the topic
+# field of a name, cached, and the prebuilt fixed headers
+SMALL_PUBLISH_HEADS: Final = _SMALL_HEADS
+PACKET_ID: Final = _U16
+TOPIC_FIELDS: Final = _TOPIC_FIELDS  # cleared in place when full, never replaced
+
+
+def topic_field(topic: str) -> bytes:
+    """The encoded topic name field (2-byte length, UTF-8), cached per name; raises
+    ValueError when too long."""
+    field = _TOPIC_FIELDS.get(topic)
+    return field if field is not None else _topic_field(topic)
+
+
 def patch_publish(template: bytes, offset: int, packet_id: int, dup: bool = False) -> bytes:
     """A copy of template with packet_id at offset and the DUP bit set to dup.
 

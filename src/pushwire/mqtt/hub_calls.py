@@ -85,7 +85,7 @@ class HubCalls:
         self._acks.add_published(ack, receipt, ev, releases)
 
     def _publish_run(
-        self, packets: list[Packet], start: int, spent_at: int, received: float
+        self, packets: list[Packet], start: int, spent_at: int, received: float, burst: int
     ) -> int:
         """Route packets[start:] while they are plain QoS 0/1 PUBLISHes, without the
         machine's events: what `handle_publish` + `_publish` + `AckQueue.add_published`
@@ -93,9 +93,12 @@ class HubCalls:
         topic, and the run's PUBACKs written as one. Returns the index of the first packet
         not handled (`start` when none was): it goes through the machine, which gives its
         exact answer (QoS 2, properties, $SYS, a refused or too deep topic, Receive Maximum
-        reached). Stops after the packet that engaged backpressure or spent the turn's
-        fan-out budget (`hub.routed >= spent_at`), for the read loop to hold or defer the
-        rest as it would after that packet. `received`: the read's monotonic time.
+        reached). Stops after the `burst`-th QoS 1 PUBLISH routed with backpressure on
+        (`backpressure_publish_burst`; 1: the packet that engaged it; at once when a queue
+        is at its bound or the store is behind, `Backpressure.at_bound`), or after the one that
+        spent the turn's fan-out budget (`hub.routed >= spent_at`), for the read loop to
+        hold or defer the rest as it would after that packet. `received`: the read's
+        monotonic time.
 
         Only when an ack goes out as soon as its message is routed and queued: a single
         node (no broker) whose engine promises no durability, with no ack waiting before
@@ -114,7 +117,12 @@ class HubCalls:
         # topic -> (its route, or None when the topic needs the machine's answer; whether
         # a delivery may go to this very client, whose acks must then go out first)
         routes: dict[str, tuple[Route | None, bool]] = {}
+        last_topic: str | None = None  # the topic of the packet before, and its route
+        route: Route | None = None
+        own = False
         pending: list[bytes] = []
+        add_ack = pending.append  # `_write_acks` clears it in place
+        pack_ack = ACK.pack
         wall = time.time()  # one creation time for one read's messages, as they arrived
         # MQTT 5's count of open flows does not move in a run: each ack is written as its
         # message is routed (`inbound_open` would go up and down by one)
@@ -130,10 +138,13 @@ class HubCalls:
                 if qos > 1 or (qos and not flows_ok):
                     break
                 topic = p.topic
-                known = routes.get(topic)
-                if known is None:
-                    known = routes[topic] = self._run_route(topic)
-                route, own = known
+                if topic is not last_topic:
+                    # a run is mostly one topic: the decoder hands out one str per name
+                    known = routes.get(topic)
+                    if known is None:
+                        known = routes[topic] = self._run_route(topic)
+                    route, own = known
+                    last_topic = topic
                 if route is None:
                     break
                 if own and pending:
@@ -152,9 +163,16 @@ class HubCalls:
                         # every matching queue was full: 0x97 on MQTT 5 (docs/queues.md)
                         pending.append(conn.send(PubAck(pid, ReasonCode.QUOTA_EXCEEDED)))
                     else:
-                        pending.append(ACK.pack(PUBACK_BYTE0, 2, pid))
+                        add_ack(pack_ack(PUBACK_BYTE0, 2, pid))
                     if pressure.active:
-                        break
+                        # a subscriber that keeps up is behind: the publisher is held, but
+                        # only after up to `burst` of this read, so that its window is
+                        # acked (and refilled) whole, not in two halves that would split
+                        # every later read of it (bench/README.md, "QoS 1, sixth pass");
+                        # right away when a queue is at its bound or the store is behind
+                        burst -= 1
+                        if burst <= 0 or pressure.at_bound or hub.store_held:
+                            break
                 elif pressure.active and hub.store_held:
                     break
                 if hub.routed >= spent_at:

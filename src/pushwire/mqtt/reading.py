@@ -64,7 +64,7 @@ class ReadControl:
         def peer(self) -> str: ...  # "ip:port", formatted when asked
         def _act(self, events: list[Event]) -> None: ...
         def _publish_run(
-            self, packets: list[Packet], start: int, spent_at: int, received: float
+            self, packets: list[Packet], start: int, spent_at: int, received: float, burst: int
         ) -> int: ...
         def _abort(self, reason: str, level: int = logging.DEBUG) -> None: ...
 
@@ -91,7 +91,8 @@ class ReadControl:
         # the deliveries this read's publishes may cause before the rest waits a turn: one
         # 64 KB read is ~700 small PUBLISH, 7 M deliveries to 10,000 subscribers, and their
         # writes only go out once the turn ends
-        spent_at = hub.routed + self.broker.settings.fanout_deliveries_per_turn
+        settings = self.broker.settings
+        spent_at = hub.routed + settings.fanout_deliveries_per_turn
         # receipt time of the QoS 1/2 PUBLISHes, for the publish-to-ack histogram: one clock
         # read for all of one read's packets (they arrived together)
         received = -1.0
@@ -112,7 +113,9 @@ class ReadControl:
                 if received < 0:
                     received = time.monotonic()  # a QoS 1 PUBLISH may follow in the run
                 try:
-                    done = self._publish_run(packets, i, spent_at, received)
+                    done = self._publish_run(
+                        packets, i, spent_at, received, settings.backpressure_publish_burst
+                    )
                 except Exception:
                     # as for one packet below: a bug costs this connection only
                     log.exception("error handling a PUBLISH run from %s", self.peer)
