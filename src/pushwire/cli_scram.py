@@ -19,7 +19,9 @@ from typing import Any
 from pushwire.cli_common import CliError, Endpoint, Exit, Outgoing, Ready, failed, refused
 from pushwire.cli_format import Received
 from pushwire.core.scram import ScramClient, ScramError
-from pushwire.mqtt.codec import DecodeError, Decoder, encode
+from pushwire.mqtt.codec.decoder import Decoder
+from pushwire.mqtt.codec.encoder import encode
+from pushwire.mqtt.codec.errors import DecodeError
 from pushwire.mqtt.packets import (
     PROTOCOL_V5,
     Auth,
