@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from pushwire.mqtt.codec import publish_caches
 from pushwire.mqtt.codec.connect import (
     _connect_level,
     _decode_connack,
@@ -31,7 +32,6 @@ from pushwire.mqtt.codec.publish import (
     _ack_decoder,
     _decode_publish,
 )
-from pushwire.mqtt.codec.publish_caches import _TOPICS
 from pushwire.mqtt.codec.subscribe import (
     _decode_suback,
     _decode_subscribe,
@@ -76,6 +76,9 @@ from pushwire.mqtt.packets import (
     PubRec,
     PubRel,
 )
+
+# assigned, not `from`-imported, so calls on it keep LOAD_METHOD (see wire.py `_U16`)
+_TOPICS: Final = publish_caches._TOPICS
 
 DEFAULT_MAX_PACKET_SIZE: Final = 1_048_576
 

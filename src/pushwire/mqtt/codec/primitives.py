@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from typing import Final
 
+from pushwire.mqtt.codec import wire
 from pushwire.mqtt.codec.errors import PROTOCOL_ERROR, DecodeError
 from pushwire.mqtt.codec.wire import (
-    _U16,
     _U16_MAX,
-    _U32,
     _VBI_CONTINUATION,
     _VBI_MAX,
     _VBI_MAX_BYTES,
     _VBI_SHIFT,
     _VBI_VALUE_MASK,
 )
+
+# assigned, not `from`-imported, so calls on it keep LOAD_METHOD (see wire.py `_U16`)
+_U16: Final = wire._U16
+_U32: Final = wire._U32
 
 # --- primitive readers (bounded by the end of the packet or property list) -----------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Final
 
+from pushwire.mqtt.codec import wire
 from pushwire.mqtt.codec.errors import PROTOCOL_ERROR, DecodeError
 from pushwire.mqtt.codec.primitives import (
     _SMALL_VBI,
@@ -19,8 +20,11 @@ from pushwire.mqtt.codec.primitives import (
     _read_u32,
     _read_vbi,
 )
-from pushwire.mqtt.codec.wire import _U16, _U32
 from pushwire.mqtt.packets import Properties
+
+# assigned, not `from`-imported, so calls on it keep LOAD_METHOD (see wire.py `_U16`)
+_U16: Final = wire._U16
+_U32: Final = wire._U32
 
 # --- properties (5.0 section 2.2.2.2) -----------------------------------------------------
 

@@ -7,6 +7,7 @@ import struct
 from collections.abc import Callable
 from typing import Final
 
+from pushwire.mqtt.codec import publish_caches, wire
 from pushwire.mqtt.codec.errors import PROTOCOL_ERROR, TOPIC_NAME_INVALID, DecodeError
 from pushwire.mqtt.codec.primitives import (
     _check_packet_id,
@@ -30,8 +31,6 @@ from pushwire.mqtt.codec.properties import (
 from pushwire.mqtt.codec.publish_caches import (
     _SMALL_HEADS,
     _TOPIC_CACHED_BYTES,
-    _TOPIC_FIELDS,
-    _TOPICS,
     _TOPICS_MAX,
     _topic_field,
 )
@@ -43,7 +42,6 @@ from pushwire.mqtt.codec.wire import (
     _PUBLISH_RETAIN,
     _QOS_INVALID,
     _TYPE_SHIFT,
-    _U16,
     _U16_MAX,
     _VBI_CONTINUATION,
     _codes,
@@ -60,6 +58,11 @@ from pushwire.mqtt.packets import (
     PubRec,
     PubRel,
 )
+
+# assigned, not `from`-imported, so calls on it keep LOAD_METHOD (see wire.py `_U16`)
+_U16: Final = wire._U16
+_TOPICS: Final = publish_caches._TOPICS
+_TOPIC_FIELDS: Final = publish_caches._TOPIC_FIELDS
 
 _PUBACK_CODES_V5: Final = _codes(
     """

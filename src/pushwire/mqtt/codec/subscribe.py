@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from pushwire.mqtt.codec import wire
 from pushwire.mqtt.codec.errors import PROTOCOL_ERROR, DecodeError
 from pushwire.mqtt.codec.primitives import (
     _check_packet_id,
@@ -29,7 +30,6 @@ from pushwire.mqtt.codec.wire import (
     _SUBACK,
     _SUBSCRIBE,
     _TYPE_SHIFT,
-    _U16,
     _UNSUBACK,
     _UNSUBSCRIBE,
     _codes,
@@ -43,6 +43,9 @@ from pushwire.mqtt.packets import (
     Unsuback,
     Unsubscribe,
 )
+
+# assigned, not `from`-imported, so calls on it keep LOAD_METHOD (see wire.py `_U16`)
+_U16: Final = wire._U16
 
 _SUB_V311_RESERVED: Final = 0xFC
 _SUB_QOS_MASK: Final = 0x03

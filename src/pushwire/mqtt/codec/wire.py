@@ -56,6 +56,10 @@ _SERVER_ONLY_TYPES: Final = frozenset({_CONNACK, _SUBACK, _UNSUBACK, _PINGRESP})
 _CLIENT_ONLY_TYPES: Final = frozenset({_CONNECT, _SUBSCRIBE, _UNSUBSCRIBE, _PINGREQ})
 _FLAGS_0010_TYPES: Final = frozenset({_PUBREL, _SUBSCRIBE, _UNSUBSCRIBE})
 
+# The other codec modules bind these (and publish_caches' dicts) by assignment, e.g.
+# `_U16: Final = wire._U16`, not `from ... import _U16`: CPython 3.11 compiles
+# `name.method(...)` on a `from`-imported name as an attribute load and a call (no
+# LOAD_METHOD, so a bound method made per call), and `_U16.pack` is on the hot paths.
 _U16: Final = struct.Struct(">H")
 _U32: Final = struct.Struct(">I")
 
