@@ -115,7 +115,7 @@ def _check_reason(reason: int, valid: frozenset[int], name: str) -> None:
         raise DecodeError(f"{name} with undefined reason code {reason:#04x}", PROTOCOL_ERROR)
 
 
-# --- encoding -------------------------------------------------------------------------------
+# --- writers --------------------------------------------------------------------------------
 
 _SMALL_VBI: Final = tuple(bytes((value,)) for value in range(_VBI_CONTINUATION))
 

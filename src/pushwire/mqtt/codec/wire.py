@@ -33,7 +33,6 @@ _VBI_MAX: Final = 268_435_455
 _U16_MAX: Final = 0xFFFF
 _U32_MAX: Final = 0xFFFF_FFFF
 
-
 _CONNECT: Final = int(PacketType.CONNECT)
 # a CONNECT's first byte (its flags must be 0)
 _CONNECT_BYTE0: Final = _CONNECT << 4
@@ -64,13 +63,14 @@ _U16: Final = struct.Struct(">H")
 _U32: Final = struct.Struct(">I")
 
 # --- reason codes each packet may carry (5.0 section 2.4 and each packet's section) -----
+# each packet family's module builds its sets with this
 
 
 def _codes(names: str) -> frozenset[int]:
     return frozenset(int(ReasonCode[name]) for name in names.split())
 
 
-# --- packet decoders ------------------------------------------------------------------------
+# --- packet decoders (one module per packet family, tabled by decoder.py) ----------------
 # Each takes (buffer, first byte, body start, body end, protocol level, server side); the
 # body is buf[start:end] and nothing outside it may be read.
 
