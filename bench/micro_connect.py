@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from pushwire.config import Settings
-from pushwire.mqtt.codec import encode
+from pushwire.mqtt.codec.encoder import encode
 from pushwire.mqtt.packets import PROTOCOL_V311, Connect, Disconnect
 from pushwire.mqtt.protocol import MQTTServerProtocol
 from pushwire.server import PushwireServer

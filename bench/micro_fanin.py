@@ -24,7 +24,7 @@ import time
 from micro_fanout import CountingTransport
 from pushwire.bench.loadgen import encode_publish
 from pushwire.config import Settings
-from pushwire.mqtt.codec import encode
+from pushwire.mqtt.codec.encoder import encode
 from pushwire.mqtt.packets import PROTOCOL_V311, Connect, Subscribe, SubscriptionOptions
 from pushwire.mqtt.protocol import READ_CHUNK_BYTES, MQTTServerProtocol
 from pushwire.server import PushwireServer

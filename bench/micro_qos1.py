@@ -26,7 +26,7 @@ import time
 from micro_connect import MemoryTransport
 from pushwire.bench.loadgen import PacketWalker, PublishRing, encode_pubacks
 from pushwire.config import Settings
-from pushwire.mqtt.codec import encode
+from pushwire.mqtt.codec.encoder import encode
 from pushwire.mqtt.packets import PROTOCOL_V311, Connect, Subscribe, SubscriptionOptions
 from pushwire.mqtt.protocol import MQTTServerProtocol
 from pushwire.server import PushwireServer

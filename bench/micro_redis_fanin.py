@@ -41,7 +41,7 @@ from pushwire.core.message import Message
 from pushwire.engines.redis import keys
 from pushwire.engines.redis.client import connect
 from pushwire.engines.redis.history import PublishBatcher
-from pushwire.mqtt.codec import encode
+from pushwire.mqtt.codec.encoder import encode
 from pushwire.mqtt.packets import PROTOCOL_V311, Connect, Subscribe, SubscriptionOptions
 from pushwire.mqtt.protocol import MQTTServerProtocol
 from pushwire.server import PushwireServer

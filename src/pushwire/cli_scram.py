@@ -1,7 +1,7 @@
 """`pushwire pub/sub --scram`: MQTT 5 login with SCRAM-SHA-256 enhanced authentication.
 
 paho cannot send AUTH packets, so this is a small blocking client on pushwire's own codec
-(mqtt/codec.py) and SCRAM math (core/scram.py): CONNECT names the method and carries the
+(the mqtt/codec/ package) and SCRAM math (core/scram.py): CONNECT names the method and carries the
 client-first-message, the server's AUTH challenge is answered with the client-final-message,
 and the CONNACK's server-final-message must prove that the server knows the user's verifier
 (mutual authentication; the password itself never crosses the wire). TCP and TLS only.
@@ -19,7 +19,9 @@ from typing import Any
 from pushwire.cli_common import CliError, Endpoint, Exit, Outgoing, Ready, failed, refused
 from pushwire.cli_format import Received
 from pushwire.core.scram import ScramClient, ScramError
-from pushwire.mqtt.codec import DecodeError, Decoder, encode
+from pushwire.mqtt.codec.decoder import Decoder
+from pushwire.mqtt.codec.encoder import encode
+from pushwire.mqtt.codec.errors import DecodeError
 from pushwire.mqtt.packets import (
     PROTOCOL_V5,
     Auth,

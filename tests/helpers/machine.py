@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pushwire.core.identity import AuthResult, Identity
-from pushwire.mqtt.codec import Decoder, encode
+from pushwire.mqtt.codec.decoder import Decoder
+from pushwire.mqtt.codec.encoder import encode
 from pushwire.mqtt.connection import Limits, MQTTConnection
 from pushwire.mqtt.events import ConnectIn, Event, Send, SendAck
 from pushwire.mqtt.packets import PROTOCOL_V5, Connect, Packet

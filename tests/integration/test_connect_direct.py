@@ -13,7 +13,7 @@ import pytest
 from helpers import raw
 from helpers.inproc import InProcessServer, running
 from helpers.raw import RawClient, connected_client
-from pushwire.mqtt.codec import encode
+from pushwire.mqtt.codec.encoder import encode
 from pushwire.mqtt.packets import PROTOCOL_V5, Connect, Disconnect, ReasonCode, Will
 
 

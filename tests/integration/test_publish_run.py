@@ -17,7 +17,7 @@ import pytest
 from helpers import raw, raw5
 from helpers.inproc import InProcessServer
 from pushwire.core.acl import AclRule
-from pushwire.mqtt.codec import encode
+from pushwire.mqtt.codec.encoder import encode
 from pushwire.mqtt.connection import MQTTConnection
 from pushwire.mqtt.packets import PROTOCOL_V5, PROTOCOL_V311, Publish
 

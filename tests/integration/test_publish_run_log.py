@@ -16,7 +16,7 @@ import pytest
 
 from helpers import raw
 from helpers.inproc import InProcessServer
-from pushwire.mqtt.codec import encode
+from pushwire.mqtt.codec.encoder import encode
 from pushwire.mqtt.packets import PROTOCOL_V311, Publish
 
 pytestmark = pytest.mark.pushwire_only("in-process servers")

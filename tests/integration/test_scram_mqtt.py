@@ -20,7 +20,8 @@ from helpers.server import ServerProcess
 from integration.test_auth_mqtt import cli
 from pushwire.core.scram import ScramClient
 from pushwire.engines.auth_store import StoredUser
-from pushwire.mqtt.codec import Decoder, encode
+from pushwire.mqtt.codec.decoder import Decoder
+from pushwire.mqtt.codec.encoder import encode
 from pushwire.mqtt.packets import (
     PROTOCOL_V5,
     Auth,

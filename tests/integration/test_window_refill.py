@@ -14,7 +14,7 @@ import pytest
 
 from helpers import raw, raw5
 from helpers.inproc import InProcessServer, running
-from pushwire.mqtt.codec import encode
+from pushwire.mqtt.codec.encoder import encode
 from pushwire.mqtt.packets import PROTOCOL_V5, Subscribe, SubscriptionOptions
 from pushwire.mqtt.protocol import MQTTServerProtocol
 

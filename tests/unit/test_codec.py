@@ -9,15 +9,10 @@ from dataclasses import replace
 
 import pytest
 
-from pushwire.mqtt.codec import (
-    DecodeError,
-    Decoder,
-    PacketTooLarge,
-    UnsupportedProtocolVersion,
-    encode,
-    encode_publish_template,
-    patch_publish,
-)
+from pushwire.mqtt.codec.decoder import Decoder
+from pushwire.mqtt.codec.encoder import encode
+from pushwire.mqtt.codec.errors import DecodeError, PacketTooLarge, UnsupportedProtocolVersion
+from pushwire.mqtt.codec.publish import encode_publish_template, patch_publish
 from pushwire.mqtt.packets import (
     Auth,
     Connack,

@@ -9,7 +9,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pushwire.mqtt.codec import DecodeError, Decoder, encode
+from pushwire.mqtt.codec.decoder import Decoder
+from pushwire.mqtt.codec.encoder import encode
+from pushwire.mqtt.codec.errors import DecodeError
 from pushwire.mqtt.packets import (
     Auth,
     Connack,

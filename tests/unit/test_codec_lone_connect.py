@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from pushwire.mqtt.codec import DecodeError, Decoder, encode
+from pushwire.mqtt.codec.decoder import Decoder
+from pushwire.mqtt.codec.encoder import encode
+from pushwire.mqtt.codec.errors import DecodeError
 from pushwire.mqtt.packets import (
     PROTOCOL_V5,
     PROTOCOL_V311,

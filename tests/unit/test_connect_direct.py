@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from helpers.machine import PlainSession, connect_events, connected
-from pushwire.mqtt.codec import encode
+from pushwire.mqtt.codec.encoder import encode
 from pushwire.mqtt.connection import MQTTConnection, ProtocolViolation
 from pushwire.mqtt.events import Close, ConnectIn
 from pushwire.mqtt.handle_connect import DISCONNECTED, NEVER_EXPIRES

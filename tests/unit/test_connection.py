@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pushwire.mqtt.codec import DecodeError, encode
+from pushwire.mqtt.codec.encoder import encode
+from pushwire.mqtt.codec.errors import DecodeError
 from pushwire.mqtt.connection import Limits, MQTTConnection, ProtocolViolation, State
 from pushwire.mqtt.packets import (
     Connect,

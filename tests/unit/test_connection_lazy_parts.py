@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from helpers.machine import connected, feed
-from pushwire.mqtt.codec import encode
+from pushwire.mqtt.codec.encoder import encode
 from pushwire.mqtt.connection import Limits, MQTTConnection, ProtocolViolation
 from pushwire.mqtt.events import PublishIn
 from pushwire.mqtt.packets import (

@@ -18,7 +18,8 @@ from helpers.machine import (
     sent,
 )
 from pushwire.core.identity import AuthResult
-from pushwire.mqtt.codec import DecodeError, UnsupportedProtocolVersion, encode
+from pushwire.mqtt.codec.encoder import encode
+from pushwire.mqtt.codec.errors import DecodeError, UnsupportedProtocolVersion
 from pushwire.mqtt.connection import Limits, MQTTConnection, ProtocolViolation
 from pushwire.mqtt.events import Close, ConnectIn, Event, Send
 from pushwire.mqtt.handle_connect import NEVER_EXPIRES, will_delay

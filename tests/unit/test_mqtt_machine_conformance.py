@@ -12,7 +12,7 @@ import pytest
 from helpers import raw
 from helpers.machine import OK, PlainSession, PrefixRights, connected, decode_out, feed, sent
 from pushwire.core.subscription import SubscriptionOptions
-from pushwire.mqtt.codec import DecodeError
+from pushwire.mqtt.codec.errors import DecodeError
 from pushwire.mqtt.connection import Limits, MQTTConnection, State
 from pushwire.mqtt.events import Close, ConnectIn, Event, Send, SubscribeIn
 from pushwire.mqtt.handle_connect import pending_will_goes_out

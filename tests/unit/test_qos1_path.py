@@ -13,7 +13,10 @@ from pushwire.core.message import Message
 from pushwire.core.session import Delivery, Session, SessionLimits, Subscription
 from pushwire.core.subscription import SubscriptionOptions
 from pushwire.engines.memory import MemoryEngine
-from pushwire.mqtt.codec import DecodeError, Decoder, encode, encode_publish_plain
+from pushwire.mqtt.codec.decoder import Decoder
+from pushwire.mqtt.codec.encoder import encode
+from pushwire.mqtt.codec.errors import DecodeError
+from pushwire.mqtt.codec.publish import encode_publish_plain
 from pushwire.mqtt.connection import MQTTConnection
 from pushwire.mqtt.events import OutboundAcks
 from pushwire.mqtt.packets import (

@@ -33,14 +33,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pushwire.core.stats import Stats
 from pushwire.mqtt import handle_acks, handle_auth, handle_connect, handle_publish, handle_subscribe
-from pushwire.mqtt.codec import (
-    DecodeError,
-    Decoder,
-    PacketTooLarge,
-    UnsupportedProtocolVersion,
-    decode_lone_connect,
-    encode,
-)
+from pushwire.mqtt.codec.connect import decode_lone_connect
+from pushwire.mqtt.codec.decoder import Decoder
+from pushwire.mqtt.codec.encoder import encode
+from pushwire.mqtt.codec.errors import DecodeError, PacketTooLarge, UnsupportedProtocolVersion
 from pushwire.mqtt.events import Close, ConnectIn, Event, PublishIn, Send
 from pushwire.mqtt.packets import (
     PROTOCOL_V5,

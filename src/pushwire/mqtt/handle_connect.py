@@ -14,7 +14,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from pushwire.core.topics import TopicError, validate_topic_name
-from pushwire.mqtt.codec import CONNACK_ACCEPTED_311
+from pushwire.mqtt.codec.connect import CONNACK_ACCEPTED_311
 from pushwire.mqtt.events import Close, ConnectIn, Event, Send
 from pushwire.mqtt.packets import (
     PROTOCOL_V5,

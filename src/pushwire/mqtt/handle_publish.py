@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pushwire.core.message import Message, next_uid
-from pushwire.mqtt.codec import encode_publish_plain, encode_publish_template, patch_publish
+from pushwire.mqtt.codec.publish import encode_publish_plain, encode_publish_template, patch_publish
 from pushwire.mqtt.events import Close, Event, PublishIn, Send, SendAck
 from pushwire.mqtt.packets import PROTOCOL_V5, Disconnect, PubAck, Publish, PubRec, ReasonCode
 from pushwire.mqtt.properties import forwarded

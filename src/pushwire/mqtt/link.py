@@ -8,11 +8,11 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from pushwire.mqtt.codec import (
+from pushwire.mqtt.codec.publish import encode_publish_plain
+from pushwire.mqtt.codec.publish_caches import (
     PACKET_ID,
     SMALL_PUBLISH_HEADS,
     TOPIC_FIELDS,
-    encode_publish_plain,
     topic_field,
 )
 from pushwire.mqtt.packets import PROTOCOL_V5, PubRel

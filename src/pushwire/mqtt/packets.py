@@ -1,6 +1,6 @@
 """MQTT control packets as plain data, shared by 3.1.1 (level 4) and 5.0 (level 5).
 
-The codec (`codec.py`) turns bytes into these and back; the connection state machine
+The codec (the `codec/` package) turns bytes into these and back; the connection state machine
 (`connection.py`) reasons about them. Fields that exist only in MQTT 5 (properties, reason
 codes on acks, subscription options beyond QoS) have defaults so 3.1.1 code ignores them.
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, cast
 
 from pushwire.core.logthrottle import ThrottledLog
 from pushwire.core.ratelimit import TokenBucket
-from pushwire.mqtt.codec import DecodeError
+from pushwire.mqtt.codec.errors import DecodeError
 from pushwire.mqtt.connection import MQTTConnection
 from pushwire.mqtt.deadlines import ConnectDeadlines
 from pushwire.mqtt.defaults import ConnectionDefaults

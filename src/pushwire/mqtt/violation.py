@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pushwire.mqtt.codec import DecodeError
+from pushwire.mqtt.codec.errors import DecodeError
 from pushwire.mqtt.packets import ReasonCode
 
 
