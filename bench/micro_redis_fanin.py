@@ -38,6 +38,7 @@ from private_redis import private_redis
 from pushwire.bench.loadgen import PacketWalker
 from pushwire.config import Settings
 from pushwire.core.message import Message
+from pushwire.core.pacing import PacedDelivery
 from pushwire.engines.redis import keys
 from pushwire.engines.redis.client import connect
 from pushwire.engines.redis.history import PublishBatcher
@@ -106,9 +107,11 @@ async def one_round(
     await server.auth.start()
     await server.log.restore()
     server.hub.broker = engine
+    # what the server hands the reader (server.py start_fanout)
+    deliver = PacedDelivery(server.hub, server.settings.fanout_deliveries_per_turn)
     bind = getattr(engine, "bind_pass_by", None)
     if bind is not None:
-        bind(server.hub.pass_by)
+        bind(deliver.pass_by)
     reader = engine.reader
     reader.last_position = await reader.position()
     out: CaptureTransport | None = None
@@ -136,7 +139,8 @@ async def one_round(
     spent = 0.0
     for at in range(0, len(entries), READ_COUNT):
         started = clock()
-        reader.handle_entries([(keys.FANOUT, entries[at : at + READ_COUNT])], server.hub.deliver)
+        reader.handle_entries([(keys.FANOUT, entries[at : at + READ_COUNT])], deliver)
+        await deliver.drained()
         await asyncio.sleep(0)  # the connection's flush (call_soon)
         spent += clock() - started
         if out is not None:

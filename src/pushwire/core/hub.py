@@ -467,6 +467,18 @@ class Hub:
             return False
         return sink(topic, position, created_at, size)
 
+    def pass_along(
+        self, topic: str, route: Route, position: int, created_at: float, size: int
+    ) -> bool:
+        """`pass_by` with the topic's route already looked up (`route_of`): the Redis
+        fan-out reader looks it up once for both this test and `route_along`."""
+        if route.targets or route.groups:
+            return False
+        sink = self.cold_sink
+        if sink is None or len(self._live_observers) != 1:
+            return False
+        return sink(topic, position, created_at, size)
+
     def publish_refused(self, message: Message) -> bool:
         """After the sync: the broker did not take `message` (Redis unreachable), so it
         reached nobody and must not be acknowledged."""

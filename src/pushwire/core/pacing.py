@@ -19,6 +19,7 @@ from pushwire.core.message import Message
 
 if TYPE_CHECKING:
     from pushwire.core.hub import Hub
+    from pushwire.core.routes import Route
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,33 @@ class PacedDelivery:
         """`Hub.pass_by` while nothing waits here: a message skipped straight into the log
         while earlier ones still wait for their turn would be logged before them."""
         return not self._waiting and self._hub.pass_by(topic, position, created_at, size)
+
+    # The Redis fan-out reader's form (engines/redis/broker.py): the topic's route looked
+    # up once (`route_of`) for both the pass-by test and the routing.
+
+    def route_of(self, topic: str) -> Route:
+        return self._hub.route_of(topic)
+
+    def pass_along(
+        self, topic: str, route: Route, position: int, created_at: float, size: int
+    ) -> bool:
+        """`pass_by` with the route at hand (`Hub.pass_along`)."""
+        return not self._waiting and self._hub.pass_along(topic, route, position, created_at, size)
+
+    def along(self, message: Message, route: Route) -> None:
+        """`__call__` with the route at hand: `Hub.route_along` now while this turn's budget
+        lasts, else queued (its route is looked up again at its turn: the subscriptions
+        may have changed by then)."""
+        if self._waiting:
+            self._waiting.append(message)
+            return
+        hub = self._hub
+        if self._spent_at < 0:
+            self._start_turn()
+        elif hub.routed >= self._spent_at:
+            self._waiting.append(message)
+            return
+        hub.route_along(message, route)
 
     @property
     def waiting(self) -> int:
