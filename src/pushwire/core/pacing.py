@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pushwire.core.message import Message
@@ -34,6 +35,9 @@ class PacedDelivery:
         # hub.routed at which this turn's budget is spent; -1: no turn started yet
         self._spent_at = -1
         self._drained: list[asyncio.Future[None]] = []
+        # the Redis fan-out reader's form (engines/redis/broker.py): the route of a topic,
+        # looked up once for `pass_along` and `along`
+        self.route_of: Callable[[str], Route] = hub.route_of
 
     def __call__(self, message: Message) -> None:
         if self._waiting:
@@ -51,12 +55,6 @@ class PacedDelivery:
         """`Hub.pass_by` while nothing waits here: a message skipped straight into the log
         while earlier ones still wait for their turn would be logged before them."""
         return not self._waiting and self._hub.pass_by(topic, position, created_at, size)
-
-    # The Redis fan-out reader's form (engines/redis/broker.py): the topic's route looked
-    # up once (`route_of`) for both the pass-by test and the routing.
-
-    def route_of(self, topic: str) -> Route:
-        return self._hub.route_of(topic)
 
     def pass_along(
         self, topic: str, route: Route, position: int, created_at: float, size: int

@@ -60,7 +60,9 @@ class RoutingDeliver(Protocol):
     reader looks a route up once for both the pass-by test and the routing."""
 
     def __call__(self, message: Message) -> None: ...
-    def route_of(self, topic: str) -> Route: ...
+
+    route_of: Callable[[str], Route]
+
     def pass_along(
         self, topic: str, route: Route, position: int, created_at: float, size: int
     ) -> bool: ...
