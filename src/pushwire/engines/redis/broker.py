@@ -290,6 +290,7 @@ class FanoutReader:
                 if (
                     cold
                     and not retain
+                    and not (route.targets or route.groups)  # routed here: no call
                     and pass_along(topic, route, position, created_at, len(blob) + OVERHEAD)
                 ):
                     continue
