@@ -380,7 +380,7 @@ class Hub:
         self._live_observers.append(observer)
         self._run_observers.append(run or _one_by_one(observer))
 
-    def hold_observers(self) -> bool:
+    def hold_observers(self, received: bool = False) -> bool:
         """Until `release_observers`, routed messages wait in a list instead of going to the
         observers one by one, which then see the run in one call each (the message log
         appends a run of one topic in one pass: `MessageLog.observe_run`). For a run of
@@ -389,12 +389,17 @@ class Hub:
         observers journal (`route_along` answers "not journaled" meanwhile): a single node
         whose engine promises no durability; elsewhere they are not held. False when they
         are not held by this call (held already, none, or not allowed): only the caller
-        that got True releases them."""
+        that got True releases them.
+
+        `received`: a run the broker handed back (engine=redis, the fan-out reader's
+        publish batch): held whatever the engine. Those messages are in Redis already,
+        and the acks that wait on them wait for the broker's answer and for the reader to
+        have handled their positions (`FanoutReader.reached`), which it tells only after
+        it released the run, so no ack waits for what the held log would journal."""
         if (
             self._held is not None
             or not self._live_observers
-            or self.engine.durable
-            or self.broker is not None
+            or (not received and (self.engine.durable or self.broker is not None))
         ):
             return False
         held: list[Message] = []

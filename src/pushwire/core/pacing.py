@@ -38,6 +38,9 @@ class PacedDelivery:
         # the Redis fan-out reader's form (engines/redis/broker.py): the route of a topic,
         # looked up once for `pass_along` and `along`
         self.route_of: Callable[[str], Route] = hub.route_of
+        # ... which routes a publish batch as a run (the log sees it in one call)
+        self.hold_observers: Callable[[bool], bool] = hub.hold_observers
+        self.release_observers: Callable[[], None] = hub.release_observers
 
     def __call__(self, message: Message) -> None:
         if self._waiting:

@@ -62,6 +62,8 @@ class RoutingDeliver(Protocol):
     def __call__(self, message: Message) -> None: ...
 
     route_of: Callable[[str], Route]
+    hold_observers: Callable[[bool], bool]
+    release_observers: Callable[[], None]
 
     def pass_along(
         self, topic: str, route: Route, position: int, created_at: float, size: int
@@ -253,64 +255,82 @@ class FanoutReader:
         at = 0
         end = len(data)
         position = first - 1
-        while at < end:
-            space = index(b" ", at)
-            start = space + 1
-            at = start + int(data[at:space])  # the old `at`: the length's start
-            position += 1
-            last = self.last_position
-            if position == last + 1:
-                self.last_position = position
-            elif position <= last:
-                continue  # handled already (a re-read after a reconnection)
-            else:
-                self._advance(position)
-            blob = data[start:at]
-            try:
-                if blob[:1] != COMPACT:
-                    message = decode(blob)  # the JSON form
-                    message.log_id = position
-                    along(message, route_of(message.topic))
-                    continue
-                parts = blob.split(b"\0", FIELDS + 1)
-                if len(parts) != FIELDS + 2:
-                    raise ValueError("not a pushwire message")
-                _, raw, flags, created, expires, origin, props, payload = parts
-                topic = topics.get(raw)
-                if topic is None:
-                    topic = topic_of(parts)
-                route = route_of(topic)
-                mode = _MODES.get(flags)
-                if mode is None:
-                    mode = _mode(flags)
-                qos, retain = mode
-                created_at = float(created)
-                # nobody here routes it: its id, time and size to the log, the rest stays
-                # in Redis (a retained one updates this node's tree, so it is routed)
-                if (
-                    cold
-                    and not retain
-                    and not (route.targets or route.groups)  # routed here: no call
-                    and pass_along(topic, route, position, created_at, len(blob) + OVERHEAD)
-                ):
-                    continue
-                along(
-                    Message(
-                        topic,
-                        payload,
-                        qos,
-                        retain,
-                        load_properties(json.loads(props)) if props else {},
-                        float(expires) if expires else None,
-                        created_at,
-                        new_uid(),
-                        position,
-                        origin[1:].decode() if origin else None,
-                    ),
-                    route,
-                )
-            except Exception:
-                log.exception("redis: could not deliver fan-out entry %d", position)
+        # routed messages go to the log as a run (Hub.hold_observers): held from the first
+        # one routed, released before a pass-by logs one (positions reach the log in
+        # order) and at the end of the batch
+        hold = paced.hold_observers
+        release = paced.release_observers
+        held = False
+        may_hold = True  # False once refused (held already by a caller up the stack)
+        try:
+            while at < end:
+                space = index(b" ", at)
+                start = space + 1
+                at = start + int(data[at:space])  # the old `at`: the length's start
+                position += 1
+                last = self.last_position
+                if position == last + 1:
+                    self.last_position = position
+                elif position <= last:
+                    continue  # handled already (a re-read after a reconnection)
+                else:
+                    self._advance(position)
+                blob = data[start:at]
+                try:
+                    if blob[:1] != COMPACT:
+                        message = decode(blob)  # the JSON form
+                        message.log_id = position
+                        if may_hold and not held:
+                            held = may_hold = hold(True)
+                        along(message, route_of(message.topic))
+                        continue
+                    parts = blob.split(b"\0", FIELDS + 1)
+                    if len(parts) != FIELDS + 2:
+                        raise ValueError("not a pushwire message")
+                    _, raw, flags, created, expires, origin, props, payload = parts
+                    topic = topics.get(raw)
+                    if topic is None:
+                        topic = topic_of(parts)
+                    route = route_of(topic)
+                    mode = _MODES.get(flags)
+                    if mode is None:
+                        mode = _mode(flags)
+                    qos, retain = mode
+                    created_at = float(created)
+                    # nobody here routes it: its id, time and size to the log, the rest stays
+                    # in Redis (a retained one updates this node's tree, so it is routed)
+                    if cold and not retain and not (route.targets or route.groups):
+                        if held:
+                            release()
+                            held = False
+                        if pass_along(topic, route, position, created_at, len(blob) + OVERHEAD):
+                            continue
+                    if may_hold and not held:
+                        held = may_hold = hold(True)
+                    along(
+                        Message(
+                            topic,
+                            payload,
+                            qos,
+                            retain,
+                            load_properties(json.loads(props)) if props else {},
+                            float(expires) if expires else None,
+                            created_at,
+                            new_uid(),
+                            position,
+                            origin[1:].decode() if origin else None,
+                        ),
+                        route,
+                    )
+                except Exception:
+                    log.exception("redis: could not deliver fan-out entry %d", position)
+        finally:
+            if held:
+                try:
+                    release()
+                except Exception:
+                    # as one message's failure above: the reader goes on
+                    log.exception("redis: could not log fan-out entries up to %d", position)
 
     def _handle_own(
         self, first: int, chunk: list[Message], deliver: Callable[[Message], None]
