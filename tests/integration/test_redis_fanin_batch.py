@@ -148,3 +148,32 @@ async def test_messages_nobody_routes_pass_by_and_retained_ones_do_not(
     assert [(m.topic, m.log_id) for m in seen] == [
         (m.topic, m.log_id) for m in sent if m.topic in routed
     ]
+
+
+async def test_own_batches_hand_back_the_same_objects_and_pass_by_alike(
+    client: redis.asyncio.Redis,
+) -> None:
+    node = PublishBatcher(client, "node-a", 10_000, 5.0, lambda topic: 100, 0, 1 << 20)
+    sent = published()
+    for m in sent:
+        node.add(m)
+    await asyncio.wait_for(node.sync(), DEADLINE)
+    entries = await client.xrange(keys.FANOUT, "-", "+")
+    hub, seen = recording_hub()
+    cold: list[tuple[str, int]] = []
+
+    def sink(topic: str, position: int, created_at: float, size: int) -> bool:
+        cold.append((topic, position))
+        return True
+
+    hub.cold_sink = sink
+    paced = PacedDelivery(hub, 100_000)
+    reader = FanoutReader(client, "node-a", 1.0)  # the publishing node reads its own back
+    reader.own_batches = node.sent
+    reader.pass_by = paced.pass_by
+    reader.handle_entries([(keys.FANOUT, entries)], paced)
+    assert not node.sent  # its chunk was taken, nothing decoded
+    # nobody subscribes here: every message not retained is logged cold, by position
+    assert cold == [(m.topic, m.log_id) for m in sent if not m.retain]
+    assert [id(m) for m in seen] == [id(m) for m in sent if m.retain]
+    assert reader.last_position == sent[-1].log_id and reader.missed == 0

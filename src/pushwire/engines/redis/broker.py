@@ -206,7 +206,10 @@ class FanoutReader:
                 if fields.get(b"n") == self._node:
                     own = self.own_batches.pop(int(fields[b"k"]), None)
                 if own is not None:
-                    self._handle_own(int(fields[b"f"]), own, deliver)
+                    if paced is not None:
+                        self._handle_own_batch(int(fields[b"f"]), own, paced, pass_by is not None)
+                    else:
+                        self._handle_own(int(fields[b"f"]), own, deliver)
                     continue
                 first = fields.get(b"f")
                 if paced is not None and first is not None:
@@ -330,6 +333,57 @@ class FanoutReader:
                     release()
                 except Exception:
                     # as one message's failure above: the reader goes on
+                    log.exception("redis: could not log fan-out entries up to %d", position)
+
+    def _handle_own_batch(
+        self, first: int, chunk: list[Message], paced: RoutingDeliver, cold: bool
+    ) -> None:
+        """`_handle_own` for the server's `deliver`: as `_handle_batch`, with this node's
+        own Message objects (nothing decoded)."""
+        route_of = paced.route_of
+        pass_along = paced.pass_along
+        along = paced.along
+        hold = paced.hold_observers
+        release = paced.release_observers
+        held = False
+        may_hold = True
+        position = first - 1
+        try:
+            for message in chunk:
+                position += 1
+                last = self.last_position
+                if position == last + 1:
+                    self.last_position = position
+                elif position <= last:
+                    continue
+                else:
+                    self._advance(position)
+                message.log_id = position
+                try:
+                    topic = message.topic
+                    route = route_of(topic)
+                    if cold and not message.retain and not (route.targets or route.groups):
+                        if held:
+                            release()
+                            held = False
+                        if pass_along(
+                            topic,
+                            route,
+                            position,
+                            message.created_at,
+                            len(message.payload) + len(topic) + OVERHEAD,
+                        ):
+                            continue
+                    if may_hold and not held:
+                        held = may_hold = hold(True)
+                    along(message, route)
+                except Exception:
+                    log.exception("redis: could not deliver fan-out entry %d", position)
+        finally:
+            if held:
+                try:
+                    release()
+                except Exception:
                     log.exception("redis: could not log fan-out entries up to %d", position)
 
     def _handle_own(
