@@ -11,6 +11,8 @@ nodes are measured:
 
 - `subscriber`: an MQTT subscriber on `bench/fanin/+` is connected here (the worker that
   delivers the fan-in): decode, route, log, encode and write every message;
+- `own`: the subscriber's node again, the messages published by its own publishers (read
+  back as the node's own Message objects, not decoded);
 - `peer`: nobody here subscribes (the other worker): whatever the node still does per
   message it reads.
 
@@ -38,6 +40,7 @@ from private_redis import private_redis
 from pushwire.bench.loadgen import PacketWalker
 from pushwire.config import Settings
 from pushwire.core.message import Message
+from pushwire.core.pacing import PacedDelivery
 from pushwire.engines.redis import keys
 from pushwire.engines.redis.client import connect
 from pushwire.engines.redis.history import PublishBatcher
@@ -71,10 +74,13 @@ class CaptureTransport(MemoryTransport):
         return data
 
 
-async def publish_elsewhere(url: str, messages: int, topics: int) -> None:
-    """Another node's messages: into the fan-out stream through its publish script."""
+async def publish_elsewhere(
+    url: str, messages: int, topics: int, node: str = "node-x"
+) -> dict[int, list[Message]]:
+    """Another node's messages (or, with this node's id, its own): into the fan-out stream
+    through its publish script. Returns the batcher's own chunks by batch key."""
     client = connect(url, 5.0)
-    batcher = PublishBatcher(client, "node-x", 1_000_000, 5.0, lambda t: 1000, 0, 1 << 30)
+    batcher = PublishBatcher(client, node, 1_000_000, 5.0, lambda t: 1000, 0, 1 << 30)
     names = [f"bench/fanin/{i:03d}" for i in range(topics)]
     payload = bytes(64)
     for sent in range(0, messages, 1000):
@@ -82,10 +88,17 @@ async def publish_elsewhere(url: str, messages: int, topics: int) -> None:
             batcher.add(Message(names[i % topics], payload))
         await batcher.sync()
     await client.aclose()
+    return batcher.sent
 
 
 async def one_round(
-    url: str, data_dir: Path, messages: int, topics: int, with_sub: bool, log_memory: str
+    url: str,
+    data_dir: Path,
+    messages: int,
+    topics: int,
+    with_sub: bool,
+    log_memory: str,
+    own: bool = False,
 ) -> float:
     client = connect(url, 5.0)
     await client.flushall()
@@ -106,9 +119,11 @@ async def one_round(
     await server.auth.start()
     await server.log.restore()
     server.hub.broker = engine
+    # what the server hands the reader (server.py start_fanout)
+    deliver = PacedDelivery(server.hub, server.settings.fanout_deliveries_per_turn)
     bind = getattr(engine, "bind_pass_by", None)
     if bind is not None:
-        bind(server.hub.pass_by)
+        bind(deliver.pass_by)
     reader = engine.reader
     reader.last_position = await reader.position()
     out: CaptureTransport | None = None
@@ -126,7 +141,10 @@ async def one_round(
         )
         await asyncio.sleep(0.05)
         out.take()
-    await publish_elsewhere(url, messages, topics)
+    if own:  # this node's publishers: their Message objects are handed back, not decoded
+        reader.own_batches = await publish_elsewhere(url, messages, topics, reader.node_id)
+    else:
+        await publish_elsewhere(url, messages, topics)
     entries: Any = await client.xrange(keys.FANOUT, keys.stream_id(reader.last_position + 1), "+")
     walker = PacketWalker()
     delivered = 0
@@ -136,7 +154,8 @@ async def one_round(
     spent = 0.0
     for at in range(0, len(entries), READ_COUNT):
         started = clock()
-        reader.handle_entries([(keys.FANOUT, entries[at : at + READ_COUNT])], server.hub.deliver)
+        reader.handle_entries([(keys.FANOUT, entries[at : at + READ_COUNT])], deliver)
+        await deliver.drained()
         await asyncio.sleep(0)  # the connection's flush (call_soon)
         spent += clock() - started
         if out is not None:
@@ -158,7 +177,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, private_redis(Path(tmp)) as url:
-        figures: dict[str, list[float]] = {"subscriber": [], "peer": []}
+        figures: dict[str, list[float]] = {"subscriber": [], "own": [], "peer": []}
         for n in range(ROUNDS):
             for name in figures:
                 data_dir = Path(tmp) / f"{name}{n}"
@@ -171,6 +190,7 @@ def main() -> None:
                             args.topics,
                             name != "peer",
                             args.log_memory,
+                            name == "own",
                         )
                     )
                 )

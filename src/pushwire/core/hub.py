@@ -380,7 +380,7 @@ class Hub:
         self._live_observers.append(observer)
         self._run_observers.append(run or _one_by_one(observer))
 
-    def hold_observers(self) -> bool:
+    def hold_observers(self, received: bool = False) -> bool:
         """Until `release_observers`, routed messages wait in a list instead of going to the
         observers one by one, which then see the run in one call each (the message log
         appends a run of one topic in one pass: `MessageLog.observe_run`). For a run of
@@ -389,12 +389,17 @@ class Hub:
         observers journal (`route_along` answers "not journaled" meanwhile): a single node
         whose engine promises no durability; elsewhere they are not held. False when they
         are not held by this call (held already, none, or not allowed): only the caller
-        that got True releases them."""
+        that got True releases them.
+
+        `received`: a run the broker handed back (engine=redis, the fan-out reader's
+        publish batch): held whatever the engine. Those messages are in Redis already,
+        and the acks that wait on them wait for the broker's answer and for the reader to
+        have handled their positions (`FanoutReader.reached`), which it tells only after
+        it released the run, so no ack waits for what the held log would journal."""
         if (
             self._held is not None
             or not self._live_observers
-            or self.engine.durable
-            or self.broker is not None
+            or (not received and (self.engine.durable or self.broker is not None))
         ):
             return False
         held: list[Message] = []
@@ -464,6 +469,18 @@ class Hub:
             route = build_route(self.subscriptions.match_values(topic))
             self._routes.put(topic, route)
         if route.targets or route.groups:
+            return False
+        return sink(topic, position, created_at, size)
+
+    def pass_along(
+        self, topic: str, route: Route, position: int, created_at: float, size: int
+    ) -> bool:
+        """`pass_by` with the topic's route already looked up (`route_of`): the Redis
+        fan-out reader looks it up once for both this test and `route_along`."""
+        if route.targets or route.groups:
+            return False
+        sink = self.cold_sink
+        if sink is None or len(self._live_observers) != 1:
             return False
         return sink(topic, position, created_at, size)
 

@@ -779,6 +779,9 @@ class MessageLog:
         bounds and listeners looked up once, the counters and eviction marks written once.
         Every other message goes through `observer`. The same state comes out as from one
         `observer` call per message (tests/unit/test_log_observer.py)."""
+        if self.assigned:
+            self._observe_assigned_run(messages)
+            return
         i = 0
         n = len(messages)
         while i < n:
@@ -788,6 +791,20 @@ class MessageLog:
                 i += 1
             else:
                 i = done
+
+    def _observe_assigned_run(self, messages: Sequence[Message]) -> None:
+        """`observe_run` with the broker's positions (engine=redis: the fan-out reader's
+        run of one publish batch, `Hub.hold_observers(received=True)`): `_observe` per
+        message, its calls and tests made once for the run."""
+        cold = self.cold_unless_listened
+        append_cold = self.append_cold
+        append = self.append
+        for m in messages:
+            lid = m.log_id
+            if not (
+                cold and lid is not None and append_cold(m.topic, lid, m.created_at, _size_of(m))
+            ):
+                append(m)
 
     def _steady_stretch(self, messages: Sequence[Message], start: int) -> int:
         """Append messages[start:] while they go to the topic of messages[start] and each

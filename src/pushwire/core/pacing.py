@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pushwire.core.message import Message
 
 if TYPE_CHECKING:
     from pushwire.core.hub import Hub
+    from pushwire.core.routes import Route
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,12 @@ class PacedDelivery:
         # hub.routed at which this turn's budget is spent; -1: no turn started yet
         self._spent_at = -1
         self._drained: list[asyncio.Future[None]] = []
+        # the Redis fan-out reader's form (engines/redis/broker.py): the route of a topic,
+        # looked up once for `pass_along` and `along`
+        self.route_of: Callable[[str], Route] = hub.route_of
+        # ... which routes a publish batch as a run (the log sees it in one call)
+        self.hold_observers: Callable[[bool], bool] = hub.hold_observers
+        self.release_observers: Callable[[], None] = hub.release_observers
 
     def __call__(self, message: Message) -> None:
         if self._waiting:
@@ -50,6 +58,27 @@ class PacedDelivery:
         """`Hub.pass_by` while nothing waits here: a message skipped straight into the log
         while earlier ones still wait for their turn would be logged before them."""
         return not self._waiting and self._hub.pass_by(topic, position, created_at, size)
+
+    def pass_along(
+        self, topic: str, route: Route, position: int, created_at: float, size: int
+    ) -> bool:
+        """`pass_by` with the route at hand (`Hub.pass_along`)."""
+        return not self._waiting and self._hub.pass_along(topic, route, position, created_at, size)
+
+    def along(self, message: Message, route: Route) -> None:
+        """`__call__` with the route at hand: `Hub.route_along` now while this turn's budget
+        lasts, else queued (its route is looked up again at its turn: the subscriptions
+        may have changed by then)."""
+        if self._waiting:
+            self._waiting.append(message)
+            return
+        hub = self._hub
+        if self._spent_at < 0:
+            self._start_turn()
+        elif hub.routed >= self._spent_at:
+            self._waiting.append(message)
+            return
+        hub.route_along(message, route)
 
     @property
     def waiting(self) -> int:

@@ -17,17 +17,31 @@ jump in positions: it logs it and counts it (`missed`).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis.asyncio as aioredis
 
+from pushwire.core.message import next_uid
 from pushwire.engines.redis import keys
 from pushwire.engines.redis.batch import fanout_messages
 from pushwire.engines.redis.client import UNAVAILABLE, Backoff
-from pushwire.engines.redis.codec import decode, from_fields, split, topic_of
+from pushwire.engines.redis.codec import (
+    _TOPICS,
+    COMPACT,
+    FIELDS,
+    decode,
+    from_fields,
+    split,
+    topic_of,
+)
+from pushwire.engines.serialize import load_properties
 from pushwire.model import Message
+
+if TYPE_CHECKING:
+    from pushwire.core.routes import Route
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +50,30 @@ log = logging.getLogger(__name__)
 OVERHEAD = 256
 READ_COUNT = 16  # fan-out entries (publish batches, up to 2048 messages each) per XREAD
 BLOCK_MS = 1000  # an idle XREAD returns after this long (and is issued again)
+
+# a message's flags field (qos * 2 + retain) -> (qos, retain)
+_MODES: dict[bytes, tuple[int, bool]] = {b"%d" % m: (m >> 1, bool(m & 1)) for m in range(6)}
+
+
+class RoutingDeliver(Protocol):
+    """A `deliver` that takes the topic's route at hand (core/pacing.py PacedDelivery): the
+    reader looks a route up once for both the pass-by test and the routing."""
+
+    def __call__(self, message: Message) -> None: ...
+
+    route_of: Callable[[str], Route]
+    hold_observers: Callable[[bool], bool]
+    release_observers: Callable[[], None]
+
+    def pass_along(
+        self, topic: str, route: Route, position: int, created_at: float, size: int
+    ) -> bool: ...
+    def along(self, message: Message, route: Route) -> None: ...
+
+
+def _mode(flags: bytes) -> tuple[int, bool]:
+    mode = int(flags)
+    return mode >> 1, bool(mode & 1)
 
 
 class FanoutReader:
@@ -160,13 +198,22 @@ class FanoutReader:
     def handle_entries(self, answer: Any, deliver: Callable[[Message], None]) -> None:
         """Route the messages of an XREAD answer (a list of (stream, entries))."""
         pass_by = self.pass_by
+        # the server's deliver (core/pacing.py PacedDelivery) also takes a route at hand
+        paced: RoutingDeliver | None = deliver if hasattr(deliver, "along") else None  # type: ignore[assignment]
         for _stream, entries in answer or []:
             for _entry_id, fields in entries:
                 own = None
                 if fields.get(b"n") == self._node:
                     own = self.own_batches.pop(int(fields[b"k"]), None)
                 if own is not None:
-                    self._handle_own(int(fields[b"f"]), own, deliver)
+                    if paced is not None:
+                        self._handle_own_batch(int(fields[b"f"]), own, paced, pass_by is not None)
+                    else:
+                        self._handle_own(int(fields[b"f"]), own, deliver)
+                    continue
+                first = fields.get(b"f")
+                if paced is not None and first is not None:
+                    self._handle_batch(int(first), fields[b"b"], paced, pass_by is not None)
                     continue
                 for position, blob in fanout_messages(fields):
                     last = self.last_position
@@ -195,6 +242,149 @@ class FanoutReader:
                         deliver(message)
                     except Exception:
                         log.exception("redis: could not deliver fan-out entry %d", position)
+
+    def _handle_batch(self, first: int, data: bytes, paced: RoutingDeliver, cold: bool) -> None:
+        """`handle_entries` for another node's publish batch (messages at positions
+        first, first+1, ...): the server's path, the fan-in's cost per message. Framing,
+        field split and the Message built inline; the topic's route looked up once for
+        both the pass-by test and the routing (`PacedDelivery.route_of`/`pass_along`/
+        `along`). `cold`: messages nobody here routes go to the log as cold entries."""
+        route_of = paced.route_of
+        pass_along = paced.pass_along
+        along = paced.along
+        topics = _TOPICS
+        new_uid = next_uid
+        index = data.index
+        at = 0
+        end = len(data)
+        position = first - 1
+        # routed messages go to the log as a run (Hub.hold_observers): held from the first
+        # one routed, released before a pass-by logs one (positions reach the log in
+        # order) and at the end of the batch
+        hold = paced.hold_observers
+        release = paced.release_observers
+        held = False
+        may_hold = True  # False once refused (held already by a caller up the stack)
+        try:
+            while at < end:
+                space = index(b" ", at)
+                start = space + 1
+                at = start + int(data[at:space])  # the old `at`: the length's start
+                position += 1
+                last = self.last_position
+                if position == last + 1:
+                    self.last_position = position
+                elif position <= last:
+                    continue  # handled already (a re-read after a reconnection)
+                else:
+                    self._advance(position)
+                blob = data[start:at]
+                try:
+                    if blob[:1] != COMPACT:
+                        message = decode(blob)  # the JSON form
+                        message.log_id = position
+                        if may_hold and not held:
+                            held = may_hold = hold(True)
+                        along(message, route_of(message.topic))
+                        continue
+                    parts = blob.split(b"\0", FIELDS + 1)
+                    if len(parts) != FIELDS + 2:
+                        raise ValueError("not a pushwire message")
+                    _, raw, flags, created, expires, origin, props, payload = parts
+                    topic = topics.get(raw)
+                    if topic is None:
+                        topic = topic_of(parts)
+                    route = route_of(topic)
+                    mode = _MODES.get(flags)
+                    if mode is None:
+                        mode = _mode(flags)
+                    qos, retain = mode
+                    created_at = float(created)
+                    # nobody here routes it: its id, time and size to the log, the rest stays
+                    # in Redis (a retained one updates this node's tree, so it is routed)
+                    if cold and not retain and not (route.targets or route.groups):
+                        if held:
+                            release()
+                            held = False
+                        if pass_along(topic, route, position, created_at, len(blob) + OVERHEAD):
+                            continue
+                    if may_hold and not held:
+                        held = may_hold = hold(True)
+                    along(
+                        Message(
+                            topic,
+                            payload,
+                            qos,
+                            retain,
+                            load_properties(json.loads(props)) if props else {},
+                            float(expires) if expires else None,
+                            created_at,
+                            new_uid(),
+                            position,
+                            origin[1:].decode() if origin else None,
+                        ),
+                        route,
+                    )
+                except Exception:
+                    log.exception("redis: could not deliver fan-out entry %d", position)
+        finally:
+            if held:
+                try:
+                    release()
+                except Exception:
+                    # as one message's failure above: the reader goes on
+                    log.exception("redis: could not log fan-out entries up to %d", position)
+
+    def _handle_own_batch(
+        self, first: int, chunk: list[Message], paced: RoutingDeliver, cold: bool
+    ) -> None:
+        """`_handle_own` for the server's `deliver`: as `_handle_batch`, with this node's
+        own Message objects (nothing decoded)."""
+        route_of = paced.route_of
+        pass_along = paced.pass_along
+        along = paced.along
+        hold = paced.hold_observers
+        release = paced.release_observers
+        held = False
+        may_hold = True
+        position = first - 1
+        try:
+            for message in chunk:
+                position += 1
+                last = self.last_position
+                if position == last + 1:
+                    self.last_position = position
+                elif position <= last:
+                    continue
+                else:
+                    self._advance(position)
+                message.log_id = position
+                try:
+                    topic = message.topic
+                    route = route_of(topic)
+                    if cold and not message.retain and not (route.targets or route.groups):
+                        if held:
+                            release()
+                            held = False
+                        if pass_along(
+                            topic,
+                            route,
+                            position,
+                            message.created_at,
+                            len(message.payload) + len(topic) + OVERHEAD,
+                        ):
+                            continue
+                    if may_hold and not held:
+                        held = may_hold = hold(True)
+                    along(message, route)
+                except Exception:
+                    log.exception("redis: could not deliver fan-out entry %d", position)
+        finally:
+            if held:
+                try:
+                    release()
+                except Exception:
+                    log.exception("redis: could not log fan-out entries up to %d", position)
 
     def _handle_own(
         self, first: int, chunk: list[Message], deliver: Callable[[Message], None]

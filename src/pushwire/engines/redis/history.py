@@ -149,7 +149,8 @@ class PublishBatcher:
 
     @property
     def backlogged(self) -> bool:
-        return self.waiting > self.max_pending or (
+        # `waiting` inlined: every routed message asks (Hub.route_along)
+        return self.enqueued - self.answered > self.max_pending or (
             bool(self.max_pending_bytes) and self.pending_bytes > self.max_pending_bytes
         )
 
