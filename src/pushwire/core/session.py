@@ -210,7 +210,7 @@ class Session:
         self.events: SessionEvents | None = None  # set by the hub
         self._pressure = pressure
         self._engine = engine
-        self._keeps_queue = bool(getattr(engine, "keeps_queue", False))
+        self._keeps_queue = engine.keeps_queue  # every Engine says (ports.py); a getattr cost 3x
         self._limits = limits
         self._stats = stats
         self._next_seq = 1
