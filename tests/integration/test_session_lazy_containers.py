@@ -5,13 +5,14 @@ clean sessions that only publish hold none of their own (the queue's deque alone
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from helpers import raw
 from helpers.inproc import InProcessServer, running
 from helpers.raw import RawClient, connected_client
+from helpers.server import ServerProcess
 from pushwire.core.session import Session
 
 CONTAINERS = ("queue", "inflight", "inbound_qos2", "subscriptions")
@@ -98,3 +99,38 @@ def test_a_session_that_held_messages_leaves_new_sessions_empty(srv: InProcessSe
     finally:
         for c in clients:
             c.close()
+
+
+def test_restored_inbound_qos2_ids_still_stop_a_duplicate_after_restart(
+    server: ServerProcess, raw_client: Callable[..., RawClient]
+) -> None:
+    """The start-up restore builds the session's own id set (it wrote into the set
+    directly, which the shared empty one refuses): a QoS 2 PUBLISH resent after a restart,
+    before its PUBREL, is still not routed twice [MQTT-4.3.3-2]."""
+    sub = raw_client(server, "q2r-sub", clean_session=False)
+    assert sub.subscribe(1, [("q2r/t", 1)]).granted == [1]
+    pub = raw_client(server, "q2r-pub", clean_session=False)
+    pub.send(raw.publish("q2r/t", b"once", qos=2, packet_id=5))
+    assert pub.expect(raw.PUBREC).packet_id == 5  # no PUBREL: the id stays held
+    first = sub.recv_publish()
+    assert first.payload == b"once"
+    sub.ack(first)
+    sub.send(raw.PINGREQ_BYTES)
+    sub.expect(raw.PINGRESP)  # the PUBACK was handled
+
+    server.stop()
+    server.start()
+
+    sub = raw_client(server)
+    assert sub.mqtt_connect("q2r-sub", clean_session=False).session_present
+    pub = raw_client(server)
+    assert pub.mqtt_connect("q2r-pub", clean_session=False).session_present
+    pub.send(raw.publish("q2r/t", b"once", qos=2, packet_id=5, dup=True))
+    assert pub.expect(raw.PUBREC).packet_id == 5
+    pub.send(raw.pubrel(5))
+    assert pub.expect(raw.PUBCOMP).packet_id == 5
+    pub.publish_complete("q2r/t", b"marker", qos=1, packet_id=6)
+    # the marker comes next: the resent PUBLISH was known and not delivered again
+    nxt = sub.recv_publish()
+    assert nxt.payload == b"marker"
+    sub.ack(nxt)
