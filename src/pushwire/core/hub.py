@@ -138,7 +138,7 @@ class Hub:
         session.events = self.session_events
         for s in stored.subscriptions:
             sub = Subscription(s.filter, s.options, s.subscription_id)
-            session.subscriptions[s.filter] = sub
+            session.restore_subscription(sub)
             self._index(session, sub)
         for e in stored.queue:
             session.restore_delivery(
@@ -150,7 +150,7 @@ class Hub:
             stored.stored_first_seq,
             stored.stored_last_seq,
         )
-        session.inbound_qos2.update(stored.inbound_qos2)
+        session.restore_inbound_qos2(stored.inbound_qos2)
         self.sessions[session.client_id] = session
         self._schedule_expiry(session)
 

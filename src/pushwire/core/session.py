@@ -14,7 +14,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, Protocol, cast
 
 from pushwire.core.logthrottle import ThrottledLog
 from pushwire.core.message import MESSAGE_OVERHEAD, Message, approx_size
@@ -125,8 +126,23 @@ class SessionLimits:
     pressure_queue_messages: int = 0
 
 
+# The empty containers every session starts with, shared: a session builds its own when it
+# first puts something in one (`_own_*` below), so a connect storm's clean sessions, which
+# mostly only publish, build none (the queue's deque alone is ~760 bytes; bench/README.md
+# "Lazy session containers"). Immutable on purpose: a writer that forgot to build its own
+# container fails loudly instead of writing into every session's.
+_NO_QUEUE = cast("deque[Delivery]", ())
+_NO_INFLIGHT = cast("dict[int, Delivery]", MappingProxyType({}))
+_NO_SUBSCRIPTIONS = cast("dict[str, Subscription]", MappingProxyType({}))
+_NO_PACKET_IDS = cast("set[int]", frozenset())
+
+
 class Session:
-    """State of one client id; identity-hashed so it can key the subscription trie."""
+    """State of one client id; identity-hashed so it can key the subscription trie.
+
+    `queue`, `inflight`, `subscriptions` and `inbound_qos2` may be the shared empty ones
+    above: read them freely, but write only through this class's methods, which build
+    the session's own first."""
 
     __slots__ = (
         "_engine",
@@ -175,12 +191,13 @@ class Session:
         self.protocol_level = protocol_level
         # None: lives until cleaned (3.1.1 clean session 0); 0: ends with the connection
         self.expiry_interval = expiry_interval
-        self.subscriptions: dict[str, Subscription] = {}
-        self.queue: deque[Delivery] = deque()
-        self.inflight: dict[int, Delivery] = {}
+        # shared empty containers until first written (see _NO_QUEUE)
+        self.subscriptions: dict[str, Subscription] = _NO_SUBSCRIPTIONS
+        self.queue: deque[Delivery] = _NO_QUEUE
+        self.inflight: dict[int, Delivery] = _NO_INFLIGHT
         # approx_size of every delivery in `queue` and `inflight`
         self.queued_bytes = 0
-        self.inbound_qos2: set[int] = set()
+        self.inbound_qos2: set[int] = _NO_PACKET_IDS
         self.link: Link | None = None
         self.disconnected_at: float | None = None
         self.expiry_handle: Any = None
@@ -193,7 +210,7 @@ class Session:
         self.events: SessionEvents | None = None  # set by the hub
         self._pressure = pressure
         self._engine = engine
-        self._keeps_queue = bool(getattr(engine, "keeps_queue", False))
+        self._keeps_queue = engine.keeps_queue  # every Engine says (ports.py); a getattr cost 3x
         self._limits = limits
         self._stats = stats
         self._next_seq = 1
@@ -233,6 +250,32 @@ class Session:
     def _store_backed(self) -> bool:
         return self._keeps_queue and self.journaled
 
+    # -- the session's own containers, built at the first write -------------------------
+
+    def _own_queue(self) -> deque[Delivery]:
+        queue = self.queue
+        if queue is _NO_QUEUE:
+            queue = self.queue = deque()
+        return queue
+
+    def _own_inflight(self) -> dict[int, Delivery]:
+        inflight = self.inflight
+        if inflight is _NO_INFLIGHT:
+            inflight = self.inflight = {}
+        return inflight
+
+    def _own_subscriptions(self) -> dict[str, Subscription]:
+        subscriptions = self.subscriptions
+        if subscriptions is _NO_SUBSCRIPTIONS:
+            subscriptions = self.subscriptions = {}
+        return subscriptions
+
+    def _own_inbound_qos2(self) -> set[int]:
+        ids = self.inbound_qos2
+        if ids is _NO_PACKET_IDS:
+            ids = self.inbound_qos2 = set()
+        return ids
+
     # -- journal ---------------------------------------------------------------------
 
     def journal_session(self) -> None:
@@ -263,17 +306,24 @@ class Session:
 
     def add_subscription(self, sub: Subscription) -> bool:
         """Insert or replace; True when the filter is new for this session."""
-        new = sub.filter not in self.subscriptions
-        self.subscriptions[sub.filter] = sub
+        subscriptions = self._own_subscriptions()
+        new = sub.filter not in subscriptions
+        subscriptions[sub.filter] = sub
         if self.journaled:
             self._engine.subscription_put(
                 self.client_id, StoredSubscription(sub.filter, sub.options, sub.subscription_id)
             )
         return new
 
+    def restore_subscription(self, sub: Subscription) -> None:
+        """At start-up: a journaled subscription (nothing is written back)."""
+        self._own_subscriptions()[sub.filter] = sub
+
     def remove_subscription(self, flt: str) -> bool:
-        if self.subscriptions.pop(flt, None) is None:
+        subscriptions = self.subscriptions
+        if flt not in subscriptions:  # also when they are the shared empty ones
             return False
+        del subscriptions[flt]
         if self.journaled:
             self._engine.subscription_delete(self.client_id, flt)
         return True
@@ -372,7 +422,10 @@ class Session:
             # positional: a dataclass __init__ with keywords costs twice as much
             pid = self._allocate_packet_id()
             d = Delivery(seq, message, qos, retain, subscription_ids, pid, "sent", size)
-            self.inflight[pid] = d
+            inflight = self.inflight
+            if inflight is _NO_INFLIGHT:  # the session's first delivery
+                inflight = self.inflight = {}
+            inflight[pid] = d
             if journaled:
                 self._journal_put(d)
             link.send_message(d, False, wire_cache)
@@ -388,6 +441,8 @@ class Session:
         else:
             self.queued_bytes += size
             self._stats.queued_bytes += size
+            if queue is _NO_QUEUE:  # the session's first queued message
+                queue = self.queue = deque()
             queue.append(d)
             if journaled:
                 self._journal_put(d)
@@ -479,6 +534,8 @@ class Session:
         if receive_maximum < window:
             window = receive_maximum
         if queue and len(inflight) < window and link.writable():
+            if inflight is _NO_INFLIGHT:  # queued while offline, never sent before
+                inflight = self.inflight = {}
             # runs once per acknowledgement: what the loop needs is looked up once
             now = time.time()
             journaled = self.expiry_interval != 0 or self.stored_count > 0
@@ -568,7 +625,7 @@ class Session:
             d = Delivery(e.seq, e.message, e.qos, e.retain, [], None, "queued")
             d.size = approx_size(e.message)
             self._hold(d)
-            self.queue.append(d)
+            self._own_queue().append(d)
             self.stored_count -= 1
             self.stored_bytes -= d.size
             self._stored_from = e.seq + 1
@@ -663,14 +720,15 @@ class Session:
         return packet_id in self.inbound_qos2
 
     def inbound_qos2_add(self, packet_id: int) -> None:
-        self.inbound_qos2.add(packet_id)
+        self._own_inbound_qos2().add(packet_id)
         if self.journaled:
             self._engine.inbound_qos2_put(self.client_id, packet_id)
 
     def inbound_qos2_release(self, packet_id: int) -> bool:
-        if packet_id not in self.inbound_qos2:
+        ids = self.inbound_qos2
+        if packet_id not in ids:  # also when they are the shared empty ones
             return False
-        self.inbound_qos2.discard(packet_id)
+        ids.discard(packet_id)
         if self.journaled:
             self._engine.inbound_qos2_delete(self.client_id, packet_id)
         return True
@@ -706,12 +764,17 @@ class Session:
         d.size = approx_size(d.message)
         self._hold(d)
         if d.packet_id is not None and d.state != "queued":
-            self.inflight[d.packet_id] = d
+            self._own_inflight()[d.packet_id] = d
         else:
             d.state = "queued"
             d.packet_id = None
-            self.queue.append(d)
+            self._own_queue().append(d)
         self._next_seq = max(self._next_seq, d.seq + 1)
+
+    def restore_inbound_qos2(self, packet_ids: list[int]) -> None:
+        """At start-up: the journaled ids of inbound QoS 2 messages not yet released."""
+        if packet_ids:
+            self._own_inbound_qos2().update(packet_ids)
 
     def restore_stored(self, count: int, size: int, first_seq: int, last_seq: int) -> None:
         """At start-up: `count` queued messages (about `size` bytes) wait in the store from
