@@ -23,7 +23,7 @@ import tracemalloc
 
 from micro_connect import MemoryTransport
 from pushwire.config import Settings
-from pushwire.mqtt.codec import encode
+from pushwire.mqtt.codec.encoder import encode
 from pushwire.mqtt.packets import PROTOCOL_V311, Connect
 from pushwire.mqtt.protocol import MQTTServerProtocol
 from pushwire.server import PushwireServer
