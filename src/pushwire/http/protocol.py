@@ -111,6 +111,10 @@ class StreamState(Protocol):
     def lost(self) -> None:
         """The connection is gone."""
 
+    def request_begins(self) -> None:
+        """The parser began a request on this connection (not a head recognised from its
+        bytes, `ReplayHead`)."""
+
 
 class FastRoute:
     """A hot endpoint served from bytes: `prefix` + the rest of the path (`path_tail`)."""
@@ -499,6 +503,9 @@ class HttpProtocol(asyncio.Protocol):
     # httptools calls these as it parses
 
     def on_message_begin(self) -> None:
+        state = self.stream_state
+        if state is not None:
+            state.request_begins()
         self.idle = False
         self.counting = True
         self.url = []
@@ -1320,15 +1327,18 @@ class StreamCycle(_FastCycle):
             return False
         self.response_started = True
         self.on_lost = None
-        proto = self.proto
         if not self.head:
-            proto.write(kept if self.keep_alive and not proto.closing else closing)
+            # `HttpProtocol.write` inline (once per woken long-poll)
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(kept if self.keep_alive and not self.proto.closing else closing)
         return True
 
-    def answered(self) -> None:
-        """The rest of `answer` after `write_answer`: the next request's turn."""
+    def answered(self) -> bool:
+        """The rest of `answer` after `write_answer`: the next request's turn. True when
+        the kept-alive connection now waits for its next request (nothing queued)."""
         if self.done or not self.response_started:
-            return
+            return False
         proto = self.proto
         pipeline = proto.pipeline
         transport = proto.transport
@@ -1347,15 +1357,23 @@ class StreamCycle(_FastCycle):
             pipeline.clear()
             if proto.read_paused:
                 proto.resume_reading()
-            proto._arm_keep_alive()
-            return
+            # `_arm_keep_alive` inline (once per woken long-poll): the connection's timer
+            # fires first and re-arms for the rest unless it is gone or later
+            proto.head_timing = False
+            proto.deadline_kind = _IDLE
+            proto.deadline = when = proto.loop.time() + KEEP_ALIVE_TIMEOUT
+            timer = proto.timer
+            if timer is None or timer.when() > when:
+                proto._deadline(_IDLE, KEEP_ALIVE_TIMEOUT)
+            return True
         if len(pipeline) > 1:
             # a request pipelined behind this one starts on the next loop turn, not inside
             # the publish that answered this one (it may be a publish itself)
             self.done = True
             proto.loop.call_soon(proto.cycle_done, self)
-            return
+            return False
         self.finish()
+        return False
 
     def hold(self) -> None:
         """The request is held (a long-poll): drop what its parsing left, so that a held

@@ -479,23 +479,15 @@ class _Walk:
         if not woken:
             return
         log_ = self.log
-        # runs of one filter leave their group at once, runs of one stats object (one per
-        # HTTP app) are counted at once
-        first = woken[0]
-        flt, stats = first.filter, first.stats
-        run: list[LongPollWaiter] = []
+        # runs of one stats object (one per HTTP app) are counted at once
+        stats = woken[0].stats
         counted = 0
         for waiter in woken:
-            if waiter.filter != flt:
-                log_.unlisten_all(flt, run)
-                flt, run = waiter.filter, []
-            run.append(waiter)
             if waiter.stats is not stats:
                 if entry is not None:
                     _delivered(stats, entry, counted)
                 stats, counted = waiter.stats, 0
             counted += 1
-        log_.unlisten_all(flt, run)
         if entry is not None:
             _delivered(stats, entry, counted)
         for waiter in woken:
@@ -504,6 +496,21 @@ class _Walk:
             except Exception:
                 # one waiter's failure must not leave the others half answered
                 log.exception("settling a woken long-poll failed")
+        # a waiter whose sink keeps it `between` requests stays in its listener group (its
+        # connection's next long-poll re-holds it there); the others leave theirs, runs of
+        # one filter at once
+        flt = ""
+        run: list[LongPollWaiter] = []
+        for waiter in woken:
+            if waiter.between:
+                continue
+            if waiter.filter != flt:
+                if run:
+                    log_.unlisten_all(flt, run)
+                flt, run = waiter.filter, []
+            run.append(waiter)
+        if run:
+            log_.unlisten_all(flt, run)
 
 
 def _delivered(stats: HttpStats, entry: LogEntry, count: int) -> None:
@@ -540,6 +547,7 @@ class LongPollWaiter:
 
     __slots__ = (
         "after",
+        "between",
         "caller",
         "deadline",
         "done",
@@ -575,6 +583,10 @@ class LongPollWaiter:
         self.from_etag = from_etag
         self.requested = requested  # the id of the cursor it asked with (for 304)
         self.done = False
+        # answered by a wake and still in its listener group, until its connection asks
+        # again (`restart`) or goes (`leave`, `cancel`): set by the sink (`replied`); a
+        # message meanwhile is not for it (`done`), the next request's cursor finds it
+        self.between = False
         self.deadline = 0.0
         self.slot = 0  # its deadline bucket in `timers` (0: none)
         self.timers: LongPollDeadlines | None = None
@@ -583,8 +595,8 @@ class LongPollWaiter:
     def start(self, deadline: float) -> None:
         """Wait (call after a read that found nothing: `after` is that read's next id)."""
         log = self.log
-        self.done = False
-        log.listen(self.filter, self)
+        self.done = self.between = False
+        log.listen(self.filter, self)  # (a no-op for one still in its group)
         self._arm(deadline)
         if log.last_id > self.after:
             # published while that read waited for the disk: what is that new is still in
@@ -602,7 +614,10 @@ class LongPollWaiter:
         self.requested = requested
         log = self.log
         self.done = False
-        log.listen(self.filter, self)
+        if self.between:
+            self.between = False  # still in its group
+        else:
+            log.listen(self.filter, self)
         self.deadline = deadline
         slot = self.slot
         if not slot or slot * SLOT > deadline:
@@ -701,11 +716,20 @@ class LongPollWaiter:
         """The client went away (or the waiter is not held again): stop, drop the timer."""
         if not self.done:
             self._finish()
+        elif self.between:
+            self.leave()
         if self.slot and self.timers is not None:
             self.timers.remove(self)
 
+    def leave(self) -> None:
+        """No longer `between` requests: leave the listener group."""
+        if self.between:
+            self.between = False
+            self.log.unlisten(self.filter, self)
+
     def _finish(self) -> None:
         self.done = True
+        self.between = False
         self.log.unlisten(self.filter, self)
 
 
