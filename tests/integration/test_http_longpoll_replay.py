@@ -279,7 +279,11 @@ def _waiters_held(srv: InProcessServer, flt: str) -> list[object]:
     assert srv.server is not None
     log = srv.server.log
     return srv.call(
-        lambda: [m for m in g.members if not m.between] if (g := log._groups.get(flt)) else []
+        lambda: (
+            [m for m in g.members if not getattr(m, "between", False)]
+            if (g := log._groups.get(flt))
+            else []
+        )
     )
 
 
