@@ -377,13 +377,26 @@ class _LongPoller:
         # in a publish's wake: the response's write alone; `replied` does the rest. Every
         # waiter of the wake has the same body object: its response is the cache's last
         cycle = self.cycle
-        if cycle is not None:
-            self.cursor = cursor
-            cache = self.cache
-            if cache.last_body is body:
-                cycle.write_answer(cache.last_kept, cache.last_closing)
+        if cycle is None:
+            return
+        self.cursor = cursor
+        # `StreamCycle.write_answer` inline (once per woken waiter, before the next one's
+        # write): the transport's write is the only call
+        if cycle.done or cycle.response_started:
+            return
+        cycle.response_started = True
+        cycle.on_lost = None
+        if cycle.head:
+            return
+        cache = self.cache
+        if cache.last_body is not body:
+            cache.reply(body, cursor)
+        transport = cycle.transport
+        if transport is not None and not transport.is_closing():
+            if cycle.keep_alive and not cycle.proto.closing:
+                transport.write(cache.last_kept)
             else:
-                cycle.write_answer(*cache.reply(body, cursor))
+                transport.write(cache.last_closing)
 
     def replied(self) -> None:
         # once per woken waiter, after the wake's writes: a kept-alive connection now
