@@ -704,14 +704,19 @@ class HttpProtocol(asyncio.Protocol):
         connection's, reused; made when None), complete and answered by the stream side
         (`StreamCycle.answer`, ...). Its head's lists are dropped, as `StreamCycle.hold`
         does."""
-        if cycle is None or cycle.proto is not self:
-            cycle = StreamCycle(self, _DROPPED, route, True)
-        # ready again (once per re-ask, so inline): complete (a lane request has no body),
-        # its turn, nothing answered yet
-        cycle.keep_alive = cycle.complete = cycle.active = cycle.running = True
-        cycle.response_started = cycle.done = cycle.head = cycle.expect_continue = False
-        cycle.on_drain = cycle.on_lost = None
-        cycle.transport = self.transport
+        if cycle is not None and cycle.rested and cycle.proto is self:
+            # the usual re-ask after the usual answer: only these moved since it was held
+            cycle.response_started = cycle.done = cycle.rested = False
+        else:
+            if cycle is None or cycle.proto is not self:
+                cycle = StreamCycle(self, _DROPPED, route, True)
+            # ready again (once per re-ask, so inline): complete (a lane request has no
+            # body), its turn, nothing answered yet
+            cycle.keep_alive = cycle.complete = cycle.active = cycle.running = True
+            cycle.response_started = cycle.done = cycle.head = cycle.expect_continue = False
+            cycle.rested = False
+            cycle.on_drain = cycle.on_lost = None
+            cycle.transport = self.transport
         self.pipeline.append(cycle)
         self.url = _NO_URL
         self.headers = _NO_HEADERS
@@ -1263,7 +1268,7 @@ class StreamCycle(_FastCycle):
     and then each `send` is one `transport.write` of shared bytes (a close-delimited body);
     `on_drain` runs when a paused transport drains, `on_lost` when the client goes away."""
 
-    __slots__ = ("on_drain", "on_lost", "transport")
+    __slots__ = ("on_drain", "on_lost", "rested", "transport")
 
     def __init__(
         self, proto: HttpProtocol, request: WireRequest, route: FastRoute, keep_alive: bool
@@ -1272,6 +1277,9 @@ class StreamCycle(_FastCycle):
         self.on_drain: Callable[[], None] | None = None
         self.on_lost: Callable[[], None] | None = None
         self.transport = proto.transport
+        # answered the usual way (`answered`, kept-alive, nothing queued): all but `done`
+        # and `response_started` are as `HttpProtocol.hold_on_lane` sets them for reuse
+        self.rested = False
 
     def _run(self) -> None:
         if self.running:
@@ -1353,7 +1361,7 @@ class StreamCycle(_FastCycle):
         ):
             # the usual wake: what `cycle_done` does for a kept-alive connection with
             # nothing queued (wait for the next request)
-            self.done = True
+            self.done = self.rested = True
             pipeline.clear()
             if proto.read_paused:
                 proto.resume_reading()
