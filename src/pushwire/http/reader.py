@@ -479,29 +479,25 @@ class _Walk:
         if not woken:
             return
         log_ = self.log
-        # runs of one stats object (one per HTTP app) are counted at once
+        # one pass: runs of one stats object (one per HTTP app) are counted at once; each
+        # sink's `replied`; a waiter its sink keeps `between` requests stays in its listener
+        # group (its connection's next long-poll re-holds it there), the others leave
+        # theirs, runs of one filter at once
         stats = woken[0].stats
         counted = 0
+        flt = ""
+        run: list[LongPollWaiter] = []
         for waiter in woken:
             if waiter.stats is not stats:
                 if entry is not None:
                     _delivered(stats, entry, counted)
                 stats, counted = waiter.stats, 0
             counted += 1
-        if entry is not None:
-            _delivered(stats, entry, counted)
-        for waiter in woken:
             try:
                 waiter.sink.replied()
             except Exception:
                 # one waiter's failure must not leave the others half answered
                 log.exception("settling a woken long-poll failed")
-        # a waiter whose sink keeps it `between` requests stays in its listener group (its
-        # connection's next long-poll re-holds it there); the others leave theirs, runs of
-        # one filter at once
-        flt = ""
-        run: list[LongPollWaiter] = []
-        for waiter in woken:
             if waiter.between:
                 continue
             if waiter.filter != flt:
@@ -509,6 +505,8 @@ class _Walk:
                     log_.unlisten_all(flt, run)
                 flt, run = waiter.filter, []
             run.append(waiter)
+        if entry is not None:
+            _delivered(stats, entry, counted)
         if run:
             log_.unlisten_all(flt, run)
 
