@@ -226,7 +226,12 @@ class _LongPoller:
     the auth snapshot and the ACL rules are the same objects/version). A re-ask of the same
     long-poll thus allocates no waiter, deadline, closure or caller (`bench/micro_longpoll.py`).
     Woken by a publish, it writes the response at once (`write_reply`) and settles the rest
-    after every other waiter has written (`replied`)."""
+    after every other waiter has written (`replied`). A kept-alive connection then stays a
+    long-poll client *between* its requests (`LongPollWaiter.between`): listed, tracked for
+    revocation, its waiter in its listener group (counted under `http_max_listeners`), so
+    that its usual re-ask moves only the waiter's cursor and deadline; any other request
+    (`request_begins`) or the connection's end (`lost`, also after its keep-alive idle
+    timeout) undoes that (`leave`). `pushwire_longpoll_waiters` counts held requests only."""
 
     __slots__ = (
         "cache",
