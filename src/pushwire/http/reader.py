@@ -709,6 +709,10 @@ class LongPollWaiter:
         if not self.done:
             self._finish()
             self.sink.refuse(reason)
+        elif self.between:
+            # not held: nothing to answer, but its connection is no longer a client of
+            # these credentials (its sink leaves the client list and the group)
+            self.sink.refuse(reason)
 
     def cancel(self) -> None:
         """The client went away (or the waiter is not held again): stop, drop the timer."""

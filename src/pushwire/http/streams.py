@@ -448,7 +448,8 @@ class _LongPoller:
             cycle.answer(*_answer_bytes(304, b"", poll._poll_headers(cursor, False)))
 
     def refuse(self, reason: str) -> None:
-        self.cursor = None
+        self.cursor = None  # (its next long-poll is not the lane's: checked in full)
+        self.leave()  # revoked between requests: off the client list at once
         cycle = self._end()
         if cycle is not None:
             cycle.answer_response(
