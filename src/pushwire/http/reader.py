@@ -94,13 +94,15 @@ class ReplySink(Protocol):
         bytes written); `replied` follows once every woken waiter has written."""
 
     def replied(self) -> None:
-        """The rest of `reply` after `write_reply`."""
+        """The rest of `reply` after `write_reply`. The sink may keep the waiter in its
+        group `between` its client's requests (sets `LongPollWaiter.between`)."""
 
     def not_modified(self, cursor: str) -> None:
         """304: the cursor came as If-None-Match and nothing came after it."""
 
     def refuse(self, reason: str) -> None:
-        """401: the credentials were revoked while the request was held."""
+        """401: the credentials were revoked while the request was held; or, after a
+        reply, while the sink kept the waiter `between` requests (nothing to answer)."""
 
 
 class StreamFormat(Protocol):
