@@ -105,7 +105,10 @@ def waiters(srv: InProcessServer, flt: str) -> list[Any]:
 
     def held() -> list[Any]:
         group = log._groups.get(flt)
-        return list(group.members) if group is not None else []
+        # (a long-poll waiter answered by a wake stays in its group, `done`, `between` its
+        # connection's requests: not held)
+        members = group.members if group is not None else ()
+        return [m for m in members if not getattr(m, "between", False)]
 
     return srv.call(held)
 

@@ -80,8 +80,10 @@ def test_a_wake_checks_the_acl_once_for_waiters_sharing_permissions_and_counts_e
             assert status == 200 and _payloads(body) == ["one"]
             cursors.append(headers["pushwire-cursor"])
         assert len(set(cursors)) == 1
-        # settled in one batch: the group left, every delivery counted and timed
-        assert srv.call(lambda: server.log.listener_count) == 0
+        # settled in one batch: none held (each kept-alive connection keeps its place in
+        # the group between its requests), every delivery counted and timed
+        assert waiters(srv, "walk/a") == []
+        assert srv.call(lambda: server.log.listener_count) == N
         assert srv.call(lambda: stats.messages_out["longpoll"]) == out_before + N
         assert srv.call(lambda: sum(latency.counts)) == observed_before + N
         assert srv.call(lambda: stats.connections["longpoll"]) == 0

@@ -119,6 +119,10 @@ class StreamState(Protocol):
     def lost(self) -> None:
         """The connection is gone."""
 
+    def request_begins(self) -> None:
+        """The parser began a request on this connection (not a head recognised from its
+        bytes, `ReplayHead`)."""
+
 
 class FastRoute:
     """A hot endpoint served from bytes: `prefix` + the rest of the path (`path_tail`)."""
@@ -525,6 +529,9 @@ class HttpProtocol(asyncio.Protocol):
     # httptools calls these as it parses
 
     def on_message_begin(self) -> None:
+        state = self.stream_state
+        if state is not None:
+            state.request_begins()
         self.idle = False
         self.counting = True
         self.url = []
@@ -726,14 +733,19 @@ class HttpProtocol(asyncio.Protocol):
         connection's, reused; made when None), complete and answered by the stream side
         (`StreamCycle.answer`, ...). Its head's lists are dropped, as `StreamCycle.hold`
         does."""
-        if cycle is None or cycle.proto is not self:
-            cycle = StreamCycle(self, _DROPPED, route, True)
-        # ready again (once per re-ask, so inline): complete (a lane request has no body),
-        # its turn, nothing answered yet
-        cycle.keep_alive = cycle.complete = cycle.active = cycle.running = True
-        cycle.response_started = cycle.done = cycle.head = cycle.expect_continue = False
-        cycle.on_drain = cycle.on_lost = None
-        cycle.transport = self.transport
+        if cycle is not None and cycle.rested and cycle.proto is self:
+            # the usual re-ask after the usual answer: only these moved since it was held
+            cycle.response_started = cycle.done = cycle.rested = False
+        else:
+            if cycle is None or cycle.proto is not self:
+                cycle = StreamCycle(self, _DROPPED, route, True)
+            # ready again (once per re-ask, so inline): complete (a lane request has no
+            # body), its turn, nothing answered yet
+            cycle.keep_alive = cycle.complete = cycle.active = cycle.running = True
+            cycle.response_started = cycle.done = cycle.head = cycle.expect_continue = False
+            cycle.rested = False
+            cycle.on_drain = cycle.on_lost = None
+            cycle.transport = self.transport
         self.pipeline.append(cycle)
         self.url = _NO_URL
         self.headers = _NO_HEADERS
@@ -1337,7 +1349,7 @@ class StreamCycle(_FastCycle):
     and then each `send` is one `transport.write` of shared bytes (a close-delimited body);
     `on_drain` runs when a paused transport drains, `on_lost` when the client goes away."""
 
-    __slots__ = ("on_drain", "on_lost", "transport")
+    __slots__ = ("on_drain", "on_lost", "rested", "transport")
 
     def __init__(
         self, proto: HttpProtocol, request: WireRequest, route: FastRoute, keep_alive: bool
@@ -1346,6 +1358,9 @@ class StreamCycle(_FastCycle):
         self.on_drain: Callable[[], None] | None = None
         self.on_lost: Callable[[], None] | None = None
         self.transport = proto.transport
+        # answered the usual way (`answered`, kept-alive, nothing queued): all but `done`
+        # and `response_started` are as `HttpProtocol.hold_on_lane` sets them for reuse
+        self.rested = False
 
     def _run(self) -> None:
         if self.running:
@@ -1401,15 +1416,18 @@ class StreamCycle(_FastCycle):
             return False
         self.response_started = True
         self.on_lost = None
-        proto = self.proto
         if not self.head:
-            proto.write(kept if self.keep_alive and not proto.closing else closing)
+            # `HttpProtocol.write` inline (once per woken long-poll)
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(kept if self.keep_alive and not self.proto.closing else closing)
         return True
 
-    def answered(self) -> None:
-        """The rest of `answer` after `write_answer`: the next request's turn."""
+    def answered(self) -> bool:
+        """The rest of `answer` after `write_answer`: the next request's turn. True when
+        the kept-alive connection now waits for its next request (nothing queued)."""
         if self.done or not self.response_started:
-            return
+            return False
         proto = self.proto
         pipeline = proto.pipeline
         transport = proto.transport
@@ -1424,19 +1442,27 @@ class StreamCycle(_FastCycle):
         ):
             # the usual wake: what `cycle_done` does for a kept-alive connection with
             # nothing queued (wait for the next request)
-            self.done = True
+            self.done = self.rested = True
             pipeline.clear()
             if proto.read_paused:
                 proto.resume_reading()
-            proto._arm_keep_alive()
-            return
+            # `_arm_keep_alive` inline (once per woken long-poll): the connection's timer
+            # fires first and re-arms for the rest unless it is gone or later
+            proto.head_timing = False
+            proto.deadline_kind = _IDLE
+            proto.deadline = when = proto.loop.time() + KEEP_ALIVE_TIMEOUT
+            timer = proto.timer
+            if timer is None or timer.when() > when:
+                proto._deadline(_IDLE, KEEP_ALIVE_TIMEOUT)
+            return True
         if len(pipeline) > 1:
             # a request pipelined behind this one starts on the next loop turn, not inside
             # the publish that answered this one (it may be a publish itself)
             self.done = True
             proto.loop.call_soon(proto.cycle_done, self)
-            return
+            return False
         self.finish()
+        return False
 
     def hold(self) -> None:
         """The request is held (a long-poll): drop what its parsing left, so that a held

@@ -94,13 +94,15 @@ class ReplySink(Protocol):
         bytes written); `replied` follows once every woken waiter has written."""
 
     def replied(self) -> None:
-        """The rest of `reply` after `write_reply`."""
+        """The rest of `reply` after `write_reply`. The sink may keep the waiter in its
+        group `between` its client's requests (sets `LongPollWaiter.between`)."""
 
     def not_modified(self, cursor: str) -> None:
         """304: the cursor came as If-None-Match and nothing came after it."""
 
     def refuse(self, reason: str) -> None:
-        """401: the credentials were revoked while the request was held."""
+        """401: the credentials were revoked while the request was held; or, after a
+        reply, while the sink kept the waiter `between` requests (nothing to answer)."""
 
 
 class StreamFormat(Protocol):
@@ -479,31 +481,36 @@ class _Walk:
         if not woken:
             return
         log_ = self.log
-        # runs of one filter leave their group at once, runs of one stats object (one per
-        # HTTP app) are counted at once
-        first = woken[0]
-        flt, stats = first.filter, first.stats
-        run: list[LongPollWaiter] = []
+        # one pass: runs of one stats object (one per HTTP app) are counted at once; each
+        # sink's `replied`; a waiter its sink keeps `between` requests stays in its listener
+        # group (its connection's next long-poll re-holds it there), the others leave
+        # theirs, runs of one filter at once
+        stats = woken[0].stats
         counted = 0
+        flt = ""
+        run: list[LongPollWaiter] = []
         for waiter in woken:
-            if waiter.filter != flt:
-                log_.unlisten_all(flt, run)
-                flt, run = waiter.filter, []
-            run.append(waiter)
             if waiter.stats is not stats:
                 if entry is not None:
                     _delivered(stats, entry, counted)
                 stats, counted = waiter.stats, 0
             counted += 1
-        log_.unlisten_all(flt, run)
-        if entry is not None:
-            _delivered(stats, entry, counted)
-        for waiter in woken:
             try:
                 waiter.sink.replied()
             except Exception:
                 # one waiter's failure must not leave the others half answered
                 log.exception("settling a woken long-poll failed")
+            if waiter.between:
+                continue
+            if waiter.filter != flt:
+                if run:
+                    log_.unlisten_all(flt, run)
+                flt, run = waiter.filter, []
+            run.append(waiter)
+        if entry is not None:
+            _delivered(stats, entry, counted)
+        if run:
+            log_.unlisten_all(flt, run)
 
 
 def _delivered(stats: HttpStats, entry: LogEntry, count: int) -> None:
@@ -540,6 +547,7 @@ class LongPollWaiter:
 
     __slots__ = (
         "after",
+        "between",
         "caller",
         "deadline",
         "done",
@@ -575,6 +583,10 @@ class LongPollWaiter:
         self.from_etag = from_etag
         self.requested = requested  # the id of the cursor it asked with (for 304)
         self.done = False
+        # answered by a wake and still in its listener group, until its connection asks
+        # again (`restart`) or goes (`leave`, `cancel`): set by the sink (`replied`); a
+        # message meanwhile is not for it (`done`), the next request's cursor finds it
+        self.between = False
         self.deadline = 0.0
         self.slot = 0  # its deadline bucket in `timers` (0: none)
         self.timers: LongPollDeadlines | None = None
@@ -583,8 +595,8 @@ class LongPollWaiter:
     def start(self, deadline: float) -> None:
         """Wait (call after a read that found nothing: `after` is that read's next id)."""
         log = self.log
-        self.done = False
-        log.listen(self.filter, self)
+        self.done = self.between = False
+        log.listen(self.filter, self)  # (a no-op for one still in its group)
         self._arm(deadline)
         if log.last_id > self.after:
             # published while that read waited for the disk: what is that new is still in
@@ -602,7 +614,10 @@ class LongPollWaiter:
         self.requested = requested
         log = self.log
         self.done = False
-        log.listen(self.filter, self)
+        if self.between:
+            self.between = False  # still in its group
+        else:
+            log.listen(self.filter, self)
         self.deadline = deadline
         slot = self.slot
         if not slot or slot * SLOT > deadline:
@@ -696,16 +711,29 @@ class LongPollWaiter:
         if not self.done:
             self._finish()
             self.sink.refuse(reason)
+        elif self.between:
+            # not held: nothing to answer, but its connection is no longer a client of
+            # these credentials (its sink leaves the client list and the group)
+            self.sink.refuse(reason)
 
     def cancel(self) -> None:
         """The client went away (or the waiter is not held again): stop, drop the timer."""
         if not self.done:
             self._finish()
+        elif self.between:
+            self.leave()
         if self.slot and self.timers is not None:
             self.timers.remove(self)
 
+    def leave(self) -> None:
+        """No longer `between` requests: leave the listener group."""
+        if self.between:
+            self.between = False
+            self.log.unlisten(self.filter, self)
+
     def _finish(self) -> None:
         self.done = True
+        self.between = False
         self.log.unlisten(self.filter, self)
 
 

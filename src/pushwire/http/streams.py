@@ -226,7 +226,12 @@ class _LongPoller:
     the auth snapshot and the ACL rules are the same objects/version). A re-ask of the same
     long-poll thus allocates no waiter, deadline, closure or caller (`bench/micro_longpoll.py`).
     Woken by a publish, it writes the response at once (`write_reply`) and settles the rest
-    after every other waiter has written (`replied`)."""
+    after every other waiter has written (`replied`). A kept-alive connection then stays a
+    long-poll client *between* its requests (`LongPollWaiter.between`): listed, tracked for
+    revocation, its waiter in its listener group (counted under `http_max_listeners`), so
+    that its usual re-ask moves only the waiter's cursor and deadline; any other request
+    (`request_begins`) or the connection's end (`lost`, also after its keep-alive idle
+    timeout) undoes that (`leave`). `pushwire_longpoll_waiters` counts held requests only."""
 
     __slots__ = (
         "cache",
@@ -327,24 +332,28 @@ class _LongPoller:
                 state.log, flt, self, state.stats, caller=caller, after=after
             )
         elif waiter.caller is not caller or waiter.filter != flt:
+            self.leave()
             if not waiter.done:
                 waiter.cancel()  # (answered before a next request runs: not expected)
             # another caller object (credentials are checked per request) or filter: the
             # same waiter, which is in no listener group while it is not held
             waiter.caller, waiter.filter = caller, flt
-        identity = caller.identity
-        # (an anonymous caller is not tracked: nothing can revoke it)
-        if identity.username is not None:
-            if not state.live.track(identity, waiter):
-                raise unauthorized("the credentials were revoked")
-            self.tracked = identity
+        if not waiter.between:
+            identity = caller.identity
+            # (an anonymous caller is not tracked: nothing can revoke it)
+            if identity.username is not None:
+                if not state.live.track(identity, waiter):
+                    raise unauthorized("the credentials were revoked")
+                self.tracked = identity
+            if not self.client_id:
+                self.client_id = state.clients.next_id("longpoll")
+                self.since = time.time()
+            self.client_key = state.clients.register(self.describe)
+        # else: answered by a wake and still registered since (tracked, listed, in its
+        # listener group): held again, only its cursor and deadline change (`restart`)
         self.cycle = cycle
         cycle.on_lost = self.on_lost
         state.stats.connections["longpoll"] += 1
-        if not self.client_id:
-            self.client_id = state.clients.next_id("longpoll")
-            self.since = time.time()
-        self.client_key = state.clients.register(self.describe)
         waiter.restart(after, from_etag, requested, cycle.proto.loop.time() + wait)
 
     def _describe(self) -> ClientInfo:
@@ -373,27 +382,64 @@ class _LongPoller:
         # in a publish's wake: the response's write alone; `replied` does the rest. Every
         # waiter of the wake has the same body object: its response is the cache's last
         cycle = self.cycle
-        if cycle is not None:
-            self.cursor = cursor
-            cache = self.cache
-            if cache.last_body is body:
-                cycle.write_answer(cache.last_kept, cache.last_closing)
+        if cycle is None:
+            return
+        self.cursor = cursor
+        # `StreamCycle.write_answer` inline (once per woken waiter, before the next one's
+        # write): the transport's write is the only call
+        if cycle.done or cycle.response_started:
+            return
+        cycle.response_started = True
+        cycle.on_lost = None
+        if cycle.head:
+            return
+        cache = self.cache
+        if cache.last_body is not body:
+            cache.reply(body, cursor)
+        transport = cycle.transport
+        if transport is not None and not transport.is_closing():
+            if cycle.keep_alive and not cycle.proto.closing:
+                transport.write(cache.last_kept)
             else:
-                cycle.write_answer(*cache.reply(body, cursor))
+                transport.write(cache.last_closing)
 
     def replied(self) -> None:
-        # `_end` inline (once per woken waiter, after the wake's writes)
+        # once per woken waiter, after the wake's writes: a kept-alive connection now
+        # waiting for its next request stays registered `between` requests (its listener
+        # group, the client list, the revocation index), so that its usual re-ask only
+        # moves the waiter's cursor and deadline; else `_end` inline
         cycle, self.cycle = self.cycle, None
         if cycle is None:
             return
         state = self.state
+        state.stats.connections["longpoll"] -= 1  # (held requests only)
+        if cycle.answered():
+            waiter = self.waiter
+            assert waiter is not None  # the one that was woken
+            waiter.between = True
+            return
         if self.tracked is not None:
             assert self.waiter is not None  # the one it tracked
             state.live.untrack(self.tracked, self.waiter)
             self.tracked = None
         state.clients.unregister(self.client_key)
-        state.stats.connections["longpoll"] -= 1
-        cycle.answered()
+
+    def leave(self) -> None:
+        """The connection is no longer a long-poll client between requests (it closed, or
+        began another request than the lane's usual re-ask): undo what `replied` kept."""
+        waiter = self.waiter
+        if waiter is None or not waiter.between:
+            return
+        waiter.leave()
+        state = self.state
+        if self.tracked is not None:
+            state.live.untrack(self.tracked, waiter)
+            self.tracked = None
+        state.clients.unregister(self.client_key)
+
+    def request_begins(self) -> None:
+        """`StreamState`: the parser began a request on this connection."""
+        self.leave()
 
     def not_modified(self, cursor: str) -> None:
         cycle = self._end()
@@ -402,7 +448,8 @@ class _LongPoller:
             cycle.answer(*_answer_bytes(304, b"", poll._poll_headers(cursor, False)))
 
     def refuse(self, reason: str) -> None:
-        self.cursor = None
+        self.cursor = None  # (its next long-poll is not the lane's: checked in full)
+        self.leave()  # revoked between requests: off the client list at once
         cycle = self._end()
         if cycle is not None:
             cycle.answer_response(
@@ -413,6 +460,7 @@ class _LongPoller:
         """The client went away (held or not)."""
         waiter = self.waiter
         if waiter is not None:
+            self.leave()
             waiter.cancel()
         self._end()
 
@@ -678,7 +726,11 @@ class _ReaskLane:
         ):
             # the usual re-ask: the cursor of the last reply, nothing newer in the log (so
             # no gap, nothing to read): what `longpoll_now` decides, without its objects
-            if log.listener_count >= state.settings.http_max_listeners:  # `state.busy()`
+            waiter = poller.waiter
+            if (
+                waiter is None or not waiter.between
+            ) and log.listener_count >= state.settings.http_max_listeners:  # `state.busy()`
+                # (a waiter `between` requests is counted already: it keeps its place)
                 return False  # the normal way refuses it (503)
             state.stats.connections_total["longpoll"] += 1
             auth.stats.anonymous_admitted += 1
