@@ -186,31 +186,3 @@ def test_cursor_of_another_epoch_is_a_gap(srv: InProcessServer) -> None:
         assert message_payloads(body) == ["a0"]
     finally:
         mine.close()
-
-
-def test_one_message_wakes_only_its_users_waiter_and_the_group_is_kept(
-    srv: InProcessServer,
-) -> None:
-    """A wake answers the one waiter of the topic; the others stay held. The user's
-    listener group outlives the answer (empty), so its re-ask joins the same group."""
-    assert srv.server is not None
-    log = srv.server.log
-    users = [_User(srv, f"user/{i}") for i in range(3)]
-    try:
-        _first(srv, users)
-        group = srv.call(lambda: log._groups["user/1"])
-        publish(srv, "user/1", b"only one")
-        assert users[1].answer()[0] == 200 and users[1].got[-1] == "only one"
-        assert srv.call(lambda: log._groups.get("user/1")) is group  # empty, kept
-        assert len(waiters(srv, "user/0")) == 1 and len(waiters(srv, "user/2")) == 1
-        users[1].ask()
-        until(lambda: len(waiters(srv, "user/1")) == 1)
-        assert srv.call(lambda: log._groups["user/1"]) is group
-        # the others were held all along: each gets its own next message, not "only one"
-        for user in (users[0], users[2]):
-            publish(srv, user.topic, f"{user.topic} 1".encode())
-            assert user.answer()[0] == 200
-            assert user.got == [f"{user.topic} 0", f"{user.topic} 1"]
-    finally:
-        for user in users:
-            user.close()

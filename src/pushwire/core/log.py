@@ -162,10 +162,6 @@ class Settling(Protocol):
         """The bookkeeping of an answer already written (see `MessageLog._wake`)."""
 
 
-# idle listener groups kept however few listeners there are (see `MessageLog._left`)
-_IDLE_GROUPS_KEPT = 1024
-
-
 class _ListenerGroup:
     """The listeners of one filter: matched once per append, then each is told."""
 
@@ -493,12 +489,6 @@ class MessageLog:
         self._listeners: SubscriptionTrie[_ListenerGroup, None] = SubscriptionTrie()
         self._groups: dict[str, _ListenerGroup] = {}
         self._listener_count = 0
-        # groups whose last listener left, kept (with their trie entry) until `sweep`: a
-        # long-poll on its own topic (per-user topics) leaves its group when a message
-        # answers it and joins it again on its re-ask; remaking the group and its trie
-        # node each time cost ~4 us per re-ask and cleared the trie's match cache
-        self._idle_groups = 0
-        self._listeners_peak = 0  # the most listeners at once since the last sweep
         # True while `_wake` walks the listeners; those that wrote and put off the rest
         # of their answer wait in `_woken` (`settle_later`)
         self.waking = False
@@ -1035,7 +1025,6 @@ class MessageLog:
             if tlog.evicted_upto > tlog.trimmed_upto:
                 self._trim(tlog)
         self.consumers.expire()
-        self._drop_idle_groups()
 
     # -- reading ----------------------------------------------------------------------
 
@@ -1281,13 +1270,9 @@ class MessageLog:
         if group is None:
             group = self._groups[flt] = _ListenerGroup()
             self._listeners.add(flt, group, None)
-        elif not group.members:
-            self._idle_groups -= 1
         if listener not in group.members:
             group.members[listener] = None
-            count = self._listener_count = self._listener_count + 1
-            if count > self._listeners_peak:
-                self._listeners_peak = count
+            self._listener_count += 1
 
     def unlisten(self, flt: str, listener: Listener) -> None:
         group = self._groups.get(flt)
@@ -1296,7 +1281,8 @@ class MessageLog:
         del group.members[listener]
         self._listener_count -= 1
         if not group.members:
-            self._left(flt, group)
+            del self._groups[flt]
+            self._listeners.remove(flt, group)
 
     def unlisten_all(self, flt: str, listeners: Sequence[Listener]) -> None:
         """`unlisten` of many listeners of one filter at once (the long-polls a wake
@@ -1313,28 +1299,8 @@ class MessageLog:
                 members.pop(listener, None)
         self._listener_count -= left - len(members)
         if not members:
-            self._left(flt, group)
-
-    def _left(self, flt: str, group: _ListenerGroup) -> None:
-        """A group's last listener left: keep it for the filter's next listener (see
-        `_idle_groups`), unless as many groups are idle already as listeners listened at
-        most since the last sweep (at least `_IDLE_GROUPS_KEPT`): what many short-lived
-        filters leave stays bounded by what their listeners held anyway."""
-        if self._idle_groups < max(_IDLE_GROUPS_KEPT, self._listeners_peak):
-            self._idle_groups += 1
-            return
-        del self._groups[flt]
-        self._listeners.remove(flt, group)
-
-    def _drop_idle_groups(self) -> None:
-        """Forget the groups nobody listens in (`sweep`)."""
-        if not self._idle_groups:
-            return
-        idle = [flt for flt, group in self._groups.items() if not group.members]
-        for flt in idle:
-            self._listeners.remove(flt, self._groups.pop(flt))
-        self._idle_groups = 0
-        self._listeners_peak = self._listener_count
+            del self._groups[flt]
+            self._listeners.remove(flt, group)
 
     @property
     def listener_count(self) -> int:
