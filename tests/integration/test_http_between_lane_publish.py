@@ -82,3 +82,24 @@ def test_a_publish_replayed_from_its_bytes_between_long_polls_ends_the_client(
         assert reader.response()[0] == 201
         assert _lane_replayed(srv) == before + 1  # (the path under test was taken)
         assert _listed(srv) == 0 and _listeners(srv) == 0
+
+
+def test_a_request_begun_while_the_long_poll_was_held_ends_the_client_once_answered(
+    srv: InProcessServer,
+) -> None:
+    """The next request's first bytes arrive while the long-poll is held (so its
+    `request_begins` came before the wake): once woken, the connection is not a long-poll
+    client waiting for its next request, it is in one."""
+    request = publish_request("bl/pub", b"x")
+    with connect(srv) as sock:
+        reader = Reader(sock)
+        sock.sendall(longpoll_request("bl/lp"))
+        until(lambda: len(waiters(srv, "bl/lp")) == 1)
+        sock.sendall(request[:20])  # the parser begins the publish behind the held poll
+        assert srv.server is not None and srv.server._http is not None
+        http = srv.server._http
+        until(lambda: srv.call(lambda: sum(1 for p in http.connections if not p.idle)) == 1)
+        _woken(srv, reader, b"one")
+        sock.sendall(request[20:])
+        assert reader.response()[0] == 201
+        assert _listed(srv) == 0 and _listeners(srv) == 0
