@@ -798,6 +798,9 @@ class HttpProtocol(asyncio.Protocol):
         caller = lane.admit(self.callers, head.tail, head.authorization, self.client)
         if caller is None:
             return False  # the full parse, and the handler, say why
+        state = self.stream_state
+        if state is not None:
+            state.request_begins()  # as `on_message_begin`: a long-poll client no longer
         server = self.server
         server.served_owned += 1
         server.served_lane_replayed += 1
@@ -1436,6 +1439,7 @@ class StreamCycle(_FastCycle):
             and not proto.closing
             and len(pipeline) == 1
             and pipeline[0] is self
+            and proto.idle  # (not when the next request's head began meanwhile)
             and proto.upgrade is None
             and transport is not None
             and not transport.is_closing()
