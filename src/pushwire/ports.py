@@ -3,7 +3,7 @@
 Centrifugo's split is the model: a **Broker** carries messages between processes, a
 **History** assigns positions and serves ranges and gaps, and the rest keep state that must
 be shared or outlive a process (**SessionStore**, **RetainedStore**, **Presence**,
-**AuthStore**). An engine (engines/memory.py, engines/sqlite.py, engines/redis/) implements
+**AuthStore**). An engine (engines/memory.py, engines/sqlite/, engines/redis/) implements
 them; `Engine` is the composition the hub and the message log are built on.
 
 Every write port is write-behind: calls are non-blocking, applied in call order, and

@@ -509,6 +509,8 @@ class MessageLog:
         self.evicted_total = 0
         self.appended_total = 0
         self.holes_total = 0
+        # reads `quiet_after` spared (a filter's own topic said "nothing newer")
+        self.reads_spared = 0
         self._journaled = False  # the last `append` went to the engine (see `observer`)
         # engine=redis with redis_log_memory "listened": a routed message no live reader
         # listens for is logged cold too (`append_cold`; its bytes are in Redis)
@@ -1065,6 +1067,34 @@ class MessageLog:
                 return Start(cursor.id, False)
             return Start(0, True, self.last_id)
         return Start(cursor.id, False)
+
+    def quiet_after(self, flt: str, after_id: int, floor: int = 0) -> bool:
+        """True when `read(flt, after_id, ..., floor)` certainly finds nothing and no gap,
+        known from the filter's own topic alone: a filter without wildcards whose topic
+        has no entry, eviction or hole above the cursor (a long-poll re-ask on a quiet
+        per-user topic, whose cursor is not the log's last id: other topics moved it).
+        False means "read to know". Age eviction is not applied here: it only removes
+        entries at or below the topic's newest, so it cannot change this answer."""
+        if after_id < self.unloaded_upto or "+" in flt or "#" in flt:
+            return False
+        tlog = self._topics.by_topic.get(flt)
+        if tlog is not None:
+            horizon = after_id if after_id > floor else floor
+            if tlog.evicted_upto > horizon:
+                return False
+            holes = tlog.holes
+            if holes and holes[-1] > horizon:
+                return False
+            entries = tlog.entries
+            if entries:
+                if entries[-1].id > after_id:
+                    return False
+            else:
+                cold = tlog.cold
+                if len(cold) and cold.ids[-1] > after_id:
+                    return False
+        self.reads_spared += 1
+        return True
 
     def read(
         self, flt: str, after_id: int, limit: int, floor: int = 0, max_bytes: int = 0

@@ -604,6 +604,9 @@ class HttpProtocol(asyncio.Protocol):
         caller = lane.admit(self.callers, head.tail, head.authorization, self.client)
         if caller is None:
             return False  # the full parse, and the handler, say why
+        state = self.stream_state
+        if state is not None:
+            state.request_begins()  # as `on_message_begin`: a long-poll client no longer
         server = self.server
         server.served_owned += 1
         server.served_lane_replayed += 1

@@ -273,6 +273,7 @@ class StreamCycle(_FastCycle):
             and not proto.closing
             and len(pipeline) == 1
             and pipeline[0] is self
+            and proto.idle  # (not when the next request's head began meanwhile)
             and proto.upgrade is None
             and transport is not None
             and not transport.is_closing()

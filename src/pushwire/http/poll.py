@@ -124,14 +124,34 @@ def request_cursor(
 
 _CURSORS: dict[str, Cursor] = {}  # parsed cursors that do not depend on the clock
 _CURSORS_KEPT = 256
+# epochs of `EPOCH:ID` cursors that `parse_cursor` accepted (its alphabet and length
+# checked): a reply's cursor with one of them is parsed without the regular expressions
+_EPOCHS: set[str] = set()
+_EPOCHS_KEPT = 16
 
 
 def _parse_cursor(text: str) -> Cursor:
     """`parse_cursor`, kept for the cursors that mean the same at any time (ids, `all`,
-    `latest`): every long-poll client woken by one message re-asks with the same text."""
+    `latest`): every long-poll client woken by one message re-asks with the same text.
+    Clients of per-user topics each re-ask with their own id, so the kept texts turn
+    over all the time: the shape of a reply's cursor is recognised first."""
     cursor = _CURSORS.get(text)
     if cursor is None:
-        cursor = parse_cursor(text)
+        epoch, colon, digits = text.rpartition(":")
+        if (
+            colon
+            and epoch in _EPOCHS
+            and digits.isascii()
+            and digits.isdigit()
+            and len(digits) <= 18  # below MAX_ID: parse_cursor checks the longer ones
+        ):
+            cursor = Cursor("id", int(digits), epoch)
+        else:
+            cursor = parse_cursor(text)
+            if cursor.epoch is not None:
+                if len(_EPOCHS) >= _EPOCHS_KEPT:
+                    _EPOCHS.clear()
+                _EPOCHS.add(cursor.epoch)
         if cursor.kind != "time":
             if len(_CURSORS) >= _CURSORS_KEPT:
                 _CURSORS.clear()
@@ -343,11 +363,18 @@ def longpoll_begin(
     state.stats.connections_total["longpoll"] += 1
     start = log.resolve(filter, ask.cursor)
     requested = after = start.after
-    if after == log.last_id and not start.gap and wait > 0:
-        # nothing was published after the cursor (the usual re-ask of a long-poll client):
-        # wait without reading the log
-        busy_check(state)
-        return LongPollStart(None, after, wait, from_etag, requested)
+    if not start.gap and wait > 0:
+        if after == log.last_id:
+            # nothing was published after the cursor (the usual re-ask of a long-poll
+            # client): wait without reading the log
+            busy_check(state)
+            return LongPollStart(None, after, wait, from_etag, requested)
+        if log.quiet_after(filter, after, start.floor):
+            # nothing for this filter after the cursor, only other topics' messages (the
+            # re-ask on a per-user topic): wait past them, as the read would have said
+            busy_check(state)
+            last = log.last_id
+            return LongPollStart(None, max(after, last), wait, from_etag, requested)
     s = state.settings
     result = read_visible_now(log, filter, after, n, start.floor, caller, s.read_max_bytes)
     if result is None:
@@ -367,11 +394,16 @@ def longpoll_now(
     log = state.log
     start = log.resolve(filter, cursor)
     after = start.after
-    if after == log.last_id and not start.gap and wait > 0:
-        if state.busy():
-            return None
-        state.stats.connections_total["longpoll"] += 1
-        return LongPollStart(None, after, wait, False, after)
+    if not start.gap and wait > 0:
+        last = log.last_id
+        # nothing newer at all, or nothing newer for this filter (a per-user topic's
+        # re-ask: the log moved on with other topics): wait past the log's last id, as
+        # the read's next id would have said
+        if after == last or log.quiet_after(filter, after, start.floor):
+            if state.busy():
+                return None
+            state.stats.connections_total["longpoll"] += 1
+            return LongPollStart(None, max(after, last), wait, False, after)
     s = state.settings
     result = read_visible_now(log, filter, after, limit, start.floor, caller, s.read_max_bytes)
     if result is None:

@@ -721,11 +721,13 @@ class _ReaskLane:
             return False
         log = state.log
         wait = poller.shape_wait
+        last = log.last_id
         if (
-            cursor.id == log.last_id
-            and cursor.kind == "id"
+            cursor.kind == "id"
             and (cursor.epoch is None or cursor.epoch == log.epoch)
             and wait > 0
+            # (c-filters hook) or nothing newer for this filter: a per-user topic's re-ask
+            and (cursor.id == last or (cursor.id < last and log.quiet_after(tail, cursor.id)))
         ):
             # the usual re-ask: the cursor of the last reply, nothing newer in the log (so
             # no gap, nothing to read): what `longpoll_now` decides, without its objects
@@ -738,10 +740,10 @@ class _ReaskLane:
             state.stats.connections_total["longpoll"] += 1
             auth.stats.anonymous_admitted += 1
             poller.cursor = None
-            after = cursor.id
             cycle = poller.lane_cycle = proto.hold_on_lane(poller.lane_cycle, route)
             try:
-                poller.hold_at(cycle, caller, tail, after, False, after, wait)
+                # past the other topics' messages, as the read's next id would say
+                poller.hold_at(cycle, caller, tail, last, False, cursor.id, wait)
             except ApiError as exc:
                 cycle.answer_response(api_error_response(state, exc))
             return True
