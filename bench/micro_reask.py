@@ -31,8 +31,9 @@ from pushwire.core.hub import Hub
 from pushwire.core.log import MessageLog
 from pushwire.core.message import Message
 from pushwire.engines.memory import MemoryEngine
+from pushwire.http.connection import HttpProtocol
 from pushwire.http.endpoints import hot_routes
-from pushwire.http.protocol import HttpProtocol, HttpServer
+from pushwire.http.server import HttpServer
 from pushwire.http.state import HttpState
 
 WAVES = 12

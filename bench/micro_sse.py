@@ -77,7 +77,7 @@ async def run(n: int, profile: bool) -> tuple[list[float], cProfile.Profile | No
     from pushwire.core.message import Message
     from pushwire.engines.memory import MemoryEngine
     from pushwire.http.endpoints import hot_routes
-    from pushwire.http.protocol import HttpServer
+    from pushwire.http.server import HttpServer
     from pushwire.http.state import HttpState
 
     settings = Settings.model_validate({"sse_heartbeat": 3600, "http_max_listeners": 10**6})

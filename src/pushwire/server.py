@@ -34,8 +34,8 @@ from pushwire.http.app import create_app, make_log
 from pushwire.http.cluster_metrics import ClusterCollector
 from pushwire.http.endpoints import hot_routes
 from pushwire.http.forwarded import TrustedProxies
-from pushwire.http.protocol import HttpServer
 from pushwire.http.publish import json_body_limit
+from pushwire.http.server import HttpServer
 from pushwire.http.websocket import WsDoor
 from pushwire.http.ws_protocol import WebSocketHandover, WebSocketProtocol
 from pushwire.mqtt.broker import MQTTBroker

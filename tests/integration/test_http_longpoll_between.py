@@ -26,7 +26,7 @@ from helpers.rawhttp import (
     waiters,
 )
 from pushwire.core.acl import AclRule
-from pushwire.http import protocol
+from pushwire.http import connection, cycles
 from pushwire.http.state import HttpState
 
 pytestmark = pytest.mark.pushwire_only("the HTTP listener is pushwire's")
@@ -79,7 +79,9 @@ def _woken(
 def test_a_woken_client_stays_listed_between_requests_until_its_keep_alive_idles_out(
     srv: InProcessServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(protocol, "KEEP_ALIVE_TIMEOUT", 0.3)
+    # the connection arms it between requests, the stream cycle after a woken long-poll
+    monkeypatch.setattr(connection, "KEEP_ALIVE_TIMEOUT", 0.3)
+    monkeypatch.setattr(cycles, "KEEP_ALIVE_TIMEOUT", 0.3)
     with connect(srv) as sock:
         reader = Reader(sock)
         sock.sendall(longpoll_request("bt/idle"))

@@ -19,7 +19,7 @@ import pytest
 
 from helpers.inproc import InProcessServer, running
 from helpers.rawhttp import Reader, longpoll_request, message_payloads, publish, until, waiters
-from pushwire.http.protocol import HttpServer
+from pushwire.http.server import HttpServer
 
 pytestmark = pytest.mark.pushwire_only("the HTTP listener is pushwire's")
 

@@ -17,7 +17,7 @@ import pytest
 from helpers.inproc import InProcessServer, running
 from helpers.rawhttp import Reader, held_on_lane, longpoll_request, message_payloads, publish, until
 from pushwire.core.acl import AclRule
-from pushwire.http.protocol import HttpServer
+from pushwire.http.server import HttpServer
 
 pytestmark = pytest.mark.pushwire_only("the HTTP listener is pushwire's")
 

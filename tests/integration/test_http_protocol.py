@@ -13,7 +13,7 @@ import pytest
 from helpers.inproc import InProcessServer, running
 from helpers.rawhttp import Reader, connect, publish_request
 from pushwire.core.log import ALL
-from pushwire.http.protocol import HttpServer
+from pushwire.http.server import HttpServer
 
 pytestmark = pytest.mark.pushwire_only("the HTTP listener is pushwire's")
 

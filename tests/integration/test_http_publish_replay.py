@@ -21,7 +21,7 @@ import pytest
 from helpers.inproc import InProcessServer, running
 from helpers.rawhttp import Reader
 from pushwire.core.acl import AclRule
-from pushwire.http.protocol import HttpServer
+from pushwire.http.server import HttpServer
 
 pytestmark = pytest.mark.pushwire_only("the HTTP listener is pushwire's")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pushwire.http.protocol import run_eagerly
+from pushwire.http.eager import run_eagerly
 from pushwire.http.wire import WireResponse
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pushwire.http import lane_replay
 from pushwire.http.lane_replay import LaneHead, LaneHeads, canonical_head
-from pushwire.http.protocol import FastRoute
+from pushwire.http.routes import FastRoute
 from pushwire.http.wire import WireRequest, WireResponse
 
 HEAD = b"POST /v1/publish/a/b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n"

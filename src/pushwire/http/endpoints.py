@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pushwire.http.errors import ApiError, error_responses
-from pushwire.http.protocol import FastRoute, Lane
+from pushwire.http.routes import FastRoute, Lane
 from pushwire.http.state import HttpState
 from pushwire.http.wire import WireRequest, WireResponse, error_response
 from pushwire.tls import scope_certificate_name

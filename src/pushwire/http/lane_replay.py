@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pushwire.http.protocol import FastRoute
+    from pushwire.http.routes import FastRoute
 
 LANE_HEADS = 256  # heads kept per listener, oldest out
 

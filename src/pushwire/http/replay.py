@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from pushwire.http.cursor import MAX_CURSOR_LEN
 
 if TYPE_CHECKING:
-    from pushwire.http.protocol import StreamLane, StreamRoute
+    from pushwire.http.routes import StreamLane, StreamRoute
 
 # what a cursor this server hands out is made of (ids, EPOCH:ID, times, durations); the
 # lane compares the value with the previous reply's cursor, so nothing else is accepted

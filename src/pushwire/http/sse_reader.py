@@ -30,7 +30,7 @@ from pushwire.http.sse import SseFormat
 if TYPE_CHECKING:
     from pushwire.core.permissions import Permissions
     from pushwire.http.auth import Caller
-    from pushwire.http.protocol import StreamCycle
+    from pushwire.http.cycles import StreamCycle
     from pushwire.http.state import HttpState
 
 

@@ -29,15 +29,18 @@ from pushwire.core.identity import Identity
 from pushwire.core.log import ALL, Cursor
 from pushwire.http import poll, sse
 from pushwire.http.auth import Caller, caller_from, unauthorized
+from pushwire.http.connection import HttpProtocol
 from pushwire.http.cursor import CursorError
+from pushwire.http.cycles import StreamCycle
 from pushwire.http.delivery_tally import WalkTally
 from pushwire.http.endpoints import Endpoint, api_error_response
 from pushwire.http.errors import ApiError
-from pushwire.http.protocol import HttpProtocol, StreamCycle, StreamRoute, status_line
 from pushwire.http.reader import LongPollWaiter, StreamReader
 from pushwire.http.replay import ReplayHead
+from pushwire.http.routes import StreamRoute
 from pushwire.http.sse_reader import live_reader
 from pushwire.http.state import HttpState
+from pushwire.http.status_lines import status_line
 from pushwire.http.stream_endpoints import LONGPOLL, POLL, SSE, integer
 from pushwire.http.wire import WireRequest, WireResponse
 

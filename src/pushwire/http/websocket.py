@@ -44,10 +44,12 @@ from pushwire.core.log import LogEntry
 from pushwire.core.permissions import Permissions
 from pushwire.http.browser import normalize_origin, own_origin_of
 from pushwire.http.delivery_tally import WalkTally
+from pushwire.http.eager import run_eagerly
 from pushwire.http.errors import ApiError
-from pushwire.http.protocol import UpgradeRequest, run_eagerly, status_line
 from pushwire.http.reader import _LIVE, StreamReader
 from pushwire.http.state import HttpState
+from pushwire.http.status_lines import status_line
+from pushwire.http.upgrade import UpgradeRequest
 from pushwire.http.websocket_codec import (
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
