@@ -1,5 +1,5 @@
 """CPU per HTTP publish in the Python half, in-process (no sockets): the owned HTTP protocol
-(http/protocol.py) of a real server (memory engine, or SQLite with `--sqlite`) is fed
+(http/connection.py) of a real server (memory engine, or SQLite with `--sqlite`) is fed
 `POST /v1/publish/bench/pub` requests (64-byte body, anonymous, 0 subscribers: the request
 `pushwire bench http --only publish` sends) through a transport that drops what is written.
 

@@ -3,7 +3,7 @@
 One cycle is what the server does per waiter and message: the publish wakes the held
 long-poll and its response is written, then the client's next request (with the cursor of
 that response) is parsed, authenticated, checked and held again. N connections of the real
-`HttpProtocol` (http/protocol.py, with the real routes of http/streams.py) on fake
+`HttpProtocol` (http/connection.py, with the real routes of http/streams.py) on fake
 transports that only keep what is written; the publish goes through the hub, as an HTTP
 publish would (its own cost is once per wave, not per waiter).
 

@@ -280,7 +280,7 @@ class PushwireServer:
         self._ws = WebSocketHandover(config)
         # the JSON WebSocket served by the owned protocol itself (http/websocket.py)
         self._ws_native = WsDoor(app.state.pushwire, config.ws_max_size)
-        # the owned HTTP protocol (http/protocol.py): hot endpoints from bytes, the rest
+        # the owned HTTP protocol (http/connection.py): hot endpoints from bytes, the rest
         # through the ASGI app; head guard, admission and TLS identity per connection
         self._http = HttpServer(
             config.loaded_app,

@@ -60,7 +60,7 @@ def certificate_username(peercert: dict[str, Any] | None) -> str | None:
 
 def scope_certificate_name(scope: Mapping[str, Any]) -> str | None:
     """The verified client certificate's CN of the connection an ASGI scope came on: the
-    owned HTTP protocol (http/protocol.py) puts it into the scope's `tls` extension, per
+    owned HTTP protocol (http/connection.py) puts it into the scope's `tls` extension, per
     connection (no table keyed by peer address)."""
     tls = scope.get("extensions", {}).get("tls")
     if not tls:

@@ -1,5 +1,5 @@
 """A kept-alive long-poll client between its requests (http/streams.py `_LongPoller`) that
-then publishes on the same connection with a head recognised from its bytes (http/protocol.py
+then publishes on the same connection with a head recognised from its bytes (http/connection.py
 `_lane_replayed`, which skips the parser and so `on_message_begin`) is no longer a long-poll
 client: it leaves the admin client list and its listener group, as a parsed request makes it
 do. Real sockets against an in-process server."""

@@ -1,5 +1,5 @@
 """`POST /v1/publish` (JSON, single and batch) and requests through a reverse proxy
-(`X-Forwarded-For`) served by the owned protocol (http/protocol.py), not the ASGI app.
+(`X-Forwarded-For`) served by the owned protocol (http/connection.py), not the ASGI app.
 
 Every answer is the one the FastAPI route gave (status and JSON body, checked against that
 route before it moved: the same assertions pass there); what is new is where it is served,

@@ -1,4 +1,4 @@
-"""The long-poll re-ask lane (http/streams.py `_ReaskLane`, http/protocol.py `StreamLane`):
+"""The long-poll re-ask lane (http/streams.py `_ReaskLane`, http/routes.py `StreamLane`):
 a kept-alive client's re-ask with the previous reply's cursor, the same filter and options
 and only plain headers is answered or held again straight from its head. It must behave as
 the normal path: pipelined answers in order, timeouts, cursors and gaps, an ACL change on

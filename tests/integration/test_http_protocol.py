@@ -1,4 +1,4 @@
-"""The owned HTTP protocol (http/protocol.py) over raw sockets: hot endpoints served from
+"""The owned HTTP protocol (http/connection.py) over raw sockets: hot endpoints served from
 bytes and everything else through the ASGI app on the same connection, in request order
 (pipelining), keep-alive, HTTP/1.0, chunked and `Expect: 100-continue` bodies, oversize
 bodies, and the same answers whichever side serves a request."""

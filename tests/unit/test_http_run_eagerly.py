@@ -1,4 +1,4 @@
-"""http/protocol.py `run_eagerly`: a hot handler runs in the protocol's callback and only
+"""http/eager.py `run_eagerly`: a hot handler runs in the protocol's callback and only
 becomes a task when it has to wait, also when many handlers wait on one shared future (the
 store's group commit) before any of their tasks has run."""
 

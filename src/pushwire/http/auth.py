@@ -249,7 +249,7 @@ async def caller_from(
     allow_query: bool,
 ) -> Caller:
     """Authenticate from the parts of a request, whichever server parsed it (the ASGI app
-    or the owned protocol, http/protocol.py). `cert_name`: the connection's verified client
+    or the owned protocol, http/connection.py). `cert_name`: the connection's verified client
     certificate CN, used when the request carries no other credentials."""
     creds = read_credentials(authorization, query, allow_query=allow_query)
     if creds.kind != "none":

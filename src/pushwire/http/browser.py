@@ -13,7 +13,7 @@ open on the server's machine could publish, and subscribe through `/v1/ws` or `/
 - with `cors_origins` set, Starlette's CORS middleware answers preflights and adds
   `Access-Control-Allow-Origin` (and exposes `Pushwire-Gap`, `Pushwire-Cursor`, `ETag`,
   `Last-Event-ID`) for those origins. It wraps the whole app; the owned HTTP protocol
-  (http/protocol.py) passes every request with `Origin` to the app, hot endpoints
+  (http/connection.py) passes every request with `Origin` to the app, hot endpoints
   included, so these rules hold for all of them. `*` trusts every origin.
 
 WebSockets have no CORS: the Origin check is their only protection.

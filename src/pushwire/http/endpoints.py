@@ -7,7 +7,7 @@ declaration come:
 - the request parsing: `Endpoint.options` reads the options of a `WireRequest`;
 - the OpenAPI fragment: `Endpoint.openapi`, merged into FastAPI's generated schema
   (`merge_openapi`), so `/openapi.json` describes the endpoint without a second signature;
-- the routes: `hot_routes` for the owned protocol (http/protocol.py, served from bytes) and
+- the routes: `hot_routes` for the owned protocol (http/connection.py, served from bytes) and
   `install_asgi_routes` for requests that reach the FastAPI app (browsers with `Origin`,
   requests through a proxy): both call the same handler with a `WireRequest`.
 """

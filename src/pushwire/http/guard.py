@@ -1,7 +1,7 @@
 """The HTTP listener's guard on the request head: a client must finish it in time and keep
 it small, and a head the parser rejects gets the JSON error model.
 
-The owned protocol (http/protocol.py) applies it: one timer per connection, armed when the
+The owned protocol (http/connection.py) applies it: one timer per connection, armed when the
 connection is made and when bytes of a new request arrive on a kept-alive connection,
 disarmed when the head is complete; on expiry `408 Request Timeout` (only if part of a head
 arrived) and the connection closed.

@@ -521,7 +521,7 @@ class LaneRefusal:
 
 class PublishLane:
     """`publish_raw`'s common case as two synchronous calls on the owned protocol's publish
-    path (http/protocol.py `Lane`): a request whose only headers are in `headers` (no
+    path (http/routes.py `Lane`): a request whose only headers are in `headers` (no
     `Pushwire-*` options, no query string: the protocol checks), either anonymous from a
     connection whose anonymous caller is cached, to a valid topic the caller may write to,
     or with one `Authorization: Bearer` header (the token checked on every request, as

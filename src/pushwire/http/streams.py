@@ -1,4 +1,4 @@
-"""Poll, long-poll and SSE served natively on the owned HTTP protocol (http/protocol.py).
+"""Poll, long-poll and SSE served natively on the owned HTTP protocol (http/connection.py).
 
 The handlers take the request's `StreamCycle` and the one reader (http/reader.py):
 
@@ -621,7 +621,7 @@ def _shape(
 
 class _ReaskLane:
     """The re-ask of a kept-alive long-poll client without a `WireRequest`, a cycle object
-    or a coroutine (http/protocol.py `StreamLane`): a GET with only `_LANE_HEADERS`, the
+    or a coroutine (http/routes.py `StreamLane`): a GET with only `_LANE_HEADERS`, the
     filter and query string of the connection's previous long-poll (`_shape`) but for
     since=, which is the cursor of the previous reply; from the connection's cached
     anonymous caller, still valid under the auth snapshot, whose filter check still holds
@@ -638,7 +638,7 @@ class _ReaskLane:
         self.state = state
         self.cache = cache
         # the last cursor text `_take` parsed, and what it means (every client woken by
-        # one message re-asks with the same text object, http/protocol.py `data_received`)
+        # one message re-asks with the same text object, http/connection.py `data_received`)
         self.kept_text: str | None = None
         self.kept_cursor: Cursor = ALL
 

@@ -1,6 +1,6 @@
 """The JSON WebSocket (/v1/ws) served by the owned HTTP protocol, without uvicorn.
 
-The owned protocol (http/protocol.py) parses the upgrade request and, once earlier answers
+The owned protocol (http/connection.py) parses the upgrade request and, once earlier answers
 on the connection are out, offers it here (`WsDoor.take`). A handshake this module serves:
 `GET /v1/ws`, version 13 with a valid key, no `X-Forwarded-For` (a proxy in front: its
 rules live in the ASGI app), and no `Origin` or the server's own when no `cors_origins`

@@ -1,4 +1,4 @@
-"""A request and a response as the owned HTTP protocol (http/protocol.py) sees them: plain
+"""A request and a response as the owned HTTP protocol (http/connection.py) sees them: plain
 bytes and strings, no framework. Handlers of the hot endpoints (http/endpoints.py) take a
 `WireRequest` and return a `WireResponse`, whichever server parsed the request: the owned
 protocol builds one straight from the parser's callbacks, and `from_scope` builds one from

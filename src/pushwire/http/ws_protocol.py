@@ -1,5 +1,5 @@
 """uvicorn's sans-I/O WebSocket protocol, taking over a connection from the owned HTTP
-protocol (http/protocol.py) at the upgrade, and refusing a handshake cleanly.
+protocol (http/connection.py) at the upgrade, and refusing a handshake cleanly.
 
 Taking over: the owned protocol parsed the upgrade request; it hands the transport and the
 request head to this protocol (`websocket_handover`), with the connection's verified client
