@@ -10,7 +10,7 @@ import contextlib
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 # Control packet types (MQTT 3.1.1 section 2.2.1).
@@ -473,3 +473,20 @@ def connected_client(host: str, port: int, client_id: str = "", **kwargs: object
         client.close()
         raise
     return client
+
+
+def subscribed_clients(
+    host: str, port: int, count: int, topic: str, prefix: str = "sub"
+) -> Iterator[list[RawClient]]:
+    """`count` connected clients (ids prefix0..), each subscribed to `topic` at QoS 0, for
+    a fixture to `yield from`; all closed afterwards."""
+    clients: list[RawClient] = []
+    try:
+        for n in range(count):
+            client = connected_client(host, port, f"{prefix}{n}", keepalive=60)
+            clients.append(client)
+            assert client.subscribe(1, [(topic, 0)]).granted == [0]
+        yield clients
+    finally:
+        for client in clients:
+            client.close()

@@ -56,16 +56,7 @@ def srv(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[InProcessSer
 
 @pytest.fixture
 def subscribers(srv: InProcessServer) -> Iterator[list[RawClient]]:
-    clients = []
-    try:
-        for n in range(SUBSCRIBERS):
-            client = connected_client(srv.host, srv.mqtt_port, f"sub{n}", keepalive=60)
-            clients.append(client)
-            assert client.subscribe(1, [("blast", 0)]).granted == [0]
-        yield clients
-    finally:
-        for client in clients:
-            client.close()
+    yield from raw.subscribed_clients(srv.host, srv.mqtt_port, SUBSCRIBERS, "blast")
 
 
 def payload(n: int) -> str:
