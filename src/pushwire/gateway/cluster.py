@@ -83,6 +83,10 @@ class DeviceHomes:
         self._background: set[asyncio.Task[Any]] = set()
         self.moves = 0  # devices this node took over from another home
         self.home_checks = 0  # rounds of the dead-home check (gateway_homes.py orphans)
+        # set by `stop`: the inbox loop ends on it too, because redis-py's asyncio BLPOP can
+        # swallow the task's cancellation (seen as a stop that waited forever on a task left
+        # "cancelling" in its next read); the read's own timeout (INBOX_WAIT) bounds the wait
+        self._stopping = False
 
     @property
     def node_id(self) -> str:
@@ -106,11 +110,15 @@ class DeviceHomes:
         ]
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in [*self._tasks, *self._background]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
         self._tasks = []
         await self.link.close()
+
+    def stopping(self) -> bool:
+        return self._stopping
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -161,7 +169,7 @@ class DeviceHomes:
     # -- the inbox -------------------------------------------------------------------------
 
     async def _inbox_loop(self) -> None:
-        while True:
+        while not self.stopping():
             try:
                 notice = await self.link.next_notice(INBOX_WAIT)
             except asyncio.CancelledError:
@@ -170,6 +178,8 @@ class DeviceHomes:
                 log.warning("gateway: reading this node's inbox failed: %s", exc)
                 await asyncio.sleep(INBOX_WAIT)
                 continue
+            if self.stopping():
+                return  # a cancellation the read swallowed (see `_stopping`)
             if notice is None:
                 continue
             try:

@@ -577,7 +577,10 @@ class HttpProtocol(asyncio.Protocol):
             if head is None or head.size != len(data) or not data.startswith(head.head):
                 assert self.parser is not None
                 url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
-                self.lane_head = self.server.lane_heads.learn(
+                # a read that held less or more than one request (a head split over two
+                # reads) teaches nothing: the head kept before stays (it is only ever used
+                # for bytes equal to it, so keeping it is never wrong)
+                learned = self.server.lane_heads.learn(
                     data,
                     len(body),
                     self.parser.get_method(),
@@ -589,6 +592,8 @@ class HttpProtocol(asyncio.Protocol):
                     self.lane_ctype,
                     self.lane_authorization,
                 )
+                if learned is not None or head is None:
+                    self.lane_head = learned
         self._lane_answer(route, caller, self.lane_tail, self.lane_ctype, body, keep)
 
     def _lane_replayed(self, head: LaneHead, data: bytes) -> bool:
