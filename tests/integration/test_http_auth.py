@@ -105,6 +105,25 @@ def _start(base: Path, *extra: str, users: dict[str, list[str]] | None = None) -
     return srv.start()
 
 
+def start_with_fan_acl(base: Path) -> ServerProcess:
+    """A server with users alice and root (role admin) and the fan-out tests' rules: admin
+    reads and writes everything, alice reads fan/# but not fan/secret/#. Set through the
+    admin API, so they apply at once (no store watch to wait for)."""
+    srv = _start(base, users={"alice": [], "root": ["admin"]})
+    try:
+        admin = f"http://{srv.host}:{srv.http_port}/v1/admin/acl"
+        for rule in (
+            {"role": "admin", "access": "allow", "permission": "readwrite", "filter": "#"},
+            {"user": "alice", "access": "allow", "permission": "read", "filter": "fan/#"},
+            {"user": "alice", "access": "deny", "permission": "read", "filter": "fan/secret/#"},
+        ):
+            assert httpx.post(admin, json=rule, headers=basic("root")).status_code == 201
+    except BaseException:
+        srv.cleanup()
+        raise
+    return srv
+
+
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     base = tmp_path_factory.mktemp("http-auth")

@@ -24,7 +24,7 @@ from helpers.server import ServerProcess
 from pushwire.http.delivery_tally import CLOCK_EVERY
 from pushwire.http.sse_reader import SseLiveReader
 
-from .test_http_auth import _start, basic
+from .test_http_auth import basic, start_with_fan_acl
 
 pytestmark = pytest.mark.pushwire_only("HTTP transports are pushwire's")
 
@@ -198,16 +198,8 @@ async def test_every_websocket_delivery_is_counted_when_the_publish_answers(
 
 @pytest.fixture(scope="module")
 def acl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = _start(tmp_path_factory.mktemp("sse-fanout"), users={"alice": [], "root": ["admin"]})
+    srv = start_with_fan_acl(tmp_path_factory.mktemp("sse-fanout"))
     try:
-        # through the admin API: rules apply at once (no store watch to wait for)
-        admin = f"http://{srv.host}:{srv.http_port}/v1/admin/acl"
-        for rule in (
-            {"role": "admin", "access": "allow", "permission": "readwrite", "filter": "#"},
-            {"user": "alice", "access": "allow", "permission": "read", "filter": "fan/#"},
-            {"user": "alice", "access": "deny", "permission": "read", "filter": "fan/secret/#"},
-        ):
-            assert httpx.post(admin, json=rule, headers=basic("root")).status_code == 201
         yield srv
     finally:
         srv.cleanup()

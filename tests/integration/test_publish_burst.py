@@ -36,6 +36,27 @@ def routed_when_held(srv: InProcessServer, held_before: int) -> int:
     return wait_for(held, 10, "the publisher held")
 
 
+def keep_up_then_blast(
+    srv: InProcessServer, sub: raw.RawClient, pub: raw.RawClient, count: int
+) -> tuple[raw.Packet, int]:
+    """`sub` subscribes to t/# at QoS 1 and acks one delivery, so it keeps up
+    (core/pressure.py: a full queue then holds its publishers instead of refusing their
+    messages); then `pub` sends `count` QoS 1 PUBLISHes (ids and payloads 2..) in one
+    write. Returns the first delivery and the hold counter from before the write."""
+    assert srv.server is not None
+    stats = srv.server.hub.stats
+    assert sub.subscribe(1, [("t/#", 1)]).granted == [1]
+    pub.publish_complete("t/a", b"0", qos=1, packet_id=1)
+    first = sub.recv_publish()
+    sub.ack(first)
+    assert sub.is_open()  # its PUBACK was handled before the write
+    held_before = srv.call(lambda: stats.publishers_held)
+    pub.send(
+        b"".join(raw.publish("t/a", b"%d" % n, qos=1, packet_id=n) for n in range(2, count + 2))
+    )
+    return first, held_before
+
+
 @pytest.fixture
 def srv() -> Iterator[InProcessServer]:
     yield from running(
@@ -54,17 +75,7 @@ def test_a_held_publisher_gets_its_whole_read_acked(srv: InProcessServer) -> Non
         raw.connected_client(srv.host, srv.mqtt_port, "burst-sub") as sub,
         raw.connected_client(srv.host, srv.mqtt_port, "burst-pub") as pub,
     ):
-        assert sub.subscribe(1, [("t/#", 1)]).granted == [1]
-        # one delivery acked: the subscriber keeps up (core/pressure.py), so a full queue
-        # holds its publishers instead of refusing their messages
-        pub.publish_complete("t/a", b"0", qos=1, packet_id=1)
-        first = sub.recv_publish()
-        sub.ack(first)
-        assert sub.is_open()  # its PUBACK was handled before the burst
-        held_before = srv.call(lambda: stats.publishers_held)
-        pub.send(
-            b"".join(raw.publish("t/a", b"%d" % n, qos=1, packet_id=n) for n in range(2, SENT + 2))
-        )
+        first, held_before = keep_up_then_blast(srv, sub, pub, SENT)
         # held only once the whole write was routed: the run that engaged the pressure
         # went on to the end of the read (the old path held the publisher right after the
         # packet that engaged it, with WINDOW + THRESHOLD + 1 routed)
@@ -97,15 +108,7 @@ def test_the_burst_is_bounded(srv: InProcessServer) -> None:
         raw.connected_client(srv.host, srv.mqtt_port, "bound-sub") as sub,
         raw.connected_client(srv.host, srv.mqtt_port, "bound-pub") as pub,
     ):
-        assert sub.subscribe(1, [("t/#", 1)]).granted == [1]
-        pub.publish_complete("t/a", b"0", qos=1, packet_id=1)
-        first = sub.recv_publish()
-        sub.ack(first)
-        assert sub.is_open()
-        held_before = srv.call(lambda: stats.publishers_held)
-        pub.send(
-            b"".join(raw.publish("t/a", b"%d" % n, qos=1, packet_id=n) for n in range(2, total + 2))
-        )
+        first, held_before = keep_up_then_blast(srv, sub, pub, total)
         # WINDOW sent, THRESHOLD queued, then the one that engaged the pressure and
         # BURST - 1 more: held there, with the rest of the write waiting
         in_run = WINDOW + THRESHOLD + BURST
@@ -141,17 +144,7 @@ def test_no_burst_once_a_queue_is_at_its_bound() -> None:
             raw.connected_client(srv.host, srv.mqtt_port, "full-sub") as sub,
             raw.connected_client(srv.host, srv.mqtt_port, "full-pub") as pub,
         ):
-            assert sub.subscribe(1, [("t/#", 1)]).granted == [1]
-            pub.publish_complete("t/a", b"0", qos=1, packet_id=1)
-            first = sub.recv_publish()
-            sub.ack(first)
-            assert sub.is_open()
-            held_before = srv.call(lambda: stats.publishers_held)
-            pub.send(
-                b"".join(
-                    raw.publish("t/a", b"%d" % n, qos=1, packet_id=n) for n in range(2, SENT + 2)
-                )
-            )
+            first, held_before = keep_up_then_blast(srv, sub, pub, SENT)
             assert routed_when_held(srv, held_before) == 1 + WINDOW + bound + 1
             got = [first.payload]
             while len(got) < SENT + 1:
