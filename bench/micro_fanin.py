@@ -21,24 +21,16 @@ import gc
 import pstats
 import time
 
-from micro_fanout import CountingTransport
+from micro_fanout import client
 from pushwire.bench.loadgen import encode_publish
 from pushwire.config import Settings
 from pushwire.mqtt.codec.encoder import encode
-from pushwire.mqtt.packets import PROTOCOL_V311, Connect, Subscribe, SubscriptionOptions
-from pushwire.mqtt.protocol import READ_CHUNK_BYTES, MQTTServerProtocol
+from pushwire.mqtt.packets import PROTOCOL_V311, Subscribe, SubscriptionOptions
+from pushwire.mqtt.protocol import READ_CHUNK_BYTES
 from pushwire.server import PushwireServer
 
 PUBLISHERS = 8
 PAYLOAD = 64
-
-
-def client(server: PushwireServer, client_id: str) -> tuple[MQTTServerProtocol, CountingTransport]:
-    proto = MQTTServerProtocol(server.mqtt)
-    transport = CountingTransport()
-    proto.connection_made(transport)  # type: ignore[arg-type]
-    proto.data_received(encode(Connect(client_id, PROTOCOL_V311, keepalive=600), PROTOCOL_V311))
-    return proto, transport
 
 
 async def measure(messages: int, read_bytes: int, profile: cProfile.Profile | None) -> float:

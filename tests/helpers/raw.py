@@ -490,3 +490,12 @@ def subscribed_clients(
     finally:
         for client in clients:
             client.close()
+
+
+def has_data(sock: socket.socket) -> bool:
+    """Whether bytes wait on `sock`, without reading them (nothing there also when the
+    socket has a timeout)."""
+    try:
+        return bool(sock.recv(16, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except (BlockingIOError, TimeoutError):
+        return False

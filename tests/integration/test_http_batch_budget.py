@@ -71,13 +71,6 @@ def batch_request() -> bytes:
     ).encode()
 
 
-def has_data(sock: socket.socket) -> bool:
-    try:
-        return bool(sock.recv(16, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-    except (BlockingIOError, TimeoutError):  # nothing there (the socket has a timeout)
-        return False
-
-
 def test_other_clients_are_served_before_a_batch_ends(
     srv: InProcessServer, subscribers: list[RawClient]
 ) -> None:
@@ -97,7 +90,7 @@ def test_other_clients_are_served_before_a_batch_ends(
         if message.payload == payload(0).encode():
             pinger.sock.send(raw.PINGREQ_BYTES)
         elif message.payload == payload(MESSAGES - 1).encode():
-            seen["pingresp_before_end"] = has_data(pinger.sock)
+            seen["pingresp_before_end"] = raw.has_data(pinger.sock)
         return False
 
     srv.call(lambda: hub.add_observer(observe))

@@ -22,6 +22,7 @@ from helpers.rawhttp import (
     Reader,
     connect,
     longpoll_request,
+    message_payloads,
     publish,
     publish_request,
     until,
@@ -64,10 +65,6 @@ class _Probe:
             sock.close()
 
 
-def _payloads(body: bytes) -> list[str]:
-    return [m["payload"] for m in json.loads(body)["messages"]]
-
-
 def test_a_wake_writes_every_response_before_settling_any_and_all_are_held_again(
     srv: InProcessServer,
 ) -> None:
@@ -91,7 +88,7 @@ def test_a_wake_writes_every_response_before_settling_any_and_all_are_held_again
             cursors = []
             for reader in readers:
                 status, headers, body = reader.response()
-                assert status == 200 and _payloads(body) == [f"m{wave}"]
+                assert status == 200 and message_payloads(body) == [f"m{wave}"]
                 cursors.append(headers["pushwire-cursor"])
             # settled after the walk: the counter and the group hold only the probe as
             # held (the woken waiters stay in it `between` their connection's requests)
@@ -109,7 +106,7 @@ def test_a_wake_writes_every_response_before_settling_any_and_all_are_held_again
         publish(srv, "wake/a", b"last")
         for reader in readers:
             status, _headers, body = reader.response()
-            assert status == 200 and _payloads(body) == ["last"]
+            assert status == 200 and message_payloads(body) == ["last"]
         srv.call(lambda: log.unlisten("wake/a", probe))
         probe.close()
     finally:
@@ -129,7 +126,7 @@ def test_a_request_pipelined_behind_a_woken_long_poll_is_answered_after_it(
         publish(srv, "wake/p", b"one")
         for reader in (first_reader, second_reader):
             status, _headers, body = reader.response()
-            assert status == 200 and _payloads(body) == ["one"]
+            assert status == 200 and message_payloads(body) == ["one"]
         status, _headers, body = second_reader.response()
         assert status == 201 and json.loads(body)["topic"] == "wake/other"
         # both connections take requests again
@@ -154,4 +151,4 @@ def test_a_long_poll_on_the_app_path_is_answered_by_a_wake_beside_owned_ones(
         publish(srv, "wake/o", b"both")
         for reader in (owned_reader, app_reader):
             status, _headers, body = reader.response()
-            assert status == 200 and _payloads(body) == ["both"]
+            assert status == 200 and message_payloads(body) == ["both"]

@@ -9,7 +9,6 @@ Real sockets against an in-process server."""
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +18,7 @@ from helpers.rawhttp import (
     Reader,
     connect,
     longpoll_request,
+    message_payloads,
     publish_request,
     until,
     waiters,
@@ -34,10 +34,6 @@ N = 8
 @pytest.fixture
 def srv() -> Iterator[InProcessServer]:
     yield from running(InProcessServer())
-
-
-def _payloads(body: bytes) -> list[str]:
-    return [m["payload"] for m in json.loads(body)["messages"]]
 
 
 def _basic(user: str, password: str) -> str:
@@ -77,7 +73,7 @@ def test_a_wake_checks_the_acl_once_for_waiters_sharing_permissions_and_counts_e
         cursors = []
         for reader in readers:
             status, headers, body = reader.response()
-            assert status == 200 and _payloads(body) == ["one"]
+            assert status == 200 and message_payloads(body) == ["one"]
             cursors.append(headers["pushwire-cursor"])
         assert len(set(cursors)) == 1
         # settled in one batch: none held (each kept-alive connection keeps its place in
@@ -96,7 +92,7 @@ def test_a_wake_checks_the_acl_once_for_waiters_sharing_permissions_and_counts_e
             assert Reader(pub).response()[0] == 201
         for reader in readers:
             status, _headers, body = reader.response()
-            assert status == 200 and _payloads(body) == ["two"]
+            assert status == 200 and message_payloads(body) == ["two"]
     finally:
         for sock in socks:
             sock.close()
@@ -134,7 +130,7 @@ def test_callers_with_different_rights_interleaved_in_one_walk_each_get_what_the
         for reader, head in zip(readers, who, strict=True):
             status, _headers, body = reader.response()
             assert status == 200, body
-            got.append(("ann" if head == ann else "ben", _payloads(body)))
+            got.append(("ann" if head == ann else "ben", message_payloads(body)))
         assert got == [
             ("ann", ["for ann"]) if i % 2 == 0 else ("ben", ["for all"]) for i in range(N)
         ], got

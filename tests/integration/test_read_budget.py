@@ -9,7 +9,6 @@ writes its blast, so all the reads are ready in one turn, as under a fan-in stor
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -35,13 +34,6 @@ def blast(publisher: int) -> bytes:
     return b"".join(
         raw.publish(f"fanin/{publisher}", payload(publisher, n)) for n in range(MESSAGES)
     )
-
-
-def has_data(sock: socket.socket) -> bool:
-    try:
-        return bool(sock.recv(16, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-    except (BlockingIOError, TimeoutError):
-        return False
 
 
 @pytest.fixture(params=[1, 0], ids=["capped", "uncapped"])
@@ -86,7 +78,7 @@ def run_blast(srv: InProcessServer) -> dict[str, bool]:
         if routed == PUBLISHERS * MESSAGES:
             # the subscriber's writes are flushed by a callback of the loop: its first
             # messages are in its socket only if the loop ran other work in between
-            seen["delivered_before_end"] = has_data(sub.sock)
+            seen["delivered_before_end"] = raw.has_data(sub.sock)
         return False
 
     try:
