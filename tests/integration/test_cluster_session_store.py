@@ -196,3 +196,23 @@ async def test_presence_gives_per_node_figures_and_totals(
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_a_claim_while_the_session_is_adopted_keeps_the_dead_holders_replay_point(
+    clients: list[redis.asyncio.Redis],
+) -> None:
+    """Node B adopts a session from dead node A (its lock taken with A as predecessor), and
+    the client's claim on B takes the same lock again before the adoption installed it:
+    the replay must still start where A's writes were queued to, not at B's own mark
+    (which B never recorded: a message acknowledged in the gap would be lost)."""
+    a = RedisSessionStore(clients[0], node_id="node-a")
+    b = RedisSessionStore(clients[1], node_id="node-b", takeover_timeout=DEADLINE)
+    a.position = lambda: 42  # A routed the fan-out up to 42 when it last wrote
+    assert await a.try_lock("gap") == ""
+    a.session_put("gap", 4, None, None)
+    await a.sync()
+    # A has no heartbeat: dead. B's adopt loop takes the lock from it...
+    assert await b.try_lock("gap", own=False, found_in="node-a") == "node-a"
+    # ...and the client's CONNECT on B claims it again before the session is installed
+    assert (await b.claim_connection("gap")).taken
+    assert await b.replay_from("gap") == 42

@@ -58,6 +58,7 @@ class SessionHandover:
         # per client id, the last presence/lock update in flight: they run in order
         self._chains: dict[str, asyncio.Future[None]] = {}
         self._claiming: set[str] = set()
+        self._taking: dict[str, asyncio.Future[None]] = {}  # client id -> its take, running
         self._stopping = False
 
     async def start(self) -> None:
@@ -148,23 +149,37 @@ class SessionHandover:
         position this node routes from now on, offered through its subscriptions in order
         before anything newer. False when it was here already."""
         client_id = stored.client_id
-        after = await self.store.replay_from(client_id)
-        missed: list[Message] = []
-        if after is not None:
-            while True:  # until no fan-out entry came in while reading
-                upto = self.store.position()
-                missed = await self.store.read_fanout(after, upto)
-                if self.store.position() == upto:
-                    break
-        if client_id in self.hub.sessions:
+        busy = self._taking.get(client_id)
+        if busy is not None:
+            # the adopt loop and a client's claim can take one session at once: the first
+            # installs it with its replay; a second would find no predecessor left (the
+            # first popped it), install it without one, and the first would then drop its
+            # replay as "here already"
+            await asyncio.shield(busy)
             return False
-        self._install(stored)
-        session = self.hub.sessions.get(client_id)
-        if session is not None and missed:
-            for message in missed:
-                offer_through_subscriptions(session, message)
-            self.replayed += len(missed)
-        return True
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._taking[client_id] = done
+        try:
+            after = await self.store.replay_from(client_id)
+            missed: list[Message] = []
+            if after is not None:
+                while True:  # until no fan-out entry came in while reading
+                    upto = self.store.position()
+                    missed = await self.store.read_fanout(after, upto)
+                    if self.store.position() == upto:
+                        break
+            if client_id in self.hub.sessions:
+                return False
+            self._install(stored)
+            session = self.hub.sessions.get(client_id)
+            if session is not None and missed:
+                for message in missed:
+                    offer_through_subscriptions(session, message)
+                self.replayed += len(missed)
+            return True
+        finally:
+            del self._taking[client_id]
+            done.set_result(None)
 
     def _install(self, stored: StoredSession) -> None:
         if self.hub._expired(stored, time.time()):

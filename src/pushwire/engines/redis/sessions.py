@@ -724,7 +724,11 @@ class RedisSessionStore:
         if not reply[0]:
             return None
         holder = _text(reply[1])
-        self.previous_holders[client_id] = holder
+        if holder != self.node_id or client_id not in self.previous_holders:
+            # taking a lock this node already holds (a client's claim while the adopt loop
+            # is still loading the session it took from a dead node) keeps the real
+            # predecessor: the replay must start from that node's recorded position
+            self.previous_holders[client_id] = holder
         return holder, bool(reply[2])
 
     async def holder(self, client_id: str) -> str | None:
