@@ -177,3 +177,29 @@ async def test_own_batches_hand_back_the_same_objects_and_pass_by_alike(
     assert cold == [(m.topic, m.log_id) for m in sent if not m.retain]
     assert [id(m) for m in seen] == [id(m) for m in sent if m.retain]
     assert reader.last_position == sent[-1].log_id and reader.missed == 0
+
+
+async def test_the_routed_position_stops_before_what_waits_for_its_turn(
+    client: redis.asyncio.Redis,
+) -> None:
+    """Past a turn's fan-out budget the paced deliver holds messages back: the position a
+    session write records (and a take's replay ends at) must stay before them, or a
+    session taken from this node would lose them (neither queued here nor replayed)."""
+    sent = published()
+    entries = await entries_of(client, sent)
+    hub, seen = recording_hub()
+    # budget 0 (below the setting's minimum of 1): the first message is routed and every
+    # later one waits, for good, which holds still the state this test reads
+    paced = PacedDelivery(hub, 0)
+    reader = FanoutReader(client, "node-c", 1.0)
+    reader.pass_by = paced.pass_by
+    reader.first_waiting = paced.first_waiting
+    reader.handle_entries([(keys.FANOUT, entries)], paced)
+    assert reader.last_position == sent[-1].log_id  # all read
+    waiting = paced.first_waiting()
+    assert waiting is not None and len(seen) < len(sent)
+    assert reader.routed_position() == waiting - 1
+    assert all((m.log_id or 0) <= reader.routed_position() for m in seen)
+    # without a paced deliver (nothing can wait) it is the read position
+    reader.first_waiting = None
+    assert reader.routed_position() == reader.last_position

@@ -72,3 +72,23 @@ def test_the_route_at_hand_form_keeps_the_order_and_passes_nothing_by_a_waiting_
         assert cold == [1]
 
     asyncio.run(run())
+
+
+def test_first_waiting_is_the_position_of_the_first_message_not_routed_yet() -> None:
+    async def run() -> None:
+        hub = make_hub()
+        link = RecordingLink()
+        session, _ = hub.connect("c", True, 4, 0, link)
+        session.attach(link)
+        hub.subscribe(session, sub("t"))
+        deliver = PacedDelivery(hub, budget=2)
+        assert deliver.first_waiting() is None
+        for n in range(1, 6):
+            message = Message("t", b"%d" % n)
+            message.log_id = 100 + n
+            deliver(message)
+        assert len(link.sent) == 2 and deliver.first_waiting() == 103
+        await asyncio.wait_for(deliver.drained(), 5)
+        assert len(link.sent) == 5 and deliver.first_waiting() is None
+
+    asyncio.run(run())

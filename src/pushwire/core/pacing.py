@@ -84,6 +84,11 @@ class PacedDelivery:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def first_waiting(self) -> int | None:
+        """The position (log id) of the first message still waiting for its turn: nothing
+        from there on has been routed yet. None when nothing waits."""
+        return self._waiting[0].log_id if self._waiting else None
+
     def _start_turn(self) -> None:
         self._spent_at = self._hub.routed + self._budget
         asyncio.get_running_loop().call_soon(self._turn_over)

@@ -89,7 +89,7 @@ class RedisEngine(MemoryEngine):
         )
         # session writes record how far this node has routed: a node that takes one of its
         # sessions replays the fan-out from there (mqtt/handover.py)
-        self.sessions.position = lambda: self.reader.last_position
+        self.sessions.position = self.reader.routed_position
 
     def bind_retention(self, keep: Callable[[str], int]) -> None:
         """Messages each topic's stream keeps: the message log's Retention rules."""

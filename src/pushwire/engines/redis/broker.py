@@ -102,6 +102,8 @@ class FanoutReader:
         # a paced `deliver` (core/pacing.py) routes a big read over several loop turns:
         # this waits until it has routed all it was handed
         self._drained: Callable[[], Awaitable[None]] | None = None
+        # the paced deliver's first waiting position (core/pacing.py): `routed_position`
+        self.first_waiting: Callable[[], int | None] | None = None
 
     async def position(self) -> int:
         """The last position in the fan-out stream now (0: empty)."""
@@ -127,7 +129,17 @@ class FanoutReader:
     def start(self, after: int, deliver: Callable[[Message], None]) -> None:
         self.last_position = after
         self._drained = getattr(deliver, "drained", None)
+        self.first_waiting = getattr(deliver, "first_waiting", None)
         self._task = asyncio.get_running_loop().create_task(self._run(deliver))
+
+    def routed_position(self) -> int:
+        """Up to here every message read was routed (queued for this node's sessions), not
+        only read: past a turn's fan-out budget the paced deliver holds later ones back.
+        What a session write records as this node's mark, and where a take's replay ends
+        (mqtt/handover.py): a mark past a waiting message would lose it for a session taken
+        from here."""
+        first = self.first_waiting() if self.first_waiting is not None else None
+        return self.last_position if first is None else first - 1
 
     async def reached(self, position: int) -> None:
         """Once this node has routed every message up to `position` (its sessions queued
