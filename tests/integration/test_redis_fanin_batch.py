@@ -203,3 +203,25 @@ async def test_the_routed_position_stops_before_what_waits_for_its_turn(
     # without a paced deliver (nothing can wait) it is the read position
     reader.first_waiting = None
     assert reader.routed_position() == reader.last_position
+
+
+async def test_an_unreadable_entry_is_skipped_and_the_next_one_is_routed(
+    client: redis.asyncio.Redis,
+) -> None:
+    """A fan-out entry this node cannot read (here a batch whose first position is not a
+    number) is logged and skipped; the reader goes on with the next entry instead of dying (every
+    ack on the node waits on it), and the skipped positions count as missed."""
+    earlier = [Message("f/early", b"%d" % i) for i in range(3)]
+    [(bad_id, bad)] = await entries_of(client, earlier)  # the stream's first entry
+    bad = {**bad, b"f": b"not-a-position"}
+    sent = published()
+    good = (await entries_of(client, sent))[-1]  # (the stream's entries, the first included)
+    hub, seen = recording_hub()
+    paced = PacedDelivery(hub, 100_000)
+    reader = FanoutReader(client, "node-c", 1.0)
+    reader.pass_by = paced.pass_by
+    reader.last_position = earlier[0].log_id or 0  # it had read the first of them
+    reader.handle_entries([(keys.FANOUT, [(bad_id, bad), good])], paced)
+    assert [m.log_id for m in seen] == [m.log_id for m in sent]
+    assert reader.last_position == sent[-1].log_id
+    assert reader.missed == len(earlier) - 1  # a gap, reported, not a silent loss

@@ -213,47 +213,64 @@ class FanoutReader:
         # the server's deliver (core/pacing.py PacedDelivery) also takes a route at hand
         paced: RoutingDeliver | None = deliver if hasattr(deliver, "along") else None  # type: ignore[assignment]
         for _stream, entries in answer or []:
-            for _entry_id, fields in entries:
-                own = None
-                if fields.get(b"n") == self._node:
-                    own = self.own_batches.pop(int(fields[b"k"]), None)
-                if own is not None:
-                    if paced is not None:
-                        self._handle_own_batch(int(fields[b"f"]), own, paced, pass_by is not None)
-                    else:
-                        self._handle_own(int(fields[b"f"]), own, deliver)
-                    continue
-                first = fields.get(b"f")
-                if paced is not None and first is not None:
-                    self._handle_batch(int(first), fields[b"b"], paced, pass_by is not None)
-                    continue
-                for position, blob in fanout_messages(fields):
-                    last = self.last_position
-                    if position == last + 1:
-                        self.last_position = position  # `_advance`'s usual case, inlined
-                    elif position <= last:
-                        continue  # handled already (a re-read after a reconnection)
-                    else:
-                        self._advance(position)
-                    try:
-                        parts = split(blob)
-                        if parts is None:
-                            message = decode(blob)
-                        else:
-                            topic = topic_of(parts)
-                            # nobody here routes it: its id, time and size to the log, the
-                            # rest stays in Redis (a retained one updates this node's tree)
-                            if (
-                                pass_by is not None
-                                and not int(parts[2]) & 1
-                                and pass_by(topic, position, float(parts[3]), len(blob) + OVERHEAD)
-                            ):
-                                continue
-                            message = from_fields(parts, topic)
-                        message.log_id = position
-                        deliver(message)
-                    except Exception:
-                        log.exception("redis: could not deliver fan-out entry %d", position)
+            for entry_id, fields in entries:
+                try:
+                    self._handle_entry(fields, deliver, paced, pass_by)
+                except Exception:
+                    # an entry this node cannot read (a bad frame, a foreign writer) is
+                    # logged and skipped, not the end of the reader: every ack here waits
+                    # on it (`reached`); its positions show as a gap at the next entry
+                    log.exception("redis: unreadable fan-out entry %r", entry_id)
+
+    def _handle_entry(
+        self,
+        fields: dict[bytes, bytes],
+        deliver: Callable[[Message], None],
+        paced: RoutingDeliver | None,
+        pass_by: Callable[[str, int, float, int], bool] | None,
+    ) -> None:
+        """One fan-out entry: this node's own batch, another node's batch, or the
+        one-message-at-a-time form (entries without a batch field)."""
+        own = None
+        if fields.get(b"n") == self._node:
+            own = self.own_batches.pop(int(fields[b"k"]), None)
+        if own is not None:
+            if paced is not None:
+                self._handle_own_batch(int(fields[b"f"]), own, paced, pass_by is not None)
+            else:
+                self._handle_own(int(fields[b"f"]), own, deliver)
+            return
+        first = fields.get(b"f")
+        if paced is not None and first is not None:
+            self._handle_batch(int(first), fields[b"b"], paced, pass_by is not None)
+            return
+        for position, blob in fanout_messages(fields):
+            last = self.last_position
+            if position == last + 1:
+                self.last_position = position  # `_advance`'s usual case, inlined
+            elif position <= last:
+                continue  # handled already (a re-read after a reconnection)
+            else:
+                self._advance(position)
+            try:
+                parts = split(blob)
+                if parts is None:
+                    message = decode(blob)
+                else:
+                    topic = topic_of(parts)
+                    # nobody here routes it: its id, time and size to the log, the
+                    # rest stays in Redis (a retained one updates this node's tree)
+                    if (
+                        pass_by is not None
+                        and not int(parts[2]) & 1
+                        and pass_by(topic, position, float(parts[3]), len(blob) + OVERHEAD)
+                    ):
+                        continue
+                    message = from_fields(parts, topic)
+                message.log_id = position
+                deliver(message)
+            except Exception:
+                log.exception("redis: could not deliver fan-out entry %d", position)
 
     def _handle_batch(self, first: int, data: bytes, paced: RoutingDeliver, cold: bool) -> None:
         """`handle_entries` for another node's publish batch (messages at positions
