@@ -106,9 +106,7 @@ class Hub:
             self.retained.set(message)
         now = time.time()
         restored = 0
-        window = (
-            self.limits.queue_memory_window if getattr(self.engine, "keeps_queue", False) else 0
-        )
+        window = self.limits.queue_memory_window if self.engine.keeps_queue else 0
         for stored in await self.engine.load_sessions(window):
             if self._expired(stored, now):
                 self.engine.session_delete(stored.client_id)

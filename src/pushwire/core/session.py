@@ -406,7 +406,7 @@ class Session:
             # a subscriber that keeps up: hold the publishers back instead of dropping;
             # what they already sent may overfill the queue by up to one more bound
             assert self._pressure is not None
-            self._pressure.mark(self, True)
+            self._pressure.mark(self, at_bound=True)
         elif (
             0 < limits.pressure_queue_messages <= waiting
             and self._pressure is not None

@@ -592,7 +592,7 @@ class HttpProtocol(asyncio.Protocol):
                     self.lane_ctype,
                     self.lane_authorization,
                 )
-                if learned is not None or head is None:
+                if learned is not None:
                     self.lane_head = learned
         self._lane_answer(route, caller, self.lane_tail, self.lane_ctype, body, keep)
 

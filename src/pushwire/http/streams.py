@@ -726,7 +726,7 @@ class _ReaskLane:
             cursor.kind == "id"
             and (cursor.epoch is None or cursor.epoch == log.epoch)
             and wait > 0
-            # (c-filters hook) or nothing newer for this filter: a per-user topic's re-ask
+            # or nothing newer for this filter: a per-user topic's re-ask
             and (cursor.id == last or (cursor.id < last and log.quiet_after(tail, cursor.id)))
         ):
             # the usual re-ask: the cursor of the last reply, nothing newer in the log (so

@@ -12,7 +12,6 @@ from pushwire.mqtt.codec.publish import encode_publish_plain
 from pushwire.mqtt.codec.publish_caches import (
     PACKET_ID,
     SMALL_PUBLISH_HEADS,
-    TOPIC_FIELDS,
     topic_field,
 )
 from pushwire.mqtt.packets import PROTOCOL_V5, PubRel
@@ -119,7 +118,6 @@ class LinkSide:
         # `encode_publish_plain` for each, inlined for a small QoS 1 PUBLISH
         parts: list[bytes] = []
         add = parts.append
-        fields = TOPIC_FIELDS
         heads = SMALL_PUBLISH_HEADS
         pack = PACKET_ID.pack
         created: list[float] = []
@@ -132,7 +130,7 @@ class LinkSide:
             payload = msg.payload
             if topic is not last_topic:  # a window is mostly one or a few topics
                 last_topic = topic
-                field = fields.get(topic) or topic_field(topic)
+                field = topic_field(topic)
                 fixed = len(field) + 2
             length = fixed + len(payload)
             pid = d.packet_id
@@ -143,8 +141,10 @@ class LinkSide:
             created.append(msg.created_at)
         data = b"".join(parts)
         self.hub.stats.messages_sent += len(deliveries)
-        if self._out:
-            # bytes of this turn wait before it: behind them, at the flush
+        if self._out or len(deliveries) == 1:
+            # bytes of this turn wait before it: behind them, at the flush; and a single
+            # delivery (the refill of one lone ack: a PUBCOMP, an ack not in a run) waits
+            # for the flush too, so n lone acks in one read cost one write, not n
             self._write(data)
             self._sent_at.extend(created)
             return

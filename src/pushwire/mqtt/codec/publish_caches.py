@@ -37,11 +37,10 @@ _SMALL_HEADS: Final = {
 }
 
 
-# for encoders of several PUBLISHes in one join (mqtt/link.py `send_window`): the topic
-# field of a name, cached, and the prebuilt fixed headers
+# for encoders of several PUBLISHes in one join (mqtt/link.py `send_window`, which takes
+# a topic's field from `topic_field`): the prebuilt fixed headers and the packet id
 SMALL_PUBLISH_HEADS: Final = _SMALL_HEADS
 PACKET_ID: Final = _U16
-TOPIC_FIELDS: Final = _TOPIC_FIELDS  # cleared in place when full, never replaced
 
 
 def topic_field(topic: str) -> bytes:
