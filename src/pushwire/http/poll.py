@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from pushwire.core.clients import ClientInfo
-from pushwire.core.log import ALL, LATEST, Cursor, ReadResult
+from pushwire.core.log import ALL, LATEST, Cursor, MessageLog, ReadResult, Start
 from pushwire.core.text import TextError, check_text
 from pushwire.core.topics import TopicError, validate_filter
 from pushwire.http.auth import Caller, unauthorized
@@ -352,6 +352,17 @@ def longpoll_ask(
     return LongPollAsk(cursor, from_etag, n, wait)
 
 
+def _quiet_until(log: MessageLog, filter: str, start: Start) -> int | None:
+    """Where a long-poll may wait without reading the log: nothing was published after its
+    cursor (the usual re-ask), or nothing for its filter, only other topics' messages (a
+    per-user topic's re-ask): past the log's last id, as the read's next id would say.
+    None: it has to read."""
+    after, last = start.after, log.last_id
+    if after == last or log.quiet_after(filter, after, start.floor):
+        return max(after, last)
+    return None
+
+
 def longpoll_begin(
     state: HttpState, caller: Caller, filter: str, ask: LongPollAsk
 ) -> LongPollStart:
@@ -364,17 +375,10 @@ def longpoll_begin(
     start = log.resolve(filter, ask.cursor)
     requested = after = start.after
     if not start.gap and wait > 0:
-        if after == log.last_id:
-            # nothing was published after the cursor (the usual re-ask of a long-poll
-            # client): wait without reading the log
+        hold = _quiet_until(log, filter, start)
+        if hold is not None:
             busy_check(state)
-            return LongPollStart(None, after, wait, from_etag, requested)
-        if log.quiet_after(filter, after, start.floor):
-            # nothing for this filter after the cursor, only other topics' messages (the
-            # re-ask on a per-user topic): wait past them, as the read would have said
-            busy_check(state)
-            last = log.last_id
-            return LongPollStart(None, max(after, last), wait, from_etag, requested)
+            return LongPollStart(None, hold, wait, from_etag, requested)
     s = state.settings
     result = read_visible_now(log, filter, after, n, start.floor, caller, s.read_max_bytes)
     if result is None:
@@ -395,15 +399,12 @@ def longpoll_now(
     start = log.resolve(filter, cursor)
     after = start.after
     if not start.gap and wait > 0:
-        last = log.last_id
-        # nothing newer at all, or nothing newer for this filter (a per-user topic's
-        # re-ask: the log moved on with other topics): wait past the log's last id, as
-        # the read's next id would have said
-        if after == last or log.quiet_after(filter, after, start.floor):
+        hold = _quiet_until(log, filter, start)
+        if hold is not None:
             if state.busy():
                 return None
             state.stats.connections_total["longpoll"] += 1
-            return LongPollStart(None, max(after, last), wait, False, after)
+            return LongPollStart(None, hold, wait, False, after)
     s = state.settings
     result = read_visible_now(log, filter, after, limit, start.floor, caller, s.read_max_bytes)
     if result is None:

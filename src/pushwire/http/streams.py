@@ -421,11 +421,7 @@ class _LongPoller:
             assert waiter is not None  # the one that was woken
             waiter.between = True
             return
-        if self.tracked is not None:
-            assert self.waiter is not None  # the one it tracked
-            state.live.untrack(self.tracked, self.waiter)
-            self.tracked = None
-        state.clients.unregister(self.client_key)
+        self._unregister(state)
 
     def leave(self) -> None:
         """The connection is no longer a long-poll client between requests (it closed, or
@@ -434,11 +430,7 @@ class _LongPoller:
         if waiter is None or not waiter.between:
             return
         waiter.leave()
-        state = self.state
-        if self.tracked is not None:
-            state.live.untrack(self.tracked, waiter)
-            self.tracked = None
-        state.clients.unregister(self.client_key)
+        self._unregister(self.state)
 
     def request_begins(self) -> None:
         """`StreamState`: the parser began a request on this connection."""
@@ -473,13 +465,17 @@ class _LongPoller:
         if cycle is None:
             return None
         state = self.state
+        self._unregister(state)
+        state.stats.connections["longpoll"] -= 1
+        return cycle
+
+    def _unregister(self, state: HttpState) -> None:
+        """Off the revocation index and the client list (what a hold registered)."""
         if self.tracked is not None:
             assert self.waiter is not None  # the one it tracked
             state.live.untrack(self.tracked, self.waiter)
             self.tracked = None
         state.clients.unregister(self.client_key)
-        state.stats.connections["longpoll"] -= 1
-        return cycle
 
 
 def _poller(state: HttpState, cycle: StreamCycle, cache: _ReplyCache) -> _LongPoller:
