@@ -816,7 +816,7 @@ class MessageLog:
         of the first message not appended (`start`: none was)."""
         topic = messages[start].topic
         tlog = self._by_topic.get(topic)
-        if tlog is None or self.assigned or tlog.cold is not _NO_COLD or not tlog.in_heap:
+        if tlog is None or tlog.cold is not _NO_COLD or not tlog.in_heap:
             return start
         entries = tlog.entries
         retention = tlog.retention
