@@ -1241,7 +1241,7 @@ def dialect_of(server: HttpServer) -> Dialect:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    duration: float = 5.0
+    duration: float = 10.0  # 20 messages at 2 msg/s, as in issue 10's own protocol
     warmup: float = 1.0
     drain: float = 2.0  # subscribers keep reading this long after the window
     subscribers: tuple[int, ...] = (1000, 10_000)
@@ -1673,7 +1673,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="pushwire bench http",
         description="HTTP benchmark: pushwire side by side with nginx + nchan on this machine.",
     )
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per run")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before the window")
     parser.add_argument("--drain", type=float, default=2.0, help="seconds to wait for deliveries")
     parser.add_argument(
