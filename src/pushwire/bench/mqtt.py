@@ -219,8 +219,29 @@ def run_fanin(server: Server, s: Settings) -> Outcome:
     )
     received = _rate(outcome.clients, "count-sub")
     outcome.metrics["fanin"] = received
-    outcome.detail = f"publishers wrote {_rate(outcome.clients, 'blast-pub'):,.0f} msg/s"
+    outcome.detail = fanin_detail(outcome.clients)
     return outcome
+
+
+def fanin_detail(reports: list[ClientReport]) -> str:
+    """What the fan-in publishers wrote in the window, and the backlog the subscriber's
+    figure includes: messages written before the window and not yet received at its start
+    (blast publishers fill their sockets' buffers during the warm-up; with many
+    connections those hold more than a window's worth, and the server then reads a backlog
+    while the publishers wait for room)."""
+    written = _rate(reports, "blast-pub")
+    detail = f"publishers wrote {written:,.0f} msg/s in the window"
+    backlog = sum(r.before for r in reports if r.role == "blast-pub") - sum(
+        r.before for r in reports if r.role == "count-sub"
+    )
+    received = sum(r.count for r in reports if r.role == "count-sub")
+    if backlog > 0 and received:
+        share = min(backlog, received) / received
+        detail += (
+            f"; {backlog:,} written before it were not yet received at its start"
+            f" (up to {share:.0%} of what the subscriber got in the window)"
+        )
+    return detail
 
 
 def run_fanout(server: Server, s: Settings) -> Outcome:
