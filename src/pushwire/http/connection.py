@@ -610,9 +610,9 @@ class HttpProtocol(asyncio.Protocol):
             self.lane_head = learned
 
     def _lane_replayed(self, head: LaneHead, data: bytes) -> bool:
-        """`data` may be the connection's kept publish head and a body of its length (see
-        http/lane_replay.py): take it on the lane as the parser would have. False, with
-        nothing changed, for the full parse."""
+        """`data` may be the connection's kept publish head (with any Content-Length) and
+        a body of that length (see http/lane_replay.py): take it on the lane as the parser
+        would have. False, with nothing changed, for the full parse."""
         route = head.route
         server = self.server
         if len(data) == head.size and data.startswith(head.whole):
