@@ -3,7 +3,8 @@
 `POST /v1/publish/bench/pub` requests (64-byte body, anonymous, 0 subscribers: the request
 `pushwire bench http --only publish` sends) through a transport that drops what is written.
 
-    .venv/bin/python bench/micro_http_publish.py [N] [--sqlite] [--json] [--token] [--profile]
+    .venv/bin/python bench/micro_http_publish.py [N] [--sqlite] [--json] [--token] [--vary]
+        [--topics] [--profile]
 
 Process CPU time per publish, one request per `data_received` (as the bench's clients send
 them: one in flight per connection). Auth (anonymous), the topic ACL, the log append and
@@ -16,6 +17,11 @@ two versions, run it with PYTHONPATH pointing at the other tree's src/, interlea
 "payload": <59 bytes>}`), in rounds of 64 connections with one request in flight each (its
 replies may come from a task: the rounds wait for them). `--token` adds
 `Authorization: Bearer <a token of a user>` (the anonymous caller is then refused).
+`--vary`: a publisher whose body length varies, so every request has another
+`Content-Length` (bodies of 33 to 332 bytes in turn: 300 lengths, more than the listener
+keeps heads for, http/lane_replay.py `LANE_HEADS`; raw form only). `--topics`: a publisher
+whose topic changes on every request (300 topics in turn, raw form only), so its heads
+never repeat.
 """
 
 from __future__ import annotations
@@ -46,6 +52,21 @@ JSON_REQUEST = (
 )
 
 
+def varying(request: bytes) -> list[bytes]:
+    """`request` (the raw form) with bodies of 33 to 332 bytes: 300 Content-Lengths."""
+    head, _, _ = request.partition(b"\r\n\r\n")
+    length = b"Content-Length: %d" % len(BODY)
+    return [
+        head.replace(length, b"Content-Length: %d" % size) + b"\r\n\r\nPWTS0" + b"x" * (size - 5)
+        for size in range(33, 333)
+    ]
+
+
+def topics(request: bytes) -> list[bytes]:
+    """`request` (the raw form) to 300 topics, bench/pub000 to bench/pub299."""
+    return [request.replace(b"/bench/pub ", b"/bench/pub%03d " % n, 1) for n in range(300)]
+
+
 class CountingTransport(MemoryTransport):
     """Counts the replies (a 201 each) and drops them."""
 
@@ -71,7 +92,9 @@ def with_token(request: bytes, token: str) -> bytes:
     return request.replace(b"\r\n\r\n", b"\r\nAuthorization: Bearer %b\r\n\r\n" % token.encode(), 1)
 
 
-async def measure(n: int, sqlite: bool, profile: bool, request: bytes, token: bool) -> float:
+async def measure(
+    n: int, sqlite: bool, profile: bool, request: bytes, token: bool, vary: str
+) -> float:
     with tempfile.TemporaryDirectory() as data_dir:
         settings = Settings.model_validate(
             {
@@ -95,11 +118,18 @@ async def measure(n: int, sqlite: bool, profile: bool, request: bytes, token: bo
                 await server.auth.add_user("bench", "a long enough password")
                 new = await server.auth.create_token("bench")
                 request = with_token(request, new.token)
+            requests = (
+                varying(request)
+                if vary == "length"
+                else topics(request)
+                if vary == "topic"
+                else [request]
+            )
             proto = http.protocol()
             transport = CountingTransport()
             proto.connection_made(transport)  # type: ignore[arg-type]
-            for _ in range(100):  # warm the caches (caller, hot URL, topic)
-                proto.data_received(request)
+            for i in range(100):  # warm the caches (caller, hot URL, topic)
+                proto.data_received(requests[i % len(requests)])
                 while proto.pipeline:
                     await asyncio.sleep(0)
             deadline = time.monotonic() + 30
@@ -128,6 +158,10 @@ async def measure(n: int, sqlite: bool, profile: bool, request: bytes, token: bo
                     while any(p.pipeline for p in protos):
                         await asyncio.sleep(0)
                 n = done
+            elif vary:
+                count = len(requests)
+                for i in range(n):
+                    feed(requests[i % count])
             else:
                 for _ in range(n):
                     feed(request)
@@ -155,6 +189,7 @@ def main() -> None:
     profile = "--profile" in sys.argv
     request = JSON_REQUEST if "--json" in sys.argv else REQUEST
     token = "--token" in sys.argv
+    vary = "length" if "--vary" in sys.argv else "topic" if "--topics" in sys.argv else ""
     try:
         import uvloop
 
@@ -162,11 +197,12 @@ def main() -> None:
     except ImportError:  # pragma: no cover
         pass
     results = [
-        asyncio.run(measure(n, sqlite, profile, request, token)) for _ in range(1 if profile else 3)
+        asyncio.run(measure(n, sqlite, profile, request, token, vary))
+        for _ in range(1 if profile else 3)
     ]
     print(
         f"{'sqlite' if sqlite else 'memory'}{' json' if request is JSON_REQUEST else ''}"
-        f"{' token' if token else ''}: "
+        f"{' token' if token else ''}{' vary ' + vary if vary else ''}: "
         "CPU per publish, us: "
         + ", ".join(f"{r:.2f}" for r in results)
         + f" (best {min(results):.2f}; N={n})"

@@ -1,8 +1,8 @@
 """A kept-alive publisher's next request recognised from its bytes (http/lane_replay.py,
 `HttpProtocol._lane_replayed`): a read that is exactly the connection's previous lane
-publish head and a body of its `Content-Length` skips the parser and goes to the publish
-lane. It must answer as the full parse does (ids, cursor, content type, nothing lost), fall
-back on anything else (another length, another header, a pipelined or split request, a
+publish head (with any `Content-Length`) and a body of that length skips the parser and
+goes to the publish lane. It must answer as the full parse does (ids, cursor, content type,
+nothing lost), fall back on anything else (another header, a pipelined or split request, a
 query string, `Connection: close`), never keep a head that is not plainly one request, let
 an ACL rule or a new user apply to the very next publish, and on SQLite still answer 201
 only once the message is on disk. Counted by the listener's `served_lane_replayed`. Real
@@ -107,8 +107,11 @@ def test_every_divergence_takes_the_full_parse(srv: InProcessServer) -> None:
     with _connect(srv) as sock:
         reader = Reader(sock)
         _warm(srv, sock, reader, topic)
+        before = _replayed(srv)
+        sock.sendall(publish(topic, b"longer body"))  # another Content-Length: the same head
+        _created(reader, topic)
+        assert _replayed(srv) == before + 1
         diverging = [
-            publish(topic, b"longer body"),  # another Content-Length
             publish(topic, b"h1", "Accept: */*\r\n"),  # another header
             publish(topic + "?ttl=60", b"q1"),  # a query string
         ]

@@ -5,7 +5,7 @@ carries credentials; bounded."""
 from __future__ import annotations
 
 from pushwire.http import lane_replay
-from pushwire.http.lane_replay import LaneHead, LaneHeads, canonical_head
+from pushwire.http.lane_replay import LaneHead, LaneHeads, canonical_head, one_request
 from pushwire.http.routes import FastRoute
 from pushwire.http.wire import WireRequest, WireResponse
 
@@ -21,8 +21,11 @@ ROUTE = FastRoute(frozenset({"POST"}), "/v1/publish/", _handler, 100)
 
 
 def learn(heads: LaneHeads, data: bytes, authorization: bytes | None = None) -> LaneHead | None:
+    head = one_request(data, 3)
+    if head is None:
+        return None
     return heads.learn(
-        data, 3, b"POST", b"/v1/publish/a/b", PARSED, ROUTE, "a/b", "POST", None, authorization
+        head, b"POST", b"/v1/publish/a/b", PARSED, ROUTE, "a/b", "POST", None, authorization
     )
 
 
@@ -34,7 +37,8 @@ def test_one_request_is_kept_and_shared() -> None:
     heads = LaneHeads()
     kept = learn(heads, HEAD + b"abc")
     assert kept is not None
-    assert kept.head == HEAD and kept.size == len(HEAD) + 3
+    assert kept.prefix + b"3" + kept.suffix == HEAD
+    assert kept.body_at(HEAD + b"abc") == len(HEAD)
     assert learn(heads, HEAD + b"xyz") is kept  # another body: the same head
 
 
@@ -51,8 +55,7 @@ def test_a_head_with_credentials_is_not_shared() -> None:
     heads = LaneHeads()
     with_token = HEAD.replace(b"\r\n\r\n", b"\r\nAuthorization: Bearer t\r\n\r\n")
     kept = heads.learn(
-        with_token + b"abc",
-        3,
+        with_token,
         b"POST",
         b"/v1/publish/a/b",
         [*PARSED, (b"authorization", b"Bearer t")],
@@ -72,7 +75,48 @@ def test_the_table_is_bounded() -> None:
         url = b"/v1/publish/t%d" % n
         head = b"POST %b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n" % url
         assert (
-            heads.learn(head + b"abc", 3, b"POST", url, PARSED, ROUTE, f"t{n}", "POST", None, None)
-            is not None
+            heads.learn(head, b"POST", url, PARSED, ROUTE, f"t{n}", "POST", None, None) is not None
         )
     assert len(heads.heads) == lane_replay.LANE_HEADS
+
+
+def test_heads_that_differ_only_in_content_length_are_one_head() -> None:
+    heads = LaneHeads()
+    kept = learn(heads, HEAD + b"abc")
+    assert kept is not None
+    longer = HEAD.replace(b"Length: 3", b"Length: 11")
+    parsed = [(b"host", b"x"), (b"content-length", b"11")]
+    again = heads.learn(
+        longer, b"POST", b"/v1/publish/a/b", parsed, ROUTE, "a/b", "POST", None, None
+    )
+    assert again is kept and len(heads.heads) == 1
+    assert kept.body_at(longer + b"hello world") == len(longer)
+
+
+def test_only_digits_and_a_body_of_their_length_match() -> None:
+    heads = LaneHeads()
+    kept = learn(heads, HEAD + b"abc")
+    assert kept is not None
+    for read in [
+        HEAD + b"ab",  # shorter than declared
+        HEAD + b"abcd",  # longer (a pipelined request's first byte)
+        HEAD.replace(b"Length: 3", b"Length: +3") + b"abc",
+        HEAD.replace(b"Length: 3", b"Length: 3 ") + b"abc",
+        HEAD.replace(b"Length: 3", b"Length: ") + b"",
+        HEAD.replace(b"Length: 3", b"Length: 0\r\nX: 3") + b"",
+        HEAD.replace(b"Length: 3", b"Length: " + b"0" * 20 + b"3") + b"abc",
+        HEAD.replace(b"Host: x", b"Host: y") + b"abc",
+    ]:
+        assert not kept.body_at(read), read
+    assert kept.body_at(HEAD.replace(b"Length: 3", b"Length: 0")) > 0  # an empty body
+
+
+def test_a_head_without_one_content_length_is_not_kept() -> None:
+    heads = LaneHeads()
+    twice = HEAD.replace(b"\r\n\r\n", b"\r\nContent-Length: 3\r\n\r\n")
+    parsed = [*PARSED, (b"content-length", b"3")]
+    assert (
+        heads.learn(twice, b"POST", b"/v1/publish/a/b", parsed, ROUTE, "a/b", "POST", None, None)
+        is None
+    )
+    assert heads.heads == {}

@@ -101,6 +101,10 @@ class Result:
     detail: str = ""
     error: str | None = None
     skipped: str | None = None
+    # MQTT scenarios: each server process's and each load-generator process's share of a
+    # core inside the window, by name ("worker1", "redis-server", "pub0", ...)
+    processes: list[tuple[str, float]] = field(default_factory=list)
+    loadgen: list[tuple[str, float]] = field(default_factory=list)
 
 
 class Skipped(Exception):
@@ -125,6 +129,7 @@ class Running:
     mqtt_port: int
     http_port: int
     log_path: Path
+    roles: tuple[str, ...] = ()  # a name per pid ("supervisor", "worker1", "redis-server")
 
     def mqtt(self) -> Server:
         return Server(self.name, self.pids[0], self.mqtt_port, self.log_path, 0, self.pids[1:])
@@ -204,12 +209,18 @@ def pushwire_cluster(config: Config, workdir: Path, s: Settings) -> Iterator[Run
             time.sleep(0.05)
         _wait_until_accepting(ports["mqtt"], process, "pushwire")
         workers = tuple(child_pids(process.pid)) if config.workers > 1 else ()
+        roles = (
+            "supervisor" if workers else "pushwire",
+            *(f"worker{i}" for i in range(1, len(workers) + 1)),
+            *("redis-server" for _ in extra),
+        )
         yield Running(
             config.name,
             (process.pid, *workers, *extra),
             ports["mqtt"],
             ports["http"],
             log_path,
+            roles,
         )
 
 
@@ -240,9 +251,22 @@ def http_settings(s: Settings) -> bench_http.Settings:
     )
 
 
-def run_mqtt(scenario: str, server: Server, s: Settings) -> Result:
+def run_mqtt(scenario: str, server: Server, s: Settings, roles: tuple[str, ...] = ()) -> Result:
+    """`roles`: a name per server pid (else the server's name, numbered)."""
     outcome = bench_mqtt.RUNNERS[scenario](server, mqtt_settings(s))
-    return Result(dict(outcome.metrics), outcome.server_cpu, outcome.detail)
+    names = roles or tuple(
+        server.name if i == 0 else f"{server.name}-{i}" for i in range(len(server.pids))
+    )
+    return Result(
+        dict(outcome.metrics),
+        outcome.server_cpu,
+        outcome.detail,
+        processes=[
+            (names[i] if i < len(names) else str(pid), share)
+            for i, (pid, share) in enumerate(outcome.process_cpu)
+        ],
+        loadgen=[(r.name, r.cpu_util) for r in outcome.clients],
+    )
 
 
 def run_sse(server: HttpServer, s: Settings) -> Result:
@@ -263,7 +287,7 @@ def run_one(scenario: str, name: str, workdir: Path, s: Settings) -> Result:
             with pushwire_cluster(CONFIG_SPECS[name], workdir, s) as running:
                 if scenario == "sse":
                     return run_sse(running.http(), s)
-                return run_mqtt(scenario, running.mqtt(), s)
+                return run_mqtt(scenario, running.mqtt(), s, running.roles)
         if name == "mosquitto":
             with mosquitto_server(workdir) as server:
                 return run_mqtt(scenario, server, s)
@@ -375,6 +399,40 @@ def goal_lines(results: dict[str, dict[str, Result]]) -> list[str]:
     return lines
 
 
+# what one message of a scenario is, for CPU per message (its metric is a rate of them)
+PER_MESSAGE = {
+    "fanin": ("fanin", "fan-in message"),
+    "fanout": ("fanout", "delivery"),
+    "qos1": ("qos1", "QoS 1 message"),
+}
+
+
+def cpu_breakdown(scenario: str, r: Result) -> list[str]:
+    """Where the CPU of a run went: each server process and each load-generator process,
+    as a share of a core and as microseconds of CPU per message of the scenario (its
+    metric's rate), so that a result explains itself from the bench's own output."""
+    if not r.processes:
+        return []
+    key, what = PER_MESSAGE.get(scenario, ("", "message"))
+    rate = r.metrics.get(key, 0.0)
+
+    def part(name: str, share: float) -> str:
+        cost = f" {share / rate * 1e6:.1f} us" if rate > 0 else ""
+        return f"{name} {share:.0%}{cost}"
+
+    unit = f", us of CPU per {what} at {rate:,.0f}/s" if rate > 0 else f"; no {what}s counted"
+    lines = [f"      per process (% of a core{unit}):"]
+    lines.append("        server: " + ", ".join(part(n, c) for n, c in r.processes))
+    if r.loadgen:
+        total = sum(c for _, c in r.loadgen)
+        lines.append(
+            "        load generator: "
+            + ", ".join(part(n, c) for n, c in r.loadgen)
+            + f" (sum {part('', total).strip()})"
+        )
+    return lines
+
+
 def results_json(results: dict[str, dict[str, Result]], s: Settings) -> dict[str, object]:
     return {
         "settings": {k: getattr(s, k) for k in s.__dataclass_fields__},
@@ -385,6 +443,8 @@ def results_json(results: dict[str, dict[str, Result]], s: Settings) -> dict[str
                     "metrics": r.metrics,
                     "server_cpu": r.server_cpu,
                     "detail": r.detail,
+                    "processes": dict(r.processes),
+                    "loadgen": dict(r.loadgen),
                     "error": r.error,
                     "skipped": r.skipped,
                 }
@@ -499,6 +559,8 @@ def run(args: argparse.Namespace) -> int:
         for name, r in outcomes.items():
             if r.server_cpu is not None:
                 print(f"  {scenario:7} {name:9} {r.server_cpu:.0%}; {r.detail}")
+                for line in cpu_breakdown(scenario, r):
+                    print(line)
     print()
     for line in goal_lines(results):
         print(line)

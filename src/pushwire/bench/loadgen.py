@@ -542,14 +542,16 @@ class LatencySubscriber(BenchClient):
 
 
 class BlastPublisher(BenchClient):
-    """Publishes QoS 0 as fast as the server reads; `progress()` is packets written."""
+    """Publishes QoS 0 as fast as the server reads; `progress()` is packets written to the
+    socket (handed to the transport, less what still waits in its buffer)."""
 
     def __init__(
         self, client_id: str, topic: str, payload: bytes, batch_bytes: int = BATCH_BYTES
     ) -> None:
         super().__init__(client_id)
+        self._packet_size = len(encode_publish(topic, payload))
         self._batch = encode_publish_batch(topic, payload, batch_bytes)
-        self._per_batch = len(self._batch) // len(encode_publish(topic, payload))
+        self._per_batch = len(self._batch) // self._packet_size
         self.pump: BlastPump | None = None
 
     def start(self) -> None:
@@ -570,7 +572,12 @@ class BlastPublisher(BenchClient):
             self.pump.resume()
 
     def progress(self) -> int:
-        return self.pump.sent if self.pump is not None else 0
+        pump, transport = self.pump, self.transport
+        if pump is None:
+            return 0
+        # a paused pump's transport holds up to its high-water mark: not written yet
+        waiting = transport.get_write_buffer_size() if transport is not None else 0
+        return pump.sent - waiting // self._packet_size
 
 
 class WindowPublisher(BenchClient):
@@ -716,6 +723,9 @@ class ClientReport:
     role: str
     connections: int
     count: int = 0  # received (subscribers), written (QoS 0) or acknowledged (QoS 1) in window
+    # the same count from the load's start to the window's start (what was written before
+    # the window and received in it: a backlog the server drained)
+    before: int = 0
     window_s: float = 0.0
     cpu_s: float = 0.0  # user + system CPU of this process inside the window
     latencies_ns: list[int] = field(default_factory=list)
@@ -841,6 +851,7 @@ async def _drive(
         client.stop()
     report = ClientReport(spec.name, spec.role, len(clients))
     report.count = end_count - start_count
+    report.before = start_count
     report.window_s = ended - started
     report.cpu_s = end_cpu - start_cpu
     if spec.timed:

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pushwire.bench.common import other_cpu, print_busy_note, run_cli, write_json
+from pushwire.bench.cpuclock import cpu_seconds_precise
 from pushwire.bench.loadgen import (
     DRAIN_TIMEOUT_S,
     BenchError,
@@ -129,6 +130,8 @@ class Outcome:
 
     metrics: dict[str, float] = field(default_factory=dict)
     server_cpu: float | None = None  # fraction of one core inside the window
+    # the same per server process (`Server.pids`, in order), nanosecond CPU clocks
+    process_cpu: list[tuple[int, float]] = field(default_factory=list)
     machine_cpu: float | None = None  # busy cores of the whole machine inside the window
     clients: list[ClientReport] = field(default_factory=list)
     detail: str = ""
@@ -177,10 +180,12 @@ def measure_window(
         stop_at = window_end + LOAD_TAIL_S
         fleet.go(window_start, window_end, stop_at)
         _sleep_until(window_start)
-        cpu_start, busy_start = cpu_seconds(*server.pids), machine_busy_seconds()
+        cpu_start = [cpu_seconds_precise(pid) for pid in server.pids]
+        busy_start = machine_busy_seconds()
         started = time.monotonic()
         _sleep_until(window_end)
-        cpu_end, busy_end = cpu_seconds(*server.pids), machine_busy_seconds()
+        cpu_end = [cpu_seconds_precise(pid) for pid in server.pids]
+        busy_end = machine_busy_seconds()
         ended = time.monotonic()
         timed = [spec for spec in subscribers if spec.timed]
         if timed:
@@ -195,9 +200,15 @@ def measure_window(
             ]
         else:
             reports = fleet.collect(timeout=LOAD_TAIL_S + SETUP_TIMEOUT_S)
+    window = ended - started
+    per_process = [
+        (pid, (end - start) / window)
+        for pid, start, end in zip(server.pids, cpu_start, cpu_end, strict=True)
+    ]
     return Outcome(
-        server_cpu=(cpu_end - cpu_start) / (ended - started),
-        machine_cpu=(busy_end - busy_start) / (ended - started),
+        server_cpu=sum(share for _, share in per_process),
+        process_cpu=per_process,
+        machine_cpu=(busy_end - busy_start) / window,
         clients=reports,
     )
 
@@ -219,8 +230,29 @@ def run_fanin(server: Server, s: Settings) -> Outcome:
     )
     received = _rate(outcome.clients, "count-sub")
     outcome.metrics["fanin"] = received
-    outcome.detail = f"publishers wrote {_rate(outcome.clients, 'blast-pub'):,.0f} msg/s"
+    outcome.detail = fanin_detail(outcome.clients)
     return outcome
+
+
+def fanin_detail(reports: list[ClientReport]) -> str:
+    """What the fan-in publishers wrote in the window, and the backlog the subscriber's
+    figure includes: messages written before the window and not yet received at its start
+    (blast publishers fill their sockets' buffers during the warm-up; with many
+    connections those hold more than a window's worth, and the server then reads a backlog
+    while the publishers wait for room)."""
+    written = _rate(reports, "blast-pub")
+    detail = f"publishers wrote {written:,.0f} msg/s in the window"
+    backlog = sum(r.before for r in reports if r.role == "blast-pub") - sum(
+        r.before for r in reports if r.role == "count-sub"
+    )
+    received = sum(r.count for r in reports if r.role == "count-sub")
+    if backlog > 0 and received:
+        share = min(backlog, received) / received
+        detail += (
+            f"; {backlog:,} written before it were not yet received at its start"
+            f" (up to {share:.0%} of what the subscriber got in the window)"
+        )
+    return detail
 
 
 def run_fanout(server: Server, s: Settings) -> Outcome:

@@ -344,7 +344,14 @@ class AuthService:
         return AuthResult(Identity(common_name, roles), "ok", "ok")
 
     async def authenticate_token(self, token: str, peer_ip: str) -> AuthResult:
-        """`Authorization: Bearer <token>` and `?auth=<token>`."""
+        """`Authorization: Bearer <token>` and `?auth=<token>` (`authenticate_token_now`;
+        async as the other credentials' checks are, for callers that await any of them)."""
+        return self.authenticate_token_now(token, peer_ip)
+
+    def authenticate_token_now(self, token: str, peer_ip: str) -> AuthResult:
+        """`authenticate_token` without an await: a token is checked in memory (the auth
+        snapshot, the failed-login budget), so a synchronous caller (the HTTP publish lane,
+        http/publish.py) gets the same answer, counted the same, at once."""
         attempt = (peer_ip, token_subject(token))
         limited = self._budget.take(attempt, None)
         if limited is not None:

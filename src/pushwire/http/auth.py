@@ -259,6 +259,11 @@ async def caller_from(
         result = auth.authenticate_certificate(cert_name, ip)
     else:
         result = await authenticate(auth, creds, ip)
+    return caller_of(auth, result, ip)
+
+
+def caller_of(auth: AuthService, result: AuthResult, ip: str) -> Caller:
+    """The caller `result` admitted, or its refusal raised (the 401/429 `ApiError`)."""
     if not result.ok or result.identity is None:
         raise refusal(result)
     return make_caller(auth, result.identity, ip)
@@ -270,23 +275,15 @@ _NO_QUERY: Final = QueryParams("")
 def caller_now(auth: AuthService, authorization: str, ip: str) -> Caller | None:
     """`caller_from` for one `Authorization` header, without an await: the caller, or the
     same 400/401/429 `ApiError`; checked in full on every call (a token's expiry, its
-    revocation, the failed-login budget). None when the check would have to wait (a
-    password: its hash runs in a thread), with nothing done: only a Bearer token is
-    checked here, and that check is in memory (`AuthService.authenticate_token` does not
-    wait)."""
+    revocation, the failed-login budget: `AuthService.authenticate_token_now`). None when
+    the check would have to wait (a password: its hash runs in a thread), with nothing
+    done: only a Bearer token is checked here."""
     scheme, _, _ = authorization.strip().partition(" ")
     if scheme.lower() != "bearer":
         return None
-    checking = caller_from(auth, [authorization], _NO_QUERY, ip, None, allow_query=False)
-    try:
-        checking.send(None)
-    except StopIteration as done:
-        caller: Caller = done.value
-        return caller
-    # it waited after all (not so today: tests/integration/test_http_publish_replay.py
-    # counts one check per request); abandoned, and the request goes the long way
-    checking.close()
-    return None
+    creds = read_credentials([authorization], _NO_QUERY, allow_query=False)
+    assert creds.kind == "bearer" and creds.secret is not None
+    return caller_of(auth, auth.authenticate_token_now(creds.secret, ip), ip)
 
 
 class CallerCache:

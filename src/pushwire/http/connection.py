@@ -52,7 +52,7 @@ from pushwire.http.guard import (
     HeadCounters,
     HeadMeter,
 )
-from pushwire.http.lane_replay import LaneHead
+from pushwire.http.lane_replay import LANE_LEARNS, LANE_RETRY, LaneHead, one_request
 from pushwire.http.replay import CURSOR_BYTES, ReplayHead
 from pushwire.http.routes import StreamRoute
 from pushwire.http.status_lines import _JSON_201
@@ -95,6 +95,7 @@ class HttpProtocol(asyncio.Protocol):
         "lane_ctype",
         "lane_head",
         "lane_keep",
+        "lane_learns",
         "lane_method",
         "lane_read",
         "lane_route",
@@ -174,9 +175,13 @@ class HttpProtocol(asyncio.Protocol):
         # made by the connection's first lane body, then reused (an idle connection has none)
         self.lane_body: list[bytes] | None = None
         # the connection's last publish head taken by the lane from a read that was that
-        # one request (http/lane_replay.py): a read that is that head and a body of its
-        # length skips the parser (`_lane_replayed`)
+        # one request (http/lane_replay.py): a read that is that head (with any
+        # Content-Length) and a body of that length skips the parser (`_lane_replayed`)
         self.lane_head: LaneHead | None = None
+        # lane requests alone in their read, not taken from bytes, since the last one that
+        # was: past `LANE_LEARNS` the connection (mostly) stops learning (its heads do not
+        # repeat; http/lane_replay.py)
+        self.lane_learns = 0
         # during `feed_data`: the read, when it began between requests, else None
         self.lane_read: bytes | None = None
         # the connection's last long-poll head taken by its stream lane, split around the
@@ -572,39 +577,53 @@ class HttpProtocol(asyncio.Protocol):
         data = self.lane_read
         if data is not None and keep:
             # the read began with this request: when it was exactly this request, its
-            # head may be recognised from its bytes next time (`_lane_replayed`)
+            # head may be recognised from its bytes next time (`_lane_replayed`); a read
+            # that held less or more than one request (a head split over two reads) teaches
+            # nothing: the head kept before stays (it is only ever used for bytes that match
+            # it, so keeping it is never wrong)
             head = self.lane_head
-            if head is None or head.size != len(data) or not data.startswith(head.head):
-                assert self.parser is not None
-                url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
-                # a read that held less or more than one request (a head split over two
-                # reads) teaches nothing: the head kept before stays (it is only ever used
-                # for bytes equal to it, so keeping it is never wrong)
-                learned = self.server.lane_heads.learn(
-                    data,
-                    len(body),
-                    self.parser.get_method(),
-                    url,
-                    self.headers,
-                    route,
-                    self.lane_tail,
-                    self.lane_method,
-                    self.lane_ctype,
-                    self.lane_authorization,
-                )
-                if learned is not None:
-                    self.lane_head = learned
+            if head is None or not head.body_at(data):
+                one = one_request(data, len(body))
+                if one is not None:
+                    self.lane_learns = learns = self.lane_learns + 1
+                    if learns <= LANE_LEARNS or not learns % LANE_RETRY:
+                        self._lane_learn(one, route)
         self._lane_answer(route, caller, self.lane_tail, self.lane_ctype, body, keep)
 
+    def _lane_learn(self, head: bytes, route: FastRoute) -> None:
+        """Keep `head`, the bytes of the lane request just parsed, when it can be
+        recognised from its bytes (http/lane_replay.py `LaneHeads.learn`)."""
+        assert self.parser is not None
+        url = self.url[0] if len(self.url) == 1 else b"".join(self.url)
+        learned = self.server.lane_heads.learn(
+            head,
+            self.parser.get_method(),
+            url,
+            self.headers,
+            route,
+            self.lane_tail,
+            self.lane_method,
+            self.lane_ctype,
+            self.lane_authorization,
+        )
+        if learned is not None:
+            self.lane_head = learned
+
     def _lane_replayed(self, head: LaneHead, data: bytes) -> bool:
-        """`data` may be the connection's kept publish head and a body of its length (see
-        http/lane_replay.py): take it on the lane as the parser would have. False, with
-        nothing changed, for the full parse."""
-        if len(data) != head.size or not data.startswith(head.head) or self.closing:
-            return False
+        """`data` may be the connection's kept publish head (with any Content-Length) and
+        a body of that length (see http/lane_replay.py): take it on the lane as the parser
+        would have. False, with nothing changed, for the full parse."""
         route = head.route
+        server = self.server
+        if len(data) == head.size and data.startswith(head.whole):
+            at = head.at  # the same length as the last request taken with it
+        else:
+            at = head.body_at(data)
+            if not at or at > server.max_head or len(data) - at > route.body_limit:
+                return False  # (the same head limits and body limit as the full parse's)
+            head.expect(data, at)
         lane = route.lane
-        if lane is None:
+        if lane is None or self.closing:
             return False
         caller = lane.admit(self.callers, head.tail, head.authorization, self.client)
         if caller is None:
@@ -612,12 +631,12 @@ class HttpProtocol(asyncio.Protocol):
         state = self.stream_state
         if state is not None:
             state.request_begins()  # as `on_message_begin`: a long-poll client no longer
-        server = self.server
         server.served_owned += 1
         server.served_lane_replayed += 1
+        self.lane_learns = 0
         self.lane_method = head.method
         self.headers = head.headers  # for a reply that needs a cycle (`_lane_answer`)
-        self._lane_answer(route, caller, head.tail, head.ctype, data[len(head.head) :], True)
+        self._lane_answer(route, caller, head.tail, head.ctype, data[at:], True)
         return True
 
     def _lane_answer(

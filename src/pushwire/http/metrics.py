@@ -164,6 +164,12 @@ def _log(state: HttpState) -> Iterator[Metric]:
         one(log.evicted_total),
     )
     yield counter(
+        "pushwire_log_reads_spared",
+        "long-poll re-asks held again without reading the log: their topic had nothing "
+        "newer than the cursor (per-user topics, MessageLog.quiet_after)",
+        one(log.reads_spared),
+    )
+    yield counter(
         "pushwire_log_holes",
         "log entries the store refused to keep (each is a gap for readers crossing it)",
         one(log.holes_total),

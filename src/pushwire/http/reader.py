@@ -717,11 +717,11 @@ class LongPollWaiter:
             self.sink.refuse(reason)
 
     def cancel(self) -> None:
-        """The client went away (or the waiter is not held again): stop, drop the timer."""
+        """The client went away (or the waiter is not held again): stop, drop the timer.
+        A waiter kept `between` requests has left its group already: its sink (the only
+        one that sets `between`, http/streams.py `_LongPoller`) calls its `leave` first."""
         if not self.done:
             self._finish()
-        elif self.between:
-            self.leave()
         if self.slot and self.timers is not None:
             self.timers.remove(self)
 
