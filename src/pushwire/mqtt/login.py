@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pushwire.core.identity import AuthResult, Identity
 from pushwire.core.permissions import Permissions
@@ -16,11 +16,11 @@ from pushwire.tls import certificate_username
 
 if TYPE_CHECKING:
     from pushwire.core.hub import Hub
-    from pushwire.core.session import Session
     from pushwire.mqtt.broker import MQTTBroker
     from pushwire.mqtt.connection import MQTTConnection
     from pushwire.mqtt.events import ConnectIn, Event
     from pushwire.mqtt.handover import SessionHandover
+    from pushwire.mqtt.session import MqttSession
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class Login:
     hub: Hub
     conn: MQTTConnection
     transport: asyncio.Transport | None
-    session: Session | None
+    session: MqttSession | None
     ip: str
     # who authenticated, and their rights (None until CONNECT is accepted)
     identity: Identity | None = None
@@ -171,7 +171,8 @@ class Login:
             owner=identity.username,
             permissions=self.permissions,
         )
-        self.session = session
+        # the hub makes MQTT sessions (the factory mqtt/broker.py gives it)
+        self.session = session = cast("MqttSession", session)
         # a new connection to a session stops its pending will for good; a new session
         # ends the old one, whose pending will goes out now (MQTT-3.1.3-9)
         wills = broker.wills
