@@ -178,6 +178,7 @@ class Session:
         "stored_bytes",
         "stored_count",
         "subscriptions",
+        "transport_state",
     )
 
     def __init__(
@@ -200,6 +201,10 @@ class Session:
         self.inflight: dict[int, Delivery] = _NO_INFLIGHT
         # approx_size of every delivery in `queue` and `inflight`
         self.queued_bytes = 0
+        # what a transport's subclass keeps of its own (MqttSession: packet ids, the
+        # inbound QoS 2 ids), made when it first needs some: None for every session of a
+        # connect storm that only publishes, and no __init__ of the subclass to run
+        self.transport_state: Any = None
         self.link: Link | None = None
         self.disconnected_at: float | None = None
         self.expiry_handle: Any = None
@@ -658,9 +663,12 @@ class Session:
     def settle(self, d: Delivery) -> bool:
         """The client acknowledged `d` for good (MQTT: PUBACK, PUBCOMP): it leaves the
         inflight window and the window is refilled. False when `d` was not inflight."""
-        if self.inflight.get(d.seq) is not d:
+        inflight = self.inflight
+        if not inflight:  # also when it is the shared empty one (it has no pop)
             return False
-        del self.inflight[d.seq]
+        # a seq is one delivery's within a session: the one found is `d`
+        if inflight.pop(d.seq, None) is None:
+            return False
         self._finished(d)
         return True
 
@@ -668,15 +676,18 @@ class Session:
         """`settle` for a run of acknowledgements, in order (one not inflight is ignored);
         the window is refilled once, after the last."""
         inflight = self.inflight
+        if not inflight:  # also when it is the shared empty one (it has no pop)
+            return
+        # one pop per ack, not get and del: a seq is one delivery's within a session
+        pop = inflight.pop
         stats = self._stats
         journaled = self.expiry_interval != 0 or self.stored_count > 0
         events = self.events
         done = False
         for d in deliveries:
             seq = d.seq
-            if inflight.get(seq) is not d:
+            if pop(seq, None) is None:
                 continue
-            del inflight[seq]
             done = True
             size = d.size
             self.queued_bytes -= size

@@ -3,7 +3,8 @@
 core.session.Session keeps the protocol-neutral state (subscriptions, the queue, and the
 inflight window keyed by each delivery's sequence number). `MqttSession` adds what only
 MQTT has, and the hub makes every session as one (the MQTT listener gives it the factory,
-mqtt/broker.py):
+mqtt/broker.py). The state is an `MqttState` in the session's `transport_state` slot, made
+when first needed, so a session that only publishes costs nothing more:
 
 - a packet id (1..65535) for each delivery entering the inflight window, never one still
   in use, and the map from packet id to delivery that PUBACK, PUBREC and PUBCOMP look up;
@@ -22,18 +23,15 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol, cast
 
-from pushwire.core.session import Delivery, Link, Session, SessionLimits
+from pushwire.core.session import Delivery, Link, Session
 
 if TYPE_CHECKING:
-    from pushwire.core.pressure import Backpressure
-    from pushwire.core.stats import Stats
     from pushwire.model import StoredSession
-    from pushwire.ports import Engine
 
 MAX_PACKET_ID = 65535
 
-# shared empty containers until a session first writes one (as core.session's _NO_*):
-# most sessions of a connect storm only publish at QoS 0/1 and never need either
+# shared empty containers, read where a session has no MQTT state yet (as core.session's
+# _NO_*): most sessions of a connect storm only publish at QoS 0/1 and never need either
 _NO_DELIVERIES = cast("dict[int, Delivery]", MappingProxyType({}))
 _NO_PACKET_IDS = cast("set[int]", frozenset())
 
@@ -46,65 +44,85 @@ class ReleasingLink(Link, Protocol):
         """Send PUBREL (resuming a QoS 2 flow after a reconnect)."""
 
 
+class MqttState:
+    """What MQTT keeps of one session beside the core's state: made at the session's first
+    delivery that needs a packet id, or its first inbound QoS 2 message."""
+
+    __slots__ = ("by_packet_id", "inbound_qos2", "next_packet_id")
+
+    def __init__(self) -> None:
+        self.next_packet_id = 1
+        # the deliveries inflight by packet id: every one in the session's `inflight`
+        # (keyed by seq there), and only those
+        self.by_packet_id: dict[int, Delivery] = {}
+        # inbound QoS 2 packet ids routed, not yet released by the client's PUBREL; the
+        # shared empty set until the first (a subscriber never builds one)
+        self.inbound_qos2: set[int] = _NO_PACKET_IDS
+
+
 class MqttSession(Session):
     """A session of an MQTT client: `Session` plus packet ids and the QoS 2 states.
 
-    `by_packet_id` and `inbound_qos2` may be the shared empty ones above: read them
-    freely, write them only through this class's methods."""
+    Its state is in `transport_state` (an `MqttState`, None until first needed), so making
+    one costs what making a `Session` does: no __init__ of its own (connect storms)."""
 
-    __slots__ = ("_next_packet_id", "by_packet_id", "inbound_qos2")
+    __slots__ = ()
 
-    def __init__(
-        self,
-        client_id: str,
-        protocol_level: int,
-        expiry_interval: int | None,
-        engine: Engine,
-        limits: SessionLimits,
-        stats: Stats,
-        pressure: Backpressure | None = None,
-    ) -> None:
-        super().__init__(
-            client_id, protocol_level, expiry_interval, engine, limits, stats, pressure
-        )
-        self._next_packet_id = 1
-        # the deliveries inflight by packet id: every one in `inflight`, and only those
-        self.by_packet_id: dict[int, Delivery] = _NO_DELIVERIES
-        # inbound QoS 2 packet ids routed, not yet released by the client's PUBREL
-        self.inbound_qos2: set[int] = _NO_PACKET_IDS
+    def _state(self) -> MqttState:
+        state: MqttState | None = self.transport_state
+        if state is None:
+            state = self.transport_state = MqttState()
+        return state
+
+    @property
+    def by_packet_id(self) -> dict[int, Delivery]:
+        """The deliveries inflight, by packet id (read only)."""
+        state: MqttState | None = self.transport_state
+        return _NO_DELIVERIES if state is None else state.by_packet_id
+
+    @property
+    def inbound_qos2(self) -> set[int]:
+        """Inbound QoS 2 packet ids not yet released (read only)."""
+        state: MqttState | None = self.transport_state
+        return _NO_PACKET_IDS if state is None else state.inbound_qos2
 
     # -- packet ids: given as a delivery enters the window --------------------------------
 
     def _track(self, d: Delivery) -> None:
-        ids = self.by_packet_id
-        if ids is _NO_DELIVERIES:  # the session's first delivery
-            ids = self.by_packet_id = {}
-        pid = self._next_packet_id
+        state: MqttState | None = self.transport_state
+        if state is None:  # the session's first delivery
+            state = self.transport_state = MqttState()
+        ids = state.by_packet_id
+        pid = state.next_packet_id
         # packet ids are 1..65535 and must not collide with one still inflight
         while pid in ids:
             pid = pid % MAX_PACKET_ID + 1
         d.wire_id = pid
         ids[pid] = d
-        self._next_packet_id = pid % MAX_PACKET_ID + 1
+        state.next_packet_id = pid % MAX_PACKET_ID + 1
 
     def _track_all(self, deliveries: list[Delivery]) -> None:
-        ids = self.by_packet_id
-        if ids is _NO_DELIVERIES:  # queued while offline, never sent before
-            ids = self.by_packet_id = {}
-        pid = self._next_packet_id
+        state: MqttState | None = self.transport_state
+        if state is None:  # queued while offline, never sent before
+            state = self.transport_state = MqttState()
+        ids = state.by_packet_id
+        pid = state.next_packet_id
         for d in deliveries:
             while pid in ids:
                 pid = pid % MAX_PACKET_ID + 1
             d.wire_id = pid
             ids[pid] = d
             pid = pid % MAX_PACKET_ID + 1
-        self._next_packet_id = pid
+        state.next_packet_id = pid
 
     # -- the client's acknowledgements of our deliveries -------------------------------
 
     def acknowledge(self, packet_id: int) -> bool:
         """PUBACK for a QoS 1 delivery."""
-        ids = self.by_packet_id
+        state: MqttState | None = self.transport_state
+        if state is None:
+            return False
+        ids = state.by_packet_id
         d = ids.get(packet_id)
         if d is None or d.qos != 1:
             return False
@@ -114,13 +132,19 @@ class MqttSession(Session):
     def acknowledge_all(self, packet_ids: list[int]) -> None:
         """PUBACKs for QoS 1 deliveries, in order (one that matches nothing inflight is
         ignored, as by `acknowledge`); the window is refilled once, after the last."""
-        ids = self.by_packet_id
+        state: MqttState | None = self.transport_state
+        if state is None:
+            return
+        ids = state.by_packet_id
+        pop = ids.pop  # one pop per ack, not get and del (the QoS 1 hot path)
         done: list[Delivery] = []
         for packet_id in packet_ids:
-            d = ids.get(packet_id)
-            if d is None or d.qos != 1:
+            d = pop(packet_id, None)
+            if d is None:
                 continue
-            del ids[packet_id]
+            if d.qos != 1:
+                ids[packet_id] = d  # QoS 2 ends with PUBCOMP, never with PUBACK
+                continue
             done.append(d)
         if done:
             self.settle_all(done)
@@ -135,7 +159,10 @@ class MqttSession(Session):
 
     def completed(self, packet_id: int) -> bool:
         """PUBCOMP for a QoS 2 delivery."""
-        ids = self.by_packet_id
+        state: MqttState | None = self.transport_state
+        if state is None:
+            return False
+        ids = state.by_packet_id
         d = ids.get(packet_id)
         if d is None or d.state != "released":
             return False
@@ -157,9 +184,10 @@ class MqttSession(Session):
         return packet_id in self.inbound_qos2
 
     def inbound_qos2_add(self, packet_id: int) -> None:
-        ids = self.inbound_qos2
+        state = self._state()
+        ids = state.inbound_qos2
         if ids is _NO_PACKET_IDS:
-            ids = self.inbound_qos2 = set()
+            ids = state.inbound_qos2 = set()
         ids.add(packet_id)
         if self.journaled:
             self._engine.inbound_qos2_put(self.client_id, packet_id)
@@ -185,15 +213,12 @@ class MqttSession(Session):
         super().restore_delivery(d)
         pid = d.wire_id
         if pid is not None and self.inflight.get(d.seq) is d:
-            ids = self.by_packet_id
-            if ids is _NO_DELIVERIES:
-                ids = self.by_packet_id = {}
-            ids[pid] = d
+            self._state().by_packet_id[pid] = d
 
     def restore_transport_state(self, stored: StoredSession) -> None:
         """At start-up: the journaled ids of inbound QoS 2 messages not yet released."""
         if stored.inbound_qos2:
-            ids = self.inbound_qos2
-            if ids is _NO_PACKET_IDS:
-                ids = self.inbound_qos2 = set()
-            ids.update(stored.inbound_qos2)
+            state = self._state()
+            if state.inbound_qos2 is _NO_PACKET_IDS:
+                state.inbound_qos2 = set()
+            state.inbound_qos2.update(stored.inbound_qos2)
