@@ -143,9 +143,8 @@ class Hub:
             session.restore_subscription(sub)
             self._index(session, sub)
         for e in stored.queue:
-            # the entry's packet_id is the wire id the transport gave the delivery
             session.restore_delivery(
-                Delivery(e.seq, e.message, e.qos, e.retain, [], e.packet_id, e.state)
+                Delivery(e.seq, e.message, e.qos, e.retain, [], e.wire_id, e.state)
             )
         session.restore_stored(
             stored.stored_count,
