@@ -15,7 +15,7 @@ from helpers.raw import RawClient, connected_client
 from helpers.server import ServerProcess
 from pushwire.mqtt.session import MqttSession
 
-CONTAINERS = ("queue", "inflight", "by_packet_id", "inbound_qos2", "subscriptions")
+CONTAINERS = ("queue", "inflight", "inbound_qos2", "subscriptions")
 
 
 @pytest.fixture

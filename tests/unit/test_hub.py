@@ -261,7 +261,7 @@ def test_backpressure_from_a_subscriber_that_keeps_up() -> None:
     hub.pressure.wait(lambda: released.append(True))
     # the subscriber catches up: once its queue is half empty the publishers go on
     while s.inflight and not released:
-        s.acknowledge(next(iter(s.by_packet_id)))
+        s.acknowledge(next(iter(s.inflight)))
     assert released == [True] and not hub.pressure.active
 
 
@@ -395,5 +395,5 @@ def test_backpressure_starts_at_a_short_queue_not_a_full_one() -> None:
     released: list[bool] = []
     hub.pressure.wait(lambda: released.append(True))
     while s.inflight and not released:
-        s.acknowledge(next(iter(s.by_packet_id)))
+        s.acknowledge(next(iter(s.inflight)))
     assert released == [True] and len(s.queue) <= 2

@@ -5,12 +5,14 @@ session decides what is inflight, what waits, and what gets dropped. Persistent 
 journal every change to the engine so that they survive a restart; transient ones never
 touch the engine.
 
-The inflight window is keyed by each delivery's sequence number. What a transport's
-protocol adds on top of it (MQTT: packet ids, the PUBREC/PUBREL/PUBCOMP states, the inbound
-QoS 2 ids) lives in a subclass of `Session` in that transport's package
-(pushwire/mqtt/session.py), made by the `SessionFactory` the transport gives the hub; it
-numbers deliveries as they enter the window (`_track`, `_track_all`), says what to resend
-on a reconnect (`_resend`) and ends them with `settle` / `settle_all`.
+What a transport's protocol adds (MQTT: packet ids, the PUBREC/PUBREL/PUBCOMP states, the
+inbound QoS 2 ids) lives in a subclass of `Session` in that transport's package
+(pushwire/mqtt/session.py), made by the `SessionFactory` the transport gives the hub. The
+subclass gives each delivery entering the inflight window its wire id (`_track`,
+`_track_all`), which keys the window: one index, which the transport looks its
+acknowledgements up in (the QoS 1 path pays no second map, bench/README.md "MQTT session
+state out of core"); it says what to resend on a reconnect (`_resend`) and ends deliveries
+with `settle` / `settle_all`. The base class keys the window by seq.
 """
 
 from __future__ import annotations
@@ -58,9 +60,9 @@ class Delivery:
     qos: int
     retain: bool
     subscription_ids: list[int] = field(default_factory=list)
-    # the id the transport gave it on the wire (MQTT: its packet id) when it entered the
-    # inflight window: kept across reconnects and journaled with it; the core never reads
-    # it (see `Session._track`)
+    # the id the transport gave it when it entered the inflight window (MQTT: its packet
+    # id), unique among the session's inflight deliveries: their key in `inflight`, kept
+    # across reconnects and journaled with it (see `Session._track`)
     wire_id: int | None = None
     # queued / sent; a transport may journal further states of its own (MQTT: released)
     state: QueueState = "queued"
@@ -147,7 +149,7 @@ class Session:
 
     `queue`, `inflight` and `subscriptions` may be the shared empty ones above: read them
     freely, but write only through this class's methods, which build the session's own
-    first. `inflight` is keyed by the deliveries' `seq`, in the order they were sent."""
+    first. `inflight` is keyed by the deliveries' `wire_id`, in the order they were sent."""
 
     __slots__ = (
         "_engine",
@@ -419,10 +421,8 @@ class Session:
             self._stats.queued_bytes += size
             # positional: a dataclass __init__ with keywords costs twice as much
             d = Delivery(seq, message, qos, retain, subscription_ids, None, "sent", size)
-            inflight = self.inflight
-            if inflight is _NO_INFLIGHT:  # the session's first delivery
-                inflight = self.inflight = {}
-            inflight[seq] = d
+            if self.inflight is _NO_INFLIGHT:  # the session's first delivery
+                self.inflight = {}
             self._track(d)
             if journaled:
                 self._journal_put(d)
@@ -515,11 +515,18 @@ class Session:
     # -- what a transport's subclass adds (pushwire/mqtt/session.py) --------------------
 
     def _track(self, d: Delivery) -> None:
-        """`d` just entered the inflight window (in `inflight` already, not yet journaled
-        or sent): the transport gives it its wire id. The base has none to give."""
+        """`d` enters the inflight window (`inflight` is the session's own dict; `d` is
+        not yet journaled or sent): give it its wire id, unique among the inflight ones,
+        and put it in `inflight` under that id. The base uses its seq."""
+        d.wire_id = d.seq
+        self.inflight[d.seq] = d
 
     def _track_all(self, deliveries: list[Delivery]) -> None:
-        """`_track` for the deliveries one pump moved into the window, in order."""
+        """`_track` for the deliveries one pump moves into the window, in order."""
+        inflight = self.inflight
+        for d in deliveries:
+            d.wire_id = d.seq
+            inflight[d.seq] = d
 
     def _resend(self, link: Link) -> None:
         """A connection took the session over with deliveries still inflight: send them
@@ -543,9 +550,10 @@ class Session:
         receive_maximum = link.receive_maximum  # a property of the MQTT link: read once
         if receive_maximum < window:
             window = receive_maximum
-        if queue and len(inflight) < window and link.writable():
+        room = window - len(inflight)
+        if queue and room > 0 and link.writable():
             if inflight is _NO_INFLIGHT:  # queued while offline, never sent before
-                inflight = self.inflight = {}
+                self.inflight = {}
             # runs once per acknowledgement: what the loop needs is looked up once
             now = time.time()
             journaled = self.expiry_interval != 0 or self.stored_count > 0
@@ -560,14 +568,14 @@ class Session:
                         self._engine.queue_delete(self.client_id, d.seq)
                 else:
                     d.state = "sent"
-                    inflight[d.seq] = d
                     moved.append(d)
+                    room -= 1
                 # nothing is written inside the loop, so the link stays writable: the
                 # window (at most max_inflight deliveries) bounds what one pump sends
-                if not queue or len(inflight) >= window:
+                if not queue or not room:
                     break
             if moved:
-                self._track_all(moved)
+                self._track_all(moved)  # into `inflight`, under their wire ids
                 if journaled:
                     update = self._engine.queue_update
                     client_id = self.client_id
@@ -664,39 +672,45 @@ class Session:
         """The client acknowledged `d` for good (MQTT: PUBACK, PUBCOMP): it leaves the
         inflight window and the window is refilled. False when `d` was not inflight."""
         inflight = self.inflight
-        if not inflight:  # also when it is the shared empty one (it has no pop)
+        key = d.wire_id
+        if key is None or inflight.get(key) is not d:
             return False
-        # a seq is one delivery's within a session: the one found is `d`
-        if inflight.pop(d.seq, None) is None:
-            return False
+        del inflight[key]
         self._finished(d)
         return True
 
     def settle_all(self, deliveries: list[Delivery]) -> None:
-        """`settle` for a run of acknowledgements, in order (one not inflight is ignored);
-        the window is refilled once, after the last."""
+        """`settle` for a run of acknowledgements, in order, of deliveries the transport
+        just found in `inflight` (by their wire ids; one settled earlier in the run, a
+        repeated ack, is skipped); the window is refilled once, after the last."""
         inflight = self.inflight
         if not inflight:  # also when it is the shared empty one (it has no pop)
             return
-        # one pop per ack, not get and del: a seq is one delivery's within a session
+        # one pop per ack, not get and del (the QoS 1 hot path): nothing enters the
+        # window during the run, so what is under `d`'s wire id is `d`, or nothing once
+        # `d` was settled (another one is put back: not the caller's to settle)
         pop = inflight.pop
-        stats = self._stats
         journaled = self.expiry_interval != 0 or self.stored_count > 0
         events = self.events
         done = False
+        freed = 0  # bytes: taken off the session's and the server's counts once
         for d in deliveries:
-            seq = d.seq
-            if pop(seq, None) is None:
+            key = d.wire_id
+            found = pop(key, None)  # type: ignore[arg-type]  # inflight: it has one
+            if found is not d:
+                if found is not None:
+                    inflight[key] = found  # type: ignore[index]
                 continue
             done = True
-            size = d.size
-            self.queued_bytes -= size
-            stats.queued_bytes -= size
+            seq = d.seq
+            freed += d.size
             if journaled:
                 self._engine.queue_delete(self.client_id, seq)
             if events is not None:
                 events.acknowledged(self, d)
         if done:
+            self.queued_bytes -= freed
+            self._stats.queued_bytes -= freed
             self.last_progress = time.monotonic()
             self.pump()
 
@@ -736,7 +750,7 @@ class Session:
         d.size = approx_size(d.message)
         self._hold(d)
         if d.wire_id is not None and d.state != "queued":
-            self._own_inflight()[d.seq] = d
+            self._own_inflight()[d.wire_id] = d
         else:
             d.state = "queued"
             d.wire_id = None

@@ -168,7 +168,7 @@ class LinkSide:
     def _complete_dropped(self, delivery: Delivery) -> None:
         session = self.session
         pid = delivery.wire_id
-        if session is None or pid is None or session.by_packet_id.get(pid) is not delivery:
+        if session is None or pid is None or session.inflight.get(pid) is not delivery:
             return
         if delivery.qos == 1:
             session.acknowledge(pid)

@@ -1,17 +1,21 @@
 """The MQTT part of a session: packet ids, the QoS 2 handshakes, the inbound QoS 2 table.
 
 core.session.Session keeps the protocol-neutral state (subscriptions, the queue, and the
-inflight window keyed by each delivery's sequence number). `MqttSession` adds what only
-MQTT has, and the hub makes every session as one (the MQTT listener gives it the factory,
-mqtt/broker.py). The state is an `MqttState` in the session's `transport_state` slot, made
-when first needed, so a session that only publishes costs nothing more:
+inflight window keyed by each delivery's wire id). `MqttSession` adds what only MQTT has,
+and the hub makes every session as one (the MQTT listener gives it the factory,
+mqtt/broker.py):
 
 - a packet id (1..65535) for each delivery entering the inflight window, never one still
-  in use, and the map from packet id to delivery that PUBACK, PUBREC and PUBCOMP look up;
+  in use: its wire id, so the core's window is the map from packet id to delivery that
+  PUBACK, PUBREC and PUBCOMP look up (one index: the QoS 1 path keeps no second one);
 - the "released" state of an outgoing QoS 2 delivery (PUBREC received, PUBREL sent), and
   PUBREL instead of the PUBLISH when a reconnect resumes it;
 - the ids of inbound QoS 2 messages routed but not yet released (PUBREL), so that a resend
   is not routed twice.
+
+The next packet id and the inbound ids are an `MqttState` in the session's
+`transport_state` slot, made when first needed: a session that only publishes at QoS 0/1
+makes none, and an `MqttSession` has no __init__ of its own (connect storms).
 
 Packet ids travel on the delivery (`Delivery.wire_id`), so they are journaled with it and a
 persistent session resumes under the same ids after a restart (MQTT-4.4.0-1); the inbound
@@ -20,7 +24,6 @@ ids have their own table in the engine (`inbound_qos2_put` / `_delete`).
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol, cast
 
 from pushwire.core.session import Delivery, Link, Session
@@ -30,9 +33,8 @@ if TYPE_CHECKING:
 
 MAX_PACKET_ID = 65535
 
-# shared empty containers, read where a session has no MQTT state yet (as core.session's
-# _NO_*): most sessions of a connect storm only publish at QoS 0/1 and never need either
-_NO_DELIVERIES = cast("dict[int, Delivery]", MappingProxyType({}))
+# the inbound ids of a session that has had none (as core.session's _NO_*): a subscriber
+# never builds a set
 _NO_PACKET_IDS = cast("set[int]", frozenset())
 
 
@@ -48,23 +50,20 @@ class MqttState:
     """What MQTT keeps of one session beside the core's state: made at the session's first
     delivery that needs a packet id, or its first inbound QoS 2 message."""
 
-    __slots__ = ("by_packet_id", "inbound_qos2", "next_packet_id")
+    __slots__ = ("inbound_qos2", "next_packet_id")
 
     def __init__(self) -> None:
+        # where the search for a free packet id starts: the one after the last given
         self.next_packet_id = 1
-        # the deliveries inflight by packet id: every one in the session's `inflight`
-        # (keyed by seq there), and only those
-        self.by_packet_id: dict[int, Delivery] = {}
         # inbound QoS 2 packet ids routed, not yet released by the client's PUBREL; the
-        # shared empty set until the first (a subscriber never builds one)
+        # shared empty set until the first
         self.inbound_qos2: set[int] = _NO_PACKET_IDS
 
 
 class MqttSession(Session):
     """A session of an MQTT client: `Session` plus packet ids and the QoS 2 states.
 
-    Its state is in `transport_state` (an `MqttState`, None until first needed), so making
-    one costs what making a `Session` does: no __init__ of its own (connect storms)."""
+    `inflight` is keyed by packet id (the deliveries' wire ids)."""
 
     __slots__ = ()
 
@@ -73,12 +72,6 @@ class MqttSession(Session):
         if state is None:
             state = self.transport_state = MqttState()
         return state
-
-    @property
-    def by_packet_id(self) -> dict[int, Delivery]:
-        """The deliveries inflight, by packet id (read only)."""
-        state: MqttState | None = self.transport_state
-        return _NO_DELIVERIES if state is None else state.by_packet_id
 
     @property
     def inbound_qos2(self) -> set[int]:
@@ -92,26 +85,26 @@ class MqttSession(Session):
         state: MqttState | None = self.transport_state
         if state is None:  # the session's first delivery
             state = self.transport_state = MqttState()
-        ids = state.by_packet_id
+        inflight = self.inflight
         pid = state.next_packet_id
         # packet ids are 1..65535 and must not collide with one still inflight
-        while pid in ids:
+        while pid in inflight:
             pid = pid % MAX_PACKET_ID + 1
         d.wire_id = pid
-        ids[pid] = d
+        inflight[pid] = d
         state.next_packet_id = pid % MAX_PACKET_ID + 1
 
     def _track_all(self, deliveries: list[Delivery]) -> None:
         state: MqttState | None = self.transport_state
         if state is None:  # queued while offline, never sent before
             state = self.transport_state = MqttState()
-        ids = state.by_packet_id
+        inflight = self.inflight
         pid = state.next_packet_id
         for d in deliveries:
-            while pid in ids:
+            while pid in inflight:
                 pid = pid % MAX_PACKET_ID + 1
             d.wire_id = pid
-            ids[pid] = d
+            inflight[pid] = d
             pid = pid % MAX_PACKET_ID + 1
         state.next_packet_id = pid
 
@@ -119,39 +112,23 @@ class MqttSession(Session):
 
     def acknowledge(self, packet_id: int) -> bool:
         """PUBACK for a QoS 1 delivery."""
-        state: MqttState | None = self.transport_state
-        if state is None:
-            return False
-        ids = state.by_packet_id
-        d = ids.get(packet_id)
+        d = self.inflight.get(packet_id)
         if d is None or d.qos != 1:
             return False
-        del ids[packet_id]
         return self.settle(d)
 
     def acknowledge_all(self, packet_ids: list[int]) -> None:
         """PUBACKs for QoS 1 deliveries, in order (one that matches nothing inflight is
         ignored, as by `acknowledge`); the window is refilled once, after the last."""
-        state: MqttState | None = self.transport_state
-        if state is None:
-            return
-        ids = state.by_packet_id
-        pop = ids.pop  # one pop per ack, not get and del (the QoS 1 hot path)
-        done: list[Delivery] = []
-        for packet_id in packet_ids:
-            d = pop(packet_id, None)
-            if d is None:
-                continue
-            if d.qos != 1:
-                ids[packet_id] = d  # QoS 2 ends with PUBCOMP, never with PUBACK
-                continue
-            done.append(d)
+        # the QoS 1 hot path: the lookups looped in C (map), one pass keeps the QoS 1 ones
+        # (QoS 2 ends with PUBCOMP, never with PUBACK)
+        done = [d for d in map(self.inflight.get, packet_ids) if d is not None and d.qos == 1]
         if done:
             self.settle_all(done)
 
     def received(self, packet_id: int) -> bool:
         """PUBREC for a QoS 2 delivery: the message is now the client's; PUBREL follows."""
-        d = self.by_packet_id.get(packet_id)
+        d = self.inflight.get(packet_id)
         if d is None or d.qos != 2:
             return False
         self.restate(d, "released")
@@ -159,22 +136,17 @@ class MqttSession(Session):
 
     def completed(self, packet_id: int) -> bool:
         """PUBCOMP for a QoS 2 delivery."""
-        state: MqttState | None = self.transport_state
-        if state is None:
-            return False
-        ids = state.by_packet_id
-        d = ids.get(packet_id)
+        d = self.inflight.get(packet_id)
         if d is None or d.state != "released":
             return False
-        del ids[packet_id]
         return self.settle(d)
 
     def _resend(self, link: Link) -> None:
         """Resume every flow left inflight, in the order first sent: the PUBLISH again
         (DUP), or PUBREL for a QoS 2 delivery the client already received."""
-        for d in list(self.inflight.values()):
-            if d.state == "released" and d.wire_id is not None:
-                cast(ReleasingLink, link).send_release(d.wire_id)
+        for packet_id, d in list(self.inflight.items()):
+            if d.state == "released":
+                cast(ReleasingLink, link).send_release(packet_id)
             else:
                 link.send_message(d, True, None)
 
@@ -208,12 +180,6 @@ class MqttSession(Session):
         engine = self._engine
         for packet_id in self.inbound_qos2:
             engine.inbound_qos2_put(self.client_id, packet_id)
-
-    def restore_delivery(self, d: Delivery) -> None:
-        super().restore_delivery(d)
-        pid = d.wire_id
-        if pid is not None and self.inflight.get(d.seq) is d:
-            self._state().by_packet_id[pid] = d
 
     def restore_transport_state(self, stored: StoredSession) -> None:
         """At start-up: the journaled ids of inbound QoS 2 messages not yet released."""
