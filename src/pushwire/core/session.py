@@ -12,7 +12,7 @@ subclass gives each delivery entering the inflight window its wire id (`_track`,
 `_track_all`), which keys the window: one index, which the transport looks its
 acknowledgements up in (the QoS 1 path pays no second map, bench/README.md "MQTT session
 state out of core"); it says what to resend on a reconnect (`_resend`) and ends deliveries
-with `settle` / `settle_all`. The base class keys the window by seq.
+with `settle` / `settle_run`. The base class keys the window by seq.
 """
 
 from __future__ import annotations
@@ -679,33 +679,26 @@ class Session:
         self._finished(d)
         return True
 
-    def settle_all(self, deliveries: list[Delivery]) -> None:
-        """`settle` for a run of acknowledgements, in order, of deliveries the transport
-        just found in `inflight` (by their wire ids; one settled earlier in the run, a
-        repeated ack, is skipped); the window is refilled once, after the last."""
+    def settle_run(self, wire_ids: list[int], qos: int) -> None:
+        """A run of acknowledgements by wire id, in order, each ending the inflight
+        delivery under that id if it has QoS `qos` (a kind of acknowledgement ends one
+        QoS: MQTT's PUBACK, QoS 1); one that matches nothing is ignored, as by `settle`.
+        The window is refilled once, after the last (the QoS 1 hot path: one lookup per
+        ack, in the one index the window is)."""
         inflight = self.inflight
-        if not inflight:  # also when it is the shared empty one (it has no pop)
-            return
-        # one pop per ack, not get and del (the QoS 1 hot path): nothing enters the
-        # window during the run, so what is under `d`'s wire id is `d`, or nothing once
-        # `d` was settled (another one is put back: not the caller's to settle)
-        pop = inflight.pop
         journaled = self.expiry_interval != 0 or self.stored_count > 0
         events = self.events
         done = False
         freed = 0  # bytes: taken off the session's and the server's counts once
-        for d in deliveries:
-            key = d.wire_id
-            found = pop(key, None)  # type: ignore[arg-type]  # inflight: it has one
-            if found is not d:
-                if found is not None:
-                    inflight[key] = found  # type: ignore[index]
+        for key in wire_ids:
+            d = inflight.get(key)
+            if d is None or d.qos != qos:
                 continue
+            del inflight[key]
             done = True
-            seq = d.seq
             freed += d.size
             if journaled:
-                self._engine.queue_delete(self.client_id, seq)
+                self._engine.queue_delete(self.client_id, d.seq)
             if events is not None:
                 events.acknowledged(self, d)
         if done:

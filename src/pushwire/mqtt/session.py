@@ -120,11 +120,8 @@ class MqttSession(Session):
     def acknowledge_all(self, packet_ids: list[int]) -> None:
         """PUBACKs for QoS 1 deliveries, in order (one that matches nothing inflight is
         ignored, as by `acknowledge`); the window is refilled once, after the last."""
-        # the QoS 1 hot path: the lookups looped in C (map), one pass keeps the QoS 1 ones
-        # (QoS 2 ends with PUBCOMP, never with PUBACK)
-        done = [d for d in map(self.inflight.get, packet_ids) if d is not None and d.qos == 1]
-        if done:
-            self.settle_all(done)
+        # the packet ids are the window's keys; QoS 2 ends with PUBCOMP, never with PUBACK
+        self.settle_run(packet_ids, 1)
 
     def received(self, packet_id: int) -> bool:
         """PUBREC for a QoS 2 delivery: the message is now the client's; PUBREL follows."""
