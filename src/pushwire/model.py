@@ -63,7 +63,9 @@ class StoredQueueEntry:
     message: Message  # shared by every session it was queued for (same uid)
     qos: int  # effective QoS of this delivery
     retain: bool  # retain flag on this delivery
-    packet_id: int | None = None
+    # the id the transport gave the delivery when it was sent (MQTT: its packet id, the
+    # same after a restart, MQTT-4.4.0-1); None while queued
+    wire_id: int | None = None
     state: QueueState = "queued"
 
 

@@ -116,7 +116,7 @@ class SessionStore(Protocol):
         reference it, and dropped with its last reference."""
 
     def queue_update(
-        self, client_id: str, seq: int, packet_id: int | None, state: QueueState
+        self, client_id: str, seq: int, wire_id: int | None, state: QueueState
     ) -> None: ...
     def queue_delete(self, client_id: str, seq: int) -> None: ...
     def queue_load(

@@ -65,7 +65,7 @@ async def test_a_message_queued_for_many_sessions_is_stored_once(
     found = await b.load_session(ids[0])
     assert found is not None
     [first, second] = found.queue
-    assert (first.seq, first.packet_id, first.state, second.seq) == (1, 5, "sent", 2)
+    assert (first.seq, first.wire_id, first.state, second.seq) == (1, 5, "sent", 2)
     got = first.message
     assert (got.topic, got.payload, got.qos, got.properties, got.expires_at, got.origin) == (
         m.topic,

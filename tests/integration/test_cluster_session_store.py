@@ -81,7 +81,7 @@ async def test_session_written_on_one_node_is_found_on_another(
     assert (found.protocol_level, found.expiry_interval, found.disconnected_at) == (5, 3600, 1234.5)
     assert found.owner == "alice"
     assert found.subscriptions == [StoredSubscription("t/#", opts, 7)]
-    assert [(e.seq, e.qos, e.retain, e.packet_id, e.state) for e in found.queue] == [
+    assert [(e.seq, e.qos, e.retain, e.wire_id, e.state) for e in found.queue] == [
         (1, 1, False, 17, "sent"),
         (2, 2, True, 18, "released"),
     ]

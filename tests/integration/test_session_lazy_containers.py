@@ -13,7 +13,7 @@ from helpers import raw
 from helpers.inproc import InProcessServer, running
 from helpers.raw import RawClient, connected_client
 from helpers.server import ServerProcess
-from pushwire.core.session import Session
+from pushwire.mqtt.session import MqttSession
 
 CONTAINERS = ("queue", "inflight", "inbound_qos2", "subscriptions")
 
@@ -23,9 +23,11 @@ def srv() -> Iterator[InProcessServer]:
     yield from running(InProcessServer())
 
 
-def session_of(srv: InProcessServer, client_id: str) -> Session:
+def session_of(srv: InProcessServer, client_id: str) -> MqttSession:
     assert srv.server is not None
-    return srv.server.hub.sessions[client_id]
+    session = srv.server.hub.sessions[client_id]
+    assert isinstance(session, MqttSession)  # the MQTT listener's sessions
+    return session
 
 
 def test_clean_sessions_that_only_publish_build_no_containers(srv: InProcessServer) -> None:

@@ -11,6 +11,7 @@ from pushwire.core.message import Message
 from pushwire.core.session import Delivery, SessionLimits, Subscription
 from pushwire.core.subscription import SubscriptionOptions
 from pushwire.engines.memory import MemoryEngine
+from pushwire.mqtt.session import MqttSession
 
 
 class RecordingLink:
@@ -25,7 +26,7 @@ class RecordingLink:
         return self.open
 
     def send_message(self, d: Delivery, dup: bool, wire_cache: dict[Any, Any] | None) -> None:
-        self.sent.append((d.message.topic, d.message.payload, d.qos, d.retain, d.packet_id, dup))
+        self.sent.append((d.message.topic, d.message.payload, d.qos, d.retain, d.wire_id, dup))
 
     def send_window(self, deliveries: list[Delivery]) -> None:
         for d in deliveries:
@@ -39,7 +40,10 @@ class RecordingLink:
 
 
 def make_hub(max_inflight: int = 20, max_queued: int = 1000) -> Hub:
-    return Hub(MemoryEngine(), SessionLimits(max_inflight, max_queued))
+    """A hub of MQTT sessions (packet ids, PUBACK/PUBREC/PUBCOMP), as the server makes."""
+    hub = Hub(MemoryEngine(), SessionLimits(max_inflight, max_queued))
+    hub.session_factory = MqttSession
+    return hub
 
 
 def sub(flt: str, qos: int = 0, **kw: Any) -> Subscription:
@@ -73,6 +77,7 @@ def test_inflight_window_and_queue_then_pump_on_ack() -> None:
     hub = make_hub(max_inflight=2)
     link = RecordingLink()
     s, _ = hub.connect("c", True, 4, 0, link)
+    assert isinstance(s, MqttSession)
     s.attach(link)
     hub.subscribe(s, sub("t", qos=1))
     for i in range(5):
@@ -188,6 +193,7 @@ def test_qos2_outbound_states() -> None:
     hub = make_hub()
     link = RecordingLink()
     s, _ = hub.connect("c", False, 4, None, link)
+    assert isinstance(s, MqttSession)
     s.attach(link)
     hub.subscribe(s, sub("t", qos=2))
     hub.publish(Message("t", b"x", qos=2))
@@ -241,6 +247,7 @@ def test_backpressure_from_a_subscriber_that_keeps_up() -> None:
     hub = make_hub(max_inflight=2, max_queued=4)
     link = RecordingLink()
     s, _ = hub.connect("fast", True, 4, 0, link)
+    assert isinstance(s, MqttSession)
     s.attach(link)
     hub.subscribe(s, sub("t", qos=1))
     hub.publish(Message("t", b"0", qos=1))
@@ -311,6 +318,7 @@ def test_overlapping_filters_of_one_session_cost_once_per_topic_not_per_publish(
     heavy.attach(heavy_link)
     light, _ = hub.connect("light", True, 5, 0, light_link)
     light.attach(light_link)
+    assert isinstance(heavy, MqttSession) and isinstance(light, MqttSession)
     levels = [f"l{i}" for i in range(12)]
     topic = "/".join(levels)
     filters = overlapping_filters(levels, 1000)
@@ -370,8 +378,10 @@ def test_backpressure_starts_at_a_short_queue_not_a_full_one() -> None:
     # 50,000 msg/s; publishers are held once pressure_queue_messages (here 4) are queued,
     # long before the queue bound (1000), and let go at half of that
     hub = Hub(MemoryEngine(), SessionLimits(2, 1000, pressure_queue_messages=4))
+    hub.session_factory = MqttSession
     link = RecordingLink()
     s, _ = hub.connect("fast", True, 4, 0, link)
+    assert isinstance(s, MqttSession)
     s.attach(link)
     hub.subscribe(s, sub("t", qos=1))
     hub.publish(Message("t", b"0", qos=1))

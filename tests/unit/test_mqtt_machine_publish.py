@@ -132,7 +132,7 @@ def test_receive_maximum_does_not_apply_to_qos0_or_v311() -> None:
 def delivery(
     topic: str, payload: bytes = b"hello", qos: int = 0, pid: int | None = None
 ) -> Delivery:
-    return Delivery(0, Message(topic, payload, qos), qos, False, packet_id=pid)
+    return Delivery(0, Message(topic, payload, qos), qos, False, wire_id=pid)
 
 
 def client(**props: int) -> MQTTConnection:

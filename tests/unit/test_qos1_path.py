@@ -10,7 +10,7 @@ import pytest
 
 from pushwire.core.hub import Hub
 from pushwire.core.message import Message
-from pushwire.core.session import Delivery, Session, SessionLimits, Subscription
+from pushwire.core.session import Delivery, SessionLimits, Subscription
 from pushwire.core.subscription import SubscriptionOptions
 from pushwire.engines.memory import MemoryEngine
 from pushwire.mqtt.codec.decoder import Decoder
@@ -28,6 +28,7 @@ from pushwire.mqtt.packets import (
     PubAckRun,
     Publish,
 )
+from pushwire.mqtt.session import MqttSession
 
 V4 = PROTOCOL_V311
 V5 = PROTOCOL_V5
@@ -43,7 +44,7 @@ class RecordingLink:
         return True
 
     def send_message(self, d: Delivery, dup: bool, wire_cache: dict[Any, Any] | None) -> None:
-        self.sent.append((d.message.topic, d.message.payload, d.qos, d.retain, d.packet_id, dup))
+        self.sent.append((d.message.topic, d.message.payload, d.qos, d.retain, d.wire_id, dup))
 
     def packet_ids(self) -> list[int]:
         """The packet ids of what was sent, every one a QoS > 0 delivery."""
@@ -120,10 +121,12 @@ def test_machine_handles_a_run() -> None:
     ]
 
 
-def _session_with_sent(count: int, max_inflight: int = 4) -> tuple[Hub, RecordingLink, Session]:
+def _session_with_sent(count: int, max_inflight: int = 4) -> tuple[Hub, RecordingLink, MqttSession]:
     hub = Hub(MemoryEngine(), SessionLimits(max_inflight, 1000))
+    hub.session_factory = MqttSession
     link = RecordingLink()
     s, _ = hub.connect("c", True, 4, 0, link)
+    assert isinstance(s, MqttSession)
     s.attach(link)
     hub.subscribe(s, Subscription("t", SubscriptionOptions(qos=1)))
     for i in range(count):
@@ -147,8 +150,10 @@ def test_acknowledge_all_frees_the_window_and_refills_it_once_in_order() -> None
 
 def test_acknowledge_all_ignores_qos2_deliveries() -> None:
     hub = Hub(MemoryEngine(), SessionLimits(4, 1000))
+    hub.session_factory = MqttSession
     link = RecordingLink()
     s, _ = hub.connect("c", True, 4, 0, link)
+    assert isinstance(s, MqttSession)
     s.attach(link)
     hub.subscribe(s, Subscription("t", SubscriptionOptions(qos=2)))
     hub.publish(Message("t", b"x", qos=2))

@@ -16,6 +16,7 @@ from pushwire.core.message import Message
 from pushwire.core.session import REFUSED, TAKEN, Delivery, Session, SessionLimits, Subscription
 from pushwire.core.subscription import SubscriptionOptions
 from pushwire.engines.sqlite import SQLiteEngine
+from pushwire.mqtt.session import MqttSession
 
 
 class RecordingLink:
@@ -32,7 +33,7 @@ class RecordingLink:
         return True
 
     def send_message(self, d: Delivery, dup: bool, wire_cache: dict[Any, Any] | None) -> None:
-        self.sent.append((d.message.topic, d.message.payload, d.qos, d.retain, d.packet_id, dup))
+        self.sent.append((d.message.topic, d.message.payload, d.qos, d.retain, d.wire_id, dup))
 
     def send_window(self, deliveries: list[Delivery]) -> None:
         for d in deliveries:
@@ -60,6 +61,7 @@ async def open_hub(path: Path, lim: SessionLimits) -> Hub:
     engine = SQLiteEngine(path, durable=False)
     await engine.open()
     hub = Hub(engine, lim)
+    hub.session_factory = MqttSession  # packet ids and PUBACK, as the MQTT listener sets
     await hub.restore()
     return hub
 
@@ -86,7 +88,7 @@ async def drain(hub: Hub, client_id: str, expect: int) -> list[bytes]:
     """Reconnect and acknowledge everything as it comes; the payloads in delivery order."""
     link = RecordingLink()
     s, present = hub.connect(client_id, False, 5, None, link, owner="alice")
-    assert present
+    assert present and isinstance(s, MqttSession)
     s.attach(link)
     acked = 0
 
@@ -125,6 +127,7 @@ async def test_messages_offered_while_a_read_is_pending_stay_behind_it(tmp_path:
         hub.publish(Message("t", b"%03d" % i, qos=1))
     link = RecordingLink()
     s2, _ = hub.connect("phone", False, 5, None, link, owner="alice")
+    assert isinstance(s2, MqttSession)
     s2.attach(link)  # sends 5, queue 5 left: a read from the store starts
     assert len(link.sent) == 5 and len(s2.queue) == 5 and s2.stored_count == 20
     for i in range(30, 40):  # before the read resolves: into the store, behind the rest

@@ -15,6 +15,7 @@ from pushwire.core.session import Delivery, SessionLimits, Subscription
 from pushwire.core.subscription import SubscriptionOptions
 from pushwire.core.topics import matches
 from pushwire.engines.memory import MemoryEngine
+from pushwire.mqtt.session import MqttSession
 
 levels = st.sampled_from(["a", "b", "", "$x"])
 topic_st = st.lists(levels, min_size=1, max_size=4).map("/".join).filter(bool)
@@ -146,10 +147,12 @@ async def test_disconnect_stops_the_stream() -> None:
 
 async def test_qos1_backlog_waits_for_acks_instead_of_overflowing_the_queue() -> None:
     hub = Hub(MemoryEngine(), SessionLimits(max_inflight=5, max_queued_messages=10))
+    hub.session_factory = MqttSession
     for i in range(200):
         hub.publish(Message(f"q/{i}", b"x", qos=1, retain=True))
     link = SlowLink()
     s, _ = hub.connect("c", True, 4, 0, link)
+    assert isinstance(s, MqttSession)
     s.attach(link)
     sub = Subscription("q/#", SubscriptionOptions(qos=1))
     hub.send_retained(s, sub, hub.subscribe(s, sub))
@@ -157,7 +160,7 @@ async def test_qos1_backlog_waits_for_acks_instead_of_overflowing_the_queue() ->
     for _ in range(10_000):
         if acked == 200:
             break
-        pending = [d.packet_id for d in link.sent[acked:] if d.packet_id is not None]
+        pending = [d.wire_id for d in link.sent[acked:] if d.wire_id is not None]
         for pid in pending:
             assert s.acknowledge(pid)
         acked += len(pending)

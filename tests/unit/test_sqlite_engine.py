@@ -128,8 +128,8 @@ async def test_round_trip_every_field(make_engine: MakeEngine, db_path: Path) ->
     ]
     queue = [
         StoredQueueEntry(1, m1, qos=1, retain=False),
-        StoredQueueEntry(2, m2, qos=1, retain=True, packet_id=10, state="sent"),
-        StoredQueueEntry(5, m1, qos=2, retain=True, packet_id=65535, state="released"),
+        StoredQueueEntry(2, m2, qos=1, retain=True, wire_id=10, state="sent"),
+        StoredQueueEntry(5, m1, qos=2, retain=True, wire_id=65535, state="released"),
     ]
     engine.session_put("a", 5, 3600, 1234.5)
     for sub in subs:
@@ -277,7 +277,7 @@ async def test_queue_update_and_delete(make_engine: MakeEngine) -> None:
     engine.queue_update("s", 3, 1, "sent")  # on a deleted entry: harmless
     await engine.sync()
     (session,) = await engine.load_sessions()
-    assert [(e.seq, e.packet_id, e.state) for e in session.queue] == [
+    assert [(e.seq, e.wire_id, e.state) for e in session.queue] == [
         (1, 17, "sent"),
         (2, 18, "released"),
     ]

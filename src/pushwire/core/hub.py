@@ -30,6 +30,7 @@ from pushwire.core.session import (
     ReceiveFilter,
     Session,
     SessionEvents,
+    SessionFactory,
     SessionLimits,
     Subscription,
 )
@@ -62,6 +63,9 @@ class Hub:
         self.stats = Stats()
         self.pressure = Backpressure()
         self.sessions: dict[str, Session] = {}
+        # makes every session: a transport with state of its own in a session gives its
+        # subclass of Session (the MQTT listener: pushwire.mqtt.session.MqttSession)
+        self.session_factory: SessionFactory = Session
         # keys are sessions, or shared groups that stand for several sessions
         self.subscriptions: SubscriptionTrie[Session | SharedGroup, Subscription] = (
             SubscriptionTrie()
@@ -122,7 +126,7 @@ class Hub:
         return stored.disconnected_at + stored.expiry_interval <= now
 
     def _restore_session(self, stored: StoredSession) -> None:
-        session = Session(
+        session = self.session_factory(
             stored.client_id,
             stored.protocol_level,
             stored.expiry_interval,
@@ -140,7 +144,7 @@ class Hub:
             self._index(session, sub)
         for e in stored.queue:
             session.restore_delivery(
-                Delivery(e.seq, e.message, e.qos, e.retain, [], e.packet_id, e.state)
+                Delivery(e.seq, e.message, e.qos, e.retain, [], e.wire_id, e.state)
             )
         session.restore_stored(
             stored.stored_count,
@@ -148,7 +152,7 @@ class Hub:
             stored.stored_first_seq,
             stored.stored_last_seq,
         )
-        session.restore_inbound_qos2(stored.inbound_qos2)
+        session.restore_transport_state(stored)
         self.sessions[session.client_id] = session
         self._schedule_expiry(session)
 
@@ -185,7 +189,7 @@ class Hub:
         existing = self.sessions.get(client_id)
         if existing is None:
             # the common case (every clean reconnect after the last one ended): a new session
-            session = self.sessions[client_id] = Session(
+            session = self.sessions[client_id] = self.session_factory(
                 client_id,
                 protocol_level,
                 expiry_interval,
@@ -230,7 +234,7 @@ class Hub:
                 session.journal_everything()
         else:
             self._discard(existing)
-            session = Session(
+            session = self.session_factory(
                 client_id,
                 protocol_level,
                 expiry_interval,

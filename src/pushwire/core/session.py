@@ -4,6 +4,15 @@ Transport-agnostic: a live connection attaches as a `Link` and is told what to s
 session decides what is inflight, what waits, and what gets dropped. Persistent sessions
 journal every change to the engine so that they survive a restart; transient ones never
 touch the engine.
+
+What a transport's protocol adds (MQTT: packet ids, the PUBREC/PUBREL/PUBCOMP states, the
+inbound QoS 2 ids) lives in a subclass of `Session` in that transport's package
+(pushwire/mqtt/session.py), made by the `SessionFactory` the transport gives the hub. The
+subclass gives each delivery entering the inflight window its wire id (`_track`,
+`_track_all`), which keys the window: one index, which the transport looks its
+acknowledgements up in (the QoS 1 path pays no second map, bench/README.md "MQTT session
+state out of core"); it says what to resend on a reconnect (`_resend`) and ends deliveries
+with `settle` / `settle_run`. The base class keys the window by seq.
 """
 
 from __future__ import annotations
@@ -22,10 +31,8 @@ from pushwire.core.message import MESSAGE_OVERHEAD, Message, approx_size
 from pushwire.core.pressure import PROGRESS_WINDOW, Backpressure
 from pushwire.core.stats import Stats
 from pushwire.core.subscription import SubscriptionOptions
-from pushwire.model import QueueState, StoredQueueEntry, StoredSubscription
+from pushwire.model import QueueState, StoredQueueEntry, StoredSession, StoredSubscription
 from pushwire.ports import Engine
-
-MAX_PACKET_ID = 65535
 
 log = logging.getLogger(__name__)
 # a full queue refuses every message while it stays full: one line per client per 10 s
@@ -53,7 +60,11 @@ class Delivery:
     qos: int
     retain: bool
     subscription_ids: list[int] = field(default_factory=list)
-    packet_id: int | None = None
+    # the id the transport gave it when it entered the inflight window (MQTT: its packet
+    # id), unique among the session's inflight deliveries: their key in `inflight`, kept
+    # across reconnects and journaled with it (see `Session._track`)
+    wire_id: int | None = None
+    # queued / sent; a transport may journal further states of its own (MQTT: released)
     state: QueueState = "queued"
     size: int = 0  # approx_size of the message, what the session's byte bound counts
 
@@ -83,11 +94,8 @@ class Link(Protocol):
 
     def send_window(self, deliveries: list[Delivery]) -> None:
         """Send the deliveries `Session.pump` moved into the inflight window, in order
-        (first sends, packet ids set, no wire cache): `send_message` for each, in one go
+        (first sends, wire ids set, no wire cache): `send_message` for each, in one go
         (the MQTT link encodes them in one join and writes them at once)."""
-
-    def send_release(self, packet_id: int) -> None:
-        """Send PUBREL (resuming a QoS 2 flow after reconnect)."""
 
     def close_taken_over(self) -> None:
         """Another connection took over this session: close this one."""
@@ -134,22 +142,20 @@ class SessionLimits:
 _NO_QUEUE = cast("deque[Delivery]", ())
 _NO_INFLIGHT = cast("dict[int, Delivery]", MappingProxyType({}))
 _NO_SUBSCRIPTIONS = cast("dict[str, Subscription]", MappingProxyType({}))
-_NO_PACKET_IDS = cast("set[int]", frozenset())
 
 
 class Session:
     """State of one client id; identity-hashed so it can key the subscription trie.
 
-    `queue`, `inflight`, `subscriptions` and `inbound_qos2` may be the shared empty ones
-    above: read them freely, but write only through this class's methods, which build
-    the session's own first."""
+    `queue`, `inflight` and `subscriptions` may be the shared empty ones above: read them
+    freely, but write only through this class's methods, which build the session's own
+    first. `inflight` is keyed by the deliveries' `wire_id`, in the order they were sent."""
 
     __slots__ = (
         "_engine",
         "_keeps_queue",
         "_limits",
         "_loading",
-        "_next_packet_id",
         "_next_seq",
         "_pressure",
         "_stats",
@@ -162,7 +168,6 @@ class Session:
         "expiry_handle",
         "expiry_interval",
         "has_row",
-        "inbound_qos2",
         "inflight",
         "last_progress",
         "link",
@@ -175,6 +180,7 @@ class Session:
         "stored_bytes",
         "stored_count",
         "subscriptions",
+        "transport_state",
     )
 
     def __init__(
@@ -197,7 +203,10 @@ class Session:
         self.inflight: dict[int, Delivery] = _NO_INFLIGHT
         # approx_size of every delivery in `queue` and `inflight`
         self.queued_bytes = 0
-        self.inbound_qos2: set[int] = _NO_PACKET_IDS
+        # what a transport's subclass keeps of its own (MqttSession: packet ids, the
+        # inbound QoS 2 ids), made when it first needs some: None for every session of a
+        # connect storm that only publishes, and no __init__ of the subclass to run
+        self.transport_state: Any = None
         self.link: Link | None = None
         self.disconnected_at: float | None = None
         self.expiry_handle: Any = None
@@ -214,7 +223,6 @@ class Session:
         self._limits = limits
         self._stats = stats
         self._next_seq = 1
-        self._next_packet_id = 1
         # the tail of the queue that waits in the store only (seq >= _stored_from): a
         # persistent session keeps `queue_memory_window` queued messages in memory and reads
         # the rest back as the queue drains (`_load_stored`)
@@ -270,12 +278,6 @@ class Session:
             subscriptions = self.subscriptions = {}
         return subscriptions
 
-    def _own_inbound_qos2(self) -> set[int]:
-        ids = self.inbound_qos2
-        if ids is _NO_PACKET_IDS:
-            ids = self.inbound_qos2 = set()
-        return ids
-
     # -- journal ---------------------------------------------------------------------
 
     def journal_session(self) -> None:
@@ -291,8 +293,8 @@ class Session:
 
     def journal_everything(self) -> None:
         """The session just became persistent: write what it holds so far (subscriptions,
-        inflight and queued messages, inbound QoS 2 ids), which nothing journaled while it
-        was transient."""
+        inflight and queued messages; a transport's subclass adds its own state), which
+        nothing journaled while it was transient."""
         self.journal_session()
         engine = self._engine
         for sub in self.subscriptions.values():
@@ -301,8 +303,6 @@ class Session:
             )
         for d in sorted([*self.inflight.values(), *self.queue], key=lambda d: d.seq):
             self._journal_put(d)
-        for packet_id in self.inbound_qos2:
-            engine.inbound_qos2_put(self.client_id, packet_id)
 
     def add_subscription(self, sub: Subscription) -> bool:
         """Insert or replace; True when the filter is new for this session."""
@@ -331,7 +331,7 @@ class Session:
     def _journal_put(self, d: Delivery) -> None:
         self._engine.queue_put(
             self.client_id,
-            StoredQueueEntry(d.seq, d.message, d.qos, d.retain, d.packet_id, d.state),
+            StoredQueueEntry(d.seq, d.message, d.qos, d.retain, d.wire_id, d.state),
         )
 
     # -- outgoing flow -----------------------------------------------------------------
@@ -420,12 +420,10 @@ class Session:
             self.queued_bytes += size
             self._stats.queued_bytes += size
             # positional: a dataclass __init__ with keywords costs twice as much
-            pid = self._allocate_packet_id()
-            d = Delivery(seq, message, qos, retain, subscription_ids, pid, "sent", size)
-            inflight = self.inflight
-            if inflight is _NO_INFLIGHT:  # the session's first delivery
-                inflight = self.inflight = {}
-            inflight[pid] = d
+            d = Delivery(seq, message, qos, retain, subscription_ids, None, "sent", size)
+            if self.inflight is _NO_INFLIGHT:  # the session's first delivery
+                self.inflight = {}
+            self._track(d)
             if journaled:
                 self._journal_put(d)
             link.send_message(d, False, wire_cache)
@@ -514,13 +512,32 @@ class Session:
     def _window_open(self, link: Link) -> bool:
         return len(self.inflight) < min(self._limits.max_inflight, link.receive_maximum)
 
-    def _allocate_packet_id(self) -> int:
-        pid = self._next_packet_id
-        # packet ids are 1..65535 and must not collide with one still inflight
-        while pid in self.inflight:
-            pid = pid % MAX_PACKET_ID + 1
-        self._next_packet_id = pid % MAX_PACKET_ID + 1
-        return pid
+    # -- what a transport's subclass adds (pushwire/mqtt/session.py) --------------------
+
+    def _track(self, d: Delivery) -> None:
+        """`d` enters the inflight window (`inflight` is the session's own dict; `d` is
+        not yet journaled or sent): give it its wire id, unique among the inflight ones,
+        and put it in `inflight` under that id. The base uses its seq."""
+        d.wire_id = d.seq
+        self.inflight[d.seq] = d
+
+    def _track_all(self, deliveries: list[Delivery]) -> None:
+        """`_track` for the deliveries one pump moves into the window, in order."""
+        inflight = self.inflight
+        for d in deliveries:
+            d.wire_id = d.seq
+            inflight[d.seq] = d
+
+    def _resend(self, link: Link) -> None:
+        """A connection took the session over with deliveries still inflight: send them
+        again, in the order they were first sent (the transport's subclass may send
+        something else for a delivery past its first acknowledgement)."""
+        for d in list(self.inflight.values()):
+            link.send_message(d, True, None)
+
+    def restore_transport_state(self, stored: StoredSession) -> None:
+        """At start-up (or a handover): what the transport journaled of its own beside
+        the queue (MQTT: the inbound QoS 2 ids). The base keeps nothing."""
 
     def pump(self) -> None:
         """Move queued messages into the inflight window while the link can take them."""
@@ -533,14 +550,14 @@ class Session:
         receive_maximum = link.receive_maximum  # a property of the MQTT link: read once
         if receive_maximum < window:
             window = receive_maximum
-        if queue and len(inflight) < window and link.writable():
+        room = window - len(inflight)
+        if queue and room > 0 and link.writable():
             if inflight is _NO_INFLIGHT:  # queued while offline, never sent before
-                inflight = self.inflight = {}
+                self.inflight = {}
             # runs once per acknowledgement: what the loop needs is looked up once
             now = time.time()
             journaled = self.expiry_interval != 0 or self.stored_count > 0
             moved: list[Delivery] = []  # sent together once the window is full
-            pid = self._next_packet_id
             while True:
                 d = queue.popleft()
                 expires_at = d.message.expires_at
@@ -550,22 +567,20 @@ class Session:
                     if journaled:
                         self._engine.queue_delete(self.client_id, d.seq)
                 else:
-                    # packet ids are 1..65535 and must not collide with one still inflight
-                    while pid in inflight:
-                        pid = pid % MAX_PACKET_ID + 1
-                    d.packet_id = pid
                     d.state = "sent"
-                    inflight[pid] = d
-                    pid = pid % MAX_PACKET_ID + 1
-                    if journaled:
-                        self._engine.queue_update(self.client_id, d.seq, d.packet_id, "sent")
                     moved.append(d)
+                    room -= 1
                 # nothing is written inside the loop, so the link stays writable: the
                 # window (at most max_inflight deliveries) bounds what one pump sends
-                if not queue or len(inflight) >= window:
+                if not queue or not room:
                     break
-            self._next_packet_id = pid
             if moved:
+                self._track_all(moved)  # into `inflight`, under their wire ids
+                if journaled:
+                    update = self._engine.queue_update
+                    client_id = self.client_id
+                    for d in moved:
+                        update(client_id, d.seq, d.wire_id, "sent")
                 link.send_window(moved)
         limits = self._limits
         if (
@@ -641,13 +656,6 @@ class Session:
             self.stored_bytes = 0  # sizes of rows read at start-up were estimated
         self.pump()
 
-    def _finish(self, packet_id: int) -> bool:
-        d = self.inflight.pop(packet_id, None)
-        if d is None:
-            return False
-        self._finished(d)
-        return True
-
     def _finished(self, d: Delivery) -> None:
         """`d` left the inflight window, acknowledged: room for the next one."""
         size = d.size
@@ -660,78 +668,53 @@ class Session:
             self.events.acknowledged(self, d)
         self.pump()
 
-    def acknowledge_all(self, packet_ids: list[int]) -> None:
-        """PUBACKs for QoS 1 deliveries, in order (one that matches nothing inflight is
-        ignored, as by `acknowledge`); the window is refilled once, after the last."""
+    def settle(self, d: Delivery) -> bool:
+        """The client acknowledged `d` for good (MQTT: PUBACK, PUBCOMP): it leaves the
+        inflight window and the window is refilled. False when `d` was not inflight."""
         inflight = self.inflight
-        stats = self._stats
+        key = d.wire_id
+        if key is None or inflight.get(key) is not d:
+            return False
+        del inflight[key]
+        self._finished(d)
+        return True
+
+    def settle_run(self, wire_ids: list[int], qos: int) -> None:
+        """A run of acknowledgements by wire id, in order, each ending the inflight
+        delivery under that id if it has QoS `qos` (a kind of acknowledgement ends one
+        QoS: MQTT's PUBACK, QoS 1); one that matches nothing is ignored, as by `settle`.
+        The window is refilled once, after the last (the QoS 1 hot path: one lookup per
+        ack, in the one index the window is)."""
+        inflight = self.inflight
         journaled = self.expiry_interval != 0 or self.stored_count > 0
         events = self.events
         done = False
-        for packet_id in packet_ids:
-            d = inflight.get(packet_id)
-            if d is None or d.qos != 1:
+        freed = 0  # bytes: taken off the session's and the server's counts once
+        for key in wire_ids:
+            d = inflight.get(key)
+            if d is None or d.qos != qos:
                 continue
-            del inflight[packet_id]
+            del inflight[key]
             done = True
-            size = d.size
-            self.queued_bytes -= size
-            stats.queued_bytes -= size
+            freed += d.size
             if journaled:
                 self._engine.queue_delete(self.client_id, d.seq)
             if events is not None:
                 events.acknowledged(self, d)
         if done:
+            self.queued_bytes -= freed
+            self._stats.queued_bytes -= freed
             self.last_progress = time.monotonic()
             self.pump()
 
-    def acknowledge(self, packet_id: int) -> bool:
-        """PUBACK for a QoS 1 delivery."""
-        inflight = self.inflight
-        d = inflight.get(packet_id)
-        if d is None or d.qos != 1:
-            return False
-        del inflight[packet_id]
-        self._finished(d)
-        return True
-
-    def received(self, packet_id: int) -> bool:
-        """PUBREC for a QoS 2 delivery: the message is now the client's; PUBREL follows."""
-        d = self.inflight.get(packet_id)
-        if d is None or d.qos != 2:
-            return False
+    def restate(self, d: Delivery, state: QueueState) -> None:
+        """The client acknowledged a step of `d` that keeps it inflight (MQTT: PUBREC, and
+        `state` "released"): counts as progress, and the new state is journaled."""
         self.last_progress = time.monotonic()
-        if d.state != "released":
-            d.state = "released"
+        if d.state != state:
+            d.state = state
             if self.journaled:
-                self._engine.queue_update(self.client_id, d.seq, packet_id, "released")
-        return True
-
-    def completed(self, packet_id: int) -> bool:
-        """PUBCOMP for a QoS 2 delivery."""
-        d = self.inflight.get(packet_id)
-        if d is None or d.state != "released":
-            return False
-        return self._finish(packet_id)
-
-    # -- inbound QoS 2 ---------------------------------------------------------------------
-
-    def inbound_qos2_seen(self, packet_id: int) -> bool:
-        return packet_id in self.inbound_qos2
-
-    def inbound_qos2_add(self, packet_id: int) -> None:
-        self._own_inbound_qos2().add(packet_id)
-        if self.journaled:
-            self._engine.inbound_qos2_put(self.client_id, packet_id)
-
-    def inbound_qos2_release(self, packet_id: int) -> bool:
-        ids = self.inbound_qos2
-        if packet_id not in ids:  # also when they are the shared empty ones
-            return False
-        ids.discard(packet_id)
-        if self.journaled:
-            self._engine.inbound_qos2_delete(self.client_id, packet_id)
-        return True
+                self._engine.queue_update(self.client_id, d.seq, d.wire_id, state)
 
     # -- connection lifecycle --------------------------------------------------------------
 
@@ -740,11 +723,7 @@ class Session:
         self.link = link
         self.disconnected_at = None
         if self.inflight:
-            for packet_id, d in list(self.inflight.items()):
-                if d.state == "released":
-                    link.send_release(packet_id)
-                else:
-                    link.send_message(d, True, None)
+            self._resend(link)
         if self.queue or self.stored_count or self.drain_waiter is not None:
             self.pump()  # a new session has nothing to pump (connect storms)
         if self.events is not None:
@@ -763,18 +742,13 @@ class Session:
         """Put back a journaled delivery at start-up."""
         d.size = approx_size(d.message)
         self._hold(d)
-        if d.packet_id is not None and d.state != "queued":
-            self._own_inflight()[d.packet_id] = d
+        if d.wire_id is not None and d.state != "queued":
+            self._own_inflight()[d.wire_id] = d
         else:
             d.state = "queued"
-            d.packet_id = None
+            d.wire_id = None
             self._own_queue().append(d)
         self._next_seq = max(self._next_seq, d.seq + 1)
-
-    def restore_inbound_qos2(self, packet_ids: list[int]) -> None:
-        """At start-up: the journaled ids of inbound QoS 2 messages not yet released."""
-        if packet_ids:
-            self._own_inbound_qos2().update(packet_ids)
 
     def restore_stored(self, count: int, size: int, first_seq: int, last_seq: int) -> None:
         """At start-up: `count` queued messages (about `size` bytes) wait in the store from
@@ -785,3 +759,19 @@ class Session:
         self.stored_bytes = size
         self._stored_from = first_seq
         self._next_seq = max(self._next_seq, last_seq + 1)
+
+
+class SessionFactory(Protocol):
+    """What makes the hub's sessions: `Session` itself, or a transport's subclass of it
+    (the MQTT listener gives the hub pushwire.mqtt.session.MqttSession)."""
+
+    def __call__(
+        self,
+        client_id: str,
+        protocol_level: int,
+        expiry_interval: int | None,
+        engine: Engine,
+        limits: SessionLimits,
+        stats: Stats,
+        pressure: Backpressure | None = None,
+    ) -> Session: ...

@@ -63,7 +63,7 @@ class MemoryEngine:
         return None
 
     def queue_update(
-        self, client_id: str, seq: int, packet_id: int | None, state: QueueState
+        self, client_id: str, seq: int, wire_id: int | None, state: QueueState
     ) -> None:
         return None
 

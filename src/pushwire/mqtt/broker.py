@@ -14,6 +14,7 @@ from pushwire.core.hub import Hub
 from pushwire.mqtt.connection import Limits
 from pushwire.mqtt.packets import ReasonCode
 from pushwire.mqtt.protocol import MQTTServerProtocol
+from pushwire.mqtt.session import MqttSession
 from pushwire.mqtt.turn_budget import TurnBudget
 from pushwire.mqtt.wills import DelayedWills
 
@@ -33,6 +34,9 @@ class MQTTBroker:
         admission: Admission | None = None,
     ) -> None:
         self.hub = hub
+        # the hub's sessions carry MQTT's packet ids and QoS 2 states (mqtt/session.py);
+        # set before the hub restores the persistent sessions (server.py)
+        hub.session_factory = MqttSession
         self.settings = settings
         # what every connection's protocol machine grants, computed once
         self.limits = Limits.from_settings(settings)

@@ -17,15 +17,15 @@ from functools import cached_property
 from typing import Any
 
 from pushwire.core.ratelimit import TokenBucket
-from pushwire.core.session import Session
 from pushwire.mqtt.acks import AckQueue
+from pushwire.mqtt.session import MqttSession
 
 
 class ConnectionDefaults:
     """Mixed into MQTTServerProtocol: its starting state."""
 
     transport: asyncio.Transport | None = None
-    session: Session | None = None
+    session: MqttSession | None = None
     _peername: Any = "?"  # the transport's "peername", formatted by `peer` when asked
     ip = "?"
     _out_bytes = 0  # bytes in _out, not yet handed to the transport

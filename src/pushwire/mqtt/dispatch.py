@@ -26,15 +26,15 @@ from pushwire.mqtt.events import (
 
 if TYPE_CHECKING:
     from pushwire.core.hub import Hub
-    from pushwire.core.session import Session
     from pushwire.mqtt.acks import AckQueue
+    from pushwire.mqtt.session import MqttSession
 
 
 class EventDispatch:
     """Mixed into MQTTServerProtocol, which owns these attributes and methods."""
 
     hub: Hub
-    session: Session | None
+    session: MqttSession | None
 
     if TYPE_CHECKING:
 

@@ -15,10 +15,10 @@ from pushwire.mqtt.wills import will_message
 if TYPE_CHECKING:
     from pushwire.core.hub import Hub
     from pushwire.core.identity import Identity
-    from pushwire.core.session import Session
     from pushwire.mqtt.broker import MQTTBroker
     from pushwire.mqtt.connection import MQTTConnection
     from pushwire.mqtt.events import Event
+    from pushwire.mqtt.session import MqttSession
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class Farewell:
     broker: MQTTBroker
     hub: Hub
     conn: MQTTConnection
-    session: Session | None
+    session: MqttSession | None
     transport: asyncio.Transport | None
     _closing: bool
     identity: Identity | None

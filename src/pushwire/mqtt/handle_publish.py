@@ -204,7 +204,7 @@ def encode_delivery(
         # one delivery of a message without properties on the wire (every 3.1.1 one; the
         # queue's path): encoded with its packet id in one go, nothing to share or patch
         data = encode_publish_plain(
-            msg.topic, msg.payload, delivery.qos, delivery.retain, dup, delivery.packet_id, v5
+            msg.topic, msg.payload, delivery.qos, delivery.retain, dup, delivery.wire_id, v5
         )
         limit = conn.client_max_packet_size
         if limit is not None and len(data) > limit:
@@ -249,8 +249,8 @@ def encode_delivery(
         if alias and not known:
             del conn.out_aliases[msg.topic]  # the alias was never announced
         return None
-    if delivery.qos and delivery.packet_id is not None:
-        return patch_publish(template, offset, delivery.packet_id, dup)
+    if delivery.qos and delivery.wire_id is not None:
+        return patch_publish(template, offset, delivery.wire_id, dup)
     return template
 
 

@@ -24,11 +24,11 @@ if TYPE_CHECKING:
     from pushwire.core.hub import Hub
     from pushwire.core.identity import AuthResult
     from pushwire.core.routes import Route
-    from pushwire.core.session import Session
     from pushwire.mqtt.acks import AckQueue
     from pushwire.mqtt.connection import MQTTConnection
     from pushwire.mqtt.events import ConnectIn, Event, OutboundAck, PublishIn
     from pushwire.mqtt.packets import Packet
+    from pushwire.mqtt.session import MqttSession
 
 
 class HubCalls:
@@ -36,7 +36,7 @@ class HubCalls:
 
     hub: Hub
     conn: MQTTConnection
-    session: Session | None
+    session: MqttSession | None
     _closing: bool
     _acked_at: list[float]
 

@@ -1,6 +1,6 @@
-"""What a session sends through its MQTT connection (core.session.Link): deliveries
-encoded by the machine (encode once, Maximum Packet Size, topic aliases), PUBREL on
-resume, the close of a connection taken over."""
+"""What a session sends through its MQTT connection (core.session.Link, plus PUBREL:
+mqtt/session.py ReleasingLink): deliveries encoded by the machine (encode once, Maximum
+Packet Size, topic aliases), PUBREL on resume, the close of a connection taken over."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from pushwire.mqtt.packets import PROTOCOL_V5, PubRel
 
 if TYPE_CHECKING:
     from pushwire.core.hub import Hub
-    from pushwire.core.session import Delivery, Session
+    from pushwire.core.session import Delivery
     from pushwire.mqtt.connection import MQTTConnection
     from pushwire.mqtt.events import Event
+    from pushwire.mqtt.session import MqttSession
 
 
 class LinkSide:
@@ -28,7 +29,7 @@ class LinkSide:
 
     hub: Hub
     conn: MQTTConnection
-    session: Session | None
+    session: MqttSession | None
     _paused: bool
     _closing: bool
     _loop: asyncio.AbstractEventLoop
@@ -81,7 +82,7 @@ class LinkSide:
             self._write(
                 encode_publish_plain(
                     msg.topic, msg.payload, delivery.qos, delivery.retain, dup,
-                    delivery.packet_id, False,
+                    delivery.wire_id, False,
                 )
             )  # fmt: skip
             self.hub.stats.messages_sent += 1
@@ -91,7 +92,7 @@ class LinkSide:
         if data is None:
             # too large for this client: complete the flow as if sent (MQTT-3.1.2-25), on
             # the next turn, as the session is in the middle of its pump
-            if delivery.qos and delivery.packet_id is not None:
+            if delivery.qos and delivery.wire_id is not None:
                 self._loop.call_soon(self._complete_dropped, delivery)
             return
         self._write(data)
@@ -133,7 +134,7 @@ class LinkSide:
                 field = topic_field(topic)
                 fixed = len(field) + 2
             length = fixed + len(payload)
-            pid = d.packet_id
+            pid = d.wire_id
             if d.qos == 1 and pid is not None and 0 < pid < 65536 and length < 128:
                 parts += (heads[0x33 if d.retain else 0x32][length], field, pack(pid), payload)
             else:
@@ -166,7 +167,7 @@ class LinkSide:
 
     def _complete_dropped(self, delivery: Delivery) -> None:
         session = self.session
-        pid = delivery.packet_id
+        pid = delivery.wire_id
         if session is None or pid is None or session.inflight.get(pid) is not delivery:
             return
         if delivery.qos == 1:

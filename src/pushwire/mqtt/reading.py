@@ -23,9 +23,9 @@ from pushwire.mqtt.packets import Packet, Publish, ReasonCode
 from pushwire.mqtt.violation import ProtocolViolation
 
 if TYPE_CHECKING:
-    from pushwire.core.session import Session
     from pushwire.mqtt.broker import MQTTBroker
     from pushwire.mqtt.events import Event
+    from pushwire.mqtt.session import MqttSession
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class ReadControl:
     _auth_pending: bool
     _pressured: bool
     broker: MQTTBroker
-    session: Session | None
+    session: MqttSession | None
     _loop: asyncio.AbstractEventLoop
     # state of this module that is rarely read: class defaults until first set, so the
     # connection object stays under 30 instance attributes (bench/README.md)

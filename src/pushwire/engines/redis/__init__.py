@@ -162,9 +162,9 @@ class RedisEngine(MemoryEngine):
         self.sessions.queue_put(client_id, entry)
 
     def queue_update(
-        self, client_id: str, seq: int, packet_id: int | None, state: QueueState
+        self, client_id: str, seq: int, wire_id: int | None, state: QueueState
     ) -> None:
-        self.sessions.queue_update(client_id, seq, packet_id, state)
+        self.sessions.queue_update(client_id, seq, wire_id, state)
 
     def queue_delete(self, client_id: str, seq: int) -> None:
         self.sessions.queue_delete(client_id, seq)

@@ -259,8 +259,8 @@ def _message(d: dict[str, Any]) -> Message:
     )
 
 
-def _state(packet_id: int | None, state: QueueState) -> str:
-    return f"{'' if packet_id is None else packet_id}:{state}"
+def _state(wire_id: int | None, state: QueueState) -> str:
+    return f"{'' if wire_id is None else wire_id}:{state}"
 
 
 def _text(value: bytes | str) -> str:
@@ -494,7 +494,7 @@ class RedisSessionStore:
             row["ref"] = ref
         else:  # no position ($SYS, node-local): the message goes inline
             row["message"] = _message_json(m)
-        args = [str(entry.seq), json.dumps(row), _state(entry.packet_id, entry.state), ref, blob]
+        args = [str(entry.seq), json.dumps(row), _state(entry.wire_id, entry.state), ref, blob]
         keys = self._queue_keys(client_id)
 
         def apply(p: Any) -> None:
@@ -503,9 +503,9 @@ class RedisSessionStore:
         self._write("queue_put", client_id, apply, m)
 
     def queue_update(
-        self, client_id: str, seq: int, packet_id: int | None, state: QueueState
+        self, client_id: str, seq: int, wire_id: int | None, state: QueueState
     ) -> None:
-        key, value = self._k("qs", client_id), _state(packet_id, state)
+        key, value = self._k("qs", client_id), _state(wire_id, state)
         self._write("queue_update", client_id, lambda p: p.hset(key, str(seq), value))
 
     def queue_delete(self, client_id: str, seq: int) -> None:

@@ -284,18 +284,18 @@ class SessionStore(GroupCommitWriter):
             m.uid,
             entry.qos,
             int(entry.retain),
-            entry.packet_id,
+            entry.wire_id,
             entry.state,
         )
         self._write(_w_queue_put, (body, row), ("queue_put", m, client_id), len(m.payload))
 
     def queue_update(
-        self, client_id: str, seq: int, packet_id: int | None, state: QueueState
+        self, client_id: str, seq: int, wire_id: int | None, state: QueueState
     ) -> None:
         _check_state(state)
         self._write(
             _SQL_QUEUE_UPDATE,
-            (packet_id, state, client_id, seq),
+            (wire_id, state, client_id, seq),
             ("queue_update", None, client_id),
         )
 
