@@ -398,10 +398,13 @@ class Hub:
     def readers_of(self, topic: str) -> tuple[ReaderGroup, ...]:
         """The reader groups `topic`'s route reaches (the log wakes them after giving the
         message its id): the route the hub routed the message by, from the cache."""
-        route = self._routes.get(topic)
-        if route is None:
-            route = self.route_of(topic)
-        return route.readers
+        # the cache read without `RouteCache.get`'s call and LRU touch (the hub's routing
+        # of this message touched it): the log asks once per message it wakes readers for
+        routes = self._routes
+        entry = routes.entries.get(topic)
+        if entry is not None and entry[0] == routes.generation:
+            return entry[1].readers
+        return self.route_of(topic).readers
 
     def add_observer(self, observer: Observer, run: RunObserver | None = None) -> None:
         """`observer` sees every routed message; `run` (default: `observer` per message)

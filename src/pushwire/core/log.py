@@ -475,6 +475,7 @@ class MessageLog:
         # the subscription tree the reader groups live in (the hub's: `plane=hub`), one
         # group per distinct filter, and how many listeners in all
         self._plane = plane if plane is not None else _own_plane(engine)
+        self._readers_of = self._plane.readers_of  # asked per message while readers listen
         self._groups: dict[str, ReaderGroup] = {}
         self._listener_count = 0
         # True while `_wake` walks the listeners; those that wrote and put off the rest
@@ -653,7 +654,7 @@ class MessageLog:
         needs the message itself (not a lazy engine, or a live reader matches `topic`)."""
         if not (self.spills and self.assigned) or topic.startswith("$"):
             return False
-        if self._listener_count and self._plane.readers_of(topic):
+        if self._listener_count and self._readers_of(topic):
             return False
         if position <= self.last_id:
             return True  # had it already (the broker hands a position over once)
@@ -809,7 +810,7 @@ class MessageLog:
         entries = tlog.entries
         retention = tlog.retention
         if len(entries) != retention.max_messages or (
-            self._listener_count and self._plane.readers_of(topic)
+            self._listener_count and self._readers_of(topic)
         ):
             return start  # not at its bound, or a live reader must be told of each message
         budget = self.budget
@@ -1226,7 +1227,7 @@ class MessageLog:
         outer = self.waking
         self.waking = True
         try:
-            for group in self._plane.readers_of(topic):
+            for group in self._readers_of(topic):
                 members = group.members
                 if len(members) == 1:
                     next(iter(members)).notify(entry)

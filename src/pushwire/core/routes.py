@@ -148,25 +148,25 @@ class RouteCache:
     their sessions and shared groups are the same, so nothing is rebuilt."""
 
     def __init__(self, budget: int = 32 * 1024 * 1024) -> None:
-        # topic -> (generation, route, size)
-        self._routes: OrderedDict[str, tuple[int, Route, int]] = OrderedDict()
-        self._topics = TopicSet()  # the keys of `_routes`, stale ones too
+        # topic -> (generation, route, size); read directly by `Hub.readers_of`
+        self.entries: OrderedDict[str, tuple[int, Route, int]] = OrderedDict()
+        self._topics = TopicSet()  # the keys of `entries`, stale ones too
         self._budget = budget
         self._used = 0
-        self._generation = 0
+        self.generation = 0  # an entry of another generation is stale
 
     def __len__(self) -> int:
-        return len(self._routes)
+        return len(self.entries)
 
     def get(self, topic: str) -> Route | None:
-        entry = self._routes.get(topic)
-        if entry is None or entry[0] != self._generation:
+        entry = self.entries.get(topic)
+        if entry is None or entry[0] != self.generation:
             return None
-        self._routes.move_to_end(topic)  # least recently used leave first, not oldest
+        self.entries.move_to_end(topic)  # least recently used leave first, not oldest
         return entry[1]
 
     def put(self, topic: str, route: Route) -> None:
-        routes = self._routes
+        routes = self.entries
         old = routes.pop(topic, None)
         if old is not None:
             self._used -= old[2]
@@ -182,11 +182,11 @@ class RouteCache:
             self._topics.discard(evicted_topic)
         if old is None:
             self._topics.add(topic)
-        routes[topic] = (self._generation, route, size)
+        routes[topic] = (self.generation, route, size)
         self._used += size
 
     def clear(self) -> None:
-        self._generation += 1
+        self.generation += 1
 
     def readers_changed(self, group: ReaderGroup, joined: bool) -> None:
         """`group` joined the subscriptions (or left them): add it to (or take it out of)
@@ -197,8 +197,8 @@ class RouteCache:
         if flt.startswith("#"):
             self.clear()
             return
-        routes = self._routes
-        generation = self._generation
+        routes = self.entries
+        generation = self.generation
         for topic in self._topics.matching(flt):
             entry = routes[topic]
             if entry[0] != generation:
