@@ -145,12 +145,16 @@ class RouteCache:
 
     A reader group arriving or leaving (`readers_changed`) changes only the routes of the
     topics its filter matches, found in `_topics` (the cached topics by level), in place:
-    their sessions and shared groups are the same, so nothing is rebuilt."""
+    their sessions and shared groups are the same, so nothing is rebuilt. A server without
+    HTTP readers never pays for that index: it is made when the first group arrives (the
+    routes cached until then are rebuilt once, as after a SUBSCRIBE)."""
 
     def __init__(self, budget: int = 32 * 1024 * 1024) -> None:
         # topic -> (generation, route, size); read directly by `Hub.readers_of`
         self.entries: OrderedDict[str, tuple[int, Route, int]] = OrderedDict()
-        self._topics = TopicSet()  # the keys of `entries`, stale ones too
+        # the keys of `entries` (stale ones may be missing: they are rebuilt before use),
+        # from the first reader group on
+        self._topics: TopicSet | None = None
         self._budget = budget
         self._used = 0
         self.generation = 0  # an entry of another generation is stale
@@ -172,16 +176,18 @@ class RouteCache:
             self._used -= old[2]
         # (the topic's levels in `_topics` are among the bookkeeping `_ENTRY_BYTES` counts)
         size = route.size + len(topic)
+        topics = self._topics
         if size > self._budget:
-            if old is not None:
-                self._topics.discard(topic)
+            if topics is not None:
+                topics.discard(topic)
             return  # bigger than the whole cache: build it each time
         while self._used + size > self._budget and routes:
             evicted_topic, (_, _, evicted) = routes.popitem(last=False)
             self._used -= evicted
-            self._topics.discard(evicted_topic)
-        if old is None:
-            self._topics.add(topic)
+            if topics is not None:
+                topics.discard(evicted_topic)
+        if topics is not None:
+            topics.add(topic)  # (no-op for a topic in it already)
         routes[topic] = (self.generation, route, size)
         self._used += size
 
@@ -194,12 +200,19 @@ class RouteCache:
         A filter starting with `#` matches every topic (but `$` ones): then every route
         is rebuilt as for an MQTT subscription, the same cost as walking them all."""
         flt = group.filter
+        topics = self._topics
+        if topics is None:
+            # the first group: index the topics from now on, and rebuild what was cached
+            # before (not in the index) when next asked for
+            self._topics = TopicSet()
+            self.clear()
+            return
         if flt.startswith("#"):
             self.clear()
             return
         routes = self.entries
         generation = self.generation
-        for topic in self._topics.matching(flt):
+        for topic in topics.matching(flt):
             entry = routes[topic]
             if entry[0] != generation:
                 continue  # stale: rebuilt from the trie when next asked for
