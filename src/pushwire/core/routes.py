@@ -210,12 +210,14 @@ class RouteCache:
         if flt.startswith("#"):
             self.clear()
             return
+        # a filter without wildcards (a per-user topic) matches its own name only
+        names = topics.matching(flt) if "+" in flt or "#" in flt else (flt,)
         routes = self.entries
         generation = self.generation
-        for topic in topics.matching(flt):
-            entry = routes[topic]
-            if entry[0] != generation:
-                continue  # stale: rebuilt from the trie when next asked for
+        for topic in names:
+            entry = routes.get(topic)
+            if entry is None or entry[0] != generation:
+                continue  # not cached, or stale: built from the trie when next asked for
             route = entry[1]
             if joined:
                 readers = (*route.readers, group)
