@@ -47,7 +47,8 @@ class ReaderGroup:
 
 
 class ReaderPlane(Protocol):
-    """The subscription tree the log's reader groups live in (core/hub.py `Hub`)."""
+    """The subscription tree the log's reader groups live in (core/hub.py `Hub`). One log
+    per plane: a log wakes every group the route lists."""
 
     def add_readers(self, group: ReaderGroup) -> None:
         """A filter's first reader arrived: `group` joins the tree under `group.filter`."""
