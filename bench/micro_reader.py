@@ -5,8 +5,13 @@ or draining on its own) and after (http/reader.py: callbacks writing shared byte
     .venv/bin/python bench/micro_reader.py [N]        (default N=10000; a few seconds)
 
 Both shapes run interleaved in one process, several rounds; the table shows the median
-microseconds per delivery of each and their ratio. What it leaves out is the same for
-both: the kernel's socket write (~10 us per delivery on loopback) and HTTP framing.
+microseconds of CPU time (`time.process_time`) per delivery of each and their ratio. What
+it leaves out is the same for both: the kernel's socket write (~10 us per delivery on
+loopback) and HTTP framing. The current shapes publish through the hub, as the server
+does (the hub routes, the log appends and wakes the reader groups the topic's route lists:
+one routing plane, issue 8); the last row is a whole publish to a topic one reader reads.
+To compare two versions, run it with PYTHONPATH at the other src/ (a version whose log
+keeps its own listener trie is fed by the hub as its observer, as the server did then).
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ import sys
 import time
 from typing import Any
 
+from pushwire.core.hub import Hub
 from pushwire.core.log import LATEST, LogEntry, MessageLog, StreamBuffer
 from pushwire.core.message import Message
+from pushwire.core.session import Subscription
+from pushwire.core.subscription import SubscriptionOptions
 from pushwire.core.topics import SubscriptionTrie
 from pushwire.engines.memory import MemoryEngine
 from pushwire.http.encode import entry_json, entry_sse
@@ -27,6 +35,18 @@ from pushwire.http.sse import SseFormat
 from pushwire.http.state import HttpStats
 
 ROUNDS = 5
+PUBLISHES = 20_000  # per round of the last row
+
+
+def hub_log() -> tuple[Hub, MessageLog]:
+    """A hub and the log it feeds, as the server builds them (http/app.py make_log)."""
+    hub = Hub(MemoryEngine())
+    try:
+        log = MessageLog(hub.engine, plane=hub)
+    except TypeError:  # a version whose log matches its readers in a trie of its own
+        log = MessageLog(hub.engine)
+    hub.add_observer(log.observer, log.observe_run)
+    return hub, log
 
 
 class CountingSink:
@@ -61,7 +81,7 @@ class CountingSink:
 
 
 async def sse_after(n: int) -> float:
-    log = MessageLog(MemoryEngine())
+    hub, log = hub_log()
     stats = HttpStats()
     sinks = []
     for _ in range(n):
@@ -70,9 +90,9 @@ async def sse_after(n: int) -> float:
         r.open(LATEST)
         await r.replay(100)
         sinks.append(sink)
-    t0 = time.perf_counter()
-    log.append(Message("t", b"hello"))
-    dt = time.perf_counter() - t0
+    t0 = time.process_time()
+    hub.publish(Message("t", b"hello"))
+    dt = time.process_time() - t0
     assert all(s.n == 1 for s in sinks)
     return dt / n
 
@@ -106,27 +126,74 @@ async def sse_before(n: int) -> float:
         log.listen("t", _L(b))
         tasks.append(asyncio.ensure_future(stream(b)))
     await asyncio.sleep(0)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     log.append(Message("t", b"hello"))
     await asyncio.gather(*tasks)
-    dt = time.perf_counter() - t0
+    dt = time.process_time() - t0
     assert got[0] == n
     return dt / n
 
 
 async def lp_after(n: int) -> float:
-    log = MessageLog(MemoryEngine())
+    hub, log = hub_log()
     stats = HttpStats()
     sinks = []
     for _ in range(n):
         sink = CountingSink()
         LongPollWaiter(log, "t", sink, stats, caller=None, after=0).start(1e12)
         sinks.append(sink)
-    t0 = time.perf_counter()
-    log.append(Message("t", b"hello"))
-    dt = time.perf_counter() - t0
+    t0 = time.process_time()
+    hub.publish(Message("t", b"hello"))
+    dt = time.process_time() - t0
     assert all(s.n == 1 for s in sinks)
     return dt / n
+
+
+async def publish_read() -> float:
+    """A whole publish (hub route, log append, the wake of its one reader), per publish:
+    what the routing plane adds per message, not per reader."""
+    hub, log = hub_log()
+    sink = CountingSink()
+    r = StreamReader(log, "t/1", sink, SseFormat("latest"), HttpStats())
+    r.open(LATEST)
+    await r.replay(100)
+    messages = [Message("t/1", b"hello") for _ in range(PUBLISHES)]
+    publish = hub.publish
+    t0 = time.process_time()
+    for m in messages:
+        publish(m)
+    dt = time.process_time() - t0
+    assert sink.n == PUBLISHES
+    return dt / PUBLISHES
+
+
+def group_churn(topics: int = 10_000, pairs: int = 20_000) -> tuple[float, float]:
+    """A filter's only reader arrives and leaves (its group joins and leaves the tree),
+    with `topics` MQTT topics routed (their routes cached), per arrival + departure; then
+    the CPU of one publish to each of those topics: what the churn left them to redo."""
+    hub, log = hub_log()
+    s, _ = hub.connect("mqtt", True, 4, 0, None)  # type: ignore[arg-type]
+    hub.subscribe(s, Subscription("m/#", SubscriptionOptions()))
+    names = [f"m/{i}" for i in range(topics)]
+    for name in names:
+        hub.route_of(name)
+    reader = CountingSink()
+    for i in range(pairs):  # the first group ever (an index from then on) out of the window
+        log.listen(f"u/{i % 100}", reader)  # type: ignore[arg-type]
+        log.unlisten(f"u/{i % 100}", reader)  # type: ignore[arg-type]
+    route_of = hub.route_of
+    for name in names:
+        route_of(name)
+    t0 = time.process_time()
+    for i in range(pairs):
+        log.listen(f"u/{i % 100}", reader)  # type: ignore[arg-type]
+        log.unlisten(f"u/{i % 100}", reader)  # type: ignore[arg-type]
+    churn = (time.process_time() - t0) / pairs
+    t0 = time.process_time()
+    for name in names:
+        route_of(name)
+    lookups = (time.process_time() - t0) / topics
+    return churn, lookups
 
 
 async def lp_before(n: int) -> float:
@@ -165,10 +232,10 @@ async def lp_before(n: int) -> float:
 
     tasks = [asyncio.ensure_future(wait()) for _ in range(n)]
     await asyncio.sleep(0)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     log.append(Message("t", b"hello"))
     bodies = await asyncio.gather(*tasks)
-    dt = time.perf_counter() - t0
+    dt = time.process_time() - t0
     assert len(bodies) == n
     return dt / n
 
@@ -184,27 +251,28 @@ def match_plane(n: int) -> tuple[float, float]:
     grouped: SubscriptionTrie[Any, None] = SubscriptionTrie()
     grouped.add("t", "the filter's group", None)
     reps = 200
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for _ in range(reps):
         per_reader._cache.clear()
         per_reader.match("t")
-    before = (time.perf_counter() - t0) / reps
-    t0 = time.perf_counter()
+    before = (time.process_time() - t0) / reps
+    t0 = time.process_time()
     for _ in range(reps):
         grouped._cache.clear()
         grouped.match("t")
-    after = (time.perf_counter() - t0) / reps
+    after = (time.process_time() - t0) / reps
     return before, after
 
 
 async def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    rows: dict[str, list[float]] = {k: [] for k in ("sse_b", "sse_a", "lp_b", "lp_a")}
+    rows: dict[str, list[float]] = {k: [] for k in ("sse_b", "sse_a", "lp_b", "lp_a", "pub")}
     for _ in range(ROUNDS):  # interleaved: the machine's load hits both alike
         rows["sse_b"].append(await sse_before(n))
         rows["sse_a"].append(await sse_after(n))
         rows["lp_b"].append(await lp_before(n))
         rows["lp_a"].append(await lp_after(n))
+        rows["pub"].append(await publish_read())
     med = {k: statistics.median(v) * 1e6 for k, v in rows.items()}
     mb, ma = match_plane(n)
     with open("/proc/loadavg") as f:
@@ -216,6 +284,12 @@ async def main() -> None:
         before, after = med[k + "_b"], med[k + "_a"]
         print(f"| {label} | {before:.2f} | {after:.2f} | {after / before:.2f} |")
     print(f"| match, per publish, us | {mb * 1e6:.1f} | {ma * 1e6:.2f} | {ma / mb:.4f} |")
+    print(f"publish to a topic one SSE reader reads, us per publish: {med['pub']:.2f}")
+    churn, lookups = group_churn()
+    print(
+        f"a filter's only reader arrives and leaves, us per pair: {churn * 1e6:.2f}; then"
+        f" the route of each of 10,000 routed topics, us per topic: {lookups * 1e6:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import pytest
 from pushwire.core.acl import AclRule
 from pushwire.core.auth import AuthService
 from pushwire.core.auth_settings import AuthSettings
+from pushwire.core.hub import Hub
 from pushwire.core.identity import Identity
 from pushwire.core.log import ALL, LATEST, Cursor, LogEntry, MessageLog, Retention
 from pushwire.core.message import Message
@@ -275,16 +276,17 @@ async def test_every_reader_of_a_format_gets_the_same_bytes() -> None:
 
 
 async def test_waking_many_long_polls_shares_one_body_and_one_trie_entry() -> None:
-    log = make_log()
+    hub = Hub(MemoryEngine())
+    log = MessageLog(hub.engine, plane=hub)
     answers = [RecordingReply() for _ in range(1000)]
     for answer in answers:
         LongPollWaiter(log, "t", answer, HttpStats(), caller=None, after=0).start(1e12)
     assert log.listener_count == 1000
-    assert len(log._listeners) == 1  # one filter, one entry in the listener trie
+    assert len(hub.subscriptions) == 1  # one filter, one entry in the hub's trie
     pub(log, "t", b"wake")
     bodies = {id(a.answers[0][1]) for a in answers}
     assert len(bodies) == 1  # one encoding for every waiter
-    assert log.listener_count == 0 and len(log._listeners) == 0
+    assert log.listener_count == 0 and len(hub.subscriptions) == 0
 
 
 async def test_long_poll_timeout_answers_304_only_for_an_unchanged_etag() -> None:

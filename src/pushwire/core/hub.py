@@ -17,10 +17,11 @@ from typing import Any
 
 from pushwire.core.message import Message
 from pushwire.core.pressure import MAX_WAIT, Backpressure
+from pushwire.core.readers import ReaderGroup
 from pushwire.core.receipt import Receipt
 from pushwire.core.retain import RetainedStore
 from pushwire.core.retained_stream import RetainedStream
-from pushwire.core.routes import Route, RouteCache, build_route
+from pushwire.core.routes import Route, RouteCache, Subscriber, build_route
 from pushwire.core.session import (
     JOURNALED,
     REFUSED,
@@ -66,12 +67,14 @@ class Hub:
         # makes every session: a transport with state of its own in a session gives its
         # subclass of Session (the MQTT listener: pushwire.mqtt.session.MqttSession)
         self.session_factory: SessionFactory = Session
-        # keys are sessions, or shared groups that stand for several sessions
-        self.subscriptions: SubscriptionTrie[Session | SharedGroup, Subscription] = (
-            SubscriptionTrie()
-        )
+        # the one subscription tree: keys are sessions, shared groups that stand for several
+        # sessions, and the message log's reader groups (core/readers.py: one per filter
+        # HTTP/WebSocket readers listen to, mapped to None)
+        self.subscriptions: SubscriptionTrie[Subscriber, Subscription | None] = SubscriptionTrie()
+        self.reader_groups = 0  # how many of the trie's entries are reader groups
         self._groups: dict[tuple[str, str], SharedGroup] = {}
-        # per-topic delivery plans; any change of the subscriptions clears them
+        # per-topic delivery plans; any change of the MQTT subscriptions clears them, a
+        # reader group changes those of the topics it matches (`add_readers`)
         self._routes = RouteCache(route_cache_bytes)
         self.retained = RetainedStore()
         # retained-tree nodes one subscriber's retained delivery visits per loop turn
@@ -376,6 +379,37 @@ class Hub:
         self._unindex(session, flt)
         return True
 
+    @property
+    def subscription_count(self) -> int:
+        """MQTT subscriptions (shared groups count once), not the log's reader groups."""
+        return len(self.subscriptions) - self.reader_groups
+
+    # -- the message log's readers (core/readers.py `ReaderPlane`) ---------------------
+
+    def add_readers(self, group: ReaderGroup) -> None:
+        """A filter's first HTTP/WebSocket reader arrived: its group joins the tree, and
+        the cached routes of the topics it matches list it (nothing else is rebuilt)."""
+        if self.subscriptions.add(group.filter, group, None):
+            self.reader_groups += 1
+            self._routes.readers_changed(group, True)
+
+    def remove_readers(self, group: ReaderGroup) -> None:
+        """A filter's last reader left: its group leaves the tree and the routes."""
+        if self.subscriptions.remove(group.filter, group):
+            self.reader_groups -= 1
+            self._routes.readers_changed(group, False)
+
+    def readers_of(self, topic: str) -> tuple[ReaderGroup, ...]:
+        """The reader groups `topic`'s route reaches (the log wakes them after giving the
+        message its id): the route the hub routed the message by, from the cache."""
+        # the cache read without `RouteCache.get`'s call and LRU touch (the hub's routing
+        # of this message touched it): the log asks once per message it wakes readers for
+        routes = self._routes
+        entry = routes.entries.get(topic)
+        if entry is not None and entry[0] == routes.generation:
+            return entry[1].readers
+        return self.route_of(topic).readers
+
     def add_observer(self, observer: Observer, run: RunObserver | None = None) -> None:
         """`observer` sees every routed message; `run` (default: `observer` per message)
         sees a run of them at once when `hold_observers` kept them back."""
@@ -459,10 +493,11 @@ class Hub:
         self._route(message)
 
     def pass_by(self, topic: str, position: int, created_at: float, size: int) -> bool:
-        """engine=redis: a message (not retained) the broker hands back that no session of
-        this node subscribes to goes to the log's cold sink (`cold_sink`: its id, time and
-        size) instead of being decoded and routed. False: route it (`deliver`). Only while
-        the sink's log is the one observer: every other observer sees every message."""
+        """engine=redis: a message (not retained) the broker hands back that no session or
+        reader of this node subscribes to goes to the log's cold sink (`cold_sink`: its
+        id, time and size) instead of being decoded and routed. False: route it
+        (`deliver`). Only while the sink's log is the one observer: every other observer
+        sees every message."""
         sink = self.cold_sink
         if sink is None or len(self._live_observers) != 1:
             return False
@@ -470,7 +505,7 @@ class Hub:
         if route is None:
             route = build_route(self.subscriptions.match_values(topic))
             self._routes.put(topic, route)
-        if route.targets or route.groups:
+        if route.targets or route.groups or route.readers:
             return False
         return sink(topic, position, created_at, size)
 
@@ -479,7 +514,7 @@ class Hub:
     ) -> bool:
         """`pass_by` with the topic's route already looked up (`route_of`): the Redis
         fan-out reader looks it up once for both this test and `route_along`."""
-        if route.targets or route.groups:
+        if route.targets or route.groups or route.readers:
             return False
         sink = self.cold_sink
         if sink is None or len(self._live_observers) != 1:

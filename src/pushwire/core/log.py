@@ -23,12 +23,16 @@ starts lazily, `LazyHistory`: engine=redis) not at all: positions up to `unloade
 are read from the engine when a read reaches below it (`log_scan`).
 
 Live readers register a `Listener` under a filter. Listeners of the same filter share one
-`_ListenerGroup` in a `SubscriptionTrie`: on append the topic is matched once per distinct
-filter (10,000 long-polls on one filter are one trie entry, not 10,000), and every member's
-`notify(entry)` runs synchronously (it writes pre-encoded bytes to its connection or keeps
-the entry in a bounded buffer; nothing polls, nothing spins, no task wakes per reader).
-This trie is the HTTP readers' one matching plane: MQTT sessions are matched in the hub's,
-HTTP readers only here (see http/reader.py for why they are not in the hub's tree).
+`ReaderGroup` (core/readers.py), and each group is one subscriber in the hub's subscription
+trie, next to the MQTT sessions (`ReaderPlane`: `Hub.add_readers`): 10,000 long-polls on
+one filter are one trie entry, not 10,000, and the trie changes only when a filter's first
+reader arrives or its last one leaves. There is one routing plane: a publish matches its
+topic once, in the hub's tree; the hub routes it to the sessions, hands it to this log
+(its observer), which gives it its id, then wakes the groups the topic's cached route
+lists (`Hub.readers_of`). Every member's `notify(entry)` runs synchronously (it writes
+pre-encoded bytes to its connection or keeps the entry in a bounded buffer; nothing polls,
+nothing spins, no task wakes per reader). A log made without a hub (tests, benches) keeps
+its groups in a hub of its own that routes nothing else.
 
 Transport-agnostic: imports nothing from http/ or mqtt/. Persistence goes through the
 engine's `log_*` methods (write-behind, the same group commit as everything else).
@@ -44,14 +48,16 @@ import secrets
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 from pushwire.core.consumers import Consumers
+from pushwire.core.hub import Hub
 from pushwire.core.message import MESSAGE_OVERHEAD, Message, approx_size, bump_uid_floor
+from pushwire.core.readers import Listener, ReaderGroup, ReaderPlane
 from pushwire.core.stats import Stats
-from pushwire.core.topics import SubscriptionTrie, matches
+from pushwire.core.topics import matches
 from pushwire.model import WriteFailure
 from pushwire.ports import Engine, LazyHistory
 
@@ -145,31 +151,11 @@ class LogEntry:
         return f"LogEntry({self.id}, {self.message.topic!r})"
 
 
-class Listener(Hashable, Protocol):
-    """A live reader registered under a filter (long-poll waiter, SSE/WS stream)."""
-
-    def notify(self, entry: LogEntry) -> None:
-        """Called synchronously on append for every matching message; must not block."""
-
-    def close(self) -> None:
-        """The log is shutting down: finish up."""
-
-
 class Settling(Protocol):
     """A listener that wrote its answer during a wake and settles the rest after it."""
 
     def settle(self) -> None:
         """The bookkeeping of an answer already written (see `MessageLog._wake`)."""
-
-
-class _ListenerGroup:
-    """The listeners of one filter: matched once per append, then each is told."""
-
-    __slots__ = ("members",)
-
-    def __init__(self) -> None:
-        # insertion-ordered: readers of a filter are told in the order they came
-        self.members: dict[Listener, None] = {}
 
 
 @dataclass(slots=True)
@@ -465,7 +451,11 @@ class MessageLog:
         *,
         max_consumers_per_owner: int = 100,
         consumer_idle_timeout: float = 7 * 24 * 3600.0,
+        plane: ReaderPlane | None = None,
     ) -> None:
+        # 29 attributes: CPython 3.11 shares an instance dict's keys (the fast attribute
+        # reads every append makes) up to 29; a 30th made `observer` ~8% slower
+        # (bench/micro_log_append.py, bench/README.md "One routing plane")
         self.engine = engine
         self.default = default or Retention()
         self.rules = list(rules or [])
@@ -485,9 +475,10 @@ class MessageLog:
         self.unloaded_upto = 0
         self._topics = _TopicTree()
         self._by_topic = self._topics.by_topic  # topic -> its log, asked once per message
-        # one group per distinct filter (see `_ListenerGroup`), and how many listeners in all
-        self._listeners: SubscriptionTrie[_ListenerGroup, None] = SubscriptionTrie()
-        self._groups: dict[str, _ListenerGroup] = {}
+        # the subscription tree the reader groups live in (the hub's: `plane=hub`), one
+        # group per distinct filter, and how many listeners in all
+        self._plane = plane if plane is not None else _own_plane(engine)
+        self._groups: dict[str, ReaderGroup] = {}
         self._listener_count = 0
         # True while `_wake` walks the listeners; those that wrote and put off the rest
         # of their answer wait in `_woken` (`settle_later`)
@@ -665,7 +656,7 @@ class MessageLog:
         needs the message itself (not a lazy engine, or a live reader matches `topic`)."""
         if not (self.spills and self.assigned) or topic.startswith("$"):
             return False
-        if self._listener_count and self._listeners.match(topic):
+        if self._listener_count and self._plane.readers_of(topic):
             return False
         if position <= self.last_id:
             return True  # had it already (the broker hands a position over once)
@@ -821,7 +812,7 @@ class MessageLog:
         entries = tlog.entries
         retention = tlog.retention
         if len(entries) != retention.max_messages or (
-            self._listener_count and self._listeners.match(topic)
+            self._listener_count and self._plane.readers_of(topic)
         ):
             return start  # not at its bound, or a live reader must be told of each message
         budget = self.budget
@@ -1228,7 +1219,9 @@ class MessageLog:
     # -- listeners --------------------------------------------------------------------
 
     def _wake(self, topic: str, entry: LogEntry) -> None:
-        """Tell every listener whose filter matches. Listeners that answer by writing
+        """Tell every listener whose filter matches: the members of the reader groups the
+        topic's route lists (matched in the hub's tree, once per topic until the
+        subscriptions change; `ReaderPlane.readers_of`). Listeners that answer by writing
         (long-poll waiters) write during the walk and put off their bookkeeping to
         `settle_later`: the i-th client's bytes leave after i writes, not after i writes and
         i - 1 rounds of unregistering, counting and timer work (issue 10: at N = 1,000 that
@@ -1236,7 +1229,7 @@ class MessageLog:
         outer = self.waking
         self.waking = True
         try:
-            for _flt, group, _ in self._listeners.match(topic):
+            for group in self._plane.readers_of(topic):
                 members = group.members
                 if len(members) == 1:
                     next(iter(members)).notify(entry)
@@ -1268,8 +1261,8 @@ class MessageLog:
     def listen(self, flt: str, listener: Listener) -> None:
         group = self._groups.get(flt)
         if group is None:
-            group = self._groups[flt] = _ListenerGroup()
-            self._listeners.add(flt, group, None)
+            group = self._groups[flt] = ReaderGroup(flt)
+            self._plane.add_readers(group)
         if listener not in group.members:
             group.members[listener] = None
             self._listener_count += 1
@@ -1282,7 +1275,7 @@ class MessageLog:
         self._listener_count -= 1
         if not group.members:
             del self._groups[flt]
-            self._listeners.remove(flt, group)
+            self._plane.remove_readers(group)
 
     def unlisten_all(self, flt: str, listeners: Sequence[Listener]) -> None:
         """`unlisten` of many listeners of one filter at once (the long-polls a wake
@@ -1300,7 +1293,7 @@ class MessageLog:
         self._listener_count -= left - len(members)
         if not members:
             del self._groups[flt]
-            self._listeners.remove(flt, group)
+            self._plane.remove_readers(group)
 
     @property
     def listener_count(self) -> int:
@@ -1428,3 +1421,9 @@ class StreamBuffer(Generic[T]):
 def _resolve_none(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _own_plane(engine: Engine) -> ReaderPlane:
+    """The subscription tree of a log made without a hub (tests, benches): a hub of its
+    own, which holds the log's reader groups and nothing else."""
+    return Hub(engine)

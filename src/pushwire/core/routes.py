@@ -6,6 +6,12 @@ subscription identifier (MQTT-3.3.4-2/3). Working that out per message walked ev
 subscription: one client with 10,000 overlapping filters made each publish to a matching
 topic cost 10,000 steps. A `Route` folds the matches of one topic once, per session, and the
 hub caches it until the subscriptions change, so a publish costs one step per session.
+
+The same tree holds the message log's reader groups (core/readers.py): a route also lists
+the groups whose filter matches its topic (`Route.readers`), which the log wakes once it
+has given the message its id. A group arriving or leaving changes only the cached routes
+of the topics its filter matches, in place (`RouteCache.readers_changed`): long-poll churn
+must not make every MQTT publish rebuild its route.
 """
 
 from __future__ import annotations
@@ -13,10 +19,17 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+from pushwire.core.readers import ReaderGroup
 from pushwire.core.session import Session, Subscription
 from pushwire.core.shared import SharedGroup
 from pushwire.core.subscription import SubscriptionOptions
+from pushwire.core.topics import TopicSet
+
+# what the hub's subscription trie maps a filter to: MQTT sessions and shared groups with
+# their subscription, the log's reader groups with nothing
+Subscriber = Session | SharedGroup | ReaderGroup
 
 
 @dataclass(slots=True, frozen=True)
@@ -41,6 +54,9 @@ class Route:
     targets: list[Target]
     # shared groups pick a member per message, so they cannot be folded ahead of time
     groups: list[tuple[SharedGroup, Subscription]]
+    # the log's reader groups whose filter matches (woken by the log, not counted in
+    # `width`: that counts MQTT deliveries)
+    readers: tuple[ReaderGroup, ...] = ()
     # worked out once per route, not per message (Hub.route_along): how many subscribers
     # and shared groups a message reaches, and the target when it is the only one
     width: int = field(init=False)
@@ -53,7 +69,12 @@ class Route:
     @property
     def size(self) -> int:
         """Roughly the bytes the route holds, for the cache budget."""
-        entries = 1 + len(self.groups) + sum(2 + len(t.every.ids) for t in self.targets)
+        entries = (
+            1
+            + len(self.groups)
+            + len(self.readers)
+            + sum(2 + len(t.every.ids) for t in self.targets)
+        )
         return _ENTRY_BYTES * entries
 
 
@@ -84,11 +105,16 @@ class _Fold:
         return None if self.qos < 0 else Grant(self.qos, self.rap, ids)
 
 
-def build_route(matched: Iterable[tuple[Session | SharedGroup, Subscription]]) -> Route:
-    every: dict[Session, _Fold] = {}
-    own: dict[Session, _Fold] = {}
+def build_route(matched: Iterable[tuple[Subscriber, Subscription | None]]) -> Route:
+    # keys are Sessions once groups and readers are taken out (typed wider for the trie)
+    every: dict[Any, _Fold] = {}
+    own: dict[Any, _Fold] = {}
     groups: list[tuple[SharedGroup, Subscription]] = []
+    readers: list[Any] = []
     for key, sub in matched:
+        if sub is None:
+            readers.append(key)  # only the log's reader groups map to no subscription
+            continue
         if isinstance(key, SharedGroup):
             groups.append((key, sub))
             continue
@@ -105,47 +131,97 @@ def build_route(matched: Iterable[tuple[Session | SharedGroup, Subscription]]) -
         grant = fold.grant()
         assert grant is not None
         targets.append(Target(session, grant, own[session].grant()))
-    return Route(targets, groups)
+    return Route(targets, groups, tuple(readers))
 
 
 class RouteCache:
     """Routes by topic, bounded by the bytes they (and their topics, up to 64 KB each) hold
     in total, the oldest evicted first.
 
-    A change of the subscriptions invalidates every route, but `clear` only moves to a new
-    generation (O(1)): freeing 100,000 cached routes at once would stall the loop for tens
-    of milliseconds at every SUBSCRIBE. A stale route is rebuilt when its topic is next
-    published to, or evicted as the oldest."""
+    A change of the MQTT subscriptions invalidates every route, but `clear` only moves to a
+    new generation (O(1)): freeing 100,000 cached routes at once would stall the loop for
+    tens of milliseconds at every SUBSCRIBE. A stale route is rebuilt when its topic is next
+    published to, or evicted as the oldest.
+
+    A reader group arriving or leaving (`readers_changed`) changes only the routes of the
+    topics its filter matches, found in `_topics` (the cached topics by level), in place:
+    their sessions and shared groups are the same, so nothing is rebuilt. A server without
+    HTTP readers never pays for that index: it is made when the first group arrives (the
+    routes cached until then are rebuilt once, as after a SUBSCRIBE)."""
 
     def __init__(self, budget: int = 32 * 1024 * 1024) -> None:
-        # topic -> (generation, route, size)
-        self._routes: OrderedDict[str, tuple[int, Route, int]] = OrderedDict()
+        # topic -> (generation, route, size); read directly by `Hub.readers_of`
+        self.entries: OrderedDict[str, tuple[int, Route, int]] = OrderedDict()
+        # the keys of `entries` (stale ones may be missing: they are rebuilt before use),
+        # from the first reader group on
+        self._topics: TopicSet | None = None
         self._budget = budget
         self._used = 0
-        self._generation = 0
+        self.generation = 0  # an entry of another generation is stale
 
     def __len__(self) -> int:
-        return len(self._routes)
+        return len(self.entries)
 
     def get(self, topic: str) -> Route | None:
-        entry = self._routes.get(topic)
-        if entry is None or entry[0] != self._generation:
+        entry = self.entries.get(topic)
+        if entry is None or entry[0] != self.generation:
             return None
-        self._routes.move_to_end(topic)  # least recently used leave first, not oldest
+        self.entries.move_to_end(topic)  # least recently used leave first, not oldest
         return entry[1]
 
     def put(self, topic: str, route: Route) -> None:
-        old = self._routes.pop(topic, None)
+        routes = self.entries
+        old = routes.pop(topic, None)
         if old is not None:
             self._used -= old[2]
+        # (the topic's levels in `_topics` are among the bookkeeping `_ENTRY_BYTES` counts)
         size = route.size + len(topic)
+        topics = self._topics
         if size > self._budget:
+            if topics is not None:
+                topics.discard(topic)
             return  # bigger than the whole cache: build it each time
-        while self._used + size > self._budget and self._routes:
-            _, (_, _, evicted) = self._routes.popitem(last=False)
+        while self._used + size > self._budget and routes:
+            evicted_topic, (_, _, evicted) = routes.popitem(last=False)
             self._used -= evicted
-        self._routes[topic] = (self._generation, route, size)
+            if topics is not None:
+                topics.discard(evicted_topic)
+        if topics is not None:
+            topics.add(topic)  # (no-op for a topic in it already)
+        routes[topic] = (self.generation, route, size)
         self._used += size
 
     def clear(self) -> None:
-        self._generation += 1
+        self.generation += 1
+
+    def readers_changed(self, group: ReaderGroup, joined: bool) -> None:
+        """`group` joined the subscriptions (or left them): add it to (or take it out of)
+        the cached routes of the topics its filter matches; the others stay as they are.
+        A filter starting with `#` matches every topic (but `$` ones): then every route
+        is rebuilt as for an MQTT subscription, the same cost as walking them all."""
+        flt = group.filter
+        topics = self._topics
+        if topics is None:
+            # the first group: index the topics from now on, and rebuild what was cached
+            # before (not in the index) when next asked for
+            self._topics = TopicSet()
+            self.clear()
+            return
+        if flt.startswith("#"):
+            self.clear()
+            return
+        # a filter without wildcards (a per-user topic) matches its own name only
+        names = topics.matching(flt) if "+" in flt or "#" in flt else (flt,)
+        routes = self.entries
+        generation = self.generation
+        for topic in names:
+            entry = routes.get(topic)
+            if entry is None or entry[0] != generation:
+                continue  # not cached, or stale: built from the trie when next asked for
+            route = entry[1]
+            if joined:
+                readers = (*route.readers, group)
+            else:
+                readers = tuple(g for g in route.readers if g is not group)
+            # a new Route: a publish walking the old one's readers is not disturbed
+            routes[topic] = (generation, Route(route.targets, route.groups, readers), entry[2])

@@ -35,7 +35,7 @@ def sys_values(hub: Hub) -> dict[str, str]:
         "$SYS/broker/messages/too-large": str(s.publish_too_large),
         "$SYS/broker/bytes/received": str(s.bytes_received),
         "$SYS/broker/bytes/sent": str(s.bytes_sent),
-        "$SYS/broker/subscriptions/count": str(len(hub.subscriptions)),
+        "$SYS/broker/subscriptions/count": str(hub.subscription_count),
         "$SYS/broker/retained messages/count": str(len(hub.retained)),
         # byte bounds: session queues (queued + inflight) and the message log's memory
         "$SYS/broker/store/queued/bytes": str(s.queued_bytes),

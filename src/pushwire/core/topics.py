@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 MAX_TOPIC_BYTES = 65535
 # levels a topic name or filter may have (the `max_topic_levels` setting): one level costs
@@ -263,3 +263,103 @@ class SubscriptionTrie(Generic[K, V]):
                 for key, value in list(node.here.items()):
                     yield node.path, key, value
             stack.extend(node.children.values())
+
+
+# the key under which a `TopicSet` node holds the topic that ends there: no level can be
+# it (topic names carry no U+0000)
+_END = "\x00"
+
+# a level: its child levels by name, and the name ending there under `_END`
+_TopicNode = dict[str, Any]
+
+
+class TopicSet:
+    """A set of topic names by level, so the names a filter matches are found without
+    scanning them all (the hub's route cache finds the cached routes a new or departing
+    reader group changes: core/routes.py `RouteCache.readers_changed`). Nested dicts, one
+    per level; each name is stored at its last level under `_END`."""
+
+    __slots__ = ("_count", "_root")
+
+    def __init__(self) -> None:
+        self._root: _TopicNode = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, topic: str) -> None:
+        node = self._root
+        for level in topic.split("/"):
+            child = node.get(level)
+            if child is None:
+                child = node[level] = {}
+            node = child
+        if _END not in node:
+            node[_END] = topic
+            self._count += 1
+
+    def discard(self, topic: str) -> None:
+        """Remove `topic` (when present) and the nodes it alone held."""
+        path: list[tuple[_TopicNode, str]] = []
+        node = self._root
+        for level in topic.split("/"):
+            child = node.get(level)
+            if child is None:
+                return
+            path.append((node, level))
+            node = child
+        if node.pop(_END, None) is None:
+            return
+        self._count -= 1
+        while path and not node:
+            parent, level = path.pop()
+            del parent[level]
+            node = parent
+
+    def matching(self, flt: str) -> list[str]:
+        """Every stored name `flt` matches (MQTT rules, `$` names included)."""
+        levels = flt.split("/")
+        n = len(levels)
+        out: list[str] = []
+        stack: list[tuple[_TopicNode, int]] = [(self._root, 0)]
+        while stack:
+            node, i = stack.pop()
+            if i == n:
+                name = node.get(_END)
+                if name is not None:
+                    out.append(name)
+                continue
+            level = levels[i]
+            if level == "#":
+                # the parent level itself (`a/#` matches `a`) and everything below it
+                if i > 0:
+                    name = node.get(_END)
+                    if name is not None:
+                        out.append(name)
+                self._collect(node, i == 0, out)
+            elif level == "+":
+                for key, child in node.items():
+                    if key != _END and not (i == 0 and key.startswith("$")):
+                        stack.append((child, i + 1))
+            else:
+                child = node.get(level)
+                if child is not None:
+                    stack.append((child, i + 1))
+        return out
+
+    @staticmethod
+    def _collect(node: _TopicNode, top: bool, out: list[str]) -> None:
+        # a filter starting with a wildcard does not match `$` names (MQTT-4.7.2-1)
+        stack = [
+            child
+            for key, child in node.items()
+            if key != _END and not (top and key.startswith("$"))
+        ]
+        while stack:
+            child = stack.pop()
+            for key, value in child.items():
+                if key == _END:
+                    out.append(value)
+                else:
+                    stack.append(value)

@@ -54,6 +54,7 @@ def make_log(hub: Hub, settings: Settings) -> MessageLog:
         stats=hub.stats,
         max_consumers_per_owner=settings.max_consumers_per_identity,
         consumer_idle_timeout=settings.consumer_idle_timeout,
+        plane=hub,  # its readers are subscribers in the hub's tree (core/readers.py)
     )
     hub.add_observer(log.observer, log.observe_run)
     hub.cold_sink = log.append_cold  # engine=redis: Hub.pass_by

@@ -25,13 +25,16 @@ Backpressure: while a sink is not writable, live messages wait in the reader (bo
 `stream_buffer` messages and `stream_buffer_bytes`); past that the stream is closed with
 reason "overflow" and the client resumes with its cursor. Nothing is skipped silently.
 
-Why HTTP readers are not in the hub's subscription tree: the hub's tree holds MQTT
-sessions with QoS grants, no_local, shared groups and a per-topic route cache that any
-(un)subscribe clears. A long-poll registers and leaves per request; 10,000 of them in the
-hub's tree would clear its route cache 20,000 times per wave and make every MQTT publish
-rebuild its route. The log's listener trie (core/log.py) is the HTTP readers' one matching
-plane instead: each subscriber is matched in exactly one tree, once per distinct filter
-(10,000 readers of one filter are one trie entry). `bench/micro_reader.py` measures it.
+How HTTP readers sit in the hub's subscription tree: as groups, not one by one. The hub's
+tree holds MQTT sessions with QoS grants, no_local, shared groups and a per-topic route
+cache; a long-poll registers and leaves per request, so 10,000 per-reader entries would
+change the tree 20,000 times per wave. The log puts the readers of one filter in one
+`ReaderGroup` (core/readers.py), and the group is the tree's entry: it arrives with the
+filter's first reader and leaves with its last (a kept-alive long-poll's waiter stays in
+its group between requests), and its arrival or departure changes only the cached routes
+of the topics its filter matches, in place, so MQTT publishes do not rebuild their routes
+for it. A publish matches its topic once, in that one tree; the log wakes the groups the
+route lists once it has given the message its id. `bench/micro_reader.py` measures it.
 """
 
 from __future__ import annotations
