@@ -3,12 +3,12 @@ operator does it: the `pushwire user/token/acl` CLI against the running server's
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -16,20 +16,22 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from helpers.server import SYS_ADMIN, ServerProcess
+from pushwire import admin_cli
 
 pytestmark = pytest.mark.pushwire_only("pushwire users, tokens and ACLs")
 
 
 def cli(data_dir: Path, *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "pushwire", *args, "--data-dir", str(data_dir)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    """`pushwire <args> --data-dir <data_dir>`: the CLI's own parser and handlers (what
+    `pushwire user|token|acl` runs), in this process. A Python start per command (~0.5 s of
+    CPU each) made setups of six commands take most of the 60 s test timeout on a loaded
+    machine."""
+    ns = admin_cli.build_parser().parse_args([*args, "--data-dir", str(data_dir)])
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = admin_cli.run_admin_command(ns, stdin=io.StringIO(stdin or ""), stdout=out)
+    assert code == 0, err.getvalue()
+    return out.getvalue()
 
 
 class Client:
@@ -132,18 +134,21 @@ def loaded(srv: ServerProcess) -> None:
 
 
 @pytest.fixture
-def secured(
-    server_factory: Callable[..., ServerProcess], tmp_path: Path
-) -> tuple[ServerProcess, Path]:
-    srv = server_factory(sys_interval=0, admin=SYS_ADMIN)
+def secured(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
+    """Users and rules written with the CLI before the server starts, so it starts with them
+    (the tests below change the store of the running server, and wait with `loaded`)."""
+    srv = ServerProcess(tmp_path / "data", tmp_path / "logs", sys_interval=0, admin=SYS_ADMIN)
     d = srv.data_dir
     cli(d, "user", "add", "alice", "--password-stdin", stdin="alice-secret\n")
     cli(d, "user", "add", "bob", "--password-stdin", stdin="bob-secret\n")
     cli(d, "acl", "add", "--all", "--allow", "readwrite", "users/%u/#")
     cli(d, "acl", "add", "--all", "--allow", "read", "news/#")
     cli(d, "acl", "add", "--user", "alice", "--allow", "write", "news/#")
-    loaded(srv)
-    return srv, d
+    srv.start()
+    try:
+        yield srv, d
+    finally:
+        srv.cleanup()
 
 
 @pytest.mark.parametrize("transport", ["tcp", "websockets"])
