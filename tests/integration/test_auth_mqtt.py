@@ -3,8 +3,6 @@ operator does it: the `pushwire user/token/acl` CLI against the running server's
 
 from __future__ import annotations
 
-import contextlib
-import io
 import itertools
 import threading
 import time
@@ -15,23 +13,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from helpers.admin import cli
 from helpers.server import SYS_ADMIN, ServerProcess
-from pushwire import admin_cli
 
 pytestmark = pytest.mark.pushwire_only("pushwire users, tokens and ACLs")
-
-
-def cli(data_dir: Path, *args: str, stdin: str | None = None) -> str:
-    """`pushwire <args> --data-dir <data_dir>`: the CLI's own parser and handlers (what
-    `pushwire user|token|acl` runs), in this process. A Python start per command (~0.5 s of
-    CPU each) made setups of six commands take most of the 60 s test timeout on a loaded
-    machine."""
-    ns = admin_cli.build_parser().parse_args([*args, "--data-dir", str(data_dir)])
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = admin_cli.run_admin_command(ns, stdin=io.StringIO(stdin or ""), stdout=out)
-    assert code == 0, err.getvalue()
-    return out.getvalue()
 
 
 class Client:
