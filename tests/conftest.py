@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from helpers.clients import PahoClient
+from helpers.httpx_tls import share_default_tls_context
 from helpers.raw import RawClient, connected_client
 from helpers.redis import redis_server  # noqa: F401 (fixture: a private redis-server)
 from helpers.server import ServerProcess, broker_kind, raise_nofile_limit
@@ -26,6 +27,7 @@ from helpers.server import ServerProcess, broker_kind, raise_nofile_limit
 INTEGRATION_TIMEOUT = 60
 
 raise_nofile_limit()
+share_default_tls_context()
 
 
 def pytest_configure(config: pytest.Config) -> None:

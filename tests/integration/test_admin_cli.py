@@ -57,9 +57,6 @@ async def test_users_tokens_and_rules_through_the_cli(tmp_path: Path) -> None:
     r = cli(data, "user", "add", "alice", "--role", "admin", "--password-stdin", stdin="pw1\n")
     assert r.returncode == 0, r.stderr
     assert "pw1" not in r.stdout + r.stderr
-    assert cli(data, "user", "add", "alice", stdin="x\n").returncode == 1  # exists
-    assert cli(data, "user", "add", "bob", "--password-stdin", stdin="\n").returncode == 2
-    assert cli(data, "user", "add", "a/b", stdin="x\n").returncode == 2  # bad name
     assert cli(data, "user", "add", "bob", "--role", "ops", stdin="pw2\n").returncode == 0
 
     r = cli(data, "user", "list", "--json")
@@ -79,9 +76,6 @@ async def test_users_tokens_and_rules_through_the_cli(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     plain_token, id_line = r.stdout.splitlines()[:2]
     assert id_line == f"id: {plain_token.split('_')[1]}"
-    assert cli(data, "token", "create", "--user", "ghost").returncode == 1
-    assert cli(data, "token", "create", "--user", "bob", "--expires", "1y").returncode == 2
-    assert cli(data, "token", "create", "--user", "bob", "--scope", "all:#").returncode == 2
 
     r = cli(data, "token", "list")
     assert r.returncode == 0 and token_id in r.stdout
@@ -91,10 +85,7 @@ async def test_users_tokens_and_rules_through_the_cli(tmp_path: Path) -> None:
     assert [t["id"] for t in json.loads(r.stdout)] == [token_id]
 
     assert cli(data, "acl", "add", "--role", "ops", "--allow", "read", "news/#").returncode == 0
-    assert cli(data, "acl", "add", "--role", "ops", "--allow", "read", "news/#").returncode == 1
     assert cli(data, "acl", "add", "--all", "--deny", "read", "news/secret/#").returncode == 0
-    assert cli(data, "acl", "add", "--allow", "read", "x").returncode == 2  # no subject
-    assert cli(data, "acl", "add", "--all", "--allow", "read", "a/#/b").returncode == 2
     r = cli(data, "acl", "add", "--user", "bob", "--allow", "write", "users/%u/#")
     assert r.returncode == 0, r.stderr
     r = cli(data, "acl", "list", "--json")
@@ -104,8 +95,6 @@ async def test_users_tokens_and_rules_through_the_cli(tmp_path: Path) -> None:
         ("all", "deny", "news/secret/#"),
         ("user", "allow", "users/%u/#"),
     ]
-    assert cli(data, "acl", "remove", "9999").returncode == 1
-    assert cli(data, "acl", "remove", "x").returncode == 2
 
     # what a server on this data directory sees
     service = service_for(data)
@@ -128,6 +117,27 @@ async def test_users_tokens_and_rules_through_the_cli(tmp_path: Path) -> None:
         assert service.admit_anonymous("127.0.0.1").reason == "not_authorized"  # users exist
     finally:
         await service.stop()
+
+
+def test_refused_edits_exit_1_or_2(tmp_path: Path) -> None:
+    """What the CLI refuses: 1 for a conflict with the store (exists, unknown), 2 for bad
+    input. (Split from the test above: 26 Python starts in one test took its whole 60 s
+    timeout on a loaded machine.)"""
+    data = tmp_path / "data"
+    assert cli(data, "user", "add", "alice", "--role", "admin", stdin="pw1\n").returncode == 0
+    assert cli(data, "user", "add", "bob", "--role", "ops", stdin="pw2\n").returncode == 0
+    assert cli(data, "acl", "add", "--role", "ops", "--allow", "read", "news/#").returncode == 0
+    assert cli(data, "user", "add", "alice", stdin="x\n").returncode == 1  # exists
+    assert cli(data, "user", "add", "carol", "--password-stdin", stdin="\n").returncode == 2
+    assert cli(data, "user", "add", "a/b", stdin="x\n").returncode == 2  # bad name
+    assert cli(data, "token", "create", "--user", "ghost").returncode == 1
+    assert cli(data, "token", "create", "--user", "bob", "--expires", "1y").returncode == 2
+    assert cli(data, "token", "create", "--user", "bob", "--scope", "all:#").returncode == 2
+    assert cli(data, "acl", "add", "--role", "ops", "--allow", "read", "news/#").returncode == 1
+    assert cli(data, "acl", "add", "--allow", "read", "x").returncode == 2  # no subject
+    assert cli(data, "acl", "add", "--all", "--allow", "read", "a/#/b").returncode == 2
+    assert cli(data, "acl", "remove", "9999").returncode == 1
+    assert cli(data, "acl", "remove", "x").returncode == 2
 
 
 async def test_cli_changes_reach_a_running_service(tmp_path: Path) -> None:

@@ -3,32 +3,20 @@ operator does it: the `pushwire user/token/acl` CLI against the running server's
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from helpers.server import ServerProcess
+from helpers.admin import cli
+from helpers.server import SYS_ADMIN, ServerProcess
 
 pytestmark = pytest.mark.pushwire_only("pushwire users, tokens and ACLs")
-
-
-def cli(data_dir: Path, *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "pushwire", *args, "--data-dir", str(data_dir)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 class Client:
@@ -99,23 +87,53 @@ class Client:
         self.c.publish(topic, payload, qos).wait_for_publish(5)
 
     def close(self) -> None:
-        self.c.loop_stop()
+        # DISCONNECT first: it wakes paho's loop thread, which then ends at once; stopping
+        # the loop first waited out its select (a second per client, many in a slow setup)
         self.c.disconnect()
+        self.c.loop_stop()
+
+
+_markers = itertools.count()
+
+
+def loaded(srv: ServerProcess) -> None:
+    """Wait until the running server has loaded every change the CLI made so far.
+
+    The server polls the store (`watch_interval`, 1 s) and loads it whole, as one snapshot;
+    under load "within a second" is no promise, so a fixed sleep was a flake. The last change
+    is a marker: a rule denying the admin (`SYS_ADMIN`, in the store since before the server
+    started, so its logins never fail and cost no failed-login budget) one `$SYS` topic it
+    may read by default. Once its SUBSCRIBE is refused, the marker is in force, and with it
+    every change written before it."""
+    topic = f"$SYS/loaded/{next(_markers)}"
+    cli(srv.data_dir, "acl", "add", "--user", SYS_ADMIN[0], "--deny", "read", topic)
+    probe = Client(srv, *SYS_ADMIN)
+    try:
+        assert probe.rc == 0
+        deadline = time.monotonic() + 30
+        while probe.subscribe(topic, 0) != [0x80]:
+            assert time.monotonic() < deadline, "the server never loaded the CLI's changes"
+            time.sleep(0.05)
+    finally:
+        probe.close()
 
 
 @pytest.fixture
-def secured(
-    server_factory: Callable[..., ServerProcess], tmp_path: Path
-) -> tuple[ServerProcess, Path]:
-    srv = server_factory(sys_interval=0)
+def secured(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
+    """Users and rules written with the CLI before the server starts, so it starts with them
+    (the tests below change the store of the running server, and wait with `loaded`)."""
+    srv = ServerProcess(tmp_path / "data", tmp_path / "logs", sys_interval=0, admin=SYS_ADMIN)
     d = srv.data_dir
     cli(d, "user", "add", "alice", "--password-stdin", stdin="alice-secret\n")
     cli(d, "user", "add", "bob", "--password-stdin", stdin="bob-secret\n")
     cli(d, "acl", "add", "--all", "--allow", "readwrite", "users/%u/#")
     cli(d, "acl", "add", "--all", "--allow", "read", "news/#")
     cli(d, "acl", "add", "--user", "alice", "--allow", "write", "news/#")
-    time.sleep(1.5)  # the running server picks up CLI changes within a second
-    return srv, d
+    srv.start()
+    try:
+        yield srv, d
+    finally:
+        srv.cleanup()
 
 
 @pytest.mark.parametrize("transport", ["tcp", "websockets"])
@@ -150,11 +168,13 @@ def test_users_cannot_touch_each_others_topics(
     bob.publish("users/alice/inbox", b"from bob")  # dropped: bob may not write there
     bob.publish("news/today", b"bob news")  # dropped: only alice writes news
     alice.publish("users/bob/inbox", b"from alice")  # dropped too
+    # the markers: each one is published after the dropped ones were acknowledged, so had
+    # any of those been routed, it would have reached its subscriber before the marker
     alice.publish("users/alice/inbox", b"own")
-    assert alice.got.wait(5)
-    time.sleep(0.3)
+    bob.publish("users/bob/inbox", b"own")
+    assert alice.got.wait(5) and bob.got.wait(5)
     assert alice.messages == [("users/alice/inbox", b"own")]
-    assert bob.messages == []
+    assert bob.messages == [("users/bob/inbox", b"own")]
     alice.close()
     bob.close()
 
@@ -168,7 +188,7 @@ def test_revoked_token_is_refused_and_its_live_connection_closed(
 
     created = json.loads(out)
     token, token_id = created["token"], created["id"]
-    time.sleep(1.5)  # the running server loads the new token within a second
+    loaded(srv)
     live = Client(srv, "bob", token)  # a token works as the MQTT password
     assert live.rc == 0
     assert live.subscribe("users/bob/#") == [1]
@@ -184,7 +204,7 @@ def test_sys_is_for_admins(secured: tuple[ServerProcess, Path]) -> None:
     srv, d = secured
     cli(d, "user", "add", "root", "--role", "admin", "--password-stdin", stdin="root-secret\n")
     cli(d, "acl", "add", "--role", "admin", "--allow", "read", "$SYS/#")
-    time.sleep(1.5)
+    loaded(srv)
     alice = Client(srv, "alice", "alice-secret")
     root = Client(srv, "root", "root-secret")
     assert alice.subscribe("$SYS/#") == [0x80]
@@ -198,17 +218,15 @@ def test_failed_logins_lock_only_that_username(
 ) -> None:
     """All clients come from 127.0.0.1, as behind a reverse proxy: once bob's failures use
     up his budget he is refused (0x9F, even with his password), and alice still gets in."""
-    srv = server_factory(sys_interval=0, extra_args=["--login-failures-burst", "3"])
+    srv = server_factory(
+        sys_interval=0, admin=SYS_ADMIN, extra_args=["--login-failures-burst", "3"]
+    )
     d = srv.data_dir
     cli(d, "user", "add", "alice", "--password-stdin", stdin="alice-secret\n")
     cli(d, "user", "add", "bob", "--password-stdin", stdin="bob-secret\n")
-    deadline = time.monotonic() + 10
-    while True:  # the running server picks up CLI changes within a second
-        probe = Client(srv, "alice", "alice-secret", v5=True)
-        probe.close()
-        if probe.rc == 0 or time.monotonic() > deadline:
-            break
-    assert probe.rc == 0
+    # (a probe logging in as alice before the server knew her cost her failed-login budget:
+    # three such probes locked her out)
+    loaded(srv)
     for _ in range(3):
         wrong = Client(srv, "bob", "guess", v5=True)
         assert wrong.rc == 0x86

@@ -19,6 +19,7 @@ from integration.http_util import HttpServerProcess, base
 pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
 
 if browser.missing() is None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.remote.webelement import WebElement
@@ -67,7 +68,12 @@ def mqtt(server: HttpServerProcess) -> Iterator[Callable[..., PahoClient]]:
 
 
 def wait(web: WebDriver, condition: Callable[[WebDriver], Any], what: str) -> Any:
-    return WebDriverWait(web, WAIT_S).until(condition, message=f"waiting for {what}")
+    # the console re-renders its tables when data changes (live updates, refreshes): an
+    # element a condition found may be replaced before it reads it. That is a changed page,
+    # not a failed condition: look again on the next poll
+    return WebDriverWait(web, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)).until(
+        condition, message=f"waiting for {what}"
+    )
 
 
 def find(web: WebDriver, css: str) -> WebElement:
@@ -122,10 +128,14 @@ def tail_payloads(web: WebDriver) -> list[str]:
 
 
 def table_text(web: WebDriver, table_id: str) -> str:
-    try:
-        return str(web.find_element(By.ID, table_id).text)
-    except Exception:
-        return ""
+    """The table's rendered text ('' while it is not there), read in one step in the page:
+    finding the element and then reading it could meet a table re-rendered in between (and
+    turned that into '', failing a check that it holds something)."""
+    text = web.execute_script(
+        "const t = document.getElementById(arguments[0]); return t ? t.innerText : '';",
+        table_id,
+    )
+    return str(text)
 
 
 def test_bad_password_is_refused_and_nothing_is_stored(

@@ -55,20 +55,25 @@ def web() -> Iterator[WebDriver]:
         yield driver
 
 
+def _badge(web: WebDriver, table: str, key: str, attribute: str) -> str | None:
+    """The `attribute` of the badge in the table row of `key` (None: no such row or badge),
+    read in one step in the page: the console re-renders the row when the device's or push's
+    state changes, so a row found first and read after could be gone (a flake)."""
+    value = web.execute_script(
+        "const b = document.querySelector(arguments[0]);"
+        " return b ? b.getAttribute(arguments[1]) : null;",
+        f'#{table} tr[data-key="{key}"] [{attribute}]',
+        attribute,
+    )
+    return None if value is None else str(value)
+
+
 def device_status(web: WebDriver, device_id: str) -> str | None:
-    rows = web.find_elements(By.CSS_SELECTOR, f'#devices-table tr[data-key="{device_id}"]')
-    if not rows:
-        return None
-    badges = rows[0].find_elements(By.CSS_SELECTOR, "[data-status]")
-    return badges[0].get_attribute("data-status") if badges else None
+    return _badge(web, "devices-table", device_id, "data-status")
 
 
 def push_state(web: WebDriver, push_id: str) -> str | None:
-    rows = web.find_elements(By.CSS_SELECTOR, f'#pushes-table tr[data-key="{push_id}"]')
-    if not rows:
-        return None
-    badges = rows[0].find_elements(By.CSS_SELECTOR, "[data-state]")
-    return badges[0].get_attribute("data-state") if badges else None
+    return _badge(web, "pushes-table", push_id, "data-state")
 
 
 def test_app_device_and_push_from_creation_to_delivery(

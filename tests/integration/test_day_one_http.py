@@ -17,6 +17,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 
+from helpers import raw
 from helpers.clients import PahoClient
 from helpers.server import ServerProcess
 
@@ -147,18 +148,21 @@ def _add_user(data_dir: str, name: str, password: str) -> None:
 
 
 def _connect_when_user_known(srv: ServerProcess, auth: tuple[str, str]) -> PahoClient:
-    """The running server picks new users up within about a second: retry until it does."""
-    deadline = time.monotonic() + 10
+    """Connect as a user the CLI just added, once the running server knows it. It picks new
+    users up on its next store poll (about a second, later under load) and from then on
+    refuses anonymous clients: wait for that, as an anonymous refusal costs no failed-login
+    budget. (Retrying the user's own login did: ten failures while the server did not know
+    the user yet left one attempt per 6 s.)"""
+    deadline = time.monotonic() + 30
     while True:
-        client = PahoClient(srv.host, srv.mqtt_port, auth=auth)
-        try:
-            client.connect()
-            return client
-        except AssertionError:
-            client.close()
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+        with raw.RawClient(srv.host, srv.mqtt_port) as anonymous:
+            if anonymous.mqtt_connect("").return_code == 5:  # not authorized
+                break
+        assert time.monotonic() < deadline, "the server never loaded the new user"
+        time.sleep(0.05)
+    client = PahoClient(srv.host, srv.mqtt_port, auth=auth)
+    client.connect()
+    return client
 
 
 @pytest.mark.parametrize("sys_readable", [True, False])

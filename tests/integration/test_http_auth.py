@@ -23,8 +23,6 @@ import base64
 import json
 import socket
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from httpx_sse import aconnect_sse
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from helpers.admin import cli
 from helpers.certs import make_certs
 from helpers.jsonws import recv, request
 from helpers.server import ServerProcess
@@ -45,18 +44,6 @@ pytestmark = pytest.mark.pushwire_only("pushwire users, tokens and ACLs on HTTP"
 
 WWW_AUTH = 'Bearer realm="pushwire", Basic realm="pushwire"'
 PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "root": "root-secret"}
-
-
-def cli(data_dir: Path, *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "pushwire", *args, "--data-dir", str(data_dir)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def basic(user: str, password: str | None = None) -> dict[str, str]:

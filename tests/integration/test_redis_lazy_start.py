@@ -27,6 +27,12 @@ PER_TOPIC = 3
 KEEP = 3  # messages each topic keeps (count retention), so ev/t has an eviction
 
 
+# one keep-alive HTTP client per node: `httpx.post` makes a Client, and its TLS context
+# (~25 ms of CPU), per call, and a test here makes ~160 calls (60 s, its whole timeout, on
+# a loaded machine)
+_CLIENTS: dict[int, httpx.Client] = {}
+
+
 @pytest.fixture
 def start_node(redis_server: RedisServer, tmp_path: Path) -> Iterator[Any]:
     started: list[InProcessServer] = []
@@ -41,10 +47,12 @@ def start_node(redis_server: RedisServer, tmp_path: Path) -> Iterator[Any]:
             log_max_messages=KEEP,
         )
         started.append(node.start())
+        _CLIENTS[id(node)] = httpx.Client(base_url=base(node), timeout=10)
         return node
 
     yield start
     for node in reversed(started):
+        _CLIENTS.pop(id(node)).close()
         node.stop()
 
 
@@ -55,16 +63,14 @@ def base(node: InProcessServer) -> str:
 
 
 def publish(node: InProcessServer, topic: str, payload: str) -> dict[str, Any]:
-    r = httpx.post(f"{base(node)}/v1/publish/{topic}", content=payload.encode(), timeout=10)
+    r = _CLIENTS[id(node)].post(f"/v1/publish/{topic}", content=payload.encode())
     assert r.status_code == 201, r.text
     body: dict[str, Any] = r.json()
     return body
 
 
 def poll(node: InProcessServer, flt: str, since: str, limit: int = 100) -> dict[str, Any]:
-    r = httpx.get(
-        f"{base(node)}/v1/poll/{flt}", params={"since": since, "limit": str(limit)}, timeout=10
-    )
+    r = _CLIENTS[id(node)].get(f"/v1/poll/{flt}", params={"since": since, "limit": str(limit)})
     assert r.status_code == 200, r.text
     body: dict[str, Any] = r.json()
     return body

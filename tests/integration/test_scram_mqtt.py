@@ -15,9 +15,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from helpers.admin import cli
 from helpers.inproc import InProcessServer
 from helpers.server import ServerProcess
-from integration.test_auth_mqtt import cli
 from pushwire.core.scram import ScramClient
 from pushwire.engines.auth_store import StoredUser
 from pushwire.mqtt.codec.decoder import Decoder
