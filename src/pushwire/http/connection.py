@@ -53,6 +53,7 @@ from pushwire.http.guard import (
     HeadMeter,
 )
 from pushwire.http.lane_replay import LaneHead
+from pushwire.http.longpoll_deadlines import SLOT, LongPollDeadlines, deadlines_of
 from pushwire.http.replay import CURSOR_BYTES, ReplayHead
 from pushwire.http.routes import StreamRoute
 from pushwire.http.status_lines import _JSON_201
@@ -112,8 +113,9 @@ class HttpProtocol(asyncio.Protocol):
         "replay",
         "scheme",
         "server",
+        "slot",
         "stream_state",
-        "timer",
+        "timers",
         "transport",
         "upgrade",
         "upgrade_request",
@@ -155,9 +157,12 @@ class HttpProtocol(asyncio.Protocol):
         self.closing = False
         self.write_paused = False
         self.drain_waiters: list[asyncio.Future[None]] = []
-        self.timer: asyncio.TimerHandle | None = None  # head or keep-alive deadline
+        # the head or keep-alive deadline: an entry in the loop's shared deadline buckets
+        # (http/longpoll_deadlines.py), not a timer of its own; `slot` its bucket (0: none)
         self.deadline_kind = 0  # _HEAD, _IDLE or 0 (none)
         self.deadline = 0.0
+        self.slot = 0
+        self.timers: LongPollDeadlines | None = None
         self.linger: asyncio.TimerHandle | None = None
         self.head_timing = False
         self.head_bytes = False
@@ -215,10 +220,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        for timer in (self.timer, self.linger):
-            if timer is not None:
-                timer.cancel()
-        self.timer = self.linger = None
+        self._unfile()
+        if self.linger is not None:
+            self.linger.cancel()
+            self.linger = None
         self.server.connections.discard(self)
         self._release()
         for cycle in self.pipeline:
@@ -781,9 +786,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         head, self.upgrade = self.upgrade, None
         self._disarm()
-        if self.timer is not None:
-            self.timer.cancel()  # it would keep this protocol alive until it fires
-            self.timer = None
+        self._unfile()  # its bucket would keep this protocol alive until it comes due
         self.server.connections.discard(self)
         self.parser = None
         self.refused = True  # this protocol sees no more bytes
@@ -851,8 +854,10 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- timers ---------------------------------------------------------------------------
 
-    # One timer per connection, re-armed lazily: a busy keep-alive connection moves a
-    # deadline per request instead of cancelling and scheduling timer handles.
+    # One deadline per connection, in the loop's shared buckets (http/longpoll_deadlines.py:
+    # at most one 50 ms slot late, never early), moved lazily: a busy keep-alive connection
+    # moves a number per request; its bucket, when it comes due first, files it again for
+    # the rest.
 
     def _arm_head(self) -> None:
         self.head_timing = True
@@ -870,20 +875,33 @@ class HttpProtocol(asyncio.Protocol):
     def _deadline(self, kind: int, delay: float) -> None:
         self.deadline_kind = kind
         self.deadline = when = self.loop.time() + delay
-        timer = self.timer
-        if timer is not None:
-            if timer.when() <= when:
-                return  # it fires first and re-arms for the rest
-            timer.cancel()
-        self.timer = self.loop.call_at(when, self._expired)
+        self.file(when)
 
-    def _expired(self) -> None:
-        self.timer = None
+    def file(self, when: float) -> None:
+        """Be told (`due`) at `when` at the latest: the bucket it is in already comes due
+        first, else it is filed (again) under `when`."""
+        slot = self.slot
+        timers = self.timers
+        if slot:
+            if slot * SLOT <= when:
+                return  # its bucket comes due first and files it again for the rest
+            assert timers is not None
+            timers.remove(self)
+        if timers is None or timers.stopped:
+            timers = self.timers = deadlines_of(self.loop)
+        timers.add(self, when)
+
+    def _unfile(self) -> None:
+        if self.slot and self.timers is not None:
+            self.timers.remove(self)
+
+    def due(self, now: float) -> None:
+        """Its deadline bucket came due (`LongPollDeadlines`)."""
         kind = self.deadline_kind
         if kind == 0:
             return
-        if self.loop.time() < self.deadline:
-            self.timer = self.loop.call_at(self.deadline, self._expired)
+        if now < self.deadline:
+            self.file(self.deadline)  # moved later since it was filed: the rest
             return
         self.deadline_kind = 0
         if kind == _HEAD:
