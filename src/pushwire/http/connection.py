@@ -278,9 +278,6 @@ class HttpProtocol(asyncio.Protocol):
         if self.upgrade is not None:
             self.upgrade += data  # for the WebSocket protocol, once it takes over
             return
-        if self.parser is None:
-            self.parser = httptools.HttpRequestParser(self)
-            self.meter = HeadMeter(self.server.max_request_line, self.server.max_head)
         # between requests (the parser holds no partial head and no body) with nothing
         # queued: a repeated long-poll head may skip the parser
         fresh = self.idle and not self.pipeline and self.lane_route is None and self.parsing is None
@@ -303,6 +300,12 @@ class HttpProtocol(asyncio.Protocol):
                     return
             elif self._replayed(replay, data):
                 return
+        parser = self.parser
+        if parser is None:
+            # the connection's first bytes, or the first ones the byte comparisons above did
+            # not take since a held long-poll let the parser go (below)
+            parser = self.parser = httptools.HttpRequestParser(self)
+            self.meter = HeadMeter(self.server.max_request_line, self.server.max_head)
         # the first bytes of the next request on a kept-alive connection start its head's
         # clock; the timer itself is set after this read, and only when the head is still
         # incomplete then (a request that comes whole in one read needs none)
@@ -323,7 +326,7 @@ class HttpProtocol(asyncio.Protocol):
             if data.endswith(b"\r\n\r\n") and data.find(b"\r\n\r\n") == len(data) - 4:
                 self.reading = data  # one head and nothing else: `_reask` may keep it
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             head: bytes | None = self.upgrade  # set by on_headers_complete for a WebSocket
             if head is not None:
@@ -336,6 +339,22 @@ class HttpProtocol(asyncio.Protocol):
             self.reading = self.lane_read = None
         if timed and self.head_timing:
             self._deadline(_HEAD, self.server.head_timeout)
+        if self.idle:
+            pipeline = self.pipeline
+            if len(pipeline) == 1 and self.upgrade is None:
+                cycle = pipeline[0]
+                if (
+                    isinstance(cycle, StreamCycle)
+                    and cycle.request is _DROPPED
+                    and cycle.keep_alive
+                    and not cycle.response_started
+                ):
+                    # a request held (a long-poll), kept alive, and the parser between
+                    # requests: it holds nothing a new one would not, so it goes while the
+                    # connection waits (~1 KB of an idle long-poll connection); the next
+                    # read makes one again, unless it is a re-ask taken from its bytes
+                    # (`replay`), which needs no parser
+                    self.parser = self.meter = None
 
     # httptools calls these as it parses
 
@@ -833,7 +852,7 @@ class HttpProtocol(asyncio.Protocol):
     def _refuse(self, response: bytes) -> None:
         """Answer `response` and close; the parser sees nothing more. If a response of an
         earlier request on this connection is under way (pipelining), close without a word
-        rather than mix the two.
+        rather than mix the two. A request still held (a long-poll) is let go.
 
         A lingering close: closing a socket with unread input makes the kernel send a reset,
         which can destroy the answer before the client reads it (a client still sending its
@@ -850,6 +869,10 @@ class HttpProtocol(asyncio.Protocol):
             transport.write(response)
         if transport.can_write_eof():
             transport.write_eof()
+        # a request held before this one (a long-poll) will not be answered now that the
+        # write side is shut: it stops waiting (a publish's wake would write after the EOF)
+        for cycle in self.pipeline:
+            cycle.disconnected()
         self.linger = self.loop.call_later(self.server.head_timeout, transport.close)
 
     # -- timers ---------------------------------------------------------------------------
