@@ -597,7 +597,7 @@ class LongPollWaiter:
         log = self.log
         self.done = self.between = False
         log.listen(self.filter, self)  # (a no-op for one still in its group)
-        self._arm(deadline)
+        self.arm(deadline)
         if log.last_id > self.after:
             # published while that read waited for the disk: what is that new is still in
             # memory, so one look now hands it over
@@ -621,7 +621,7 @@ class LongPollWaiter:
         self.deadline = deadline
         slot = self.slot
         if not slot or slot * SLOT > deadline:
-            self._arm(deadline)
+            self.arm(deadline)
         # else: its bucket comes due first and files it again for the rest (`_arm`)
         if log.last_id > after:
             for entry in log.read(self.filter, after, _CATCH_UP).entries:
@@ -629,7 +629,8 @@ class LongPollWaiter:
                 if self.done:
                     break
 
-    def _arm(self, deadline: float) -> None:
+    def arm(self, deadline: float) -> None:
+        """File its deadline (moved later lazily: see the class)."""
         self.deadline = deadline
         slot = self.slot
         if slot:

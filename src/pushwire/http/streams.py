@@ -35,6 +35,7 @@ from pushwire.http.cycles import StreamCycle
 from pushwire.http.delivery_tally import WalkTally
 from pushwire.http.endpoints import Endpoint, api_error_response
 from pushwire.http.errors import ApiError
+from pushwire.http.longpoll_deadlines import SLOT
 from pushwire.http.reader import LongPollWaiter, StreamReader
 from pushwire.http.replay import ReplayHead
 from pushwire.http.routes import StreamRoute
@@ -669,17 +670,80 @@ class _ReaskLane:
         """`reask` of a head recognised from its bytes (http/replay.py), with its cursor.
         When the connection's previous lane request came with the same template (its query
         string checked against the connection's `shape` then, which has not changed
-        since), no query string is rebuilt and split."""
+        since), no query string is rebuilt and split.
+
+        The usual re-ask, once per delivery, runs here to its end: a woken connection still
+        registered `between` requests (its listener group, the client list) re-asks with
+        the cursor of the reply it got (`kept_text`, parsed already) and nothing is newer.
+        `_take`'s checks and its usual outcome (`hold_on_lane`, `hold_at`, the waiter's
+        `restart`) inline; anything else (or any check failing, before anything changed)
+        goes to `_take`."""
         poller = proto.stream_state
         if not isinstance(poller, _LongPoller):
             return False
-        if poller.lane_head is replay:
-            return self._take(proto, poller, replay.route, replay.tail, cursor)
-        query = replay.query_prefix + cursor.encode("latin-1") + replay.query_suffix
-        if not self.reask(proto, replay.route, replay.tail, query):
-            return False
-        if poller.shape is not None:
-            poller.lane_head = replay
+        tail = replay.tail
+        if poller.lane_head is not replay:
+            query = replay.query_prefix + cursor.encode("latin-1") + replay.query_suffix
+            if not self.reask(proto, replay.route, tail, query):
+                return False
+            if poller.shape is not None:
+                poller.lane_head = replay
+            return True
+        waiter = poller.waiter
+        cycle = poller.lane_cycle
+        if (
+            cursor is not self.kept_text
+            or waiter is None
+            or not waiter.between
+            or cycle is None
+            or not cycle.rested
+            or poller.cycle is not None
+            or cursor != poller.cursor
+        ):
+            return self._take(proto, poller, replay.route, tail, cursor)
+        state = self.state
+        auth = state.auth
+        snapshot = auth.snapshot
+        callers = proto.callers
+        caller = callers.caller if callers is not None else None
+        kept = self.kept_cursor
+        log = state.log
+        last = log.last_id
+        wait = poller.shape_wait
+        if (
+            callers is None
+            or callers.snapshot is not snapshot
+            or caller is None
+            or caller is not poller.checked_caller
+            or snapshot is not poller.checked_snapshot
+            or auth.acl.version != poller.checked_acl
+            or tail != poller.checked_filter
+            or caller is not waiter.caller
+            or tail != waiter.filter
+            or kept.kind != "id"
+            or kept.id != last
+            or (kept.epoch is not None and kept.epoch != log.epoch)
+            or wait <= 0
+            or cycle.proto is not proto
+        ):
+            return self._take(proto, poller, replay.route, tail, cursor)
+        state.stats.connections_total["longpoll"] += 1
+        auth.stats.anonymous_admitted += 1
+        poller.cursor = None
+        # `hold_on_lane` of a rested cycle (its head's lists went with the previous one)
+        cycle.response_started = cycle.done = cycle.rested = False
+        proto.pipeline.append(cycle)
+        # `hold_at` of a waiter `between` requests (tracked, listed, in its group)
+        poller.cycle = cycle
+        cycle.on_lost = poller.on_lost
+        state.stats.connections["longpoll"] += 1
+        # `restart` (nothing newer: no catch-up read)
+        waiter.after = waiter.requested = last
+        waiter.from_etag = waiter.done = waiter.between = False
+        waiter.deadline = deadline = proto.loop.time() + wait
+        slot = waiter.slot
+        if not slot or slot * SLOT > deadline:
+            waiter.arm(deadline)
         return True
 
     def _take(
