@@ -8,7 +8,10 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from pushwire.http.connection_deadlines import _IDLE, KEEP_ALIVE_TIMEOUT
+from pushwire.http.connection_deadlines import _IDLE
+from pushwire.http.connection_deadlines import (
+    KEEP_ALIVE_TIMEOUT as KEEP_ALIVE_TIMEOUT,  # (also read by http/streams.py)
+)
 from pushwire.http.eager import run_eagerly
 from pushwire.http.longpoll_deadlines import SLOT
 from pushwire.http.routes import FastRoute, StreamRoute

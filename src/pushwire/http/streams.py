@@ -27,9 +27,10 @@ from typing import Any
 from pushwire.core.clients import ClientInfo
 from pushwire.core.identity import Identity
 from pushwire.core.log import ALL, Cursor
-from pushwire.http import poll, sse
+from pushwire.http import cycles, poll, sse
 from pushwire.http.auth import Caller, caller_from, unauthorized
 from pushwire.http.connection import HttpProtocol
+from pushwire.http.connection_deadlines import _IDLE
 from pushwire.http.cursor import CursorError
 from pushwire.http.cycles import StreamCycle
 from pushwire.http.delivery_tally import WalkTally
@@ -417,12 +418,41 @@ class _LongPoller:
             return
         state = self.state
         state.stats.connections["longpoll"] -= 1  # (held requests only)
-        if cycle.answered():
-            waiter = self.waiter
-            assert waiter is not None  # the one that was woken
-            waiter.between = True
+        proto = cycle.proto
+        pipeline = proto.pipeline
+        transport = proto.transport
+        if (
+            # `StreamCycle.answered`'s usual case inline (once per woken waiter): kept
+            # alive, nothing queued, the parser between requests
+            cycle.response_started
+            and not cycle.done
+            and cycle.keep_alive
+            and not proto.closing
+            and len(pipeline) == 1
+            and pipeline[0] is cycle
+            and proto.idle
+            and proto.upgrade is None
+            and transport is not None
+            and not transport.is_closing()
+        ):
+            cycle.done = cycle.rested = True
+            pipeline.clear()
+            if proto.read_paused:
+                proto.resume_reading()
+            # `_arm_keep_alive`: the connection's deadline bucket comes due first and
+            # files it again for the rest, unless it is in none or a later one
+            proto.head_timing = False
+            proto.deadline_kind = _IDLE
+            proto.deadline = when = proto.loop.time() + cycles.KEEP_ALIVE_TIMEOUT
+            slot = proto.slot
+            if not slot or slot * SLOT > when:
+                proto.file(when)
+        elif not cycle.answered():
+            self._unregister(state)
             return
-        self._unregister(state)
+        waiter = self.waiter
+        assert waiter is not None  # the one that was woken
+        waiter.between = True
 
     def leave(self) -> None:
         """The connection is no longer a long-poll client between requests (it closed, or
