@@ -4,7 +4,9 @@ kept alive, with the parser between requests; the usual re-ask taken from its by
 (http/replay.py) needs none, and any other read makes one again: a pipelined request behind
 the held one, a head split over reads, a publish on the same connection, a malformed request
 (its JSON 400 and the close; the long-poll held before it is let go, so that a publish's wake
-writes nothing after the connection's EOF). Real sockets against an in-process server."""
+writes nothing after the connection's EOF). And what connections waiting on one filter can
+share, they share (the filter string), or do not keep (a drain list, a body list, a second
+address tuple). Real sockets against an in-process server."""
 
 from __future__ import annotations
 
@@ -109,4 +111,47 @@ def test_a_connection_without_a_parser_parses_whatever_comes_next(srv: InProcess
         assert status == 200 and message_payloads(body) == ["two"]
     finally:
         for sock in (pipelined, malformed, split, publisher):
+            sock.close()
+
+
+def test_connections_waiting_on_one_filter_share_what_they_keep(srv: InProcessServer) -> None:
+    """Per held connection only what is its own: the filter string is one object for all
+    the waiters on it (and their checks), no drain list, no body list, the peer address
+    the transport's own tuple."""
+    socks = [connect(srv) for _ in range(4)]
+    readers = [Reader(s) for s in socks]
+    try:
+        for sock in socks:
+            sock.sendall(longpoll_request("idle/c"))
+        until(lambda: len(waiters(srv, "idle/c")) == 4)
+        publish(srv, "idle/c", b"one")
+        for sock, reader in zip(socks, readers, strict=True):
+            status, headers, _ = reader.response()
+            assert status == 200
+            sock.sendall(longpoll_request("idle/c", since=headers["pushwire-cursor"]))
+        until(lambda: len(waiters(srv, "idle/c")) == 4)
+        held = waiters(srv, "idle/c")
+
+        def kept() -> list[tuple[Any, ...]]:
+            return [
+                (
+                    w.filter,
+                    w.sink.checked_filter,
+                    w.sink.shape_filter,
+                    w.sink.cycle.proto.drain_waiters,
+                    w.sink.cycle.chunks,
+                    w.sink.cycle.proto.client
+                    is w.sink.cycle.proto.transport.get_extra_info("peername"),
+                )
+                for w in held
+            ]
+
+        rows = srv.call(kept)
+        first = rows[0][0]
+        for flt, checked, shape, drain, chunks, own_peer in rows:
+            assert flt == "idle/c"
+            assert flt is first and checked is first and shape is first
+            assert drain is None and chunks == [] and own_peer
+    finally:
+        for sock in socks:
             sock.close()

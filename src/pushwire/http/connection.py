@@ -44,7 +44,14 @@ from pushwire.http.auth import CallerCache
 from pushwire.http.browser import normalize_origin, own_origin_of
 from pushwire.http.connection_deadlines import _HEAD, _IDLE, KEEP_ALIVE_TIMEOUT
 from pushwire.http.cursor import MAX_CURSOR_LEN
-from pushwire.http.cycles import _DROPPED, _NO_HEADERS, _NO_URL, StreamCycle, _FastCycle
+from pushwire.http.cycles import (
+    _DROPPED,
+    _NO_CHUNKS,
+    _NO_HEADERS,
+    _NO_URL,
+    StreamCycle,
+    _FastCycle,
+)
 from pushwire.http.guard import (
     RESPONSE_400,
     RESPONSE_408,
@@ -156,7 +163,9 @@ class HttpProtocol(asyncio.Protocol):
         self.refused = False
         self.closing = False
         self.write_paused = False
-        self.drain_waiters: list[asyncio.Future[None]] = []
+        # who waits for the transport to drain (`drain`): made by the first, then reused
+        # (an idle connection has none)
+        self.drain_waiters: list[asyncio.Future[None]] | None = None
         # the head or keep-alive deadline: an entry in the loop's shared deadline buckets
         # (http/longpoll_deadlines.py), not a timer of its own; `slot` its bucket (0: none)
         self.deadline_kind = 0  # _HEAD, _IDLE or 0 (none)
@@ -199,7 +208,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = tr
         peer = tr.get_extra_info("peername")
         if isinstance(peer, tuple):
-            self.client = (str(peer[0]), int(peer[1]))
+            self.client = _address(peer)
         admission = self.server.admission
         if admission is not None:
             ip = self.client[0] if self.client is not None else ""
@@ -212,7 +221,7 @@ class HttpProtocol(asyncio.Protocol):
         self.server.connections.add(self)
         local = tr.get_extra_info("sockname")
         if isinstance(local, tuple):
-            self.local = (str(local[0]), int(local[1]))
+            self.local = _address(local)
         if tr.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
             self.cert_name = certificate_username(tr.get_extra_info("peercert"))
@@ -228,10 +237,7 @@ class HttpProtocol(asyncio.Protocol):
         self._release()
         for cycle in self.pipeline:
             cycle.disconnected()
-        for waiter in self.drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self.drain_waiters.clear()
+        self._wake_drain_waiters()
         self.parser = None
         state, self.stream_state = self.stream_state, None
         if state is not None:
@@ -249,14 +255,21 @@ class HttpProtocol(asyncio.Protocol):
         self.write_paused = False
         if self.pipeline:
             self.pipeline[0].drained()  # a stream sends what waited
-        for waiter in self.drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self.drain_waiters.clear()
+        self._wake_drain_waiters()
+
+    def _wake_drain_waiters(self) -> None:
+        waiters = self.drain_waiters
+        if waiters:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            waiters.clear()
 
     async def drain(self) -> None:
         if self.write_paused and self.transport is not None and not self.transport.is_closing():
             waiter = self.loop.create_future()
+            if self.drain_waiters is None:
+                self.drain_waiters = []
             self.drain_waiters.append(waiter)
             await waiter
 
@@ -569,6 +582,7 @@ class HttpProtocol(asyncio.Protocol):
         else:
             if cycle is None or cycle.proto is not self:
                 cycle = StreamCycle(self, _DROPPED, route, True)
+                cycle.chunks = _NO_CHUNKS  # a lane request has no body
             # ready again (once per re-ask, so inline): complete (a lane request has no
             # body), its turn, nothing answered yet
             cycle.keep_alive = cycle.complete = cycle.active = cycle.running = True
@@ -945,6 +959,14 @@ class HttpProtocol(asyncio.Protocol):
     def _idle_expired(self) -> None:
         if self.transport is not None and not self.pipeline and self.lane_route is None:
             self.transport.close()
+
+
+def _address(address: tuple[Any, ...]) -> tuple[str, int]:
+    """(host, port) of a socket address; the transport's own tuple when it is one already
+    (the transport keeps it: no second tuple per connection)."""
+    if len(address) == 2 and type(address[0]) is str and type(address[1]) is int:
+        return cast(tuple[str, int], address)
+    return (str(address[0]), int(address[1]))
 
 
 _NOT_HERE = ("", -1)  # `_served_here`: the request goes to the ASGI app (compared by identity)

@@ -43,7 +43,7 @@ class Expiring(Protocol):
 class LongPollDeadlines:
     """The buckets of one event loop's held long-polls and their one timer."""
 
-    __slots__ = ("armed", "buckets", "loop", "slots", "stopped", "timer")
+    __slots__ = ("armed", "buckets", "last", "loop", "slots", "stopped", "timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -52,10 +52,15 @@ class LongPollDeadlines:
         self.timer: asyncio.TimerHandle | None = None
         self.armed = 0  # the slot the timer fires for
         self.stopped = False  # emptied and dropped: `deadlines_of` makes the loop a new one
+        self.last = 0  # the slot filed last
 
     def add(self, waiter: Expiring, deadline: float) -> None:
         """File `waiter` under `deadline` (it is in no bucket)."""
         slot = math.ceil(deadline / SLOT)
+        if slot == self.last:
+            slot = self.last  # the same int object (~30 B per waiter that keeps it)
+        else:
+            self.last = slot
         bucket = self.buckets.get(slot)
         if bucket is None:
             bucket = self.buckets[slot] = {}

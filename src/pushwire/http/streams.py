@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pushwire.core.clients import ClientInfo
 from pushwire.core.identity import Identity
@@ -560,7 +560,9 @@ async def serve_longpoll(
     caller = _known_caller(state, request)
     if caller is None:
         caller = await _caller(state, request)
-    flt = request.path_tail
+    # the filter the waiter and its checks keep while it waits: one str for all the
+    # connections on it
+    flt = _shared(request.path_tail)
     if not poller.checked(caller, flt):
         poll.longpoll_check(state, caller, flt)
         poller.passed(caller, flt)
@@ -585,6 +587,25 @@ async def serve_longpoll(
     if not cycle.done:
         cycle.hold()  # nothing of the request is needed while it is held
     return None
+
+
+_SHARED_KEPT = 1024
+_shared_values: dict[Any, Any] = {}
+
+
+_Kept = TypeVar("_Kept", str, bytes)
+
+
+def _shared(value: _Kept) -> _Kept:
+    """One object for equal filters and query strings that connections keep while they
+    wait (a str per connection otherwise: ~50-60 B each); bounded."""
+    found = _shared_values.get(value)
+    if found is not None:
+        return cast(_Kept, found)
+    if len(_shared_values) >= _SHARED_KEPT:
+        _shared_values.clear()
+    _shared_values[value] = value
+    return value
 
 
 # -- the long-poll re-ask lane --------------------------------------------------------------
@@ -641,7 +662,7 @@ def _shape(
     poller.shape = split[1]
     poller.lane_prefix = None
     poller.lane_head = None
-    poller.shape_filter = request.path_tail
+    poller.shape_filter = _shared(request.path_tail)
     poller.shape_limit = ask.limit
     poller.shape_wait = ask.wait
 
@@ -692,7 +713,7 @@ class _ReaskLane:
                 return False
             since = split[0]
             start = query.find(b"since=" + since) + 6  # where the value starts: learn
-            poller.lane_prefix = query[:start]
+            poller.lane_prefix = _shared(query[:start])
             poller.lane_suffix = query[start + len(since) :]
         return self._take(proto, poller, route, tail, since.decode("latin-1"))
 
