@@ -174,3 +174,24 @@ def test_a_kept_alive_connection_idles_out_after_its_last_answer_never_before(
         assert _scheduled(loop) == 0
 
     asyncio.run(run())
+
+
+def test_a_deadline_moved_within_its_slot_stays_filed_and_an_earlier_one_moves() -> None:
+    async def run() -> None:
+        server, _ = _server(head_timeout=10)
+        proto, transport = _connect(server, 10000)
+        timers = proto.timers
+        assert timers is not None
+        slot = proto.slot
+        bucket = timers.buckets[slot]
+        # another deadline that falls in the same slot (earlier or later): nothing moves
+        for when in ((slot - 0.9) * longpoll_deadlines.SLOT, slot * longpoll_deadlines.SLOT):
+            proto.file(when)
+            assert proto.slot == slot and timers.buckets[slot] is bucket and proto in bucket
+        # an earlier slot: filed there (its old bucket would come due too late)
+        proto.file((slot - 3) * longpoll_deadlines.SLOT)
+        assert proto.slot == slot - 3 and proto not in timers.buckets.get(slot, {})
+        transport.close()
+        await _until(lambda: not server.connections)
+
+    asyncio.run(run())

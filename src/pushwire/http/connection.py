@@ -920,8 +920,10 @@ class HttpProtocol(asyncio.Protocol):
         slot = self.slot
         timers = self.timers
         if slot:
-            if slot * SLOT <= when:
-                return  # its bucket comes due first and files it again for the rest
+            if (slot - 1) * SLOT < when:
+                # its bucket comes due no later than `when`'s own would (first, or the
+                # same slot): it files it again for the rest when it is early
+                return
             assert timers is not None
             timers.remove(self)
         if timers is None or timers.stopped:

@@ -295,7 +295,7 @@ class StreamCycle(_FastCycle):
             proto.deadline_kind = _IDLE
             proto.deadline = when = proto.loop.time() + KEEP_ALIVE_TIMEOUT
             slot = proto.slot
-            if not slot or slot * SLOT > when:
+            if not slot or (slot - 1) * SLOT >= when:  # (`HttpProtocol.file`)
                 proto.file(when)
             return True
         if len(pipeline) > 1:

@@ -620,7 +620,7 @@ class LongPollWaiter:
             log.listen(self.filter, self)
         self.deadline = deadline
         slot = self.slot
-        if not slot or slot * SLOT > deadline:
+        if not slot or (slot - 1) * SLOT >= deadline:  # (`arm`)
             self.arm(deadline)
         # else: its bucket comes due first and files it again for the rest (`_arm`)
         if log.last_id > after:
@@ -634,8 +634,10 @@ class LongPollWaiter:
         self.deadline = deadline
         slot = self.slot
         if slot:
-            if slot * SLOT <= deadline:
-                return  # its bucket comes due first and files it again for the rest
+            if (slot - 1) * SLOT < deadline:
+                # its bucket comes due no later than `deadline`'s own would (first, or
+                # the same slot): it files it again for the rest when it is early
+                return
             assert self.timers is not None
             self.timers.remove(self)
         timers = self.timers = deadlines()

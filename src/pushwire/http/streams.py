@@ -445,7 +445,7 @@ class _LongPoller:
             proto.deadline_kind = _IDLE
             proto.deadline = when = proto.loop.time() + cycles.KEEP_ALIVE_TIMEOUT
             slot = proto.slot
-            if not slot or slot * SLOT > when:
+            if not slot or (slot - 1) * SLOT >= when:  # (`HttpProtocol.file`)
                 proto.file(when)
         elif not cycle.answered():
             self._unregister(state)
@@ -793,7 +793,7 @@ class _ReaskLane:
         waiter.from_etag = waiter.done = waiter.between = False
         waiter.deadline = deadline = proto.loop.time() + wait
         slot = waiter.slot
-        if not slot or slot * SLOT > deadline:
+        if not slot or (slot - 1) * SLOT >= deadline:  # (`LongPollWaiter.arm`)
             waiter.arm(deadline)
         return True
 
