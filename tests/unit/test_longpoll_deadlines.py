@@ -73,3 +73,27 @@ def test_a_later_deadline_is_followed_lazily_and_a_removed_waiter_never_expires(
         assert gone.expired_at == []  # removed: never called, though its slot came due
 
     asyncio.run(run())
+
+
+def test_a_waiter_filed_again_while_a_bucket_fires_does_not_delay_the_next_bucket() -> None:
+    """A waiter whose bucket comes due and who files itself again under a later deadline
+    (its own new bucket) must not leave the loop's timer armed for that later slot while
+    an earlier bucket waits (the next bucket's waiters would expire late)."""
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        timers = deadlines()
+        now = loop.time()
+        moved = Held(timers, now + 0.05)
+        timers.add(moved, moved.deadline)
+        nxt = Held(timers, now + 0.05 + 2 * longpoll_deadlines.SLOT)  # the bucket after
+        timers.add(nxt, nxt.deadline)
+        assert nxt.slot > moved.slot
+        moved.deadline = now + 5.0  # filed again, far later, when its bucket comes due
+        await _until(lambda: moved.slot > nxt.slot)  # its bucket came due
+        # `nxt` still expires on time: within a slot of its deadline, not at `moved`'s
+        await _until(lambda: bool(nxt.expired_at))
+        assert nxt.expired_at[0] < nxt.deadline + 1.0
+        timers.remove(moved)
+
+    asyncio.run(run())

@@ -44,7 +44,14 @@ from pushwire.http.auth import CallerCache
 from pushwire.http.browser import normalize_origin, own_origin_of
 from pushwire.http.connection_deadlines import _HEAD, _IDLE, KEEP_ALIVE_TIMEOUT
 from pushwire.http.cursor import MAX_CURSOR_LEN
-from pushwire.http.cycles import _DROPPED, _NO_HEADERS, _NO_URL, StreamCycle, _FastCycle
+from pushwire.http.cycles import (
+    _DROPPED,
+    _NO_CHUNKS,
+    _NO_HEADERS,
+    _NO_URL,
+    StreamCycle,
+    _FastCycle,
+)
 from pushwire.http.guard import (
     RESPONSE_400,
     RESPONSE_408,
@@ -53,6 +60,7 @@ from pushwire.http.guard import (
     HeadMeter,
 )
 from pushwire.http.lane_replay import LANE_LEARNS, LANE_RETRY, LaneHead, one_request
+from pushwire.http.longpoll_deadlines import SLOT, LongPollDeadlines, deadlines_of
 from pushwire.http.replay import CURSOR_BYTES, ReplayHead
 from pushwire.http.routes import StreamRoute
 from pushwire.http.status_lines import _JSON_201
@@ -113,8 +121,9 @@ class HttpProtocol(asyncio.Protocol):
         "replay",
         "scheme",
         "server",
+        "slot",
         "stream_state",
-        "timer",
+        "timers",
         "transport",
         "upgrade",
         "upgrade_request",
@@ -155,10 +164,15 @@ class HttpProtocol(asyncio.Protocol):
         self.refused = False
         self.closing = False
         self.write_paused = False
-        self.drain_waiters: list[asyncio.Future[None]] = []
-        self.timer: asyncio.TimerHandle | None = None  # head or keep-alive deadline
+        # who waits for the transport to drain (`drain`): made by the first, then reused
+        # (an idle connection has none)
+        self.drain_waiters: list[asyncio.Future[None]] | None = None
+        # the head or keep-alive deadline: an entry in the loop's shared deadline buckets
+        # (http/longpoll_deadlines.py), not a timer of its own; `slot` its bucket (0: none)
         self.deadline_kind = 0  # _HEAD, _IDLE or 0 (none)
         self.deadline = 0.0
+        self.slot = 0
+        self.timers: LongPollDeadlines | None = None
         self.linger: asyncio.TimerHandle | None = None
         self.head_timing = False
         self.head_bytes = False
@@ -199,7 +213,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = tr
         peer = tr.get_extra_info("peername")
         if isinstance(peer, tuple):
-            self.client = (str(peer[0]), int(peer[1]))
+            self.client = _address(peer)
         admission = self.server.admission
         if admission is not None:
             ip = self.client[0] if self.client is not None else ""
@@ -212,7 +226,7 @@ class HttpProtocol(asyncio.Protocol):
         self.server.connections.add(self)
         local = tr.get_extra_info("sockname")
         if isinstance(local, tuple):
-            self.local = (str(local[0]), int(local[1]))
+            self.local = _address(local)
         if tr.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
             self.cert_name = certificate_username(tr.get_extra_info("peercert"))
@@ -220,18 +234,15 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        for timer in (self.timer, self.linger):
-            if timer is not None:
-                timer.cancel()
-        self.timer = self.linger = None
+        self._unfile()
+        if self.linger is not None:
+            self.linger.cancel()
+            self.linger = None
         self.server.connections.discard(self)
         self._release()
         for cycle in self.pipeline:
             cycle.disconnected()
-        for waiter in self.drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self.drain_waiters.clear()
+        self._wake_drain_waiters()
         self.parser = None
         state, self.stream_state = self.stream_state, None
         if state is not None:
@@ -249,14 +260,21 @@ class HttpProtocol(asyncio.Protocol):
         self.write_paused = False
         if self.pipeline:
             self.pipeline[0].drained()  # a stream sends what waited
-        for waiter in self.drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self.drain_waiters.clear()
+        self._wake_drain_waiters()
+
+    def _wake_drain_waiters(self) -> None:
+        waiters = self.drain_waiters
+        if waiters:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            waiters.clear()
 
     async def drain(self) -> None:
         if self.write_paused and self.transport is not None and not self.transport.is_closing():
             waiter = self.loop.create_future()
+            if self.drain_waiters is None:
+                self.drain_waiters = []
             self.drain_waiters.append(waiter)
             await waiter
 
@@ -278,9 +296,6 @@ class HttpProtocol(asyncio.Protocol):
         if self.upgrade is not None:
             self.upgrade += data  # for the WebSocket protocol, once it takes over
             return
-        if self.parser is None:
-            self.parser = httptools.HttpRequestParser(self)
-            self.meter = HeadMeter(self.server.max_request_line, self.server.max_head)
         # between requests (the parser holds no partial head and no body) with nothing
         # queued: a repeated long-poll head may skip the parser
         fresh = self.idle and not self.pipeline and self.lane_route is None and self.parsing is None
@@ -303,6 +318,12 @@ class HttpProtocol(asyncio.Protocol):
                     return
             elif self._replayed(replay, data):
                 return
+        parser = self.parser
+        if parser is None:
+            # the connection's first bytes, or the first ones the byte comparisons above did
+            # not take since a held long-poll let the parser go (below)
+            parser = self.parser = httptools.HttpRequestParser(self)
+            self.meter = HeadMeter(self.server.max_request_line, self.server.max_head)
         # the first bytes of the next request on a kept-alive connection start its head's
         # clock; the timer itself is set after this read, and only when the head is still
         # incomplete then (a request that comes whole in one read needs none)
@@ -323,7 +344,7 @@ class HttpProtocol(asyncio.Protocol):
             if data.endswith(b"\r\n\r\n") and data.find(b"\r\n\r\n") == len(data) - 4:
                 self.reading = data  # one head and nothing else: `_reask` may keep it
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             head: bytes | None = self.upgrade  # set by on_headers_complete for a WebSocket
             if head is not None:
@@ -336,6 +357,22 @@ class HttpProtocol(asyncio.Protocol):
             self.reading = self.lane_read = None
         if timed and self.head_timing:
             self._deadline(_HEAD, self.server.head_timeout)
+        if self.idle:
+            pipeline = self.pipeline
+            if len(pipeline) == 1 and self.upgrade is None:
+                cycle = pipeline[0]
+                if (
+                    isinstance(cycle, StreamCycle)
+                    and cycle.request is _DROPPED
+                    and cycle.keep_alive
+                    and not cycle.response_started
+                ):
+                    # a request held (a long-poll), kept alive, and the parser between
+                    # requests: it holds nothing a new one would not, so it goes while the
+                    # connection waits (~1 KB of an idle long-poll connection); the next
+                    # read makes one again, unless it is a re-ask taken from its bytes
+                    # (`replay`), which needs no parser
+                    self.parser = self.meter = None
 
     # httptools calls these as it parses
 
@@ -550,6 +587,7 @@ class HttpProtocol(asyncio.Protocol):
         else:
             if cycle is None or cycle.proto is not self:
                 cycle = StreamCycle(self, _DROPPED, route, True)
+                cycle.chunks = _NO_CHUNKS  # a lane request has no body
             # ready again (once per re-ask, so inline): complete (a lane request has no
             # body), its turn, nothing answered yet
             cycle.keep_alive = cycle.complete = cycle.active = cycle.running = True
@@ -800,9 +838,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         head, self.upgrade = self.upgrade, None
         self._disarm()
-        if self.timer is not None:
-            self.timer.cancel()  # it would keep this protocol alive until it fires
-            self.timer = None
+        self._unfile()  # its bucket would keep this protocol alive until it comes due
         self.server.connections.discard(self)
         self.parser = None
         self.refused = True  # this protocol sees no more bytes
@@ -849,7 +885,7 @@ class HttpProtocol(asyncio.Protocol):
     def _refuse(self, response: bytes) -> None:
         """Answer `response` and close; the parser sees nothing more. If a response of an
         earlier request on this connection is under way (pipelining), close without a word
-        rather than mix the two.
+        rather than mix the two. A request still held (a long-poll) is let go.
 
         A lingering close: closing a socket with unread input makes the kernel send a reset,
         which can destroy the answer before the client reads it (a client still sending its
@@ -866,12 +902,18 @@ class HttpProtocol(asyncio.Protocol):
             transport.write(response)
         if transport.can_write_eof():
             transport.write_eof()
+        # a request held before this one (a long-poll) will not be answered now that the
+        # write side is shut: it stops waiting (a publish's wake would write after the EOF)
+        for cycle in self.pipeline:
+            cycle.disconnected()
         self.linger = self.loop.call_later(self.server.head_timeout, transport.close)
 
     # -- timers ---------------------------------------------------------------------------
 
-    # One timer per connection, re-armed lazily: a busy keep-alive connection moves a
-    # deadline per request instead of cancelling and scheduling timer handles.
+    # One deadline per connection, in the loop's shared buckets (http/longpoll_deadlines.py:
+    # at most one 50 ms slot late, never early), moved lazily: a busy keep-alive connection
+    # moves a number per request; its bucket, when it comes due first, files it again for
+    # the rest.
 
     def _arm_head(self) -> None:
         self.head_timing = True
@@ -889,20 +931,35 @@ class HttpProtocol(asyncio.Protocol):
     def _deadline(self, kind: int, delay: float) -> None:
         self.deadline_kind = kind
         self.deadline = when = self.loop.time() + delay
-        timer = self.timer
-        if timer is not None:
-            if timer.when() <= when:
-                return  # it fires first and re-arms for the rest
-            timer.cancel()
-        self.timer = self.loop.call_at(when, self._expired)
+        self.file(when)
 
-    def _expired(self) -> None:
-        self.timer = None
+    def file(self, when: float) -> None:
+        """Be told (`due`) at `when` at the latest: the bucket it is in already comes due
+        first, else it is filed (again) under `when`."""
+        slot = self.slot
+        timers = self.timers
+        if slot:
+            if (slot - 1) * SLOT < when:
+                # its bucket comes due no later than `when`'s own would (first, or the
+                # same slot): it files it again for the rest when it is early
+                return
+            assert timers is not None
+            timers.remove(self)
+        if timers is None or timers.stopped:
+            timers = self.timers = deadlines_of(self.loop)
+        timers.add(self, when)
+
+    def _unfile(self) -> None:
+        if self.slot and self.timers is not None:
+            self.timers.remove(self)
+
+    def due(self, now: float) -> None:
+        """Its deadline bucket came due (`LongPollDeadlines`)."""
         kind = self.deadline_kind
         if kind == 0:
             return
-        if self.loop.time() < self.deadline:
-            self.timer = self.loop.call_at(self.deadline, self._expired)
+        if now < self.deadline:
+            self.file(self.deadline)  # moved later since it was filed: the rest
             return
         self.deadline_kind = 0
         if kind == _HEAD:
@@ -923,6 +980,14 @@ class HttpProtocol(asyncio.Protocol):
     def _idle_expired(self) -> None:
         if self.transport is not None and not self.pipeline and self.lane_route is None:
             self.transport.close()
+
+
+def _address(address: tuple[Any, ...]) -> tuple[str, int]:
+    """(host, port) of a socket address; the transport's own tuple when it is one already
+    (the transport keeps it: no second tuple per connection)."""
+    if len(address) == 2 and type(address[0]) is str and type(address[1]) is int:
+        return cast(tuple[str, int], address)
+    return (str(address[0]), int(address[1]))
 
 
 _NOT_HERE = ("", -1)  # `_served_here`: the request goes to the ASGI app (compared by identity)

@@ -8,8 +8,12 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from pushwire.http.connection_deadlines import _IDLE, KEEP_ALIVE_TIMEOUT
+from pushwire.http.connection_deadlines import _IDLE
+from pushwire.http.connection_deadlines import (
+    KEEP_ALIVE_TIMEOUT as KEEP_ALIVE_TIMEOUT,  # (also read by http/streams.py)
+)
 from pushwire.http.eager import run_eagerly
+from pushwire.http.longpoll_deadlines import SLOT
 from pushwire.http.routes import FastRoute, StreamRoute
 from pushwire.http.status_lines import _json_head, status_line
 from pushwire.http.wire import WireRequest, WireResponse, error_response
@@ -284,14 +288,15 @@ class StreamCycle(_FastCycle):
             pipeline.clear()
             if proto.read_paused:
                 proto.resume_reading()
-            # `_arm_keep_alive` inline (once per woken long-poll): the connection's timer
-            # fires first and re-arms for the rest unless it is gone or later
+            # `_arm_keep_alive` inline (once per woken long-poll): the connection's deadline
+            # bucket comes due first and files it again for the rest, unless it is in none
+            # or a later one
             proto.head_timing = False
             proto.deadline_kind = _IDLE
             proto.deadline = when = proto.loop.time() + KEEP_ALIVE_TIMEOUT
-            timer = proto.timer
-            if timer is None or timer.when() > when:
-                proto._deadline(_IDLE, KEEP_ALIVE_TIMEOUT)
+            slot = proto.slot
+            if not slot or (slot - 1) * SLOT >= when:  # (`HttpProtocol.file`)
+                proto.file(when)
             return True
         if len(pipeline) > 1:
             # a request pipelined behind this one starts on the next loop turn, not inside

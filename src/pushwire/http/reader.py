@@ -600,7 +600,7 @@ class LongPollWaiter:
         log = self.log
         self.done = self.between = False
         log.listen(self.filter, self)  # (a no-op for one still in its group)
-        self._arm(deadline)
+        self.arm(deadline)
         if log.last_id > self.after:
             # published while that read waited for the disk: what is that new is still in
             # memory, so one look now hands it over
@@ -623,8 +623,8 @@ class LongPollWaiter:
             log.listen(self.filter, self)
         self.deadline = deadline
         slot = self.slot
-        if not slot or slot * SLOT > deadline:
-            self._arm(deadline)
+        if not slot or (slot - 1) * SLOT >= deadline:  # (`arm`)
+            self.arm(deadline)
         # else: its bucket comes due first and files it again for the rest (`_arm`)
         if log.last_id > after:
             for entry in log.read(self.filter, after, _CATCH_UP).entries:
@@ -632,12 +632,15 @@ class LongPollWaiter:
                 if self.done:
                     break
 
-    def _arm(self, deadline: float) -> None:
+    def arm(self, deadline: float) -> None:
+        """File its deadline (moved later lazily: see the class)."""
         self.deadline = deadline
         slot = self.slot
         if slot:
-            if slot * SLOT <= deadline:
-                return  # its bucket comes due first and files it again for the rest
+            if (slot - 1) * SLOT < deadline:
+                # its bucket comes due no later than `deadline`'s own would (first, or
+                # the same slot): it files it again for the rest when it is early
+                return
             assert self.timers is not None
             self.timers.remove(self)
         timers = self.timers = deadlines()

@@ -22,19 +22,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pushwire.core.clients import ClientInfo
 from pushwire.core.identity import Identity
 from pushwire.core.log import ALL, Cursor
-from pushwire.http import poll, sse
+from pushwire.http import cycles, poll, sse
 from pushwire.http.auth import Caller, caller_from, unauthorized
 from pushwire.http.connection import HttpProtocol
+from pushwire.http.connection_deadlines import _IDLE
 from pushwire.http.cursor import CursorError
 from pushwire.http.cycles import StreamCycle
 from pushwire.http.delivery_tally import WalkTally
 from pushwire.http.endpoints import Endpoint, api_error_response
 from pushwire.http.errors import ApiError
+from pushwire.http.longpoll_deadlines import SLOT
 from pushwire.http.reader import LongPollWaiter, StreamReader
 from pushwire.http.replay import ReplayHead
 from pushwire.http.routes import StreamRoute
@@ -416,12 +418,41 @@ class _LongPoller:
             return
         state = self.state
         state.stats.connections["longpoll"] -= 1  # (held requests only)
-        if cycle.answered():
-            waiter = self.waiter
-            assert waiter is not None  # the one that was woken
-            waiter.between = True
+        proto = cycle.proto
+        pipeline = proto.pipeline
+        transport = proto.transport
+        if (
+            # `StreamCycle.answered`'s usual case inline (once per woken waiter): kept
+            # alive, nothing queued, the parser between requests
+            cycle.response_started
+            and not cycle.done
+            and cycle.keep_alive
+            and not proto.closing
+            and len(pipeline) == 1
+            and pipeline[0] is cycle
+            and proto.idle
+            and proto.upgrade is None
+            and transport is not None
+            and not transport.is_closing()
+        ):
+            cycle.done = cycle.rested = True
+            pipeline.clear()
+            if proto.read_paused:
+                proto.resume_reading()
+            # `_arm_keep_alive`: the connection's deadline bucket comes due first and
+            # files it again for the rest, unless it is in none or a later one
+            proto.head_timing = False
+            proto.deadline_kind = _IDLE
+            proto.deadline = when = proto.loop.time() + cycles.KEEP_ALIVE_TIMEOUT
+            slot = proto.slot
+            if not slot or (slot - 1) * SLOT >= when:  # (`HttpProtocol.file`)
+                proto.file(when)
+        elif not cycle.answered():
+            self._unregister(state)
             return
-        self._unregister(state)
+        waiter = self.waiter
+        assert waiter is not None  # the one that was woken
+        waiter.between = True
 
     def leave(self) -> None:
         """The connection is no longer a long-poll client between requests (it closed, or
@@ -529,7 +560,9 @@ async def serve_longpoll(
     caller = _known_caller(state, request)
     if caller is None:
         caller = await _caller(state, request)
-    flt = request.path_tail
+    # the filter the waiter and its checks keep while it waits: one str for all the
+    # connections on it
+    flt = _shared(request.path_tail)
     if not poller.checked(caller, flt):
         poll.longpoll_check(state, caller, flt)
         poller.passed(caller, flt)
@@ -554,6 +587,25 @@ async def serve_longpoll(
     if not cycle.done:
         cycle.hold()  # nothing of the request is needed while it is held
     return None
+
+
+_SHARED_KEPT = 1024
+_shared_values: dict[Any, Any] = {}
+
+
+_Kept = TypeVar("_Kept", str, bytes)
+
+
+def _shared(value: _Kept) -> _Kept:
+    """One object for equal filters and query strings that connections keep while they
+    wait (a str per connection otherwise: ~50-60 B each); bounded."""
+    found = _shared_values.get(value)
+    if found is not None:
+        return cast(_Kept, found)
+    if len(_shared_values) >= _SHARED_KEPT:
+        _shared_values.clear()
+    _shared_values[value] = value
+    return value
 
 
 # -- the long-poll re-ask lane --------------------------------------------------------------
@@ -610,7 +662,7 @@ def _shape(
     poller.shape = split[1]
     poller.lane_prefix = None
     poller.lane_head = None
-    poller.shape_filter = request.path_tail
+    poller.shape_filter = _shared(request.path_tail)
     poller.shape_limit = ask.limit
     poller.shape_wait = ask.wait
 
@@ -661,7 +713,7 @@ class _ReaskLane:
                 return False
             since = split[0]
             start = query.find(b"since=" + since) + 6  # where the value starts: learn
-            poller.lane_prefix = query[:start]
+            poller.lane_prefix = _shared(query[:start])
             poller.lane_suffix = query[start + len(since) :]
         return self._take(proto, poller, route, tail, since.decode("latin-1"))
 
@@ -669,17 +721,80 @@ class _ReaskLane:
         """`reask` of a head recognised from its bytes (http/replay.py), with its cursor.
         When the connection's previous lane request came with the same template (its query
         string checked against the connection's `shape` then, which has not changed
-        since), no query string is rebuilt and split."""
+        since), no query string is rebuilt and split.
+
+        The usual re-ask, once per delivery, runs here to its end: a woken connection still
+        registered `between` requests (its listener group, the client list) re-asks with
+        the cursor of the reply it got (`kept_text`, parsed already) and nothing is newer.
+        `_take`'s checks and its usual outcome (`hold_on_lane`, `hold_at`, the waiter's
+        `restart`) inline; anything else (or any check failing, before anything changed)
+        goes to `_take`."""
         poller = proto.stream_state
         if not isinstance(poller, _LongPoller):
             return False
-        if poller.lane_head is replay:
-            return self._take(proto, poller, replay.route, replay.tail, cursor)
-        query = replay.query_prefix + cursor.encode("latin-1") + replay.query_suffix
-        if not self.reask(proto, replay.route, replay.tail, query):
-            return False
-        if poller.shape is not None:
-            poller.lane_head = replay
+        tail = replay.tail
+        if poller.lane_head is not replay:
+            query = replay.query_prefix + cursor.encode("latin-1") + replay.query_suffix
+            if not self.reask(proto, replay.route, tail, query):
+                return False
+            if poller.shape is not None:
+                poller.lane_head = replay
+            return True
+        waiter = poller.waiter
+        cycle = poller.lane_cycle
+        if (
+            cursor is not self.kept_text
+            or waiter is None
+            or not waiter.between
+            or cycle is None
+            or not cycle.rested
+            or poller.cycle is not None
+            or cursor != poller.cursor
+        ):
+            return self._take(proto, poller, replay.route, tail, cursor)
+        state = self.state
+        auth = state.auth
+        snapshot = auth.snapshot
+        callers = proto.callers
+        caller = callers.caller if callers is not None else None
+        kept = self.kept_cursor
+        log = state.log
+        last = log.last_id
+        wait = poller.shape_wait
+        if (
+            callers is None
+            or callers.snapshot is not snapshot
+            or caller is None
+            or caller is not poller.checked_caller
+            or snapshot is not poller.checked_snapshot
+            or auth.acl.version != poller.checked_acl
+            or tail != poller.checked_filter
+            or caller is not waiter.caller
+            or tail != waiter.filter
+            or kept.kind != "id"
+            or kept.id != last
+            or (kept.epoch is not None and kept.epoch != log.epoch)
+            or wait <= 0
+            or cycle.proto is not proto
+        ):
+            return self._take(proto, poller, replay.route, tail, cursor)
+        state.stats.connections_total["longpoll"] += 1
+        auth.stats.anonymous_admitted += 1
+        poller.cursor = None
+        # `hold_on_lane` of a rested cycle (its head's lists went with the previous one)
+        cycle.response_started = cycle.done = cycle.rested = False
+        proto.pipeline.append(cycle)
+        # `hold_at` of a waiter `between` requests (tracked, listed, in its group)
+        poller.cycle = cycle
+        cycle.on_lost = poller.on_lost
+        state.stats.connections["longpoll"] += 1
+        # `restart` (nothing newer: no catch-up read)
+        waiter.after = waiter.requested = last
+        waiter.from_etag = waiter.done = waiter.between = False
+        waiter.deadline = deadline = proto.loop.time() + wait
+        slot = waiter.slot
+        if not slot or (slot - 1) * SLOT >= deadline:  # (`LongPollWaiter.arm`)
+            waiter.arm(deadline)
         return True
 
     def _take(
