@@ -97,3 +97,29 @@ def test_a_waiter_filed_again_while_a_bucket_fires_does_not_delay_the_next_bucke
         timers.remove(moved)
 
     asyncio.run(run())
+
+
+class Failing(Held):
+    """An expiry that raises (a bug in one waiter's answer)."""
+
+    def due(self, now: float) -> None:
+        super().due(now)
+        if self.expired_at:
+            raise RuntimeError("this waiter's expiry fails")
+
+
+def test_a_failing_expiry_neither_strands_its_bucket_nor_the_later_buckets() -> None:
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        timers = deadlines()
+        now = loop.time()
+        failing = Failing(timers, now + 0.01)
+        mate = Held(timers, now + 0.01)  # same bucket, after the failing one
+        later = Held(timers, now + 0.3)  # a later bucket: the timer must be armed for it
+        for h in (failing, mate, later):
+            timers.add(h, h.deadline)
+        await _until(lambda: bool(mate.expired_at) and bool(later.expired_at))
+        assert failing.expired_at and mate.slot == 0 and later.slot == 0
+        assert timers.timer is None and loop not in longpoll_deadlines._per_loop
+
+    asyncio.run(run())

@@ -173,7 +173,12 @@ def test_topic_set_finds_what_a_filter_matches_and_forgets_what_it_drops() -> No
     assert len(topics) == len(names)
     flts = ["#", "+", "a/#", "+/b", "a/+/#", "$s/#", "+/+/+", "a//b", "/#", "a/b", "+/#"]
     for flt in flts:
-        assert sorted(topics.matching(flt)) == sorted(n for n in names if matches(flt, n)), flt
+        found = topics.matching(flt)
+        assert found is not None
+        assert sorted(found) == sorted(n for n in names if matches(flt, n)), flt
+    # a bounded walk: None once it has visited that many levels
+    assert topics.matching("#", budget=3) is None
+    assert topics.matching("a/b", budget=len(names) + 10) is not None
     for name in names:
         topics.discard(name)
         topics.discard(name)  # gone already: nothing
@@ -189,3 +194,39 @@ def test_a_log_without_a_hub_keeps_its_readers_in_a_hub_of_its_own() -> None:
     assert reader.seen == [("x/1", 1)]
     assert isinstance(log._plane, Hub) and log._plane.reader_groups == 1
     assert isinstance(log._groups["x/+"], ReaderGroup)
+
+
+def test_a_wildcard_group_over_many_cached_topics_moves_the_cache_on_instead_of_patching() -> None:
+    # patching every cached route a wildcard matches costs ~2 us each per group change;
+    # past READERS_PATCH_STEPS the cache moves to a new generation (O(1)) instead
+    from pushwire.core.routes import READERS_PATCH_STEPS
+
+    hub, log = hub_and_log()
+    log.listen("x/#", Recorder())  # the first group: the cache's topic index exists from now
+    mqtt = session(hub, "m", "s/+/t")
+    for n in range(READERS_PATCH_STEPS + 10):
+        hub.route_of(f"s/{n}/t")
+    few = hub.route_of("f/1")
+    generation = hub._routes.generation
+    log.listen("f/+", Recorder())  # a few cached topics: patched in place
+    assert hub._routes.generation == generation
+    assert [g.filter for g in hub.route_of("f/1").readers] == ["f/+"] and few.readers == ()
+    log.listen("s/#", Recorder())  # over a thousand: the cache moves on
+    assert hub._routes.generation == generation + 1
+    route = hub.route_of("s/7/t")  # rebuilt from the trie: its sessions and readers
+    assert [g.filter for g in route.readers] == ["s/#"]
+    assert [t.session for t in route.targets] == [mqtt]
+
+
+def test_the_topic_index_is_charged_to_the_route_cache_budget() -> None:
+    # with HTTP readers the cache indexes its topics by level: a dict per level of a topic
+    # no other shares, counted in the budget so unique deep topics cannot grow it unbounded
+    hub, log = hub_and_log()
+    deep = "/".join(f"l{i}" for i in range(100))
+    hub.route_of(deep)
+    before = hub._routes._used
+    log.listen("other", Recorder())  # the first group: the index starts
+    hub.route_of(deep + "/x")
+    hub.route_of(deep)  # rebuilt once (stale since the index started), now indexed
+    charged = hub._routes._used - before
+    assert charged >= 2 * 100 * 200  # two indexed topics of 100+ levels

@@ -81,6 +81,13 @@ class Route:
 # what one entry of a route (a target and its grants, a group, an id) costs in memory,
 # roughly, in bytes (objects, list slots, the cache's own bookkeeping)
 _ENTRY_BYTES = 300
+# a cached topic's level in `RouteCache._topics` (a dict and its key), charged to the budget
+_INDEX_LEVEL_BYTES = 250
+# steps (index levels visited plus cached topics found) a reader group's arrival or
+# departure may spend patching the cached routes its filter matches; past it the cache
+# moves to a new generation instead (as an MQTT SUBSCRIBE does). Not a limit on clients:
+# it only bounds how long one group change holds the loop (~1,000 x ~2 us).
+READERS_PATCH_STEPS = 1000
 
 
 class _Fold:
@@ -174,9 +181,12 @@ class RouteCache:
         old = routes.pop(topic, None)
         if old is not None:
             self._used -= old[2]
-        # (the topic's levels in `_topics` are among the bookkeeping `_ENTRY_BYTES` counts)
-        size = route.size + len(topic)
         topics = self._topics
+        size = route.size + len(topic)
+        if topics is not None:
+            # its levels in the index (a dict each for a topic no other shares): a server
+            # with HTTP readers and many unique deep topics stays within the budget
+            size += (topic.count("/") + 1) * _INDEX_LEVEL_BYTES
         if size > self._budget:
             if topics is not None:
                 topics.discard(topic)
@@ -211,7 +221,15 @@ class RouteCache:
             self.clear()
             return
         # a filter without wildcards (a per-user topic) matches its own name only
-        names = topics.matching(flt) if "+" in flt or "#" in flt else (flt,)
+        if "+" in flt or "#" in flt:
+            names = topics.matching(flt, READERS_PATCH_STEPS)
+            if names is None:
+                # a wildcard over many cached topics: patching them all would hold the loop
+                # for ~2 us each, per arrival and departure; rebuilding them lazily is O(1)
+                self.clear()
+                return
+        else:
+            names = [flt]
         routes = self.entries
         generation = self.generation
         for topic in names:
@@ -224,4 +242,7 @@ class RouteCache:
             else:
                 readers = tuple(g for g in route.readers if g is not group)
             # a new Route: a publish walking the old one's readers is not disturbed
-            routes[topic] = (generation, Route(route.targets, route.groups, readers), entry[2])
+            patched = Route(route.targets, route.groups, readers)
+            size = entry[2] + (_ENTRY_BYTES if joined else -_ENTRY_BYTES)
+            self._used += size - entry[2]
+            routes[topic] = (generation, patched, size)

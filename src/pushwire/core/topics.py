@@ -317,13 +317,17 @@ class TopicSet:
             del parent[level]
             node = parent
 
-    def matching(self, flt: str) -> list[str]:
-        """Every stored name `flt` matches (MQTT rules, `$` names included)."""
+    def matching(self, flt: str, budget: int = -1) -> list[str] | None:
+        """Every stored name `flt` matches (MQTT rules, `$` names included); None when
+        finding them visits `budget` levels or more (negative: no bound)."""
         levels = flt.split("/")
         n = len(levels)
         out: list[str] = []
         stack: list[tuple[_TopicNode, int]] = [(self._root, 0)]
         while stack:
+            budget -= 1
+            if budget == 0:
+                return None
             node, i = stack.pop()
             if i == n:
                 name = node.get(_END)
@@ -337,7 +341,9 @@ class TopicSet:
                     name = node.get(_END)
                     if name is not None:
                         out.append(name)
-                self._collect(node, i == 0, out)
+                budget = self._collect(node, i == 0, out, budget)
+                if budget == 0:
+                    return None
             elif level == "+":
                 for key, child in node.items():
                     if key != _END and not (i == 0 and key.startswith("$")):
@@ -349,17 +355,22 @@ class TopicSet:
         return out
 
     @staticmethod
-    def _collect(node: _TopicNode, top: bool, out: list[str]) -> None:
-        # a filter starting with a wildcard does not match `$` names (MQTT-4.7.2-1)
+    def _collect(node: _TopicNode, top: bool, out: list[str], budget: int) -> int:
+        # a filter starting with a wildcard does not match `$` names (MQTT-4.7.2-1); the
+        # budget left (0: spent, the walk stopped)
         stack = [
             child
             for key, child in node.items()
             if key != _END and not (top and key.startswith("$"))
         ]
         while stack:
+            budget -= 1
+            if budget == 0:
+                return 0
             child = stack.pop()
             for key, value in child.items():
                 if key == _END:
                     out.append(value)
                 else:
                     stack.append(value)
+        return budget

@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import math
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 SLOT = 0.05  # seconds per bucket: how late at most a long-poll's timeout is answered
 
@@ -100,19 +103,27 @@ class LongPollDeadlines:
         self.timer = None
         now = self.loop.time()
         slots, buckets = self.slots, self.buckets
-        while slots and slots[0] * SLOT <= now:
-            bucket = buckets.pop(heapq.heappop(slots), None)
-            if bucket is None:
-                continue
-            for waiter in bucket:
-                waiter.slot = 0
-            for waiter in bucket:
-                # may file the waiter again (a later deadline): never into a due slot
-                waiter.due(now)
-        if not buckets:
-            self._stop()
-        else:
-            self._arm_earliest()
+        try:
+            while slots and slots[0] * SLOT <= now:
+                bucket = buckets.pop(heapq.heappop(slots), None)
+                if bucket is None:
+                    continue
+                for waiter in bucket:
+                    waiter.slot = 0
+                for waiter in bucket:
+                    # may file the waiter again (a later deadline): never into a due slot
+                    try:
+                        waiter.due(now)
+                    except Exception:
+                        # one failing expiry must not strand the rest of its bucket (its
+                        # slots are already 0) nor leave later buckets without a timer: the
+                        # head and keep-alive deadlines of connections live here too
+                        log.exception("a deadline's expiry failed")
+        finally:
+            if not buckets:
+                self._stop()
+            else:
+                self._arm_earliest()
 
     def _arm_earliest(self) -> None:
         # (a waiter filed again by `_fire` armed the timer for its own, later slot when it
