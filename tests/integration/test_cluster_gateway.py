@@ -116,6 +116,14 @@ def device_client(paho_client: Paho) -> Callable[[ServerProcess, str, str], Paho
     return connect
 
 
+def device_status(srv: ServerProcess, device_id: str, secret: str) -> dict[str, Any]:
+    """GET /v1/devices/{id} on `srv` with the device's own credential: `srv`'s view."""
+    r = httpx.get(f"{base_url(srv)}/v1/devices/{device_id}", auth=(device_id, secret))
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
 def wait_state(srv: ServerProcess, key: str, push_id: str, state: str) -> dict[str, Any]:
     last: dict[str, Any] = {}
 
