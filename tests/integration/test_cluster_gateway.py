@@ -225,6 +225,28 @@ def test_priority_quota_is_kept_for_a_device_whose_pushes_arrive_on_several_node
     assert got == [high1, high2]
 
 
+def test_the_new_home_of_an_offline_device_keeps_its_quota(
+    cluster_node: StartNode, redis_server: RedisServer, device_client: DeviceClient
+) -> None:
+    # A keeps four pushes for an offline device (its quota is 5) and dies; B, whose quota is
+    # 2, adopts the device: the oldest of the lowest priority go, as when they arrive
+    a = cluster_node("--push-queue-quota", "5", *FAST_FAILOVER)
+    b = cluster_node("--push-queue-quota", "2", *FAST_FAILOVER)
+    app_id, key = make_app(redis_server, a, b)
+    device_id, secret, token = register(a, app_id, b)
+    device_client(a, device_id, secret).disconnect()  # homed on A, offline
+    low = pushed(a, key, token, "low", priority="5")
+    h1, h2, h3 = (pushed(a, key, token, name) for name in ("h1", "h2", "h3"))
+    for push_id in (low, h1, h2, h3):
+        assert push_state(a, key, push_id)["state"] == "queued"
+    a.kill()
+    wait_state(b, key, low, "dropped")
+    wait_state(b, key, h1, "dropped")
+    client = device_client(b, device_id, secret)
+    got = [decode(m)["id"] for m in client.get_until(lambda m: decode(m)["id"] == h3, DEADLINE)]
+    assert got == [h2, h3]
+
+
 def test_key_revoked_and_token_unregistered_on_one_node_are_refused_on_the_other(
     cluster_node: StartNode, redis_server: RedisServer, tmp_path: Path
 ) -> None:

@@ -180,6 +180,11 @@ class PushGateway:
             t = self.registry.token(p.token)
             if t is None or t.deleted is not None:
                 self.finish(p, "unregistered", "the device token was deleted")
+        # pushes other nodes admitted while the home was moving here were each within the
+        # quota where they arrived, not together: the offline quota holds here as in `admit`
+        for app_id in {p.app_id for p in self.queued.get(device_id, {}).values()}:
+            if not self.online(device_id, app_id):
+                self._enforce_quota(device_id, app_id)
         session = self.hub.sessions.get(device_id)
         if session is not None and session.link is not None:
             self._reconcile(session)
