@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from helpers.recording_link import RecordingLink
 from helpers.redis import RedisServer
 from pushwire.config import Settings
 from pushwire.core.hub import Hub
 from pushwire.core.message import Message
-from pushwire.core.session import Delivery, SessionLimits, Subscription
+from pushwire.core.session import SessionLimits, Subscription
 from pushwire.core.subscription import SubscriptionOptions
 from pushwire.engines.memory import MemoryEngine
 from pushwire.engines.sqlite import SQLiteEngine
@@ -25,30 +25,6 @@ from pushwire.mqtt.session import MqttSession
 from pushwire.ports import Engine
 
 OpenEngine = Callable[[], Awaitable[Engine]]
-
-
-class RecordingLink:
-    receive_maximum = 65535
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, int | None, bool]] = []
-        self.released: list[int] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def send_message(self, d: Delivery, dup: bool, wire_cache: dict[Any, Any] | None) -> None:
-        self.sent.append((d.message.payload, d.wire_id, dup))
-
-    def send_window(self, deliveries: list[Delivery]) -> None:
-        for d in deliveries:
-            self.send_message(d, False, None)
-
-    def send_release(self, packet_id: int) -> None:
-        self.released.append(packet_id)
-
-    def close_taken_over(self) -> None:
-        pass
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -4,40 +4,14 @@ through the hub and a recording Link, in memory (no sockets, no engine I/O)."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from helpers.recording_link import RecordingLink
 from pushwire.core.hub import Hub
 from pushwire.core.message import Message
-from pushwire.core.session import Delivery, Session, SessionLimits, Subscription
+from pushwire.core.session import Session, SessionLimits, Subscription
 from pushwire.core.subscription import SubscriptionOptions
 from pushwire.engines.memory import MemoryEngine
 from pushwire.model import StoredQueueEntry, StoredSession
 from pushwire.mqtt.session import MAX_PACKET_ID, MqttSession, MqttState
-
-
-class RecordingLink:
-    receive_maximum = 65535
-
-    def __init__(self) -> None:
-        # (payload, packet id, dup) of each PUBLISH; packet ids of each PUBREL
-        self.sent: list[tuple[bytes, int | None, bool]] = []
-        self.released: list[int] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def send_message(self, d: Delivery, dup: bool, wire_cache: dict[Any, Any] | None) -> None:
-        self.sent.append((d.message.payload, d.wire_id, dup))
-
-    def send_window(self, deliveries: list[Delivery]) -> None:
-        for d in deliveries:
-            self.send_message(d, False, None)
-
-    def send_release(self, packet_id: int) -> None:
-        self.released.append(packet_id)
-
-    def close_taken_over(self) -> None:
-        pass
 
 
 def mqtt_hub(max_inflight: int = 20) -> Hub:

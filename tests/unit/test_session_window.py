@@ -6,33 +6,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Any
 
+from helpers.recording_link import RecordingLink
 from pushwire.core.hub import Hub
 from pushwire.core.message import Message
-from pushwire.core.session import Delivery, Session, SessionLimits, Subscription
+from pushwire.core.session import Session, SessionLimits, Subscription
 from pushwire.core.subscription import SubscriptionOptions
 from pushwire.engines.memory import MemoryEngine
-
-
-class RecordingLink:
-    receive_maximum = 65535
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, int | None, bool]] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def send_message(self, d: Delivery, dup: bool, wire_cache: dict[Any, Any] | None) -> None:
-        self.sent.append((d.message.payload, d.wire_id, dup))
-
-    def send_window(self, deliveries: list[Delivery]) -> None:
-        for d in deliveries:
-            self.send_message(d, False, None)
-
-    def close_taken_over(self) -> None:
-        pass
 
 
 def plain_session(max_inflight: int = 2) -> tuple[Hub, Session, RecordingLink]:
