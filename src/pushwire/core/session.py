@@ -761,17 +761,6 @@ class Session:
         self._next_seq = max(self._next_seq, last_seq + 1)
 
 
-class SessionFactory(Protocol):
-    """What makes the hub's sessions: `Session` itself, or a transport's subclass of it
-    (the MQTT listener gives the hub pushwire.mqtt.session.MqttSession)."""
-
-    def __call__(
-        self,
-        client_id: str,
-        protocol_level: int,
-        expiry_interval: int | None,
-        engine: Engine,
-        limits: SessionLimits,
-        stats: Stats,
-        pressure: Backpressure | None = None,
-    ) -> Session: ...
+# What makes the hub's sessions: `Session` itself, or a transport's subclass of it (the
+# MQTT listener gives the hub pushwire.mqtt.session.MqttSession), same constructor.
+SessionFactory = type[Session]
