@@ -152,9 +152,11 @@ class RouteCache:
 
     A reader group arriving or leaving (`readers_changed`) changes only the routes of the
     topics its filter matches, found in `_topics` (the cached topics by level), in place:
-    their sessions and shared groups are the same, so nothing is rebuilt. A server without
-    HTTP readers never pays for that index: it is made when the first group arrives (the
-    routes cached until then are rebuilt once, as after a SUBSCRIBE)."""
+    their sessions and shared groups are the same, so nothing is rebuilt (a wildcard over
+    more cached topics than `READERS_PATCH_STEPS` moves to a new generation instead). A
+    server without HTTP readers never pays for that index: it is made when the first group
+    arrives (the routes cached until then are rebuilt once, as after a SUBSCRIBE), and its
+    levels are charged to the budget."""
 
     def __init__(self, budget: int = 32 * 1024 * 1024) -> None:
         # topic -> (generation, route, size); read directly by `Hub.readers_of`
