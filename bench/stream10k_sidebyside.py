@@ -114,10 +114,13 @@ def client_main(conn: Connection, port: int, kind: str, dialect: Dialect, n: int
         assert cmd == "wave"
         lat: list[int] = []
         deadline = time.monotonic() + 10
+        cpu0 = time.process_time()
+        polls = 0
         while len(lat) < n and time.monotonic() < deadline:
+            polls += 1
             for fd, _ev in ep.poll(0.2):
                 _read(by_fd[fd], lat)
-        conn.send(lat)
+        conn.send((lat, time.process_time() - cpu0, polls))
     for s in socks:
         s.close()
 
@@ -125,7 +128,7 @@ def client_main(conn: Connection, port: int, kind: str, dialect: Dialect, n: int
 class Side:
     """One server, its client processes and its publisher connection."""
 
-    def __init__(self, dialect: Dialect, port: int, kind: str, n: int) -> None:
+    def __init__(self, dialect: Dialect, port: int, kind: str, n: int, pid: int) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.dialect = dialect
         self.pipes: list[Connection] = []
@@ -137,6 +140,9 @@ class Side:
             proc.start()
             self.pipes.append(parent)
             self.procs.append(proc)
+        self.pid = pid
+        self.sched: list[tuple[int, ...]] = []  # per wave: CPU, run delay (ns), slices, preempted
+        self.clients: list[tuple[float, int]] = []  # per wave: the clients' CPU (s), polls
         self.pub = socket.create_connection(("127.0.0.1", port))
         self.pub.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.latencies: list[int] = []
@@ -151,11 +157,20 @@ class Side:
             pipe.send("wave")
         time.sleep(0.05)  # the clients are in their read loops
         # the stamp: MARK, then 19 digits (the flag byte of the bench's stamp is left out)
+        before = _schedstat(self.pid)
         body = MARK + b"%019d" % time.time_ns() + b"x" * 40
         self.pub.sendall(publish_head(self.dialect, CHANNEL, len(body)) + body)
+        ccpu = 0.0
+        cpolls = 0
         for pipe in self.pipes:
             assert pipe.poll(30), "a wave was not delivered in time"
-            self.latencies += pipe.recv()
+            lat, cpu, polls = pipe.recv()
+            self.latencies += lat
+            ccpu += cpu
+            cpolls += polls
+        self.clients.append((ccpu, cpolls))
+        after = _schedstat(self.pid)
+        self.sched.append(tuple(a - b for a, b in zip(after, before, strict=True)))
         answer = self.pub.recv(65536)
         assert answer.startswith(b"HTTP/1.1 20"), answer[:60]
 
@@ -169,6 +184,36 @@ class Side:
         self.pub.close()
 
 
+def _schedstat(pid: int) -> tuple[int, int, int, int]:
+    """The server thread's scheduler counters: CPU ns, ns waiting on a run queue, slices,
+    involuntary switches (preempted)."""
+    cpu, delay, slices = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+    status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
+    at = status.index("nonvoluntary_ctxt_switches:")
+    preempted = int(status[at:].split()[1])
+    return int(cpu), int(delay), int(slices), preempted
+
+
+def _curve(side: Side, n: int, waves: int) -> str:
+    """Per server, medians over the waves: the k-th delivery (ms after the publish was
+    sent) and the server thread's CPU, run-queue wait and slices during a wave."""
+    points = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+    rows = []
+    for i in range(waves):
+        lat = sorted(side.latencies[i * n : (i + 1) * n])
+        rows.append([lat[min(n - 1, int(f * n))] / 1e6 for f in points])
+    med = [statistics.median(r[j] for r in rows) for j in range(len(points))]
+    cpu, delay, slices, preempted = (statistics.median(s[j] for s in side.sched) for j in range(4))
+    return (
+        f"{side.dialect:<8} k-th delivery, ms: "
+        + " ".join(f"{int(f * 100)}%={m:.1f}" for f, m in zip(points, med, strict=True))
+        + f" | server CPU {cpu / 1e6:.1f} ms, run-queue wait {delay / 1e6:.1f} ms,"
+        f" {slices:.0f} slices ({preempted:.0f} preempted) per wave; clients' CPU"
+        f" {statistics.median(c for c, _ in side.clients) * 1e3:.1f} ms in"
+        f" {statistics.median(p for _, p in side.clients):.0f} polls"
+    )
+
+
 def pct(values: list[int], fraction: float) -> float:
     return values[max(0, min(len(values) - 1, round(fraction * len(values) + 0.5) - 1))] / 1e6
 
@@ -178,7 +223,10 @@ def run(kind: str, n: int, waves: int) -> None:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         pw = stack.enter_context(pushwire_http_server(work / "pushwire"))
         nc = stack.enter_context(nchan_server(work / "nchan"))
-        sides = [Side("pushwire", pw.port, kind, n), Side("nchan", nc.port, kind, n)]
+        sides = [
+            Side("pushwire", pw.port, kind, n, pw.pid),
+            Side("nchan", nc.port, kind, n, nc.extra_pids[0]),
+        ]
         try:
             for side in sides:
                 side.ready()
@@ -205,6 +253,8 @@ def run(kind: str, n: int, waves: int) -> None:
                 for s in sides
             ]
             print(f"     median of the waves' own p99: {waves_p99[0]:.1f} vs {waves_p99[1]:.1f} ms")
+            for side in sides:
+                print("     " + _curve(side, n, waves))
         finally:
             for side in sides:
                 side.close()
