@@ -60,7 +60,8 @@ def test_a_stream_with_bytes_waiting_in_its_transport_gets_every_message_in_orde
             sock = transport.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
             transport.write(FILLER)
-            return transport.get_write_buffer_size(), reader.sink.cycle.proto.write_paused
+            paused: bool = reader.sink.cycle.proto.write_paused  # type: ignore[attr-defined]
+            return transport.get_write_buffer_size(), paused
 
         waiting, paused = inproc.call(fill)
         assert waiting > 0 and not paused  # bytes wait, and nothing will call back
