@@ -11,9 +11,15 @@ server costs nothing meanwhile (no heartbeats: pushwire's SSE heartbeat is off a
 bench, its WebSocket ping is 20 s away).
 
     .venv/bin/python bench/stream10k_sidebyside.py [--n 10000] [--waves 10] [--kinds ws,sse]
+    setsid .venv/bin/python bench/stream10k_sidebyside.py --autogroup-nice -10 ...
 
 Prints per kind and server p50 / p99 over all deliveries of all waves (as the bench does)
-and the ratios. Needs nginx and the nchan module (`make deps-bench`, as `pushwire bench http`).
+and the ratios; then per server each wave's p50 and how often the server thread was
+preempted in it, and medians over the waves of the k-th delivery, the server thread's CPU,
+run-queue wait and preemptions (/proc schedstat, status) and the client processes' CPU: the
+bench's latency is the server's write time, so these say where a slow wave's time went
+(bench/README.md, f-sse). `--autogroup-nice`: see `_autogroup_nice`. Needs nginx and the
+nchan module (`make deps-bench`, as `pushwire bench http`).
 """
 
 from __future__ import annotations
@@ -204,7 +210,9 @@ def _curve(side: Side, n: int, waves: int) -> str:
         rows.append([lat[min(n - 1, int(f * n))] / 1e6 for f in points])
     med = [statistics.median(r[j] for r in rows) for j in range(len(points))]
     cpu, delay, slices, preempted = (statistics.median(s[j] for s in side.sched) for j in range(4))
+    per_wave = " ".join(f"{r[3]:.0f}/{st[3]}" for r, st in zip(rows, side.sched, strict=True))
     return (
+        f"{side.dialect:<8} per wave p50 ms/times preempted: {per_wave}\n     "
         f"{side.dialect:<8} k-th delivery, ms: "
         + " ".join(f"{int(f * 100)}%={m:.1f}" for f, m in zip(points, med, strict=True))
         + f" | server CPU {cpu / 1e6:.1f} ms, run-queue wait {delay / 1e6:.1f} ms,"
@@ -218,7 +226,19 @@ def pct(values: list[int], fraction: float) -> float:
     return values[max(0, min(len(values) - 1, round(fraction * len(values) + 0.5) - 1))] / 1e6
 
 
-def run(kind: str, n: int, waves: int) -> None:
+def _autogroup_nice(pids: list[int], nice: int | None) -> None:
+    """An experiment on a shared machine (kernel.sched_autogroup_enabled = 1): the CPU is
+    shared between sessions first, and `nice` only orders processes within one, so other
+    sessions' niced hogs still take their session's share. Raising the autogroup priority
+    of the sessions of this run (the harness with its clients, each server) approximates a
+    quiet machine. Only for processes this run started."""
+    if nice is None:
+        return
+    for pid in pids:
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+
+
+def run(kind: str, n: int, waves: int, nice: int | None = None) -> None:
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         pw = stack.enter_context(pushwire_http_server(work / "pushwire"))
@@ -230,6 +250,8 @@ def run(kind: str, n: int, waves: int) -> None:
         try:
             for side in sides:
                 side.ready()
+            _autogroup_nice([os.getpid(), pw.pid, nc.pid], nice)
+            print(f"waves: pushwire pid {pw.pid}, nginx worker pid {nc.extra_pids[0]}", flush=True)
             load = os.getloadavg()[0]
             for _ in range(waves):
                 for side in sides:
@@ -265,10 +287,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--waves", type=int, default=10)
     ap.add_argument("--kinds", default="ws,sse")
+    ap.add_argument("--autogroup-nice", type=int, default=None, help="see _autogroup_nice")
     args = ap.parse_args()
     raise_nofile_limit()
+    if args.autogroup_nice is not None and os.getsid(0) != os.getpid():
+        sys.exit("--autogroup-nice: run under setsid (an autogroup of this run's own)")
     for kind in args.kinds.split(","):
-        run(kind, args.n, args.waves)
+        run(kind, args.n, args.waves, args.autogroup_nice)
     sys.stdout.flush()
 
 
