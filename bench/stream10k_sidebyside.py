@@ -102,7 +102,13 @@ def _read(s: socket.socket, out: list[int]) -> None:
             at = data.find(MARK, at + 23)
 
 
-def client_main(conn: Connection, port: int, kind: str, dialect: Dialect, n: int) -> None:
+def client_main(
+    conn: Connection, port: int, kind: str, dialect: Dialect, n: int, batch: bool = False
+) -> None:
+    if batch:
+        # a batch task never preempts another on wake-up (the scheduler's rule for
+        # SCHED_BATCH): the load generator stops taking the server's core at each write
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     socks = _open(port, kind, dialect, n)
     time.sleep(0.5)
     for s in socks:  # what came before the waves (pushwire's hello, subscribed)
@@ -134,7 +140,9 @@ def client_main(conn: Connection, port: int, kind: str, dialect: Dialect, n: int
 class Side:
     """One server, its client processes and its publisher connection."""
 
-    def __init__(self, dialect: Dialect, port: int, kind: str, n: int, pid: int) -> None:
+    def __init__(
+        self, dialect: Dialect, port: int, kind: str, n: int, pid: int, batch: bool = False
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.dialect = dialect
         self.pipes: list[Connection] = []
@@ -142,7 +150,7 @@ class Side:
         for i in range(CLIENTS):
             share = n // CLIENTS + (1 if i < n % CLIENTS else 0)
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=client_main, args=(child, port, kind, dialect, share))
+            proc = ctx.Process(target=client_main, args=(child, port, kind, dialect, share, batch))
             proc.start()
             self.pipes.append(parent)
             self.procs.append(proc)
@@ -238,14 +246,14 @@ def _autogroup_nice(pids: list[int], nice: int | None) -> None:
         Path(f"/proc/{pid}/autogroup").write_text(str(nice))
 
 
-def run(kind: str, n: int, waves: int, nice: int | None = None) -> None:
+def run(kind: str, n: int, waves: int, nice: int | None = None, batch: bool = False) -> None:
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         pw = stack.enter_context(pushwire_http_server(work / "pushwire"))
         nc = stack.enter_context(nchan_server(work / "nchan"))
         sides = [
-            Side("pushwire", pw.port, kind, n, pw.pid),
-            Side("nchan", nc.port, kind, n, nc.extra_pids[0]),
+            Side("pushwire", pw.port, kind, n, pw.pid, batch),
+            Side("nchan", nc.port, kind, n, nc.extra_pids[0], batch),
         ]
         try:
             for side in sides:
@@ -288,12 +296,13 @@ def main() -> None:
     ap.add_argument("--waves", type=int, default=10)
     ap.add_argument("--kinds", default="ws,sse")
     ap.add_argument("--autogroup-nice", type=int, default=None, help="see _autogroup_nice")
+    ap.add_argument("--batch-clients", action="store_true", help="client processes as SCHED_BATCH")
     args = ap.parse_args()
     raise_nofile_limit()
     if args.autogroup_nice is not None and os.getsid(0) != os.getpid():
         sys.exit("--autogroup-nice: run under setsid (an autogroup of this run's own)")
     for kind in args.kinds.split(","):
-        run(kind, args.n, args.waves, args.autogroup_nice)
+        run(kind, args.n, args.waves, args.autogroup_nice, args.batch_clients)
     sys.stdout.flush()
 
 
