@@ -18,7 +18,8 @@ and the ratios; then per server each wave's p50 and how often the server thread 
 preempted in it, and medians over the waves of the k-th delivery, the server thread's CPU,
 run-queue wait and preemptions (/proc schedstat, status) and the client processes' CPU: the
 bench's latency is the server's write time, so these say where a slow wave's time went
-(bench/README.md, f-sse). `--autogroup-nice`: see `_autogroup_nice`. Needs nginx and the
+(bench/README.md, f-sse). `--autogroup-nice`: see `_autogroup_nice`; `--batch-clients`: the
+client processes as SCHED_BATCH (`pushwire bench http --batch-clients`). Needs nginx and the
 nchan module (`make deps-bench`, as `pushwire bench http`).
 """
 
