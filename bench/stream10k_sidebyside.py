@@ -11,9 +11,16 @@ server costs nothing meanwhile (no heartbeats: pushwire's SSE heartbeat is off a
 bench, its WebSocket ping is 20 s away).
 
     .venv/bin/python bench/stream10k_sidebyside.py [--n 10000] [--waves 10] [--kinds ws,sse]
+    setsid .venv/bin/python bench/stream10k_sidebyside.py --autogroup-nice -10 ...
 
 Prints per kind and server p50 / p99 over all deliveries of all waves (as the bench does)
-and the ratios. Needs nginx and the nchan module (`make deps-bench`, as `pushwire bench http`).
+and the ratios; then per server each wave's p50 and how often the server thread was
+preempted in it, and medians over the waves of the k-th delivery, the server thread's CPU,
+run-queue wait and preemptions (/proc schedstat, status) and the client processes' CPU: the
+bench's latency is the server's write time, so these say where a slow wave's time went
+(bench/README.md, f-sse). `--autogroup-nice`: see `_autogroup_nice`; `--batch-clients`: the
+client processes as SCHED_BATCH (`pushwire bench http --batch-clients`). Needs nginx and the
+nchan module (`make deps-bench`, as `pushwire bench http`).
 """
 
 from __future__ import annotations
@@ -96,7 +103,13 @@ def _read(s: socket.socket, out: list[int]) -> None:
             at = data.find(MARK, at + 23)
 
 
-def client_main(conn: Connection, port: int, kind: str, dialect: Dialect, n: int) -> None:
+def client_main(
+    conn: Connection, port: int, kind: str, dialect: Dialect, n: int, batch: bool = False
+) -> None:
+    if batch:
+        # a batch task never preempts another on wake-up (the scheduler's rule for
+        # SCHED_BATCH): the load generator stops taking the server's core at each write
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     socks = _open(port, kind, dialect, n)
     time.sleep(0.5)
     for s in socks:  # what came before the waves (pushwire's hello, subscribed)
@@ -114,10 +127,13 @@ def client_main(conn: Connection, port: int, kind: str, dialect: Dialect, n: int
         assert cmd == "wave"
         lat: list[int] = []
         deadline = time.monotonic() + 10
+        cpu0 = time.process_time()
+        polls = 0
         while len(lat) < n and time.monotonic() < deadline:
+            polls += 1
             for fd, _ev in ep.poll(0.2):
                 _read(by_fd[fd], lat)
-        conn.send(lat)
+        conn.send((lat, time.process_time() - cpu0, polls))
     for s in socks:
         s.close()
 
@@ -125,7 +141,9 @@ def client_main(conn: Connection, port: int, kind: str, dialect: Dialect, n: int
 class Side:
     """One server, its client processes and its publisher connection."""
 
-    def __init__(self, dialect: Dialect, port: int, kind: str, n: int) -> None:
+    def __init__(
+        self, dialect: Dialect, port: int, kind: str, n: int, pid: int, batch: bool = False
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.dialect = dialect
         self.pipes: list[Connection] = []
@@ -133,10 +151,13 @@ class Side:
         for i in range(CLIENTS):
             share = n // CLIENTS + (1 if i < n % CLIENTS else 0)
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=client_main, args=(child, port, kind, dialect, share))
+            proc = ctx.Process(target=client_main, args=(child, port, kind, dialect, share, batch))
             proc.start()
             self.pipes.append(parent)
             self.procs.append(proc)
+        self.pid = pid
+        self.sched: list[tuple[int, ...]] = []  # per wave: CPU, run delay (ns), slices, preempted
+        self.clients: list[tuple[float, int]] = []  # per wave: the clients' CPU (s), polls
         self.pub = socket.create_connection(("127.0.0.1", port))
         self.pub.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.latencies: list[int] = []
@@ -151,11 +172,20 @@ class Side:
             pipe.send("wave")
         time.sleep(0.05)  # the clients are in their read loops
         # the stamp: MARK, then 19 digits (the flag byte of the bench's stamp is left out)
+        before = _schedstat(self.pid)
         body = MARK + b"%019d" % time.time_ns() + b"x" * 40
         self.pub.sendall(publish_head(self.dialect, CHANNEL, len(body)) + body)
+        ccpu = 0.0
+        cpolls = 0
         for pipe in self.pipes:
             assert pipe.poll(30), "a wave was not delivered in time"
-            self.latencies += pipe.recv()
+            lat, cpu, polls = pipe.recv()
+            self.latencies += lat
+            ccpu += cpu
+            cpolls += polls
+        self.clients.append((ccpu, cpolls))
+        after = _schedstat(self.pid)
+        self.sched.append(tuple(a - b for a, b in zip(after, before, strict=True)))
         answer = self.pub.recv(65536)
         assert answer.startswith(b"HTTP/1.1 20"), answer[:60]
 
@@ -169,19 +199,68 @@ class Side:
         self.pub.close()
 
 
+def _schedstat(pid: int) -> tuple[int, int, int, int]:
+    """The server thread's scheduler counters: CPU ns, ns waiting on a run queue, slices,
+    involuntary switches (preempted)."""
+    cpu, delay, slices = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+    status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
+    at = status.index("nonvoluntary_ctxt_switches:")
+    preempted = int(status[at:].split()[1])
+    return int(cpu), int(delay), int(slices), preempted
+
+
+def _curve(side: Side, n: int, waves: int) -> str:
+    """Per server, medians over the waves: the k-th delivery (ms after the publish was
+    sent) and the server thread's CPU, run-queue wait and slices during a wave."""
+    points = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+    rows = []
+    for i in range(waves):
+        lat = sorted(side.latencies[i * n : (i + 1) * n])
+        rows.append([lat[min(n - 1, int(f * n))] / 1e6 for f in points])
+    med = [statistics.median(r[j] for r in rows) for j in range(len(points))]
+    cpu, delay, slices, preempted = (statistics.median(s[j] for s in side.sched) for j in range(4))
+    per_wave = " ".join(f"{r[3]:.0f}/{st[3]}" for r, st in zip(rows, side.sched, strict=True))
+    return (
+        f"{side.dialect:<8} per wave p50 ms/times preempted: {per_wave}\n     "
+        f"{side.dialect:<8} k-th delivery, ms: "
+        + " ".join(f"{int(f * 100)}%={m:.1f}" for f, m in zip(points, med, strict=True))
+        + f" | server CPU {cpu / 1e6:.1f} ms, run-queue wait {delay / 1e6:.1f} ms,"
+        f" {slices:.0f} slices ({preempted:.0f} preempted) per wave; clients' CPU"
+        f" {statistics.median(c for c, _ in side.clients) * 1e3:.1f} ms in"
+        f" {statistics.median(p for _, p in side.clients):.0f} polls"
+    )
+
+
 def pct(values: list[int], fraction: float) -> float:
     return values[max(0, min(len(values) - 1, round(fraction * len(values) + 0.5) - 1))] / 1e6
 
 
-def run(kind: str, n: int, waves: int) -> None:
+def _autogroup_nice(pids: list[int], nice: int | None) -> None:
+    """An experiment on a shared machine (kernel.sched_autogroup_enabled = 1): the CPU is
+    shared between sessions first, and `nice` only orders processes within one, so other
+    sessions' niced hogs still take their session's share. Raising the autogroup priority
+    of the sessions of this run (the harness with its clients, each server) approximates a
+    quiet machine. Only for processes this run started."""
+    if nice is None:
+        return
+    for pid in pids:
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+
+
+def run(kind: str, n: int, waves: int, nice: int | None = None, batch: bool = False) -> None:
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         pw = stack.enter_context(pushwire_http_server(work / "pushwire"))
         nc = stack.enter_context(nchan_server(work / "nchan"))
-        sides = [Side("pushwire", pw.port, kind, n), Side("nchan", nc.port, kind, n)]
+        sides = [
+            Side("pushwire", pw.port, kind, n, pw.pid, batch),
+            Side("nchan", nc.port, kind, n, nc.extra_pids[0], batch),
+        ]
         try:
             for side in sides:
                 side.ready()
+            _autogroup_nice([os.getpid(), pw.pid, nc.pid], nice)
+            print(f"waves: pushwire pid {pw.pid}, nginx worker pid {nc.extra_pids[0]}", flush=True)
             load = os.getloadavg()[0]
             for _ in range(waves):
                 for side in sides:
@@ -205,6 +284,8 @@ def run(kind: str, n: int, waves: int) -> None:
                 for s in sides
             ]
             print(f"     median of the waves' own p99: {waves_p99[0]:.1f} vs {waves_p99[1]:.1f} ms")
+            for side in sides:
+                print("     " + _curve(side, n, waves))
         finally:
             for side in sides:
                 side.close()
@@ -215,10 +296,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--waves", type=int, default=10)
     ap.add_argument("--kinds", default="ws,sse")
+    ap.add_argument("--autogroup-nice", type=int, default=None, help="see _autogroup_nice")
+    ap.add_argument("--batch-clients", action="store_true", help="client processes as SCHED_BATCH")
     args = ap.parse_args()
     raise_nofile_limit()
+    if args.autogroup_nice is not None and os.getsid(0) != os.getpid():
+        sys.exit("--autogroup-nice: run under setsid (an autogroup of this run's own)")
     for kind in args.kinds.split(","):
-        run(kind, args.n, args.waves)
+        run(kind, args.n, args.waves, args.autogroup_nice, args.batch_clients)
     sys.stdout.flush()
 
 

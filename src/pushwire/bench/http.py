@@ -968,9 +968,25 @@ async def _client_main(spec: ClientSpec, conn: Connection) -> None:
         await _publisher_main(spec, conn)
 
 
+# `--batch-clients`, to the client processes (not PUSHWIRE_*: that prefix is for settings)
+BATCH_CLIENTS_ENV = "PWBENCH_BATCH_CLIENTS"
+
+
+def batch_scheduling() -> None:
+    """This process as SCHED_BATCH (`--batch-clients`): the scheduler never lets a batch
+    task preempt another on wake-up. Each delivery wakes the client that owns the socket;
+    on this 2-core machine a client placed on the server's core otherwise preempts the
+    server hundreds to thousands of times per wave, by placement luck that holds for a
+    whole scenario (bench/README.md, f-sse). The clients still get their CPU share."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+
 def client_process_main(spec: ClientSpec, conn: Connection) -> None:
     """Entry point of one load-generator process; talks to the orchestrator over `conn`.
     Steps: ("warm", n) -> "open" -> ("ready", opened, failed) -> "go"/"stop" -> ("done", r)."""
+    if os.environ.get(BATCH_CLIENTS_ENV) == "1":
+        batch_scheduling()
     try:
         run_loop(_client_main(spec, conn))
     except KeyboardInterrupt:
@@ -1691,7 +1707,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="run the scenarios against a do-nothing stub server: the load generator's ceiling",
     )
+    parser.add_argument(
+        "--batch-clients",
+        action="store_true",
+        help="load-generator processes as SCHED_BATCH: they never preempt a server on wake-up",
+    )
     args = parser.parse_args(argv)
+    if args.batch_clients:
+        os.environ[BATCH_CLIENTS_ENV] = "1"  # the client processes inherit it
     if not 0.5 <= args.duration <= 120 or not 0 <= args.warmup <= 60:
         parser.error("--duration must be 0.5..120 and --warmup 0..60 seconds")
     if not 0 <= args.drain <= 60:

@@ -18,9 +18,13 @@ under the histogram's finest bucket (0.5 ms).
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from pushwire.core.log import LogEntry, MessageLog
 from pushwire.http.state import HttpStats
+
+if TYPE_CHECKING:
+    from pushwire.core.permissions import Permissions
 
 CLOCK_EVERY = 64  # deliveries observed with one clock read
 
@@ -30,7 +34,17 @@ class WalkTally:
     counted per walk. `add(entry)` per delivery; the counters catch up every
     `CLOCK_EVERY` deliveries and at the end of the walk (`settle`)."""
 
-    __slots__ = ("armed", "entry", "log", "n", "stats", "transport")
+    __slots__ = (
+        "acl_entry",
+        "acl_ok",
+        "acl_perms",
+        "armed",
+        "entry",
+        "log",
+        "n",
+        "stats",
+        "transport",
+    )
 
     def __init__(self, stats: HttpStats, transport: str, log: MessageLog) -> None:
         self.stats = stats
@@ -39,6 +53,24 @@ class WalkTally:
         self.entry: LogEntry | None = None  # the message of the walk under way
         self.n = 0  # its deliveries not counted yet
         self.armed = False  # `settle` is due at the end of the walk
+        # the last ACL answer (`may_receive`): for this entry and this `Permissions`
+        self.acl_entry: LogEntry | None = None
+        self.acl_perms: Permissions | None = None
+        self.acl_ok = False
+
+    def may_receive(self, entry: LogEntry, perms: Permissions) -> bool:
+        """`perms.can_receive(entry's topic)`, asked once per run of streams that share
+        their `Permissions` (one per identity: every anonymous stream shares one) within a
+        walk. Every stream is still checked for every message; nothing can change an ACL
+        in the middle of a walk (it runs in one go, inside the publish)."""
+        if entry is not self.acl_entry or perms is not self.acl_perms:
+            self.acl_entry = entry  # held (so never mistaken for a new one) until `settle`
+            self.acl_perms = perms
+            self.acl_ok = perms.can_receive(entry.message.topic)
+            if not self.armed and self.log.waking:
+                self.armed = True  # `settle` lets go of the entry, even if none was written
+                self.log.settle_later(self)
+        return self.acl_ok
 
     def add(self, entry: LogEntry) -> None:
         """One delivery of `entry` (its bytes were written)."""
@@ -75,3 +107,5 @@ class WalkTally:
         self.armed = False
         self.observe()
         self.entry = None  # the entry may leave the log: hold no reference to it
+        self.acl_entry = None
+        self.acl_perms = None

@@ -7,13 +7,19 @@ stream's bytes leave after k of these calls, so each microsecond of Python per s
 _visible -> Caller.can_receive -> SseFormat.message -> entry_sse -> _SseSink.send ->
 StreamCycle.send (~1.0 us per stream, bench/micro_sse.py); here a live message whose SSE
 event is already on the entry (every stream of a fan-out after the first) takes the same
-checks inline: the id against the backlog's, expiry, the caller's ACL through its
-`Permissions` (per-topic cache), then the write, counted per walk (http/delivery_tally.py;
-~0.5 us in all).
+checks inline: the id against the backlog's, expiry, the caller's ACL (asked of its
+`Permissions` once per run of streams sharing them, `WalkTally.may_receive`), then the
+write, counted per walk (http/delivery_tally.py).
+
+At N = 10,000 the streams' objects do not fit the CPU's caches, so each per-stream object
+a delivery touches is a cache miss: this path reads the reader and its transport only (not
+the connection, the cycle or the sink: the transport's buffer stands for the connection's
+`write_paused`, and the heartbeat flag is the reader's own), ~0.3 us of Python per
+delivery against ~4 us of the kernel's loopback write (bench/README.md, f-sse).
 
 Everything else takes the general path unchanged: held while replaying or while the
-transport is paused (backpressure), the first stream of a message (which encodes it), a
-closed stream.
+transport has bytes waiting (paused: backpressure), the first stream of a message (which
+encodes it), a closed stream.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from pushwire.core.log import LogEntry
-from pushwire.http.delivery_tally import WalkTally
+from pushwire.http.delivery_tally import CLOCK_EVERY, WalkTally
 from pushwire.http.reader import _LIVE, Sink, StreamReader
 from pushwire.http.sse import SseFormat
 
@@ -34,20 +40,12 @@ if TYPE_CHECKING:
     from pushwire.http.state import HttpState
 
 
-class WriteState(Protocol):
-    """The connection as the reader sees it: paused by the transport's high-water mark."""
-
-    write_paused: bool
+_LAST_OF_CHUNK = CLOCK_EVERY - 1  # `WalkTally.add` observes at the chunk's last delivery
 
 
-class BeatSink(Protocol):
-    """The stream's `Sink`, with the flag its heartbeat timer reads (http/streams.py)."""
-
-    sent: bool
-
-
-class StreamSink(BeatSink, Sink, Protocol):
-    """`_SseSink` (http/streams.py): a `Sink`, its heartbeat flag and its request's cycle."""
+class StreamSink(Sink, Protocol):
+    """`_SseSink` (http/streams.py): a `Sink` and its request's cycle (which holds the
+    transport)."""
 
     cycle: StreamCycle
 
@@ -55,7 +53,7 @@ class StreamSink(BeatSink, Sink, Protocol):
 class SseLiveReader(StreamReader):
     """A `StreamReader` whose live messages go straight to the transport (module docstring)."""
 
-    __slots__ = ("conn", "perms", "stream_sink", "tally", "transport")
+    __slots__ = ("perms", "sent", "tally", "transport")
 
     def __init__(
         self,
@@ -64,9 +62,7 @@ class SseLiveReader(StreamReader):
         sink: Sink,
         fmt: SseFormat,
         caller: Caller | None,
-        conn: WriteState,
         transport: asyncio.Transport,
-        beat: BeatSink,
         tally: WalkTally,
     ) -> None:
         s = state.settings
@@ -80,14 +76,18 @@ class SseLiveReader(StreamReader):
             limit=s.stream_buffer,
             max_bytes=s.stream_buffer_bytes,
         )
-        self.conn = conn
         self.transport = transport
-        self.stream_sink = beat
         self.tally = tally
         self.perms: Permissions | None = caller.permissions if caller is not None else None
+        self.sent = False  # wrote a live message since the last heartbeat tick
 
     def notify(self, entry: LogEntry) -> None:
-        if self._phase != _LIVE or self.pending is not None or self.conn.write_paused:
+        transport = self.transport
+        # Bytes still in the transport's buffer (a paused transport has some): the general
+        # path, which holds the message while paused and appends it otherwise; either way
+        # the stream's bytes stay in order. The connection's `write_paused` is not read
+        # here: one object less per delivery (each is a cache miss at N = 10,000).
+        if self._phase != _LIVE or self.pending is not None or transport.get_write_buffer_size():
             super().notify(entry)  # held, or dropped once closed
             return
         if entry.id <= self.last:
@@ -101,27 +101,31 @@ class SseLiveReader(StreamReader):
         message = entry.message
         if message.expires_at is not None and message.expired():
             return
+        tally = self.tally
         perms = self.perms
-        if perms is not None and not perms.can_receive(message.topic):
+        if perms is not None and not tally.may_receive(entry, perms):
             return
-        self.stream_sink.sent = True
-        transport = self.transport
+        self.sent = True
         if not transport.is_closing():
             transport.write(event)
-        self.tally.add(entry)  # the counters, in bulk (http/delivery_tally.py)
+        # the counters, in bulk (http/delivery_tally.py): `tally.add` inlined for a
+        # delivery within the walk's current chunk
+        if entry is tally.entry and tally.armed and tally.n < _LAST_OF_CHUNK:
+            tally.n += 1
+        else:
+            tally.add(entry)
 
 
 def live_reader(
     state: HttpState, flt: str, caller: Caller | None, sink: StreamSink, tally: WalkTally
 ) -> Callable[[SseFormat], StreamReader]:
     """`sse.open_sse`'s `make_reader` for a stream of the owned protocol: `sink` is its
-    `_SseSink` (http/streams.py), whose cycle holds the connection and the transport;
-    `tally`: the listener's SSE delivery counter (one for all its streams)."""
-    cycle = sink.cycle
-    transport = cycle.transport
+    `_SseSink` (http/streams.py), whose cycle holds the transport; `tally`: the listener's
+    SSE delivery counter (one for all its streams)."""
+    transport = sink.cycle.transport
     assert transport is not None  # the connection is made: its stream just started
 
-    def make(fmt: SseFormat) -> StreamReader:
-        return SseLiveReader(state, flt, sink, fmt, caller, cycle.proto, transport, sink, tally)
+    def make(fmt: SseFormat) -> SseLiveReader:
+        return SseLiveReader(state, flt, sink, fmt, caller, transport, tally)
 
     return make

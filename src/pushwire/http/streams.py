@@ -40,7 +40,7 @@ from pushwire.http.longpoll_deadlines import SLOT
 from pushwire.http.reader import LongPollWaiter, StreamReader
 from pushwire.http.replay import ReplayHead
 from pushwire.http.routes import StreamRoute
-from pushwire.http.sse_reader import live_reader
+from pushwire.http.sse_reader import SseLiveReader, live_reader
 from pushwire.http.state import HttpState
 from pushwire.http.status_lines import status_line
 from pushwire.http.stream_endpoints import LONGPOLL, POLL, SSE, integer
@@ -894,7 +894,9 @@ class _SseSink:
         self.cycle = cycle
         self.beats = beats
         self.stream: sse.SseStream | None = None
-        self.sent = False  # wrote something since the last heartbeat tick
+        # wrote something since the last heartbeat tick (the live messages its reader
+        # writes itself set the reader's own flag, `SseLiveReader.sent`)
+        self.sent = False
         self.pending = ""  # closed before the hello was written: the reason
 
     def send(self, data: bytes) -> None:
@@ -919,6 +921,18 @@ class _SseSink:
 
     def lost(self) -> None:
         self._end()
+
+    def wrote(self) -> bool:
+        """Wrote something since the last tick; clears the flags."""
+        sent = self.sent
+        self.sent = False
+        stream = self.stream
+        if stream is not None:
+            reader = stream.reader
+            if isinstance(reader, SseLiveReader) and reader.sent:
+                reader.sent = False
+                sent = True
+        return sent
 
     def _end(self) -> None:
         stream, self.stream = self.stream, None
@@ -948,9 +962,7 @@ class _Heartbeats:
         if not self.sinks:
             return
         for sink in self.sinks:
-            if sink.sent:
-                sink.sent = False
-            elif sink.cycle.writable():
+            if not sink.wrote() and sink.cycle.writable():
                 sink.cycle.send(_HEARTBEAT)
         self.timer = asyncio.get_running_loop().call_later(self.interval, self._tick)
 
