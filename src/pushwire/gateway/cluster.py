@@ -181,7 +181,8 @@ class DeviceHomes:
         then()
 
     def _read_up_to(self, device_id: str, ticket: int) -> None:
-        if ticket > self._caught_up.get(device_id, 0):
+        # kept for the devices homed here only (a catch-up may end after a release)
+        if device_id in self.homes and ticket > self._caught_up.get(device_id, 0):
             self._caught_up[device_id] = ticket
 
     def sendable(self, device_id: str) -> int:
