@@ -17,6 +17,15 @@ acknowledgements all happen in one place, so they stay coherent. Redis holds eve
 
 A push is thus handed out by one node at a time; a move may send one again that the old
 home had sent and not seen acknowledged (at least once, like the MQTT session it rides on).
+
+Order: a push acknowledged on another node before the provider posted the next one to the
+home is in the device's pending set in Redis before the home makes that next push; the
+home reads the set (`catch_up`) before it sends. A send must not outrun that read: a flush
+started by an older push's catch-up, whose read was taken before the other node's push
+existed, would otherwise send a push accepted here since ahead of it (seen on a loaded CI
+machine). So each read takes a ticket, a seq (`next_seq`) higher than every push made here
+before it and lower than every one made after, and a device's pushes go out only up to the
+ticket of its last completed read (`sendable`); newer ones wait for their own catch-up.
 """
 
 from __future__ import annotations
@@ -79,6 +88,9 @@ class DeviceHomes:
         self.claims: dict[str, float] = {}  # device -> when this node last claimed it
         # acknowledgements that came while the device's pushes were being loaded
         self._early_acks: dict[str, list[tuple[Session, Delivery]]] = {}
+        # device -> the seq up to which its pushes may be sent: the ticket of the last read
+        # of its pending set (see "Order" above; `sendable`)
+        self._caught_up: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.moves = 0  # devices this node took over from another home
@@ -152,16 +164,31 @@ class DeviceHomes:
 
     async def _catch_up(self, device_id: str, then: Callable[[], None]) -> None:
         call = self.gw.registry.call
+        # before the read: every push made here until now may go once it answered
+        ticket = self.gw.next_seq()
         try:
             ids = await call(self.link.pending_ids, device_id)
             unknown = [i for i in ids if i not in self.gw.pushes]
             if unknown and device_id in self.homes:
                 for p in sorted(await call(self.link.get_pushes, unknown), key=lambda p: p.seq):
                     self.gw.take_forwarded(p, dispatch=False)
+                    # read with the set: it may go (another node's clock may be ahead)
+                    ticket = max(ticket, p.seq)
         except Exception as exc:
             # what was missed comes through the inbox; only the order may suffer
             log.warning("gateway: catching up device %s failed: %s", device_id, exc)
+        self._read_up_to(device_id, ticket)
         then()
+
+    def _read_up_to(self, device_id: str, ticket: int) -> None:
+        # kept for the devices homed here only (a catch-up may end after a release)
+        if device_id in self.homes and ticket > self._caught_up.get(device_id, 0):
+            self._caught_up[device_id] = ticket
+
+    def sendable(self, device_id: str) -> int:
+        """The highest seq of the device's pushes that may be sent now: those made here
+        before the last completed read of its pending set (see "Order" above)."""
+        return self._caught_up.get(device_id, 0)
 
     def hold_ack(self, session: Session, delivery: Delivery) -> None:
         self._early_acks.setdefault(session.client_id, []).append((session, delivery))
@@ -204,6 +231,7 @@ class DeviceHomes:
             log.warning("gateway: unknown notice %r for device %s", kind, device_id)
 
     async def _load(self, device_id: str) -> None:
+        ticket = self.gw.next_seq()  # a read of the pending set, as in `_catch_up`
         pushes = await self.gw.registry.call(self.link.device_pushes, device_id)
         self.claims.pop(device_id, None)
         if pushes is None:
@@ -214,10 +242,12 @@ class DeviceHomes:
                 await self.gw.journal.flush()
                 self.gw.drop_device(device_id)
             self._early_acks.pop(device_id, None)
+            self._caught_up.pop(device_id, None)
             return
         if device_id not in self.homes:
             self.homes.add(device_id)
             self.moves += 1
+        self._read_up_to(device_id, max([ticket, *(p.seq for p in pushes)]))
         self.gw.adopt(device_id, pushes)
         for session, delivery in self._early_acks.pop(device_id, []):
             self.gw.acknowledged(session, delivery)
@@ -228,6 +258,7 @@ class DeviceHomes:
         self.homes.discard(device_id)
         self.claims.pop(device_id, None)
         self._early_acks.pop(device_id, None)
+        self._caught_up.pop(device_id, None)
         await self.gw.journal.flush()
         self.gw.drop_device(device_id)
         await self.gw.registry.call(self.link.notify, device_id, "device")

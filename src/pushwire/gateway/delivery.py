@@ -640,9 +640,14 @@ class PushGateway:
         waiting = self.queued.get(device_id)
         if not waiting:
             return
+        # engine=redis: not beyond the last read of the pending set (cluster.py, "Order");
+        # a newer push waits for its own catch-up, which flushes again
+        upto = None if self.homes is None else self.homes.sendable(device_id)
         now = self.clock()
         sent_any = False
         for p in sorted(waiting.values(), key=lambda p: p.seq):
+            if upto is not None and p.seq > upto:
+                break
             if p.expires_at is not None and p.expires_at <= now:
                 self.finish(p, "expired", "expired before delivery")
                 continue

@@ -1,0 +1,174 @@
+"""Push order across nodes (engine=redis), with the race that broke it forced every time.
+
+A provider posts push B to node b (not the device's home) and, after b's 200, push L to
+node a (the home). Node a takes the pushes other nodes accepted by reading the device's
+pending set in Redis before it sends (gateway/cluster.py `catch_up`); a flush started by
+an earlier push's catch-up, whose read was taken before B existed, must not send L
+ahead of B. The test holds that earlier read on a's store thread (after it read, before
+it answers) until L has been admitted on a: on a loaded machine that is what a slow store
+thread does (the CI failure of
+test_cluster_gateway.py::test_pushes_posted_one_after_another_to_two_nodes_arrive_in_that_order).
+
+Two pushwire nodes run in this process (helpers/inproc.py) on a private redis-server; the
+provider and the device talk to them over HTTP and MQTT on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from helpers.clients import PahoClient
+from helpers.inproc import InProcessServer
+from helpers.redis import RedisServer
+
+from .cluster_util import DEADLINE, wait_for
+from .test_cluster_gateway import redis_cli
+
+pytestmark = pytest.mark.pushwire_only("engine=redis is pushwire's")
+
+
+def http_base(node: InProcessServer) -> str:
+    assert node.server is not None and node.server.http_address is not None
+    host, port = node.server.http_address
+    return f"http://{host}:{port}"
+
+
+@pytest.fixture
+def start_node(redis_server: RedisServer, tmp_path: Path) -> Iterator[Callable[[str], Any]]:
+    started: list[InProcessServer] = []
+
+    def start(name: str) -> InProcessServer:
+        node = InProcessServer(
+            memory=False,
+            engine="redis",
+            redis_url=redis_server.url,
+            data_dir=tmp_path / name,
+            node_id=f"node-{name}",
+        )
+        started.append(node.start())
+        return node
+
+    yield start
+    for node in reversed(started):
+        node.stop()
+
+
+def push(node: InProcessServer, key: str, token: str) -> str:
+    """Post a push (its id made by the node: an id given in `Pushwire-Id` would be looked
+    up in Redis first, on the store thread this test holds); its id, after the 200."""
+    r = httpx.post(
+        f"{http_base(node)}/v1/push/{token}",
+        content=b'{"alert": "hello"}',
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        timeout=DEADLINE,
+    )
+    assert r.status_code == 200, r.text
+    return str(r.headers["Pushwire-Id"])
+
+
+def app_and_device(redis: RedisServer, *nodes: InProcessServer) -> tuple[str, str, str, str]:
+    """(api key, device id, device secret, token), once every node knows them."""
+    app = redis_cli(redis, "app", "create", "demo", "--json")
+    key, app_id = app["api_key"], app["app_id"]
+    first = http_base(nodes[0])
+    r = httpx.post(f"{first}/v1/devices")
+    assert r.status_code == 201, r.text
+    device = (r.json()["device_id"], r.json()["device_secret"])
+    r = httpx.post(f"{first}/v1/devices/{device[0]}/tokens", json={"app": app_id}, auth=device)
+    assert r.status_code == 200, r.text
+    token = r.json()["token"]
+    for node in nodes:
+
+        def known(node: InProcessServer = node) -> bool:
+            got = httpx.get(f"{http_base(node)}/v1/devices/{device[0]}", auth=device)
+            unknown_push = httpx.get(
+                f"{http_base(node)}/v1/push/{uuid.uuid4()}",
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            return (
+                got.status_code == 200
+                and got.json()["apps"] == [app_id]
+                and unknown_push.status_code == 404  # the key is known, the push is not
+            )
+
+        wait_for(known, f"{node} to load the app and the device")
+    return key, device[0], device[1], token
+
+
+class HeldRead:
+    """Holds node a's next read of a device's pending set on a's store thread, after the
+    read and before its answer, until `release`: the catch-up that asked keeps the stale
+    answer while later requests go on being served by the event loop."""
+
+    def __init__(self, node: InProcessServer) -> None:
+        assert node.server is not None
+        link = node.server.gateway.delivery.homes
+        assert link is not None
+        self.link = link.link
+        self.read = self.link.pending_ids
+        self.holding = threading.Event()
+        self._release = threading.Event()
+        self._armed = True
+        self.link.pending_ids = self._held  # type: ignore[method-assign]
+
+    def _held(self, device_id: str) -> list[str]:
+        ids = self.read(device_id)
+        if self._armed:
+            self._armed = False
+            self.holding.set()
+            self._release.wait(DEADLINE)
+        return ids
+
+    def release(self) -> None:
+        self._release.set()
+
+
+def test_a_push_acknowledged_on_another_node_goes_before_one_posted_to_the_home_after_it(
+    start_node: Callable[[str], InProcessServer], redis_server: RedisServer
+) -> None:
+    a, b = start_node("a"), start_node("b")
+    key, device_id, secret, token = app_and_device(redis_server, a, b)
+    client = PahoClient(
+        a.host, a.mqtt_port, device_id, clean_session=False, auth=(device_id, secret)
+    )
+    client.connect()
+    try:
+        assert client.subscribe(f"devices/{device_id}/#", qos=1) == [1]
+        assert a.server is not None
+        delivery = a.server.gateway.delivery
+        wait_for(lambda: a.call(lambda: delivery.here(device_id)), "node a to be the home")
+        # the pipe is open: a push through b reaches the device on a
+        first = push(b, key, token)
+        assert json.loads(client.get(DEADLINE).payload)["id"] == first
+
+        held = HeldRead(a)
+        x = push(a, key, token)  # its catch-up reads the pending set, and is held
+        assert held.holding.wait(DEADLINE)
+        pushed_b = push(b, key, token)  # acknowledged by b: in Redis before the next post
+        known = {first, x}
+        with ThreadPoolExecutor(1) as pool:
+            # a admits it at once, and answers once its store thread is free again
+            answered: Future[str] = pool.submit(push, a, key, token)
+
+            def admitted() -> bool:
+                return a.call(lambda: any(i not in known for i in delivery.pushes))
+
+            wait_for(admitted, "node a to admit the push posted after b's")
+            held.release()
+            later = answered.result(DEADLINE)
+        got = [
+            json.loads(m.payload)["id"]
+            for m in client.get_until(lambda m: json.loads(m.payload)["id"] == later, DEADLINE)
+        ]
+        assert got == [x, pushed_b, later]
+    finally:
+        client.close()
