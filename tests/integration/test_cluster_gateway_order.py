@@ -15,6 +15,7 @@ provider and the device talk to them over HTTP and MQTT on 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import uuid
@@ -62,13 +63,17 @@ def start_node(redis_server: RedisServer, tmp_path: Path) -> Iterator[Callable[[
         node.stop()
 
 
-def push(node: InProcessServer, key: str, token: str) -> str:
+def push(node: InProcessServer, key: str, token: str, collapse_id: str | None = None) -> str:
     """Post a push (its id made by the node: an id given in `Pushwire-Id` would be looked
     up in Redis first, on the store thread this test holds); its id, after the 200."""
     r = httpx.post(
         f"{http_base(node)}/v1/push/{token}",
         content=b'{"alert": "hello"}',
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        headers={
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            **({"Pushwire-Collapse-Id": collapse_id} if collapse_id is not None else {}),
+        },
         timeout=DEADLINE,
     )
     assert r.status_code == 200, r.text
@@ -170,5 +175,72 @@ def test_a_push_acknowledged_on_another_node_goes_before_one_posted_to_the_home_
             for m in client.get_until(lambda m: json.loads(m.payload)["id"] == later, DEADLINE)
         ]
         assert got == [x, pushed_b, later]
+    finally:
+        client.close()
+
+
+class HeldInbox:
+    """Holds node a's handling of `push` notices from its inbox until `release` (a loaded
+    node reads its inbox late): a push another node accepted reaches a only through the
+    catch-up of a push accepted on a."""
+
+    def __init__(self, node: InProcessServer) -> None:
+        assert node.server is not None
+        homes = node.server.gateway.delivery.homes
+        assert homes is not None
+        self.handle = homes._handle
+        self._release = asyncio.Event()
+        homes._handle = self._held  # type: ignore[method-assign]
+
+    async def _held(self, kind: str, device_id: str, arg: str) -> None:
+        if kind == "push":
+            await asyncio.wait_for(self._release.wait(), DEADLINE)
+        await self.handle(kind, device_id, arg)
+
+    def release(self) -> None:
+        self._release.set()
+
+
+def push_state(node: InProcessServer, key: str, push_id: str) -> dict[str, Any]:
+    r = httpx.get(
+        f"{http_base(node)}/v1/push/{push_id}", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def test_an_older_push_taken_late_is_the_one_collapsed_and_the_newer_one_is_sent(
+    start_node: Callable[[str], InProcessServer], redis_server: RedisServer
+) -> None:
+    """B (collapse id "score") is acknowledged by b; then L (same collapse id) is posted to
+    the home a, whose inbox is late. L's catch-up takes B: the newer L must stay and go
+    out, B be the one collapsed. Before: B collapsed L, and B then waited unsent, since
+    the catch-up sent only for L and B's own notice found B known already."""
+    a, b = start_node("a"), start_node("b")
+    key, device_id, secret, token = app_and_device(redis_server, a, b)
+    client = PahoClient(
+        a.host, a.mqtt_port, device_id, clean_session=False, auth=(device_id, secret)
+    )
+    client.connect()
+    try:
+        assert client.subscribe(f"devices/{device_id}/#", qos=1) == [1]
+        assert a.server is not None
+        delivery = a.server.gateway.delivery
+        wait_for(lambda: a.call(lambda: delivery.here(device_id)), "node a to be the home")
+        first = push(b, key, token)  # the pipe is open
+        assert json.loads(client.get(DEADLINE).payload)["id"] == first
+
+        inbox = a.call(lambda: HeldInbox(a))
+        older = push(b, key, token, collapse_id="score")
+        newer = push(a, key, token, collapse_id="score")
+        msg = json.loads(client.get(DEADLINE).payload)
+        assert msg["id"] == newer
+        state = push_state(a, key, older)
+        assert state["state"] == "collapsed", state
+        a.call(inbox.release)
+        # a marker after the held notice is handled: nothing else came before it
+        marker = push(b, key, token)
+        assert json.loads(client.get(DEADLINE).payload)["id"] == marker
     finally:
         client.close()

@@ -166,19 +166,28 @@ class DeviceHomes:
         call = self.gw.registry.call
         # before the read: every push made here until now may go once it answered
         ticket = self.gw.next_seq()
+        taken: list[Push] = []
         try:
             ids = await call(self.link.pending_ids, device_id)
             unknown = [i for i in ids if i not in self.gw.pushes]
             if unknown and device_id in self.homes:
                 for p in sorted(await call(self.link.get_pushes, unknown), key=lambda p: p.seq):
-                    self.gw.take_forwarded(p, dispatch=False)
-                    # read with the set: it may go (another node's clock may be ahead)
-                    ticket = max(ticket, p.seq)
+                    if self.gw.take_forwarded(p, dispatch=False):
+                        taken.append(p)
+                        # read with the set: it may go (another node's clock may be ahead);
+                        # only a push taken counts (a final one did not move `next_seq`)
+                        ticket = max(ticket, p.seq)
         except Exception as exc:
             # what was missed comes through the inbox; only the order may suffer
             log.warning("gateway: catching up device %s failed: %s", device_id, exc)
         self._read_up_to(device_id, ticket)
         then()
+        # `then` sends for its own push only if that one still waits (it may have been
+        # collapsed by one taken here, or be for an app the device does not listen to):
+        # each push taken goes its own way too, or it would wait for the next event (its
+        # inbox notice finds it known and does nothing)
+        for p in taken:
+            self.gw.dispatch_now(p)
 
     def _read_up_to(self, device_id: str, ticket: int) -> None:
         # kept for the devices homed here only (a catch-up may end after a release)

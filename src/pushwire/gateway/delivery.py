@@ -191,15 +191,17 @@ class PushGateway:
         if self.online(device_id):
             self.flush(device_id)
 
-    def take_forwarded(self, p: Push, dispatch: bool = True) -> None:
+    def take_forwarded(self, p: Push, dispatch: bool = True) -> bool:
         """A push another node accepted (durable in the store) for a device homed here.
-        It keeps the seq (arrival time) it was given there: delivery follows arrival."""
+        It keeps the seq (arrival time) it was given there: delivery follows arrival.
+        False when it was known already or final (nothing taken)."""
         if p.id in self.pushes or p.final:
-            return
+            return False
         self._seq = max(self._seq, p.seq)
         self.admit(p, counted=False)
         if dispatch:
             self.dispatch(p)
+        return True
 
     def drop_device(self, device_id: str) -> None:
         """The device has another home now: forget its unfinished pushes (written out)."""
@@ -574,6 +576,13 @@ class PushGateway:
         if p.collapse_id is not None:
             for other in list(waiting.values()):
                 if other.app_id == p.app_id and other.collapse_id == p.collapse_id:
+                    if other.seq > p.seq:
+                        # engine=redis: an older push from another node, taken late (its
+                        # notice or catch-up came after a newer one was accepted here); the
+                        # newer content stays, the older is the one replaced
+                        waiting[p.id] = p
+                        self.finish(p, "collapsed", f"replaced by push {other.id}")
+                        return
                     self.finish(other, "collapsed", f"replaced by push {p.id}")
         if p.expires_at is not None and p.expires_at <= now:
             self.finish(p, "expired", "expired on arrival")
@@ -597,11 +606,12 @@ class PushGateway:
         if self.homes is not None and self.online(p.device_id, p.app_id):
             # pushes other nodes accepted before this one may still be on their way
             # through the inbox: take them first, so the device gets them in order
-            self.homes.catch_up(p.device_id, lambda: self._dispatch_now(p))
+            self.homes.catch_up(p.device_id, lambda: self.dispatch_now(p))
             return
-        self._dispatch_now(p)
+        self.dispatch_now(p)
 
-    def _dispatch_now(self, p: Push) -> None:
+    def dispatch_now(self, p: Push) -> None:
+        """Send, hold for a batch or wake, with no catch-up first (the caller made it)."""
         if p.state != "queued" or self.pushes.get(p.id) is not p:
             return
         if self.online(p.device_id, p.app_id):
