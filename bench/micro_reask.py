@@ -7,13 +7,16 @@ per waiter). Here the next requests are built before the window, so it holds onl
 answered). Same set-up as micro_longpoll (the real protocol and routes on fake
 transports, publishes through the hub).
 
-    .venv/bin/python bench/micro_reask.py [N] [--filters] [--profile]
+    .venv/bin/python bench/micro_reask.py [N] [--filters] [--behind] [--profile]
 
 `--filters`: one filter per connection (a per-user topic: every template has one
 connection, so no two re-asks share their bytes), woken by one publish per filter.
 Prints the CPU time (`time.process_time`) per re-ask, median of the last waves, and per
 woken waiter of the publishes that woke them (with `--filters`, one publish per waiter:
 the whole publish, hub and log append included, not only the wake).
+`--behind`: a second message is published after each wake, before the re-asks (a client
+that re-asks late, one message behind): the timed re-asks are answered at once with it;
+then each connection re-asks with that answer's cursor (untimed) and is held again.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ NEXT = b"GET /v1/longpoll/%b?timeout=300&since=%b HTTP/1.1\r\nhost: 127.0.0.1\r\
 
 
 async def run(
-    n: int, filters: bool, profile: bool
+    n: int, filters: bool, profile: bool, behind: bool = False
 ) -> tuple[list[float], list[float], cProfile.Profile | None]:
     settings = Settings.model_validate({"longpoll_max_timeout": 3600, "http_max_listeners": 10**6})
     hub = Hub(MemoryEngine())
@@ -78,6 +81,9 @@ async def run(
         nexts = [NEXT % (topic, _cursor(tr.out[-1])) for _, tr, topic in conns]
         for _, tr, _ in conns:
             tr.out.clear()
+        if behind:  # passes every connection between its requests
+            for topic in sorted(set(topics)):
+                hub.publish(Message(topic.decode(), b"PWTS later %d" % wave))
         if prof is not None and wave >= 2:
             prof.enable()
         t0 = time.process_time()
@@ -86,6 +92,11 @@ async def run(
         t1 = time.process_time()
         if prof is not None:
             prof.disable()
+        if behind:  # each was answered at once: now the usual re-ask, held
+            for proto, tr, topic in conns:
+                response = tr.out[-1]
+                tr.out.clear()
+                proto.data_received(NEXT % (topic, _cursor(response)))
         await asyncio.sleep(0)
         assert log.listener_count == n, (wave, log.listener_count)
         reask.append((t1 - t0) / n)
@@ -100,13 +111,17 @@ def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     n = int(args[0]) if args else 10_000
     filters = "--filters" in sys.argv
-    reask, wake, prof = asyncio.run(run(n, filters, "--profile" in sys.argv))
+    behind = "--behind" in sys.argv
+    reask, wake, prof = asyncio.run(run(n, filters, "--profile" in sys.argv, behind))
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
     shape = "one filter per connection" if filters else "one filter"
+    if behind:
+        shape += ", re-asks one message behind (answered at once)"
     print(f"N={n}, {shape}, {WAVES} waves (median of the last {WAVES - 2}), load {load}")
     median = statistics.median(reask[2:]) * 1e6
-    print(f"re-ask (data_received to held), us per waiter: {median:.2f}")
+    what = "answered" if behind else "held"
+    print(f"re-ask (data_received to {what}), us per waiter: {median:.2f}")
     woken = statistics.median(wake[2:]) * 1e6
     print(f"publish + wake, us per woken waiter: {woken:.2f}")
     if prof is not None:

@@ -1087,6 +1087,35 @@ class MessageLog:
         self.reads_spared += 1
         return True
 
+    def only_after(self, flt: str, after_id: int) -> LogEntry | None:
+        """The entry `read(flt, after_id, limit >= 1)` would return alone, with no gap and
+        the log's last id as its next id, found without the read: a filter without
+        wildcards whose topic holds exactly one entry above `after_id`, in memory, not
+        expired, the log's newest, and no eviction or hole above the cursor (a long-poll
+        client one message behind: http/streams.py `_ReaskLane`). None: read to know.
+        Applies the topic's age eviction first, as `read` does. (f-lp hook)"""
+        if after_id < self.unloaded_upto or "+" in flt or "#" in flt:
+            return None
+        tlog = self._topics.by_topic.get(flt)
+        if tlog is None or len(tlog.cold):
+            return None
+        entries = tlog.entries
+        if not entries or entries[-1].id != self.last_id:
+            return None
+        now = self.clock()
+        self._evict(tlog, now)
+        if tlog.evicted_upto > after_id or (tlog.holes and tlog.holes[-1] > after_id):
+            return None
+        entries = tlog.entries
+        if not entries or entries[-1].id != self.last_id:
+            return None
+        entry = entries[-1]
+        if entry.id <= after_id or (len(entries) > 1 and entries[-2].id > after_id):
+            return None
+        if entry.message.expired(now):
+            return None
+        return entry
+
     def read(
         self, flt: str, after_id: int, limit: int, floor: int = 0, max_bytes: int = 0
     ) -> ReadResult:

@@ -86,6 +86,15 @@ class Sink(Protocol):
         the transport calls the reader's `resume()` when it drains)."""
 
 
+class LongPollWire(Protocol):
+    """The connection of a held long-poll, as a wake writes to it (`LongPollWaiter.wire`)."""
+
+    closing: bool  # it closes once the response under way is complete: not kept alive
+
+    @property
+    def transport(self) -> asyncio.WriteTransport | None: ...
+
+
 class ReplySink(Protocol):
     """Where a long-poll waiter answers (exactly one of these, once)."""
 
@@ -457,13 +466,16 @@ class _Walk:
     `MessageLog.settle_later`): leaving the listener groups, the delivery counters (one
     update per walk), each sink's `replied`."""
 
-    __slots__ = ("allowed", "body", "cursor", "entry", "expired", "log", "perms", "woken")
+    __slots__ = ("allowed", "body", "cursor", "entry", "expired", "kept", "log", "perms", "woken")
 
     def __init__(self, log: MessageLog) -> None:
         self.log = log
         self.entry: LogEntry | None = None
         self.body = b""
         self.cursor = ""
+        # the kept-alive response of `body` and `cursor`, once a sink wrote it (b"": not
+        # yet): the waiters after it with a `wire` write it straight (`LongPollWaiter.wire`)
+        self.kept = b""
         self.expired = False
         self.perms: Permissions | None = None
         self.allowed = False
@@ -475,6 +487,7 @@ class _Walk:
         message = entry.message
         self.expired = message.expires_at is not None and message.expired()
         self.body, self.cursor = entry_longpoll_reply(entry, self.log.epoch)
+        self.kept = b""
         self.perms = None
 
     def settle(self) -> None:
@@ -557,12 +570,15 @@ class LongPollWaiter:
         "filter",
         "from_etag",
         "log",
+        "perms",
         "requested",
         "sink",
         "slot",
         "stats",
         "timers",
         "walk",
+        "wire",
+        "written",
     )
 
     def __init__(
@@ -582,6 +598,9 @@ class LongPollWaiter:
         self.sink = sink
         self.stats = stats
         self.caller = caller
+        # the caller's permissions (a `Caller` is frozen): read in a publish's walk without
+        # the caller object (`given` changes both)
+        self.perms = caller.permissions if caller is not None else None
         self.after = after  # the caller has everything matching up to here
         self.from_etag = from_etag
         self.requested = requested  # the id of the cursor it asked with (for 304)
@@ -594,6 +613,19 @@ class LongPollWaiter:
         self.slot = 0  # its deadline bucket in `timers` (0: none)
         self.timers: LongPollDeadlines | None = None
         self.walk = _walk_of(log)  # what a publish's walk shares with the other waiters
+        # while held in the usual state (set by the sink, http/streams.py `_LongPoller`):
+        # the connection a wake may write the walk's kept-alive response to itself, when it
+        # is not closing and its transport is open; the sink's `replied` then does what
+        # `write_reply` would have done first. Per woken waiter the walk then reads this
+        # object, the connection and its transport, not the sink, the request's cycle and
+        # the caller (at N = 10,000 each of those is a cache miss before the write)
+        self.wire: LongPollWire | None = None
+        self.written: str | None = None  # the cursor of the response written that way
+
+    def given(self, caller: Caller | None, flt: str) -> None:
+        """Wait for another caller object or filter from now on (not held now)."""
+        self.caller, self.filter = caller, flt
+        self.perms = caller.permissions if caller is not None else None
 
     def start(self, deadline: float) -> None:
         """Wait (call after a read that found nothing: `after` is that read's next id)."""
@@ -671,9 +703,8 @@ class LongPollWaiter:
                 walk.begin(entry)
             if walk.expired:
                 return
-            caller = self.caller
-            if caller is not None:
-                perms = caller.permissions
+            perms = self.perms
+            if perms is not None:
                 if perms is not walk.perms:
                     walk.perms = perms
                     walk.allowed = perms.can_receive(entry.message.topic)
@@ -684,6 +715,13 @@ class LongPollWaiter:
             if not woken:
                 log.settle_later(walk)
             woken.append(self)
+            wire = self.wire
+            if wire is not None and walk.kept and not wire.closing:
+                transport = wire.transport
+                if transport is not None and not transport.is_closing():
+                    transport.write(walk.kept)
+                    self.written = walk.cursor
+                    return
             self.sink.write_reply(walk.body, walk.cursor)
             return
         if not _visible(entry, self.caller):

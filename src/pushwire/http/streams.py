@@ -37,7 +37,7 @@ from pushwire.http.delivery_tally import WalkTally
 from pushwire.http.endpoints import Endpoint, api_error_response
 from pushwire.http.errors import ApiError
 from pushwire.http.longpoll_deadlines import SLOT
-from pushwire.http.reader import LongPollWaiter, StreamReader
+from pushwire.http.reader import LongPollWaiter, StreamReader, entry_longpoll_reply
 from pushwire.http.replay import ReplayHead
 from pushwire.http.routes import StreamRoute
 from pushwire.http.sse_reader import SseLiveReader, live_reader
@@ -342,7 +342,7 @@ class _LongPoller:
                 waiter.cancel()  # (answered before a next request runs: not expected)
             # another caller object (credentials are checked per request) or filter: the
             # same waiter, which is in no listener group while it is not held
-            waiter.caller, waiter.filter = caller, flt
+            waiter.given(caller, flt)
         if not waiter.between:
             identity = caller.identity
             # (an anonymous caller is not tracked: nothing can revoke it)
@@ -359,7 +359,12 @@ class _LongPoller:
         self.cycle = cycle
         cycle.on_lost = self.on_lost
         state.stats.connections["longpoll"] += 1
-        waiter.restart(after, from_etag, requested, cycle.proto.loop.time() + wait)
+        proto = cycle.proto
+        # a kept-alive GET: a wake may write its kept-alive response straight to the
+        # connection (`LongPollWaiter.wire`, `replied` catches up); `_end` and `replied`
+        # undo it, whatever answers the request
+        waiter.wire = proto if cycle.keep_alive and not cycle.head else None
+        waiter.restart(after, from_etag, requested, proto.loop.time() + wait)
 
     def _describe(self) -> ClientInfo:
         waiter = self.waiter
@@ -405,6 +410,11 @@ class _LongPoller:
         if transport is not None and not transport.is_closing():
             if cycle.keep_alive and not cycle.proto.closing:
                 transport.write(cache.last_kept)
+                waiter = self.waiter
+                if waiter is not None:
+                    # the same bytes for the next waiters of this wake: they write them
+                    # straight to their connections (`LongPollWaiter.wire`)
+                    waiter.walk.kept = cache.last_kept
             else:
                 transport.write(cache.last_closing)
 
@@ -414,8 +424,20 @@ class _LongPoller:
         # group, the client list, the revocation index), so that its usual re-ask only
         # moves the waiter's cursor and deadline; else `_end` inline
         cycle, self.cycle = self.cycle, None
+        waiter = self.waiter
+        assert waiter is not None  # the one that was woken
+        waiter.wire = None
+        cursor = waiter.written
         if cycle is None:
+            waiter.written = None
             return
+        if cursor is not None:
+            # the wake wrote the response straight to the connection: what `write_reply`
+            # does besides the write
+            waiter.written = None
+            self.cursor = cursor
+            cycle.response_started = True
+            cycle.on_lost = None
         state = self.state
         state.stats.connections["longpoll"] -= 1  # (held requests only)
         proto = cycle.proto
@@ -450,8 +472,6 @@ class _LongPoller:
         elif not cycle.answered():
             self._unregister(state)
             return
-        waiter = self.waiter
-        assert waiter is not None  # the one that was woken
         waiter.between = True
 
     def leave(self) -> None:
@@ -495,6 +515,9 @@ class _LongPoller:
         cycle, self.cycle = self.cycle, None
         if cycle is None:
             return None
+        waiter = self.waiter
+        if waiter is not None:
+            waiter.wire = None
         state = self.state
         self._unregister(state)
         state.stats.connections["longpoll"] -= 1
@@ -788,6 +811,7 @@ class _ReaskLane:
         poller.cycle = cycle
         cycle.on_lost = poller.on_lost
         state.stats.connections["longpoll"] += 1
+        waiter.wire = proto  # (a lane request: a kept-alive GET)
         # `restart` (nothing newer: no catch-up read)
         waiter.after = waiter.requested = last
         waiter.from_etag = waiter.done = waiter.between = False
@@ -857,6 +881,22 @@ class _ReaskLane:
                 poller.hold_at(cycle, caller, tail, last, False, cursor.id, wait)
             except ApiError as exc:
                 cycle.answer_response(api_error_response(state, exc))
+            return True
+        if (
+            cursor.kind == "id"
+            and cursor.id < last
+            and (cursor.epoch is None or cursor.epoch == log.epoch)
+            and (entry := log.only_after(tail, cursor.id)) is not None
+            and caller.can_receive(entry.message.topic)
+        ):
+            # one message came since this connection's last reply (its client re-asked
+            # after the wake that passed it `between` requests): that message's cached
+            # response, as `longpoll_now` would answer, without the log's read
+            state.stats.connections_total["longpoll"] += 1
+            auth.stats.anonymous_admitted += 1
+            state.stats.delivered("longpoll", (entry,))
+            body, poller.cursor = entry_longpoll_reply(entry, log.epoch)
+            proto.answered_on_lane(self.cache.reply(body, poller.cursor)[0])
             return True
         first = poll.longpoll_now(state, caller, tail, cursor, poller.shape_limit, wait)
         if first is None:
