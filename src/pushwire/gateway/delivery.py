@@ -56,6 +56,10 @@ CONTENT_SWEEP = 60.0  # seconds between deletions of expired push content
 _PUBLISH_OVERHEAD = 16
 
 
+def _by_seq(p: Push) -> int:
+    return p.seq
+
+
 def device_topic(device_id: str, app_id: str) -> str:
     return f"devices/{device_id}/{app_id}"
 
@@ -573,17 +577,8 @@ class PushGateway:
             return
         self.pushes[p.id] = p
         waiting = self.queued.setdefault(p.device_id, {})
-        if p.collapse_id is not None:
-            for other in list(waiting.values()):
-                if other.app_id == p.app_id and other.collapse_id == p.collapse_id:
-                    if other.seq > p.seq:
-                        # engine=redis: an older push from another node, taken late (its
-                        # notice or catch-up came after a newer one was accepted here); the
-                        # newer content stays, the older is the one replaced
-                        waiting[p.id] = p
-                        self.finish(p, "collapsed", f"replaced by push {other.id}")
-                        return
-                    self.finish(other, "collapsed", f"replaced by push {p.id}")
+        if p.collapse_id is not None and self._collapse(p, waiting):
+            return
         if p.expires_at is not None and p.expires_at <= now:
             self.finish(p, "expired", "expired on arrival")
         elif p.expiration == 0 and p.expires_at is None and not self.online(p.device_id, p.app_id):
@@ -598,6 +593,29 @@ class PushGateway:
                 # (or within the batch window; the per-app rate bounds that)
                 self._enforce_quota(p.device_id, p.app_id)
             self.journal.put(p)
+
+    def _collapse(self, p: Push, waiting: dict[str, Push]) -> bool:
+        """Collapse `p` with the device's pushes of its app and collapse id: the one that
+        arrived last (highest seq) is kept. True when that is not `p` (it is finished).
+
+        On one node pushes are admitted in arrival order, except when one waits on its
+        content's write meanwhile. With engine=redis an older push from another node can be
+        taken late (its notice or catch-up came after a newer one was accepted here, or
+        was even sent): then the newer content stays, and the older is the one replaced."""
+        key = (p.app_id, p.collapse_id)
+        sent = self.sent.get(p.device_id, {})
+        newer = [
+            o
+            for o in (*waiting.values(), *sent.values())
+            if (o.app_id, o.collapse_id) == key and o.seq > p.seq
+        ]
+        if newer:
+            waiting[p.id] = p  # `finish` takes it out again
+            self.finish(p, "collapsed", f"replaced by push {max(newer, key=_by_seq).id}")
+            return True
+        for other in [o for o in waiting.values() if (o.app_id, o.collapse_id) == key]:
+            self.finish(other, "collapsed", f"replaced by push {p.id}")
+        return False
 
     def dispatch(self, p: Push) -> None:
         """After the push is durable: send it now, hold it for a batch, or let it wait."""

@@ -494,6 +494,7 @@ class _Walk:
         """After the walk (`MessageLog.settle_later`)."""
         woken, self.woken = self.woken, []
         entry, self.entry, self.perms = self.entry, None, None
+        self.body = self.kept = b""  # a full response held until the next walk otherwise
         if not woken:
             return
         log_ = self.log
