@@ -244,3 +244,45 @@ def test_an_older_push_taken_late_is_the_one_collapsed_and_the_newer_one_is_sent
         assert json.loads(client.get(DEADLINE).payload)["id"] == marker
     finally:
         client.close()
+
+
+def test_an_older_push_that_comes_after_a_newer_one_went_out_is_collapsed_not_sent(
+    start_node: Callable[[str], InProcessServer], redis_server: RedisServer
+) -> None:
+    """As above, but L's catch-up read fails (Redis hiccup): L goes out at once, and B
+    arrives later through the inbox. B must not follow L to the device (stale content
+    over fresh): it is collapsed against L, which was sent."""
+    a, b = start_node("a"), start_node("b")
+    key, device_id, secret, token = app_and_device(redis_server, a, b)
+    client = PahoClient(
+        a.host, a.mqtt_port, device_id, clean_session=False, auth=(device_id, secret)
+    )
+    client.connect()
+    try:
+        assert client.subscribe(f"devices/{device_id}/#", qos=1) == [1]
+        assert a.server is not None
+        delivery = a.server.gateway.delivery
+        homes = delivery.homes
+        assert homes is not None
+        wait_for(lambda: a.call(lambda: delivery.here(device_id)), "node a to be the home")
+        first = push(b, key, token)  # the pipe is open
+        assert json.loads(client.get(DEADLINE).payload)["id"] == first
+
+        inbox = a.call(lambda: HeldInbox(a))
+        read = homes.link.pending_ids
+
+        def failing_once(device: str) -> list[str]:
+            homes.link.pending_ids = read  # type: ignore[method-assign]
+            raise ConnectionError("a Redis hiccup")
+
+        homes.link.pending_ids = failing_once  # type: ignore[method-assign,assignment]
+        older = push(b, key, token, collapse_id="score")
+        newer = push(a, key, token, collapse_id="score")
+        assert json.loads(client.get(DEADLINE).payload)["id"] == newer
+        a.call(inbox.release)
+        wait_for(lambda: push_state(a, key, older)["state"] == "collapsed", "B collapsed")
+        # a marker: nothing came between L and it
+        marker = push(b, key, token)
+        assert json.loads(client.get(DEADLINE).payload)["id"] == marker
+    finally:
+        client.close()

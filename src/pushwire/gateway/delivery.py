@@ -129,6 +129,10 @@ class PushGateway:
         )
         self._expiry: list[tuple[float, str]] = []  # (expires_at, push id) of waiting pushes
         self._forget: list[tuple[float, str]] = []  # (forget at, push id) of final pushes
+        # (device, app, collapse id) -> (seq, push id) of the newest push with that key that
+        # went out, while its record is kept: an older one taken late is collapsed against
+        # it, not sent after it (`_collapse`)
+        self._collapse_out: dict[tuple[str, str, str], tuple[int, str]] = {}
         self.sweep_timer = SweepTimer(SWEEP_STEP)  # when `_sweeper` wakes (sweep_timer.py)
         # push id -> its hub message, while sent: the message's log id is what a WebSocket
         # ack names (set at publish, or once Redis answered with engine=redis)
@@ -154,6 +158,8 @@ class PushGateway:
         """Take a push read back from the store into memory."""
         self._seq = max(self._seq, p.seq)
         self.pushes[p.id] = p
+        if p.state in ("sent", "delivered"):
+            self._note_out(p)
         if p.final:
             heapq.heappush(self._forget, (p.updated + self.settings.push_record_ttl, p.id))
             self.sweep_timer.due(p.updated + self.settings.push_record_ttl)
@@ -211,6 +217,7 @@ class PushGateway:
         """The device has another home now: forget its unfinished pushes (written out)."""
         for p in [*self.queued.pop(device_id, {}).values(), *self.sent.pop(device_id, {}).values()]:
             self.pushes.pop(p.id, None)
+            self._forget_out(p)
             if p.uid is not None:
                 self.by_uid.pop(p.uid, None)
             self._sent_msgs.pop(p.id, None)
@@ -288,6 +295,7 @@ class PushGateway:
             if p is not None and p.final:
                 del self.pushes[push_id]
                 self.journal.delete(push_id)
+                self._forget_out(p)
 
     # -- presence ------------------------------------------------------------------------
 
@@ -596,26 +604,41 @@ class PushGateway:
 
     def _collapse(self, p: Push, waiting: dict[str, Push]) -> bool:
         """Collapse `p` with the device's pushes of its app and collapse id: the one that
-        arrived last (highest seq) is kept. True when that is not `p` (it is finished).
+        arrived last (highest seq) is kept, against the waiting ones and the newest that
+        went out (`_collapse_out`). True when that is not `p` (it is finished).
 
         On one node pushes are admitted in arrival order, except when one waits on its
         content's write meanwhile. With engine=redis an older push from another node can be
         taken late (its notice or catch-up came after a newer one was accepted here, or
         was even sent): then the newer content stays, and the older is the one replaced."""
         key = (p.app_id, p.collapse_id)
-        sent = self.sent.get(p.device_id, {})
-        newer = [
-            o
-            for o in (*waiting.values(), *sent.values())
-            if (o.app_id, o.collapse_id) == key and o.seq > p.seq
-        ]
-        if newer:
+        newer = [o for o in waiting.values() if (o.app_id, o.collapse_id) == key and o.seq > p.seq]
+        newest = max(newer, key=_by_seq).id if newer else None
+        assert p.collapse_id is not None
+        out = self._collapse_out.get((p.device_id, p.app_id, p.collapse_id))
+        if newest is None and out is not None and out[0] > p.seq:
+            newest = out[1]
+        if newest is not None:
             waiting[p.id] = p  # `finish` takes it out again
-            self.finish(p, "collapsed", f"replaced by push {max(newer, key=_by_seq).id}")
+            self.finish(p, "collapsed", f"replaced by push {newest}")
             return True
         for other in [o for o in waiting.values() if (o.app_id, o.collapse_id) == key]:
             self.finish(other, "collapsed", f"replaced by push {p.id}")
         return False
+
+    def _note_out(self, p: Push) -> None:
+        if p.collapse_id is not None:
+            key = (p.device_id, p.app_id, p.collapse_id)
+            out = self._collapse_out.get(key)
+            if out is None or out[0] < p.seq:
+                self._collapse_out[key] = (p.seq, p.id)
+
+    def _forget_out(self, p: Push) -> None:
+        if p.collapse_id is not None:
+            key = (p.device_id, p.app_id, p.collapse_id)
+            out = self._collapse_out.get(key)
+            if out is not None and out[1] == p.id:
+                del self._collapse_out[key]
 
     def dispatch(self, p: Push) -> None:
         """After the push is durable: send it now, hold it for a batch, or let it wait."""
@@ -709,6 +732,7 @@ class PushGateway:
         p.connection = "ws" if self.ws_online.get(p.device_id) else None
         self.by_uid[message.uid] = p
         self.sent.setdefault(p.device_id, {})[p.id] = p
+        self._note_out(p)
         self.journal.put(p)
         self.stats.sent += 1
         self.hub.publish(message, internal=True)
