@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from pushwire import admin_cli
+import pushwire.admin_cli as admin_cli
 
 
 def cli(data_dir: Path, *args: str, stdin: str | None = None) -> str:
