@@ -3,15 +3,17 @@
 
 A Python start per command costs ~0.5 s of CPU; fixtures that make six or seven of them
 took most of the 60 s integration timeout on a loaded machine. Tests of the command itself
-(tests/integration/test_admin_cli.py) still run it as a process."""
+(tests/integration/test_admin_cli.py) run each kind of outcome as a process too."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
-from pushwire import admin_cli
+import pushwire.admin_cli as admin_cli
 
 
 def cli(data_dir: Path, *args: str, stdin: str | None = None) -> str:
@@ -23,3 +25,16 @@ def cli(data_dir: Path, *args: str, stdin: str | None = None) -> str:
         code = admin_cli.run_admin_command(ns, stdin=io.StringIO(stdin or ""), stdout=out)
     assert code == 0, err.getvalue()
     return out.getvalue()
+
+
+def run(argv: Sequence[str], *, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """`python -m pushwire.admin_cli <argv>` in the test process: its exit code (argparse's
+    usage exit 2 included), stdout and stderr, as subprocess.run(text=True) gives them."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            ns = admin_cli.build_parser().parse_args(list(argv))
+            code = admin_cli.run_admin_command(ns, stdin=io.StringIO(stdin), stdout=out)
+        except SystemExit as exc:  # argparse refuses bad usage with sys.exit(2)
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(list(argv), code, out.getvalue(), err.getvalue())

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from helpers.server import ServerProcess
+from pushwire.gateway.cli import add_gateway_commands, run_gateway_command
 
 
 def base_url(srv: ServerProcess) -> str:
@@ -31,11 +36,24 @@ def cli(srv: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def app_create(data_dir: Path, name: str) -> dict[str, Any]:
+    """`pushwire app create NAME --json --data-dir DATA_DIR` in the test process (the
+    command's own parser and handler; test_gateway_admin runs it as a process): a Python
+    start per app took 3-4 s on a loaded machine, two or more per gateway test."""
+    parser = argparse.ArgumentParser(prog="pushwire")
+    add_gateway_commands(parser.add_subparsers(dest="command", required=True))
+    ns = parser.parse_args(["app", "create", name, "--json", "--data-dir", str(data_dir)])
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = run_gateway_command(ns, stdout=out)
+    assert code == 0, f"app create failed: {err.getvalue()!r}"
+    data: dict[str, Any] = json.loads(out.getvalue())
+    return data
+
+
 def create_app(srv: ServerProcess, name: str = "demo") -> tuple[str, str]:
     """(app_id, api_key) of a new app made with `pushwire app create --json`."""
-    done = cli(srv, "app", "create", name, "--json")
-    assert done.returncode == 0, done.stderr
-    data = json.loads(done.stdout)
+    data = app_create(srv.data_dir, name)
     app_id, key = data["app_id"], data["api_key"]
     # the running server notices the store change within a second: wait for it
     wait_for(lambda: _app_known(srv, key), what=f"server to load app {app_id}")

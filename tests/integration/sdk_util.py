@@ -4,10 +4,6 @@ subprocess, apps made with the `pushwire app create` CLI, and waiting for condit
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from helpers.gateway import app_create
 from helpers.server import ServerProcess
 
 # short windows so a test sees batching and wakes without waiting a minute
@@ -59,20 +56,9 @@ class GatewayServer(ServerProcess):
 
 
 def create_app(data_dir: Path, name: str) -> App:
-    """`pushwire app create NAME --json` on the server's data dir (the CLI the docs show)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHWIRE_")}
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "pushwire", "app", "create", name, "--json"),
-            *("--data-dir", str(data_dir)),
-        ],
-        capture_output=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
-    assert done.returncode == 0, f"app create failed: {done.stdout!r} {done.stderr!r}"
-    data = json.loads(done.stdout)
+    """`pushwire app create NAME --json` on the server's data dir (the CLI the docs show),
+    in-process (helpers.gateway.app_create)."""
+    data = app_create(data_dir, name)
     return App(data["app_id"], data["api_key"])
 
 

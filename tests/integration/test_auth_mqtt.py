@@ -193,7 +193,9 @@ def test_revoked_token_is_refused_and_its_live_connection_closed(
     assert live.rc == 0
     assert live.subscribe("users/bob/#") == [1]
     cli(d, "token", "revoke", token_id)
-    assert live.gone.wait(5), "the revoked token's connection must be closed"
+    # the server sees the revocation on its 1 s store poll, seconds late on a loaded machine
+    # (was 5 s; the test does not measure the delay)
+    assert live.gone.wait(30), "the revoked token's connection must be closed"
     again = Client(srv, "bob", token)
     assert again.rc in (0x86, 0x87)
     again.close()

@@ -98,9 +98,10 @@ def test_every_provider_refusal(server: ServerProcess, tmp_path: Path) -> None:
     wait_for(lambda: push(server, good2, token, body).status_code == 200, what="key k2 loaded")
     done = cli(server, "app", "key", "revoke", app_id, "k1")
     assert done.returncode == 0, done.stderr
+    # the server's 1 s store poll runs seconds late on a loaded machine: the default bound
+    # (was 3 s), the test does not measure the delay
     wait_for(
         lambda: push(server, good, token, body).status_code == 403,
-        timeout=3,
         what="the revoked key to be refused",
     )
     assert _reason(push(server, good, token, body)) == (403, "InvalidProviderToken")
