@@ -7,6 +7,7 @@ rather than what an HTTP client library makes of it. For an `InProcessServer`.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import time
@@ -125,3 +126,9 @@ def held_on_lane(srv: InProcessServer, flt: str) -> bool:
 def message_payloads(body: bytes) -> list[str]:
     """The payloads of a poll or long-poll response body, in order."""
     return [m["payload"] for m in json.loads(body)["messages"]]
+
+
+def basic_auth(user: str, password: str) -> str:
+    """An `Authorization: Basic` header line (with its CRLF) for a raw request's `head`."""
+    raw = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return f"Authorization: Basic {raw}\r\n"

@@ -16,6 +16,7 @@ provider and the device talk to them over HTTP and MQTT on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import uuid
@@ -30,6 +31,8 @@ import pytest
 from helpers.clients import PahoClient
 from helpers.inproc import InProcessServer
 from helpers.redis import RedisServer
+from pushwire.gateway.cluster import DeviceHomes
+from pushwire.gateway.delivery import PushGateway
 
 from .cluster_util import DEADLINE, wait_for
 from .test_cluster_gateway import redis_cli
@@ -109,6 +112,45 @@ def app_and_device(redis: RedisServer, *nodes: InProcessServer) -> tuple[str, st
     return key, device[0], device[1], token
 
 
+@dataclasses.dataclass
+class Homed:
+    """Two nodes; a device homed on `a`, its MQTT session there subscribed to its pushes,
+    and the pipe proven open (`first`, posted to `b`, reached the device)."""
+
+    a: InProcessServer
+    b: InProcessServer
+    key: str
+    token: str
+    client: PahoClient
+    delivery: PushGateway
+    homes: DeviceHomes
+    first: str
+
+
+@pytest.fixture
+def homed(
+    start_node: Callable[[str], InProcessServer], redis_server: RedisServer
+) -> Iterator[Homed]:
+    a, b = start_node("a"), start_node("b")
+    key, device_id, secret, token = app_and_device(redis_server, a, b)
+    client = PahoClient(
+        a.host, a.mqtt_port, device_id, clean_session=False, auth=(device_id, secret)
+    )
+    client.connect()
+    try:
+        assert client.subscribe(f"devices/{device_id}/#", qos=1) == [1]
+        assert a.server is not None
+        delivery = a.server.gateway.delivery
+        assert delivery.homes is not None
+        wait_for(lambda: a.call(lambda: delivery.here(device_id)), "node a to be the home")
+        # the pipe is open: a push through b reaches the device on a
+        first = push(b, key, token)
+        assert json.loads(client.get(DEADLINE).payload)["id"] == first
+        yield Homed(a, b, key, token, client, delivery, delivery.homes, first)
+    finally:
+        client.close()
+
+
 class HeldRead:
     """Holds node a's next read of a device's pending set on a's store thread, after the
     read and before its answer, until `release`: the catch-up that asked keeps the stale
@@ -138,45 +180,32 @@ class HeldRead:
 
 
 def test_a_push_acknowledged_on_another_node_goes_before_one_posted_to_the_home_after_it(
-    start_node: Callable[[str], InProcessServer], redis_server: RedisServer
+    homed: Homed,
 ) -> None:
-    a, b = start_node("a"), start_node("b")
-    key, device_id, secret, token = app_and_device(redis_server, a, b)
-    client = PahoClient(
-        a.host, a.mqtt_port, device_id, clean_session=False, auth=(device_id, secret)
-    )
-    client.connect()
-    try:
-        assert client.subscribe(f"devices/{device_id}/#", qos=1) == [1]
-        assert a.server is not None
-        delivery = a.server.gateway.delivery
-        wait_for(lambda: a.call(lambda: delivery.here(device_id)), "node a to be the home")
-        # the pipe is open: a push through b reaches the device on a
-        first = push(b, key, token)
-        assert json.loads(client.get(DEADLINE).payload)["id"] == first
+    a, b, key, token, client = homed.a, homed.b, homed.key, homed.token, homed.client
+    delivery = homed.delivery
+    first = homed.first
 
-        held = HeldRead(a)
-        x = push(a, key, token)  # its catch-up reads the pending set, and is held
-        assert held.holding.wait(DEADLINE)
-        pushed_b = push(b, key, token)  # acknowledged by b: in Redis before the next post
-        known = {first, x}
-        with ThreadPoolExecutor(1) as pool:
-            # a admits it at once, and answers once its store thread is free again
-            answered: Future[str] = pool.submit(push, a, key, token)
+    held = HeldRead(a)
+    x = push(a, key, token)  # its catch-up reads the pending set, and is held
+    assert held.holding.wait(DEADLINE)
+    pushed_b = push(b, key, token)  # acknowledged by b: in Redis before the next post
+    known = {first, x}
+    with ThreadPoolExecutor(1) as pool:
+        # a admits it at once, and answers once its store thread is free again
+        answered: Future[str] = pool.submit(push, a, key, token)
 
-            def admitted() -> bool:
-                return a.call(lambda: any(i not in known for i in delivery.pushes))
+        def admitted() -> bool:
+            return a.call(lambda: any(i not in known for i in delivery.pushes))
 
-            wait_for(admitted, "node a to admit the push posted after b's")
-            held.release()
-            later = answered.result(DEADLINE)
-        got = [
-            json.loads(m.payload)["id"]
-            for m in client.get_until(lambda m: json.loads(m.payload)["id"] == later, DEADLINE)
-        ]
-        assert got == [x, pushed_b, later]
-    finally:
-        client.close()
+        wait_for(admitted, "node a to admit the push posted after b's")
+        held.release()
+        later = answered.result(DEADLINE)
+    got = [
+        json.loads(m.payload)["id"]
+        for m in client.get_until(lambda m: json.loads(m.payload)["id"] == later, DEADLINE)
+    ]
+    assert got == [x, pushed_b, later]
 
 
 class HeldInbox:
@@ -211,78 +240,49 @@ def push_state(node: InProcessServer, key: str, push_id: str) -> dict[str, Any]:
 
 
 def test_an_older_push_taken_late_is_the_one_collapsed_and_the_newer_one_is_sent(
-    start_node: Callable[[str], InProcessServer], redis_server: RedisServer
+    homed: Homed,
 ) -> None:
     """B (collapse id "score") is acknowledged by b; then L (same collapse id) is posted to
     the home a, whose inbox is late. L's catch-up takes B: the newer L must stay and go
     out, B be the one collapsed. Before: B collapsed L, and B then waited unsent, since
     the catch-up sent only for L and B's own notice found B known already."""
-    a, b = start_node("a"), start_node("b")
-    key, device_id, secret, token = app_and_device(redis_server, a, b)
-    client = PahoClient(
-        a.host, a.mqtt_port, device_id, clean_session=False, auth=(device_id, secret)
-    )
-    client.connect()
-    try:
-        assert client.subscribe(f"devices/{device_id}/#", qos=1) == [1]
-        assert a.server is not None
-        delivery = a.server.gateway.delivery
-        wait_for(lambda: a.call(lambda: delivery.here(device_id)), "node a to be the home")
-        first = push(b, key, token)  # the pipe is open
-        assert json.loads(client.get(DEADLINE).payload)["id"] == first
+    a, b, key, token, client = homed.a, homed.b, homed.key, homed.token, homed.client
 
-        inbox = a.call(lambda: HeldInbox(a))
-        older = push(b, key, token, collapse_id="score")
-        newer = push(a, key, token, collapse_id="score")
-        msg = json.loads(client.get(DEADLINE).payload)
-        assert msg["id"] == newer
-        state = push_state(a, key, older)
-        assert state["state"] == "collapsed", state
-        a.call(inbox.release)
-        # a marker after the held notice is handled: nothing else came before it
-        marker = push(b, key, token)
-        assert json.loads(client.get(DEADLINE).payload)["id"] == marker
-    finally:
-        client.close()
+    inbox = a.call(lambda: HeldInbox(a))
+    older = push(b, key, token, collapse_id="score")
+    newer = push(a, key, token, collapse_id="score")
+    msg = json.loads(client.get(DEADLINE).payload)
+    assert msg["id"] == newer
+    state = push_state(a, key, older)
+    assert state["state"] == "collapsed", state
+    a.call(inbox.release)
+    # a marker after the held notice is handled: nothing else came before it
+    marker = push(b, key, token)
+    assert json.loads(client.get(DEADLINE).payload)["id"] == marker
 
 
 def test_an_older_push_that_comes_after_a_newer_one_went_out_is_collapsed_not_sent(
-    start_node: Callable[[str], InProcessServer], redis_server: RedisServer
+    homed: Homed,
 ) -> None:
     """As above, but L's catch-up read fails (Redis hiccup): L goes out at once, and B
     arrives later through the inbox. B must not follow L to the device (stale content
     over fresh): it is collapsed against L, which was sent."""
-    a, b = start_node("a"), start_node("b")
-    key, device_id, secret, token = app_and_device(redis_server, a, b)
-    client = PahoClient(
-        a.host, a.mqtt_port, device_id, clean_session=False, auth=(device_id, secret)
-    )
-    client.connect()
-    try:
-        assert client.subscribe(f"devices/{device_id}/#", qos=1) == [1]
-        assert a.server is not None
-        delivery = a.server.gateway.delivery
-        homes = delivery.homes
-        assert homes is not None
-        wait_for(lambda: a.call(lambda: delivery.here(device_id)), "node a to be the home")
-        first = push(b, key, token)  # the pipe is open
-        assert json.loads(client.get(DEADLINE).payload)["id"] == first
+    a, b, key, token, client = homed.a, homed.b, homed.key, homed.token, homed.client
+    homes = homed.homes
 
-        inbox = a.call(lambda: HeldInbox(a))
-        read = homes.link.pending_ids
+    inbox = a.call(lambda: HeldInbox(a))
+    read = homes.link.pending_ids
 
-        def failing_once(device: str) -> list[str]:
-            homes.link.pending_ids = read  # type: ignore[method-assign]
-            raise ConnectionError("a Redis hiccup")
+    def failing_once(device: str) -> list[str]:
+        homes.link.pending_ids = read  # type: ignore[method-assign]
+        raise ConnectionError("a Redis hiccup")
 
-        homes.link.pending_ids = failing_once  # type: ignore[method-assign,assignment]
-        older = push(b, key, token, collapse_id="score")
-        newer = push(a, key, token, collapse_id="score")
-        assert json.loads(client.get(DEADLINE).payload)["id"] == newer
-        a.call(inbox.release)
-        wait_for(lambda: push_state(a, key, older)["state"] == "collapsed", "B collapsed")
-        # a marker: nothing came between L and it
-        marker = push(b, key, token)
-        assert json.loads(client.get(DEADLINE).payload)["id"] == marker
-    finally:
-        client.close()
+    homes.link.pending_ids = failing_once  # type: ignore[method-assign,assignment]
+    older = push(b, key, token, collapse_id="score")
+    newer = push(a, key, token, collapse_id="score")
+    assert json.loads(client.get(DEADLINE).payload)["id"] == newer
+    a.call(inbox.release)
+    wait_for(lambda: push_state(a, key, older)["state"] == "collapsed", "B collapsed")
+    # a marker: nothing came between L and it
+    marker = push(b, key, token)
+    assert json.loads(client.get(DEADLINE).payload)["id"] == marker

@@ -8,7 +8,6 @@ Real sockets against an in-process server."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from helpers.inproc import InProcessServer, running
 from helpers.rawhttp import (
     Reader,
+    basic_auth,
     connect,
     longpoll_request,
     message_payloads,
@@ -34,11 +34,6 @@ N = 8
 @pytest.fixture
 def srv() -> Iterator[InProcessServer]:
     yield from running(InProcessServer())
-
-
-def _basic(user: str, password: str) -> str:
-    raw = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return f"Authorization: Basic {raw}\r\n"
 
 
 def test_a_wake_checks_the_acl_once_for_waiters_sharing_permissions_and_counts_each(
@@ -107,7 +102,7 @@ def test_callers_with_different_rights_interleaved_in_one_walk_each_get_what_the
     srv._run(auth.add_user("ben", "ben's long password"))
     srv._run(auth.add_rule(AclRule("all", None, "allow", "readwrite", "walk/#")))
     srv._run(auth.add_rule(AclRule("user", "ben", "deny", "read", "walk/secret")))
-    ann, ben = _basic("ann", "ann's long password"), _basic("ben", "ben's long password")
+    ann, ben = basic_auth("ann", "ann's long password"), basic_auth("ben", "ben's long password")
     who = [ann if i % 2 == 0 else ben for i in range(N)]  # ann, ben, ann, ben, ...
     socks = [connect(srv) for _ in range(N)]
     try:

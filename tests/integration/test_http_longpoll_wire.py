@@ -9,7 +9,6 @@ is checked against the new caller's rights. Real sockets against an in-process s
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from helpers.inproc import InProcessServer, running
 from helpers.rawhttp import (
     Reader,
+    basic_auth,
     connect,
     longpoll_request,
     message_payloads,
@@ -36,11 +36,6 @@ N = 8
 @pytest.fixture
 def srv() -> Iterator[InProcessServer]:
     yield from running(InProcessServer())
-
-
-def _basic(user: str, password: str) -> str:
-    raw = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return f"Authorization: Basic {raw}\r\n"
 
 
 def test_a_wake_goes_through_one_sink_and_writes_straight_to_the_other_connections(
@@ -131,7 +126,7 @@ def test_a_long_poll_with_other_credentials_on_the_same_connection_gets_its_righ
     srv._run(auth.add_user("ben", "ben's long password"))
     srv._run(auth.add_rule(AclRule("all", None, "allow", "readwrite", "wire/#")))
     srv._run(auth.add_rule(AclRule("user", "ben", "deny", "read", "wire/secret")))
-    ann, ben = _basic("ann", "ann's long password"), _basic("ben", "ben's long password")
+    ann, ben = basic_auth("ann", "ann's long password"), basic_auth("ben", "ben's long password")
     socks = [connect(srv) for _ in range(3)]
     try:
         readers = [Reader(s) for s in socks]
