@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import dataclasses
 import gc
 import pstats
 import statistics
@@ -98,6 +99,34 @@ async def _noapp(scope: Any, receive: Any, send: Any) -> None:
     raise AssertionError("no request of this bench goes to the ASGI app")
 
 
+@dataclasses.dataclass
+class HotStack:
+    """The owned HTTP protocol's hot paths over an in-memory hub and log, wired as
+    `pushwire serve --memory` wires them (no per-address admission): what every HTTP micro
+    bench drives."""
+
+    hub: Hub
+    log: MessageLog
+    state: HttpState
+    server: HttpServer
+
+
+def hot_stack(settings: dict[str, Any]) -> HotStack:
+    hub = Hub(MemoryEngine())
+    log = MessageLog(hub.engine)
+    hub.add_observer(log.observer)
+    state = HttpState(hub, log, Settings.model_validate(settings))
+    server = HttpServer(
+        _noapp,
+        hot_routes(state),
+        admission=None,
+        head_timeout=10,
+        max_request_line=8192,
+        max_head=65536,
+    )
+    return HotStack(hub, log, state, server)
+
+
 def _cursor(response: bytes) -> bytes:
     start = response.lower().index(b"pushwire-cursor: ") + len(b"pushwire-cursor: ")
     return response[start : response.index(b"\r\n", start)]
@@ -119,19 +148,8 @@ class SettleTime:
 async def run(
     n: int, profile: bool
 ) -> tuple[list[float], list[float], list[float], cProfile.Profile | None]:
-    settings = Settings.model_validate({"longpoll_max_timeout": 3600, "http_max_listeners": 10**6})
-    hub = Hub(MemoryEngine())
-    log = MessageLog(hub.engine)
-    hub.add_observer(log.observer)
-    state = HttpState(hub, log, settings)
-    server = HttpServer(
-        _noapp,
-        hot_routes(state),
-        admission=None,
-        head_timeout=10,
-        max_request_line=8192,
-        max_head=65536,
-    )
+    stack = hot_stack({"longpoll_max_timeout": 3600, "http_max_listeners": 10**6})
+    hub, log, server = stack.hub, stack.log, stack.server
     conns: list[tuple[HttpProtocol, FakeTransport]] = []
     for i in range(n):
         proto = server.protocol()

@@ -22,15 +22,8 @@ from typing import IO
 
 import uvloop
 
-from micro_longpoll import _noapp
-from pushwire.config import Settings
-from pushwire.core.hub import Hub
-from pushwire.core.log import MessageLog
+from micro_longpoll import hot_stack
 from pushwire.core.message import Message
-from pushwire.engines.memory import MemoryEngine
-from pushwire.http.endpoints import hot_routes
-from pushwire.http.server import HttpServer
-from pushwire.http.state import HttpState
 
 ROUNDS = 3
 REQUEST = b"GET /v1/longpoll/bench/lat?timeout=300%b HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
@@ -66,19 +59,9 @@ async def _line(out: IO[str]) -> str:
 
 
 async def run(n: int) -> None:
-    settings = Settings.model_validate({"longpoll_max_timeout": 3600, "http_max_listeners": 10**6})
-    hub = Hub(MemoryEngine())
-    log = MessageLog(hub.engine)
-    hub.add_observer(log.observer)
-    state = HttpState(hub, log, settings)
-    server = HttpServer(
-        _noapp,
-        hot_routes(state),
-        admission=None,
-        head_timeout=10,
-        max_request_line=8192,
-        max_head=65536,
-    )
+    stack = hot_stack({"longpoll_max_timeout": 3600, "http_max_listeners": 10**6})
+    hub, log, server = stack.hub, stack.log, stack.server
+    state = stack.state
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(server.protocol, "127.0.0.1", 0, backlog=4096)
     port = listener.sockets[0].getsockname()[1]

@@ -28,16 +28,9 @@ import statistics
 import sys
 import time
 
-from micro_longpoll import FakeTransport, _cursor, _noapp
-from pushwire.config import Settings
-from pushwire.core.hub import Hub
-from pushwire.core.log import MessageLog
+from micro_longpoll import FakeTransport, _cursor, hot_stack
 from pushwire.core.message import Message
-from pushwire.engines.memory import MemoryEngine
 from pushwire.http.connection import HttpProtocol
-from pushwire.http.endpoints import hot_routes
-from pushwire.http.server import HttpServer
-from pushwire.http.state import HttpState
 
 WAVES = 12
 FIRST = b"GET /v1/longpoll/%b?timeout=300 HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
@@ -47,19 +40,8 @@ NEXT = b"GET /v1/longpoll/%b?timeout=300&since=%b HTTP/1.1\r\nhost: 127.0.0.1\r\
 async def run(
     n: int, filters: bool, profile: bool, behind: bool = False
 ) -> tuple[list[float], list[float], cProfile.Profile | None]:
-    settings = Settings.model_validate({"longpoll_max_timeout": 3600, "http_max_listeners": 10**6})
-    hub = Hub(MemoryEngine())
-    log = MessageLog(hub.engine)
-    hub.add_observer(log.observer)
-    state = HttpState(hub, log, settings)
-    server = HttpServer(
-        _noapp,
-        hot_routes(state),
-        admission=None,
-        head_timeout=10,
-        max_request_line=8192,
-        max_head=65536,
-    )
+    stack = hot_stack({"longpoll_max_timeout": 3600, "http_max_listeners": 10**6})
+    hub, log, server = stack.hub, stack.log, stack.server
     topics = [b"bench/lat/%d" % i if filters else b"bench/lat" for i in range(n)]
     conns: list[tuple[HttpProtocol, FakeTransport, bytes]] = []
     for i, topic in enumerate(topics):

@@ -66,33 +66,13 @@ class CountingTransport:
         return 0
 
 
-async def _noapp(scope: Any, receive: Any, send: Any) -> None:
-    raise AssertionError("no request of this bench goes to the ASGI app")
-
-
 async def run(n: int, profile: bool) -> tuple[list[float], cProfile.Profile | None]:
-    from pushwire.config import Settings
-    from pushwire.core.hub import Hub
-    from pushwire.core.log import MessageLog
+    # imported here, after `--src` put its tree first on the path
+    from micro_longpoll import hot_stack
     from pushwire.core.message import Message
-    from pushwire.engines.memory import MemoryEngine
-    from pushwire.http.endpoints import hot_routes
-    from pushwire.http.server import HttpServer
-    from pushwire.http.state import HttpState
 
-    settings = Settings.model_validate({"sse_heartbeat": 3600, "http_max_listeners": 10**6})
-    hub = Hub(MemoryEngine())
-    log = MessageLog(hub.engine)
-    hub.add_observer(log.observer)
-    state = HttpState(hub, log, settings)
-    server = HttpServer(
-        _noapp,
-        hot_routes(state),
-        admission=None,
-        head_timeout=10,
-        max_request_line=8192,
-        max_head=65536,
-    )
+    stack = hot_stack({"sse_heartbeat": 3600, "http_max_listeners": 10**6})
+    hub, log, server = stack.hub, stack.log, stack.server
     conns = []
     for i in range(n):
         proto = server.protocol()
