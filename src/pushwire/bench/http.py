@@ -59,6 +59,7 @@ from pushwire.bench.peers import (
     pushwire_argv,
     pushwire_available,
     raise_nofile_limit,
+    run_queue,
 )
 
 Dialect = Literal["pushwire", "nchan"]
@@ -1332,15 +1333,20 @@ def _window(s: Settings) -> tuple[float, float]:
 
 def _measure(server: HttpServer, window: tuple[float, float], outcome: Outcome) -> None:
     _sleep_until_sync(window[0])
-    cpu_start, busy_start, started = (
+    cpu_start, busy_start, queue_start, started = (
         cpu_seconds(*server.pids),
         machine_busy_seconds(),
+        run_queue(*server.pids),
         time.monotonic(),
     )
     _sleep_until_sync(window[1])
     elapsed = time.monotonic() - started
     window_cpu = cpu_seconds(*server.pids) - cpu_start
+    queue_end = run_queue(*server.pids)
     outcome.metrics["window_cpu_s"] = window_cpu
+    # the server runnable but not running, and how often a woken process took its core
+    outcome.metrics["runqueue_wait_ms"] = (queue_end[0] - queue_start[0]) / 1e6
+    outcome.metrics["preempted"] = queue_end[1] - queue_start[1]
     outcome.server_cpu = window_cpu / elapsed
     outcome.machine_cpu = (machine_busy_seconds() - busy_start) / elapsed
 
