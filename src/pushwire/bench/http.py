@@ -12,7 +12,8 @@ Scenarios (see bench/README.md for the details):
 * `memory`: only the memory part (no publishing), for when `longpoll`/`sse` are not run.
 
 Every run gets a freshly started server, pushwire first, then the peer. The load generator
-is this module's client side: raw sockets on uvloop in 2-4 processes, pre-encoded requests,
+is this module's client side: raw sockets on uvloop in 2 processes (issue 10's protocol;
+`--subscriber-processes`), pre-encoded requests,
 a minimal response parser. A delivery's receive time is the kernel's receive timestamp of
 the bytes (SO_TIMESTAMPNS), so the time a busy client process takes to get to a socket is
 not charged to the server; the in-process delay is reported next to it.
@@ -58,6 +59,7 @@ from pushwire.bench.peers import (
     pushwire_argv,
     pushwire_available,
     raise_nofile_limit,
+    run_queue,
 )
 
 Dialect = Literal["pushwire", "nchan"]
@@ -101,6 +103,12 @@ ANC_BYTES = 64
 MAX_HEAD_BYTES = 16384
 
 FD_HEADROOM = 200  # descriptors a server needs besides the benchmark's connections
+# Issue 10's side-by-side protocol: the subscribers in 2 client processes, at every N.
+# More processes on these 2 cores measure the load generator's scheduling more than the
+# server: each write wakes the process owning the socket, and a woken process that lands
+# on the server's core preempts it (bench/README.md, "How many client processes").
+SUBSCRIBER_PROCESSES = 2
+MAX_SUBSCRIBER_PROCESSES = 16
 SETUP_TIMEOUT_S = 60.0
 OPEN_TIMEOUT_S = 120.0  # opening all of one process's subscribers
 CONNECT_TIMEOUT_S = 20.0  # one connection (and, for SSE, its response head)
@@ -1265,8 +1273,7 @@ class Settings:
     payload: int = 64
     publishers: int = 32
     publisher_processes: int = 2
-    max_subscriber_processes: int = 4
-    subscribers_per_process: int = 2500
+    subscriber_processes: int = SUBSCRIBER_PROCESSES
     warm: int = 20
 
 
@@ -1283,10 +1290,8 @@ class Outcome:
 
 
 def subscriber_processes(n: int, s: Settings) -> int:
-    """At least 2 processes (1 for a single subscriber), one per `subscribers_per_process`,
-    at most `max_subscriber_processes`."""
-    wanted = max(2, math.ceil(n / s.subscribers_per_process))
-    return max(1, min(s.max_subscriber_processes, n, wanted))
+    """`s.subscriber_processes`, or fewer when there are fewer subscribers than that."""
+    return max(1, min(s.subscriber_processes, n))
 
 
 def _sleep_until_sync(deadline: float) -> None:
@@ -1328,15 +1333,20 @@ def _window(s: Settings) -> tuple[float, float]:
 
 def _measure(server: HttpServer, window: tuple[float, float], outcome: Outcome) -> None:
     _sleep_until_sync(window[0])
-    cpu_start, busy_start, started = (
+    cpu_start, busy_start, queue_start, started = (
         cpu_seconds(*server.pids),
         machine_busy_seconds(),
+        run_queue(*server.pids),
         time.monotonic(),
     )
     _sleep_until_sync(window[1])
     elapsed = time.monotonic() - started
     window_cpu = cpu_seconds(*server.pids) - cpu_start
+    queue_end = run_queue(*server.pids)
     outcome.metrics["window_cpu_s"] = window_cpu
+    # the server runnable but not running, and how often a woken process took its core
+    outcome.metrics["runqueue_wait_ms"] = (queue_end[0] - queue_start[0]) / 1e6
+    outcome.metrics["preempted"] = queue_end[1] - queue_start[1]
     outcome.server_cpu = window_cpu / elapsed
     outcome.machine_cpu = (machine_busy_seconds() - busy_start) / elapsed
 
@@ -1708,6 +1718,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the scenarios against a do-nothing stub server: the load generator's ceiling",
     )
     parser.add_argument(
+        "--subscriber-processes",
+        type=int,
+        default=SUBSCRIBER_PROCESSES,
+        help="client processes the subscribers are spread over (issue 10's protocol: 2)",
+    )
+    parser.add_argument(
         "--batch-clients",
         action="store_true",
         help="load-generator processes as SCHED_BATCH: they never preempt a server on wake-up",
@@ -1721,6 +1737,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--drain must be 0..60 seconds")
     if not 0.1 <= args.rate <= 1000:
         parser.error("--rate must be 0.1..1000 msg/s")
+    if not 1 <= args.subscriber_processes <= MAX_SUBSCRIBER_PROCESSES:
+        parser.error(f"--subscriber-processes must be 1..{MAX_SUBSCRIBER_PROCESSES}")
     if args.payload < STAMP_LEN or not 1 <= args.publishers <= 1000:
         parser.error(f"--payload must be >= {STAMP_LEN} and --publishers 1..1000")
     unknown = set(filter(None, args.only.split(","))) - set(SCENARIOS)
@@ -1782,6 +1800,7 @@ def run(args: argparse.Namespace) -> int:
         rate=args.rate,
         payload=args.payload,
         publishers=args.publishers,
+        subscriber_processes=args.subscriber_processes,
     )
     selected = [name for name in SCENARIOS if name in args.only.split(",")] or list(SCENARIOS)
     if args.loadgen_check and selected == ["memory"]:
@@ -1790,7 +1809,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"HTTP benchmark on {os.cpu_count()} CPUs: {', '.join(servers)}; payload "
         f"{settings.payload} B; {settings.duration:g} s window after {settings.warmup:g} s "
-        f"warm-up; fresh server per run; open-file limit {fd_limit}",
+        f"warm-up; subscribers in {settings.subscriber_processes} client processes; fresh "
+        f"server per run; open-file limit {fd_limit}",
         flush=True,
     )
     results: dict[str, dict[str, Outcome]] = {}

@@ -85,6 +85,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def run_queue(*pids: int) -> tuple[int, int]:
+    """(ns waiting on a run queue, times preempted) of each process's main thread, summed:
+    the serving thread of pushwire and of nginx's worker. At N = 10,000 on 2 cores a woken
+    client process that lands on the server's core preempts it (bench/README.md, "How many
+    client processes"); these two counters show how often that happened."""
+    waited = preempted = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            waited += int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1])
+            status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
+            at = status.index("nonvoluntary_ctxt_switches:")
+            preempted += int(status[at:].split()[1])
+    return waited, preempted
+
+
 def cpu_seconds(*pids: int) -> float:
     """User + system CPU time of processes (all their threads), from /proc/PID/stat."""
     ticks = 0
