@@ -15,7 +15,6 @@ Exit codes: 0 done, 1 not found / already exists / store error, 2 usage.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
@@ -272,6 +271,8 @@ def _table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]]) ->
 def _read_password(ns: argparse.Namespace) -> str:
     stdin: TextIO = ns.stdin
     if not ns.password_stdin and stdin.isatty():
+        import getpass
+
         first = getpass.getpass("Password: ")
         second = getpass.getpass("Repeat password: ")
         if first != second:

@@ -31,7 +31,7 @@ SERVER = {
 STORES = {"pushwire.engines", "pushwire.gateway.admin", "pushwire.gateway.store", "sqlite3"}
 SETTINGS = {"pushwire.config", "pushwire.settings_doc", "pydantic", "pydantic_settings"}
 CLIENTS = {"httpx", "paho", "websockets", "aiomqtt"}
-LIBRARIES = {"redis", "cryptography", "jwt", "argon2", "asyncio", "prometheus_client"}
+LIBRARIES = {"redis", "cryptography", "jwt", "argon2", "asyncio", "prometheus_client", "ssl"}
 EVERYTHING = SERVER | STORES | SETTINGS | CLIENTS | LIBRARIES
 
 PROBE = """
