@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -23,16 +24,20 @@ import time
 from pathlib import Path
 
 # `user list` on an empty data directory runs the command (not only its parser): the
-# read-only path lists nothing without creating a database
-COMMANDS: list[list[str]] = [
-    ["--help"],
-    ["--version"],
-    ["pub", "--help"],
-    ["sub", "--help"],
-    ["user", "list", "--help"],
-    ["user", "list"],
-    ["app", "list", "--help"],
-    ["serve", "--help"],
+# read-only path lists nothing without creating a database. The `pub` runs connect to a
+# bound, not listening, port ({closed}): refused at once, exit 1, after the transport's
+# imports and the connect attempt, which is what a start costs before the first byte.
+COMMANDS: list[tuple[list[str], int]] = [
+    (["--help"], 0),
+    (["--version"], 0),
+    (["pub", "--help"], 0),
+    (["sub", "--help"], 0),
+    (["pub", "-L", "mqtt://127.0.0.1:{closed}", "-t", "t", "-m", "m"], 1),
+    (["pub", "-L", "http://127.0.0.1:{closed}", "-t", "t", "-m", "m"], 1),
+    (["user", "list", "--help"], 0),
+    (["user", "list"], 0),
+    (["app", "list", "--help"], 0),
+    (["serve", "--help"], 0),
 ]
 
 
@@ -41,7 +46,7 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _run_once(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+def _run_once(args: list[str], code: int, env: dict[str, str]) -> tuple[float, float]:
     """(wall, cpu) seconds of one start."""
     cpu = _children_cpu()
     start = time.perf_counter()
@@ -54,9 +59,15 @@ def _run_once(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     )
     elapsed = time.perf_counter() - start
     cpu = _children_cpu() - cpu
-    if done.returncode != 0:
-        raise SystemExit(f"pushwire {' '.join(args)} exited {done.returncode}")
+    if done.returncode != code:
+        raise SystemExit(f"pushwire {' '.join(args)} exited {done.returncode}, not {code}")
     return elapsed, cpu
+
+
+def _name(args: list[str]) -> str:
+    if args[0] == "pub" and args[1] == "-L":
+        return f"pub {args[2].split(':')[0]} (refused)"
+    return " ".join(args)
 
 
 def main() -> int:
@@ -64,7 +75,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--before", type=Path, default=None, help="another tree's src/")
     opts = parser.parse_args()
-    with tempfile.TemporaryDirectory() as data_dir:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # never listens: a connect to it is refused
+    commands = [
+        ([a.format(closed=closed.getsockname()[1]) for a in args], code) for args, code in COMMANDS
+    ]
+    with closed, tempfile.TemporaryDirectory() as data_dir:
         base = {**os.environ, "PUSHWIRE_DATA_DIR": data_dir}
         base.pop("PUSHWIRE_ENGINE", None)
         trees = {"after": base}
@@ -73,15 +89,16 @@ def main() -> int:
         print(f"load average at start: {os.getloadavg()}")
         times: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for _ in range(opts.runs):
-            for args in COMMANDS:
+            for args, code in commands:
                 for tree, env in trees.items():
-                    times.setdefault((" ".join(args), tree), []).append(_run_once(args, env))
+                    run = _run_once(args, code, env)
+                    times.setdefault((_name(args), tree), []).append(run)
         print(f"load average at end:   {os.getloadavg()}")
     for column, label in ((0, "wall"), (1, "cpu")):
         header = f"{label} (median ms)".ljust(24) + "".join(f"{t:>10}" for t in trees)
         print("\n" + header + ("     ratio" if len(trees) == 2 else ""))
-        for args in COMMANDS:
-            name = " ".join(args)
+        for args, _ in commands:
+            name = _name(args)
             medians = [
                 statistics.median(run[column] for run in times[(name, t)]) * 1000 for t in trees
             ]

@@ -136,6 +136,8 @@ def settings_errors(exc: ValidationError) -> list[str]:
 
 
 def _serve(ns: argparse.Namespace) -> int:
+    import logging
+
     from pydantic import ValidationError
 
     from pushwire.config import Settings, load_settings
@@ -157,8 +159,6 @@ def _serve(ns: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"pushwire: {exc}", file=sys.stderr)
         return 2
-    import logging
-
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     if settings.workers > 1:
         from pushwire.workers import run_supervisor
