@@ -15,47 +15,35 @@ Exit codes: 0 done, 1 not found / already exists / store error, 2 usage.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
-import redis
+if TYPE_CHECKING:
+    # imported where a command runs, not here: every `pushwire` command builds this parser
+    # (tests/unit/test_cli_imports.py), and the stores, redis and pydantic cost ~0.2 s to import
+    from pushwire.core.acl import SubjectKind
+    from pushwire.core.auth_admin import AuthAdmin
+    from pushwire.core.tokens import TokenInfo
+    from pushwire.ports import AuthStore
 
-from pushwire.config import Settings
-from pushwire.core.acl import AclError, AclRule, SubjectKind
-from pushwire.core.auth_admin import AuthAdmin
-from pushwire.core.auth_input import parse_duration
-from pushwire.core.scram import MAX_ITERATIONS, MIN_ITERATIONS
-from pushwire.core.tokens import TokenInfo
-from pushwire.engines.auth_store import (
-    DB_FILENAME,
-    AuthStore,
-    AuthStoreError,
-    MemoryAuthStore,
-    SQLiteAuthStore,
-)
-from pushwire.engines.redis.auth_store import RedisAuthStore
+    Handler = Callable[[argparse.Namespace, AuthAdmin], int]
 
 ADMIN_COMMANDS: Final = ("user", "token", "acl")
 DATA_DIR_ENV: Final = "PUSHWIRE_DATA_DIR"
 # the server's own settings variables: with engine redis the commands edit Redis
 ENGINE_ENV: Final = "PUSHWIRE_ENGINE"
 REDIS_URL_ENV: Final = "PUSHWIRE_REDIS_URL"
-DEFAULT_REDIS_URL: Final[str] = Settings.model_fields["redis_url"].default
 SCRAM_ITERATIONS_ENV: Final = "PUSHWIRE_SCRAM_ITERATIONS"
 DEFAULT_DATA_DIR: Final = "pushwire-data"
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
-
-Handler = Callable[[argparse.Namespace, AuthAdmin], int]
 
 
 class UsageError(Exception):
@@ -183,6 +171,8 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 def _scram_iterations() -> int:
     """The server's `scram_iterations` setting as its environment variable gives it, so the
     CLI makes SCRAM verifiers like the server's admin API does."""
+    from pushwire.core.scram import MAX_ITERATIONS, MIN_ITERATIONS
+
     text = os.environ.get(SCRAM_ITERATIONS_ENV)
     if not text:
         return MIN_ITERATIONS
@@ -205,18 +195,39 @@ def run_admin_command(
         return EXIT_USAGE
     ns.stdin = stdin or sys.stdin
     ns.stdout = out
+    import sqlite3
+
+    from pushwire.core.acl import AclError
+    from pushwire.core.auth_admin import AuthAdmin
+    from pushwire.engines.auth_store import (
+        DB_FILENAME,
+        AuthStoreError,
+        MemoryAuthStore,
+        SQLiteAuthStore,
+    )
+
+    # only a Redis store raises Redis errors: redis (and the settings model naming its
+    # default URL) is imported for engine=redis only
+    redis_errors: tuple[type[Exception], ...] = ()
     data_dir = ns.data_dir or Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
     store: AuthStore = SQLiteAuthStore.in_data_dir(data_dir)
     where = str(data_dir / DB_FILENAME)
     if os.environ.get(ENGINE_ENV) == "redis":
+        import redis
+
+        from pushwire.config import Settings
+        from pushwire.engines.redis.auth_store import RedisAuthStore
+
+        redis_errors = (redis.RedisError,)
         # engine=redis servers keep users, tokens and rules in Redis: edit them there
-        where = os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+        where = os.environ.get(REDIS_URL_ENV) or Settings.model_fields["redis_url"].default
         store = RedisAuthStore(where)
     elif getattr(ns, "read_only", False) and not (data_dir / DB_FILENAME).exists():
         store = MemoryAuthStore()  # nothing stored yet: do not create a data dir to list it
+    open_errors: tuple[type[Exception], ...] = (sqlite3.Error, RuntimeError, OSError, *redis_errors)
     try:
         store.open()
-    except (sqlite3.Error, RuntimeError, OSError, redis.RedisError) as exc:
+    except open_errors as exc:
         print(f"pushwire: cannot open {where}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     try:
@@ -233,7 +244,7 @@ def run_admin_command(
     except sqlite3.Error as exc:
         print(f"pushwire: database error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except redis.RedisError as exc:
+    except redis_errors as exc:
         print(f"pushwire: Redis error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     finally:
@@ -260,6 +271,8 @@ def _table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[str]]) ->
 def _read_password(ns: argparse.Namespace) -> str:
     stdin: TextIO = ns.stdin
     if not ns.password_stdin and stdin.isatty():
+        import getpass
+
         first = getpass.getpass("Password: ")
         second = getpass.getpass("Repeat password: ")
         if first != second:
@@ -338,6 +351,8 @@ def _user_list(ns: argparse.Namespace, admin: AuthAdmin) -> int:
 
 
 def _token_create(ns: argparse.Namespace, admin: AuthAdmin) -> int:
+    from pushwire.core.auth_input import parse_duration
+
     expires_in = parse_duration(ns.expires)
     new = admin.create_token(ns.user, expires_in=expires_in, scope=ns.scope, name=ns.name)
     if ns.json:
@@ -382,6 +397,8 @@ def _token_revoke(ns: argparse.Namespace, admin: AuthAdmin) -> int:
 
 
 def _acl_add(ns: argparse.Namespace, admin: AuthAdmin) -> int:
+    from pushwire.core.acl import AclRule
+
     kind: SubjectKind
     subject: str | None
     if ns.user is not None:

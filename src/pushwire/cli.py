@@ -1,29 +1,68 @@
-"""The `pushwire` command: serve, pub, sub, admin commands, bench."""
+"""The `pushwire` command: serve, pub, sub, admin commands, bench.
+
+Start-up cost is paid per command (and the test suite starts dozens of them), so this module
+and the parser imports only light modules: every subcommand's parser is built from them, and
+what a command runs (the server, the settings model and pydantic, the stores, redis, the
+client libraries) is imported by its handler. `serve`'s flags are generated from the Settings
+model, so its parser is filled in only when `serve` is the command (_LazyParser).
+tests/unit/test_cli_imports.py checks what each command imports.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import types
 import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from pushwire import __version__
 from pushwire.admin_cli import ADMIN_COMMANDS, add_admin_commands, run_admin_command
 from pushwire.cli_pub import add_pub_command, run_pub
 from pushwire.cli_sub import add_sub_command, run_sub
-from pushwire.config import Settings, load_settings
 from pushwire.gateway.cli import GATEWAY_COMMANDS, add_gateway_commands, run_gateway_command
-from pushwire.process import LOG_FORMAT, run_server
-from pushwire.settings_doc import default_text
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+
+class _LazyParser(argparse.ArgumentParser):
+    """A parser whose arguments are added by `fill` the first time it parses or formats
+    its help, so a subcommand's expensive arguments cost nothing to the other commands."""
+
+    def __init__(
+        self, *args: Any, fill: Callable[[argparse.ArgumentParser], None] | None = None, **kw: Any
+    ) -> None:
+        super().__init__(*args, **kw)
+        self._fill = fill
+
+    def _filled(self) -> None:
+        fill, self._fill = self._fill, None
+        if fill is not None:
+            fill(self)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._filled()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._filled()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._filled()
+        return super().format_help()
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per setting, generated from the Settings model so they never drift."""
+    from pushwire.config import Settings
+    from pushwire.settings_doc import default_text
+
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         help_text = (
@@ -50,15 +89,23 @@ def _converter(annotation: Any) -> Any:
     return annotation if annotation in (int, float, str, Path) else str
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pushwire", description="pushwire push server")
-    parser.add_argument("--version", action="version", version=f"pushwire {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the server")
+def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--config", type=Path, default=None, help="TOML file with settings (env PUSHWIRE_CONFIG)"
     )
     _add_settings_flags(serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pushwire", description="pushwire push server")
+    parser.add_argument("--version", action="version", version=f"pushwire {__version__}")
+    # every subcommand's parser is a _LazyParser (filled on use when given `fill`); the
+    # add_*_commands helpers only need them to be ArgumentParsers
+    sub = typing.cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True, parser_class=_LazyParser),
+    )
+    sub.add_parser("serve", help="run the server", fill=_add_serve_arguments)
     add_pub_command(sub)
     add_sub_command(sub)
     add_admin_commands(sub)
@@ -89,6 +136,13 @@ def settings_errors(exc: ValidationError) -> list[str]:
 
 
 def _serve(ns: argparse.Namespace) -> int:
+    import logging
+
+    from pydantic import ValidationError
+
+    from pushwire.config import Settings, load_settings
+    from pushwire.process import LOG_FORMAT, run_server
+
     overrides = {
         name: getattr(ns, name) for name in Settings.model_fields if getattr(ns, name) is not None
     }

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import ssl
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit
+
+if TYPE_CHECKING:
+    import ssl  # imported by ssl_context: `pub --help` and plain-text URLs need no TLS
 
 DEFAULT_URL = "mqtt://127.0.0.1:1883"
 URL_ENV = "PUSHWIRE_URL"
@@ -90,6 +93,8 @@ class Endpoint:
     def ssl_context(self) -> ssl.SSLContext | None:
         if not self.tls:
             return None
+        import ssl
+
         ctx = ssl.create_default_context(cafile=str(self.cafile) if self.cafile else None)
         if self.insecure:
             ctx.check_hostname = False

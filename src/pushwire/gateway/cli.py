@@ -12,33 +12,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
-import redis
+if TYPE_CHECKING:
+    # imported where a command runs, not here: every `pushwire` command builds this parser
+    # (tests/unit/test_cli_imports.py); the registry's crypto, sqlite and redis cost ~0.1 s
+    from pushwire.gateway.admin import GatewayAdmin
+    from pushwire.gateway.store import GatewayStore
 
-from pushwire.config import Settings
-from pushwire.gateway.admin import GatewayAdmin
-from pushwire.gateway.store import (
-    DB_FILENAME,
-    GatewayStore,
-    GatewayStoreError,
-    SQLiteGatewayStore,
-    make_gateway_store,
-)
+    Handler = Callable[[argparse.Namespace, GatewayAdmin, TextIO], int]
 
 GATEWAY_COMMANDS: Final = ("app", "device")
 DATA_DIR_ENV: Final = "PUSHWIRE_DATA_DIR"
 DEFAULT_DATA_DIR: Final = "pushwire-data"
 ENGINE_ENV: Final = "PUSHWIRE_ENGINE"
 REDIS_URL_ENV: Final = "PUSHWIRE_REDIS_URL"
-DEFAULT_REDIS_URL: Final[str] = Settings.model_fields["redis_url"].default
-
-Handler = Callable[[argparse.Namespace, GatewayAdmin, TextIO], int]
 
 
 def _when(t: float | None) -> str:
@@ -102,16 +94,35 @@ def run_gateway_command(ns: argparse.Namespace, stdout: TextIO | None = None) ->
     if handler is None:
         print("pushwire: missing command (see --help)", file=sys.stderr)
         return 2
+    import sqlite3
+
+    from pushwire.gateway.admin import GatewayAdmin
+    from pushwire.gateway.store import (
+        DB_FILENAME,
+        GatewayStoreError,
+        SQLiteGatewayStore,
+        make_gateway_store,
+    )
+
+    # only a Redis store raises Redis errors: redis (and the settings model naming its
+    # default URL) is imported for engine=redis only
+    redis_errors: tuple[type[Exception], ...] = ()
     data_dir = ns.data_dir or Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
     store: GatewayStore = SQLiteGatewayStore.in_data_dir(data_dir)
     where = str(data_dir / DB_FILENAME)
     if os.environ.get(ENGINE_ENV) == "redis":
+        import redis
+
+        from pushwire.config import Settings
+
+        redis_errors = (redis.RedisError,)
         # engine=redis servers keep apps and devices in Redis: edit them there
-        where = os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
+        where = os.environ.get(REDIS_URL_ENV) or Settings.model_fields["redis_url"].default
         store = make_gateway_store(memory=False, engine="redis", redis_url=where)
+    open_errors: tuple[type[Exception], ...] = (sqlite3.Error, RuntimeError, OSError, *redis_errors)
     try:
         store.open()
-    except (sqlite3.Error, RuntimeError, OSError, redis.RedisError) as exc:
+    except open_errors as exc:
         print(f"pushwire: cannot open {where}: {exc}", file=sys.stderr)
         return 1
     try:
@@ -122,7 +133,7 @@ def run_gateway_command(ns: argparse.Namespace, stdout: TextIO | None = None) ->
     except (GatewayStoreError, sqlite3.Error, OSError) as exc:
         print(f"pushwire: {exc}", file=sys.stderr)
         return 1
-    except redis.RedisError as exc:
+    except redis_errors as exc:
         print(f"pushwire: Redis error: {exc}", file=sys.stderr)
         return 1
     finally:
