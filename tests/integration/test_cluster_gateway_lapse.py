@@ -1,0 +1,121 @@
+"""A live home whose heartbeat lapsed (engine=redis): the device it still holds is not lost.
+
+A device keeps one connection to one node, its home (gateway/cluster.py). Every script
+that names a home checks that node's heartbeat key `node:<id>` (engines/redis/presence.py);
+a home whose key lapsed counts as dead, and its devices go to whichever node needs them
+(engines/redis/gateway_homes.py `home_of`, `take`). A node that is alive but slow (a loaded
+event loop, a GC pause, a Redis hiccup) can lapse so while it still holds the device's
+connection. The tests make the lapse happen on purpose: node a's next heartbeat write is
+held, and its `node:<id>` key deleted, as its expiry would.
+
+Two pushwire nodes run in this process (helpers/inproc.py) on a private redis-server; the
+provider and the device talk to them over HTTP and MQTT on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from helpers.inproc import InProcessServer
+from helpers.redis import RedisServer
+
+from .cluster_util import DEADLINE, wait_for
+from .test_cluster_gateway_order import Homed, homed, push, start_node
+
+__all__ = ["homed", "start_node"]
+pytestmark = pytest.mark.pushwire_only("engine=redis is pushwire's")
+
+
+class HeldBeat:
+    """Holds node a's next heartbeat write until `release` (a loaded node beats late);
+    `holding` is set once the hold is reached, so no earlier beat is still on its way."""
+
+    def __init__(self, node: InProcessServer) -> None:
+        assert node.server is not None and node.server.handover is not None
+        self.presence = node.server.handover.presence
+        self.beat = self.presence.beat
+        self.holding = threading.Event()
+        self._release = asyncio.Event()
+        self.presence.beat = self._held  # type: ignore[method-assign]
+
+    async def _held(self) -> bool:
+        self.presence.beat = self.beat  # type: ignore[method-assign]
+        self.holding.set()
+        await asyncio.wait_for(self._release.wait(), DEADLINE)
+        return await self.beat()
+
+    def release(self) -> None:
+        self._release.set()
+
+
+@pytest.fixture
+def store(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+def home_of(store: redis.Redis, device_id: str) -> str | None:
+    raw = store.hget("pw:gw:home", device_id)
+    return None if raw is None else raw.decode()
+
+
+def lapse(node: InProcessServer, store: redis.Redis) -> HeldBeat:
+    """Node a's heartbeat lapses while it runs: its next beat is held and its key gone."""
+    held = node.call(lambda: HeldBeat(node))
+    assert held.holding.wait(DEADLINE)
+    assert store.delete(f"pw:node:{node.settings.node_id}") == 1
+    return held
+
+
+def only_device(store: redis.Redis) -> str:
+    devices = store.hkeys("pw:gw:home")
+    assert len(devices) == 1, devices
+    return str(devices[0].decode())
+
+
+def ids(homed: Homed, until: str) -> list[str]:
+    got = homed.client.get_until(lambda m: json.loads(m.payload)["id"] == until, DEADLINE)
+    return [json.loads(m.payload)["id"] for m in got]
+
+
+def test_a_push_taken_by_another_node_during_the_lapse_reaches_the_device_on_the_old_home(
+    homed: Homed, store: redis.Redis
+) -> None:
+    """While a's key is gone, a push posted to b makes b the device's home (a counts as
+    dead), though the device is still connected to a. Once a beats again it must notice
+    that it lost the home of a device connected to it and take it back (b lets go and
+    writes out), so that push reaches the device, and later ones follow it in order.
+    Before: a never noticed; b kept the device's pushes and the device, connected to a,
+    got none of them (not even after reconnecting to a, which still thought itself home)."""
+    a, b, key, token = homed.a, homed.b, homed.key, homed.token
+    device_id = only_device(store)
+    assert home_of(store, device_id) == a.settings.node_id
+
+    held = lapse(a, store)
+    during = push(b, key, token)  # acknowledged by b, which becomes the home
+    assert b.server is not None
+    b_delivery = b.server.gateway.delivery
+    wait_for(lambda: b.call(lambda: b_delivery.here(device_id)), "node b to be the home")
+    assert home_of(store, device_id) == b.settings.node_id
+
+    a.call(held.release)
+    after = push(b, key, token)
+    assert ids(homed, after) == [during, after]
+
+    def homed_on_a() -> bool:
+        return home_of(store, device_id) == a.settings.node_id and a.call(
+            lambda: homed.delivery.here(device_id)
+        )
+
+    wait_for(homed_on_a, "node a, which holds the connection, to be the home again")
+    assert not b.call(lambda: b_delivery.here(device_id))
+    # and the home keeps serving it: a push posted to a goes straight out
+    last = push(a, key, token)
+    assert ids(homed, last) == [last]
