@@ -61,9 +61,13 @@ def store(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client.close()
 
 
+def text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 def home_of(store: redis.Redis, device_id: str) -> str | None:
     raw = store.hget("pw:gw:home", device_id)
-    return None if raw is None else raw.decode()
+    return None if raw is None else text(raw)
 
 
 def lapse(node: InProcessServer, store: redis.Redis) -> HeldBeat:
@@ -77,7 +81,7 @@ def lapse(node: InProcessServer, store: redis.Redis) -> HeldBeat:
 def only_device(store: redis.Redis) -> str:
     devices = store.hkeys("pw:gw:home")
     assert len(devices) == 1, devices
-    return str(devices[0].decode())
+    return text(devices[0])
 
 
 def ids(homed: Homed, until: str) -> list[str]:
