@@ -123,3 +123,137 @@ def test_a_push_taken_by_another_node_during_the_lapse_reaches_the_device_on_the
     # and the home keeps serving it: a push posted to a goes straight out
     last = push(a, key, token)
     assert ids(homed, last) == [last]
+
+
+def test_a_push_posted_to_the_old_home_during_the_lapse_goes_after_the_one_taken_before_it(
+    homed: Homed, store: redis.Redis
+) -> None:
+    """As above, and a's own clock says its lease ran out too (a late beat): a push posted
+    to a then, though a still thinks itself home, must not go out before the older one b
+    took. Before: it went out at once, and the older one after it (or never)."""
+    a, b, key, token = homed.a, homed.b, homed.key, homed.token
+    device_id = only_device(store)
+    assert a.server is not None and a.server.handover is not None
+    presence = a.server.handover.presence
+
+    held = lapse(a, store)
+
+    def lease_over() -> None:
+        presence.lease_until = 0.0  # what a's clock finds when its beat is late
+
+    a.call(lease_over)
+    older = push(b, key, token)
+    assert b.server is not None
+    b_delivery = b.server.gateway.delivery
+    wait_for(lambda: b.call(lambda: b_delivery.here(device_id)), "node b to be the home")
+    newer = push(a, key, token)  # a still thinks itself home: admitted there, not sent
+    a.call(held.release)
+    assert ids(homed, newer) == [older, newer]
+    marker = push(b, key, token)
+    assert ids(homed, marker) == [marker]
+
+
+def test_a_home_whose_lease_ran_out_sends_nothing_until_it_beats_again(
+    homed: Homed, store: redis.Redis
+) -> None:
+    """a's beat is late and its own clock says its lease ran out: its key may have
+    expired and another node may be home by now, so a sends nothing (the push waits),
+    until its next beat tells it where it stands; then the push goes out. Before: a
+    sent at once (a push handed out by two homes, each acting on it)."""
+    a, key, token = homed.a, homed.key, homed.token
+    device_id = only_device(store)
+    assert a.server is not None and a.server.handover is not None
+    presence = a.server.handover.presence
+    delivery, homes = homed.delivery, homed.homes
+
+    held = a.call(lambda: HeldBeat(a))
+    assert held.holding.wait(DEADLINE)
+
+    def lease_over() -> None:
+        presence.lease_until = 0.0
+
+    a.call(lease_over)
+    waiting = push(a, key, token)
+    seq = a.call(lambda: delivery.pushes[waiting].seq)
+    # its catch-up read the pending set and tried to send (`then` runs right after)
+    wait_for(lambda: a.call(lambda: homes._caught_up.get(device_id, 0) >= seq), "a's catch-up")
+    assert a.call(lambda: delivery.pushes[waiting].state) == "queued"
+    a.call(held.release)
+    assert ids(homed, waiting) == [waiting]
+    assert home_of(store, device_id) == a.settings.node_id
+
+
+class HeldInboxReads:
+    """Holds node a's next read of its inbox until `release`: notices wait in Redis (a
+    loaded node reads its inbox late). `holding` is set once no read is under way."""
+
+    def __init__(self, node: InProcessServer) -> None:
+        assert node.server is not None and node.server.gateway.delivery.homes is not None
+        self.link = node.server.gateway.delivery.homes.link
+        self.read = self.link.next_notice
+        self.holding = threading.Event()
+        self._release = asyncio.Event()
+        self.link.next_notice = self._held  # type: ignore[method-assign]
+
+    async def _held(self, wait: float) -> tuple[str, str, str] | None:
+        self.link.next_notice = self.read  # type: ignore[method-assign]
+        self.holding.set()
+        await asyncio.wait_for(self._release.wait(), DEADLINE)
+        return await self.read(wait)
+
+    def release(self) -> None:
+        self._release.set()
+
+
+class HeldTakes:
+    """Holds node b's dead-home takes (on its store thread) until `release`."""
+
+    def __init__(self, node: InProcessServer) -> None:
+        assert node.server is not None and node.server.gateway.delivery.homes is not None
+        self.homes = node.server.gateway.delivery.homes
+        self.take = self.homes.link.take
+        self.holding = threading.Event()
+        self._release = threading.Event()
+        self.homes.link.take = self._held  # type: ignore[method-assign]
+
+    def _held(self, device_id: str, dead: str) -> bool:
+        self.holding.set()
+        self._release.wait(DEADLINE)
+        return self.take(device_id, dead)
+
+    def release(self) -> None:
+        self._release.set()
+
+
+def test_a_notice_dropped_with_the_inbox_of_a_home_that_looked_dead_is_caught_up(
+    homed: Homed, store: redis.Redis
+) -> None:
+    """A push posted to b waits in a's inbox (a reads it late) when a's heartbeat lapses;
+    b's dead-home check drops a's inbox (what a dead node left there is in the pending
+    sets) but a beats again before b's take, so a stays the home. The push must still
+    reach the device: after a lapse a reads the pending sets of its devices again.
+    Before: it waited on a, unsent, until some later push or reconnect of the device."""
+    a, b, key, token = homed.a, homed.b, homed.key, homed.token
+    device_id = only_device(store)
+    assert b.server is not None and b.server.gateway.delivery.homes is not None
+    b_homes = b.server.gateway.delivery.homes
+
+    reads = a.call(lambda: HeldInboxReads(a))
+    assert reads.holding.wait(DEADLINE)
+    waiting = push(b, key, token)
+    inbox = f"pw:gw:inbox:{a.settings.node_id}"
+    assert store.llen(inbox) == 1
+
+    held = lapse(a, store)
+    takes = HeldTakes(b)
+    b.call(lambda: b_homes._spawn(b_homes._adopt_orphans()))  # b's dead-home check, now
+    assert takes.holding.wait(DEADLINE)
+    assert store.llen(inbox) == 0  # dropped with the inbox of a node that looked dead
+    a.call(held.release)
+    wait_for(lambda: store.exists(f"pw:node:{a.settings.node_id}"), "node a to beat again")
+    takes.release()  # too late: a is alive again, b takes nothing
+    a.call(reads.release)
+    assert ids(homed, waiting) == [waiting]
+    assert home_of(store, device_id) == a.settings.node_id
+    marker = push(b, key, token)
+    assert ids(homed, marker) == [marker]

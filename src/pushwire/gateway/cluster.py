@@ -37,7 +37,8 @@ lease (`sendable`: never after its key may have expired), and after a beat that 
 heartbeat lapsed it looks again at every device it is home of (`_recover`): one taken
 meanwhile is written out and dropped here, then claimed back if it is still connected here
 (its new home writes out and lets go, this node loads it, as on a connect) or else left
-to its new home, which is told to load it (what this node accepted meanwhile had no
+to its new home, which is sent a `release` so that it loads it again from Redis (its copy
+may be stale: acknowledged here meanwhile; what this node accepted meanwhile had no
 notice); one kept has its pending set read again (its notices may have gone with the
 inbox of a node that looked dead). Nothing is sent until that is done, so the pushes go
 out in order (by seq) after the lapse as before it.
@@ -366,9 +367,10 @@ class DeviceHomes:
                 # writes out and lets go, then this node loads its pushes and sends)
                 self.claim(device_id)
             else:
-                # its new home loads what this node accepted for it meanwhile (no
-                # notice went to it: this node thought itself home)
-                await self.gw.registry.call(self.link.notify, device_id, "device")
+                # its new home lets go and loads it again from Redis: what it loaded when
+                # it took the device may be stale by now (acknowledged here meanwhile),
+                # and what this node accepted for it meanwhile had no notice
+                await self.gw.registry.call(self.link.notify, device_id, "release", self.node_id)
 
     async def _take_pending(self, pending: dict[str, list[str]], ticket: int) -> list[Push]:
         """Pushes in the pending sets of devices still homed here that this node does not
