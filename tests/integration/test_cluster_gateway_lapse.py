@@ -21,9 +21,11 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+import redis.asyncio
 
 from helpers.inproc import InProcessServer
 from helpers.redis import RedisServer
+from pushwire.engines.redis.presence import RedisPresence
 
 from .cluster_util import DEADLINE, wait_for
 from .test_cluster_gateway_order import Homed, homed, push, start_node
@@ -257,3 +259,36 @@ def test_a_notice_dropped_with_the_inbox_of_a_home_that_looked_dead_is_caught_up
     assert home_of(store, device_id) == a.settings.node_id
     marker = push(b, key, token)
     assert ids(homed, marker) == [marker]
+
+
+def test_a_beat_tells_whether_the_heartbeat_had_lapsed(redis_server: RedisServer) -> None:
+    """RedisPresence.beat is False when the key was gone or the lease had run out, and
+    the heartbeat loop then calls its lapse listeners (gateway/cluster.py follows them)."""
+
+    async def run() -> None:
+        client = redis.asyncio.Redis.from_url(redis_server.url)
+        presence = RedisPresence(client, "node-x", interval=0.05, timeout=30.0)
+        try:
+            assert not await presence.beat()  # the first: nothing held before
+            assert await presence.beat()
+            assert presence.holds_lease()
+            await client.delete("pw:node:node-x")
+            assert not await presence.beat()  # the key had expired (deleted here)
+            assert await presence.beat()
+            presence.lease_until = 0.0  # this beat comes after the lease ran out
+            assert not presence.holds_lease()
+            assert not await presence.beat()
+            assert presence.holds_lease()
+
+            lapsed = asyncio.Event()
+            presence.on_lapse(lapsed.set)
+            await presence.start()
+            assert presence.lapses == 0
+            await client.delete("pw:node:node-x")
+            await asyncio.wait_for(lapsed.wait(), DEADLINE)
+            assert presence.lapses == 1
+        finally:
+            await presence.stop()
+            await client.aclose()
+
+    asyncio.run(run())

@@ -169,6 +169,8 @@ class DeviceHomes:
 
     def lapsed(self) -> None:
         """This node's heartbeat lapsed (the beat that found it so has just renewed it)."""
+        if self._stopping:
+            return
         self._recovering += 1  # at once: nothing goes out before `_recover` looked
         self._spawn(self._recover())
 
@@ -360,6 +362,8 @@ class DeviceHomes:
             self._caught_up.pop(device_id, None)
         await self.gw.journal.flush()  # what this node changed meanwhile, for the new home
         for device_id in lost:
+            if device_id in self.homes:
+                continue  # it reconnected here and was loaded again meanwhile
             self.gw.drop_device(device_id)
             self.lost += 1
             if self.gw.online(device_id):
