@@ -142,7 +142,10 @@ class RedisPresence:
                     "what it held); looking again at what it holds"
                 )
                 for listener in self._lapse_listeners:
-                    listener()
+                    try:
+                        listener()
+                    except Exception:  # the heartbeat must go on whatever a listener does
+                        log.exception("presence: a lapse listener failed")
 
     async def stop(self) -> None:
         """Stop beating and leave at once (other nodes need not wait for the TTL)."""
