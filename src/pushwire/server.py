@@ -172,6 +172,9 @@ class PushwireServer:
         self.mqtt.handover = self.handover
         # the push gateway: device pushes are hub messages on devices/{device}/{app}
         self.gateway = Gateway(self.hub, self.auth, settings)
+        homes = self.gateway.delivery.homes
+        if homes is not None and self.handover is not None:
+            homes.follow(self.handover.presence)  # home only while it beats (gateway/cluster.py)
         self.log = make_log(self.hub, settings)  # message log for the HTTP transports
         self.mqtt_address: tuple[str, int] | None = None
         self.http_address: tuple[str, int] | None = None

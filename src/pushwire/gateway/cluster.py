@@ -26,6 +26,22 @@ existed, would otherwise send a push accepted here since ahead of it (seen on a 
 machine). So each read takes a ticket, a seq (`next_seq`) higher than every push made here
 before it and lower than every one made after, and a device's pushes go out only up to the
 ticket of its last completed read (`sendable`); newer ones wait for their own catch-up.
+
+A lapse: a home that is alive but slow (a loaded event loop, a GC pause, a Redis hiccup)
+can miss its heartbeat (engines/redis/presence.py); other nodes then count it dead and take
+the homes of its devices (a push posted to them, their dead-home check), though it still
+holds the devices' connections. Such a push would wait on the new home while the device,
+connected here, never got it, even after it reconnected here (this node still thought
+itself home and claimed nothing). So a home sends only while it holds its heartbeat's
+lease (`sendable`: never after its key may have expired), and after a beat that found the
+heartbeat lapsed it looks again at every device it is home of (`_recover`): one taken
+meanwhile is written out and dropped here, then claimed back if it is still connected here
+(its new home writes out and lets go, this node loads it, as on a connect) or else left
+to its new home, which is sent a `release` so that it loads it again from Redis (its copy
+may be stale: acknowledged here meanwhile; what this node accepted meanwhile had no
+notice); one kept has its pending set read again (its notices may have gone with the
+inbox of a node that looked dead). Nothing is sent until that is done, so the pushes go
+out in order (by seq) after the lapse as before it.
 """
 
 from __future__ import annotations
@@ -67,10 +83,18 @@ class HomeLink(Protocol):
     def get_pushes(self, push_ids: list[str]) -> list[Push]: ...
     def all_pushes(self) -> list[Push]: ...
     def set_online(self, changes: Iterable[tuple[str, bool]]) -> None: ...
+    def recheck(self, devices: list[str]) -> tuple[list[str], dict[str, list[str]]]: ...
     def online_node(self, device_id: str) -> str | None: ...
     def last_seen(self, device_id: str) -> float | None: ...
     async def next_notice(self, wait: float) -> tuple[str, str, str] | None: ...
     async def close(self) -> None: ...
+
+
+class Heartbeat(Protocol):
+    """This node's heartbeat (engines/redis/presence.py RedisPresence)."""
+
+    def holds_lease(self) -> bool: ...
+    def on_lapse(self, listener: Callable[[], None]) -> None: ...
 
 
 class DeviceHomes:
@@ -99,6 +123,11 @@ class DeviceHomes:
         # swallow the task's cancellation (seen as a stop that waited forever on a task left
         # "cancelling" in its next read); the read's own timeout (INBOX_WAIT) bounds the wait
         self._stopping = False
+        # engine=redis with presence: pushes go out only while it holds (see "A lapse")
+        self._heartbeat: Heartbeat | None = None
+        self._recovering = 0  # lapse recoveries running: nothing is sent meanwhile
+        self.recoveries = 0  # lapses of this node's heartbeat it recovered from
+        self.lost = 0  # devices whose home another node took during such a lapse
 
     @property
     def node_id(self) -> str:
@@ -131,6 +160,19 @@ class DeviceHomes:
 
     def stopping(self) -> bool:
         return self._stopping
+
+    def follow(self, heartbeat: Heartbeat) -> None:
+        """Be home only while this node's heartbeat holds, and look again at every
+        device homed here after it lapsed (see "A lapse" above)."""
+        self._heartbeat = heartbeat
+        heartbeat.on_lapse(self.lapsed)
+
+    def lapsed(self) -> None:
+        """This node's heartbeat lapsed (the beat that found it so has just renewed it)."""
+        if self._stopping:
+            return
+        self._recovering += 1  # at once: nothing goes out before `_recover` looked
+        self._spawn(self._recover())
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -196,7 +238,10 @@ class DeviceHomes:
 
     def sendable(self, device_id: str) -> int:
         """The highest seq of the device's pushes that may be sent now: those made here
-        before the last completed read of its pending set (see "Order" above)."""
+        before the last completed read of its pending set (see "Order" above); none while
+        this node may not be home any more (see "A lapse" above)."""
+        if self._recovering or (self._heartbeat is not None and not self._heartbeat.holds_lease()):
+            return 0
         return self._caught_up.get(device_id, 0)
 
     def hold_ack(self, session: Session, delivery: Delivery) -> None:
@@ -271,6 +316,80 @@ class DeviceHomes:
         await self.gw.journal.flush()
         self.gw.drop_device(device_id)
         await self.gw.registry.call(self.link.notify, device_id, "device")
+
+    # -- a lapse of this node's heartbeat ---------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Other nodes may have taken devices homed here while this node's heartbeat was
+        out: give those up (taking back the ones still connected here), and read the
+        pending sets of the others again; then send what waited."""
+        call = self.gw.registry.call
+        try:
+            while True:
+                ticket = self.gw.next_seq()  # a read of the pending sets, as in `_catch_up`
+                try:
+                    lost, pending = await call(self.link.recheck, sorted(self.homes))
+                    break
+                except Exception as exc:
+                    # sending stays held: what this node holds may be another's by now
+                    log.warning("gateway: looking at device homes after a lapse failed: %s", exc)
+                    await asyncio.sleep(self.check_interval)
+            if lost:
+                log.warning(
+                    "gateway: %d devices were homed on other nodes while this node's "
+                    "heartbeat was out",
+                    len(lost),
+                )
+                await self._give_up(lost)
+            taken = await self._take_pending(pending, ticket)
+            self.recoveries += 1
+        finally:
+            self._recovering -= 1
+        if self._recovering:
+            return  # another lapse came meanwhile: its recovery sends
+        for device_id in list(self.homes):
+            if self.gw.queued.get(device_id) and self.gw.online(device_id):
+                self.gw.flush(device_id)
+        for p in taken:
+            self.gw.dispatch_now(p)
+
+    async def _give_up(self, lost: list[str]) -> None:
+        """Devices another node took while this node's heartbeat was out."""
+        lost = [d for d in lost if d in self.homes]  # a release may have come meanwhile
+        for device_id in lost:
+            self.homes.discard(device_id)
+            self._early_acks.pop(device_id, None)
+            self._caught_up.pop(device_id, None)
+        await self.gw.journal.flush()  # what this node changed meanwhile, for the new home
+        for device_id in lost:
+            if device_id in self.homes:
+                continue  # it reconnected here and was loaded again meanwhile
+            self.gw.drop_device(device_id)
+            self.lost += 1
+            if self.gw.online(device_id):
+                # still connected here: take it back as a connect does (its new home
+                # writes out and lets go, then this node loads its pushes and sends)
+                self.claim(device_id)
+            else:
+                # its new home lets go and loads it again from Redis: what it loaded when
+                # it took the device may be stale by now (acknowledged here meanwhile),
+                # and what this node accepted for it meanwhile had no notice
+                await self.gw.registry.call(self.link.notify, device_id, "release", self.node_id)
+
+    async def _take_pending(self, pending: dict[str, list[str]], ticket: int) -> list[Push]:
+        """Pushes in the pending sets of devices still homed here that this node does not
+        know (their notices went with its inbox): taken, like `_catch_up` does."""
+        unknown = {i for device_id, ids in pending.items() for i in ids if i not in self.gw.pushes}
+        found = await self.gw.registry.call(self.link.get_pushes, sorted(unknown))
+        taken: list[Push] = []
+        upto = dict.fromkeys(pending, ticket)
+        for p in sorted(found, key=lambda p: p.seq):
+            if p.device_id in self.homes and self.gw.take_forwarded(p, dispatch=False):
+                taken.append(p)
+                upto[p.device_id] = max(upto.get(p.device_id, ticket), p.seq)
+        for device_id, seq in upto.items():
+            self._read_up_to(device_id, seq)
+        return taken
 
     # -- watchdog --------------------------------------------------------------------------
 

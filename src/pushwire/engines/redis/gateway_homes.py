@@ -17,7 +17,10 @@ accepted on another node is written to Redis and announced in the home's inbox. 
     `release` the device moved (arg: its new home): write out and drop its pushes.
 
 Every script that names a home checks that node's heartbeat key (`node:<id>`, kept by
-engines/redis/presence.py); a dead home's devices go to the node that needs them. The
+engines/redis/presence.py); a dead home's devices go to the node that needs them. A live
+node whose heartbeat merely lapsed (a slow node) may lose devices so, and its inbox is
+dropped with a dead node's; it finds out with `recheck` after its next beat (see
+gateway/cluster.py, "A lapse"). The
 write of a push and the notice to its home are one script (one MULTI), so a node killed
 right after its 200 cannot leave a push without its notice; a notice lost with a dead
 home loses nothing either, because the pending set is read again by the next home.
@@ -152,7 +155,9 @@ return 0
 
 # KEYS: home-nodes set; ARGV: node, prefix -> the stopped nodes still named home of devices.
 # Costs one command per node that has homes, whatever the number of devices; a stopped
-# node whose index emptied is forgotten.
+# node whose index emptied is forgotten. What a stopped node left in its inbox is in the
+# pending sets as well: the inbox is dropped here, in the same script as the heartbeat
+# check, so never once the node beats again (a slow node's later notices stay)
 _DEAD_HOMES: Final = """
 local dead = {}
 for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -160,12 +165,16 @@ for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     if redis.call('SCARD', ARGV[2] .. 'gw:homes:' .. n) == 0 then
       redis.call('SREM', KEYS[1], n)
     else
+      redis.call('DEL', ARGV[2] .. 'gw:inbox:' .. n)
       dead[#dead + 1] = n
     end
   end
 end
 return dead
 """
+
+# how many devices one round trip of `recheck` looks at
+_RECHECK_CHUNK: Final = 1000
 
 
 def _text(value: bytes | str) -> str:
@@ -244,13 +253,35 @@ class RedisDeviceHomes:
         dead = [_text(n) for n in cast(list[bytes], raw)]
         if not dead:
             return []
-        # what a dead node left in its inbox is in the pending sets as well
-        self.store.client.delete(*(f"{self.prefix}gw:inbox:{n}" for n in dead))
         out: list[tuple[str, str]] = []
         for n in dead:
             members = cast(set[bytes], self.store.client.smembers(self._homes + n))
             out += [(_text(d), n) for d in sorted(members)]
         return out
+
+    def recheck(self, devices: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+        """After this node's heartbeat lapsed: which of `devices` (homed here, as far as
+        this node knows) are homed elsewhere now, and the pending push ids of the others
+        (their inbox notices may have been dropped with the inbox of a node that looked
+        dead). Read after the beat that ended the lapse: nobody takes them any more."""
+        client = self.store.client
+        lost: list[str] = []
+        kept: list[str] = []
+        for i in range(0, len(devices), _RECHECK_CHUNK):
+            chunk = devices[i : i + _RECHECK_CHUNK]
+            homes = cast(list[bytes | None], client.hmget(self._home, chunk))
+            for device_id, home in zip(chunk, homes, strict=True):
+                mine = home is not None and _text(home) == self.node_id
+                (kept if mine else lost).append(device_id)
+        pending: dict[str, list[str]] = {}
+        for i in range(0, len(kept), _RECHECK_CHUNK):
+            chunk = kept[i : i + _RECHECK_CHUNK]
+            pipe = client.pipeline(transaction=False)
+            for device_id in chunk:
+                pipe.smembers(self.store.pending_prefix + device_id)
+            for device_id, members in zip(chunk, pipe.execute(), strict=True):
+                pending[device_id] = [_text(m) for m in members]
+        return lost, pending
 
     def take(self, device_id: str, dead: str) -> bool:
         """Become the home of a device whose home `dead` stopped (unless somebody did)."""

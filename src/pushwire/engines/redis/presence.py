@@ -10,7 +10,13 @@ Keys (under `prefix`, "pw:" by default):
 - `where`           hash client id -> node id that holds its live connection.
 
 The heartbeat is a plain SET with PX, so a node killed with -9 disappears after `timeout`
-without anybody cleaning up after it. `cluster_figures` reads every live node's last
+without anybody cleaning up after it. A node that is alive but slow (a loaded event loop,
+a GC pause, a Redis hiccup) can lapse the same way, and other nodes then take what it held.
+So a node also knows whether it still holds its own heartbeat: its *lease* runs `timeout`
+from when it sent its last answered beat (never later than Redis lets the key expire), and
+a beat that finds the key gone, or sent after the lease ran out, is a *lapse*: the
+listeners (`on_lapse`; the gateway's device homes, gateway/cluster.py) look again at
+what they hold. `cluster_figures` reads every live node's last
 figures: per-node values and their totals (summed where a sum means something: connected
 clients and message counters; uptime and the like stay per node).
 """
@@ -21,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 
 import redis
@@ -78,19 +85,38 @@ class RedisPresence:
         self.calls = CallBatch(client)  # client places of one loop turn, one round trip
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # monotonic time until which this node surely holds its heartbeat key (`holds_lease`)
+        self.lease_until = 0.0
+        self._lapse_listeners: list[Callable[[], None]] = []
+        self.lapses = 0  # beats that found this node's heartbeat lapsed
 
     # -- heartbeat ---------------------------------------------------------------------------
 
-    async def beat(self) -> None:
-        """Write this node's heartbeat and figures once (the loop calls it every interval)."""
+    async def beat(self) -> bool:
+        """Write this node's heartbeat and figures once (the loop calls it every interval).
+        False when the heartbeat had lapsed before it: the key was gone, or this beat was
+        sent after the lease ran out (the first beat of a node is one too)."""
+        sent = time.monotonic()
+        key = node_key(self.prefix, self.node_id)
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(
-            node_key(self.prefix, self.node_id),
-            json.dumps(self.figures()),
-            px=int(self.timeout * 1000),
-        )
+        pipe.exists(key)
+        pipe.set(key, json.dumps(self.figures()), px=int(self.timeout * 1000))
         pipe.sadd(self._nodes, self.node_id)
-        await pipe.execute()
+        existed = (await pipe.execute())[0]
+        held = bool(existed) and sent < self.lease_until
+        # Redis set the key's TTL when it received the SET, after `sent`
+        self.lease_until = sent + self.timeout
+        return held
+
+    def holds_lease(self) -> bool:
+        """This node's heartbeat key surely exists now: no other node can have taken what
+        it holds because it looked dead."""
+        return time.monotonic() < self.lease_until
+
+    def on_lapse(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after every beat that found the heartbeat lapsed (the key is
+        back by then, so nothing more is taken from this node until the next lapse)."""
+        self._lapse_listeners.append(listener)
 
     async def start(self) -> None:
         """First heartbeat now (a start-up error if Redis is unreachable), then a loop."""
@@ -103,11 +129,23 @@ class RedisPresence:
         while not self._stopping:
             await asyncio.sleep(self.interval)
             try:
-                await self.beat()
+                held = await self.beat()
             except (redis.RedisError, OSError) as exc:
                 # the node keeps serving; other nodes will see it as dead after `timeout`
                 if not self._stopping:
                     log.warning("presence: heartbeat to Redis failed: %s", exc)
+                continue
+            if not held and not self._stopping:
+                self.lapses += 1
+                log.warning(
+                    "presence: this node's heartbeat lapsed (other nodes may have taken "
+                    "what it held); looking again at what it holds"
+                )
+                for listener in self._lapse_listeners:
+                    try:
+                        listener()
+                    except Exception:  # the heartbeat must go on whatever a listener does
+                        log.exception("presence: a lapse listener failed")
 
     async def stop(self) -> None:
         """Stop beating and leave at once (other nodes need not wait for the TTL)."""
