@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -26,6 +28,7 @@ import redis.asyncio
 from helpers.inproc import InProcessServer
 from helpers.redis import RedisServer
 from pushwire.engines.redis.presence import RedisPresence
+from pushwire.gateway.model import Push
 
 from .cluster_util import DEADLINE, wait_for
 from .test_cluster_gateway_order import Homed, homed, push, start_node
@@ -246,8 +249,8 @@ def test_a_notice_dropped_with_the_inbox_of_a_home_that_looked_dead_is_caught_up
     inbox = f"pw:gw:inbox:{a.settings.node_id}"
     assert store.llen(inbox) == 1
 
+    takes = HeldTakes(b)  # before the lapse: b's own periodic check must not take first
     held = lapse(a, store)
-    takes = HeldTakes(b)
     b.call(lambda: b_homes._spawn(b_homes._adopt_orphans()))  # b's dead-home check, now
     assert takes.holding.wait(DEADLINE)
     assert store.llen(inbox) == 0  # dropped with the inbox of a node that looked dead
@@ -259,6 +262,115 @@ def test_a_notice_dropped_with_the_inbox_of_a_home_that_looked_dead_is_caught_up
     assert home_of(store, device_id) == a.settings.node_id
     marker = push(b, key, token)
     assert ids(homed, marker) == [marker]
+
+
+class HeldReply:
+    """Node a's next heartbeat is sent with its lease about to run out, and its reply (the
+    key still there) read late, after the lease ran out (a loaded loop reads it late):
+    `holding` is set once Redis has answered and the reply waits."""
+
+    def __init__(self, node: InProcessServer) -> None:
+        assert node.server is not None and node.server.handover is not None
+        self.presence = node.server.handover.presence
+        self.beat = self.presence.beat
+        self.holding = threading.Event()
+        self._release = asyncio.Event()
+        self.presence.beat = self._late  # type: ignore[method-assign]
+
+    async def _late(self) -> bool:
+        presence = self.presence
+        presence.beat = self.beat  # type: ignore[method-assign]
+        client, pipeline = presence.client, presence.client.pipeline
+
+        def held_pipeline(*args: Any, **kw: Any) -> Any:
+            pipe = pipeline(*args, **kw)
+            execute = pipe.execute
+
+            async def late_execute(*a: Any, **k: Any) -> Any:
+                reply = await execute(*a, **k)  # Redis answered: the key existed
+                self.holding.set()
+                await asyncio.wait_for(self._release.wait(), DEADLINE)
+                return reply
+
+            pipe.execute = late_execute  # type: ignore[method-assign]
+            return pipe
+
+        client.pipeline = held_pipeline  # type: ignore[method-assign]
+        # sent while the lease still holds, for a few more milliseconds
+        presence.lease_until = time.monotonic() + 0.05
+        try:
+            return await self.beat()
+        finally:
+            client.pipeline = pipeline  # type: ignore[method-assign]
+
+    def release(self) -> None:
+        self._release.set()
+
+
+def queued_and_read(homed: Homed, push_id: str) -> bool:
+    """The push waits on a, and its catch-up read is done (its flush found sending held)."""
+
+    def look() -> bool:
+        p = homed.delivery.pushes.get(push_id)
+        return (
+            p is not None
+            and p.state == "queued"
+            and homed.homes._caught_up.get(p.device_id, 0) >= p.seq
+        )
+
+    return bool(homed.a.call(look))
+
+
+def test_a_beat_whose_reply_comes_after_the_lease_ran_out_is_a_lapse_and_what_waited_goes(
+    homed: Homed,
+) -> None:
+    """A beat sent just before a's lease ran out, its reply read after: meanwhile a held
+    its sends (it could not know it was still alive). The reply must count as a lapse, so
+    that a looks again and sends what waited. Before: the beat counted as held (it was
+    sent in time), nothing flushed the device, and the push waited until something else
+    happened to the device."""
+    a, key, token = homed.a, homed.key, homed.token
+    assert a.server is not None and a.server.handover is not None
+    presence = a.server.handover.presence
+    reply = a.call(lambda: HeldReply(a))
+    assert reply.holding.wait(DEADLINE)
+    wait_for(lambda: not a.call(presence.holds_lease), "a's lease to run out")
+    waiting = push(a, key, token)
+    wait_for(lambda: queued_and_read(homed, waiting), "the push to wait, held, on a")
+    lapses = a.call(lambda: presence.lapses)
+    a.call(reply.release)
+    assert ids(homed, waiting) == [waiting]
+    assert a.call(lambda: presence.lapses) == lapses + 1
+
+
+def test_a_recovery_whose_step_fails_after_its_look_tries_again_and_sends_what_waited(
+    homed: Homed,
+) -> None:
+    """a's lease ran out (its next beat held); a push posted to a waits. The beat comes,
+    the recovery looks at its devices, then its read of pending pushes fails once (a Redis
+    hiccup, the usual cause of a lapse). It must try again and send. Before: the recovery
+    ended at the error, and the push waited until something else happened to the device."""
+    a, key, token = homed.a, homed.key, homed.token
+    assert a.server is not None and a.server.handover is not None
+    presence, homes = a.server.handover.presence, homed.homes
+    held = a.call(lambda: HeldBeat(a))
+    assert held.holding.wait(DEADLINE)
+    a.call(lambda: setattr(presence, "lease_until", 0.0))  # the lease ran out meanwhile
+    waiting = push(a, key, token)
+    wait_for(lambda: queued_and_read(homed, waiting), "the push to wait, held, on a")
+    get_pushes = homes.link.get_pushes
+    failed = threading.Event()
+
+    def fails_once(push_ids: list[str]) -> list[Push]:
+        homes.link.get_pushes = get_pushes  # type: ignore[method-assign]
+        failed.set()
+        raise redis.ConnectionError("a hiccup")
+
+    homes.link.get_pushes = fails_once  # type: ignore[method-assign]
+    a.call(held.release)
+    assert ids(homed, waiting) == [waiting]
+    assert failed.is_set()
+    wait_for(lambda: a.call(lambda: homes.recoveries) == 1, "the recovery to be counted")
 
 
 def test_a_beat_tells_whether_the_heartbeat_had_lapsed(redis_server: RedisServer) -> None:

@@ -128,6 +128,11 @@ class DeviceHomes:
         self._recovering = 0  # lapse recoveries running: nothing is sent meanwhile
         self.recoveries = 0  # lapses of this node's heartbeat it recovered from
         self.lost = 0  # devices whose home another node took during such a lapse
+        # devices found homed elsewhere after a lapse, not yet written out and claimed back
+        # or released (kept across a failed step of `_recover`, which takes it again)
+        self._giving_up: dict[str, None] = {}
+        # pushes the recoveries took from pending sets, dispatched when the last one ends
+        self._recovered: list[Push] = []
 
     @property
     def node_id(self) -> str:
@@ -329,52 +334,58 @@ class DeviceHomes:
                 ticket = self.gw.next_seq()  # a read of the pending sets, as in `_catch_up`
                 try:
                     lost, pending = await call(self.link.recheck, sorted(self.homes))
+                    await self._give_up(lost)
+                    self._recovered += await self._take_pending(pending, ticket)
                     break
                 except Exception as exc:
-                    # sending stays held: what this node holds may be another's by now
+                    # Sending stays held: what this node holds may be another's by now.
+                    # Every step may be taken again: the devices being given up wait in
+                    # `_giving_up`, and a failed read of pushes has taken none of them.
                     log.warning("gateway: looking at device homes after a lapse failed: %s", exc)
                     await asyncio.sleep(self.check_interval)
-            if lost:
-                log.warning(
-                    "gateway: %d devices were homed on other nodes while this node's "
-                    "heartbeat was out",
-                    len(lost),
-                )
-                await self._give_up(lost)
-            taken = await self._take_pending(pending, ticket)
             self.recoveries += 1
         finally:
             self._recovering -= 1
         if self._recovering:
-            return  # another lapse came meanwhile: its recovery sends
+            return  # another lapse came meanwhile: the last recovery to end sends
         for device_id in list(self.homes):
             if self.gw.queued.get(device_id) and self.gw.online(device_id):
                 self.gw.flush(device_id)
+        taken, self._recovered = self._recovered, []
         for p in taken:
-            self.gw.dispatch_now(p)
+            self.gw.dispatch_now(p)  # no-op for a push dropped since (its device moved)
 
     async def _give_up(self, lost: list[str]) -> None:
         """Devices another node took while this node's heartbeat was out."""
-        lost = [d for d in lost if d in self.homes]  # a release may have come meanwhile
         for device_id in lost:
-            self.homes.discard(device_id)
-            self._early_acks.pop(device_id, None)
-            self._caught_up.pop(device_id, None)
+            if device_id in self.homes:  # (not when a release came meanwhile)
+                self.homes.discard(device_id)
+                self._early_acks.pop(device_id, None)
+                self._caught_up.pop(device_id, None)
+                self._giving_up[device_id] = None
+                self.lost += 1
+        if not self._giving_up:
+            return
+        log.warning(
+            "gateway: %d devices were homed on other nodes while this node's heartbeat was out",
+            len(self._giving_up),
+        )
         await self.gw.journal.flush()  # what this node changed meanwhile, for the new home
-        for device_id in lost:
-            if device_id in self.homes:
-                continue  # it reconnected here and was loaded again meanwhile
-            self.gw.drop_device(device_id)
-            self.lost += 1
-            if self.gw.online(device_id):
-                # still connected here: take it back as a connect does (its new home
-                # writes out and lets go, then this node loads its pushes and sends)
-                self.claim(device_id)
-            else:
-                # its new home lets go and loads it again from Redis: what it loaded when
-                # it took the device may be stale by now (acknowledged here meanwhile),
-                # and what this node accepted for it meanwhile had no notice
-                await self.gw.registry.call(self.link.notify, device_id, "release", self.node_id)
+        for device_id in list(self._giving_up):
+            if device_id not in self.homes:  # (else it reconnected here and was loaded again)
+                self.gw.drop_device(device_id)
+                if self.gw.online(device_id):
+                    # still connected here: take it back as a connect does (its new home
+                    # writes out and lets go, then this node loads its pushes and sends)
+                    self.claim(device_id)
+                else:
+                    # its new home lets go and loads it again from Redis: what it loaded
+                    # when it took the device may be stale by now (acknowledged here
+                    # meanwhile), and what this node accepted for it meanwhile had no notice
+                    await self.gw.registry.call(
+                        self.link.notify, device_id, "release", self.node_id
+                    )
+            del self._giving_up[device_id]
 
     async def _take_pending(self, pending: dict[str, list[str]], ticket: int) -> list[Push]:
         """Pushes in the pending sets of devices still homed here that this node does not

@@ -94,16 +94,20 @@ class RedisPresence:
 
     async def beat(self) -> bool:
         """Write this node's heartbeat and figures once (the loop calls it every interval).
-        False when the heartbeat had lapsed before it: the key was gone, or this beat was
-        sent after the lease ran out (the first beat of a node is one too)."""
+        False when the heartbeat had lapsed before it: the key was gone, or the lease ran
+        out before this beat's reply came (the first beat of a node is one too)."""
         sent = time.monotonic()
         key = node_key(self.prefix, self.node_id)
-        pipe = self.client.pipeline(transaction=False)
+        # one transaction: the key cannot expire between the look and the write unseen
+        pipe = self.client.pipeline(transaction=True)
         pipe.exists(key)
         pipe.set(key, json.dumps(self.figures()), px=int(self.timeout * 1000))
         pipe.sadd(self._nodes, self.node_id)
         existed = (await pipe.execute())[0]
-        held = bool(existed) and sent < self.lease_until
+        # Judged when the reply is read, not when the beat was sent: while a late reply
+        # was on its way the lease had already run out, `sendable` (gateway/cluster.py)
+        # refused to send, and only a lapse makes the gateway flush what it held back.
+        held = bool(existed) and time.monotonic() < self.lease_until
         # Redis set the key's TTL when it received the SET, after `sent`
         self.lease_until = sent + self.timeout
         return held
