@@ -3,13 +3,11 @@ of a session made persistent by a takeover, and who owns it."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
+from helpers.admin import cli
 from helpers.clients import PahoClient
 from helpers.server import ServerProcess
 
@@ -17,17 +15,6 @@ pytestmark = pytest.mark.pushwire_only("pushwire's session store")
 
 PahoFactory = Callable[..., PahoClient]
 ServerFactory = Callable[..., ServerProcess]
-
-
-def cli(data_dir: Path, *args: str, stdin: str | None = None) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "pushwire", *args, "--data-dir", str(data_dir)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
 
 
 def test_session_made_persistent_by_takeover_keeps_its_subscription(

@@ -7,8 +7,6 @@ import asyncio
 import json
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +18,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from websockets.typing import Subprotocol
 
+from helpers.admin import cli
 from helpers.certs import CertFiles, make_certs
 from helpers.server import ServerProcess
 
@@ -185,14 +184,7 @@ def cert_identity_server(
         ["user", "add", "someone-else", "--password-stdin"],
         ["acl", "add", "--all", "--allow", "readwrite", "users/%u/#"],
     ):
-        subprocess.run(
-            [sys.executable, "-m", "pushwire", *args, "--data-dir", str(srv.data_dir)],
-            input="pw\n",
-            text=True,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        cli(srv.data_dir, *args, stdin="pw\n")
     # the running server picks up the CLI's changes on its next reload. Wait until the user
     # is refused outside its own tree: 401 while the user is unknown, and with no rule yet
     # every user may read everything, so a 403 needs both the user and the rule
@@ -282,24 +274,7 @@ async def test_client_certificate_name_is_the_identity_on_the_json_websocket(
     from websockets.exceptions import ConnectionClosed, InvalidStatus
 
     srv = cert_identity_server(server_factory, certs)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pushwire",
-            "user",
-            "add",
-            "alice",
-            "--password-stdin",
-            "--data-dir",
-            str(srv.data_dir),
-        ],
-        input="pw\n",
-        text=True,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    cli(srv.data_dir, "user", "add", "alice", "--password-stdin", stdin="pw\n")
     url = f"wss://127.0.0.1:{srv.http_port}/v1/ws"
     with_cert = ssl.create_default_context(cafile=str(certs.ca))
     cert, key = certs.client("alice")
