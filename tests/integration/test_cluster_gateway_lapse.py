@@ -264,20 +264,12 @@ def test_a_notice_dropped_with_the_inbox_of_a_home_that_looked_dead_is_caught_up
     assert ids(homed, marker) == [marker]
 
 
-class HeldReply:
+class HeldReply(HeldBeat):
     """Node a's next heartbeat is sent with its lease about to run out, and its reply (the
     key still there) read late, after the lease ran out (a loaded loop reads it late):
     `holding` is set once Redis has answered and the reply waits."""
 
-    def __init__(self, node: InProcessServer) -> None:
-        assert node.server is not None and node.server.handover is not None
-        self.presence = node.server.handover.presence
-        self.beat = self.presence.beat
-        self.holding = threading.Event()
-        self._release = asyncio.Event()
-        self.presence.beat = self._late  # type: ignore[method-assign]
-
-    async def _late(self) -> bool:
+    async def _held(self) -> bool:
         presence = self.presence
         presence.beat = self.beat  # type: ignore[method-assign]
         client, pipeline = presence.client, presence.client.pipeline
@@ -302,9 +294,6 @@ class HeldReply:
             return await self.beat()
         finally:
             client.pipeline = pipeline  # type: ignore[method-assign]
-
-    def release(self) -> None:
-        self._release.set()
 
 
 def queued_and_read(homed: Homed, push_id: str) -> bool:
