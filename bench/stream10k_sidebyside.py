@@ -47,7 +47,7 @@ from pushwire.bench.http import (
     ws_subscribe_frame,
 )
 from pushwire.bench.nchan import nchan_server
-from pushwire.bench.peers import raise_nofile_limit
+from pushwire.bench.peers import raise_nofile_limit, thread_schedstat
 
 CHANNEL = "lat"
 SO_TIMESTAMPNS = 35
@@ -172,7 +172,7 @@ class Side:
             pipe.send("wave")
         time.sleep(0.05)  # the clients are in their read loops
         # the stamp: MARK, then 19 digits (the flag byte of the bench's stamp is left out)
-        before = _schedstat(self.pid)
+        before = thread_schedstat(self.pid)
         body = MARK + b"%019d" % time.time_ns() + b"x" * 40
         self.pub.sendall(publish_head(self.dialect, CHANNEL, len(body)) + body)
         ccpu = 0.0
@@ -184,7 +184,7 @@ class Side:
             ccpu += cpu
             cpolls += polls
         self.clients.append((ccpu, cpolls))
-        after = _schedstat(self.pid)
+        after = thread_schedstat(self.pid)
         self.sched.append(tuple(a - b for a, b in zip(after, before, strict=True)))
         answer = self.pub.recv(65536)
         assert answer.startswith(b"HTTP/1.1 20"), answer[:60]
@@ -197,16 +197,6 @@ class Side:
             if proc.is_alive():
                 proc.kill()
         self.pub.close()
-
-
-def _schedstat(pid: int) -> tuple[int, int, int, int]:
-    """The server thread's scheduler counters: CPU ns, ns waiting on a run queue, slices,
-    involuntary switches (preempted)."""
-    cpu, delay, slices = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
-    status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
-    at = status.index("nonvoluntary_ctxt_switches:")
-    preempted = int(status[at:].split()[1])
-    return int(cpu), int(delay), int(slices), preempted
 
 
 def _curve(side: Side, n: int, waves: int) -> str:

@@ -85,18 +85,27 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def thread_schedstat(pid: int) -> tuple[int, int, int, int]:
+    """The scheduler's counters of a process's main thread (the serving thread of pushwire
+    and of nginx's worker): CPU ns, ns waiting on a run queue, slices, and involuntary
+    switches (times preempted). OSError when the process is gone."""
+    cpu, waited, slices = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+    status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
+    at = status.index("nonvoluntary_ctxt_switches:")
+    return int(cpu), int(waited), int(slices), int(status[at:].split()[1])
+
+
 def run_queue(*pids: int) -> tuple[int, int]:
-    """(ns waiting on a run queue, times preempted) of each process's main thread, summed:
-    the serving thread of pushwire and of nginx's worker. At N = 10,000 on 2 cores a woken
-    client process that lands on the server's core preempts it (bench/README.md, "How many
-    client processes"); these two counters show how often that happened."""
+    """(ns waiting on a run queue, times preempted) of each process's main thread, summed.
+    At N = 10,000 on 2 cores a woken client process that lands on the server's core
+    preempts it (bench/README.md, "How many client processes"); these two counters show
+    how often that happened."""
     waited = preempted = 0
     for pid in pids:
         with contextlib.suppress(OSError, ValueError, IndexError):
-            waited += int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1])
-            status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
-            at = status.index("nonvoluntary_ctxt_switches:")
-            preempted += int(status[at:].split()[1])
+            _cpu, wait_ns, _slices, switches = thread_schedstat(pid)
+            waited += wait_ns
+            preempted += switches
     return waited, preempted
 
 
