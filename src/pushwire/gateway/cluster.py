@@ -212,22 +212,17 @@ class DeviceHomes:
     async def _catch_up(self, device_id: str, then: Callable[[], None]) -> None:
         call = self.gw.registry.call
         # before the read: every push made here until now may go once it answered
-        ticket = self.gw.next_seq()
+        upto = {device_id: self.gw.next_seq()}
         taken: list[Push] = []
         try:
             ids = await call(self.link.pending_ids, device_id)
             unknown = [i for i in ids if i not in self.gw.pushes]
             if unknown and device_id in self.homes:
-                for p in sorted(await call(self.link.get_pushes, unknown), key=lambda p: p.seq):
-                    if self.gw.take_forwarded(p, dispatch=False):
-                        taken.append(p)
-                        # read with the set: it may go (another node's clock may be ahead);
-                        # only a push taken counts (a final one did not move `next_seq`)
-                        ticket = max(ticket, p.seq)
+                taken = self._take(await call(self.link.get_pushes, unknown), upto)
         except Exception as exc:
             # what was missed comes through the inbox; only the order may suffer
             log.warning("gateway: catching up device %s failed: %s", device_id, exc)
-        self._read_up_to(device_id, ticket)
+        self._read_up_to(device_id, upto[device_id])
         then()
         # `then` sends for its own push only if that one still waits (it may have been
         # collapsed by one taken here, or be for an app the device does not listen to):
@@ -235,6 +230,18 @@ class DeviceHomes:
         # inbox notice finds it known and does nothing)
         for p in taken:
             self.gw.dispatch_now(p)
+
+    def _take(self, found: list[Push], upto: dict[str, int]) -> list[Push]:
+        """Take `found`, pushes read from pending sets that this node did not know, oldest
+        first, for devices homed here; each one taken raises its device's ticket in `upto`:
+        read with the set, it may go (another node's clock may be ahead). Only a push taken
+        counts (a final one did not move `next_seq`)."""
+        taken: list[Push] = []
+        for p in sorted(found, key=lambda p: p.seq):
+            if p.device_id in self.homes and self.gw.take_forwarded(p, dispatch=False):
+                taken.append(p)
+                upto[p.device_id] = max(upto.get(p.device_id, 0), p.seq)
+        return taken
 
     def _read_up_to(self, device_id: str, ticket: int) -> None:
         # kept for the devices homed here only (a catch-up may end after a release)
@@ -392,12 +399,8 @@ class DeviceHomes:
         know (their notices went with its inbox): taken, like `_catch_up` does."""
         unknown = {i for device_id, ids in pending.items() for i in ids if i not in self.gw.pushes}
         found = await self.gw.registry.call(self.link.get_pushes, sorted(unknown))
-        taken: list[Push] = []
         upto = dict.fromkeys(pending, ticket)
-        for p in sorted(found, key=lambda p: p.seq):
-            if p.device_id in self.homes and self.gw.take_forwarded(p, dispatch=False):
-                taken.append(p)
-                upto[p.device_id] = max(upto.get(p.device_id, ticket), p.seq)
+        taken = self._take(found, upto)
         for device_id, seq in upto.items():
             self._read_up_to(device_id, seq)
         return taken
