@@ -128,6 +128,21 @@ def message_payloads(body: bytes) -> list[str]:
     return [m["payload"] for m in json.loads(body)["messages"]]
 
 
+def woken(
+    srv: InProcessServer, flt: str, readers: list[Reader], payload: bytes, topic: str = ""
+) -> list[str]:
+    """Wait until every reader's long-poll on `flt` is held, publish `payload` to `topic`
+    (`flt`), read each reader's answer (that one message); their cursors, in order."""
+    until(lambda: len(waiters(srv, flt)) == len(readers))
+    publish(srv, topic or flt, payload)
+    cursors = []
+    for reader in readers:
+        status, headers, body = reader.response()
+        assert status == 200 and message_payloads(body) == [payload.decode()], body
+        cursors.append(headers["pushwire-cursor"])
+    return cursors
+
+
 def basic_auth(user: str, password: str) -> str:
     """An `Authorization: Basic` header line (with its CRLF) for a raw request's `head`."""
     raw = base64.b64encode(f"{user}:{password}".encode()).decode()

@@ -15,11 +15,10 @@ from helpers.rawhttp import (
     Reader,
     connect,
     longpoll_request,
-    message_payloads,
-    publish,
     publish_request,
     until,
     waiters,
+    woken,
 )
 from pushwire.http.state import HttpState
 
@@ -54,14 +53,6 @@ def _lane_replayed(srv: InProcessServer) -> int:
     return count
 
 
-def _woken(srv: InProcessServer, reader: Reader, payload: bytes) -> str:
-    until(lambda: len(waiters(srv, "bl/lp")) == 1)
-    publish(srv, "bl/lp", payload)
-    status, headers, body = reader.response()
-    assert status == 200 and message_payloads(body) == [payload.decode()], body
-    return headers["pushwire-cursor"]
-
-
 def test_a_publish_replayed_from_its_bytes_between_long_polls_ends_the_client(
     srv: InProcessServer,
 ) -> None:
@@ -69,13 +60,13 @@ def test_a_publish_replayed_from_its_bytes_between_long_polls_ends_the_client(
     with connect(srv) as sock:
         reader = Reader(sock)
         sock.sendall(longpoll_request("bl/lp"))
-        cursor = _woken(srv, reader, b"one")
+        (cursor,) = woken(srv, "bl/lp", [reader], b"one")
         # a parsed publish: leaves, and its head is learned for the next one
         sock.sendall(request)
         assert reader.response()[0] == 201
         assert _listed(srv) == 0 and _listeners(srv) == 0
         sock.sendall(longpoll_request("bl/lp", cursor))
-        _woken(srv, reader, b"two")
+        woken(srv, "bl/lp", [reader], b"two")
         assert _listed(srv) == 1 and _listeners(srv) == 1  # between its requests
         before = _lane_replayed(srv)
         sock.sendall(request)  # the same bytes: taken without the parser
@@ -99,7 +90,7 @@ def test_a_request_begun_while_the_long_poll_was_held_ends_the_client_once_answe
         assert srv.server is not None and srv.server._http is not None
         http = srv.server._http
         until(lambda: srv.call(lambda: sum(1 for p in http.connections if not p.idle)) == 1)
-        _woken(srv, reader, b"one")
+        woken(srv, "bl/lp", [reader], b"one")
         sock.sendall(request[20:])
         assert reader.response()[0] == 201
         assert _listed(srv) == 0 and _listeners(srv) == 0

@@ -24,6 +24,7 @@ from helpers.rawhttp import (
     publish_request,
     until,
     waiters,
+    woken,
 )
 from pushwire.core.acl import AclRule
 from pushwire.http import poll
@@ -41,11 +42,8 @@ def _woken(
 ) -> str:
     """Hold a long-poll on `flt`, wake it with a message, return the reply's cursor."""
     sock.sendall(longpoll_request(flt, head=head))
-    until(lambda: len(waiters(srv, flt)) == 1)
-    publish(srv, flt, b"first")
-    status, headers, body = reader.response()
-    assert status == 200 and message_payloads(body) == ["first"]
-    return headers["pushwire-cursor"]
+    (cursor,) = woken(srv, flt, [reader], b"first")
+    return cursor
 
 
 def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:

@@ -24,6 +24,7 @@ from helpers.rawhttp import (
     publish_request,
     until,
     waiters,
+    woken,
 )
 from pushwire.core.acl import AclRule
 from pushwire.http import connection, cycles
@@ -61,21 +62,6 @@ def _held_gauge(srv: InProcessServer) -> int:
     return srv.call(lambda: stats.connections["longpoll"])
 
 
-def _woken(
-    srv: InProcessServer, flt: str, readers: list[Reader], payload: bytes, topic: str = ""
-) -> list[str]:
-    """Wait until every reader's long-poll on `flt` is held, publish to `topic` (`flt`),
-    read the answers."""
-    until(lambda: len(waiters(srv, flt)) == len(readers))
-    publish(srv, topic or flt, payload)
-    cursors = []
-    for reader in readers:
-        status, headers, body = reader.response()
-        assert status == 200 and message_payloads(body) == [payload.decode()], body
-        cursors.append(headers["pushwire-cursor"])
-    return cursors
-
-
 def test_a_woken_client_stays_listed_between_requests_until_its_keep_alive_idles_out(
     srv: InProcessServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,7 +71,7 @@ def test_a_woken_client_stays_listed_between_requests_until_its_keep_alive_idles
     with connect(srv) as sock:
         reader = Reader(sock)
         sock.sendall(longpoll_request("bt/idle"))
-        _woken(srv, "bt/idle", [reader], b"one")
+        woken(srv, "bt/idle", [reader], b"one")
         # between its requests: still a connected long-poll client, in its group, but no
         # request is held
         assert _listed(srv) == [("longpoll", ("bt/idle",))]
@@ -101,7 +87,7 @@ def test_another_request_or_a_close_between_requests_ends_it(srv: InProcessServe
         ra, rb = Reader(a), Reader(b)
         a.sendall(longpoll_request("bt/end"))
         b.sendall(longpoll_request("bt/end"))
-        cursor_a, _ = _woken(srv, "bt/end", [ra, rb], b"one")
+        cursor_a, _ = woken(srv, "bt/end", [ra, rb], b"one")
         assert _listed(srv) == [("longpoll", ("bt/end",))] * 2
         assert _listeners(srv) == 2
         # `a` publishes on the same connection: no longer a long-poll client
@@ -115,7 +101,7 @@ def test_another_request_or_a_close_between_requests_ends_it(srv: InProcessServe
         until(lambda: _listed(srv) == [] and _listeners(srv) == 0)
         # `a` long-polls again: held, listed, woken once
         a.sendall(longpoll_request("bt/end", cursor_a))
-        _woken(srv, "bt/end", [ra], b"two")
+        woken(srv, "bt/end", [ra], b"two")
         assert _listed(srv) == [("longpoll", ("bt/end",))]
 
 
@@ -125,9 +111,9 @@ def test_messages_published_between_requests_are_answered_at_once_in_order(
     with connect(srv) as sock:
         reader = Reader(sock)
         sock.sendall(longpoll_request("bt/miss"))
-        (cursor,) = _woken(srv, "bt/miss", [reader], b"m0")
+        (cursor,) = woken(srv, "bt/miss", [reader], b"m0")
         sock.sendall(longpoll_request("bt/miss", cursor))  # held again on the lane
-        (cursor,) = _woken(srv, "bt/miss", [reader], b"m1")
+        (cursor,) = woken(srv, "bt/miss", [reader], b"m1")
         # two messages while it is between requests (its waiter is still in its group)
         publish(srv, "bt/miss", b"m2")
         publish(srv, "bt/miss", b"m3")
@@ -137,7 +123,7 @@ def test_messages_published_between_requests_are_answered_at_once_in_order(
         assert status == 200 and message_payloads(body) == ["m2", "m3"]
         # and held again from there: the next message once, nothing twice
         sock.sendall(longpoll_request("bt/miss", headers["pushwire-cursor"]))
-        _woken(srv, "bt/miss", [reader], b"m4")
+        woken(srv, "bt/miss", [reader], b"m4")
 
 
 def test_a_message_the_caller_may_not_read_between_requests_is_skipped_on_re_ask(
@@ -151,7 +137,7 @@ def test_a_message_the_caller_may_not_read_between_requests_is_skipped_on_re_ask
     with connect(srv) as sock:
         reader = Reader(sock)
         sock.sendall(longpoll_request("bt/acl/+"))
-        (cursor,) = _woken(srv, "bt/acl/+", [reader], b"open", "bt/acl/open")
+        (cursor,) = woken(srv, "bt/acl/+", [reader], b"open", "bt/acl/open")
         publish(srv, "bt/acl/secret", b"hidden")  # between its requests, not for it
         sock.sendall(longpoll_request("bt/acl/+", cursor))
         until(lambda: len(waiters(srv, "bt/acl/+")) == 1)  # held: nothing for it yet
